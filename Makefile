@@ -1,0 +1,109 @@
+# nlpd build. `make` builds build/nlpd; `make SANITIZE=1` builds build/san/nlpd with ASan+UBSan.
+# `make test` and `make demo` first install missing Debian packages and fetch the models.
+
+CC       ?= cc
+PKGS     := libconfig jansson libutf8proc
+SANITIZE ?= 0
+ifeq ($(SANITIZE),1)
+BUILD    := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT      := -O1 -g
+else
+BUILD    := build
+SANFLAGS :=
+OPT      := -O2 -g
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+INCLUDES := -Idaemon -Istages -Istages/models -Ikernels -Ikernels/cpu
+CFLAGS   ?= $(OPT)
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 -Wvla \
+            -fno-strict-aliasing -pthread -MMD -MP $(SANFLAGS) $(INCLUDES) $(PKG_CFLAGS)
+LDFLAGS  += -pthread $(SANFLAGS)
+LDLIBS   += $(PKG_LIBS) -lm
+
+LIB_SRC  := $(wildcard kernels/*.c kernels/cpu/*.c stages/models/*.c stages/*/*.c) \
+            $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+LIB_SRC  := $(sort $(LIB_SRC))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+MAIN_OBJ := $(BUILD)/obj/daemon/main.o
+LIB      := $(BUILD)/libnlpd.a
+
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%)
+TOOL_SRC := $(wildcard tests/models/tool_*.c)
+TOOL_BIN := $(TOOL_SRC:tests/models/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps models test test-unit check-sanitize demo bench clean format fuzz-build
+.DEFAULT_GOAL := all
+
+all: $(BUILD)/nlpd $(UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN)
+
+$(BUILD)/nlpd: $(MAIN_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/tests/tool_%: tests/models/tool_%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
+# Fuzz targets: built with a replay main() here; `make fuzz-build CC=clang` adds libFuzzer.
+$(BUILD)/tests/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< tests/fuzz/replay_main.c $(LIB) $(LDFLAGS) $(LDLIBS)
+
+fuzz-build:
+	@mkdir -p build/libfuzzer
+	for f in $(FUZZ_SRC); do \
+	  clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined $(INCLUDES) $(PKG_CFLAGS) \
+	    -o build/libfuzzer/$$(basename $$f .c) $$f $(LIB_SRC) $(PKG_LIBS) -lm -pthread || exit 1; \
+	done
+
+deps:
+	@sh scripts/setup-deps.sh
+
+models:
+	@sh scripts/fetch-models.sh
+
+# The entry points users run: set-up first, then a fresh make (pkg-config results need the packages).
+test:
+	@sh scripts/setup-deps.sh
+	@sh scripts/fetch-models.sh
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory SANITIZE=1 all
+	@sh tests/run-tests.sh
+
+demo:
+	@sh scripts/setup-deps.sh
+	@sh scripts/fetch-models.sh
+	@$(MAKE) --no-print-directory all
+	@sh scripts/demo.sh
+
+bench:
+	@sh scripts/setup-deps.sh
+	@sh scripts/fetch-models.sh
+	@$(MAKE) --no-print-directory all
+	@sh bench/langid/run.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)
