@@ -1,0 +1,60 @@
+#!/bin/sh
+# Installs the Debian packages that nlpd's build, tests, models and benchmarks need, when some are missing.
+# Idempotent; prints nothing when everything is present. Uses sudo only when not root.
+set -eu
+
+cd "$(dirname "$0")/.."
+
+# Build toolchain: cc, make, libc headers; pkg-config gives the libraries' flags to the Makefile.
+PKGS="build-essential pkg-config"
+# Daemon libraries: config file, JSON, Unicode normalisation, Kafka, Avro, Redis client, event loop, sd_notify.
+PKGS="$PKGS libconfig-dev libjansson-dev libutf8proc-dev librdkafka-dev libavro-dev libhiredis-dev libevent-dev libsystemd-dev"
+# Kernels: OpenBLAS sgemm for the CPU backend.
+PKGS="$PKGS libopenblas-dev"
+# References and test services: the fastText tool (parity, bench baseline), a real Redis for integration tests.
+PKGS="$PKGS fasttext redis-server"
+# Scripts and test corpora: python3 (corpus and bench scripts), gettext + libglib2.0-data (translation catalogues
+# the multilingual corpus is extracted from).
+PKGS="$PKGS python3 gettext libglib2.0-data"
+# Fetching models: TLS roots and curl for downloads.
+PKGS="$PKGS ca-certificates curl"
+# npm (model fallback, review corpus, tokenizer reference): Debian's only when no npm is on PATH already.
+if ! command -v npm >/dev/null 2>&1; then
+	PKGS="$PKGS npm"
+fi
+
+missing=""
+for p in $PKGS; do
+	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	case "$status" in
+	*" ok installed") ;;
+	*) missing="$missing $p" ;;
+	esac
+done
+
+[ -z "$missing" ] && exit 0
+
+echo "setup-deps: installing missing Debian packages:$missing"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+	if command -v sudo >/dev/null 2>&1; then
+		SUDO="sudo"
+	else
+		echo "setup-deps: not root and no sudo; install as root:$missing" >&2
+		exit 1
+	fi
+fi
+
+mkdir -p build
+log=build/setup-deps.log
+: >"$log"
+# $missing is deliberately unquoted: one word per package.
+# shellcheck disable=SC2086
+if ! { $SUDO apt-get update -q &&
+	$SUDO env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends $missing; } >>"$log" 2>&1; then
+	cat "$log" >&2
+	echo "setup-deps: installing$missing failed (log: $log)" >&2
+	exit 1
+fi
