@@ -76,8 +76,8 @@ from_npm() {
 	d="$tmp/npm.$1"
 	mkdir -p "$d"
 	if ! (cd "$d" && npm_config_update_notifier=false timeout 300 \
-		npm pack --silent --fetch-retries=1 "$3") >"$tmp/npm.log" 2>&1; then
-		err "$1: npm pack $3 failed: $(tail -n 1 "$tmp/npm.log")"
+		npm pack --loglevel=error --fetch-retries=1 "$3") >"$tmp/npm.log" 2>&1; then
+		err "$1: npm pack $3 failed: $(grep "npm error" "$tmp/npm.log" | head -n 2 | tr "\n" " ")"
 		return 1
 	fi
 	tgz=$(find "$d" -maxdepth 1 -name '*.tgz' | head -n 1)
