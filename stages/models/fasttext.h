@@ -47,4 +47,13 @@ void nlpd_ft_scratch_free(struct nlpd_ft_scratch *s);
 int nlpd_ft_predict(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s, const char *text, size_t len,
                     int k, float threshold, struct nlpd_ft_pred *out);
 
+/* Like predict-prob, a literal "</s>" token ends the text: nlpd_ft_predict ignores what follows it.
+ * nlpd_ft_predict_ex sets *consumed (may be NULL) to the bytes used up to that token and one separator
+ * after it, or to 0 when there was none, so a caller can replay fastText's line-by-line behaviour (the
+ * rest becomes the next "line"); with NLPD_FT_NO_EOS no end-of-sentence token is appended (fastText's
+ * last line when the input does not end with a newline). */
+#define NLPD_FT_NO_EOS 1
+int nlpd_ft_predict_ex(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s, const char *text, size_t len,
+                       int flags, int k, float threshold, struct nlpd_ft_pred *out, size_t *consumed);
+
 #endif
