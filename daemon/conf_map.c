@@ -1,0 +1,303 @@
+/* conf_map application (see conf_map.h). */
+#include "conf_map.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *nlpd_conf_file(const config_setting_t *s, const char *fallback)
+{
+    const char *f = s ? config_setting_source_file(s) : NULL;
+    return f ? f : fallback;
+}
+
+const char *nlpd_conf_map_get(const struct nlpd_conf_map *map, const char *from)
+{
+    for (size_t i = 0; i < map->n; i++)
+        if (strcmp(map->from[i], from) == 0)
+            return map->to[i];
+    return NULL;
+}
+
+static const char *type_name(enum nlpd_conf_type t)
+{
+    switch (t) {
+    case NLPD_CONF_STRING: return "string";
+    case NLPD_CONF_PATH: return "path";
+    case NLPD_CONF_INT: return "integer";
+    case NLPD_CONF_FLOAT: return "number";
+    case NLPD_CONF_BOOL: return "boolean";
+    case NLPD_CONF_ENUM: return "string";
+    case NLPD_CONF_MAP: return "list of (\"from\", \"to\") pairs";
+    default: return "?";
+    }
+}
+
+static const char *setting_type_name(const config_setting_t *s)
+{
+    switch (config_setting_type(s)) {
+    case CONFIG_TYPE_GROUP: return "group";
+    case CONFIG_TYPE_INT:
+    case CONFIG_TYPE_INT64: return "integer";
+    case CONFIG_TYPE_FLOAT: return "number";
+    case CONFIG_TYPE_STRING: return "string";
+    case CONFIG_TYPE_BOOL: return "boolean";
+    case CONFIG_TYPE_ARRAY: return "array";
+    case CONFIG_TYPE_LIST: return "list";
+    default: return "value";
+    }
+}
+
+static int choice_ok(const char *choices, const char *v)
+{
+    size_t vl = strlen(v);
+    const char *p = choices;
+    while (*p) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == vl && strncmp(p, v, len) == 0)
+            return 1;
+        if (!bar)
+            break;
+        p = bar + 1;
+    }
+    return 0;
+}
+
+static int in_range(const struct nlpd_conf_entry *e, double v)
+{
+    return e->min == e->max || (v >= e->min && v <= e->max);
+}
+
+static char **field_str(void *base, const struct nlpd_conf_entry *e)
+{
+    return (char **)((char *)base + e->offset);
+}
+
+/* Stores a value given as text (a default); the table is ours, so a bad default is a programmer error. */
+static void store_default(const struct nlpd_conf_entry *e, void *base)
+{
+    char *p = (char *)base + e->offset;
+    switch (e->type) {
+    case NLPD_CONF_STRING:
+    case NLPD_CONF_PATH:
+    case NLPD_CONF_ENUM:
+        *(char **)p = e->def ? strdup(e->def) : NULL;
+        break;
+    case NLPD_CONF_INT:
+        *(long long *)p = e->def ? strtoll(e->def, NULL, 10) : 0;
+        break;
+    case NLPD_CONF_FLOAT:
+        *(double *)p = e->def ? strtod(e->def, NULL) : 0.0;
+        break;
+    case NLPD_CONF_BOOL:
+        *(int *)p = e->def && strcmp(e->def, "true") == 0;
+        break;
+    case NLPD_CONF_MAP:
+        memset(p, 0, sizeof(struct nlpd_conf_map));
+        break;
+    default:
+        NLPD_ASSERT(!"bad conf type");
+    }
+}
+
+static int store_map(const struct nlpd_conf_entry *e, const config_setting_t *s, void *base, const char *section,
+                     const char *file, struct nlpd_diag *diag)
+{
+    struct nlpd_conf_map *m = (struct nlpd_conf_map *)((char *)base + e->offset);
+    memset(m, 0, sizeof *m);
+    if (config_setting_type(s) != CONFIG_TYPE_LIST) {
+        nlpd_diag_add(diag, nlpd_conf_file(s, file), config_setting_source_line(s),
+                      "%s.%s must be a %s, not a %s", section, e->key, type_name(e->type), setting_type_name(s));
+        return 1;
+    }
+    int n = config_setting_length(s), errors = 0;
+    m->from = calloc((size_t)n + 1, sizeof(char *));
+    m->to = calloc((size_t)n + 1, sizeof(char *));
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *pair = config_setting_get_elem(s, (unsigned)i);
+        const char *from = NULL, *to = NULL;
+        if ((config_setting_type(pair) == CONFIG_TYPE_LIST || config_setting_type(pair) == CONFIG_TYPE_ARRAY) &&
+            config_setting_length(pair) == 2) {
+            from = config_setting_get_string_elem(pair, 0);
+            to = config_setting_get_string_elem(pair, 1);
+        }
+        if (!from || !to) {
+            nlpd_diag_add(diag, nlpd_conf_file(pair, file), config_setting_source_line(pair),
+                          "%s.%s[%d] must be a pair of strings like (\"__label__1\", \"negative\")", section, e->key,
+                          i);
+            errors++;
+            continue;
+        }
+        m->from[m->n] = strdup(from);
+        m->to[m->n] = strdup(to);
+        m->n++;
+    }
+    return errors;
+}
+
+int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *group, void *base,
+                    const char *const *extra_keys, const char *section, const char *file, struct nlpd_diag *diag)
+{
+    int errors = 0;
+    if (group) {
+        if (config_setting_type(group) != CONFIG_TYPE_GROUP) {
+            nlpd_diag_add(diag, nlpd_conf_file(group, file), config_setting_source_line(group),
+                          "%s must be a group { ... }, not a %s", section, setting_type_name(group));
+            return 1;
+        }
+        int n = config_setting_length(group);
+        for (int i = 0; i < n; i++) {
+            const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+            const char *name = config_setting_name(s);
+            int known = 0;
+            for (const struct nlpd_conf_entry *e = map; e->type != NLPD_CONF_END && !known; e++)
+                known = strcmp(e->key, name) == 0;
+            for (const char *const *x = extra_keys; x && *x && !known; x++)
+                known = strcmp(*x, name) == 0;
+            if (!known) {
+                nlpd_diag_add(diag, nlpd_conf_file(s, file), config_setting_source_line(s),
+                              "unknown key '%s' in %s", name, section);
+                errors++;
+            }
+        }
+    }
+
+    for (const struct nlpd_conf_entry *e = map; e->type != NLPD_CONF_END; e++) {
+        const config_setting_t *s = group ? config_setting_get_member(group, e->key) : NULL;
+        store_default(e, base);
+        if (!s) {
+            if (e->flags & NLPD_CONF_REQUIRED) {
+                nlpd_diag_add(diag, nlpd_conf_file(group, file), group ? config_setting_source_line(group) : 0,
+                              "%s needs '%s' (%s)", section, e->key, e->doc);
+                errors++;
+            }
+            continue;
+        }
+        const char *sfile = nlpd_conf_file(s, file);
+        int line = config_setting_source_line(s);
+        int t = config_setting_type(s);
+        char *p = (char *)base + e->offset;
+        switch (e->type) {
+        case NLPD_CONF_STRING:
+        case NLPD_CONF_PATH:
+        case NLPD_CONF_ENUM: {
+            if (t != CONFIG_TYPE_STRING) {
+                nlpd_diag_add(diag, sfile, line, "%s.%s must be a string, not a %s", section, e->key,
+                              setting_type_name(s));
+                errors++;
+                break;
+            }
+            const char *v = config_setting_get_string(s);
+            if (e->type == NLPD_CONF_ENUM && !choice_ok(e->choices, v)) {
+                nlpd_diag_add(diag, sfile, line, "%s.%s must be one of %s, not \"%s\"", section, e->key, e->choices,
+                              v);
+                errors++;
+                break;
+            }
+            if (e->type == NLPD_CONF_PATH && access(v, R_OK) != 0) {
+                int en = errno;
+                if (e->flags & NLPD_CONF_MODEL)
+                    nlpd_diag_add(diag, sfile, line, "%s.%s: model '%s' %s (run `make models` to fetch the models)",
+                                  section, e->key, v, en == ENOENT ? "not found" : strerror(en));
+                else
+                    nlpd_diag_add(diag, sfile, line, "%s.%s: cannot read '%s': %s", section, e->key, v,
+                                  strerror(en));
+                errors++;
+            }
+            free(*field_str(base, e));
+            *field_str(base, e) = strdup(v);
+            break;
+        }
+        case NLPD_CONF_INT: {
+            if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
+                nlpd_diag_add(diag, sfile, line, "%s.%s must be an integer, not a %s", section, e->key,
+                              setting_type_name(s));
+                errors++;
+                break;
+            }
+            long long v = config_setting_get_int64(s);
+            if (!in_range(e, (double)v)) {
+                nlpd_diag_add(diag, sfile, line, "%s.%s = %lld is out of range [%.0f, %.0f]", section, e->key, v,
+                              e->min, e->max);
+                errors++;
+                break;
+            }
+            *(long long *)p = v;
+            break;
+        }
+        case NLPD_CONF_FLOAT: {
+            double v;
+            if (t == CONFIG_TYPE_FLOAT)
+                v = config_setting_get_float(s);
+            else if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64)
+                v = (double)config_setting_get_int64(s);
+            else {
+                nlpd_diag_add(diag, sfile, line, "%s.%s must be a number, not a %s", section, e->key,
+                              setting_type_name(s));
+                errors++;
+                break;
+            }
+            if (!in_range(e, v)) {
+                nlpd_diag_add(diag, sfile, line, "%s.%s = %g is out of range [%g, %g]", section, e->key, v, e->min,
+                              e->max);
+                errors++;
+                break;
+            }
+            *(double *)p = v;
+            break;
+        }
+        case NLPD_CONF_BOOL:
+            if (t != CONFIG_TYPE_BOOL) {
+                nlpd_diag_add(diag, sfile, line, "%s.%s must be true or false, not a %s", section, e->key,
+                              setting_type_name(s));
+                errors++;
+                break;
+            }
+            *(int *)p = config_setting_get_bool(s);
+            break;
+        case NLPD_CONF_MAP:
+            errors += store_map(e, s, base, section, file, diag);
+            break;
+        default:
+            NLPD_ASSERT(!"bad conf type");
+        }
+    }
+    return errors;
+}
+
+void nlpd_conf_release(const struct nlpd_conf_entry *map, void *base)
+{
+    for (const struct nlpd_conf_entry *e = map; e->type != NLPD_CONF_END; e++) {
+        char *p = (char *)base + e->offset;
+        if (e->type == NLPD_CONF_STRING || e->type == NLPD_CONF_PATH || e->type == NLPD_CONF_ENUM) {
+            free(*(char **)p);
+            *(char **)p = NULL;
+        } else if (e->type == NLPD_CONF_MAP) {
+            struct nlpd_conf_map *m = (struct nlpd_conf_map *)p;
+            for (size_t i = 0; i < m->n; i++) {
+                free(m->from[i]);
+                free(m->to[i]);
+            }
+            free(m->from);
+            free(m->to);
+            memset(m, 0, sizeof *m);
+        }
+    }
+}
+
+void nlpd_conf_doc(const struct nlpd_conf_entry *map, const char *section, FILE *out)
+{
+    for (const struct nlpd_conf_entry *e = map; e->type != NLPD_CONF_END; e++) {
+        fprintf(out, "  %s.%s  (%s%s", section, e->key, type_name(e->type),
+                (e->flags & NLPD_CONF_REQUIRED) ? ", required" : "");
+        if (e->def)
+            fprintf(out, ", default %s", e->def);
+        if (e->type == NLPD_CONF_ENUM)
+            fprintf(out, ", one of %s", e->choices);
+        if (e->min != e->max)
+            fprintf(out, ", range %g..%g", e->min, e->max);
+        fprintf(out, ")\n      %s\n", e->doc);
+    }
+}

@@ -1,0 +1,53 @@
+/* The daemon's configuration (libconfig): the sections of DESIGN.md §10 that this build implements,
+ * validated with FILE:LINE messages. Pipeline entries are validated by pipeline.c against each
+ * stage's own conf_map. */
+#ifndef NLPD_CONFIG_H
+#define NLPD_CONFIG_H
+
+#include <libconfig.h>
+#include <stdio.h>
+
+#include "diag.h"
+
+struct nlpd_input_conf {
+    char *format;
+    char *text_field;
+    char *id_field;
+    long long max_text_bytes;
+};
+
+struct nlpd_batch_conf {
+    long long max_records;
+    long long max_tokens;
+    long long max_wait_ms;
+};
+
+struct nlpd_kernels_conf {
+    char *backend;
+    long long threads;
+};
+
+struct nlpd_log_conf {
+    char *level;
+    char *format;
+};
+
+struct nlpd_config {
+    char *path; /* the file name used in messages */
+    config_t cfg;
+    struct nlpd_input_conf input;
+    struct nlpd_batch_conf batch;
+    struct nlpd_kernels_conf kernels;
+    struct nlpd_log_conf log;
+    const config_setting_t *pipeline; /* list of stage groups, owned by cfg */
+};
+
+/* Parses and validates a file; returns NULL when it has errors (all of them added to diag). */
+struct nlpd_config *nlpd_config_load(const char *path, struct nlpd_diag *diag);
+/* Same from text; name is used in messages. */
+struct nlpd_config *nlpd_config_load_string(const char *text, const char *name, struct nlpd_diag *diag);
+void nlpd_config_free(struct nlpd_config *c);
+/* Prints every key of the daemon's sections with type, default and documentation. */
+void nlpd_config_doc(FILE *out);
+
+#endif

@@ -1,0 +1,13 @@
+/* Logging: journald priority prefixes on stderr ("<6>"), or JSON lines; level checked before formatting. */
+#ifndef NLPD_LOG_H
+#define NLPD_LOG_H
+
+#include "nlpd_stage.h"
+
+enum nlpd_log_format { NLPD_LOG_TEXT, NLPD_LOG_JSON };
+
+void nlpd_log_setup(enum nlpd_log_level level, enum nlpd_log_format format);
+/* Parses "err", "warning", "notice", "info", "debug"; returns -1 when unknown. */
+int nlpd_log_level_parse(const char *name);
+
+#endif

@@ -1,0 +1,192 @@
+/* nlpd command line (DESIGN.md §9): run, check, pipe, demo, config-doc, version, help. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "diag.h"
+#include "log.h"
+#include "pipe.h"
+#include "pipeline.h"
+
+#ifndef NLPD_VERSION
+#define NLPD_VERSION "0.1.0"
+#endif
+
+/* The demo's built-in configuration: the models `make models` fetches, English sentiment only. */
+static const char demo_config[] =
+    "input:   { format = \"json\"; text_field = \"text\"; id_field = \"id\"; };\n"
+    "batch:   { max_records = 64; max_wait_ms = 10; };\n"
+    "kernels: { threads = 0; };\n"
+    "log:     { level = \"info\"; };\n"
+    "pipeline = (\n"
+    "  { stage = \"langid\";    model = \"models/lid.176.ftz\"; },\n"
+    "  { stage = \"sentiment\"; model = \"models/amazon_review_polarity.ftz\"; when = \"lang.code == 'en'\"; }\n"
+    ");\n";
+
+static const char demo_records[] = "conf/demo-records.jsonl";
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: nlpd COMMAND [options]\n"
+            "\n"
+            "  nlpd check -c FILE        validate a config (and load its models); errors as FILE:LINE: message\n"
+            "  nlpd pipe  -c FILE        JSON lines on stdin -> one enriched JSON line per input line on stdout\n"
+            "  nlpd demo  [-c FILE] [-i RECORDS]\n"
+            "                            run the pipeline over sample records and print a throughput summary\n"
+            "  nlpd config-doc           print every configuration key with its type, default and meaning\n"
+            "  nlpd run   -c FILE        the Kafka daemon (not in this build yet)\n"
+            "  nlpd version | nlpd help\n");
+}
+
+struct opts {
+    const char *config;
+    const char *input;
+};
+
+static int parse_opts(int argc, char **argv, struct opts *o, int allow_input)
+{
+    for (int i = 2; i < argc; i++) {
+        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
+            o->config = argv[++i];
+        } else if (allow_input && (!strcmp(argv[i], "-i") || !strcmp(argv[i], "--input")) && i + 1 < argc) {
+            o->input = argv[++i];
+        } else {
+            fprintf(stderr, "nlpd %s: unexpected argument '%s'\n", argv[1], argv[i]);
+            usage(stderr);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Loads config and pipeline; prints every problem as FILE:LINE: message. */
+static int load(const char *path, struct nlpd_config **cfg, struct nlpd_pipeline **p)
+{
+    struct nlpd_diag diag = {0};
+    *cfg = path ? nlpd_config_load(path, &diag) : nlpd_config_load_string(demo_config, "(built-in demo config)", &diag);
+    if (*cfg) {
+        nlpd_log_setup(nlpd_log_level_parse((*cfg)->log.level),
+                       strcmp((*cfg)->log.format, "json") == 0 ? NLPD_LOG_JSON : NLPD_LOG_TEXT);
+        *p = nlpd_pipeline_create(*cfg, &diag);
+    }
+    if (diag.n) {
+        nlpd_diag_print(&diag, stderr);
+        nlpd_diag_free(&diag);
+        nlpd_config_free(*cfg);
+        *cfg = NULL;
+        return -1;
+    }
+    return *p ? 0 : -1;
+}
+
+static int cmd_check(const struct opts *o)
+{
+    if (!o->config) {
+        fprintf(stderr, "nlpd check: -c FILE is required\n");
+        return 2;
+    }
+    struct nlpd_config *cfg;
+    struct nlpd_pipeline *p = NULL;
+    if (load(o->config, &cfg, &p) < 0)
+        return 1;
+    printf("%s: ok (%d stage%s)\n", o->config, config_setting_length(cfg->pipeline),
+           config_setting_length(cfg->pipeline) == 1 ? "" : "s");
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+    return 0;
+}
+
+static int run_pipe(const struct opts *o, int in_fd, struct nlpd_pipe_stats *stats)
+{
+    struct nlpd_config *cfg;
+    struct nlpd_pipeline *p = NULL;
+    if (load(o->config, &cfg, &p) < 0)
+        return 1;
+    struct nlpd_error err = {0};
+    if (nlpd_pipeline_start(p, (int)cfg->kernels.threads, &err) < 0) {
+        nlpd_log(NLPD_LOG_ERR, "main", "%s", err.message);
+        nlpd_pipeline_free(p);
+        nlpd_config_free(cfg);
+        return 1;
+    }
+    int rc = nlpd_pipe_run(cfg, p, in_fd, STDOUT_FILENO, stats);
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+    return rc;
+}
+
+static int cmd_pipe(const struct opts *o)
+{
+    if (!o->config) {
+        fprintf(stderr, "nlpd pipe: -c FILE is required\n");
+        return 2;
+    }
+    return run_pipe(o, STDIN_FILENO, NULL);
+}
+
+static int cmd_demo(struct opts *o)
+{
+    const char *input = o->input ? o->input : demo_records;
+    int fd = open(input, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "nlpd demo: cannot open %s: %s (run from the source tree, or give -i RECORDS)\n", input,
+                strerror(errno));
+        return 1;
+    }
+    struct nlpd_pipe_stats st = {0};
+    int rc = run_pipe(o, fd, &st);
+    close(fd);
+    if (rc == 0 || st.lines) {
+        fprintf(stderr,
+                "demo: %llu records (%llu enriched, %llu rejected) in %.3f s: %.0f records/s; "
+                "latency p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+                (unsigned long long)st.lines, (unsigned long long)st.ok, (unsigned long long)st.errors, st.seconds,
+                st.seconds > 0 ? (double)st.lines / st.seconds : 0.0, st.latency_p50_ms, st.latency_p99_ms,
+                st.latency_max_ms);
+    }
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN); /* a closed output is reported as a write error */
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    struct opts o = {0};
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("nlpd %s\n", NLPD_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "config-doc")) {
+        printf("nlpd configuration keys (see conf/nlpd.conf for an annotated example)\n\n");
+        nlpd_config_doc(stdout);
+        nlpd_stages_doc(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "check"))
+        return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_check(&o);
+    if (!strcmp(cmd, "pipe"))
+        return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_pipe(&o);
+    if (!strcmp(cmd, "demo"))
+        return parse_opts(argc, argv, &o, 1) < 0 ? 2 : cmd_demo(&o);
+    if (!strcmp(cmd, "run")) {
+        fprintf(stderr, "nlpd run: the Kafka daemon is not part of this build yet; use `nlpd pipe -c FILE`\n");
+        return 2;
+    }
+    fprintf(stderr, "nlpd: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

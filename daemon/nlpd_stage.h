@@ -1,0 +1,120 @@
+/* The stage contract: the only daemon header a stage includes.
+ * A stage is a constant descriptor (struct nlpd_stage_plugin) plus a per-instance context whose
+ * configurable fields are described by a conf_map table (parsing, validation, defaults and docs). */
+#ifndef NLPD_STAGE_H
+#define NLPD_STAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nlpd_error.h"
+
+#define NLPD_STAGE_ABI 1
+
+/* ---- configuration table ---- */
+
+enum nlpd_conf_type {
+    NLPD_CONF_END = 0,
+    NLPD_CONF_STRING, /* char * (framework-owned, freed after fini) */
+    NLPD_CONF_PATH,   /* char *: a file that must exist */
+    NLPD_CONF_INT,    /* long long */
+    NLPD_CONF_FLOAT,  /* double */
+    NLPD_CONF_BOOL,   /* int 0/1 */
+    NLPD_CONF_ENUM,   /* char *, one of `choices` ("a|b|c") */
+    NLPD_CONF_MAP,    /* struct nlpd_conf_map: a list of "from:to" strings */
+};
+
+enum {
+    NLPD_CONF_REQUIRED = 1 << 0,
+    NLPD_CONF_MODEL = 1 << 1,     /* a model file: digested for provenance and cache keys */
+    NLPD_CONF_CACHE_KEY = 1 << 2, /* changes the stage's output: part of its cache key */
+};
+
+struct nlpd_conf_map {
+    size_t n;
+    char **from;
+    char **to;
+};
+
+struct nlpd_conf_entry {
+    const char *key;
+    enum nlpd_conf_type type;
+    const char *def; /* default as text ("0.5", "true", "a|b"), NULL for none */
+    size_t offset;   /* offsetof(ctx struct, field) */
+    int flags;
+    const char *choices; /* NLPD_CONF_ENUM: "a|b|c" */
+    double min, max;     /* NLPD_CONF_INT / NLPD_CONF_FLOAT range, ignored when min == max */
+    const char *doc;
+};
+
+/* Looks a map entry up; returns NULL when absent. */
+const char *nlpd_conf_map_get(const struct nlpd_conf_map *map, const char *from);
+
+/* ---- records and results ---- */
+
+/* Results are typed slots matching the enriched record (DESIGN.md §11); a stage fills its own. */
+#define NLPD_LANG_CODE_MAX 32
+#define NLPD_LABEL_MAX 64
+
+struct nlpd_lang_result {
+    int set;
+    char code[NLPD_LANG_CODE_MAX];
+    float score;
+};
+
+struct nlpd_label_result {
+    int set;
+    char label[NLPD_LABEL_MAX];
+    float score;
+};
+
+struct nlpd_record {
+    const char *text; /* valid UTF-8, NUL-terminated, text_len bytes */
+    size_t text_len;
+    struct nlpd_lang_result lang;
+    struct nlpd_label_result sentiment;
+    /* Set by nlpd_record_fail(); a failed record is skipped by later stages and dead-lettered. */
+    char *error;
+    const char *error_stage;
+};
+
+struct nlpd_batch {
+    size_t n;
+    struct nlpd_record **recs;
+};
+
+/* Marks one record as failed with a reason; the batch goes on. */
+void nlpd_record_fail(struct nlpd_record *rec, const char *stage, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- the plugin ---- */
+
+enum nlpd_stage_status {
+    NLPD_STAGE_OK = 0,
+    NLPD_STAGE_RETRY = 1, /* transient (e.g. out of memory): the batch is retried, then split */
+    NLPD_STAGE_FATAL = 2, /* the stage cannot go on */
+};
+
+struct nlpd_stage_plugin {
+    int abi; /* NLPD_STAGE_ABI */
+    const char *name;
+    const char *description;
+    const struct nlpd_conf_entry *conf_map; /* terminated by an entry with type NLPD_CONF_END */
+    size_t ctx_size;                        /* zeroed, then filled from conf_map before init() */
+    /* Loads models; err says why not. Called once per instance. */
+    int (*init)(void *ctx, struct nlpd_error *err);
+    /* Per-worker-thread state (scratch buffers); may be NULL when not needed. */
+    void *(*thread_init)(void *ctx);
+    void (*thread_fini)(void *ctx, void *tstate);
+    /* Processes the records of a batch that are still OK and match the stage's `when`. */
+    enum nlpd_stage_status (*process)(void *ctx, void *tstate, struct nlpd_batch *batch, struct nlpd_error *err);
+    void (*fini)(void *ctx);
+};
+
+/* Stage-tagged logging for stages (the daemon's logger underneath). */
+enum nlpd_log_level { NLPD_LOG_ERR = 3, NLPD_LOG_WARNING = 4, NLPD_LOG_NOTICE = 5, NLPD_LOG_INFO = 6, NLPD_LOG_DEBUG = 7 };
+int nlpd_log_enabled(enum nlpd_log_level level);
+void nlpd_log(enum nlpd_log_level level, const char *facility, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,463 @@
+/* Pipeline construction and worker threads (see pipeline.h). */
+#include "pipeline.h"
+
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf_map.h"
+#include "log.h"
+#include "when.h"
+
+extern const struct nlpd_stage_plugin nlpd_stage_langid;
+extern const struct nlpd_stage_plugin nlpd_stage_sentiment;
+
+static const struct nlpd_stage_plugin *const registry[] = {&nlpd_stage_langid, &nlpd_stage_sentiment};
+
+#define NREGISTRY (sizeof registry / sizeof registry[0])
+
+const struct nlpd_stage_plugin *nlpd_stage_find(const char *name)
+{
+    for (size_t i = 0; i < NREGISTRY; i++)
+        if (strcmp(registry[i]->name, name) == 0)
+            return registry[i];
+    return NULL;
+}
+
+void nlpd_stages_doc(FILE *out)
+{
+    for (size_t i = 0; i < NREGISTRY; i++) {
+        fprintf(out, "\nstage \"%s\": %s\n", registry[i]->name, registry[i]->description);
+        fprintf(out, "  when  (string)\n      run only on records matching this condition, e.g. \"lang.code == 'en'\"\n");
+        nlpd_conf_doc(registry[i]->conf_map, registry[i]->name, out);
+    }
+}
+
+struct stage_inst {
+    const struct nlpd_stage_plugin *plugin;
+    void *ctx;
+    int initialised;
+    struct nlpd_when *when;
+    char *name;
+    char *model_id;
+};
+
+struct worker {
+    struct nlpd_pipeline *p;
+    pthread_t thread;
+    void **tstate; /* one per stage */
+    struct nlpd_record **scratch;
+    size_t scratch_cap;
+};
+
+struct nlpd_pipeline {
+    size_t nstages;
+    struct stage_inst *stages;
+    struct nlpd_model_ref *models;
+    size_t nmodels;
+
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    struct nlpd_job *head, *tail;
+    size_t queued, queue_cap;
+    int stopping, fatal, nworkers;
+    struct worker *workers;
+    struct worker inline_worker;
+};
+
+int nlpd_file_sha256(const char *path, char hex[65], struct nlpd_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return nlpd_error_set(err, NLPD_EIO, 0, "%s: cannot open: %m", path);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        fclose(f);
+        EVP_MD_CTX_free(md);
+        return nlpd_error_set(err, NLPD_ENOMEM, 0, "sha256 unavailable");
+    }
+    unsigned char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        EVP_DigestUpdate(md, buf, n);
+    int rc = ferror(f) ? nlpd_error_set(err, NLPD_EIO, 0, "%s: read error", path) : 0;
+    fclose(f);
+    unsigned char d[32];
+    unsigned len = 0;
+    EVP_DigestFinal_ex(md, d, &len);
+    EVP_MD_CTX_free(md);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    return rc;
+}
+
+/* Provenance of a stage's model: "<file name>@sha256:<hex>", from its NLPD_CONF_MODEL entry. */
+static char *model_id_of(const struct stage_inst *s)
+{
+    for (const struct nlpd_conf_entry *e = s->plugin->conf_map; e->type != NLPD_CONF_END; e++) {
+        if (!(e->flags & NLPD_CONF_MODEL))
+            continue;
+        const char *path = *(char **)((char *)s->ctx + e->offset);
+        if (!path)
+            continue;
+        char hex[65];
+        struct nlpd_error err;
+        if (nlpd_file_sha256(path, hex, &err) < 0) {
+            nlpd_log(NLPD_LOG_WARNING, s->name, "cannot digest model: %s", err.message);
+            continue;
+        }
+        const char *base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        size_t len = strlen(base) + 80;
+        char *id = malloc(len);
+        if (id)
+            snprintf(id, len, "%s@sha256:%s", base, hex);
+        return id;
+    }
+    return NULL;
+}
+
+static const char *const stage_common_keys[] = {"stage", "name", "when", NULL};
+
+static int build_stage(struct nlpd_pipeline *p, const struct nlpd_config *cfg, const config_setting_t *entry,
+                       size_t index, struct nlpd_diag *diag)
+{
+    const char *file = nlpd_conf_file(entry, cfg->path);
+    int line = config_setting_source_line(entry);
+    struct stage_inst *s = &p->stages[index];
+    if (config_setting_type(entry) != CONFIG_TYPE_GROUP) {
+        nlpd_diag_add(diag, file, line, "pipeline[%zu] must be a group { stage = \"...\"; ... }", index);
+        return 1;
+    }
+    const char *stage = NULL;
+    const config_setting_t *ss = config_setting_get_member(entry, "stage");
+    if (!ss || config_setting_type(ss) != CONFIG_TYPE_STRING) {
+        nlpd_diag_add(diag, file, ss ? (int)config_setting_source_line(ss) : line,
+                      "pipeline[%zu] needs 'stage' as a string (one of: langid, sentiment)", index);
+        return 1;
+    }
+    stage = config_setting_get_string(ss);
+    s->plugin = nlpd_stage_find(stage);
+    if (!s->plugin) {
+        nlpd_diag_add(diag, file, config_setting_source_line(ss),
+                      "unknown stage \"%s\" (this build has: langid, sentiment)", stage);
+        return 1;
+    }
+    NLPD_ASSERT(s->plugin->abi == NLPD_STAGE_ABI);
+    const char *name = NULL;
+    if (config_setting_lookup_string(entry, "name", &name) != CONFIG_TRUE)
+        name = stage;
+    s->name = strdup(name);
+    s->ctx = calloc(1, s->plugin->ctx_size ? s->plugin->ctx_size : 1);
+    if (!s->name || !s->ctx) {
+        nlpd_diag_add(diag, file, line, "out of memory");
+        return 1;
+    }
+    char section[128];
+    snprintf(section, sizeof section, "pipeline[%zu] (%s)", index, s->name);
+    int errors = nlpd_conf_apply(s->plugin->conf_map, entry, s->ctx, stage_common_keys, section, cfg->path, diag);
+
+    const config_setting_t *ws = config_setting_get_member(entry, "when");
+    if (ws) {
+        char why[256];
+        if (config_setting_type(ws) != CONFIG_TYPE_STRING) {
+            nlpd_diag_add(diag, file, config_setting_source_line(ws), "%s.when must be a string", section);
+            errors++;
+        } else if (!(s->when = nlpd_when_parse(config_setting_get_string(ws), why, sizeof why))) {
+            nlpd_diag_add(diag, file, config_setting_source_line(ws), "%s.when: %s", section, why);
+            errors++;
+        }
+    }
+    if (errors)
+        return errors;
+
+    struct nlpd_error err = {0};
+    s->initialised = 1; /* fini() runs even after a failed init(), to release what it got */
+    if (s->plugin->init(s->ctx, &err) < 0) {
+        nlpd_diag_add(diag, file, line, "%s: %s", section, err.message[0] ? err.message : nlpd_strerror(err.code));
+        return 1;
+    }
+    s->model_id = model_id_of(s);
+    return 0;
+}
+
+struct nlpd_pipeline *nlpd_pipeline_create(const struct nlpd_config *cfg, struct nlpd_diag *diag)
+{
+    struct nlpd_pipeline *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->changed, NULL);
+    p->nstages = (size_t)config_setting_length(cfg->pipeline);
+    p->stages = calloc(p->nstages, sizeof *p->stages);
+    p->models = calloc(p->nstages, sizeof *p->models);
+    if (!p->stages || !p->models) {
+        nlpd_pipeline_free(p);
+        return NULL;
+    }
+    int errors = 0;
+    for (size_t i = 0; i < p->nstages; i++)
+        errors += build_stage(p, cfg, config_setting_get_elem(cfg->pipeline, (unsigned)i), i, diag);
+    for (size_t i = 0; i < p->nstages && !errors; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(p->stages[i].name, p->stages[j].name) == 0) {
+                const config_setting_t *e = config_setting_get_elem(cfg->pipeline, (unsigned)i);
+                nlpd_diag_add(diag, nlpd_conf_file(e, cfg->path), config_setting_source_line(e),
+                              "two stages are named \"%s\": give one a distinct 'name'", p->stages[i].name);
+                errors++;
+            }
+    if (errors) {
+        nlpd_pipeline_free(p);
+        return NULL;
+    }
+    for (size_t i = 0; i < p->nstages; i++)
+        if (p->stages[i].model_id) {
+            p->models[p->nmodels].stage = p->stages[i].name;
+            p->models[p->nmodels].id = p->stages[i].model_id;
+            p->nmodels++;
+        }
+    return p;
+}
+
+static int worker_init(struct nlpd_pipeline *p, struct worker *w)
+{
+    w->p = p;
+    w->tstate = calloc(p->nstages, sizeof *w->tstate);
+    if (!w->tstate)
+        return NLPD_ENOMEM;
+    for (size_t i = 0; i < p->nstages; i++)
+        if (p->stages[i].plugin->thread_init && !(w->tstate[i] = p->stages[i].plugin->thread_init(p->stages[i].ctx)))
+            return NLPD_ENOMEM;
+    return 0;
+}
+
+static void worker_fini(struct worker *w)
+{
+    struct nlpd_pipeline *p = w->p;
+    if (!p)
+        return;
+    for (size_t i = 0; w->tstate && i < p->nstages; i++)
+        if (w->tstate[i] && p->stages[i].plugin->thread_fini)
+            p->stages[i].plugin->thread_fini(p->stages[i].ctx, w->tstate[i]);
+    free(w->tstate);
+    free(w->scratch);
+    memset(w, 0, sizeof *w);
+}
+
+static void mark_fatal(struct nlpd_pipeline *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->fatal = 1;
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Runs one stage on recs[0..n), retrying once and then splitting on NLPD_STAGE_RETRY. */
+static void run_stage(struct worker *w, size_t si, struct nlpd_record **recs, size_t n, int attempt)
+{
+    struct stage_inst *s = &w->p->stages[si];
+    struct nlpd_batch b = {n, recs};
+    struct nlpd_error err = {0};
+    enum nlpd_stage_status st = s->plugin->process(s->ctx, w->tstate[si], &b, &err);
+    if (st == NLPD_STAGE_OK)
+        return;
+    const char *why = err.message[0] ? err.message : nlpd_strerror(err.code);
+    if (st == NLPD_STAGE_RETRY) {
+        if (attempt == 0) {
+            run_stage(w, si, recs, n, 1);
+        } else if (n > 1) {
+            run_stage(w, si, recs, n / 2, 0);
+            run_stage(w, si, recs + n / 2, n - n / 2, 0);
+        } else {
+            nlpd_record_fail(recs[0], s->name, "stage failed after retries: %s", why);
+        }
+        return;
+    }
+    nlpd_log(NLPD_LOG_ERR, s->name, "fatal stage error: %s", why);
+    mark_fatal(w->p);
+    for (size_t i = 0; i < n; i++)
+        nlpd_record_fail(recs[i], s->name, "stage failed: %s", why);
+}
+
+static void run_chain(struct worker *w, struct nlpd_batch *batch)
+{
+    struct nlpd_pipeline *p = w->p;
+    if (w->scratch_cap < batch->n) {
+        free(w->scratch);
+        w->scratch = malloc(batch->n * sizeof *w->scratch);
+        w->scratch_cap = w->scratch ? batch->n : 0;
+        if (!w->scratch) {
+            for (size_t i = 0; i < batch->n; i++)
+                nlpd_record_fail(batch->recs[i], "pipeline", "out of memory");
+            return;
+        }
+    }
+    for (size_t si = 0; si < p->nstages; si++) {
+        size_t n = 0;
+        for (size_t i = 0; i < batch->n; i++) {
+            struct nlpd_record *r = batch->recs[i];
+            if (!r->error && (!p->stages[si].when || nlpd_when_eval(p->stages[si].when, r)))
+                w->scratch[n++] = r;
+        }
+        if (n)
+            run_stage(w, si, w->scratch, n, 0);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct nlpd_pipeline *p = w->p;
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        while (!p->head && !p->stopping)
+            pthread_cond_wait(&p->changed, &p->lock);
+        struct nlpd_job *job = p->head;
+        if (!job) {
+            pthread_mutex_unlock(&p->lock);
+            return NULL;
+        }
+        p->head = job->next;
+        if (!p->head)
+            p->tail = NULL;
+        p->queued--;
+        pthread_cond_broadcast(&p->changed);
+        pthread_mutex_unlock(&p->lock);
+
+        if (job->on_start)
+            job->on_start(job, job->user);
+        run_chain(w, &job->batch);
+        /* With a callback the job belongs to it from here on: it may be freed before we return. */
+        if (job->on_done) {
+            job->on_done(job, job->user);
+            continue;
+        }
+        pthread_mutex_lock(&p->lock);
+        job->done = 1;
+        pthread_cond_broadcast(&p->changed);
+        pthread_mutex_unlock(&p->lock);
+    }
+}
+
+int nlpd_pipeline_start(struct nlpd_pipeline *p, int threads, struct nlpd_error *err)
+{
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)n : 1;
+    }
+    p->workers = calloc((size_t)threads, sizeof *p->workers);
+    if (!p->workers)
+        return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+    p->queue_cap = (size_t)threads * 2;
+    for (int i = 0; i < threads; i++) {
+        if (worker_init(p, &p->workers[i]) < 0) {
+            worker_fini(&p->workers[i]);
+            nlpd_pipeline_stop(p);
+            return nlpd_error_set(err, NLPD_ENOMEM, 0, "cannot set up worker %d", i);
+        }
+        if (pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i]) != 0) {
+            worker_fini(&p->workers[i]);
+            nlpd_pipeline_stop(p);
+            return nlpd_error_set(err, NLPD_ENOMEM, 0, "cannot start worker thread %d", i);
+        }
+        p->nworkers++;
+    }
+    return 0;
+}
+
+void nlpd_pipeline_submit(struct nlpd_pipeline *p, struct nlpd_job *job)
+{
+    NLPD_ASSERT(p->nworkers > 0);
+    job->done = 0;
+    job->next = NULL;
+    pthread_mutex_lock(&p->lock);
+    while (p->queued >= p->queue_cap)
+        pthread_cond_wait(&p->changed, &p->lock);
+    if (p->tail)
+        p->tail->next = job;
+    else
+        p->head = job;
+    p->tail = job;
+    p->queued++;
+    pthread_cond_broadcast(&p->changed);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void nlpd_pipeline_wait(struct nlpd_pipeline *p, struct nlpd_job *job)
+{
+    pthread_mutex_lock(&p->lock);
+    while (!job->done)
+        pthread_cond_wait(&p->changed, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void nlpd_pipeline_run_inline(struct nlpd_pipeline *p, struct nlpd_batch *batch)
+{
+    if (!p->inline_worker.p && worker_init(p, &p->inline_worker) < 0) {
+        worker_fini(&p->inline_worker);
+        for (size_t i = 0; i < batch->n; i++)
+            nlpd_record_fail(batch->recs[i], "pipeline", "out of memory");
+        return;
+    }
+    run_chain(&p->inline_worker, batch);
+}
+
+void nlpd_pipeline_stop(struct nlpd_pipeline *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->changed);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->nworkers; i++) {
+        pthread_join(p->workers[i].thread, NULL);
+        worker_fini(&p->workers[i]);
+    }
+    free(p->workers);
+    p->workers = NULL;
+    p->nworkers = 0;
+}
+
+void nlpd_pipeline_free(struct nlpd_pipeline *p)
+{
+    if (!p)
+        return;
+    if (p->nworkers)
+        nlpd_pipeline_stop(p);
+    worker_fini(&p->inline_worker);
+    for (size_t i = 0; i < p->nstages; i++) {
+        struct stage_inst *s = &p->stages[i];
+        if (s->initialised && s->plugin->fini)
+            s->plugin->fini(s->ctx);
+        if (s->plugin && s->ctx)
+            nlpd_conf_release(s->plugin->conf_map, s->ctx);
+        free(s->ctx);
+        free(s->name);
+        free(s->model_id);
+        nlpd_when_free(s->when);
+    }
+    free(p->stages);
+    free(p->models);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->changed);
+    free(p);
+}
+
+int nlpd_pipeline_failed(struct nlpd_pipeline *p)
+{
+    pthread_mutex_lock(&p->lock);
+    int fatal = p->fatal;
+    pthread_mutex_unlock(&p->lock);
+    return fatal;
+}
+
+int nlpd_pipeline_threads(const struct nlpd_pipeline *p)
+{
+    return p->nworkers;
+}
+
+const struct nlpd_model_ref *nlpd_pipeline_models(const struct nlpd_pipeline *p, size_t *n)
+{
+    *n = p->nmodels;
+    return p->models;
+}

@@ -1,0 +1,54 @@
+/* The pipeline: stage instances built from the config (validated against each stage's conf_map,
+ * models loaded and digested) and the worker threads that run the stage chain on micro-batches.
+ * Per-record failures never fail a batch; a stage's retry status retries, then splits the batch. */
+#ifndef NLPD_PIPELINE_H
+#define NLPD_PIPELINE_H
+
+#include <stdio.h>
+
+#include "config.h"
+#include "diag.h"
+#include "nlpd_stage.h"
+#include "record.h"
+
+struct nlpd_pipeline;
+
+struct nlpd_job {
+    struct nlpd_batch batch;
+    int done; /* set by the worker, under the pipeline's lock, when there is no on_done */
+    /* Called by the worker thread before the stage chain (may be NULL): e.g. decoding. */
+    void (*on_start)(struct nlpd_job *job, void *user);
+    /* Called by the worker thread once the batch is processed (may be NULL). The job then belongs
+     * to the callback: the pipeline does not touch it again and nlpd_pipeline_wait() must not be used. */
+    void (*on_done)(struct nlpd_job *job, void *user);
+    void *user;
+    struct nlpd_job *next; /* queue link, owned by the pipeline */
+};
+
+const struct nlpd_stage_plugin *nlpd_stage_find(const char *name);
+/* Prints every stage's options (for `nlpd config-doc`). */
+void nlpd_stages_doc(FILE *out);
+
+/* Builds the stages of cfg->pipeline; NULL with FILE:LINE messages in diag on any error. */
+struct nlpd_pipeline *nlpd_pipeline_create(const struct nlpd_config *cfg, struct nlpd_diag *diag);
+/* Starts the workers: threads = 0 means one per online CPU. */
+int nlpd_pipeline_start(struct nlpd_pipeline *p, int threads, struct nlpd_error *err);
+/* Queues a job; blocks while the queue is full (backpressure). */
+void nlpd_pipeline_submit(struct nlpd_pipeline *p, struct nlpd_job *job);
+/* Blocks until the job is done. */
+void nlpd_pipeline_wait(struct nlpd_pipeline *p, struct nlpd_job *job);
+/* Runs the stage chain on a batch in the calling thread (no workers needed). */
+void nlpd_pipeline_run_inline(struct nlpd_pipeline *p, struct nlpd_batch *batch);
+/* Stops and joins the workers after the queued jobs are done. */
+void nlpd_pipeline_stop(struct nlpd_pipeline *p);
+void nlpd_pipeline_free(struct nlpd_pipeline *p);
+
+/* Nonzero once a stage reported a fatal error. */
+int nlpd_pipeline_failed(struct nlpd_pipeline *p);
+int nlpd_pipeline_threads(const struct nlpd_pipeline *p);
+const struct nlpd_model_ref *nlpd_pipeline_models(const struct nlpd_pipeline *p, size_t *n);
+
+/* sha256 of a file as 64 hex digits; 0 or a negative NLPD_E* code. */
+int nlpd_file_sha256(const char *path, char hex[65], struct nlpd_error *err);
+
+#endif

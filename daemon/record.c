@@ -1,0 +1,231 @@
+/* Record decoding and encoding (see record.h). JSON parsing is jansson's; the output is written
+ * directly into a buffer because its shape is fixed and this is the hot path of pipe mode. */
+#include "record.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+double nlpd_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void nlpd_record_fail(struct nlpd_record *rec, const char *stage, const char *fmt, ...)
+{
+    if (rec->error)
+        return; /* the first reason is the one that matters */
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    rec->error = strdup(msg);
+    if (!rec->error)
+        rec->error = (char *)"out of memory"; /* never freed: see nlpd_item_clear */
+    rec->error_stage = stage;
+}
+
+long nlpd_utf8_invalid_at(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n;
+        unsigned cp, min;
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 2, cp = c & 0x1F, min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            n = 3, cp = c & 0x0F, min = 0x800;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 4, cp = c & 0x07, min = 0x10000;
+        } else {
+            return (long)i;
+        }
+        if (i + n > len)
+            return (long)i;
+        for (size_t k = 1; k < n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return (long)i;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return (long)i;
+        i += n;
+    }
+    return -1;
+}
+
+/* Finds a field by exact key first (keys may contain dots), then by walking a dotted path. */
+static json_t *lookup_path(json_t *root, const char *path)
+{
+    json_t *v = json_object_get(root, path);
+    if (v || !strchr(path, '.'))
+        return v;
+    char seg[256];
+    const char *p = path;
+    v = root;
+    while (*p) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        if (n >= sizeof seg || !json_is_object(v))
+            return NULL;
+        memcpy(seg, p, n);
+        seg[n] = '\0';
+        v = json_object_get(v, seg);
+        if (!v)
+            return NULL;
+        p += n;
+        if (*p == '.')
+            p++;
+    }
+    return v;
+}
+
+static const char *json_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "a value";
+}
+
+#define FAIL(...)                                        \
+    do {                                                 \
+        nlpd_record_fail(&item->rec, "input", __VA_ARGS__); \
+        return NLPD_EFORMAT;                             \
+    } while (0)
+
+int nlpd_item_decode_json(struct nlpd_item *item, const struct nlpd_input_conf *in, const char *data, size_t len)
+{
+    long bad = nlpd_utf8_invalid_at(data, len);
+    if (bad >= 0) {
+        FAIL("invalid UTF-8 at byte %ld", bad);
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        FAIL("invalid JSON: %s (column %d)", jerr.text, jerr.column);
+    }
+    item->json = root;
+    if (!json_is_object(root))
+        FAIL("record is %s, not a JSON object", json_type_name(root));
+
+    json_t *id = lookup_path(root, in->id_field);
+    if (json_is_string(id)) {
+        item->id = strndup(json_string_value(id), json_string_length(id));
+    } else if (json_is_integer(id)) {
+        char tmp[32];
+        snprintf(tmp, sizeof tmp, "%" JSON_INTEGER_FORMAT, json_integer_value(id));
+        item->id = strdup(tmp);
+    } else if (json_is_real(id)) {
+        char tmp[40];
+        snprintf(tmp, sizeof tmp, "%.17g", json_real_value(id));
+        item->id = strdup(tmp);
+    }
+
+    json_t *text = lookup_path(root, in->text_field);
+    if (!text)
+        FAIL("missing text field \"%s\"", in->text_field);
+    if (!json_is_string(text))
+        FAIL("text field \"%s\" is %s, not a string", in->text_field, json_type_name(text));
+    const char *s = json_string_value(text);
+    size_t n = json_string_length(text);
+    if ((long long)n > in->max_text_bytes)
+        FAIL("text is too long: %zu bytes, over input.max_text_bytes = %lld", n, in->max_text_bytes);
+    size_t blank = strspn(s, " \t\n\r\v\f");
+    if (n == 0 || blank == n)
+        FAIL("empty text%s", n ? " (only whitespace)" : "");
+    if (memchr(s, '\0', n))
+        FAIL("text contains a NUL character");
+    item->rec.text = s;
+    item->rec.text_len = n;
+    return 0;
+}
+
+void nlpd_item_clear(struct nlpd_item *item)
+{
+    if (item->json)
+        json_decref((json_t *)item->json);
+    free(item->id);
+    if (item->rec.error && strcmp(item->rec.error, "out of memory") != 0)
+        free(item->rec.error);
+    memset(item, 0, sizeof *item);
+}
+
+static void encode_label(struct nlpd_buf *out, const char *key, const char *name, const char *label, float score,
+                         int set)
+{
+    nlpd_buf_printf(out, ",\"%s\":", key);
+    if (!set) {
+        nlpd_buf_puts(out, "null");
+        return;
+    }
+    nlpd_buf_printf(out, "{\"%s\":", name);
+    nlpd_buf_json_string(out, label, strlen(label));
+    nlpd_buf_puts(out, ",\"score\":");
+    nlpd_buf_json_float(out, score);
+    nlpd_buf_puts(out, "}");
+}
+
+void nlpd_item_encode_json(const struct nlpd_item *item, const struct nlpd_model_ref *models, size_t nmodels,
+                           double now, struct nlpd_buf *out)
+{
+    const struct nlpd_record *r = &item->rec;
+    nlpd_buf_reserve(out, r->text_len + 512);
+    nlpd_buf_puts(out, "{\"id\":");
+    if (item->id)
+        nlpd_buf_json_string(out, item->id, strlen(item->id));
+    else
+        nlpd_buf_puts(out, "null");
+    nlpd_buf_puts(out, ",\"text\":");
+    nlpd_buf_json_string(out, r->text, r->text_len);
+    nlpd_buf_puts(out, ",\"source\":null");
+    encode_label(out, "lang", "code", r->lang.code, r->lang.score, r->lang.set);
+    nlpd_buf_puts(out, ",\"translation\":null");
+    encode_label(out, "sentiment", "label", r->sentiment.label, r->sentiment.score, r->sentiment.set);
+    nlpd_buf_puts(out, ",\"entities\":null,\"moderation\":null");
+    nlpd_buf_printf(out, ",\"meta\":{\"latency_ms\":%.3f,\"models\":{", (now - item->t_in) * 1e3);
+    for (size_t i = 0; i < nmodels; i++) {
+        if (i)
+            nlpd_buf_puts(out, ",");
+        nlpd_buf_json_string(out, models[i].stage, strlen(models[i].stage));
+        nlpd_buf_puts(out, ":");
+        nlpd_buf_json_string(out, models[i].id, strlen(models[i].id));
+    }
+    nlpd_buf_puts(out, "}}}");
+}
+
+void nlpd_item_encode_error(const struct nlpd_item *item, struct nlpd_buf *out)
+{
+    const char *e = item->rec.error ? item->rec.error : "unknown error";
+    nlpd_buf_puts(out, "{\"error\":");
+    nlpd_buf_json_string(out, e, strlen(e));
+    nlpd_buf_printf(out, ",\"line\":%lld", (long long)item->line);
+    if (item->id) {
+        nlpd_buf_puts(out, ",\"id\":");
+        nlpd_buf_json_string(out, item->id, strlen(item->id));
+    }
+    if (item->rec.error_stage) {
+        nlpd_buf_puts(out, ",\"stage\":");
+        nlpd_buf_json_string(out, item->rec.error_stage, strlen(item->rec.error_stage));
+    }
+    nlpd_buf_puts(out, "}");
+}

@@ -1,0 +1,44 @@
+/* Records as they travel through nlpd: decoding a JSON input record (text and id fields by dotted
+ * path, with a reason for every rejected record) and encoding the enriched record of DESIGN.md §11. */
+#ifndef NLPD_RECORD_H
+#define NLPD_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "config.h"
+#include "nlpd_stage.h"
+
+struct nlpd_item {
+    struct nlpd_record rec; /* text and results; rec.error set when the record failed */
+    void *json;             /* the decoded input document (json_t *), owned */
+    char *id;               /* the record id as text, NULL when absent */
+    int64_t line;           /* input line number (pipe mode), 1-based */
+    double t_in;            /* monotonic seconds when the record arrived */
+};
+
+/* Decodes one JSON record into item (which must be zeroed). On bad input the item gets
+ * rec.error with the reason and error_stage "input"; the return value is then NLPD_EFORMAT. */
+int nlpd_item_decode_json(struct nlpd_item *item, const struct nlpd_input_conf *in, const char *data, size_t len);
+void nlpd_item_clear(struct nlpd_item *item);
+
+/* Names of the model behind each stage, for the output's meta.models. */
+struct nlpd_model_ref {
+    const char *stage;
+    const char *id; /* e.g. "lid.176.ftz@sha256:8f34..." */
+};
+
+/* Appends the enriched record (one JSON object, no newline). */
+void nlpd_item_encode_json(const struct nlpd_item *item, const struct nlpd_model_ref *models, size_t nmodels,
+                           double now, struct nlpd_buf *out);
+/* Appends the error line of pipe mode: {"error": ..., "line": N, "id": ..., "stage": ...}. */
+void nlpd_item_encode_error(const struct nlpd_item *item, struct nlpd_buf *out);
+
+/* Returns the byte offset of the first invalid UTF-8 sequence, or -1 when s is valid UTF-8
+ * (shortest forms only, no surrogates, nothing above U+10FFFF). */
+long nlpd_utf8_invalid_at(const char *s, size_t len);
+
+double nlpd_now(void);
+
+#endif

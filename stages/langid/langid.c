@@ -1,0 +1,94 @@
+/* Stage "langid": language identification with a fastText model (lid.176). Writes lang.code
+ * (the label without its prefix, e.g. "en") and lang.score (fastText's predict-prob value). */
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fasttext.h"
+#include "nlpd_stage.h"
+
+struct langid {
+    char *model;
+    char *label_prefix;
+    double threshold;
+    struct nlpd_ft_model *ft;
+};
+
+static const struct nlpd_conf_entry langid_conf[] = {
+    {"model", NLPD_CONF_PATH, NULL, offsetof(struct langid, model), NLPD_CONF_REQUIRED | NLPD_CONF_MODEL, NULL, 0, 0,
+     "fastText language-ID model (.bin or .ftz), e.g. models/lid.176.ftz"},
+    {"label_prefix", NLPD_CONF_STRING, "__label__", offsetof(struct langid, label_prefix), NLPD_CONF_CACHE_KEY, NULL,
+     0, 0, "prefix stripped from the model's labels to give lang.code"},
+    {"threshold", NLPD_CONF_FLOAT, "0", offsetof(struct langid, threshold), NLPD_CONF_CACHE_KEY, NULL, 0, 1,
+     "when the best language scores below this, lang.code is \"und\" (undetermined) with that score"},
+    {0},
+};
+
+static int langid_init(void *ctx, struct nlpd_error *err)
+{
+    struct langid *l = ctx;
+    l->ft = nlpd_ft_load(l->model, err);
+    return l->ft ? 0 : (err && err->code ? err->code : NLPD_EFORMAT);
+}
+
+static void *langid_thread_init(void *ctx)
+{
+    struct langid *l = ctx;
+    return nlpd_ft_scratch_new(l->ft);
+}
+
+static void langid_thread_fini(void *ctx, void *tstate)
+{
+    (void)ctx;
+    nlpd_ft_scratch_free(tstate);
+}
+
+static enum nlpd_stage_status langid_process(void *ctx, void *tstate, struct nlpd_batch *batch,
+                                             struct nlpd_error *err)
+{
+    struct langid *l = ctx;
+    size_t plen = strlen(l->label_prefix);
+    (void)err;
+    for (size_t i = 0; i < batch->n; i++) {
+        struct nlpd_record *r = batch->recs[i];
+        struct nlpd_ft_pred pred;
+        int n = nlpd_ft_predict(l->ft, tstate, r->text, r->text_len, 1, 0.0f, &pred);
+        if (n < 0) {
+            if (n == NLPD_ENOMEM)
+                return NLPD_STAGE_RETRY;
+            nlpd_record_fail(r, "langid", "prediction failed: %s", nlpd_strerror(n));
+            continue;
+        }
+        if (n == 0 || pred.prob < l->threshold) {
+            strcpy(r->lang.code, "und");
+            r->lang.score = n ? pred.prob : 0.0f;
+        } else {
+            const char *label = nlpd_ft_label(l->ft, pred.label);
+            if (strncmp(label, l->label_prefix, plen) == 0)
+                label += plen;
+            snprintf(r->lang.code, sizeof r->lang.code, "%s", label);
+            r->lang.score = pred.prob;
+        }
+        r->lang.set = 1;
+    }
+    return NLPD_STAGE_OK;
+}
+
+static void langid_fini(void *ctx)
+{
+    struct langid *l = ctx;
+    nlpd_ft_free(l->ft);
+}
+
+const struct nlpd_stage_plugin nlpd_stage_langid = {
+    .abi = NLPD_STAGE_ABI,
+    .name = "langid",
+    .description = "language identification with a fastText model; writes lang.code and lang.score",
+    .conf_map = langid_conf,
+    .ctx_size = sizeof(struct langid),
+    .init = langid_init,
+    .thread_init = langid_thread_init,
+    .thread_fini = langid_thread_fini,
+    .process = langid_process,
+    .fini = langid_fini,
+};
