@@ -546,7 +546,8 @@ static int parse(struct cur *c, struct nlpd_ft_model *m, size_t file_size)
         return bad(c, "pruneidx size %lld is invalid", (long long)m->pruneidx_size);
     /* each entry is at least 10 bytes: NUL, int64 count, int8 type */
     if ((uint64_t)m->size > c->left / 10)
-        return bad(c, "dictionary claims %d entries but only %zu bytes remain", m->size, c->left);
+        return bad(c, "truncated in dictionary (%d entries need at least %llu bytes, %zu left)", m->size,
+                   (unsigned long long)m->size * 10, c->left);
     m->word_off = malloc(sizeof *m->word_off * (size_t)m->size);
     m->word_len = malloc(sizeof *m->word_len * (size_t)m->size);
     m->counts = malloc(sizeof *m->counts * (size_t)m->size);
