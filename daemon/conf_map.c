@@ -37,15 +37,15 @@ static const char *type_name(enum nlpd_conf_type t)
 static const char *setting_type_name(const config_setting_t *s)
 {
     switch (config_setting_type(s)) {
-    case CONFIG_TYPE_GROUP: return "group";
+    case CONFIG_TYPE_GROUP: return "a group";
     case CONFIG_TYPE_INT:
-    case CONFIG_TYPE_INT64: return "integer";
-    case CONFIG_TYPE_FLOAT: return "number";
-    case CONFIG_TYPE_STRING: return "string";
-    case CONFIG_TYPE_BOOL: return "boolean";
-    case CONFIG_TYPE_ARRAY: return "array";
-    case CONFIG_TYPE_LIST: return "list";
-    default: return "value";
+    case CONFIG_TYPE_INT64: return "an integer";
+    case CONFIG_TYPE_FLOAT: return "a number";
+    case CONFIG_TYPE_STRING: return "a string";
+    case CONFIG_TYPE_BOOL: return "a boolean";
+    case CONFIG_TYPE_ARRAY: return "an array";
+    case CONFIG_TYPE_LIST: return "a list";
+    default: return "a value";
     }
 }
 
@@ -109,7 +109,7 @@ static int store_map(const struct nlpd_conf_entry *e, const config_setting_t *s,
     memset(m, 0, sizeof *m);
     if (config_setting_type(s) != CONFIG_TYPE_LIST) {
         nlpd_diag_add(diag, nlpd_conf_file(s, file), config_setting_source_line(s),
-                      "%s.%s must be a %s, not a %s", section, e->key, type_name(e->type), setting_type_name(s));
+                      "%s.%s must be a %s, not %s", section, e->key, type_name(e->type), setting_type_name(s));
         return 1;
     }
     int n = config_setting_length(s), errors = 0;
@@ -144,7 +144,7 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
     if (group) {
         if (config_setting_type(group) != CONFIG_TYPE_GROUP) {
             nlpd_diag_add(diag, nlpd_conf_file(group, file), config_setting_source_line(group),
-                          "%s must be a group { ... }, not a %s", section, setting_type_name(group));
+                          "%s must be a group { ... }, not %s", section, setting_type_name(group));
             return 1;
         }
         int n = config_setting_length(group);
@@ -184,7 +184,7 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
         case NLPD_CONF_PATH:
         case NLPD_CONF_ENUM: {
             if (t != CONFIG_TYPE_STRING) {
-                nlpd_diag_add(diag, sfile, line, "%s.%s must be a string, not a %s", section, e->key,
+                nlpd_diag_add(diag, sfile, line, "%s.%s must be a string, not %s", section, e->key,
                               setting_type_name(s));
                 errors++;
                 break;
@@ -212,7 +212,7 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
         }
         case NLPD_CONF_INT: {
             if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
-                nlpd_diag_add(diag, sfile, line, "%s.%s must be an integer, not a %s", section, e->key,
+                nlpd_diag_add(diag, sfile, line, "%s.%s must be an integer, not %s", section, e->key,
                               setting_type_name(s));
                 errors++;
                 break;
@@ -234,7 +234,7 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
             else if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64)
                 v = (double)config_setting_get_int64(s);
             else {
-                nlpd_diag_add(diag, sfile, line, "%s.%s must be a number, not a %s", section, e->key,
+                nlpd_diag_add(diag, sfile, line, "%s.%s must be a number, not %s", section, e->key,
                               setting_type_name(s));
                 errors++;
                 break;
@@ -250,7 +250,7 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
         }
         case NLPD_CONF_BOOL:
             if (t != CONFIG_TYPE_BOOL) {
-                nlpd_diag_add(diag, sfile, line, "%s.%s must be true or false, not a %s", section, e->key,
+                nlpd_diag_add(diag, sfile, line, "%s.%s must be true or false, not %s", section, e->key,
                               setting_type_name(s));
                 errors++;
                 break;

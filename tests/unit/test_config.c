@@ -1,0 +1,176 @@
+/* Config parsing: every error is reported as FILE:LINE: message, defaults apply, types are checked. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "harness.h"
+#include "pipeline.h"
+
+static char path[64];
+
+/* Writes text to a temp file and loads it; returns the config or NULL with diag filled. */
+static struct nlpd_config *load_text(const char *text, struct nlpd_diag *diag)
+{
+    snprintf(path, sizeof path, "/tmp/nlpd-test-config-XXXXXX");
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+    fputs(text, f);
+    fclose(f);
+    struct nlpd_config *c = nlpd_config_load(path, diag);
+    return c;
+}
+
+static int has_error(const struct nlpd_diag *d, int line, const char *needle)
+{
+    char prefix[96];
+    snprintf(prefix, sizeof prefix, "%s:%d: ", path, line);
+    for (size_t i = 0; i < d->n; i++)
+        if (strncmp(d->msgs[i], prefix, strlen(prefix)) == 0 && strstr(d->msgs[i], needle))
+            return 1;
+    for (size_t i = 0; i < d->n; i++)
+        fprintf(stderr, "  got: %s\n", d->msgs[i]);
+    return 0;
+}
+
+static void defaults(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *c = load_text("pipeline = ( { stage = \"langid\"; } );\n", &d);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK(strcmp(c->input.format, "json") == 0);
+        CHECK(strcmp(c->input.text_field, "text") == 0);
+        CHECK(strcmp(c->input.id_field, "id") == 0);
+        CHECK(c->input.max_text_bytes == 1048576);
+        CHECK(c->batch.max_records == 64);
+        CHECK(c->batch.max_wait_ms == 10);
+        CHECK(c->kernels.threads == 0);
+        CHECK(strcmp(c->log.level, "info") == 0);
+    }
+    nlpd_config_free(c);
+    nlpd_diag_free(&d);
+    unlink(path);
+}
+
+static void syntax_error_has_line(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *c = load_text("input: { text_field = \"t\"; };\nbatch: { max_records = ; };\n", &d);
+    CHECK(c == NULL);
+    CHECK(has_error(&d, 2, "syntax error"));
+    nlpd_diag_free(&d);
+    unlink(path);
+}
+
+static void all_errors_reported(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *c = load_text("input: {\n"
+                                      "  text_field = 5;\n"           /* 2: wrong type */
+                                      "  colour = \"red\";\n"         /* 3: unknown key */
+                                      "};\n"
+                                      "batch: { max_records = \"64\"; };\n" /* 5: string for int */
+                                      "kafka: { brokers = \"x\"; };\n"      /* 6: unknown section */
+                                      "kernels: { threads = -1; };\n"      /* 7: out of range */
+                                      "log: { level = \"loud\"; };\n"      /* 8: bad enum */
+                                      "pipeline = ( { stage = \"langid\"; } );\n",
+                                      &d);
+    CHECK(c == NULL);
+    CHECK(has_error(&d, 2, "input.text_field must be a string, not an integer"));
+    CHECK(has_error(&d, 3, "unknown key 'colour' in input"));
+    CHECK(has_error(&d, 5, "batch.max_records must be an integer, not a string"));
+    CHECK(has_error(&d, 6, "unknown key 'kafka' at top level"));
+    CHECK(has_error(&d, 7, "kernels.threads = -1 is out of range"));
+    CHECK(has_error(&d, 8, "log.level must be one of"));
+    CHECK(d.n == 6);
+    nlpd_diag_free(&d);
+    unlink(path);
+}
+
+static void pipeline_required(void)
+{
+    struct nlpd_diag d = {0};
+    CHECK(load_text("batch: { max_records = 8; };\n", &d) == NULL);
+    CHECK(d.n == 1 && strstr(d.msgs[0], "missing 'pipeline'"));
+    nlpd_diag_free(&d);
+    CHECK(load_text("pipeline = ( );\n", &d) == NULL);
+    CHECK(has_error(&d, 1, "pipeline is empty"));
+    nlpd_diag_free(&d);
+    CHECK(load_text("pipeline = 3;\n", &d) == NULL);
+    CHECK(has_error(&d, 1, "pipeline must be a list"));
+    nlpd_diag_free(&d);
+    unlink(path);
+}
+
+static void bad_field_paths(void)
+{
+    struct nlpd_diag d = {0};
+    CHECK(load_text("input: { text_field = \"a..b\"; };\npipeline = ( { stage = \"langid\"; } );\n", &d) == NULL);
+    CHECK(has_error(&d, 1, "not a valid dotted path"));
+    nlpd_diag_free(&d);
+    unlink(path);
+}
+
+/* Stage options are checked against the stage's conf_map when the pipeline is built. */
+static void stage_errors(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *c = load_text("pipeline = (\n"
+                                      "  { stage = \"nosuch\"; },\n"                                   /* 2 */
+                                      "  { stage = \"langid\"; model = \"/nonexistent/lid.ftz\"; },\n" /* 3 */
+                                      "  { stage = \"langid\";\n"                                      /* 4 */
+                                      "    model = 7;\n"                                               /* 5 */
+                                      "    threshold = 2.0;\n"                                         /* 6 */
+                                      "    speed = 1; },\n"                                            /* 7 */
+                                      "  { stage = \"sentiment\"; model = \"/dev/null\"; labels = ( \"x\" ); when = \"lang.code ~ 'en'\"; }\n" /* 8 */
+                                      ");\n",
+                                      &d);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK(nlpd_pipeline_create(c, &d) == NULL);
+        CHECK(has_error(&d, 2, "unknown stage \"nosuch\""));
+        CHECK(has_error(&d, 3, "model '/nonexistent/lid.ftz' not found (run `make models`"));
+        CHECK(has_error(&d, 5, "model must be a string"));
+        CHECK(has_error(&d, 6, "threshold = 2 is out of range"));
+        CHECK(has_error(&d, 7, "unknown key 'speed'"));
+        CHECK(has_error(&d, 8, "labels[0] must be a pair of strings"));
+        CHECK(has_error(&d, 8, "when: expected ==, !=, <, <=, >, >=, in or not in"));
+    }
+    nlpd_config_free(c);
+    nlpd_diag_free(&d);
+    unlink(path);
+}
+
+static void from_string(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *c = nlpd_config_load_string("pipeline = ( { stage = \"langid\"; } ); batch: { max_wait_ms = 0; };",
+                                                    "(inline)", &d);
+    CHECK(c && c->batch.max_wait_ms == 0);
+    nlpd_config_free(c);
+    CHECK(nlpd_config_load_string("pipeline = (", "(inline)", &d) == NULL);
+    CHECK(d.n == 1 && strncmp(d.msgs[0], "(inline):1: ", 12) == 0);
+    nlpd_diag_free(&d);
+}
+
+static void missing_file(void)
+{
+    struct nlpd_diag d = {0};
+    CHECK(nlpd_config_load("/nonexistent/nlpd.conf", &d) == NULL);
+    CHECK(d.n == 1 && strstr(d.msgs[0], "/nonexistent/nlpd.conf: cannot open"));
+    nlpd_diag_free(&d);
+}
+
+int main(void)
+{
+    RUN(defaults);
+    RUN(syntax_error_has_line);
+    RUN(all_errors_reported);
+    RUN(pipeline_required);
+    RUN(bad_field_paths);
+    RUN(stage_errors);
+    RUN(from_string);
+    RUN(missing_file);
+    return TEST_REPORT();
+}

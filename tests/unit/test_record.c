@@ -1,0 +1,239 @@
+/* JSON input records, the output encoder, UTF-8 validation, `when` conditions, text normalisation. */
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "buf.h"
+#include "harness.h"
+#include "record.h"
+#include "text_norm.h"
+#include "when.h"
+
+static struct nlpd_input_conf in = {"json", "text", "id", 64};
+
+/* Decodes s; returns the error reason ("" when it decoded) in a static buffer. */
+static const char *decode(const char *s, struct nlpd_item *it)
+{
+    static char why[512];
+    memset(it, 0, sizeof *it);
+    int rc = nlpd_item_decode_json(it, &in, s, strlen(s));
+    snprintf(why, sizeof why, "%s", it->rec.error ? it->rec.error : "");
+    CHECK((rc == 0) == (it->rec.error == NULL));
+    return why;
+}
+
+static void good_records(void)
+{
+    struct nlpd_item it;
+    CHECK(strcmp(decode("{\"id\": \"a1\", \"text\": \"hello\"}", &it), "") == 0);
+    CHECK(it.rec.text_len == 5 && strcmp(it.rec.text, "hello") == 0 && strcmp(it.id, "a1") == 0);
+    nlpd_item_clear(&it);
+    CHECK(strcmp(decode("{\"id\": 42, \"text\": \"caf\\u00e9 \\ud83d\\ude00\"}", &it), "") == 0);
+    CHECK(strcmp(it.id, "42") == 0 && strcmp(it.rec.text, "caf\xc3\xa9 \xf0\x9f\x98\x80") == 0);
+    nlpd_item_clear(&it);
+    CHECK(strcmp(decode("{\"text\": \"x\"}", &it), "") == 0 && it.id == NULL);
+    nlpd_item_clear(&it);
+}
+
+static void dotted_paths(void)
+{
+    struct nlpd_input_conf saved = in;
+    in.text_field = "payload.body";
+    in.id_field = "meta.id";
+    struct nlpd_item it;
+    CHECK(strcmp(decode("{\"meta\": {\"id\": 7}, \"payload\": {\"body\": \"deep\"}}", &it), "") == 0);
+    CHECK(strcmp(it.rec.text, "deep") == 0 && strcmp(it.id, "7") == 0);
+    nlpd_item_clear(&it);
+    /* A key that itself contains the dot wins over the walk. */
+    CHECK(strcmp(decode("{\"payload.body\": \"flat\", \"payload\": {\"body\": \"deep\"}}", &it), "") == 0);
+    CHECK(strcmp(it.rec.text, "flat") == 0);
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("{\"payload\": \"notobj\"}", &it), "missing text field \"payload.body\"");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("{\"payload\": {\"body\": [1]}}", &it), "is an array, not a string");
+    nlpd_item_clear(&it);
+    in = saved;
+}
+
+static void bad_records(void)
+{
+    struct nlpd_item it;
+    CHECK_STR_CONTAINS(decode("not json", &it), "invalid JSON");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("{\"text\": \"unterminated}", &it), "invalid JSON");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("", &it), "invalid JSON");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("[\"text\"]", &it), "record is an array, not a JSON object");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("\"text\"", &it), "invalid JSON"); /* jansson rejects bare scalars */
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("{\"txt\": \"x\"}", &it), "missing text field \"text\"");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("{\"text\": null}", &it), "is null, not a string");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("{\"text\": 3.5}", &it), "is a number, not a string");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("{\"text\": \"\"}", &it), "empty text");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("{\"text\": \" \\t\\n \"}", &it), "empty text (only whitespace)");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("{\"text\": \"a\xff\"}", &it), "invalid UTF-8 at byte 11");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("{\"text\": \"a\\u0000b\"}", &it), "invalid JSON");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("{\"text\": \"\\ud800\"}", &it), "invalid JSON"); /* lone surrogate */
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("{\"text\": \"a\", \"text\": \"b\"}", &it), "duplicate");
+    nlpd_item_clear(&it);
+    char big[200];
+    snprintf(big, sizeof big, "{\"text\": \"%065d\"}", 0);
+    CHECK_STR_CONTAINS(decode(big, &it), "text is too long: 65 bytes, over input.max_text_bytes = 64");
+    nlpd_item_clear(&it);
+    snprintf(big, sizeof big, "{\"text\": \"%064d\"}", 0);
+    CHECK(strcmp(decode(big, &it), "") == 0);
+    nlpd_item_clear(&it);
+    /* Deep nesting is bounded by jansson, not a stack overflow. */
+    size_t depth = 100000;
+    char *deep = malloc(2 * depth + 1);
+    memset(deep, '[', depth);
+    memset(deep + depth, ']', depth);
+    deep[2 * depth] = '\0';
+    CHECK_STR_CONTAINS(decode(deep, &it), "invalid JSON");
+    nlpd_item_clear(&it);
+    free(deep);
+}
+
+static void utf8_validation(void)
+{
+    CHECK(nlpd_utf8_invalid_at("abc", 3) == -1);
+    CHECK(nlpd_utf8_invalid_at("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9) == -1);
+    CHECK(nlpd_utf8_invalid_at("a\xc0\xaf", 3) == 1);           /* overlong */
+    CHECK(nlpd_utf8_invalid_at("ab\xed\xa0\x80", 5) == 2);      /* surrogate */
+    CHECK(nlpd_utf8_invalid_at("\xf4\x90\x80\x80", 4) == 0);    /* above U+10FFFF */
+    CHECK(nlpd_utf8_invalid_at("x\xe2\x82", 3) == 1);           /* truncated */
+    CHECK(nlpd_utf8_invalid_at("\x80", 1) == 0);                /* lone continuation */
+}
+
+static void encoder_round_trip(void)
+{
+    const char *texts[] = {"plain", "quote \" backslash \\ slash /", "ctl \x01\x1f\x7f tab\tnl\ncr\r",
+                           "\xe2\x80\xa8 sep, emoji \xf0\x9f\x98\x80, rtl \xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d"};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        struct nlpd_item it = {0};
+        it.rec.text = texts[i];
+        it.rec.text_len = strlen(texts[i]);
+        it.id = (char *)"id\"1";
+        it.rec.lang.set = 1;
+        strcpy(it.rec.lang.code, "en");
+        it.rec.lang.score = 0.98288524f;
+        struct nlpd_model_ref m = {"langid", "lid.176.ftz@sha256:00"};
+        struct nlpd_buf b = {0};
+        nlpd_item_encode_json(&it, &m, 1, 0.0, &b);
+        json_error_t e;
+        json_t *o = json_loads(b.data, 0, &e);
+        CHECK(o != NULL);
+        CHECK(o && strcmp(json_string_value(json_object_get(o, "text")), texts[i]) == 0);
+        CHECK(o && strcmp(json_string_value(json_object_get(o, "id")), "id\"1") == 0);
+        CHECK(o && (float)json_real_value(json_object_get(json_object_get(o, "lang"), "score")) == 0.98288524f);
+        CHECK(o && json_is_null(json_object_get(o, "sentiment")));
+        CHECK(o && json_object_get(json_object_get(o, "meta"), "latency_ms"));
+        json_decref(o);
+        nlpd_buf_free(&b);
+    }
+}
+
+static void error_lines(void)
+{
+    struct nlpd_item it;
+    decode("{\"id\": \"r9\", \"text\": 1}", &it);
+    it.line = 12;
+    struct nlpd_buf b = {0};
+    nlpd_item_encode_error(&it, &b);
+    json_t *o = json_loads(b.data, 0, NULL);
+    CHECK(o && json_integer_value(json_object_get(o, "line")) == 12);
+    CHECK(o && strcmp(json_string_value(json_object_get(o, "id")), "r9") == 0);
+    CHECK(o && strcmp(json_string_value(json_object_get(o, "stage")), "input") == 0);
+    CHECK(o && strstr(json_string_value(json_object_get(o, "error")), "not a string"));
+    json_decref(o);
+    nlpd_buf_free(&b);
+    nlpd_item_clear(&it);
+}
+
+static void float_format(void)
+{
+    float vals[] = {0.0f, 1.0f, 1.00001f, 0.1f, 1e-7f, 0.99994624f, 3.4e38f};
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+        struct nlpd_buf b = {0};
+        nlpd_buf_json_float(&b, vals[i]);
+        CHECK(strtof(b.data, NULL) == vals[i]);
+        nlpd_buf_free(&b);
+    }
+    struct nlpd_buf b = {0};
+    nlpd_buf_json_float(&b, NAN);
+    CHECK(strcmp(b.data, "null") == 0);
+    nlpd_buf_free(&b);
+}
+
+static void when_conditions(void)
+{
+    char why[256];
+    struct nlpd_record r = {0};
+    r.lang.set = 1;
+    strcpy(r.lang.code, "de");
+    r.lang.score = 0.7f;
+    struct nlpd_when *w = nlpd_when_parse("lang.code != 'en'", why, sizeof why);
+    CHECK(w && nlpd_when_eval(w, &r));
+    nlpd_when_free(w);
+    w = nlpd_when_parse("lang.code in ['fr', \"de\"] && lang.score >= 0.5", why, sizeof why);
+    CHECK(w && nlpd_when_eval(w, &r));
+    r.lang.score = 0.4f;
+    CHECK(w && !nlpd_when_eval(w, &r));
+    nlpd_when_free(w);
+    w = nlpd_when_parse("lang.code not in ['de']", why, sizeof why);
+    CHECK(w && !nlpd_when_eval(w, &r));
+    nlpd_when_free(w);
+    w = nlpd_when_parse("sentiment.label == 'negative'", why, sizeof why);
+    CHECK(w && !nlpd_when_eval(w, &r)); /* unset field: false */
+    nlpd_when_free(w);
+    const char *bad[] = {"", "lang.cod == 'en'", "lang.code = 'en'", "lang.code == en", "lang.code < 'en'",
+                         "lang.score in ['x']", "lang.code == 'en' ||", "lang.code in ['a'", "lang.score > x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        w = nlpd_when_parse(bad[i], why, sizeof why);
+        CHECK(w == NULL && why[0]);
+        nlpd_when_free(w);
+    }
+}
+
+static void normalisation(void)
+{
+    struct nlpd_text_norm both = {1, 1}, lower = {1, 0}, none = {0, 0};
+    char *out = NULL;
+    size_t cap = 0;
+    const char *s = "Great phone!Works \"fine\"; I'd buy (again).<br />\xc3\x89T\xc3\x89";
+    long n = nlpd_text_normalize(&both, s, strlen(s), &out, &cap);
+    CHECK(n == (long)strlen(out));
+    CHECK(strcmp(out, "great phone ! works fine  i ' d buy  ( again )  .  \xc3\xa9t\xc3\xa9") == 0);
+    nlpd_text_normalize(&lower, s, strlen(s), &out, &cap);
+    CHECK(strcmp(out, "great phone!works \"fine\"; i'd buy (again).<br />\xc3\xa9t\xc3\xa9") == 0);
+    nlpd_text_normalize(&none, s, strlen(s), &out, &cap);
+    CHECK(strcmp(out, s) == 0);
+    /* Worst-case growth: every byte punctuation. */
+    n = nlpd_text_normalize(&both, "!!!!", 4, &out, &cap);
+    CHECK(n == 12 && strcmp(out, " !  !  !  ! ") == 0);
+    free(out);
+}
+
+int main(void)
+{
+    RUN(good_records);
+    RUN(dotted_paths);
+    RUN(bad_records);
+    RUN(utf8_validation);
+    RUN(encoder_round_trip);
+    RUN(error_lines);
+    RUN(float_format);
+    RUN(when_conditions);
+    RUN(normalisation);
+    return TEST_REPORT();
+}
