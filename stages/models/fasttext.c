@@ -542,8 +542,10 @@ static int parse(struct cur *c, struct nlpd_ft_model *m, size_t file_size)
     if (in->nwords < 0 || in->nlabels < 1 || (int64_t)in->nwords + in->nlabels != m->size)
         return bad(c, "dictionary counts inconsistent: size %d, %d words, %d labels (need >= 1 label)", m->size,
                    in->nwords, in->nlabels);
-    if (m->pruneidx_size < -1)
+    if (m->pruneidx_size < -1 || m->pruneidx_size > (1 << 30))
         return bad(c, "pruneidx size %lld is invalid", (long long)m->pruneidx_size);
+    if (m->size > (1 << 30))
+        return bad(c, "dictionary size %d is too large", m->size);
     /* each entry is at least 10 bytes: NUL, int64 count, int8 type */
     if ((uint64_t)m->size > c->left / 10)
         return bad(c, "truncated in dictionary (%d entries need at least %llu bytes, %zu left)", m->size,
@@ -562,8 +564,8 @@ static int parse(struct cur *c, struct nlpd_ft_model *m, size_t file_size)
             return bad(c, "truncated in dictionary entry %d (string not NUL-terminated, %zu bytes left)", i,
                        c->left);
         size_t len = (size_t)(nul - c->p);
-        if (len > UINT32_MAX - 1)
-            return bad(c, "dictionary entry %d is too long", i);
+        if (len >= UINT32_MAX - pool_len)
+            return bad(c, "dictionary strings exceed 4 GiB at entry %d", i);
         memcpy(m->pool + pool_len, c->p, len + 1);
         m->word_off[i] = (uint32_t)pool_len;
         m->word_len[i] = (uint32_t)len;

@@ -599,8 +599,27 @@ static void test_trained_model(void)
     CHECK(system(cmd) == 0);
 }
 
-int main(void)
+/* `test_fasttext --write-corpus DIR` writes the crafted models as the fuzz seed corpus. */
+static int write_corpus(const char *dir)
 {
+    for (int i = 0; i < NSPECS; i++) {
+        struct bb b = build(&specs[i]);
+        char path[512];
+        snprintf(path, sizeof path, "%s/tiny%d.bin", dir, i);
+        FILE *f = fopen(path, "wb");
+        if (!f || fwrite(b.p, 1, b.len, f) != b.len || fclose(f)) {
+            perror(path);
+            return 1;
+        }
+        free(b.p);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && !strcmp(argv[1], "--write-corpus"))
+        return write_corpus(argv[2]);
     RUN(test_load_all_specs);
     RUN(test_softmax_by_hand);
     RUN(test_every_prefix);
