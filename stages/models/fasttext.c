@@ -68,6 +68,7 @@ struct nlpd_ft_model {
     /* hierarchical softmax: internal node i (0..nlabels-2) is tree node nlabels + i */
     int32_t *hs_left, *hs_right;
     float sigmoid[FT_SIGMOID_TABLE + 1];
+    uint64_t bucket_magic; /* UINT64_MAX / bucket + 1, for bucket_mod */
 };
 
 struct ft_heap_item {
@@ -87,6 +88,8 @@ struct nlpd_ft_scratch {
     struct hs_frame *stack;    /* 2 * nlabels */
     int32_t *ids, *hashes;
     size_t ids_cap, hashes_cap, ids_len, hashes_len;
+    unsigned char *wbuf; /* "<token>" */
+    size_t wbuf_cap;
     int oom;
 };
 
@@ -142,24 +145,31 @@ static inline int32_t ngram_row(const struct nlpd_ft_model *m, int32_t id)
     return m->info.nwords + id;
 }
 
-/* Char n-grams of "<word>" (minn..maxn code points, no lone BOW/EOW), appended to dst (cap entries
- * available); returns how many were produced, even when more than cap (nothing written past cap). */
-static size_t char_ngrams(const struct nlpd_ft_model *m, const char *w, size_t wlen, int32_t *dst, size_t cap)
+/* h % bucket without a division (Lemire's fastmod, exact for 32-bit operands): it runs once per n-gram. */
+static inline uint32_t bucket_mod(const struct nlpd_ft_model *m, uint32_t h)
 {
-    size_t total = wlen + 2, nout = 0;
+    uint64_t low = m->bucket_magic * h;
+    return (uint32_t)(((unsigned __int128)low * (uint32_t)m->info.bucket) >> 64);
+}
+
+/* Char n-grams of bw = "<word>" (minn..maxn code points, no lone BOW/EOW), appended to dst (cap entries
+ * available); returns how many were produced, even when more than cap (nothing written past cap). */
+static size_t char_ngrams(const struct nlpd_ft_model *m, const unsigned char *bw, size_t total, int32_t *dst,
+                          size_t cap)
+{
+    size_t nout = 0;
     int32_t minn = m->info.minn, maxn = m->info.maxn;
-    uint32_t bucket = (uint32_t)m->info.bucket;
     for (size_t i = 0; i < total; i++) {
-        if (is_cont(bw_at(w, wlen, i)))
+        if (is_cont(bw[i]))
             continue;
         uint32_t h = 2166136261u;
         size_t j = i;
         for (int32_t n = 1; j < total && n <= maxn; n++) {
-            h = fnv_step(h, bw_at(w, wlen, j++));
-            while (j < total && is_cont(bw_at(w, wlen, j)))
-                h = fnv_step(h, bw_at(w, wlen, j++));
+            h = fnv_step(h, bw[j++]);
+            while (j < total && is_cont(bw[j]))
+                h = fnv_step(h, bw[j++]);
             if (n >= minn && !(n == 1 && (i == 0 || j == total))) {
-                int32_t row = ngram_row(m, (int32_t)(h % bucket));
+                int32_t row = ngram_row(m, (int32_t)bucket_mod(m, h));
                 if (row >= 0) {
                     if (nout < cap)
                         dst[nout] = row;
@@ -169,6 +179,14 @@ static size_t char_ngrams(const struct nlpd_ft_model *m, const char *w, size_t w
         }
     }
     return nout;
+}
+
+/* Writes "<" word ">" into buf (wlen + 2 bytes). */
+static void bracket(unsigned char *buf, const char *w, size_t wlen)
+{
+    buf[0] = '<';
+    memcpy(buf + 1, w, wlen);
+    buf[wlen + 1] = '>';
 }
 
 /* ---------------------------------------------------------------- loading */
@@ -426,8 +444,14 @@ static int build_subwords(struct cur *c, struct nlpd_ft_model *m, size_t file_si
     }
     m->sub_off[nwords] = (int64_t)total;
     m->sub = malloc(sizeof *m->sub * (total ? total : 1));
-    if (!m->sub)
+    size_t maxlen = 0;
+    for (int32_t id = 0; id < nwords; id++)
+        maxlen = m->word_len[id] > maxlen ? m->word_len[id] : maxlen;
+    unsigned char *bw = malloc(maxlen + 2);
+    if (!m->sub || !bw) {
+        free(bw);
         return oom(c, "subword table");
+    }
     for (int32_t id = 0; id < nwords; id++) {
         const char *w = m->pool + m->word_off[id];
         size_t len = m->word_len[id];
@@ -435,13 +459,18 @@ static int build_subwords(struct cur *c, struct nlpd_ft_model *m, size_t file_si
         size_t room = (size_t)(m->sub_off[id + 1] - o - 1);
         m->sub[o] = id;
         size_t got = 0;
-        if (with_ngrams && !(len == 4 && !memcmp(w, FT_EOS, 4)))
-            got = char_ngrams(m, w, len, m->sub + o + 1, room);
-        if (got > room)
+        if (with_ngrams && !(len == 4 && !memcmp(w, FT_EOS, 4))) {
+            bracket(bw, w, len);
+            got = char_ngrams(m, bw, len + 2, m->sub + o + 1, room);
+        }
+        if (got > room) {
+            free(bw);
             return bad(c, "internal n-gram count mismatch for word %d", id);
+        }
         /* pruned-away n-grams were counted but not produced: the next list starts right after */
         m->sub_off[id + 1] = o + 1 + (int64_t)got;
     }
+    free(bw);
     return 0;
 }
 
@@ -644,6 +673,8 @@ static int parse(struct cur *c, struct nlpd_ft_model *m, size_t file_size)
     if (c->left)
         return bad(c, "%zu bytes of trailing garbage after the output matrix", c->left);
 
+    if (in->bucket > 0)
+        m->bucket_magic = UINT64_MAX / (uint32_t)in->bucket + 1;
     if ((rc = build_word_table(c, m)) || (rc = build_subwords(c, m, file_size)))
         return rc;
     if (in->loss == NLPD_FT_LOSS_HS && (rc = build_hs_tree(c, m)))
@@ -789,6 +820,7 @@ void nlpd_ft_scratch_free(struct nlpd_ft_scratch *s)
     free(s->stack);
     free(s->ids);
     free(s->hashes);
+    free(s->wbuf);
     free(s);
 }
 
@@ -833,9 +865,18 @@ static int add_token(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s, c
         memcpy(s->ids + s->ids_len, m->sub + o, sizeof *s->ids * (size_t)n);
         s->ids_len += (size_t)n;
     } else if (m->info.maxn > 0 && !(len == 4 && !memcmp(tok, FT_EOS, 4))) {
+        if (len + 2 > s->wbuf_cap) {
+            size_t nc = s->wbuf_cap * 2 > len + 2 ? s->wbuf_cap * 2 : len + 2;
+            unsigned char *nb = realloc(s->wbuf, nc);
+            if (!nb)
+                return -1;
+            s->wbuf = nb;
+            s->wbuf_cap = nc;
+        }
+        bracket(s->wbuf, tok, len);
         for (;;) {
             size_t room = s->ids_cap - s->ids_len;
-            size_t n = char_ngrams(m, tok, len, s->ids + s->ids_len, room);
+            size_t n = char_ngrams(m, s->wbuf, len + 2, s->ids + s->ids_len, room);
             if (n <= room) {
                 s->ids_len += n;
                 break;
