@@ -297,7 +297,7 @@ void nlpd_conf_doc(const struct nlpd_conf_entry *map, const char *section, FILE 
         if (e->type == NLPD_CONF_ENUM)
             fprintf(out, ", one of %s", e->choices);
         if (e->min != e->max)
-            fprintf(out, ", range %g..%g", e->min, e->max);
+            fprintf(out, e->type == NLPD_CONF_INT ? ", range %.0f..%.0f" : ", range %g..%g", e->min, e->max);
         fprintf(out, ")\n      %s\n", e->doc);
     }
 }

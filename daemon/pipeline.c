@@ -14,24 +14,55 @@
 extern const struct nlpd_stage_plugin nlpd_stage_langid;
 extern const struct nlpd_stage_plugin nlpd_stage_sentiment;
 
-static const struct nlpd_stage_plugin *const registry[] = {&nlpd_stage_langid, &nlpd_stage_sentiment};
+static const struct nlpd_stage_plugin *const builtin[] = {&nlpd_stage_langid, &nlpd_stage_sentiment};
 
-#define NREGISTRY (sizeof registry / sizeof registry[0])
+#define NBUILTIN (sizeof builtin / sizeof builtin[0])
+#define MAX_EXTRA 16
+
+/* Stages registered at run time (tests, embedders); written before any pipeline is built. */
+static const struct nlpd_stage_plugin *extra[MAX_EXTRA];
+static size_t nextra;
+
+int nlpd_stage_register(const struct nlpd_stage_plugin *plugin)
+{
+    if (nextra == MAX_EXTRA || plugin->abi != NLPD_STAGE_ABI || nlpd_stage_find(plugin->name))
+        return NLPD_EINVAL;
+    extra[nextra++] = plugin;
+    return 0;
+}
+
+static const struct nlpd_stage_plugin *registry_at(size_t i)
+{
+    return i < NBUILTIN ? builtin[i] : i < NBUILTIN + nextra ? extra[i - NBUILTIN] : NULL;
+}
 
 const struct nlpd_stage_plugin *nlpd_stage_find(const char *name)
 {
-    for (size_t i = 0; i < NREGISTRY; i++)
-        if (strcmp(registry[i]->name, name) == 0)
-            return registry[i];
+    for (size_t i = 0; registry_at(i); i++)
+        if (strcmp(registry_at(i)->name, name) == 0)
+            return registry_at(i);
     return NULL;
+}
+
+/* "langid, sentiment, ...": for error messages. */
+static void stage_names(char *out, size_t cap)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; registry_at(i) && o < cap; i++)
+        o += (size_t)snprintf(out + o, cap - o, "%s%s", i ? ", " : "", registry_at(i)->name);
 }
 
 void nlpd_stages_doc(FILE *out)
 {
-    for (size_t i = 0; i < NREGISTRY; i++) {
-        fprintf(out, "\nstage \"%s\": %s\n", registry[i]->name, registry[i]->description);
-        fprintf(out, "  when  (string)\n      run only on records matching this condition, e.g. \"lang.code == 'en'\"\n");
-        nlpd_conf_doc(registry[i]->conf_map, registry[i]->name, out);
+    for (size_t i = 0; registry_at(i); i++) {
+        const struct nlpd_stage_plugin *pl = registry_at(i);
+        fprintf(out, "\nstage \"%s\": %s\n", pl->name, pl->description);
+        fprintf(out, "  %s.name  (string, default \"%s\")\n      instance name used in meta.models and logs\n",
+                pl->name, pl->name);
+        fprintf(out, "  %s.when  (string)\n      run only on records matching this condition, e.g. "
+                     "\"lang.code == 'en'\"\n", pl->name);
+        nlpd_conf_doc(pl->conf_map, pl->name, out);
     }
 }
 
@@ -133,16 +164,18 @@ static int build_stage(struct nlpd_pipeline *p, const struct nlpd_config *cfg, c
     }
     const char *stage = NULL;
     const config_setting_t *ss = config_setting_get_member(entry, "stage");
+    char names[256];
+    stage_names(names, sizeof names);
     if (!ss || config_setting_type(ss) != CONFIG_TYPE_STRING) {
         nlpd_diag_add(diag, file, ss ? (int)config_setting_source_line(ss) : line,
-                      "pipeline[%zu] needs 'stage' as a string (one of: langid, sentiment)", index);
+                      "pipeline[%zu] needs 'stage' as a string (one of: %s)", index, names);
         return 1;
     }
     stage = config_setting_get_string(ss);
     s->plugin = nlpd_stage_find(stage);
     if (!s->plugin) {
-        nlpd_diag_add(diag, file, config_setting_source_line(ss),
-                      "unknown stage \"%s\" (this build has: langid, sentiment)", stage);
+        nlpd_diag_add(diag, file, config_setting_source_line(ss), "unknown stage \"%s\" (this build has: %s)", stage,
+                      names);
         return 1;
     }
     NLPD_ASSERT(s->plugin->abi == NLPD_STAGE_ABI);

@@ -26,6 +26,8 @@ struct nlpd_job {
 };
 
 const struct nlpd_stage_plugin *nlpd_stage_find(const char *name);
+/* Adds a stage beside the built-in ones (tests, embedders); call before building pipelines. */
+int nlpd_stage_register(const struct nlpd_stage_plugin *plugin);
 /* Prints every stage's options (for `nlpd config-doc`). */
 void nlpd_stages_doc(FILE *out);
 

@@ -1,0 +1,251 @@
+/* The pipeline runner with test stages: per-record failures never fail a batch, retry then split,
+ * fatal errors, `when` filtering, stage options, worker threads and ordering. */
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "config.h"
+#include "harness.h"
+#include "pipeline.h"
+
+/* "tag": writes sentiment.label = its `label` option; fails records whose text contains "bad". */
+struct tag_ctx {
+    char *label;
+    long long fail_inits;
+};
+
+static const struct nlpd_conf_entry tag_conf[] = {
+    {"label", NLPD_CONF_STRING, "tagged", offsetof(struct tag_ctx, label), 0, NULL, 0, 0, "label to write"},
+    {"fail_init", NLPD_CONF_INT, "0", offsetof(struct tag_ctx, fail_inits), 0, NULL, 0, 1, "make init fail"},
+    {0},
+};
+
+static int tag_init(void *ctx, struct nlpd_error *err)
+{
+    struct tag_ctx *t = ctx;
+    return t->fail_inits ? nlpd_error_set(err, NLPD_EFORMAT, 0, "model is broken") : 0;
+}
+
+static enum nlpd_stage_status tag_process(void *ctx, void *ts, struct nlpd_batch *b, struct nlpd_error *err)
+{
+    struct tag_ctx *t = ctx;
+    (void)ts, (void)err;
+    for (size_t i = 0; i < b->n; i++) {
+        if (strstr(b->recs[i]->text, "bad")) {
+            nlpd_record_fail(b->recs[i], "tag", "bad record");
+            continue;
+        }
+        snprintf(b->recs[i]->sentiment.label, NLPD_LABEL_MAX, "%s", t->label);
+        b->recs[i]->sentiment.set = 1;
+    }
+    return NLPD_STAGE_OK;
+}
+
+static const struct nlpd_stage_plugin tag_stage = {NLPD_STAGE_ABI, "tag", "test", tag_conf, sizeof(struct tag_ctx),
+                                                   tag_init, NULL, NULL, tag_process, NULL};
+
+/* "picky": asks for a retry whenever a batch holds more than one record mentioning "oom" (so the
+ * runner must split) or any "oom-always" (which must end as that record's error alone); "fatal" in a
+ * text is fatal. Counts calls. */
+static int picky_calls;
+static pthread_mutex_t picky_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static enum nlpd_stage_status picky_process(void *ctx, void *ts, struct nlpd_batch *b, struct nlpd_error *err)
+{
+    (void)ctx, (void)ts;
+    pthread_mutex_lock(&picky_lock);
+    picky_calls++;
+    pthread_mutex_unlock(&picky_lock);
+    size_t ooms = 0, always = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        if (strstr(b->recs[i]->text, "fatal"))
+            return nlpd_error_set(err, NLPD_EFATAL, 0, "device lost"), NLPD_STAGE_FATAL;
+        ooms += strstr(b->recs[i]->text, "oom") != NULL;
+        always += strstr(b->recs[i]->text, "oom-always") != NULL;
+    }
+    if (ooms > 1 || always) {
+        nlpd_error_set(err, NLPD_EAGAIN, 1, "out of device memory");
+        return NLPD_STAGE_RETRY;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        b->recs[i]->lang.set = 1;
+        strcpy(b->recs[i]->lang.code, strstr(b->recs[i]->text, "fr") ? "fr" : "en");
+    }
+    return NLPD_STAGE_OK;
+}
+
+static const struct nlpd_conf_entry no_conf[] = {{0}};
+static const struct nlpd_stage_plugin picky_stage = {NLPD_STAGE_ABI, "picky", "test", no_conf, 0, NULL, NULL, NULL,
+                                                     picky_process, NULL};
+
+static int noop_init(void *ctx, struct nlpd_error *err)
+{
+    (void)ctx, (void)err;
+    return 0;
+}
+
+static struct nlpd_pipeline *build(const char *conf, struct nlpd_config **cfg, struct nlpd_diag *d)
+{
+    *cfg = nlpd_config_load_string(conf, "(test)", d);
+    if (!*cfg)
+        return NULL;
+    return nlpd_pipeline_create(*cfg, d);
+}
+
+static void records(struct nlpd_record *r, struct nlpd_record **ptrs, const char *const *texts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        r[i].text = texts[i];
+        r[i].text_len = strlen(texts[i]);
+        ptrs[i] = &r[i];
+    }
+}
+
+static void clear(struct nlpd_record *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(r[i].error);
+}
+
+static void per_record_errors_and_when(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *cfg;
+    struct nlpd_pipeline *p = build("pipeline = ( { stage = \"picky\"; },"
+                                    " { stage = \"tag\"; label = \"french\"; when = \"lang.code == 'fr'\"; } );",
+                                    &cfg, &d);
+    CHECK(p != NULL);
+    nlpd_diag_print(&d, stderr);
+    const char *texts[] = {"hello", "bonjour fr", "bad fr", "fr again"};
+    struct nlpd_record r[4], *ptrs[4];
+    records(r, ptrs, texts, 4);
+    struct nlpd_batch b = {4, ptrs};
+    nlpd_pipeline_run_inline(p, &b);
+    CHECK(r[0].lang.set && !r[0].sentiment.set && !r[0].error); /* when: not French */
+    CHECK(r[1].sentiment.set && strcmp(r[1].sentiment.label, "french") == 0);
+    CHECK(r[2].error && strcmp(r[2].error, "bad record") == 0 && strcmp(r[2].error_stage, "tag") == 0);
+    CHECK(r[3].sentiment.set && !r[3].error); /* the failure of r[2] did not fail the batch */
+    clear(r, 4);
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+    nlpd_diag_free(&d);
+}
+
+static void retry_then_split(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *cfg;
+    struct nlpd_pipeline *p = build("pipeline = ( { stage = \"picky\"; } );", &cfg, &d);
+    CHECK(p != NULL);
+    const char *texts[] = {"a", "oom 1", "b", "oom 2", "c", "oom-always", "d", "e"};
+    struct nlpd_record r[8], *ptrs[8];
+    records(r, ptrs, texts, 8);
+    struct nlpd_batch b = {8, ptrs};
+    picky_calls = 0;
+    nlpd_pipeline_run_inline(p, &b);
+    for (int i = 0; i < 8; i++)
+        if (i != 5)
+            CHECK(r[i].lang.set && !r[i].error);
+    CHECK(r[5].error && strstr(r[5].error, "after retries: out of device memory"));
+    CHECK(picky_calls > 3);
+    CHECK(!nlpd_pipeline_failed(p));
+    clear(r, 8);
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+}
+
+static void fatal_marks_batch(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *cfg;
+    struct nlpd_pipeline *p = build("pipeline = ( { stage = \"picky\"; } );", &cfg, &d);
+    const char *texts[] = {"a", "fatal", "b"};
+    struct nlpd_record r[3], *ptrs[3];
+    records(r, ptrs, texts, 3);
+    struct nlpd_batch b = {3, ptrs};
+    nlpd_pipeline_run_inline(p, &b);
+    for (int i = 0; i < 3; i++)
+        CHECK(r[i].error && strstr(r[i].error, "stage failed: device lost"));
+    CHECK(nlpd_pipeline_failed(p));
+    clear(r, 3);
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+}
+
+static void init_failure_and_names(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *cfg;
+    struct nlpd_pipeline *p = build("pipeline = ( { stage = \"tag\"; fail_init = 1; } );", &cfg, &d);
+    CHECK(p == NULL);
+    CHECK(d.n == 1 && strstr(d.msgs[0], "(test):1: pipeline[0] (tag): model is broken"));
+    nlpd_diag_free(&d);
+    nlpd_config_free(cfg);
+    p = build("pipeline = ( { stage = \"tag\"; }, { stage = \"tag\"; } );", &cfg, &d);
+    CHECK(p == NULL && d.n == 1 && strstr(d.msgs[0], "two stages are named \"tag\""));
+    nlpd_diag_free(&d);
+    nlpd_config_free(cfg);
+    p = build("pipeline = ( { stage = \"tag\"; }, { stage = \"tag\"; name = \"tag2\"; } );", &cfg, &d);
+    CHECK(p != NULL && d.n == 0);
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+    p = build("pipeline = ( { stage = \"nope\"; } );", &cfg, &d);
+    CHECK(p == NULL && d.n == 1 && strstr(d.msgs[0], "unknown stage \"nope\" (this build has: langid, sentiment, tag, picky)"));
+    nlpd_diag_free(&d);
+    nlpd_config_free(cfg);
+}
+
+#define NJOBS 200
+#define PER_JOB 7
+
+static void workers_keep_every_record(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *cfg;
+    struct nlpd_pipeline *p = build("pipeline = ( { stage = \"picky\"; }, { stage = \"tag\"; } );", &cfg, &d);
+    struct nlpd_error err;
+    CHECK(p && nlpd_pipeline_start(p, 3, &err) == 0);
+    static struct nlpd_job jobs[NJOBS];
+    static struct nlpd_record r[NJOBS][PER_JOB];
+    static struct nlpd_record *ptrs[NJOBS][PER_JOB];
+    const char *texts[PER_JOB] = {"x", "bad", "oom a", "oom b", "fr", "y", "z"};
+    for (int j = 0; j < NJOBS; j++) {
+        records(r[j], ptrs[j], texts, PER_JOB);
+        memset(&jobs[j], 0, sizeof jobs[j]);
+        jobs[j].batch.n = PER_JOB;
+        jobs[j].batch.recs = ptrs[j];
+        nlpd_pipeline_submit(p, &jobs[j]);
+    }
+    int ok = 0, failed = 0;
+    for (int j = 0; j < NJOBS; j++) {
+        nlpd_pipeline_wait(p, &jobs[j]);
+        for (int i = 0; i < PER_JOB; i++) {
+            if (r[j][i].error)
+                failed++;
+            else if (r[j][i].sentiment.set && r[j][i].lang.set)
+                ok++;
+        }
+        clear(r[j], PER_JOB);
+    }
+    CHECK(ok == NJOBS * (PER_JOB - 1));
+    CHECK(failed == NJOBS);
+    CHECK(nlpd_pipeline_threads(p) == 3);
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+}
+
+int main(void)
+{
+    static struct nlpd_stage_plugin picky;
+    picky = picky_stage;
+    picky.init = noop_init;
+    CHECK(nlpd_stage_register(&tag_stage) == 0);
+    CHECK(nlpd_stage_register(&picky) == 0);
+    CHECK(nlpd_stage_register(&tag_stage) < 0); /* names are unique */
+    RUN(per_record_errors_and_when);
+    RUN(retry_then_split);
+    RUN(fatal_marks_batch);
+    RUN(init_failure_and_names);
+    RUN(workers_keep_every_record);
+    return TEST_REPORT();
+}
