@@ -73,6 +73,8 @@ struct nlpd_record {
     size_t text_len;
     struct nlpd_lang_result lang;
     struct nlpd_label_result sentiment;
+    /* Bit i set by the framework when pipeline stage i processed this record (i < 32). */
+    uint32_t stages_run;
     /* Set by nlpd_record_fail(); a failed record is skipped by later stages and dead-lettered. */
     char *error;
     const char *error_stage;

@@ -247,6 +247,7 @@ struct nlpd_pipeline *nlpd_pipeline_create(const struct nlpd_config *cfg, struct
     }
     for (size_t i = 0; i < p->nstages; i++)
         if (p->stages[i].model_id) {
+            p->models[p->nmodels].stage_index = (unsigned)i;
             p->models[p->nmodels].stage = p->stages[i].name;
             p->models[p->nmodels].id = p->stages[i].model_id;
             p->nmodels++;
@@ -335,6 +336,9 @@ static void run_chain(struct worker *w, struct nlpd_batch *batch)
         }
         if (n)
             run_stage(w, si, w->scratch, n, 0);
+        for (size_t i = 0; i < n && si < 32; i++)
+            if (!w->scratch[i]->error)
+                w->scratch[i]->stages_run |= 1u << si;
     }
 }
 

@@ -203,9 +203,13 @@ void nlpd_item_encode_json(const struct nlpd_item *item, const struct nlpd_model
     encode_label(out, "sentiment", "label", r->sentiment.label, r->sentiment.score, r->sentiment.set);
     nlpd_buf_puts(out, ",\"entities\":null,\"moderation\":null");
     nlpd_buf_printf(out, ",\"meta\":{\"latency_ms\":%.3f,\"models\":{", (now - item->t_in) * 1e3);
+    int first = 1;
     for (size_t i = 0; i < nmodels; i++) {
-        if (i)
+        if (models[i].stage_index >= 32 || !(r->stages_run & (1u << models[i].stage_index)))
+            continue;
+        if (!first)
             nlpd_buf_puts(out, ",");
+        first = 0;
         nlpd_buf_json_string(out, models[i].stage, strlen(models[i].stage));
         nlpd_buf_puts(out, ":");
         nlpd_buf_json_string(out, models[i].id, strlen(models[i].id));

@@ -25,11 +25,13 @@ void nlpd_item_clear(struct nlpd_item *item);
 
 /* Names of the model behind each stage, for the output's meta.models. */
 struct nlpd_model_ref {
+    unsigned stage_index; /* position in the pipeline: matches nlpd_record.stages_run bits */
     const char *stage;
     const char *id; /* e.g. "lid.176.ftz@sha256:8f34..." */
 };
 
-/* Appends the enriched record (one JSON object, no newline). */
+/* Appends the enriched record (one JSON object, no newline); meta.models names the models of the
+ * stages that processed this record. */
 void nlpd_item_encode_json(const struct nlpd_item *item, const struct nlpd_model_ref *models, size_t nmodels,
                            double now, struct nlpd_buf *out);
 /* Appends the error line of pipe mode: {"error": ..., "line": N, "id": ..., "stage": ...}. */

@@ -127,9 +127,10 @@ static void encoder_round_trip(void)
         it.rec.lang.set = 1;
         strcpy(it.rec.lang.code, "en");
         it.rec.lang.score = 0.98288524f;
-        struct nlpd_model_ref m = {"langid", "lid.176.ftz@sha256:00"};
+        it.rec.stages_run = 1u << 3;
+        struct nlpd_model_ref m[2] = {{3, "langid", "lid.176.ftz@sha256:00"}, {4, "sentiment", "x@sha256:11"}};
         struct nlpd_buf b = {0};
-        nlpd_item_encode_json(&it, &m, 1, 0.0, &b);
+        nlpd_item_encode_json(&it, m, 2, 0.0, &b);
         json_error_t e;
         json_t *o = json_loads(b.data, 0, &e);
         CHECK(o != NULL);
@@ -138,6 +139,9 @@ static void encoder_round_trip(void)
         CHECK(o && (float)json_real_value(json_object_get(json_object_get(o, "lang"), "score")) == 0.98288524f);
         CHECK(o && json_is_null(json_object_get(o, "sentiment")));
         CHECK(o && json_object_get(json_object_get(o, "meta"), "latency_ms"));
+        /* Only the stages that processed the record are named. */
+        json_t *models = o ? json_object_get(json_object_get(o, "meta"), "models") : NULL;
+        CHECK(json_object_size(models) == 1 && json_object_get(models, "langid"));
         json_decref(o);
         nlpd_buf_free(&b);
     }
