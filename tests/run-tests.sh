@@ -1,0 +1,141 @@
+#!/bin/sh
+# Runs every test suite (what `make test` runs after building build/ and build/san/): the unit binaries, the
+# same under ASan+UBSan, the fuzz corpus replays, the corpora, the model parity suites and the CLI
+# integration suite on both binaries. Each suite's output goes to the terminal under a `== suite` header.
+# A suite counts with its last `N passed, N failed` line; a suite that exits non-zero or prints no such line
+# counts as one failure (a fuzz replay or a set-up step counts as one check). Ends with the total
+# `N passed, N failed`; exit 1 if anything failed.
+set -u
+cd "$(dirname "$0")/.." || exit 2
+
+TMP=$(mktemp -d) || exit 2
+trap 'rm -rf "$TMP"' EXIT
+trap 'exit 130' INT TERM
+
+pass=0
+fail=0
+failed_suites=
+LIMIT=${TEST_TIMEOUT:-1800} # seconds per suite: a hang is a failure, not a stuck CI job
+
+# run_cmd LOG CMD...: runs CMD without stdin, output to the terminal and LOG; returns CMD's status.
+run_cmd() {
+    log=$1
+    shift
+    if command -v timeout > /dev/null 2>&1; then
+        set -- timeout "$LIMIT" "$@"
+    fi
+    { "$@" < /dev/null 2>&1; echo $? > "$TMP/rc"; } | tee "$log"
+    read -r rc < "$TMP/rc" || rc=1
+    return "$rc"
+}
+
+note_failure() {
+    fail=$((fail + $2))
+    failed_suites="$failed_suites
+  $1"
+}
+
+# suite NAME CMD...: a suite that prints `N passed, N failed`.
+suite() {
+    name=$1
+    shift
+    echo "== $name"
+    log=$TMP/log
+    run_cmd "$log" "$@"
+    rc=$?
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "== $name: exit $rc, no 'N passed, N failed' line: counted as 1 failure"
+        note_failure "$name (exit $rc, no summary line)" 1
+        return
+    fi
+    p=${line%% passed*}
+    f=${line#*passed, }
+    f=${f%% failed}
+    pass=$((pass + p))
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "== $name: exit $rc although it reports no failure: counted as 1 failure"
+        note_failure "$name (exit $rc)" 1
+    elif [ "$f" -gt 0 ]; then
+        note_failure "$name ($f failed)" "$f"
+    fi
+}
+
+# step NAME CMD...: a check without a summary line (fuzz replay, set-up): 1 passed or 1 failed.
+step() {
+    name=$1
+    shift
+    echo "== $name"
+    run_cmd "$TMP/log" "$@"
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+        pass=$((pass + 1))
+    else
+        echo "== $name: exit $rc"
+        note_failure "$name (exit $rc)" 1
+    fi
+}
+
+is_test_binary() {
+    case $1 in *.d | *.o | *.a | *.dSYM) return 1 ;; esac
+    [ -f "$1" ] && [ -x "$1" ]
+}
+
+# --- unit tests: normal, then sanitised -------------------------------------------------------------------------
+for dir in build/tests build/san/tests; do
+    found=0
+    for t in "$dir"/test_*; do
+        is_test_binary "$t" || continue
+        found=1
+        suite "$t" "./$t"
+    done
+    # A unit source without its binary means the build is incomplete.
+    for src in tests/unit/test_*.c; do
+        [ -f "$src" ] || continue
+        b=$dir/$(basename "$src" .c)
+        if [ ! -x "$b" ]; then
+            echo "== $b: not built (run make all and make SANITIZE=1 all): counted as 1 failure"
+            note_failure "$b (not built)" 1
+        fi
+    done
+    [ "$found" -eq 1 ] || echo "== $dir: no unit test binaries"
+done
+
+# --- fuzz corpus replays (sanitised build) ----------------------------------------------------------------------
+for f in build/san/tests/fuzz_*; do
+    is_test_binary "$f" || continue
+    x=${f##*/fuzz_}
+    if [ -d "tests/fuzz/corpus/$x" ]; then
+        step "$f tests/fuzz/corpus/$x/" "./$f" "tests/fuzz/corpus/$x/"
+    fi
+done
+
+# --- corpora ----------------------------------------------------------------------------------------------------
+echo "== sh scripts/make-corpora.sh"
+run_cmd "$TMP/log" sh scripts/make-corpora.sh
+rc=$?
+if [ "$rc" -eq 0 ]; then
+    pass=$((pass + 1))
+elif [ -f build/corpus/multilingual.txt ]; then
+    # The reviews come from the npm registry; offline, the suites that need them say `skip:`.
+    echo "== make-corpora: exit $rc, but the multilingual corpus is there (suites needing the reviews skip)"
+else
+    echo "== make-corpora: exit $rc"
+    note_failure "make-corpora (exit $rc)" 1
+fi
+
+# --- model parity ---------------------------------------------------------------------------------------------------
+# Without an argument test_fasttext_models.sh uses build/corpus/multilingual.txt plus its own tricky lines.
+suite "tests/models/test_fasttext_models.sh" sh tests/models/test_fasttext_models.sh
+suite "tests/models/test_pipe_parity.sh" bash tests/models/test_pipe_parity.sh build/nlpd
+
+# --- CLI integration --------------------------------------------------------------------------------------------
+suite "tests/integration/test_pipe.sh build/nlpd" bash tests/integration/test_pipe.sh build/nlpd
+suite "tests/integration/test_pipe.sh build/san/nlpd" bash tests/integration/test_pipe.sh build/san/nlpd
+
+echo
+if [ -n "$failed_suites" ]; then
+    echo "failures in:$failed_suites"
+fi
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
