@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Build toolchain: cc, make, libc headers; pkg-config gives the libraries' flags to the Makefile.
 PKGS="build-essential pkg-config"
-# Daemon libraries: config file, JSON, Unicode normalisation, Kafka, Avro, Redis client, event loop, sd_notify.
-PKGS="$PKGS libconfig-dev libjansson-dev libutf8proc-dev librdkafka-dev libavro-dev libhiredis-dev libevent-dev libsystemd-dev"
+# Daemon libraries: config file, JSON, Unicode case mapping, SHA-256 of models (libcrypto), Kafka, Avro, Redis client, event loop, sd_notify.
+PKGS="$PKGS libconfig-dev libjansson-dev libutf8proc-dev libssl-dev librdkafka-dev libavro-dev libhiredis-dev libevent-dev libsystemd-dev"
 # Kernels: OpenBLAS sgemm for the CPU backend.
 PKGS="$PKGS libopenblas-dev"
 # References and test services: the fastText tool (parity, bench baseline), a real Redis for integration tests.
