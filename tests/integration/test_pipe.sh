@@ -704,6 +704,43 @@ pipeline = ( { stage = "langid"; model = "$T/flipped-lid.ftz"; } );
 EOF
 expect_check check_scrambled_model "$T/e_corrupt3.conf" 1 "flipped-lid\.ftz"
 
+# Corruption that no header check can see (fastText files carry no checksum): random bytes in the body.
+# `check` may pass or fail, but cleanly; `pipe` then gives one line per input line, and nothing crashes.
+python3 - "$LID" "$T" <<'PY'
+import random, sys
+src = open(sys.argv[1], "rb").read()
+for seed, (lo, hi, n) in enumerate([(0, 120, 3), (120, 20000, 50), (20000, len(src) // 2, 500),
+                                    (len(src) // 2, len(src), 2000), (0, len(src), 5000)]):
+    r = random.Random(seed)
+    d = bytearray(src)
+    for _ in range(n):
+        d[r.randrange(lo, hi)] = r.randrange(256)
+    open("%s/rand%d.ftz" % (sys.argv[2], seed), "wb").write(d)
+PY
+head -n 200 "$T/order.in" > "$T/rand.in"
+why=
+for i in 0 1 2 3 4; do
+    printf 'kernels: { threads = 2; };\npipeline = ( { stage = "langid"; model = "%s"; } );\n' "$T/rand$i.ftz" > "$T/rand$i.conf"
+    timeout 60 "$NLPD" check -c "$T/rand$i.conf" > "$T/rand$i.chk" 2>&1
+    rc=$?
+    if [ $rc -ne 0 ] && [ $rc -ne 1 ]; then
+        why="$why rand$i: check exit $rc: $(grep -m 2 -E 'Sanitizer|runtime error' "$T/rand$i.chk");"
+        continue
+    fi
+    if [ $rc -eq 1 ] && ! grep -q "rand$i.ftz" "$T/rand$i.chk"; then
+        why="$why rand$i: check error does not name the file: $(head -n 2 "$T/rand$i.chk");"
+        continue
+    fi
+    timeout 60 "$NLPD" pipe -c "$T/rand$i.conf" < "$T/rand.in" > "$T/rand$i.out" 2> "$T/rand$i.err"
+    prc=$?
+    if [ $prc -ne "$rc" ]; then
+        why="$why rand$i: pipe exit $prc but check exit $rc: $(grep -m 2 -E 'Sanitizer|runtime error|error' "$T/rand$i.err");"
+    elif [ $prc -eq 0 ] && [ "$(wc -l < "$T/rand$i.out")" -ne 200 ]; then
+        why="$why rand$i: $(wc -l < "$T/rand$i.out") lines for 200;"
+    fi
+done
+if [ -z "$why" ]; then ok "corrupt_model_body_no_crash"; else nok "corrupt_model_body_no_crash" "$why"; fi
+
 conf e_syntax <<EOF
 batch: { max_records = 8; };
 kernels: { threads = ; };
