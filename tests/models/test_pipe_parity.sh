@@ -93,7 +93,7 @@ PY
 
 # parity NAME MODE CONF IN_JSONL FT_MODEL FT_INPUT_TXT [MIN_LINES]
 parity() {
-    local name=$1 mode=$2 cfg=$3 in=$4 model=$5 txt=$6 min=${7:-1} rc why n
+    local name=$1 mode=$2 cfg=$3 in=$4 model=$5 txt=$6 min=${7:-1} why n
     if ! timeout 300 "$NLPD" pipe -c "$cfg" < "$in" > "$T/$name.out" 2> "$T/$name.err"; then
         nok "$name" "nlpd pipe failed: $(tail -n 5 "$T/$name.err")"
         return
