@@ -6,10 +6,20 @@
 #include <string.h>
 #include <unistd.h>
 
+const char *nlpd_conf_path_of(const char *file, const char *main_path)
+{
+    static __thread char joined[4096];
+    const char *slash = main_path ? strrchr(main_path, '/') : NULL;
+    if (!file || file[0] == '/' || !slash || strcmp(file, main_path) == 0)
+        return file;
+    snprintf(joined, sizeof joined, "%.*s/%s", (int)(slash - main_path), main_path, file);
+    return joined;
+}
+
 const char *nlpd_conf_file(const config_setting_t *s, const char *fallback)
 {
     const char *f = s ? config_setting_source_file(s) : NULL;
-    return f ? f : fallback;
+    return f ? nlpd_conf_path_of(f, fallback) : fallback;
 }
 
 const char *nlpd_conf_map_get(const struct nlpd_conf_map *map, const char *from)

@@ -20,7 +20,10 @@ void nlpd_conf_release(const struct nlpd_conf_entry *map, void *base);
 /* Writes the table as documentation (key, type, default, doc), for `nlpd config-doc`. */
 void nlpd_conf_doc(const struct nlpd_conf_entry *map, const char *section, FILE *out);
 
-/* File and line of a setting, for messages. */
+/* File of a setting, for messages: the main config's path, or an @include'd file's path made
+ * openable from the working directory. The result is valid until the next call in this thread. */
 const char *nlpd_conf_file(const config_setting_t *s, const char *fallback);
+/* An @include path (relative to the main config's folder) as a path from the working directory. */
+const char *nlpd_conf_path_of(const char *file, const char *main_path);
 
 #endif

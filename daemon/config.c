@@ -90,31 +90,34 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
         }
     }
 
-    c->pipeline = config_lookup(&c->cfg, "pipeline");
-    if (!c->pipeline) {
+    const config_setting_t *pl = config_lookup(&c->cfg, "pipeline");
+    if (!pl) {
         nlpd_diag_add(diag, c->path, 0, "missing 'pipeline' (a list of stages, e.g. pipeline = ( { stage = \"langid\"; model = \"models/lid.176.ftz\"; } );)");
         errors++;
-    } else if (config_setting_type(c->pipeline) != CONFIG_TYPE_LIST) {
-        nlpd_diag_add(diag, nlpd_conf_file(c->pipeline, c->path), config_setting_source_line(c->pipeline),
+    } else if (config_setting_type(pl) != CONFIG_TYPE_LIST) {
+        nlpd_diag_add(diag, nlpd_conf_file(pl, c->path), config_setting_source_line(pl),
                       "pipeline must be a list ( { stage = ...; }, ... )");
         errors++;
-    } else if (config_setting_length(c->pipeline) == 0) {
-        nlpd_diag_add(diag, nlpd_conf_file(c->pipeline, c->path), config_setting_source_line(c->pipeline),
+    } else if (config_setting_length(pl) == 0) {
+        nlpd_diag_add(diag, nlpd_conf_file(pl, c->path), config_setting_source_line(pl),
                       "pipeline is empty: name at least one stage");
         errors++;
+    } else {
+        c->pipeline = pl;
     }
     return errors;
 }
 
-static struct nlpd_config *finish(struct nlpd_config *c, int parsed, struct nlpd_diag *diag)
+static struct nlpd_config *finish(struct nlpd_config *c, int parsed, int keep_invalid, struct nlpd_diag *diag)
 {
     if (!parsed) {
         const char *f = config_error_file(&c->cfg);
-        nlpd_diag_add(diag, f ? f : c->path, config_error_line(&c->cfg), "%s", config_error_text(&c->cfg));
+        nlpd_diag_add(diag, f ? nlpd_conf_path_of(f, c->path) : c->path, config_error_line(&c->cfg), "%s",
+                      config_error_text(&c->cfg));
         nlpd_config_free(c);
         return NULL;
     }
-    if (validate(c, diag) > 0) {
+    if (validate(c, diag) > 0 && !keep_invalid) {
         nlpd_config_free(c);
         return NULL;
     }
@@ -132,7 +135,7 @@ static struct nlpd_config *config_new(const char *name)
     return c;
 }
 
-struct nlpd_config *nlpd_config_load(const char *path, struct nlpd_diag *diag)
+static struct nlpd_config *load_file(const char *path, int keep_invalid, struct nlpd_diag *diag)
 {
     struct nlpd_config *c = config_new(path);
     if (!c)
@@ -152,7 +155,17 @@ struct nlpd_config *nlpd_config_load(const char *path, struct nlpd_diag *diag)
         config_set_include_dir(&c->cfg, dir);
     }
     free(dir);
-    return finish(c, config_read_file(&c->cfg, path) == CONFIG_TRUE, diag);
+    return finish(c, config_read_file(&c->cfg, path) == CONFIG_TRUE, keep_invalid, diag);
+}
+
+struct nlpd_config *nlpd_config_load(const char *path, struct nlpd_diag *diag)
+{
+    return load_file(path, 0, diag);
+}
+
+struct nlpd_config *nlpd_config_load_all(const char *path, struct nlpd_diag *diag)
+{
+    return load_file(path, 1, diag);
 }
 
 struct nlpd_config *nlpd_config_load_string(const char *text, const char *name, struct nlpd_diag *diag)
@@ -160,7 +173,7 @@ struct nlpd_config *nlpd_config_load_string(const char *text, const char *name, 
     struct nlpd_config *c = config_new(name);
     if (!c)
         return NULL;
-    return finish(c, config_read_string(&c->cfg, text) == CONFIG_TRUE, diag);
+    return finish(c, config_read_string(&c->cfg, text) == CONFIG_TRUE, 0, diag);
 }
 
 void nlpd_config_free(struct nlpd_config *c)

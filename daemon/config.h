@@ -44,6 +44,10 @@ struct nlpd_config {
 
 /* Parses and validates a file; returns NULL when it has errors (all of them added to diag). */
 struct nlpd_config *nlpd_config_load(const char *path, struct nlpd_diag *diag);
+/* Like nlpd_config_load, but a file whose syntax is fine is returned even when its values have errors
+ * (they are in diag), so that `nlpd check` can go on to report the pipeline's problems too.
+ * pipeline is NULL unless it is a non-empty list. */
+struct nlpd_config *nlpd_config_load_all(const char *path, struct nlpd_diag *diag);
 /* Same from text; name is used in messages. */
 struct nlpd_config *nlpd_config_load_string(const char *text, const char *name, struct nlpd_diag *diag);
 void nlpd_config_free(struct nlpd_config *c);

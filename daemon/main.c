@@ -69,15 +69,19 @@ static int parse_opts(int argc, char **argv, struct opts *o, int allow_input)
 static int load(const char *path, struct nlpd_config **cfg, struct nlpd_pipeline **p)
 {
     struct nlpd_diag diag = {0};
-    *cfg = path ? nlpd_config_load(path, &diag) : nlpd_config_load_string(demo_config, "(built-in demo config)", &diag);
-    if (*cfg) {
+    *cfg = path ? nlpd_config_load_all(path, &diag)
+                : nlpd_config_load_string(demo_config, "(built-in demo config)", &diag);
+    /* Stage problems are reported even when the sections have errors: one run shows them all. */
+    if (*cfg && (*cfg)->pipeline) {
         nlpd_log_setup(nlpd_log_level_parse((*cfg)->log.level),
                        strcmp((*cfg)->log.format, "json") == 0 ? NLPD_LOG_JSON : NLPD_LOG_TEXT);
         *p = nlpd_pipeline_create(*cfg, &diag);
     }
-    if (diag.n) {
+    if (diag.n || !*p) {
         nlpd_diag_print(&diag, stderr);
         nlpd_diag_free(&diag);
+        nlpd_pipeline_free(*p);
+        *p = NULL;
         nlpd_config_free(*cfg);
         *cfg = NULL;
         return -1;
@@ -91,7 +95,7 @@ static int cmd_check(const struct opts *o)
         fprintf(stderr, "nlpd check: -c FILE is required\n");
         return 2;
     }
-    struct nlpd_config *cfg;
+    struct nlpd_config *cfg = NULL;
     struct nlpd_pipeline *p = NULL;
     if (load(o->config, &cfg, &p) < 0)
         return 1;
@@ -104,7 +108,7 @@ static int cmd_check(const struct opts *o)
 
 static int run_pipe(const struct opts *o, int in_fd, struct nlpd_pipe_stats *stats)
 {
-    struct nlpd_config *cfg;
+    struct nlpd_config *cfg = NULL;
     struct nlpd_pipeline *p = NULL;
     if (load(o->config, &cfg, &p) < 0)
         return 1;

@@ -238,6 +238,11 @@ int nlpd_pipe_run(const struct nlpd_config *cfg, struct nlpd_pipeline *p, int in
     int eof = 0, rc = 0;
 
     while (!eof) {
+        pthread_mutex_lock(&run.lock);
+        int gone = run.write_failed;
+        pthread_mutex_unlock(&run.lock);
+        if (gone) /* nobody reads our output any more: stop reading input too */
+            break;
         if (cur && cur->n) {
             double left = t_first + max_wait - nlpd_now();
             struct pollfd pfd = {in_fd, POLLIN, 0};

@@ -119,8 +119,11 @@ int nlpd_item_decode_json(struct nlpd_item *item, const struct nlpd_input_conf *
     if (bad >= 0) {
         FAIL("invalid UTF-8 at byte %ld", bad);
     }
+    if (strspn(data, " \t\r") >= len)
+        FAIL("empty line");
     json_error_t jerr;
-    json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    /* DECODE_ANY and ALLOW_NUL let the checks below give the precise reason. */
+    json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (!root) {
         FAIL("invalid JSON: %s (column %d)", jerr.text, jerr.column);
     }

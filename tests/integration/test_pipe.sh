@@ -3,7 +3,6 @@
 # paths, `when`, the record's shape, a closed output), `nlpd check` (FILE:LINE errors), `nlpd demo`.
 # Usage: tests/integration/test_pipe.sh [NLPD_BINARY] (default build/nlpd; run-tests.sh also runs it on
 # build/san/nlpd). Prints `ok - name` / `not ok - name: why` per case, then `N passed, N failed`.
-# Cases marked KNOWN BUG assert the documented behaviour that nlpd does not have yet.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$PWD
@@ -522,13 +521,13 @@ elif grep -q "Sanitizer" "$T/closed.err"; then
 else
     ok "closed_output_finite_input (rc $rc)"
 fi
-# KNOWN BUG: after a write error nlpd keeps reading (and enriching) its input to the end; with an endless
-# input (`tail -f log | nlpd pipe | head`) it never exits. Expected: stop reading and exit soon after EPIPE.
+# After a write error nlpd stops reading: with an endless input (`tail -f log | nlpd pipe | head`) it
+# must exit soon after EPIPE.
 (yes '{"text":"hello world"}' 2> /dev/null) | timeout 30 "$NLPD" pipe -c "$T/order.conf" 2> "$T/closed2.err" |
     head -n 1 > "$T/closed2.first"
 rc=${PIPESTATUS[1]}
 if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-    nok "closed_output_endless_input" "KNOWN BUG: nlpd still running 30 s after its output closed (it keeps reading stdin after EPIPE)"
+    nok "closed_output_endless_input" "nlpd still running 30 s after its output closed (it keeps reading stdin after EPIPE)"
 elif [ ! -s "$T/closed2.first" ]; then
     nok "closed_output_endless_input" "no first line (rc $rc)"
 else
@@ -875,8 +874,7 @@ for want in "2:.*trunc-lid" "3:.*sentimnet" "4:.*nope\.ftz" "4:.*when" "5:.*thre
 done
 if [ $rc -eq 1 ] && [ -z "$missing" ]; then ok "check_several_errors_in_stages"; else nok "check_several_errors_in_stages" "exit $rc, missing:$missing in: $out"; fi
 
-# KNOWN BUG: a file with errors both in sections and in stages reports only the section errors (the
-# pipeline is not validated once a section is bad), so the user needs several rounds of fixes.
+# A file with errors both in sections and in stages reports all of them in one run.
 conf e_mixed <<EOF
 batch: { max_records = "many"; };
 pipeline = (
@@ -892,12 +890,10 @@ done
 if [ $rc -eq 1 ] && [ -z "$missing" ]; then
     ok "check_errors_in_sections_and_stages"
 else
-    nok "check_errors_in_sections_and_stages" "KNOWN BUG: exit $rc, missing:$missing in: $out"
+    nok "check_errors_in_sections_and_stages" "exit $rc, missing:$missing in: $out"
 fi
 
 # @include: an error in an included file names that file, as a path that can be opened from here.
-# KNOWN BUG: the FILE printed is the @include argument as written ("inc/sub.conf"), relative to the
-# config's folder rather than to the working directory.
 mkdir -p "$T/inc"
 printf '# included\nbatch: { max_records = "x"; };\n' > "$T/inc/sub.conf"
 conf e_include <<EOF
@@ -911,7 +907,7 @@ f=$(printf '%s\n' "$out" | sed -n 's/^\(.*\):2: .*max_records.*/\1/p' | head -n 
 if [ $rc -eq 1 ] && [ -n "$f" ] && [ -f "$f" ] && [ "$f" -ef "$T/inc/sub.conf" ]; then
     ok "check_error_in_included_file"
 else
-    nok "check_error_in_included_file" "KNOWN BUG: exit $rc; expected a line '<path of inc/sub.conf>:2: ...max_records...' (path openable from the cwd), got: $out"
+    nok "check_error_in_included_file" "exit $rc; expected a line '<path of inc/sub.conf>:2: ...max_records...' (path openable from the cwd), got: $out"
 fi
 
 out=$(timeout 60 "$NLPD" check -c "$T/does-not-exist.conf" 2>&1)

@@ -62,11 +62,15 @@ static void bad_records(void)
     nlpd_item_clear(&it);
     CHECK_STR_CONTAINS(decode("{\"text\": \"unterminated}", &it), "invalid JSON");
     nlpd_item_clear(&it);
-    CHECK_STR_CONTAINS(decode("", &it), "invalid JSON");
+    CHECK_STR_CONTAINS(decode("", &it), "empty line");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode(" \t", &it), "empty line");
     nlpd_item_clear(&it);
     CHECK_STR_CONTAINS(decode("[\"text\"]", &it), "record is an array, not a JSON object");
     nlpd_item_clear(&it);
-    CHECK_STR_CONTAINS(decode("\"text\"", &it), "invalid JSON"); /* jansson rejects bare scalars */
+    CHECK_STR_CONTAINS(decode("\"text\"", &it), "record is a string, not a JSON object");
+    nlpd_item_clear(&it);
+    CHECK_STR_CONTAINS(decode("12", &it), "record is a number, not a JSON object");
     nlpd_item_clear(&it);
     CHECK_STR_CONTAINS(decode("{\"txt\": \"x\"}", &it), "missing text field \"text\"");
     nlpd_item_clear(&it);
@@ -80,7 +84,7 @@ static void bad_records(void)
     nlpd_item_clear(&it);
     CHECK_STR_CONTAINS(decode("{\"text\": \"a\xff\"}", &it), "invalid UTF-8 at byte 11");
     nlpd_item_clear(&it);
-    CHECK_STR_CONTAINS(decode("{\"text\": \"a\\u0000b\"}", &it), "invalid JSON");
+    CHECK_STR_CONTAINS(decode("{\"text\": \"a\\u0000b\"}", &it), "text contains a NUL character");
     nlpd_item_clear(&it);
     CHECK_STR_CONTAINS(decode("{\"text\": \"\\ud800\"}", &it), "invalid JSON"); /* lone surrogate */
     nlpd_item_clear(&it);
