@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cmd_model.h"
 #include "config.h"
 #include "diag.h"
 #include "log.h"
@@ -40,6 +41,8 @@ static void usage(FILE *out)
             "  nlpd demo  [-c FILE] [-i RECORDS]\n"
             "                            run the pipeline over sample records and print a throughput summary\n"
             "  nlpd config-doc           print every configuration key with its type, default and meaning\n"
+            "  nlpd infer    --model DIR JSON lines {\"text\", \"text_pair\"?} -> raw model outputs\n"
+            "  nlpd tokenize --model DIR JSON lines {\"text\", \"text_pair\"?} -> {\"ids\", \"tokens\", \"offsets\"}\n"
             "  nlpd run   -c FILE        the Kafka daemon (not in this build yet)\n"
             "  nlpd version | nlpd help\n");
 }
@@ -186,6 +189,10 @@ int main(int argc, char **argv)
         return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_pipe(&o);
     if (!strcmp(cmd, "demo"))
         return parse_opts(argc, argv, &o, 1) < 0 ? 2 : cmd_demo(&o);
+    if (!strcmp(cmd, "infer"))
+        return nlpd_cmd_infer(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize"))
+        return nlpd_cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) {
         fprintf(stderr, "nlpd run: the Kafka daemon is not part of this build yet; use `nlpd pipe -c FILE`\n");
         return 2;

@@ -1,0 +1,10 @@
+/* Model debugging commands (DESIGN.md §9): `nlpd infer --model DIR` and `nlpd tokenize --model DIR`,
+ * JSON lines in, JSON lines out, for checking a model folder against transformers. */
+#ifndef NLPD_CMD_MODEL_H
+#define NLPD_CMD_MODEL_H
+
+/* argv[0] is the command name ("infer" / "tokenize"); returns the process exit status. */
+int nlpd_cmd_infer(int argc, char **argv);
+int nlpd_cmd_tokenize(int argc, char **argv);
+
+#endif
