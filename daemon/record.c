@@ -25,6 +25,11 @@ void nlpd_record_fail(struct nlpd_record *rec, const char *stage, const char *fm
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* Reasons may quote input (jansson cuts it mid-character): keep them valid UTF-8. */
+    size_t len = strlen(msg);
+    long bad;
+    while ((bad = nlpd_utf8_invalid_at(msg, len)) >= 0)
+        msg[bad] = '?';
     rec->error = strdup(msg);
     if (!rec->error)
         rec->error = (char *)"out of memory"; /* never freed: see nlpd_item_clear */
