@@ -40,6 +40,7 @@ static const char *type_name(enum nlpd_conf_type t)
     case NLPD_CONF_BOOL: return "boolean";
     case NLPD_CONF_ENUM: return "string";
     case NLPD_CONF_MAP: return "list of (\"from\", \"to\") pairs";
+    case NLPD_CONF_LIST: return "list of strings";
     default: return "?";
     }
 }
@@ -107,6 +108,14 @@ static void store_default(const struct nlpd_conf_entry *e, void *base)
     case NLPD_CONF_MAP:
         memset(p, 0, sizeof(struct nlpd_conf_map));
         break;
+    case NLPD_CONF_LIST: {
+        /* A default list is one item (enough for our tables). */
+        struct nlpd_conf_list *l = (struct nlpd_conf_list *)p;
+        memset(l, 0, sizeof *l);
+        if (e->def && (l->items = calloc(1, sizeof(char *))) && (l->items[0] = strdup(e->def)))
+            l->n = 1;
+        break;
+    }
     default:
         NLPD_ASSERT(!"bad conf type");
     }
@@ -143,6 +152,41 @@ static int store_map(const struct nlpd_conf_entry *e, const config_setting_t *s,
         m->from[m->n] = strdup(from);
         m->to[m->n] = strdup(to);
         m->n++;
+    }
+    return errors;
+}
+
+static int store_list(const struct nlpd_conf_entry *e, const config_setting_t *s, void *base, const char *section,
+                      const char *file, struct nlpd_diag *diag)
+{
+    struct nlpd_conf_list *l = (struct nlpd_conf_list *)((char *)base + e->offset);
+    int t = config_setting_type(s);
+    if (t != CONFIG_TYPE_LIST && t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_STRING) {
+        nlpd_diag_add(diag, nlpd_conf_file(s, file), config_setting_source_line(s),
+                      "%s.%s must be a list of strings like [\"a\", \"b\"], not %s", section, e->key,
+                      setting_type_name(s));
+        return 1;
+    }
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+    int n = t == CONFIG_TYPE_STRING ? 1 : config_setting_length(s), errors = 0;
+    l->items = calloc((size_t)n + 1, sizeof(char *));
+    for (int i = 0; i < n && l->items; i++) {
+        const char *v = t == CONFIG_TYPE_STRING ? config_setting_get_string(s) : config_setting_get_string_elem(s, i);
+        if (!v || !*v) {
+            nlpd_diag_add(diag, nlpd_conf_file(s, file), config_setting_source_line(s),
+                          "%s.%s[%d] must be a non-empty string", section, e->key, i);
+            errors++;
+            continue;
+        }
+        l->items[l->n++] = strdup(v);
+    }
+    if (!errors && l->n == 0 && (e->flags & NLPD_CONF_REQUIRED)) {
+        nlpd_diag_add(diag, nlpd_conf_file(s, file), config_setting_source_line(s), "%s.%s must not be empty",
+                      section, e->key);
+        errors++;
     }
     return errors;
 }
@@ -270,6 +314,9 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
         case NLPD_CONF_MAP:
             errors += store_map(e, s, base, section, file, diag);
             break;
+        case NLPD_CONF_LIST:
+            errors += store_list(e, s, base, section, file, diag);
+            break;
         default:
             NLPD_ASSERT(!"bad conf type");
         }
@@ -293,6 +340,12 @@ void nlpd_conf_release(const struct nlpd_conf_entry *map, void *base)
             free(m->from);
             free(m->to);
             memset(m, 0, sizeof *m);
+        } else if (e->type == NLPD_CONF_LIST) {
+            struct nlpd_conf_list *l = (struct nlpd_conf_list *)p;
+            for (size_t i = 0; i < l->n; i++)
+                free(l->items[i]);
+            free(l->items);
+            memset(l, 0, sizeof *l);
         }
     }
 }

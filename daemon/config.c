@@ -8,9 +8,55 @@
 #include "conf_map.h"
 #include "log.h"
 
+static const struct nlpd_conf_entry kafka_map[] = {
+    {"brokers", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, brokers), NLPD_CONF_REQUIRED, NULL, 0, 0,
+     "bootstrap brokers \"host:port,...\", or \"embedded\": an in-process mock cluster that keeps nothing on disk "
+     "(demos and tests only, never production)"},
+    {"group_id", NLPD_CONF_STRING, "nlpd", offsetof(struct nlpd_kafka_conf, group_id), 0, NULL, 0, 0,
+     "consumer group: every nlpd with the same group shares the input partitions"},
+    {"input_topics", NLPD_CONF_LIST, NULL, offsetof(struct nlpd_kafka_conf, input_topics), NLPD_CONF_REQUIRED, NULL, 0,
+     0, "topics to consume; a name starting with ^ is a regular expression, as in librdkafka"},
+    {"output_topic", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, output_topic), NLPD_CONF_REQUIRED, NULL,
+     0, 0, "topic the enriched records are produced to"},
+    {"dlq_topic", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, dlq_topic), NLPD_CONF_REQUIRED, NULL, 0, 0,
+     "dead-letter topic: the original bytes of records that could not be processed, with the reason in headers"},
+    {"properties", NLPD_CONF_MAP, NULL, offsetof(struct nlpd_kafka_conf, properties), 0, NULL, 0, 0,
+     "librdkafka properties passed as they are to the consumer and the producer, e.g. "
+     "((\"security.protocol\", \"SASL_SSL\"), (\"sasl.mechanisms\", \"PLAIN\"))"},
+    {"startup_timeout_ms", NLPD_CONF_INT, "30000", offsetof(struct nlpd_kafka_conf, startup_timeout_ms), 0, NULL, 1000,
+     3600000, "at start, give up (exit 1) when no broker has answered for this long; retries in between"},
+    {"embedded_partitions", NLPD_CONF_INT, "8", offsetof(struct nlpd_kafka_conf, embedded_partitions), 0, NULL, 1, 256,
+     "partitions of each topic of the embedded broker"},
+    {0},
+};
+
+static const struct nlpd_conf_entry output_map[] = {
+    {"format", NLPD_CONF_ENUM, "json", offsetof(struct nlpd_output_conf, format), 0, "json|avro", 0, 0,
+     "enriched record format on the output topic: \"json\" or \"avro\" (binary, schema in output.schema)"},
+    {"schema", NLPD_CONF_PATH, "schemas/enriched.avsc", offsetof(struct nlpd_output_conf, schema), 0, NULL, 0, 0,
+     "Avro schema of the enriched record (for format \"avro\")"},
+    {"confluent_schema_id", NLPD_CONF_INT, "0", offsetof(struct nlpd_output_conf, confluent_schema_id), 0, NULL, 0,
+     2147483647, "when > 0, Avro values get the Confluent wire framing: byte 0, this schema id (4 bytes), datum"},
+    {0},
+};
+
+static const struct nlpd_conf_entry flow_map[] = {
+    {"max_inflight", NLPD_CONF_INT, "20000", offsetof(struct nlpd_flow_conf, max_inflight), 0, NULL, 1, 10000000,
+     "records consumed but not yet acknowledged by the broker; above it the input partitions pause, and resume "
+     "below half of it"},
+    {"shutdown_timeout_ms", NLPD_CONF_INT, "30000", offsetof(struct nlpd_flow_conf, shutdown_timeout_ms), 0, NULL, 0,
+     3600000, "on SIGTERM/SIGINT: time to finish in-flight records, flush and commit before exiting"},
+    {"commit_interval_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_flow_conf, commit_interval_ms), 0, NULL, 100,
+     3600000, "how often the offsets of delivered records are committed"},
+    {0},
+};
+
 static const struct nlpd_conf_entry input_map[] = {
-    {"format", NLPD_CONF_ENUM, "json", offsetof(struct nlpd_input_conf, format), 0, "json", 0, 0,
-     "record format: \"json\" (one JSON object per record; Avro arrives with the Kafka daemon)"},
+    {"format", NLPD_CONF_ENUM, "json", offsetof(struct nlpd_input_conf, format), 0, "json|avro", 0, 0,
+     "record format: \"json\" (one JSON object per record) or \"avro\" (binary datum with the writer schema in "
+     "input.schema, Confluent framing detected by its magic byte)"},
+    {"schema", NLPD_CONF_PATH, NULL, offsetof(struct nlpd_input_conf, schema), 0, NULL, 0, 0,
+     "Avro writer schema (.avsc) of the input records, for format \"avro\""},
     {"text_field", NLPD_CONF_STRING, "text", offsetof(struct nlpd_input_conf, text_field), 0, NULL, 0, 0,
      "field holding the text; a dotted path (\"payload.body\") walks nested objects"},
     {"id_field", NLPD_CONF_STRING, "id", offsetof(struct nlpd_input_conf, id_field), 0, NULL, 0, 0,
@@ -46,10 +92,14 @@ static const struct nlpd_conf_entry log_map[] = {
     {0},
 };
 
-static const char *const top_keys[] = {"input", "batch", "kernels", "log", "pipeline", NULL};
+static const char *const top_keys[] = {"kafka", "input", "output", "flow", "batch", "kernels", "log", "pipeline",
+                                       NULL};
 
 static void release_sections(struct nlpd_config *c)
 {
+    nlpd_conf_release(kafka_map, &c->kafka);
+    nlpd_conf_release(output_map, &c->output);
+    nlpd_conf_release(flow_map, &c->flow);
     nlpd_conf_release(input_map, &c->input);
     nlpd_conf_release(batch_map, &c->batch);
     nlpd_conf_release(kernels_map, &c->kernels);
@@ -69,12 +119,25 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
             known = strcmp(*k, name) == 0;
         if (!known) {
             nlpd_diag_add(diag, nlpd_conf_file(s, c->path), config_setting_source_line(s),
-                          "unknown key '%s' at top level (this build knows input, batch, kernels, log, pipeline)",
+                          "unknown key '%s' at top level (known: kafka, input, output, flow, batch, kernels, log, "
+                          "pipeline)",
                           name);
             errors++;
         }
     }
+    const config_setting_t *kafka = config_lookup(&c->cfg, "kafka");
+    c->has_kafka = kafka != NULL;
+    if (kafka)
+        errors += nlpd_conf_apply(kafka_map, kafka, &c->kafka, NULL, "kafka", c->path, diag);
     errors += nlpd_conf_apply(input_map, config_lookup(&c->cfg, "input"), &c->input, NULL, "input", c->path, diag);
+    errors += nlpd_conf_apply(output_map, config_lookup(&c->cfg, "output"), &c->output, NULL, "output", c->path, diag);
+    errors += nlpd_conf_apply(flow_map, config_lookup(&c->cfg, "flow"), &c->flow, NULL, "flow", c->path, diag);
+    if (strcmp(c->input.format, "avro") == 0 && !c->input.schema) {
+        const config_setting_t *s = config_lookup(&c->cfg, "input");
+        nlpd_diag_add(diag, nlpd_conf_file(s, c->path), s ? config_setting_source_line(s) : 0,
+                      "input.format \"avro\" needs input.schema (the writer schema, .avsc)");
+        errors++;
+    }
     errors += nlpd_conf_apply(batch_map, config_lookup(&c->cfg, "batch"), &c->batch, NULL, "batch", c->path, diag);
     errors += nlpd_conf_apply(kernels_map, config_lookup(&c->cfg, "kernels"), &c->kernels, NULL, "kernels", c->path,
                               diag);
@@ -188,6 +251,9 @@ void nlpd_config_free(struct nlpd_config *c)
 
 void nlpd_config_doc(FILE *out)
 {
+    nlpd_conf_doc(kafka_map, "kafka", out);
+    nlpd_conf_doc(output_map, "output", out);
+    nlpd_conf_doc(flow_map, "flow", out);
     nlpd_conf_doc(input_map, "input", out);
     nlpd_conf_doc(batch_map, "batch", out);
     nlpd_conf_doc(kernels_map, "kernels", out);

@@ -8,12 +8,37 @@
 #include <stdio.h>
 
 #include "diag.h"
+#include "nlpd_stage.h"
 
 struct nlpd_input_conf {
     char *format;
+    char *schema; /* Avro writer schema (.avsc) for format "avro" */
     char *text_field;
     char *id_field;
     long long max_text_bytes;
+};
+
+struct nlpd_kafka_conf {
+    char *brokers; /* "host:port,..." or "embedded" */
+    char *group_id;
+    struct nlpd_conf_list input_topics;
+    char *output_topic;
+    char *dlq_topic;
+    struct nlpd_conf_map properties; /* passed to librdkafka as they are */
+    long long startup_timeout_ms;
+    long long embedded_partitions;
+};
+
+struct nlpd_output_conf {
+    char *format;
+    char *schema;
+    long long confluent_schema_id;
+};
+
+struct nlpd_flow_conf {
+    long long max_inflight;
+    long long shutdown_timeout_ms;
+    long long commit_interval_ms;
 };
 
 struct nlpd_batch_conf {
@@ -35,7 +60,11 @@ struct nlpd_log_conf {
 struct nlpd_config {
     char *path; /* the file name used in messages */
     config_t cfg;
+    int has_kafka; /* the file has a kafka section (needed by `nlpd run`) */
+    struct nlpd_kafka_conf kafka;
     struct nlpd_input_conf input;
+    struct nlpd_output_conf output;
+    struct nlpd_flow_conf flow;
     struct nlpd_batch_conf batch;
     struct nlpd_kernels_conf kernels;
     struct nlpd_log_conf log;

@@ -21,7 +21,8 @@ enum nlpd_conf_type {
     NLPD_CONF_FLOAT,  /* double */
     NLPD_CONF_BOOL,   /* int 0/1 */
     NLPD_CONF_ENUM,   /* char *, one of `choices` ("a|b|c") */
-    NLPD_CONF_MAP,    /* struct nlpd_conf_map: a list of "from:to" strings */
+    NLPD_CONF_MAP,    /* struct nlpd_conf_map: a list of ("from", "to") string pairs */
+    NLPD_CONF_LIST,   /* struct nlpd_conf_list: a list or array of strings */
 };
 
 enum {
@@ -45,6 +46,11 @@ struct nlpd_conf_entry {
     const char *choices; /* NLPD_CONF_ENUM: "a|b|c" */
     double min, max;     /* NLPD_CONF_INT / NLPD_CONF_FLOAT range, ignored when min == max */
     const char *doc;
+};
+
+struct nlpd_conf_list {
+    size_t n;
+    char **items;
 };
 
 /* Looks a map entry up; returns NULL when absent. */
