@@ -11,8 +11,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const struct nlpd_input_conf confs[] = {{"json", "text", "id", 1 << 20},
-                                                   {"json", "payload.body", "meta.id", 32}};
+    static const struct nlpd_input_conf confs[] = {
+        {.format = "json", .text_field = "text", .id_field = "id", .max_text_bytes = 1 << 20},
+        {.format = "json", .text_field = "payload.body", .id_field = "meta.id", .max_text_bytes = 32},
+    };
     for (size_t c = 0; c < sizeof confs / sizeof confs[0]; c++) {
         struct nlpd_item it = {0};
         nlpd_item_decode_json(&it, &confs[c], (const char *)data, size);

@@ -71,7 +71,7 @@ static void all_errors_reported(void)
                                       "  colour = \"red\";\n"         /* 3: unknown key */
                                       "};\n"
                                       "batch: { max_records = \"64\"; };\n" /* 5: string for int */
-                                      "kafka: { brokers = \"x\"; };\n"      /* 6: unknown section */
+                                      "cache: { backend = \"x\"; };\n"      /* 6: unknown section */
                                       "kernels: { threads = -1; };\n"      /* 7: out of range */
                                       "log: { level = \"loud\"; };\n"      /* 8: bad enum */
                                       "pipeline = ( { stage = \"langid\"; } );\n",
@@ -80,7 +80,7 @@ static void all_errors_reported(void)
     CHECK(has_error(&d, 2, "input.text_field must be a string, not an integer"));
     CHECK(has_error(&d, 3, "unknown key 'colour' in input"));
     CHECK(has_error(&d, 5, "batch.max_records must be an integer, not a string"));
-    CHECK(has_error(&d, 6, "unknown key 'kafka' at top level"));
+    CHECK(has_error(&d, 6, "unknown key 'cache' at top level"));
     CHECK(has_error(&d, 7, "kernels.threads = -1 is out of range"));
     CHECK(has_error(&d, 8, "log.level must be one of"));
     CHECK(d.n == 6);
@@ -154,6 +154,37 @@ static void from_string(void)
     nlpd_diag_free(&d);
 }
 
+static void kafka_section(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *c = load_text("kafka: {\n"
+                                      "  brokers = \"embedded\";\n"
+                                      "  input_topics = [\"a\", \"^b.*\"];\n"
+                                      "  output_topic = \"out\"; dlq_topic = \"dlq\";\n"
+                                      "  properties = ( (\"security.protocol\", \"SASL_SSL\") );\n"
+                                      "};\n"
+                                      "pipeline = ( { stage = \"langid\"; } );\n",
+                                      &d);
+    CHECK(c && c->has_kafka);
+    if (c) {
+        CHECK(c->kafka.input_topics.n == 2 && strcmp(c->kafka.input_topics.items[1], "^b.*") == 0);
+        CHECK(c->kafka.properties.n == 1 && strcmp(c->kafka.properties.to[0], "SASL_SSL") == 0);
+        CHECK(strcmp(c->kafka.group_id, "nlpd") == 0 && c->flow.max_inflight == 20000);
+        CHECK(strcmp(c->output.format, "json") == 0);
+    }
+    nlpd_config_free(c);
+    nlpd_diag_free(&d);
+    c = load_text("kafka: {\n  brokers = \"x:9092\";\n  input_topics = [];\n};\n"
+                  "input: { format = \"avro\"; };\npipeline = ( { stage = \"langid\"; } );\n",
+                  &d);
+    CHECK(c == NULL);
+    CHECK(has_error(&d, 3, "kafka.input_topics must not be empty"));
+    CHECK(has_error(&d, 1, "kafka needs 'output_topic'"));
+    CHECK(has_error(&d, 5, "input.format \"avro\" needs input.schema"));
+    nlpd_diag_free(&d);
+    unlink(path);
+}
+
 static void missing_file(void)
 {
     struct nlpd_diag d = {0};
@@ -171,6 +202,7 @@ int main(void)
     RUN(bad_field_paths);
     RUN(stage_errors);
     RUN(from_string);
+    RUN(kafka_section);
     RUN(missing_file);
     return TEST_REPORT();
 }

@@ -9,7 +9,7 @@
 #include "text_norm.h"
 #include "when.h"
 
-static struct nlpd_input_conf in = {"json", "text", "id", 64};
+static struct nlpd_input_conf in = {.format = "json", .text_field = "text", .id_field = "id", .max_text_bytes = 64};
 
 /* Decodes s; returns the error reason ("" when it decoded) in a static buffer. */
 static const char *decode(const char *s, struct nlpd_item *it)
