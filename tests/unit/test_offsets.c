@@ -1,0 +1,79 @@
+/* Offset tracker: the stored watermark never passes an undelivered record. */
+#include <stdlib.h>
+
+#include "harness.h"
+#include "offsets.h"
+
+static void contiguous_watermark(void)
+{
+    struct nlpd_offsets *o = nlpd_offsets_new();
+    struct nlpd_tp *tp = nlpd_offsets_get(o, "in", 3);
+    for (int64_t off = 10; off < 20; off++)
+        CHECK(nlpd_offsets_add(tp, off) == 0);
+    CHECK(nlpd_offsets_add(tp, 15) < 0); /* offsets only grow */
+    int64_t c = -1;
+    CHECK(nlpd_offsets_done(tp, 12, &c) == 0 && c == -1); /* 10 and 11 still in flight */
+    CHECK(nlpd_offsets_done(tp, 11, &c) == 0);
+    CHECK(nlpd_offsets_done(tp, 10, &c) == 1 && c == 13);
+    CHECK(nlpd_offsets_inflight(tp) == 7);
+    CHECK(nlpd_offsets_done(tp, 99, &c) == 0); /* unknown offset: ignored */
+    CHECK(nlpd_offsets_done(tp, 10, &c) == 0); /* twice: ignored */
+    for (int64_t off = 19; off >= 13; off--)
+        nlpd_offsets_done(tp, off, &c);
+    CHECK(c == 20 && nlpd_offsets_inflight(tp) == 0);
+    CHECK(nlpd_offsets_get(o, "in", 3) == tp && nlpd_offsets_get(o, "in", 4) != tp);
+    nlpd_offsets_free(o);
+}
+
+static void gaps_and_growth(void)
+{
+    struct nlpd_offsets *o = nlpd_offsets_new();
+    struct nlpd_tp *tp = nlpd_offsets_get(o, "t", 0);
+    /* Compacted topics have gaps; many in flight makes the ring grow and wrap. */
+    int64_t c = -1, expect = 0;
+    srand(7);
+    int64_t next_add = 0, added[5000];
+    int nadded = 0;
+    for (int round = 0; round < 5000; round++) {
+        next_add += 1 + rand() % 3;
+        CHECK(nlpd_offsets_add(tp, next_add) == 0);
+        added[nadded++] = next_add;
+        if (round % 7 == 6) { /* deliver the oldest few, in reverse order */
+            for (int k = 6; k >= 0; k--) {
+                int64_t off = added[nadded - 7 + k];
+                if (nlpd_offsets_done(tp, off, &c))
+                    expect = c;
+            }
+        }
+    }
+    /* 5000 = 7 * 714 + 2: the last two are still in flight, so the watermark stops before them. */
+    CHECK(expect == added[nadded - 3] + 1);
+    CHECK(nlpd_offsets_inflight(tp) == 2);
+    CHECK(nlpd_offsets_done(tp, added[nadded - 1], &c) == 0);
+    CHECK(nlpd_offsets_done(tp, added[nadded - 2], &c) == 1 && c == added[nadded - 1] + 1);
+    nlpd_offsets_free(o);
+}
+
+static void revoked_assignment_reports_nothing(void)
+{
+    struct nlpd_offsets *o = nlpd_offsets_new();
+    struct nlpd_tp *old = nlpd_offsets_get(o, "in", 0);
+    nlpd_offsets_add(old, 5);
+    nlpd_offsets_revoke(o, "in", 0);
+    CHECK(nlpd_offsets_revoked(old));
+    struct nlpd_tp *now = nlpd_offsets_get(o, "in", 0);
+    CHECK(now != old);
+    int64_t c = -1;
+    CHECK(nlpd_offsets_done(old, 5, &c) == 0 && c == -1); /* not ours any more: never stored */
+    CHECK(nlpd_offsets_add(now, 3) == 0);                  /* the new owner may restart lower */
+    CHECK(nlpd_offsets_done(now, 3, &c) == 1 && c == 4);
+    nlpd_offsets_free(o);
+}
+
+int main(void)
+{
+    RUN(contiguous_watermark);
+    RUN(gaps_and_growth);
+    RUN(revoked_assignment_reports_nothing);
+    return TEST_REPORT();
+}
