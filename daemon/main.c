@@ -9,6 +9,8 @@
 
 #include "cmd_model.h"
 #include "config.h"
+#include "demo.h"
+#include "kafka.h"
 #include "diag.h"
 #include "log.h"
 #include "pipe.h"
@@ -20,10 +22,14 @@
 
 /* The demo's built-in configuration: the models `make models` fetches, English sentiment only. */
 static const char demo_config[] =
+    "kafka:   { brokers = \"embedded\"; group_id = \"nlpd-demo\"; input_topics = [\"events\"];\n"
+    "           output_topic = \"events.enriched\"; dlq_topic = \"events.dlq\"; };\n"
+    "output:  { format = \"json\"; };\n"
+    "flow:    { shutdown_timeout_ms = 10000; };\n"
     "input:   { format = \"json\"; text_field = \"text\"; id_field = \"id\"; };\n"
     "batch:   { max_records = 64; max_wait_ms = 10; };\n"
     "kernels: { threads = 0; };\n"
-    "log:     { level = \"info\"; };\n"
+    "log:     { level = \"notice\"; };\n"
     "pipeline = (\n"
     "  { stage = \"langid\";    model = \"models/lid.176.ftz\"; },\n"
     "  { stage = \"sentiment\"; model = \"models/amazon_review_polarity.ftz\"; when = \"lang.code == 'en'\"; }\n"
@@ -39,11 +45,11 @@ static void usage(FILE *out)
             "  nlpd check -c FILE        validate a config (and load its models); errors as FILE:LINE: message\n"
             "  nlpd pipe  -c FILE        JSON lines on stdin -> one enriched JSON line per input line on stdout\n"
             "  nlpd demo  [-c FILE] [-i RECORDS]\n"
-            "                            run the pipeline over sample records and print a throughput summary\n"
+            "                            embedded broker, sample records in, enriched records out, summary\n"
             "  nlpd config-doc           print every configuration key with its type, default and meaning\n"
             "  nlpd infer    --model DIR JSON lines {\"text\", \"text_pair\"?} -> raw model outputs\n"
             "  nlpd tokenize --model DIR JSON lines {\"text\", \"text_pair\"?} -> {\"ids\", \"tokens\", \"offsets\"}\n"
-            "  nlpd run   -c FILE        the Kafka daemon (not in this build yet)\n"
+            "  nlpd run   -c FILE        the Kafka daemon (foreground; SIGTERM/SIGINT drain and stop)\n"
             "  nlpd version | nlpd help\n");
 }
 
@@ -79,6 +85,7 @@ static int load(const char *path, struct nlpd_config **cfg, struct nlpd_pipeline
         nlpd_log_setup(nlpd_log_level_parse((*cfg)->log.level),
                        strcmp((*cfg)->log.format, "json") == 0 ? NLPD_LOG_JSON : NLPD_LOG_TEXT);
         *p = nlpd_pipeline_create(*cfg, &diag);
+        nlpd_kafka_check(*cfg, &diag);
     }
     if (diag.n || !*p) {
         nlpd_diag_print(&diag, stderr);
@@ -137,7 +144,31 @@ static int cmd_pipe(const struct opts *o)
     return run_pipe(o, STDIN_FILENO, NULL);
 }
 
-static int cmd_demo(struct opts *o)
+static int cmd_run(const struct opts *o)
+{
+    if (!o->config) {
+        fprintf(stderr, "nlpd run: -c FILE is required\n");
+        return 2;
+    }
+    struct nlpd_config *cfg = NULL;
+    struct nlpd_pipeline *p = NULL;
+    if (load(o->config, &cfg, &p) < 0)
+        return 1;
+    struct nlpd_error err = {0};
+    struct nlpd_daemon *d = NULL;
+    int rc = 1;
+    if (nlpd_pipeline_start(p, (int)cfg->kernels.threads, &err) < 0 || !(d = nlpd_daemon_new(cfg, p, &err)))
+        nlpd_log(NLPD_LOG_ERR, "main", "%s", err.message);
+    else
+        rc = nlpd_daemon_run(d, 1);
+    nlpd_daemon_free(d);
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+    return rc;
+}
+
+/* `nlpd demo` with a config that has no kafka section: the records go through pipe mode. */
+static int demo_pipe(struct opts *o)
 {
     const char *input = o->input ? o->input : demo_records;
     int fd = open(input, O_RDONLY | O_CLOEXEC);
@@ -157,6 +188,28 @@ static int cmd_demo(struct opts *o)
                 st.seconds > 0 ? (double)st.lines / st.seconds : 0.0, st.latency_p50_ms, st.latency_p99_ms,
                 st.latency_max_ms);
     }
+    return rc;
+}
+
+static int cmd_demo(struct opts *o)
+{
+    struct nlpd_config *cfg = NULL;
+    struct nlpd_pipeline *p = NULL;
+    if (load(o->config, &cfg, &p) < 0)
+        return 1;
+    if (!cfg->has_kafka) {
+        nlpd_pipeline_free(p);
+        nlpd_config_free(cfg);
+        return demo_pipe(o);
+    }
+    struct nlpd_error err = {0};
+    int rc = 1;
+    if (nlpd_pipeline_start(p, (int)cfg->kernels.threads, &err) < 0)
+        nlpd_log(NLPD_LOG_ERR, "main", "%s", err.message);
+    else
+        rc = nlpd_demo_kafka(cfg, p, o->input ? o->input : demo_records);
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
     return rc;
 }
 
@@ -193,10 +246,8 @@ int main(int argc, char **argv)
         return nlpd_cmd_infer(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize"))
         return nlpd_cmd_tokenize(argc - 1, argv + 1);
-    if (!strcmp(cmd, "run")) {
-        fprintf(stderr, "nlpd run: the Kafka daemon is not part of this build yet; use `nlpd pipe -c FILE`\n");
-        return 2;
-    }
+    if (!strcmp(cmd, "run"))
+        return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_run(&o);
     fprintf(stderr, "nlpd: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

@@ -154,8 +154,11 @@ int nlpd_item_decode_json(struct nlpd_item *item, const struct nlpd_input_conf *
         FAIL("missing text field \"%s\"", in->text_field);
     if (!json_is_string(text))
         FAIL("text field \"%s\" is %s, not a string", in->text_field, json_type_name(text));
-    const char *s = json_string_value(text);
-    size_t n = json_string_length(text);
+    return nlpd_item_set_text(item, in, json_string_value(text), json_string_length(text));
+}
+
+int nlpd_item_set_text(struct nlpd_item *item, const struct nlpd_input_conf *in, const char *s, size_t n)
+{
     if ((long long)n > in->max_text_bytes)
         FAIL("text is too long: %zu bytes, over input.max_text_bytes = %lld", n, in->max_text_bytes);
     size_t blank = strspn(s, " \t\n\r\v\f");
@@ -163,6 +166,9 @@ int nlpd_item_decode_json(struct nlpd_item *item, const struct nlpd_input_conf *
         FAIL("empty text%s", n ? " (only whitespace)" : "");
     if (memchr(s, '\0', n))
         FAIL("text contains a NUL character");
+    long bad = nlpd_utf8_invalid_at(s, n);
+    if (bad >= 0)
+        FAIL("text is not valid UTF-8 (byte %ld)", bad);
     item->rec.text = s;
     item->rec.text_len = n;
     return 0;
@@ -172,6 +178,7 @@ void nlpd_item_clear(struct nlpd_item *item)
 {
     if (item->json)
         json_decref((json_t *)item->json);
+    free(item->text_copy);
     free(item->id);
     if (item->rec.error && strcmp(item->rec.error, "out of memory") != 0)
         free(item->rec.error);
@@ -205,7 +212,18 @@ void nlpd_item_encode_json(const struct nlpd_item *item, const struct nlpd_model
         nlpd_buf_puts(out, "null");
     nlpd_buf_puts(out, ",\"text\":");
     nlpd_buf_json_string(out, r->text, r->text_len);
-    nlpd_buf_puts(out, ",\"source\":null");
+    if (item->source.set) {
+        nlpd_buf_puts(out, ",\"source\":{\"topic\":");
+        nlpd_buf_json_string(out, item->source.topic, strlen(item->source.topic));
+        nlpd_buf_printf(out, ",\"partition\":%d,\"offset\":%lld,\"timestamp_ms\":", (int)item->source.partition,
+                        (long long)item->source.offset);
+        if (item->source.timestamp_ms >= 0)
+            nlpd_buf_printf(out, "%lld}", (long long)item->source.timestamp_ms);
+        else
+            nlpd_buf_puts(out, "null}");
+    } else {
+        nlpd_buf_puts(out, ",\"source\":null");
+    }
     encode_label(out, "lang", "code", r->lang.code, r->lang.score, r->lang.set);
     nlpd_buf_puts(out, ",\"translation\":null");
     encode_label(out, "sentiment", "label", r->sentiment.label, r->sentiment.score, r->sentiment.set);

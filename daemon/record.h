@@ -10,11 +10,22 @@
 #include "config.h"
 #include "nlpd_stage.h"
 
+/* Where a Kafka record came from (DESIGN.md §11 "source"). */
+struct nlpd_source {
+    int set;
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp_ms; /* -1 when the record has none */
+};
+
 struct nlpd_item {
     struct nlpd_record rec; /* text and results; rec.error set when the record failed */
     void *json;             /* the decoded input document (json_t *), owned */
+    char *text_copy;        /* owned copy of the text when the decoder could not point into its input */
     char *id;               /* the record id as text, NULL when absent */
     int64_t line;           /* input line number (pipe mode), 1-based */
+    struct nlpd_source source;
     double t_in;            /* monotonic seconds when the record arrived */
 };
 
@@ -22,6 +33,9 @@ struct nlpd_item {
  * rec.error with the reason and error_stage "input"; the return value is then NLPD_EFORMAT. */
 int nlpd_item_decode_json(struct nlpd_item *item, const struct nlpd_input_conf *in, const char *data, size_t len);
 void nlpd_item_clear(struct nlpd_item *item);
+/* Checks a decoded text (UTF-8, NUL, empty, max_text_bytes) and points the record at it; on a problem
+ * the record fails with the reason. Shared by every input format. Returns 0 or NLPD_EFORMAT. */
+int nlpd_item_set_text(struct nlpd_item *item, const struct nlpd_input_conf *in, const char *text, size_t len);
 
 /* Names of the model behind each stage, for the output's meta.models. */
 struct nlpd_model_ref {

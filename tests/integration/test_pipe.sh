@@ -967,14 +967,20 @@ if [ $rc -ne 0 ]; then
     nok "demo_input_file" "exit $rc: $(tail -n 3 "$T/demo.err")"
 elif [ "$nout" -ne 6 ]; then
     nok "demo_input_file" "$nout output lines for 6 records"
-elif ! printf '%s' "$summary" | grep -Eq '^demo: 6 records \(4 enriched, 2 rejected\).*records/s.*p50.*p99'; then
+elif ! printf '%s' "$summary" | grep -Eq '^demo: 6 records in, 4 enriched out, 2 dead-lettered.*records/s.*p50.*p99'; then
     nok "demo_input_file" "summary line: '$summary'"
 elif ! python3 -c '
 import json, sys
 o = [json.loads(l) for l in open(sys.argv[1])]
-assert o[0]["lang"]["code"] == "en" and o[0]["sentiment"] is not None, o[0]
-assert o[1]["lang"]["code"] == "de" and o[1]["sentiment"] is None, o[1]
-assert "error" in o[3] and o[3]["line"] == 4 and "error" in o[5] and o[5]["line"] == 6
+byid = {r["id"]: r for r in o if "id" in r}
+assert byid["1"]["lang"]["code"] == "en" and byid["1"]["sentiment"] is not None, byid["1"]
+assert byid["2"]["lang"]["code"] == "de" and byid["2"]["sentiment"] is None, byid["2"]
+assert byid["1"]["source"]["topic"] == "events", byid["1"]
+dead = sorted((r["dead_letter"] for r in o if "dead_letter" in r), key=lambda d: d["value"])
+assert len(dead) == 2, dead
+assert dead[0]["value"] == "not json" and "invalid JSON" in dead[0]["nlpd.error"], dead[0]
+assert "empty text" in dead[1]["nlpd.error"] and dead[1]["nlpd.stage"] == "input", dead[1]
+assert all(d["nlpd.source.topic"] == "events" and d["nlpd.source.offset"].isdigit() for d in dead)
 ' "$T/demo.out" 2> "$T/demo.py.err"; then
     nok "demo_input_file" "records: $(tail -n 2 "$T/demo.py.err")"
 else

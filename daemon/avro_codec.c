@@ -1,0 +1,375 @@
+/* Avro encoding and decoding (see avro_codec.h). Union branches follow schemas/enriched.avsc: null
+ * first; a replacement output schema must keep that shape (checked when it is loaded). */
+#include "avro_codec.h"
+
+#include <avro.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct nlpd_avro_out {
+    avro_schema_t schema;
+    avro_value_iface_t *iface;
+    int32_t confluent_id;
+};
+
+struct nlpd_avro_in {
+    avro_schema_t schema;
+    avro_value_iface_t *iface;
+    const struct nlpd_input_conf *in;
+};
+
+static char *read_file(const char *path, size_t *len, struct nlpd_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        nlpd_error_set(err, NLPD_EIO, 0, "%s: cannot open: %m", path);
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t cap = 0, n = 0, r;
+    do {
+        if (n + 4096 > cap) {
+            char *nb = realloc(buf, cap = cap * 2 + 8192);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+                return NULL;
+            }
+            buf = nb;
+        }
+        r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+    } while (r > 0);
+    fclose(f);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static int load_schema(const char *path, avro_schema_t *schema, struct nlpd_error *err)
+{
+    size_t len;
+    char *json = read_file(path, &len, err);
+    if (!json)
+        return err ? err->code : NLPD_EIO;
+    int rc = avro_schema_from_json_length(json, len, schema);
+    free(json);
+    if (rc)
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: not a valid Avro schema: %s", path, avro_strerror());
+    if (!is_avro_record(*schema)) {
+        avro_schema_decref(*schema);
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: the schema must be a record", path);
+    }
+    return 0;
+}
+
+/* ---- encoding ---- */
+
+#define TRY(x)                  \
+    do {                        \
+        if ((x) != 0)           \
+            return NLPD_EFORMAT; \
+    } while (0)
+
+static int field(avro_value_t *rec, const char *name, avro_value_t *out)
+{
+    return avro_value_get_by_name(rec, name, out, NULL);
+}
+
+static int set_string(avro_value_t *rec, const char *name, const char *s)
+{
+    avro_value_t f;
+    TRY(field(rec, name, &f));
+    return avro_value_set_string(&f, s);
+}
+
+/* Sets a ["null", T] union field: to null when set is 0, else selects T into *branch. */
+static int set_optional(avro_value_t *rec, const char *name, int set, avro_value_t *branch)
+{
+    avro_value_t u, b;
+    TRY(field(rec, name, &u));
+    if (!set) {
+        TRY(avro_value_set_branch(&u, 0, &b));
+        return avro_value_set_null(&b);
+    }
+    return avro_value_set_branch(&u, 1, branch);
+}
+
+static int set_label(avro_value_t *rec, const char *name, const char *key, const char *label, float score, int set)
+{
+    avro_value_t r, f;
+    TRY(set_optional(rec, name, set, &r));
+    if (!set)
+        return 0;
+    TRY(set_string(&r, key, label));
+    TRY(field(&r, "score", &f));
+    return avro_value_set_float(&f, score);
+}
+
+static int fill(avro_value_t *v, const struct nlpd_item *item, const struct nlpd_model_ref *models, size_t nmodels,
+                double now)
+{
+    const struct nlpd_record *r = &item->rec;
+    avro_value_t f, b;
+    TRY(field(v, "id", &f));
+    TRY(avro_value_set_branch(&f, item->id ? 1 : 0, &b));
+    TRY(item->id ? avro_value_set_string(&b, item->id) : avro_value_set_null(&b));
+    TRY(field(v, "text", &f));
+    TRY(avro_value_set_string_len(&f, r->text, r->text_len + 1));
+
+    avro_value_t src;
+    TRY(set_optional(v, "source", item->source.set, &src));
+    if (item->source.set) {
+        TRY(set_string(&src, "topic", item->source.topic));
+        TRY(field(&src, "partition", &f));
+        TRY(avro_value_set_int(&f, item->source.partition));
+        TRY(field(&src, "offset", &f));
+        TRY(avro_value_set_long(&f, item->source.offset));
+        TRY(field(&src, "timestamp_ms", &f));
+        TRY(avro_value_set_branch(&f, item->source.timestamp_ms >= 0, &b));
+        TRY(item->source.timestamp_ms >= 0 ? avro_value_set_long(&b, item->source.timestamp_ms)
+                                           : avro_value_set_null(&b));
+    }
+    TRY(set_label(v, "lang", "code", r->lang.code, r->lang.score, r->lang.set));
+    TRY(set_optional(v, "translation", 0, NULL));
+    TRY(set_label(v, "sentiment", "label", r->sentiment.label, r->sentiment.score, r->sentiment.set));
+    TRY(set_optional(v, "entities", 0, NULL));
+    TRY(set_optional(v, "moderation", 0, NULL));
+
+    avro_value_t meta, m;
+    TRY(field(v, "meta", &meta));
+    TRY(field(&meta, "latency_ms", &f));
+    TRY(avro_value_set_double(&f, (now - item->t_in) * 1e3));
+    TRY(field(&meta, "models", &m));
+    for (size_t i = 0; i < nmodels; i++) {
+        if (models[i].stage_index >= 32 || !(r->stages_run & (1u << models[i].stage_index)))
+            continue;
+        avro_value_t e;
+        TRY(avro_value_add(&m, models[i].stage, &e, NULL, NULL));
+        TRY(avro_value_set_string(&e, models[i].id));
+    }
+    return 0;
+}
+
+int nlpd_avro_out_encode(struct nlpd_avro_out *o, const struct nlpd_item *item, const struct nlpd_model_ref *models,
+                         size_t nmodels, double now, struct nlpd_buf *out)
+{
+    avro_value_t v;
+    if (avro_generic_value_new(o->iface, &v))
+        return NLPD_ENOMEM;
+    int rc = fill(&v, item, models, nmodels, now);
+    size_t size = 0;
+    if (rc == 0)
+        rc = avro_value_sizeof(&v, &size) ? NLPD_EFORMAT : 0;
+    if (rc == 0) {
+        nlpd_buf_reserve(out, size + 5);
+        if (out->oom)
+            rc = NLPD_ENOMEM;
+    }
+    if (rc == 0) {
+        if (o->confluent_id > 0) {
+            unsigned char hdr[5] = {0, (unsigned char)(o->confluent_id >> 24), (unsigned char)(o->confluent_id >> 16),
+                                    (unsigned char)(o->confluent_id >> 8), (unsigned char)o->confluent_id};
+            nlpd_buf_append(out, hdr, sizeof hdr);
+        }
+        avro_writer_t w = avro_writer_memory(out->data + out->len, (int64_t)size);
+        if (!w || avro_value_write(w, &v))
+            rc = NLPD_EFORMAT;
+        else
+            out->len += size;
+        if (w)
+            avro_writer_free(w);
+    }
+    avro_value_decref(&v);
+    return rc;
+}
+
+struct nlpd_avro_out *nlpd_avro_out_new(const char *schema_path, int32_t confluent_id, struct nlpd_error *err)
+{
+    struct nlpd_avro_out *o = calloc(1, sizeof *o);
+    if (!o)
+        return NULL;
+    if (load_schema(schema_path, &o->schema, err) < 0) {
+        free(o);
+        return NULL;
+    }
+    o->confluent_id = confluent_id;
+    o->iface = avro_generic_class_from_schema(o->schema);
+    /* Encode a full sample once: a schema of another shape fails here, not on the first record. */
+    struct nlpd_item sample = {0};
+    sample.id = (char *)"x";
+    sample.rec.text = "x";
+    sample.rec.text_len = 1;
+    sample.rec.lang.set = sample.rec.sentiment.set = 1;
+    sample.source = (struct nlpd_source){1, "t", 0, 0, 0};
+    struct nlpd_buf b = {0};
+    int rc = o->iface ? nlpd_avro_out_encode(o, &sample, NULL, 0, 0.0, &b) : NLPD_EFORMAT;
+    nlpd_buf_free(&b);
+    if (rc < 0) {
+        nlpd_error_set(err, NLPD_EFORMAT, 0,
+                       "%s: this schema does not have the shape of the enriched record (schemas/enriched.avsc)",
+                       schema_path);
+        nlpd_avro_out_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+void nlpd_avro_out_free(struct nlpd_avro_out *o)
+{
+    if (!o)
+        return;
+    if (o->iface)
+        avro_value_iface_decref(o->iface);
+    avro_schema_decref(o->schema);
+    free(o);
+}
+
+/* ---- decoding ---- */
+
+struct nlpd_avro_in *nlpd_avro_in_new(const struct nlpd_input_conf *in, struct nlpd_error *err)
+{
+    struct nlpd_avro_in *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    if (load_schema(in->schema, &a->schema, err) < 0) {
+        free(a);
+        return NULL;
+    }
+    a->in = in;
+    a->iface = avro_generic_class_from_schema(a->schema);
+    if (!a->iface) {
+        nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: %s", in->schema, avro_strerror());
+        nlpd_avro_in_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void nlpd_avro_in_free(struct nlpd_avro_in *a)
+{
+    if (!a)
+        return;
+    if (a->iface)
+        avro_value_iface_decref(a->iface);
+    avro_schema_decref(a->schema);
+    free(a);
+}
+
+/* Reads one datum that must use exactly len bytes. */
+static int read_exact(const char *data, size_t len, avro_value_t *v)
+{
+    avro_reader_t r = avro_reader_memory(data, (int64_t)len);
+    if (!r)
+        return -1;
+    avro_value_reset(v);
+    int rc = avro_value_read(r, v);
+    if (rc == 0 && !avro_reader_is_eof(r)) {
+        char probe;
+        rc = avro_read(r, &probe, 1) == 0 ? -2 : 0; /* a byte left over: not this datum */
+    }
+    avro_reader_free(r);
+    return rc;
+}
+
+/* Walks a dotted path through records (and the current branch of unions). */
+static int lookup(avro_value_t *root, const char *path, avro_value_t *out)
+{
+    avro_value_t cur = *root;
+    const char *p = path;
+    char seg[256];
+    for (;;) {
+        while (avro_value_get_type(&cur) == AVRO_UNION)
+            if (avro_value_get_current_branch(&cur, &cur))
+                return -1;
+        if (!*p)
+            break;
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        if (n >= sizeof seg || avro_value_get_type(&cur) != AVRO_RECORD)
+            return -1;
+        memcpy(seg, p, n);
+        seg[n] = '\0';
+        if (avro_value_get_by_name(&cur, seg, &cur, NULL))
+            return -1;
+        p += n + (dot ? 1 : 0);
+    }
+    *out = cur;
+    return 0;
+}
+
+static const char *type_name(avro_type_t t)
+{
+    switch (t) {
+    case AVRO_STRING: return "a string";
+    case AVRO_BYTES: return "bytes";
+    case AVRO_INT32:
+    case AVRO_INT64: return "an integer";
+    case AVRO_FLOAT:
+    case AVRO_DOUBLE: return "a number";
+    case AVRO_BOOLEAN: return "a boolean";
+    case AVRO_NULL: return "null";
+    case AVRO_RECORD: return "a record";
+    case AVRO_ARRAY: return "an array";
+    case AVRO_MAP: return "a map";
+    default: return "another type";
+    }
+}
+
+#define FAIL(...)                                            \
+    do {                                                     \
+        nlpd_record_fail(&item->rec, "input", __VA_ARGS__);  \
+        rc = NLPD_EFORMAT;                                   \
+        goto done;                                           \
+    } while (0)
+
+int nlpd_avro_in_decode(struct nlpd_avro_in *a, struct nlpd_item *item, const char *data, size_t len)
+{
+    avro_value_t v, f;
+    int rc = 0;
+    if (avro_generic_value_new(a->iface, &v)) {
+        nlpd_record_fail(&item->rec, "input", "out of memory");
+        return NLPD_ENOMEM;
+    }
+    /* Confluent framing is tried first when its magic byte is there; the datum must fill the rest. */
+    int ok = len >= 5 && data[0] == 0 && read_exact(data + 5, len - 5, &v) == 0;
+    if (!ok && read_exact(data, len, &v) != 0)
+        FAIL("undecodable Avro record (%zu bytes) for the schema %s: %s", len, a->in->schema, avro_strerror());
+
+    if (lookup(&v, a->in->id_field, &f) == 0) {
+        char tmp[40];
+        const char *s = NULL;
+        size_t n = 0;
+        int32_t i32;
+        int64_t i64;
+        if (avro_value_get_type(&f) == AVRO_STRING && avro_value_get_string(&f, &s, &n) == 0 && s) {
+            item->id = strndup(s, n ? n - 1 : 0);
+        } else if (avro_value_get_type(&f) == AVRO_INT32 && avro_value_get_int(&f, &i32) == 0) {
+            snprintf(tmp, sizeof tmp, "%d", (int)i32);
+            item->id = strdup(tmp);
+        } else if (avro_value_get_type(&f) == AVRO_INT64 && avro_value_get_long(&f, &i64) == 0) {
+            snprintf(tmp, sizeof tmp, "%lld", (long long)i64);
+            item->id = strdup(tmp);
+        }
+    }
+    if (lookup(&v, a->in->text_field, &f) != 0)
+        FAIL("missing text field \"%s\"", a->in->text_field);
+    if (avro_value_get_type(&f) != AVRO_STRING)
+        FAIL("text field \"%s\" is %s, not a string", a->in->text_field, type_name(avro_value_get_type(&f)));
+    const char *s = NULL;
+    size_t n = 0;
+    if (avro_value_get_string(&f, &s, &n) || !s)
+        FAIL("cannot read text field \"%s\"", a->in->text_field);
+    n = n ? n - 1 : 0; /* avro counts the NUL */
+    item->text_copy = malloc(n + 1);
+    if (!item->text_copy)
+        FAIL("out of memory");
+    memcpy(item->text_copy, s, n);
+    item->text_copy[n] = '\0';
+    rc = nlpd_item_set_text(item, a->in, item->text_copy, n);
+done:
+    avro_value_decref(&v);
+    return rc;
+}

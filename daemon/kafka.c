@@ -1,0 +1,1041 @@
+/* The Kafka daemon (see kafka.h). The event-loop thread consumes, closes micro-batches, produces the
+ * finished ones and handles delivery reports; worker threads decode, run the stages and encode. */
+#include "kafka.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "avro_codec.h"
+#include "log.h"
+#include "offsets.h"
+#include "record.h"
+
+#define TICK_MS 50
+#define POLL_BATCH 5000 /* consumer messages handled per wake-up before yielding to other events */
+
+struct kitem {
+    struct nlpd_item item;
+    rd_kafka_message_t *msg; /* the consumed record, kept until its output is acknowledged */
+    struct nlpd_tp *tp;
+    struct nlpd_buf out; /* encoded output value; empty for a dead letter */
+    int dead;            /* produce to the dead-letter topic */
+    struct kitem *next;  /* pending-produce list */
+};
+
+struct kbatch {
+    struct nlpd_job job;
+    struct nlpd_daemon *d;
+    size_t n, cap;
+    struct kitem **items;
+    struct nlpd_record **recs;
+    struct kbatch *next;
+};
+
+struct nlpd_daemon {
+    const struct nlpd_config *cfg;
+    struct nlpd_pipeline *p;
+    const struct nlpd_model_ref *models;
+    size_t nmodels;
+    struct nlpd_avro_out *avro_out;
+    struct nlpd_avro_in *avro_in;
+
+    rd_kafka_t *mock_rk;
+    rd_kafka_mock_cluster_t *mock;
+    char *bootstraps;
+    rd_kafka_t *consumer, *producer;
+    rd_kafka_queue_t *cq, *pq;
+
+    struct event_base *base;
+    struct event *cq_ev, *pq_ev, *wake_ev, *batch_timer, *tick, *sigterm_ev, *sigint_ev;
+    int cq_pipe[2], pq_pipe[2], wake_pipe[2];
+
+    pthread_mutex_t lock; /* guards done_head/tail and stop_requested */
+    struct kbatch *done_head, *done_tail;
+    int stop_requested;
+
+    struct kbatch *cur;
+    struct nlpd_offsets *offsets;
+    size_t inflight;
+    struct kitem *pending_head, *pending_tail; /* produce refused (queue full): retried in order */
+    int paused, draining, fatal, subscribed;
+    int assigned; /* partitions currently assigned; read from other threads (atomic) */
+    double drain_deadline;
+    rd_kafka_resp_err_t last_error; /* logged once per change */
+
+    struct nlpd_daemon_stats stats;
+    double *lat;
+    size_t nlat, lat_cap;
+    double t_start;
+};
+
+/* ---- small helpers ---- */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int make_pipe(int fds[2])
+{
+    if (pipe(fds) < 0)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+    }
+    return 0;
+}
+
+static void drain_fd(int fd)
+{
+    char buf[256];
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+}
+
+static void wake(struct nlpd_daemon *d)
+{
+    char c = 1;
+    ssize_t w = write(d->wake_pipe[1], &c, 1); /* EAGAIN: a wake-up is already pending */
+    (void)w;
+}
+
+static void fail_fatal(struct nlpd_daemon *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail_fatal(struct nlpd_daemon *d, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (!d->fatal)
+        nlpd_log(NLPD_LOG_ERR, "kafka", "fatal: %s; stopping without committing past it", msg);
+    d->fatal = 1;
+    event_base_loopbreak(d->base);
+}
+
+/* ---- flow control ---- */
+
+static void set_paused(struct nlpd_daemon *d, int paused)
+{
+    if (d->paused == paused)
+        return;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(d->consumer, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR && parts) {
+        if (paused)
+            rd_kafka_pause_partitions(d->consumer, parts);
+        else
+            rd_kafka_resume_partitions(d->consumer, parts);
+        rd_kafka_topic_partition_list_destroy(parts);
+    }
+    d->paused = paused;
+    nlpd_log(NLPD_LOG_DEBUG, "kafka", "%s input partitions (%zu records in flight)", paused ? "paused" : "resumed",
+             d->inflight);
+    if (!paused)
+        event_active(d->cq_ev, EV_READ, 0);
+}
+
+/* Hysteresis: pause at max_inflight or a full producer queue, resume at half. */
+static void update_flow(struct nlpd_daemon *d)
+{
+    size_t hi = (size_t)d->cfg->flow.max_inflight;
+    if (d->draining || d->inflight >= hi || d->pending_head)
+        set_paused(d, 1);
+    else if (d->inflight <= hi / 2)
+        set_paused(d, 0);
+}
+
+/* ---- producing ---- */
+
+static void item_free(struct kitem *it)
+{
+    nlpd_item_clear(&it->item);
+    nlpd_buf_free(&it->out);
+    if (it->msg)
+        rd_kafka_message_destroy(it->msg);
+    free(it);
+}
+
+static void add_header_str(rd_kafka_headers_t *h, const char *name, const char *value)
+{
+    rd_kafka_header_add(h, name, -1, value, -1);
+}
+
+static rd_kafka_headers_t *dead_letter_headers(const struct kitem *it)
+{
+    rd_kafka_headers_t *orig = NULL;
+    rd_kafka_headers_t *h;
+    if (rd_kafka_message_headers(it->msg, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR && orig)
+        h = rd_kafka_headers_copy(orig);
+    else
+        h = rd_kafka_headers_new(8);
+    char num[32], when[64];
+    add_header_str(h, "nlpd.error", it->item.rec.error ? it->item.rec.error : "unknown error");
+    add_header_str(h, "nlpd.stage", it->item.rec.error_stage ? it->item.rec.error_stage : "nlpd");
+    add_header_str(h, "nlpd.source.topic", rd_kafka_topic_name(it->msg->rkt));
+    snprintf(num, sizeof num, "%d", (int)it->msg->partition);
+    add_header_str(h, "nlpd.source.partition", num);
+    snprintf(num, sizeof num, "%lld", (long long)it->msg->offset);
+    add_header_str(h, "nlpd.source.offset", num);
+    int64_t now = wall_ms();
+    time_t secs = (time_t)(now / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + n, sizeof when - n, ".%03dZ", (int)(now % 1000));
+    add_header_str(h, "nlpd.time", when);
+    return h;
+}
+
+/* Hands one record to the producer. Returns 0, or 1 when the queue is full (the caller keeps it). */
+static int produce_one(struct nlpd_daemon *d, struct kitem *it)
+{
+    const struct nlpd_kafka_conf *k = &d->cfg->kafka;
+    rd_kafka_headers_t *h;
+    const void *value;
+    size_t len;
+    if (it->dead) {
+        h = dead_letter_headers(it);
+        value = it->msg->payload;
+        len = it->msg->len;
+    } else {
+        rd_kafka_headers_t *orig = NULL;
+        h = rd_kafka_message_headers(it->msg, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR && orig
+                ? rd_kafka_headers_copy(orig)
+                : NULL;
+        value = it->out.data;
+        len = it->out.len;
+    }
+    /* No copy flag: value and key stay valid (owned by the item) until the delivery report. */
+    rd_kafka_resp_err_t err =
+        rd_kafka_producev(d->producer, RD_KAFKA_V_TOPIC(it->dead ? k->dlq_topic : k->output_topic),
+                          RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_KEY(it->msg->key, it->msg->key_len),
+                          RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(it), RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    if (h)
+        rd_kafka_headers_destroy(h);
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        return 1;
+    fail_fatal(d, "cannot produce to %s: %s", it->dead ? k->dlq_topic : k->output_topic, rd_kafka_err2str(err));
+    return 1; /* kept, never acknowledged: its offset is never committed */
+}
+
+static void push_pending(struct nlpd_daemon *d, struct kitem *it)
+{
+    it->next = NULL;
+    if (d->pending_tail)
+        d->pending_tail->next = it;
+    else
+        d->pending_head = it;
+    d->pending_tail = it;
+}
+
+static void produce_pending(struct nlpd_daemon *d)
+{
+    while (d->pending_head && !d->fatal) {
+        struct kitem *it = d->pending_head;
+        if (produce_one(d, it))
+            break;
+        d->pending_head = it->next;
+        if (!d->pending_head)
+            d->pending_tail = NULL;
+    }
+}
+
+static void produce(struct nlpd_daemon *d, struct kitem *it)
+{
+    if (d->pending_head || produce_one(d, it))
+        push_pending(d, it);
+}
+
+static int retriable_delivery_error(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+    case RD_KAFKA_RESP_ERR__FATAL:
+        return 0;
+    default:
+        return 1;
+    }
+}
+
+static void record_latency(struct nlpd_daemon *d, const struct kitem *it)
+{
+    rd_kafka_timestamp_type_t tt;
+    int64_t ts = rd_kafka_message_timestamp(it->msg, &tt);
+    if (ts < 0)
+        return;
+    if (d->nlat == d->lat_cap) {
+        size_t cap = d->lat_cap ? d->lat_cap * 2 : 4096;
+        if (cap > (1u << 22)) /* keep the most recent window bounded */
+            cap = 1u << 22;
+        if (cap == d->lat_cap) {
+            d->nlat = 0;
+        } else {
+            double *l = realloc(d->lat, cap * sizeof *l);
+            if (!l)
+                return;
+            d->lat = l;
+            d->lat_cap = cap;
+        }
+    }
+    d->lat[d->nlat++] = (double)(wall_ms() - ts);
+}
+
+static void delivered(struct nlpd_daemon *d, struct kitem *it)
+{
+    if (it->dead)
+        d->stats.dead_lettered++;
+    else {
+        d->stats.produced++;
+        record_latency(d, it);
+    }
+    int64_t commit;
+    if (nlpd_offsets_done(it->tp, it->msg->offset, &commit)) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, nlpd_offsets_topic(it->tp), nlpd_offsets_partition(it->tp))->offset =
+            commit;
+        rd_kafka_resp_err_t err = rd_kafka_offsets_store(d->consumer, l);
+        if (err && err != RD_KAFKA_RESP_ERR__STATE)
+            nlpd_log(NLPD_LOG_WARNING, "kafka", "cannot store offset %lld of %s[%d]: %s", (long long)commit,
+                     nlpd_offsets_topic(it->tp), (int)nlpd_offsets_partition(it->tp), rd_kafka_err2str(err));
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    d->inflight--;
+    item_free(it);
+}
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    struct nlpd_daemon *d = opaque;
+    struct kitem *it = m->_private;
+    (void)rk;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        delivered(d, it);
+        return;
+    }
+    if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
+        item_free(it); /* purged at a forced stop: never acknowledged, so never committed */
+        return;
+    }
+    if (retriable_delivery_error(m->err)) {
+        d->stats.produce_retries++;
+        nlpd_log(NLPD_LOG_WARNING, "kafka", "delivery of %s[%d]@%lld failed (%s): producing it again",
+                 rd_kafka_topic_name(it->msg->rkt), (int)it->msg->partition, (long long)it->msg->offset,
+                 rd_kafka_err2str(m->err));
+        produce(d, it);
+        return;
+    }
+    if (!it->dead) { /* the broker refuses this output: the record becomes a dead letter */
+        nlpd_record_fail(&it->item.rec, "output", "output record rejected by the broker: %s", rd_kafka_err2str(m->err));
+        it->dead = 1;
+        produce(d, it);
+        return;
+    }
+    fail_fatal(d, "the dead-letter topic %s refuses %s[%d]@%lld: %s", d->cfg->kafka.dlq_topic,
+               rd_kafka_topic_name(it->msg->rkt), (int)it->msg->partition, (long long)it->msg->offset,
+               rd_kafka_err2str(m->err));
+}
+
+/* ---- batches ---- */
+
+static void batch_free(struct kbatch *b)
+{
+    free(b->items);
+    free(b->recs);
+    free(b);
+}
+
+static struct kbatch *batch_new(struct nlpd_daemon *d)
+{
+    struct kbatch *b = calloc(1, sizeof *b);
+    size_t cap = (size_t)d->cfg->batch.max_records;
+    if (!b || !(b->items = calloc(cap, sizeof *b->items)) || !(b->recs = calloc(cap, sizeof *b->recs))) {
+        if (b)
+            batch_free(b);
+        return NULL;
+    }
+    b->d = d;
+    b->cap = cap;
+    return b;
+}
+
+/* Worker thread: decode. */
+static void batch_decode(struct nlpd_job *job, void *user)
+{
+    struct kbatch *b = user;
+    struct nlpd_daemon *d = b->d;
+    (void)job;
+    for (size_t i = 0; i < b->n; i++) {
+        struct kitem *it = b->items[i];
+        const char *data = it->msg->payload ? it->msg->payload : "";
+        if (d->avro_in)
+            nlpd_avro_in_decode(d->avro_in, &it->item, data, it->msg->len);
+        else
+            nlpd_item_decode_json(&it->item, &d->cfg->input, data, it->msg->len);
+        b->recs[i] = &it->item.rec;
+    }
+    b->job.batch.n = b->n;
+    b->job.batch.recs = b->recs;
+}
+
+/* Worker thread: encode, then hand the batch to the event loop. */
+static void batch_encode(struct nlpd_job *job, void *user)
+{
+    struct kbatch *b = user;
+    struct nlpd_daemon *d = b->d;
+    (void)job;
+    double now = nlpd_now();
+    for (size_t i = 0; i < b->n; i++) {
+        struct kitem *it = b->items[i];
+        if (it->item.rec.error) {
+            it->dead = 1;
+            continue;
+        }
+        int rc = d->avro_out ? nlpd_avro_out_encode(d->avro_out, &it->item, d->models, d->nmodels, now, &it->out)
+                             : (nlpd_item_encode_json(&it->item, d->models, d->nmodels, now, &it->out), 0);
+        if (rc < 0 || it->out.oom) {
+            nlpd_record_fail(&it->item.rec, "output", "cannot encode the output record%s",
+                             it->out.oom ? ": out of memory" : "");
+            it->dead = 1;
+        }
+    }
+    pthread_mutex_lock(&d->lock);
+    b->next = NULL;
+    if (d->done_tail)
+        d->done_tail->next = b;
+    else
+        d->done_head = b;
+    d->done_tail = b;
+    pthread_mutex_unlock(&d->lock);
+    wake(d);
+}
+
+static void submit_current(struct nlpd_daemon *d)
+{
+    struct kbatch *b = d->cur;
+    if (!b)
+        return;
+    d->cur = NULL;
+    evtimer_del(d->batch_timer);
+    b->job.on_start = batch_decode;
+    b->job.on_done = batch_encode;
+    b->job.user = b;
+    nlpd_pipeline_submit(d->p, &b->job);
+}
+
+static void process_done(struct nlpd_daemon *d)
+{
+    pthread_mutex_lock(&d->lock);
+    struct kbatch *b = d->done_head;
+    d->done_head = d->done_tail = NULL;
+    pthread_mutex_unlock(&d->lock);
+    while (b) {
+        struct kbatch *next = b->next;
+        for (size_t i = 0; i < b->n; i++)
+            produce(d, b->items[i]);
+        batch_free(b);
+        b = next;
+    }
+    update_flow(d);
+}
+
+/* ---- consuming ---- */
+
+static void handle_message(struct nlpd_daemon *d, rd_kafka_message_t *m)
+{
+    if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF && m->err != d->last_error) {
+            nlpd_log(NLPD_LOG_WARNING, "kafka", "consumer: %s", rd_kafka_message_errstr(m));
+            d->last_error = m->err;
+        }
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    struct kitem *it = calloc(1, sizeof *it);
+    struct nlpd_tp *tp = nlpd_offsets_get(d->offsets, rd_kafka_topic_name(m->rkt), m->partition);
+    if (!it || !tp || nlpd_offsets_add(tp, m->offset) < 0) {
+        /* Not tracked, so never committed: it is consumed again after a restart. */
+        nlpd_log(NLPD_LOG_ERR, "kafka", "cannot track %s[%d]@%lld (out of memory or offset out of order)",
+                 rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset);
+        free(it);
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    rd_kafka_timestamp_type_t tt;
+    it->msg = m;
+    it->tp = tp;
+    it->item.t_in = nlpd_now();
+    it->item.source = (struct nlpd_source){1, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
+                                           rd_kafka_message_timestamp(m, &tt)};
+    d->inflight++;
+    d->stats.consumed++;
+    if (!d->cur) {
+        d->cur = batch_new(d);
+        if (!d->cur) {
+            nlpd_record_fail(&it->item.rec, "nlpd", "out of memory");
+            it->dead = 1;
+            produce(d, it);
+            return;
+        }
+        struct timeval tv = {d->cfg->batch.max_wait_ms / 1000, (d->cfg->batch.max_wait_ms % 1000) * 1000};
+        evtimer_add(d->batch_timer, &tv);
+    }
+    d->cur->items[d->cur->n++] = it;
+    if (d->cur->n == d->cur->cap)
+        submit_current(d);
+}
+
+static void poll_consumer(struct nlpd_daemon *d)
+{
+    for (int i = 0; i < POLL_BATCH && !d->fatal; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(d->consumer, 0);
+        if (!m)
+            return;
+        handle_message(d, m);
+    }
+    update_flow(d);
+    event_active(d->cq_ev, EV_READ, 0); /* more may be waiting: come back after other events */
+}
+
+/* ---- rebalances ---- */
+
+static int partitions_idle(struct nlpd_daemon *d, const rd_kafka_topic_partition_list_t *parts)
+{
+    for (int i = 0; i < parts->cnt; i++) {
+        struct nlpd_tp *tp = nlpd_offsets_get(d->offsets, parts->elems[i].topic, parts->elems[i].partition);
+        if (tp && nlpd_offsets_inflight(tp) > 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Finishes the in-flight records of parts (or gives up at the deadline) so their offsets can be committed. */
+static void drain_partitions(struct nlpd_daemon *d, const rd_kafka_topic_partition_list_t *parts, double deadline)
+{
+    submit_current(d);
+    while (!partitions_idle(d, parts) && nlpd_now() < deadline && !d->fatal) {
+        process_done(d);
+        produce_pending(d);
+        rd_kafka_poll(d->producer, 10);
+    }
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                         void *opaque)
+{
+    struct nlpd_daemon *d = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        nlpd_log(NLPD_LOG_INFO, "kafka", "assigned %d partition(s)", parts->cnt);
+        rd_kafka_error_t *e = NULL;
+        if (cooperative)
+            e = rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+        if (e) {
+            nlpd_log(NLPD_LOG_ERR, "kafka", "assign: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+        if (d->paused)
+            rd_kafka_pause_partitions(rk, parts);
+        __atomic_add_fetch(&d->assigned, parts->cnt, __ATOMIC_SEQ_CST);
+        return;
+    }
+    int lost = rd_kafka_assignment_lost(rk);
+    nlpd_log(NLPD_LOG_INFO, "kafka", "%s %d partition(s)", lost ? "lost" : "revoked", parts->cnt);
+    if (!lost) {
+        /* Deliver what we hold of these partitions, then commit, so the next owner starts after it. */
+        double limit = (double)d->cfg->flow.shutdown_timeout_ms / 1e3;
+        drain_partitions(d, parts, nlpd_now() + (limit < 20 ? limit : 20));
+        if (!partitions_idle(d, parts))
+            nlpd_log(NLPD_LOG_WARNING, "kafka", "revoked partitions still have records in flight: their offsets "
+                                                "stay uncommitted and the next owner processes them again");
+        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+        if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            nlpd_log(NLPD_LOG_WARNING, "kafka", "commit on revocation: %s", rd_kafka_err2str(cerr));
+    }
+    for (int i = 0; i < parts->cnt; i++)
+        nlpd_offsets_revoke(d->offsets, parts->elems[i].topic, parts->elems[i].partition);
+    __atomic_sub_fetch(&d->assigned, cooperative ? parts->cnt : __atomic_load_n(&d->assigned, __ATOMIC_SEQ_CST),
+                       __ATOMIC_SEQ_CST);
+    if (cooperative) {
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+        if (e)
+            rd_kafka_error_destroy(e);
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+/* ---- events ---- */
+
+static void on_consumer(evutil_socket_t fd, short what, void *arg)
+{
+    struct nlpd_daemon *d = arg;
+    (void)what;
+    drain_fd(fd);
+    poll_consumer(d);
+}
+
+static void on_producer(evutil_socket_t fd, short what, void *arg)
+{
+    struct nlpd_daemon *d = arg;
+    (void)what;
+    drain_fd(fd);
+    rd_kafka_poll(d->producer, 0);
+    produce_pending(d);
+    update_flow(d);
+}
+
+static void start_drain(struct nlpd_daemon *d, const char *why)
+{
+    if (d->draining)
+        return;
+    nlpd_log(NLPD_LOG_NOTICE, "kafka", "%s: draining %zu record(s) in flight", why, d->inflight);
+    d->draining = 1;
+    d->drain_deadline = nlpd_now() + (double)d->cfg->flow.shutdown_timeout_ms / 1e3;
+    submit_current(d);
+    update_flow(d);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct nlpd_daemon *d = arg;
+    (void)what;
+    drain_fd(fd);
+    pthread_mutex_lock(&d->lock);
+    int stop = d->stop_requested;
+    pthread_mutex_unlock(&d->lock);
+    if (stop)
+        start_drain(d, "stop requested");
+    process_done(d);
+}
+
+static void on_batch_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    submit_current(arg);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct nlpd_daemon *d = arg;
+    (void)fd, (void)what;
+    poll_consumer(d); /* also keeps the group membership alive while paused */
+    rd_kafka_poll(d->producer, 0);
+    process_done(d);
+    produce_pending(d);
+    if (d->draining) {
+        if (d->inflight == 0) {
+            event_base_loopbreak(d->base);
+        } else if (nlpd_now() > d->drain_deadline) {
+            nlpd_log(NLPD_LOG_WARNING, "kafka",
+                     "shutdown timeout: %zu record(s) not delivered; their offsets are not committed", d->inflight);
+            event_base_loopbreak(d->base);
+        }
+    }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    start_drain(arg, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    struct nlpd_daemon *d = opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[512];
+        rd_kafka_fatal_error(rk, why, sizeof why);
+        fail_fatal(d, "%s: %s", rd_kafka_name(rk), why);
+        return;
+    }
+    if (err != (int)d->last_error) { /* brokers down etc.: librdkafka retries; say it once */
+        nlpd_log(NLPD_LOG_WARNING, "kafka", "%s: %s", rd_kafka_name(rk), reason);
+        d->last_error = err;
+    }
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    nlpd_log(level <= 3 ? NLPD_LOG_ERR : level == 4 ? NLPD_LOG_WARNING : NLPD_LOG_DEBUG, "rdkafka", "%s: %s", fac,
+             buf);
+}
+
+/* ---- set-up ---- */
+
+static int conf_set(rd_kafka_conf_t *c, const char *name, const char *value, struct nlpd_error *err)
+{
+    char why[512];
+    if (rd_kafka_conf_set(c, name, value, why, sizeof why) != RD_KAFKA_CONF_OK)
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "kafka property %s: %s", name, why);
+    return 0;
+}
+
+static rd_kafka_conf_t *base_conf(struct nlpd_daemon *d, struct nlpd_error *err)
+{
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    const struct nlpd_kafka_conf *k = &d->cfg->kafka;
+    if (conf_set(c, "bootstrap.servers", d->bootstraps, err) < 0)
+        goto bad;
+    conf_set(c, "client.id", "nlpd", NULL);
+    rd_kafka_conf_set_opaque(c, d);
+    rd_kafka_conf_set_error_cb(c, error_cb);
+    rd_kafka_conf_set_log_cb(c, log_cb);
+    for (size_t i = 0; i < k->properties.n; i++)
+        if (conf_set(c, k->properties.from[i], k->properties.to[i], err) < 0)
+            goto bad;
+    return c;
+bad:
+    rd_kafka_conf_destroy(c);
+    return NULL;
+}
+
+int nlpd_kafka_check(const struct nlpd_config *cfg, struct nlpd_diag *diag)
+{
+    if (!cfg->has_kafka)
+        return 0;
+    const config_setting_t *s = config_lookup(&cfg->cfg, "kafka.properties");
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    int errors = 0;
+    for (size_t i = 0; i < cfg->kafka.properties.n; i++) {
+        char why[512];
+        if (rd_kafka_conf_set(c, cfg->kafka.properties.from[i], cfg->kafka.properties.to[i], why, sizeof why) !=
+            RD_KAFKA_CONF_OK) {
+            const config_setting_t *e = s ? config_setting_get_elem(s, (unsigned)i) : NULL;
+            nlpd_diag_add(diag, cfg->path, e ? config_setting_source_line(e) : 0, "kafka.properties: %s", why);
+            errors++;
+        }
+    }
+    rd_kafka_conf_destroy(c);
+    return errors;
+}
+
+static int start_embedded(struct nlpd_daemon *d, struct nlpd_error *err)
+{
+    char why[512];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(c, log_cb);
+    d->mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, why, sizeof why);
+    if (!d->mock_rk)
+        return nlpd_error_set(err, NLPD_EFATAL, 0, "embedded broker: %s", why);
+    d->mock = rd_kafka_mock_cluster_new(d->mock_rk, 1);
+    if (!d->mock)
+        return nlpd_error_set(err, NLPD_EFATAL, 0, "embedded broker: cannot start the mock cluster");
+    const struct nlpd_kafka_conf *k = &d->cfg->kafka;
+    int parts = (int)k->embedded_partitions;
+    for (size_t i = 0; i < k->input_topics.n; i++)
+        if (k->input_topics.items[i][0] != '^')
+            rd_kafka_mock_topic_create(d->mock, k->input_topics.items[i], parts, 1);
+    rd_kafka_mock_topic_create(d->mock, k->output_topic, parts, 1);
+    rd_kafka_mock_topic_create(d->mock, k->dlq_topic, parts, 1);
+    d->bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(d->mock));
+    nlpd_log(NLPD_LOG_NOTICE, "kafka",
+             "embedded broker at %s: an in-process mock cluster that keeps nothing on disk; for demos and tests, "
+             "never production",
+             d->bootstraps);
+    return 0;
+}
+
+/* Waits for the brokers (metadata answer) up to startup_timeout_ms, retrying in between. */
+static int wait_for_brokers(struct nlpd_daemon *d, struct nlpd_error *err)
+{
+    double deadline = nlpd_now() + (double)d->cfg->kafka.startup_timeout_ms / 1e3;
+    rd_kafka_resp_err_t e;
+    int said = 0;
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        e = rd_kafka_metadata(d->producer, 0, NULL, &md, 2000);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rd_kafka_metadata_destroy(md);
+            return 0;
+        }
+        if (nlpd_now() >= deadline)
+            break;
+        if (!said++)
+            nlpd_log(NLPD_LOG_WARNING, "kafka", "waiting for brokers %s: %s", d->bootstraps, rd_kafka_err2str(e));
+        usleep(200000);
+    }
+    return nlpd_error_set(err, NLPD_EFATAL, 0, "brokers %s unreachable for %lld ms: %s", d->bootstraps,
+                          d->cfg->kafka.startup_timeout_ms, rd_kafka_err2str(e));
+}
+
+static int io_event(struct nlpd_daemon *d, rd_kafka_queue_t *q, int fds[2], struct event **ev,
+                    event_callback_fn cb)
+{
+    if (make_pipe(fds) < 0)
+        return -1;
+    rd_kafka_queue_io_event_enable(q, fds[1], "1", 1);
+    *ev = event_new(d->base, fds[0], EV_READ | EV_PERSIST, cb, d);
+    return *ev && event_add(*ev, NULL) == 0 ? 0 : -1;
+}
+
+struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_pipeline *p, struct nlpd_error *err)
+{
+    if (!cfg->has_kafka) {
+        nlpd_error_set(err, NLPD_EINVAL, 0, "%s: no kafka section: `nlpd run` needs kafka.brokers, input_topics, "
+                                            "output_topic and dlq_topic",
+                       cfg->path);
+        return NULL;
+    }
+    struct nlpd_daemon *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    d->cfg = cfg;
+    d->p = p;
+    d->models = nlpd_pipeline_models(p, &d->nmodels);
+    d->cq_pipe[0] = d->cq_pipe[1] = d->pq_pipe[0] = d->pq_pipe[1] = d->wake_pipe[0] = d->wake_pipe[1] = -1;
+    pthread_mutex_init(&d->lock, NULL);
+    d->offsets = nlpd_offsets_new();
+    char why[512];
+    if (strcmp(cfg->output.format, "avro") == 0 &&
+        !(d->avro_out = nlpd_avro_out_new(cfg->output.schema, (int32_t)cfg->output.confluent_schema_id, err)))
+        goto bad;
+    if (strcmp(cfg->input.format, "avro") == 0 && !(d->avro_in = nlpd_avro_in_new(&cfg->input, err)))
+        goto bad;
+    if (strcmp(cfg->kafka.brokers, "embedded") == 0) {
+        if (start_embedded(d, err) < 0)
+            goto bad;
+    } else {
+        d->bootstraps = strdup(cfg->kafka.brokers);
+    }
+
+    rd_kafka_conf_t *pc = base_conf(d, err);
+    if (!pc)
+        goto bad;
+    conf_set(pc, "enable.idempotence", "true", NULL);
+    conf_set(pc, "linger.ms", "5", NULL);
+    rd_kafka_conf_set_dr_msg_cb(pc, dr_msg_cb);
+    for (size_t i = 0; i < cfg->kafka.properties.n; i++) /* the user's values win over ours */
+        conf_set(pc, cfg->kafka.properties.from[i], cfg->kafka.properties.to[i], NULL);
+    d->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, why, sizeof why);
+    if (!d->producer) {
+        nlpd_error_set(err, NLPD_EFATAL, 0, "producer: %s", why);
+        goto bad;
+    }
+    if (wait_for_brokers(d, err) < 0)
+        goto bad;
+
+    rd_kafka_conf_t *cc = base_conf(d, err);
+    if (!cc)
+        goto bad;
+    char interval[32];
+    snprintf(interval, sizeof interval, "%lld", cfg->flow.commit_interval_ms);
+    if (conf_set(cc, "group.id", cfg->kafka.group_id, err) < 0)
+        goto bad_cc;
+    conf_set(cc, "enable.auto.offset.store", "false", NULL);
+    conf_set(cc, "enable.auto.commit", "true", NULL); /* commits only what we stored, on this timer */
+    conf_set(cc, "auto.commit.interval.ms", interval, NULL);
+    conf_set(cc, "partition.assignment.strategy", "cooperative-sticky", NULL);
+    conf_set(cc, "auto.offset.reset", "earliest", NULL);
+    if (d->mock) /* the mock broker does not long-poll: an idle fetch would otherwise sleep its full wait */
+        conf_set(cc, "fetch.wait.max.ms", "10", NULL), conf_set(cc, "fetch.error.backoff.ms", "10", NULL);
+    for (size_t i = 0; i < cfg->kafka.properties.n; i++)
+        conf_set(cc, cfg->kafka.properties.from[i], cfg->kafka.properties.to[i], NULL);
+    rd_kafka_conf_set_rebalance_cb(cc, rebalance_cb);
+    d->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, why, sizeof why);
+    if (!d->consumer) {
+        nlpd_error_set(err, NLPD_EFATAL, 0, "consumer: %s", why);
+        goto bad;
+    }
+    rd_kafka_poll_set_consumer(d->consumer);
+
+    d->base = event_base_new();
+    if (!d->base || make_pipe(d->wake_pipe) < 0)
+        goto bad_sys;
+    d->cq = rd_kafka_queue_get_consumer(d->consumer);
+    d->pq = rd_kafka_queue_get_main(d->producer);
+    if (io_event(d, d->cq, d->cq_pipe, &d->cq_ev, on_consumer) < 0 ||
+        io_event(d, d->pq, d->pq_pipe, &d->pq_ev, on_producer) < 0)
+        goto bad_sys;
+    d->wake_ev = event_new(d->base, d->wake_pipe[0], EV_READ | EV_PERSIST, on_wake, d);
+    d->batch_timer = evtimer_new(d->base, on_batch_timer, d);
+    d->tick = event_new(d->base, -1, EV_PERSIST, on_tick, d);
+    struct timeval tick = {0, TICK_MS * 1000};
+    if (!d->wake_ev || !d->batch_timer || !d->tick || event_add(d->wake_ev, NULL) < 0 || event_add(d->tick, &tick) < 0)
+        goto bad_sys;
+    return d;
+
+bad_cc:
+    rd_kafka_conf_destroy(cc);
+    goto bad;
+bad_sys:
+    nlpd_error_set(err, NLPD_EFATAL, 0, "cannot set up the event loop: %s", strerror(errno));
+bad:
+    nlpd_daemon_free(d);
+    return NULL;
+}
+
+static int subscribe(struct nlpd_daemon *d)
+{
+    const struct nlpd_conf_list *topics = &d->cfg->kafka.input_topics;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)topics->n);
+    for (size_t i = 0; i < topics->n; i++)
+        rd_kafka_topic_partition_list_add(l, topics->items[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(d->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        nlpd_log(NLPD_LOG_ERR, "kafka", "subscribe: %s", rd_kafka_err2str(e));
+        return -1;
+    }
+    d->subscribed = 1;
+    return 0;
+}
+
+int nlpd_daemon_run(struct nlpd_daemon *d, int handle_signals)
+{
+    d->t_start = nlpd_now();
+    if (subscribe(d) < 0)
+        return 1;
+    if (handle_signals) {
+        d->sigterm_ev = evsignal_new(d->base, SIGTERM, on_signal, d);
+        d->sigint_ev = evsignal_new(d->base, SIGINT, on_signal, d);
+        if (d->sigterm_ev)
+            event_add(d->sigterm_ev, NULL);
+        if (d->sigint_ev)
+            event_add(d->sigint_ev, NULL);
+    }
+    nlpd_log(NLPD_LOG_INFO, "kafka", "consuming %s as group %s, producing to %s (dead letters: %s)",
+             d->cfg->kafka.input_topics.items[0], d->cfg->kafka.group_id, d->cfg->kafka.output_topic,
+             d->cfg->kafka.dlq_topic);
+    event_base_dispatch(d->base);
+
+    /* Drained (or fatal, or timed out): flush what is queued, commit what is delivered, leave the group. */
+    d->draining = 1;
+    if (!d->fatal) {
+        rd_kafka_flush(d->producer, 10000);
+        rd_kafka_poll(d->producer, 0);
+    }
+    rd_kafka_resp_err_t e = rd_kafka_commit(d->consumer, NULL, 0);
+    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        nlpd_log(NLPD_LOG_WARNING, "kafka", "final commit: %s", rd_kafka_err2str(e));
+    rd_kafka_consumer_close(d->consumer);
+    d->subscribed = 0;
+    d->stats.seconds = nlpd_now() - d->t_start;
+    nlpd_log(NLPD_LOG_INFO, "kafka", "stopped: %llu consumed, %llu produced, %llu dead-lettered",
+             (unsigned long long)d->stats.consumed, (unsigned long long)d->stats.produced,
+             (unsigned long long)d->stats.dead_lettered);
+    return d->fatal ? 1 : 0;
+}
+
+void nlpd_daemon_stop(struct nlpd_daemon *d)
+{
+    pthread_mutex_lock(&d->lock);
+    d->stop_requested = 1;
+    pthread_mutex_unlock(&d->lock);
+    wake(d);
+}
+
+int nlpd_daemon_wait_assigned(struct nlpd_daemon *d, double timeout_s)
+{
+    double end = nlpd_now() + timeout_s;
+    while (__atomic_load_n(&d->assigned, __ATOMIC_SEQ_CST) == 0) {
+        if (nlpd_now() > end)
+            return 0;
+        usleep(20000);
+    }
+    return 1;
+}
+
+const char *nlpd_daemon_bootstraps(const struct nlpd_daemon *d)
+{
+    return d->bootstraps;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void nlpd_daemon_get_stats(struct nlpd_daemon *d, struct nlpd_daemon_stats *st)
+{
+    *st = d->stats;
+    if (d->nlat) {
+        qsort(d->lat, d->nlat, sizeof *d->lat, cmp_double);
+        st->latency_p50_ms = d->lat[d->nlat / 2];
+        st->latency_p99_ms = d->lat[(size_t)((double)(d->nlat - 1) * 0.99)];
+        st->latency_max_ms = d->lat[d->nlat - 1];
+    }
+}
+
+void nlpd_daemon_free(struct nlpd_daemon *d)
+{
+    if (!d)
+        return;
+    struct event *evs[] = {d->cq_ev, d->pq_ev, d->wake_ev, d->batch_timer, d->tick, d->sigterm_ev, d->sigint_ev};
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        if (evs[i])
+            event_free(evs[i]);
+    if (d->cq)
+        rd_kafka_queue_destroy(d->cq);
+    if (d->pq)
+        rd_kafka_queue_destroy(d->pq);
+    if (d->consumer) {
+        if (d->subscribed)
+            rd_kafka_consumer_close(d->consumer);
+        rd_kafka_destroy(d->consumer);
+    }
+    /* Records still held (fatal stop or timeout) are dropped here, uncommitted: consumed again later. */
+    if (d->cur) {
+        for (size_t i = 0; i < d->cur->n; i++)
+            item_free(d->cur->items[i]);
+        batch_free(d->cur);
+    }
+    for (struct kbatch *b = d->done_head, *n; b; b = n) {
+        n = b->next;
+        for (size_t i = 0; i < b->n; i++)
+            item_free(b->items[i]);
+        batch_free(b);
+    }
+    for (struct kitem *it = d->pending_head, *n; it; it = n) {
+        n = it->next;
+        item_free(it);
+    }
+    if (d->producer) {
+        rd_kafka_purge(d->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(d->producer, 0); /* delivery reports of purged messages free their items */
+        rd_kafka_destroy(d->producer);
+    }
+    if (d->mock)
+        rd_kafka_mock_cluster_destroy(d->mock);
+    if (d->mock_rk)
+        rd_kafka_destroy(d->mock_rk);
+    if (d->base)
+        event_base_free(d->base);
+    int fds[] = {d->cq_pipe[0], d->cq_pipe[1], d->pq_pipe[0], d->pq_pipe[1], d->wake_pipe[0], d->wake_pipe[1]};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    nlpd_avro_out_free(d->avro_out);
+    nlpd_avro_in_free(d->avro_in);
+    nlpd_offsets_free(d->offsets);
+    pthread_mutex_destroy(&d->lock);
+    free(d->lat);
+    free(d->bootstraps);
+    free(d);
+}
