@@ -13,6 +13,8 @@ PKGS="$PKGS libconfig-dev libjansson-dev libutf8proc-dev libssl-dev librdkafka-d
 PKGS="$PKGS libopenblas-dev"
 # References and test services: the fastText tool (parity, bench baseline), a real Redis for integration tests.
 PKGS="$PKGS fasttext redis-server"
+# Kafka test peers: kcat (a real client, as a user would try nlpd) and python3-avro (an independent Avro decoder).
+PKGS="$PKGS kcat python3-avro"
 # Scripts and test corpora: python3 (corpus and bench scripts), gettext + libglib2.0-data (translation catalogues
 # the multilingual corpus is extracted from).
 PKGS="$PKGS python3 gettext libglib2.0-data"
