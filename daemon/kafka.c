@@ -854,8 +854,14 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
     conf_set(cc, "auto.offset.reset", "earliest", NULL);
     if (d->mock) /* the mock broker does not long-poll: an idle fetch would otherwise sleep its full wait */
         conf_set(cc, "fetch.wait.max.ms", "10", NULL), conf_set(cc, "fetch.error.backoff.ms", "10", NULL);
-    for (size_t i = 0; i < cfg->kafka.properties.n; i++)
+    for (size_t i = 0; i < cfg->kafka.properties.n; i++) {
+        if (strcmp(cfg->kafka.properties.from[i], "enable.auto.offset.store") == 0) {
+            nlpd_log(NLPD_LOG_WARNING, "kafka", "ignoring enable.auto.offset.store: nlpd stores offsets itself, "
+                                                "only for delivered records");
+            continue;
+        }
         conf_set(cc, cfg->kafka.properties.from[i], cfg->kafka.properties.to[i], NULL);
+    }
     rd_kafka_conf_set_rebalance_cb(cc, rebalance_cb);
     d->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, why, sizeof why);
     if (!d->consumer) {
