@@ -1,0 +1,25 @@
+/* CPU kernels behind the CPU backend (internal to kernels/; tests include it to compare each op with a naive
+ * reference). Each op has a scalar path and an AVX2+FMA path chosen at run time. */
+#ifndef NLPD_CPU_OPS_H
+#define NLPD_CPU_OPS_H
+
+#include "nlpd_kernels.h"
+
+/* Picks the SIMD path once (idempotent); force_scalar != 0 pins the scalar path (tests). */
+void nlpd_cpu_simd_init(int force_scalar);
+int nlpd_cpu_simd_avx2(void);
+
+void nlpd_cpu_matmul(const struct nlpd_op_matmul *p);
+void nlpd_cpu_bias_act(const struct nlpd_op_bias_act *p);
+void nlpd_cpu_layer_norm(const struct nlpd_op_layer_norm *p);
+void nlpd_cpu_softmax(const struct nlpd_op_softmax *p);
+/* scratch: at least seq*seq floats. */
+void nlpd_cpu_attention(const struct nlpd_op_attention *p, float *scratch);
+int nlpd_cpu_embed(const struct nlpd_op_embed *p, struct nlpd_error *err);
+
+int nlpd_backend_cpu_threads(const struct nlpd_backend *be);
+
+/* Element-wise activation over n contiguous floats (in place). */
+void nlpd_cpu_act(float *x, size_t n, enum nlpd_act act);
+
+#endif

@@ -1,0 +1,155 @@
+/* The kernels' public header (DESIGN.md §5): a backend vtable {name, supports, alloc, upload, download, run, sync,
+ * free} with op descriptors for the transformer encoder, plus load-time dtype conversion. The CPU backend
+ * (OpenBLAS sgemm + vectorised C) is always present and is the reference; a CUDA backend slots in behind the same
+ * vtable. Pointers inside op descriptors are backend addresses: buffer base (`nlpd_buffer.ptr`) plus offsets. */
+#ifndef NLPD_KERNELS_H
+#define NLPD_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nlpd_error.h"
+
+/* ---- dtype conversion (done once at load, always on the host) ---- */
+float nlpd_kernels_f16_to_f32(uint16_t h);
+float nlpd_kernels_bf16_to_f32(uint16_t b);
+uint16_t nlpd_kernels_f32_to_f16(float f);  /* round to nearest even; used by tests and writers */
+uint16_t nlpd_kernels_f32_to_bf16(float f); /* round to nearest even */
+/* src may be unaligned (mmapped file data); elements are little-endian. */
+void nlpd_kernels_convert_f16(float *dst, const void *src, size_t n);
+void nlpd_kernels_convert_bf16(float *dst, const void *src, size_t n);
+void nlpd_kernels_convert_f32(float *dst, const void *src, size_t n);
+
+/* ---- ops ---- */
+enum nlpd_act {
+    NLPD_ACT_NONE = 0,
+    NLPD_ACT_GELU,      /* exact: 0.5 x (1 + erf(x / sqrt 2)) (HF "gelu") */
+    NLPD_ACT_GELU_TANH, /* tanh approximation (HF "gelu_new", "gelu_pytorch_tanh") */
+    NLPD_ACT_RELU,
+    NLPD_ACT_SILU, /* x * sigmoid(x) (HF "silu", "swish") */
+    NLPD_ACT_TANH,
+};
+
+enum nlpd_op_kind {
+    NLPD_OP_MATMUL = 0, /* c[m,n] = act(a[m,k] . b[k,n] + bias[n]) (b transposed when trans_b: b[n,k]) */
+    NLPD_OP_BIAS_ACT,   /* x[r,c] = act(x + bias[c]) in place */
+    NLPD_OP_LAYER_NORM, /* y = LN(x + bias + residual) * gamma + beta, row-wise; bias/residual optional */
+    NLPD_OP_SOFTMAX,    /* row-wise, in place */
+    NLPD_OP_ATTENTION,  /* masked multi-head self-attention from a fused [q|k|v] projection */
+    NLPD_OP_EMBED,      /* out[t] = word[ids[t]] + pos[pos_ids[t]] + type[type_ids[t]] (pos/type optional) */
+    NLPD_OP_COUNT
+};
+
+struct nlpd_op_matmul {
+    float *c;
+    const float *a, *b, *bias; /* bias may be NULL */
+    int m, n, k;
+    int lda, ldb, ldc; /* row strides in elements */
+    int trans_b;
+    enum nlpd_act act;
+};
+
+struct nlpd_op_bias_act {
+    float *x;
+    const float *bias; /* may be NULL */
+    int rows, cols, ld;
+    enum nlpd_act act;
+};
+
+struct nlpd_op_layer_norm {
+    float *y;                  /* may equal x or residual */
+    const float *x;            /* [rows, cols] */
+    const float *bias;         /* [cols] added first, may be NULL (fuses a matmul's bias) */
+    const float *residual;     /* [rows, cols], may be NULL */
+    const float *gamma, *beta; /* [cols] */
+    int rows, cols;
+    float eps;
+};
+
+struct nlpd_op_softmax {
+    float *x;
+    int rows, cols, ld;
+};
+
+/* qkv rows are tokens (batch-major, seq tokens per sequence), each [q(heads*head_dim) | k | v] at row stride
+ * ld_qkv. Keys whose mask is 0 get -FLT_MAX added before the softmax, as transformers does (a row with every key
+ * masked therefore attends uniformly). out[token, heads*head_dim] at row stride ld_out. */
+struct nlpd_op_attention {
+    float *out;
+    const float *qkv;
+    const int32_t *mask; /* [batch, seq], 1 = attend; NULL = all */
+    int batch, seq, heads, head_dim;
+    int ld_qkv, ld_out;
+    float scale;    /* usually 1/sqrt(head_dim) */
+    float *scratch; /* CPU backend: seq*seq floats from the caller's workspace; NULL = allocated per call */
+    size_t scratch_floats;
+};
+
+struct nlpd_op_embed {
+    float *out; /* [tokens, dim] */
+    const float *word, *pos, *type;
+    const int32_t *ids, *pos_ids, *type_ids; /* pos/type NULL: that table is skipped; ids are range-checked */
+    int tokens, dim, n_word, n_pos, n_type;
+};
+
+struct nlpd_op {
+    enum nlpd_op_kind kind;
+    union {
+        struct nlpd_op_matmul matmul;
+        struct nlpd_op_bias_act bias_act;
+        struct nlpd_op_layer_norm layer_norm;
+        struct nlpd_op_softmax softmax;
+        struct nlpd_op_attention attention;
+        struct nlpd_op_embed embed;
+    } u;
+};
+
+/* ---- backends ---- */
+struct nlpd_backend;
+
+/* A block of backend memory; ptr is a backend address (host memory for the CPU backend). */
+struct nlpd_buffer {
+    struct nlpd_backend *backend;
+    void *ptr;
+    size_t size;
+};
+
+struct nlpd_backend_ops {
+    const char *name;
+    int (*supports)(const struct nlpd_backend *be, enum nlpd_op_kind kind);
+    int (*alloc)(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
+    int (*upload)(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n);
+    int (*download)(struct nlpd_backend *be, const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n);
+    /* Queues or runs one op; errors (bad ids, unsupported op) come back here or from sync. */
+    int (*run)(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err);
+    int (*sync)(struct nlpd_backend *be, struct nlpd_error *err);
+    void (*free)(struct nlpd_backend *be, struct nlpd_buffer *buf);
+    void (*destroy)(struct nlpd_backend *be);
+};
+
+struct nlpd_backend {
+    const struct nlpd_backend_ops *ops;
+    void *impl;
+};
+
+/* name: "auto" | "cpu" | "cuda" (cuda is not part of this build: a clear error). threads: 0 = online CPUs.
+ * OpenBLAS's thread count is process-wide, so the last CPU backend created sets it. */
+struct nlpd_backend *nlpd_backend_new(const char *name, int threads, struct nlpd_error *err);
+struct nlpd_backend *nlpd_backend_cpu_new(int threads, struct nlpd_error *err);
+void nlpd_backend_free(struct nlpd_backend *be);
+
+/* Thin wrappers over the vtable. */
+int nlpd_backend_alloc(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
+int nlpd_backend_upload(struct nlpd_buffer *buf, size_t offset, const void *src, size_t n);
+int nlpd_backend_download(const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n);
+int nlpd_backend_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err);
+int nlpd_backend_sync(struct nlpd_backend *be, struct nlpd_error *err);
+void nlpd_backend_buffer_free(struct nlpd_buffer *buf);
+const char *nlpd_backend_name(const struct nlpd_backend *be);
+int nlpd_backend_threads(const struct nlpd_backend *be);
+
+/* Which SIMD path the CPU kernels picked at run time ("avx2+fma" or "scalar"); NLPD_KERNELS_SIMD=scalar in the
+ * environment forces the scalar path (for tests). */
+const char *nlpd_kernels_cpu_simd(void);
+
+#endif

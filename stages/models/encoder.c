@@ -1,0 +1,619 @@
+/* BERT-family encoders (see encoder.h): tensor names as transformers saves them, weights laid out once for the
+ * kernels (Linear weights as [in, out], Q/K/V fused into one [H, 3H] product), and the batched forward pass:
+ * embeddings, post-LN layers, pooler / classification heads. */
+#include "encoder.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "safetensors.h"
+
+#define NAME_MAX_LEN 256
+
+struct layer {
+    size_t wqkv, bqkv, wo, bo, ln1_g, ln1_b, wi, bi, wo2, bo2, ln2_g, ln2_b; /* float offsets into weights */
+};
+
+struct nlpd_encoder {
+    struct nlpd_hf_config cfg;
+    enum nlpd_hf_task task;
+    struct nlpd_backend *be;
+    int own_be;
+    struct nlpd_buffer weights;
+    size_t word, pos, type, emb_g, emb_b;
+    struct layer *layers;
+    int has_pool; /* a dense layer on the first token: BERT pooler / RoBERTa dense / pre_classifier */
+    enum nlpd_act pool_act;
+    size_t pool_w, pool_b, cls_w, cls_b;
+    int num_labels;
+};
+
+struct nlpd_encoder_ws {
+    struct nlpd_buffer buf;
+    int max_batch, max_seq;
+    float *x, *qkv, *ctx, *tmp, *ffn, *scores, *pool, *logits;
+    int32_t *ids, *pos_ids, *type_ids, *mask;
+    int32_t *host_pos; /* host staging of position ids */
+};
+
+/* ------------------------------------------------------------------ loading ---- */
+
+struct loader {
+    struct nlpd_encoder *enc;
+    struct nlpd_safetensors *st;
+    const char *prefix;
+    size_t next;  /* planning: next free float offset */
+    int planning; /* pass 1 computes offsets, pass 2 reads */
+    float *tmp;
+    size_t tmp_cap;
+};
+
+static float *wptr(const struct nlpd_encoder *enc, size_t off)
+{
+    return (float *)enc->weights.ptr + off;
+}
+
+static size_t place(struct loader *ld, size_t count)
+{
+    size_t off = ld->next;
+    ld->next += (count + 15) & ~(size_t)15; /* 64-byte alignment */
+    return off;
+}
+
+/* Reads `name` with the given shape (cols = 0: a vector of rows) and stores it at float offset dst with row
+ * stride ldst; transpose stores a [rows, cols] Linear weight as [cols, rows]. */
+static int put(struct loader *ld, const char *name, int rows, int cols, int transpose, size_t dst, size_t ldst,
+               struct nlpd_error *err)
+{
+    if (ld->planning)
+        return 0;
+    int64_t shape[2] = {rows, cols};
+    size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
+    if (n * 2 > ld->tmp_cap) {
+        float *t = realloc(ld->tmp, n * 2 * sizeof(float));
+        if (!t)
+            return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory loading tensor \"%s\"", name);
+        ld->tmp = t;
+        ld->tmp_cap = n * 2;
+    }
+    int rc = nlpd_safetensors_read_f32(ld->st, name, cols ? 2 : 1, shape, ld->tmp, err);
+    if (rc)
+        return rc;
+    struct nlpd_buffer *wb = &ld->enc->weights;
+    if (!cols)
+        return nlpd_backend_upload(wb, dst * sizeof(float), ld->tmp, n * sizeof(float));
+    const float *src = ld->tmp;
+    int out_rows = rows, out_cols = cols;
+    if (transpose) {
+        float *t = ld->tmp + n;
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                t[(size_t)c * rows + r] = ld->tmp[(size_t)r * cols + c];
+        src = t;
+        out_rows = cols;
+        out_cols = rows;
+    }
+    for (int r = 0; r < out_rows; r++) {
+        rc = nlpd_backend_upload(wb, (dst + (size_t)r * ldst) * sizeof(float), src + (size_t)r * out_cols,
+                                 (size_t)out_cols * sizeof(float));
+        if (rc)
+            return nlpd_error_set(err, rc, 0, "uploading tensor \"%s\" failed", name);
+    }
+    return 0;
+}
+
+static const char *pname(char *buf, const char *prefix, const char *suffix)
+{
+    snprintf(buf, NAME_MAX_LEN, "%s%s", prefix, suffix);
+    return buf;
+}
+
+/* Layer i's tensor: PREFIX + (encoder|transformer).layer.I. + suffix */
+static const char *lname(char *buf, const char *prefix, int dist, int i, const char *suffix)
+{
+    snprintf(buf, NAME_MAX_LEN, "%s%s.layer.%d.%s", prefix, dist ? "transformer" : "encoder", i, suffix);
+    return buf;
+}
+
+/* A LayerNorm's weight/bias; older checkpoints call them gamma/beta. */
+static int put_ln(struct loader *ld, const char *base, int n, size_t *g, size_t *b, struct nlpd_error *err)
+{
+    char wn[NAME_MAX_LEN + 16], bn[NAME_MAX_LEN + 16];
+    snprintf(wn, sizeof wn, "%s.weight", base);
+    snprintf(bn, sizeof bn, "%s.bias", base);
+    if (!ld->planning && !nlpd_safetensors_find(ld->st, wn)) {
+        char gn[NAME_MAX_LEN + 16];
+        snprintf(gn, sizeof gn, "%s.gamma", base);
+        if (nlpd_safetensors_find(ld->st, gn)) {
+            snprintf(wn, sizeof wn, "%s.gamma", base);
+            snprintf(bn, sizeof bn, "%s.beta", base);
+        }
+    }
+    if (ld->planning) {
+        *g = place(ld, (size_t)n);
+        *b = place(ld, (size_t)n);
+    }
+    int rc = put(ld, wn, n, 0, 0, *g, 0, err);
+    return rc ? rc : put(ld, bn, n, 0, 0, *b, 0, err);
+}
+
+/* A Linear layer [out, in] -> stored [in, out] at column col of a matrix with ld columns. */
+static int put_linear(struct loader *ld, const char *base, int out, int in, size_t w, size_t b, size_t ld_w,
+                      struct nlpd_error *err)
+{
+    char wn[NAME_MAX_LEN + 16], bn[NAME_MAX_LEN + 16];
+    snprintf(wn, sizeof wn, "%s.weight", base);
+    snprintf(bn, sizeof bn, "%s.bias", base);
+    int rc = put(ld, wn, out, in, 1, w, ld_w, err);
+    return rc ? rc : put(ld, bn, out, 0, 0, b, 0, err);
+}
+
+static int load_layers(struct loader *ld, struct nlpd_error *err)
+{
+    struct nlpd_encoder *enc = ld->enc;
+    const struct nlpd_hf_config *c = &enc->cfg;
+    const int H = c->hidden_size, I = c->intermediate_size, dist = c->arch == NLPD_HF_DISTILBERT;
+    const char *p = ld->prefix;
+    char n[NAME_MAX_LEN];
+    int rc;
+    for (int i = 0; i < c->num_layers; i++) {
+        struct layer *L = &enc->layers[i];
+        if (ld->planning) {
+            L->wqkv = place(ld, (size_t)H * 3 * H);
+            L->bqkv = place(ld, (size_t)3 * H);
+            L->wo = place(ld, (size_t)H * H);
+            L->bo = place(ld, (size_t)H);
+            L->wi = place(ld, (size_t)H * I);
+            L->bi = place(ld, (size_t)I);
+            L->wo2 = place(ld, (size_t)I * H);
+            L->bo2 = place(ld, (size_t)H);
+        }
+        static const char *bert_qkv[3] = {"attention.self.query", "attention.self.key", "attention.self.value"};
+        static const char *dist_qkv[3] = {"attention.q_lin", "attention.k_lin", "attention.v_lin"};
+        for (int j = 0; j < 3; j++)
+            if ((rc = put_linear(ld, lname(n, p, dist, i, dist ? dist_qkv[j] : bert_qkv[j]), H, H,
+                                 L->wqkv + (size_t)j * H, L->bqkv + (size_t)j * H, (size_t)3 * H, err)))
+                return rc;
+        if ((rc = put_linear(ld, lname(n, p, dist, i, dist ? "attention.out_lin" : "attention.output.dense"), H, H,
+                             L->wo, L->bo, (size_t)H, err)) ||
+            (rc = put_ln(ld, lname(n, p, dist, i, dist ? "sa_layer_norm" : "attention.output.LayerNorm"), H, &L->ln1_g,
+                         &L->ln1_b, err)) ||
+            (rc = put_linear(ld, lname(n, p, dist, i, dist ? "ffn.lin1" : "intermediate.dense"), I, H, L->wi, L->bi,
+                             (size_t)I, err)) ||
+            (rc = put_linear(ld, lname(n, p, dist, i, dist ? "ffn.lin2" : "output.dense"), H, I, L->wo2, L->bo2,
+                             (size_t)H, err)) ||
+            (rc = put_ln(ld, lname(n, p, dist, i, dist ? "output_layer_norm" : "output.LayerNorm"), H, &L->ln2_g,
+                         &L->ln2_b, err)))
+            return rc;
+    }
+    return 0;
+}
+
+static int load_all(struct loader *ld, struct nlpd_error *err)
+{
+    struct nlpd_encoder *enc = ld->enc;
+    const struct nlpd_hf_config *c = &enc->cfg;
+    const int H = c->hidden_size, V = c->vocab_size, L = enc->num_labels;
+    const char *p = ld->prefix;
+    char n[NAME_MAX_LEN];
+    int rc;
+    if (ld->planning) {
+        enc->word = place(ld, (size_t)V * H);
+        enc->pos = place(ld, (size_t)c->max_position_embeddings * H);
+        if (c->type_vocab_size)
+            enc->type = place(ld, (size_t)c->type_vocab_size * H);
+    }
+    if ((rc = put(ld, pname(n, p, "embeddings.word_embeddings.weight"), V, H, 0, enc->word, (size_t)H, err)) ||
+        (rc = put(ld, pname(n, p, "embeddings.position_embeddings.weight"), c->max_position_embeddings, H, 0, enc->pos,
+                  (size_t)H, err)) ||
+        (c->type_vocab_size && (rc = put(ld, pname(n, p, "embeddings.token_type_embeddings.weight"), c->type_vocab_size,
+                                         H, 0, enc->type, (size_t)H, err))) ||
+        (rc = put_ln(ld, pname(n, p, "embeddings.LayerNorm"), H, &enc->emb_g, &enc->emb_b, err)) ||
+        (rc = load_layers(ld, err)))
+        return rc;
+
+    if (enc->has_pool) {
+        const char *pool = c->arch == NLPD_HF_BERT      ? pname(n, p, "pooler.dense")
+                           : c->arch == NLPD_HF_ROBERTA ? "classifier.dense"
+                                                        : "pre_classifier";
+        if (ld->planning) {
+            enc->pool_w = place(ld, (size_t)H * H);
+            enc->pool_b = place(ld, (size_t)H);
+        }
+        if ((rc = put_linear(ld, pool, H, H, enc->pool_w, enc->pool_b, (size_t)H, err)))
+            return rc;
+    }
+    if (enc->task != NLPD_HF_TASK_NONE) {
+        const char *cls =
+            enc->task == NLPD_HF_TASK_SEQ_CLS && c->arch == NLPD_HF_ROBERTA ? "classifier.out_proj" : "classifier";
+        if (ld->planning) {
+            enc->cls_w = place(ld, (size_t)H * L);
+            enc->cls_b = place(ld, (size_t)L);
+        }
+        if ((rc = put_linear(ld, cls, L, H, enc->cls_w, enc->cls_b, (size_t)L, err)))
+            return rc;
+    }
+    return 0;
+}
+
+struct nlpd_encoder *nlpd_encoder_load(const char *dir, const struct nlpd_encoder_opts *opts, struct nlpd_error *err)
+{
+    char path[4096];
+    struct nlpd_encoder *enc = calloc(1, sizeof *enc);
+    if (!enc) {
+        nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+        return NULL;
+    }
+    struct loader ld = {.enc = enc};
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (nlpd_hf_config_load(path, &enc->cfg, err))
+        goto fail;
+    const struct nlpd_hf_config *c = &enc->cfg;
+    enc->task = opts && opts->task > 0 ? (enum nlpd_hf_task)opts->task : c->task;
+
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (!(ld.st = nlpd_safetensors_open(path, err)))
+        goto fail;
+    ld.prefix = c->arch == NLPD_HF_BERT ? "bert." : c->arch == NLPD_HF_ROBERTA ? "roberta." : "distilbert.";
+    char n[NAME_MAX_LEN];
+    if (!nlpd_safetensors_find(ld.st, pname(n, ld.prefix, "embeddings.word_embeddings.weight")) &&
+        nlpd_safetensors_find(ld.st, "embeddings.word_embeddings.weight"))
+        ld.prefix = ""; /* a base model saved without its prefix */
+    if (enc->task == NLPD_HF_TASK_NONE) {
+        /* no head named by config.json: guess it from the tensors, as from_pretrained would use them */
+        int pooler = nlpd_safetensors_find(ld.st, pname(n, ld.prefix, "pooler.dense.weight")) != NULL;
+        if (nlpd_safetensors_find(ld.st, "classifier.out_proj.weight") ||
+            nlpd_safetensors_find(ld.st, "pre_classifier.weight"))
+            enc->task = NLPD_HF_TASK_SEQ_CLS;
+        else if (nlpd_safetensors_find(ld.st, "classifier.weight"))
+            enc->task = pooler ? NLPD_HF_TASK_SEQ_CLS : NLPD_HF_TASK_TOKEN_CLS;
+    }
+    enc->num_labels = enc->task == NLPD_HF_TASK_NONE ? 0 : c->num_labels;
+    if (enc->task == NLPD_HF_TASK_SEQ_CLS) {
+        enc->has_pool = 1;
+        enc->pool_act = c->arch == NLPD_HF_DISTILBERT ? NLPD_ACT_RELU : NLPD_ACT_TANH;
+    } else if (enc->task == NLPD_HF_TASK_NONE && c->arch == NLPD_HF_BERT &&
+               nlpd_safetensors_find(ld.st, pname(n, ld.prefix, "pooler.dense.weight"))) {
+        enc->has_pool = 1;
+        enc->pool_act = NLPD_ACT_TANH;
+    }
+    if (!(enc->layers = calloc((size_t)c->num_layers, sizeof *enc->layers))) {
+        nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+        goto fail;
+    }
+
+    if (opts && opts->be) {
+        enc->be = opts->be;
+    } else {
+        if (!(enc->be = nlpd_backend_new(opts ? opts->backend : NULL, opts ? opts->threads : 0, err)))
+            goto fail;
+        enc->own_be = 1;
+    }
+    ld.planning = 1;
+    if (load_all(&ld, err))
+        goto fail;
+    if (nlpd_backend_alloc(enc->be, ld.next * sizeof(float), &enc->weights, err))
+        goto fail;
+    ld.planning = 0;
+    if (load_all(&ld, err))
+        goto fail;
+    free(ld.tmp);
+    nlpd_safetensors_close(ld.st);
+    return enc;
+fail:
+    free(ld.tmp);
+    nlpd_safetensors_close(ld.st);
+    nlpd_encoder_free(enc);
+    return NULL;
+}
+
+void nlpd_encoder_free(struct nlpd_encoder *enc)
+{
+    if (!enc)
+        return;
+    nlpd_backend_buffer_free(&enc->weights);
+    if (enc->own_be)
+        nlpd_backend_free(enc->be);
+    free(enc->layers);
+    nlpd_hf_config_free(&enc->cfg);
+    free(enc);
+}
+
+const struct nlpd_hf_config *nlpd_encoder_config(const struct nlpd_encoder *enc)
+{
+    return &enc->cfg;
+}
+
+enum nlpd_hf_task nlpd_encoder_task(const struct nlpd_encoder *enc)
+{
+    return enc->task;
+}
+
+int nlpd_encoder_num_labels(const struct nlpd_encoder *enc)
+{
+    return enc->num_labels;
+}
+
+int nlpd_encoder_hidden_size(const struct nlpd_encoder *enc)
+{
+    return enc->cfg.hidden_size;
+}
+
+int nlpd_encoder_max_seq(const struct nlpd_encoder *enc)
+{
+    const struct nlpd_hf_config *c = &enc->cfg;
+    if (c->arch == NLPD_HF_ROBERTA)
+        return c->max_position_embeddings - c->pad_token_id - 1 > 0 ? c->max_position_embeddings - c->pad_token_id - 1
+                                                                    : 0;
+    return c->max_position_embeddings;
+}
+
+double nlpd_encoder_flops(const struct nlpd_encoder *enc, int batch, int seq)
+{
+    const struct nlpd_hf_config *c = &enc->cfg;
+    double T = (double)batch * seq, H = c->hidden_size, I = c->intermediate_size;
+    double per_layer = 2.0 * T * (4.0 * H * H + 2.0 * H * I) + 2.0 * 2.0 * batch * (double)seq * seq * H;
+    return per_layer * c->num_layers;
+}
+
+/* --------------------------------------------------------------- workspace ---- */
+
+static size_t ws_floats(const struct nlpd_encoder *enc, int B, int S, size_t *offs)
+{
+    const struct nlpd_hf_config *c = &enc->cfg;
+    size_t T = (size_t)B * S, H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t L = enc->num_labels ? (size_t)enc->num_labels : 1;
+    size_t sizes[12] = {T * H, T * 3 * H, T * H, T * H, T * I, (size_t)S * S, (size_t)B * H, T * L, T, T, T, T};
+    size_t o = 0;
+    for (int i = 0; i < 12; i++) {
+        offs[i] = o;
+        o += (sizes[i] + 15) & ~(size_t)15;
+    }
+    return o;
+}
+
+static int ws_reserve(const struct nlpd_encoder *enc, struct nlpd_encoder_ws *ws, int B, int S, struct nlpd_error *err)
+{
+    if (ws->buf.ptr && B <= ws->max_batch && S <= ws->max_seq)
+        return 0;
+    if (B < ws->max_batch)
+        B = ws->max_batch;
+    if (S < ws->max_seq)
+        S = ws->max_seq;
+    size_t offs[12], n = ws_floats(enc, B, S, offs);
+    struct nlpd_buffer nb;
+    int32_t *hp = malloc((size_t)B * S * sizeof(int32_t));
+    if (!hp)
+        return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory for a %d x %d workspace", B, S);
+    if (nlpd_backend_alloc(enc->be, n * sizeof(float), &nb, err)) {
+        free(hp);
+        return err ? err->code : NLPD_ENOMEM;
+    }
+    nlpd_backend_buffer_free(&ws->buf);
+    free(ws->host_pos);
+    ws->buf = nb;
+    ws->host_pos = hp;
+    ws->max_batch = B;
+    ws->max_seq = S;
+    float *base = nb.ptr;
+    ws->x = base + offs[0];
+    ws->qkv = base + offs[1];
+    ws->ctx = base + offs[2];
+    ws->tmp = base + offs[3];
+    ws->ffn = base + offs[4];
+    ws->scores = base + offs[5];
+    ws->pool = base + offs[6];
+    ws->logits = base + offs[7];
+    ws->ids = (int32_t *)(base + offs[8]);
+    ws->pos_ids = (int32_t *)(base + offs[9]);
+    ws->type_ids = (int32_t *)(base + offs[10]);
+    ws->mask = (int32_t *)(base + offs[11]);
+    return 0;
+}
+
+struct nlpd_encoder_ws *nlpd_encoder_ws_new(const struct nlpd_encoder *enc, int max_batch, int max_seq,
+                                            struct nlpd_error *err)
+{
+    if (max_batch <= 0 || max_seq <= 0 || (long long)max_batch * max_seq > (1LL << 28)) {
+        nlpd_error_set(err, NLPD_ERANGE, 0, "workspace shape %d x %d out of range", max_batch, max_seq);
+        return NULL;
+    }
+    struct nlpd_encoder_ws *ws = calloc(1, sizeof *ws);
+    if (!ws) {
+        nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+        return NULL;
+    }
+    if (ws_reserve(enc, ws, max_batch, max_seq, err)) {
+        free(ws);
+        return NULL;
+    }
+    return ws;
+}
+
+void nlpd_encoder_ws_free(struct nlpd_encoder_ws *ws)
+{
+    if (!ws)
+        return;
+    nlpd_backend_buffer_free(&ws->buf);
+    free(ws->host_pos);
+    free(ws);
+}
+
+/* ----------------------------------------------------------------- forward ---- */
+
+static size_t byte_off(const struct nlpd_encoder_ws *ws, const void *p)
+{
+    return (size_t)((const char *)p - (const char *)ws->buf.ptr);
+}
+
+static int run(const struct nlpd_encoder *enc, struct nlpd_op *op, struct nlpd_error *err)
+{
+    return nlpd_backend_run(enc->be, op, err);
+}
+
+static int matmul(const struct nlpd_encoder *enc, float *c, const float *a, int lda, size_t w, size_t b, int m, int n,
+                  int k, enum nlpd_act act, struct nlpd_error *err)
+{
+    struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
+    op.u.matmul = (struct nlpd_op_matmul){.c = c,
+                                          .a = a,
+                                          .b = wptr(enc, w),
+                                          .bias = b == (size_t)-1 ? NULL : wptr(enc, b),
+                                          .m = m,
+                                          .n = n,
+                                          .k = k,
+                                          .lda = lda,
+                                          .ldb = n,
+                                          .ldc = n,
+                                          .act = act};
+    return run(enc, &op, err);
+}
+
+static int layer_norm(const struct nlpd_encoder *enc, float *y, const float *x, const float *bias, const float *res,
+                      size_t g, size_t b, int rows, struct nlpd_error *err)
+{
+    struct nlpd_op op = {.kind = NLPD_OP_LAYER_NORM};
+    op.u.layer_norm = (struct nlpd_op_layer_norm){.y = y,
+                                                  .x = x,
+                                                  .bias = bias,
+                                                  .residual = res,
+                                                  .gamma = wptr(enc, g),
+                                                  .beta = wptr(enc, b),
+                                                  .rows = rows,
+                                                  .cols = enc->cfg.hidden_size,
+                                                  .eps = enc->cfg.layer_norm_eps};
+    return run(enc, &op, err);
+}
+
+static int save_hidden(const struct nlpd_encoder_ws *ws, float *dst, size_t n)
+{
+    return dst ? nlpd_backend_download(&ws->buf, byte_off(ws, ws->x), dst, n * sizeof(float)) : 0;
+}
+
+int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws *ws,
+                         const struct nlpd_encoder_input *in, struct nlpd_encoder_output *out, struct nlpd_error *err)
+{
+    const struct nlpd_hf_config *c = &enc->cfg;
+    const int B = in->batch, S = in->seq, H = c->hidden_size, I = c->intermediate_size, NL = enc->num_labels;
+    if (B <= 0 || S <= 0 || (long long)B * S > (1LL << 28))
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "batch shape %d x %d out of range", B, S);
+    if (S > nlpd_encoder_max_seq(enc))
+        return nlpd_error_set(err, NLPD_ERANGE, 0, "sequence of %d tokens is longer than the model's %d", S,
+                              nlpd_encoder_max_seq(enc));
+    int rc = ws_reserve(enc, ws, B, S, err);
+    if (rc)
+        return rc;
+    const int T = B * S;
+    const size_t tb = (size_t)T * sizeof(int32_t);
+
+    /* inputs: ids, mask, types, positions */
+    if ((rc = nlpd_backend_upload(&ws->buf, byte_off(ws, ws->ids), in->input_ids, tb)))
+        return nlpd_error_set(err, rc, 0, "uploading input ids failed");
+    int32_t *hp = ws->host_pos;
+    if (in->attention_mask) {
+        rc = nlpd_backend_upload(&ws->buf, byte_off(ws, ws->mask), in->attention_mask, tb);
+    } else {
+        for (int t = 0; t < T; t++)
+            hp[t] = 1;
+        rc = nlpd_backend_upload(&ws->buf, byte_off(ws, ws->mask), hp, tb);
+    }
+    if (!rc && c->type_vocab_size) {
+        if (in->token_type_ids) {
+            rc = nlpd_backend_upload(&ws->buf, byte_off(ws, ws->type_ids), in->token_type_ids, tb);
+        } else {
+            memset(hp, 0, tb);
+            rc = nlpd_backend_upload(&ws->buf, byte_off(ws, ws->type_ids), hp, tb);
+        }
+    }
+    for (int b = 0; b < B; b++) {
+        int32_t run_pos = 0;
+        for (int s = 0; s < S; s++) {
+            int32_t *dst = hp + (size_t)b * S + s;
+            if (c->arch == NLPD_HF_ROBERTA) {
+                /* transformers: padding_idx + cumsum(id != pad) * (id != pad) */
+                int real = in->input_ids[(size_t)b * S + s] != c->pad_token_id;
+                run_pos += real;
+                *dst = real ? c->pad_token_id + run_pos : c->pad_token_id;
+            } else {
+                *dst = s;
+            }
+        }
+    }
+    if (rc || (rc = nlpd_backend_upload(&ws->buf, byte_off(ws, ws->pos_ids), hp, tb)))
+        return nlpd_error_set(err, rc, 0, "uploading the batch failed");
+
+    struct nlpd_op op = {.kind = NLPD_OP_EMBED};
+    op.u.embed = (struct nlpd_op_embed){.out = ws->x,
+                                        .word = wptr(enc, enc->word),
+                                        .pos = wptr(enc, enc->pos),
+                                        .type = c->type_vocab_size ? wptr(enc, enc->type) : NULL,
+                                        .ids = ws->ids,
+                                        .pos_ids = ws->pos_ids,
+                                        .type_ids = ws->type_ids,
+                                        .tokens = T,
+                                        .dim = H,
+                                        .n_word = c->vocab_size,
+                                        .n_pos = c->max_position_embeddings,
+                                        .n_type = c->type_vocab_size};
+    if ((rc = run(enc, &op, err)) || (rc = layer_norm(enc, ws->x, ws->x, NULL, NULL, enc->emb_g, enc->emb_b, T, err)))
+        return rc;
+    size_t hsz = (size_t)T * H;
+    if ((rc = save_hidden(ws, out->all_hidden, hsz)))
+        return nlpd_error_set(err, rc, 0, "downloading hidden states failed");
+
+    for (int l = 0; l < c->num_layers; l++) {
+        const struct layer *L = &enc->layers[l];
+        if ((rc = matmul(enc, ws->qkv, ws->x, H, L->wqkv, L->bqkv, T, 3 * H, H, NLPD_ACT_NONE, err)))
+            return rc;
+        op.kind = NLPD_OP_ATTENTION;
+        op.u.attention = (struct nlpd_op_attention){.out = ws->ctx,
+                                                    .qkv = ws->qkv,
+                                                    .mask = ws->mask,
+                                                    .batch = B,
+                                                    .seq = S,
+                                                    .heads = c->num_heads,
+                                                    .head_dim = H / c->num_heads,
+                                                    .ld_qkv = 3 * H,
+                                                    .ld_out = H,
+                                                    .scale = (float)(1.0 / sqrt((double)(H / c->num_heads))),
+                                                    .scratch = ws->scores,
+                                                    .scratch_floats = (size_t)S * S};
+        if ((rc = run(enc, &op, err)) ||
+            (rc = matmul(enc, ws->tmp, ws->ctx, H, L->wo, (size_t)-1, T, H, H, NLPD_ACT_NONE, err)) ||
+            (rc = layer_norm(enc, ws->x, ws->tmp, wptr(enc, L->bo), ws->x, L->ln1_g, L->ln1_b, T, err)) ||
+            (rc = matmul(enc, ws->ffn, ws->x, H, L->wi, L->bi, T, I, H, c->hidden_act, err)) ||
+            (rc = matmul(enc, ws->tmp, ws->ffn, I, L->wo2, (size_t)-1, T, H, I, NLPD_ACT_NONE, err)) ||
+            (rc = layer_norm(enc, ws->x, ws->tmp, wptr(enc, L->bo2), ws->x, L->ln2_g, L->ln2_b, T, err)))
+            return rc;
+        if (out->all_hidden && (rc = save_hidden(ws, out->all_hidden + (size_t)(l + 1) * hsz, hsz)))
+            return nlpd_error_set(err, rc, 0, "downloading hidden states failed");
+    }
+    if ((rc = save_hidden(ws, out->hidden, hsz)))
+        return nlpd_error_set(err, rc, 0, "downloading hidden states failed");
+
+    /* heads: the first token of each sequence is row b*S, so a row stride of S*H gathers them for free */
+    if (enc->has_pool) {
+        if ((rc = matmul(enc, ws->pool, ws->x, S * H, enc->pool_w, enc->pool_b, B, H, H, enc->pool_act, err)))
+            return rc;
+        if (out->pooled &&
+            (rc = nlpd_backend_download(&ws->buf, byte_off(ws, ws->pool), out->pooled, (size_t)B * H * sizeof(float))))
+            return nlpd_error_set(err, rc, 0, "downloading pooled output failed");
+    }
+    if (enc->task == NLPD_HF_TASK_SEQ_CLS) {
+        rc = matmul(enc, ws->logits, ws->pool, H, enc->cls_w, enc->cls_b, B, NL, H, NLPD_ACT_NONE, err);
+    } else if (enc->task == NLPD_HF_TASK_TOKEN_CLS) {
+        rc = matmul(enc, ws->logits, ws->x, H, enc->cls_w, enc->cls_b, T, NL, H, NLPD_ACT_NONE, err);
+    }
+    if (rc)
+        return rc;
+    if ((rc = nlpd_backend_sync(enc->be, err)))
+        return rc;
+    if (out->logits && NL) {
+        size_t rows = enc->task == NLPD_HF_TASK_SEQ_CLS ? (size_t)B : (size_t)T;
+        if ((rc = nlpd_backend_download(&ws->buf, byte_off(ws, ws->logits), out->logits, rows * NL * sizeof(float))))
+            return nlpd_error_set(err, rc, 0, "downloading logits failed");
+    }
+    return 0;
+}

@@ -1,0 +1,265 @@
+/* config.json parsing for BERT-family encoders (see hf_config.h). Defaults are transformers' own (BertConfig,
+ * DistilBertConfig, XLMRobertaConfig) for keys a config may leave out. */
+#include "hf_config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LABELS_MAX 100000
+
+static int copy_name(char *dst, json_t *v)
+{
+    if (!json_is_string(v) || json_string_length(v) >= NLPD_HF_NAME_MAX)
+        return -1;
+    memcpy(dst, json_string_value(v), json_string_length(v) + 1);
+    return 0;
+}
+
+/* An integer key in [lo, hi]; absent -> def (when required == 0). */
+static int get_int(json_t *root, const char *name, const char *key, int required, long long def, long long lo,
+                   long long hi, int *out, struct nlpd_error *err)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        if (required)
+            return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: missing key \"%s\"", name, key);
+        *out = (int)def;
+        return 0;
+    }
+    if (!json_is_integer(v))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"%s\" is not an integer", name, key);
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return nlpd_error_set(err, NLPD_ERANGE, 0, "%s: \"%s\" = %lld out of range (%lld .. %lld)", name, key, x, lo,
+                              hi);
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_act(const char *s, enum nlpd_act *out)
+{
+    static const struct {
+        const char *name;
+        enum nlpd_act act;
+    } map[] = {
+        {"gelu", NLPD_ACT_GELU},           {"gelu_new", NLPD_ACT_GELU_TANH}, {"gelu_pytorch_tanh", NLPD_ACT_GELU_TANH},
+        {"gelu_fast", NLPD_ACT_GELU_TANH}, {"relu", NLPD_ACT_RELU},          {"silu", NLPD_ACT_SILU},
+        {"swish", NLPD_ACT_SILU},          {"tanh", NLPD_ACT_TANH},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(s, map[i].name)) {
+            *out = map[i].act;
+            return 0;
+        }
+    return -1;
+}
+
+static int parse_labels(json_t *root, const char *name, struct nlpd_hf_config *c, struct nlpd_error *err)
+{
+    json_t *id2label = json_object_get(root, "id2label");
+    int n = 0;
+    if (id2label && !json_is_null(id2label)) {
+        if (!json_is_object(id2label))
+            return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"id2label\" is not an object", name);
+        if (json_object_size(id2label) > LABELS_MAX)
+            return nlpd_error_set(err, NLPD_ERANGE, 0, "%s: \"id2label\" has over %d labels", name, LABELS_MAX);
+        n = (int)json_object_size(id2label);
+    } else {
+        int rc = get_int(root, name, "num_labels", 0, 2, 1, LABELS_MAX, &n, err);
+        if (rc)
+            return rc;
+        id2label = NULL;
+    }
+    c->num_labels = n;
+    c->id2label = calloc(n ? (size_t)n : 1, sizeof *c->id2label);
+    if (!c->id2label)
+        return nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", name);
+    if (id2label) {
+        const char *key;
+        json_t *v;
+        json_object_foreach(id2label, key, v)
+        {
+            char *end;
+            errno = 0;
+            long i = strtol(key, &end, 10);
+            if (!*key || *end || errno || i < 0 || i >= n)
+                return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: id2label key \"%s\" is not an id in 0 .. %d", name,
+                                      key, n - 1);
+            if (!json_is_string(v))
+                return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: id2label[\"%s\"] is not a string", name, key);
+            if (c->id2label[i])
+                return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: id2label id %ld given twice", name, i);
+            if (!(c->id2label[i] = strdup(json_string_value(v))))
+                return nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", name);
+        }
+    } else {
+        for (int i = 0; i < n; i++) {
+            char buf[32];
+            snprintf(buf, sizeof buf, "LABEL_%d", i);
+            if (!(c->id2label[i] = strdup(buf)))
+                return nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", name);
+        }
+    }
+    return 0;
+}
+
+static int parse_root(json_t *root, const char *name, struct nlpd_hf_config *c, struct nlpd_error *err)
+{
+    if (!json_is_object(root))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: not a JSON object", name);
+    json_t *mt = json_object_get(root, "model_type");
+    if (!mt)
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: missing key \"model_type\"", name);
+    if (copy_name(c->model_type, mt))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"model_type\" is not a short string", name);
+    const char *t = c->model_type;
+    if (!strcmp(t, "bert"))
+        c->arch = NLPD_HF_BERT;
+    else if (!strcmp(t, "roberta") || !strcmp(t, "xlm-roberta") || !strcmp(t, "camembert"))
+        c->arch = NLPD_HF_ROBERTA;
+    else if (!strcmp(t, "distilbert"))
+        c->arch = NLPD_HF_DISTILBERT;
+    else
+        return nlpd_error_set(err, NLPD_EFORMAT, 0,
+                              "%s: unsupported model_type \"%s\" (bert, roberta, xlm-roberta, camembert, distilbert)",
+                              name, t);
+    int dist = c->arch == NLPD_HF_DISTILBERT, rc;
+    json_t *arr = json_object_get(root, "architectures");
+    if (json_is_array(arr) && json_array_size(arr) > 0 && copy_name(c->architecture, json_array_get(arr, 0)))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"architectures\"[0] is not a short string", name);
+    const char *a = c->architecture;
+    size_t al = strlen(a);
+    if (al >= 26 && !strcmp(a + al - 26, "ForSequenceClassification"))
+        c->task = NLPD_HF_TASK_SEQ_CLS;
+    else if (al >= 23 && !strcmp(a + al - 23, "ForTokenClassification"))
+        c->task = NLPD_HF_TASK_TOKEN_CLS;
+
+    if ((rc = get_int(root, name, "vocab_size", 1, 0, 1, 10000000, &c->vocab_size, err)) ||
+        (rc = get_int(root, name, dist ? "dim" : "hidden_size", 1, 0, 1, 65536, &c->hidden_size, err)) ||
+        (rc = get_int(root, name, dist ? "n_layers" : "num_hidden_layers", 1, 0, 1, 1024, &c->num_layers, err)) ||
+        (rc = get_int(root, name, dist ? "n_heads" : "num_attention_heads", 1, 0, 1, 4096, &c->num_heads, err)) ||
+        (rc = get_int(root, name, dist ? "hidden_dim" : "intermediate_size", 1, 0, 1, 1 << 20, &c->intermediate_size,
+                      err)) ||
+        (rc = get_int(root, name, "max_position_embeddings", 0, 512, 1, 1 << 20, &c->max_position_embeddings, err)))
+        return rc;
+    if (dist)
+        c->type_vocab_size = 0;
+    else if ((rc = get_int(root, name, "type_vocab_size", 0, 2, 1, 1 << 16, &c->type_vocab_size, err)))
+        return rc;
+    if (c->hidden_size % c->num_heads)
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: hidden size %d is not a multiple of the %d heads", name,
+                              c->hidden_size, c->num_heads);
+    if ((rc = get_int(root, name, "pad_token_id", 0, dist || c->arch == NLPD_HF_BERT ? 0 : 1, -1, 10000000,
+                      &c->pad_token_id, err)) ||
+        (rc = get_int(root, name, "bos_token_id", 0, -1, -1, 10000000, &c->bos_token_id, err)) ||
+        (rc = get_int(root, name, "eos_token_id", 0, -1, -1, 10000000, &c->eos_token_id, err)))
+        return rc;
+
+    c->layer_norm_eps = 1e-12f; /* DistilBERT hard-codes 1e-12 */
+    if (!dist) {
+        json_t *eps = json_object_get(root, "layer_norm_eps");
+        if (eps && !json_is_null(eps)) {
+            if (!json_is_number(eps) || json_number_value(eps) <= 0 || json_number_value(eps) > 1)
+                return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"layer_norm_eps\" is not a number in (0, 1]", name);
+            c->layer_norm_eps = (float)json_number_value(eps);
+        }
+    }
+    const char *act_key = dist ? "activation" : "hidden_act";
+    json_t *act = json_object_get(root, act_key);
+    strcpy(c->hidden_act_name, "gelu");
+    if (act && copy_name(c->hidden_act_name, act))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"%s\" is not a short string", name, act_key);
+    if (parse_act(c->hidden_act_name, &c->hidden_act))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: unsupported %s \"%s\"", name, act_key, c->hidden_act_name);
+
+    strcpy(c->position_embedding_type, "absolute");
+    json_t *pet = json_object_get(root, "position_embedding_type");
+    if (pet && !json_is_null(pet) && copy_name(c->position_embedding_type, pet))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"position_embedding_type\" is not a short string", name);
+    if (strcmp(c->position_embedding_type, "absolute"))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: unsupported position_embedding_type \"%s\" (absolute)", name,
+                              c->position_embedding_type);
+    json_t *sin = json_object_get(root, "sinusoidal_pos_embds");
+    if (dist && json_is_true(sin))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: sinusoidal_pos_embds is not supported", name);
+    json_t *pt = json_object_get(root, "problem_type");
+    if (pt && !json_is_null(pt) && copy_name(c->problem_type, pt))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"problem_type\" is not a short string", name);
+    return parse_labels(root, name, c, err);
+}
+
+int nlpd_hf_config_parse(const char *json, size_t len, const char *name, struct nlpd_hf_config *cfg,
+                         struct nlpd_error *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: invalid JSON: %s (line %d)", name, jerr.text, jerr.line);
+    int rc = parse_root(root, name, cfg, err);
+    json_decref(root);
+    if (rc)
+        nlpd_hf_config_free(cfg);
+    return rc;
+}
+
+int nlpd_hf_config_load(const char *path, struct nlpd_hf_config *cfg, struct nlpd_error *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return nlpd_error_set(err, errno == ENOENT ? NLPD_ENOTFOUND : NLPD_EIO, 0, "%s: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len == cap) {
+            if (cap >= (16u << 20)) {
+                free(buf);
+                fclose(f);
+                return nlpd_error_set(err, NLPD_ERANGE, 0, "%s: over 16 MB", path);
+            }
+            cap = cap ? cap * 2 : 8192;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", path);
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0)
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return nlpd_error_set(err, NLPD_EIO, 0, "%s: read error", path);
+    }
+    int rc = nlpd_hf_config_parse(buf, len, path, cfg, err);
+    free(buf);
+    return rc;
+}
+
+void nlpd_hf_config_free(struct nlpd_hf_config *cfg)
+{
+    if (cfg->id2label)
+        for (int i = 0; i < cfg->num_labels; i++)
+            free(cfg->id2label[i]);
+    free(cfg->id2label);
+    cfg->id2label = NULL;
+    cfg->num_labels = 0;
+}
+
+int nlpd_hf_config_label_id(const struct nlpd_hf_config *cfg, const char *label)
+{
+    for (int i = 0; i < cfg->num_labels; i++)
+        if (cfg->id2label[i] && !strcmp(cfg->id2label[i], label))
+            return i;
+    return -1;
+}

@@ -1,0 +1,53 @@
+/* Hugging Face config.json for encoder models: model type, sizes, labels, activation, layer-norm epsilon,
+ * special ids. DistilBERT's own key names (dim, n_layers, n_heads, hidden_dim, activation) are mapped onto the
+ * BERT ones. Values are range-checked; a missing required key is an error naming the file and the key. */
+#ifndef NLPD_HF_CONFIG_H
+#define NLPD_HF_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nlpd_error.h"
+#include "nlpd_kernels.h"
+
+enum nlpd_hf_arch {
+    NLPD_HF_BERT = 1,
+    NLPD_HF_ROBERTA,     /* roberta, xlm-roberta, camembert: position ids from padding_idx + cumsum */
+    NLPD_HF_DISTILBERT,
+};
+
+enum nlpd_hf_task {
+    NLPD_HF_TASK_NONE = 0, /* base model: hidden states only */
+    NLPD_HF_TASK_SEQ_CLS,
+    NLPD_HF_TASK_TOKEN_CLS,
+};
+
+#define NLPD_HF_NAME_MAX 64
+
+struct nlpd_hf_config {
+    char model_type[NLPD_HF_NAME_MAX];   /* as written: "bert", "xlm-roberta", ... */
+    char architecture[NLPD_HF_NAME_MAX]; /* architectures[0] or "" */
+    char problem_type[NLPD_HF_NAME_MAX]; /* "" when absent */
+    char hidden_act_name[NLPD_HF_NAME_MAX];
+    char position_embedding_type[NLPD_HF_NAME_MAX];
+    enum nlpd_hf_arch arch;
+    enum nlpd_hf_task task; /* from the architecture name; NONE when it names neither head */
+    int vocab_size, hidden_size, num_layers, num_heads, intermediate_size;
+    int max_position_embeddings, type_vocab_size; /* type_vocab_size 0 for DistilBERT (no token types) */
+    float layer_norm_eps;
+    enum nlpd_act hidden_act;
+    int pad_token_id, bos_token_id, eos_token_id; /* -1 when absent */
+    int num_labels;
+    char **id2label; /* num_labels strings ("LABEL_i" when the config has none) */
+};
+
+/* Reads DIR/config.json (or any path ending in .json). */
+int nlpd_hf_config_load(const char *path, struct nlpd_hf_config *cfg, struct nlpd_error *err);
+/* Parses config text already in memory; name is used in messages. */
+int nlpd_hf_config_parse(const char *json, size_t len, const char *name, struct nlpd_hf_config *cfg,
+                         struct nlpd_error *err);
+void nlpd_hf_config_free(struct nlpd_hf_config *cfg);
+/* label2id lookup; -1 when unknown. */
+int nlpd_hf_config_label_id(const struct nlpd_hf_config *cfg, const char *label);
+
+#endif

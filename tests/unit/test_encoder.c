@@ -1,0 +1,384 @@
+/* Encoder parity with transformers on the hf-tiny goldens (batch, each example alone, batch vs single, per-layer
+ * hidden states), and clear errors for bad model folders. Run from the repository root. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "encoder.h"
+#include "harness.h"
+
+#define FIX "tests/fixtures/hf-tiny/"
+
+static const char *models[] = {"bert-seq-cls", "bert-token-cls", "distilbert-seq-cls", "xlm-roberta-seq-cls"};
+
+static int close_enough(double got, double want, double atol, double rtol)
+{
+    return fabs(got - want) <= atol + rtol * fabs(want);
+}
+
+static int32_t *ints2d(json_t *a, int *rows, int *cols)
+{
+    *rows = (int)json_array_size(a);
+    *cols = *rows ? (int)json_array_size(json_array_get(a, 0)) : 0;
+    int32_t *v = calloc((size_t)(*rows) * (*cols) + 1, sizeof *v);
+    for (int r = 0; r < *rows; r++)
+        for (int c = 0; c < *cols; c++)
+            v[(size_t)r * *cols + c] = (int32_t)json_integer_value(json_array_get(json_array_get(a, r), c));
+    return v;
+}
+
+static struct nlpd_encoder *load(const char *name)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, FIX "%s", name);
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_opts opts = {.threads = 1};
+    struct nlpd_encoder *enc = nlpd_encoder_load(dir, &opts, &err);
+    if (!enc)
+        fprintf(stderr, "load %s: %s\n", name, err.message);
+    return enc;
+}
+
+static json_t *golden(const char *name)
+{
+    char p[256];
+    snprintf(p, sizeof p, FIX "%s/golden.json", name);
+    json_error_t je;
+    json_t *g = json_load_file(p, 0, &je);
+    if (!g)
+        fprintf(stderr, "%s: %s\n", p, je.text);
+    return g;
+}
+
+static void parity_one(const char *name)
+{
+    json_t *g = golden(name);
+    struct nlpd_encoder *enc = load(name);
+    CHECK(g && enc);
+    if (!g || !enc) {
+        json_decref(g);
+        nlpd_encoder_free(enc);
+        return;
+    }
+    int token = nlpd_encoder_task(enc) == NLPD_HF_TASK_TOKEN_CLS;
+    int NL = nlpd_encoder_num_labels(enc), H = nlpd_encoder_hidden_size(enc);
+    json_t *batch = json_object_get(g, "batch");
+    int B, S, b2, s2;
+    int32_t *ids = ints2d(json_object_get(batch, "input_ids"), &B, &S);
+    int32_t *mask = ints2d(json_object_get(batch, "attention_mask"), &b2, &s2);
+    int32_t *types = NULL;
+    if (json_object_get(batch, "token_type_ids"))
+        types = ints2d(json_object_get(batch, "token_type_ids"), &b2, &s2);
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_ws *ws = nlpd_encoder_ws_new(enc, 2, 8, &err); /* grows on demand */
+    CHECK(ws != NULL);
+    size_t rows = token ? (size_t)B * S : (size_t)B;
+    float *logits = calloc(rows * NL, sizeof(float));
+    struct nlpd_encoder_input in = {B, S, ids, mask, types};
+    struct nlpd_encoder_output out = {.logits = logits};
+    int rc = nlpd_encoder_forward(enc, ws, &in, &out, &err);
+    CHECK(rc == 0);
+    if (rc)
+        fprintf(stderr, "%s: %s\n", name, err.message);
+
+    /* batch vs golden */
+    double max_batch = 0;
+    int bad = 0;
+    json_t *bl = json_object_get(g, "batch_logits");
+    for (int b = 0; b < B; b++)
+        for (int s = 0; s < (token ? S : 1); s++) {
+            if (token && !mask[(size_t)b * S + s])
+                continue;
+            json_t *row = token ? json_array_get(json_array_get(bl, b), s) : json_array_get(bl, b);
+            for (int l = 0; l < NL; l++) {
+                double want = json_number_value(json_array_get(row, l));
+                double got = logits[((size_t)b * (token ? S : 1) + s) * NL + l];
+                if (fabs(got - want) > max_batch)
+                    max_batch = fabs(got - want);
+                bad += !close_enough(got, want, 1e-4, 1e-4);
+            }
+        }
+    CHECK(bad == 0);
+
+    /* each example alone, unpadded; and batched vs one-by-one */
+    double max_single = 0, max_bvs = 0;
+    json_t *ex;
+    size_t i;
+    json_array_foreach(json_object_get(g, "examples"), i, ex)
+    {
+        json_t *eids = json_object_get(ex, "input_ids"), *etypes = json_object_get(ex, "token_type_ids");
+        int n = (int)json_array_size(eids);
+        int32_t *one = calloc((size_t)n, sizeof *one), *ot = calloc((size_t)n, sizeof *ot);
+        for (int t = 0; t < n; t++) {
+            one[t] = (int32_t)json_integer_value(json_array_get(eids, t));
+            ot[t] = etypes ? (int32_t)json_integer_value(json_array_get(etypes, t)) : 0;
+        }
+        float *l1 = calloc((size_t)n * NL, sizeof(float));
+        struct nlpd_encoder_input in1 = {1, n, one, NULL, types ? ot : NULL};
+        struct nlpd_encoder_output o1 = {.logits = l1};
+        CHECK(nlpd_encoder_forward(enc, ws, &in1, &o1, &err) == 0);
+        json_t *el = json_object_get(ex, "logits");
+        for (int t = 0; t < (token ? n : 1); t++)
+            for (int l = 0; l < NL; l++) {
+                double want = json_number_value(token ? json_array_get(json_array_get(el, t), l) : json_array_get(el, l));
+                double got = l1[(size_t)t * NL + l];
+                double bat = logits[((size_t)i * (token ? S : 1) + t) * NL + l];
+                max_single = fmax(max_single, fabs(got - want));
+                max_bvs = fmax(max_bvs, fabs(got - bat));
+                CHECK(close_enough(got, want, 1e-4, 1e-4));
+                CHECK(fabs(got - bat) <= 1e-5);
+            }
+        free(l1);
+        free(one);
+        free(ot);
+    }
+
+    /* hidden states of example 0, layer by layer */
+    json_t *hs = json_object_get(json_object_get(g, "debug_example0"), "hidden_states");
+    int NLay = nlpd_encoder_config(enc)->num_layers;
+    CHECK((int)json_array_size(hs) == NLay + 1);
+    float *all = calloc((size_t)(NLay + 1) * B * S * H, sizeof(float));
+    struct nlpd_encoder_output oh = {.all_hidden = all};
+    CHECK(nlpd_encoder_forward(enc, ws, &in, &oh, &err) == 0);
+    double max_hidden = 0;
+    for (int l = 0; l <= NLay && l < (int)json_array_size(hs); l++) {
+        json_t *layer = json_array_get(hs, l);
+        for (size_t t = 0; t < json_array_size(layer); t++)
+            for (int h = 0; h < H; h++) {
+                double want = json_number_value(json_array_get(json_array_get(layer, t), h));
+                double got = all[(size_t)l * B * S * H + t * H + h];
+                max_hidden = fmax(max_hidden, fabs(got - want));
+                if (!close_enough(got, want, 1e-4, 1e-4)) {
+                    CHECK(!"hidden state differs");
+                    fprintf(stderr, "  %s layer %d token %zu dim %d: %g vs %g\n", name, l, t, h, got, want);
+                    l = NLay + 1;
+                    break;
+                }
+            }
+    }
+    printf("%-20s max |diff|: batch %.3g, single %.3g, batch-vs-single %.3g, hidden %.3g\n", name, max_batch,
+           max_single, max_bvs, max_hidden);
+    free(all);
+    free(logits);
+    free(ids);
+    free(mask);
+    free(types);
+    nlpd_encoder_ws_free(ws);
+    nlpd_encoder_free(enc);
+    json_decref(g);
+}
+
+static void test_parity(void)
+{
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
+        parity_one(models[i]);
+}
+
+/* The same batch under the scalar kernels must agree with the SIMD kernels (run in a child: the path is chosen
+ * once per process). */
+static void test_pooled_and_hidden(void)
+{
+    struct nlpd_encoder *enc = load("bert-seq-cls");
+    CHECK(enc != NULL);
+    if (!enc)
+        return;
+    int32_t ids[6] = {2, 100, 200, 300, 3, 0};
+    int32_t mask[6] = {1, 1, 1, 1, 1, 0};
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_ws *ws = nlpd_encoder_ws_new(enc, 1, 6, &err);
+    float pooled[32], hidden[6 * 32], logits[3];
+    struct nlpd_encoder_input in = {1, 6, ids, mask, NULL};
+    struct nlpd_encoder_output out = {.logits = logits, .pooled = pooled, .hidden = hidden};
+    CHECK(nlpd_encoder_forward(enc, ws, &in, &out, &err) == 0);
+    for (int i = 0; i < 32; i++)
+        CHECK(pooled[i] >= -1.0f && pooled[i] <= 1.0f); /* tanh */
+    /* out-of-range ids are errors, not reads out of bounds */
+    ids[1] = 5000;
+    CHECK(nlpd_encoder_forward(enc, ws, &in, &out, &err) == NLPD_EINVAL);
+    CHECK_STR_CONTAINS(err.message, "out of range");
+    ids[1] = 100;
+    /* longer than max_position_embeddings */
+    int32_t *lng = calloc(100, sizeof *lng);
+    struct nlpd_encoder_input in2 = {1, 100, lng, NULL, NULL};
+    struct nlpd_encoder_output o2 = {0};
+    CHECK(nlpd_encoder_forward(enc, ws, &in2, &o2, &err) == NLPD_ERANGE);
+    free(lng);
+    nlpd_encoder_ws_free(ws);
+    nlpd_encoder_free(enc);
+}
+
+/* ---- bad folders ---- */
+
+static char tmpdir[256];
+
+static void write_file(const char *name, const void *data, size_t n)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
+    FILE *f = fopen(p, "wb");
+    if (f) {
+        fwrite(data, 1, n, f);
+        fclose(f);
+    }
+}
+
+static char *read_all(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)sz + 1);
+    *n = fread(b, 1, (size_t)sz, f);
+    b[*n] = 0;
+    fclose(f);
+    return b;
+}
+
+/* Copies bert-seq-cls into tmpdir with config.json and model.safetensors replaced when given. */
+static void make_folder(const char *config, const void *st, size_t st_len)
+{
+    size_t n;
+    char *c = read_all(FIX "bert-seq-cls/config.json", &n);
+    if (config)
+        write_file("config.json", config, strlen(config));
+    else
+        write_file("config.json", c, n);
+    free(c);
+    char *s = read_all(FIX "bert-seq-cls/model.safetensors", &n);
+    if (st)
+        write_file("model.safetensors", st, st_len);
+    else
+        write_file("model.safetensors", s, n);
+    free(s);
+}
+
+static void expect_error(const char *what, const char *needle1, const char *needle2)
+{
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_opts opts = {.threads = 1};
+    struct nlpd_encoder *enc = nlpd_encoder_load(tmpdir, &opts, &err);
+    CHECK(enc == NULL);
+    if (enc) {
+        fprintf(stderr, "  %s: loaded\n", what);
+        nlpd_encoder_free(enc);
+        return;
+    }
+    CHECK_STR_CONTAINS(err.message, needle1);
+    if (needle2)
+        CHECK_STR_CONTAINS(err.message, needle2);
+    printf("  %-26s -> %s\n", what, err.message);
+}
+
+/* Rewrites the safetensors header of bert-seq-cls with a JSON text substitution. */
+static char *patched(const char *from, const char *to, size_t *out_len)
+{
+    size_t n;
+    char *s = read_all(FIX "bert-seq-cls/model.safetensors", &n);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--)
+        hl = (hl << 8) | (unsigned char)s[i];
+    char *hdr = strndup(s + 8, hl);
+    char *at = strstr(hdr, from);
+    size_t nh = hl - strlen(from) + strlen(to);
+    char *out = malloc(8 + nh + (n - 8 - hl));
+    if (at) {
+        size_t pre = (size_t)(at - hdr);
+        memcpy(out + 8, hdr, pre);
+        memcpy(out + 8 + pre, to, strlen(to));
+        memcpy(out + 8 + pre + strlen(to), at + strlen(from), hl - pre - strlen(from));
+    } else {
+        nh = hl;
+        memcpy(out + 8, hdr, hl);
+    }
+    for (int i = 0; i < 8; i++)
+        out[i] = (char)((uint64_t)nh >> (8 * i));
+    memcpy(out + 8 + nh, s + 8 + hl, n - 8 - hl);
+    *out_len = 8 + nh + (n - 8 - hl);
+    free(hdr);
+    free(s);
+    return out;
+}
+
+static void test_bad_folders(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/nlpd-test-encoder-%d", (int)getpid());
+    mkdir(tmpdir, 0700);
+    size_t n;
+    char *cfg = read_all(FIX "bert-seq-cls/config.json", &n);
+
+    /* missing config key */
+    char *c2 = strdup(cfg);
+    char *k = strstr(c2, "\"hidden_size\"");
+    memcpy(k, "\"hidden_sizX\"", 13);
+    make_folder(c2, NULL, 0);
+    expect_error("missing config key", "config.json", "hidden_size");
+    free(c2);
+
+    /* unsupported model_type */
+    c2 = strdup(cfg);
+    k = strstr(c2, "\"bert\"");
+    memcpy(k, "\"gpt2\"", 6);
+    make_folder(c2, NULL, 0);
+    expect_error("unsupported model_type", "config.json", "gpt2");
+    free(c2);
+
+    /* wrong shape: config says 3 layers of 64 ffn but intermediate 48 */
+    c2 = strdup(cfg);
+    k = strstr(c2, "\"intermediate_size\": 64");
+    memcpy(k, "\"intermediate_size\": 48", 23);
+    make_folder(c2, NULL, 0);
+    expect_error("wrong shape", "model.safetensors", "intermediate.dense.weight");
+    free(c2);
+
+    /* tensor missing: rename one in the header */
+    char *st = patched("bert.encoder.layer.1.output.dense.bias", "bert.encoder.layer.1.output.dense.bian", &n);
+    make_folder(NULL, st, n);
+    expect_error("tensor missing", "model.safetensors", "bert.encoder.layer.1.output.dense.bias");
+    free(st);
+
+    /* unsupported dtype: I32 with the same byte count */
+    st = patched("\"bert.pooler.dense.bias\":{\"dtype\":\"F32\"", "\"bert.pooler.dense.bias\":{\"dtype\":\"I32\"", &n);
+    make_folder(NULL, st, n);
+    expect_error("unsupported dtype", "bert.pooler.dense.bias", "I32");
+    free(st);
+
+    /* truncated file */
+    size_t full;
+    char *s = read_all(FIX "bert-seq-cls/model.safetensors", &full);
+    make_folder(NULL, s, full - 100);
+    expect_error("truncated safetensors", "model.safetensors", "out of range");
+    make_folder(NULL, s, 5);
+    expect_error("truncated header length", "model.safetensors", "truncated");
+    free(s);
+
+    /* offsets out of range */
+    st = patched("\"data_offsets\":[0,", "\"data_offsets\":[9999990,", &n);
+    make_folder(NULL, st, n);
+    expect_error("offsets out of range", "model.safetensors", "data_offsets");
+    free(st);
+
+    /* no config.json at all */
+    char p[512];
+    snprintf(p, sizeof p, "%s/config.json", tmpdir);
+    unlink(p);
+    expect_error("no config.json", "config.json", NULL);
+    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+    unlink(p);
+    rmdir(tmpdir);
+    free(cfg);
+}
+
+int main(void)
+{
+    RUN(test_parity);
+    RUN(test_pooled_and_hidden);
+    RUN(test_bad_folders);
+    return TEST_REPORT();
+}
