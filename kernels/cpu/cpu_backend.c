@@ -131,7 +131,7 @@ struct nlpd_backend *nlpd_backend_cpu_new(int threads, struct nlpd_error *err)
     impl->threads = threads;
     be->ops = &cpu_ops;
     be->impl = impl;
-    nlpd_cpu_simd_init(0);
+    nlpd_cpu_simd_avx2(); /* detect now, not inside the first batch */
     openblas_set_num_threads(threads);
     return be;
 }

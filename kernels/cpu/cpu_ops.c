@@ -20,19 +20,13 @@ static int simd_avx2 = -1;
 
 void nlpd_cpu_simd_init(int force_scalar)
 {
-    if (force_scalar) {
-        simd_avx2 = 0;
-        return;
-    }
-    if (simd_avx2 >= 0)
-        return;
     int ok = 0;
 #if HAVE_X86
     __builtin_cpu_init();
     ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
     const char *env = getenv("NLPD_KERNELS_SIMD");
-    if (env && !strcmp(env, "scalar"))
+    if (force_scalar || (env && !strcmp(env, "scalar")))
         ok = 0;
     simd_avx2 = ok;
 }

@@ -5,7 +5,7 @@
 
 #include "nlpd_kernels.h"
 
-/* Picks the SIMD path once (idempotent); force_scalar != 0 pins the scalar path (tests). */
+/* Picks the SIMD path (done once on first use); force_scalar != 0 pins the scalar path (tests), 0 detects again. */
 void nlpd_cpu_simd_init(int force_scalar);
 int nlpd_cpu_simd_avx2(void);
 

@@ -16,10 +16,10 @@ struct nlpd_encoder;
 struct nlpd_encoder_ws;
 
 struct nlpd_encoder_opts {
-    const char *backend; /* "auto" | "cpu" | "cuda"; NULL = auto (ignored when `be` is given) */
-    int threads;         /* 0 = online CPUs */
+    const char *backend;     /* "auto" | "cpu" | "cuda"; NULL = auto (ignored when `be` is given) */
+    int threads;             /* 0 = online CPUs */
     struct nlpd_backend *be; /* optional shared backend (borrowed); NULL = the encoder creates its own */
-    int task;            /* -1 or 0 = from config.json's architectures; else an enum nlpd_hf_task */
+    int task;                /* -1 or 0 = from config.json's architectures; else an enum nlpd_hf_task */
 };
 
 /* Loads DIR/config.json and DIR/model.safetensors. opts may be NULL. NULL with err (naming the file and the
@@ -41,10 +41,10 @@ struct nlpd_encoder_ws *nlpd_encoder_ws_new(const struct nlpd_encoder *enc, int 
 void nlpd_encoder_ws_free(struct nlpd_encoder_ws *ws);
 
 struct nlpd_encoder_input {
-    int batch, seq;                 /* row-major [batch, seq] arrays below */
+    int batch, seq; /* row-major [batch, seq] arrays below */
     const int32_t *input_ids;
-    const int32_t *attention_mask;  /* NULL = all ones */
-    const int32_t *token_type_ids;  /* NULL = all zeros */
+    const int32_t *attention_mask; /* NULL = all ones */
+    const int32_t *token_type_ids; /* NULL = all zeros */
 };
 
 /* Each pointer may be NULL (that output is not produced). */
@@ -57,8 +57,8 @@ struct nlpd_encoder_output {
 };
 
 /* Runs one batch. Thread-safe for concurrent calls with different workspaces. */
-int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws *ws, const struct nlpd_encoder_input *in,
-                         struct nlpd_encoder_output *out, struct nlpd_error *err);
+int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws *ws,
+                         const struct nlpd_encoder_input *in, struct nlpd_encoder_output *out, struct nlpd_error *err);
 
 /* FLOPs of one forward over batch x seq tokens (matrix products only), for benchmarks. */
 double nlpd_encoder_flops(const struct nlpd_encoder *enc, int batch, int seq);

@@ -12,7 +12,7 @@
 
 enum nlpd_hf_arch {
     NLPD_HF_BERT = 1,
-    NLPD_HF_ROBERTA,     /* roberta, xlm-roberta, camembert: position ids from padding_idx + cumsum */
+    NLPD_HF_ROBERTA, /* roberta, xlm-roberta, camembert: position ids from padding_idx + cumsum */
     NLPD_HF_DISTILBERT,
 };
 

@@ -124,7 +124,8 @@ static void parity_one(const char *name)
         json_t *el = json_object_get(ex, "logits");
         for (int t = 0; t < (token ? n : 1); t++)
             for (int l = 0; l < NL; l++) {
-                double want = json_number_value(token ? json_array_get(json_array_get(el, t), l) : json_array_get(el, l));
+                double want =
+                    json_number_value(token ? json_array_get(json_array_get(el, t), l) : json_array_get(el, l));
                 double got = l1[(size_t)t * NL + l];
                 double bat = logits[((size_t)i * (token ? S : 1) + t) * NL + l];
                 max_single = fmax(max_single, fabs(got - want));

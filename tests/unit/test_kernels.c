@@ -1,0 +1,386 @@
+/* CPU kernels against naive double-precision references, on both the AVX2+FMA and the scalar path, through the
+ * backend vtable; plus the F16/BF16 conversions. */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+#include "harness.h"
+#include "nlpd_kernels.h"
+
+static struct nlpd_backend *be;
+static unsigned rng = 12345;
+
+static float frand(float lo, float hi)
+{
+    rng = rng * 1103515245u + 12345u;
+    return lo + (hi - lo) * (float)((rng >> 8) & 0xffffff) / (float)0x1000000;
+}
+
+static float *rnd(size_t n, float lo, float hi)
+{
+    float *v = malloc((n ? n : 1) * sizeof *v);
+    for (size_t i = 0; i < n; i++)
+        v[i] = frand(lo, hi);
+    return v;
+}
+
+static double ref_act(double x, enum nlpd_act act)
+{
+    switch (act) {
+    case NLPD_ACT_NONE: return x;
+    case NLPD_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case NLPD_ACT_GELU_TANH: return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case NLPD_ACT_RELU: return x > 0 ? x : 0;
+    case NLPD_ACT_SILU: return x / (1.0 + exp(-x));
+    case NLPD_ACT_TANH: return tanh(x);
+    }
+    return x;
+}
+
+static int near(double got, double want, double tol)
+{
+    return fabs(got - want) <= tol * (1.0 + fabs(want));
+}
+
+static void run_op(struct nlpd_op *op)
+{
+    struct nlpd_error err = {0};
+    CHECK(nlpd_backend_run(be, op, &err) == 0);
+    CHECK(nlpd_backend_sync(be, &err) == 0);
+}
+
+static void check_act(void)
+{
+    static const enum nlpd_act acts[] = {NLPD_ACT_GELU, NLPD_ACT_GELU_TANH, NLPD_ACT_RELU, NLPD_ACT_SILU,
+                                         NLPD_ACT_TANH};
+    const size_t n = 4003;
+    for (size_t a = 0; a < sizeof acts / sizeof acts[0]; a++) {
+        float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+        for (size_t i = 0; i < n; i++)
+            x[i] = -12.0f + 24.0f * (float)i / (float)(n - 1);
+        x[0] = -90.0f;
+        x[1] = 90.0f;
+        x[2] = 0.0f;
+        x[3] = 1e-6f;
+        memcpy(y, x, n * sizeof *y);
+        nlpd_cpu_act(y, n, acts[a]);
+        double worst = 0;
+        for (size_t i = 0; i < n; i++) {
+            double want = ref_act(x[i], acts[a]);
+            worst = fmax(worst, fabs(y[i] - want) / (1.0 + fabs(want)));
+        }
+        CHECK(worst < 2e-6);
+        if (worst >= 2e-6)
+            fprintf(stderr, "  act %d: worst relative error %g\n", (int)acts[a], worst);
+        free(x);
+        free(y);
+    }
+}
+
+static void check_matmul(void)
+{
+    static const int shapes[][3] = {{1, 1, 1}, {5, 7, 3}, {17, 33, 65}, {64, 96, 32}, {3, 9, 0}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int act = NLPD_ACT_NONE; act <= NLPD_ACT_TANH; act++) {
+                int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+                float *a = rnd((size_t)m * k, -1, 1), *b = rnd((size_t)n * k, -1, 1), *bias = rnd((size_t)n, -1, 1);
+                float *c = rnd((size_t)m * n, 100, 200); /* garbage that must be overwritten */
+                struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
+                op.u.matmul = (struct nlpd_op_matmul){c,          a, b,  act % 2 ? bias : NULL, m, n, k, k,
+                                                      tb ? k : n, n, tb, (enum nlpd_act)act};
+                run_op(&op);
+                int bad = 0;
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < n; j++) {
+                        double acc = act % 2 ? bias[j] : 0.0;
+                        for (int l = 0; l < k; l++)
+                            acc += (double)a[(size_t)i * k + l] * (tb ? b[(size_t)j * k + l] : b[(size_t)l * n + j]);
+                        bad += !near(c[(size_t)i * n + j], ref_act(acc, (enum nlpd_act)act), 1e-5);
+                    }
+                CHECK(bad == 0);
+                free(a);
+                free(b);
+                free(bias);
+                free(c);
+            }
+}
+
+static void check_layer_norm(void)
+{
+    static const int cols[] = {1, 7, 32, 37, 768};
+    for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++)
+        for (int variant = 0; variant < 3; variant++) {
+            int rows = 5, n = cols[ci];
+            float *x = rnd((size_t)rows * n, -3, 5), *res = rnd((size_t)rows * n, -1, 1), *bias = rnd((size_t)n, -1, 1);
+            float *g = rnd((size_t)n, 0.5f, 1.5f), *b = rnd((size_t)n, -1, 1), *y = malloc((size_t)rows * n * 4);
+            struct nlpd_op op = {.kind = NLPD_OP_LAYER_NORM};
+            /* variant 2 writes in place over the residual, as the encoder does */
+            float *dst = variant == 2 ? res : y;
+            float *res_copy = malloc((size_t)rows * n * 4);
+            memcpy(res_copy, res, (size_t)rows * n * 4);
+            op.u.layer_norm =
+                (struct nlpd_op_layer_norm){dst, x, variant ? bias : NULL, variant ? res : NULL, g, b, rows, n, 1e-5f};
+            run_op(&op);
+            int bad = 0;
+            for (int r = 0; r < rows; r++) {
+                double v[768], mean = 0, var = 0;
+                for (int i = 0; i < n; i++) {
+                    v[i] = x[(size_t)r * n + i] + (variant ? bias[i] + res_copy[(size_t)r * n + i] : 0.0);
+                    mean += v[i];
+                }
+                mean /= n;
+                for (int i = 0; i < n; i++)
+                    var += (v[i] - mean) * (v[i] - mean);
+                var /= n;
+                for (int i = 0; i < n; i++)
+                    bad += !near(dst[(size_t)r * n + i], (v[i] - mean) / sqrt(var + 1e-5) * g[i] + b[i], 2e-5);
+            }
+            CHECK(bad == 0);
+            free(x);
+            free(res);
+            free(res_copy);
+            free(bias);
+            free(g);
+            free(b);
+            free(y);
+        }
+}
+
+static void check_softmax(void)
+{
+    static const int cols[] = {1, 3, 8, 19, 128};
+    for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++) {
+        int rows = 4, n = cols[ci], ld = n + 3;
+        float *x = rnd((size_t)rows * ld, -20, 20), *x0 = malloc((size_t)rows * ld * 4);
+        for (int i = 0; i < n; i += 3)
+            x[i] += -FLT_MAX; /* masked keys in row 0 */
+        for (int i = 0; i < n; i++)
+            x[(size_t)3 * ld + i] = -FLT_MAX; /* row 3 fully masked: uniform */
+        memcpy(x0, x, (size_t)rows * ld * 4);
+        struct nlpd_op op = {.kind = NLPD_OP_SOFTMAX};
+        op.u.softmax = (struct nlpd_op_softmax){x, rows, n, ld};
+        run_op(&op);
+        int bad = 0;
+        for (int r = 0; r < rows; r++) {
+            double mx = -DBL_MAX, sum = 0;
+            for (int i = 0; i < n; i++)
+                mx = fmax(mx, x0[(size_t)r * ld + i]);
+            for (int i = 0; i < n; i++)
+                sum += exp((double)x0[(size_t)r * ld + i] - mx);
+            for (int i = 0; i < n; i++)
+                bad += !near(x[(size_t)r * ld + i], exp((double)x0[(size_t)r * ld + i] - mx) / sum, 1e-6);
+            bad += x[(size_t)r * ld + n] != x0[(size_t)r * ld + n]; /* stride padding untouched */
+        }
+        CHECK(bad == 0);
+        free(x);
+        free(x0);
+    }
+}
+
+static void check_attention(void)
+{
+    const int B = 3, S = 7, NH = 2, D = 5, H = NH * D, ld = 3 * H + 2;
+    float *qkv = rnd((size_t)B * S * ld, -2, 2), *out = rnd((size_t)B * S * H, 50, 60);
+    int32_t mask[3 * 7] = {1, 1, 1, 1, 1, 0, 0, /**/ 1, 0, 1, 1, 0, 1, 0, /**/ 0, 0, 0, 0, 0, 0, 0};
+    for (int with_scratch = 0; with_scratch < 2; with_scratch++) {
+        float scratch[49];
+        struct nlpd_op op = {.kind = NLPD_OP_ATTENTION};
+        op.u.attention = (struct nlpd_op_attention){out,
+                                                    qkv,
+                                                    mask,
+                                                    B,
+                                                    S,
+                                                    NH,
+                                                    D,
+                                                    ld,
+                                                    H,
+                                                    1.0f / sqrtf((float)D),
+                                                    with_scratch ? scratch : NULL,
+                                                    with_scratch ? 49 : 0};
+        run_op(&op);
+        int bad = 0;
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int i = 0; i < S; i++) {
+                    double sc[7], mx = -DBL_MAX, sum = 0;
+                    const float *q = qkv + ((size_t)b * S + i) * ld + h * D;
+                    for (int j = 0; j < S; j++) {
+                        const float *k = qkv + ((size_t)b * S + j) * ld + H + h * D;
+                        double d = 0;
+                        for (int e = 0; e < D; e++)
+                            d += (double)q[e] * k[e];
+                        sc[j] = d / sqrt((double)D) + (mask[b * S + j] ? 0.0 : -FLT_MAX);
+                        mx = fmax(mx, sc[j]);
+                    }
+                    for (int j = 0; j < S; j++)
+                        sum += (sc[j] = exp(sc[j] - mx));
+                    for (int e = 0; e < D; e++) {
+                        double o = 0;
+                        for (int j = 0; j < S; j++)
+                            o += sc[j] / sum * qkv[((size_t)b * S + j) * ld + 2 * H + h * D + e];
+                        bad += !near(out[((size_t)b * S + i) * H + h * D + e], o, 1e-5);
+                    }
+                }
+        CHECK(bad == 0);
+    }
+    free(qkv);
+    free(out);
+}
+
+static void check_embed(void)
+{
+    const int V = 11, P = 6, TY = 2, D = 9, T = 5;
+    float *w = rnd((size_t)V * D, -1, 1), *p = rnd((size_t)P * D, -1, 1), *ty = rnd((size_t)TY * D, -1, 1);
+    float out[5 * 9];
+    int32_t ids[5] = {0, 10, 3, 3, 7}, pos[5] = {0, 1, 2, 5, 4}, types[5] = {0, 1, 1, 0, 1};
+    struct nlpd_op op = {.kind = NLPD_OP_EMBED};
+    op.u.embed = (struct nlpd_op_embed){out, w, p, ty, ids, pos, types, T, D, V, P, TY};
+    run_op(&op);
+    int bad = 0;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < D; i++)
+            bad += out[t * D + i] != (w[ids[t] * D + i] + ty[types[t] * D + i]) + p[pos[t] * D + i];
+    CHECK(bad == 0);
+    /* without type and position tables */
+    op.u.embed.pos = NULL;
+    op.u.embed.type = NULL;
+    run_op(&op);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < D; i++)
+            bad += out[t * D + i] != w[ids[t] * D + i];
+    CHECK(bad == 0);
+    /* out-of-range ids, positions, types are errors */
+    struct nlpd_error err = {0};
+    op.u.embed.pos = p;
+    op.u.embed.type = ty;
+    ids[2] = 11;
+    CHECK(nlpd_backend_run(be, &op, &err) == NLPD_EINVAL);
+    CHECK_STR_CONTAINS(err.message, "id 11 out of range");
+    ids[2] = -1;
+    CHECK(nlpd_backend_run(be, &op, &err) == NLPD_EINVAL);
+    ids[2] = 3;
+    pos[1] = 6;
+    CHECK(nlpd_backend_run(be, &op, &err) == NLPD_EINVAL);
+    CHECK_STR_CONTAINS(err.message, "position 6");
+    pos[1] = 1;
+    types[0] = 2;
+    CHECK(nlpd_backend_run(be, &op, &err) == NLPD_EINVAL);
+    CHECK_STR_CONTAINS(err.message, "token type 2");
+    free(w);
+    free(p);
+    free(ty);
+}
+
+static void check_all_ops(void)
+{
+    check_act();
+    check_matmul();
+    check_layer_norm();
+    check_softmax();
+    check_attention();
+    check_embed();
+}
+
+static void test_ops_simd(void)
+{
+    nlpd_cpu_simd_init(0);
+    printf("simd path: %s\n", nlpd_kernels_cpu_simd());
+    check_all_ops();
+}
+
+static void test_ops_scalar(void)
+{
+    nlpd_cpu_simd_init(1);
+    CHECK(!strcmp(nlpd_kernels_cpu_simd(), "scalar"));
+    check_all_ops();
+    nlpd_cpu_simd_init(0);
+}
+
+static void test_backend_vtable(void)
+{
+    struct nlpd_error err = {0};
+    CHECK(!strcmp(nlpd_backend_name(be), "cpu"));
+    CHECK(nlpd_backend_threads(be) == 1);
+    for (int k = 0; k < NLPD_OP_COUNT; k++)
+        CHECK(be->ops->supports(be, (enum nlpd_op_kind)k));
+    struct nlpd_buffer buf;
+    CHECK(nlpd_backend_alloc(be, 100, &buf, &err) == 0);
+    CHECK(((uintptr_t)buf.ptr & 63) == 0);
+    char in[100], out[100];
+    for (int i = 0; i < 100; i++)
+        in[i] = (char)i;
+    CHECK(nlpd_backend_upload(&buf, 0, in, 100) == 0);
+    CHECK(nlpd_backend_upload(&buf, 50, in, 51) == NLPD_ERANGE);
+    CHECK(nlpd_backend_download(&buf, 10, out, 90) == 0);
+    CHECK(!memcmp(out, in + 10, 90));
+    CHECK(nlpd_backend_download(&buf, 101, out, 0) == NLPD_ERANGE);
+    nlpd_backend_buffer_free(&buf);
+    CHECK(nlpd_backend_new("cuda", 1, &err) == NULL);
+    CHECK_STR_CONTAINS(err.message, "cuda");
+    CHECK(nlpd_backend_new("tpu", 1, &err) == NULL);
+    CHECK_STR_CONTAINS(err.message, "unknown kernels backend");
+    struct nlpd_backend *b2 = nlpd_backend_new("auto", 1, &err);
+    CHECK(b2 && !strcmp(nlpd_backend_name(b2), "cpu"));
+    nlpd_backend_free(b2);
+    struct nlpd_op bad = {.kind = NLPD_OP_COUNT};
+    CHECK(nlpd_backend_run(be, &bad, &err) != 0);
+}
+
+static void test_conversions(void)
+{
+    /* every half: f16 -> f32 -> f16 is the identity (NaNs stay NaNs) */
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = nlpd_kernels_f16_to_f32((uint16_t)h);
+        if (isnan(f)) {
+            bad += (h & 0x7c00) != 0x7c00 || !(h & 0x3ff);
+            continue;
+        }
+        bad += nlpd_kernels_f32_to_f16(f) != h;
+    }
+    CHECK(bad == 0);
+    CHECK(nlpd_kernels_f16_to_f32(0x3c00) == 1.0f);
+    CHECK(nlpd_kernels_f16_to_f32(0xc000) == -2.0f);
+    CHECK(nlpd_kernels_f16_to_f32(0x7bff) == 65504.0f);
+    CHECK(nlpd_kernels_f16_to_f32(0x0001) == ldexpf(1.0f, -24));
+    CHECK(nlpd_kernels_f16_to_f32(0x03ff) == ldexpf(1023.0f, -24));
+    CHECK(isinf(nlpd_kernels_f16_to_f32(0xfc00)) && nlpd_kernels_f16_to_f32(0xfc00) < 0);
+    CHECK(nlpd_kernels_f32_to_f16(1e6f) == 0x7c00);
+    CHECK(nlpd_kernels_f32_to_f16(1.0f + ldexpf(1.0f, -11)) == 0x3c00); /* tie to even */
+    CHECK(nlpd_kernels_f32_to_f16(ldexpf(1.0f, -26)) == 0);
+    for (uint32_t b = 0; b < 65536; b++) {
+        float f = nlpd_kernels_bf16_to_f32((uint16_t)b);
+        if (!isnan(f))
+            bad += nlpd_kernels_f32_to_bf16(f) != b;
+    }
+    CHECK(bad == 0);
+    CHECK(nlpd_kernels_bf16_to_f32(0x3f80) == 1.0f);
+    CHECK(nlpd_kernels_f32_to_bf16(3.14159f) == 0x4049);
+    /* bulk converters read little-endian from unaligned memory */
+    unsigned char raw[7] = {0xff, 0x00, 0x3c, 0x00, 0xc0, 0x80, 0x3f};
+    float out[3];
+    nlpd_kernels_convert_f16(out, raw + 1, 3);
+    CHECK(out[0] == 1.0f && out[1] == -2.0f);
+    nlpd_kernels_convert_bf16(out, raw + 3, 2);
+    CHECK(out[0] == -2.0f && out[1] == 1.0f);
+}
+
+int main(void)
+{
+    struct nlpd_error err = {0};
+    be = nlpd_backend_cpu_new(1, &err);
+    if (!be) {
+        fprintf(stderr, "%s\n", err.message);
+        return 1;
+    }
+    RUN(test_ops_simd);
+    RUN(test_ops_scalar);
+    RUN(test_backend_vtable);
+    RUN(test_conversions);
+    nlpd_backend_free(be);
+    return TEST_REPORT();
+}
