@@ -10,6 +10,7 @@
 #include "nlpd_error.h"
 
 struct nlpd_tokenizer;
+struct nlpd_tok_scratch;
 
 struct nlpd_encoding {
     size_t n;              /* number of tokens */
@@ -20,11 +21,15 @@ struct nlpd_encoding {
     uint8_t *special;      /* 1 for tokens added by the post-processor ([CLS], </s>, ...) */
     int32_t *sequence;     /* 0 or 1: which input the token came from; -1 for special tokens */
     size_t cap;            /* allocated length (internal) */
+    struct nlpd_tok_scratch *scratch; /* reusable work buffers of encode (internal; freed by nlpd_encoding_free) */
 };
 
 /* Loads the tokenizer of a model folder: tokenizer.json when present, else the legacy files.
  * NULL with err naming the file and the problem on failure. */
 struct nlpd_tokenizer *nlpd_tokenizer_load(const char *model_dir, struct nlpd_error *err);
+/* Loads a tokenizer.json given as text (len bytes); name is used in error messages. */
+struct nlpd_tokenizer *nlpd_tokenizer_load_json(const char *json, size_t len, const char *name,
+                                                struct nlpd_error *err);
 void nlpd_tokenizer_free(struct nlpd_tokenizer *t);
 
 /* Encodes text (and optional pair, NULL when none) as `tokenizer(text, pair, truncation=True,
@@ -39,5 +44,7 @@ void nlpd_encoding_free(struct nlpd_encoding *e);
 const char *nlpd_tokenizer_id_to_token(const struct nlpd_tokenizer *t, int32_t id);
 int32_t nlpd_tokenizer_vocab_size(const struct nlpd_tokenizer *t);
 int32_t nlpd_tokenizer_pad_id(const struct nlpd_tokenizer *t);
+/* model_max_length of tokenizer_config.json; 0 when unknown (no truncation by default). */
+size_t nlpd_tokenizer_model_max_length(const struct nlpd_tokenizer *t);
 
 #endif
