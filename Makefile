@@ -38,10 +38,13 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%)
 TOOL_SRC := $(wildcard tests/models/tool_*.c tests/integration/tool_*.c)
 TOOL_BIN := $(patsubst %.c,$(BUILD)/tests/%,$(notdir $(TOOL_SRC)))
 
+BENCH_SRC := $(wildcard bench/*/bench_*.c)
+BENCH_BIN := $(patsubst %.c,$(BUILD)/bench/%,$(notdir $(BENCH_SRC)))
+
 .PHONY: all deps models test test-unit check-sanitize demo bench clean format fuzz-build
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/nlpd $(UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN)
+all: $(BUILD)/nlpd $(UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN) $(BENCH_BIN)
 
 $(BUILD)/nlpd: $(MAIN_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -63,6 +66,10 @@ $(BUILD)/tests/tool_%: tests/models/tool_%.c $(LIB)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/tests/tool_%: tests/integration/tool_%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/bench/bench_%: bench/*/bench_%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
@@ -103,6 +110,7 @@ bench:
 	@sh scripts/fetch-models.sh
 	@$(MAKE) --no-print-directory all
 	@sh bench/langid/run.sh
+	@sh bench/kafka/run.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

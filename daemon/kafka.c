@@ -58,7 +58,7 @@ struct nlpd_daemon {
     rd_kafka_queue_t *cq, *pq;
 
     struct event_base *base;
-    struct event *cq_ev, *pq_ev, *wake_ev, *batch_timer, *tick, *sigterm_ev, *sigint_ev;
+    struct event *cq_ev, *pq_ev, *wake_ev, *batch_timer, *tick, *more_ev, *sigterm_ev, *sigint_ev;
     int cq_pipe[2], pq_pipe[2], wake_pipe[2];
 
     pthread_mutex_t lock; /* guards done_head/tail and stop_requested */
@@ -70,7 +70,9 @@ struct nlpd_daemon {
     size_t inflight;
     struct kitem *pending_head, *pending_tail; /* produce refused (queue full): retried in order */
     int paused, draining, fatal, subscribed;
-    int assigned; /* partitions currently assigned; read from other threads (atomic) */
+    int assigned;        /* partitions currently assigned; read from other threads (atomic) */
+    uint64_t acked;      /* records delivered (output or dead letter); read from other threads (atomic) */
+    double t_first_in;   /* when the first record was consumed */
     double drain_deadline;
     rd_kafka_resp_err_t last_error; /* logged once per change */
 
@@ -130,6 +132,14 @@ static void fail_fatal(struct nlpd_daemon *d, const char *fmt, ...)
 
 /* ---- flow control ---- */
 
+/* Polls the consumer again on the next loop iteration, after the other ready events: a zero timer,
+ * not event_active(), which would run before the loop looks at its descriptors again and starve them. */
+static void poll_again(struct nlpd_daemon *d)
+{
+    static const struct timeval now = {0, 0};
+    evtimer_add(d->more_ev, &now);
+}
+
 static void set_paused(struct nlpd_daemon *d, int paused)
 {
     if (d->paused == paused)
@@ -146,7 +156,7 @@ static void set_paused(struct nlpd_daemon *d, int paused)
     nlpd_log(NLPD_LOG_DEBUG, "kafka", "%s input partitions (%zu records in flight)", paused ? "paused" : "resumed",
              d->inflight);
     if (!paused)
-        event_active(d->cq_ev, EV_READ, 0);
+        poll_again(d);
 }
 
 /* Hysteresis: pause at max_inflight or a full producer queue, resume at half. */
@@ -312,18 +322,29 @@ static void delivered(struct nlpd_daemon *d, struct kitem *it)
         record_latency(d, it);
     }
     int64_t commit;
-    if (nlpd_offsets_done(it->tp, it->msg->offset, &commit)) {
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(l, nlpd_offsets_topic(it->tp), nlpd_offsets_partition(it->tp))->offset =
-            commit;
-        rd_kafka_resp_err_t err = rd_kafka_offsets_store(d->consumer, l);
-        if (err && err != RD_KAFKA_RESP_ERR__STATE)
-            nlpd_log(NLPD_LOG_WARNING, "kafka", "cannot store offset %lld of %s[%d]: %s", (long long)commit,
-                     nlpd_offsets_topic(it->tp), (int)nlpd_offsets_partition(it->tp), rd_kafka_err2str(err));
-        rd_kafka_topic_partition_list_destroy(l);
-    }
+    nlpd_offsets_done(it->tp, it->msg->offset, &commit); /* stored in batches by store_offsets() */
     d->inflight--;
+    __atomic_add_fetch(&d->acked, 1, __ATOMIC_RELEASE);
     item_free(it);
+}
+
+static void add_offset(const char *topic, int32_t partition, int64_t offset, void *user)
+{
+    rd_kafka_topic_partition_list_add(user, topic, partition)->offset = offset;
+}
+
+/* Hands the moved watermarks to librdkafka, which commits them on its timer, at revocation and at close. */
+static void store_offsets(struct nlpd_daemon *d)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+    if (nlpd_offsets_flush(d->offsets, add_offset, l)) {
+        rd_kafka_resp_err_t err = rd_kafka_offsets_store(d->consumer, l);
+        for (int i = 0; err == RD_KAFKA_RESP_ERR_NO_ERROR && i < l->cnt; i++)
+            err = l->elems[i].err;
+        if (err && err != RD_KAFKA_RESP_ERR__STATE && err != RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION)
+            nlpd_log(NLPD_LOG_WARNING, "kafka", "cannot store offsets: %s", rd_kafka_err2str(err));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
 }
 
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -490,7 +511,8 @@ static void handle_message(struct nlpd_daemon *d, rd_kafka_message_t *m)
     it->item.source = (struct nlpd_source){1, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
                                            rd_kafka_message_timestamp(m, &tt)};
     d->inflight++;
-    d->stats.consumed++;
+    if (d->stats.consumed++ == 0)
+        d->t_first_in = nlpd_now();
     if (!d->cur) {
         d->cur = batch_new(d);
         if (!d->cur) {
@@ -514,9 +536,13 @@ static void poll_consumer(struct nlpd_daemon *d)
         if (!m)
             return;
         handle_message(d, m);
+        if (i % 256 == 255) { /* keep finished batches flowing out while input pours in */
+            process_done(d);
+            rd_kafka_poll(d->producer, 0);
+        }
     }
     update_flow(d);
-    event_active(d->cq_ev, EV_READ, 0); /* more may be waiting: come back after other events */
+    poll_again(d); /* more may be waiting */
 }
 
 /* ---- rebalances ---- */
@@ -572,6 +598,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         if (!partitions_idle(d, parts))
             nlpd_log(NLPD_LOG_WARNING, "kafka", "revoked partitions still have records in flight: their offsets "
                                                 "stay uncommitted and the next owner processes them again");
+        store_offsets(d);
         rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
         if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
             nlpd_log(NLPD_LOG_WARNING, "kafka", "commit on revocation: %s", rd_kafka_err2str(cerr));
@@ -597,6 +624,12 @@ static void on_consumer(evutil_socket_t fd, short what, void *arg)
     (void)what;
     drain_fd(fd);
     poll_consumer(d);
+}
+
+static void on_more(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    poll_consumer(arg);
 }
 
 static void on_producer(evutil_socket_t fd, short what, void *arg)
@@ -647,6 +680,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     rd_kafka_poll(d->producer, 0);
     process_done(d);
     produce_pending(d);
+    store_offsets(d);
     if (d->draining) {
         if (d->inflight == 0) {
             event_base_loopbreak(d->base);
@@ -761,6 +795,25 @@ static int start_embedded(struct nlpd_daemon *d, struct nlpd_error *err)
     return 0;
 }
 
+/* Learns an output topic's partitions now rather than at the first record (which would wait for it),
+ * and says early when the topic is missing. */
+static void warm_topic(struct nlpd_daemon *d, const char *name)
+{
+    rd_kafka_topic_t *t = rd_kafka_topic_new(d->producer, name, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    if (!t)
+        return;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(d->producer, 0, t, &md, 5000);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 && md->topics[0].err)
+        e = md->topics[0].err;
+    if (e)
+        nlpd_log(NLPD_LOG_WARNING, "kafka", "topic %s: %s (records for it wait until it exists)", name,
+                 rd_kafka_err2str(e));
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+}
+
 /* Waits for the brokers (metadata answer) up to startup_timeout_ms, retrying in between. */
 static int wait_for_brokers(struct nlpd_daemon *d, struct nlpd_error *err)
 {
@@ -772,6 +825,8 @@ static int wait_for_brokers(struct nlpd_daemon *d, struct nlpd_error *err)
         e = rd_kafka_metadata(d->producer, 0, NULL, &md, 2000);
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
             rd_kafka_metadata_destroy(md);
+            warm_topic(d, d->cfg->kafka.output_topic);
+            warm_topic(d, d->cfg->kafka.dlq_topic);
             return 0;
         }
         if (nlpd_now() >= deadline)
@@ -881,8 +936,9 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
     d->wake_ev = event_new(d->base, d->wake_pipe[0], EV_READ | EV_PERSIST, on_wake, d);
     d->batch_timer = evtimer_new(d->base, on_batch_timer, d);
     d->tick = event_new(d->base, -1, EV_PERSIST, on_tick, d);
+    d->more_ev = evtimer_new(d->base, on_more, d);
     struct timeval tick = {0, TICK_MS * 1000};
-    if (!d->wake_ev || !d->batch_timer || !d->tick || event_add(d->wake_ev, NULL) < 0 || event_add(d->tick, &tick) < 0)
+    if (!d->wake_ev || !d->batch_timer || !d->tick || !d->more_ev || event_add(d->wake_ev, NULL) < 0 || event_add(d->tick, &tick) < 0)
         goto bad_sys;
     return d;
 
@@ -936,6 +992,7 @@ int nlpd_daemon_run(struct nlpd_daemon *d, int handle_signals)
         rd_kafka_flush(d->producer, 10000);
         rd_kafka_poll(d->producer, 0);
     }
+    store_offsets(d);
     rd_kafka_resp_err_t e = rd_kafka_commit(d->consumer, NULL, 0);
     if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
         nlpd_log(NLPD_LOG_WARNING, "kafka", "final commit: %s", rd_kafka_err2str(e));
@@ -954,6 +1011,13 @@ void nlpd_daemon_stop(struct nlpd_daemon *d)
     d->stop_requested = 1;
     pthread_mutex_unlock(&d->lock);
     wake(d);
+}
+
+uint64_t nlpd_daemon_acked(struct nlpd_daemon *d, double *t_first_in)
+{
+    if (t_first_in)
+        *t_first_in = d->t_first_in; /* written once, before the first ack can be seen */
+    return __atomic_load_n(&d->acked, __ATOMIC_ACQUIRE);
 }
 
 int nlpd_daemon_wait_assigned(struct nlpd_daemon *d, double timeout_s)
@@ -993,7 +1057,8 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
 {
     if (!d)
         return;
-    struct event *evs[] = {d->cq_ev, d->pq_ev, d->wake_ev, d->batch_timer, d->tick, d->sigterm_ev, d->sigint_ev};
+    struct event *evs[] = {d->cq_ev,   d->pq_ev,      d->wake_ev,  d->batch_timer,
+                           d->tick,    d->more_ev,    d->sigterm_ev, d->sigint_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);

@@ -15,6 +15,8 @@ struct nlpd_tp {
     char *topic;
     int32_t partition;
     int revoked;
+    int dirty;        /* the watermark moved since the last nlpd_offsets_flush() */
+    int64_t to_store; /* the watermark to store for commit */
     struct slot *ring;
     size_t cap, head, n; /* n slots from head, in increasing offset order */
     struct nlpd_tp *next;
@@ -122,8 +124,23 @@ int nlpd_offsets_done(struct nlpd_tp *tp, int64_t offset, int64_t *commit)
     }
     if (tp->revoked)
         return 0;
-    *commit = last + 1;
+    *commit = tp->to_store = last + 1;
+    tp->dirty = 1;
     return 1;
+}
+
+size_t nlpd_offsets_flush(struct nlpd_offsets *o,
+                          void (*store)(const char *topic, int32_t partition, int64_t offset, void *user), void *user)
+{
+    size_t n = 0;
+    for (struct nlpd_tp *tp = o->all; tp; tp = tp->next) {
+        if (tp->dirty && !tp->revoked) {
+            store(tp->topic, tp->partition, tp->to_store, user);
+            n++;
+        }
+        tp->dirty = 0;
+    }
+    return n;
 }
 
 size_t nlpd_offsets_inflight(const struct nlpd_tp *tp)

@@ -26,6 +26,11 @@ int nlpd_offsets_add(struct nlpd_tp *tp, int64_t offset);
  * what Kafka commits) when the watermark advanced and the assignment is still current; else 0. */
 int nlpd_offsets_done(struct nlpd_tp *tp, int64_t offset, int64_t *commit);
 
+/* Calls store() once for each current assignment whose watermark moved since the last flush, with the
+ * newest watermark (stores are batched: one call per partition however many records were delivered).
+ * Returns the number of partitions stored. */
+size_t nlpd_offsets_flush(struct nlpd_offsets *o,
+                          void (*store)(const char *topic, int32_t partition, int64_t offset, void *user), void *user);
 size_t nlpd_offsets_inflight(const struct nlpd_tp *tp);
 const char *nlpd_offsets_topic(const struct nlpd_tp *tp);
 int32_t nlpd_offsets_partition(const struct nlpd_tp *tp);

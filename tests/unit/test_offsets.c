@@ -70,10 +70,45 @@ static void revoked_assignment_reports_nothing(void)
     nlpd_offsets_free(o);
 }
 
+static int stores;
+static int64_t stored[4];
+
+static void record_store(const char *topic, int32_t partition, int64_t offset, void *user)
+{
+    (void)topic, (void)user;
+    stores++;
+    stored[partition] = offset;
+}
+
+static void flush_batches_stores(void)
+{
+    struct nlpd_offsets *o = nlpd_offsets_new();
+    struct nlpd_tp *a = nlpd_offsets_get(o, "t", 0), *b = nlpd_offsets_get(o, "t", 1);
+    int64_t c;
+    for (int64_t off = 0; off < 100; off++) {
+        nlpd_offsets_add(a, off);
+        nlpd_offsets_add(b, off);
+    }
+    for (int64_t off = 0; off < 50; off++)
+        nlpd_offsets_done(a, off, &c);
+    nlpd_offsets_done(b, 1, &c); /* not contiguous: nothing to store for b */
+    stores = 0;
+    CHECK(nlpd_offsets_flush(o, record_store, NULL) == 1 && stores == 1 && stored[0] == 50);
+    CHECK(nlpd_offsets_flush(o, record_store, NULL) == 0); /* nothing moved since */
+    nlpd_offsets_done(b, 0, &c);
+    nlpd_offsets_done(a, 50, &c);
+    CHECK(nlpd_offsets_flush(o, record_store, NULL) == 2 && stored[0] == 51 && stored[1] == 2);
+    nlpd_offsets_done(a, 51, &c);
+    nlpd_offsets_revoke(o, "t", 0); /* revoked before the flush: its watermark is not ours to store */
+    CHECK(nlpd_offsets_flush(o, record_store, NULL) == 0);
+    nlpd_offsets_free(o);
+}
+
 int main(void)
 {
     RUN(contiguous_watermark);
     RUN(gaps_and_growth);
     RUN(revoked_assignment_reports_nothing);
+    RUN(flush_batches_stores);
     return TEST_REPORT();
 }
