@@ -3,6 +3,7 @@
 #include "avro_codec.h"
 
 #include <avro.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,9 +259,106 @@ void nlpd_avro_in_free(struct nlpd_avro_in *a)
     free(a);
 }
 
-/* Reads one datum that must use exactly len bytes. */
-static int read_exact(const char *data, size_t len, avro_value_t *v)
+/* ---- validation before decoding ----
+ * Avro C allocates what a length prefix claims before reading it, so a hostile record could ask for
+ * gigabytes. This walk checks every length, count, index and nesting depth against the bytes present
+ * (and that the datum fills them exactly) before Avro C sees the record. */
+
+#define MAX_DEPTH 64
+#define MAX_ITEMS (1 << 22) /* array/map elements per record, against zero-size items */
+
+struct walk {
+    const unsigned char *p, *end;
+    long items;
+};
+
+static int read_varint(struct walk *w, int64_t *out, int max_bytes)
 {
+    uint64_t v = 0;
+    for (int shift = 0, i = 0; i < max_bytes; i++, shift += 7) {
+        if (w->p >= w->end)
+            return -1;
+        unsigned char b = *w->p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int skip(struct walk *w, int64_t n)
+{
+    if (n < 0 || n > w->end - w->p)
+        return -1;
+    w->p += n;
+    return 0;
+}
+
+static int walk_datum(struct walk *w, avro_schema_t s, int depth)
+{
+    int64_t v;
+    if (depth > MAX_DEPTH)
+        return -1;
+    if (is_avro_link(s))
+        s = avro_schema_link_target(s);
+    switch (avro_typeof(s)) {
+    case AVRO_NULL: return 0;
+    case AVRO_BOOLEAN: return w->p < w->end && *w->p <= 1 ? (w->p++, 0) : -1;
+    case AVRO_INT32: return read_varint(w, &v, 5);
+    case AVRO_INT64: return read_varint(w, &v, 10);
+    case AVRO_FLOAT: return skip(w, 4);
+    case AVRO_DOUBLE: return skip(w, 8);
+    case AVRO_BYTES:
+    case AVRO_STRING: return read_varint(w, &v, 10) || skip(w, v);
+    case AVRO_FIXED: return skip(w, avro_schema_fixed_size(s));
+    case AVRO_ENUM: return read_varint(w, &v, 5) || v < 0 || v >= avro_schema_enum_number_of_symbols(s) ? -1 : 0;
+    case AVRO_UNION:
+        if (read_varint(w, &v, 5) || v < 0 || (size_t)v >= avro_schema_union_size(s))
+            return -1;
+        return walk_datum(w, avro_schema_union_branch(s, (int)v), depth + 1);
+    case AVRO_RECORD:
+        for (size_t i = 0; i < avro_schema_record_size(s); i++)
+            if (walk_datum(w, avro_schema_record_field_get_by_index(s, (int)i), depth + 1))
+                return -1;
+        return 0;
+    case AVRO_ARRAY:
+    case AVRO_MAP: {
+        int map = avro_typeof(s) == AVRO_MAP;
+        avro_schema_t item = map ? avro_schema_map_values(s) : avro_schema_array_items(s);
+        for (;;) {
+            int64_t count, size;
+            if (read_varint(w, &count, 10))
+                return -1;
+            if (count == 0)
+                return 0;
+            if (count < 0) { /* a negative count is followed by the block's byte size */
+                if (count == INT64_MIN || read_varint(w, &size, 10) || size < 0 || size > w->end - w->p)
+                    return -1;
+                count = -count;
+            }
+            if (count > MAX_ITEMS - w->items)
+                return -1;
+            w->items += (long)count;
+            for (int64_t i = 0; i < count; i++) {
+                if (map && (read_varint(w, &v, 10) || skip(w, v)))
+                    return -1;
+                if (walk_datum(w, item, depth + 1))
+                    return -1;
+            }
+        }
+    }
+    default: return -1;
+    }
+}
+
+/* Reads one datum that must use exactly len bytes. */
+static int read_exact(avro_schema_t schema, const char *data, size_t len, avro_value_t *v)
+{
+    struct walk w = {(const unsigned char *)data, (const unsigned char *)data + len, 0};
+    if (walk_datum(&w, schema, 0) || w.p != w.end)
+        return -3;
     avro_reader_t r = avro_reader_memory(data, (int64_t)len);
     if (!r)
         return -1;
@@ -334,9 +432,9 @@ int nlpd_avro_in_decode(struct nlpd_avro_in *a, struct nlpd_item *item, const ch
         return NLPD_ENOMEM;
     }
     /* Confluent framing is tried first when its magic byte is there; the datum must fill the rest. */
-    int ok = len >= 5 && data[0] == 0 && read_exact(data + 5, len - 5, &v) == 0;
-    if (!ok && read_exact(data, len, &v) != 0)
-        FAIL("undecodable Avro record (%zu bytes) for the schema %s: %s", len, a->in->schema, avro_strerror());
+    int ok = len >= 5 && data[0] == 0 && read_exact(a->schema, data + 5, len - 5, &v) == 0;
+    if (!ok && read_exact(a->schema, data, len, &v) != 0)
+        FAIL("undecodable Avro record (%zu bytes) for the schema %s", len, a->in->schema);
 
     if (lookup(&v, a->in->id_field, &f) == 0) {
         char tmp[40];
