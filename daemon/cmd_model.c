@@ -1,17 +1,457 @@
-/* `nlpd infer` and `nlpd tokenize` (see cmd_model.h). The transformer engine they drive is being built
- * (issue: transformer engine on CPU); until it lands they say so and exit 2. */
+/* `nlpd infer` and `nlpd tokenize` (see cmd_model.h): JSON lines in, one JSON line out per input line, in order.
+ * infer runs the encoder of a Hugging Face folder on each text (or on given "input_ids") and prints raw logits;
+ * tokenize prints ids, tokens and offsets. A bad line gives {"error", "line"} and processing goes on. */
 #include "cmd_model.h"
 
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
 
-int nlpd_cmd_infer(int argc, char **argv)
+#include "encoder.h"
+#include "tokenizer.h"
+
+struct out {
+    char *p;
+    size_t n, cap;
+};
+
+static void out_grow(struct out *o, size_t more)
 {
-    (void)argc;
-    fprintf(stderr, "nlpd %s: the transformer engine is not part of this build yet\n", argv[0]);
-    return 2;
+    if (o->n + more + 1 <= o->cap)
+        return;
+    size_t cap = o->cap ? o->cap : 4096;
+    while (cap < o->n + more + 1)
+        cap *= 2;
+    char *p = realloc(o->p, cap);
+    if (!p) {
+        fprintf(stderr, "nlpd: out of memory\n");
+        exit(1);
+    }
+    o->p = p;
+    o->cap = cap;
+}
+
+static void out_str(struct out *o, const char *s)
+{
+    size_t n = strlen(s);
+    out_grow(o, n);
+    memcpy(o->p + o->n, s, n + 1);
+    o->n += n;
+}
+
+static void out_int(struct out *o, long long v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", v);
+    out_str(o, buf);
+}
+
+static void out_float(struct out *o, float v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.9g", (double)v);
+    out_str(o, strchr(buf, 'n') && !strchr(buf, 'e') ? "null" : buf); /* nan / inf are not JSON */
+}
+
+/* A JSON string; invalid UTF-8 becomes U+FFFD so the line stays valid JSON. */
+static void out_jstr(struct out *o, const char *s, size_t len)
+{
+    out_grow(o, len * 6 + 2);
+    char *d = o->p + o->n;
+    *d++ = '"';
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x80) {
+            if (c == '"' || c == '\\') {
+                *d++ = '\\';
+                *d++ = (char)c;
+            } else if (c < 0x20) {
+                static const char hex[] = "0123456789abcdef";
+                const char *esc = c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : NULL;
+                if (esc) {
+                    memcpy(d, esc, 2);
+                    d += 2;
+                } else {
+                    memcpy(d, "\\u00", 4);
+                    d[4] = hex[c >> 4];
+                    d[5] = hex[c & 15];
+                    d += 6;
+                }
+            } else {
+                *d++ = (char)c;
+            }
+            i++;
+            continue;
+        }
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(len - i), &cp);
+        if (k <= 0) {
+            memcpy(d, "\xef\xbf\xbd", 3);
+            d += 3;
+            i++;
+        } else {
+            memcpy(d, s + i, (size_t)k);
+            d += k;
+            i += (size_t)k;
+        }
+    }
+    *d++ = '"';
+    *d = 0;
+    o->n = (size_t)(d - o->p);
+}
+
+static void emit_error(long long line, const char *msg)
+{
+    struct out o = {0};
+    out_str(&o, "{\"error\": ");
+    out_jstr(&o, msg, strlen(msg));
+    out_str(&o, ", \"line\": ");
+    out_int(&o, line);
+    out_str(&o, "}\n");
+    fputs(o.p, stdout);
+    free(o.p);
+}
+
+struct args {
+    const char *model;
+    size_t max_length;
+    int threads;
+};
+
+static int parse_args(int argc, char **argv, struct args *a)
+{
+    memset(a, 0, sizeof *a);
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "--model") && v) {
+            a->model = v;
+            i++;
+        } else if (!strcmp(argv[i], "--max-length") && v) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || n < 0 || n > 1000000) {
+                fprintf(stderr, "nlpd %s: --max-length must be a number in 0 .. 1000000\n", argv[0]);
+                return -1;
+            }
+            a->max_length = (size_t)n;
+            i++;
+        } else if (!strcmp(argv[i], "--threads") && v) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || n < 0 || n > 1024) {
+                fprintf(stderr, "nlpd %s: --threads must be a number in 0 .. 1024\n", argv[0]);
+                return -1;
+            }
+            a->threads = (int)n;
+            i++;
+        } else {
+            fprintf(stderr, "nlpd %s: unknown or incomplete option \"%s\"\n", argv[0], argv[i]);
+            return -1;
+        }
+    }
+    if (!a->model) {
+        fprintf(stderr, "usage: nlpd %s --model DIR [--max-length N] [--threads N] < lines.jsonl\n", argv[0]);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses one input line: {"text": str, "text_pair"?: str|null} or (infer only) {"input_ids": [int...],
+ * "token_type_ids"?: [int...]}. Returns the root (caller frees) or NULL with msg filled. */
+static json_t *parse_line(const char *line, size_t len, int allow_ids, char *msg, size_t msg_cap)
+{
+    if (len == 0) {
+        snprintf(msg, msg_cap, "empty line");
+        return NULL;
+    }
+    json_error_t je;
+    json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        snprintf(msg, msg_cap, "invalid JSON: %s (column %d)", je.text, je.column);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        snprintf(msg, msg_cap, "not a JSON object");
+        json_decref(root);
+        return NULL;
+    }
+    json_t *text = json_object_get(root, "text"), *pair = json_object_get(root, "text_pair");
+    if (allow_ids && !text && json_object_get(root, "input_ids"))
+        return root;
+    if (!json_is_string(text)) {
+        snprintf(msg, msg_cap, text ? "\"text\" is not a string" : "missing \"text\"");
+        json_decref(root);
+        return NULL;
+    }
+    if (pair && !json_is_null(pair) && !json_is_string(pair)) {
+        snprintf(msg, msg_cap, "\"text_pair\" is not a string");
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+static int encode(const struct nlpd_tokenizer *tok, json_t *root, size_t max_length, struct nlpd_encoding *e,
+                  struct nlpd_error *err)
+{
+    json_t *text = json_object_get(root, "text"), *pair = json_object_get(root, "text_pair");
+    const char *ps = json_is_string(pair) ? json_string_value(pair) : NULL;
+    return nlpd_tokenizer_encode(tok, json_string_value(text), json_string_length(text), ps,
+                                 ps ? json_string_length(pair) : 0, max_length, e, err);
+}
+
+static void out_ints(struct out *o, const int32_t *v, size_t n)
+{
+    out_str(o, "[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            out_str(o, ", ");
+        out_int(o, v[i]);
+    }
+    out_str(o, "]");
 }
 
 int nlpd_cmd_tokenize(int argc, char **argv)
 {
-    return nlpd_cmd_infer(argc, argv);
+    struct args a;
+    if (parse_args(argc, argv, &a))
+        return 2;
+    struct nlpd_error err = {0};
+    struct nlpd_tokenizer *tok = nlpd_tokenizer_load(a.model, &err);
+    if (!tok) {
+        fprintf(stderr, "nlpd tokenize: %s\n", err.message);
+        return 1;
+    }
+    struct nlpd_encoding e = {0};
+    struct out o = {0};
+    char *line = NULL, msg[NLPD_ERROR_MSG_MAX + 64];
+    size_t cap = 0;
+    ssize_t got;
+    long long lineno = 0;
+    while ((got = getline(&line, &cap, stdin)) >= 0) {
+        lineno++;
+        size_t len = (size_t)got;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            len--;
+        json_t *root = parse_line(line, len, 0, msg, sizeof msg);
+        if (!root) {
+            emit_error(lineno, msg);
+            continue;
+        }
+        if (encode(tok, root, a.max_length, &e, &err)) {
+            emit_error(lineno, err.message);
+            json_decref(root);
+            continue;
+        }
+        json_decref(root);
+        o.n = 0;
+        out_str(&o, "{\"ids\": ");
+        out_ints(&o, e.ids, e.n);
+        out_str(&o, ", \"tokens\": [");
+        for (size_t i = 0; i < e.n; i++) {
+            const char *t = nlpd_tokenizer_id_to_token(tok, e.ids[i]);
+            if (i)
+                out_str(&o, ", ");
+            if (t)
+                out_jstr(&o, t, strlen(t));
+            else
+                out_str(&o, "null");
+        }
+        out_str(&o, "], \"offsets\": [");
+        for (size_t i = 0; i < e.n; i++) {
+            out_str(&o, i ? ", [" : "[");
+            out_int(&o, e.starts[i]);
+            out_str(&o, ", ");
+            out_int(&o, e.ends[i]);
+            out_str(&o, "]");
+        }
+        out_str(&o, "]}\n");
+        fputs(o.p, stdout);
+        fflush(stdout);
+    }
+    free(line);
+    free(o.p);
+    nlpd_encoding_free(&e);
+    nlpd_tokenizer_free(tok);
+    return 0;
+}
+
+/* Token ids of one line: from the tokenizer, or given directly as "input_ids" (parity checks). */
+struct ids {
+    const int32_t *ids, *types;
+    size_t n;
+    int32_t *own_ids, *own_types; /* buffers for ids given directly */
+    size_t cap;
+};
+
+static int ids_from_json(json_t *root, struct ids *d, char *msg, size_t msg_cap)
+{
+    json_t *ids = json_object_get(root, "input_ids"), *types = json_object_get(root, "token_type_ids");
+    size_t n = json_array_size(ids);
+    if (!json_is_array(ids) || n == 0 || (types && (!json_is_array(types) || json_array_size(types) != n))) {
+        snprintf(msg, msg_cap, "\"input_ids\" must be a non-empty array of ids (\"token_type_ids\" as long)");
+        return -1;
+    }
+    if (n > d->cap) {
+        int32_t *a = realloc(d->own_ids, n * sizeof *a);
+        if (a)
+            d->own_ids = a;
+        int32_t *b = a ? realloc(d->own_types, n * sizeof *b) : NULL;
+        if (b)
+            d->own_types = b;
+        if (!a || !b) {
+            snprintf(msg, msg_cap, "out of memory");
+            return -1;
+        }
+        d->cap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(ids, i), *t = types ? json_array_get(types, i) : NULL;
+        if (!json_is_integer(v) || json_integer_value(v) < INT32_MIN || json_integer_value(v) > INT32_MAX ||
+            (t && (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX))) {
+            snprintf(msg, msg_cap, "\"input_ids\"[%zu] or \"token_type_ids\"[%zu] is not an integer id", i, i);
+            return -1;
+        }
+        d->own_ids[i] = (int32_t)json_integer_value(v);
+        d->own_types[i] = t ? (int32_t)json_integer_value(t) : 0;
+    }
+    d->ids = d->own_ids;
+    d->types = d->own_types;
+    d->n = n;
+    return 0;
+}
+
+int nlpd_cmd_infer(int argc, char **argv)
+{
+    struct args a;
+    if (parse_args(argc, argv, &a))
+        return 2;
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_opts opts = {.threads = a.threads};
+    struct nlpd_encoder *enc = nlpd_encoder_load(a.model, &opts, &err);
+    if (!enc) {
+        fprintf(stderr, "nlpd infer: %s\n", err.message);
+        return 1;
+    }
+    enum nlpd_hf_task task = nlpd_encoder_task(enc);
+    if (task == NLPD_HF_TASK_NONE) {
+        fprintf(stderr, "nlpd infer: %s has no sequence- or token-classification head\n", a.model);
+        nlpd_encoder_free(enc);
+        return 1;
+    }
+    /* a missing tokenizer is not fatal: lines may carry input_ids */
+    struct nlpd_error terr = {0};
+    struct nlpd_tokenizer *tok = nlpd_tokenizer_load(a.model, &terr);
+    size_t max_seq = (size_t)nlpd_encoder_max_seq(enc);
+    size_t max_length = a.max_length && a.max_length < max_seq ? a.max_length : max_seq;
+    int NL = nlpd_encoder_num_labels(enc);
+    struct nlpd_encoder_ws *ws = nlpd_encoder_ws_new(enc, 1, 64, &err);
+    if (!ws) {
+        fprintf(stderr, "nlpd infer: %s\n", err.message);
+        nlpd_tokenizer_free(tok);
+        nlpd_encoder_free(enc);
+        return 1;
+    }
+    struct nlpd_encoding e = {0};
+    struct ids d = {0};
+    struct out o = {0};
+    float *logits = NULL;
+    size_t logits_cap = 0;
+    char *line = NULL, msg[NLPD_ERROR_MSG_MAX + 64];
+    size_t cap = 0;
+    ssize_t got;
+    long long lineno = 0;
+    int has_types = nlpd_encoder_config(enc)->type_vocab_size > 0;
+    while ((got = getline(&line, &cap, stdin)) >= 0) {
+        lineno++;
+        size_t len = (size_t)got;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            len--;
+        json_t *root = parse_line(line, len, 1, msg, sizeof msg);
+        if (!root) {
+            emit_error(lineno, msg);
+            continue;
+        }
+        int rc;
+        if (json_object_get(root, "text")) {
+            if (!tok) {
+                emit_error(lineno, terr.message);
+                json_decref(root);
+                continue;
+            }
+            rc = encode(tok, root, max_length, &e, &err);
+            if (rc)
+                snprintf(msg, sizeof msg, "%s", err.message);
+            d.ids = e.ids;
+            d.types = e.type_ids;
+            d.n = e.n;
+        } else {
+            rc = ids_from_json(root, &d, msg, sizeof msg);
+        }
+        json_decref(root);
+        if (rc) {
+            emit_error(lineno, msg);
+            continue;
+        }
+        size_t need = (task == NLPD_HF_TASK_TOKEN_CLS ? d.n : 1) * (size_t)NL;
+        if (need > logits_cap) {
+            float *l = realloc(logits, need * sizeof *l);
+            if (!l) {
+                emit_error(lineno, "out of memory");
+                continue;
+            }
+            logits = l;
+            logits_cap = need;
+        }
+        if (d.n == 0 || d.n > max_seq) {
+            snprintf(msg, sizeof msg, "%zu tokens: the model takes 1 .. %zu", d.n, max_seq);
+            emit_error(lineno, msg);
+            continue;
+        }
+        struct nlpd_encoder_input in = {1, (int)d.n, d.ids, NULL, has_types ? d.types : NULL};
+        struct nlpd_encoder_output res = {.logits = logits};
+        if (nlpd_encoder_forward(enc, ws, &in, &res, &err)) {
+            emit_error(lineno, err.message);
+            continue;
+        }
+        o.n = 0;
+        out_str(&o, "{\"input_ids\": ");
+        out_ints(&o, d.ids, d.n);
+        if (task == NLPD_HF_TASK_SEQ_CLS) {
+            out_str(&o, ", \"logits\": [");
+            for (int l = 0; l < NL; l++) {
+                if (l)
+                    out_str(&o, ", ");
+                out_float(&o, logits[l]);
+            }
+            out_str(&o, "]}\n");
+        } else {
+            out_str(&o, ", \"token_logits\": [");
+            for (size_t t = 0; t < d.n; t++) {
+                out_str(&o, t ? ", [" : "[");
+                for (int l = 0; l < NL; l++) {
+                    if (l)
+                        out_str(&o, ", ");
+                    out_float(&o, logits[t * NL + l]);
+                }
+                out_str(&o, "]");
+            }
+            out_str(&o, "]}\n");
+        }
+        fputs(o.p, stdout);
+        fflush(stdout);
+    }
+    free(line);
+    free(o.p);
+    free(logits);
+    free(d.own_ids);
+    free(d.own_types);
+    nlpd_encoding_free(&e);
+    nlpd_encoder_ws_free(ws);
+    nlpd_tokenizer_free(tok);
+    nlpd_encoder_free(enc);
+    return 0;
 }
