@@ -10,6 +10,7 @@
 struct seqtoks {
     int32_t *id;
     uint32_t *os, *oe;
+    uint16_t *ws; /* added tokens: leading | trailing << 8 whitespace chars of the matched text; else 0xffff */
     size_t n, cap;
 };
 
@@ -39,7 +40,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-static int seq_push(struct seqtoks *s, int32_t id, uint32_t os, uint32_t oe)
+static int seq_push(struct seqtoks *s, int32_t id, uint32_t os, uint32_t oe, uint16_t ws)
 {
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 64;
@@ -55,8 +56,13 @@ static int seq_push(struct seqtoks *s, int32_t id, uint32_t os, uint32_t oe)
         if (!c)
             return NLPD_ENOMEM;
         s->oe = c;
+        uint16_t *w = realloc(s->ws, cap * sizeof *w);
+        if (!w)
+            return NLPD_ENOMEM;
+        s->ws = w;
         s->cap = cap;
     }
+    s->ws[s->n] = ws;
     s->id[s->n] = id;
     s->os[s->n] = os;
     s->oe[s->n] = oe;
@@ -125,6 +131,18 @@ static int find_added(const struct nlpd_tokenizer *t, const struct tchar *c, siz
     return 0;
 }
 
+/* The token of an added-token match is its matched text (with what lstrip/rstrip took): ByteLevel trimming counts
+ * that text's whitespace. */
+static uint16_t added_ws(const struct tchar *c, size_t s, size_t e)
+{
+    size_t lead = 0, trail = 0;
+    while (s + lead < e && tok_is_whitespace(c[s + lead].cp))
+        lead++;
+    while (e - trail > s && tok_is_whitespace(c[e - 1 - trail].cp))
+        trail++;
+    return (uint16_t)((lead > 255 ? 255 : lead) | (trail > 255 ? 255 : trail) << 8);
+}
+
 /* Pre-tokenise and model one text segment, appending tokens to out. */
 static int model_segment(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch *sc, const struct tchar *c,
                          size_t n, struct seqtoks *out, struct nlpd_error *err)
@@ -161,7 +179,7 @@ static int model_segment(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch
         for (size_t k = 0; k < sc->ms.n; k++) {
             const struct ttok *tk = &sc->ms.t[k];
             uint32_t a = sc->b2c[tk->bs], b = sc->b2c[tk->be - 1];
-            if (seq_push(out, tk->id, pc[a].os, pc[b].oe) < 0)
+            if (seq_push(out, tk->id, pc[a].os, pc[b].oe, 0xffff) < 0)
                 return NLPD_ENOMEM;
         }
     }
@@ -187,7 +205,7 @@ static int text_segment(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch 
     while (find_added(t, nc, nn, pos, pos, 1, &s, &e, &id)) {
         if (s > pos && (rc = model_segment(t, sc, nc + pos, s - pos, out, err)) < 0)
             return rc;
-        if (seq_push(out, id, nc[s].os, nc[e - 1].oe) < 0)
+        if (seq_push(out, id, nc[s].os, nc[e - 1].oe, added_ws(nc, s, e)) < 0)
             return NLPD_ENOMEM;
         pos = e;
     }
@@ -218,7 +236,7 @@ static int encode_seq(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch *s
     while (find_added(t, c, n, pos, pos, 0, &s, &e, &id)) {
         if (s > pos && (rc = text_segment(t, sc, c + pos, s - pos, out, err)) < 0)
             return rc;
-        if (seq_push(out, id, c[s].os, c[e - 1].oe) < 0)
+        if (seq_push(out, id, c[s].os, c[e - 1].oe, added_ws(c, s, e)) < 0)
             return NLPD_ENOMEM;
         pos = e;
     }
@@ -229,23 +247,30 @@ static int encode_seq(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch *s
 static void trim_offsets(const struct nlpd_tokenizer *t, struct seqtoks *s)
 {
     for (size_t i = 0; i < s->n; i++) {
-        const char *tok = s->id[i] >= 0 && s->id[i] < t->nids ? t->id_str[s->id[i]] : NULL;
-        if (!tok)
-            continue;
-        size_t tl = strlen(tok), lead = 0, trail = 0, nchars = 0;
-        int32_t cps[64];
-        for (size_t k = 0; k < tl && nchars < 64;) {
-            int32_t cp;
-            utf8proc_ssize_t r = utf8proc_iterate((const utf8proc_uint8_t *)tok + k, (utf8proc_ssize_t)(tl - k), &cp);
-            if (r <= 0)
-                break;
-            cps[nchars++] = cp;
-            k += (size_t)r;
+        size_t lead = 0, trail = 0;
+        if (s->ws[i] != 0xffff) {
+            lead = s->ws[i] & 0xff;
+            trail = s->ws[i] >> 8;
+        } else {
+            const char *tok = s->id[i] >= 0 && s->id[i] < t->nids ? t->id_str[s->id[i]] : NULL;
+            if (!tok)
+                continue;
+            size_t tl = strlen(tok), nchars = 0;
+            int32_t cps[64];
+            for (size_t k = 0; k < tl && nchars < 64;) {
+                int32_t cp;
+                utf8proc_ssize_t r =
+                    utf8proc_iterate((const utf8proc_uint8_t *)tok + k, (utf8proc_ssize_t)(tl - k), &cp);
+                if (r <= 0)
+                    break;
+                cps[nchars++] = cp;
+                k += (size_t)r;
+            }
+            while (lead < nchars && (cps[lead] == 0x120 || tok_is_whitespace(cps[lead])))
+                lead++;
+            while (trail < nchars && (cps[nchars - 1 - trail] == 0x120 || tok_is_whitespace(cps[nchars - 1 - trail])))
+                trail++;
         }
-        while (lead < nchars && (cps[lead] == 0x120 || tok_is_whitespace(cps[lead])))
-            lead++;
-        while (trail < nchars && (cps[nchars - 1 - trail] == 0x120 || tok_is_whitespace(cps[nchars - 1 - trail])))
-            trail++;
         if (lead) {
             int is_first = i == 0 || s->os[i] == 0;
             if (is_first && t->post.add_prefix_space && lead == 1)
@@ -438,6 +463,7 @@ void nlpd_encoding_free(struct nlpd_encoding *e)
             free(sc->seq[i].id);
             free(sc->seq[i].os);
             free(sc->seq[i].oe);
+            free(sc->seq[i].ws);
         }
         free(sc->str);
         free(sc->b2c);

@@ -27,7 +27,7 @@ int main(int argc, char **argv)
     int status = 0;
     while ((n = getline(&line, &cap, stdin)) > 0) {
         json_error_t je;
-        json_t *j = json_loadb(line, (size_t)n, 0, &je);
+        json_t *j = json_loadb(line, (size_t)n, JSON_ALLOW_NUL, &je);
         json_t *text = json_object_get(j, "text"), *pair = json_object_get(j, "text_pair");
         json_t *ml = json_object_get(j, "max_length");
         if (!json_is_string(text)) {
