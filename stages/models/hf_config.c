@@ -18,6 +18,12 @@ static int copy_name(char *dst, json_t *v)
     return 0;
 }
 
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
 /* An integer key in [lo, hi]; absent -> def (when required == 0). */
 static int get_int(json_t *root, const char *name, const char *key, int required, long long def, long long lo,
                    long long hi, int *out, struct nlpd_error *err)
@@ -130,11 +136,9 @@ static int parse_root(json_t *root, const char *name, struct nlpd_hf_config *c, 
     json_t *arr = json_object_get(root, "architectures");
     if (json_is_array(arr) && json_array_size(arr) > 0 && copy_name(c->architecture, json_array_get(arr, 0)))
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"architectures\"[0] is not a short string", name);
-    const char *a = c->architecture;
-    size_t al = strlen(a);
-    if (al >= 26 && !strcmp(a + al - 26, "ForSequenceClassification"))
+    if (ends_with(c->architecture, "ForSequenceClassification"))
         c->task = NLPD_HF_TASK_SEQ_CLS;
-    else if (al >= 23 && !strcmp(a + al - 23, "ForTokenClassification"))
+    else if (ends_with(c->architecture, "ForTokenClassification"))
         c->task = NLPD_HF_TASK_TOKEN_CLS;
 
     if ((rc = get_int(root, name, "vocab_size", 1, 0, 1, 10000000, &c->vocab_size, err)) ||

@@ -10,6 +10,7 @@
 
 #include "encoder.h"
 #include "harness.h"
+#include "safetensors.h"
 
 #define FIX "tests/fixtures/hf-tiny/"
 
@@ -376,10 +377,158 @@ static void test_bad_folders(void)
     free(cfg);
 }
 
+/* Rewrites a fixture's model.safetensors with every tensor in F16 or BF16 (dtype 16 / 17 below) into tmpdir. */
+static int write_converted(const char *model, int bf16)
+{
+    char src[256], dst[512];
+    snprintf(src, sizeof src, FIX "%s/model.safetensors", model);
+    struct nlpd_error err = {0};
+    struct nlpd_safetensors *st = nlpd_safetensors_open(src, &err);
+    if (!st)
+        return -1;
+    json_t *hdr = json_object();
+    size_t off = 0, n = nlpd_safetensors_count(st);
+    for (size_t i = 0; i < n; i++) {
+        const struct nlpd_st_tensor *t = nlpd_safetensors_at(st, i);
+        json_t *shape = json_array();
+        for (int d = 0; d < t->ndim; d++)
+            json_array_append_new(shape, json_integer(t->shape[d]));
+        json_object_set_new(hdr, t->name,
+                            json_pack("{s:s, s:o, s:[I, I]}", "dtype", bf16 ? "BF16" : "F16", "shape", shape,
+                                      "data_offsets", (json_int_t)off, (json_int_t)(off + t->numel * 2)));
+        off += t->numel * 2;
+    }
+    char *text = json_dumps(hdr, JSON_COMPACT);
+    size_t hl = strlen(text);
+    snprintf(dst, sizeof dst, "%s/model.safetensors", tmpdir);
+    FILE *f = fopen(dst, "wb");
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++)
+        len8[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+    fwrite(len8, 1, 8, f);
+    fwrite(text, 1, hl, f);
+    for (size_t i = 0; i < n; i++) {
+        const struct nlpd_st_tensor *t = nlpd_safetensors_at(st, i);
+        float *v = malloc(t->numel * sizeof *v);
+        nlpd_safetensors_read_f32(st, t->name, 0, NULL, v, &err);
+        for (size_t k = 0; k < t->numel; k++) {
+            uint16_t h = bf16 ? nlpd_kernels_f32_to_bf16(v[k]) : nlpd_kernels_f32_to_f16(v[k]);
+            unsigned char b[2] = {(unsigned char)h, (unsigned char)(h >> 8)};
+            fwrite(b, 1, 2, f);
+        }
+        free(v);
+    }
+    fclose(f);
+    free(text);
+    json_decref(hdr);
+    nlpd_safetensors_close(st);
+    snprintf(src, sizeof src, FIX "%s/config.json", model);
+    size_t cl;
+    char *cfg = read_all(src, &cl);
+    write_file("config.json", cfg, cl);
+    free(cfg);
+    return 0;
+}
+
+/* Half-precision checkpoints load (converted to F32 once) and give logits close to the F32 ones. */
+static void test_half_precision(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/nlpd-test-encoder-half-%d", (int)getpid());
+    mkdir(tmpdir, 0700);
+    struct nlpd_encoder *ref = load("xlm-roberta-seq-cls");
+    int32_t ids[8] = {0, 5, 995, 12, 34, 346, 717, 2};
+    float want[3], got[3];
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_ws *ws = ref ? nlpd_encoder_ws_new(ref, 1, 8, &err) : NULL;
+    struct nlpd_encoder_input in = {1, 8, ids, NULL, NULL};
+    struct nlpd_encoder_output out = {.logits = want};
+    CHECK(ws && nlpd_encoder_forward(ref, ws, &in, &out, &err) == 0);
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        CHECK(write_converted("xlm-roberta-seq-cls", bf16) == 0);
+        struct nlpd_encoder_opts opts = {.threads = 1};
+        struct nlpd_encoder *enc = nlpd_encoder_load(tmpdir, &opts, &err);
+        CHECK(enc != NULL);
+        if (!enc) {
+            fprintf(stderr, "  %s\n", err.message);
+            continue;
+        }
+        struct nlpd_encoder_ws *w2 = nlpd_encoder_ws_new(enc, 1, 8, &err);
+        out.logits = got;
+        CHECK(nlpd_encoder_forward(enc, w2, &in, &out, &err) == 0);
+        double mx = 0;
+        for (int i = 0; i < 3; i++)
+            mx = fmax(mx, fabs(got[i] - want[i]));
+        printf("  %s weights: max |logit diff| vs F32 %.3g\n", bf16 ? "BF16" : "F16", mx);
+        CHECK(mx < (bf16 ? 0.5 : 0.05));
+        CHECK(mx > 0); /* the weights really went through the conversion */
+        nlpd_encoder_ws_free(w2);
+        nlpd_encoder_free(enc);
+    }
+    nlpd_encoder_ws_free(ws);
+    nlpd_encoder_free(ref);
+    char p[512];
+    snprintf(p, sizeof p, "%s/config.json", tmpdir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+    unlink(p);
+    rmdir(tmpdir);
+}
+
+/* config.json: DistilBERT key names, defaults, labels, and bad values. */
+static void test_config(void)
+{
+    struct nlpd_hf_config c;
+    struct nlpd_error err = {0};
+    const char *d =
+        "{\"model_type\":\"distilbert\",\"vocab_size\":10,\"dim\":8,\"n_layers\":3,\"n_heads\":2,"
+        "\"hidden_dim\":16,\"activation\":\"gelu_new\",\"architectures\":[\"DistilBertForTokenClassification\"]}";
+    CHECK(nlpd_hf_config_parse(d, strlen(d), "d.json", &c, &err) == 0);
+    CHECK(c.arch == NLPD_HF_DISTILBERT && c.hidden_size == 8 && c.num_layers == 3 && c.num_heads == 2);
+    CHECK(c.intermediate_size == 16 && c.hidden_act == NLPD_ACT_GELU_TANH && c.type_vocab_size == 0);
+    CHECK(c.task == NLPD_HF_TASK_TOKEN_CLS && c.num_labels == 2 && !strcmp(c.id2label[1], "LABEL_1"));
+    CHECK(c.max_position_embeddings == 512 && c.layer_norm_eps == 1e-12f && c.pad_token_id == 0);
+    nlpd_hf_config_free(&c);
+    CHECK(nlpd_hf_config_load(FIX "xlm-roberta-seq-cls/config.json", &c, &err) == 0);
+    CHECK(c.arch == NLPD_HF_ROBERTA && c.pad_token_id == 1 && c.bos_token_id == 0 && c.eos_token_id == 2);
+    CHECK(c.layer_norm_eps == 1e-5f && c.num_labels == 3 && nlpd_hf_config_label_id(&c, "entailment") == 2);
+    CHECK(!strcmp(c.problem_type, "") && !strcmp(c.position_embedding_type, "absolute"));
+    nlpd_hf_config_free(&c);
+    CHECK(nlpd_hf_config_load(FIX "bert-seq-cls/config.json", &c, &err) == 0);
+    CHECK(!strcmp(c.problem_type, "single_label_classification") && c.task == NLPD_HF_TASK_SEQ_CLS);
+    nlpd_hf_config_free(&c);
+    static const struct {
+        const char *json, *needle;
+    } bad[] = {
+        {"{\"model_type\":\"bert\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,"
+         "\"num_attention_heads\":3,\"intermediate_size\":4}",
+         "not a multiple"},
+        {"{\"model_type\":\"bert\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,"
+         "\"num_attention_heads\":2,\"intermediate_size\":4,\"id2label\":{\"0\":\"a\",\"2\":\"b\"}}",
+         "id2label key \"2\""},
+        {"{\"model_type\":\"bert\",\"vocab_size\":-1}", "\"vocab_size\" = -1 out of range"},
+        {"{\"model_type\":\"bert\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,"
+         "\"num_attention_heads\":2,\"intermediate_size\":4,\"hidden_act\":\"mish\"}",
+         "unsupported hidden_act \"mish\""},
+        {"{\"model_type\":\"bert\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,"
+         "\"num_attention_heads\":2,\"intermediate_size\":4,\"position_embedding_type\":\"relative_key\"}",
+         "relative_key"},
+        {"{\"vocab_size\":10}", "missing key \"model_type\""},
+        {"[]", "not a JSON object"},
+        {"{", "invalid JSON"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK(nlpd_hf_config_parse(bad[i].json, strlen(bad[i].json), "x/config.json", &c, &err) != 0);
+        CHECK_STR_CONTAINS(err.message, "x/config.json");
+        CHECK_STR_CONTAINS(err.message, bad[i].needle);
+    }
+}
+
 int main(void)
 {
     RUN(test_parity);
     RUN(test_pooled_and_hidden);
     RUN(test_bad_folders);
+    RUN(test_half_precision);
+    RUN(test_config);
     return TEST_REPORT();
 }
