@@ -130,6 +130,8 @@ fi
 # Without an argument test_fasttext_models.sh uses build/corpus/multilingual.txt plus its own tricky lines.
 suite "tests/models/test_fasttext_models.sh" sh tests/models/test_fasttext_models.sh
 suite "tests/models/test_pipe_parity.sh" bash tests/models/test_pipe_parity.sh build/nlpd
+# Tokenizers against the Rust library (npm tokenizers@0.23.2; says `skip:` when npm is unreachable).
+suite "tests/models/test_tokenizer_ref.sh" bash tests/models/test_tokenizer_ref.sh
 
 # --- CLI integration --------------------------------------------------------------------------------------------
 suite "tests/integration/test_pipe.sh build/nlpd" bash tests/integration/test_pipe.sh build/nlpd
