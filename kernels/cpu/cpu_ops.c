@@ -453,15 +453,19 @@ int nlpd_cpu_embed(const struct nlpd_op_embed *p, struct nlpd_error *err)
             ty = p->type + (size_t)ti * D;
         }
         float *o = p->out + (size_t)t * D;
-        /* Same summation order as transformers: (word + type) + position for BERT, word + position otherwise. */
-        for (int i = 0; i < D; i++) {
-            float v = w[i];
-            if (ty)
-                v += ty[i];
-            if (ps)
-                v += ps[i];
-            o[i] = v;
-        }
+        /* Same summation order as transformers: (word + type) + position for BERT, word + position otherwise.
+         * Branch-free loops so the compiler vectorises them. */
+        if (ty && ps)
+            for (int i = 0; i < D; i++)
+                o[i] = (w[i] + ty[i]) + ps[i];
+        else if (ps)
+            for (int i = 0; i < D; i++)
+                o[i] = w[i] + ps[i];
+        else if (ty)
+            for (int i = 0; i < D; i++)
+                o[i] = w[i] + ty[i];
+        else
+            memcpy(o, w, (size_t)D * sizeof *o);
     }
     return 0;
 }
