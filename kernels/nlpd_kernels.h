@@ -118,6 +118,7 @@ struct nlpd_backend_ops {
     const char *name;
     int (*supports)(const struct nlpd_backend *be, enum nlpd_op_kind kind);
     int (*alloc)(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
+    /* upload/download return when the host side may be reused (a device backend copies through staging). */
     int (*upload)(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n);
     int (*download)(struct nlpd_backend *be, const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n);
     /* Queues or runs one op; errors (bad ids, unsupported op) come back here or from sync. */
