@@ -291,6 +291,8 @@ int nlpd_safetensors_read_f32(const struct nlpd_safetensors *st, const char *nam
                                   want);
         }
     }
+    if (!dst && (t->dtype == NLPD_ST_F32 || t->dtype == NLPD_ST_F16 || t->dtype == NLPD_ST_BF16))
+        return 0;
     switch (t->dtype) {
     case NLPD_ST_F32: nlpd_kernels_convert_f32(dst, t->data, (size_t)t->numel); return 0;
     case NLPD_ST_F16: nlpd_kernels_convert_f16(dst, t->data, (size_t)t->numel); return 0;

@@ -57,7 +57,7 @@ const char *nlpd_safetensors_metadata(const struct nlpd_safetensors *st, const c
 
 /* Reads tensor `name` as F32 into dst (numel floats). When ndim > 0 the tensor must have exactly that shape
  * (else NLPD_EFORMAT naming file, tensor, expected and actual shapes). F32, F16, BF16 are accepted; other dtypes
- * give NLPD_EFORMAT "unsupported dtype". A missing tensor gives NLPD_ENOTFOUND. */
+ * give NLPD_EFORMAT "unsupported dtype". A missing tensor gives NLPD_ENOTFOUND. dst NULL: only these checks. */
 int nlpd_safetensors_read_f32(const struct nlpd_safetensors *st, const char *name, int ndim, const int64_t *shape,
                               float *dst, struct nlpd_error *err);
 

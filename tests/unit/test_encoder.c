@@ -339,6 +339,17 @@ static void test_bad_folders(void)
     expect_error("wrong shape", "model.safetensors", "intermediate.dense.weight");
     free(c2);
 
+    /* sizes far beyond the file: a shape error before anything is allocated */
+    {
+        const char *at = strstr(cfg, "\"vocab_size\": 1000");
+        size_t pre = (size_t)(at - cfg);
+        char *big = malloc(n + 16);
+        snprintf(big, n + 16, "%.*s\"vocab_size\": 9000000%s", (int)pre, cfg, at + strlen("\"vocab_size\": 1000"));
+        make_folder(big, NULL, 0);
+        expect_error("huge vocab_size", "model.safetensors", "word_embeddings.weight\": shape [1000, 32]");
+        free(big);
+    }
+
     /* tensor missing: rename one in the header */
     char *st = patched("bert.encoder.layer.1.output.dense.bias", "bert.encoder.layer.1.output.dense.bian", &n);
     make_folder(NULL, st, n);
