@@ -111,6 +111,7 @@ bench:
 	@$(MAKE) --no-print-directory all
 	@sh bench/langid/run.sh
 	@sh bench/kafka/run.sh
+	@sh bench/encoder/run.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

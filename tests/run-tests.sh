@@ -130,6 +130,9 @@ fi
 # Without an argument test_fasttext_models.sh uses build/corpus/multilingual.txt plus its own tricky lines.
 suite "tests/models/test_fasttext_models.sh" sh tests/models/test_fasttext_models.sh
 suite "tests/models/test_pipe_parity.sh" bash tests/models/test_pipe_parity.sh build/nlpd
+# Transformer encoders through the CLI against the transformers goldens.
+suite "tests/models/test_infer.sh build/nlpd" bash tests/models/test_infer.sh build/nlpd
+suite "tests/models/test_infer.sh build/san/nlpd" bash tests/models/test_infer.sh build/san/nlpd
 # Tokenizers against the Rust library (npm tokenizers@0.23.2; says `skip:` when npm is unreachable).
 suite "tests/models/test_tokenizer_ref.sh" bash tests/models/test_tokenizer_ref.sh
 
