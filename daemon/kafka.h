@@ -32,6 +32,9 @@ int nlpd_daemon_run(struct nlpd_daemon *d, int handle_signals);
 void nlpd_daemon_stop(struct nlpd_daemon *d);
 /* Waits (from another thread) until the running daemon has partitions assigned; 0 on timeout. */
 int nlpd_daemon_wait_assigned(struct nlpd_daemon *d, double timeout_s);
+/* Records delivered so far (output or dead letter), from any thread; *t_first_in (may be NULL) gets the
+ * monotonic time the first record was consumed, once one was. For progress and benchmarks. */
+uint64_t nlpd_daemon_acked(struct nlpd_daemon *d, double *t_first_in);
 /* The bootstrap servers the daemon uses (the embedded broker's address when embedded). */
 const char *nlpd_daemon_bootstraps(const struct nlpd_daemon *d);
 void nlpd_daemon_get_stats(struct nlpd_daemon *d, struct nlpd_daemon_stats *st);
