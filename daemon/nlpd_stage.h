@@ -68,10 +68,48 @@ struct nlpd_lang_result {
     float score;
 };
 
+struct nlpd_label_score {
+    char label[NLPD_LABEL_MAX];
+    float score;
+};
+
 struct nlpd_label_result {
     int set;
     char label[NLPD_LABEL_MAX];
     float score;
+    size_t nscores;                 /* optional: every label's score (the stage's `scores` option) */
+    struct nlpd_label_score *scores; /* owned by the record: use nlpd_record_set_scores() */
+};
+
+/* A named entity in the Hugging Face token-classification pipeline's shape. */
+struct nlpd_entity {
+    char group[NLPD_LABEL_MAX]; /* entity_group (or entity, with aggregation "none") */
+    float score;
+    char *word;        /* owned by the record */
+    int32_t start, end; /* Unicode code points of the original text, end exclusive */
+    int32_t index;     /* token index, for aggregation "none" (-1 otherwise) */
+    const char *source; /* NULL for the model; e.g. "gazetteer" for entities added by a list */
+};
+
+struct nlpd_entities_result {
+    int set;
+    size_t n, cap;
+    struct nlpd_entity *items; /* owned by the record: use nlpd_record_add_entity() */
+};
+
+/* One moderation category in the OpenAI moderation shape, with the model's own label kept. */
+struct nlpd_mod_category {
+    char name[NLPD_LABEL_MAX];  /* e.g. "harassment", "hate", "sexual", "violence", "profanity" */
+    char label[NLPD_LABEL_MAX]; /* the model label (or "lexicon") it came from */
+    float score;
+    int flagged;
+};
+
+struct nlpd_moderation_result {
+    int set;
+    int flagged;
+    size_t n, cap;
+    struct nlpd_mod_category *cats; /* owned by the record: use nlpd_record_add_category() */
 };
 
 struct nlpd_record {
@@ -79,6 +117,8 @@ struct nlpd_record {
     size_t text_len;
     struct nlpd_lang_result lang;
     struct nlpd_label_result sentiment;
+    struct nlpd_entities_result entities;
+    struct nlpd_moderation_result moderation;
     /* Bit i set by the framework when pipeline stage i processed this record (i < 32). */
     uint32_t stages_run;
     /* Set by nlpd_record_fail(); a failed record is skipped by later stages and dead-lettered. */
@@ -90,6 +130,15 @@ struct nlpd_batch {
     size_t n;
     struct nlpd_record **recs;
 };
+
+/* Result helpers: they allocate inside the record (freed with it). Return 0 or NLPD_ENOMEM. */
+int nlpd_record_set_scores(struct nlpd_record *rec, const struct nlpd_label_score *scores, size_t n);
+int nlpd_record_add_entity(struct nlpd_record *rec, const char *group, float score, const char *word, size_t word_len,
+                           int32_t start, int32_t end, int32_t index, const char *source);
+/* Adds (or, for an existing name, raises to the max score and ORs flagged) one category; updates flagged. */
+int nlpd_record_add_category(struct nlpd_record *rec, const char *name, const char *label, float score, int flagged);
+/* Frees what the helpers above allocated and clears the results. */
+void nlpd_record_free_results(struct nlpd_record *rec);
 
 /* Marks one record as failed with a reason; the batch goes on. */
 void nlpd_record_fail(struct nlpd_record *rec, const char *stage, const char *fmt, ...)

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum field { F_LANG_CODE, F_LANG_SCORE, F_SENT_LABEL, F_SENT_SCORE };
+enum field { F_LANG_CODE, F_LANG_SCORE, F_SENT_LABEL, F_SENT_SCORE, F_MOD_FLAGGED };
 enum op { OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE, OP_IN, OP_NOT_IN };
 
 #define MAX_TERMS 16
@@ -35,6 +35,7 @@ static const struct {
     {"lang.score", F_LANG_SCORE, 1},
     {"sentiment.label", F_SENT_LABEL, 0},
     {"sentiment.score", F_SENT_SCORE, 1},
+    {"moderation.flagged", F_MOD_FLAGGED, 1},
 };
 
 static void skip_ws(const char **p)
@@ -84,7 +85,8 @@ struct nlpd_when *nlpd_when_parse(const char *text, char *why, size_t why_len)
                 numeric = fields[i].numeric;
             }
         if (numeric < 0) {
-            WHY("unknown field at \"%.20s\" (known: lang.code, lang.score, sentiment.label, sentiment.score)", p);
+            WHY("unknown field at \"%.20s\" (known: lang.code, lang.score, sentiment.label, sentiment.score, "
+                "moderation.flagged)", p);
             goto bad;
         }
         p += flen;
@@ -108,7 +110,12 @@ struct nlpd_when *nlpd_when_parse(const char *text, char *why, size_t why_len)
                 goto bad;
             }
             char *end;
-            t->number = strtod(p, &end);
+            if (strncmp(p, "true", 4) == 0 || strncmp(p, "false", 5) == 0) {
+                t->number = *p == 't';
+                end = (char *)p + (*p == 't' ? 4 : 5);
+            } else {
+                t->number = strtod(p, &end);
+            }
             if (end == p) {
                 WHY("expected a number at \"%.20s\"", p);
                 goto bad;
@@ -187,6 +194,11 @@ static int eval_term(const struct term *t, const struct nlpd_record *r)
         if (!r->sentiment.set)
             return 0;
         x = r->sentiment.score;
+        break;
+    case F_MOD_FLAGGED:
+        if (!r->moderation.set)
+            return 0;
+        x = r->moderation.flagged;
         break;
     }
     if (s) {

@@ -1,7 +1,7 @@
 /* `when` conditions of pipeline stages: comparisons of result fields joined by &&, e.g.
  *   lang.code != 'en'      lang.code in ['de', 'fr']      lang.score >= 0.5 && sentiment.label == 'negative'
- * Fields: lang.code, lang.score, sentiment.label, sentiment.score. A field that an earlier stage did
- * not set makes the condition false. */
+ * Fields: lang.code, lang.score, sentiment.label, sentiment.score, moderation.flagged (== true/false).
+ * A field that an earlier stage did not set makes the condition false. */
 #ifndef NLPD_WHEN_H
 #define NLPD_WHEN_H
 

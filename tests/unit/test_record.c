@@ -151,6 +151,43 @@ static void encoder_round_trip(void)
     }
 }
 
+static void results_encode(void)
+{
+    struct nlpd_item it = {0};
+    it.rec.text = "Angela Merkel in Paris";
+    it.rec.text_len = strlen(it.rec.text);
+    it.rec.sentiment.set = 1;
+    strcpy(it.rec.sentiment.label, "neutral");
+    it.rec.sentiment.score = 0.5f;
+    struct nlpd_label_score sc[2] = {{"neutral", 0.5f}, {"positive", 0.25f}};
+    CHECK(nlpd_record_set_scores(&it.rec, sc, 2) == 0);
+    CHECK(nlpd_record_add_entity(&it.rec, "PER", 0.99f, "Angela Merkel", 13, 0, 13, -1, NULL) == 0);
+    CHECK(nlpd_record_add_entity(&it.rec, "LOC", 1.0f, "Paris", 5, 17, 22, -1, "gazetteer") == 0);
+    CHECK(nlpd_record_add_category(&it.rec, "harassment", "insult", 0.2f, 0) == 0);
+    CHECK(nlpd_record_add_category(&it.rec, "harassment", "threat", 0.7f, 1) == 0); /* max score, OR flag */
+    CHECK(nlpd_record_add_category(&it.rec, "profanity", "lexicon", 1.0f, 0) == 0);
+    struct nlpd_buf b = {0};
+    nlpd_item_encode_json(&it, NULL, 0, 0.0, &b);
+    json_t *o = json_loads(b.data, 0, NULL);
+    CHECK(o != NULL);
+    json_t *ents = json_object_get(o, "entities");
+    CHECK(json_array_size(ents) == 2);
+    CHECK(strcmp(json_string_value(json_object_get(json_array_get(ents, 0), "word")), "Angela Merkel") == 0);
+    CHECK(json_integer_value(json_object_get(json_array_get(ents, 1), "start")) == 17);
+    CHECK(strcmp(json_string_value(json_object_get(json_array_get(ents, 1), "source")), "gazetteer") == 0);
+    json_t *mod = json_object_get(o, "moderation");
+    CHECK(json_is_true(json_object_get(mod, "flagged")));
+    CHECK(json_is_true(json_object_get(json_object_get(mod, "categories"), "harassment")));
+    CHECK(json_is_false(json_object_get(json_object_get(mod, "categories"), "profanity")));
+    CHECK((float)json_real_value(json_object_get(json_object_get(mod, "category_scores"), "harassment")) == 0.7f);
+    CHECK(strcmp(json_string_value(json_object_get(json_object_get(mod, "category_labels"), "harassment")),
+                 "threat") == 0);
+    CHECK(json_array_size(json_object_get(json_object_get(o, "sentiment"), "scores")) == 2);
+    json_decref(o);
+    nlpd_buf_free(&b);
+    nlpd_item_clear(&it); /* frees the results: ASan checks it */
+}
+
 static void error_lines(void)
 {
     struct nlpd_item it;
@@ -201,6 +238,12 @@ static void when_conditions(void)
     w = nlpd_when_parse("lang.code not in ['de']", why, sizeof why);
     CHECK(w && !nlpd_when_eval(w, &r));
     nlpd_when_free(w);
+    w = nlpd_when_parse("moderation.flagged == true", why, sizeof why);
+    CHECK(w && !nlpd_when_eval(w, &r)); /* moderation did not run */
+    CHECK(nlpd_record_add_category(&r, "hate", "toxic", 0.9f, 1) == 0);
+    CHECK(w && nlpd_when_eval(w, &r));
+    nlpd_record_free_results(&r);
+    nlpd_when_free(w);
     w = nlpd_when_parse("sentiment.label == 'negative'", why, sizeof why);
     CHECK(w && !nlpd_when_eval(w, &r)); /* unset field: false */
     nlpd_when_free(w);
@@ -239,6 +282,7 @@ int main(void)
     RUN(bad_records);
     RUN(utf8_validation);
     RUN(encoder_round_trip);
+    RUN(results_encode);
     RUN(error_lines);
     RUN(float_format);
     RUN(when_conditions);
