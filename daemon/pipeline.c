@@ -1,7 +1,9 @@
 /* Pipeline construction and worker threads (see pipeline.h). */
 #include "pipeline.h"
 
+#include <dirent.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,23 +100,78 @@ struct nlpd_pipeline {
     struct worker inline_worker;
 };
 
-int nlpd_file_sha256(const char *path, char hex[65], struct nlpd_error *err)
+static int digest_file(EVP_MD_CTX *md, const char *path, struct nlpd_error *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
         return nlpd_error_set(err, NLPD_EIO, 0, "%s: cannot open: %m", path);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        fclose(f);
-        EVP_MD_CTX_free(md);
-        return nlpd_error_set(err, NLPD_ENOMEM, 0, "sha256 unavailable");
-    }
     unsigned char buf[1 << 16];
     size_t n;
     while ((n = fread(buf, 1, sizeof buf, f)) > 0)
         EVP_DigestUpdate(md, buf, n);
     int rc = ferror(f) ? nlpd_error_set(err, NLPD_EIO, 0, "%s: read error", path) : 0;
     fclose(f);
+    return rc;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A folder (Hugging Face model) digests as its regular files in name order: name, NUL, content. */
+static int digest_dir(EVP_MD_CTX *md, const char *path, struct nlpd_error *err)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return nlpd_error_set(err, NLPD_EIO, 0, "%s: cannot open: %m", path);
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) && rc == 0) {
+        char full[4096];
+        struct stat st;
+        snprintf(full, sizeof full, "%s/%s", path, e->d_name);
+        if (e->d_name[0] == '.' || stat(full, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (n == cap) {
+            char **g = realloc(names, (cap = cap ? cap * 2 : 16) * sizeof *names);
+            if (!g) {
+                rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+                break;
+            }
+            names = g;
+        }
+        if (!(names[n++] = strdup(e->d_name)))
+            rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+    }
+    closedir(d);
+    if (names)
+        qsort(names, n, sizeof *names, cmp_names);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        char full[4096];
+        snprintf(full, sizeof full, "%s/%s", path, names[i]);
+        EVP_DigestUpdate(md, names[i], strlen(names[i]) + 1);
+        rc = digest_file(md, full, err);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return rc;
+}
+
+int nlpd_file_sha256(const char *path, char hex[65], struct nlpd_error *err)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return nlpd_error_set(err, NLPD_EIO, 0, "%s: %m", path);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        return nlpd_error_set(err, NLPD_ENOMEM, 0, "sha256 unavailable");
+    }
+    int rc = S_ISDIR(st.st_mode) ? digest_dir(md, path, err) : digest_file(md, path, err);
     unsigned char d[32];
     unsigned len = 0;
     EVP_DigestFinal_ex(md, d, &len);
@@ -139,12 +196,16 @@ static char *model_id_of(const struct stage_inst *s)
             nlpd_log(NLPD_LOG_WARNING, s->name, "cannot digest model: %s", err.message);
             continue;
         }
-        const char *base = strrchr(path, '/');
-        base = base ? base + 1 : path;
-        size_t len = strlen(base) + 80;
+        size_t plen = strlen(path);
+        while (plen > 1 && path[plen - 1] == '/') /* "models/sst2/" names the folder sst2 */
+            plen--;
+        const char *base = path + plen;
+        while (base > path && base[-1] != '/')
+            base--;
+        size_t len = (size_t)(path + plen - base) + 80;
         char *id = malloc(len);
         if (id)
-            snprintf(id, len, "%s@sha256:%s", base, hex);
+            snprintf(id, len, "%.*s@sha256:%s", (int)(path + plen - base), base, hex);
         return id;
     }
     return NULL;

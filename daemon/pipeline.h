@@ -50,7 +50,8 @@ int nlpd_pipeline_failed(struct nlpd_pipeline *p);
 int nlpd_pipeline_threads(const struct nlpd_pipeline *p);
 const struct nlpd_model_ref *nlpd_pipeline_models(const struct nlpd_pipeline *p, size_t *n);
 
-/* sha256 of a file as 64 hex digits; 0 or a negative NLPD_E* code. */
+/* sha256 of a model as 64 hex digits: a file's content, or a folder's regular files in name order
+ * (name, NUL, content each). 0 or a negative NLPD_E* code. */
 int nlpd_file_sha256(const char *path, char hex[65], struct nlpd_error *err);
 
 #endif

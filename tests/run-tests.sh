@@ -133,6 +133,9 @@ suite "tests/models/test_pipe_parity.sh" bash tests/models/test_pipe_parity.sh b
 # Transformer encoders through the CLI against the transformers goldens.
 suite "tests/models/test_infer.sh build/nlpd" bash tests/models/test_infer.sh build/nlpd
 suite "tests/models/test_infer.sh build/san/nlpd" bash tests/models/test_infer.sh build/san/nlpd
+# The sentiment stage on Hugging Face folders against the goldens' softmax.
+suite "tests/models/test_sentiment_hf.sh build/nlpd" bash tests/models/test_sentiment_hf.sh build/nlpd
+suite "tests/models/test_sentiment_hf.sh build/san/nlpd" bash tests/models/test_sentiment_hf.sh build/san/nlpd
 # Tokenizers against the Rust library (npm tokenizers@0.23.2; says `skip:` when npm is unreachable).
 suite "tests/models/test_tokenizer_ref.sh" bash tests/models/test_tokenizer_ref.sh
 

@@ -1,87 +1,161 @@
-/* Stage "sentiment": text polarity/rating with a fastText backend (the Amazon review models).
- * Writes sentiment.label (mapped through `labels`) and sentiment.score. The text is normalised
- * the way the model's training data was (lowercase, punctuation split) unless configured off. */
+/* Stage "sentiment": text classification with a Hugging Face sequence-classification folder (softmax over
+ * id2label) or a fastText model (the Amazon review models). Writes sentiment.label (through `labels`),
+ * sentiment.score and, with `scores`, every label's score. `models` picks a model per lang.code. */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "fasttext.h"
+#include "hf_classify.h"
 #include "nlpd_stage.h"
 #include "text_norm.h"
+
+struct smodel {
+    char *lang; /* the lang.code it serves; "default" for the rest */
+    struct nlpd_ft_model *ft;
+    struct nlpd_hf_model *hf;
+    int nlabels;
+    char **label_out; /* per model label: the label written to records */
+};
 
 struct sentiment {
     char *backend;
     char *model;
+    struct nlpd_conf_map models;
     struct nlpd_conf_map labels;
     char *label_prefix;
     int lowercase;
     int split_punctuation;
-    struct nlpd_ft_model *ft;
-    char **label_out; /* per model label: the label written to records */
+    int scores;
+    long long max_tokens;
+    struct smodel *m;
+    size_t nm;
 };
 
 struct sentiment_thread {
-    struct nlpd_ft_scratch *scratch;
+    struct nlpd_ft_scratch **scratch; /* per model (fastText) */
+    struct nlpd_hf_ws **ws;           /* per model (Hugging Face) */
     char *norm;
     size_t norm_cap;
+    struct nlpd_record **group;
+    const char **texts;
+    size_t *lens;
+    const struct nlpd_encoding **enc;
+    const float **logits;
+    size_t cap;
 };
 
 static const struct nlpd_conf_entry sentiment_conf[] = {
-    {"backend", NLPD_CONF_ENUM, "fasttext", offsetof(struct sentiment, backend), NLPD_CONF_CACHE_KEY, "fasttext", 0,
-     0, "model family: \"fasttext\" (.bin/.ftz supervised classifier)"},
-    {"model", NLPD_CONF_PATH, NULL, offsetof(struct sentiment, model), NLPD_CONF_REQUIRED | NLPD_CONF_MODEL, NULL, 0,
-     0, "the model file, e.g. models/amazon_review_polarity.ftz"},
+    {"backend", NLPD_CONF_ENUM, "auto", offsetof(struct sentiment, backend), NLPD_CONF_CACHE_KEY, "auto|fasttext|hf",
+     0, 0, "\"hf\": a Hugging Face folder; \"fasttext\": a .bin/.ftz file; \"auto\": by what the path is"},
+    {"model", NLPD_CONF_PATH, NULL, offsetof(struct sentiment, model), NLPD_CONF_MODEL, NULL, 0, 0,
+     "the model: a Hugging Face sequence-classification folder or a fastText file (one of model or models)"},
+    {"models", NLPD_CONF_MAP, NULL, offsetof(struct sentiment, models), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
+     "per-language models keyed on lang.code (langid must run first), e.g. ((\"en\", \"models/sst2\"), "
+     "(\"default\", \"models/xlmr-sentiment\")); records of other languages without a default are left alone"},
     {"labels", NLPD_CONF_MAP, NULL, offsetof(struct sentiment, labels), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
-     "model label -> output label, e.g. ((\"__label__1\", \"negative\"), (\"__label__2\", \"positive\")); "
-     "default: exactly that for a model whose labels are __label__1 and __label__2, otherwise the label "
-     "without label_prefix"},
+     "model label -> output label, e.g. ((\"LABEL_0\", \"negative\")); unmapped labels are lowercased "
+     "(fastText: __label__1/__label__2 of the Amazon models become negative/positive)"},
     {"label_prefix", NLPD_CONF_STRING, "__label__", offsetof(struct sentiment, label_prefix), NLPD_CONF_CACHE_KEY,
-     NULL, 0, 0, "prefix stripped from labels that `labels` does not map"},
+     NULL, 0, 0, "fastText: prefix stripped from labels that `labels` does not map"},
     {"lowercase", NLPD_CONF_BOOL, "true", offsetof(struct sentiment, lowercase), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
-     "lowercase the text first (the Amazon review models were trained on lowercased text)"},
+     "fastText: lowercase the text first (the Amazon review models were trained on lowercased text)"},
     {"split_punctuation", NLPD_CONF_BOOL, "true", offsetof(struct sentiment, split_punctuation), NLPD_CONF_CACHE_KEY,
-     NULL, 0, 0,
-     "separate . , ' ( ) ! ? from words and drop \" ; : as fastText's training scripts did"},
+     NULL, 0, 0, "fastText: separate . , ' ( ) ! ? from words and drop \" ; : as fastText's training scripts did"},
+    {"scores", NLPD_CONF_BOOL, "false", offsetof(struct sentiment, scores), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
+     "also write every label's score (sentiment.scores)"},
+    {"max_tokens", NLPD_CONF_INT, "8192", offsetof(struct sentiment, max_tokens), 0, NULL, 16, 1 << 24,
+     "Hugging Face: padded-token budget of one forward pass (records are grouped by length under it)"},
     {0},
 };
+
+static int is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static char *lowercase_ascii(const char *s)
+{
+    char *o = strdup(s);
+    for (char *p = o; p && *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p + 32);
+    return o;
+}
+
+static int load_model(struct sentiment *s, struct smodel *m, const char *path, struct nlpd_error *err)
+{
+    int hf = strcmp(s->backend, "hf") == 0 || (strcmp(s->backend, "auto") == 0 && is_dir(path));
+    if (hf) {
+        m->hf = nlpd_hf_model_load(path, 1, err);
+        if (!m->hf)
+            return err->code ? err->code : NLPD_EFORMAT;
+        if (nlpd_hf_model_task(m->hf) != NLPD_HF_TASK_SEQ_CLS)
+            return nlpd_error_set(err, NLPD_EINVAL, 0, "%s: not a sequence-classification model", path);
+        m->nlabels = nlpd_hf_model_num_labels(m->hf);
+    } else {
+        m->ft = nlpd_ft_load(path, err);
+        if (!m->ft)
+            return err->code ? err->code : NLPD_EFORMAT;
+        struct nlpd_ft_info info;
+        nlpd_ft_get_info(m->ft, &info);
+        m->nlabels = info.nlabels;
+    }
+    m->label_out = calloc((size_t)m->nlabels, sizeof *m->label_out);
+    if (!m->label_out)
+        return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+    /* The fastText Amazon polarity models: __label__1 = 1-2 stars, __label__2 = 4-5 stars. */
+    int polarity = m->ft && m->nlabels == 2 && strcmp(nlpd_ft_label(m->ft, 0), nlpd_ft_label(m->ft, 1)) != 0;
+    for (int i = 0; m->ft && i < m->nlabels && polarity; i++)
+        polarity = !strcmp(nlpd_ft_label(m->ft, i), "__label__1") || !strcmp(nlpd_ft_label(m->ft, i), "__label__2");
+    size_t plen = strlen(s->label_prefix);
+    for (int i = 0; i < m->nlabels; i++) {
+        const char *label = m->hf ? nlpd_hf_model_label(m->hf, i) : nlpd_ft_label(m->ft, i);
+        const char *mapped = nlpd_conf_map_get(&s->labels, label);
+        if (mapped)
+            m->label_out[i] = strdup(mapped);
+        else if (polarity)
+            m->label_out[i] = strdup(strcmp(label, "__label__1") == 0 ? "negative" : "positive");
+        else if (m->ft)
+            m->label_out[i] = strdup(strncmp(label, s->label_prefix, plen) == 0 ? label + plen : label);
+        else
+            m->label_out[i] = lowercase_ascii(label); /* HF pipelines' POSITIVE -> positive */
+        if (!m->label_out[i])
+            return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+        if (strlen(m->label_out[i]) >= NLPD_LABEL_MAX)
+            return nlpd_error_set(err, NLPD_EINVAL, 0, "label \"%s\" is longer than %d bytes", m->label_out[i],
+                                  NLPD_LABEL_MAX - 1);
+    }
+    return 0;
+}
 
 static int sentiment_init(void *ctx, struct nlpd_error *err)
 {
     struct sentiment *s = ctx;
-    s->ft = nlpd_ft_load(s->model, err);
-    if (!s->ft)
-        return err && err->code ? err->code : NLPD_EFORMAT;
-    struct nlpd_ft_info info;
-    nlpd_ft_get_info(s->ft, &info);
-    s->label_out = calloc((size_t)info.nlabels, sizeof *s->label_out);
-    if (!s->label_out)
+    if (!s->model == !s->models.n)
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "give either model or models");
+    s->nm = s->model ? 1 : s->models.n;
+    s->m = calloc(s->nm, sizeof *s->m);
+    if (!s->m)
         return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
-    /* The fastText Amazon polarity models: __label__1 = 1-2 stars, __label__2 = 4-5 stars. */
-    int polarity = info.nlabels == 2 && strcmp(nlpd_ft_label(s->ft, 0), nlpd_ft_label(s->ft, 1)) != 0;
-    for (int32_t i = 0; i < info.nlabels && polarity; i++)
-        polarity = !strcmp(nlpd_ft_label(s->ft, i), "__label__1") || !strcmp(nlpd_ft_label(s->ft, i), "__label__2");
-    size_t plen = strlen(s->label_prefix);
-    for (int32_t i = 0; i < info.nlabels; i++) {
-        const char *label = nlpd_ft_label(s->ft, i);
-        const char *mapped = nlpd_conf_map_get(&s->labels, label);
-        if (!mapped && s->labels.n == 0 && polarity)
-            mapped = strcmp(label, "__label__1") == 0 ? "negative" : "positive";
-        if (!mapped)
-            mapped = strncmp(label, s->label_prefix, plen) == 0 ? label + plen : label;
-        if (strlen(mapped) >= NLPD_LABEL_MAX)
-            return nlpd_error_set(err, NLPD_EINVAL, 0, "label \"%s\" is longer than %d bytes", mapped,
-                                  NLPD_LABEL_MAX - 1);
-        s->label_out[i] = strdup(mapped);
-        if (!s->label_out[i])
-            return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+    for (size_t i = 0; i < s->nm; i++) {
+        const char *path = s->model ? s->model : s->models.to[i];
+        s->m[i].lang = strdup(s->model ? "default" : s->models.from[i]);
+        int rc = load_model(s, &s->m[i], path, err);
+        if (rc < 0)
+            return rc;
     }
     for (size_t i = 0; i < s->labels.n; i++) {
         int found = 0;
-        for (int32_t j = 0; j < info.nlabels && !found; j++)
-            found = strcmp(s->labels.from[i], nlpd_ft_label(s->ft, j)) == 0;
+        for (size_t j = 0; j < s->nm && !found; j++)
+            for (int k = 0; k < s->m[j].nlabels && !found; k++)
+                found = strcmp(s->labels.from[i], s->m[j].hf ? nlpd_hf_model_label(s->m[j].hf, k)
+                                                             : nlpd_ft_label(s->m[j].ft, k)) == 0;
         if (!found)
-            return nlpd_error_set(err, NLPD_EINVAL, 0, "labels: the model has no label \"%s\"", s->labels.from[i]);
+            return nlpd_error_set(err, NLPD_EINVAL, 0, "labels: no model has the label \"%s\"", s->labels.from[i]);
     }
     return 0;
 }
@@ -90,23 +164,163 @@ static void *sentiment_thread_init(void *ctx)
 {
     struct sentiment *s = ctx;
     struct sentiment_thread *t = calloc(1, sizeof *t);
-    if (!t)
-        return NULL;
-    t->scratch = nlpd_ft_scratch_new(s->ft);
-    if (!t->scratch) {
-        free(t);
-        return NULL;
-    }
+    if (!t || !(t->scratch = calloc(s->nm, sizeof *t->scratch)) || !(t->ws = calloc(s->nm, sizeof *t->ws)))
+        goto bad;
+    for (size_t i = 0; i < s->nm; i++)
+        if (s->m[i].ft ? !(t->scratch[i] = nlpd_ft_scratch_new(s->m[i].ft)) : !(t->ws[i] = nlpd_hf_ws_new(s->m[i].hf)))
+            goto bad;
     return t;
+bad:
+    if (t) {
+        for (size_t i = 0; t->scratch && t->ws && i < s->nm; i++) {
+            nlpd_ft_scratch_free(t->scratch[i]);
+            nlpd_hf_ws_free(t->ws[i]);
+        }
+        free(t->scratch);
+        free(t->ws);
+        free(t);
+    }
+    return NULL;
 }
 
 static void sentiment_thread_fini(void *ctx, void *tstate)
 {
-    (void)ctx;
+    struct sentiment *s = ctx;
     struct sentiment_thread *t = tstate;
-    nlpd_ft_scratch_free(t->scratch);
-    free(t->norm);
+    for (size_t i = 0; i < s->nm; i++) {
+        nlpd_ft_scratch_free(t->scratch[i]);
+        nlpd_hf_ws_free(t->ws[i]);
+    }
+    free(t->scratch), free(t->ws), free(t->norm), free(t->group), free(t->texts), free(t->lens), free(t->enc);
+    free(t->logits);
     free(t);
+}
+
+/* The model for a record: its language's, else the default, else none. */
+static int model_for(const struct sentiment *s, const struct nlpd_record *r)
+{
+    int dflt = -1;
+    for (size_t i = 0; i < s->nm; i++) {
+        if (r->lang.set && strcmp(s->m[i].lang, r->lang.code) == 0)
+            return (int)i;
+        if (strcmp(s->m[i].lang, "default") == 0)
+            dflt = (int)i;
+    }
+    return dflt;
+}
+
+static int write_result(const struct sentiment *s, const struct smodel *m, struct nlpd_record *r, const float *probs,
+                        int best)
+{
+    snprintf(r->sentiment.label, sizeof r->sentiment.label, "%s", m->label_out[best]);
+    r->sentiment.score = probs[best];
+    r->sentiment.set = 1;
+    if (!s->scores)
+        return 0;
+    struct nlpd_label_score sc[64];
+    int n = m->nlabels < 64 ? m->nlabels : 64;
+    for (int i = 0; i < n; i++) {
+        snprintf(sc[i].label, sizeof sc[i].label, "%s", m->label_out[i]);
+        sc[i].score = probs[i];
+    }
+    return nlpd_record_set_scores(r, sc, (size_t)n);
+}
+
+static enum nlpd_stage_status run_fasttext(struct sentiment *s, struct sentiment_thread *t, size_t mi,
+                                           struct nlpd_record **recs, size_t n)
+{
+    const struct smodel *m = &s->m[mi];
+    struct nlpd_text_norm norm = {s->lowercase, s->split_punctuation};
+    struct nlpd_ft_pred preds[64];
+    int k = s->scores ? (m->nlabels < 64 ? m->nlabels : 64) : 1;
+    for (size_t i = 0; i < n; i++) {
+        struct nlpd_record *r = recs[i];
+        const char *text = r->text;
+        size_t len = r->text_len;
+        if (norm.lowercase || norm.split_punctuation) {
+            long nl = nlpd_text_normalize(&norm, r->text, r->text_len, &t->norm, &t->norm_cap);
+            if (nl < 0)
+                return NLPD_STAGE_RETRY;
+            text = t->norm;
+            len = (size_t)nl;
+        }
+        int np = nlpd_ft_predict(m->ft, t->scratch[mi], text, len, k, 0.0f, preds);
+        if (np == NLPD_ENOMEM)
+            return NLPD_STAGE_RETRY;
+        if (np <= 0) {
+            nlpd_record_fail(r, "sentiment", np < 0 ? "prediction failed: %s" : "the model gave no prediction%s",
+                             np < 0 ? nlpd_strerror(np) : "");
+            continue;
+        }
+        float probs[64] = {0};
+        for (int j = 0; j < np; j++)
+            probs[preds[j].label] = preds[j].prob;
+        if (write_result(s, m, r, probs, preds[0].label) < 0)
+            return NLPD_STAGE_RETRY;
+    }
+    return NLPD_STAGE_OK;
+}
+
+static int grow_group(struct sentiment_thread *t, size_t n)
+{
+    if (n <= t->cap)
+        return 0;
+    size_t c = n * 2;
+    void *a = realloc(t->group, c * sizeof *t->group), *b = realloc(t->texts, c * sizeof *t->texts);
+    if (a)
+        t->group = a;
+    if (b)
+        t->texts = b;
+    void *l = realloc(t->lens, c * sizeof *t->lens), *e = realloc(t->enc, c * sizeof *t->enc);
+    if (l)
+        t->lens = l;
+    if (e)
+        t->enc = e;
+    void *g = realloc(t->logits, c * sizeof *t->logits);
+    if (g)
+        t->logits = g;
+    if (!a || !b || !l || !e || !g)
+        return -1;
+    t->cap = c;
+    return 0;
+}
+
+static enum nlpd_stage_status run_hf(struct sentiment *s, struct sentiment_thread *t, size_t mi,
+                                     struct nlpd_record **recs, size_t n, struct nlpd_error *err)
+{
+    const struct smodel *m = &s->m[mi];
+    for (size_t i = 0; i < n; i++) {
+        t->texts[i] = recs[i]->text;
+        t->lens[i] = recs[i]->text_len;
+    }
+    int rc = nlpd_hf_classify(m->hf, t->ws[mi], t->texts, t->lens, n, (size_t)s->max_tokens, t->enc, t->logits, err);
+    if (rc == NLPD_ENOMEM)
+        return NLPD_STAGE_RETRY;
+    if (rc < 0) { /* one record's problem (e.g. tokenizer): score them one by one to find it */
+        if (n == 1) {
+            nlpd_record_fail(recs[0], "sentiment", "%s", err->message);
+            return NLPD_STAGE_OK;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (run_hf(s, t, mi, recs + i, 1, err) != NLPD_STAGE_OK)
+                return NLPD_STAGE_RETRY;
+        return NLPD_STAGE_OK;
+    }
+    float probs[256];
+    for (size_t i = 0; i < n; i++) {
+        int nl = m->nlabels < 256 ? m->nlabels : 256;
+        if (nlpd_hf_model_multi_label(m->hf))
+            nlpd_hf_sigmoid(t->logits[i], nl, probs);
+        else
+            nlpd_hf_softmax(t->logits[i], nl, probs);
+        int best = 0;
+        for (int j = 1; j < nl; j++)
+            if (probs[j] > probs[best])
+                best = j;
+        if (write_result(s, m, recs[i], probs, best) < 0)
+            return NLPD_STAGE_RETRY;
+    }
+    return NLPD_STAGE_OK;
 }
 
 static enum nlpd_stage_status sentiment_process(void *ctx, void *tstate, struct nlpd_batch *batch,
@@ -114,34 +328,19 @@ static enum nlpd_stage_status sentiment_process(void *ctx, void *tstate, struct 
 {
     struct sentiment *s = ctx;
     struct sentiment_thread *t = tstate;
-    struct nlpd_text_norm norm = {s->lowercase, s->split_punctuation};
-    (void)err;
-    for (size_t i = 0; i < batch->n; i++) {
-        struct nlpd_record *r = batch->recs[i];
-        const char *text = r->text;
-        size_t len = r->text_len;
-        if (norm.lowercase || norm.split_punctuation) {
-            long n = nlpd_text_normalize(&norm, r->text, r->text_len, &t->norm, &t->norm_cap);
-            if (n < 0)
-                return NLPD_STAGE_RETRY;
-            text = t->norm;
-            len = (size_t)n;
-        }
-        struct nlpd_ft_pred pred;
-        int n = nlpd_ft_predict(s->ft, t->scratch, text, len, 1, 0.0f, &pred);
-        if (n < 0) {
-            if (n == NLPD_ENOMEM)
-                return NLPD_STAGE_RETRY;
-            nlpd_record_fail(r, "sentiment", "prediction failed: %s", nlpd_strerror(n));
+    if (grow_group(t, batch->n) < 0)
+        return NLPD_STAGE_RETRY;
+    for (size_t mi = 0; mi < s->nm; mi++) {
+        size_t n = 0;
+        for (size_t i = 0; i < batch->n; i++)
+            if (model_for(s, batch->recs[i]) == (int)mi)
+                t->group[n++] = batch->recs[i];
+        if (!n)
             continue;
-        }
-        if (n == 0) {
-            nlpd_record_fail(r, "sentiment", "the model gave no prediction for this text");
-            continue;
-        }
-        snprintf(r->sentiment.label, sizeof r->sentiment.label, "%s", s->label_out[pred.label]);
-        r->sentiment.score = pred.prob;
-        r->sentiment.set = 1;
+        enum nlpd_stage_status st =
+            s->m[mi].ft ? run_fasttext(s, t, mi, t->group, n) : run_hf(s, t, mi, t->group, n, err);
+        if (st != NLPD_STAGE_OK)
+            return st;
     }
     return NLPD_STAGE_OK;
 }
@@ -149,20 +348,22 @@ static enum nlpd_stage_status sentiment_process(void *ctx, void *tstate, struct 
 static void sentiment_fini(void *ctx)
 {
     struct sentiment *s = ctx;
-    if (s->label_out && s->ft) {
-        struct nlpd_ft_info info;
-        nlpd_ft_get_info(s->ft, &info);
-        for (int32_t i = 0; i < info.nlabels; i++)
-            free(s->label_out[i]);
+    for (size_t i = 0; s->m && i < s->nm; i++) {
+        for (int j = 0; s->m[i].label_out && j < s->m[i].nlabels; j++)
+            free(s->m[i].label_out[j]);
+        free(s->m[i].label_out);
+        free(s->m[i].lang);
+        nlpd_ft_free(s->m[i].ft);
+        nlpd_hf_model_free(s->m[i].hf);
     }
-    free(s->label_out);
-    nlpd_ft_free(s->ft);
+    free(s->m);
 }
 
 const struct nlpd_stage_plugin nlpd_stage_sentiment = {
     .abi = NLPD_STAGE_ABI,
     .name = "sentiment",
-    .description = "sentiment of the text (fastText backend); writes sentiment.label and sentiment.score",
+    .description = "text classification (Hugging Face folder or fastText model); writes sentiment.label and "
+                   "sentiment.score",
     .conf_map = sentiment_conf,
     .ctx_size = sizeof(struct sentiment),
     .init = sentiment_init,
