@@ -51,6 +51,33 @@ static const struct nlpd_conf_entry flow_map[] = {
     {0},
 };
 
+static const struct nlpd_conf_entry cache_map[] = {
+    {"backend", NLPD_CONF_ENUM, "memory", offsetof(struct nlpd_cache_conf, backend), 0, "memory|redis|none", 0, 0,
+     "where stage results are cached: \"memory\" (bounded in-process LRU), \"redis\" (shared by every nlpd "
+     "of a group), \"none\""},
+    {"redis", NLPD_CONF_STRING, "127.0.0.1:6379", offsetof(struct nlpd_cache_conf, redis), 0, NULL, 0, 0,
+     "Redis address: host:port, or the path of a unix socket"},
+    {"redis_user", NLPD_CONF_STRING, "", offsetof(struct nlpd_cache_conf, redis_user), 0, NULL, 0, 0,
+     "Redis ACL user (empty: none, or the default user with redis_password)"},
+    {"redis_password", NLPD_CONF_STRING, "", offsetof(struct nlpd_cache_conf, redis_password), 0, NULL, 0, 0,
+     "Redis password (empty: no AUTH)"},
+    {"key_prefix", NLPD_CONF_STRING, "nlpd:", offsetof(struct nlpd_cache_conf, key_prefix), 0, NULL, 0, 0,
+     "prefix of every Redis key"},
+    {"ttl_s", NLPD_CONF_INT, "86400", offsetof(struct nlpd_cache_conf, ttl_s), 0, NULL, 1, 315360000,
+     "Redis: expiry of a cached result (seconds)"},
+    {"max_entries", NLPD_CONF_INT, "100000", offsetof(struct nlpd_cache_conf, max_entries), 0, NULL, 1, 1e9,
+     "memory: most results kept (least recently used evicted first)"},
+    {"max_bytes", NLPD_CONF_INT, "268435456", offsetof(struct nlpd_cache_conf, max_bytes), 0, NULL, 1024, 1e12,
+     "memory: most bytes of keys and values kept"},
+    {"timeout_ms", NLPD_CONF_INT, "20", offsetof(struct nlpd_cache_conf, timeout_ms), 0, NULL, 1, 60000,
+     "Redis: deadline of one lookup; past it the batch goes on uncached"},
+    {"breaker_failures", NLPD_CONF_INT, "5", offsetof(struct nlpd_cache_conf, breaker_failures), 0, NULL, 1, 1000000,
+     "Redis: consecutive failures that stop lookups for breaker_backoff_ms"},
+    {"breaker_backoff_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_cache_conf, breaker_backoff_ms), 0, NULL, 10,
+     3600000, "Redis: how long lookups stay off before one probe"},
+    {0},
+};
+
 static const struct nlpd_conf_entry input_map[] = {
     {"format", NLPD_CONF_ENUM, "json", offsetof(struct nlpd_input_conf, format), 0, "json|avro", 0, 0,
      "record format: \"json\" (one JSON object per record) or \"avro\" (binary datum with the writer schema in "
@@ -92,14 +119,15 @@ static const struct nlpd_conf_entry log_map[] = {
     {0},
 };
 
-static const char *const top_keys[] = {"kafka", "input", "output", "flow", "batch", "kernels", "log", "pipeline",
-                                       NULL};
+static const char *const top_keys[] = {"kafka", "input", "output", "flow", "cache", "batch", "kernels", "log",
+                                       "pipeline", NULL};
 
 static void release_sections(struct nlpd_config *c)
 {
     nlpd_conf_release(kafka_map, &c->kafka);
     nlpd_conf_release(output_map, &c->output);
     nlpd_conf_release(flow_map, &c->flow);
+    nlpd_conf_release(cache_map, &c->cache);
     nlpd_conf_release(input_map, &c->input);
     nlpd_conf_release(batch_map, &c->batch);
     nlpd_conf_release(kernels_map, &c->kernels);
@@ -119,8 +147,8 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
             known = strcmp(*k, name) == 0;
         if (!known) {
             nlpd_diag_add(diag, nlpd_conf_file(s, c->path), config_setting_source_line(s),
-                          "unknown key '%s' at top level (known: kafka, input, output, flow, batch, kernels, log, "
-                          "pipeline)",
+                          "unknown key '%s' at top level (known: kafka, input, output, flow, cache, batch, kernels, "
+                          "log, pipeline)",
                           name);
             errors++;
         }
@@ -132,6 +160,7 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
     errors += nlpd_conf_apply(input_map, config_lookup(&c->cfg, "input"), &c->input, NULL, "input", c->path, diag);
     errors += nlpd_conf_apply(output_map, config_lookup(&c->cfg, "output"), &c->output, NULL, "output", c->path, diag);
     errors += nlpd_conf_apply(flow_map, config_lookup(&c->cfg, "flow"), &c->flow, NULL, "flow", c->path, diag);
+    errors += nlpd_conf_apply(cache_map, config_lookup(&c->cfg, "cache"), &c->cache, NULL, "cache", c->path, diag);
     if (strcmp(c->input.format, "avro") == 0 && !c->input.schema) {
         const config_setting_t *s = config_lookup(&c->cfg, "input");
         nlpd_diag_add(diag, nlpd_conf_file(s, c->path), s ? config_setting_source_line(s) : 0,
@@ -254,6 +283,7 @@ void nlpd_config_doc(FILE *out)
     nlpd_conf_doc(kafka_map, "kafka", out);
     nlpd_conf_doc(output_map, "output", out);
     nlpd_conf_doc(flow_map, "flow", out);
+    nlpd_conf_doc(cache_map, "cache", out);
     nlpd_conf_doc(input_map, "input", out);
     nlpd_conf_doc(batch_map, "batch", out);
     nlpd_conf_doc(kernels_map, "kernels", out);

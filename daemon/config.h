@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "diag.h"
+#include "cache.h"
 #include "nlpd_stage.h"
 
 struct nlpd_input_conf {
@@ -65,6 +66,7 @@ struct nlpd_config {
     struct nlpd_input_conf input;
     struct nlpd_output_conf output;
     struct nlpd_flow_conf flow;
+    struct nlpd_cache_conf cache;
     struct nlpd_batch_conf batch;
     struct nlpd_kernels_conf kernels;
     struct nlpd_log_conf log;

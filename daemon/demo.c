@@ -192,5 +192,16 @@ int nlpd_demo_kafka(const struct nlpd_config *cfg, struct nlpd_pipeline *p, cons
                 "demo: %ld records in, %ld enriched out, %ld dead-lettered in %.2f s (%.0f records/s); end-to-end latency p50 %.1f ms, p99 %.1f ms (record timestamp to broker ack)\n",
                 sent, out, dead, elapsed, elapsed > 0 ? (double)(out + dead) / elapsed : 0.0, st.latency_p50_ms,
                 st.latency_p99_ms);
+    struct nlpd_stage_cache_stats cs[16];
+    struct nlpd_cache_stats total;
+    size_t ncs = nlpd_pipeline_cache_stats(p, cs, 16, &total);
+    for (size_t i = 0; i < ncs; i++)
+        fprintf(stderr, "demo: cache %s: %llu hits, %llu misses\n", cs[i].stage, (unsigned long long)cs[i].hits,
+                (unsigned long long)cs[i].misses);
+    if (ncs)
+        fprintf(stderr, "demo: cache backend: %llu lookups, %llu errors, %.3f ms per lookup%s\n",
+                (unsigned long long)total.lookups, (unsigned long long)total.errors,
+                total.lookups ? total.lookup_seconds * 1e3 / (double)total.lookups : 0.0,
+                total.breaker_open ? ", breaker open" : "");
     return sent >= 0 && out + dead == sent && arg.rc == 0 ? 0 : 1;
 }

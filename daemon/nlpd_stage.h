@@ -152,6 +152,14 @@ enum nlpd_stage_status {
     NLPD_STAGE_FATAL = 2, /* the stage cannot go on */
 };
 
+/* The result fields a stage writes (struct nlpd_stage_plugin.results): what the result cache stores. */
+enum {
+    NLPD_RESULT_LANG = 1 << 0,
+    NLPD_RESULT_SENTIMENT = 1 << 1,
+    NLPD_RESULT_ENTITIES = 1 << 2,
+    NLPD_RESULT_MODERATION = 1 << 3,
+};
+
 struct nlpd_stage_plugin {
     int abi; /* NLPD_STAGE_ABI */
     const char *name;
@@ -166,6 +174,9 @@ struct nlpd_stage_plugin {
     /* Processes the records of a batch that are still OK and match the stage's `when`. */
     enum nlpd_stage_status (*process)(void *ctx, void *tstate, struct nlpd_batch *batch, struct nlpd_error *err);
     void (*fini)(void *ctx);
+    /* NLPD_RESULT_* bits of the fields process() writes; non-zero makes the stage cacheable: the framework
+     * looks results up by the stage's cache key and calls process() on the misses only. */
+    unsigned results;
 };
 
 /* Stage-tagged logging for stages (the daemon's logger underneath). */

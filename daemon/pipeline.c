@@ -9,8 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "conf_map.h"
 #include "log.h"
+#include "result_codec.h"
 #include "when.h"
 
 extern const struct nlpd_stage_plugin nlpd_stage_langid;
@@ -75,6 +77,8 @@ struct stage_inst {
     struct nlpd_when *when;
     char *name;
     char *model_id;
+    char *key_material; /* stage name, model digest and output-changing options: the cache key's prefix */
+    uint64_t hits, misses; /* cache counters (atomic) */
 };
 
 struct worker {
@@ -83,9 +87,17 @@ struct worker {
     void **tstate; /* one per stage */
     struct nlpd_record **scratch;
     size_t scratch_cap;
+    /* cache lookups of one stage run: per eligible record */
+    char (*keys)[80];
+    const char **key_ptrs;
+    struct nlpd_cache_value *vals;
+    long *leader; /* -1: computed here; else the index of the record with the same key */
+    struct nlpd_record **todo;
+    size_t cache_cap;
 };
 
 struct nlpd_pipeline {
+    struct nlpd_cache *cache;
     size_t nstages;
     struct stage_inst *stages;
     struct nlpd_model_ref *models;
@@ -211,6 +223,53 @@ static char *model_id_of(const struct stage_inst *s)
     return NULL;
 }
 
+/* The options that change a stage's output, in table order, as text: part of every cache key. */
+static char *key_material_of(const struct stage_inst *s)
+{
+    struct nlpd_buf b = {0};
+    nlpd_buf_printf(&b, "stage=%s\nmodel=%s\n", s->plugin->name, s->model_id ? s->model_id : "");
+    for (const struct nlpd_conf_entry *e = s->plugin->conf_map; e->type != NLPD_CONF_END; e++) {
+        if (!(e->flags & (NLPD_CONF_CACHE_KEY | NLPD_CONF_MODEL)))
+            continue;
+        const char *p = (const char *)s->ctx + e->offset;
+        nlpd_buf_printf(&b, "%s=", e->key);
+        switch (e->type) {
+        case NLPD_CONF_STRING:
+        case NLPD_CONF_PATH:
+        case NLPD_CONF_ENUM: nlpd_buf_puts(&b, *(char *const *)p ? *(char *const *)p : ""); break;
+        case NLPD_CONF_INT: nlpd_buf_printf(&b, "%lld", *(const long long *)p); break;
+        case NLPD_CONF_FLOAT: nlpd_buf_printf(&b, "%.17g", *(const double *)p); break;
+        case NLPD_CONF_BOOL: nlpd_buf_printf(&b, "%d", *(const int *)p); break;
+        case NLPD_CONF_MAP: {
+            const struct nlpd_conf_map *m = (const struct nlpd_conf_map *)p;
+            for (size_t i = 0; i < m->n; i++) {
+                /* a per-language model map names files: their digests are what matters */
+                char hex[65];
+                struct nlpd_error err;
+                const char *v = m->to[i];
+                if (strcmp(e->key, "models") == 0 && nlpd_file_sha256(v, hex, &err) == 0)
+                    v = hex;
+                nlpd_buf_printf(&b, "%s\x1f%s\x1e", m->from[i], v);
+            }
+            break;
+        }
+        case NLPD_CONF_LIST: {
+            const struct nlpd_conf_list *l = (const struct nlpd_conf_list *)p;
+            for (size_t i = 0; i < l->n; i++)
+                nlpd_buf_printf(&b, "%s\x1e", l->items[i]);
+            break;
+        }
+        default: break;
+        }
+        nlpd_buf_puts(&b, "\n");
+    }
+    if (b.oom) {
+        nlpd_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
 static const char *const stage_common_keys[] = {"stage", "name", "when", NULL};
 
 static int build_stage(struct nlpd_pipeline *p, const struct nlpd_config *cfg, const config_setting_t *entry,
@@ -274,6 +333,10 @@ static int build_stage(struct nlpd_pipeline *p, const struct nlpd_config *cfg, c
         return 1;
     }
     s->model_id = model_id_of(s);
+    if (s->plugin->results && !(s->key_material = key_material_of(s))) {
+        nlpd_diag_add(diag, file, line, "out of memory");
+        return 1;
+    }
     return 0;
 }
 
@@ -302,6 +365,16 @@ struct nlpd_pipeline *nlpd_pipeline_create(const struct nlpd_config *cfg, struct
                               "two stages are named \"%s\": give one a distinct 'name'", p->stages[i].name);
                 errors++;
             }
+    if (!errors) {
+        struct nlpd_error err = {0};
+        p->cache = nlpd_cache_new(&cfg->cache, &err);
+        if (!p->cache) {
+            const config_setting_t *cs = config_lookup(&cfg->cfg, "cache");
+            nlpd_diag_add(diag, nlpd_conf_file(cs, cfg->path), cs ? config_setting_source_line(cs) : 0, "cache: %s",
+                          err.message);
+            errors++;
+        }
+    }
     if (errors) {
         nlpd_pipeline_free(p);
         return NULL;
@@ -338,6 +411,7 @@ static void worker_fini(struct worker *w)
             p->stages[i].plugin->thread_fini(p->stages[i].ctx, w->tstate[i]);
     free(w->tstate);
     free(w->scratch);
+    free(w->keys), free(w->key_ptrs), free(w->vals), free(w->leader), free(w->todo);
     memset(w, 0, sizeof *w);
 }
 
@@ -375,6 +449,108 @@ static void run_stage(struct worker *w, size_t si, struct nlpd_record **recs, si
         nlpd_record_fail(recs[i], s->name, "stage failed: %s", why);
 }
 
+static int grow_cache_arrays(struct worker *w, size_t n)
+{
+    if (n <= w->cache_cap)
+        return 0;
+    free(w->keys), free(w->key_ptrs), free(w->vals), free(w->leader), free(w->todo);
+    w->keys = malloc(n * sizeof *w->keys);
+    w->key_ptrs = malloc(n * sizeof *w->key_ptrs);
+    w->vals = malloc(n * sizeof *w->vals);
+    w->leader = malloc(n * sizeof *w->leader);
+    w->todo = malloc(n * sizeof *w->todo);
+    w->cache_cap = w->keys && w->key_ptrs && w->vals && w->leader && w->todo ? n : 0;
+    return w->cache_cap ? 0 : -1;
+}
+
+/* key = stage name ":" sha256(key material, lang.code for stages after langid, text) */
+static void cache_key(const struct stage_inst *s, const struct nlpd_record *r, char out[80])
+{
+    unsigned char d[32];
+    unsigned len = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    EVP_DigestUpdate(md, s->key_material, strlen(s->key_material) + 1);
+    const char *lang = r->lang.set && !(s->plugin->results & NLPD_RESULT_LANG) ? r->lang.code : "";
+    EVP_DigestUpdate(md, lang, strlen(lang) + 1);
+    EVP_DigestUpdate(md, r->text, r->text_len);
+    EVP_DigestFinal_ex(md, d, &len);
+    EVP_MD_CTX_free(md);
+    int n = snprintf(out, 80, "%.12s:", s->plugin->name);
+    for (int i = 0; i < 32 && n + 2 < 80; i++, n += 2)
+        snprintf(out + n, 3, "%02x", d[i]);
+}
+
+/* A cacheable stage: look every record up, run the stage on the distinct misses, store what it computed,
+ * and give records with the same key as a computed one its result. */
+static void run_cached(struct worker *w, size_t si, struct nlpd_record **recs, size_t n)
+{
+    struct stage_inst *s = &w->p->stages[si];
+    unsigned mask = s->plugin->results;
+    if (grow_cache_arrays(w, n) < 0) {
+        run_stage(w, si, recs, n, 0);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        cache_key(s, recs[i], w->keys[i]);
+        w->key_ptrs[i] = w->keys[i];
+    }
+    nlpd_cache_mget(w->p->cache, w->key_ptrs, n, w->vals);
+    size_t ntodo = 0, hits = 0;
+    for (size_t i = 0; i < n; i++) {
+        w->leader[i] = -1;
+        if (w->vals[i].data && nlpd_results_decode(recs[i], mask, w->vals[i].data, w->vals[i].len) == 0) {
+            w->leader[i] = -2; /* served from the cache */
+            hits++;
+        } else {
+            for (size_t j = 0; j < i; j++) /* duplicates inside the batch are computed once */
+                if (w->leader[j] == -1 && strcmp(w->keys[j], w->keys[i]) == 0) {
+                    w->leader[i] = (long)j;
+                    break;
+                }
+            if (w->leader[i] == -1)
+                w->todo[ntodo++] = recs[i];
+        }
+        free(w->vals[i].data);
+        w->vals[i].data = NULL;
+    }
+    __atomic_add_fetch(&s->hits, hits, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&s->misses, n - hits, __ATOMIC_RELAXED);
+    if (ntodo)
+        run_stage(w, si, w->todo, ntodo, 0);
+
+    /* Store the computed results; hand them to the duplicates. */
+    size_t nset = 0;
+    struct nlpd_buf *bufs = ntodo ? calloc(n, sizeof *bufs) : NULL;
+    for (size_t i = 0; bufs && i < n; i++) {
+        if (w->leader[i] != -1 || recs[i]->error)
+            continue;
+        nlpd_results_encode(recs[i], mask, &bufs[i]);
+        if (bufs[i].oom)
+            continue;
+        w->key_ptrs[nset] = w->keys[i];
+        w->vals[nset].data = (unsigned char *)bufs[i].data;
+        w->vals[nset].len = bufs[i].len;
+        nset++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        long j = w->leader[i];
+        if (j < 0)
+            continue;
+        if (recs[j]->error)
+            nlpd_record_fail(recs[i], s->name, "%s", recs[j]->error);
+        else if (!bufs || !bufs[j].data ||
+                 nlpd_results_decode(recs[i], mask, (unsigned char *)bufs[j].data, bufs[j].len) < 0)
+            nlpd_record_fail(recs[i], s->name, "out of memory");
+    }
+    nlpd_cache_mset(w->p->cache, w->key_ptrs, w->vals, nset);
+    for (size_t i = 0; bufs && i < n; i++)
+        nlpd_buf_free(&bufs[i]);
+    free(bufs);
+    for (size_t i = 0; i < nset; i++)
+        w->vals[i].data = NULL;
+}
+
 static void run_chain(struct worker *w, struct nlpd_batch *batch)
 {
     struct nlpd_pipeline *p = w->p;
@@ -395,7 +571,9 @@ static void run_chain(struct worker *w, struct nlpd_batch *batch)
             if (!r->error && (!p->stages[si].when || nlpd_when_eval(p->stages[si].when, r)))
                 w->scratch[n++] = r;
         }
-        if (n)
+        if (n && p->stages[si].key_material && nlpd_cache_enabled(p->cache))
+            run_cached(w, si, w->scratch, n);
+        else if (n)
             run_stage(w, si, w->scratch, n, 0);
         for (size_t i = 0; i < n && si < 32; i++)
             if (!w->scratch[i]->error)
@@ -532,10 +710,12 @@ void nlpd_pipeline_free(struct nlpd_pipeline *p)
         free(s->ctx);
         free(s->name);
         free(s->model_id);
+        free(s->key_material);
         nlpd_when_free(s->when);
     }
     free(p->stages);
     free(p->models);
+    nlpd_cache_free(p->cache);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->changed);
     free(p);
@@ -547,6 +727,23 @@ int nlpd_pipeline_failed(struct nlpd_pipeline *p)
     int fatal = p->fatal;
     pthread_mutex_unlock(&p->lock);
     return fatal;
+}
+
+size_t nlpd_pipeline_cache_stats(struct nlpd_pipeline *p, struct nlpd_stage_cache_stats *out, size_t cap,
+                                 struct nlpd_cache_stats *total)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->nstages && n < cap; i++) {
+        if (!p->stages[i].key_material)
+            continue;
+        out[n].stage = p->stages[i].name;
+        out[n].hits = __atomic_load_n(&p->stages[i].hits, __ATOMIC_RELAXED);
+        out[n].misses = __atomic_load_n(&p->stages[i].misses, __ATOMIC_RELAXED);
+        n++;
+    }
+    if (total)
+        nlpd_cache_get_stats(p->cache, total);
+    return nlpd_cache_enabled(p->cache) ? n : 0;
 }
 
 int nlpd_pipeline_threads(const struct nlpd_pipeline *p)

@@ -4,8 +4,10 @@
 #ifndef NLPD_PIPELINE_H
 #define NLPD_PIPELINE_H
 
+#include <stdint.h>
 #include <stdio.h>
 
+#include "cache.h"
 #include "config.h"
 #include "diag.h"
 #include "nlpd_stage.h"
@@ -48,6 +50,15 @@ void nlpd_pipeline_free(struct nlpd_pipeline *p);
 /* Nonzero once a stage reported a fatal error. */
 int nlpd_pipeline_failed(struct nlpd_pipeline *p);
 int nlpd_pipeline_threads(const struct nlpd_pipeline *p);
+
+struct nlpd_stage_cache_stats {
+    const char *stage;
+    uint64_t hits, misses;
+};
+/* Per cacheable stage: cache hits and misses (up to cap stages); total gets the backend's counters.
+ * Returns the number of stages filled (0 when the cache is off). */
+size_t nlpd_pipeline_cache_stats(struct nlpd_pipeline *p, struct nlpd_stage_cache_stats *out, size_t cap,
+                                 struct nlpd_cache_stats *total);
 const struct nlpd_model_ref *nlpd_pipeline_models(const struct nlpd_pipeline *p, size_t *n);
 
 /* sha256 of a model as 64 hex digits: a file's content, or a folder's regular files in name order

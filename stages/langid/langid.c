@@ -91,4 +91,5 @@ const struct nlpd_stage_plugin nlpd_stage_langid = {
     .thread_fini = langid_thread_fini,
     .process = langid_process,
     .fini = langid_fini,
+    .results = NLPD_RESULT_LANG,
 };

@@ -371,4 +371,5 @@ const struct nlpd_stage_plugin nlpd_stage_sentiment = {
     .thread_fini = sentiment_thread_fini,
     .process = sentiment_process,
     .fini = sentiment_fini,
+    .results = NLPD_RESULT_SENTIMENT,
 };

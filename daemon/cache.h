@@ -1,0 +1,68 @@
+/* The result cache: stage results keyed by a hash of the stage's cache-key material, shared by the
+ * worker threads. Backends: "memory" (a bounded in-process LRU), "redis" (redis_cache.c), "none".
+ * Lookups never fail the stream: a backend problem is a miss, counted as an error. */
+#ifndef NLPD_CACHE_H
+#define NLPD_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nlpd_error.h"
+
+struct nlpd_cache_conf {
+    char *backend;
+    char *redis;        /* "host:port" or a unix socket path */
+    char *redis_user;   /* ACL user ("" = none) */
+    char *redis_password;
+    char *key_prefix;
+    long long ttl_s;
+    long long max_entries;
+    long long max_bytes;
+    long long timeout_ms;         /* deadline of one lookup */
+    long long breaker_failures;   /* consecutive failures that open the breaker */
+    long long breaker_backoff_ms; /* how long it stays open before a probe */
+};
+
+struct nlpd_cache_value {
+    unsigned char *data; /* malloc'd; owned by whoever holds the struct */
+    size_t len;
+};
+
+struct nlpd_cache_stats {
+    uint64_t hits, misses, errors, sets, evictions;
+    uint64_t lookups;
+    double lookup_seconds; /* total time spent in lookups */
+    int breaker_open;
+    uint64_t entries, bytes; /* memory backend */
+};
+
+/* A backend: what redis_cache.c and the memory LRU implement. */
+struct nlpd_cache_backend {
+    const char *name;
+    /* Fills vals[i] (data NULL on a miss). Returns 0, or a negative code when the backend failed (all misses). */
+    int (*mget)(void *self, const char *const *keys, size_t n, struct nlpd_cache_value *vals);
+    /* Stores n values (copies them); failures are reported but never block the caller for long. */
+    int (*mset)(void *self, const char *const *keys, const struct nlpd_cache_value *vals, size_t n);
+    void (*stats)(void *self, struct nlpd_cache_stats *st);
+    void (*free)(void *self);
+};
+
+struct nlpd_cache;
+
+/* NULL with err when the backend cannot be set up; a "none" backend gives a cache that always misses. */
+struct nlpd_cache *nlpd_cache_new(const struct nlpd_cache_conf *conf, struct nlpd_error *err);
+void nlpd_cache_free(struct nlpd_cache *c);
+int nlpd_cache_enabled(const struct nlpd_cache *c);
+int nlpd_cache_mget(struct nlpd_cache *c, const char *const *keys, size_t n, struct nlpd_cache_value *vals);
+void nlpd_cache_mset(struct nlpd_cache *c, const char *const *keys, const struct nlpd_cache_value *vals, size_t n);
+void nlpd_cache_get_stats(struct nlpd_cache *c, struct nlpd_cache_stats *st);
+
+/* The in-process LRU, bounded by entries and bytes (keys + values). */
+void *nlpd_memory_cache_new(size_t max_entries, size_t max_bytes);
+extern const struct nlpd_cache_backend nlpd_memory_cache;
+
+/* The Redis backend (redis_cache.c). */
+void *nlpd_redis_cache_new(const struct nlpd_cache_conf *conf, struct nlpd_error *err);
+extern const struct nlpd_cache_backend nlpd_redis_cache;
+
+#endif
