@@ -17,8 +17,9 @@
 
 extern const struct nlpd_stage_plugin nlpd_stage_langid;
 extern const struct nlpd_stage_plugin nlpd_stage_sentiment;
+extern const struct nlpd_stage_plugin nlpd_stage_ner;
 
-static const struct nlpd_stage_plugin *const builtin[] = {&nlpd_stage_langid, &nlpd_stage_sentiment};
+static const struct nlpd_stage_plugin *const builtin[] = {&nlpd_stage_langid, &nlpd_stage_sentiment, &nlpd_stage_ner};
 
 #define NBUILTIN (sizeof builtin / sizeof builtin[0])
 #define MAX_EXTRA 16
