@@ -78,7 +78,7 @@ static const struct nlpd_conf_entry ner_conf[] = {
      "cut texts at the model's maximum instead of windowing (what the transformers pipeline does without stride)"},
     {"max_tokens", NLPD_CONF_INT, "8192", offsetof(struct ner, max_tokens), 0, NULL, 1, 1e9,
      "padded-token budget of one forward pass"},
-    {"gazetteer", NLPD_CONF_PATH, NULL, offsetof(struct ner, gazetteer), NLPD_CONF_MODEL, NULL, 0, 0,
+    {"gazetteer", NLPD_CONF_PATH, NULL, offsetof(struct ner, gazetteer), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "optional TSV of names (the \"name\" column, else the first), e.g. a GeoNames cities list: whole-word, "
      "case-sensitive matches not overlapping a model entity are added with source \"gazetteer\" and score 1"},
     {"gazetteer_label", NLPD_CONF_STRING, "LOC", offsetof(struct ner, gazetteer_label), NLPD_CONF_CACHE_KEY, NULL, 0,
@@ -507,4 +507,5 @@ const struct nlpd_stage_plugin nlpd_stage_ner = {
     .thread_fini = ner_thread_fini,
     .process = ner_process,
     .fini = ner_fini,
+    .results = NLPD_RESULT_ENTITIES,
 };
