@@ -113,8 +113,7 @@ static int header_column(const char *line, size_t n)
     return -1;
 }
 
-struct nlpd_gazetteer *nlpd_gazetteer_load_mem(const char *data, size_t len, const char *name,
-                                               struct nlpd_error *err)
+struct nlpd_gazetteer *nlpd_gazetteer_load_mem(const char *data, size_t len, const char *name, struct nlpd_error *err)
 {
     struct nlpd_gazetteer *g = calloc(1, sizeof *g);
     if (!g)
@@ -249,8 +248,7 @@ static int32_t cps(const char *s, size_t a, size_t b)
     return n;
 }
 
-int nlpd_gazetteer_scan(const struct nlpd_gazetteer *g, const char *text, size_t len, nlpd_gazetteer_fn fn,
-                        void *ctx)
+int nlpd_gazetteer_scan(const struct nlpd_gazetteer *g, const char *text, size_t len, nlpd_gazetteer_fn fn, void *ctx)
 {
     if (!g || !g->count)
         return 0;

@@ -27,16 +27,16 @@ struct ner {
     enum nlpd_ner_agg agg;
     int nl;
     const char **labels;
-    int32_t unk_id;   /* -1 when the tokenizer has none */
-    int wordpiece;    /* continuing-subword prefix "##": word-aware sub-word rule and the WordPiece decoder */
-    size_t max_seq;   /* tokens per forward, specials included */
+    int32_t unk_id; /* -1 when the tokenizer has none */
+    int wordpiece;  /* continuing-subword prefix "##": word-aware sub-word rule and the WordPiece decoder */
+    size_t max_seq; /* tokens per forward, specials included */
     struct nlpd_gazetteer *gaz;
 };
 
 struct rec_info {
     int skip;
-    size_t pre, nc;    /* leading special tokens, content tokens */
-    size_t w0, nw;     /* its windows */
+    size_t pre, nc; /* leading special tokens, content tokens */
+    size_t w0, nw;  /* its windows */
 };
 
 struct ner_thread {
@@ -81,8 +81,8 @@ static const struct nlpd_conf_entry ner_conf[] = {
     {"gazetteer", NLPD_CONF_PATH, NULL, offsetof(struct ner, gazetteer), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "optional TSV of names (the \"name\" column, else the first), e.g. a GeoNames cities list: whole-word, "
      "case-sensitive matches not overlapping a model entity are added with source \"gazetteer\" and score 1"},
-    {"gazetteer_label", NLPD_CONF_STRING, "LOC", offsetof(struct ner, gazetteer_label), NLPD_CONF_CACHE_KEY, NULL, 0,
-     0, "entity_group of gazetteer matches"},
+    {"gazetteer_label", NLPD_CONF_STRING, "LOC", offsetof(struct ner, gazetteer_label), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
+     "entity_group of gazetteer matches"},
     {0},
 };
 
@@ -267,8 +267,8 @@ static int on_gazetteer(void *ctx, size_t b0, size_t b1, int32_t c0, int32_t c1)
     for (size_t i = 0; i < g->nmodel; i++)
         if (c0 < g->r->entities.items[i].end && g->r->entities.items[i].start < c1)
             return 0;
-    if (nlpd_record_add_entity(g->r, g->s->gazetteer_label, 1.0f, g->r->text + b0, b1 - b0, c0, c1, -1,
-                               "gazetteer") < 0)
+    if (nlpd_record_add_entity(g->r, g->s->gazetteer_label, 1.0f, g->r->text + b0, b1 - b0, c0, c1, -1, "gazetteer") <
+        0)
         return NLPD_ENOMEM;
     g->added = 1;
     return 0;
@@ -332,7 +332,8 @@ static int decode_record(struct ner *s, struct ner_thread *t, struct nlpd_record
             } else {
                 /* transformers' fallback: start > 0 and no space in sentence[start-1:start+1] */
                 int32_t st = p->start;
-                p->is_subword = st > 0 && r->text[t->cpb[st - 1]] != ' ' && ((size_t)st >= ncp || r->text[t->cpb[st]] != ' ');
+                p->is_subword =
+                    st > 0 && r->text[t->cpb[st - 1]] != ' ' && ((size_t)st >= ncp || r->text[t->cpb[st]] != ' ');
             }
         }
     }
@@ -383,8 +384,8 @@ static enum nlpd_stage_status ner_process(void *ctx, void *tstate, struct nlpd_b
         struct rec_info *ri = &t->ri[i];
         memset(ri, 0, sizeof *ri);
         struct nlpd_error terr = {0};
-        int rc = nlpd_tokenizer_encode(s->tok, r->text, r->text_len, NULL, 0, s->truncate ? s->max_seq : SIZE_MAX, e,
-                                       &terr);
+        int rc =
+            nlpd_tokenizer_encode(s->tok, r->text, r->text_len, NULL, 0, s->truncate ? s->max_seq : SIZE_MAX, e, &terr);
         if (rc == NLPD_ENOMEM)
             return NLPD_STAGE_RETRY;
         if (rc < 0) {
@@ -418,7 +419,8 @@ static enum nlpd_stage_status ner_process(void *ctx, void *tstate, struct nlpd_b
     size_t c = t->win_cap, c2 = c, c3 = c, c4 = c, c5 = c;
     if (grow(&t->wids, &c, nwin, sizeof *t->wids) < 0 || grow(&t->wlens, &c2, nwin, sizeof *t->wlens) < 0 ||
         grow(&t->wstart, &c3, nwin, sizeof *t->wstart) < 0 || grow(&t->wcont, &c4, nwin, sizeof *t->wcont) < 0 ||
-        grow(&t->wlogits, &c5, nwin, sizeof *t->wlogits) < 0 || grow(&t->idbuf, &t->id_cap, nids, sizeof *t->idbuf) < 0) {
+        grow(&t->wlogits, &c5, nwin, sizeof *t->wlogits) < 0 ||
+        grow(&t->idbuf, &t->id_cap, nids, sizeof *t->idbuf) < 0) {
         size_t m = c;
         m = c2 < m ? c2 : m;
         m = c3 < m ? c3 : m;
@@ -460,8 +462,8 @@ static enum nlpd_stage_status ner_process(void *ctx, void *tstate, struct nlpd_b
         }
     }
     /* 3. one forward over every window of the batch; on a non-memory error, record by record */
-    int rc = nwin ? nlpd_hf_forward(s->m, t->ws, t->wids, NULL, t->wlens, nwin, (size_t)s->max_tokens, t->wlogits, err)
-                  : 0;
+    int rc =
+        nwin ? nlpd_hf_forward(s->m, t->ws, t->wids, NULL, t->wlens, nwin, (size_t)s->max_tokens, t->wlogits, err) : 0;
     if (rc == NLPD_ENOMEM)
         return NLPD_STAGE_RETRY;
     int one_by_one = rc < 0;

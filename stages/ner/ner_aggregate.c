@@ -195,8 +195,8 @@ static void get_tag(const char *label, char *bi, const char **tag)
 }
 
 /* raw: the word as it is (the token string of "none"), else the decoder's string of the tokens. */
-static int push_ent(struct nlpd_ner_out *o, const char *group, float score, const char *const *toks,
-                    const size_t *lens, size_t ntok, int raw, int32_t start, int32_t end, int32_t index)
+static int push_ent(struct nlpd_ner_out *o, const char *group, float score, const char *const *toks, const size_t *lens,
+                    size_t ntok, int raw, int32_t start, int32_t end, int32_t index)
 {
     if (reserve((void **)&o->ents, &o->cap, o->n + 1, sizeof *o->ents) < 0)
         return -1;
@@ -285,8 +285,8 @@ static int aggregate_word(const struct nlpd_ner_pre *pre, size_t a, size_t b, in
 }
 
 /* group_sub_entities over t[a..b). */
-static int group_sub(const struct tent *t, size_t a, size_t b, const char *const *labels,
-                     const char *const *ignore, size_t nignore, struct nlpd_ner_out *o)
+static int group_sub(const struct tent *t, size_t a, size_t b, const char *const *labels, const char *const *ignore,
+                     size_t nignore, struct nlpd_ner_out *o)
 {
     const char *label = labels[t[a].label];
     const char *dash = strchr(label, '-');
@@ -325,8 +325,8 @@ int nlpd_ner_aggregate(const struct nlpd_ner_pre *pre, size_t n, const char *con
     if (agg == NLPD_NER_NONE || agg == NLPD_NER_SIMPLE) {
         for (size_t i = 0; i < n; i++) {
             int l = argmax(pre[i].scores, num_labels);
-            t[nt++] = (struct tent){l, pre[i].scores[l], pre[i].word, pre[i].word_len, 0, pre[i].start, pre[i].end,
-                                    pre[i].index};
+            t[nt++] = (struct tent){l, pre[i].scores[l], pre[i].word, pre[i].word_len,
+                                    0, pre[i].start,     pre[i].end,  pre[i].index};
         }
     } else {
         size_t a = 0;

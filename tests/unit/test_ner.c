@@ -31,8 +31,8 @@ static int decode_is(const char *const *toks, size_t n, const char *want)
         lens[i] = strlen(toks[i]);
     char *buf = NULL;
     size_t len = 0, cap = 0;
-    int ok = nlpd_ner_decode(toks, lens, n, &buf, &len, &cap) == 0 && buf && strcmp(buf, want) == 0 &&
-             len == strlen(want);
+    int ok =
+        nlpd_ner_decode(toks, lens, n, &buf, &len, &cap) == 0 && buf && strcmp(buf, want) == 0 && len == strlen(want);
     if (!ok)
         fprintf(stderr, "decode: got \"%s\", want \"%s\"\n", buf ? buf : "(null)", want);
     free(buf);
@@ -45,7 +45,8 @@ static void test_decode(void)
     CHECK(decode_is((const char *[]){"##o"}, 1, "##o"));
     CHECK(decode_is((const char *[]){"j", "##o", "##hn"}, 3, "john"));
     CHECK(decode_is((const char *[]){"it", "'s", "ok", "!", "?", ","}, 6, "it's ok!?,"));
-    CHECK(decode_is((const char *[]){"don", "n't", "i", "'m", "we", "'ve", "you", "'re"}, 8, "donn't i'm we've you're"));
+    CHECK(
+        decode_is((const char *[]){"don", "n't", "i", "'m", "we", "'ve", "you", "'re"}, 8, "donn't i'm we've you're"));
     CHECK(decode_is((const char *[]){"muller", "-", "lu"}, 3, "muller - lu"));
     CHECK(decode_is((const char *[]){"a", "##"}, 2, "a"));
 }
@@ -172,7 +173,8 @@ static void check_example(json_t *ex, const char *const *labels, int nl, json_t 
             int32_t gix = a == 0 ? (int32_t)json_integer_value(json_object_get(g, "index")) : -1;
             if (strcmp(gg, e->group) || strlen(gw) != e->word_len || memcmp(gw, out.words + e->word_off, e->word_len) ||
                 fabs(gs - e->score) > 1e-6 || gst != e->start || gen != e->end || gix != e->index) {
-                fprintf(stderr, "%s \"%.30s\" entity %zu: got %s %.9g \"%.*s\" %d-%d #%d, golden %s %.9g \"%s\" %d-%d #%d\n",
+                fprintf(stderr,
+                        "%s \"%.30s\" entity %zu: got %s %.9g \"%.*s\" %d-%d #%d, golden %s %.9g \"%s\" %d-%d #%d\n",
                         strat[a], text, i, e->group, e->score, (int)e->word_len, out.words + e->word_off, e->start,
                         e->end, e->index, gg, gs, gw, gst, gen, gix);
                 bad = 1;
@@ -217,8 +219,11 @@ static void test_golden(void)
 static void test_handmade(void)
 {
     const char *labels[] = {"O", "B-PER", "I-PER", "LOC"};
-    float s[5][4] = {{0.1f, 0.7f, 0.1f, 0.1f}, {0.1f, 0.1f, 0.8f, 0.0f}, {0.1f, 0.0f, 0.0f, 0.9f},
-                     {0.0f, 0.0f, 0.0f, 1.0f}, {0.9f, 0.1f, 0.0f, 0.0f}};
+    float s[5][4] = {{0.1f, 0.7f, 0.1f, 0.1f},
+                     {0.1f, 0.1f, 0.8f, 0.0f},
+                     {0.1f, 0.0f, 0.0f, 0.9f},
+                     {0.0f, 0.0f, 0.0f, 1.0f},
+                     {0.9f, 0.1f, 0.0f, 0.0f}};
     struct nlpd_ner_pre pre[5] = {
         {"ann", 3, 0, 3, 1, 0, s[0]},   {"##a", 3, 3, 4, 2, 1, s[1]}, {"in", 2, 5, 7, 3, 0, s[2]},
         {"rome", 4, 8, 12, 4, 0, s[3]}, {".", 1, 12, 13, 5, 0, s[4]},
@@ -282,8 +287,8 @@ static void test_gazetteer(void)
     CHECK(h.n == 4);
     if (h.n == 4) {
         CHECK(h.c0[0] == 5 && h.c1[0] == 14 && h.b1[0] - h.b0[0] == 10); /* São Paulo */
-        CHECK(h.c0[1] == 18 && h.c1[1] == 26);                            /* New York, not York */
-        CHECK(h.c0[2] == 47 && h.c1[2] == 52);                            /* Paris, not Parisian */
+        CHECK(h.c0[1] == 18 && h.c1[1] == 26);                           /* New York, not York */
+        CHECK(h.c0[2] == 47 && h.c1[2] == 52);                           /* Paris, not Parisian */
         CHECK(h.c0[3] == 54 && h.c1[3] == 67);
     }
     nlpd_gazetteer_free(g);
