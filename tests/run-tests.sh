@@ -142,6 +142,7 @@ suite "tests/models/test_tokenizer_ref.sh" bash tests/models/test_tokenizer_ref.
 # --- CLI integration --------------------------------------------------------------------------------------------
 suite "tests/integration/test_pipe.sh build/nlpd" bash tests/integration/test_pipe.sh build/nlpd
 suite "tests/integration/test_pipe.sh build/san/nlpd" bash tests/integration/test_pipe.sh build/san/nlpd
+suite "tests/integration/test_kafka.sh build/nlpd" bash tests/integration/test_kafka.sh build/nlpd
 
 echo
 if [ -n "$failed_suites" ]; then
