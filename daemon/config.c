@@ -20,6 +20,8 @@ static const struct nlpd_conf_entry kafka_map[] = {
      0, 0, "topic the enriched records are produced to"},
     {"dlq_topic", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, dlq_topic), NLPD_CONF_REQUIRED, NULL, 0, 0,
      "dead-letter topic: the original bytes of records that could not be processed, with the reason in headers"},
+    {"flagged_topic", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, flagged_topic), 0, NULL, 0, 0,
+     "where records flagged by a moderation stage with action = \"route\" are produced instead of output_topic"},
     {"properties", NLPD_CONF_MAP, NULL, offsetof(struct nlpd_kafka_conf, properties), 0, NULL, 0, 0,
      "librdkafka properties passed as they are to the consumer and the producer, e.g. "
      "((\"security.protocol\", \"SASL_SSL\"), (\"sasl.mechanisms\", \"PLAIN\"))"},

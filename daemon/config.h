@@ -25,6 +25,7 @@ struct nlpd_kafka_conf {
     struct nlpd_conf_list input_topics;
     char *output_topic;
     char *dlq_topic;
+    char *flagged_topic; /* optional: where flagged records go when the moderation stage routes them */
     struct nlpd_conf_map properties; /* passed to librdkafka as they are */
     long long startup_timeout_ms;
     long long embedded_partitions;

@@ -75,6 +75,7 @@ struct nlpd_daemon {
     double t_first_in;   /* when the first record was consumed */
     double drain_deadline;
     rd_kafka_resp_err_t last_error; /* logged once per change */
+    int warned_route;
 
     struct nlpd_daemon_stats stats;
     double *lat;
@@ -230,9 +231,18 @@ static int produce_one(struct nlpd_daemon *d, struct kitem *it)
         value = it->out.data;
         len = it->out.len;
     }
+    const char *topic = it->dead ? k->dlq_topic : k->output_topic;
+    if (!it->dead && it->item.rec.moderation.route && it->item.rec.moderation.flagged) {
+        if (k->flagged_topic)
+            topic = k->flagged_topic;
+        else if (!d->warned_route++)
+            nlpd_log(NLPD_LOG_WARNING, "kafka", "moderation routes flagged records but kafka.flagged_topic is not set: "
+                                                "they go to %s",
+                     k->output_topic);
+    }
     /* No copy flag: value and key stay valid (owned by the item) until the delivery report. */
     rd_kafka_resp_err_t err =
-        rd_kafka_producev(d->producer, RD_KAFKA_V_TOPIC(it->dead ? k->dlq_topic : k->output_topic),
+        rd_kafka_producev(d->producer, RD_KAFKA_V_TOPIC(topic),
                           RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_KEY(it->msg->key, it->msg->key_len),
                           RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(it), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -241,7 +251,7 @@ static int produce_one(struct nlpd_daemon *d, struct kitem *it)
         rd_kafka_headers_destroy(h);
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
         return 1;
-    fail_fatal(d, "cannot produce to %s: %s", it->dead ? k->dlq_topic : k->output_topic, rd_kafka_err2str(err));
+    fail_fatal(d, "cannot produce to %s: %s", topic, rd_kafka_err2str(err));
     return 1; /* kept, never acknowledged: its offset is never committed */
 }
 
@@ -787,6 +797,8 @@ static int start_embedded(struct nlpd_daemon *d, struct nlpd_error *err)
             rd_kafka_mock_topic_create(d->mock, k->input_topics.items[i], parts, 1);
     rd_kafka_mock_topic_create(d->mock, k->output_topic, parts, 1);
     rd_kafka_mock_topic_create(d->mock, k->dlq_topic, parts, 1);
+    if (k->flagged_topic)
+        rd_kafka_mock_topic_create(d->mock, k->flagged_topic, parts, 1);
     d->bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(d->mock));
     nlpd_log(NLPD_LOG_NOTICE, "kafka",
              "embedded broker at %s: an in-process mock cluster that keeps nothing on disk; for demos and tests, "
@@ -827,6 +839,8 @@ static int wait_for_brokers(struct nlpd_daemon *d, struct nlpd_error *err)
             rd_kafka_metadata_destroy(md);
             warm_topic(d, d->cfg->kafka.output_topic);
             warm_topic(d, d->cfg->kafka.dlq_topic);
+            if (d->cfg->kafka.flagged_topic)
+                warm_topic(d, d->cfg->kafka.flagged_topic);
             return 0;
         }
         if (nlpd_now() >= deadline)

@@ -108,6 +108,7 @@ struct nlpd_mod_category {
 struct nlpd_moderation_result {
     int set;
     int flagged;
+    int route; /* set by the stage (action "route"): a flagged record goes to kafka.flagged_topic */
     size_t n, cap;
     struct nlpd_mod_category *cats; /* owned by the record: use nlpd_record_add_category() */
 };

@@ -80,6 +80,7 @@ void nlpd_results_encode(const struct nlpd_record *r, unsigned results, struct n
         put_u8(out, (unsigned)r->moderation.set);
         if (r->moderation.set) {
             put_u8(out, (unsigned)r->moderation.flagged);
+            put_u8(out, (unsigned)r->moderation.route);
             put_u32(out, (uint32_t)r->moderation.n);
             for (size_t i = 0; i < r->moderation.n; i++) {
                 put_str(out, r->moderation.cats[i].name);
@@ -187,7 +188,7 @@ int nlpd_results_decode(struct nlpd_record *rec, unsigned results, const unsigne
         t.entities.set = 1;
     }
     if ((results & NLPD_RESULT_MODERATION) && (t.moderation.set = (int)get_u8(&r)) && !r.bad) {
-        unsigned flagged = get_u8(&r);
+        unsigned flagged = get_u8(&r), route = get_u8(&r);
         uint32_t n = get_u32(&r);
         if (n > 4096)
             r.bad = 1;
@@ -201,6 +202,7 @@ int nlpd_results_decode(struct nlpd_record *rec, unsigned results, const unsigne
         }
         t.moderation.set = 1;
         t.moderation.flagged = (int)flagged;
+        t.moderation.route = (int)route;
     }
     if (r.bad || r.p != r.end) {
         nlpd_record_free_results(&t);
