@@ -149,8 +149,8 @@ static int moderation_init(void *ctx, struct nlpd_error *err)
     struct moderation *s = ctx;
     if (!s->model && !s->lexicon)
         return nlpd_error_set(err, NLPD_EINVAL, 0, "moderation needs a `model`, a `lexicon` or both");
-    if (!s->model && (s->categories.n || s->multi_label))
-        return nlpd_error_set(err, NLPD_EINVAL, 0, "`categories` and `multi_label` need a `model`");
+    if (!s->model && s->multi_label)
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "`multi_label` needs a `model`");
     if (strlen(s->lexicon_category) == 0 || strlen(s->lexicon_category) >= NLPD_LABEL_MAX)
         return nlpd_error_set(err, NLPD_EINVAL, 0, "lexicon_category must be 1 to %d bytes", NLPD_LABEL_MAX - 1);
     for (size_t i = 0; i < s->thresholds.n; i++) {
