@@ -2,7 +2,7 @@
 # `make test` and `make demo` first install missing Debian packages and fetch the models.
 
 CC       ?= cc
-PKGS     := libconfig jansson libutf8proc libcrypto openblas rdkafka libevent avro-c
+PKGS     := libconfig jansson libutf8proc libcrypto openblas rdkafka libevent avro-c hiredis
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
 BUILD    := build/san
