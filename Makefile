@@ -112,6 +112,7 @@ bench:
 	@sh bench/langid/run.sh
 	@sh bench/kafka/run.sh
 	@sh bench/encoder/run.sh
+	@sh bench/cache/run.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

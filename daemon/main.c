@@ -130,6 +130,15 @@ static int run_pipe(const struct opts *o, int in_fd, struct nlpd_pipe_stats *sta
         return 1;
     }
     int rc = nlpd_pipe_run(cfg, p, in_fd, STDOUT_FILENO, stats);
+    struct nlpd_stage_cache_stats cs[16];
+    struct nlpd_cache_stats total;
+    size_t ncs = nlpd_pipeline_cache_stats(p, cs, 16, &total);
+    for (size_t i = 0; i < ncs; i++)
+        nlpd_log(NLPD_LOG_NOTICE, "main", "cache %s: %llu hits, %llu misses", cs[i].stage,
+                 (unsigned long long)cs[i].hits, (unsigned long long)cs[i].misses);
+    if (ncs && total.errors)
+        nlpd_log(NLPD_LOG_WARNING, "main", "cache: %llu failed lookups or stores (served uncached)",
+                 (unsigned long long)total.errors);
     nlpd_pipeline_free(p);
     nlpd_config_free(cfg);
     return rc;

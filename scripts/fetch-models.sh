@@ -134,4 +134,7 @@ fetch amazon_review_polarity.ftz b7eca035558a38aa4d0ebb863ac86442437bc2861b14db1
 fetch amazon_review_full.ftz 814f71e0eaacfdff736949f6c1175ed835feb0f85976d70dcc9319cdccfca50f 1591105 \
 	sentiment/fasttext-amazon-review-full 0 || rc=1
 
+# Moderation word lists (LDNOOBW, CC BY 4.0; cuss, MIT) into models/lexicons/.
+sh scripts/fetch-lexicons.sh || rc=1
+
 exit $rc

@@ -139,6 +139,9 @@ suite "tests/models/test_sentiment_hf.sh build/san/nlpd" bash tests/models/test_
 # The ner stage against the transformers token-classification pipeline, every aggregation strategy.
 suite "tests/models/test_ner_pipe.sh build/nlpd" bash tests/models/test_ner_pipe.sh build/nlpd
 suite "tests/models/test_ner_pipe.sh build/san/nlpd" bash tests/models/test_ner_pipe.sh build/san/nlpd
+# The moderation stage: model layer (softmax/sigmoid of the logits), lexicon layer, both, config errors.
+suite "tests/models/test_moderation_pipe.sh build/nlpd" bash tests/models/test_moderation_pipe.sh build/nlpd
+suite "tests/models/test_moderation_pipe.sh build/san/nlpd" bash tests/models/test_moderation_pipe.sh build/san/nlpd
 # Tokenizers against the Rust library (npm tokenizers@0.23.2; says `skip:` when npm is unreachable).
 suite "tests/models/test_tokenizer_ref.sh" bash tests/models/test_tokenizer_ref.sh
 

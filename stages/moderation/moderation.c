@@ -315,6 +315,10 @@ static enum nlpd_stage_status moderation_process(void *ctx, void *tstate, struct
                 return NLPD_STAGE_RETRY;
         }
     }
+    /* action "route": the daemon sends flagged records to kafka.flagged_topic */
+    for (size_t i = 0; i < batch->n && strcmp(s->action, "route") == 0; i++)
+        if (!batch->recs[i]->error && batch->recs[i]->moderation.set)
+            batch->recs[i]->moderation.route = 1;
     return NLPD_STAGE_OK;
 }
 
