@@ -134,8 +134,9 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* A folder (Hugging Face model) digests as its regular files in name order: name, NUL, content. */
-static int digest_dir(EVP_MD_CTX *md, const char *path, struct nlpd_error *err)
+/* A folder (a Hugging Face model, word lists) digests as its regular files and subfolders in name order:
+ * each file as its path below the folder, NUL, content; subfolders recursively (a few levels deep). */
+static int digest_dir(EVP_MD_CTX *md, const char *path, const char *rel, int depth, struct nlpd_error *err)
 {
     DIR *d = opendir(path);
     if (!d)
@@ -145,10 +146,7 @@ static int digest_dir(EVP_MD_CTX *md, const char *path, struct nlpd_error *err)
     struct dirent *e;
     int rc = 0;
     while ((e = readdir(d)) && rc == 0) {
-        char full[4096];
-        struct stat st;
-        snprintf(full, sizeof full, "%s/%s", path, e->d_name);
-        if (e->d_name[0] == '.' || stat(full, &st) != 0 || !S_ISREG(st.st_mode))
+        if (e->d_name[0] == '.')
             continue;
         if (n == cap) {
             char **g = realloc(names, (cap = cap ? cap * 2 : 16) * sizeof *names);
@@ -165,10 +163,18 @@ static int digest_dir(EVP_MD_CTX *md, const char *path, struct nlpd_error *err)
     if (names)
         qsort(names, n, sizeof *names, cmp_names);
     for (size_t i = 0; i < n && rc == 0; i++) {
-        char full[4096];
+        char full[4096], sub[4096];
+        struct stat st;
         snprintf(full, sizeof full, "%s/%s", path, names[i]);
-        EVP_DigestUpdate(md, names[i], strlen(names[i]) + 1);
-        rc = digest_file(md, full, err);
+        snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", names[i]);
+        if (stat(full, &st) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode) && depth < 4) {
+            rc = digest_dir(md, full, sub, depth + 1, err);
+        } else if (S_ISREG(st.st_mode)) {
+            EVP_DigestUpdate(md, sub, strlen(sub) + 1);
+            rc = digest_file(md, full, err);
+        }
     }
     for (size_t i = 0; i < n; i++)
         free(names[i]);
@@ -186,7 +192,7 @@ int nlpd_file_sha256(const char *path, char hex[65], struct nlpd_error *err)
         EVP_MD_CTX_free(md);
         return nlpd_error_set(err, NLPD_ENOMEM, 0, "sha256 unavailable");
     }
-    int rc = S_ISDIR(st.st_mode) ? digest_dir(md, path, err) : digest_file(md, path, err);
+    int rc = S_ISDIR(st.st_mode) ? digest_dir(md, path, "", 0, err) : digest_file(md, path, err);
     unsigned char d[32];
     unsigned len = 0;
     EVP_DigestFinal_ex(md, d, &len);

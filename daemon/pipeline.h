@@ -61,8 +61,8 @@ size_t nlpd_pipeline_cache_stats(struct nlpd_pipeline *p, struct nlpd_stage_cach
                                  struct nlpd_cache_stats *total);
 const struct nlpd_model_ref *nlpd_pipeline_models(const struct nlpd_pipeline *p, size_t *n);
 
-/* sha256 of a model as 64 hex digits: a file's content, or a folder's regular files in name order
- * (name, NUL, content each). 0 or a negative NLPD_E* code. */
+/* sha256 of a model as 64 hex digits: a file's content, or a folder's files in name order, recursing into
+ * subfolders (relative path, NUL, content each). 0 or a negative NLPD_E* code. */
 int nlpd_file_sha256(const char *path, char hex[65], struct nlpd_error *err);
 
 #endif
