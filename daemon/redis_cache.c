@@ -263,9 +263,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         lost_context(s);
         return;
     }
-    s->connected = 1;
-    if (!s->password[0])
-        note_up(s);
+    s->connected = 1; /* "up" once the AUTH or PING sent ahead of everything is answered */
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -276,7 +274,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     lost_context(s);
 }
 
-static void on_auth(redisAsyncContext *ac, void *reply_, void *priv)
+/* The reply to the AUTH (or PING) pipelined first on every connection. */
+static void on_hello(redisAsyncContext *ac, void *reply_, void *priv)
 {
     struct rcache *s = priv;
     redisReply *reply = reply_;
@@ -284,7 +283,8 @@ static void on_auth(redisAsyncContext *ac, void *reply_, void *priv)
         return; /* the connection went: on_connect / on_disconnect tell */
     if (reply->type == REDIS_REPLY_ERROR) {
         char why[200];
-        snprintf(why, sizeof why, "AUTH failed: %.*s", (int)(reply->len > 150 ? 150 : reply->len), reply->str);
+        snprintf(why, sizeof why, "%s failed: %.*s", s->password[0] ? "AUTH" : "PING",
+                 (int)(reply->len > 150 ? 150 : reply->len), reply->str);
         atomic_fetch_add(&s->errors, 1);
         note_down(s, why);
         redisAsyncDisconnect(ac); /* after the replies already owed; reconnects with backoff */
@@ -331,7 +331,9 @@ static void start_connect(struct rcache *s)
             lens[1] = lens[2];
             argc = 2;
         }
-        redisAsyncCommandArgv(ac, on_auth, s, argc, argv, lens);
+        redisAsyncCommandArgv(ac, on_hello, s, argc, argv, lens);
+    } else {
+        redisAsyncCommand(ac, on_hello, s, "PING");
     }
 }
 
