@@ -109,6 +109,7 @@ void nlpd_cache_get_stats(struct nlpd_cache *c, struct nlpd_cache_stats *st)
     pthread_mutex_lock(&c->lock);
     *st = c->st;
     pthread_mutex_unlock(&c->lock);
+    st->errors += b.errors; /* e.g. stores the backend dropped */
     st->breaker_open = b.breaker_open;
     st->entries = b.entries;
     st->bytes = b.bytes;

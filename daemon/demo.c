@@ -187,11 +187,6 @@ int nlpd_demo_kafka(const struct nlpd_config *cfg, struct nlpd_pipeline *p, cons
     struct nlpd_daemon_stats st;
     nlpd_daemon_get_stats(d, &st);
     nlpd_daemon_free(d);
-    if (sent >= 0)
-        fprintf(stderr,
-                "demo: %ld records in, %ld enriched out, %ld dead-lettered in %.2f s (%.0f records/s); end-to-end latency p50 %.1f ms, p99 %.1f ms (record timestamp to broker ack)\n",
-                sent, out, dead, elapsed, elapsed > 0 ? (double)(out + dead) / elapsed : 0.0, st.latency_p50_ms,
-                st.latency_p99_ms);
     struct nlpd_stage_cache_stats cs[16];
     struct nlpd_cache_stats total;
     size_t ncs = nlpd_pipeline_cache_stats(p, cs, 16, &total);
@@ -203,5 +198,10 @@ int nlpd_demo_kafka(const struct nlpd_config *cfg, struct nlpd_pipeline *p, cons
                 (unsigned long long)total.lookups, (unsigned long long)total.errors,
                 total.lookups ? total.lookup_seconds * 1e3 / (double)total.lookups : 0.0,
                 total.breaker_open ? ", breaker open" : "");
+    if (sent >= 0)
+        fprintf(stderr,
+                "demo: %ld records in, %ld enriched out, %ld dead-lettered in %.2f s (%.0f records/s); end-to-end latency p50 %.1f ms, p99 %.1f ms (record timestamp to broker ack)\n",
+                sent, out, dead, elapsed, elapsed > 0 ? (double)(out + dead) / elapsed : 0.0, st.latency_p50_ms,
+                st.latency_p99_ms);
     return sent >= 0 && out + dead == sent && arg.rc == 0 ? 0 : 1;
 }
