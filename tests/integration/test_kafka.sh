@@ -810,7 +810,7 @@ case_term_outage() {
     t1=$(now_ms)
     mock_cmd up 1; mock_cmd up 2; mock_cmd up 3
     local took=$((t1 - t0)) detail
-    detail="exit $rc after $took ms: $(grep -v CONFWARN "$T/tdown.log1" | grep -iE 'timeout|drain|commit|stopped' | tail -n 4 | tr '\n' '|')"
+    detail="exit $rc after $took ms; log: $(grep -E 'SIGTERM|SESSTMOUT|final commit|shutdown timeout|lost|stopped' "$T/tdown.log1" | cut -c 1-150 | tr '\n' '|')"
     start_nlpd "$c" "$T/tdown.log2"
     if ! wait_covered "$T/tdown.in" "$T/tdown.out" 120 "$NPID"; then
         nok "$name" "after the restart not every record arrived: $(cat "$T/tdown.out.cov"); $detail"
