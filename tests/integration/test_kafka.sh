@@ -452,7 +452,8 @@ wait_assigned() {
 }
 # start_feed IN RATE TAG: produces IN's lines to the topic "in" at RATE records/s in the background; sets FEEDER.
 start_feed() {
-    kpy feed "$1" "$2" "$TOOL" produce "$BOOT" in > /dev/null 2> "$T/$3.feed.err" &
+    # (not through the kpy function: $! must be python itself, or the cleanup would kill only a subshell)
+    "$PY" "$T/k.py" feed "$1" "$2" "$TOOL" produce "$BOOT" in > /dev/null 2> "$T/$3.feed.err" &
     FEEDER=$!
     PIDS+=("$FEEDER")
 }
@@ -460,7 +461,7 @@ start_feed() {
 # (the daemon) has exited.
 wait_count() {
     local cp
-    consume out "$1" "$(($2 * 1000))" > /dev/null 2>&1 &
+    timeout $(($2 + 30)) "$TOOL" consume "$BOOT" out "$1" "$(($2 * 1000))" > /dev/null 2>&1 &
     cp=$!
     PIDS+=("$cp")
     while kill -0 "$cp" 2> /dev/null; do
@@ -898,7 +899,7 @@ case_backpressure() {
     fi
     # DESIGN.md §8: in-flight records are bounded by max_inflight. The daemon logs the count when it pauses.
     if [ "${peak:-0}" -gt 64 ]; then
-        nok "$name2" "KNOWN NLPD BUG: paused with up to $peak records in flight, over max_inflight = 64 (the flow check runs only after a whole consumer poll burst)"
+        nok "$name2" "KNOWN NLPD BUG: paused with up to $peak records in flight, over max_inflight = 64 (poll_consumer checks the flow only after a full POLL_BATCH, not when the queue runs dry or per record)"
     else
         ok "$name2" "at most ${peak:-?} in flight at a pause"
     fi
