@@ -503,7 +503,9 @@ int nlpd_avro_in_decode(struct nlpd_avro_in *a, struct nlpd_item *item, const ch
     /* Confluent framing is tried first when its magic byte is there; the datum must fill the rest. */
     int ok = len >= 5 && data[0] == 0 && read_exact(a->schema, data + 5, len - 5, &v) == 0;
     if (!ok && read_exact(a->schema, data, len, &v) != 0)
-        FAIL("undecodable Avro record (%zu bytes) for the schema %s", len, a->in->schema);
+        FAIL("undecodable Avro record (%zu bytes): not a datum of the writer schema %s (a length, count or union "
+             "index runs past the record, or bytes are left over)",
+             len, a->in->schema);
 
     if (lookup(&v, a->in->id_field, &f) == 0) {
         char tmp[40];

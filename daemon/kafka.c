@@ -71,6 +71,7 @@ struct nlpd_daemon {
     struct kitem *pending_head, *pending_tail; /* produce refused (queue full): retried in order */
     int paused, draining, fatal, subscribed;
     int assigned;        /* partitions currently assigned; read from other threads (atomic) */
+    int consumer_hung;   /* a close that missed the shutdown deadline still runs: leave the consumer alone */
     uint64_t acked;      /* records delivered (output or dead letter); read from other threads (atomic) */
     double t_first_in;   /* when the first record was consumed */
     double drain_deadline;
@@ -543,9 +544,13 @@ static void poll_consumer(struct nlpd_daemon *d)
 {
     for (int i = 0; i < POLL_BATCH && !d->fatal; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(d->consumer, 0);
-        if (!m)
+        if (!m) {
+            update_flow(d);
             return;
+        }
         handle_message(d, m);
+        if (d->inflight >= (size_t)d->cfg->flow.max_inflight)
+            update_flow(d); /* pause at the bound, not a poll batch later */
         if (i % 256 == 255) { /* keep finished batches flowing out while input pours in */
             process_done(d);
             rd_kafka_poll(d->producer, 0);
@@ -982,6 +987,8 @@ static int subscribe(struct nlpd_daemon *d)
     return 0;
 }
 
+static void close_consumer(struct nlpd_daemon *d);
+
 int nlpd_daemon_run(struct nlpd_daemon *d, int handle_signals)
 {
     d->t_start = nlpd_now();
@@ -1000,23 +1007,98 @@ int nlpd_daemon_run(struct nlpd_daemon *d, int handle_signals)
              d->cfg->kafka.dlq_topic);
     event_base_dispatch(d->base);
 
-    /* Drained (or fatal, or timed out): flush what is queued, commit what is delivered, leave the group. */
+    /* Drained (or fatal, or timed out): flush what is queued, then leave the group, which commits what is
+     * stored (auto commit) after the revocation handler delivered what it could. All of it within the drain
+     * deadline: with the group coordinator unreachable librdkafka would wait for the session timeout. */
+    if (!d->draining)
+        d->drain_deadline = nlpd_now() + (double)d->cfg->flow.shutdown_timeout_ms / 1e3;
     d->draining = 1;
     if (!d->fatal) {
-        rd_kafka_flush(d->producer, 10000);
+        double left = d->drain_deadline - nlpd_now();
+        rd_kafka_flush(d->producer, left > 0.5 ? (int)(left * 1e3) : 500);
         rd_kafka_poll(d->producer, 0);
     }
     store_offsets(d);
-    rd_kafka_resp_err_t e = rd_kafka_commit(d->consumer, NULL, 0);
-    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        nlpd_log(NLPD_LOG_WARNING, "kafka", "final commit: %s", rd_kafka_err2str(e));
-    rd_kafka_consumer_close(d->consumer);
-    d->subscribed = 0;
+    close_consumer(d);
     d->stats.seconds = nlpd_now() - d->t_start;
     nlpd_log(NLPD_LOG_INFO, "kafka", "stopped: %llu consumed, %llu produced, %llu dead-lettered",
              (unsigned long long)d->stats.consumed, (unsigned long long)d->stats.produced,
              (unsigned long long)d->stats.dead_lettered);
     return d->fatal ? 1 : 0;
+}
+
+struct closer {
+    rd_kafka_t *rk;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done, abandoned;
+};
+
+static void *close_thread(void *arg)
+{
+    struct closer *c = arg;
+    rd_kafka_consumer_close(c->rk);
+    pthread_mutex_lock(&c->lock);
+    c->done = 1;
+    int abandoned = c->abandoned;
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+    if (abandoned) { /* the waiter left: the closer is ours to free */
+        pthread_mutex_destroy(&c->lock);
+        pthread_cond_destroy(&c->cond);
+        free(c);
+    }
+    return NULL;
+}
+
+/* rd_kafka_consumer_close() with the drain deadline (at least a second): past it nlpd exits without a clean
+ * group leave; what was committed stays committed, the rest is consumed again after the restart. */
+static void close_consumer(struct nlpd_daemon *d)
+{
+    struct closer *c = calloc(1, sizeof *c);
+    pthread_t th;
+    if (c) {
+        c->rk = d->consumer;
+        pthread_mutex_init(&c->lock, NULL);
+        pthread_cond_init(&c->cond, NULL);
+    }
+    if (!c || pthread_create(&th, NULL, close_thread, c) != 0) {
+        free(c);
+        rd_kafka_consumer_close(d->consumer);
+        d->subscribed = 0;
+        return;
+    }
+    double left = d->drain_deadline - nlpd_now();
+    if (left < 1.0)
+        left = 1.0;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)left;
+    until.tv_nsec += (long)((left - (double)(time_t)left) * 1e9);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->lock);
+    while (!c->done && pthread_cond_timedwait(&c->cond, &c->lock, &until) == 0)
+        ;
+    int done = c->done;
+    if (!done)
+        c->abandoned = 1;
+    pthread_mutex_unlock(&c->lock);
+    d->subscribed = 0;
+    if (done) {
+        pthread_join(th, NULL);
+        pthread_mutex_destroy(&c->lock);
+        pthread_cond_destroy(&c->cond);
+        free(c);
+        return;
+    }
+    pthread_detach(th);
+    d->consumer_hung = 1; /* still inside librdkafka: never destroyed, the process is about to exit */
+    nlpd_log(NLPD_LOG_WARNING, "kafka", "shutdown timeout: left the group without a clean close (the group "
+                                        "coordinator does not answer); uncommitted records are consumed again "
+                                        "after a restart");
 }
 
 void nlpd_daemon_stop(struct nlpd_daemon *d)
@@ -1071,6 +1153,8 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
 {
     if (!d)
         return;
+    if (d->consumer_hung)
+        return; /* its close still runs and may call back into d: the process exits instead of freeing */
     struct event *evs[] = {d->cq_ev,   d->pq_ev,      d->wake_ev,  d->batch_timer,
                            d->tick,    d->more_ev,    d->sigterm_ev, d->sigint_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
@@ -1080,7 +1164,7 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
         rd_kafka_queue_destroy(d->cq);
     if (d->pq)
         rd_kafka_queue_destroy(d->pq);
-    if (d->consumer) {
+    if (d->consumer && !d->consumer_hung) {
         if (d->subscribed)
             rd_kafka_consumer_close(d->consumer);
         rd_kafka_destroy(d->consumer);

@@ -211,7 +211,7 @@ int nlpd_item_decode_json(struct nlpd_item *item, const struct nlpd_input_conf *
         FAIL("invalid UTF-8 at byte %ld", bad);
     }
     if (strspn(data, " \t\r") >= len)
-        FAIL("empty line");
+        FAIL("empty record (no JSON in it)");
     json_error_t jerr;
     /* DECODE_ANY and ALLOW_NUL let the checks below give the precise reason. */
     json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);

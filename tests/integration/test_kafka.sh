@@ -826,7 +826,7 @@ case_term_outage() {
     if [ $rc -eq 255 ]; then
         nok "$name" "nlpd still running 60 s after SIGTERM with shutdown_timeout_ms = 3000 (killed)"
     elif [ $took -gt 8000 ]; then
-        nok "$name" "KNOWN NLPD BUG: SIGTERM with the brokers down took $took ms to exit, over shutdown_timeout_ms = 3000 (+5 s slack); $detail"
+        nok "$name" "SIGTERM with the brokers down took $took ms to exit, over shutdown_timeout_ms = 3000 (+5 s slack); $detail"
     elif why=$(kpy check "$T/tdown.in" "$T/tdown.out" atleast 2>&1); then
         ok "$name" "$detail; after the restart: $why"
     else
@@ -899,7 +899,7 @@ case_backpressure() {
     fi
     # DESIGN.md §8: in-flight records are bounded by max_inflight. The daemon logs the count when it pauses.
     if [ "${peak:-0}" -gt 64 ]; then
-        nok "$name2" "KNOWN NLPD BUG: paused with up to $peak records in flight, over max_inflight = 64 (poll_consumer checks the flow only after a full POLL_BATCH, not when the queue runs dry or per record)"
+        nok "$name2" "paused with up to $peak records in flight, over max_inflight = 64 (poll_consumer checks the flow only after a full POLL_BATCH, not when the queue runs dry or per record)"
     else
         ok "$name2" "at most ${peak:-?} in flight at a pause"
     fi

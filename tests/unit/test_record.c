@@ -62,9 +62,9 @@ static void bad_records(void)
     nlpd_item_clear(&it);
     CHECK_STR_CONTAINS(decode("{\"text\": \"unterminated}", &it), "invalid JSON");
     nlpd_item_clear(&it);
-    CHECK_STR_CONTAINS(decode("", &it), "empty line");
+    CHECK_STR_CONTAINS(decode("", &it), "empty record");
     nlpd_item_clear(&it);
-    CHECK_STR_CONTAINS(decode(" \t", &it), "empty line");
+    CHECK_STR_CONTAINS(decode(" \t", &it), "empty record");
     nlpd_item_clear(&it);
     CHECK_STR_CONTAINS(decode("[\"text\"]", &it), "record is an array, not a JSON object");
     nlpd_item_clear(&it);
