@@ -95,7 +95,7 @@ struct worker {
     const char **key_ptrs;
     struct nlpd_cache_value *vals;
     long *leader; /* -1: computed here; else the index of the record with the same key */
-    struct nlpd_record **todo;
+    struct nlpd_record **to_run;
     size_t cache_cap;
 };
 
@@ -420,7 +420,7 @@ static void worker_fini(struct worker *w)
             p->stages[i].plugin->thread_fini(p->stages[i].ctx, w->tstate[i]);
     free(w->tstate);
     free(w->scratch);
-    free(w->keys), free(w->key_ptrs), free(w->vals), free(w->leader), free(w->todo);
+    free(w->keys), free(w->key_ptrs), free(w->vals), free(w->leader), free(w->to_run);
     memset(w, 0, sizeof *w);
 }
 
@@ -462,13 +462,13 @@ static int grow_cache_arrays(struct worker *w, size_t n)
 {
     if (n <= w->cache_cap)
         return 0;
-    free(w->keys), free(w->key_ptrs), free(w->vals), free(w->leader), free(w->todo);
+    free(w->keys), free(w->key_ptrs), free(w->vals), free(w->leader), free(w->to_run);
     w->keys = malloc(n * sizeof *w->keys);
     w->key_ptrs = malloc(n * sizeof *w->key_ptrs);
     w->vals = malloc(n * sizeof *w->vals);
     w->leader = malloc(n * sizeof *w->leader);
-    w->todo = malloc(n * sizeof *w->todo);
-    w->cache_cap = w->keys && w->key_ptrs && w->vals && w->leader && w->todo ? n : 0;
+    w->to_run = malloc(n * sizeof *w->to_run);
+    w->cache_cap = w->keys && w->key_ptrs && w->vals && w->leader && w->to_run ? n : 0;
     return w->cache_cap ? 0 : -1;
 }
 
@@ -505,7 +505,7 @@ static void run_cached(struct worker *w, size_t si, struct nlpd_record **recs, s
         w->key_ptrs[i] = w->keys[i];
     }
     nlpd_cache_mget(w->p->cache, w->key_ptrs, n, w->vals);
-    size_t ntodo = 0, hits = 0;
+    size_t nrun = 0, hits = 0;
     for (size_t i = 0; i < n; i++) {
         w->leader[i] = -1;
         if (w->vals[i].data && nlpd_results_decode(recs[i], mask, w->vals[i].data, w->vals[i].len) == 0) {
@@ -518,19 +518,19 @@ static void run_cached(struct worker *w, size_t si, struct nlpd_record **recs, s
                     break;
                 }
             if (w->leader[i] == -1)
-                w->todo[ntodo++] = recs[i];
+                w->to_run[nrun++] = recs[i];
         }
         free(w->vals[i].data);
         w->vals[i].data = NULL;
     }
     __atomic_add_fetch(&s->hits, hits, __ATOMIC_RELAXED);
     __atomic_add_fetch(&s->misses, n - hits, __ATOMIC_RELAXED);
-    if (ntodo)
-        run_stage(w, si, w->todo, ntodo, 0);
+    if (nrun)
+        run_stage(w, si, w->to_run, nrun, 0);
 
     /* Store the computed results; hand them to the duplicates. */
     size_t nset = 0;
-    struct nlpd_buf *bufs = ntodo ? calloc(n, sizeof *bufs) : NULL;
+    struct nlpd_buf *bufs = nrun ? calloc(n, sizeof *bufs) : NULL;
     for (size_t i = 0; bufs && i < n; i++) {
         if (w->leader[i] != -1 || recs[i]->error)
             continue;
