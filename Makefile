@@ -2,7 +2,7 @@
 # `make test` and `make demo` first install missing Debian packages and fetch the models.
 
 CC       ?= cc
-PKGS     := libconfig jansson libutf8proc libcrypto openblas rdkafka libevent avro-c hiredis
+PKGS     := libconfig jansson libutf8proc libcrypto openblas rdkafka libevent avro-c hiredis libsystemd
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
 BUILD    := build/san
@@ -41,7 +41,11 @@ TOOL_BIN := $(patsubst %.c,$(BUILD)/tests/%,$(notdir $(TOOL_SRC)))
 BENCH_SRC := $(wildcard bench/*/bench_*.c)
 BENCH_BIN := $(patsubst %.c,$(BUILD)/bench/%,$(notdir $(BENCH_SRC)))
 
-.PHONY: all deps models test test-unit check-sanitize demo bench clean format fuzz-build
+.PHONY: all deps models test test-unit check-sanitize demo bench clean format fuzz-build install
+
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/nlpd $(UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN) $(BENCH_BIN)
@@ -113,6 +117,18 @@ bench:
 	@sh bench/kafka/run.sh
 	@sh bench/encoder/run.sh
 	@sh bench/cache/run.sh
+
+# Binary, systemd unit and sysusers entry, schemas, docs; the config only when none is there yet.
+install: $(BUILD)/nlpd
+	install -D -m 0755 $(BUILD)/nlpd $(DESTDIR)$(PREFIX)/bin/nlpd
+	install -D -m 0644 systemd/nlpd.service $(DESTDIR)$(UNITDIR)/nlpd.service
+	install -D -m 0644 systemd/nlpd.sysusers.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/nlpd.conf
+	install -D -m 0644 schemas/enriched.avsc $(DESTDIR)$(PREFIX)/share/nlpd/schemas/enriched.avsc
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/nlpd/README.md
+	install -D -m 0644 conf/nlpd.conf $(DESTDIR)$(PREFIX)/share/doc/nlpd/nlpd.conf.example
+	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf ]; then \
+	  install -D -m 0640 conf/nlpd.conf $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf; \
+	else echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf"; fi
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

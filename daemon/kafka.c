@@ -19,6 +19,7 @@
 
 #include "avro_codec.h"
 #include "log.h"
+#include "notify.h"
 #include "offsets.h"
 #include "record.h"
 
@@ -58,7 +59,7 @@ struct nlpd_daemon {
     rd_kafka_queue_t *cq, *pq;
 
     struct event_base *base;
-    struct event *cq_ev, *pq_ev, *wake_ev, *batch_timer, *tick, *more_ev, *sigterm_ev, *sigint_ev;
+    struct event *cq_ev, *pq_ev, *wake_ev, *batch_timer, *tick, *more_ev, *sigterm_ev, *sigint_ev, *sighup_ev;
     int cq_pipe[2], pq_pipe[2], wake_pipe[2];
 
     pthread_mutex_t lock; /* guards done_head/tail and stop_requested */
@@ -82,6 +83,8 @@ struct nlpd_daemon {
     double *lat;
     size_t nlat, lat_cap;
     double t_start;
+    double watchdog_every, next_watchdog, last_status; /* systemd: seconds */
+    uint64_t status_consumed;
 };
 
 /* ---- small helpers ---- */
@@ -662,6 +665,7 @@ static void start_drain(struct nlpd_daemon *d, const char *why)
     if (d->draining)
         return;
     nlpd_log(NLPD_LOG_NOTICE, "kafka", "%s: draining %zu record(s) in flight", why, d->inflight);
+    nlpd_notify("STOPPING=1\nSTATUS=draining %zu record(s) in flight", d->inflight);
     d->draining = 1;
     d->drain_deadline = nlpd_now() + (double)d->cfg->flow.shutdown_timeout_ms / 1e3;
     submit_current(d);
@@ -687,10 +691,31 @@ static void on_batch_timer(evutil_socket_t fd, short what, void *arg)
     submit_current(arg);
 }
 
+/* systemd: the watchdog is fed from the event loop, so a stuck loop stops feeding it; none after a fatal
+ * error. STATUS carries throughput every few seconds. */
+static void notify_tick(struct nlpd_daemon *d)
+{
+    double now = nlpd_now();
+    if (d->watchdog_every > 0 && now >= d->next_watchdog && !d->fatal) {
+        nlpd_notify("WATCHDOG=1");
+        d->next_watchdog = now + d->watchdog_every;
+    }
+    if (now >= d->last_status + 5.0) {
+        double rate = (double)(d->stats.consumed - d->status_consumed) / (now - d->last_status);
+        nlpd_notify("STATUS=%s: %llu consumed, %llu produced, %llu dead-lettered, %zu in flight, %.0f records/s",
+                    d->draining ? "draining" : "running", (unsigned long long)d->stats.consumed,
+                    (unsigned long long)d->stats.produced, (unsigned long long)d->stats.dead_lettered, d->inflight,
+                    rate);
+        d->status_consumed = d->stats.consumed;
+        d->last_status = now;
+    }
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct nlpd_daemon *d = arg;
     (void)fd, (void)what;
+    notify_tick(d);
     poll_consumer(d); /* also keeps the group membership alive while paused */
     rd_kafka_poll(d->producer, 0);
     process_done(d);
@@ -711,6 +736,32 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     start_drain(arg, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* SIGHUP: the configuration file is validated again (models included) and the verdict logged; the running
+ * pipeline stays as it is. Applying a new configuration live is not in this build: restart to apply it. */
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    struct nlpd_daemon *d = arg;
+    (void)sig, (void)what;
+    nlpd_notify("RELOADING=1");
+    struct nlpd_diag diag = {0};
+    struct nlpd_config *c = nlpd_config_load(d->cfg->path, &diag);
+    struct nlpd_pipeline *p = c ? nlpd_pipeline_create(c, &diag) : NULL;
+    if (diag.n) {
+        for (size_t i = 0; i < diag.n; i++)
+            nlpd_log(NLPD_LOG_ERR, "main", "reload: %s", diag.msgs[i]);
+        nlpd_log(NLPD_LOG_ERR, "main", "reload: %s is invalid; still running on the configuration loaded at start",
+                 d->cfg->path);
+    } else {
+        nlpd_log(NLPD_LOG_WARNING, "main", "reload: %s is valid, but this build applies configuration changes only "
+                                           "at a restart (systemctl restart nlpd); still running unchanged",
+                 d->cfg->path);
+    }
+    nlpd_pipeline_free(p);
+    nlpd_config_free(c);
+    nlpd_diag_free(&diag);
+    nlpd_notify("READY=1");
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -1001,10 +1052,18 @@ int nlpd_daemon_run(struct nlpd_daemon *d, int handle_signals)
             event_add(d->sigterm_ev, NULL);
         if (d->sigint_ev)
             event_add(d->sigint_ev, NULL);
+        d->sighup_ev = evsignal_new(d->base, SIGHUP, on_sighup, d);
+        if (d->sighup_ev)
+            event_add(d->sighup_ev, NULL);
     }
     nlpd_log(NLPD_LOG_INFO, "kafka", "consuming %s as group %s, producing to %s (dead letters: %s)",
              d->cfg->kafka.input_topics.items[0], d->cfg->kafka.group_id, d->cfg->kafka.output_topic,
              d->cfg->kafka.dlq_topic);
+    /* Models are loaded and the consumer is subscribed: ready. The watchdog is fed at half its interval. */
+    uint64_t wd = nlpd_notify_watchdog_usec();
+    d->watchdog_every = wd ? (double)wd / 2e6 : 0;
+    d->next_watchdog = d->last_status = nlpd_now();
+    nlpd_notify("READY=1\nSTATUS=consuming %s", d->cfg->kafka.input_topics.items[0]);
     event_base_dispatch(d->base);
 
     /* Drained (or fatal, or timed out): flush what is queued, then leave the group, which commits what is
@@ -1156,7 +1215,7 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
     if (d->consumer_hung)
         return; /* its close still runs and may call back into d: the process exits instead of freeing */
     struct event *evs[] = {d->cq_ev,   d->pq_ev,      d->wake_ev,  d->batch_timer,
-                           d->tick,    d->more_ev,    d->sigterm_ev, d->sigint_ev};
+                           d->tick,    d->more_ev,    d->sigterm_ev, d->sigint_ev, d->sighup_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);

@@ -148,6 +148,8 @@ suite "tests/models/test_tokenizer_ref.sh" bash tests/models/test_tokenizer_ref.
 # --- CLI integration --------------------------------------------------------------------------------------------
 suite "tests/integration/test_pipe.sh build/nlpd" bash tests/integration/test_pipe.sh build/nlpd
 suite "tests/integration/test_pipe.sh build/san/nlpd" bash tests/integration/test_pipe.sh build/san/nlpd
+# systemd: the unit verifies, and the notify protocol is spoken in order (fake NOTIFY_SOCKET).
+suite "tests/integration/test_systemd.sh build/nlpd" bash tests/integration/test_systemd.sh build/nlpd
 # The result cache with a real redis-server (second pass, changed options, corruption, outage, daemon, bounds).
 suite "tests/integration/test_cache.sh build/nlpd" bash tests/integration/test_cache.sh build/nlpd
 suite "tests/integration/test_cache.sh build/san/nlpd" bash tests/integration/test_cache.sh build/san/nlpd
