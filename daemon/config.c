@@ -80,6 +80,12 @@ static const struct nlpd_conf_entry cache_map[] = {
     {0},
 };
 
+static const struct nlpd_conf_entry metrics_map[] = {
+    {"listen", NLPD_CONF_STRING, "127.0.0.1:9464", offsetof(struct nlpd_metrics_conf, listen), 0, NULL, 0, 0,
+     "host:port of the HTTP server of `nlpd run` (/metrics in Prometheus text format, /live, /ready); \"\" = off"},
+    {0},
+};
+
 static const struct nlpd_conf_entry input_map[] = {
     {"format", NLPD_CONF_ENUM, "json", offsetof(struct nlpd_input_conf, format), 0, "json|avro", 0, 0,
      "record format: \"json\" (one JSON object per record) or \"avro\" (binary datum with the writer schema in "
@@ -121,8 +127,8 @@ static const struct nlpd_conf_entry log_map[] = {
     {0},
 };
 
-static const char *const top_keys[] = {"kafka", "input", "output", "flow", "cache", "batch", "kernels", "log",
-                                       "pipeline", NULL};
+static const char *const top_keys[] = {"kafka",   "input", "output", "flow",     "cache", "metrics",
+                                       "batch",   "kernels", "log", "pipeline", NULL};
 
 static void release_sections(struct nlpd_config *c)
 {
@@ -130,6 +136,7 @@ static void release_sections(struct nlpd_config *c)
     nlpd_conf_release(output_map, &c->output);
     nlpd_conf_release(flow_map, &c->flow);
     nlpd_conf_release(cache_map, &c->cache);
+    nlpd_conf_release(metrics_map, &c->metrics);
     nlpd_conf_release(input_map, &c->input);
     nlpd_conf_release(batch_map, &c->batch);
     nlpd_conf_release(kernels_map, &c->kernels);
@@ -149,8 +156,8 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
             known = strcmp(*k, name) == 0;
         if (!known) {
             nlpd_diag_add(diag, nlpd_conf_file(s, c->path), config_setting_source_line(s),
-                          "unknown key '%s' at top level (known: kafka, input, output, flow, cache, batch, kernels, "
-                          "log, pipeline)",
+                          "unknown key '%s' at top level (known: kafka, input, output, flow, cache, metrics, batch, "
+                          "kernels, log, pipeline)",
                           name);
             errors++;
         }
@@ -163,6 +170,8 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
     errors += nlpd_conf_apply(output_map, config_lookup(&c->cfg, "output"), &c->output, NULL, "output", c->path, diag);
     errors += nlpd_conf_apply(flow_map, config_lookup(&c->cfg, "flow"), &c->flow, NULL, "flow", c->path, diag);
     errors += nlpd_conf_apply(cache_map, config_lookup(&c->cfg, "cache"), &c->cache, NULL, "cache", c->path, diag);
+    errors += nlpd_conf_apply(metrics_map, config_lookup(&c->cfg, "metrics"), &c->metrics, NULL, "metrics", c->path,
+                              diag);
     if (strcmp(c->input.format, "avro") == 0 && !c->input.schema) {
         const config_setting_t *s = config_lookup(&c->cfg, "input");
         nlpd_diag_add(diag, nlpd_conf_file(s, c->path), s ? config_setting_source_line(s) : 0,
@@ -286,6 +295,7 @@ void nlpd_config_doc(FILE *out)
     nlpd_conf_doc(output_map, "output", out);
     nlpd_conf_doc(flow_map, "flow", out);
     nlpd_conf_doc(cache_map, "cache", out);
+    nlpd_conf_doc(metrics_map, "metrics", out);
     nlpd_conf_doc(input_map, "input", out);
     nlpd_conf_doc(batch_map, "batch", out);
     nlpd_conf_doc(kernels_map, "kernels", out);

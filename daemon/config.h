@@ -43,6 +43,10 @@ struct nlpd_flow_conf {
     long long commit_interval_ms;
 };
 
+struct nlpd_metrics_conf {
+    char *listen; /* "host:port" of the metrics and health server; "" = off */
+};
+
 struct nlpd_batch_conf {
     long long max_records;
     long long max_tokens;
@@ -68,6 +72,7 @@ struct nlpd_config {
     struct nlpd_output_conf output;
     struct nlpd_flow_conf flow;
     struct nlpd_cache_conf cache;
+    struct nlpd_metrics_conf metrics;
     struct nlpd_batch_conf batch;
     struct nlpd_kernels_conf kernels;
     struct nlpd_log_conf log;

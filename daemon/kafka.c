@@ -3,7 +3,9 @@
 #include "kafka.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/http.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -19,6 +21,7 @@
 
 #include "avro_codec.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "offsets.h"
 #include "record.h"
@@ -84,6 +87,13 @@ struct nlpd_daemon {
     size_t nlat, lat_cap;
     double t_start;
     double watchdog_every, next_watchdog, last_status; /* systemd: seconds */
+    struct evhttp *http;
+    struct nlpd_histogram e2e_ms; /* record timestamp -> broker ack of its output */
+    struct {
+        const char *reason; /* the failing stage ("input", "output", a stage name): bounded */
+        uint64_t n;
+    } dead_by[16];
+    size_t ndead_by;
     uint64_t status_consumed;
 };
 
@@ -310,6 +320,7 @@ static void record_latency(struct nlpd_daemon *d, const struct kitem *it)
     int64_t ts = rd_kafka_message_timestamp(it->msg, &tt);
     if (ts < 0)
         return;
+    nlpd_histogram_observe(&d->e2e_ms, (double)(wall_ms() - ts));
     if (d->nlat == d->lat_cap) {
         size_t cap = d->lat_cap ? d->lat_cap * 2 : 4096;
         if (cap > (1u << 22)) /* keep the most recent window bounded */
@@ -327,11 +338,27 @@ static void record_latency(struct nlpd_daemon *d, const struct kitem *it)
     d->lat[d->nlat++] = (double)(wall_ms() - ts);
 }
 
+static void count_dead(struct nlpd_daemon *d, const char *reason)
+{
+    reason = reason ? reason : "nlpd";
+    size_t i = 0;
+    while (i < d->ndead_by && strcmp(d->dead_by[i].reason, reason) != 0)
+        i++;
+    if (i == d->ndead_by) {
+        if (d->ndead_by == sizeof d->dead_by / sizeof d->dead_by[0])
+            i--, reason = "other";
+        else
+            d->dead_by[d->ndead_by++].reason = reason;
+    }
+    d->dead_by[i].n++;
+}
+
 static void delivered(struct nlpd_daemon *d, struct kitem *it)
 {
-    if (it->dead)
+    if (it->dead) {
         d->stats.dead_lettered++;
-    else {
+        count_dead(d, it->item.rec.error_stage);
+    } else {
         d->stats.produced++;
         record_latency(d, it);
     }
@@ -786,6 +813,154 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
              buf);
 }
 
+/* ---- metrics and health (served from the event loop: counters need no locks) ---- */
+
+static const char *ready_problem(struct nlpd_daemon *d)
+{
+    if (d->fatal)
+        return "stopped after a fatal error";
+    if (d->draining)
+        return "draining";
+    if (!d->subscribed)
+        return "not subscribed";
+    return NULL; /* consuming, or waiting for an assignment */
+}
+
+static void process_metrics(struct nlpd_buf *out)
+{
+    FILE *f = fopen("/proc/self/stat", "r");
+    unsigned long ut = 0, st = 0;
+    long rss = 0;
+    if (f) {
+        /* fields 14 and 15 (utime, stime) follow the command name in parentheses */
+        char line[1024];
+        if (fgets(line, sizeof line, f)) {
+            char *p = strrchr(line, ')');
+            if (p)
+                sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st);
+        }
+        fclose(f);
+    }
+    f = fopen("/proc/self/statm", "r");
+    if (f) {
+        long pages;
+        if (fscanf(f, "%*s %ld", &pages) == 1)
+            rss = pages * sysconf(_SC_PAGESIZE);
+        fclose(f);
+    }
+    double tick = (double)sysconf(_SC_CLK_TCK);
+    nlpd_metric_head(out, "process_cpu_seconds_total", "counter", "User and system CPU time");
+    nlpd_buf_printf(out, "process_cpu_seconds_total %.2f\n", (double)(ut + st) / tick);
+    nlpd_metric_head(out, "process_resident_memory_bytes", "gauge", "Resident memory");
+    nlpd_buf_printf(out, "process_resident_memory_bytes %ld\n", rss);
+}
+
+static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
+{
+    nlpd_metric_head(out, "nlpd_records_consumed_total", "counter", "Records consumed from the input topics");
+    nlpd_buf_printf(out, "nlpd_records_consumed_total %llu\n", (unsigned long long)d->stats.consumed);
+    nlpd_metric_head(out, "nlpd_records_produced_total", "counter", "Enriched records acknowledged by the broker");
+    nlpd_buf_printf(out, "nlpd_records_produced_total %llu\n", (unsigned long long)d->stats.produced);
+    nlpd_metric_head(out, "nlpd_records_dead_lettered_total", "counter",
+                     "Dead letters acknowledged by the broker, by the stage that rejected them");
+    for (size_t i = 0; i < d->ndead_by; i++)
+        nlpd_buf_printf(out, "nlpd_records_dead_lettered_total{reason=\"%s\"} %llu\n", d->dead_by[i].reason,
+                        (unsigned long long)d->dead_by[i].n);
+    nlpd_metric_head(out, "nlpd_produce_retries_total", "counter", "Records produced again after a delivery error");
+    nlpd_buf_printf(out, "nlpd_produce_retries_total %llu\n", (unsigned long long)d->stats.produce_retries);
+    nlpd_metric_head(out, "nlpd_inflight_records", "gauge", "Records consumed and not yet acknowledged");
+    nlpd_buf_printf(out, "nlpd_inflight_records %zu\n", d->inflight);
+    nlpd_metric_head(out, "nlpd_input_paused", "gauge", "1 while the input partitions are paused (backpressure)");
+    nlpd_buf_printf(out, "nlpd_input_paused %d\n", d->paused);
+    nlpd_metric_head(out, "nlpd_assigned_partitions", "gauge", "Input partitions assigned to this member");
+    nlpd_buf_printf(out, "nlpd_assigned_partitions %d\n", __atomic_load_n(&d->assigned, __ATOMIC_SEQ_CST));
+    nlpd_metric_head(out, "nlpd_producer_queue_messages", "gauge", "Messages in the producer queue");
+    nlpd_buf_printf(out, "nlpd_producer_queue_messages %d\n", rd_kafka_outq_len(d->producer));
+    nlpd_metric_head(out, "nlpd_end_to_end_latency_seconds", "histogram",
+                     "From the input record's Kafka timestamp to the broker's acknowledgement of its output");
+    struct nlpd_histogram h = d->e2e_ms;
+    h.sum /= 1e3;
+    for (size_t b = 0; b < h.nbounds; b++)
+        h.bounds[b] /= 1e3;
+    nlpd_histogram_write(&h, "nlpd_end_to_end_latency_seconds", "", out);
+    nlpd_pipeline_metrics(d->p, out);
+    process_metrics(out);
+}
+
+static void on_http(struct evhttp_request *req, void *arg)
+{
+    struct nlpd_daemon *d = arg;
+    const char *uri = evhttp_request_get_uri(req);
+    size_t plen = strcspn(uri, "?#");
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    struct evbuffer *body = evbuffer_new();
+    if (!body) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    int known = (plen == 8 && !strncmp(uri, "/metrics", 8)) || (plen == 5 && !strncmp(uri, "/live", 5)) ||
+                (plen == 6 && !strncmp(uri, "/ready", 6));
+    if (!known) {
+        evbuffer_add_printf(body, "not found\n");
+        evhttp_send_reply(req, 404, "Not Found", body);
+    } else if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        evbuffer_add_printf(body, "method not allowed\n");
+        evhttp_send_reply(req, 405, "Method Not Allowed", body);
+    } else if (uri[1] == 'm') {
+        struct nlpd_buf out = {0};
+        daemon_metrics(d, &out);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          "text/plain; version=0.0.4; charset=utf-8");
+        evbuffer_add(body, out.data ? out.data : "", out.len);
+        nlpd_buf_free(&out);
+        evhttp_send_reply(req, 200, "OK", body);
+    } else if (uri[1] == 'l') {
+        evbuffer_add_printf(body, "ok\n"); /* answered by the event loop itself: it is responsive */
+        evhttp_send_reply(req, 200, "OK", body);
+    } else {
+        const char *why = ready_problem(d);
+        evbuffer_add_printf(body, "%s\n", why ? why : "ready");
+        evhttp_send_reply(req, why ? 503 : 200, why ? "Service Unavailable" : "OK", body);
+    }
+    evbuffer_free(body);
+}
+
+static int start_http(struct nlpd_daemon *d, struct nlpd_error *err)
+{
+    const char *listen = d->cfg->metrics.listen;
+    if (!listen || !*listen)
+        return 0;
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    long port = colon ? strtol(colon + 1, NULL, 10) : 0;
+    if (!colon || port <= 0 || port > 65535 || (size_t)(colon - listen) >= sizeof host)
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "metrics.listen \"%s\" is not host:port", listen);
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') { /* [::1]:9464 */
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    d->http = evhttp_new(d->base);
+    if (!d->http)
+        return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+    if (evhttp_bind_socket(d->http, host, (uint16_t)port) != 0) {
+        /* Another nlpd (or anything) on the port must not stop the stream: say it loudly and go on. */
+        nlpd_log(NLPD_LOG_ERR, "kafka", "metrics.listen %s: cannot listen (%s): running without metrics and health "
+                                        "endpoints",
+                 listen, strerror(errno));
+        evhttp_free(d->http);
+        d->http = NULL;
+        return 0;
+    }
+    evhttp_set_allowed_methods(d->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(d->http, on_http, d);
+    nlpd_log(NLPD_LOG_INFO, "kafka", "metrics and health on http://%s/metrics, /live, /ready", listen);
+    return 0;
+}
+
 /* ---- set-up ---- */
 
 static int conf_set(rd_kafka_conf_t *c, const char *name, const char *value, struct nlpd_error *err)
@@ -1007,6 +1182,9 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
     d->batch_timer = evtimer_new(d->base, on_batch_timer, d);
     d->tick = event_new(d->base, -1, EV_PERSIST, on_tick, d);
     d->more_ev = evtimer_new(d->base, on_more, d);
+    nlpd_histogram_init_ms(&d->e2e_ms);
+    if (start_http(d, err) < 0)
+        goto bad;
     struct timeval tick = {0, TICK_MS * 1000};
     if (!d->wake_ev || !d->batch_timer || !d->tick || !d->more_ev || event_add(d->wake_ev, NULL) < 0 || event_add(d->tick, &tick) < 0)
         goto bad_sys;
@@ -1253,6 +1431,8 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
         rd_kafka_mock_cluster_destroy(d->mock);
     if (d->mock_rk)
         rd_kafka_destroy(d->mock_rk);
+    if (d->http)
+        evhttp_free(d->http);
     if (d->base)
         event_base_free(d->base);
     int fds[] = {d->cq_pipe[0], d->cq_pipe[1], d->pq_pipe[0], d->pq_pipe[1], d->wake_pipe[0], d->wake_pipe[1]};

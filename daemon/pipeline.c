@@ -12,6 +12,7 @@
 #include "cache.h"
 #include "conf_map.h"
 #include "log.h"
+#include "metrics.h"
 #include "result_codec.h"
 #include "when.h"
 
@@ -82,6 +83,7 @@ struct stage_inst {
     char *model_id;
     char *key_material; /* stage name, model digest and output-changing options: the cache key's prefix */
     uint64_t hits, misses; /* cache counters (atomic) */
+    struct nlpd_histogram compute_ms; /* time of the stage on one batch, cache lookups included */
 };
 
 struct worker {
@@ -101,6 +103,7 @@ struct worker {
 
 struct nlpd_pipeline {
     struct nlpd_cache *cache;
+    struct nlpd_histogram batch_records;
     size_t nstages;
     struct stage_inst *stages;
     struct nlpd_model_ref *models;
@@ -308,6 +311,7 @@ static int build_stage(struct nlpd_pipeline *p, const struct nlpd_config *cfg, c
         return 1;
     }
     NLPD_ASSERT(s->plugin->abi == NLPD_STAGE_ABI);
+    nlpd_histogram_init_ms(&s->compute_ms);
     const char *name = NULL;
     if (config_setting_lookup_string(entry, "name", &name) != CONFIG_TRUE)
         name = stage;
@@ -356,6 +360,7 @@ struct nlpd_pipeline *nlpd_pipeline_create(const struct nlpd_config *cfg, struct
         return NULL;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->changed, NULL);
+    nlpd_histogram_init_size(&p->batch_records);
     p->nstages = (size_t)config_setting_length(cfg->pipeline);
     p->stages = calloc(p->nstages, sizeof *p->stages);
     p->models = calloc(p->nstages, sizeof *p->models);
@@ -573,6 +578,7 @@ static void run_chain(struct worker *w, struct nlpd_batch *batch)
             return;
         }
     }
+    nlpd_histogram_observe(&p->batch_records, (double)batch->n);
     for (size_t si = 0; si < p->nstages; si++) {
         size_t n = 0;
         for (size_t i = 0; i < batch->n; i++) {
@@ -580,10 +586,13 @@ static void run_chain(struct worker *w, struct nlpd_batch *batch)
             if (!r->error && (!p->stages[si].when || nlpd_when_eval(p->stages[si].when, r)))
                 w->scratch[n++] = r;
         }
+        double t0 = n ? nlpd_now() : 0;
         if (n && p->stages[si].key_material && nlpd_cache_enabled(p->cache))
             run_cached(w, si, w->scratch, n);
         else if (n)
             run_stage(w, si, w->scratch, n, 0);
+        if (n)
+            nlpd_histogram_observe(&p->stages[si].compute_ms, (nlpd_now() - t0) * 1e3);
         for (size_t i = 0; i < n && si < 32; i++)
             if (!w->scratch[i]->error)
                 w->scratch[i]->stages_run |= 1u << si;
@@ -753,6 +762,47 @@ size_t nlpd_pipeline_cache_stats(struct nlpd_pipeline *p, struct nlpd_stage_cach
     if (total)
         nlpd_cache_get_stats(p->cache, total);
     return nlpd_cache_enabled(p->cache) ? n : 0;
+}
+
+void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
+{
+    char labels[160];
+    nlpd_metric_head(out, "nlpd_stage_batch_seconds", "histogram",
+                     "Time a stage spends on one micro-batch (cache lookups included), in milliseconds buckets");
+    for (size_t i = 0; i < p->nstages; i++) {
+        snprintf(labels, sizeof labels, "stage=\"%s\"", p->stages[i].name);
+        /* kept in ms internally; exported in seconds as Prometheus wants */
+        struct nlpd_histogram h = p->stages[i].compute_ms;
+        h.sum /= 1e3;
+        for (size_t b = 0; b < h.nbounds; b++)
+            h.bounds[b] /= 1e3;
+        nlpd_histogram_write(&h, "nlpd_stage_batch_seconds", labels, out);
+    }
+    nlpd_metric_head(out, "nlpd_batch_records", "histogram", "Records per micro-batch");
+    nlpd_histogram_write(&p->batch_records, "nlpd_batch_records", "", out);
+    nlpd_metric_head(out, "nlpd_model_info", "gauge", "Model of each stage, with its sha256 digest");
+    for (size_t i = 0; i < p->nmodels; i++)
+        nlpd_buf_printf(out, "nlpd_model_info{stage=\"%s\",model=\"%s\"} 1\n", p->models[i].stage, p->models[i].id);
+    if (!nlpd_cache_enabled(p->cache))
+        return;
+    nlpd_metric_head(out, "nlpd_cache_hits_total", "counter", "Stage results served from the cache");
+    for (size_t i = 0; i < p->nstages; i++)
+        if (p->stages[i].key_material)
+            nlpd_buf_printf(out, "nlpd_cache_hits_total{stage=\"%s\"} %llu\n", p->stages[i].name,
+                            (unsigned long long)__atomic_load_n(&p->stages[i].hits, __ATOMIC_RELAXED));
+    nlpd_metric_head(out, "nlpd_cache_misses_total", "counter", "Stage results computed (not in the cache)");
+    for (size_t i = 0; i < p->nstages; i++)
+        if (p->stages[i].key_material)
+            nlpd_buf_printf(out, "nlpd_cache_misses_total{stage=\"%s\"} %llu\n", p->stages[i].name,
+                            (unsigned long long)__atomic_load_n(&p->stages[i].misses, __ATOMIC_RELAXED));
+    struct nlpd_cache_stats st;
+    nlpd_cache_get_stats(p->cache, &st);
+    nlpd_metric_head(out, "nlpd_cache_errors_total", "counter", "Failed cache lookups and stores");
+    nlpd_buf_printf(out, "nlpd_cache_errors_total %llu\n", (unsigned long long)st.errors);
+    nlpd_metric_head(out, "nlpd_cache_lookup_seconds_total", "counter", "Time spent in cache lookups");
+    nlpd_buf_printf(out, "nlpd_cache_lookup_seconds_total %.6f\n", st.lookup_seconds);
+    nlpd_metric_head(out, "nlpd_cache_breaker_open", "gauge", "1 while the Redis circuit breaker is open");
+    nlpd_buf_printf(out, "nlpd_cache_breaker_open %d\n", st.breaker_open ? 1 : 0);
 }
 
 int nlpd_pipeline_threads(const struct nlpd_pipeline *p)

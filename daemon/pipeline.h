@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "buf.h"
 #include "cache.h"
 #include "config.h"
 #include "diag.h"
@@ -50,6 +51,9 @@ void nlpd_pipeline_free(struct nlpd_pipeline *p);
 /* Nonzero once a stage reported a fatal error. */
 int nlpd_pipeline_failed(struct nlpd_pipeline *p);
 int nlpd_pipeline_threads(const struct nlpd_pipeline *p);
+
+/* Appends the pipeline's Prometheus metrics: per-stage batch time, batch sizes, models, cache. */
+void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out);
 
 struct nlpd_stage_cache_stats {
     const char *stage;

@@ -150,6 +150,9 @@ suite "tests/integration/test_pipe.sh build/nlpd" bash tests/integration/test_pi
 suite "tests/integration/test_pipe.sh build/san/nlpd" bash tests/integration/test_pipe.sh build/san/nlpd
 # systemd: the unit verifies, and the notify protocol is spoken in order (fake NOTIFY_SOCKET).
 suite "tests/integration/test_systemd.sh build/nlpd" bash tests/integration/test_systemd.sh build/nlpd
+# Metrics and health endpoints of the daemon while records flow.
+suite "tests/integration/test_metrics.sh build/nlpd" bash tests/integration/test_metrics.sh build/nlpd
+suite "tests/integration/test_metrics.sh build/san/nlpd" bash tests/integration/test_metrics.sh build/san/nlpd
 # The result cache with a real redis-server (second pass, changed options, corruption, outage, daemon, bounds).
 suite "tests/integration/test_cache.sh build/nlpd" bash tests/integration/test_cache.sh build/nlpd
 suite "tests/integration/test_cache.sh build/san/nlpd" bash tests/integration/test_cache.sh build/san/nlpd

@@ -71,7 +71,7 @@ static void all_errors_reported(void)
                                       "  colour = \"red\";\n"         /* 3: unknown key */
                                       "};\n"
                                       "batch: { max_records = \"64\"; };\n" /* 5: string for int */
-                                      "metrics: { listen = \"x\"; };\n"    /* 6: unknown section */
+                                      "tracing: { listen = \"x\"; };\n"    /* 6: unknown section */
                                       "kernels: { threads = -1; };\n"      /* 7: out of range */
                                       "log: { level = \"loud\"; };\n"      /* 8: bad enum */
                                       "pipeline = ( { stage = \"langid\"; } );\n",
@@ -80,7 +80,7 @@ static void all_errors_reported(void)
     CHECK(has_error(&d, 2, "input.text_field must be a string, not an integer"));
     CHECK(has_error(&d, 3, "unknown key 'colour' in input"));
     CHECK(has_error(&d, 5, "batch.max_records must be an integer, not a string"));
-    CHECK(has_error(&d, 6, "unknown key 'metrics' at top level"));
+    CHECK(has_error(&d, 6, "unknown key 'tracing' at top level"));
     CHECK(has_error(&d, 7, "kernels.threads = -1 is out of range"));
     CHECK(has_error(&d, 8, "log.level must be one of"));
     CHECK(d.n == 6);

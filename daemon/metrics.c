@@ -1,0 +1,66 @@
+/* Histograms and exposition helpers (see metrics.h). */
+#include "metrics.h"
+
+#include <string.h>
+
+static const double ms_bounds[] = {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
+static const double size_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384};
+
+static void init(struct nlpd_histogram *h, const double *b, size_t n)
+{
+    memset(h, 0, sizeof *h);
+    h->nbounds = n;
+    memcpy(h->bounds, b, n * sizeof *b);
+}
+
+void nlpd_histogram_init_ms(struct nlpd_histogram *h)
+{
+    init(h, ms_bounds, sizeof ms_bounds / sizeof ms_bounds[0]);
+}
+
+void nlpd_histogram_init_size(struct nlpd_histogram *h)
+{
+    init(h, size_bounds, sizeof size_bounds / sizeof size_bounds[0]);
+}
+
+void nlpd_histogram_observe(struct nlpd_histogram *h, double v)
+{
+    size_t i = 0;
+    while (i < h->nbounds && v > h->bounds[i])
+        i++;
+    __atomic_add_fetch(&h->counts[i], 1, __ATOMIC_RELAXED);
+    double old, want;
+    __atomic_load(&h->sum, &old, __ATOMIC_RELAXED);
+    do {
+        want = old + v;
+    } while (!__atomic_compare_exchange(&h->sum, &old, &want, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    __atomic_add_fetch(&h->count, 1, __ATOMIC_RELEASE);
+}
+
+void nlpd_metric_head(struct nlpd_buf *out, const char *name, const char *type, const char *help)
+{
+    nlpd_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void nlpd_histogram_write(const struct nlpd_histogram *h, const char *name, const char *labels, struct nlpd_buf *out)
+{
+    const char *sep = labels && *labels ? "," : "";
+    labels = labels ? labels : "";
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= h->nbounds; i++) {
+        cum += __atomic_load_n(&h->counts[i], __ATOMIC_RELAXED);
+        if (i < h->nbounds)
+            nlpd_buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, h->bounds[i],
+                            (unsigned long long)cum);
+        else
+            nlpd_buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)cum);
+    }
+    double sum;
+    __atomic_load(&h->sum, &sum, __ATOMIC_RELAXED);
+    if (*labels) {
+        nlpd_buf_printf(out, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, labels, sum, name, labels,
+                        (unsigned long long)cum);
+    } else {
+        nlpd_buf_printf(out, "%s_sum %.6f\n%s_count %llu\n", name, sum, name, (unsigned long long)cum);
+    }
+}

@@ -1,0 +1,32 @@
+/* Prometheus metrics and health endpoints of the daemon: histograms with fixed buckets (lock-free
+ * updates from any thread) and an evhttp server on the daemon's event loop serving /metrics, /live, /ready. */
+#ifndef NLPD_METRICS_H
+#define NLPD_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+#define NLPD_HIST_MAX_BUCKETS 20
+
+struct nlpd_histogram {
+    size_t nbounds;
+    double bounds[NLPD_HIST_MAX_BUCKETS]; /* upper bounds, increasing; +Inf is implicit */
+    uint64_t counts[NLPD_HIST_MAX_BUCKETS + 1];
+    uint64_t count;
+    double sum; /* guarded by a CAS loop */
+};
+
+/* Bucket layouts: milliseconds (0.5 ms .. 30 s) and sizes (1 .. 16384). */
+void nlpd_histogram_init_ms(struct nlpd_histogram *h);
+void nlpd_histogram_init_size(struct nlpd_histogram *h);
+void nlpd_histogram_observe(struct nlpd_histogram *h, double v);
+/* Appends the exposition lines of h (name_bucket / name_sum / name_count) with extra labels ("" or
+ * `stage="x"`). */
+void nlpd_histogram_write(const struct nlpd_histogram *h, const char *name, const char *labels, struct nlpd_buf *out);
+
+/* Appends `# HELP` and `# TYPE` lines. */
+void nlpd_metric_head(struct nlpd_buf *out, const char *name, const char *type, const char *help);
+
+#endif
