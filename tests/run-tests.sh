@@ -150,6 +150,8 @@ suite "tests/integration/test_pipe.sh build/nlpd" bash tests/integration/test_pi
 suite "tests/integration/test_pipe.sh build/san/nlpd" bash tests/integration/test_pipe.sh build/san/nlpd
 # systemd: the unit verifies, and the notify protocol is spoken in order (fake NOTIFY_SOCKET).
 suite "tests/integration/test_systemd.sh build/nlpd" bash tests/integration/test_systemd.sh build/nlpd
+# conf/nlpd.conf documents every key config-doc prints.
+suite "tests/integration/test_config_doc.sh" bash tests/integration/test_config_doc.sh build/nlpd
 # Metrics and health endpoints of the daemon while records flow.
 suite "tests/integration/test_metrics.sh build/nlpd" bash tests/integration/test_metrics.sh build/nlpd
 suite "tests/integration/test_metrics.sh build/san/nlpd" bash tests/integration/test_metrics.sh build/san/nlpd

@@ -1,0 +1,42 @@
+#!/bin/bash
+# conf/nlpd.conf and `nlpd config-doc` must not drift: every key config-doc prints for the daemon's sections and
+# for the stages used in conf/nlpd.conf appears in the annotated file, and the file passes `nlpd check`.
+# usage: tests/integration/test_config_doc.sh [path/to/nlpd]   Prints `N passed, N failed`.
+set -u
+cd "$(dirname "$0")/../.." || exit 2
+NLPD=${1:-build/nlpd}
+pass=0
+fail=0
+if out=$(python3 - "$NLPD" << 'PY' 2>&1
+import re, subprocess, sys
+doc = subprocess.run([sys.argv[1], "config-doc"], capture_output=True, text=True, check=True).stdout
+conf = open("conf/nlpd.conf").read()
+# Section bodies of the file (top-level "name: {" ... "};") and the stage groups in pipeline.
+sections = {m.group(1): m.group(2) for m in re.finditer(r"^(\w+): \{(.*?)^\};", conf, re.S | re.M)}
+missing = []
+for key in re.findall(r"^  (\w+)\.(\w+)  \(", doc, re.M):
+    sec, name = key
+    if sec in sections:
+        if not re.search(r"^\s*#?\s*%s\s*=" % name, sections[sec], re.M):
+            missing.append(f"{sec}.{name}")
+    elif sec in ("langid", "sentiment") and not re.search(r"^\s*#?\s*%s\s*=" % name, conf, re.M):
+        missing.append(f"{sec}.{name}")
+assert not missing, "not documented in conf/nlpd.conf: " + ", ".join(missing)
+print(len(re.findall(r"^  \w+\.\w+  \(", doc, re.M)), "keys compared")
+PY
+); then
+    echo "ok - conf/nlpd.conf documents every key of config-doc ($out)"
+    pass=$((pass + 1))
+else
+    echo "not ok - config-doc drift: $out"
+    fail=$((fail + 1))
+fi
+if "$NLPD" check -c conf/nlpd.conf > /dev/null 2>&1; then
+    echo "ok - conf/nlpd.conf passes nlpd check"
+    pass=$((pass + 1))
+else
+    echo "not ok - conf/nlpd.conf fails nlpd check"
+    fail=$((fail + 1))
+fi
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
