@@ -2,6 +2,7 @@
  * when threads log at the same time. */
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -57,6 +58,28 @@ static size_t json_escape_into(char *dst, size_t cap, const char *s)
     return o;
 }
 
+static void emit(enum nlpd_log_level level, const char *facility, const char *msg);
+
+/* Repeated warnings and errors (same facility and text) within REPEAT_WINDOW seconds are counted, not
+ * written: one line says how many were suppressed when the text changes or the window ends. */
+#define REPEAT_WINDOW 10
+static pthread_mutex_t repeat_lock = PTHREAD_MUTEX_INITIALIZER;
+static char last_msg[2048], last_facility[64];
+static enum nlpd_log_level last_level;
+static unsigned long repeats;
+static time_t window_start;
+
+static void flush_repeats_locked(void)
+{
+    if (repeats) {
+        char note[2200];
+        snprintf(note, sizeof note, "last message repeated %lu more time%s: %.2000s", repeats, repeats == 1 ? "" : "s",
+                 last_msg);
+        emit(last_level, last_facility, note);
+        repeats = 0;
+    }
+}
+
 void nlpd_log(enum nlpd_log_level level, const char *facility, const char *fmt, ...)
 {
     if (!nlpd_log_enabled(level))
@@ -66,7 +89,37 @@ void nlpd_log(enum nlpd_log_level level, const char *facility, const char *fmt, 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (level > NLPD_LOG_WARNING) {
+        emit(level, facility, msg);
+        return;
+    }
+    time_t now = time(NULL);
+    pthread_mutex_lock(&repeat_lock);
+    const char *fac = facility ? facility : "main";
+    if (now - window_start < REPEAT_WINDOW && level == last_level && strcmp(msg, last_msg) == 0 &&
+        strcmp(fac, last_facility) == 0) {
+        repeats++;
+        pthread_mutex_unlock(&repeat_lock);
+        return;
+    }
+    flush_repeats_locked();
+    snprintf(last_msg, sizeof last_msg, "%s", msg);
+    snprintf(last_facility, sizeof last_facility, "%s", fac);
+    last_level = level;
+    window_start = now;
+    emit(level, facility, msg);
+    pthread_mutex_unlock(&repeat_lock);
+}
 
+void nlpd_log_flush(void)
+{
+    pthread_mutex_lock(&repeat_lock);
+    flush_repeats_locked();
+    pthread_mutex_unlock(&repeat_lock);
+}
+
+static void emit(enum nlpd_log_level level, const char *facility, const char *msg)
+{
     char line[4608];
     int n;
     if (current_format == NLPD_LOG_JSON) {

@@ -7,6 +7,9 @@
 enum nlpd_log_format { NLPD_LOG_TEXT, NLPD_LOG_JSON };
 
 void nlpd_log_setup(enum nlpd_log_level level, enum nlpd_log_format format);
+/* Writes the count of suppressed repeats, if any (at exit; repeated warnings and errors within 10 s are
+ * counted rather than written line by line). */
+void nlpd_log_flush(void);
 /* Parses "err", "warning", "notice", "info", "debug"; returns -1 when unknown. */
 int nlpd_log_level_parse(const char *name);
 

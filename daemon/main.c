@@ -225,6 +225,7 @@ static int cmd_demo(struct opts *o)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* a closed output is reported as a write error */
+    atexit(nlpd_log_flush);   /* the count of suppressed repeated log lines */
     if (argc < 2) {
         usage(stderr);
         return 2;
