@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <pthread.h>
@@ -88,7 +89,14 @@ struct nlpd_daemon {
     double t_start;
     double watchdog_every, next_watchdog, last_status; /* systemd: seconds */
     struct evhttp *http;
-    struct nlpd_histogram e2e_ms; /* record timestamp -> broker ack of its output */
+    struct nlpd_histogram e2e_ms;   /* record timestamp -> broker ack of its output */
+    struct nlpd_histogram queue_ms; /* consumed -> a worker starts its batch */
+    struct {
+        char topic[128];
+        int32_t partition;
+        int64_t lag;
+    } lag[256]; /* consumer lag per assigned partition, from librdkafka's statistics */
+    size_t nlag;
     struct {
         const char *reason; /* the failing stage ("input", "output", a stage name): bounded */
         uint64_t n;
@@ -449,9 +457,11 @@ static void batch_decode(struct nlpd_job *job, void *user)
     struct kbatch *b = user;
     struct nlpd_daemon *d = b->d;
     (void)job;
+    double now = nlpd_now();
     for (size_t i = 0; i < b->n; i++) {
         struct kitem *it = b->items[i];
         const char *data = it->msg->payload ? it->msg->payload : "";
+        nlpd_histogram_observe(&d->queue_ms, (now - it->item.t_in) * 1e3);
         if (d->avro_in)
             nlpd_avro_in_decode(d->avro_in, &it->item, data, it->msg->len);
         else
@@ -883,8 +893,49 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
     for (size_t b = 0; b < h.nbounds; b++)
         h.bounds[b] /= 1e3;
     nlpd_histogram_write(&h, "nlpd_end_to_end_latency_seconds", "", out);
+    nlpd_metric_head(out, "nlpd_queue_wait_seconds", "histogram", "From consumption to a worker starting the batch");
+    h = d->queue_ms;
+    h.sum /= 1e3;
+    for (size_t b = 0; b < h.nbounds; b++)
+        h.bounds[b] /= 1e3;
+    nlpd_histogram_write(&h, "nlpd_queue_wait_seconds", "", out);
+    nlpd_metric_head(out, "nlpd_consumer_lag_records", "gauge",
+                     "Records behind the partition's end, per assigned partition (librdkafka statistics)");
+    for (size_t i = 0; i < d->nlag; i++)
+        nlpd_buf_printf(out, "nlpd_consumer_lag_records{topic=\"%s\",partition=\"%d\"} %lld\n", d->lag[i].topic,
+                        (int)d->lag[i].partition, (long long)d->lag[i].lag);
     nlpd_pipeline_metrics(d->p, out);
     process_metrics(out);
+}
+
+/* librdkafka's statistics (every statistics.interval.ms, on the event loop): keep each partition's lag. */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    struct nlpd_daemon *d = opaque;
+    (void)rk;
+    json_t *root = json_loadb(json, len, 0, NULL), *topics = json_object_get(root, "topics"), *t;
+    const char *tname;
+    size_t n = 0;
+    json_object_foreach(topics, tname, t)
+    {
+        json_t *parts = json_object_get(t, "partitions"), *p;
+        const char *pname;
+        json_object_foreach(parts, pname, p)
+        {
+            json_int_t lag = json_integer_value(json_object_get(p, "consumer_lag"));
+            int32_t part = (int32_t)json_integer_value(json_object_get(p, "partition"));
+            if (part < 0 || !json_is_integer(json_object_get(p, "consumer_lag")) || lag < 0 ||
+                n == sizeof d->lag / sizeof d->lag[0] || strlen(tname) >= sizeof d->lag[0].topic)
+                continue;
+            snprintf(d->lag[n].topic, sizeof d->lag[n].topic, "%s", tname);
+            d->lag[n].partition = part;
+            d->lag[n].lag = lag;
+            n++;
+        }
+    }
+    d->nlag = n;
+    json_decref(root);
+    return 0; /* librdkafka frees json */
 }
 
 static void on_http(struct evhttp_request *req, void *arg)
@@ -1163,6 +1214,10 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
         conf_set(cc, cfg->kafka.properties.from[i], cfg->kafka.properties.to[i], NULL);
     }
     rd_kafka_conf_set_rebalance_cb(cc, rebalance_cb);
+    if (cfg->metrics.listen && *cfg->metrics.listen) { /* consumer lag for /metrics */
+        conf_set(cc, "statistics.interval.ms", "5000", NULL);
+        rd_kafka_conf_set_stats_cb(cc, stats_cb);
+    }
     d->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, why, sizeof why);
     if (!d->consumer) {
         nlpd_error_set(err, NLPD_EFATAL, 0, "consumer: %s", why);
@@ -1183,6 +1238,7 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
     d->tick = event_new(d->base, -1, EV_PERSIST, on_tick, d);
     d->more_ev = evtimer_new(d->base, on_more, d);
     nlpd_histogram_init_ms(&d->e2e_ms);
+    nlpd_histogram_init_ms(&d->queue_ms);
     if (start_http(d, err) < 0)
         goto bad;
     struct timeval tick = {0, TICK_MS * 1000};

@@ -95,6 +95,7 @@ assert get[("nlpd_records_dead_lettered_total", 'reason="input"')] == 10
 assert get[("nlpd_end_to_end_latency_seconds_count", "")] == 190
 assert get[("nlpd_stage_batch_seconds_count", 'stage="langid"')] >= 1
 assert get[("nlpd_batch_records_sum", "")] == 200
+assert get[("nlpd_queue_wait_seconds_count", "")] == 200
 assert get[("nlpd_assigned_partitions", "")] > 0
 assert any(n == "nlpd_model_info" for n, _, _ in samples)
 assert get[("process_resident_memory_bytes", "")] > 0
