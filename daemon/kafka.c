@@ -84,8 +84,7 @@ struct nlpd_daemon {
     int warned_route;
 
     struct nlpd_daemon_stats stats;
-    double *lat;
-    size_t nlat, lat_cap;
+    struct nlpd_latency_sample lat; /* end to end, for the summary */
     double t_start;
     double watchdog_every, next_watchdog, last_status; /* systemd: seconds */
     struct evhttp *http;
@@ -328,22 +327,9 @@ static void record_latency(struct nlpd_daemon *d, const struct kitem *it)
     int64_t ts = rd_kafka_message_timestamp(it->msg, &tt);
     if (ts < 0)
         return;
-    nlpd_histogram_observe(&d->e2e_ms, (double)(wall_ms() - ts));
-    if (d->nlat == d->lat_cap) {
-        size_t cap = d->lat_cap ? d->lat_cap * 2 : 4096;
-        if (cap > (1u << 22)) /* keep the most recent window bounded */
-            cap = 1u << 22;
-        if (cap == d->lat_cap) {
-            d->nlat = 0;
-        } else {
-            double *l = realloc(d->lat, cap * sizeof *l);
-            if (!l)
-                return;
-            d->lat = l;
-            d->lat_cap = cap;
-        }
-    }
-    d->lat[d->nlat++] = (double)(wall_ms() - ts);
+    double ms = (double)(wall_ms() - ts);
+    nlpd_histogram_observe(&d->e2e_ms, ms);
+    nlpd_latency_add(&d->lat, ms);
 }
 
 static void count_dead(struct nlpd_daemon *d, const char *reason)
@@ -888,17 +874,9 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
     nlpd_buf_printf(out, "nlpd_producer_queue_messages %d\n", rd_kafka_outq_len(d->producer));
     nlpd_metric_head(out, "nlpd_end_to_end_latency_seconds", "histogram",
                      "From the input record's Kafka timestamp to the broker's acknowledgement of its output");
-    struct nlpd_histogram h = d->e2e_ms;
-    h.sum /= 1e3;
-    for (size_t b = 0; b < h.nbounds; b++)
-        h.bounds[b] /= 1e3;
-    nlpd_histogram_write(&h, "nlpd_end_to_end_latency_seconds", "", out);
+    nlpd_histogram_write(&d->e2e_ms, "nlpd_end_to_end_latency_seconds", "", 1e-3, out);
     nlpd_metric_head(out, "nlpd_queue_wait_seconds", "histogram", "From consumption to a worker starting the batch");
-    h = d->queue_ms;
-    h.sum /= 1e3;
-    for (size_t b = 0; b < h.nbounds; b++)
-        h.bounds[b] /= 1e3;
-    nlpd_histogram_write(&h, "nlpd_queue_wait_seconds", "", out);
+    nlpd_histogram_write(&d->queue_ms, "nlpd_queue_wait_seconds", "", 1e-3, out);
     nlpd_metric_head(out, "nlpd_consumer_lag_records", "gauge",
                      "Records behind the partition's end, per assigned partition (librdkafka statistics)");
     for (size_t i = 0; i < d->nlag; i++)
@@ -1425,21 +1403,12 @@ const char *nlpd_daemon_bootstraps(const struct nlpd_daemon *d)
     return d->bootstraps;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 void nlpd_daemon_get_stats(struct nlpd_daemon *d, struct nlpd_daemon_stats *st)
 {
     *st = d->stats;
-    if (d->nlat) {
-        qsort(d->lat, d->nlat, sizeof *d->lat, cmp_double);
-        st->latency_p50_ms = d->lat[d->nlat / 2];
-        st->latency_p99_ms = d->lat[(size_t)((double)(d->nlat - 1) * 0.99)];
-        st->latency_max_ms = d->lat[d->nlat - 1];
-    }
+    st->latency_p50_ms = nlpd_latency_percentile(&d->lat, 0.5);
+    st->latency_p99_ms = nlpd_latency_percentile(&d->lat, 0.99);
+    st->latency_max_ms = d->lat.max;
 }
 
 void nlpd_daemon_free(struct nlpd_daemon *d)
@@ -1499,7 +1468,7 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
     nlpd_avro_in_free(d->avro_in);
     nlpd_offsets_free(d->offsets);
     pthread_mutex_destroy(&d->lock);
-    free(d->lat);
+    nlpd_latency_free(&d->lat);
     free(d->bootstraps);
     free(d);
 }

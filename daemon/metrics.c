@@ -1,6 +1,7 @@
 /* Histograms and exposition helpers (see metrics.h). */
 #include "metrics.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const double ms_bounds[] = {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
@@ -42,7 +43,8 @@ void nlpd_metric_head(struct nlpd_buf *out, const char *name, const char *type, 
     nlpd_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-void nlpd_histogram_write(const struct nlpd_histogram *h, const char *name, const char *labels, struct nlpd_buf *out)
+void nlpd_histogram_write(const struct nlpd_histogram *h, const char *name, const char *labels, double scale,
+                          struct nlpd_buf *out)
 {
     const char *sep = labels && *labels ? "," : "";
     labels = labels ? labels : "";
@@ -50,17 +52,60 @@ void nlpd_histogram_write(const struct nlpd_histogram *h, const char *name, cons
     for (size_t i = 0; i <= h->nbounds; i++) {
         cum += __atomic_load_n(&h->counts[i], __ATOMIC_RELAXED);
         if (i < h->nbounds)
-            nlpd_buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, h->bounds[i],
+            nlpd_buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, h->bounds[i] * scale,
                             (unsigned long long)cum);
         else
             nlpd_buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)cum);
     }
     double sum;
     __atomic_load(&h->sum, &sum, __ATOMIC_RELAXED);
+    sum *= scale;
     if (*labels) {
         nlpd_buf_printf(out, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, labels, sum, name, labels,
                         (unsigned long long)cum);
     } else {
         nlpd_buf_printf(out, "%s_sum %.6f\n%s_count %llu\n", name, sum, name, (unsigned long long)cum);
     }
+}
+
+#define SAMPLE_CAP (1u << 20)
+
+void nlpd_latency_add(struct nlpd_latency_sample *s, double ms)
+{
+    s->seen++;
+    if (ms > s->max)
+        s->max = ms;
+    if (s->n == s->cap && s->cap < SAMPLE_CAP) {
+        size_t cap = s->cap ? s->cap * 2 : 4096;
+        double *v = realloc(s->v, cap * sizeof *v);
+        if (v)
+            s->v = v, s->cap = cap;
+    }
+    if (s->n < s->cap) {
+        s->v[s->n++] = ms;
+    } else if (s->cap) { /* full: keep each value seen with probability cap/seen */
+        uint64_t j = ((uint64_t)rand() << 31 ^ (uint64_t)rand()) % s->seen;
+        if (j < s->cap)
+            s->v[j] = ms;
+    }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double nlpd_latency_percentile(struct nlpd_latency_sample *s, double p)
+{
+    if (!s->n)
+        return 0.0;
+    qsort(s->v, s->n, sizeof *s->v, cmp_double);
+    return s->v[(size_t)((double)(s->n - 1) * p)];
+}
+
+void nlpd_latency_free(struct nlpd_latency_sample *s)
+{
+    free(s->v);
+    memset(s, 0, sizeof *s);
 }

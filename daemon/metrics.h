@@ -23,8 +23,23 @@ void nlpd_histogram_init_ms(struct nlpd_histogram *h);
 void nlpd_histogram_init_size(struct nlpd_histogram *h);
 void nlpd_histogram_observe(struct nlpd_histogram *h, double v);
 /* Appends the exposition lines of h (name_bucket / name_sum / name_count) with extra labels ("" or
- * `stage="x"`). */
-void nlpd_histogram_write(const struct nlpd_histogram *h, const char *name, const char *labels, struct nlpd_buf *out);
+ * `stage="x"`); bounds and sum are multiplied by scale (1e-3 exports milliseconds as seconds). */
+void nlpd_histogram_write(const struct nlpd_histogram *h, const char *name, const char *labels, double scale,
+                          struct nlpd_buf *out);
+
+/* A bounded uniform sample of latencies (reservoir sampling) for exact-looking percentiles in summaries:
+ * memory stays at `cap` values however long the stream. Not thread-safe: one owner thread. */
+struct nlpd_latency_sample {
+    double *v;
+    size_t n, cap;
+    uint64_t seen;
+    double max;
+};
+
+void nlpd_latency_add(struct nlpd_latency_sample *s, double ms);
+/* p in [0, 1] over the sample (sorts it); 0 when empty. max is over everything seen. */
+double nlpd_latency_percentile(struct nlpd_latency_sample *s, double p);
+void nlpd_latency_free(struct nlpd_latency_sample *s);
 
 /* Appends `# HELP` and `# TYPE` lines. */
 void nlpd_metric_head(struct nlpd_buf *out, const char *name, const char *type, const char *help);

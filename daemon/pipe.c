@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "record.h"
 
 struct pipe_job {
@@ -40,8 +41,7 @@ struct pipe_run {
     size_t outstanding, limit;
     int eof, write_failed;
     uint64_t ok, errors;
-    double *latencies; /* ms, for the summary */
-    size_t nlat, lat_cap;
+    struct nlpd_latency_sample lat; /* ms, for the summary; bounded however long the input */
 };
 
 static struct pipe_job *job_new(struct pipe_run *run, size_t cap)
@@ -112,16 +112,8 @@ static void job_encode(struct nlpd_job *job, void *user)
     pthread_mutex_lock(&run->lock);
     run->ok += ok;
     run->errors += j->n - ok;
-    if (run->nlat + j->n > run->lat_cap) {
-        size_t cap = run->lat_cap ? run->lat_cap * 2 : 4096;
-        while (cap < run->nlat + j->n)
-            cap *= 2;
-        double *l = realloc(run->latencies, cap * sizeof *l);
-        if (l)
-            run->latencies = l, run->lat_cap = cap;
-    }
-    for (size_t i = 0; i < j->n && run->nlat < run->lat_cap; i++)
-        run->latencies[run->nlat++] = (now - j->items[i].t_in) * 1e3;
+    for (size_t i = 0; i < j->n; i++)
+        nlpd_latency_add(&run->lat, (now - j->items[i].t_in) * 1e3);
     j->finished = 1;
     pthread_cond_broadcast(&run->cond);
     pthread_mutex_unlock(&run->lock);
@@ -203,12 +195,6 @@ static void add_line(struct pipe_job *j, const char *data, size_t len, int64_t l
     j->pre_error[i] = pre_error ? strdup(pre_error) : NULL;
     if (j->raw.oom && !j->pre_error[i])
         j->pre_error[i] = strdup("out of memory");
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 int nlpd_pipe_run(const struct nlpd_config *cfg, struct nlpd_pipeline *p, int in_fd, int out_fd,
@@ -339,14 +325,11 @@ int nlpd_pipe_run(const struct nlpd_config *cfg, struct nlpd_pipeline *p, int in
         stats->ok = run.ok;
         stats->errors = run.errors;
         stats->seconds = nlpd_now() - t0;
-        if (run.nlat) {
-            qsort(run.latencies, run.nlat, sizeof *run.latencies, cmp_double);
-            stats->latency_p50_ms = run.latencies[run.nlat / 2];
-            stats->latency_p99_ms = run.latencies[(size_t)((double)(run.nlat - 1) * 0.99)];
-            stats->latency_max_ms = run.latencies[run.nlat - 1];
-        }
+        stats->latency_p50_ms = nlpd_latency_percentile(&run.lat, 0.5);
+        stats->latency_p99_ms = nlpd_latency_percentile(&run.lat, 0.99);
+        stats->latency_max_ms = run.lat.max;
     }
-    free(run.latencies);
+    nlpd_latency_free(&run.lat);
     pthread_mutex_destroy(&run.lock);
     pthread_cond_destroy(&run.cond);
     if (run.write_failed || nlpd_pipeline_failed(p))

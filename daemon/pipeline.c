@@ -478,18 +478,16 @@ static int grow_cache_arrays(struct worker *w, size_t n)
 }
 
 /* key = stage name ":" sha256(key material, lang.code for stages after langid, text) */
-static void cache_key(const struct stage_inst *s, const struct nlpd_record *r, char out[80])
+static void cache_key(EVP_MD_CTX *md, const struct stage_inst *s, const struct nlpd_record *r, char out[80])
 {
     unsigned char d[32];
     unsigned len = 0;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     EVP_DigestUpdate(md, s->key_material, strlen(s->key_material) + 1);
     const char *lang = r->lang.set && !(s->plugin->results & NLPD_RESULT_LANG) ? r->lang.code : "";
     EVP_DigestUpdate(md, lang, strlen(lang) + 1);
     EVP_DigestUpdate(md, r->text, r->text_len);
     EVP_DigestFinal_ex(md, d, &len);
-    EVP_MD_CTX_free(md);
     int n = snprintf(out, 80, "%.12s:", s->plugin->name);
     for (int i = 0; i < 32 && n + 2 < 80; i++, n += 2)
         snprintf(out + n, 3, "%02x", d[i]);
@@ -501,14 +499,16 @@ static void run_cached(struct worker *w, size_t si, struct nlpd_record **recs, s
 {
     struct stage_inst *s = &w->p->stages[si];
     unsigned mask = s->plugin->results;
-    if (grow_cache_arrays(w, n) < 0) {
+    EVP_MD_CTX *md = grow_cache_arrays(w, n) < 0 ? NULL : EVP_MD_CTX_new(); /* one context per batch */
+    if (!md) {
         run_stage(w, si, recs, n, 0);
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        cache_key(s, recs[i], w->keys[i]);
+        cache_key(md, s, recs[i], w->keys[i]);
         w->key_ptrs[i] = w->keys[i];
     }
+    EVP_MD_CTX_free(md);
     nlpd_cache_mget(w->p->cache, w->key_ptrs, n, w->vals);
     size_t nrun = 0, hits = 0;
     for (size_t i = 0; i < n; i++) {
@@ -771,15 +771,10 @@ void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
                      "Time a stage spends on one micro-batch (cache lookups included), in milliseconds buckets");
     for (size_t i = 0; i < p->nstages; i++) {
         snprintf(labels, sizeof labels, "stage=\"%s\"", p->stages[i].name);
-        /* kept in ms internally; exported in seconds as Prometheus wants */
-        struct nlpd_histogram h = p->stages[i].compute_ms;
-        h.sum /= 1e3;
-        for (size_t b = 0; b < h.nbounds; b++)
-            h.bounds[b] /= 1e3;
-        nlpd_histogram_write(&h, "nlpd_stage_batch_seconds", labels, out);
+        nlpd_histogram_write(&p->stages[i].compute_ms, "nlpd_stage_batch_seconds", labels, 1e-3, out);
     }
     nlpd_metric_head(out, "nlpd_batch_records", "histogram", "Records per micro-batch");
-    nlpd_histogram_write(&p->batch_records, "nlpd_batch_records", "", out);
+    nlpd_histogram_write(&p->batch_records, "nlpd_batch_records", "", 1.0, out);
     nlpd_metric_head(out, "nlpd_model_info", "gauge", "Model of each stage, with its sha256 digest");
     for (size_t i = 0; i < p->nmodels; i++)
         nlpd_buf_printf(out, "nlpd_model_info{stage=\"%s\",model=\"%s\"} 1\n", p->models[i].stage, p->models[i].id);

@@ -99,7 +99,6 @@ assert get[("nlpd_queue_wait_seconds_count", "")] == 200
 assert get[("nlpd_assigned_partitions", "")] > 0
 assert any(n == "nlpd_model_info" for n, _, _ in samples)
 assert get[("process_resident_memory_bytes", "")] > 0
-p50 = None
 print("ok", len(samples), "samples")
 PY
     ok "/metrics parses and counts what was processed ($(tail -n 1 "$T/parse.txt"))"
