@@ -771,6 +771,8 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     struct nlpd_diag diag = {0};
     struct nlpd_config *c = nlpd_config_load(d->cfg->path, &diag);
     struct nlpd_pipeline *p = c ? nlpd_pipeline_create(c, &diag) : NULL;
+    if (c)
+        nlpd_kafka_check(c, &diag); /* the same checks as at start (main.c's load) */
     if (diag.n) {
         for (size_t i = 0; i < diag.n; i++)
             nlpd_log(NLPD_LOG_ERR, "main", "reload: %s", diag.msgs[i]);
