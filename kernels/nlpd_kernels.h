@@ -36,7 +36,10 @@ enum nlpd_op_kind {
     NLPD_OP_LAYER_NORM, /* y = LN(x + bias + residual) * gamma + beta, row-wise; bias/residual optional */
     NLPD_OP_SOFTMAX,    /* row-wise, in place */
     NLPD_OP_ATTENTION,  /* masked multi-head self-attention from a fused [q|k|v] projection */
-    NLPD_OP_EMBED,      /* out[t] = word[ids[t]] + pos[pos_ids[t]] + type[type_ids[t]] (pos/type optional) */
+    NLPD_OP_EMBED,      /* out[t] = word[ids[t]] * word_scale + pos[pos_ids[t]] + type[type_ids[t]] (pos/type optional) */
+    NLPD_OP_ATTENTION_KV, /* queries against separate key/value rows: decoder self-attention over a KV cache,
+                             cross-attention over encoder states */
+    NLPD_OP_GATHER_ROWS,  /* dst[i] = src[idx[i]]: beam reordering and batch compaction of caches */
     NLPD_OP_COUNT
 };
 
@@ -90,6 +93,35 @@ struct nlpd_op_embed {
     const float *word, *pos, *type;
     const int32_t *ids, *pos_ids, *type_ids; /* pos/type NULL: that table is skipped; ids are range-checked */
     int tokens, dim, n_word, n_pos, n_type;
+    float word_scale; /* multiplies the word vector (Marian's sqrt(d_model)); 0 means 1 */
+};
+
+/* Query row (b, i) is row b*q_len + i of q, for b < batch, i < q_len; it reads kv batch j = kv_map[b] (b when
+ * kv_map is NULL): keys/values are rows j*kv_batch_stride + t, t < kv_len, of k and v (row strides ld_kv).
+ * mask (optional) is [kv batch, kv_len] at row stride mask_ld, 1 = attend; masked keys get -FLT_MAX added
+ * before the softmax, as transformers does. causal: query i sits at position q_pos0 + i and sees keys
+ * t <= q_pos0 + i only. out rows as q's, at row stride ld_out. kv_map and mask are backend addresses. */
+struct nlpd_op_attention_kv {
+    float *out;
+    const float *q, *k, *v;
+    const int32_t *kv_map;
+    const int32_t *mask;
+    int mask_ld;
+    int batch, q_len, kv_len, heads, head_dim;
+    int ld_q, ld_kv, ld_out;
+    size_t kv_batch_stride; /* rows */
+    int causal, q_pos0;
+    float scale; /* usually 1/sqrt(head_dim) */
+};
+
+/* dst row i (cols floats at dst + i*ld_dst) = src row idx[i] (at src + idx[i]*ld_src), i < rows. idx is a backend
+ * address with values in [0, src_rows); dst and src must not overlap. */
+struct nlpd_op_gather_rows {
+    float *dst;
+    const float *src;
+    const int32_t *idx;
+    int rows, cols, src_rows;
+    size_t ld_dst, ld_src;
 };
 
 struct nlpd_op {
@@ -101,6 +133,8 @@ struct nlpd_op {
         struct nlpd_op_softmax softmax;
         struct nlpd_op_attention attention;
         struct nlpd_op_embed embed;
+        struct nlpd_op_attention_kv attention_kv;
+        struct nlpd_op_gather_rows gather_rows;
     } u;
 };
 

@@ -72,6 +72,18 @@ static int cpu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlp
         free(s);
         return 0;
     }
+    case NLPD_OP_ATTENTION_KV: {
+        const struct nlpd_op_attention_kv *a = &op->u.attention_kv;
+        size_t need = (size_t)(a->q_len > 0 ? a->q_len : 1) * (size_t)(a->kv_len > 0 ? a->kv_len : 1);
+        float stack[1024], *s = need <= 1024 ? stack : malloc(need * sizeof(float));
+        if (!s)
+            return nlpd_error_set(err, NLPD_ENOMEM, 0, "cpu backend: out of memory for attention scores");
+        nlpd_cpu_attention_kv(a, s);
+        if (s != stack)
+            free(s);
+        return 0;
+    }
+    case NLPD_OP_GATHER_ROWS: return nlpd_cpu_gather_rows(&op->u.gather_rows, err);
     case NLPD_OP_COUNT: break;
     }
     return nlpd_error_set(err, NLPD_EINVAL, 0, "cpu backend: unknown op %d", (int)op->kind);

@@ -428,6 +428,60 @@ void nlpd_cpu_attention(const struct nlpd_op_attention *p, float *scratch)
     }
 }
 
+void nlpd_cpu_attention_kv(const struct nlpd_op_attention_kv *p, float *scratch)
+{
+    nlpd_cpu_simd_avx2();
+    const int Q = p->q_len, D = p->head_dim;
+    for (int b = 0; b < p->batch; b++) {
+        const size_t j = p->kv_map ? (size_t)p->kv_map[b] : (size_t)b;
+        const int32_t *mask = p->mask ? p->mask + j * (size_t)p->mask_ld : NULL;
+        int kv = p->kv_len; /* keys past the last attended one contribute exactly 0: skip them */
+        if (mask) {
+            while (kv > 0 && !mask[kv - 1])
+                kv--;
+            if (kv == 0)
+                kv = p->kv_len; /* nothing attended: uniform over every key, as transformers does */
+        }
+        if (p->causal && p->q_pos0 + Q < kv)
+            kv = p->q_pos0 + Q;
+        if (kv <= 0)
+            kv = 1;
+        const size_t kv0 = j * p->kv_batch_stride;
+        for (int h = 0; h < p->heads; h++) {
+            const float *q = p->q + (size_t)b * Q * p->ld_q + (size_t)h * D;
+            const float *k = p->k + kv0 * p->ld_kv + (size_t)h * D, *v = p->v + kv0 * p->ld_kv + (size_t)h * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Q, kv, D, p->scale, q, p->ld_q, k, p->ld_kv, 0.0f,
+                        scratch, kv);
+            for (int i = 0; i < Q; i++) {
+                float *row = scratch + (size_t)i * kv;
+                int n = kv;
+                if (p->causal && p->q_pos0 + i + 1 < n)
+                    n = p->q_pos0 + i + 1;
+                if (mask)
+                    for (int t = 0; t < n; t++)
+                        if (!mask[t])
+                            row[t] += -FLT_MAX;
+                softmax_row(row, n);
+                for (int t = n; t < kv; t++)
+                    row[t] = 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Q, D, kv, 1.0f, scratch, kv, v, p->ld_kv, 0.0f,
+                        p->out + (size_t)b * Q * p->ld_out + (size_t)h * D, p->ld_out);
+        }
+    }
+}
+
+int nlpd_cpu_gather_rows(const struct nlpd_op_gather_rows *p, struct nlpd_error *err)
+{
+    for (int i = 0; i < p->rows; i++)
+        if (p->idx[i] < 0 || p->idx[i] >= p->src_rows)
+            return nlpd_error_set(err, NLPD_EINVAL, 0, "gather: row index %d out of range (%d rows)", p->idx[i],
+                                  p->src_rows);
+    for (int i = 0; i < p->rows; i++)
+        memcpy(p->dst + (size_t)i * p->ld_dst, p->src + (size_t)p->idx[i] * p->ld_src, (size_t)p->cols * sizeof(float));
+    return 0;
+}
+
 int nlpd_cpu_embed(const struct nlpd_op_embed *p, struct nlpd_error *err)
 {
     const int D = p->dim;
@@ -453,6 +507,19 @@ int nlpd_cpu_embed(const struct nlpd_op_embed *p, struct nlpd_error *err)
             ty = p->type + (size_t)ti * D;
         }
         float *o = p->out + (size_t)t * D;
+        if (p->word_scale != 0.0f && p->word_scale != 1.0f) { /* Marian: embed(ids) * scale + position */
+            const float sc = p->word_scale;
+            if (ps)
+                for (int i = 0; i < D; i++)
+                    o[i] = w[i] * sc + ps[i];
+            else
+                for (int i = 0; i < D; i++)
+                    o[i] = w[i] * sc;
+            if (ty)
+                for (int i = 0; i < D; i++)
+                    o[i] += ty[i];
+            continue;
+        }
         /* Same summation order as transformers: (word + type) + position for BERT, word + position otherwise.
          * Branch-free loops so the compiler vectorises them. */
         if (ty && ps)

@@ -15,6 +15,9 @@ void nlpd_cpu_layer_norm(const struct nlpd_op_layer_norm *p);
 void nlpd_cpu_softmax(const struct nlpd_op_softmax *p);
 /* scratch: at least seq*seq floats. */
 void nlpd_cpu_attention(const struct nlpd_op_attention *p, float *scratch);
+/* scratch: at least q_len * kv_len floats. */
+void nlpd_cpu_attention_kv(const struct nlpd_op_attention_kv *p, float *scratch);
+int nlpd_cpu_gather_rows(const struct nlpd_op_gather_rows *p, struct nlpd_error *err);
 int nlpd_cpu_embed(const struct nlpd_op_embed *p, struct nlpd_error *err);
 
 int nlpd_backend_cpu_threads(const struct nlpd_backend *be);

@@ -238,7 +238,7 @@ static void check_embed(void)
     float out[5 * 9];
     int32_t ids[5] = {0, 10, 3, 3, 7}, pos[5] = {0, 1, 2, 5, 4}, types[5] = {0, 1, 1, 0, 1};
     struct nlpd_op op = {.kind = NLPD_OP_EMBED};
-    op.u.embed = (struct nlpd_op_embed){out, w, p, ty, ids, pos, types, T, D, V, P, TY};
+    op.u.embed = (struct nlpd_op_embed){out, w, p, ty, ids, pos, types, T, D, V, P, TY, 0.0f};
     run_op(&op);
     int bad = 0;
     for (int t = 0; t < T; t++)
@@ -270,9 +270,95 @@ static void check_embed(void)
     types[0] = 2;
     CHECK(nlpd_backend_run(be, &op, &err) == NLPD_EINVAL);
     CHECK_STR_CONTAINS(err.message, "token type 2");
+    /* Marian: word * scale + position, in that order */
+    types[0] = 0;
+    op.u.embed.type = NULL;
+    op.u.embed.word_scale = 3.0f;
+    run_op(&op);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < D; i++)
+            bad += out[t * D + i] != w[ids[t] * D + i] * 3.0f + p[pos[t] * D + i];
+    CHECK(bad == 0);
     free(w);
     free(p);
     free(ty);
+}
+
+/* Queries against separate K/V rows with a kv_map, a key mask and a causal limit, against a double reference. */
+static void check_attention_kv(void)
+{
+    const int B = 3, Q = 4, KVB = 2, KV = 7, NH = 2, D = 5, H = NH * D, STRIDE = 9, LDKV = 2 * H;
+    float *q = rnd((size_t)B * Q * H, -1, 1), *kv = rnd((size_t)KVB * STRIDE * LDKV, -1, 1);
+    float *out = calloc((size_t)B * Q * H, sizeof(float));
+    int32_t map[3] = {1, 0, 1}, mask[2 * 7] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 0, 0};
+    for (int causal = 0; causal <= 1; causal++)
+        for (int use_mask = 0; use_mask <= 1; use_mask++) {
+            const int pos0 = 2;
+            struct nlpd_op op = {.kind = NLPD_OP_ATTENTION_KV};
+            op.u.attention_kv = (struct nlpd_op_attention_kv){.out = out,
+                                                              .q = q,
+                                                              .k = kv,
+                                                              .v = kv + H,
+                                                              .kv_map = map,
+                                                              .mask = use_mask ? mask : NULL,
+                                                              .mask_ld = KV,
+                                                              .batch = B,
+                                                              .q_len = Q,
+                                                              .kv_len = KV,
+                                                              .heads = NH,
+                                                              .head_dim = D,
+                                                              .ld_q = H,
+                                                              .ld_kv = LDKV,
+                                                              .ld_out = H,
+                                                              .kv_batch_stride = STRIDE,
+                                                              .causal = causal,
+                                                              .q_pos0 = pos0,
+                                                              .scale = 0.7f};
+            run_op(&op);
+            int bad = 0;
+            for (int b = 0; b < B; b++)
+                for (int i = 0; i < Q; i++)
+                    for (int h = 0; h < NH; h++) {
+                        const float *kb = kv + (size_t)map[b] * STRIDE * LDKV;
+                        double sc[7], mx = -1e300, sum = 0;
+                        int n = causal && pos0 + i + 1 < KV ? pos0 + i + 1 : KV;
+                        for (int t = 0; t < n; t++) {
+                            double d = 0;
+                            for (int e = 0; e < D; e++)
+                                d += (double)q[((size_t)b * Q + i) * H + h * D + e] * kb[(size_t)t * LDKV + h * D + e];
+                            sc[t] = d * 0.7 + (use_mask && !mask[map[b] * KV + t] ? -1e30 : 0);
+                            mx = sc[t] > mx ? sc[t] : mx;
+                        }
+                        for (int t = 0; t < n; t++)
+                            sum += (sc[t] = exp(sc[t] - mx));
+                        for (int e = 0; e < D; e++) {
+                            double o = 0;
+                            for (int t = 0; t < n; t++)
+                                o += sc[t] / sum * kb[(size_t)t * LDKV + H + h * D + e];
+                            bad += !near(out[((size_t)b * Q + i) * H + h * D + e], o, 1e-5);
+                        }
+                    }
+            CHECK(bad == 0);
+        }
+    free(q);
+    free(kv);
+    free(out);
+}
+
+static void check_gather_rows(void)
+{
+    float src[4 * 3], dst[3 * 5];
+    for (int i = 0; i < 12; i++)
+        src[i] = (float)i;
+    int32_t idx[3] = {3, 0, 3};
+    struct nlpd_op op = {.kind = NLPD_OP_GATHER_ROWS};
+    op.u.gather_rows = (struct nlpd_op_gather_rows){dst, src, idx, 3, 2, 4, 5, 3};
+    run_op(&op);
+    CHECK(dst[0] == 9 && dst[1] == 10 && dst[5] == 0 && dst[6] == 1 && dst[10] == 9 && dst[11] == 10);
+    struct nlpd_error err = {0};
+    idx[1] = 4;
+    CHECK(nlpd_backend_run(be, &op, &err) == NLPD_EINVAL);
+    CHECK_STR_CONTAINS(err.message, "out of range");
 }
 
 static void check_all_ops(void)
@@ -283,6 +369,8 @@ static void check_all_ops(void)
     check_softmax();
     check_attention();
     check_embed();
+    check_attention_kv();
+    check_gather_rows();
 }
 
 static void test_ops_simd(void)
