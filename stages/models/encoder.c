@@ -9,8 +9,9 @@
 #include <string.h>
 
 #include "safetensors.h"
+#include "weights.h"
 
-#define NAME_MAX_LEN 256
+#define NAME_MAX_LEN NLPD_WL_NAME_MAX
 
 struct layer {
     size_t wqkv, bqkv, wo, bo, ln1_g, ln1_b, wi, bi, wo2, bo2, ln2_g, ln2_b; /* float offsets into weights */
@@ -41,67 +42,14 @@ struct nlpd_encoder_ws {
 /* ------------------------------------------------------------------ loading ---- */
 
 struct loader {
+    struct nlpd_wloader w;
     struct nlpd_encoder *enc;
-    struct nlpd_safetensors *st;
     const char *prefix;
-    size_t next;  /* planning: next free float offset */
-    int planning; /* pass 1 computes offsets, pass 2 reads */
-    float *tmp;
-    size_t tmp_cap;
 };
 
 static float *wptr(const struct nlpd_encoder *enc, size_t off)
 {
     return (float *)enc->weights.ptr + off;
-}
-
-static size_t place(struct loader *ld, size_t count)
-{
-    size_t off = ld->next;
-    ld->next += (count + 15) & ~(size_t)15; /* 64-byte alignment */
-    return off;
-}
-
-/* Reads `name` with the given shape (cols = 0: a vector of rows) and stores it at float offset dst with row
- * stride ldst; transpose stores a [rows, cols] Linear weight as [cols, rows]. */
-static int put(struct loader *ld, const char *name, int rows, int cols, int transpose, size_t dst, size_t ldst,
-               struct nlpd_error *err)
-{
-    int64_t shape[2] = {rows, cols};
-    if (ld->planning) /* everything is checked before the weights are allocated */
-        return nlpd_safetensors_read_f32(ld->st, name, cols ? 2 : 1, shape, NULL, err);
-    size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
-    if (n * 2 > ld->tmp_cap) {
-        float *t = realloc(ld->tmp, n * 2 * sizeof(float));
-        if (!t)
-            return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory loading tensor \"%s\"", name);
-        ld->tmp = t;
-        ld->tmp_cap = n * 2;
-    }
-    int rc = nlpd_safetensors_read_f32(ld->st, name, cols ? 2 : 1, shape, ld->tmp, err);
-    if (rc)
-        return rc;
-    struct nlpd_buffer *wb = &ld->enc->weights;
-    if (!cols)
-        return nlpd_backend_upload(wb, dst * sizeof(float), ld->tmp, n * sizeof(float));
-    const float *src = ld->tmp;
-    int out_rows = rows, out_cols = cols;
-    if (transpose) {
-        float *t = ld->tmp + n;
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < cols; c++)
-                t[(size_t)c * rows + r] = ld->tmp[(size_t)r * cols + c];
-        src = t;
-        out_rows = cols;
-        out_cols = rows;
-    }
-    for (int r = 0; r < out_rows; r++) {
-        rc = nlpd_backend_upload(wb, (dst + (size_t)r * ldst) * sizeof(float), src + (size_t)r * out_cols,
-                                 (size_t)out_cols * sizeof(float));
-        if (rc)
-            return nlpd_error_set(err, rc, 0, "uploading tensor \"%s\" failed", name);
-    }
-    return 0;
 }
 
 static const char *pname(char *buf, const char *prefix, const char *suffix)
@@ -117,39 +65,6 @@ static const char *lname(char *buf, const char *prefix, int dist, int i, const c
     return buf;
 }
 
-/* A LayerNorm's weight/bias; older checkpoints call them gamma/beta. */
-static int put_ln(struct loader *ld, const char *base, int n, size_t *g, size_t *b, struct nlpd_error *err)
-{
-    char wn[NAME_MAX_LEN + 16], bn[NAME_MAX_LEN + 16];
-    snprintf(wn, sizeof wn, "%s.weight", base);
-    snprintf(bn, sizeof bn, "%s.bias", base);
-    if (!nlpd_safetensors_find(ld->st, wn)) {
-        char gn[NAME_MAX_LEN + 16];
-        snprintf(gn, sizeof gn, "%s.gamma", base);
-        if (nlpd_safetensors_find(ld->st, gn)) {
-            snprintf(wn, sizeof wn, "%s.gamma", base);
-            snprintf(bn, sizeof bn, "%s.beta", base);
-        }
-    }
-    if (ld->planning) {
-        *g = place(ld, (size_t)n);
-        *b = place(ld, (size_t)n);
-    }
-    int rc = put(ld, wn, n, 0, 0, *g, 0, err);
-    return rc ? rc : put(ld, bn, n, 0, 0, *b, 0, err);
-}
-
-/* A Linear layer [out, in] -> stored [in, out] at column col of a matrix with ld columns. */
-static int put_linear(struct loader *ld, const char *base, int out, int in, size_t w, size_t b, size_t ld_w,
-                      struct nlpd_error *err)
-{
-    char wn[NAME_MAX_LEN + 16], bn[NAME_MAX_LEN + 16];
-    snprintf(wn, sizeof wn, "%s.weight", base);
-    snprintf(bn, sizeof bn, "%s.bias", base);
-    int rc = put(ld, wn, out, in, 1, w, ld_w, err);
-    return rc ? rc : put(ld, bn, out, 0, 0, b, 0, err);
-}
-
 static int load_layers(struct loader *ld, struct nlpd_error *err)
 {
     struct nlpd_encoder *enc = ld->enc;
@@ -160,31 +75,31 @@ static int load_layers(struct loader *ld, struct nlpd_error *err)
     int rc;
     for (int i = 0; i < c->num_layers; i++) {
         struct layer *L = &enc->layers[i];
-        if (ld->planning) {
-            L->wqkv = place(ld, (size_t)H * 3 * H);
-            L->bqkv = place(ld, (size_t)3 * H);
-            L->wo = place(ld, (size_t)H * H);
-            L->bo = place(ld, (size_t)H);
-            L->wi = place(ld, (size_t)H * I);
-            L->bi = place(ld, (size_t)I);
-            L->wo2 = place(ld, (size_t)I * H);
-            L->bo2 = place(ld, (size_t)H);
+        if (ld->w.planning) {
+            L->wqkv = nlpd_wl_place(&ld->w, (size_t)H * 3 * H);
+            L->bqkv = nlpd_wl_place(&ld->w, (size_t)3 * H);
+            L->wo = nlpd_wl_place(&ld->w, (size_t)H * H);
+            L->bo = nlpd_wl_place(&ld->w, (size_t)H);
+            L->wi = nlpd_wl_place(&ld->w, (size_t)H * I);
+            L->bi = nlpd_wl_place(&ld->w, (size_t)I);
+            L->wo2 = nlpd_wl_place(&ld->w, (size_t)I * H);
+            L->bo2 = nlpd_wl_place(&ld->w, (size_t)H);
         }
         static const char *bert_qkv[3] = {"attention.self.query", "attention.self.key", "attention.self.value"};
         static const char *dist_qkv[3] = {"attention.q_lin", "attention.k_lin", "attention.v_lin"};
         for (int j = 0; j < 3; j++)
-            if ((rc = put_linear(ld, lname(n, p, dist, i, dist ? dist_qkv[j] : bert_qkv[j]), H, H,
+            if ((rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? dist_qkv[j] : bert_qkv[j]), H, H,
                                  L->wqkv + (size_t)j * H, L->bqkv + (size_t)j * H, (size_t)3 * H, err)))
                 return rc;
-        if ((rc = put_linear(ld, lname(n, p, dist, i, dist ? "attention.out_lin" : "attention.output.dense"), H, H,
+        if ((rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "attention.out_lin" : "attention.output.dense"), H, H,
                              L->wo, L->bo, (size_t)H, err)) ||
-            (rc = put_ln(ld, lname(n, p, dist, i, dist ? "sa_layer_norm" : "attention.output.LayerNorm"), H, &L->ln1_g,
+            (rc = nlpd_wl_put_ln(&ld->w, lname(n, p, dist, i, dist ? "sa_layer_norm" : "attention.output.LayerNorm"), H, &L->ln1_g,
                          &L->ln1_b, err)) ||
-            (rc = put_linear(ld, lname(n, p, dist, i, dist ? "ffn.lin1" : "intermediate.dense"), I, H, L->wi, L->bi,
+            (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "ffn.lin1" : "intermediate.dense"), I, H, L->wi, L->bi,
                              (size_t)I, err)) ||
-            (rc = put_linear(ld, lname(n, p, dist, i, dist ? "ffn.lin2" : "output.dense"), H, I, L->wo2, L->bo2,
+            (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "ffn.lin2" : "output.dense"), H, I, L->wo2, L->bo2,
                              (size_t)H, err)) ||
-            (rc = put_ln(ld, lname(n, p, dist, i, dist ? "output_layer_norm" : "output.LayerNorm"), H, &L->ln2_g,
+            (rc = nlpd_wl_put_ln(&ld->w, lname(n, p, dist, i, dist ? "output_layer_norm" : "output.LayerNorm"), H, &L->ln2_g,
                          &L->ln2_b, err)))
             return rc;
     }
@@ -199,18 +114,18 @@ static int load_all(struct loader *ld, struct nlpd_error *err)
     const char *p = ld->prefix;
     char n[NAME_MAX_LEN];
     int rc;
-    if (ld->planning) {
-        enc->word = place(ld, (size_t)V * H);
-        enc->pos = place(ld, (size_t)c->max_position_embeddings * H);
+    if (ld->w.planning) {
+        enc->word = nlpd_wl_place(&ld->w, (size_t)V * H);
+        enc->pos = nlpd_wl_place(&ld->w, (size_t)c->max_position_embeddings * H);
         if (c->type_vocab_size)
-            enc->type = place(ld, (size_t)c->type_vocab_size * H);
+            enc->type = nlpd_wl_place(&ld->w, (size_t)c->type_vocab_size * H);
     }
-    if ((rc = put(ld, pname(n, p, "embeddings.word_embeddings.weight"), V, H, 0, enc->word, (size_t)H, err)) ||
-        (rc = put(ld, pname(n, p, "embeddings.position_embeddings.weight"), c->max_position_embeddings, H, 0, enc->pos,
+    if ((rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.word_embeddings.weight"), V, H, 0, enc->word, (size_t)H, err)) ||
+        (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.position_embeddings.weight"), c->max_position_embeddings, H, 0, enc->pos,
                   (size_t)H, err)) ||
-        (c->type_vocab_size && (rc = put(ld, pname(n, p, "embeddings.token_type_embeddings.weight"), c->type_vocab_size,
+        (c->type_vocab_size && (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.token_type_embeddings.weight"), c->type_vocab_size,
                                          H, 0, enc->type, (size_t)H, err))) ||
-        (rc = put_ln(ld, pname(n, p, "embeddings.LayerNorm"), H, &enc->emb_g, &enc->emb_b, err)) ||
+        (rc = nlpd_wl_put_ln(&ld->w, pname(n, p, "embeddings.LayerNorm"), H, &enc->emb_g, &enc->emb_b, err)) ||
         (rc = load_layers(ld, err)))
         return rc;
 
@@ -218,21 +133,21 @@ static int load_all(struct loader *ld, struct nlpd_error *err)
         const char *pool = c->arch == NLPD_HF_BERT      ? pname(n, p, "pooler.dense")
                            : c->arch == NLPD_HF_ROBERTA ? "classifier.dense"
                                                         : "pre_classifier";
-        if (ld->planning) {
-            enc->pool_w = place(ld, (size_t)H * H);
-            enc->pool_b = place(ld, (size_t)H);
+        if (ld->w.planning) {
+            enc->pool_w = nlpd_wl_place(&ld->w, (size_t)H * H);
+            enc->pool_b = nlpd_wl_place(&ld->w, (size_t)H);
         }
-        if ((rc = put_linear(ld, pool, H, H, enc->pool_w, enc->pool_b, (size_t)H, err)))
+        if ((rc = nlpd_wl_put_linear(&ld->w, pool, H, H, enc->pool_w, enc->pool_b, (size_t)H, err)))
             return rc;
     }
     if (enc->task != NLPD_HF_TASK_NONE) {
         const char *cls =
             enc->task == NLPD_HF_TASK_SEQ_CLS && c->arch == NLPD_HF_ROBERTA ? "classifier.out_proj" : "classifier";
-        if (ld->planning) {
-            enc->cls_w = place(ld, (size_t)H * L);
-            enc->cls_b = place(ld, (size_t)L);
+        if (ld->w.planning) {
+            enc->cls_w = nlpd_wl_place(&ld->w, (size_t)H * L);
+            enc->cls_b = nlpd_wl_place(&ld->w, (size_t)L);
         }
-        if ((rc = put_linear(ld, cls, L, H, enc->cls_w, enc->cls_b, (size_t)L, err)))
+        if ((rc = nlpd_wl_put_linear(&ld->w, cls, L, H, enc->cls_w, enc->cls_b, (size_t)L, err)))
             return rc;
     }
     return 0;
@@ -254,20 +169,20 @@ struct nlpd_encoder *nlpd_encoder_load(const char *dir, const struct nlpd_encode
     enc->task = opts && opts->task > 0 ? (enum nlpd_hf_task)opts->task : c->task;
 
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (!(ld.st = nlpd_safetensors_open(path, err)))
+    if (!(ld.w.st = nlpd_safetensors_open(path, err)))
         goto fail;
     ld.prefix = c->arch == NLPD_HF_BERT ? "bert." : c->arch == NLPD_HF_ROBERTA ? "roberta." : "distilbert.";
     char n[NAME_MAX_LEN];
-    if (!nlpd_safetensors_find(ld.st, pname(n, ld.prefix, "embeddings.word_embeddings.weight")) &&
-        nlpd_safetensors_find(ld.st, "embeddings.word_embeddings.weight"))
+    if (!nlpd_safetensors_find(ld.w.st, pname(n, ld.prefix, "embeddings.word_embeddings.weight")) &&
+        nlpd_safetensors_find(ld.w.st, "embeddings.word_embeddings.weight"))
         ld.prefix = ""; /* a base model saved without its prefix */
     if (enc->task == NLPD_HF_TASK_NONE) {
         /* no head named by config.json: guess it from the tensors, as from_pretrained would use them */
-        int pooler = nlpd_safetensors_find(ld.st, pname(n, ld.prefix, "pooler.dense.weight")) != NULL;
-        if (nlpd_safetensors_find(ld.st, "classifier.out_proj.weight") ||
-            nlpd_safetensors_find(ld.st, "pre_classifier.weight"))
+        int pooler = nlpd_safetensors_find(ld.w.st, pname(n, ld.prefix, "pooler.dense.weight")) != NULL;
+        if (nlpd_safetensors_find(ld.w.st, "classifier.out_proj.weight") ||
+            nlpd_safetensors_find(ld.w.st, "pre_classifier.weight"))
             enc->task = NLPD_HF_TASK_SEQ_CLS;
-        else if (nlpd_safetensors_find(ld.st, "classifier.weight"))
+        else if (nlpd_safetensors_find(ld.w.st, "classifier.weight"))
             enc->task = pooler ? NLPD_HF_TASK_SEQ_CLS : NLPD_HF_TASK_TOKEN_CLS;
     }
     enc->num_labels = enc->task == NLPD_HF_TASK_NONE ? 0 : c->num_labels;
@@ -275,7 +190,7 @@ struct nlpd_encoder *nlpd_encoder_load(const char *dir, const struct nlpd_encode
         enc->has_pool = 1;
         enc->pool_act = c->arch == NLPD_HF_DISTILBERT ? NLPD_ACT_RELU : NLPD_ACT_TANH;
     } else if (enc->task == NLPD_HF_TASK_NONE && c->arch == NLPD_HF_BERT &&
-               nlpd_safetensors_find(ld.st, pname(n, ld.prefix, "pooler.dense.weight"))) {
+               nlpd_safetensors_find(ld.w.st, pname(n, ld.prefix, "pooler.dense.weight"))) {
         enc->has_pool = 1;
         enc->pool_act = NLPD_ACT_TANH;
     }
@@ -291,20 +206,21 @@ struct nlpd_encoder *nlpd_encoder_load(const char *dir, const struct nlpd_encode
             goto fail;
         enc->own_be = 1;
     }
-    ld.planning = 1;
+    ld.w.planning = 1;
     if (load_all(&ld, err))
         goto fail;
-    if (nlpd_backend_alloc(enc->be, ld.next * sizeof(float), &enc->weights, err))
+    if (nlpd_backend_alloc(enc->be, ld.w.next * sizeof(float), &enc->weights, err))
         goto fail;
-    ld.planning = 0;
+    ld.w.dst = &enc->weights;
+    ld.w.planning = 0;
     if (load_all(&ld, err))
         goto fail;
-    free(ld.tmp);
-    nlpd_safetensors_close(ld.st);
+    nlpd_wl_release(&ld.w);
+    nlpd_safetensors_close(ld.w.st);
     return enc;
 fail:
-    free(ld.tmp);
-    nlpd_safetensors_close(ld.st);
+    nlpd_wl_release(&ld.w);
+    nlpd_safetensors_close(ld.w.st);
     nlpd_encoder_free(enc);
     return NULL;
 }
