@@ -6,6 +6,8 @@
 
 static const double ms_bounds[] = {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
 static const double size_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384};
+static const double token_bounds[] = {16,    32,    64,    128,    256,    512,    1024,   2048,   4096,
+                                      8192,  16384, 32768, 65536, 131072, 262144, 524288, 1048576};
 
 static void init(struct nlpd_histogram *h, const double *b, size_t n)
 {
@@ -22,6 +24,11 @@ void nlpd_histogram_init_ms(struct nlpd_histogram *h)
 void nlpd_histogram_init_size(struct nlpd_histogram *h)
 {
     init(h, size_bounds, sizeof size_bounds / sizeof size_bounds[0]);
+}
+
+void nlpd_histogram_init_tokens(struct nlpd_histogram *h)
+{
+    init(h, token_bounds, sizeof token_bounds / sizeof token_bounds[0]);
 }
 
 void nlpd_histogram_observe(struct nlpd_histogram *h, double v)

@@ -18,9 +18,10 @@ struct nlpd_histogram {
     double sum; /* guarded by a CAS loop */
 };
 
-/* Bucket layouts: milliseconds (0.5 ms .. 30 s) and sizes (1 .. 16384). */
+/* Bucket layouts: milliseconds (0.5 ms .. 30 s), sizes (1 .. 16384) and padded tokens (16 .. 2^20). */
 void nlpd_histogram_init_ms(struct nlpd_histogram *h);
 void nlpd_histogram_init_size(struct nlpd_histogram *h);
+void nlpd_histogram_init_tokens(struct nlpd_histogram *h);
 void nlpd_histogram_observe(struct nlpd_histogram *h, double v);
 /* Appends the exposition lines of h (name_bucket / name_sum / name_count) with extra labels ("" or
  * `stage="x"`); bounds and sum are multiplied by scale (1e-3 exports milliseconds as seconds). */

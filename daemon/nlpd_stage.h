@@ -29,6 +29,7 @@ enum {
     NLPD_CONF_REQUIRED = 1 << 0,
     NLPD_CONF_MODEL = 1 << 1,     /* a model file: digested for provenance and cache keys */
     NLPD_CONF_CACHE_KEY = 1 << 2, /* changes the stage's output: part of its cache key */
+    NLPD_CONF_RESTART = 1 << 3,   /* daemon sections: read only at start; a SIGHUP reload changing it is refused */
 };
 
 struct nlpd_conf_map {
@@ -130,6 +131,11 @@ struct nlpd_record {
 struct nlpd_batch {
     size_t n;
     struct nlpd_record **recs;
+    /* Out, optional: the padded tokens the stage's model ran on in this process() call (for each model
+     * sub-batch: sequences x padded length, summed). A transformer stage adds to it; the framework starts it
+     * at 0 and records the stage's total per micro-batch in the nlpd_stage_batch_padded_tokens histogram.
+     * Stages without a padded model (fastText, word lists) leave it 0: nothing is recorded for them. */
+    size_t padded_tokens;
 };
 
 /* Result helpers: they allocate inside the record (freed with it). Return 0 or NLPD_ENOMEM. */

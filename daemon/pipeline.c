@@ -84,6 +84,7 @@ struct stage_inst {
     char *key_material; /* stage name, model digest and output-changing options: the cache key's prefix */
     uint64_t hits, misses; /* cache counters (atomic) */
     struct nlpd_histogram compute_ms; /* time of the stage on one batch, cache lookups included */
+    struct nlpd_histogram padded_tokens; /* per micro-batch, as the stage reports it (transformer stages) */
 };
 
 struct worker {
@@ -99,6 +100,7 @@ struct worker {
     long *leader; /* -1: computed here; else the index of the record with the same key */
     struct nlpd_record **to_run;
     size_t cache_cap;
+    size_t padded_tokens; /* reported by the current stage over its process() calls on one micro-batch */
 };
 
 struct nlpd_pipeline {
@@ -312,6 +314,7 @@ static int build_stage(struct nlpd_pipeline *p, const struct nlpd_config *cfg, c
     }
     NLPD_ASSERT(s->plugin->abi == NLPD_STAGE_ABI);
     nlpd_histogram_init_ms(&s->compute_ms);
+    nlpd_histogram_init_tokens(&s->padded_tokens);
     const char *name = NULL;
     if (config_setting_lookup_string(entry, "name", &name) != CONFIG_TRUE)
         name = stage;
@@ -440,9 +443,10 @@ static void mark_fatal(struct nlpd_pipeline *p)
 static void run_stage(struct worker *w, size_t si, struct nlpd_record **recs, size_t n, int attempt)
 {
     struct stage_inst *s = &w->p->stages[si];
-    struct nlpd_batch b = {n, recs};
+    struct nlpd_batch b = {.n = n, .recs = recs};
     struct nlpd_error err = {0};
     enum nlpd_stage_status st = s->plugin->process(s->ctx, w->tstate[si], &b, &err);
+    w->padded_tokens += b.padded_tokens;
     if (st == NLPD_STAGE_OK)
         return;
     const char *why = err.message[0] ? err.message : nlpd_strerror(err.code);
@@ -587,12 +591,15 @@ static void run_chain(struct worker *w, struct nlpd_batch *batch)
                 w->scratch[n++] = r;
         }
         double t0 = n ? nlpd_now() : 0;
+        w->padded_tokens = 0;
         if (n && p->stages[si].key_material && nlpd_cache_enabled(p->cache))
             run_cached(w, si, w->scratch, n);
         else if (n)
             run_stage(w, si, w->scratch, n, 0);
         if (n)
             nlpd_histogram_observe(&p->stages[si].compute_ms, (nlpd_now() - t0) * 1e3);
+        if (w->padded_tokens)
+            nlpd_histogram_observe(&p->stages[si].padded_tokens, (double)w->padded_tokens);
         for (size_t i = 0; i < n && si < 32; i++)
             if (!w->scratch[i]->error)
                 w->scratch[i]->stages_run |= 1u << si;
@@ -775,6 +782,14 @@ void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
     }
     nlpd_metric_head(out, "nlpd_batch_records", "histogram", "Records per micro-batch");
     nlpd_histogram_write(&p->batch_records, "nlpd_batch_records", "", 1.0, out);
+    nlpd_metric_head(out, "nlpd_stage_batch_padded_tokens", "histogram",
+                     "Padded tokens a transformer stage ran on per micro-batch (sequences x padded length)");
+    for (size_t i = 0; i < p->nstages; i++) {
+        if (!__atomic_load_n(&p->stages[i].padded_tokens.count, __ATOMIC_ACQUIRE))
+            continue; /* stages without a padded model never report */
+        snprintf(labels, sizeof labels, "stage=\"%s\"", p->stages[i].name);
+        nlpd_histogram_write(&p->stages[i].padded_tokens, "nlpd_stage_batch_padded_tokens", labels, 1.0, out);
+    }
     nlpd_metric_head(out, "nlpd_model_info", "gauge", "Model of each stage, with its sha256 digest");
     for (size_t i = 0; i < p->nmodels; i++)
         nlpd_buf_printf(out, "nlpd_model_info{stage=\"%s\",model=\"%s\"} 1\n", p->models[i].stage, p->models[i].id);

@@ -29,6 +29,7 @@ struct nlpd_hf_ws {
     const int32_t **id_ptrs, **type_ptrs;
     size_t *lens;
     size_t id_ptrs_cap, type_ptrs_cap, lens_cap;
+    size_t padded_tokens; /* run through the encoder since the last nlpd_hf_ws_take_padded_tokens() */
 };
 
 struct nlpd_hf_model *nlpd_hf_model_load(const char *dir, int threads, struct nlpd_error *err)
@@ -120,6 +121,14 @@ struct nlpd_hf_ws *nlpd_hf_ws_new(const struct nlpd_hf_model *m)
     return ws;
 }
 
+size_t nlpd_hf_ws_take_padded_tokens(struct nlpd_hf_ws *ws)
+{
+    size_t n = ws ? ws->padded_tokens : 0;
+    if (ws)
+        ws->padded_tokens = 0;
+    return n;
+}
+
 void nlpd_hf_ws_free(struct nlpd_hf_ws *ws)
 {
     if (!ws)
@@ -206,6 +215,7 @@ int nlpd_hf_forward(const struct nlpd_hf_model *m, struct nlpd_hf_ws *ws, const 
         int rc = nlpd_encoder_forward(m->enc, ws->ews, &in, &out, err);
         if (rc < 0)
             return rc;
+        ws->padded_tokens += cells;
         for (size_t r = 0; r < b; r++) {
             size_t i = ws->order[start + r];
             if (token_level)

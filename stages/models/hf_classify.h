@@ -30,6 +30,9 @@ int nlpd_hf_model_max_seq(const struct nlpd_hf_model *m);
 
 struct nlpd_hf_ws *nlpd_hf_ws_new(const struct nlpd_hf_model *m);
 void nlpd_hf_ws_free(struct nlpd_hf_ws *ws);
+/* Padded tokens (sub-batch sequences x padded length) the encoder ran on with ws since the last call, which
+ * resets the count: a stage adds it to its nlpd_batch.padded_tokens after running a batch. */
+size_t nlpd_hf_ws_take_padded_tokens(struct nlpd_hf_ws *ws);
 
 /* Runs n token sequences (ids with specials, as the tokenizer gives them; type_ids may be NULL) through the
  * model, grouped by length into batches of at most max_tokens padded tokens. On return logits[i] points into

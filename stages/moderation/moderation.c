@@ -291,6 +291,7 @@ static enum nlpd_stage_status moderation_process(void *ctx, void *tstate, struct
                 t->group[n++] = batch->recs[i];
         if (n) {
             enum nlpd_stage_status st = run_model(s, t, t->group, n, err);
+            batch->padded_tokens += nlpd_hf_ws_take_padded_tokens(t->ws);
             if (st != NLPD_STAGE_OK)
                 return st;
         }

@@ -363,7 +363,7 @@ static int decode_record(struct ner *s, struct ner_thread *t, struct nlpd_record
     return 0;
 }
 
-static enum nlpd_stage_status ner_process(void *ctx, void *tstate, struct nlpd_batch *batch, struct nlpd_error *err)
+static enum nlpd_stage_status ner_run(void *ctx, void *tstate, struct nlpd_batch *batch, struct nlpd_error *err)
 {
     struct ner *s = ctx;
     struct ner_thread *t = tstate;
@@ -487,6 +487,13 @@ static enum nlpd_stage_status ner_process(void *ctx, void *tstate, struct nlpd_b
             return NLPD_STAGE_RETRY;
     }
     return NLPD_STAGE_OK;
+}
+
+static enum nlpd_stage_status ner_process(void *ctx, void *tstate, struct nlpd_batch *batch, struct nlpd_error *err)
+{
+    enum nlpd_stage_status st = ner_run(ctx, tstate, batch, err);
+    batch->padded_tokens += nlpd_hf_ws_take_padded_tokens(((struct ner_thread *)tstate)->ws);
+    return st;
 }
 
 static void ner_fini(void *ctx)

@@ -339,6 +339,7 @@ static enum nlpd_stage_status sentiment_process(void *ctx, void *tstate, struct 
             continue;
         enum nlpd_stage_status st =
             s->m[mi].ft ? run_fasttext(s, t, mi, t->group, n) : run_hf(s, t, mi, t->group, n, err);
+        batch->padded_tokens += nlpd_hf_ws_take_padded_tokens(t->ws[mi]); /* 0 for fastText */
         if (st != NLPD_STAGE_OK)
             return st;
     }

@@ -144,7 +144,7 @@ static void run_texts(struct nlpd_pipeline *p, const char *const *texts, size_t 
         r[i].text_len = strlen(texts[i]);
         ptrs[i] = &r[i];
     }
-    struct nlpd_batch b = {n, ptrs};
+    struct nlpd_batch b = {.n = n, .recs = ptrs};
     nlpd_pipeline_run_inline(p, &b);
 }
 

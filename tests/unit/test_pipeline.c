@@ -36,6 +36,7 @@ static enum nlpd_stage_status tag_process(void *ctx, void *ts, struct nlpd_batch
         }
         snprintf(b->recs[i]->sentiment.label, NLPD_LABEL_MAX, "%s", t->label);
         b->recs[i]->sentiment.set = 1;
+        b->padded_tokens += 16; /* as if each record were padded to 16 tokens */
     }
     return NLPD_STAGE_OK;
 }
@@ -119,7 +120,7 @@ static void per_record_errors_and_when(void)
     const char *texts[] = {"hello", "bonjour fr", "bad fr", "fr again"};
     struct nlpd_record r[4], *ptrs[4];
     records(r, ptrs, texts, 4);
-    struct nlpd_batch b = {4, ptrs};
+    struct nlpd_batch b = {.n = 4, .recs = ptrs};
     nlpd_pipeline_run_inline(p, &b);
     CHECK(r[0].lang.set && !r[0].sentiment.set && !r[0].error); /* when: not French */
     CHECK(r[1].sentiment.set && strcmp(r[1].sentiment.label, "french") == 0);
@@ -140,7 +141,7 @@ static void retry_then_split(void)
     const char *texts[] = {"a", "oom 1", "b", "oom 2", "c", "oom-always", "d", "e"};
     struct nlpd_record r[8], *ptrs[8];
     records(r, ptrs, texts, 8);
-    struct nlpd_batch b = {8, ptrs};
+    struct nlpd_batch b = {.n = 8, .recs = ptrs};
     picky_calls = 0;
     nlpd_pipeline_run_inline(p, &b);
     for (int i = 0; i < 8; i++)
@@ -162,7 +163,7 @@ static void fatal_marks_batch(void)
     const char *texts[] = {"a", "fatal", "b"};
     struct nlpd_record r[3], *ptrs[3];
     records(r, ptrs, texts, 3);
-    struct nlpd_batch b = {3, ptrs};
+    struct nlpd_batch b = {.n = 3, .recs = ptrs};
     nlpd_pipeline_run_inline(p, &b);
     for (int i = 0; i < 3; i++)
         CHECK(r[i].error && strstr(r[i].error, "stage failed: device lost"));
@@ -235,6 +236,37 @@ static void workers_keep_every_record(void)
     nlpd_config_free(cfg);
 }
 
+/* A stage's nlpd_batch.padded_tokens lands in its nlpd_stage_batch_padded_tokens histogram, once per micro-batch;
+ * a stage that reports nothing has no series. */
+static void padded_tokens_histogram(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *cfg;
+    struct nlpd_pipeline *p = build("pipeline = ( { stage = \"picky\"; }, { stage = \"tag\"; } );", &cfg, &d);
+    CHECK(p != NULL);
+    const char *texts[] = {"one", "two", "bad three"};
+    struct nlpd_record r[3], *ptrs[3];
+    records(r, ptrs, texts, 3);
+    struct nlpd_batch b = {.n = 3, .recs = ptrs};
+    nlpd_pipeline_run_inline(p, &b);
+    clear(r, 3);
+    records(r, ptrs, texts, 2);
+    b.n = 2;
+    nlpd_pipeline_run_inline(p, &b);
+    clear(r, 2);
+    struct nlpd_buf out = {0};
+    nlpd_pipeline_metrics(p, &out);
+    CHECK_STR_CONTAINS(out.data, "# TYPE nlpd_stage_batch_padded_tokens histogram\n");
+    CHECK_STR_CONTAINS(out.data, "nlpd_stage_batch_padded_tokens_bucket{stage=\"tag\",le=\"32\"} 2\n");
+    CHECK_STR_CONTAINS(out.data, "nlpd_stage_batch_padded_tokens_sum{stage=\"tag\"} 64.000000\n");
+    CHECK_STR_CONTAINS(out.data, "nlpd_stage_batch_padded_tokens_count{stage=\"tag\"} 2\n");
+    CHECK(out.data && !strstr(out.data, "nlpd_stage_batch_padded_tokens_count{stage=\"picky\"}"));
+    nlpd_buf_free(&out);
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+    nlpd_diag_free(&d);
+}
+
 int main(void)
 {
     static struct nlpd_stage_plugin picky;
@@ -248,5 +280,6 @@ int main(void)
     RUN(fatal_marks_batch);
     RUN(init_failure_and_names);
     RUN(workers_keep_every_record);
+    RUN(padded_tokens_histogram);
     return TEST_REPORT();
 }
