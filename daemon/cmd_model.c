@@ -7,113 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <utf8proc.h>
 
 #include "encoder.h"
+#include "json_out.h"
 #include "tokenizer.h"
-
-struct out {
-    char *p;
-    size_t n, cap;
-};
-
-static void out_grow(struct out *o, size_t more)
-{
-    if (o->n + more + 1 <= o->cap)
-        return;
-    size_t cap = o->cap ? o->cap : 4096;
-    while (cap < o->n + more + 1)
-        cap *= 2;
-    char *p = realloc(o->p, cap);
-    if (!p) {
-        fprintf(stderr, "nlpd: out of memory\n");
-        exit(1);
-    }
-    o->p = p;
-    o->cap = cap;
-}
-
-static void out_str(struct out *o, const char *s)
-{
-    size_t n = strlen(s);
-    out_grow(o, n);
-    memcpy(o->p + o->n, s, n + 1);
-    o->n += n;
-}
-
-static void out_int(struct out *o, long long v)
-{
-    char buf[32];
-    snprintf(buf, sizeof buf, "%lld", v);
-    out_str(o, buf);
-}
-
-static void out_float(struct out *o, float v)
-{
-    char buf[32];
-    snprintf(buf, sizeof buf, "%.9g", (double)v);
-    out_str(o, strchr(buf, 'n') && !strchr(buf, 'e') ? "null" : buf); /* nan / inf are not JSON */
-}
-
-/* A JSON string; invalid UTF-8 becomes U+FFFD so the line stays valid JSON. */
-static void out_jstr(struct out *o, const char *s, size_t len)
-{
-    out_grow(o, len * 6 + 2);
-    char *d = o->p + o->n;
-    *d++ = '"';
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x80) {
-            if (c == '"' || c == '\\') {
-                *d++ = '\\';
-                *d++ = (char)c;
-            } else if (c < 0x20) {
-                static const char hex[] = "0123456789abcdef";
-                const char *esc = c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : NULL;
-                if (esc) {
-                    memcpy(d, esc, 2);
-                    d += 2;
-                } else {
-                    memcpy(d, "\\u00", 4);
-                    d[4] = hex[c >> 4];
-                    d[5] = hex[c & 15];
-                    d += 6;
-                }
-            } else {
-                *d++ = (char)c;
-            }
-            i++;
-            continue;
-        }
-        utf8proc_int32_t cp;
-        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(len - i), &cp);
-        if (k <= 0) {
-            memcpy(d, "\xef\xbf\xbd", 3);
-            d += 3;
-            i++;
-        } else {
-            memcpy(d, s + i, (size_t)k);
-            d += k;
-            i += (size_t)k;
-        }
-    }
-    *d++ = '"';
-    *d = 0;
-    o->n = (size_t)(d - o->p);
-}
-
-static void emit_error(long long line, const char *msg)
-{
-    struct out o = {0};
-    out_str(&o, "{\"error\": ");
-    out_jstr(&o, msg, strlen(msg));
-    out_str(&o, ", \"line\": ");
-    out_int(&o, line);
-    out_str(&o, "}\n");
-    fputs(o.p, stdout);
-    free(o.p);
-}
 
 struct args {
     const char *model;
@@ -203,17 +100,6 @@ static int encode(const struct nlpd_tokenizer *tok, json_t *root, size_t max_len
                                  ps ? json_string_length(pair) : 0, max_length, e, err);
 }
 
-static void out_ints(struct out *o, const int32_t *v, size_t n)
-{
-    out_str(o, "[");
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            out_str(o, ", ");
-        out_int(o, v[i]);
-    }
-    out_str(o, "]");
-}
-
 int nlpd_cmd_tokenize(int argc, char **argv)
 {
     struct args a;
@@ -226,7 +112,7 @@ int nlpd_cmd_tokenize(int argc, char **argv)
         return 1;
     }
     struct nlpd_encoding e = {0};
-    struct out o = {0};
+    struct nlpd_out o = {0};
     char *line = NULL, msg[NLPD_ERROR_MSG_MAX + 64];
     size_t cap = 0;
     ssize_t got;
@@ -238,37 +124,37 @@ int nlpd_cmd_tokenize(int argc, char **argv)
             len--;
         json_t *root = parse_line(line, len, 0, msg, sizeof msg);
         if (!root) {
-            emit_error(lineno, msg);
+            nlpd_out_error(lineno, msg);
             continue;
         }
         if (encode(tok, root, a.max_length, &e, &err)) {
-            emit_error(lineno, err.message);
+            nlpd_out_error(lineno, err.message);
             json_decref(root);
             continue;
         }
         json_decref(root);
         o.n = 0;
-        out_str(&o, "{\"ids\": ");
-        out_ints(&o, e.ids, e.n);
-        out_str(&o, ", \"tokens\": [");
+        nlpd_out_str(&o, "{\"ids\": ");
+        nlpd_out_ints(&o, e.ids, e.n);
+        nlpd_out_str(&o, ", \"tokens\": [");
         for (size_t i = 0; i < e.n; i++) {
             const char *t = nlpd_tokenizer_id_to_token(tok, e.ids[i]);
             if (i)
-                out_str(&o, ", ");
+                nlpd_out_str(&o, ", ");
             if (t)
-                out_jstr(&o, t, strlen(t));
+                nlpd_out_jstr(&o, t, strlen(t));
             else
-                out_str(&o, "null");
+                nlpd_out_str(&o, "null");
         }
-        out_str(&o, "], \"offsets\": [");
+        nlpd_out_str(&o, "], \"offsets\": [");
         for (size_t i = 0; i < e.n; i++) {
-            out_str(&o, i ? ", [" : "[");
-            out_int(&o, e.starts[i]);
-            out_str(&o, ", ");
-            out_int(&o, e.ends[i]);
-            out_str(&o, "]");
+            nlpd_out_str(&o, i ? ", [" : "[");
+            nlpd_out_int(&o, e.starts[i]);
+            nlpd_out_str(&o, ", ");
+            nlpd_out_int(&o, e.ends[i]);
+            nlpd_out_str(&o, "]");
         }
-        out_str(&o, "]}\n");
+        nlpd_out_str(&o, "]}\n");
         fputs(o.p, stdout);
         fflush(stdout);
     }
@@ -326,6 +212,9 @@ static int ids_from_json(json_t *root, struct ids *d, char *msg, size_t msg_cap)
 
 int nlpd_cmd_infer(int argc, char **argv)
 {
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--model") && nlpd_cmd_is_seq2seq(argv[i + 1]))
+            return nlpd_cmd_infer_seq2seq(argc, argv);
     struct args a;
     if (parse_args(argc, argv, &a))
         return 2;
@@ -357,7 +246,7 @@ int nlpd_cmd_infer(int argc, char **argv)
     }
     struct nlpd_encoding e = {0};
     struct ids d = {0};
-    struct out o = {0};
+    struct nlpd_out o = {0};
     float *logits = NULL;
     size_t logits_cap = 0;
     char *line = NULL, msg[NLPD_ERROR_MSG_MAX + 64];
@@ -372,13 +261,13 @@ int nlpd_cmd_infer(int argc, char **argv)
             len--;
         json_t *root = parse_line(line, len, 1, msg, sizeof msg);
         if (!root) {
-            emit_error(lineno, msg);
+            nlpd_out_error(lineno, msg);
             continue;
         }
         int rc;
         if (json_object_get(root, "text")) {
             if (!tok) {
-                emit_error(lineno, terr.message);
+                nlpd_out_error(lineno, terr.message);
                 json_decref(root);
                 continue;
             }
@@ -393,14 +282,14 @@ int nlpd_cmd_infer(int argc, char **argv)
         }
         json_decref(root);
         if (rc) {
-            emit_error(lineno, msg);
+            nlpd_out_error(lineno, msg);
             continue;
         }
         size_t need = (task == NLPD_HF_TASK_TOKEN_CLS ? d.n : 1) * (size_t)NL;
         if (need > logits_cap) {
             float *l = realloc(logits, need * sizeof *l);
             if (!l) {
-                emit_error(lineno, "out of memory");
+                nlpd_out_error(lineno, "out of memory");
                 continue;
             }
             logits = l;
@@ -408,38 +297,38 @@ int nlpd_cmd_infer(int argc, char **argv)
         }
         if (d.n == 0 || d.n > max_seq) {
             snprintf(msg, sizeof msg, "%zu tokens: the model takes 1 .. %zu", d.n, max_seq);
-            emit_error(lineno, msg);
+            nlpd_out_error(lineno, msg);
             continue;
         }
         struct nlpd_encoder_input in = {1, (int)d.n, d.ids, NULL, has_types ? d.types : NULL};
         struct nlpd_encoder_output res = {.logits = logits};
         if (nlpd_encoder_forward(enc, ws, &in, &res, &err)) {
-            emit_error(lineno, err.message);
+            nlpd_out_error(lineno, err.message);
             continue;
         }
         o.n = 0;
-        out_str(&o, "{\"input_ids\": ");
-        out_ints(&o, d.ids, d.n);
+        nlpd_out_str(&o, "{\"input_ids\": ");
+        nlpd_out_ints(&o, d.ids, d.n);
         if (task == NLPD_HF_TASK_SEQ_CLS) {
-            out_str(&o, ", \"logits\": [");
+            nlpd_out_str(&o, ", \"logits\": [");
             for (int l = 0; l < NL; l++) {
                 if (l)
-                    out_str(&o, ", ");
-                out_float(&o, logits[l]);
+                    nlpd_out_str(&o, ", ");
+                nlpd_out_float(&o, logits[l]);
             }
-            out_str(&o, "]}\n");
+            nlpd_out_str(&o, "]}\n");
         } else {
-            out_str(&o, ", \"token_logits\": [");
+            nlpd_out_str(&o, ", \"token_logits\": [");
             for (size_t t = 0; t < d.n; t++) {
-                out_str(&o, t ? ", [" : "[");
+                nlpd_out_str(&o, t ? ", [" : "[");
                 for (int l = 0; l < NL; l++) {
                     if (l)
-                        out_str(&o, ", ");
-                    out_float(&o, logits[t * NL + l]);
+                        nlpd_out_str(&o, ", ");
+                    nlpd_out_float(&o, logits[t * NL + l]);
                 }
-                out_str(&o, "]");
+                nlpd_out_str(&o, "]");
             }
-            out_str(&o, "]}\n");
+            nlpd_out_str(&o, "]}\n");
         }
         fputs(o.p, stdout);
         fflush(stdout);

@@ -7,4 +7,8 @@
 int nlpd_cmd_infer(int argc, char **argv);
 int nlpd_cmd_tokenize(int argc, char **argv);
 
+/* Translation models (Marian): `nlpd infer --model DIR` generates instead of classifying (cmd_translate.c). */
+int nlpd_cmd_is_seq2seq(const char *model_dir);
+int nlpd_cmd_infer_seq2seq(int argc, char **argv);
+
 #endif

@@ -63,6 +63,11 @@ static int parse_act(const char *s, enum nlpd_act *out)
     return -1;
 }
 
+int nlpd_hf_parse_act(const char *name, enum nlpd_act *out)
+{
+    return parse_act(name, out);
+}
+
 static int parse_labels(json_t *root, const char *name, struct nlpd_hf_config *c, struct nlpd_error *err)
 {
     json_t *id2label = json_object_get(root, "id2label");

@@ -47,6 +47,8 @@ int nlpd_hf_config_load(const char *path, struct nlpd_hf_config *cfg, struct nlp
 int nlpd_hf_config_parse(const char *json, size_t len, const char *name, struct nlpd_hf_config *cfg,
                          struct nlpd_error *err);
 void nlpd_hf_config_free(struct nlpd_hf_config *cfg);
+/* A config's activation name ("gelu", "gelu_new", "relu", "silu", "swish", "tanh", ...) -> enum; -1 if unknown. */
+int nlpd_hf_parse_act(const char *name, enum nlpd_act *out);
 /* label2id lookup; -1 when unknown. */
 int nlpd_hf_config_label_id(const struct nlpd_hf_config *cfg, const char *label);
 
