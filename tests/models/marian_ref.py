@@ -646,7 +646,10 @@ def run_cli(args):
                     out.write(json.dumps({"logits": lg.tolist()}) + "\n")
         return 0
     if args.batch:
-        gc = resolve_generation(defaults, line_kwargs(args, lines[0] if lines else {}), model.max_pos)
+        kws = [line_kwargs(args, o) for o in lines]
+        if any(k != kws[0] for k in kws):
+            raise SystemExit("--batch: all lines must use the same generation settings")
+        gc = resolve_generation(defaults, kws[0] if kws else line_kwargs(args, {}), model.max_pos)
         res = generate(model, [o["input_ids"] for o in lines], gc)
         for ids, score in res:
             o = {"output_ids": ids}
