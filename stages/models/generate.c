@@ -149,7 +149,7 @@ done:
 /* ------------------------------------------------------------------------- beam search ---- */
 
 struct hyp {
-    float score;
+    double score; /* transformers keeps these as Python floats (double) */
     int32_t *ids;
     int n;
 };
@@ -158,14 +158,14 @@ struct hyp {
 struct sent_beams {
     struct hyp *hyps;
     int nhyps;
-    float worst;
+    double worst;
     int done;
 };
 
 static int hyps_add(struct sent_beams *sb, int K, const int32_t *ids, int n, float sum_logprobs, int gen_len,
                     float lp)
 {
-    float score = sum_logprobs / powf((float)gen_len, lp);
+    double score = (double)sum_logprobs / pow((double)gen_len, (double)lp);
     if (!(sb->nhyps < K || score > sb->worst))
         return 0;
     int32_t *copy = malloc((size_t)(n + 1) * sizeof *copy);
@@ -182,7 +182,7 @@ static int hyps_add(struct sent_beams *sb, int K, const int32_t *ids, int n, flo
         free(sb->hyps[lo].ids);
         memmove(sb->hyps + lo, sb->hyps + lo + 1, (size_t)(sb->nhyps - lo - 1) * sizeof *sb->hyps);
         sb->nhyps--;
-        float w = INFINITY;
+        double w = INFINITY;
         for (int i = 0; i < sb->nhyps; i++)
             w = sb->hyps[i].score < w ? sb->hyps[i].score : w;
         sb->worst = w;
@@ -200,11 +200,11 @@ static int hyps_is_done(const struct sent_beams *sb, const struct nlpd_gen_param
         return 0;
     if (p->early_stopping == NLPD_EARLY_STOP_TRUE)
         return 1;
-    float highest;
+    double highest;
     if (p->early_stopping == NLPD_EARLY_STOP_NEVER && p->length_penalty > 0.0f)
-        highest = best / powf((float)(p->max_length - 1), p->length_penalty);
+        highest = (double)best / pow((double)(p->max_length - 1), (double)p->length_penalty);
     else
-        highest = best / powf((float)(cur_len - 1), p->length_penalty);
+        highest = (double)best / pow((double)(cur_len - 1), (double)p->length_penalty);
     return sb->worst >= highest;
 }
 
@@ -258,7 +258,7 @@ static int beam_search(const struct nlpd_gen_model *m, int n_sent, const struct 
             rc = oom(err);
             goto done;
         }
-        sb[s].worst = 1e9f;
+        sb[s].worst = 1e9;
         live[s] = s;
         for (int k = 0; k < K; k++) {
             size_t r = (size_t)s * K + k;
@@ -355,7 +355,7 @@ static int beam_search(const struct nlpd_gen_model *m, int n_sent, const struct 
         struct hyp *h = &sb[s].hyps[best];
         out[s].ids = h->ids;
         out[s].n = (size_t)h->n;
-        out[s].score = h->score;
+        out[s].score = (float)h->score;
         if (h->n < L) /* finished by eos: transformers writes the eos after the hypothesis */
             out[s].ids[out[s].n++] = p->eos;
         h->ids = NULL;
