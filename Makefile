@@ -2,6 +2,9 @@
 # `make test` and `make demo` first install missing Debian packages and fetch the models.
 
 CC       ?= cc
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
 PKGS     := libconfig jansson libutf8proc libcrypto openblas rdkafka libevent avro-c hiredis libsystemd
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
@@ -38,17 +41,40 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%)
 TOOL_SRC := $(wildcard tests/models/tool_*.c tests/integration/tool_*.c)
 TOOL_BIN := $(patsubst %.c,$(BUILD)/tests/%,$(notdir $(TOOL_SRC)))
 
+# The CUDA backend, libnlpd_cuda.so (kernels/cuda/), loaded at run time with dlopen: built whenever nvcc is found
+# (CUDA=0 skips it), only in the normal build (the sanitised binaries use the CPU backend). nlpd links no CUDA
+# library; the .so links cudart and cuBLAS and finds them through its rpath or the system's library path.
+NVCC     ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2> /dev/null))
+ifeq ($(NVCC),)
+CUDA     ?= 0
+else
+CUDA     ?= 1
+endif
+CUDA_HOME   := $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib))
+CUDA_ARCH   ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+               -gencode arch=compute_90,code=compute_90
+NVCCFLAGS   ?= -O2 -g
+NVCCFLAGS   += -std=c++17 $(CUDA_ARCH) -Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra -Ikernels -Ikernels/cuda \
+               -MMD -MP
+CUDA_SRC := $(wildcard kernels/cuda/*.cu)
+CUDA_OBJ := $(CUDA_SRC:%.cu=build/cuda/%.o) build/cuda/kernels/nlpd_error.o
+CUDA_LIB := build/libnlpd_cuda.so
+ifeq ($(CUDA)$(SANITIZE),10)
+CUDA_ALL := $(CUDA_LIB)
+else
+CUDA_ALL :=
+endif
+NLPD_LIBDIR_INSTALL := $(PREFIX)/lib/nlpd
+
 BENCH_SRC := $(wildcard bench/*/bench_*.c)
 BENCH_BIN := $(patsubst %.c,$(BUILD)/bench/%,$(notdir $(BENCH_SRC)))
 
-.PHONY: all deps models test test-unit check-sanitize demo bench clean format fuzz-build install
+.PHONY: all deps models test test-unit check-sanitize demo bench clean format fuzz-build install cuda
 
-PREFIX     ?= /usr/local
-SYSCONFDIR ?= /etc
-UNITDIR    ?= $(PREFIX)/lib/systemd/system
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/nlpd $(UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN) $(BENCH_BIN)
+all: $(BUILD)/nlpd $(UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN) $(BENCH_BIN) $(CUDA_ALL)
 
 $(BUILD)/nlpd: $(MAIN_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -60,6 +86,23 @@ $(LIB): $(LIB_OBJ)
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
+
+# where nlpd looks for libnlpd_cuda.so after its own directory and $NLPD_LIBDIR
+$(BUILD)/obj/kernels/backend.o: CFLAGS += -DNLPD_INSTALL_LIBDIR='"$(NLPD_LIBDIR_INSTALL)"'
+
+cuda: $(CUDA_LIB)
+
+build/cuda/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+build/cuda/kernels/nlpd_error.o: kernels/nlpd_error.c
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -MMD -MP -Ikernels -c -o $@ $<
+
+$(CUDA_LIB): $(CUDA_OBJ)
+	$(NVCC) -shared -o $@ $^ -cudart shared $(if $(CUDA_LIBDIR),-L$(CUDA_LIBDIR) -Xlinker -rpath -Xlinker $(CUDA_LIBDIR)) \
+	    -lcublas -Xlinker -z -Xlinker defs -Xlinker --as-needed
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
@@ -119,8 +162,11 @@ bench:
 	@sh bench/cache/run.sh
 
 # Binary, systemd unit and sysusers entry, schemas, docs; the config only when none is there yet.
-install: $(BUILD)/nlpd
+install: $(BUILD)/nlpd $(CUDA_ALL)
 	install -D -m 0755 $(BUILD)/nlpd $(DESTDIR)$(PREFIX)/bin/nlpd
+	@if [ -f $(CUDA_LIB) ]; then \
+	  echo install -D -m 0755 $(CUDA_LIB) $(DESTDIR)$(NLPD_LIBDIR_INSTALL)/libnlpd_cuda.so; \
+	  install -D -m 0755 $(CUDA_LIB) $(DESTDIR)$(NLPD_LIBDIR_INSTALL)/libnlpd_cuda.so; fi
 	install -D -m 0644 systemd/nlpd.service $(DESTDIR)$(UNITDIR)/nlpd.service
 	install -D -m 0644 systemd/nlpd.sysusers.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/nlpd.conf
 	install -D -m 0644 schemas/enriched.avsc $(DESTDIR)$(PREFIX)/share/nlpd/schemas/enriched.avsc
@@ -136,4 +182,4 @@ format:
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(CUDA_OBJ:.o=.d)

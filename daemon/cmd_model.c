@@ -16,6 +16,9 @@ struct args {
     const char *model;
     size_t max_length;
     int threads;
+    const char *backend; /* --backend; NULL = the process default (auto) */
+    const char *dtype;
+    int device;
 };
 
 static int parse_args(int argc, char **argv, struct args *a)
@@ -35,6 +38,29 @@ static int parse_args(int argc, char **argv, struct args *a)
             }
             a->max_length = (size_t)n;
             i++;
+        } else if (!strcmp(argv[i], "--backend") && v) {
+            if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda")) {
+                fprintf(stderr, "nlpd %s: --backend must be auto, cpu or cuda\n", argv[0]);
+                return -1;
+            }
+            a->backend = v;
+            i++;
+        } else if (!strcmp(argv[i], "--dtype") && v) {
+            if (nlpd_dtype_parse(v) < 0) {
+                fprintf(stderr, "nlpd %s: --dtype must be fp32, fp16 or bf16\n", argv[0]);
+                return -1;
+            }
+            a->dtype = v;
+            i++;
+        } else if (!strcmp(argv[i], "--device") && v) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || n < 0 || n > 63) {
+                fprintf(stderr, "nlpd %s: --device must be a number in 0 .. 63\n", argv[0]);
+                return -1;
+            }
+            a->device = (int)n;
+            i++;
         } else if (!strcmp(argv[i], "--threads") && v) {
             char *end;
             long n = strtol(v, &end, 10);
@@ -50,7 +76,10 @@ static int parse_args(int argc, char **argv, struct args *a)
         }
     }
     if (!a->model) {
-        fprintf(stderr, "usage: nlpd %s --model DIR [--max-length N] [--threads N] < lines.jsonl\n", argv[0]);
+        fprintf(stderr,
+                "usage: nlpd %s --model DIR [--max-length N] [--threads N] [--backend auto|cpu|cuda]\n"
+                "       [--dtype fp32|fp16|bf16] [--device N] < lines.jsonl\n",
+                argv[0]);
         return -1;
     }
     return 0;
@@ -210,6 +239,11 @@ static int ids_from_json(json_t *root, struct ids *d, char *msg, size_t msg_cap)
     return 0;
 }
 
+static void infer_log_backend(const char *line)
+{
+    fprintf(stderr, "nlpd infer: %s\n", line);
+}
+
 int nlpd_cmd_infer(int argc, char **argv)
 {
     for (int i = 1; i + 1 < argc; i++)
@@ -219,7 +253,12 @@ int nlpd_cmd_infer(int argc, char **argv)
     if (parse_args(argc, argv, &a))
         return 2;
     struct nlpd_error err = {0};
-    struct nlpd_encoder_opts opts = {.threads = a.threads};
+    struct nlpd_encoder_opts opts = {.threads = a.threads, .backend = a.backend, .device = a.device, .dtype = a.dtype};
+    if (a.backend || a.dtype) {
+        if (!a.backend)
+            opts.backend = "auto";
+        nlpd_kernels_set_logger(infer_log_backend); /* says which backend ran it, and why */
+    }
     struct nlpd_encoder *enc = nlpd_encoder_load(a.model, &opts, &err);
     if (!enc) {
         fprintf(stderr, "nlpd infer: %s\n", err.message);

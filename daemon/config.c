@@ -112,8 +112,14 @@ static const struct nlpd_conf_entry batch_map[] = {
 };
 
 static const struct nlpd_conf_entry kernels_map[] = {
-    {"backend", NLPD_CONF_ENUM, "auto", offsetof(struct nlpd_kernels_conf, backend), 0, "auto|cpu", 0, 0,
-     "compute backend: \"auto\" or \"cpu\" (CUDA arrives with the CUDA backend)"},
+    {"backend", NLPD_CONF_ENUM, "auto", offsetof(struct nlpd_kernels_conf, backend), 0, "auto|cpu|cuda", 0, 0,
+     "compute backend of transformer stages: \"cuda\" (libnlpd_cuda.so, an NVIDIA GPU; an error without one), "
+     "\"cpu\", or \"auto\" (CUDA when it works, else the CPU; the log says which and why)"},
+    {"device", NLPD_CONF_INT, "0", offsetof(struct nlpd_kernels_conf, device), 0, NULL, 0, 63,
+     "CUDA device ordinal used by the cuda backend"},
+    {"dtype", NLPD_CONF_ENUM, "fp32", offsetof(struct nlpd_kernels_conf, dtype), 0, "fp32|fp16|bf16", 0, 0,
+     "precision of matrix products on CUDA: \"fp16\"/\"bf16\" keep half-precision weight copies and use tensor "
+     "cores with fp32 accumulation; the CPU backend always computes in fp32"},
     {"threads", NLPD_CONF_INT, "0", offsetof(struct nlpd_kernels_conf, threads), 0, NULL, 0, 1024,
      "worker threads running stage chains on batches; 0 = one per online CPU"},
     {0},

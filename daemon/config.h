@@ -56,6 +56,8 @@ struct nlpd_batch_conf {
 struct nlpd_kernels_conf {
     char *backend;
     long long threads;
+    long long device;
+    char *dtype;
 };
 
 struct nlpd_log_conf {

@@ -13,6 +13,7 @@
 #include "kafka.h"
 #include "diag.h"
 #include "log.h"
+#include "nlpd_kernels.h"
 #include "pipe.h"
 #include "pipeline.h"
 
@@ -74,6 +75,11 @@ static int parse_opts(int argc, char **argv, struct opts *o, int allow_input)
     return 0;
 }
 
+static void log_kernels(const char *line)
+{
+    nlpd_log(NLPD_LOG_INFO, "main", "%s", line);
+}
+
 /* Loads config and pipeline; prints every problem as FILE:LINE: message. */
 static int load(const char *path, struct nlpd_config **cfg, struct nlpd_pipeline **p)
 {
@@ -84,6 +90,11 @@ static int load(const char *path, struct nlpd_config **cfg, struct nlpd_pipeline
     if (*cfg && (*cfg)->pipeline) {
         nlpd_log_setup(nlpd_log_level_parse((*cfg)->log.level),
                        strcmp((*cfg)->log.format, "json") == 0 ? NLPD_LOG_JSON : NLPD_LOG_TEXT);
+        /* transformer stages create their backends from these, and log which one they got */
+        int dt = nlpd_dtype_parse((*cfg)->kernels.dtype);
+        nlpd_kernels_set_defaults((*cfg)->kernels.backend, (int)(*cfg)->kernels.device,
+                                  dt < 0 ? NLPD_DTYPE_F32 : (enum nlpd_dtype)dt);
+        nlpd_kernels_set_logger(log_kernels);
         *p = nlpd_pipeline_create(*cfg, &diag);
         nlpd_kafka_check(*cfg, &diag);
     }

@@ -1,21 +1,238 @@
 /* Backend selection and the thin wrappers over the backend vtable (nlpd_kernels.h), plus the load-time
- * F16/BF16 -> F32 conversions. Only the CPU backend exists in this build; "auto" falls back to it. */
+ * F16/BF16 -> F32 conversions. The CPU backend is built in; the CUDA backend is libnlpd_cuda.so, loaded here with
+ * dlopen on first use (never unloaded), so that this code links no CUDA library and runs where there is none. */
+#include <dlfcn.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cpu/cpu_ops.h"
+#include "cuda/cuda_entry.h"
 #include "nlpd_kernels.h"
+
+#ifndef NLPD_INSTALL_LIBDIR
+#define NLPD_INSTALL_LIBDIR "/usr/local/lib/nlpd"
+#endif
+
+/* ---- process defaults and the selection log ---- */
+
+static pthread_mutex_t defaults_mu = PTHREAD_MUTEX_INITIALIZER;
+static char default_name[16] = "auto";
+static int default_device;
+static enum nlpd_dtype default_dtype = NLPD_DTYPE_F32;
+static void (*kernels_logger)(const char *line);
+
+void nlpd_kernels_set_defaults(const char *name, int device, enum nlpd_dtype dtype)
+{
+    pthread_mutex_lock(&defaults_mu);
+    if (name)
+        snprintf(default_name, sizeof default_name, "%s", name);
+    default_device = device;
+    default_dtype = dtype;
+    pthread_mutex_unlock(&defaults_mu);
+}
+
+void nlpd_backend_opts_default(struct nlpd_backend_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    pthread_mutex_lock(&defaults_mu);
+    o->name = !strcmp(default_name, "cpu") ? "cpu" : !strcmp(default_name, "cuda") ? "cuda" : "auto";
+    o->device = default_device;
+    o->dtype = default_dtype;
+    pthread_mutex_unlock(&defaults_mu);
+}
+
+void nlpd_kernels_set_logger(void (*fn)(const char *line))
+{
+    kernels_logger = fn;
+}
+
+int nlpd_dtype_parse(const char *name)
+{
+    if (!name)
+        return -1;
+    if (!strcmp(name, "fp32"))
+        return NLPD_DTYPE_F32;
+    if (!strcmp(name, "fp16"))
+        return NLPD_DTYPE_F16;
+    if (!strcmp(name, "bf16"))
+        return NLPD_DTYPE_BF16;
+    return -1;
+}
+
+const char *nlpd_dtype_name(enum nlpd_dtype dtype)
+{
+    return dtype == NLPD_DTYPE_F16 ? "fp16" : dtype == NLPD_DTYPE_BF16 ? "bf16" : "fp32";
+}
+
+/* ---- libnlpd_cuda.so ---- */
+
+static pthread_mutex_t cuda_mu = PTHREAD_MUTEX_INITIALIZER;
+static nlpd_cuda_create_fn cuda_create;
+static char cuda_why[400]; /* why the library could not be used, once it failed */
+
+/* Looks for the library next to the executable, in $NLPD_LIBDIR, in the install lib dir. */
+static int find_cuda_lib(char *path, size_t n, char *tried, size_t tn)
+{
+    char dirs[3][PATH_MAX];
+    int nd = 0;
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(dirs[nd++], PATH_MAX, "%s", exe[0] ? exe : "/");
+        }
+    }
+    const char *env = getenv("NLPD_LIBDIR");
+    if (env && *env)
+        snprintf(dirs[nd++], PATH_MAX, "%s", env);
+    snprintf(dirs[nd++], PATH_MAX, "%s", NLPD_INSTALL_LIBDIR);
+    tried[0] = 0;
+    for (int i = 0; i < nd; i++) {
+        size_t dl = strnlen(dirs[i], PATH_MAX - 1);
+        if (dl + sizeof NLPD_CUDA_LIB + 1 > n)
+            continue;
+        memcpy(path, dirs[i], dl);
+        path[dl] = '/';
+        memcpy(path + dl + 1, NLPD_CUDA_LIB, sizeof NLPD_CUDA_LIB);
+        if (access(path, R_OK) == 0)
+            return 0;
+        size_t tl = strlen(tried);
+        snprintf(tried + tl, tn - tl, "%s%s", tl ? ", " : "", dirs[i]);
+    }
+    return -1;
+}
+
+/* Loads libnlpd_cuda.so once; NULL with the reason in why. The driver is probed first (libcuda.so.1), so that on
+ * a machine without one the CUDA runtime is never loaded. */
+static nlpd_cuda_create_fn load_cuda(char *why, size_t n)
+{
+    pthread_mutex_lock(&cuda_mu);
+    nlpd_cuda_create_fn fn = cuda_create;
+    if (!fn && !cuda_why[0]) {
+        char path[PATH_MAX + 32], tried[3 * PATH_MAX + 8];
+        void *h;
+        if (find_cuda_lib(path, sizeof path, tried, sizeof tried)) {
+            snprintf(cuda_why, sizeof cuda_why,
+                     "%s not found (looked in %.200s; it is built when nvcc is found, or set NLPD_LIBDIR)",
+                     NLPD_CUDA_LIB, tried);
+        } else if (!dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL)) {
+            const char *e = dlerror();
+            snprintf(cuda_why, sizeof cuda_why, "no CUDA driver (%.300s)", e ? e : "libcuda.so.1 not found");
+        } else if (!(h = dlopen(path, RTLD_NOW | RTLD_LOCAL))) {
+            const char *e = dlerror(); /* e.g. libcudart.so.13 or libcublas.so.13 missing */
+            snprintf(cuda_why, sizeof cuda_why, "cannot load %.300s", e ? e : path);
+        } else if (!(fn = (nlpd_cuda_create_fn)dlsym(h, NLPD_CUDA_ENTRY))) {
+            snprintf(cuda_why, sizeof cuda_why, "%.200s has no %s", path, NLPD_CUDA_ENTRY);
+        } else {
+            cuda_create = fn;
+        }
+    }
+    if (!fn && n) {
+        strncpy(why, cuda_why, n - 1);
+        why[n - 1] = 0;
+    }
+    pthread_mutex_unlock(&cuda_mu);
+    return fn;
+}
+
+static void log_choice(const struct nlpd_backend *be)
+{
+    void (*fn)(const char *) = kernels_logger;
+    if (fn) {
+        char line[NLPD_BACKEND_REASON_MAX + 64];
+        snprintf(line, sizeof line, "kernels: backend %s (%s)", be->ops->name, be->reason);
+        fn(line);
+    }
+}
+
+static void set_reason(struct nlpd_backend *be, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_reason(struct nlpd_backend *be, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(be->reason, sizeof be->reason, fmt, ap);
+    va_end(ap);
+}
+
+struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts, struct nlpd_error *err)
+{
+    struct nlpd_backend_opts o;
+    if (opts) {
+        o = *opts;
+        if (!o.name) {
+            struct nlpd_backend_opts d;
+            nlpd_backend_opts_default(&d);
+            o.name = d.name;
+        }
+    } else {
+        nlpd_backend_opts_default(&o);
+    }
+    int is_auto = !strcmp(o.name, "auto");
+    if (strcmp(o.name, "cpu") && strcmp(o.name, "cuda") && !is_auto) {
+        nlpd_error_set(err, NLPD_EINVAL, 0, "unknown kernels backend \"%s\" (auto, cpu, cuda)", o.name);
+        return NULL;
+    }
+    if ((int)o.dtype < NLPD_DTYPE_F32 || (int)o.dtype > NLPD_DTYPE_BF16 || o.device < 0) {
+        nlpd_error_set(err, NLPD_EINVAL, 0, "kernels: dtype %d or device %d out of range", (int)o.dtype, o.device);
+        return NULL;
+    }
+    char why[NLPD_BACKEND_REASON_MAX] = "";
+    if (strcmp(o.name, "cpu")) {
+        nlpd_cuda_create_fn fn = load_cuda(why, sizeof why);
+        if (fn) {
+            struct nlpd_error cerr = {0};
+            struct nlpd_backend *be = fn(&o, NLPD_CUDA_ABI, &cerr);
+            if (be) {
+                char dev[NLPD_BACKEND_REASON_MAX];
+                snprintf(dev, sizeof dev, "%s", be->reason);
+                set_reason(be, "%s%.200s", is_auto ? "auto: " : "", dev);
+                log_choice(be);
+                return be;
+            }
+            snprintf(why, sizeof why, "%.200s", cerr.message);
+            if (!is_auto) {
+                if (err)
+                    *err = cerr;
+                return NULL;
+            }
+        } else if (!is_auto) {
+            nlpd_error_set(err, NLPD_ENOTFOUND, 0, "kernels backend \"cuda\": %s", why);
+            return NULL;
+        }
+    }
+    struct nlpd_backend *be = nlpd_backend_cpu_new(o.threads, err);
+    if (!be)
+        return NULL;
+    const char *dt = o.dtype != NLPD_DTYPE_F32 ? " (the CPU computes in fp32)" : "";
+    if (is_auto)
+        set_reason(be, "auto: CUDA unavailable: %.200s%s", why, dt);
+    else
+        set_reason(be, "kernels.backend = cpu%s", dt);
+    log_choice(be);
+    return be;
+}
 
 struct nlpd_backend *nlpd_backend_new(const char *name, int threads, struct nlpd_error *err)
 {
-    if (!name || !strcmp(name, "auto") || !strcmp(name, "cpu"))
-        return nlpd_backend_cpu_new(threads, err);
-    if (!strcmp(name, "cuda")) {
-        nlpd_error_set(err, NLPD_ENOTFOUND, 0, "kernels backend \"cuda\" is not part of this build");
-        return NULL;
-    }
-    nlpd_error_set(err, NLPD_EINVAL, 0, "unknown kernels backend \"%s\" (auto, cpu, cuda)", name);
-    return NULL;
+    struct nlpd_backend_opts o;
+    nlpd_backend_opts_default(&o);
+    if (name)
+        o.name = name;
+    o.threads = threads;
+    return nlpd_backend_new_opts(&o, err);
+}
+
+const char *nlpd_backend_reason(const struct nlpd_backend *be)
+{
+    return be->reason;
 }
 
 void nlpd_backend_free(struct nlpd_backend *be)
@@ -27,6 +244,15 @@ void nlpd_backend_free(struct nlpd_backend *be)
 int nlpd_backend_alloc(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err)
 {
     memset(out, 0, sizeof *out);
+    return be->ops->alloc(be, size, out, err);
+}
+
+int nlpd_backend_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out,
+                               struct nlpd_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (be->ops->alloc_weights)
+        return be->ops->alloc_weights(be, size, out, err);
     return be->ops->alloc(be, size, out, err);
 }
 

@@ -1,7 +1,27 @@
 /* The kernels' public header (DESIGN.md §5): a backend vtable {name, supports, alloc, upload, download, run, sync,
  * free} with op descriptors for the transformer encoder, plus load-time dtype conversion. The CPU backend
  * (OpenBLAS sgemm + vectorised C) is always present and is the reference; a CUDA backend slots in behind the same
- * vtable. Pointers inside op descriptors are backend addresses: buffer base (`nlpd_buffer.ptr`) plus offsets. */
+ * vtable. Pointers inside op descriptors are backend addresses: buffer base (`nlpd_buffer.ptr`) plus offsets.
+ *
+ * The CUDA backend (kernels/cuda/, README "CUDA") is a separate shared object, libnlpd_cuda.so, that
+ * nlpd_backend_new_opts() loads with dlopen: the nlpd binary itself links no CUDA library and runs without one.
+ * Its buffers are device memory (cudaMalloc), its ops are queued on one CUDA stream per backend instance and run
+ * asynchronously: upload returns once the source was copied into pinned staging, download waits for the work
+ * queued before it, and errors found on the device (ids out of range) are reported by the next sync. Calls on
+ * one backend from several threads are serialised by a mutex (one stream).
+ *
+ * Half precision (kernels.dtype = "fp16" | "bf16"; the CUDA backend only, the CPU backend always computes in
+ * fp32). Op descriptors keep their float pointers; what changes is how weights are held:
+ *   - a buffer allocated with nlpd_backend_alloc_weights() (vtable entry alloc_weights, optional) is a weight
+ *     buffer: written by upload, then only read by ops. A backend whose dtype is fp16/bf16 keeps, next to the
+ *     fp32 contents, a shadow copy of the whole buffer converted to that type (same element offsets, 2 bytes per
+ *     float), refreshed for the ranges uploads changed before the next op that reads it;
+ *   - a MATMUL whose b lies inside a weight buffer multiplies with the shadow copy: a is converted to the same
+ *     type on the fly, the product runs on tensor cores accumulating in fp32, c, bias and activation stay fp32;
+ *   - attention products run with fp32 inputs and a fp16/bf16 fast compute mode (fp32 accumulation); every other
+ *     op (layer norm, softmax, embedding, bias + activation, gathers) and every activation buffer stay fp32.
+ * A matmul whose b is not in a weight buffer, and every op of a fp32 backend, computes in fp32. Backends without
+ * alloc_weights (the CPU one) get a plain alloc, so callers may always use nlpd_backend_alloc_weights. */
 #ifndef NLPD_KERNELS_H
 #define NLPD_KERNELS_H
 
@@ -19,6 +39,16 @@ uint16_t nlpd_kernels_f32_to_bf16(float f); /* round to nearest even */
 void nlpd_kernels_convert_f16(float *dst, const void *src, size_t n);
 void nlpd_kernels_convert_bf16(float *dst, const void *src, size_t n);
 void nlpd_kernels_convert_f32(float *dst, const void *src, size_t n);
+
+/* ---- compute precision of matrix products (see the top of this file) ---- */
+enum nlpd_dtype {
+    NLPD_DTYPE_F32 = 0,
+    NLPD_DTYPE_F16,
+    NLPD_DTYPE_BF16,
+};
+/* "fp32" | "fp16" | "bf16" -> enum nlpd_dtype; -1 when unknown. */
+int nlpd_dtype_parse(const char *name);
+const char *nlpd_dtype_name(enum nlpd_dtype dtype);
 
 /* ---- ops ---- */
 enum nlpd_act {
@@ -160,21 +190,53 @@ struct nlpd_backend_ops {
     int (*sync)(struct nlpd_backend *be, struct nlpd_error *err);
     void (*free)(struct nlpd_backend *be, struct nlpd_buffer *buf);
     void (*destroy)(struct nlpd_backend *be);
+    /* Optional (NULL: alloc is used): a weight buffer, see the top of this file. */
+    int (*alloc_weights)(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
 };
+
+#define NLPD_BACKEND_REASON_MAX 256
 
 struct nlpd_backend {
     const struct nlpd_backend_ops *ops;
     void *impl;
+    /* Which backend was chosen and why ("kernels.backend = cpu"; "auto: no CUDA driver (...)"; the CUDA device),
+     * filled by nlpd_backend_new / nlpd_backend_new_opts. */
+    char reason[NLPD_BACKEND_REASON_MAX];
 };
 
-/* name: "auto" | "cpu" | "cuda" (cuda is not part of this build: a clear error). threads: 0 = online CPUs.
- * OpenBLAS's thread count is process-wide, so the last CPU backend created sets it. */
+struct nlpd_backend_opts {
+    const char *name;    /* "auto" | "cpu" | "cuda"; NULL = the process default (nlpd_kernels_set_defaults) */
+    int threads;         /* CPU: 0 = online CPUs */
+    int device;          /* CUDA device ordinal */
+    enum nlpd_dtype dtype; /* precision of matrix products on CUDA (the CPU backend computes in fp32) */
+    size_t arena_bytes;  /* CUDA scratch arena; 0 = $NLPD_CUDA_ARENA_MB or 256 MiB */
+};
+
+/* The process defaults used when a backend is created without a name (stages, `nlpd infer`): the daemon sets
+ * them from the kernels section of its config. Initially "auto", device 0, fp32. name NULL keeps the name. */
+void nlpd_kernels_set_defaults(const char *name, int device, enum nlpd_dtype dtype);
+/* Fills o with the process defaults (name, device, dtype; threads 0). */
+void nlpd_backend_opts_default(struct nlpd_backend_opts *o);
+/* Called with one line ("kernels: backend cuda (...)") each time a backend is created; NULL = silent. */
+void nlpd_kernels_set_logger(void (*fn)(const char *line));
+
+/* "cpu": the CPU backend. "cuda": loads libnlpd_cuda.so (next to the executable, then $NLPD_LIBDIR, then the
+ * install lib dir) and opens o->device; a clear error when the .so, the CUDA libraries, the driver or the device
+ * is missing. "auto": CUDA when that works, else the CPU backend (the reason is in be->reason, and logged). */
+struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *o, struct nlpd_error *err);
+/* name: "auto" | "cpu" | "cuda" | NULL (the process default), with the default device and dtype. threads:
+ * 0 = online CPUs. OpenBLAS's thread count is process-wide, so the last CPU backend created sets it. */
 struct nlpd_backend *nlpd_backend_new(const char *name, int threads, struct nlpd_error *err);
 struct nlpd_backend *nlpd_backend_cpu_new(int threads, struct nlpd_error *err);
 void nlpd_backend_free(struct nlpd_backend *be);
+/* be->reason. */
+const char *nlpd_backend_reason(const struct nlpd_backend *be);
 
 /* Thin wrappers over the vtable. */
 int nlpd_backend_alloc(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
+/* A weight buffer (alloc_weights, or alloc when the backend has none). */
+int nlpd_backend_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out,
+                               struct nlpd_error *err);
 int nlpd_backend_upload(struct nlpd_buffer *buf, size_t offset, const void *src, size_t n);
 int nlpd_backend_download(const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n);
 int nlpd_backend_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err);

@@ -202,14 +202,27 @@ struct nlpd_encoder *nlpd_encoder_load(const char *dir, const struct nlpd_encode
     if (opts && opts->be) {
         enc->be = opts->be;
     } else {
-        if (!(enc->be = nlpd_backend_new(opts ? opts->backend : NULL, opts ? opts->threads : 0, err)))
+        struct nlpd_backend_opts bo;
+        nlpd_backend_opts_default(&bo);
+        if (opts && opts->backend) {
+            int dt = opts->dtype ? nlpd_dtype_parse(opts->dtype) : (int)bo.dtype;
+            if (dt < 0) {
+                nlpd_error_set(err, NLPD_EINVAL, 0, "unknown dtype \"%s\" (fp32, fp16, bf16)", opts->dtype);
+                goto fail;
+            }
+            bo.name = opts->backend;
+            bo.device = opts->device;
+            bo.dtype = (enum nlpd_dtype)dt;
+        }
+        bo.threads = opts ? opts->threads : 0;
+        if (!(enc->be = nlpd_backend_new_opts(&bo, err)))
             goto fail;
         enc->own_be = 1;
     }
     ld.w.planning = 1;
     if (load_all(&ld, err))
         goto fail;
-    if (nlpd_backend_alloc(enc->be, ld.w.next * sizeof(float), &enc->weights, err))
+    if (nlpd_backend_alloc_weights(enc->be, ld.w.next * sizeof(float), &enc->weights, err))
         goto fail;
     ld.w.dst = &enc->weights;
     ld.w.planning = 0;

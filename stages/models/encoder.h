@@ -16,8 +16,11 @@ struct nlpd_encoder;
 struct nlpd_encoder_ws;
 
 struct nlpd_encoder_opts {
-    const char *backend;     /* "auto" | "cpu" | "cuda"; NULL = auto (ignored when `be` is given) */
+    const char *backend;     /* "auto" | "cpu" | "cuda"; NULL = the process default, see nlpd_kernels_set_defaults
+                                (ignored when `be` is given) */
     int threads;             /* 0 = online CPUs */
+    int device;              /* CUDA device, when backend is given */
+    const char *dtype;       /* "fp32" | "fp16" | "bf16" when backend is given; NULL = the process default */
     struct nlpd_backend *be; /* optional shared backend (borrowed); NULL = the encoder creates its own */
     int task;                /* -1 or 0 = from config.json's architectures; else an enum nlpd_hf_task */
 };

@@ -1,0 +1,107 @@
+/* Internal to libnlpd_cuda.so (C++ compiled by nvcc): the backend instance and the op entry points of the .cu
+ * files. Everything here runs with the backend's mutex held, on its device and its stream. */
+#ifndef NLPD_CUDA_INTERNAL_H
+#define NLPD_CUDA_INTERNAL_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <pthread.h>
+#include <stdint.h>
+
+extern "C" {
+#include "nlpd_error.h"
+#include "nlpd_kernels.h"
+}
+
+#define CU_ERR_SLOTS 256 /* device error words: one per op that can find bad indices, until a sync reads them */
+
+/* A weight buffer: its fp32 contents at base, and (dtype fp16/bf16) a 2-byte shadow with the same element
+ * offsets; [dirty_lo, dirty_hi) floats were uploaded since the shadow was last converted. */
+struct cu_weights {
+    char *base;
+    size_t size;
+    void *shadow;
+    size_t dirty_lo, dirty_hi;
+};
+
+/* What an error word belongs to: the op, its limits, and the thread that queued it (only that thread's sync
+ * reports it). */
+struct cu_slot {
+    int in_use;
+    enum nlpd_op_kind op;
+    int limit[3]; /* embed: n_word, n_pos, n_type; gather: src_rows */
+    unsigned long long seq;
+    pthread_t owner;
+};
+
+struct cu_impl {
+    int device;
+    enum nlpd_dtype dtype;
+    int sm_count;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    pthread_mutex_t mu;
+
+    char *arena; /* one cudaMalloc at creation: cuBLAS workspace | error words | scratch */
+    size_t arena_size;
+    unsigned long long *d_err; /* CU_ERR_SLOTS words, ULLONG_MAX = no error */
+    char *scratch;             /* per-op temporaries (stream order makes reuse between ops safe) */
+    size_t scratch_size;
+
+    unsigned char *staging; /* pinned host memory, two halves used in turn */
+    size_t staging_half;
+    int stage_cur;
+    size_t stage_pos;
+    cudaEvent_t stage_done[2];
+
+    struct cu_slot slots[CU_ERR_SLOTS];
+    unsigned long long next_seq;
+
+    struct cu_weights *weights;
+    int n_weights, cap_weights;
+};
+
+/* helpers (cuda_backend.cu) */
+int cu_fail(struct nlpd_error *err, cudaError_t e, const char *what);
+int cu_blas_fail(struct nlpd_error *err, cublasStatus_t s, const char *what);
+/* A zeroed error word for one op (queued on the stream); -1 with err when none is free. */
+int cu_slot_take(struct cu_impl *im, enum nlpd_op_kind op, int l0, int l1, int l2, struct nlpd_error *err);
+/* The weight buffer holding p (NULL when p is not in one), with its shadow converted. */
+const struct cu_weights *cu_weights_of(struct cu_impl *im, const void *p, struct nlpd_error *err, int *rc);
+int cu_grid(const struct cu_impl *im, size_t n, int block);
+
+/* ops */
+int cu_matmul(struct cu_impl *im, const struct nlpd_op_matmul *p, struct nlpd_error *err);
+int cu_bias_act(struct cu_impl *im, const struct nlpd_op_bias_act *p, struct nlpd_error *err);
+int cu_layer_norm(struct cu_impl *im, const struct nlpd_op_layer_norm *p, struct nlpd_error *err);
+int cu_softmax(struct cu_impl *im, const struct nlpd_op_softmax *p, struct nlpd_error *err);
+int cu_embed(struct cu_impl *im, const struct nlpd_op_embed *p, struct nlpd_error *err);
+int cu_gather_rows(struct cu_impl *im, const struct nlpd_op_gather_rows *p, struct nlpd_error *err);
+int cu_attention(struct cu_impl *im, const struct nlpd_op_attention *p, struct nlpd_error *err);
+int cu_attention_kv(struct cu_impl *im, const struct nlpd_op_attention_kv *p, struct nlpd_error *err);
+/* dst[i] = (half or bf16) src[i], i < n (a weight shadow). */
+int cu_convert_weights(struct cu_impl *im, void *dst, const float *src, size_t n, struct nlpd_error *err);
+
+/* device helpers shared by the kernels */
+__device__ __forceinline__ float cu_warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float cu_warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+__device__ __forceinline__ int cu_warp_max_int(int v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+#endif

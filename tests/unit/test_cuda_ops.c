@@ -1,0 +1,680 @@
+/* The CUDA backend against the CPU backend (the reference): every op on random inputs, the error paths (ids and
+ * row indices out of range, reported by sync with the CPU's words; a huge allocation -> NLPD_ENOMEM), staging of
+ * large and unaligned transfers, the half-precision weight copies, and whole-model parity of the encoder on the
+ * hf-tiny fixtures against the transformers goldens. Backend selection is checked everywhere; the rest skips with
+ * "skipped: no CUDA device/driver" where libnlpd_cuda.so, the driver or a device is missing.
+ *
+ * Tolerances. Results are compared normwise: |gpu - cpu| <= tol * (|cpu| + max|cpu|) per output, because the
+ * element-wise relative error of a dot product is unbounded near its zero crossings whatever the precision.
+ *   fp32: tol 1e-5. Both sides compute in fp32 with different summation orders (cuBLAS vs OpenBLAS, tree vs
+ *         sequential reductions); for the k <= 768 used here that is a few 1e-7 normwise.
+ *   fp16: tol 5e-3. Inputs are rounded to 11 significant bits (unit roundoff u = 2^-11 = 4.9e-4), products are
+ *         exact and accumulated in fp32, so each term carries at most ~2u relative error; with random signs the
+ *         sum's error is ~2u/sqrt(k) of sum|a b| while max|c| ~ 3 sigma sqrt(k): about u normwise, 1e-3 at worst
+ *         over thousands of outputs. 5e-3 leaves a factor of 5.
+ *   bf16: tol 4e-2, the same argument with 8 significant bits (u = 2^-8 = 3.9e-3).
+ * Run from the repository root (NLPD_LIBDIR defaults to build/, where make puts libnlpd_cuda.so). */
+#include <jansson.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "encoder.h"
+#include "harness.h"
+#include "nlpd_kernels.h"
+
+#define FIX "tests/fixtures/hf-tiny/"
+
+static struct nlpd_backend *cpu, *gpu, *gpu16, *gpub16;
+static char skip_why[NLPD_ERROR_MSG_MAX];
+
+static uint32_t rng = 12345;
+static float frand(void)
+{
+    rng = rng * 1664525u + 1013904223u;
+    return (float)((rng >> 8) & 0xffffff) / (float)0x800000 - 1.0f; /* [-1, 1) */
+}
+
+static void fill(float *v, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] = frand() * scale;
+}
+
+/* Two buffers, one per backend, with the same contents: put() appends, P(be, off) is the address. */
+struct pair {
+    struct nlpd_backend *gb;
+    struct nlpd_buffer c, g;
+    size_t used, cap;
+};
+
+static int pair_init(struct pair *p, struct nlpd_backend *g, size_t cap, int weights)
+{
+    memset(p, 0, sizeof *p);
+    p->gb = g;
+    p->cap = cap;
+    struct nlpd_error err = {0};
+    int rc = weights ? nlpd_backend_alloc_weights(cpu, cap, &p->c, &err) : nlpd_backend_alloc(cpu, cap, &p->c, &err);
+    if (!rc)
+        rc = weights ? nlpd_backend_alloc_weights(g, cap, &p->g, &err) : nlpd_backend_alloc(g, cap, &p->g, &err);
+    if (rc)
+        fprintf(stderr, "alloc: %s\n", err.message);
+    return rc;
+}
+
+static void pair_free(struct pair *p)
+{
+    nlpd_backend_buffer_free(&p->c);
+    nlpd_backend_buffer_free(&p->g);
+}
+
+static size_t put(struct pair *p, const void *data, size_t bytes)
+{
+    size_t off = p->used;
+    p->used += (bytes + 255) & ~(size_t)255;
+    if (p->used > p->cap) {
+        fprintf(stderr, "test pair too small\n");
+        abort();
+    }
+    if (data) {
+        nlpd_backend_upload(&p->c, off, data, bytes);
+        nlpd_backend_upload(&p->g, off, data, bytes);
+    }
+    return off;
+}
+
+static size_t put_rand(struct pair *p, size_t n, float scale)
+{
+    float *v = malloc(n * sizeof *v);
+    fill(v, n, scale);
+    size_t off = put(p, v, n * sizeof *v);
+    free(v);
+    return off;
+}
+
+static void *at(const struct nlpd_buffer *b, size_t off)
+{
+    return (char *)b->ptr + off;
+}
+
+#define F(buf, off) ((float *)at(buf, off))
+#define I(buf, off) ((int32_t *)at(buf, off))
+
+/* Runs op_c on the CPU and op_g on the GPU, compares n floats at off (row stride ld, cols wide when ld > 0). */
+static double compare_out(struct pair *p, size_t off, size_t rows, size_t cols, size_t ld, double tol,
+                          const char *what)
+{
+    size_t n = rows * ld;
+    float *c = malloc(n * sizeof *c), *g = malloc(n * sizeof *g);
+    CHECK(nlpd_backend_download(&p->c, off, c, n * sizeof *c) == 0);
+    CHECK(nlpd_backend_download(&p->g, off, g, n * sizeof *g) == 0);
+    double mx = 0, worst = 0;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < cols; j++)
+            mx = fmax(mx, fabs(c[r * ld + j]));
+    int bad = 0;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < cols; j++) {
+            double cv = c[r * ld + j], gv = g[r * ld + j], d = fabs(cv - gv), rel = d / (fabs(cv) + mx + 1e-30);
+            if (!(rel <= tol) && bad++ < 3)
+                fprintf(stderr, "  %s [%zu,%zu]: cpu %.9g gpu %.9g (normwise %.3g > %.3g)\n", what, r, j, cv, gv,
+                        rel, tol);
+            if (rel > worst || rel != rel)
+                worst = rel != rel ? INFINITY : rel;
+        }
+    CHECK(bad == 0);
+    free(c);
+    free(g);
+    return worst;
+}
+
+static int run2(struct pair *p, struct nlpd_op *oc, struct nlpd_op *og)
+{
+    struct nlpd_error e1 = {0}, e2 = {0};
+    int rc = nlpd_backend_run(cpu, oc, &e1);
+    int rg = nlpd_backend_run(p->gb, og, &e2);
+    if (!rg)
+        rg = nlpd_backend_sync(p->gb, &e2);
+    if (rc)
+        fprintf(stderr, "  cpu: %s\n", e1.message);
+    if (rg)
+        fprintf(stderr, "  gpu: %s\n", e2.message);
+    CHECK(rc == 0 && rg == 0);
+    return rc || rg;
+}
+
+/* ------------------------------------------------------------------------------------------- selection ---- */
+
+static void test_selection(void)
+{
+    struct nlpd_error err = {0};
+    struct nlpd_backend *c = nlpd_backend_new("cpu", 1, &err);
+    CHECK(c && !strcmp(nlpd_backend_name(c), "cpu"));
+    CHECK_STR_CONTAINS(c ? nlpd_backend_reason(c) : NULL, "cpu");
+    nlpd_backend_free(c);
+    struct nlpd_backend_opts o = {.name = "auto", .threads = 1};
+    struct nlpd_backend *a = nlpd_backend_new_opts(&o, &err);
+    CHECK(a != NULL);
+    if (a) {
+        CHECK_STR_CONTAINS(nlpd_backend_reason(a), "auto");
+        if (!strcmp(nlpd_backend_name(a), "cpu"))
+            CHECK_STR_CONTAINS(nlpd_backend_reason(a), "CUDA unavailable");
+        printf("auto picked %s: %s\n", nlpd_backend_name(a), nlpd_backend_reason(a));
+    }
+    nlpd_backend_free(a);
+    o.name = "tpu";
+    CHECK(nlpd_backend_new_opts(&o, &err) == NULL && err.code == NLPD_EINVAL);
+    CHECK(nlpd_dtype_parse("fp16") == NLPD_DTYPE_F16 && nlpd_dtype_parse("bf16") == NLPD_DTYPE_BF16 &&
+          nlpd_dtype_parse("fp32") == NLPD_DTYPE_F32 && nlpd_dtype_parse("fp8") < 0);
+    o.name = "cuda";
+    o.device = 1000;
+    struct nlpd_backend *bad = nlpd_backend_new_opts(&o, &err);
+    CHECK(bad == NULL);
+    CHECK(err.message[0] != 0);
+    nlpd_backend_free(bad);
+}
+
+/* ----------------------------------------------------------------------------------------------- ops ---- */
+
+static const enum nlpd_act acts[] = {NLPD_ACT_NONE, NLPD_ACT_GELU, NLPD_ACT_GELU_TANH,
+                                     NLPD_ACT_RELU, NLPD_ACT_SILU, NLPD_ACT_TANH};
+
+static void matmul_case(struct nlpd_backend *g, int weights, int m, int n, int k, int trans_b, int pad, int bias,
+                        enum nlpd_act act, double tol)
+{
+    struct pair p;
+    size_t lda = (size_t)k + pad, ldb = (size_t)(trans_b ? k : n) + pad, ldc = (size_t)n + pad;
+    size_t brows = trans_b ? (size_t)n : (size_t)k;
+    size_t need = ((size_t)m * lda + brows * ldb + (size_t)m * ldc + (size_t)n) * 4 + 8 * 256;
+    if (pair_init(&p, g, need, 0))
+        return;
+    struct pair w;
+    if (pair_init(&w, g, (brows * ldb + (size_t)n) * 4 + 2 * 256, weights)) {
+        pair_free(&p);
+        return;
+    }
+    size_t a = put_rand(&p, (size_t)m * lda, 1.0f), c = put(&p, NULL, (size_t)m * ldc * 4);
+    size_t b = put_rand(weights ? &w : &p, brows * ldb, 1.0f), bs = put_rand(weights ? &w : &p, (size_t)n, 1.0f);
+    struct pair *wp = weights ? &w : &p;
+    struct nlpd_op oc = {.kind = NLPD_OP_MATMUL}, og = oc;
+    oc.u.matmul = (struct nlpd_op_matmul){F(&p.c, c), F(&p.c, a), F(&wp->c, b), bias ? F(&wp->c, bs) : NULL,
+                                          m, n, k, (int)lda, (int)ldb, (int)ldc, trans_b, act};
+    og.u.matmul = (struct nlpd_op_matmul){F(&p.g, c), F(&p.g, a), F(&wp->g, b), bias ? F(&wp->g, bs) : NULL,
+                                          m, n, k, (int)lda, (int)ldb, (int)ldc, trans_b, act};
+    if (!run2(&p, &oc, &og)) {
+        char what[96];
+        snprintf(what, sizeof what, "matmul %dx%dx%d tb%d act%d w%d", m, n, k, trans_b, (int)act, weights);
+        compare_out(&p, c, (size_t)m, (size_t)n, ldc, tol, what);
+    }
+    if (weights) { /* new weights after the first use: the shadow copy must follow */
+        float *nb = malloc(brows * ldb * 4);
+        fill(nb, brows * ldb, 0.5f);
+        nlpd_backend_upload(&w.c, b, nb, brows * ldb * 4);
+        nlpd_backend_upload(&w.g, b, nb, brows * ldb * 4);
+        free(nb);
+        if (!run2(&p, &oc, &og))
+            compare_out(&p, c, (size_t)m, (size_t)n, ldc, tol, "matmul after re-upload");
+    }
+    pair_free(&w);
+    pair_free(&p);
+}
+
+static void test_matmul(void)
+{
+    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
+        matmul_case(gpu, 0, 37, 53, 29, (int)(i & 1), (int)i, (int)(i != 3), acts[i], 1e-5);
+    matmul_case(gpu, 0, 256, 768, 768, 0, 0, 1, NLPD_ACT_GELU, 1e-5);
+    matmul_case(gpu, 0, 5, 3, 0, 0, 1, 1, NLPD_ACT_NONE, 1e-5); /* k = 0: bias only */
+    matmul_case(gpu, 1, 64, 96, 128, 1, 0, 1, NLPD_ACT_NONE, 1e-5);
+}
+
+static void test_bias_act(void)
+{
+    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
+        for (int bias = 0; bias < 2; bias++) {
+            struct pair p;
+            int rows = 19, cols = 45, ld = 50;
+            if (pair_init(&p, gpu, 64 * 1024, 0))
+                return;
+            size_t x = put_rand(&p, (size_t)rows * ld, 4.0f), b = put_rand(&p, (size_t)cols, 1.0f);
+            struct nlpd_op oc = {.kind = NLPD_OP_BIAS_ACT}, og = oc;
+            oc.u.bias_act = (struct nlpd_op_bias_act){F(&p.c, x), bias ? F(&p.c, b) : NULL, rows, cols, ld, acts[i]};
+            og.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), bias ? F(&p.g, b) : NULL, rows, cols, ld, acts[i]};
+            if (!run2(&p, &oc, &og))
+                compare_out(&p, x, (size_t)rows, (size_t)ld, (size_t)ld, 1e-5, "bias_act");
+            pair_free(&p);
+        }
+}
+
+static void test_layer_norm(void)
+{
+    /* variants: plain; bias + residual into a third buffer; y == x; y == residual */
+    for (int v = 0; v < 4; v++) {
+        struct pair p;
+        int rows = 23, cols = v == 1 ? 768 : 37;
+        if (pair_init(&p, gpu, 1 << 20, 0))
+            return;
+        size_t x = put_rand(&p, (size_t)rows * cols, 3.0f), r = put_rand(&p, (size_t)rows * cols, 2.0f);
+        size_t b = put_rand(&p, (size_t)cols, 1.0f), g = put_rand(&p, (size_t)cols, 1.0f);
+        size_t be = put_rand(&p, (size_t)cols, 1.0f), y = put(&p, NULL, (size_t)rows * cols * 4);
+        size_t yo = v == 2 ? x : v == 3 ? r : y;
+        struct nlpd_op oc = {.kind = NLPD_OP_LAYER_NORM}, og = oc;
+        oc.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.c, yo), F(&p.c, x), v ? F(&p.c, b) : NULL,
+                                                      v ? F(&p.c, r) : NULL, F(&p.c, g), F(&p.c, be), rows, cols,
+                                                      1e-12f};
+        og.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.g, yo), F(&p.g, x), v ? F(&p.g, b) : NULL,
+                                                      v ? F(&p.g, r) : NULL, F(&p.g, g), F(&p.g, be), rows, cols,
+                                                      1e-12f};
+        if (!run2(&p, &oc, &og))
+            compare_out(&p, yo, (size_t)rows, (size_t)cols, (size_t)cols, 1e-5, "layer_norm");
+        pair_free(&p);
+    }
+}
+
+static void test_softmax(void)
+{
+    struct pair p;
+    int rows = 33, cols = 300, ld = 310;
+    if (pair_init(&p, gpu, 1 << 20, 0))
+        return;
+    size_t x = put_rand(&p, (size_t)rows * ld, 20.0f);
+    struct nlpd_op oc = {.kind = NLPD_OP_SOFTMAX}, og = oc;
+    oc.u.softmax = (struct nlpd_op_softmax){F(&p.c, x), rows, cols, ld};
+    og.u.softmax = (struct nlpd_op_softmax){F(&p.g, x), rows, cols, ld};
+    if (!run2(&p, &oc, &og))
+        compare_out(&p, x, (size_t)rows, (size_t)ld, (size_t)ld, 1e-5, "softmax");
+    pair_free(&p);
+}
+
+static void attention_case(struct nlpd_backend *g, double tol)
+{
+    const int B = 4, S = 17, NH = 4, D = 16, H = NH * D, ldq = 3 * H + 5, ldo = H + 3;
+    int32_t mask[4 * 17];
+    for (int b = 0; b < B; b++)
+        for (int s = 0; s < S; s++)
+            mask[b * S + s] = b == 0 ? 1 : b == 1 ? s < 9 : b == 2 ? 0 : (s % 3 != 1 && s < 14);
+    for (int with_mask = 0; with_mask < 2; with_mask++) {
+        struct pair p;
+        if (pair_init(&p, g, 1 << 20, 0))
+            return;
+        size_t qkv = put_rand(&p, (size_t)B * S * ldq, 2.0f), out = put_rand(&p, (size_t)B * S * ldo, 1.0f);
+        size_t m = put(&p, mask, sizeof mask);
+        struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION}, og = oc;
+        oc.u.attention = (struct nlpd_op_attention){F(&p.c, out), F(&p.c, qkv), with_mask ? I(&p.c, m) : NULL,
+                                                    B, S, NH, D, ldq, ldo, 0.25f, NULL, 0};
+        og.u.attention = oc.u.attention;
+        og.u.attention.out = F(&p.g, out);
+        og.u.attention.qkv = F(&p.g, qkv);
+        og.u.attention.mask = with_mask ? I(&p.g, m) : NULL;
+        if (!run2(&p, &oc, &og))
+            compare_out(&p, out, (size_t)B * S, (size_t)ldo, (size_t)ldo, tol, "attention");
+        pair_free(&p);
+    }
+}
+
+static void test_attention(void)
+{
+    attention_case(gpu, 1e-5);
+}
+
+static void attention_kv_case(struct nlpd_backend *g, int causal, int with_map, int with_mask, double tol)
+{
+    const int B = 4, Q = 3, KV = 11, NH = 2, D = 8, H = NH * D, kvb = 5, stride = 13, mld = 12;
+    const int ldq = H + 2, ldkv = 2 * H + 1, ldo = H + 4;
+    int32_t map[4] = {3, 0, 4, 1}, mask[5 * 12];
+    for (int j = 0; j < kvb; j++)
+        for (int t = 0; t < mld; t++)
+            mask[j * mld + t] = j == 2 ? 0 : j == 1 ? t < 6 : (t % 4 != 2);
+    struct pair p;
+    if (pair_init(&p, g, 1 << 20, 0))
+        return;
+    size_t q = put_rand(&p, (size_t)B * Q * ldq, 2.0f), kvbuf = put_rand(&p, (size_t)kvb * stride * ldkv, 2.0f);
+    size_t out = put_rand(&p, (size_t)B * Q * ldo, 1.0f), mp = put(&p, map, sizeof map), mk = put(&p, mask, sizeof mask);
+    struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION_KV}, og = oc;
+    struct nlpd_op_attention_kv a = {0};
+    a.mask_ld = mld;
+    a.batch = with_map ? B : 4;
+    a.q_len = Q;
+    a.kv_len = KV;
+    a.heads = NH;
+    a.head_dim = D;
+    a.ld_q = ldq;
+    a.ld_kv = ldkv;
+    a.ld_out = ldo;
+    a.kv_batch_stride = stride;
+    a.causal = causal;
+    a.q_pos0 = causal ? 6 : 0;
+    a.scale = 0.35f;
+    oc.u.attention_kv = a;
+    og.u.attention_kv = a;
+    oc.u.attention_kv.out = F(&p.c, out);
+    oc.u.attention_kv.q = F(&p.c, q);
+    oc.u.attention_kv.k = F(&p.c, kvbuf);
+    oc.u.attention_kv.v = F(&p.c, kvbuf) + H;
+    oc.u.attention_kv.kv_map = with_map ? I(&p.c, mp) : NULL;
+    oc.u.attention_kv.mask = with_mask ? I(&p.c, mk) : NULL;
+    og.u.attention_kv.out = F(&p.g, out);
+    og.u.attention_kv.q = F(&p.g, q);
+    og.u.attention_kv.k = F(&p.g, kvbuf);
+    og.u.attention_kv.v = F(&p.g, kvbuf) + H;
+    og.u.attention_kv.kv_map = with_map ? I(&p.g, mp) : NULL;
+    og.u.attention_kv.mask = with_mask ? I(&p.g, mk) : NULL;
+    if (!run2(&p, &oc, &og)) {
+        char what[64];
+        snprintf(what, sizeof what, "attention_kv causal %d map %d mask %d", causal, with_map, with_mask);
+        compare_out(&p, out, (size_t)B * Q, (size_t)ldo, (size_t)ldo, tol, what);
+    }
+    pair_free(&p);
+}
+
+static void test_attention_kv(void)
+{
+    for (int c = 0; c < 2; c++)
+        for (int m = 0; m < 2; m++)
+            for (int k = 0; k < 2; k++)
+                attention_kv_case(gpu, c, m, k, 1e-5);
+}
+
+static void test_gather_rows(void)
+{
+    struct pair p;
+    if (pair_init(&p, gpu, 1 << 18, 0))
+        return;
+    int32_t idx[6] = {4, 0, 0, 7, 2, 5};
+    size_t src = put_rand(&p, 8 * 40, 1.0f), dst = put_rand(&p, 6 * 36, 1.0f), ix = put(&p, idx, sizeof idx);
+    struct nlpd_op oc = {.kind = NLPD_OP_GATHER_ROWS}, og = oc;
+    oc.u.gather_rows = (struct nlpd_op_gather_rows){F(&p.c, dst), F(&p.c, src), I(&p.c, ix), 6, 33, 8, 36, 40};
+    og.u.gather_rows = (struct nlpd_op_gather_rows){F(&p.g, dst), F(&p.g, src), I(&p.g, ix), 6, 33, 8, 36, 40};
+    if (!run2(&p, &oc, &og))
+        compare_out(&p, dst, 6, 36, 36, 0.0, "gather_rows");
+    pair_free(&p);
+}
+
+static void test_embed(void)
+{
+    const int T = 21, D = 40, NW = 50, NP = 30, NT = 2;
+    int32_t ids[21], pos[21], types[21];
+    for (int t = 0; t < T; t++) {
+        ids[t] = (t * 7) % NW;
+        pos[t] = t % NP;
+        types[t] = t & 1;
+    }
+    /* variants: word+pos+type; word+pos; word only; scaled word+pos; scaled with type; type table without ids */
+    for (int v = 0; v < 6; v++) {
+        struct pair p;
+        if (pair_init(&p, gpu, 1 << 18, 0))
+            return;
+        size_t w = put_rand(&p, (size_t)NW * D, 1.0f), ps = put_rand(&p, (size_t)NP * D, 1.0f);
+        size_t ty = put_rand(&p, (size_t)NT * D, 1.0f), out = put(&p, NULL, (size_t)T * D * 4);
+        size_t i0 = put(&p, ids, sizeof ids), i1 = put(&p, pos, sizeof pos), i2 = put(&p, types, sizeof types);
+        int use_pos = v != 2, use_type = v == 0 || v == 4 || v == 5;
+        float scale = v == 3 || v == 4 ? 27.712813f : 0.0f;
+        struct nlpd_op oc = {.kind = NLPD_OP_EMBED}, og = oc;
+        oc.u.embed = (struct nlpd_op_embed){F(&p.c, out), F(&p.c, w), use_pos ? F(&p.c, ps) : NULL,
+                                            use_type ? F(&p.c, ty) : NULL, I(&p.c, i0), I(&p.c, i1),
+                                            v == 5 ? NULL : I(&p.c, i2), T, D, NW, NP, NT, scale};
+        og.u.embed = (struct nlpd_op_embed){F(&p.g, out), F(&p.g, w), use_pos ? F(&p.g, ps) : NULL,
+                                            use_type ? F(&p.g, ty) : NULL, I(&p.g, i0), I(&p.g, i1),
+                                            v == 5 ? NULL : I(&p.g, i2), T, D, NW, NP, NT, scale};
+        if (!run2(&p, &oc, &og))
+            compare_out(&p, out, (size_t)T, (size_t)D, (size_t)D, 1e-7, "embed"); /* same order of operations */
+        pair_free(&p);
+    }
+}
+
+/* -------------------------------------------------------------------------------------------- errors ---- */
+
+/* The CPU reports from run, the GPU from the next sync: same code, same message. */
+static void expect_same_error(struct pair *p, struct nlpd_op *oc, struct nlpd_op *og)
+{
+    struct nlpd_error ec = {0}, eg = {0};
+    int rc = nlpd_backend_run(cpu, oc, &ec);
+    int rg = nlpd_backend_run(gpu, og, &eg);
+    if (!rg)
+        rg = nlpd_backend_sync(gpu, &eg);
+    CHECK(rc == NLPD_EINVAL && rg == NLPD_EINVAL);
+    if (strcmp(ec.message, eg.message)) {
+        fprintf(stderr, "  cpu: %s\n  gpu: %s\n", ec.message, eg.message);
+        CHECK(!"messages differ");
+    }
+    /* the backend goes on working */
+    CHECK(nlpd_backend_sync(gpu, &eg) == 0);
+    (void)p;
+}
+
+static void test_bad_indices(void)
+{
+    struct pair p;
+    if (pair_init(&p, gpu, 1 << 18, 0))
+        return;
+    const int T = 6, D = 8;
+    size_t w = put_rand(&p, 10 * D, 1.0f), ps = put_rand(&p, 6 * D, 1.0f), ty = put_rand(&p, 2 * D, 1.0f);
+    size_t out = put(&p, NULL, (size_t)T * D * 4);
+    int32_t cases[4][3][6] = {
+        {{1, 2, 10, 3, -1, 4}, {0, 1, 2, 3, 4, 5}, {0, 0, 0, 0, 0, 0}}, /* id 10 at token 2 (and -1 later) */
+        {{1, 2, 3, 4, 5, 6}, {0, 1, 2, 3, 9, 5}, {0, 0, 0, 0, 0, 0}},   /* position 9 at token 4 */
+        {{1, 2, 3, 4, 5, 6}, {0, 1, 2, 3, 4, 5}, {0, 0, 0, 2, 0, 0}},   /* type 2 at token 3 */
+        {{1, 2, 3, 4, 5, -7}, {0, 7, 2, 3, 4, 5}, {0, 0, 0, 0, 0, 0}},  /* position at token 1 before id at 5 */
+    };
+    for (int c = 0; c < 4; c++) {
+        size_t i0 = put(&p, cases[c][0], sizeof cases[c][0]), i1 = put(&p, cases[c][1], sizeof cases[c][1]);
+        size_t i2 = put(&p, cases[c][2], sizeof cases[c][2]);
+        struct nlpd_op oc = {.kind = NLPD_OP_EMBED}, og = oc;
+        oc.u.embed = (struct nlpd_op_embed){F(&p.c, out), F(&p.c, w), F(&p.c, ps), F(&p.c, ty), I(&p.c, i0),
+                                            I(&p.c, i1), I(&p.c, i2), T, D, 10, 6, 2, 0.0f};
+        og.u.embed = (struct nlpd_op_embed){F(&p.g, out), F(&p.g, w), F(&p.g, ps), F(&p.g, ty), I(&p.g, i0),
+                                            I(&p.g, i1), I(&p.g, i2), T, D, 10, 6, 2, 0.0f};
+        expect_same_error(&p, &oc, &og);
+    }
+    int32_t idx[4] = {1, 5, 0, 9};
+    size_t ix = put(&p, idx, sizeof idx), dst = put(&p, NULL, 4 * D * 4);
+    struct nlpd_op oc = {.kind = NLPD_OP_GATHER_ROWS}, og = oc;
+    oc.u.gather_rows = (struct nlpd_op_gather_rows){F(&p.c, dst), F(&p.c, w), I(&p.c, ix), 4, D, 5, D, D};
+    og.u.gather_rows = (struct nlpd_op_gather_rows){F(&p.g, dst), F(&p.g, w), I(&p.g, ix), 4, D, 5, D, D};
+    expect_same_error(&p, &oc, &og);
+    /* more queued ops than error words, none bad: no error, no exhaustion */
+    int32_t good[6] = {1, 2, 3, 4, 5, 6}, z[6] = {0};
+    size_t g0 = put(&p, good, sizeof good), g1 = put(&p, z, sizeof z);
+    struct nlpd_op e = {.kind = NLPD_OP_EMBED};
+    e.u.embed = (struct nlpd_op_embed){F(&p.g, out), F(&p.g, w), F(&p.g, ps), F(&p.g, ty), I(&p.g, g0),
+                                       I(&p.g, g1), I(&p.g, g1), T, D, 10, 6, 2, 0.0f};
+    struct nlpd_error err = {0};
+    int rc = 0;
+    for (int i = 0; i < 600 && !rc; i++)
+        rc = nlpd_backend_run(gpu, &e, &err);
+    CHECK(rc == 0 && nlpd_backend_sync(gpu, &err) == 0);
+    pair_free(&p);
+}
+
+static void test_oom(void)
+{
+    struct nlpd_buffer b;
+    struct nlpd_error err = {0};
+    CHECK(nlpd_backend_alloc(gpu, (size_t)1 << 52, &b, &err) == NLPD_ENOMEM);
+    CHECK_STR_CONTAINS(err.message, "out of device memory");
+    CHECK(nlpd_backend_alloc_weights(gpu16, (size_t)1 << 52, &b, &err) == NLPD_ENOMEM);
+    CHECK(nlpd_backend_alloc(gpu, 4096, &b, &err) == 0); /* and the device is still fine */
+    nlpd_backend_buffer_free(&b);
+    CHECK(nlpd_backend_sync(gpu, &err) == 0);
+}
+
+static void test_transfers(void)
+{
+    /* larger than the staging (16 MiB), odd offsets and sizes, interleaved with small ones */
+    size_t n = (size_t)40 << 20;
+    unsigned char *src = malloc(n), *back = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        src[i] = (unsigned char)(i * 2654435761u >> 13);
+    struct nlpd_buffer b;
+    struct nlpd_error err = {0};
+    CHECK(nlpd_backend_alloc(gpu, n + 64, &b, &err) == 0);
+    if (b.ptr) {
+        CHECK(nlpd_backend_upload(&b, 3, src, n - 7) == 0);
+        for (int i = 0; i < 100; i++)
+            CHECK(nlpd_backend_upload(&b, (size_t)i * 1000 + 5, src + i, 17) == 0);
+        memset(back, 0, n);
+        CHECK(nlpd_backend_download(&b, 3, back, n - 7) == 0);
+        int ok = 1;
+        for (int i = 0; i < 100 && ok; i++)
+            ok = !memcmp(back + (size_t)i * 1000 + 2, src + i, 17);
+        for (int i = 0; i < 100; i++) /* restore what the small uploads overwrote, then compare everything */
+            memcpy(back + (size_t)i * 1000 + 2, src + (size_t)i * 1000 + 2, 17);
+        CHECK(ok && !memcmp(back, src, n - 7));
+        CHECK(nlpd_backend_upload(&b, n, src, 65) == NLPD_ERANGE);
+        nlpd_backend_buffer_free(&b);
+    }
+    free(src);
+    free(back);
+}
+
+/* ------------------------------------------------------------------------------------ half precision ---- */
+
+static void half_cases(struct nlpd_backend *g, double tol)
+{
+    matmul_case(g, 1, 128, 256, 768, 0, 0, 1, NLPD_ACT_GELU, tol);
+    matmul_case(g, 1, 33, 70, 48, 1, 3, 1, NLPD_ACT_TANH, tol); /* tied output projection shape (b^T) */
+    matmul_case(g, 0, 40, 64, 96, 0, 0, 1, NLPD_ACT_NONE, 1e-5); /* b not a weight: stays fp32 */
+    attention_case(g, tol);
+    attention_kv_case(g, 1, 1, 1, tol);
+}
+
+static void test_fp16(void)
+{
+    half_cases(gpu16, 5e-3);
+}
+
+static void test_bf16(void)
+{
+    half_cases(gpub16, 4e-2);
+}
+
+/* ------------------------------------------------------------------------------------ whole models ---- */
+
+static int32_t *ints2d(json_t *a, int *rows, int *cols)
+{
+    *rows = (int)json_array_size(a);
+    *cols = *rows ? (int)json_array_size(json_array_get(a, 0)) : 0;
+    int32_t *v = calloc((size_t)(*rows) * (*cols) + 1, sizeof *v);
+    for (int r = 0; r < *rows; r++)
+        for (int c = 0; c < *cols; c++)
+            v[(size_t)r * *cols + c] = (int32_t)json_integer_value(json_array_get(json_array_get(a, r), c));
+    return v;
+}
+
+/* The golden batch through the encoder on CUDA; returns max |logit - golden| (-1 on failure). */
+static double model_parity(const char *name, const char *dtype)
+{
+    char dir[256], path[300];
+    snprintf(dir, sizeof dir, FIX "%s", name);
+    snprintf(path, sizeof path, "%s/golden.json", dir);
+    json_error_t je;
+    json_t *g = json_load_file(path, 0, &je);
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_opts opts = {.backend = "cuda", .threads = 1, .dtype = dtype};
+    struct nlpd_encoder *enc = g ? nlpd_encoder_load(dir, &opts, &err) : NULL;
+    if (!enc) {
+        fprintf(stderr, "%s: %s\n", name, g ? err.message : je.text);
+        json_decref(g);
+        return -1;
+    }
+    int token = nlpd_encoder_task(enc) == NLPD_HF_TASK_TOKEN_CLS, NL = nlpd_encoder_num_labels(enc);
+    json_t *batch = json_object_get(g, "batch");
+    int B, S, b2, s2;
+    int32_t *ids = ints2d(json_object_get(batch, "input_ids"), &B, &S);
+    int32_t *mask = ints2d(json_object_get(batch, "attention_mask"), &b2, &s2);
+    int32_t *types = json_object_get(batch, "token_type_ids")
+                         ? ints2d(json_object_get(batch, "token_type_ids"), &b2, &s2)
+                         : NULL;
+    struct nlpd_encoder_ws *ws = nlpd_encoder_ws_new(enc, B, S, &err);
+    size_t rows = token ? (size_t)B * S : (size_t)B;
+    float *logits = calloc(rows * NL, sizeof(float));
+    struct nlpd_encoder_input in = {B, S, ids, mask, types};
+    struct nlpd_encoder_output out = {.logits = logits};
+    double worst = -1;
+    if (ws && nlpd_encoder_forward(enc, ws, &in, &out, &err) == 0) {
+        worst = 0;
+        json_t *bl = json_object_get(g, "batch_logits");
+        for (int b = 0; b < B; b++)
+            for (int s = 0; s < (token ? S : 1); s++) {
+                if (token && !mask[(size_t)b * S + s])
+                    continue;
+                json_t *row = token ? json_array_get(json_array_get(bl, b), s) : json_array_get(bl, b);
+                for (int l = 0; l < NL; l++) {
+                    double want = json_number_value(json_array_get(row, l));
+                    double got = logits[((size_t)b * (token ? S : 1) + s) * NL + l];
+                    double d = fabs(got - want);
+                    worst = d > worst || d != d ? (d != d ? INFINITY : d) : worst;
+                }
+            }
+    } else {
+        fprintf(stderr, "%s (%s): %s\n", name, dtype, err.message);
+    }
+    free(logits);
+    free(ids);
+    free(mask);
+    free(types);
+    nlpd_encoder_ws_free(ws);
+    nlpd_encoder_free(enc);
+    json_decref(g);
+    return worst;
+}
+
+static const char *models[] = {"bert-seq-cls", "bert-token-cls", "distilbert-seq-cls", "xlm-roberta-seq-cls"};
+
+static void test_models(void)
+{
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        double f32 = model_parity(models[i], "fp32"), f16 = model_parity(models[i], "fp16");
+        double bf = model_parity(models[i], "bf16");
+        printf("model %-20s max |logit - golden|: fp32 %.3g, fp16 %.3g, bf16 %.3g\n", models[i], f32, f16, bf);
+        CHECK(f32 >= 0 && f32 <= 1e-4 * 2); /* goldens' own tolerance: atol 1e-4 + rtol 1e-4 (|logits| < 1) */
+        CHECK(f16 >= 0 && isfinite(f16));   /* reported; the op tests above bound the precision */
+        CHECK(bf >= 0 && isfinite(bf));
+    }
+}
+
+int main(void)
+{
+    if (!getenv("NLPD_LIBDIR"))
+        setenv("NLPD_LIBDIR", "build", 0);
+    RUN(test_selection);
+    struct nlpd_error err = {0};
+    struct nlpd_backend_opts o = {.name = "cuda", .threads = 1};
+    cpu = nlpd_backend_new("cpu", 1, &err);
+    gpu = nlpd_backend_new_opts(&o, &err);
+    if (!gpu) {
+        snprintf(skip_why, sizeof skip_why, "%s", err.message);
+        printf("skipped: no CUDA device/driver (%s)\n", skip_why);
+        nlpd_backend_free(cpu);
+        return TEST_REPORT();
+    }
+    printf("cuda: %s\n", nlpd_backend_reason(gpu));
+    o.dtype = NLPD_DTYPE_F16;
+    gpu16 = nlpd_backend_new_opts(&o, &err);
+    o.dtype = NLPD_DTYPE_BF16;
+    gpub16 = nlpd_backend_new_opts(&o, &err);
+    CHECK(gpu16 && gpub16);
+    RUN(test_matmul);
+    RUN(test_bias_act);
+    RUN(test_layer_norm);
+    RUN(test_softmax);
+    RUN(test_attention);
+    RUN(test_attention_kv);
+    RUN(test_gather_rows);
+    RUN(test_embed);
+    RUN(test_bad_indices);
+    RUN(test_transfers);
+    if (gpu16 && gpub16) {
+        RUN(test_oom);
+        RUN(test_fp16);
+        RUN(test_bf16);
+    }
+    RUN(test_models);
+    nlpd_backend_free(gpu);
+    nlpd_backend_free(gpu16);
+    nlpd_backend_free(gpub16);
+    nlpd_backend_free(cpu);
+    return TEST_REPORT();
+}
