@@ -1,10 +1,13 @@
 /* nlpd side of bench/encoder: times nlpd_encoder_forward on one batch (median of RUNS after a warm-up), and
  * OpenBLAS sgemm alone on the same four matrix shapes of a layer, so the encoder's GFLOP/s can be read against
  * the GEMM ceiling of this machine. Writes the ids/mask it used and the logits for the PyTorch side.
- * usage: bench_encoder MODEL_DIR IDS_OUT LOGITS_OUT BATCH SEQ RUNS THREADS */
+ * usage: bench_encoder MODEL_DIR IDS_OUT LOGITS_OUT BATCH SEQ RUNS THREADS [BACKEND [DTYPE]]
+ * BACKEND: cpu (default) | cuda | auto; DTYPE: fp32 (default) | fp16 | bf16. On CUDA the sgemm reference is
+ * skipped (it measures the host CPU) and each timed run ends with the logits downloaded (a full sync). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "encoder.h"
@@ -28,17 +31,25 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+static void log_backend(const char *line)
+{
+    fprintf(stderr, "%s\n", line);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 8) {
-        fprintf(stderr, "usage: %s MODEL_DIR IDS_OUT LOGITS_OUT BATCH SEQ RUNS THREADS\n", argv[0]);
+    if (argc < 8 || argc > 10) {
+        fprintf(stderr, "usage: %s MODEL_DIR IDS_OUT LOGITS_OUT BATCH SEQ RUNS THREADS [BACKEND [DTYPE]]\n", argv[0]);
         return 2;
     }
     int B = atoi(argv[4]), S = atoi(argv[5]), runs = atoi(argv[6]), threads = atoi(argv[7]);
     if (B <= 0 || S <= 0 || runs <= 0 || runs > 1000)
         return 2;
     struct nlpd_error err = {0};
-    struct nlpd_encoder_opts opts = {.threads = threads};
+    const char *backend = argc > 8 ? argv[8] : "cpu", *dtype = argc > 9 ? argv[9] : "fp32";
+    int on_cpu = !strcmp(backend, "cpu");
+    struct nlpd_encoder_opts opts = {.threads = threads, .backend = backend, .dtype = dtype};
+    nlpd_kernels_set_logger(log_backend); /* which backend ran it, and why */
     double t0 = now();
     struct nlpd_encoder *enc = nlpd_encoder_load(argv[1], &opts, &err);
     if (!enc) {
@@ -82,7 +93,7 @@ int main(int argc, char **argv)
     double *times = malloc((size_t)runs * sizeof *times), *gtimes = malloc((size_t)(runs + 1) * sizeof *gtimes);
     for (int i = -1; i < runs; i++) { /* i = -1 warms sgemm up */
         t0 = now();
-        for (int s = 0; s < 4; s++)
+        for (int s = 0; s < 4 && on_cpu; s++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, a,
                         shapes[s][2], b, shapes[s][1], 0.0f, cc, shapes[s][1]);
         gtimes[i + 1] = now() - t0;
@@ -105,9 +116,10 @@ int main(int argc, char **argv)
     double sgemm_s = median(gtimes + 1, runs);
     double flops = nlpd_encoder_flops(enc, B, S);
     printf("], \"nlpd_median_s\": %.6f, \"nlpd_seq_per_s\": %.3f, \"nlpd_gflops\": %.2f, \"sgemm_gflops\": %.2f, "
-           "\"load_s\": %.3f, \"simd\": \"%s\", \"threads\": %d, \"gflop_per_batch\": %.2f}\n",
-           enc_s, B / enc_s, flops * 1e-9 / enc_s, gflop / sgemm_s, load_s, nlpd_kernels_cpu_simd(),
-           openblas_get_num_threads(), flops * 1e-9);
+           "\"load_s\": %.3f, \"simd\": \"%s\", \"threads\": %d, \"gflop_per_batch\": %.2f, "
+           "\"backend\": \"%s\", \"dtype\": \"%s\", \"batch\": %d, \"seq\": %d, \"latency_ms\": %.3f}\n",
+           enc_s, B / enc_s, flops * 1e-9 / enc_s, on_cpu ? gflop / sgemm_s : 0.0, load_s, nlpd_kernels_cpu_simd(),
+           openblas_get_num_threads(), flops * 1e-9, backend, dtype, B, S, enc_s * 1e3);
     free(a);
     free(b);
     free(cc);

@@ -20,6 +20,55 @@ FFN=${FFN:-3072}
 PY=/usr/bin/python3 # Debian's python, where python3-torch lives
 OUT=build/bench-encoder
 MODEL=$OUT/bert-L$LAYERS-H$HIDDEN-A$HEADS-F$FFN
+BENCH_BACKEND=${BENCH_BACKEND:-cpu}
+
+# --- GPU: BENCH_BACKEND=cuda [BENCH_DTYPES="fp32 fp16"] [BATCHES="1 32 128"] [BENCH_BIN=build/bench/bench_encoder] ---
+# nlpd's CUDA backend at each batch size and dtype (seq SEQ), against PyTorch on the same GPU when python3 has
+# torch with CUDA, else against published TensorRT A100 figures (printed as published, not measured).
+if [ "$BENCH_BACKEND" != cpu ]; then
+    PY=python3 # the GPU machines' python (torch with CUDA, numpy); Debian's where python3 has no numpy
+    python3 -c "import numpy" 2> /dev/null || PY=/usr/bin/python3
+    BIN=${BENCH_BIN:-build/bench/bench_encoder}
+    export NLPD_LIBDIR=${NLPD_LIBDIR:-$PWD/build} # libnlpd_cuda.so
+    [ -x "$BIN" ] || make --no-print-directory -j"$(nproc)" "$BIN" > /dev/null
+    mkdir -p "$OUT"
+    if [ ! -f "$MODEL/model.safetensors" ]; then
+        echo "== writing the random-weight model to $MODEL"
+        $PY bench/encoder/gen_model.py "$MODEL" --layers "$LAYERS" --hidden "$HIDDEN" --heads "$HEADS" --ffn "$FFN"
+    fi
+    TORCH_GPU=0
+    $PY -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2> /dev/null && TORCH_GPU=1
+    : > "$OUT/gpu.jsonl"
+    for dt in ${BENCH_DTYPES:-fp32 fp16}; do
+        for b in ${BATCHES:-1 32 128}; do
+            echo "== nlpd $BENCH_BACKEND $dt batch $b x seq $SEQ, $RUNS runs"
+            "$BIN" "$MODEL" "$OUT/ids.bin" "$OUT/logits.bin" "$b" "$SEQ" "$RUNS" 1 "$BENCH_BACKEND" "$dt" |
+                sed 's/^{/{"engine": "nlpd", /' | tee -a "$OUT/gpu.jsonl"
+            if [ "$TORCH_GPU" = 1 ]; then
+                echo "== PyTorch cuda $dt batch $b"
+                $PY bench/encoder/torch_bench.py "$MODEL" "$OUT/ids.bin" "$OUT/logits.bin" "$b" "$SEQ" "$RUNS" 1 cuda "$dt" |
+                    sed "s/^{/{\"engine\": \"torch\", \"dtype\": \"$dt\", \"batch\": $b, /" | tee -a "$OUT/gpu.jsonl"
+            fi
+        done
+    done
+    $PY - "$OUT/gpu.jsonl" "$SEQ" "$TORCH_GPU" "L=$LAYERS H=$HIDDEN A=$HEADS FFN=$FFN" << 'PYEOF'
+import json, sys
+rows = [json.loads(x) for x in open(sys.argv[1]) if x.strip()]
+seq, torch_gpu = sys.argv[2], sys.argv[3] == "1"
+print()
+print(f"encoder {sys.argv[4]}, seq {seq}, medians of the timed runs")
+print("| engine  | dtype | batch | latency ms | sequences/s | max abs logit diff vs nlpd |")
+print("|---------|-------|------:|-----------:|------------:|---------------------------:|")
+for r in rows:
+    s = r.get("nlpd_median_s", r.get("torch_median_s"))
+    d = f"{r['max_abs_diff']:.3g}" if "max_abs_diff" in r else ""
+    print(f"| {r['engine']:7} | {r['dtype']:5} | {r['batch']:5} | {s * 1e3:10.3f} | {r['batch'] / s:11.1f} | {d:>26} |")
+if not torch_gpu:
+    print("PyTorch with CUDA is not available here. Published TensorRT figures on an A100 (BERT-base, seq 128; "
+          "published by NVIDIA, NOT measured here): fp16 batch 32: 4.10 ms; int8 batch 32: 2.27 ms.")
+PYEOF
+    exit 0
+fi
 
 if ! $PY -c 'import torch, numpy' 2> /dev/null; then
     echo "== installing python3-torch (PyTorch baseline)"

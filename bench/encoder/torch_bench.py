@@ -70,9 +70,9 @@ class Bert(nn.Module):
 
     def forward(self, ids, mask):
         s = ids.shape[1]
-        x = self.word(ids) + self.types(torch.zeros_like(ids)) + self.pos(torch.arange(s).unsqueeze(0))
+        x = self.word(ids) + self.types(torch.zeros_like(ids)) + self.pos(torch.arange(s, device=ids.device).unsqueeze(0))
         x = self.ln(x)
-        bias = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        bias = (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         for layer in self.layers:
             x = layer(x, bias)
         return self.cls(torch.tanh(self.pool(x[:, 0])))
@@ -103,21 +103,29 @@ class Bert(nn.Module):
 def main():
     model_dir, ids_file, nlpd_logits = sys.argv[1:4]
     batch, seq, runs, threads = (int(x) for x in sys.argv[4:8])
+    # optional: DEVICE (cpu | cuda) and DTYPE (fp32 | fp16 | bf16), for the GPU baseline of --backend cuda
+    device = sys.argv[8] if len(sys.argv) > 8 else "cpu"
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[sys.argv[9] if len(sys.argv) > 9 else "fp32"]
     torch.set_num_threads(threads)
     cfg = json.load(open(model_dir + "/config.json"))
     m = Bert(cfg).eval()
     m.load(load_safetensors(model_dir + "/model.safetensors"))
+    m = m.to(device=device, dtype=dtype)
     raw = np.fromfile(ids_file, dtype="<i4").reshape(2, batch, seq)
-    ids, mask = torch.from_numpy(raw[0].astype(np.int64)), torch.from_numpy(raw[1].astype(np.int64))
+    ids = torch.from_numpy(raw[0].astype(np.int64)).to(device)
+    mask = torch.from_numpy(raw[1].astype(np.int64)).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     times = []
     with torch.inference_mode():
         logits = m(ids, mask)  # warm-up
+        sync()
         for _ in range(runs):
             t = time.perf_counter()
             logits = m(ids, mask)
+            sync()
             times.append(time.perf_counter() - t)
     ref = np.fromfile(nlpd_logits, dtype="<f4").reshape(logits.shape)
-    diff = float(np.abs(ref - logits.numpy()).max())
+    diff = float(np.abs(ref - logits.float().cpu().numpy()).max())
     print(json.dumps({"torch_median_s": statistics.median(times), "torch_times": times, "max_abs_diff": diff,
                       "torch": torch.__version__, "threads": torch.get_num_threads()}))
 
