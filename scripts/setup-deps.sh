@@ -15,6 +15,9 @@ PKGS="$PKGS libopenblas-dev"
 PKGS="$PKGS fasttext redis-server"
 # Kafka test peers: kcat (a real client, as a user would try nlpd) and python3-avro (an independent Avro decoder).
 PKGS="$PKGS kcat python3-avro"
+# python3-sentencepiece: the reference for the SentencePiece / Marian tokenizer parity tests
+# (tests/models/test_spm_parity.sh runs it with /usr/bin/python3).
+PKGS="$PKGS python3-sentencepiece"
 # Scripts and test corpora: python3 (corpus and bench scripts), gettext + libglib2.0-data (translation catalogues
 # the multilingual corpus is extracted from).
 PKGS="$PKGS python3 gettext libglib2.0-data"

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "protobuf.h"
 #include "tokenizer_internal.h"
 
 #define MAX_FILE (1u << 30)
@@ -290,63 +291,6 @@ static int load_bert(const char *dir, struct nlpd_tokenizer *t, const struct con
 
 /* ------------------------------------------------------------------ sentencepiece ModelProto */
 
-struct pb {
-    const uint8_t *p, *end;
-};
-
-static int pb_varint(struct pb *b, uint64_t *v)
-{
-    *v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (b->p >= b->end)
-            return -1;
-        uint8_t x = *b->p++;
-        *v |= (uint64_t)(x & 0x7f) << shift;
-        if (!(x & 0x80))
-            return 0;
-    }
-    return -1;
-}
-
-/* Reads one field header and, for length-delimited fields, the payload; skips others. */
-static int pb_field(struct pb *b, uint32_t *field, uint32_t *wt, uint64_t *val, struct pb *sub)
-{
-    uint64_t key;
-    if (pb_varint(b, &key) < 0)
-        return -1;
-    *field = (uint32_t)(key >> 3);
-    *wt = (uint32_t)(key & 7);
-    switch (*wt) {
-    case 0:
-        return pb_varint(b, val);
-    case 1:
-        if (b->end - b->p < 8)
-            return -1;
-        *val = 0;
-        for (int i = 0; i < 8; i++)
-            *val |= (uint64_t)b->p[i] << (8 * i);
-        b->p += 8;
-        return 0;
-    case 2: {
-        uint64_t n;
-        if (pb_varint(b, &n) < 0 || n > (uint64_t)(b->end - b->p))
-            return -1;
-        sub->p = b->p;
-        sub->end = b->p + n;
-        b->p += n;
-        return 0;
-    }
-    case 5:
-        if (b->end - b->p < 4)
-            return -1;
-        *val = (uint64_t)b->p[0] | (uint64_t)b->p[1] << 8 | (uint64_t)b->p[2] << 16 | (uint64_t)b->p[3] << 24;
-        b->p += 4;
-        return 0;
-    default:
-        return -1;
-    }
-}
-
 struct spm_piece {
     const char *s;
     size_t len;
@@ -361,7 +305,7 @@ static int load_spm(const char *dir, struct nlpd_tokenizer *t, const struct conf
     char *data = read_all(dir, file, &len, err);
     if (!data)
         return err ? err->code : NLPD_EIO;
-    struct pb b = {(const uint8_t *)data, (const uint8_t *)data + len};
+    struct nlpd_pb b = {(const uint8_t *)data, (const uint8_t *)data + len};
     struct spm_piece *pieces = NULL;
     size_t np = 0, cap = 0;
     const uint8_t *charsmap = NULL;
@@ -370,8 +314,8 @@ static int load_spm(const char *dir, struct nlpd_tokenizer *t, const struct conf
     while (b.p < b.end) {
         uint32_t f, wt;
         uint64_t v;
-        struct pb sub = {0};
-        if (pb_field(&b, &f, &wt, &v, &sub) < 0) {
+        struct nlpd_pb sub = {0};
+        if (nlpd_pb_field(&b, &f, &wt, &v, &sub) < 0) {
             rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: corrupt protobuf (ModelProto)", file);
             goto out;
         }
@@ -381,8 +325,8 @@ static int load_spm(const char *dir, struct nlpd_tokenizer *t, const struct conf
             while (sub.p < sub.end) {
                 uint32_t f2, wt2;
                 uint64_t v2;
-                struct pb s2 = {0};
-                if (pb_field(&sub, &f2, &wt2, &v2, &s2) < 0) {
+                struct nlpd_pb s2 = {0};
+                if (nlpd_pb_field(&sub, &f2, &wt2, &v2, &s2) < 0) {
                     rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: corrupt protobuf (pieces[%zu])", file, np);
                     goto out;
                 }
@@ -419,8 +363,8 @@ static int load_spm(const char *dir, struct nlpd_tokenizer *t, const struct conf
             while (sub.p < sub.end) {
                 uint32_t f2, wt2;
                 uint64_t v2;
-                struct pb s2 = {0};
-                if (pb_field(&sub, &f2, &wt2, &v2, &s2) < 0) {
+                struct nlpd_pb s2 = {0};
+                if (nlpd_pb_field(&sub, &f2, &wt2, &v2, &s2) < 0) {
                     rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: corrupt protobuf (normalizer_spec)", file);
                     goto out;
                 }
