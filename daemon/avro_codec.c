@@ -183,8 +183,10 @@ static int fill(avro_value_t *v, const struct nlpd_item *item, const struct nlpd
     TRY(field(v, "id", &f));
     TRY(avro_value_set_branch(&f, item->id ? 1 : 0, &b));
     TRY(item->id ? avro_value_set_string(&b, item->id) : avro_value_set_null(&b));
+    size_t in_len;
+    const char *in = nlpd_record_input_text(r, &in_len);
     TRY(field(v, "text", &f));
-    TRY(avro_value_set_string_len(&f, r->text, r->text_len + 1));
+    TRY(avro_value_set_string_len(&f, in, in_len + 1));
 
     avro_value_t src;
     TRY(set_optional(v, "source", item->source.set, &src));
@@ -201,7 +203,14 @@ static int fill(avro_value_t *v, const struct nlpd_item *item, const struct nlpd
     }
     avro_value_t lang, sent;
     TRY(set_label(v, "lang", "code", r->lang.code, r->lang.score, r->lang.set, &lang));
-    TRY(set_optional(v, "translation", 0, NULL));
+    avro_value_t tr;
+    TRY(set_optional(v, "translation", r->translation.set, &tr));
+    if (r->translation.set) {
+        TRY(field(&tr, "text", &f));
+        TRY(avro_value_set_string_len(&f, r->translation.text, r->translation.text_len + 1));
+        TRY(set_string(&tr, "source_lang", r->translation.source_lang));
+        TRY(set_string(&tr, "target_lang", r->translation.target_lang));
+    }
     TRY(set_label(v, "sentiment", "label", r->sentiment.label, r->sentiment.score, r->sentiment.set, &sent));
     if (r->sentiment.set)
         TRY(fill_scores(&sent, &r->sentiment));

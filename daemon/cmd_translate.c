@@ -10,33 +10,7 @@
 #include "cmd_model.h"
 #include "json_out.h"
 #include "marian.h"
-#if __has_include("marian_tok.h") /* TEMPORARY while the tokenizer lands */
 #include "marian_tok.h"
-#else
-struct nlpd_marian_tok;
-static struct nlpd_marian_tok *nlpd_marian_tok_load(const char *d, struct nlpd_error *e)
-{
-    (void)d;
-    nlpd_error_set(e, NLPD_ENOTFOUND, 0, "no Marian tokenizer in this build");
-    return NULL;
-}
-static void nlpd_marian_tok_free(struct nlpd_marian_tok *t)
-{
-    (void)t;
-}
-static int nlpd_marian_tok_encode(const struct nlpd_marian_tok *t, const char *s, size_t l, size_t m, int32_t **i,
-                                  size_t *n, struct nlpd_error *e)
-{
-    (void)t, (void)s, (void)l, (void)m, (void)i, (void)n, (void)e;
-    return -1;
-}
-static int nlpd_marian_tok_decode(const struct nlpd_marian_tok *t, const int32_t *i, size_t n, int k, char **s,
-                                  size_t *l, struct nlpd_error *e)
-{
-    (void)t, (void)i, (void)n, (void)k, (void)s, (void)l, (void)e;
-    return -1;
-}
-#endif
 
 #define BATCH_MAX 1024
 
@@ -235,10 +209,11 @@ static void read_item(struct item *it, const char *line, size_t len, const struc
     json_t *text = json_object_get(root, "text"), *ids = json_object_get(root, "input_ids");
     if (json_is_string(text)) {
         struct nlpd_error err = {0};
+        size_t cap = 0;
         if (!tok)
             it->error = dupf(tok_error);
         else if (nlpd_marian_tok_encode(tok, json_string_value(text), json_string_length(text), (size_t)max_pos,
-                                        &it->ids, &it->n, &err))
+                                        &it->ids, &it->n, &cap, &err))
             it->error = dupf(err.message);
     } else if (json_is_array(ids) && json_array_size(ids) > 0 && json_array_size(ids) <= (size_t)max_pos) {
         it->n = json_array_size(ids);

@@ -114,10 +114,24 @@ struct nlpd_moderation_result {
     struct nlpd_mod_category *cats; /* owned by the record: use nlpd_record_add_category() */
 };
 
+/* A machine translation. With `feeds` set, later stages read it: rec->text points at the translation and the
+ * input text is kept in input_text (what the output's "text" field shows). */
+struct nlpd_translation_result {
+    int set;
+    char *text; /* owned by the record: use nlpd_record_set_translation() */
+    size_t text_len;
+    char source_lang[NLPD_LANG_CODE_MAX];
+    char target_lang[NLPD_LANG_CODE_MAX];
+    int feeds;
+    const char *input_text;
+    size_t input_text_len;
+};
+
 struct nlpd_record {
-    const char *text; /* valid UTF-8, NUL-terminated, text_len bytes */
+    const char *text; /* valid UTF-8, NUL-terminated, text_len bytes: what the next stage reads */
     size_t text_len;
     struct nlpd_lang_result lang;
+    struct nlpd_translation_result translation;
     struct nlpd_label_result sentiment;
     struct nlpd_entities_result entities;
     struct nlpd_moderation_result moderation;
@@ -144,6 +158,11 @@ int nlpd_record_add_entity(struct nlpd_record *rec, const char *group, float sco
                            int32_t start, int32_t end, int32_t index, const char *source);
 /* Adds (or, for an existing name, raises to the max score and ORs flagged) one category; updates flagged. */
 int nlpd_record_add_category(struct nlpd_record *rec, const char *name, const char *label, float score, int flagged);
+/* Sets the translation (text copied); feeds: later stages read it instead of the input text. */
+int nlpd_record_set_translation(struct nlpd_record *rec, const char *text, size_t len, const char *source_lang,
+                                const char *target_lang, int feeds);
+/* The record's input text (not a translation that later stages read). */
+const char *nlpd_record_input_text(const struct nlpd_record *rec, size_t *len);
 /* Frees what the helpers above allocated and clears the results. */
 void nlpd_record_free_results(struct nlpd_record *rec);
 
@@ -165,6 +184,7 @@ enum {
     NLPD_RESULT_SENTIMENT = 1 << 1,
     NLPD_RESULT_ENTITIES = 1 << 2,
     NLPD_RESULT_MODERATION = 1 << 3,
+    NLPD_RESULT_TRANSLATION = 1 << 4,
 };
 
 struct nlpd_stage_plugin {

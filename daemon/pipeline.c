@@ -20,8 +20,10 @@ extern const struct nlpd_stage_plugin nlpd_stage_langid;
 extern const struct nlpd_stage_plugin nlpd_stage_sentiment;
 extern const struct nlpd_stage_plugin nlpd_stage_ner;
 extern const struct nlpd_stage_plugin nlpd_stage_moderation;
+extern const struct nlpd_stage_plugin nlpd_stage_translate;
 
-static const struct nlpd_stage_plugin *const builtin[] = {&nlpd_stage_langid, &nlpd_stage_sentiment, &nlpd_stage_ner,
+static const struct nlpd_stage_plugin *const builtin[] = {&nlpd_stage_langid, &nlpd_stage_translate,
+                                                          &nlpd_stage_sentiment, &nlpd_stage_ner,
                                                           &nlpd_stage_moderation};
 
 #define NBUILTIN (sizeof builtin / sizeof builtin[0])

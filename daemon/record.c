@@ -109,8 +109,54 @@ int nlpd_record_add_category(struct nlpd_record *rec, const char *name, const ch
     return 0;
 }
 
+int nlpd_record_set_translation(struct nlpd_record *rec, const char *text, size_t len, const char *source_lang,
+                                const char *target_lang, int feeds)
+{
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return NLPD_ENOMEM;
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    struct nlpd_translation_result *t = &rec->translation;
+    if (t->input_text) { /* the record read an earlier translation: back to the input text first */
+        rec->text = t->input_text;
+        rec->text_len = t->input_text_len;
+        t->input_text = NULL;
+    }
+    free(t->text);
+    t->set = 1;
+    t->text = copy;
+    t->text_len = len;
+    snprintf(t->source_lang, sizeof t->source_lang, "%s", source_lang ? source_lang : "");
+    snprintf(t->target_lang, sizeof t->target_lang, "%s", target_lang ? target_lang : "");
+    t->feeds = feeds;
+    if (feeds) {
+        t->input_text = rec->text;
+        t->input_text_len = rec->text_len;
+        rec->text = copy;
+        rec->text_len = len;
+    }
+    return 0;
+}
+
+const char *nlpd_record_input_text(const struct nlpd_record *rec, size_t *len)
+{
+    if (rec->translation.input_text) {
+        *len = rec->translation.input_text_len;
+        return rec->translation.input_text;
+    }
+    *len = rec->text_len;
+    return rec->text;
+}
+
 void nlpd_record_free_results(struct nlpd_record *rec)
 {
+    if (rec->translation.input_text) {
+        rec->text = rec->translation.input_text;
+        rec->text_len = rec->translation.input_text_len;
+    }
+    free(rec->translation.text);
+    memset(&rec->translation, 0, sizeof rec->translation);
     free(rec->sentiment.scores);
     rec->sentiment.scores = NULL;
     rec->sentiment.nscores = 0;
@@ -353,14 +399,16 @@ void nlpd_item_encode_json(const struct nlpd_item *item, const struct nlpd_model
                            double now, struct nlpd_buf *out)
 {
     const struct nlpd_record *r = &item->rec;
-    nlpd_buf_reserve(out, r->text_len + 512);
+    nlpd_buf_reserve(out, r->text_len + r->translation.text_len + 512);
     nlpd_buf_puts(out, "{\"id\":");
     if (item->id)
         nlpd_buf_json_string(out, item->id, strlen(item->id));
     else
         nlpd_buf_puts(out, "null");
+    size_t in_len;
+    const char *in = nlpd_record_input_text(r, &in_len);
     nlpd_buf_puts(out, ",\"text\":");
-    nlpd_buf_json_string(out, r->text, r->text_len);
+    nlpd_buf_json_string(out, in, in_len);
     if (item->source.set) {
         nlpd_buf_puts(out, ",\"source\":{\"topic\":");
         nlpd_buf_json_string(out, item->source.topic, strlen(item->source.topic));
@@ -374,7 +422,18 @@ void nlpd_item_encode_json(const struct nlpd_item *item, const struct nlpd_model
         nlpd_buf_puts(out, ",\"source\":null");
     }
     encode_label(out, "lang", "code", r->lang.code, r->lang.score, r->lang.set);
-    nlpd_buf_puts(out, ",\"translation\":null");
+    if (r->translation.set) {
+        const struct nlpd_translation_result *t = &r->translation;
+        nlpd_buf_puts(out, ",\"translation\":{\"text\":");
+        nlpd_buf_json_string(out, t->text, t->text_len);
+        nlpd_buf_puts(out, ",\"source_lang\":");
+        nlpd_buf_json_string(out, t->source_lang, strlen(t->source_lang));
+        nlpd_buf_puts(out, ",\"target_lang\":");
+        nlpd_buf_json_string(out, t->target_lang, strlen(t->target_lang));
+        nlpd_buf_puts(out, "}");
+    } else {
+        nlpd_buf_puts(out, ",\"translation\":null");
+    }
     encode_label(out, "sentiment", "label", r->sentiment.label, r->sentiment.score, r->sentiment.set);
     if (r->sentiment.set && r->sentiment.nscores) {
         out->len--; /* reopen the sentiment object */

@@ -6,8 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "record.h"
+
 #define VERSION 1
 #define STR_MAX 65535
+#define TRANSLATION_MAX (1u << 26)
 
 static void put_u8(struct nlpd_buf *b, unsigned v)
 {
@@ -46,6 +49,17 @@ void nlpd_results_encode(const struct nlpd_record *r, unsigned results, struct n
         if (r->lang.set) {
             put_str(out, r->lang.code);
             put_f32(out, r->lang.score);
+        }
+    }
+    if (results & NLPD_RESULT_TRANSLATION) {
+        const struct nlpd_translation_result *t = &r->translation;
+        put_u8(out, (unsigned)t->set);
+        if (t->set) {
+            put_u32(out, (uint32_t)t->text_len);
+            nlpd_buf_append(out, t->text, t->text_len);
+            put_str(out, t->source_lang);
+            put_str(out, t->target_lang);
+            put_u8(out, (unsigned)t->feeds);
         }
     }
     if (results & NLPD_RESULT_SENTIMENT) {
@@ -155,6 +169,24 @@ int nlpd_results_decode(struct nlpd_record *rec, unsigned results, const unsigne
         get_str(&r, t.lang.code, sizeof t.lang.code);
         t.lang.score = get_f32(&r);
     }
+    const unsigned char *tr_text = NULL;
+    size_t tr_len = 0;
+    unsigned tr_feeds = 0;
+    char tr_src[NLPD_LANG_CODE_MAX], tr_tgt[NLPD_LANG_CODE_MAX];
+    if ((results & NLPD_RESULT_TRANSLATION) && (t.translation.set = (int)get_u8(&r)) && !r.bad) {
+        tr_len = get_u32(&r);
+        if (tr_len > TRANSLATION_MAX || (size_t)(r.end - r.p) < tr_len) {
+            r.bad = 1;
+        } else { /* kept in place: copied into the record only once the whole value checked out */
+            tr_text = r.p;
+            r.p += tr_len;
+        }
+        get_str(&r, tr_src, sizeof tr_src);
+        get_str(&r, tr_tgt, sizeof tr_tgt);
+        tr_feeds = get_u8(&r);
+        if (tr_text && (memchr(tr_text, '\0', tr_len) || nlpd_utf8_invalid_at((const char *)tr_text, tr_len) >= 0))
+            r.bad = 1;
+    }
     if ((results & NLPD_RESULT_SENTIMENT) && (t.sentiment.set = (int)get_u8(&r)) && !r.bad) {
         get_str(&r, t.sentiment.label, sizeof t.sentiment.label);
         t.sentiment.score = get_f32(&r);
@@ -205,6 +237,11 @@ int nlpd_results_decode(struct nlpd_record *rec, unsigned results, const unsigne
         t.moderation.route = (int)route;
     }
     if (r.bad || r.p != r.end) {
+        nlpd_record_free_results(&t);
+        return -1;
+    }
+    if ((results & NLPD_RESULT_TRANSLATION) && t.translation.set &&
+        nlpd_record_set_translation(rec, (const char *)tr_text, tr_len, tr_src, tr_tgt, (int)tr_feeds) < 0) {
         nlpd_record_free_results(&t);
         return -1;
     }

@@ -144,6 +144,12 @@ suite "tests/models/test_moderation_pipe.sh build/nlpd" bash tests/models/test_m
 suite "tests/models/test_moderation_pipe.sh build/san/nlpd" bash tests/models/test_moderation_pipe.sh build/san/nlpd
 # Tokenizers against the Rust library (npm tokenizers@0.23.2; says `skip:` when npm is unreachable).
 suite "tests/models/test_tokenizer_ref.sh" bash tests/models/test_tokenizer_ref.sh
+# Marian translation: transformers' goldens (greedy ids, encoder, logits, top-5), texts through the tokenizer, and
+# greedy/beam search on random shapes against the independent PyTorch reference (tests/models/marian_ref.py).
+suite "tests/models/test_marian.sh build/nlpd" sh tests/models/test_marian.sh build/nlpd
+# The translate stage: langid -> translate -> sentiment, sentence split and join, downstream text, cache, errors.
+suite "tests/models/test_translate_pipe.sh build/nlpd" bash tests/models/test_translate_pipe.sh build/nlpd
+suite "tests/models/test_translate_pipe.sh build/san/nlpd" bash tests/models/test_translate_pipe.sh build/san/nlpd
 # SentencePiece (Unigram) and the Marian tokenizer against python3-sentencepiece 0.1.97 (+ MarianTokenizer in Python).
 suite "tests/models/test_spm_parity.sh" sh tests/models/test_spm_parity.sh
 

@@ -420,7 +420,7 @@ struct nlpd_marian *nlpd_marian_load(const char *dir, const struct nlpd_marian_o
         if (nlpd_wl_put(&ld, "lm_head.weight", c->dec_vocab, c->d_model, 0, m->lm_head, (size_t)c->d_model, err))
             goto fail;
     }
-    if (nlpd_backend_alloc(m->be, ld.next * sizeof(float), &m->weights, err))
+    if (nlpd_backend_alloc_weights(m->be, ld.next * sizeof(float), &m->weights, err))
         goto fail;
     ld.dst = &m->weights;
     ld.planning = 0;

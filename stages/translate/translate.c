@@ -1,0 +1,477 @@
+/* Stage "translate": Marian / OPUS-MT translation of Hugging Face folders (config.json, model.safetensors,
+ * source.spm, target.spm, vocab.json). Texts are split into sentences; the sentences of every record that goes to
+ * one model are sorted by length, translated in padded batches under a token budget (greedy or beam search as the
+ * model's generation config or the stage says) and joined back per record. Writes translation.text, source_lang
+ * (lang.code) and target_lang; by default later stages read the translation. `models` picks a model per
+ * lang.code; records already in the target language, or of a language without a model, are left alone. */
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "marian.h"
+#include "marian_tok.h"
+#include "nlpd_stage.h"
+
+struct tmodel {
+    char *lang; /* the lang.code it serves; "default" for the rest */
+    struct nlpd_marian *mt;
+    struct nlpd_marian_tok *tok;
+    int32_t target_token; /* ">>xxx<<" of a multi-target model, -1 when none */
+    struct nlpd_gen_params gen;
+};
+
+struct translate {
+    char *model;
+    struct nlpd_conf_map models;
+    char *target_lang;
+    char *target_token;
+    long long num_beams;
+    long long max_length;
+    double max_length_factor;
+    char *downstream;
+    int split_sentences;
+    long long max_tokens;
+    struct tmodel *m;
+    size_t nm;
+};
+
+/* One sentence of one record. */
+struct sent {
+    size_t rec;           /* index into the group */
+    size_t start, end;    /* byte range in the record's text */
+    int32_t *ids;         /* source ids (owned) */
+    size_t n;
+    char *out;            /* translated text (owned) */
+    size_t out_len;
+};
+
+struct translate_thread {
+    struct nlpd_marian_ws **ws; /* per model */
+    struct nlpd_record **group;
+    size_t group_cap;
+    struct sent *sents;
+    size_t nsents, sents_cap;
+    size_t *order;
+};
+
+static const struct nlpd_conf_entry translate_conf[] = {
+    {"model", NLPD_CONF_PATH, NULL, offsetof(struct translate, model), NLPD_CONF_MODEL, NULL, 0, 0,
+     "the model: a Marian / OPUS-MT Hugging Face folder (one of model or models)"},
+    {"models", NLPD_CONF_MAP, NULL, offsetof(struct translate, models), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
+     "per-language models keyed on lang.code (langid must run first), e.g. ((\"de\", \"models/opus-mt-de-en\"), "
+     "(\"default\", \"models/opus-mt-mul-en\")); records of other languages without a default are left alone"},
+    {"target_lang", NLPD_CONF_STRING, "en", offsetof(struct translate, target_lang), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
+     "the language translated to, written to translation.target_lang; records whose lang.code is this language "
+     "are left alone"},
+    {"target_token", NLPD_CONF_STRING, "", offsetof(struct translate, target_token), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
+     "multi-target models: the target-language token put before each sentence, e.g. \">>deu<<\"; empty: "
+     "\">>\" target_lang \"<<\" when the model's vocabulary has language tokens"},
+    {"num_beams", NLPD_CONF_INT, "0", offsetof(struct translate, num_beams), NLPD_CONF_CACHE_KEY, NULL, 0, 64,
+     "beam size; 0: the model's generation config (OPUS-MT: 4 or 6); 1: greedy"},
+    {"max_length", NLPD_CONF_INT, "0", offsetof(struct translate, max_length), NLPD_CONF_CACHE_KEY, NULL, 0, 1 << 20,
+     "longest output in tokens, decoder start included; 0: the model's generation config (capped at its positions)"},
+    {"max_length_factor", NLPD_CONF_FLOAT, "3.0", offsetof(struct translate, max_length_factor), NLPD_CONF_CACHE_KEY,
+     NULL, 0, 1000,
+     "also stop a batch at factor x its longest source + 10 tokens (a runaway output costs latency); 0: off"},
+    {"downstream", NLPD_CONF_ENUM, "translation", offsetof(struct translate, downstream), NLPD_CONF_CACHE_KEY,
+     "translation|original", 0, 0,
+     "what later stages read: the translation (their offsets then refer to translation.text) or the original text"},
+    {"split_sentences", NLPD_CONF_BOOL, "true", offsetof(struct translate, split_sentences), NLPD_CONF_CACHE_KEY, NULL,
+     0, 0, "translate sentence by sentence (after . ! ? and their CJK forms, and at line breaks), then join"},
+    {"max_tokens", NLPD_CONF_INT, "4096", offsetof(struct translate, max_tokens), 0, NULL, 16, 1 << 24,
+     "padded source-token budget of one model batch (sentences are grouped by length under it)"},
+    {0},
+};
+
+static int load_model(struct translate *s, struct tmodel *m, const char *path, struct nlpd_error *err)
+{
+    struct nlpd_marian_opts opts = {.threads = 1};
+    if (!(m->mt = nlpd_marian_load(path, &opts, err)))
+        return err->code ? err->code : NLPD_EFORMAT;
+    if (!(m->tok = nlpd_marian_tok_load(path, err)))
+        return err->code ? err->code : NLPD_EFORMAT;
+    nlpd_marian_gen_defaults(m->mt, &m->gen);
+    if (s->num_beams > 0)
+        m->gen.num_beams = (int)s->num_beams;
+    if (s->max_length > 0)
+        m->gen.max_length = (int)s->max_length;
+    m->target_token = -1;
+    char want[96];
+    if (s->target_token[0]) {
+        snprintf(want, sizeof want, "%s", s->target_token);
+    } else {
+        snprintf(want, sizeof want, ">>%s<<", s->target_lang);
+        if (nlpd_marian_tok_lang_count(m->tok) == 0)
+            return 0; /* a single-target model */
+    }
+    /* ">>xxx<<" tokens are what MarianTokenizer splits off the start of a text */
+    size_t wl = strlen(want);
+    if (wl < 5 || strncmp(want, ">>", 2) || strcmp(want + wl - 2, "<<"))
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "target_token \"%s\" is not of the form >>xxx<<", want);
+    char code[64];
+    snprintf(code, sizeof code, "%.*s", (int)(wl - 4), want + 2);
+    m->target_token = nlpd_marian_tok_lang_token(m->tok, code);
+    if (m->target_token < 0)
+        return nlpd_error_set(err, NLPD_EINVAL, 0,
+                              "%s: the model has no target-language token %s (set target_token to one of its "
+                              ">>xxx<< tokens)",
+                              path, want);
+    return 0;
+}
+
+static int translate_init(void *ctx, struct nlpd_error *err)
+{
+    struct translate *s = ctx;
+    if (!s->model == !s->models.n)
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "give either model or models");
+    if (!s->target_lang[0] || strlen(s->target_lang) >= NLPD_LANG_CODE_MAX)
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "target_lang must be a language code of 1 .. %d bytes",
+                              NLPD_LANG_CODE_MAX - 1);
+    s->nm = s->model ? 1 : s->models.n;
+    if (!(s->m = calloc(s->nm, sizeof *s->m)))
+        return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+    for (size_t i = 0; i < s->nm; i++) {
+        const char *path = s->model ? s->model : s->models.to[i];
+        if (!(s->m[i].lang = strdup(s->model ? "default" : s->models.from[i])))
+            return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+        int rc = load_model(s, &s->m[i], path, err);
+        if (rc < 0)
+            return rc;
+        const struct nlpd_marian_config *c = nlpd_marian_config(s->m[i].mt);
+        nlpd_log(NLPD_LOG_INFO, "translate",
+                 "%s: Marian d_model %d, %d+%d layers, vocabulary %d, %d beam(s), max_length %d%s%s", path,
+                 c->d_model, c->enc_layers, c->dec_layers, c->dec_vocab, s->m[i].gen.num_beams,
+                 s->m[i].gen.max_length, s->m[i].target_token >= 0 ? ", target token " : "",
+                 s->m[i].target_token >= 0 ? s->target_token[0] ? s->target_token : s->target_lang : "");
+    }
+    return 0;
+}
+
+static void translate_thread_fini(void *ctx, void *tstate);
+
+static void *translate_thread_init(void *ctx)
+{
+    struct translate *s = ctx;
+    struct translate_thread *t = calloc(1, sizeof *t);
+    if (!t || !(t->ws = calloc(s->nm, sizeof *t->ws)))
+        goto bad;
+    for (size_t i = 0; i < s->nm; i++)
+        if (!(t->ws[i] = nlpd_marian_ws_new(s->m[i].mt, NULL)))
+            goto bad;
+    return t;
+bad:
+    if (t && t->ws)
+        translate_thread_fini(ctx, t);
+    else
+        free(t);
+    return NULL;
+}
+
+static void clear_sents(struct translate_thread *t)
+{
+    for (size_t i = 0; i < t->nsents; i++) {
+        free(t->sents[i].ids);
+        free(t->sents[i].out);
+    }
+    t->nsents = 0;
+}
+
+static void translate_thread_fini(void *ctx, void *tstate)
+{
+    struct translate *s = ctx;
+    struct translate_thread *t = tstate;
+    for (size_t i = 0; i < s->nm; i++)
+        nlpd_marian_ws_free(t->ws[i]);
+    clear_sents(t);
+    free(t->ws);
+    free(t->group);
+    free(t->sents);
+    free(t->order);
+    free(t);
+}
+
+/* The model for a record: its language's, else the default, else none (-1). */
+static int model_for(const struct translate *s, const struct nlpd_record *r)
+{
+    if (r->lang.set && strcmp(r->lang.code, s->target_lang) == 0)
+        return -1;
+    int dflt = -1;
+    for (size_t i = 0; i < s->nm; i++) {
+        if (r->lang.set && strcmp(s->m[i].lang, r->lang.code) == 0)
+            return (int)i;
+        if (strcmp(s->m[i].lang, "default") == 0)
+            dflt = (int)i;
+    }
+    return dflt;
+}
+
+static int is_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* Length of a sentence end at s[i] (0 when none): . ! ? followed by space or the end, or a CJK full stop / mark
+ * (。！？, 3 bytes each) anywhere; a line break always ends one. */
+static size_t sentence_end(const char *s, size_t len, size_t i)
+{
+    unsigned char c = (unsigned char)s[i];
+    if (c == '\n')
+        return 1;
+    if ((c == '.' || c == '!' || c == '?') && (i + 1 == len || is_space((unsigned char)s[i + 1])))
+        return 1;
+    if (c == 0xE3 && i + 2 < len && (unsigned char)s[i + 1] == 0x80 && (unsigned char)s[i + 2] == 0x82)
+        return 3; /* 。 */
+    if (c == 0xEF && i + 2 < len && (unsigned char)s[i + 1] == 0xBC &&
+        ((unsigned char)s[i + 2] == 0x81 || (unsigned char)s[i + 2] == 0x9F))
+        return 3; /* ！ ？ */
+    return 0;
+}
+
+static int add_sent(struct translate_thread *t, size_t rec, size_t start, size_t end)
+{
+    if (t->nsents == t->sents_cap) {
+        size_t c = t->sents_cap ? t->sents_cap * 2 : 64;
+        struct sent *n = realloc(t->sents, c * sizeof *n);
+        size_t *o = realloc(t->order, c * sizeof *o);
+        if (n)
+            t->sents = n;
+        if (o)
+            t->order = o;
+        if (!n || !o)
+            return -1;
+        t->sents_cap = c;
+    }
+    t->sents[t->nsents++] = (struct sent){.rec = rec, .start = start, .end = end};
+    return 0;
+}
+
+/* Splits one record's text into sentences (whitespace-only pieces dropped). */
+static int split(const struct translate *s, struct translate_thread *t, size_t rec, const char *text, size_t len)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < len;) {
+        size_t e = s->split_sentences ? sentence_end(text, len, i) : 0;
+        i += e ? e : 1;
+        if (e || i == len) {
+            size_t a = start, b = i;
+            while (a < b && is_space((unsigned char)text[a]))
+                a++;
+            while (b > a && is_space((unsigned char)text[b - 1]))
+                b--;
+            if (b > a && add_sent(t, rec, a, b) < 0)
+                return -1;
+            start = i;
+        }
+    }
+    return 0;
+}
+
+static int by_length(const void *a, const void *b, void *ctx)
+{
+    const struct sent *s = ctx;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    if (s[x].n != s[y].n)
+        return s[x].n < s[y].n ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+/* Translates sentences order[0..n) of one length-sorted run as one model batch. */
+static int run_batch(const struct translate *s, struct translate_thread *t, size_t mi, const size_t *order, size_t n,
+                     size_t *padded, struct nlpd_error *err)
+{
+    const struct tmodel *m = &s->m[mi];
+    const int32_t **ids = malloc(n * sizeof *ids);
+    size_t *lens = malloc(n * sizeof *lens), longest = 0;
+    struct nlpd_gen_output *out = calloc(n, sizeof *out);
+    int rc = 0;
+    if (!ids || !lens || !out) {
+        rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = t->sents[order[i]].ids;
+        lens[i] = t->sents[order[i]].n;
+        longest = lens[i] > longest ? lens[i] : longest;
+    }
+    *padded += n * longest;
+    struct nlpd_gen_params p = m->gen;
+    if (s->max_length_factor > 0) {
+        double cap = s->max_length_factor * (double)longest + 10.0;
+        if (cap < p.max_length)
+            p.max_length = (int)cap;
+    }
+    if ((rc = nlpd_marian_encode(m->mt, t->ws[mi], ids, lens, (int)n, NULL, err)) ||
+        (rc = nlpd_marian_generate(m->mt, t->ws[mi], &p, out, err)))
+        goto done;
+    for (size_t i = 0; i < n && !rc; i++) {
+        struct sent *se = &t->sents[order[i]];
+        rc = nlpd_marian_tok_decode(m->tok, out[i].ids, out[i].n, 1, &se->out, &se->out_len, err);
+    }
+done:
+    if (out)
+        nlpd_gen_output_free(out, (int)n);
+    free(out);
+    free(ids);
+    free(lens);
+    return rc;
+}
+
+/* Joins a record's translated sentences, separated as the input was (a line break stays one, else a space). */
+static int join(struct nlpd_record *r, const struct translate_thread *t, size_t first, size_t last, const char *src,
+                int feeds, const char *target)
+{
+    size_t len = 0;
+    for (size_t i = first; i < last; i++)
+        len += t->sents[i].out_len + 1;
+    char *buf = malloc(len + 1), *p = buf;
+    if (!buf)
+        return NLPD_ENOMEM;
+    for (size_t i = first; i < last; i++) {
+        if (i > first) {
+            int newline = memchr(r->text + t->sents[i - 1].end, '\n', t->sents[i].start - t->sents[i - 1].end) != NULL;
+            *p++ = newline ? '\n' : ' ';
+        }
+        memcpy(p, t->sents[i].out, t->sents[i].out_len);
+        p += t->sents[i].out_len;
+    }
+    int rc = nlpd_record_set_translation(r, buf, (size_t)(p - buf), src, target, feeds);
+    free(buf);
+    return rc;
+}
+
+static enum nlpd_stage_status run_model(struct translate *s, struct translate_thread *t, size_t mi,
+                                        struct nlpd_record **recs, size_t n, size_t *padded, struct nlpd_error *err)
+{
+    const struct tmodel *m = &s->m[mi];
+    const size_t max_pos = (size_t)nlpd_marian_config(m->mt)->max_pos;
+    clear_sents(t);
+    for (size_t i = 0; i < n; i++)
+        if (split(s, t, i, recs[i]->text, recs[i]->text_len) < 0)
+            return NLPD_STAGE_RETRY;
+    /* tokenise; a sentence the tokenizer rejects fails its record */
+    for (size_t i = 0; i < t->nsents; i++) {
+        struct sent *se = &t->sents[i];
+        struct nlpd_record *r = recs[se->rec];
+        if (r->error)
+            continue;
+        int32_t *ids = NULL;
+        size_t k = 0, cap = 0, extra = m->target_token >= 0;
+        int rc = nlpd_marian_tok_encode(m->tok, r->text + se->start, se->end - se->start, max_pos - extra, &ids, &k,
+                                        &cap, err);
+        if (rc == NLPD_ENOMEM) {
+            free(ids);
+            return NLPD_STAGE_RETRY;
+        }
+        if (rc < 0) {
+            free(ids);
+            nlpd_record_fail(r, "translate", "tokenizer: %s", err->message);
+            continue;
+        }
+        if (extra) {
+            int32_t *w = realloc(ids, (k + 1) * sizeof *w);
+            if (!w) {
+                free(ids);
+                return NLPD_STAGE_RETRY;
+            }
+            memmove(w + 1, w, k * sizeof *w);
+            w[0] = m->target_token;
+            ids = w;
+            k++;
+        }
+        se->ids = ids;
+        se->n = k;
+    }
+    /* sort by length, batch under the padded-token budget */
+    size_t live = 0;
+    for (size_t i = 0; i < t->nsents; i++)
+        if (t->sents[i].ids)
+            t->order[live++] = i;
+    qsort_r(t->order, live, sizeof *t->order, by_length, t->sents);
+    for (size_t a = 0; a < live;) {
+        size_t b = a + 1;
+        while (b < live && (b + 1 - a) * t->sents[t->order[b]].n <= (size_t)s->max_tokens)
+            b++;
+        int rc = run_batch(s, t, mi, t->order + a, b - a, padded, err);
+        if (rc == NLPD_ENOMEM)
+            return NLPD_STAGE_RETRY;
+        if (rc < 0) {
+            if (b - a == 1) { /* this sentence's problem: fail its record, go on */
+                nlpd_record_fail(recs[t->sents[t->order[a]].rec], "translate", "%s", err->message);
+            } else { /* find which sentence: one at a time */
+                for (size_t i = a; i < b; i++)
+                    if (run_batch(s, t, mi, t->order + i, 1, padded, err) < 0)
+                        nlpd_record_fail(recs[t->sents[t->order[i]].rec], "translate", "%s", err->message);
+            }
+        }
+        a = b;
+    }
+    /* join per record: its sentences are consecutive in t->sents */
+    int feeds = strcmp(s->downstream, "translation") == 0;
+    for (size_t i = 0; i < t->nsents;) {
+        size_t j = i;
+        while (j < t->nsents && t->sents[j].rec == t->sents[i].rec)
+            j++;
+        struct nlpd_record *r = recs[t->sents[i].rec];
+        int complete = !r->error;
+        for (size_t k = i; k < j && complete; k++)
+            complete = t->sents[k].out != NULL;
+        if (complete && join(r, t, i, j, r->lang.set ? r->lang.code : "und", feeds, s->target_lang) < 0)
+            return NLPD_STAGE_RETRY;
+        i = j;
+    }
+    return NLPD_STAGE_OK;
+}
+
+static enum nlpd_stage_status translate_process(void *ctx, void *tstate, struct nlpd_batch *batch,
+                                                struct nlpd_error *err)
+{
+    struct translate *s = ctx;
+    struct translate_thread *t = tstate;
+    if (batch->n > t->group_cap) {
+        struct nlpd_record **g = realloc(t->group, batch->n * sizeof *g);
+        if (!g)
+            return NLPD_STAGE_RETRY;
+        t->group = g;
+        t->group_cap = batch->n;
+    }
+    for (size_t mi = 0; mi < s->nm; mi++) {
+        size_t n = 0;
+        for (size_t i = 0; i < batch->n; i++)
+            if (model_for(s, batch->recs[i]) == (int)mi)
+                t->group[n++] = batch->recs[i];
+        if (!n)
+            continue;
+        enum nlpd_stage_status st = run_model(s, t, mi, t->group, n, &batch->padded_tokens, err);
+        clear_sents(t);
+        if (st != NLPD_STAGE_OK)
+            return st;
+    }
+    return NLPD_STAGE_OK;
+}
+
+static void translate_fini(void *ctx)
+{
+    struct translate *s = ctx;
+    for (size_t i = 0; s->m && i < s->nm; i++) {
+        free(s->m[i].lang);
+        nlpd_marian_tok_free(s->m[i].tok);
+        nlpd_marian_free(s->m[i].mt);
+    }
+    free(s->m);
+}
+
+const struct nlpd_stage_plugin nlpd_stage_translate = {
+    .abi = NLPD_STAGE_ABI,
+    .name = "translate",
+    .description = "machine translation with Marian / OPUS-MT Hugging Face folders; writes translation.text, "
+                   "source_lang and target_lang",
+    .conf_map = translate_conf,
+    .ctx_size = sizeof(struct translate),
+    .init = translate_init,
+    .thread_init = translate_thread_init,
+    .thread_fini = translate_thread_fini,
+    .process = translate_process,
+    .fini = translate_fini,
+    .results = NLPD_RESULT_TRANSLATION,
+};

@@ -1,0 +1,165 @@
+#!/bin/bash
+# The translate stage through `nlpd pipe` on the Marian fixture (random weights: the "translations" are
+# nonsense, but deterministic, so they can be checked against `nlpd infer`): langid -> translate -> sentiment;
+# translation.{text, source_lang, target_lang}; records in the target language and records of a language
+# without a model are left alone; long texts are split into sentences, translated in one batch and joined;
+# later stages read the translation (or the original with downstream = "original"); the result cache gives
+# the same record on a hit; configuration errors are FILE:LINE.
+# usage: tests/models/test_translate_pipe.sh [path/to/nlpd]   Prints `N passed, N failed`.
+set -u
+cd "$(dirname "$0")/../.." || exit 2
+NLPD=${1:-build/nlpd}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass=0
+fail=0
+ok() { echo "ok - $1"; pass=$((pass + 1)); }
+nok() { echo "not ok - $1: $2"; fail=$((fail + 1)); }
+MT=tests/fixtures/hf-tiny/marian-mt
+LID=models/lid.176.ftz
+SENT=models/amazon_review_polarity.ftz
+if [ ! -f "$LID" ] || [ ! -f "$SENT" ]; then
+    echo "skipped: run make models first ($LID, $SENT)"
+    echo "0 passed, 0 failed"
+    exit 0
+fi
+
+conf() { # $1 file, $2 extra translate options, $3 batch size
+    cat > "$1" << EOF
+batch: { max_records = ${3:-16}; max_wait_ms = 5; };
+cache: { backend = "memory"; };
+pipeline = (
+  { stage = "langid"; model = "$LID"; },
+  { stage = "translate"; model = "$MT"; num_beams = 2; max_length = 12; $2 },
+  { stage = "sentiment"; model = "$SENT"; }
+);
+EOF
+}
+
+cat > "$T/in.jsonl" << 'EOF'
+{"id": "de", "text": "Das ist ein sehr gutes Produkt. Ich bin wirklich zufrieden!"}
+{"id": "en", "text": "This is a great product, I love it."}
+{"id": "fr", "text": "Le service client était horrible et lent."}
+{"id": "de-lines", "text": "Erste Zeile ohne Punkt\nZweite Zeile auch"}
+{"id": "de2", "text": "Das ist ein sehr gutes Produkt. Ich bin wirklich zufrieden!"}
+EOF
+
+conf "$T/a.conf" ''
+if "$NLPD" pipe -c "$T/a.conf" < "$T/in.jsonl" > "$T/a.out" 2> "$T/a.err"; then
+    ok "langid -> translate -> sentiment runs"
+else
+    nok "pipe" "$(tail -n 3 "$T/a.err")"
+fi
+
+# the stage's sentences must be what `nlpd infer` gives for each sentence alone
+printf '%s\n' '{"text": "Das ist ein sehr gutes Produkt."}' '{"text": "Ich bin wirklich zufrieden!"}' \
+    '{"text": "Le service client était horrible et lent."}' '{"text": "Erste Zeile ohne Punkt"}' \
+    '{"text": "Zweite Zeile auch"}' > "$T/sent.jsonl"
+"$NLPD" infer --model "$MT" --num-beams 2 --max-length 12 < "$T/sent.jsonl" > "$T/infer.out" 2> /dev/null
+
+if msg=$(python3 - "$T/a.out" "$T/infer.out" 2>&1 << 'PY'
+import json, sys
+out = {r["id"]: r for r in map(json.loads, open(sys.argv[1]))}
+inf = [json.loads(l)["text"] for l in open(sys.argv[2])]
+de, en, fr, dl = out["de"], out["en"], out["fr"], out["de-lines"]
+assert en["translation"] is None and en["lang"]["code"] == "en", en
+for r in (de, fr, dl):
+    t = r["translation"]
+    assert t and t["target_lang"] == "en" and t["source_lang"] == r["lang"]["code"], r
+    assert "translate" in r["meta"]["models"], r["meta"]
+    assert r["sentiment"] is not None, r
+assert de["text"].startswith("Das ist"), "the output's text stays the input text"
+assert de["translation"]["text"] == inf[0] + " " + inf[1], (de["translation"]["text"], inf[:2])
+assert fr["translation"]["text"] == inf[2], (fr["translation"]["text"], inf[2])
+assert dl["translation"]["text"] == inf[3] + "\n" + inf[4], (dl["translation"]["text"], inf[3:5])
+assert out["de2"]["translation"] == de["translation"] and out["de2"]["sentiment"] == de["sentiment"]
+print("3 translated, 1 left alone, sentences joined")
+PY
+); then ok "records: $msg"; else nok "records" "$msg"; fi
+
+# later stages read the translation by default: sentiment of the record == sentiment of its translation alone
+if msg=$(python3 - "$T/a.out" "$NLPD" "$SENT" "$T" 2>&1 << 'PY'
+import json, subprocess, sys
+out = [json.loads(l) for l in open(sys.argv[1])]
+nlpd, sent, t = sys.argv[2], sys.argv[3], sys.argv[4]
+open(t + "/s.conf", "w").write('pipeline = ( { stage = "sentiment"; model = "%s"; } );\n' % sent)
+def sentiment(texts):
+    inp = "".join(json.dumps({"id": str(i), "text": x}) + "\n" for i, x in enumerate(texts))
+    res = subprocess.run([nlpd, "pipe", "-c", t + "/s.conf"], input=inp, capture_output=True, text=True, check=True)
+    return [json.loads(l)["sentiment"] for l in res.stdout.splitlines()]
+tr = [r for r in out if r["translation"]]
+want = sentiment([r["translation"]["text"] for r in tr])
+got = [r["sentiment"] for r in tr]
+assert got == want, (got, want)
+orig = sentiment([r["text"] for r in tr])
+open(t + "/orig.json", "w").write(json.dumps(orig))
+print("%d records" % len(tr))
+PY
+); then ok "downstream = translation: sentiment ran on the translation ($msg)"; else nok "downstream translation" "$msg"; fi
+
+conf "$T/b.conf" 'downstream = "original";'
+if "$NLPD" pipe -c "$T/b.conf" < "$T/in.jsonl" > "$T/b.out" 2> "$T/b.err" &&
+    msg=$(python3 - "$T/b.out" "$T/orig.json" "$T/a.out" 2>&1 << 'PY'
+import json, sys
+out = [json.loads(l) for l in open(sys.argv[1])]
+orig = json.load(open(sys.argv[2]))
+a = [json.loads(l) for l in open(sys.argv[3])]
+tr = [r for r in out if r["translation"]]
+assert [r["sentiment"] for r in tr] == orig
+assert [r["translation"] for r in out] == [r["translation"] for r in a]
+print("ok")
+PY
+); then ok "downstream = original: later stages read the input text"; else nok "downstream original" "$msg"; fi
+
+# one record per batch: the duplicate comes from the cache, with the same translation and sentiment
+conf "$T/c.conf" '' 1
+if "$NLPD" pipe -c "$T/c.conf" < "$T/in.jsonl" > "$T/c.out" 2> "$T/c.err" &&
+    grep -q "cache translate: 1 hits" "$T/c.err" && cmp -s <(python3 -c '
+import json,sys
+for l in open(sys.argv[1]):
+    r=json.loads(l); r["meta"].pop("latency_ms"); print(json.dumps(r, sort_keys=True))' "$T/c.out") <(python3 -c '
+import json,sys
+for l in open(sys.argv[1]):
+    r=json.loads(l); r["meta"].pop("latency_ms"); print(json.dumps(r, sort_keys=True))' "$T/a.out"); then
+    ok "cache hit gives the same records (translation and what later stages read)"
+else
+    nok "cache" "$(grep cache "$T/c.err")"
+fi
+
+# per-language models: only German has one; French is left alone
+conf "$T/d.conf" ''
+sed -i "s|model = \"$MT\"; num_beams|models = ( (\"de\", \"$MT\") ); num_beams|" "$T/d.conf"
+if "$NLPD" pipe -c "$T/d.conf" < "$T/in.jsonl" > "$T/d.out" 2> "$T/d.err" &&
+    python3 -c '
+import json, sys
+out = {r["id"]: r for r in map(json.loads, open(sys.argv[1]))}
+assert out["de"]["translation"] and out["fr"]["translation"] is None, out["fr"]' "$T/d.out"; then
+    ok "models map: a language without a model is left alone"
+else
+    nok "models map" "$(tail -n 3 "$T/d.err")"
+fi
+
+# configuration errors
+conf "$T/e.conf" 'target_token = ">>deu<<";'
+if ! "$NLPD" check -c "$T/e.conf" > "$T/e.txt" 2>&1 && grep -q "no target-language token >>deu<<" "$T/e.txt"; then
+    ok "a target token the model does not have is a check error"
+else
+    nok "target_token" "$(cat "$T/e.txt")"
+fi
+conf "$T/f.conf" 'max_tokens = 4;'
+if ! "$NLPD" check -c "$T/f.conf" > "$T/f.txt" 2>&1 && grep -q "f.conf:5:.*max_tokens" "$T/f.txt"; then
+    ok "out-of-range option: FILE:LINE"
+else
+    nok "num_beams range" "$(cat "$T/f.txt")"
+fi
+mkdir -p "$T/broken" && cp "$MT"/*.json "$MT"/*.spm "$T/broken/" && head -c 5000 "$MT/model.safetensors" > "$T/broken/model.safetensors"
+conf "$T/g.conf" ''
+sed -i "s|model = \"$MT\"|model = \"$T/broken\"|" "$T/g.conf"
+if ! "$NLPD" check -c "$T/g.conf" > "$T/g.txt" 2>&1 && grep -q "model.safetensors" "$T/g.txt"; then
+    ok "a truncated model is a check error naming the file"
+else
+    nok "truncated model" "$(cat "$T/g.txt")"
+fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
