@@ -350,11 +350,49 @@ void nlpd_conf_release(const struct nlpd_conf_entry *map, void *base)
     }
 }
 
+static int str_eq(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+int nlpd_conf_equal(const struct nlpd_conf_entry *e, const void *a, const void *b)
+{
+    const char *pa = (const char *)a + e->offset, *pb = (const char *)b + e->offset;
+    switch (e->type) {
+    case NLPD_CONF_STRING:
+    case NLPD_CONF_PATH:
+    case NLPD_CONF_ENUM: return str_eq(*(char *const *)pa, *(char *const *)pb);
+    case NLPD_CONF_INT: return *(const long long *)pa == *(const long long *)pb;
+    case NLPD_CONF_FLOAT: return *(const double *)pa == *(const double *)pb;
+    case NLPD_CONF_BOOL: return *(const int *)pa == *(const int *)pb;
+    case NLPD_CONF_MAP: {
+        const struct nlpd_conf_map *x = (const void *)pa, *y = (const void *)pb;
+        if (x->n != y->n)
+            return 0;
+        for (size_t i = 0; i < x->n; i++)
+            if (!str_eq(x->from[i], y->from[i]) || !str_eq(x->to[i], y->to[i]))
+                return 0;
+        return 1;
+    }
+    case NLPD_CONF_LIST: {
+        const struct nlpd_conf_list *x = (const void *)pa, *y = (const void *)pb;
+        if (x->n != y->n)
+            return 0;
+        for (size_t i = 0; i < x->n; i++)
+            if (!str_eq(x->items[i], y->items[i]))
+                return 0;
+        return 1;
+    }
+    default: return 0;
+    }
+}
+
 void nlpd_conf_doc(const struct nlpd_conf_entry *map, const char *section, FILE *out)
 {
     for (const struct nlpd_conf_entry *e = map; e->type != NLPD_CONF_END; e++) {
-        fprintf(out, "  %s.%s  (%s%s", section, e->key, type_name(e->type),
-                (e->flags & NLPD_CONF_REQUIRED) ? ", required" : "");
+        fprintf(out, "  %s.%s  (%s%s%s", section, e->key, type_name(e->type),
+                (e->flags & NLPD_CONF_REQUIRED) ? ", required" : "",
+                (e->flags & NLPD_CONF_RESTART) ? ", restart required" : "");
         if (e->def)
             fprintf(out, ", default %s", e->def);
         if (e->type == NLPD_CONF_ENUM)

@@ -17,6 +17,8 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
                     const char *const *extra_keys, const char *section, const char *file, struct nlpd_diag *diag);
 /* Frees what nlpd_conf_apply allocated in base. */
 void nlpd_conf_release(const struct nlpd_conf_entry *map, void *base);
+/* 1 when entry e holds the same value in a and b (two structs filled from the same table). */
+int nlpd_conf_equal(const struct nlpd_conf_entry *e, const void *a, const void *b);
 /* Writes the table as documentation (key, type, default, doc), for `nlpd config-doc`. */
 void nlpd_conf_doc(const struct nlpd_conf_entry *map, const char *section, FILE *out);
 

@@ -9,26 +9,30 @@
 #include "log.h"
 
 static const struct nlpd_conf_entry kafka_map[] = {
-    {"brokers", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, brokers), NLPD_CONF_REQUIRED, NULL, 0, 0,
+    {"brokers", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, brokers),
+     NLPD_CONF_REQUIRED | NLPD_CONF_RESTART, NULL, 0, 0,
      "bootstrap brokers \"host:port,...\", or \"embedded\": an in-process mock cluster that keeps nothing on disk "
      "(demos and tests only, never production)"},
-    {"group_id", NLPD_CONF_STRING, "nlpd", offsetof(struct nlpd_kafka_conf, group_id), 0, NULL, 0, 0,
+    {"group_id", NLPD_CONF_STRING, "nlpd", offsetof(struct nlpd_kafka_conf, group_id), NLPD_CONF_RESTART, NULL, 0, 0,
      "consumer group: every nlpd with the same group shares the input partitions"},
-    {"input_topics", NLPD_CONF_LIST, NULL, offsetof(struct nlpd_kafka_conf, input_topics), NLPD_CONF_REQUIRED, NULL, 0,
-     0, "topics to consume; a name starting with ^ is a regular expression, as in librdkafka"},
-    {"output_topic", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, output_topic), NLPD_CONF_REQUIRED, NULL,
-     0, 0, "topic the enriched records are produced to"},
-    {"dlq_topic", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, dlq_topic), NLPD_CONF_REQUIRED, NULL, 0, 0,
+    {"input_topics", NLPD_CONF_LIST, NULL, offsetof(struct nlpd_kafka_conf, input_topics),
+     NLPD_CONF_REQUIRED | NLPD_CONF_RESTART, NULL, 0, 0,
+     "topics to consume; a name starting with ^ is a regular expression, as in librdkafka"},
+    {"output_topic", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, output_topic),
+     NLPD_CONF_REQUIRED | NLPD_CONF_RESTART, NULL, 0, 0, "topic the enriched records are produced to"},
+    {"dlq_topic", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, dlq_topic),
+     NLPD_CONF_REQUIRED | NLPD_CONF_RESTART, NULL, 0, 0,
      "dead-letter topic: the original bytes of records that could not be processed, with the reason in headers"},
-    {"flagged_topic", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, flagged_topic), 0, NULL, 0, 0,
-     "where records flagged by a moderation stage with action = \"route\" are produced instead of output_topic"},
-    {"properties", NLPD_CONF_MAP, NULL, offsetof(struct nlpd_kafka_conf, properties), 0, NULL, 0, 0,
+    {"flagged_topic", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, flagged_topic), NLPD_CONF_RESTART, NULL,
+     0, 0, "where records flagged by a moderation stage with action = \"route\" are produced instead of output_topic"},
+    {"properties", NLPD_CONF_MAP, NULL, offsetof(struct nlpd_kafka_conf, properties), NLPD_CONF_RESTART, NULL, 0, 0,
      "librdkafka properties passed as they are to the consumer and the producer, e.g. "
      "((\"security.protocol\", \"SASL_SSL\"), (\"sasl.mechanisms\", \"PLAIN\"))"},
-    {"startup_timeout_ms", NLPD_CONF_INT, "30000", offsetof(struct nlpd_kafka_conf, startup_timeout_ms), 0, NULL, 1000,
-     3600000, "at start, give up (exit 1) when no broker has answered for this long; retries in between"},
-    {"embedded_partitions", NLPD_CONF_INT, "8", offsetof(struct nlpd_kafka_conf, embedded_partitions), 0, NULL, 1, 256,
-     "partitions of each topic of the embedded broker"},
+    {"startup_timeout_ms", NLPD_CONF_INT, "30000", offsetof(struct nlpd_kafka_conf, startup_timeout_ms),
+     NLPD_CONF_RESTART, NULL, 1000, 3600000,
+     "at start, give up (exit 1) when no broker has answered for this long; retries in between"},
+    {"embedded_partitions", NLPD_CONF_INT, "8", offsetof(struct nlpd_kafka_conf, embedded_partitions),
+     NLPD_CONF_RESTART, NULL, 1, 256, "partitions of each topic of the embedded broker"},
     {0},
 };
 
@@ -48,8 +52,8 @@ static const struct nlpd_conf_entry flow_map[] = {
      "below half of it"},
     {"shutdown_timeout_ms", NLPD_CONF_INT, "30000", offsetof(struct nlpd_flow_conf, shutdown_timeout_ms), 0, NULL, 0,
      3600000, "on SIGTERM/SIGINT: time to finish in-flight records, flush and commit before exiting"},
-    {"commit_interval_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_flow_conf, commit_interval_ms), 0, NULL, 100,
-     3600000, "how often the offsets of delivered records are committed"},
+    {"commit_interval_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_flow_conf, commit_interval_ms),
+     NLPD_CONF_RESTART, NULL, 100, 3600000, "how often the offsets of delivered records are committed"},
     {0},
 };
 
@@ -81,7 +85,8 @@ static const struct nlpd_conf_entry cache_map[] = {
 };
 
 static const struct nlpd_conf_entry metrics_map[] = {
-    {"listen", NLPD_CONF_STRING, "127.0.0.1:9464", offsetof(struct nlpd_metrics_conf, listen), 0, NULL, 0, 0,
+    {"listen", NLPD_CONF_STRING, "127.0.0.1:9464", offsetof(struct nlpd_metrics_conf, listen), NLPD_CONF_RESTART, NULL,
+     0, 0,
      "host:port of the HTTP server of `nlpd run` (/metrics in Prometheus text format, /live, /ready); \"\" = off"},
     {0},
 };
@@ -112,12 +117,14 @@ static const struct nlpd_conf_entry batch_map[] = {
 };
 
 static const struct nlpd_conf_entry kernels_map[] = {
-    {"backend", NLPD_CONF_ENUM, "auto", offsetof(struct nlpd_kernels_conf, backend), 0, "auto|cpu|cuda", 0, 0,
+    {"backend", NLPD_CONF_ENUM, "auto", offsetof(struct nlpd_kernels_conf, backend), NLPD_CONF_RESTART, "auto|cpu|cuda",
+     0, 0,
      "compute backend of transformer stages: \"cuda\" (libnlpd_cuda.so, an NVIDIA GPU; an error without one), "
      "\"cpu\", or \"auto\" (CUDA when it works, else the CPU; the log says which and why)"},
-    {"device", NLPD_CONF_INT, "0", offsetof(struct nlpd_kernels_conf, device), 0, NULL, 0, 63,
+    {"device", NLPD_CONF_INT, "0", offsetof(struct nlpd_kernels_conf, device), NLPD_CONF_RESTART, NULL, 0, 63,
      "CUDA device ordinal used by the cuda backend"},
-    {"dtype", NLPD_CONF_ENUM, "fp32", offsetof(struct nlpd_kernels_conf, dtype), 0, "fp32|fp16|bf16", 0, 0,
+    {"dtype", NLPD_CONF_ENUM, "fp32", offsetof(struct nlpd_kernels_conf, dtype), NLPD_CONF_RESTART, "fp32|fp16|bf16", 0,
+     0,
      "precision of matrix products on CUDA: \"fp16\"/\"bf16\" keep half-precision weight copies and use tensor "
      "cores with fp32 accumulation; the CPU backend always computes in fp32"},
     {"threads", NLPD_CONF_INT, "0", offsetof(struct nlpd_kernels_conf, threads), 0, NULL, 0, 1024,
@@ -293,6 +300,53 @@ void nlpd_config_free(struct nlpd_config *c)
     config_destroy(&c->cfg);
     free(c->path);
     free(c);
+}
+
+/* The daemon's sections, for comparisons between two loaded configurations. */
+static const struct {
+    const char *name;
+    const struct nlpd_conf_entry *map;
+    size_t offset;
+} sections[] = {
+    {"kafka", kafka_map, offsetof(struct nlpd_config, kafka)},
+    {"output", output_map, offsetof(struct nlpd_config, output)},
+    {"flow", flow_map, offsetof(struct nlpd_config, flow)},
+    {"cache", cache_map, offsetof(struct nlpd_config, cache)},
+    {"metrics", metrics_map, offsetof(struct nlpd_config, metrics)},
+    {"input", input_map, offsetof(struct nlpd_config, input)},
+    {"batch", batch_map, offsetof(struct nlpd_config, batch)},
+    {"kernels", kernels_map, offsetof(struct nlpd_config, kernels)},
+    {"log", log_map, offsetof(struct nlpd_config, log)},
+};
+
+size_t nlpd_config_restart_changes(const struct nlpd_config *a, const struct nlpd_config *b, char *out, size_t cap)
+{
+    size_t n = 0, o = 0;
+    if (cap)
+        out[0] = '\0';
+    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
+        for (const struct nlpd_conf_entry *e = sections[i].map; e->type != NLPD_CONF_END; e++) {
+            if (!(e->flags & NLPD_CONF_RESTART) ||
+                nlpd_conf_equal(e, (const char *)a + sections[i].offset, (const char *)b + sections[i].offset))
+                continue;
+            if (o < cap)
+                o += (size_t)snprintf(out + o, cap - o, "%s%s.%s", n ? ", " : "", sections[i].name, e->key);
+            n++;
+        }
+    return n;
+}
+
+int nlpd_config_section_equal(const struct nlpd_config *a, const struct nlpd_config *b, const char *section)
+{
+    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
+        if (strcmp(sections[i].name, section) != 0)
+            continue;
+        for (const struct nlpd_conf_entry *e = sections[i].map; e->type != NLPD_CONF_END; e++)
+            if (!nlpd_conf_equal(e, (const char *)a + sections[i].offset, (const char *)b + sections[i].offset))
+                return 0;
+        return 1;
+    }
+    return 0;
 }
 
 void nlpd_config_doc(FILE *out)

@@ -90,6 +90,11 @@ struct nlpd_config *nlpd_config_load_all(const char *path, struct nlpd_diag *dia
 /* Same from text; name is used in messages. */
 struct nlpd_config *nlpd_config_load_string(const char *text, const char *name, struct nlpd_diag *diag);
 void nlpd_config_free(struct nlpd_config *c);
+/* The keys flagged NLPD_CONF_RESTART (read only at start) whose values differ between a and b: their count, and
+ * their names ("kafka.group_id, metrics.listen") in out. A reload that changes one is refused. */
+size_t nlpd_config_restart_changes(const struct nlpd_config *a, const struct nlpd_config *b, char *out, size_t cap);
+/* 1 when every key of the daemon section `section` ("cache", "input", ...) is the same in a and b. */
+int nlpd_config_section_equal(const struct nlpd_config *a, const struct nlpd_config *b, const char *section);
 /* Prints every key of the daemon's sections with type, default and documentation. */
 void nlpd_config_doc(FILE *out);
 

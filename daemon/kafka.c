@@ -30,8 +30,26 @@
 #define TICK_MS 50
 #define POLL_BATCH 5000 /* consumer messages handled per wake-up before yielding to other events */
 
+/* One configuration and its pipeline. A reload makes a new generation; the old one lives on (retired) until the
+ * last record its pipeline processed is delivered and freed: records point into it (stage names, models). */
+struct kgen {
+    struct nlpd_config *cfg;
+    struct nlpd_pipeline *p;
+    int owned; /* cfg and p are the daemon's to free (else its creator's) */
+    const struct nlpd_model_ref *models;
+    size_t nmodels;
+    struct nlpd_avro_out *avro_out;
+    struct nlpd_avro_in *avro_in; /* points into cfg */
+    size_t items;                 /* records handed to p and not yet freed */
+    struct kgen *next;            /* retired list */
+};
+
+enum reload_result { RELOAD_APPLIED, RELOAD_INVALID, RELOAD_RESTART_REQUIRED, RELOAD_FAILED, RELOAD_NRESULTS };
+static const char *const reload_result_names[] = {"applied", "invalid", "restart_required", "failed"};
+
 struct kitem {
     struct nlpd_item item;
+    struct kgen *gen;        /* the generation whose pipeline processes it; NULL before its batch is submitted */
     rd_kafka_message_t *msg; /* the consumed record, kept until its output is acknowledged */
     struct nlpd_tp *tp;
     struct nlpd_buf out; /* encoded output value; empty for a dead letter */
@@ -42,6 +60,7 @@ struct kitem {
 struct kbatch {
     struct nlpd_job job;
     struct nlpd_daemon *d;
+    struct kgen *gen;
     size_t n, cap;
     struct kitem **items;
     struct nlpd_record **recs;
@@ -49,12 +68,28 @@ struct kbatch {
 };
 
 struct nlpd_daemon {
-    const struct nlpd_config *cfg;
-    struct nlpd_pipeline *p;
-    const struct nlpd_model_ref *models;
-    size_t nmodels;
-    struct nlpd_avro_out *avro_out;
-    struct nlpd_avro_in *avro_in;
+    const struct nlpd_config *cfg; /* gen->cfg */
+    struct nlpd_pipeline *p;       /* gen->p */
+    struct kgen *gen;              /* current */
+    struct kgen *retired;          /* replaced by a reload, with records still in flight */
+    size_t batches_out;            /* submitted to a pipeline, not yet back in process_done() */
+
+    /* SIGHUP reload: a thread loads and checks the file and builds the new pipeline (models included) while the
+     * old one keeps running; then the loop stops polling, lets the old pipeline finish its batches, and swaps. */
+    struct {
+        pthread_t thread;
+        int running;  /* the thread was started and not yet joined */
+        int finished; /* under lock: the thread's result is ready */
+        int again;    /* another SIGHUP arrived meanwhile */
+        int swapping; /* next is ready: waiting for batches_out to reach 0 */
+        enum reload_result result;
+        struct kgen *next;
+        struct nlpd_diag diag;
+        char why[1024];
+        uint64_t count[RELOAD_NRESULTS];
+        double last_ok_wall; /* seconds since the epoch of the last applied configuration (start counts) */
+        int last_ok;
+    } rl;
 
     rd_kafka_t *mock_rk;
     rd_kafka_mock_cluster_t *mock;
@@ -97,7 +132,8 @@ struct nlpd_daemon {
     } lag[256]; /* consumer lag per assigned partition, from librdkafka's statistics */
     size_t nlag;
     struct {
-        const char *reason; /* the failing stage ("input", "output", a stage name): bounded */
+        char reason[64]; /* the failing stage ("input", "output", a stage name): bounded; a copy, since a
+                          * stage name lives only as long as its pipeline */
         uint64_t n;
     } dead_by[16];
     size_t ndead_by;
@@ -193,13 +229,44 @@ static void update_flow(struct nlpd_daemon *d)
 
 /* ---- producing ---- */
 
-static void item_free(struct kitem *it)
+static void gen_free(struct kgen *g)
 {
+    if (!g)
+        return;
+    nlpd_avro_out_free(g->avro_out);
+    nlpd_avro_in_free(g->avro_in);
+    if (g->owned) {
+        nlpd_pipeline_free(g->p);
+        nlpd_config_free(g->cfg);
+    } else if (g->p) {
+        nlpd_pipeline_stop(g->p); /* its creator frees it */
+    }
+    free(g);
+}
+
+/* A retired generation goes when its last record does. */
+static void gen_release(struct nlpd_daemon *d, struct kgen *g)
+{
+    if (!g || --g->items > 0 || g == d->gen)
+        return;
+    for (struct kgen **pp = &d->retired; *pp; pp = &(*pp)->next)
+        if (*pp == g) {
+            *pp = g->next;
+            nlpd_log(NLPD_LOG_INFO, "main", "reload: the replaced pipeline's last record is delivered: freed");
+            gen_free(g);
+            return;
+        }
+}
+
+static void item_free(struct nlpd_daemon *d, struct kitem *it)
+{
+    struct kgen *g = it->gen;
     nlpd_item_clear(&it->item);
     nlpd_buf_free(&it->out);
     if (it->msg)
         rd_kafka_message_destroy(it->msg);
     free(it);
+    gen_release(d, g);
 }
 
 static void add_header_str(rd_kafka_headers_t *h, const char *name, const char *value)
@@ -342,7 +409,7 @@ static void count_dead(struct nlpd_daemon *d, const char *reason)
         if (d->ndead_by == sizeof d->dead_by / sizeof d->dead_by[0])
             i--, reason = "other";
         else
-            d->dead_by[d->ndead_by++].reason = reason;
+            snprintf(d->dead_by[d->ndead_by++].reason, sizeof d->dead_by[0].reason, "%s", reason);
     }
     d->dead_by[i].n++;
 }
@@ -360,7 +427,7 @@ static void delivered(struct nlpd_daemon *d, struct kitem *it)
     nlpd_offsets_done(it->tp, it->msg->offset, &commit); /* stored in batches by store_offsets() */
     d->inflight--;
     __atomic_add_fetch(&d->acked, 1, __ATOMIC_RELEASE);
-    item_free(it);
+    item_free(d, it);
 }
 
 static void add_offset(const char *topic, int32_t partition, int64_t offset, void *user)
@@ -392,7 +459,7 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         return;
     }
     if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
-        item_free(it); /* purged at a forced stop: never acknowledged, so never committed */
+        item_free(d, it); /* purged at a forced stop: never acknowledged, so never committed */
         return;
     }
     if (retriable_delivery_error(m->err)) {
@@ -448,10 +515,10 @@ static void batch_decode(struct nlpd_job *job, void *user)
         struct kitem *it = b->items[i];
         const char *data = it->msg->payload ? it->msg->payload : "";
         nlpd_histogram_observe(&d->queue_ms, (now - it->item.t_in) * 1e3);
-        if (d->avro_in)
-            nlpd_avro_in_decode(d->avro_in, &it->item, data, it->msg->len);
+        if (b->gen->avro_in)
+            nlpd_avro_in_decode(b->gen->avro_in, &it->item, data, it->msg->len);
         else
-            nlpd_item_decode_json(&it->item, &d->cfg->input, data, it->msg->len);
+            nlpd_item_decode_json(&it->item, &b->gen->cfg->input, data, it->msg->len);
         b->recs[i] = &it->item.rec;
     }
     b->job.batch.n = b->n;
@@ -471,8 +538,9 @@ static void batch_encode(struct nlpd_job *job, void *user)
             it->dead = 1;
             continue;
         }
-        int rc = d->avro_out ? nlpd_avro_out_encode(d->avro_out, &it->item, d->models, d->nmodels, now, &it->out)
-                             : (nlpd_item_encode_json(&it->item, d->models, d->nmodels, now, &it->out), 0);
+        const struct kgen *g = b->gen;
+        int rc = g->avro_out ? nlpd_avro_out_encode(g->avro_out, &it->item, g->models, g->nmodels, now, &it->out)
+                             : (nlpd_item_encode_json(&it->item, g->models, g->nmodels, now, &it->out), 0);
         if (rc < 0 || it->out.oom) {
             nlpd_record_fail(&it->item.rec, "output", "cannot encode the output record%s",
                              it->out.oom ? ": out of memory" : "");
@@ -500,8 +568,15 @@ static void submit_current(struct nlpd_daemon *d)
     b->job.on_start = batch_decode;
     b->job.on_done = batch_encode;
     b->job.user = b;
+    b->gen = d->gen;
+    for (size_t i = 0; i < b->n; i++)
+        b->items[i]->gen = d->gen;
+    d->gen->items += b->n;
+    d->batches_out++;
     nlpd_pipeline_submit(d->p, &b->job);
 }
+
+static void try_swap(struct nlpd_daemon *d);
 
 static void process_done(struct nlpd_daemon *d)
 {
@@ -514,9 +589,11 @@ static void process_done(struct nlpd_daemon *d)
         for (size_t i = 0; i < b->n; i++)
             produce(d, b->items[i]);
         batch_free(b);
+        d->batches_out--;
         b = next;
     }
     update_flow(d);
+    try_swap(d);
 }
 
 /* ---- consuming ---- */
@@ -568,6 +645,8 @@ static void handle_message(struct nlpd_daemon *d, rd_kafka_message_t *m)
 
 static void poll_consumer(struct nlpd_daemon *d)
 {
+    if (d->rl.swapping)
+        return; /* a reload waits for the old pipeline's batches; polling resumes after the swap */
     for (int i = 0; i < POLL_BATCH && !d->fatal; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(d->consumer, 0);
         if (!m) {
@@ -683,6 +762,210 @@ static void on_producer(evutil_socket_t fd, short what, void *arg)
     update_flow(d);
 }
 
+/* ---- reload (SIGHUP) ---- */
+
+static void start_reload(struct nlpd_daemon *d);
+
+/* The reload thread: the slow part (parsing, checks, models, worker threads) runs beside the running pipeline.
+ * It only reads d->cfg, which changes only at a swap, after this thread is joined. */
+static void *reload_thread(void *arg)
+{
+    struct nlpd_daemon *d = arg;
+    const char *path = d->cfg->path;
+    struct nlpd_diag *diag = &d->rl.diag;
+    enum reload_result r = RELOAD_INVALID;
+    struct nlpd_error err = {0};
+    struct kgen *g = calloc(1, sizeof *g);
+    if (!g) {
+        r = RELOAD_FAILED;
+        snprintf(d->rl.why, sizeof d->rl.why, "out of memory");
+        goto done;
+    }
+    g->owned = 1;
+    if (!(g->cfg = nlpd_config_load(path, diag)))
+        goto done;
+    if (nlpd_config_restart_changes(d->cfg, g->cfg, d->rl.why, sizeof d->rl.why)) {
+        r = RELOAD_RESTART_REQUIRED; /* decided before loading any model */
+        goto done;
+    }
+    if (nlpd_kafka_check(g->cfg, diag) > 0 || !(g->p = nlpd_pipeline_create(g->cfg, diag))) {
+        if (!diag->n) {
+            r = RELOAD_FAILED;
+            snprintf(d->rl.why, sizeof d->rl.why, "cannot build the pipeline (out of memory)");
+        }
+        goto done;
+    }
+    if (strcmp(g->cfg->output.format, "avro") == 0 &&
+        !(g->avro_out = nlpd_avro_out_new(g->cfg->output.schema, (int32_t)g->cfg->output.confluent_schema_id, &err))) {
+        nlpd_diag_add(diag, path, 0, "output: %s", err.message);
+        goto done;
+    }
+    if (strcmp(g->cfg->input.format, "avro") == 0 && !(g->avro_in = nlpd_avro_in_new(&g->cfg->input, &err))) {
+        nlpd_diag_add(diag, path, 0, "input: %s", err.message);
+        goto done;
+    }
+    if (nlpd_pipeline_start(g->p, (int)g->cfg->kernels.threads, &err) < 0) {
+        r = RELOAD_FAILED;
+        snprintf(d->rl.why, sizeof d->rl.why, "%s", err.message);
+        goto done;
+    }
+    g->models = nlpd_pipeline_models(g->p, &g->nmodels);
+    r = RELOAD_APPLIED; /* ready to be applied */
+done:
+    if (r != RELOAD_APPLIED) {
+        gen_free(g);
+        g = NULL;
+    }
+    d->rl.next = g;
+    d->rl.result = r;
+    pthread_mutex_lock(&d->lock);
+    d->rl.finished = 1;
+    pthread_mutex_unlock(&d->lock);
+    wake(d);
+    return NULL;
+}
+
+/* The end of a reload, whatever its result: count it, tell systemd, start the next one if asked meanwhile. */
+static void reload_finish(struct nlpd_daemon *d, enum reload_result r)
+{
+    d->rl.count[r]++;
+    d->rl.last_ok = r == RELOAD_APPLIED;
+    if (r == RELOAD_APPLIED)
+        d->rl.last_ok_wall = (double)wall_ms() / 1e3;
+    if (d->draining)
+        return;
+    nlpd_notify("READY=1\nSTATUS=running; last reload: %s", reload_result_names[r]);
+    if (d->rl.again) {
+        d->rl.again = 0;
+        start_reload(d);
+    }
+}
+
+/* Swaps once the old pipeline has handed back every batch: from then on new batches go to the new pipeline. The
+ * old generation stays until its last record is delivered (records point into it), then goes. */
+static void try_swap(struct nlpd_daemon *d)
+{
+    if (!d->rl.swapping || d->batches_out > 0)
+        return;
+    struct kgen *old = d->gen, *g = d->rl.next;
+    nlpd_pipeline_stop(old->p); /* idle: joins its workers */
+    int kept = nlpd_config_section_equal(old->cfg, g->cfg, "cache");
+    if (kept)
+        nlpd_pipeline_take_cache(g->p, old->p);
+    d->gen = g;
+    d->cfg = g->cfg;
+    d->p = g->p;
+    d->rl.next = NULL;
+    d->rl.swapping = 0;
+    nlpd_log_setup(nlpd_log_level_parse(g->cfg->log.level),
+                   strcmp(g->cfg->log.format, "json") == 0 ? NLPD_LOG_JSON : NLPD_LOG_TEXT);
+    if (old->items == 0) {
+        gen_free(old);
+    } else {
+        old->next = d->retired;
+        d->retired = old;
+    }
+    nlpd_log(NLPD_LOG_NOTICE, "main", "reload: applied %s: %d stage(s), %zu model(s), %d worker(s)%s", g->cfg->path,
+             config_setting_length(g->cfg->pipeline), g->nmodels, nlpd_pipeline_threads(g->p),
+             kept ? "; cache kept" : "; new cache");
+    reload_finish(d, RELOAD_APPLIED);
+    update_flow(d);
+    poll_again(d);
+}
+
+/* The loop takes the reload thread's result. */
+static void reload_collect(struct nlpd_daemon *d)
+{
+    pthread_mutex_lock(&d->lock);
+    int finished = d->rl.finished;
+    pthread_mutex_unlock(&d->lock);
+    if (!d->rl.running || !finished)
+        return;
+    pthread_join(d->rl.thread, NULL);
+    d->rl.running = d->rl.finished = 0;
+    const char *path = d->cfg->path;
+    for (size_t i = 0; i < d->rl.diag.n; i++)
+        nlpd_log(NLPD_LOG_ERR, "main", "reload: %s", d->rl.diag.msgs[i]);
+    nlpd_diag_free(&d->rl.diag);
+    enum reload_result r = d->rl.result;
+    if (r == RELOAD_APPLIED && d->draining) {
+        nlpd_log(NLPD_LOG_NOTICE, "main", "reload: abandoned: nlpd is stopping");
+        gen_free(d->rl.next);
+        d->rl.next = NULL;
+        return;
+    }
+    switch (r) {
+    case RELOAD_APPLIED:
+        d->rl.swapping = 1;
+        submit_current(d); /* the batch being filled still goes to the old pipeline */
+        nlpd_log(NLPD_LOG_INFO, "main",
+                 "reload: %s is valid and its models are loaded; switching once the current "
+                 "pipeline has finished its %zu batch(es) in flight",
+                 path, d->batches_out);
+        try_swap(d);
+        return;
+    case RELOAD_INVALID:
+        nlpd_log(NLPD_LOG_ERR, "main", "reload: %s is invalid; still running on the current configuration", path);
+        break;
+    case RELOAD_RESTART_REQUIRED:
+        nlpd_log(NLPD_LOG_ERR, "main",
+                 "reload: %s changes %s, which nlpd reads only at start: reload refused, "
+                 "nothing applied (systemctl restart nlpd applies them); still running on the "
+                 "current configuration",
+                 path, d->rl.why);
+        break;
+    default:
+        nlpd_log(NLPD_LOG_ERR, "main", "reload: %s: %s; still running on the current configuration", path, d->rl.why);
+        break;
+    }
+    reload_finish(d, r);
+}
+
+static void start_reload(struct nlpd_daemon *d)
+{
+    if (d->draining) {
+        nlpd_log(NLPD_LOG_NOTICE, "main", "reload: ignored, nlpd is stopping");
+        return;
+    }
+    if (d->rl.running || d->rl.swapping) {
+        d->rl.again = 1;
+        nlpd_log(NLPD_LOG_NOTICE, "main", "reload: one is under way; reloading again when it is done");
+        return;
+    }
+    /* MONOTONIC_USEC: systemd (253+) matches the READY=1 that ends the reload to this message. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    nlpd_notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
+                (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000ULL, d->cfg->path);
+    nlpd_log(NLPD_LOG_NOTICE, "main", "reload: reading %s", d->cfg->path);
+    d->rl.finished = 0;
+    d->rl.next = NULL;
+    d->rl.why[0] = '\0';
+    memset(&d->rl.diag, 0, sizeof d->rl.diag);
+    int e = pthread_create(&d->rl.thread, NULL, reload_thread, d);
+    if (e != 0) {
+        nlpd_log(NLPD_LOG_ERR, "main",
+                 "reload: cannot start its thread: %s; still running on the current "
+                 "configuration",
+                 strerror(e));
+        reload_finish(d, RELOAD_FAILED);
+        return;
+    }
+    d->rl.running = 1;
+}
+
+/* A stop while switching: the new generation is dropped, the old pipeline finishes what it has. */
+static void reload_abandon(struct nlpd_daemon *d)
+{
+    d->rl.again = 0;
+    if (!d->rl.swapping)
+        return;
+    nlpd_log(NLPD_LOG_NOTICE, "main", "reload: abandoned: nlpd is stopping");
+    gen_free(d->rl.next);
+    d->rl.next = NULL;
+    d->rl.swapping = 0;
+}
+
 static void start_drain(struct nlpd_daemon *d, const char *why)
 {
     if (d->draining)
@@ -691,6 +974,7 @@ static void start_drain(struct nlpd_daemon *d, const char *why)
     nlpd_notify("STOPPING=1\nSTATUS=draining %zu record(s) in flight", d->inflight);
     d->draining = 1;
     d->drain_deadline = nlpd_now() + (double)d->cfg->flow.shutdown_timeout_ms / 1e3;
+    reload_abandon(d);
     submit_current(d);
     update_flow(d);
 }
@@ -706,6 +990,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     if (stop)
         start_drain(d, "stop requested");
     process_done(d);
+    reload_collect(d);
 }
 
 static void on_batch_timer(evutil_socket_t fd, short what, void *arg)
@@ -761,32 +1046,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     start_drain(arg, sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-/* SIGHUP: the configuration file is validated again (models included) and the verdict logged; the running
- * pipeline stays as it is. Applying a new configuration live is not in this build: restart to apply it. */
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
 {
-    struct nlpd_daemon *d = arg;
     (void)sig, (void)what;
-    nlpd_notify("RELOADING=1");
-    struct nlpd_diag diag = {0};
-    struct nlpd_config *c = nlpd_config_load(d->cfg->path, &diag);
-    struct nlpd_pipeline *p = c ? nlpd_pipeline_create(c, &diag) : NULL;
-    if (c)
-        nlpd_kafka_check(c, &diag); /* the same checks as at start (main.c's load) */
-    if (diag.n) {
-        for (size_t i = 0; i < diag.n; i++)
-            nlpd_log(NLPD_LOG_ERR, "main", "reload: %s", diag.msgs[i]);
-        nlpd_log(NLPD_LOG_ERR, "main", "reload: %s is invalid; still running on the configuration loaded at start",
-                 d->cfg->path);
-    } else {
-        nlpd_log(NLPD_LOG_WARNING, "main", "reload: %s is valid, but this build applies configuration changes only "
-                                           "at a restart (systemctl restart nlpd); still running unchanged",
-                 d->cfg->path);
-    }
-    nlpd_pipeline_free(p);
-    nlpd_config_free(c);
-    nlpd_diag_free(&diag);
-    nlpd_notify("READY=1");
+    start_reload(arg);
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -884,6 +1147,18 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
     for (size_t i = 0; i < d->nlag; i++)
         nlpd_buf_printf(out, "nlpd_consumer_lag_records{topic=\"%s\",partition=\"%d\"} %lld\n", d->lag[i].topic,
                         (int)d->lag[i].partition, (long long)d->lag[i].lag);
+    nlpd_metric_head(out, "nlpd_config_reloads_total", "counter",
+                     "SIGHUP reloads by result: applied, invalid (file or models), restart_required (a key read "
+                     "only at start changed), failed");
+    for (int r = 0; r < RELOAD_NRESULTS; r++)
+        nlpd_buf_printf(out, "nlpd_config_reloads_total{result=\"%s\"} %llu\n", reload_result_names[r],
+                        (unsigned long long)d->rl.count[r]);
+    nlpd_metric_head(out, "nlpd_config_last_reload_successful", "gauge",
+                     "1 when the last reload was applied (or none was asked since the start), else 0");
+    nlpd_buf_printf(out, "nlpd_config_last_reload_successful %d\n", d->rl.last_ok);
+    nlpd_metric_head(out, "nlpd_config_last_reload_success_timestamp_seconds", "gauge",
+                     "When the running configuration was applied (the start, or the last applied reload), Unix time");
+    nlpd_buf_printf(out, "nlpd_config_last_reload_success_timestamp_seconds %.3f\n", d->rl.last_ok_wall);
     nlpd_pipeline_metrics(d->p, out);
     process_metrics(out);
 }
@@ -1138,15 +1413,24 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
         return NULL;
     d->cfg = cfg;
     d->p = p;
-    d->models = nlpd_pipeline_models(p, &d->nmodels);
+    d->gen = calloc(1, sizeof *d->gen);
+    if (!d->gen) {
+        free(d);
+        return NULL;
+    }
+    d->gen->cfg = (struct nlpd_config *)cfg; /* its creator's unless nlpd_daemon_own_config() */
+    d->gen->p = p;
+    d->gen->models = nlpd_pipeline_models(p, &d->gen->nmodels);
+    d->rl.last_ok = 1;
+    d->rl.last_ok_wall = (double)wall_ms() / 1e3;
     d->cq_pipe[0] = d->cq_pipe[1] = d->pq_pipe[0] = d->pq_pipe[1] = d->wake_pipe[0] = d->wake_pipe[1] = -1;
     pthread_mutex_init(&d->lock, NULL);
     d->offsets = nlpd_offsets_new();
     char why[512];
     if (strcmp(cfg->output.format, "avro") == 0 &&
-        !(d->avro_out = nlpd_avro_out_new(cfg->output.schema, (int32_t)cfg->output.confluent_schema_id, err)))
+        !(d->gen->avro_out = nlpd_avro_out_new(cfg->output.schema, (int32_t)cfg->output.confluent_schema_id, err)))
         goto bad;
-    if (strcmp(cfg->input.format, "avro") == 0 && !(d->avro_in = nlpd_avro_in_new(&cfg->input, err)))
+    if (strcmp(cfg->input.format, "avro") == 0 && !(d->gen->avro_in = nlpd_avro_in_new(&cfg->input, err)))
         goto bad;
     if (strcmp(cfg->kafka.brokers, "embedded") == 0) {
         if (start_embedded(d, err) < 0)
@@ -1413,12 +1697,25 @@ void nlpd_daemon_get_stats(struct nlpd_daemon *d, struct nlpd_daemon_stats *st)
     st->latency_max_ms = d->lat.max;
 }
 
+void nlpd_daemon_own_config(struct nlpd_daemon *d)
+{
+    d->gen->owned = 1;
+}
+
 void nlpd_daemon_free(struct nlpd_daemon *d)
 {
     if (!d)
         return;
+    if (d->rl.running) { /* a reload still loading: let it end (it only reads) */
+        pthread_join(d->rl.thread, NULL);
+        d->rl.running = 0;
+        nlpd_diag_free(&d->rl.diag);
+    }
     if (d->consumer_hung)
         return; /* its close still runs and may call back into d: the process exits instead of freeing */
+    /* Jobs still queued finish first: their on_done hands them to d, which must still be whole. */
+    if (d->gen && d->gen->p)
+        nlpd_pipeline_stop(d->gen->p);
     struct event *evs[] = {d->cq_ev,   d->pq_ev,      d->wake_ev,  d->batch_timer,
                            d->tick,    d->more_ev,    d->sigterm_ev, d->sigint_ev, d->sighup_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
@@ -1436,18 +1733,18 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
     /* Records still held (fatal stop or timeout) are dropped here, uncommitted: consumed again later. */
     if (d->cur) {
         for (size_t i = 0; i < d->cur->n; i++)
-            item_free(d->cur->items[i]);
+            item_free(d, d->cur->items[i]);
         batch_free(d->cur);
     }
     for (struct kbatch *b = d->done_head, *n; b; b = n) {
         n = b->next;
         for (size_t i = 0; i < b->n; i++)
-            item_free(b->items[i]);
+            item_free(d, b->items[i]);
         batch_free(b);
     }
     for (struct kitem *it = d->pending_head, *n; it; it = n) {
         n = it->next;
-        item_free(it);
+        item_free(d, it);
     }
     if (d->producer) {
         rd_kafka_purge(d->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
@@ -1466,8 +1763,13 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
     for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    nlpd_avro_out_free(d->avro_out);
-    nlpd_avro_in_free(d->avro_in);
+    /* After every item (records point into their generation). */
+    for (struct kgen *g = d->retired, *n; g; g = n) {
+        n = g->next;
+        gen_free(g);
+    }
+    gen_free(d->rl.next);
+    gen_free(d->gen);
     nlpd_offsets_free(d->offsets);
     pthread_mutex_destroy(&d->lock);
     nlpd_latency_free(&d->lat);

@@ -25,8 +25,16 @@ int nlpd_kafka_check(const struct nlpd_config *cfg, struct nlpd_diag *diag);
 /* Creates the clients (and the embedded broker when kafka.brokers is "embedded") and waits until the
  * brokers answer, up to kafka.startup_timeout_ms. The pipeline's workers must be started. */
 struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_pipeline *p, struct nlpd_error *err);
+/* From now on d owns the cfg and p it was created with (nlpd_daemon_free frees them), so that a SIGHUP reload can
+ * free them once a new configuration replaced them; without it they stay allocated until their creator frees
+ * them after nlpd_daemon_free. Call before nlpd_daemon_run. */
+void nlpd_daemon_own_config(struct nlpd_daemon *d);
 /* Runs until nlpd_daemon_stop() or SIGTERM/SIGINT (when handle_signals), then drains: stops fetching,
- * finishes in-flight records, flushes, commits and closes. Returns 0, or 1 after a fatal error. */
+ * finishes in-flight records, flushes, commits and closes. Returns 0, or 1 after a fatal error.
+ * With handle_signals, SIGHUP reloads the config file: an invalid file, a model that does not load, or a
+ * changed key flagged NLPD_CONF_RESTART leaves everything as it is; otherwise the new pipeline is built beside
+ * the running one, which finishes its batches before new batches go to the new one (no record lost or run
+ * twice). */
 int nlpd_daemon_run(struct nlpd_daemon *d, int handle_signals);
 /* Asks a running daemon to drain and stop; safe from any thread. */
 void nlpd_daemon_stop(struct nlpd_daemon *d);

@@ -176,14 +176,15 @@ static int cmd_run(const struct opts *o)
         return 1;
     struct nlpd_error err = {0};
     struct nlpd_daemon *d = NULL;
-    int rc = 1;
-    if (nlpd_pipeline_start(p, (int)cfg->kernels.threads, &err) < 0 || !(d = nlpd_daemon_new(cfg, p, &err)))
+    if (nlpd_pipeline_start(p, (int)cfg->kernels.threads, &err) < 0 || !(d = nlpd_daemon_new(cfg, p, &err))) {
         nlpd_log(NLPD_LOG_ERR, "main", "%s", err.message);
-    else
-        rc = nlpd_daemon_run(d, 1);
+        nlpd_pipeline_free(p);
+        nlpd_config_free(cfg);
+        return 1;
+    }
+    nlpd_daemon_own_config(d); /* a reload replaces (and frees) them */
+    int rc = nlpd_daemon_run(d, 1);
     nlpd_daemon_free(d);
-    nlpd_pipeline_free(p);
-    nlpd_config_free(cfg);
     return rc;
 }
 

@@ -748,6 +748,15 @@ void nlpd_pipeline_free(struct nlpd_pipeline *p)
     free(p);
 }
 
+void nlpd_pipeline_take_cache(struct nlpd_pipeline *to, struct nlpd_pipeline *from)
+{
+    if (!from->cache)
+        return;
+    nlpd_cache_free(to->cache);
+    to->cache = from->cache;
+    from->cache = NULL;
+}
+
 int nlpd_pipeline_failed(struct nlpd_pipeline *p)
 {
     pthread_mutex_lock(&p->lock);

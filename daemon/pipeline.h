@@ -48,6 +48,10 @@ void nlpd_pipeline_run_inline(struct nlpd_pipeline *p, struct nlpd_batch *batch)
 void nlpd_pipeline_stop(struct nlpd_pipeline *p);
 void nlpd_pipeline_free(struct nlpd_pipeline *p);
 
+/* Moves from's cache (its entries and backend counters) into to, freeing to's own: a reload whose cache settings
+ * did not change keeps the cache warm (keys hold each stage's model digest and options, so they stay valid). No
+ * batch may be running in either pipeline; from then has no cache. */
+void nlpd_pipeline_take_cache(struct nlpd_pipeline *to, struct nlpd_pipeline *from);
 /* Nonzero once a stage reported a fatal error. */
 int nlpd_pipeline_failed(struct nlpd_pipeline *p);
 int nlpd_pipeline_threads(const struct nlpd_pipeline *p);

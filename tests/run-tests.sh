@@ -163,6 +163,10 @@ suite "tests/integration/test_config_doc.sh" bash tests/integration/test_config_
 # Metrics and health endpoints of the daemon while records flow.
 suite "tests/integration/test_metrics.sh build/nlpd" bash tests/integration/test_metrics.sh build/nlpd
 suite "tests/integration/test_metrics.sh build/san/nlpd" bash tests/integration/test_metrics.sh build/san/nlpd
+# SIGHUP reload while records flow: broken files change nothing, a new pipeline applies with every record exactly
+# once, a restart-only key is refused, notify order.
+suite "tests/integration/test_reload.sh build/nlpd" bash tests/integration/test_reload.sh build/nlpd
+suite "tests/integration/test_reload.sh build/san/nlpd" bash tests/integration/test_reload.sh build/san/nlpd
 # The result cache with a real redis-server (second pass, changed options, corruption, outage, daemon, bounds).
 suite "tests/integration/test_cache.sh build/nlpd" bash tests/integration/test_cache.sh build/nlpd
 suite "tests/integration/test_cache.sh build/san/nlpd" bash tests/integration/test_cache.sh build/san/nlpd

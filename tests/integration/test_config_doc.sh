@@ -1,6 +1,7 @@
 #!/bin/bash
 # conf/nlpd.conf and `nlpd config-doc` must not drift: every key config-doc prints for the daemon's sections and
-# for the stages used in conf/nlpd.conf appears in the annotated file, and the file passes `nlpd check`.
+# for the stages used in conf/nlpd.conf appears in the annotated file, the keys it flags "restart required" (and
+# only those) say so in the file, and the file passes `nlpd check`.
 # usage: tests/integration/test_config_doc.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
@@ -22,7 +23,31 @@ for key in re.findall(r"^  (\w+)\.(\w+)  \(", doc, re.M):
     elif sec in ("langid", "sentiment") and not re.search(r"^\s*#?\s*%s\s*=" % name, conf, re.M):
         missing.append(f"{sec}.{name}")
 assert not missing, "not documented in conf/nlpd.conf: " + ", ".join(missing)
-print(len(re.findall(r"^  \w+\.\w+  \(", doc, re.M)), "keys compared")
+# Keys config-doc flags "restart required" (a reload that changes one is refused) say "(restart required)" in the
+# comment just above them in the file, and no other key does.
+def comment_above(body, name):
+    lines = body.split("\n")
+    for i, ln in enumerate(lines):
+        if re.match(r"^\s*#?\s*%s\s*=" % name, ln):
+            block = []
+            j = i - 1
+            while j >= 0 and lines[j].strip().startswith("#") and not re.match(r"^\s*#\s*\w+\s*=", lines[j]):
+                block.append(lines[j])
+                j -= 1
+            return "\n".join(block)
+    return ""
+wrong = []
+restart = 0
+for sec, name, rest in re.findall(r"^  (\w+)\.(\w+)  \((.*)$", doc, re.M):
+    if sec not in sections:
+        continue
+    flagged = "restart required" in rest
+    restart += flagged
+    if flagged != ("(restart required" in comment_above(sections[sec], name)):
+        wrong.append(f"{sec}.{name} ({'restart required' if flagged else 'applied at a reload'})")
+assert restart > 0, "config-doc flags no key as restart required"
+assert not wrong, "conf/nlpd.conf does not say it (or says it wrongly): " + ", ".join(wrong)
+print(len(re.findall(r"^  \w+\.\w+  \(", doc, re.M)), "keys compared,", restart, "restart-only")
 PY
 ); then
     echo "ok - conf/nlpd.conf documents every key of config-doc ($out)"

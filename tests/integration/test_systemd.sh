@@ -83,7 +83,7 @@ else
     nok "notify protocol" "$(tail -n 3 "$T/result"); log: $(tail -n 3 "$T/nlpd.log" | tr '\n' '|')"
 fi
 if grep -q 'reload: .*batch.max_records must be an integer' "$T/nlpd.log" &&
-    grep -q 'still running on the configuration loaded at start' "$T/nlpd.log"; then
+    grep -q 'still running on the current configuration' "$T/nlpd.log"; then
     ok "SIGHUP with a broken config logs FILE:LINE errors and keeps running"
 else
     nok "SIGHUP with a broken config" "$(grep reload "$T/nlpd.log" | head -n 3)"
