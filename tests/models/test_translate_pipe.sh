@@ -139,6 +139,20 @@ else
     nok "models map" "$(tail -n 3 "$T/d.err")"
 fi
 
+# the daemon: conf/examples/translate.conf on the embedded Kafka broker (nlpd demo produces, runs, consumes)
+if timeout 120 "$NLPD" demo -c conf/examples/translate.conf -i "$T/in.jsonl" > "$T/k.out" 2> "$T/k.err" &&
+    msg=$(python3 - "$T/k.out" "$T/a.out" 2>&1 << 'PY'
+import json, sys
+k = {r["id"]: r for r in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{"))}
+assert len(k) == 5, sorted(k)
+for r in k.values():
+    assert r["source"] and r["source"]["topic"] == "events", r
+assert k["en"]["translation"] is None and all(k[i]["translation"] for i in ("de", "fr", "de-lines", "de2"))
+assert k["de"]["translation"]["source_lang"] == "de" and k["de"]["sentiment"] is not None
+print("5 records through Kafka")
+PY
+); then ok "daemon: $msg"; else nok "daemon (nlpd demo)" "${msg:-$(tail -n 3 "$T/k.err")}"; fi
+
 # configuration errors
 conf "$T/e.conf" 'target_token = ">>deu<<";'
 if ! "$NLPD" check -c "$T/e.conf" > "$T/e.txt" 2>&1 && grep -q "no target-language token >>deu<<" "$T/e.txt"; then

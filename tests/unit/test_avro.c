@@ -40,6 +40,9 @@ static void encode_enriched(void)
         it.rec.lang.score = 0.75f;
         it.rec.stages_run = 1;
         it.source = (struct nlpd_source){1, "events", 3, 42, -1};
+        /* framed: with a translation that later stages read; "text" must stay the input text */
+        if (framed)
+            CHECK(nlpd_record_set_translation(&it.rec, "Good day \xe2\x82\xac", 12, "de", "en", 1) == 0);
         struct nlpd_model_ref m = {0, "langid", "lid.176.ftz@sha256:ab"};
         struct nlpd_buf b = {0};
         CHECK(nlpd_avro_out_encode(o, &it, &m, 1, 0.0, &b) == 0);
@@ -63,7 +66,23 @@ static void encode_enriched(void)
         size_t sl;
         avro_value_get_by_name(&v, "text", &fld, NULL);
         avro_value_get_string(&fld, &s, &sl);
-        CHECK(strcmp(s, it.rec.text) == 0);
+        CHECK(strcmp(s, "Guten Tag \xe2\x82\xac") == 0);
+        avro_value_get_by_name(&v, "translation", &fld, NULL);
+        int tdisc = -1;
+        avro_value_get_discriminant(&fld, &tdisc);
+        CHECK(tdisc == framed);
+        if (framed) {
+            avro_value_get_current_branch(&fld, &br);
+            avro_value_get_by_name(&br, "text", &x, NULL);
+            avro_value_get_string(&x, &s, &sl);
+            CHECK(strcmp(s, "Good day \xe2\x82\xac") == 0);
+            avro_value_get_by_name(&br, "source_lang", &x, NULL);
+            avro_value_get_string(&x, &s, &sl);
+            CHECK(strcmp(s, "de") == 0);
+            avro_value_get_by_name(&br, "target_lang", &x, NULL);
+            avro_value_get_string(&x, &s, &sl);
+            CHECK(strcmp(s, "en") == 0);
+        }
         avro_value_get_by_name(&v, "lang", &fld, NULL);
         avro_value_get_current_branch(&fld, &br);
         avro_value_get_by_name(&br, "code", &x, NULL);
@@ -89,6 +108,8 @@ static void encode_enriched(void)
         avro_schema_decref(schema);
         nlpd_buf_free(&b);
         nlpd_avro_out_free(o);
+        nlpd_record_free_results(&it.rec);
+        CHECK(strcmp(it.rec.text, "Guten Tag \xe2\x82\xac") == 0); /* freeing restores the input text */
     }
 }
 

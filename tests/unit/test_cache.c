@@ -71,7 +71,13 @@ static void codec_round_trip(void)
     nlpd_record_add_entity(&r, "PER", 0.9f, "Jos\xc3\xa9", 5, 3, 7, -1, NULL);
     nlpd_record_add_entity(&r, "LOC", 1.0f, "Berlin", 6, 10, 16, -1, "gazetteer");
     nlpd_record_add_category(&r, "hate", "identity_hate", 0.8f, 1);
-    unsigned all = NLPD_RESULT_LANG | NLPD_RESULT_SENTIMENT | NLPD_RESULT_ENTITIES | NLPD_RESULT_MODERATION;
+    r.text = "Guten Tag";
+    r.text_len = 9;
+    nlpd_record_set_translation(&r, "Good day", 8, "de", "en", 1);
+    back.text = "Guten Tag";
+    back.text_len = 9;
+    unsigned all = NLPD_RESULT_LANG | NLPD_RESULT_SENTIMENT | NLPD_RESULT_ENTITIES | NLPD_RESULT_MODERATION |
+                   NLPD_RESULT_TRANSLATION;
     struct nlpd_buf b = {0};
     nlpd_results_encode(&r, all, &b);
     CHECK(nlpd_results_decode(&back, all, (unsigned char *)b.data, b.len) == 0);
@@ -80,6 +86,10 @@ static void codec_round_trip(void)
     CHECK(back.entities.n == 2 && strcmp(back.entities.items[0].word, "Jos\xc3\xa9") == 0);
     CHECK(back.entities.items[1].source && strcmp(back.entities.items[1].source, "gazetteer") == 0);
     CHECK(back.moderation.flagged && back.moderation.n == 1 && back.moderation.cats[0].score == 0.8f);
+    /* a decoded translation that later stages read points the record's text at it, as the stage did */
+    CHECK(back.translation.set && strcmp(back.translation.text, "Good day") == 0 && back.translation.feeds);
+    CHECK(strcmp(back.translation.source_lang, "de") == 0 && strcmp(back.translation.target_lang, "en") == 0);
+    CHECK(strcmp(back.text, "Good day") == 0 && strcmp(back.translation.input_text, "Guten Tag") == 0);
     /* Every truncation and a wrong version are invalid, and leave the record as it was. */
     struct nlpd_record keep = {0};
     keep.lang.set = 1;
@@ -88,7 +98,16 @@ static void codec_round_trip(void)
         CHECK(nlpd_results_decode(&keep, all, (unsigned char *)b.data, n) < 0);
     b.data[0] = 9;
     CHECK(nlpd_results_decode(&keep, all, (unsigned char *)b.data, b.len) < 0);
-    CHECK(strcmp(keep.lang.code, "fr") == 0 && keep.entities.n == 0);
+    CHECK(strcmp(keep.lang.code, "fr") == 0 && keep.entities.n == 0 && !keep.translation.set);
+    /* a cached translation that is not valid UTF-8 is not ours */
+    b.data[0] = 1;
+    struct nlpd_buf bad = {0};
+    struct nlpd_record tr = {0};
+    nlpd_record_set_translation(&tr, "ab\xff", 3, "de", "en", 0);
+    nlpd_results_encode(&tr, NLPD_RESULT_TRANSLATION, &bad);
+    CHECK(nlpd_results_decode(&keep, NLPD_RESULT_TRANSLATION, (unsigned char *)bad.data, bad.len) < 0);
+    nlpd_buf_free(&bad);
+    nlpd_record_free_results(&tr);
     nlpd_buf_free(&b);
     nlpd_record_free_results(&r);
     nlpd_record_free_results(&back);
