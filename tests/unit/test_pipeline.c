@@ -191,7 +191,8 @@ static void init_failure_and_names(void)
     nlpd_pipeline_free(p);
     nlpd_config_free(cfg);
     p = build("pipeline = ( { stage = \"nope\"; } );", &cfg, &d);
-    CHECK(p == NULL && d.n == 1 && strstr(d.msgs[0], "unknown stage \"nope\" (this build has: langid, sentiment"));
+    CHECK(p == NULL && d.n == 1 &&
+          strstr(d.msgs[0], "unknown stage \"nope\" (this build has: langid, translate, sentiment"));
     CHECK(d.n == 1 && strstr(d.msgs[0], "tag, picky)")); /* registered stages are listed after the built-in ones */
     nlpd_diag_free(&d);
     nlpd_config_free(cfg);
