@@ -524,6 +524,25 @@ static int32_t *host_ints(struct nlpd_marian_ws *ws, size_t n, struct nlpd_error
     return ws->host;
 }
 
+/* Replaces *buf with a new buffer of n 64-byte aligned parts of sizes[i] floats; parts[i] gets each one. */
+static int carve(const struct nlpd_marian *m, struct nlpd_buffer *buf, const size_t *sizes, float **parts, int n,
+                 struct nlpd_error *err)
+{
+    size_t off[16], o = 0;
+    for (int i = 0; i < n; i++) {
+        off[i] = o;
+        o += al16(sizes[i]);
+    }
+    struct nlpd_buffer nb;
+    if (nlpd_backend_alloc(m->be, o * sizeof(float), &nb, err))
+        return err && err->code ? err->code : NLPD_ENOMEM;
+    nlpd_backend_buffer_free(buf);
+    *buf = nb;
+    for (int i = 0; i < n; i++)
+        parts[i] = (float *)nb.ptr + off[i];
+    return 0;
+}
+
 static int enc_reserve(struct nlpd_marian_ws *ws, int B, int S, struct nlpd_error *err)
 {
     const struct nlpd_marian_config *c = &ws->m->cfg;
@@ -532,38 +551,29 @@ static int enc_reserve(struct nlpd_marian_ws *ws, int B, int S, struct nlpd_erro
         if (T < ws->enc_cap)
             T = ws->enc_cap;
         size_t sq = (size_t)S * S > ws->enc_sq ? (size_t)S * S : ws->enc_sq;
-        size_t sizes[9] = {T * H, T * 3 * H, T * H, T * H, T * F, sq, T, T, T}, off[9], o = 0;
-        for (int i = 0; i < 9; i++) {
-            off[i] = o;
-            o += al16(sizes[i]);
-        }
-        struct nlpd_buffer nb;
-        if (nlpd_backend_alloc(ws->m->be, o * sizeof(float), &nb, err))
-            return err ? err->code : NLPD_ENOMEM;
-        nlpd_backend_buffer_free(&ws->enc_buf);
-        ws->enc_buf = nb;
+        const size_t sizes[9] = {T * H, T * 3 * H, T * H, T * H, T * F, sq, T, T, T};
+        float *b[9];
+        int rc = carve(ws->m, &ws->enc_buf, sizes, b, 9, err);
+        if (rc)
+            return rc;
         ws->enc_cap = T;
         ws->enc_sq = sq;
-        float *b = nb.ptr;
-        ws->x = b + off[0];
-        ws->qkv = b + off[1];
-        ws->ctx = b + off[2];
-        ws->tmp = b + off[3];
-        ws->ffn = b + off[4];
-        ws->scores = b + off[5];
-        ws->ids = (int32_t *)(b + off[6]);
-        ws->pos_ids = (int32_t *)(b + off[7]);
-        ws->mask = (int32_t *)(b + off[8]);
+        ws->x = b[0];
+        ws->qkv = b[1];
+        ws->ctx = b[2];
+        ws->tmp = b[3];
+        ws->ffn = b[4];
+        ws->scores = b[5];
+        ws->ids = (int32_t *)b[6];
+        ws->pos_ids = (int32_t *)b[7];
+        ws->mask = (int32_t *)b[8];
     }
     size_t cross = (size_t)c->dec_layers * B * S * 2 * H;
     if (cross > ws->cross_cap) {
-        struct nlpd_buffer nb;
-        if (nlpd_backend_alloc(ws->m->be, cross * sizeof(float), &nb, err))
-            return err ? err->code : NLPD_ENOMEM;
-        nlpd_backend_buffer_free(&ws->cross_buf);
-        ws->cross_buf = nb;
+        int rc = carve(ws->m, &ws->cross_buf, &cross, &ws->cross, 1, err);
+        if (rc)
+            return rc;
         ws->cross_cap = cross;
-        ws->cross = nb.ptr;
     }
     return 0;
 }
@@ -574,28 +584,22 @@ static int dec_reserve(struct nlpd_marian_ws *ws, int R, struct nlpd_error *err)
         return 0;
     const struct nlpd_marian_config *c = &ws->m->cfg;
     size_t H = (size_t)c->d_model, F = (size_t)c->dec_ffn, V = (size_t)c->dec_vocab, r = (size_t)R;
-    size_t sizes[10] = {r * H, r * H, r * H, r * H, r * F, r * V, r, r, r, r}, off[10], o = 0;
-    for (int i = 0; i < 10; i++) {
-        off[i] = o;
-        o += al16(sizes[i]);
-    }
-    struct nlpd_buffer nb;
-    if (nlpd_backend_alloc(ws->m->be, o * sizeof(float), &nb, err))
-        return err ? err->code : NLPD_ENOMEM;
-    nlpd_backend_buffer_free(&ws->dec_buf);
-    ws->dec_buf = nb;
+    const size_t sizes[10] = {r * H, r * H, r * H, r * H, r * F, r * V, r, r, r, r};
+    float *b[10];
+    int rc = carve(ws->m, &ws->dec_buf, sizes, b, 10, err);
+    if (rc)
+        return rc;
     ws->dec_rows_cap = R;
-    float *b = nb.ptr;
-    ws->y = b + off[0];
-    ws->q = b + off[1];
-    ws->dctx = b + off[2];
-    ws->dtmp = b + off[3];
-    ws->dffn = b + off[4];
-    ws->logits = b + off[5];
-    ws->tok = (int32_t *)(b + off[6]);
-    ws->dpos = (int32_t *)(b + off[7]);
-    ws->kv_map = (int32_t *)(b + off[8]);
-    ws->gidx = (int32_t *)(b + off[9]);
+    ws->y = b[0];
+    ws->q = b[1];
+    ws->dctx = b[2];
+    ws->dtmp = b[3];
+    ws->dffn = b[4];
+    ws->logits = b[5];
+    ws->tok = (int32_t *)b[6];
+    ws->dpos = (int32_t *)b[7];
+    ws->kv_map = (int32_t *)b[8];
+    ws->gidx = (int32_t *)b[9];
     return 0;
 }
 
