@@ -249,4 +249,8 @@ int nlpd_backend_threads(const struct nlpd_backend *be);
  * environment forces the scalar path (for tests). */
 const char *nlpd_kernels_cpu_simd(void);
 
+/* Host helper for decoding: log(sum(exp(x))) over n floats (max-shifted; -inf when every x is -inf; NaN entries
+ * are ignored by the max and make the sum NaN). Vectorised with the CPU kernels' exp. */
+float nlpd_kernels_logsumexp(const float *x, int n);
+
 #endif

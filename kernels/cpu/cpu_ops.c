@@ -310,9 +310,47 @@ static AVX2 void softmax_row_avx2(float *x, int n)
     for (; i < n; i++)
         x[i] *= inv;
 }
+
+static AVX2 float logsumexp_avx2(const float *x, int n)
+{
+    __m256 vmx = _mm256_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(x + i));
+    float mx = hmax8(vmx);
+    for (; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    if (mx == -INFINITY || mx != mx)
+        return mx;
+    vmx = _mm256_set1_ps(mx);
+    __m256 acc = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8)
+        acc = _mm256_add_ps(acc, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx)));
+    double sum = hsum8(acc);
+    for (; i < n; i++)
+        sum += expf(x[i] - mx);
+    return mx + (float)log(sum);
+}
 #endif
 
 /* --------------------------------------------------------------- dispatch ---- */
+
+float nlpd_kernels_logsumexp(const float *x, int n)
+{
+#if HAVE_X86
+    if (nlpd_cpu_simd_avx2())
+        return logsumexp_avx2(x, n);
+#endif
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    if (mx == -INFINITY)
+        return mx;
+    double sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += expf(x[i] - mx);
+    return mx + (float)log(sum);
+}
 
 void nlpd_cpu_act(float *x, size_t n, enum nlpd_act act)
 {

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nlpd_kernels.h"
+
 #define BEAM_INIT_OTHER (-1e9f) /* transformers starts beams 1.. at -1e9 so the first step expands beam 0 only */
 
 void nlpd_gen_output_free(struct nlpd_gen_output *out, int n)
@@ -29,7 +31,8 @@ static int oom(struct nlpd_error *err)
 
 /* In transformers' order: no-repeat n-grams, bad words, min length, forced eos. hist[0..len) is the row's ids so
  * far (decoder start first); the row's scores are changed in place. */
-static void process_row(const struct nlpd_gen_params *p, const int32_t *hist, int len, float *row, int V)
+static void process_row(const struct nlpd_gen_params *p, const int32_t *hist, int len, float *row, int V,
+                        float forced_value)
 {
     const float ninf = -INFINITY;
     int n = p->no_repeat_ngram_size;
@@ -58,27 +61,10 @@ static void process_row(const struct nlpd_gen_params *p, const int32_t *hist, in
     if (p->forced_eos >= 0 && p->forced_eos < V && len == p->max_length - 1) {
         for (int i = 0; i < V; i++)
             row[i] = ninf;
-        row[p->forced_eos] = 0.0f;
+        row[p->forced_eos] = forced_value;
     }
 }
 
-static void log_softmax_row(float *x, int V)
-{
-    float mx = -INFINITY;
-    for (int i = 0; i < V; i++) {
-        if (isnan(x[i]))
-            x[i] = -INFINITY;
-        mx = x[i] > mx ? x[i] : mx;
-    }
-    if (mx == -INFINITY)
-        return;
-    double sum = 0;
-    for (int i = 0; i < V; i++)
-        sum += exp((double)(x[i] - mx));
-    float lse = (float)log(sum);
-    for (int i = 0; i < V; i++)
-        x[i] = (x[i] - mx) - lse;
-}
 
 /* ------------------------------------------------------------------------------ greedy ---- */
 
@@ -124,7 +110,7 @@ static int greedy(const struct nlpd_gen_model *m, int n_sent, const struct nlpd_
         for (int r = 0; r < R; r++) {
             struct nlpd_gen_output *o = &out[sent[r]];
             float *row = logits + (size_t)r * V;
-            process_row(p, o->ids, (int)o->n, row, V);
+            process_row(p, o->ids, (int)o->n, row, V, 0.0f);
             int32_t t = argmax(row, V);
             o->ids[o->n++] = t;
             if (t != p->eos)
@@ -276,18 +262,27 @@ static int beam_search(const struct nlpd_gen_model *m, int n_sent, const struct 
             goto done;
         if (p->on_logits)
             p->on_logits(p->on_logits_ctx, len - 1, sent, R, logits, V);
-        /* per row: log-softmax, processors, + beam score; the row's best 2K; then per sentence the best 2K */
+        /* per row: log-softmax, processors, + beam score; the row's best 2K; then per sentence the best 2K.
+         * The log-softmax is a shift by the row's log-sum-exp (taken before the processors, as transformers
+         * does), so candidates are picked on the raw logits and only they are shifted. */
         for (int li = 0; li < nlive; li++) {
             int nt = 0;
             for (int k = 0; k < K; k++) {
                 int r = li * K + k, nr = 0;
                 float *row = logits + (size_t)r * V;
-                log_softmax_row(row, V);
-                process_row(p, hist + (size_t)r * L, len, row, V);
                 for (int t = 0; t < V; t++)
-                    top_insert(rowtop, &nr, NC, (struct cand){row[t] + bscore[r], t, k}, V);
-                for (int i = 0; i < nr; i++)
-                    top_insert(top + (size_t)li * NC, &nt, NC, rowtop[i], V);
+                    if (row[t] != row[t])
+                        row[t] = -INFINITY; /* NaN */
+                float lse = nlpd_kernels_logsumexp(row, V);
+                process_row(p, hist + (size_t)r * L, len, row, V, lse); /* forced eos: log-prob 0 */
+                for (int t = 0; t < V; t++)
+                    if (nr < NC || row[t] >= rowtop[NC - 1].score)
+                        top_insert(rowtop, &nr, NC, (struct cand){row[t], t, k}, V);
+                for (int i = 0; i < nr; i++) {
+                    struct cand c = rowtop[i];
+                    c.score = (c.score - lse) + bscore[r];
+                    top_insert(top + (size_t)li * NC, &nt, NC, c, V);
+                }
             }
         }
         /* BeamSearchScorer.process */

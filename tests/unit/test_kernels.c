@@ -361,8 +361,34 @@ static void check_gather_rows(void)
     CHECK_STR_CONTAINS(err.message, "out of range");
 }
 
+static void check_logsumexp(void)
+{
+    for (int n = 1; n < 40; n += 7) {
+        float *x = rnd((size_t)n, -30, 30);
+        double mx = -1e300, sum = 0;
+        for (int i = 0; i < n; i++)
+            mx = x[i] > mx ? x[i] : mx;
+        for (int i = 0; i < n; i++)
+            sum += exp(x[i] - mx);
+        CHECK(near(nlpd_kernels_logsumexp(x, n), mx + log(sum), 1e-5));
+        x[0] = -INFINITY; /* masked entries count as 0 */
+        if (n > 1) {
+            sum = 0, mx = -1e300;
+            for (int i = 1; i < n; i++)
+                mx = x[i] > mx ? x[i] : mx;
+            for (int i = 1; i < n; i++)
+                sum += exp(x[i] - mx);
+            CHECK(near(nlpd_kernels_logsumexp(x, n), mx + log(sum), 1e-5));
+        }
+        free(x);
+    }
+    float all[3] = {-INFINITY, -INFINITY, -INFINITY};
+    CHECK(nlpd_kernels_logsumexp(all, 3) == -INFINITY);
+}
+
 static void check_all_ops(void)
 {
+    check_logsumexp();
     check_act();
     check_matmul();
     check_layer_norm();
