@@ -160,6 +160,7 @@ bench:
 	@sh bench/kafka/run.sh
 	@sh bench/encoder/run.sh
 	@sh bench/cache/run.sh
+	@sh bench/translate/run.sh
 
 # Binary, systemd unit and sysusers entry, schemas, docs; the config only when none is there yet.
 install: $(BUILD)/nlpd $(CUDA_ALL)
