@@ -62,10 +62,11 @@ struct nlpd_marian_ws {
     struct nlpd_buffer dec_buf;
     int dec_rows_cap;
     float *y, *q, *dctx, *dtmp, *dffn, *logits;
-    int32_t *tok, *dpos, *kv_map, *gidx;
+    int32_t *tok, *dpos, *kv_map, *gidx, *ident; /* ident: 0, 1, 2, ... */
     /* self-attention caches (ping-pong for reordering) */
-    struct nlpd_buffer cache[2];
-    int cur, cache_rows, cache_cap, rows; /* rows: of the last step */
+    struct nlpd_buffer cache;     /* rows x layers x cap x 2H */
+    struct nlpd_buffer layer_tmp; /* one layer's rows while they are reordered */
+    int cache_rows, cache_cap, rows; /* rows: of the last step */
     int32_t *host; /* int staging */
     size_t host_cap;
 };
@@ -499,8 +500,8 @@ void nlpd_marian_ws_free(struct nlpd_marian_ws *ws)
     nlpd_backend_buffer_free(&ws->enc_buf);
     nlpd_backend_buffer_free(&ws->cross_buf);
     nlpd_backend_buffer_free(&ws->dec_buf);
-    nlpd_backend_buffer_free(&ws->cache[0]);
-    nlpd_backend_buffer_free(&ws->cache[1]);
+    nlpd_backend_buffer_free(&ws->cache);
+    nlpd_backend_buffer_free(&ws->layer_tmp);
     free(ws->host);
     free(ws);
 }
@@ -522,6 +523,11 @@ static int32_t *host_ints(struct nlpd_marian_ws *ws, size_t n, struct nlpd_error
         ws->host_cap = n;
     }
     return ws->host;
+}
+
+static size_t byte_off(const struct nlpd_buffer *buf, const void *p)
+{
+    return (size_t)((const char *)p - (const char *)buf->ptr);
 }
 
 /* Replaces *buf with a new buffer of n 64-byte aligned parts of sizes[i] floats; parts[i] gets each one. */
@@ -584,9 +590,12 @@ static int dec_reserve(struct nlpd_marian_ws *ws, int R, struct nlpd_error *err)
         return 0;
     const struct nlpd_marian_config *c = &ws->m->cfg;
     size_t H = (size_t)c->d_model, F = (size_t)c->dec_ffn, V = (size_t)c->dec_vocab, r = (size_t)R;
-    const size_t sizes[10] = {r * H, r * H, r * H, r * H, r * F, r * V, r, r, r, r};
-    float *b[10];
-    int rc = carve(ws->m, &ws->dec_buf, sizes, b, 10, err);
+    const size_t sizes[11] = {r * H, r * H, r * H, r * H, r * F, r * V, r, r, r, r, r};
+    float *b[11];
+    int32_t *h = host_ints(ws, r, err);
+    if (!h)
+        return NLPD_ENOMEM;
+    int rc = carve(ws->m, &ws->dec_buf, sizes, b, 11, err);
     if (rc)
         return rc;
     ws->dec_rows_cap = R;
@@ -600,22 +609,25 @@ static int dec_reserve(struct nlpd_marian_ws *ws, int R, struct nlpd_error *err)
     ws->dpos = (int32_t *)b[7];
     ws->kv_map = (int32_t *)b[8];
     ws->gidx = (int32_t *)b[9];
+    ws->ident = (int32_t *)b[10];
+    for (int i = 0; i < R; i++)
+        h[i] = i;
+    if ((rc = nlpd_backend_upload(&ws->dec_buf, byte_off(&ws->dec_buf, ws->ident), h, r * sizeof *h))) {
+        ws->dec_rows_cap = 0; /* retried next time */
+        return nlpd_error_set(err, rc, 0, "uploading the decoder workspace failed");
+    }
     return 0;
 }
 
-static size_t byte_off(const struct nlpd_buffer *buf, const void *p)
-{
-    return (size_t)((const char *)p - (const char *)buf->ptr);
-}
 
 static size_t row_floats(const struct nlpd_marian_ws *ws, int cap)
 {
     return (size_t)ws->m->cfg.dec_layers * (size_t)cap * 2 * (size_t)ws->m->cfg.d_model;
 }
 
-static float *cache_layer(const struct nlpd_marian_ws *ws, int which, int l)
+static float *cache_layer(const struct nlpd_marian_ws *ws, int l)
 {
-    return (float *)ws->cache[which].ptr + (size_t)l * ws->cache_cap * 2 * ws->m->cfg.d_model;
+    return (float *)ws->cache.ptr + (size_t)l * ws->cache_cap * 2 * ws->m->cfg.d_model;
 }
 
 static int run(const struct nlpd_marian *m, const struct nlpd_op *op, struct nlpd_error *err)
@@ -623,30 +635,20 @@ static int run(const struct nlpd_marian *m, const struct nlpd_op *op, struct nlp
     return nlpd_backend_run(m->be, op, err);
 }
 
-/* Copies positions 0 .. npos-1 of rows idx[0..rows) from cache `from` (cap from_cap) into cache `to`. */
-static int cache_copy(struct nlpd_marian_ws *ws, const struct nlpd_buffer *from, int from_cap, int src_rows,
-                      struct nlpd_buffer *to, int to_cap, const int32_t *gidx, int rows, int npos,
-                      struct nlpd_error *err)
+/* dst row i = src row idx[i] (cols floats; row strides in floats). */
+static int gather(const struct nlpd_marian *m, float *dst, size_t ld_dst, const float *src, size_t ld_src,
+                  const int32_t *idx, int rows, int src_rows, size_t cols, struct nlpd_error *err)
 {
-    const struct nlpd_marian *m = ws->m;
-    const size_t H2 = 2 * (size_t)m->cfg.d_model;
-    for (int l = 0; l < m->cfg.dec_layers; l++) {
-        struct nlpd_op op = {.kind = NLPD_OP_GATHER_ROWS};
-        op.u.gather_rows = (struct nlpd_op_gather_rows){
-            .dst = (float *)to->ptr + (size_t)l * to_cap * H2,
-            .src = (const float *)from->ptr + (size_t)l * from_cap * H2,
-            .idx = gidx,
-            .rows = rows,
-            .cols = (int)((size_t)npos * H2),
-            .src_rows = src_rows,
-            .ld_dst = row_floats(ws, to_cap),
-            .ld_src = row_floats(ws, from_cap),
-        };
-        int rc = run(m, &op, err);
-        if (rc)
-            return rc;
-    }
-    return 0;
+    struct nlpd_op op = {.kind = NLPD_OP_GATHER_ROWS};
+    op.u.gather_rows = (struct nlpd_op_gather_rows){.dst = dst,
+                                                    .src = src,
+                                                    .idx = idx,
+                                                    .rows = rows,
+                                                    .cols = (int)cols,
+                                                    .src_rows = src_rows,
+                                                    .ld_dst = ld_dst,
+                                                    .ld_src = ld_src};
+    return run(m, &op, err);
 }
 
 /* Room for R rows and positions 0 .. need-1, keeping the first `keep` positions of the live rows. */
@@ -654,38 +656,28 @@ static int cache_reserve(struct nlpd_marian_ws *ws, int R, int need, int keep, s
 {
     if (R <= ws->cache_rows && need <= ws->cache_cap)
         return 0;
+    const struct nlpd_marian *m = ws->m;
+    const size_t H2 = 2 * (size_t)m->cfg.d_model;
     int cap = ws->cache_cap, rows = R > ws->cache_rows ? R : ws->cache_rows;
     while (cap < need)
         cap = cap ? cap * 2 : 32;
-    size_t bytes = (size_t)rows * row_floats(ws, cap) * sizeof(float);
-    struct nlpd_buffer nb[2] = {{0}, {0}};
-    if (nlpd_backend_alloc(ws->m->be, bytes, &nb[0], err) || nlpd_backend_alloc(ws->m->be, bytes, &nb[1], err)) {
-        nlpd_backend_buffer_free(&nb[0]);
-        return err ? err->code : NLPD_ENOMEM;
-    }
-    int rc = 0;
-    if (keep > 0 && ws->rows > 0) { /* identity copy of the live history */
-        int32_t *h = host_ints(ws, (size_t)ws->rows, err);
-        if (!h)
-            rc = NLPD_ENOMEM;
-        for (int i = 0; !rc && i < ws->rows; i++)
-            h[i] = i;
-        if (!rc && (rc = dec_reserve(ws, ws->rows > R ? ws->rows : R, err)) == 0 &&
-            (rc = nlpd_backend_upload(&ws->dec_buf, byte_off(&ws->dec_buf, ws->gidx), h,
-                                      (size_t)ws->rows * sizeof *h)) == 0)
-            rc = cache_copy(ws, &ws->cache[ws->cur], ws->cache_cap, ws->rows, &nb[0], cap, ws->gidx, ws->rows, keep,
-                            err);
-    }
+    struct nlpd_buffer nb = {0}, nt = {0};
+    int rc = nlpd_backend_alloc(m->be, (size_t)rows * row_floats(ws, cap) * sizeof(float), &nb, err);
+    if (!rc)
+        rc = nlpd_backend_alloc(m->be, (size_t)rows * cap * H2 * sizeof(float), &nt, err);
+    if (!rc && keep > 0 && ws->rows > 0 && !(rc = dec_reserve(ws, ws->rows > R ? ws->rows : R, err)))
+        for (int l = 0; l < m->cfg.dec_layers && !rc; l++) /* the live history moves over */
+            rc = gather(m, (float *)nb.ptr + (size_t)l * cap * H2, row_floats(ws, cap), cache_layer(ws, l),
+                        row_floats(ws, ws->cache_cap), ws->ident, ws->rows, ws->rows, (size_t)keep * H2, err);
     if (rc) {
-        nlpd_backend_buffer_free(&nb[0]);
-        nlpd_backend_buffer_free(&nb[1]);
+        nlpd_backend_buffer_free(&nb);
+        nlpd_backend_buffer_free(&nt);
         return rc;
     }
-    nlpd_backend_buffer_free(&ws->cache[0]);
-    nlpd_backend_buffer_free(&ws->cache[1]);
-    ws->cache[0] = nb[0];
-    ws->cache[1] = nb[1];
-    ws->cur = 0;
+    nlpd_backend_buffer_free(&ws->cache);
+    nlpd_backend_buffer_free(&ws->layer_tmp);
+    ws->cache = nb;
+    ws->layer_tmp = nt;
     ws->cache_rows = rows;
     ws->cache_cap = cap;
     return 0;
@@ -857,7 +849,7 @@ static int dec_step(void *ctx, const int32_t *tokens, const int32_t *sent, int R
     const float scale_self = (float)(1.0 / sqrt((double)(H / c->dec_heads)));
     for (int l = 0; l < NL; l++) {
         const struct dec_layer *L = &m->dec[l];
-        float *kv = cache_layer(ws, ws->cur, l);
+        float *kv = cache_layer(ws, l);
         struct nlpd_op att = {.kind = NLPD_OP_ATTENTION_KV};
         att.u.attention_kv = (struct nlpd_op_attention_kv){.out = ws->dctx,
                                                            .q = ws->q,
@@ -931,11 +923,16 @@ static int dec_reorder(void *ctx, const int32_t *idx, int rows, int pos, struct 
     int rc = nlpd_backend_upload(&ws->dec_buf, byte_off(&ws->dec_buf, ws->gidx), idx, (size_t)rows * sizeof *idx);
     if (rc)
         return nlpd_error_set(err, rc, 0, "uploading the beam order failed");
-    int other = 1 - ws->cur;
-    if ((rc = cache_copy(ws, &ws->cache[ws->cur], ws->cache_cap, ws->rows, &ws->cache[other], ws->cache_cap, ws->gidx,
-                         rows, pos + 1, err)))
-        return rc;
-    ws->cur = other;
+    /* layer by layer through one layer's worth of scratch, so the cache is not held twice */
+    const struct nlpd_marian *m = ws->m;
+    const size_t H2 = 2 * (size_t)m->cfg.d_model, cols = (size_t)(pos + 1) * H2, ld = row_floats(ws, ws->cache_cap);
+    float *tmp = ws->layer_tmp.ptr;
+    for (int l = 0; l < m->cfg.dec_layers; l++) {
+        float *layer = cache_layer(ws, l);
+        if ((rc = gather(m, tmp, (size_t)ws->cache_cap * H2, layer, ld, ws->gidx, rows, ws->rows, cols, err)) ||
+            (rc = gather(m, layer, ld, tmp, (size_t)ws->cache_cap * H2, ws->ident, rows, rows, cols, err)))
+            return rc;
+    }
     ws->rows = rows;
     return 0;
 }

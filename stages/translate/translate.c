@@ -32,6 +32,7 @@ struct translate {
     char *downstream;
     int split_sentences;
     long long max_tokens;
+    long long max_sentences;
     struct tmodel *m;
     size_t nm;
 };
@@ -81,6 +82,9 @@ static const struct nlpd_conf_entry translate_conf[] = {
      0, 0, "translate sentence by sentence (after . ! ? and their CJK forms, and at line breaks), then join"},
     {"max_tokens", NLPD_CONF_INT, "4096", offsetof(struct translate, max_tokens), 0, NULL, 16, 1 << 24,
      "padded source-token budget of one model batch (sentences are grouped by length under it)"},
+    {"max_sentences", NLPD_CONF_INT, "32", offsetof(struct translate, max_sentences), 0, NULL, 1, 4096,
+     "sentences per model batch: with num_beams, the decoder rows whose key/value cache is held (about "
+     "rows x layers x 2 x d_model x 4 bytes per output token: 128 rows of OPUS-MT-base take 3 MB per token)"},
     {0},
 };
 
@@ -390,7 +394,8 @@ static enum nlpd_stage_status run_model(struct translate *s, struct translate_th
     qsort_r(t->order, live, sizeof *t->order, by_length, t->sents);
     for (size_t a = 0; a < live;) {
         size_t b = a + 1;
-        while (b < live && (b + 1 - a) * t->sents[t->order[b]].n <= (size_t)s->max_tokens)
+        while (b < live && b - a < (size_t)s->max_sentences &&
+               (b + 1 - a) * t->sents[t->order[b]].n <= (size_t)s->max_tokens)
             b++;
         int rc = run_batch(s, t, mi, t->order + a, b - a, padded, err);
         if (rc == NLPD_ENOMEM)
