@@ -571,6 +571,18 @@ static void run_cached(struct worker *w, size_t si, struct nlpd_record **recs, s
         w->vals[i].data = NULL;
 }
 
+/* Whether a stage that declares result fields wrote one for this record (a stage may leave a record alone,
+ * e.g. translate for a record already in the target language): only then do meta.models name its model. */
+static int wrote_result(unsigned results, const struct nlpd_record *r)
+{
+    if (!results)
+        return 1;
+    return ((results & NLPD_RESULT_LANG) && r->lang.set) || ((results & NLPD_RESULT_SENTIMENT) && r->sentiment.set) ||
+           ((results & NLPD_RESULT_ENTITIES) && r->entities.set) ||
+           ((results & NLPD_RESULT_MODERATION) && r->moderation.set) ||
+           ((results & NLPD_RESULT_TRANSLATION) && r->translation.set);
+}
+
 static void run_chain(struct worker *w, struct nlpd_batch *batch)
 {
     struct nlpd_pipeline *p = w->p;
@@ -603,7 +615,7 @@ static void run_chain(struct worker *w, struct nlpd_batch *batch)
         if (w->padded_tokens)
             nlpd_histogram_observe(&p->stages[si].padded_tokens, (double)w->padded_tokens);
         for (size_t i = 0; i < n && si < 32; i++)
-            if (!w->scratch[i]->error)
+            if (!w->scratch[i]->error && wrote_result(p->stages[si].plugin->results, w->scratch[i]))
                 w->scratch[i]->stages_run |= 1u << si;
     }
 }

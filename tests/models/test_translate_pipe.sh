@@ -63,6 +63,7 @@ out = {r["id"]: r for r in map(json.loads, open(sys.argv[1]))}
 inf = [json.loads(l)["text"] for l in open(sys.argv[2])]
 de, en, fr, dl = out["de"], out["en"], out["fr"], out["de-lines"]
 assert en["translation"] is None and en["lang"]["code"] == "en", en
+assert "translate" not in en["meta"]["models"], "meta.models names only stages that wrote a result"
 for r in (de, fr, dl):
     t = r["translation"]
     assert t and t["target_lang"] == "en" and t["source_lang"] == r["lang"]["code"], r
@@ -133,7 +134,8 @@ if "$NLPD" pipe -c "$T/d.conf" < "$T/in.jsonl" > "$T/d.out" 2> "$T/d.err" &&
     python3 -c '
 import json, sys
 out = {r["id"]: r for r in map(json.loads, open(sys.argv[1]))}
-assert out["de"]["translation"] and out["fr"]["translation"] is None, out["fr"]' "$T/d.out"; then
+assert out["de"]["translation"] and out["fr"]["translation"] is None, out["fr"]
+assert "translate" not in out["fr"]["meta"]["models"], out["fr"]["meta"]' "$T/d.out"; then
     ok "models map: a language without a model is left alone"
 else
     nok "models map" "$(tail -n 3 "$T/d.err")"
