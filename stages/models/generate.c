@@ -273,8 +273,10 @@ static int beam_search(const struct nlpd_gen_model *m, int n_sent, const struct 
                 for (int t = 0; t < V; t++)
                     if (row[t] != row[t])
                         row[t] = -INFINITY; /* NaN */
-                float lse = nlpd_kernels_logsumexp(row, V);
+                float lse = p->renormalize_logits ? 0.0f : nlpd_kernels_logsumexp(row, V);
                 process_row(p, hist + (size_t)r * L, len, row, V, lse); /* forced eos: log-prob 0 */
+                if (p->renormalize_logits && !(p->forced_eos >= 0 && len == p->max_length - 1))
+                    lse = nlpd_kernels_logsumexp(row, V); /* LogitNormalization: over what the processors left */
                 for (int t = 0; t < V; t++)
                     if (nr < NC || row[t] >= rowtop[NC - 1].score)
                         top_insert(rowtop, &nr, NC, (struct cand){row[t], t, k}, V);

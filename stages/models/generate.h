@@ -26,6 +26,7 @@ struct nlpd_gen_params {
     int min_length;           /* eos banned while the output is shorter; 0 = off */
     int32_t decoder_start, eos, pad;
     int32_t forced_eos; /* -1 = none */
+    int renormalize_logits; /* log-softmax again after the processors (beam scores; greedy picks are the same) */
     /* bad_words_ids: n_bad sequences, sequence i = bad[bad_off[i] .. bad_off[i + 1]) */
     const int32_t *bad;
     const size_t *bad_off;

@@ -199,6 +199,7 @@ static int parse_generation(struct nlpd_marian *m, json_t *g, const char *f, str
     else if (es && !json_is_null(es))
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: early_stopping must be true, false or \"never\"", f);
     p->early_stopping = early == 2 ? NLPD_EARLY_STOP_NEVER : early ? NLPD_EARLY_STOP_TRUE : NLPD_EARLY_STOP_FALSE;
+    p->renormalize_logits = jbool(g, "renormalize_logits", 0);
 
     json_t *bw = json_object_get(g, "bad_words_ids");
     if (bw && !json_is_null(bw)) {

@@ -24,7 +24,7 @@ with __metadata__ {"format":"pt"} padded with spaces to a multiple of 8, tensors
 Usage (use /usr/bin/python3; only numpy is needed):
   make_marian.py --out DIR [--seed 1] [--d-model 32] [--layers 2 2] [--heads 4] [--ffn 64] [--vocab 1000]
                  [--activation swish|silu|gelu|relu|gelu_new] [--tied | --untied] [--no-share]
-                 [--max-pos 64] [--std 0.5] [--dtype f32|f16] [--eos-bias X]
+                 [--max-pos 64] [--std 0.5] [--dtype f32|f16] [--eos-bias X] [--pad-bias X] [--renormalize]
                  [--num-beams K] [--gen-max-length N] [--no-bad-words] [--no-forced-eos]
   generation_config.json gets bad_words_ids [[pad]], forced_eos_token_id 0, eos 0, pad/decoder_start V-1
   (as OPUS-MT checkpoints have), plus num_beams / max_length when given.
@@ -102,6 +102,10 @@ def main(argv=None):
     ap.add_argument("--dtype", choices=("f32", "f16"), default="f32")
     ap.add_argument("--eos-bias", type=float, default=0.0,
                     help="added to final_logits_bias[eos=0] so that sequences end at varied lengths")
+    ap.add_argument("--pad-bias", type=float, default=0.0,
+                    help="added to final_logits_bias[pad]: pad (banned by bad_words_ids) then holds real probability "
+                         "mass, which renormalize_logits takes out")
+    ap.add_argument("--renormalize", action="store_true", help="renormalize_logits true in generation_config.json")
     ap.add_argument("--num-beams", type=int)
     ap.add_argument("--gen-max-length", type=int)
     ap.add_argument("--no-bad-words", action="store_true")
@@ -126,6 +130,7 @@ def main(argv=None):
             t[pad, :] = 0.0
         if kind == "flb":
             t[0, 0] += a.eos_bias
+            t[0, pad] += a.pad_bias
         tensors[name] = t.astype(np.float32)
     os.makedirs(a.out, exist_ok=True)
     cfg = {
@@ -150,6 +155,8 @@ def main(argv=None):
         gen["num_beams"] = a.num_beams
     if a.gen_max_length is not None:
         gen["max_length"] = a.gen_max_length
+    if a.renormalize:
+        gen["renormalize_logits"] = True
     gen["transformers_version"] = "4.47.0"
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2, sort_keys=True)

@@ -2,7 +2,7 @@
 # Greedy and beam search of `nlpd infer` on random Marian models against tests/models/marian_ref.py, an independent
 # PyTorch reference (full decoder recompute, no KV cache) written from transformers 4.47's generate() semantics.
 # Models of several shapes (activations, tied / untied / unshared embeddings, F16 weights, an eos bias so that
-# hypotheses finish at different lengths) come from tests/models/make_marian.py; every case runs in nlpd as one
+# hypotheses finish at different lengths, renormalize_logits as the tc-big OPUS-MT models set it) come from tests/models/make_marian.py; every case runs in nlpd as one
 # padded batch (rows leave the batch as sentences finish) and must give the reference's ids exactly and its beam
 # score within 1e-3 + 1e-4 relative (float32 sums over up to 24 steps). Needs /usr/bin/python3 with torch and
 # numpy. Prints `N passed, N failed`.
@@ -20,7 +20,8 @@ fail=0
 MODELS='swish|--seed 3 --eos-bias 7
 relu-untied|--seed 5 --activation relu --untied --eos-bias 6.5 --d-model 48 --heads 6 --ffn 96
 gelu-noshare-f16|--seed 7 --activation gelu --no-share --dtype f16 --eos-bias 7.5 --layers 1 3
-gelu_new-deep|--seed 11 --activation gelu_new --layers 3 2 --heads 2 --eos-bias 7 --no-forced-eos'
+gelu_new-deep|--seed 11 --activation gelu_new --layers 3 2 --heads 2 --eos-bias 7 --no-forced-eos
+swish-renormalize|--seed 13 --eos-bias 7 --pad-bias 9 --renormalize'
 
 # settings, as nlpd infer flags (the reference takes the same ones)
 SETTINGS='--max-length 20
