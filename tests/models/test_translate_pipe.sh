@@ -27,6 +27,7 @@ fi
 conf() { # $1 file, $2 extra translate options, $3 batch size
     cat > "$1" << EOF
 batch: { max_records = ${3:-16}; max_wait_ms = 5; };
+kernels: { threads = 1; };
 cache: { backend = "memory"; };
 pipeline = (
   { stage = "langid"; model = "$LID"; },
@@ -112,7 +113,8 @@ print("ok")
 PY
 ); then ok "downstream = original: later stages read the input text"; else nok "downstream original" "$msg"; fi
 
-# one record per batch: the duplicate comes from the cache, with the same translation and sentiment
+# one record per batch (one worker, so the duplicate's batch runs after the first one's): the duplicate comes
+# from the cache, with the same translation and sentiment
 conf "$T/c.conf" '' 1
 if "$NLPD" pipe -c "$T/c.conf" < "$T/in.jsonl" > "$T/c.out" 2> "$T/c.err" &&
     grep -q "cache translate: 1 hits" "$T/c.err" && cmp -s <(python3 -c '
@@ -163,7 +165,7 @@ else
     nok "target_token" "$(cat "$T/e.txt")"
 fi
 conf "$T/f.conf" 'max_tokens = 4;'
-if ! "$NLPD" check -c "$T/f.conf" > "$T/f.txt" 2>&1 && grep -q "f.conf:5:.*max_tokens" "$T/f.txt"; then
+if ! "$NLPD" check -c "$T/f.conf" > "$T/f.txt" 2>&1 && grep -q "f.conf:6:.*max_tokens" "$T/f.txt"; then
     ok "out-of-range option: FILE:LINE"
 else
     nok "num_beams range" "$(cat "$T/f.txt")"
