@@ -321,6 +321,14 @@ done:
     return rc;
 }
 
+/* What is translated: the input text, also when a retried batch finds the record already reading an earlier
+ * translation of it. */
+static const char *src_text(const struct nlpd_record *r)
+{
+    size_t len;
+    return nlpd_record_input_text(r, &len);
+}
+
 /* Joins a record's translated sentences, separated as the input was (a line break stays one, else a space). */
 static int join(struct nlpd_record *r, const struct translate_thread *t, size_t first, size_t last, const char *src,
                 int feeds, const char *target)
@@ -333,7 +341,8 @@ static int join(struct nlpd_record *r, const struct translate_thread *t, size_t 
         return NLPD_ENOMEM;
     for (size_t i = first; i < last; i++) {
         if (i > first) {
-            int newline = memchr(r->text + t->sents[i - 1].end, '\n', t->sents[i].start - t->sents[i - 1].end) != NULL;
+            const char *gap = src_text(r) + t->sents[i - 1].end;
+            int newline = memchr(gap, '\n', t->sents[i].start - t->sents[i - 1].end) != NULL;
             *p++ = newline ? '\n' : ' ';
         }
         memcpy(p, t->sents[i].out, t->sents[i].out_len);
@@ -350,9 +359,12 @@ static enum nlpd_stage_status run_model(struct translate *s, struct translate_th
     const struct tmodel *m = &s->m[mi];
     const size_t max_pos = (size_t)nlpd_marian_config(m->mt)->max_pos;
     clear_sents(t);
-    for (size_t i = 0; i < n; i++)
-        if (split(s, t, i, recs[i]->text, recs[i]->text_len) < 0)
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        const char *text = nlpd_record_input_text(recs[i], &len);
+        if (split(s, t, i, text, len) < 0)
             return NLPD_STAGE_RETRY;
+    }
     /* tokenise; a sentence the tokenizer rejects fails its record */
     for (size_t i = 0; i < t->nsents; i++) {
         struct sent *se = &t->sents[i];
@@ -361,7 +373,7 @@ static enum nlpd_stage_status run_model(struct translate *s, struct translate_th
             continue;
         int32_t *ids = NULL;
         size_t k = 0, cap = 0, extra = m->target_token >= 0;
-        int rc = nlpd_marian_tok_encode(m->tok, r->text + se->start, se->end - se->start, max_pos - extra, &ids, &k,
+        int rc = nlpd_marian_tok_encode(m->tok, src_text(r) + se->start, se->end - se->start, max_pos - extra, &ids, &k,
                                         &cap, err);
         if (rc == NLPD_ENOMEM) {
             free(ids);
