@@ -11,6 +11,8 @@
 #include "pipeline.h"
 #include "record.h"
 
+static struct nlpd_config *cfg;
+
 static struct nlpd_pipeline *make(const char *extra)
 {
     char conf[1024];
@@ -20,7 +22,7 @@ static struct nlpd_pipeline *make(const char *extra)
              "max_length = 8; %s } );",
              extra);
     struct nlpd_diag d = {0};
-    struct nlpd_config *cfg = nlpd_config_load_string(conf, "(test)", &d);
+    cfg = nlpd_config_load_string(conf, "(test)", &d);
     struct nlpd_pipeline *p = cfg ? nlpd_pipeline_create(cfg, &d) : NULL;
     nlpd_diag_print(&d, stderr);
     CHECK(p != NULL);
@@ -87,6 +89,7 @@ static void sentences_and_retry(void)
     clear(r, 5);
     CHECK(strcmp(r[0].text, "Erster Satz. Zweiter Satz!") == 0); /* freeing restores the input text */
     nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
 }
 
 static void downstream_original(void)
@@ -102,6 +105,7 @@ static void downstream_original(void)
     CHECK(strcmp(r[0].translation.source_lang, "de") == 0 && strcmp(r[0].translation.target_lang, "en") == 0);
     clear(r, 1);
     nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
 }
 
 int main(void)
