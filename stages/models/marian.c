@@ -123,9 +123,8 @@ static json_t *load_json(const char *dir, const char *name, int required, struct
     return j;
 }
 
-static int parse_config(json_t *c, struct nlpd_marian_config *cfg, struct nlpd_error *err)
+static int parse_config(json_t *c, const char *f, struct nlpd_marian_config *cfg, struct nlpd_error *err)
 {
-    const char *f = "config.json";
     json_t *mt = json_object_get(c, "model_type");
     if (json_is_string(mt) && strcmp(json_string_value(mt), "marian"))
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: model_type \"%s\" is not a Marian model", f,
@@ -387,10 +386,13 @@ struct nlpd_marian *nlpd_marian_load(const char *dir, const struct nlpd_marian_o
         nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
         return NULL;
     }
-    if (!(cj = load_json(dir, "config.json", 1, err, &rc)) || parse_config(cj, &m->cfg, err))
+    char cpath[4096], gpath[4096];
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    snprintf(gpath, sizeof gpath, "%s/generation_config.json", dir);
+    if (!(cj = load_json(dir, "config.json", 1, err, &rc)) || parse_config(cj, cpath, &m->cfg, err))
         goto fail;
     gj = load_json(dir, "generation_config.json", 0, err, &rc);
-    if (rc || parse_generation(m, gj ? gj : cj, gj ? "generation_config.json" : "config.json", err))
+    if (rc || parse_generation(m, gj ? gj : cj, gj ? gpath : cpath, err))
         goto fail;
     const struct nlpd_marian_config *c = &m->cfg;
     char path[4096];
