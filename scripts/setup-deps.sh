@@ -18,6 +18,9 @@ PKGS="$PKGS kcat python3-avro"
 # python3-sentencepiece: the reference for the SentencePiece / Marian tokenizer parity tests
 # (tests/models/test_spm_parity.sh runs it with /usr/bin/python3).
 PKGS="$PKGS python3-sentencepiece"
+# python3-torch + python3-numpy: the independent PyTorch reference that beam search is checked against
+# (tests/models/marian_ref.py) and the baselines of bench/encoder and bench/translate.
+PKGS="$PKGS python3-torch python3-numpy"
 # Scripts and test corpora: python3 (corpus and bench scripts), gettext + libglib2.0-data (translation catalogues
 # the multilingual corpus is extracted from).
 PKGS="$PKGS python3 gettext libglib2.0-data"
