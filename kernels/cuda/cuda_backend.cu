@@ -118,10 +118,8 @@ int cu_slot_take(struct cu_impl *im, enum nlpd_op_kind op, int l0, int l1, int l
             if (s->in_use)
                 continue;
             cudaError_t e = cudaMemsetAsync(im->d_err + i, 0xff, sizeof *im->d_err, im->stream);
-            if (e != cudaSuccess) {
-                cu_fail(err, e, "clearing an error word");
-                return -1;
-            }
+            if (e != cudaSuccess)
+                return cu_fail(err, e, "clearing an error word");
             s->in_use = 1;
             s->op = op;
             s->limit[0] = l0;
@@ -133,15 +131,13 @@ int cu_slot_take(struct cu_impl *im, enum nlpd_op_kind op, int l0, int l1, int l
         }
         /* all in use: wait for the queued work, then reuse the words that saw no error */
         cudaError_t e = cudaStreamSynchronize(im->stream);
-        if (e != cudaSuccess) {
-            cu_fail(err, e, "synchronising");
-            return -1;
-        }
-        if (reap(im, NULL, err))
-            return -1;
+        if (e != cudaSuccess)
+            return cu_fail(err, e, "synchronising");
+        int rc = reap(im, NULL, err);
+        if (rc)
+            return rc;
     }
-    nlpd_error_set(err, NLPD_EAGAIN, 1, "cuda backend: %d unreported device errors pending", CU_ERR_SLOTS);
-    return -1;
+    return nlpd_error_set(err, NLPD_EAGAIN, 1, "cuda backend: %d unreported device errors pending", CU_ERR_SLOTS);
 }
 
 /* ---------------------------------------------------------------- weights ---- */

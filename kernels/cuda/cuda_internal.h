@@ -64,7 +64,8 @@ struct cu_impl {
 /* helpers (cuda_backend.cu) */
 int cu_fail(struct nlpd_error *err, cudaError_t e, const char *what);
 int cu_blas_fail(struct nlpd_error *err, cublasStatus_t s, const char *what);
-/* A zeroed error word for one op (queued on the stream); -1 with err when none is free. */
+/* An error word for one op, cleared on the stream: its index (>= 0), or a negative NLPD_E* code with err when
+ * none can be had (every word holds an unreported error of another thread, or a CUDA call failed). */
 int cu_slot_take(struct cu_impl *im, enum nlpd_op_kind op, int l0, int l1, int l2, struct nlpd_error *err);
 /* The weight buffer holding p (NULL when p is not in one), with its shadow converted. */
 const struct cu_weights *cu_weights_of(struct cu_impl *im, const void *p, struct nlpd_error *err, int *rc);

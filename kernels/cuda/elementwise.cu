@@ -217,11 +217,11 @@ __global__ void k_embed(float *out, const float *word, const float *pos, const f
 
 int cu_embed(struct cu_impl *im, const struct nlpd_op_embed *p, struct nlpd_error *err)
 {
-    if (p->tokens <= 0 || p->dim <= 0)
+    if (p->tokens <= 0) /* (dim 0 still checks the ids, as the CPU does) */
         return 0;
     int slot = cu_slot_take(im, NLPD_OP_EMBED, p->n_word, p->n_pos, p->n_type, err);
     if (slot < 0)
-        return err ? err->code : NLPD_EIO;
+        return slot;
     int grid = p->tokens < im->sm_count * 64 ? p->tokens : im->sm_count * 64;
     k_embed<<<grid, row_block(p->dim), 0, im->stream>>>(p->out, p->word, p->pos, p->type, p->ids, p->pos_ids,
                                                         p->type_ids, p->tokens, p->dim, p->n_word, p->n_pos, p->n_type,
@@ -254,7 +254,7 @@ int cu_gather_rows(struct cu_impl *im, const struct nlpd_op_gather_rows *p, stru
         return 0;
     int slot = cu_slot_take(im, NLPD_OP_GATHER_ROWS, p->src_rows, 0, 0, err);
     if (slot < 0)
-        return err ? err->code : NLPD_EIO;
+        return slot;
     int grid = p->rows < im->sm_count * 64 ? p->rows : im->sm_count * 64;
     k_gather_rows<<<grid, row_block(p->cols > 0 ? p->cols : 1), 0, im->stream>>>(
         p->dst, p->src, p->idx, p->rows, p->cols, p->src_rows, p->ld_dst, p->ld_src, im->d_err + slot);

@@ -29,6 +29,9 @@
 
 static struct nlpd_backend *cpu, *gpu, *gpu16, *gpub16;
 static char skip_why[NLPD_ERROR_MSG_MAX];
+/* "cuda", or "cpu" with NLPD_CUDA_TEST_BACKEND=cpu: every comparison then runs against a second CPU backend, a
+ * check of this test itself (buffer sizes, shapes, expectations) on machines without a GPU, under ASan too. */
+static const char *gpu_name = "cuda";
 
 static uint32_t rng = 12345;
 static float frand(void)
@@ -181,33 +184,34 @@ static void test_selection(void)
 static const enum nlpd_act acts[] = {NLPD_ACT_NONE, NLPD_ACT_GELU, NLPD_ACT_GELU_TANH,
                                      NLPD_ACT_RELU, NLPD_ACT_SILU, NLPD_ACT_TANH};
 
-static void matmul_case(struct nlpd_backend *g, int weights, int m, int n, int k, int trans_b, int pad, int bias,
-                        enum nlpd_act act, double tol)
+/* c = act(a . b + bias) on both backends; b (and bias) in a weight buffer when weights, boff floats past a 256-byte
+ * boundary (an odd boff leaves the half-precision copy of b only 2-byte aligned). */
+static void matmul_case_ld(struct nlpd_backend *g, int weights, int m, int n, int k, int trans_b, size_t lda, size_t ldb,
+                           size_t ldc, size_t boff, int bias, enum nlpd_act act, double tol)
 {
     struct pair p;
-    size_t lda = (size_t)k + pad, ldb = (size_t)(trans_b ? k : n) + pad, ldc = (size_t)n + pad;
     size_t brows = trans_b ? (size_t)n : (size_t)k;
-    size_t need = ((size_t)m * lda + brows * ldb + (size_t)m * ldc + (size_t)n) * 4 + 8 * 256;
+    size_t need = ((size_t)m * lda + brows * ldb + (size_t)m * ldc + (size_t)n + boff) * 4 + 8 * 256;
     if (pair_init(&p, g, need, 0))
         return;
     struct pair w;
-    if (pair_init(&w, g, (brows * ldb + (size_t)n) * 4 + 2 * 256, weights)) {
+    if (pair_init(&w, g, (brows * ldb + (size_t)n + boff) * 4 + 2 * 256, weights)) {
         pair_free(&p);
         return;
     }
     size_t a = put_rand(&p, (size_t)m * lda, 1.0f), c = put(&p, NULL, (size_t)m * ldc * 4);
-    size_t b = put_rand(weights ? &w : &p, brows * ldb, 1.0f), bs = put_rand(weights ? &w : &p, (size_t)n, 1.0f);
     struct pair *wp = weights ? &w : &p;
+    size_t b = put_rand(wp, brows * ldb + boff, 1.0f) + boff * 4, bs = put_rand(wp, (size_t)n, 1.0f);
     struct nlpd_op oc = {.kind = NLPD_OP_MATMUL}, og = oc;
     oc.u.matmul = (struct nlpd_op_matmul){F(&p.c, c), F(&p.c, a), F(&wp->c, b), bias ? F(&wp->c, bs) : NULL,
                                           m, n, k, (int)lda, (int)ldb, (int)ldc, trans_b, act};
     og.u.matmul = (struct nlpd_op_matmul){F(&p.g, c), F(&p.g, a), F(&wp->g, b), bias ? F(&wp->g, bs) : NULL,
                                           m, n, k, (int)lda, (int)ldb, (int)ldc, trans_b, act};
-    if (!run2(&p, &oc, &og)) {
-        char what[96];
-        snprintf(what, sizeof what, "matmul %dx%dx%d tb%d act%d w%d", m, n, k, trans_b, (int)act, weights);
+    char what[128];
+    snprintf(what, sizeof what, "matmul %dx%dx%d tb%d lda %zu ldb %zu ldc %zu boff %zu act%d w%d", m, n, k, trans_b,
+             lda, ldb, ldc, boff, (int)act, weights);
+    if (!run2(&p, &oc, &og))
         compare_out(&p, c, (size_t)m, (size_t)n, ldc, tol, what);
-    }
     if (weights) { /* new weights after the first use: the shadow copy must follow */
         float *nb = malloc(brows * ldb * 4);
         fill(nb, brows * ldb, 0.5f);
@@ -221,6 +225,13 @@ static void matmul_case(struct nlpd_backend *g, int weights, int m, int n, int k
     pair_free(&p);
 }
 
+static void matmul_case(struct nlpd_backend *g, int weights, int m, int n, int k, int trans_b, int pad, int bias,
+                        enum nlpd_act act, double tol)
+{
+    size_t lda = (size_t)k + pad, ldb = (size_t)(trans_b ? k : n) + pad, ldc = (size_t)n + pad;
+    matmul_case_ld(g, weights, m, n, k, trans_b, lda, ldb, ldc, 0, bias, act, tol);
+}
+
 static void test_matmul(void)
 {
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
@@ -228,14 +239,23 @@ static void test_matmul(void)
     matmul_case(gpu, 0, 256, 768, 768, 0, 0, 1, NLPD_ACT_GELU, 1e-5);
     matmul_case(gpu, 0, 5, 3, 0, 0, 1, 1, NLPD_ACT_NONE, 1e-5); /* k = 0: bias only */
     matmul_case(gpu, 1, 64, 96, 128, 1, 0, 1, NLPD_ACT_NONE, 1e-5);
+    /* the encoder's pooler: the first token of each of 3 sequences of 17, a row stride of S*H */
+    for (int tb = 0; tb < 2; tb++)
+        matmul_case_ld(gpu, 1, 3, 64, 64, tb, 17 * 64, 64, 64, 0, 1, NLPD_ACT_TANH, 1e-5);
+    /* a vocabulary-wide tied projection (Marian: V = 58101 columns, b^T), odd k */
+    matmul_case_ld(gpu, 1, 4, 58101, 61, 1, 61, 61, 58101, 0, 1, NLPD_ACT_NONE, 1e-5);
+    /* c wider than n, b at an odd float offset, both transposes, m = 1 (one decoder row) */
+    for (int tb = 0; tb < 2; tb++)
+        matmul_case_ld(gpu, 1, 1, 1030, 33, tb, 40, tb ? 35 : 1031, 1100, 1, 1, NLPD_ACT_SILU, 1e-5);
 }
 
 static void test_bias_act(void)
 {
+    for (int wide = 0; wide < 2; wide++)
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
         for (int bias = 0; bias < 2; bias++) {
             struct pair p;
-            int rows = 19, cols = 45, ld = 50;
+            int rows = wide ? 7 : 19, cols = wide ? 1500 : 45, ld = wide ? 1503 : 50;
             if (pair_init(&p, gpu, 64 * 1024, 0))
                 return;
             size_t x = put_rand(&p, (size_t)rows * ld, 4.0f), b = put_rand(&p, (size_t)cols, 1.0f);
@@ -250,22 +270,25 @@ static void test_bias_act(void)
 
 static void test_layer_norm(void)
 {
-    /* variants: plain; bias + residual into a third buffer; y == x; y == residual */
-    for (int v = 0; v < 4; v++) {
+    /* variants: plain; bias + residual into a third buffer; y == x; y == residual; then plain and fused at widths
+     * over 1024 and under 32 */
+    for (int v = 0; v < 8; v++) {
         struct pair p;
-        int rows = 23, cols = v == 1 ? 768 : 37;
+        static const int widths[8] = {37, 768, 37, 37, 1500, 1500, 7, 1};
+        int rows = 23, cols = widths[v];
         if (pair_init(&p, gpu, 1 << 20, 0))
             return;
         size_t x = put_rand(&p, (size_t)rows * cols, 3.0f), r = put_rand(&p, (size_t)rows * cols, 2.0f);
         size_t b = put_rand(&p, (size_t)cols, 1.0f), g = put_rand(&p, (size_t)cols, 1.0f);
         size_t be = put_rand(&p, (size_t)cols, 1.0f), y = put(&p, NULL, (size_t)rows * cols * 4);
-        size_t yo = v == 2 ? x : v == 3 ? r : y;
+        size_t yo = v == 2 ? x : v == 3 || v == 5 ? r : y;
+        int fused = v != 0 && v != 4 && v != 6;
         struct nlpd_op oc = {.kind = NLPD_OP_LAYER_NORM}, og = oc;
-        oc.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.c, yo), F(&p.c, x), v ? F(&p.c, b) : NULL,
-                                                      v ? F(&p.c, r) : NULL, F(&p.c, g), F(&p.c, be), rows, cols,
+        oc.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.c, yo), F(&p.c, x), fused ? F(&p.c, b) : NULL,
+                                                      fused ? F(&p.c, r) : NULL, F(&p.c, g), F(&p.c, be), rows, cols,
                                                       1e-12f};
-        og.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.g, yo), F(&p.g, x), v ? F(&p.g, b) : NULL,
-                                                      v ? F(&p.g, r) : NULL, F(&p.g, g), F(&p.g, be), rows, cols,
+        og.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.g, yo), F(&p.g, x), fused ? F(&p.g, b) : NULL,
+                                                      fused ? F(&p.g, r) : NULL, F(&p.g, g), F(&p.g, be), rows, cols,
                                                       1e-12f};
         if (!run2(&p, &oc, &og))
             compare_out(&p, yo, (size_t)rows, (size_t)cols, (size_t)cols, 1e-5, "layer_norm");
@@ -275,43 +298,70 @@ static void test_layer_norm(void)
 
 static void test_softmax(void)
 {
-    struct pair p;
-    int rows = 33, cols = 300, ld = 310;
-    if (pair_init(&p, gpu, 1 << 20, 0))
-        return;
-    size_t x = put_rand(&p, (size_t)rows * ld, 20.0f);
-    struct nlpd_op oc = {.kind = NLPD_OP_SOFTMAX}, og = oc;
-    oc.u.softmax = (struct nlpd_op_softmax){F(&p.c, x), rows, cols, ld};
-    og.u.softmax = (struct nlpd_op_softmax){F(&p.g, x), rows, cols, ld};
-    if (!run2(&p, &oc, &og))
-        compare_out(&p, x, (size_t)rows, (size_t)ld, (size_t)ld, 1e-5, "softmax");
-    pair_free(&p);
+    static const int shapes[3][3] = {{33, 300, 310}, {3, 58101, 58110}, {5, 1, 4}}; /* rows, cols, ld */
+    for (int v = 0; v < 3; v++) {
+        struct pair p;
+        int rows = shapes[v][0], cols = shapes[v][1], ld = shapes[v][2];
+        if (pair_init(&p, gpu, (size_t)rows * ld * 4 + 256, 0))
+            return;
+        size_t x = put_rand(&p, (size_t)rows * ld, 20.0f);
+        struct nlpd_op oc = {.kind = NLPD_OP_SOFTMAX}, og = oc;
+        oc.u.softmax = (struct nlpd_op_softmax){F(&p.c, x), rows, cols, ld};
+        og.u.softmax = (struct nlpd_op_softmax){F(&p.g, x), rows, cols, ld};
+        if (!run2(&p, &oc, &og))
+            compare_out(&p, x, (size_t)rows, (size_t)ld, (size_t)ld, 1e-5, "softmax");
+        pair_free(&p);
+    }
 }
 
-static void attention_case(struct nlpd_backend *g, double tol)
+/* mask patterns (row j of a mask, len keys): 0 all attended; 1 the first 9 (trailing padding); 2 none (uniform
+ * over every key); 3 holes and trailing padding; 4 left padding (the first 5 masked); 5 only the last key */
+static int mask_bit(int pattern, int t, int len)
 {
-    const int B = 4, S = 17, NH = 4, D = 16, H = NH * D, ldq = 3 * H + 5, ldo = H + 3;
-    int32_t mask[4 * 17];
+    switch (pattern) {
+    case 0: return 1;
+    case 1: return t < 9;
+    case 2: return 0;
+    case 3: return t % 3 != 1 && t < len - 3;
+    case 4: return t >= 5;
+    default: return t == len - 1;
+    }
+}
+
+static void attention_case_shape(struct nlpd_backend *g, int B, int S, int NH, int D, double tol)
+{
+    const int H = NH * D, ldq = 3 * H + 5, ldo = H + 3;
+    int32_t *mask = malloc((size_t)B * S * sizeof *mask);
     for (int b = 0; b < B; b++)
         for (int s = 0; s < S; s++)
-            mask[b * S + s] = b == 0 ? 1 : b == 1 ? s < 9 : b == 2 ? 0 : (s % 3 != 1 && s < 14);
+            mask[b * S + s] = mask_bit(b % 6, s, S);
     for (int with_mask = 0; with_mask < 2; with_mask++) {
         struct pair p;
-        if (pair_init(&p, g, 1 << 20, 0))
-            return;
+        if (pair_init(&p, g, ((size_t)B * S * (ldq + ldo) + (size_t)B * S) * 4 + 4 * 256, 0))
+            break;
         size_t qkv = put_rand(&p, (size_t)B * S * ldq, 2.0f), out = put_rand(&p, (size_t)B * S * ldo, 1.0f);
-        size_t m = put(&p, mask, sizeof mask);
+        size_t m = put(&p, mask, (size_t)B * S * sizeof *mask);
         struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION}, og = oc;
         oc.u.attention = (struct nlpd_op_attention){F(&p.c, out), F(&p.c, qkv), with_mask ? I(&p.c, m) : NULL,
-                                                    B, S, NH, D, ldq, ldo, 0.25f, NULL, 0};
+                                                    B, S, NH, D, ldq, ldo, 1.0f / sqrtf((float)D), NULL, 0};
         og.u.attention = oc.u.attention;
         og.u.attention.out = F(&p.g, out);
         og.u.attention.qkv = F(&p.g, qkv);
         og.u.attention.mask = with_mask ? I(&p.g, m) : NULL;
+        char what[96];
+        snprintf(what, sizeof what, "attention B %d S %d heads %d x %d mask %d", B, S, NH, D, with_mask);
         if (!run2(&p, &oc, &og))
-            compare_out(&p, out, (size_t)B * S, (size_t)ldo, (size_t)ldo, tol, "attention");
+            compare_out(&p, out, (size_t)B * S, (size_t)ldo, (size_t)ldo, tol, what);
         pair_free(&p);
     }
+    free(mask);
+}
+
+static void attention_case(struct nlpd_backend *g, double tol)
+{
+    attention_case_shape(g, 4, 17, 4, 16, tol);
+    attention_case_shape(g, 6, 45, 3, 12, tol); /* rows longer than a warp, every mask pattern */
+    attention_case_shape(g, 2, 1, 2, 8, tol);
 }
 
 static void test_attention(void)
@@ -319,23 +369,36 @@ static void test_attention(void)
     attention_case(gpu, 1e-5);
 }
 
-static void attention_kv_case(struct nlpd_backend *g, int causal, int with_map, int with_mask, double tol)
+struct kv_shape {
+    int B, Q, KV, NH, D;
+    int kvb, stride, mld; /* kv batches, rows between them, mask row stride */
+    int q_pos0;
+    const int32_t *map; /* B entries in [0, kvb) */
+};
+
+static void attention_kv_shape(struct nlpd_backend *g, const struct kv_shape *sh, int causal, int with_map,
+                               int with_mask, double tol)
 {
-    const int B = 4, Q = 3, KV = 11, NH = 2, D = 8, H = NH * D, kvb = 5, stride = 13, mld = 12;
+    const int B = sh->B, Q = sh->Q, KV = sh->KV, NH = sh->NH, D = sh->D, H = NH * D, kvb = sh->kvb;
+    const int stride = sh->stride, mld = sh->mld;
     const int ldq = H + 2, ldkv = 2 * H + 1, ldo = H + 4;
-    int32_t map[4] = {3, 0, 4, 1}, mask[5 * 12];
+    int32_t *mask = malloc((size_t)kvb * mld * sizeof *mask);
     for (int j = 0; j < kvb; j++)
         for (int t = 0; t < mld; t++)
-            mask[j * mld + t] = j == 2 ? 0 : j == 1 ? t < 6 : (t % 4 != 2);
+            mask[j * mld + t] = t < KV ? mask_bit((j + 1) % 6, t, KV) : 1;
     struct pair p;
-    if (pair_init(&p, g, 1 << 20, 0))
+    size_t need = ((size_t)B * Q * (ldq + ldo) + (size_t)kvb * stride * ldkv + (size_t)kvb * mld + B) * 4 + 8 * 256;
+    if (pair_init(&p, g, need, 0)) {
+        free(mask);
         return;
+    }
     size_t q = put_rand(&p, (size_t)B * Q * ldq, 2.0f), kvbuf = put_rand(&p, (size_t)kvb * stride * ldkv, 2.0f);
-    size_t out = put_rand(&p, (size_t)B * Q * ldo, 1.0f), mp = put(&p, map, sizeof map), mk = put(&p, mask, sizeof mask);
+    size_t out = put_rand(&p, (size_t)B * Q * ldo, 1.0f), mp = put(&p, sh->map, (size_t)B * sizeof(int32_t));
+    size_t mk = put(&p, mask, (size_t)kvb * mld * sizeof *mask);
     struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION_KV}, og = oc;
     struct nlpd_op_attention_kv a = {0};
     a.mask_ld = mld;
-    a.batch = with_map ? B : 4;
+    a.batch = with_map ? B : (B < kvb ? B : kvb);
     a.q_len = Q;
     a.kv_len = KV;
     a.heads = NH;
@@ -343,9 +406,9 @@ static void attention_kv_case(struct nlpd_backend *g, int causal, int with_map, 
     a.ld_q = ldq;
     a.ld_kv = ldkv;
     a.ld_out = ldo;
-    a.kv_batch_stride = stride;
+    a.kv_batch_stride = (size_t)stride;
     a.causal = causal;
-    a.q_pos0 = causal ? 6 : 0;
+    a.q_pos0 = causal ? sh->q_pos0 : 0;
     a.scale = 0.35f;
     oc.u.attention_kv = a;
     og.u.attention_kv = a;
@@ -362,11 +425,26 @@ static void attention_kv_case(struct nlpd_backend *g, int causal, int with_map, 
     og.u.attention_kv.kv_map = with_map ? I(&p.g, mp) : NULL;
     og.u.attention_kv.mask = with_mask ? I(&p.g, mk) : NULL;
     if (!run2(&p, &oc, &og)) {
-        char what[64];
-        snprintf(what, sizeof what, "attention_kv causal %d map %d mask %d", causal, with_map, with_mask);
+        char what[128];
+        snprintf(what, sizeof what, "attention_kv B %d Q %d KV %d q_pos0 %d causal %d map %d mask %d", B, Q, KV,
+                 a.q_pos0, causal, with_map, with_mask);
         compare_out(&p, out, (size_t)B * Q, (size_t)ldo, (size_t)ldo, tol, what);
     }
     pair_free(&p);
+    free(mask);
+}
+
+static const int32_t kv_map4[4] = {3, 0, 4, 1}, kv_map7[7] = {2, 2, 0, 5, 1, 3, 5}, kv_map3[3] = {2, 0, 1};
+static const struct kv_shape kv_shapes[] = {
+    {4, 3, 11, 2, 8, 5, 13, 12, 6, kv_map4},   /* small; causal: keys t <= 6 + i */
+    {7, 5, 77, 3, 12, 6, 80, 79, 40, kv_map7}, /* rows over a warp; causal cuts inside the attended keys */
+    {7, 1, 50, 2, 16, 6, 64, 50, 3, kv_map7},  /* one decoder step; causal: only the masked left padding is seen */
+};
+
+static void attention_kv_case(struct nlpd_backend *g, int causal, int with_map, int with_mask, double tol)
+{
+    for (size_t i = 0; i < sizeof kv_shapes / sizeof kv_shapes[0]; i++)
+        attention_kv_shape(g, &kv_shapes[i], causal, with_map, with_mask, tol);
 }
 
 static void test_attention_kv(void)
@@ -377,40 +455,50 @@ static void test_attention_kv(void)
                 attention_kv_case(gpu, c, m, k, 1e-5);
 }
 
-static void test_gather_rows(void)
+static void gather_case(int rows, int cols, int src_rows, size_t ld_dst, size_t ld_src, const int32_t *idx)
 {
     struct pair p;
-    if (pair_init(&p, gpu, 1 << 18, 0))
+    if (pair_init(&p, gpu, ((size_t)src_rows * ld_src + (size_t)rows * ld_dst + (size_t)rows) * 4 + 4 * 256, 0))
         return;
-    int32_t idx[6] = {4, 0, 0, 7, 2, 5};
-    size_t src = put_rand(&p, 8 * 40, 1.0f), dst = put_rand(&p, 6 * 36, 1.0f), ix = put(&p, idx, sizeof idx);
+    size_t src = put_rand(&p, (size_t)src_rows * ld_src, 1.0f), dst = put_rand(&p, (size_t)rows * ld_dst, 1.0f);
+    size_t ix = put(&p, idx, (size_t)rows * sizeof *idx);
     struct nlpd_op oc = {.kind = NLPD_OP_GATHER_ROWS}, og = oc;
-    oc.u.gather_rows = (struct nlpd_op_gather_rows){F(&p.c, dst), F(&p.c, src), I(&p.c, ix), 6, 33, 8, 36, 40};
-    og.u.gather_rows = (struct nlpd_op_gather_rows){F(&p.g, dst), F(&p.g, src), I(&p.g, ix), 6, 33, 8, 36, 40};
+    oc.u.gather_rows =
+        (struct nlpd_op_gather_rows){F(&p.c, dst), F(&p.c, src), I(&p.c, ix), rows, cols, src_rows, ld_dst, ld_src};
+    og.u.gather_rows =
+        (struct nlpd_op_gather_rows){F(&p.g, dst), F(&p.g, src), I(&p.g, ix), rows, cols, src_rows, ld_dst, ld_src};
     if (!run2(&p, &oc, &og))
-        compare_out(&p, dst, 6, 36, 36, 0.0, "gather_rows");
+        compare_out(&p, dst, (size_t)rows, ld_dst, ld_dst, 0.0, "gather_rows");
     pair_free(&p);
+}
+
+static void test_gather_rows(void)
+{
+    static const int32_t idx[6] = {4, 0, 0, 7, 2, 5}, wide[9] = {10, 0, 3, 3, 9, 1, 0, 10, 5};
+    gather_case(6, 33, 8, 36, 40, idx);
+    gather_case(9, 1030, 11, 1031, 1040, wide); /* rows wider than a block, the first and the last source row */
 }
 
 static void test_embed(void)
 {
-    const int T = 21, D = 40, NW = 50, NP = 30, NT = 2;
+    const int T = 21, D = 301, NW = 50, NP = 30, NT = 2; /* rows wider than a block */
     int32_t ids[21], pos[21], types[21];
     for (int t = 0; t < T; t++) {
         ids[t] = (t * 7) % NW;
         pos[t] = t % NP;
         types[t] = t & 1;
     }
-    /* variants: word+pos+type; word+pos; word only; scaled word+pos; scaled with type; type table without ids */
-    for (int v = 0; v < 6; v++) {
+    /* variants: word+pos+type; word+pos; word only; scaled word+pos; scaled with type; type table without ids;
+     * word_scale exactly 1 (same as 0: no multiplication); word+type without positions */
+    for (int v = 0; v < 8; v++) {
         struct pair p;
         if (pair_init(&p, gpu, 1 << 18, 0))
             return;
         size_t w = put_rand(&p, (size_t)NW * D, 1.0f), ps = put_rand(&p, (size_t)NP * D, 1.0f);
         size_t ty = put_rand(&p, (size_t)NT * D, 1.0f), out = put(&p, NULL, (size_t)T * D * 4);
         size_t i0 = put(&p, ids, sizeof ids), i1 = put(&p, pos, sizeof pos), i2 = put(&p, types, sizeof types);
-        int use_pos = v != 2, use_type = v == 0 || v == 4 || v == 5;
-        float scale = v == 3 || v == 4 ? 27.712813f : 0.0f;
+        int use_pos = v != 2 && v != 7, use_type = v == 0 || v == 4 || v == 5 || v == 6 || v == 7;
+        float scale = v == 3 || v == 4 ? 27.712813f : v == 6 ? 1.0f : 0.0f;
         struct nlpd_op oc = {.kind = NLPD_OP_EMBED}, og = oc;
         oc.u.embed = (struct nlpd_op_embed){F(&p.c, out), F(&p.c, w), use_pos ? F(&p.c, ps) : NULL,
                                             use_type ? F(&p.c, ty) : NULL, I(&p.c, i0), I(&p.c, i1),
@@ -536,8 +624,15 @@ static void half_cases(struct nlpd_backend *g, double tol)
     matmul_case(g, 1, 128, 256, 768, 0, 0, 1, NLPD_ACT_GELU, tol);
     matmul_case(g, 1, 33, 70, 48, 1, 3, 1, NLPD_ACT_TANH, tol); /* tied output projection shape (b^T) */
     matmul_case(g, 0, 40, 64, 96, 0, 0, 1, NLPD_ACT_NONE, 1e-5); /* b not a weight: stays fp32 */
+    /* odd k (the converted a has an odd leading dimension), b 2-byte aligned in the copy, both transposes */
+    for (int tb = 0; tb < 2; tb++)
+        matmul_case_ld(g, 1, 5, 300, 61, tb, 64, tb ? 61 : 301, 300, 1, 1, NLPD_ACT_GELU_TANH, tol);
+    /* the pooler's strided a (first token of each sequence), and the vocabulary-wide tied projection */
+    matmul_case_ld(g, 1, 3, 64, 64, 0, 17 * 64, 64, 64, 0, 1, NLPD_ACT_TANH, tol);
+    matmul_case_ld(g, 1, 4, 58101, 64, 1, 64, 64, 58101, 0, 1, NLPD_ACT_NONE, tol);
     attention_case(g, tol);
     attention_kv_case(g, 1, 1, 1, tol);
+    attention_kv_case(g, 0, 1, 1, tol);
 }
 
 static void test_fp16(void)
@@ -548,6 +643,50 @@ static void test_fp16(void)
 static void test_bf16(void)
 {
     half_cases(gpub16, 4e-2);
+}
+
+/* A backend with the smallest arena (48 MiB: 16 MiB of scratch) makes the chunked paths run: attention scores of
+ * more (sequence, head) pairs than the scratch holds, and a half-precision product whose converted a does not fit. */
+static void test_small_arena(void)
+{
+    struct nlpd_error err = {0};
+    struct nlpd_backend_opts o = {.name = gpu_name, .threads = 1, .arena_bytes = (size_t)48 << 20};
+    struct nlpd_backend *small = nlpd_backend_new_opts(&o, &err);
+    o.dtype = NLPD_DTYPE_F16;
+    struct nlpd_backend *small16 = nlpd_backend_new_opts(&o, &err);
+    CHECK(small && small16);
+    if (small && small16) {
+        attention_case_shape(small, 2, 512, 12, 64, 1e-5); /* 24 pairs of 1 MiB of scores */
+        attention_case_shape(small16, 2, 512, 12, 64, 5e-3);
+        static const struct kv_shape big = {3, 256, 400, 16, 8, 3, 400, 400, 100, kv_map3}; /* 48 x 400 KB */
+        attention_kv_shape(small, &big, 1, 1, 1, 1e-5);
+        matmul_case(small16, 1, 9000, 32, 1024, 0, 0, 1, NLPD_ACT_NONE, 5e-3); /* 18 MB of converted a */
+    }
+    nlpd_backend_free(small);
+    nlpd_backend_free(small16);
+}
+
+/* upload returns once the source is copied: the caller may overwrite it at once */
+static void test_upload_reuse(void)
+{
+    enum { N = 3000 };
+    static int32_t h[N], want[3][N], back[N];
+    struct nlpd_buffer b;
+    struct nlpd_error err = {0};
+    CHECK(nlpd_backend_alloc(gpu, 3 * sizeof h, &b, &err) == 0);
+    if (!b.ptr)
+        return;
+    for (int r = 0; r < 3; r++) {
+        for (int i = 0; i < N; i++)
+            h[i] = want[r][i] = r * 1000003 + i;
+        CHECK(nlpd_backend_upload(&b, (size_t)r * sizeof h, h, sizeof h) == 0);
+        memset(h, 0xab, sizeof h);
+    }
+    for (int r = 0; r < 3; r++) {
+        CHECK(nlpd_backend_download(&b, (size_t)r * sizeof h, back, sizeof back) == 0);
+        CHECK(!memcmp(back, want[r], sizeof back));
+    }
+    nlpd_backend_buffer_free(&b);
 }
 
 /* ------------------------------------------------------------------------------------ whole models ---- */
@@ -572,7 +711,7 @@ static double model_parity(const char *name, const char *dtype)
     json_error_t je;
     json_t *g = json_load_file(path, 0, &je);
     struct nlpd_error err = {0};
-    struct nlpd_encoder_opts opts = {.backend = "cuda", .threads = 1, .dtype = dtype};
+    struct nlpd_encoder_opts opts = {.backend = gpu_name, .threads = 1, .dtype = dtype};
     struct nlpd_encoder *enc = g ? nlpd_encoder_load(dir, &opts, &err) : NULL;
     if (!enc) {
         fprintf(stderr, "%s: %s\n", name, g ? err.message : je.text);
@@ -640,8 +779,13 @@ int main(void)
     if (!getenv("NLPD_LIBDIR"))
         setenv("NLPD_LIBDIR", "build", 0);
     RUN(test_selection);
+    const char *self = getenv("NLPD_CUDA_TEST_BACKEND");
+    if (self && !strcmp(self, "cpu")) {
+        gpu_name = "cpu";
+        printf("NLPD_CUDA_TEST_BACKEND=cpu: the CUDA tests against a second CPU backend (a check of the test)\n");
+    }
     struct nlpd_error err = {0};
-    struct nlpd_backend_opts o = {.name = "cuda", .threads = 1};
+    struct nlpd_backend_opts o = {.name = gpu_name, .threads = 1};
     cpu = nlpd_backend_new("cpu", 1, &err);
     gpu = nlpd_backend_new_opts(&o, &err);
     if (!gpu) {
@@ -666,12 +810,18 @@ int main(void)
     RUN(test_embed);
     RUN(test_bad_indices);
     RUN(test_transfers);
+    RUN(test_upload_reuse);
     if (gpu16 && gpub16) {
-        RUN(test_oom);
+        if (!strcmp(gpu_name, "cuda"))
+            RUN(test_oom);
         RUN(test_fp16);
         RUN(test_bf16);
     }
-    RUN(test_models);
+    RUN(test_small_arena);
+    /* NLPD_CUDA_OPS_ONLY=1: the ops alone (scripts/gpu-check.sh runs them under compute-sanitizer) */
+    const char *ops_only = getenv("NLPD_CUDA_OPS_ONLY");
+    if (!ops_only || strcmp(ops_only, "1"))
+        RUN(test_models);
     nlpd_backend_free(gpu);
     nlpd_backend_free(gpu16);
     nlpd_backend_free(gpub16);
