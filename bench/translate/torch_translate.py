@@ -231,12 +231,12 @@ def main():
         m = Marian(cfg, load_safetensors(model_dir + "/model.safetensors")).eval()
         res = {"beams": {}, "target_tokens": {}}
         for K, n in specs:
-            todo = srcs[:n]
-            m.generate(todo[:2], 3, K)  # warm-up: first-call allocations
+            chosen = srcs[:n]
+            m.generate(chosen[:2], 3, K)  # warm-up: first-call allocations
             outs = []
             t0 = time.perf_counter()
-            for i in range(0, len(todo), batch):
-                outs += m.generate(todo[i:i + batch], max_length, K)
+            for i in range(0, len(chosen), batch):
+                outs += m.generate(chosen[i:i + batch], max_length, K)
             res["beams"][str(K)] = time.perf_counter() - t0
             res["target_tokens"][str(K)] = sum(len(o) - 1 for o in outs)
             with open("%s-beams%d.jsonl" % (prefix, K), "w") as f:
