@@ -12,6 +12,7 @@
 #include "marian.h"
 #include "marian_tok.h"
 #include "nlpd_stage.h"
+#include "sentences.h"
 
 struct tmodel {
     char *lang; /* the lang.code it serves; "default" for the rest */
@@ -210,28 +211,6 @@ static int model_for(const struct translate *s, const struct nlpd_record *r)
     return dflt;
 }
 
-static int is_space(unsigned char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
-/* Length of a sentence end at s[i] (0 when none): . ! ? followed by space or the end, or a CJK full stop / mark
- * (。！？, 3 bytes each) anywhere; a line break always ends one. */
-static size_t sentence_end(const char *s, size_t len, size_t i)
-{
-    unsigned char c = (unsigned char)s[i];
-    if (c == '\n')
-        return 1;
-    if ((c == '.' || c == '!' || c == '?') && (i + 1 == len || is_space((unsigned char)s[i + 1])))
-        return 1;
-    if (c == 0xE3 && i + 2 < len && (unsigned char)s[i + 1] == 0x80 && (unsigned char)s[i + 2] == 0x82)
-        return 3; /* 。 */
-    if (c == 0xEF && i + 2 < len && (unsigned char)s[i + 1] == 0xBC &&
-        ((unsigned char)s[i + 2] == 0x81 || (unsigned char)s[i + 2] == 0x9F))
-        return 3; /* ！ ？ */
-    return 0;
-}
-
 static int add_sent(struct translate_thread *t, size_t rec, size_t start, size_t end)
 {
     if (t->nsents == t->sents_cap) {
@@ -255,13 +234,13 @@ static int split(const struct translate *s, struct translate_thread *t, size_t r
 {
     size_t start = 0;
     for (size_t i = 0; i < len;) {
-        size_t e = s->split_sentences ? sentence_end(text, len, i) : 0;
+        size_t e = s->split_sentences ? nlpd_sentence_end(text, len, i) : 0;
         i += e ? e : 1;
         if (e || i == len) {
             size_t a = start, b = i;
-            while (a < b && is_space((unsigned char)text[a]))
+            while (a < b && nlpd_sentence_space((unsigned char)text[a]))
                 a++;
-            while (b > a && is_space((unsigned char)text[b - 1]))
+            while (b > a && nlpd_sentence_space((unsigned char)text[b - 1]))
                 b--;
             if (b > a && add_sent(t, rec, a, b) < 0)
                 return -1;

@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "pipeline.h"
 #include "record.h"
+#include "translate/sentences.h"
 
 static struct nlpd_config *cfg;
 
@@ -92,6 +93,70 @@ static void sentences_and_retry(void)
     nlpd_config_free(cfg);
 }
 
+/* Splits text at nlpd_sentence_end into "|"-joined sentences (as the stage does, trimmed) in out. */
+static void split(const char *text, char *out, size_t cap)
+{
+    size_t len = strlen(text), start = 0, o = 0;
+    for (size_t i = 0; i < len;) {
+        size_t e = nlpd_sentence_end(text, len, i);
+        i += e ? e : 1;
+        if (e || i == len) {
+            size_t a = start, b = i;
+            while (a < b && nlpd_sentence_space((unsigned char)text[a]))
+                a++;
+            while (b > a && nlpd_sentence_space((unsigned char)text[b - 1]))
+                b--;
+            if (b > a && o + (b - a) + 2 < cap) {
+                if (o)
+                    out[o++] = '|';
+                memcpy(out + o, text + a, b - a);
+                o += b - a;
+            }
+            start = i;
+        }
+    }
+    out[o] = 0;
+}
+
+static void sentence_boundaries(void)
+{
+    static const char *const cases[][2] = {
+        {"Dr. Weber kam um 3 Uhr. Er sah z.B. J. Smith. Dann ging er.",
+         "Dr. Weber kam um 3 Uhr.|Er sah z.B. J. Smith.|Dann ging er."},
+        {"Es war am 2. Mai. Version 1.2 kam.", "Es war am 2. Mai.|Version 1.2 kam."},
+        {"He left, i.e. early. Really? Yes! ok.", "He left, i.e. early.|Really?|Yes!|ok."},
+        {"Born in 1990. Then he left.", "Born in 1990.|Then he left."},
+        {"Mr. and Mrs. Smith met Prof. Jones etc. and left.", "Mr. and Mrs. Smith met Prof. Jones etc. and left."},
+        {"No dot at the end\nNext line", "No dot at the end|Next line"},
+        {"\xe4\xbd\xa0\xe5\xa5\xbd\xe3\x80\x82\xe8\xb0\xa2\xe8\xb0\xa2\xef\xbc\x81\xe5\x86\x8d\xe8\xa7\x81",
+         "\xe4\xbd\xa0\xe5\xa5\xbd\xe3\x80\x82|\xe8\xb0\xa2\xe8\xb0\xa2\xef\xbc\x81|\xe5\x86\x8d\xe8\xa7\x81"},
+        {"Ends with a dot.", "Ends with a dot."},
+        {"  . ", "."},
+    };
+    char got[512];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        split(cases[i][0], got, sizeof got);
+        if (strcmp(got, cases[i][1]))
+            fprintf(stderr, "split(\"%s\") = \"%s\"\n", cases[i][0], got);
+        CHECK(strcmp(got, cases[i][1]) == 0);
+    }
+    /* through the stage: a record's sentences translate as they do alone, joined by a space */
+    struct nlpd_pipeline *p = make("");
+    if (!p)
+        return;
+    struct nlpd_record r[3];
+    set_text(&r[0], "Dr. Weber kam um 3 Uhr. Er sah z.B. J. Smith.", "de");
+    set_text(&r[1], "Dr. Weber kam um 3 Uhr.", "de");
+    set_text(&r[2], "Er sah z.B. J. Smith.", "de");
+    run(p, r, 3);
+    char want[1024];
+    snprintf(want, sizeof want, "%s %s", r[1].translation.text, r[2].translation.text);
+    CHECK(r[0].translation.set && strcmp(r[0].translation.text, want) == 0);
+    clear(r, 3);
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+}
+
 static void downstream_original(void)
 {
     struct nlpd_pipeline *p = make("downstream = \"original\"; split_sentences = false;");
@@ -111,6 +176,7 @@ static void downstream_original(void)
 int main(void)
 {
     RUN(sentences_and_retry);
+    RUN(sentence_boundaries);
     RUN(downstream_original);
     return TEST_REPORT();
 }
