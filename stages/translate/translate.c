@@ -395,9 +395,13 @@ static enum nlpd_stage_status run_model(struct translate *s, struct translate_th
             if (b - a == 1) { /* this sentence's problem: fail its record, go on */
                 nlpd_record_fail(recs[t->sents[t->order[a]].rec], "translate", "%s", err->message);
             } else { /* find which sentence: one at a time */
-                for (size_t i = a; i < b; i++)
-                    if (run_batch(s, t, mi, t->order + i, 1, padded, err) < 0)
+                for (size_t i = a; i < b; i++) {
+                    int one = run_batch(s, t, mi, t->order + i, 1, padded, err);
+                    if (one == NLPD_ENOMEM)
+                        return NLPD_STAGE_RETRY;
+                    if (one < 0)
                         nlpd_record_fail(recs[t->sents[t->order[i]].rec], "translate", "%s", err->message);
+                }
             }
         }
         a = b;
