@@ -117,12 +117,16 @@ static int load_model(struct translate *s, struct tmodel *m, const char *path, s
     char code[64];
     snprintf(code, sizeof code, "%.*s", (int)(wl - 4), want + 2);
     m->target_token = nlpd_marian_tok_lang_token(m->tok, code);
-    if (m->target_token < 0)
-        return nlpd_error_set(err, NLPD_EINVAL, 0,
-                              "%s: the model has no target-language token %s (set target_token to one of its "
-                              ">>xxx<< tokens)",
-                              path, want);
-    return 0;
+    if (m->target_token >= 0)
+        return 0;
+    char have[256] = "";
+    size_t nl = nlpd_marian_tok_lang_count(m->tok), o = 0;
+    for (size_t i = 0; i < nl && i < 12 && o + 1 < sizeof have; i++)
+        o += (size_t)snprintf(have + o, sizeof have - o, "%s%s", i ? " " : "", nlpd_marian_tok_lang_code(m->tok, i));
+    if (nl > 12 && o + 1 < sizeof have)
+        snprintf(have + o, sizeof have - o, " ... (%zu)", nl);
+    return nlpd_error_set(err, NLPD_EINVAL, 0, "%s: the model has no target-language token %s (target_token: one of %s)",
+                          path, want, nl ? have : "none: a single-target model needs no target_token");
 }
 
 static int translate_init(void *ctx, struct nlpd_error *err)

@@ -179,5 +179,47 @@ else
     nok "truncated model" "$(cat "$T/g.txt")"
 fi
 
+# the real OPUS-MT en-pt tokenizer files (a multi-target vocabulary of 54776 with >>por<< and >>pob<<) on a tiny
+# random model of that vocabulary: ids as SOURCE.md verified them, the target token named or refused
+TCB=../shared/models/translation/opus-mt-tc-big-en-pt-tokenizer
+if [ -f "$TCB/vocab.json" ] && /usr/bin/python3 -c 'import numpy' 2> /dev/null; then
+    mk=$T/tcb
+    /usr/bin/python3 tests/models/make_marian.py --out "$mk" --vocab 54776 --d-model 32 --max-pos 128 > /dev/null &&
+        cp "$TCB"/source.spm "$TCB"/target.spm "$TCB"/vocab.json "$TCB"/tokenizer_config.json "$mk"/ &&
+        python3 - "$mk" << 'PY'
+import json, sys
+for f in ("config.json", "generation_config.json"):
+    p = sys.argv[1] + "/" + f
+    c = json.load(open(p))
+    c.update(eos_token_id=44670, forced_eos_token_id=44670, bad_words_ids=[[54775]])
+    json.dump(c, open(p, "w"))
+PY
+    echo '{"text": "The database host is experiencing issues."}' | "$NLPD" infer --model "$mk" --max-length 6 > "$T/tcb.out" 2>&1
+    if grep -q '"input_ids": \[49850, 14362, 25579, 28398, 20565, 28512, 28, 44670\]' "$T/tcb.out"; then
+        ok "real OPUS-MT vocabulary: the ids SOURCE.md verified"
+    else
+        nok "real OPUS-MT vocabulary" "$(head -c 300 "$T/tcb.out")"
+    fi
+    printf 'pipeline = ( { stage = "translate"; model = "%s"; target_lang = "pt"; max_length = 6; } );\n' "$mk" > "$T/tcb.conf"
+    if ! "$NLPD" check -c "$T/tcb.conf" > "$T/tcb.txt" 2>&1 && grep -q "one of >>pob<< >>por<<" "$T/tcb.txt"; then
+        ok "multi-target model: a missing target token lists the model's"
+    else
+        nok "multi-target error" "$(cat "$T/tcb.txt")"
+    fi
+    sed -i 's/max_length = 6;/max_length = 6; target_token = ">>por<<";/' "$T/tcb.conf"
+    if echo '{"id": "1", "text": "The database host is down. Try later."}' | "$NLPD" pipe -c "$T/tcb.conf" \
+        2> /dev/null | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.readline())
+t = r["translation"]
+assert t and t["target_lang"] == "pt" and t["source_lang"] == "und" and t["text"], r'; then
+        ok "multi-target model: translated with target_token >>por<<"
+    else
+        nok "multi-target translation" "no translation"
+    fi
+else
+    echo "skipped: the OPUS-MT en-pt tokenizer files ($TCB) or numpy are not here"
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
