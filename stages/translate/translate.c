@@ -68,7 +68,7 @@ static const struct nlpd_conf_entry translate_conf[] = {
      "are left alone"},
     {"target_token", NLPD_CONF_STRING, "", offsetof(struct translate, target_token), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "multi-target models: the target-language token put before each sentence, e.g. \">>deu<<\"; empty: "
-     "\">>\" target_lang \"<<\" when the model's vocabulary has language tokens"},
+     "\">>\" target_lang \"<<\" when the model's vocabulary has language tokens; \"none\": never one"},
     {"num_beams", NLPD_CONF_INT, "0", offsetof(struct translate, num_beams), NLPD_CONF_CACHE_KEY, NULL, 0, 64,
      "beam size; 0: the model's generation config (OPUS-MT: 4 or 6); 1: greedy"},
     {"max_length", NLPD_CONF_INT, "0", offsetof(struct translate, max_length), NLPD_CONF_CACHE_KEY, NULL, 0, 1 << 20,
@@ -103,6 +103,8 @@ static int load_model(struct translate *s, struct tmodel *m, const char *path, s
         m->gen.max_length = (int)s->max_length;
     m->target_token = -1;
     char want[96];
+    if (!strcmp(s->target_token, "none"))
+        return 0;
     if (s->target_token[0]) {
         snprintf(want, sizeof want, "%s", s->target_token);
     } else {
@@ -125,7 +127,8 @@ static int load_model(struct translate *s, struct tmodel *m, const char *path, s
         o += (size_t)snprintf(have + o, sizeof have - o, "%s%s", i ? " " : "", nlpd_marian_tok_lang_code(m->tok, i));
     if (nl > 12 && o + 1 < sizeof have)
         snprintf(have + o, sizeof have - o, " ... (%zu)", nl);
-    return nlpd_error_set(err, NLPD_EINVAL, 0, "%s: the model has no target-language token %s (target_token: one of %s)",
+    return nlpd_error_set(err, NLPD_EINVAL, 0,
+                          "%s: the model has no target-language token %s (target_token: one of %s, or \"none\")",
                           path, want, nl ? have : "none: a single-target model needs no target_token");
 }
 

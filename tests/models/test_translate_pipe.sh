@@ -217,6 +217,12 @@ assert t and t["target_lang"] == "pt" and t["source_lang"] == "und" and t["text"
     else
         nok "multi-target translation" "no translation"
     fi
+    sed -i 's/target_token = ">>por<<";/target_token = "none";/' "$T/tcb.conf"
+    if "$NLPD" check -c "$T/tcb.conf" > /dev/null 2>&1; then
+        ok "target_token = \"none\": no token required"
+    else
+        nok "target_token none" "$("$NLPD" check -c "$T/tcb.conf" 2>&1 | tail -1)"
+    fi
 else
     echo "skipped: the OPUS-MT en-pt tokenizer files ($TCB) or numpy are not here"
 fi
