@@ -30,12 +30,9 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->model = v;
             i++;
         } else if (!strcmp(argv[i], "--max-length") && v) {
-            char *end;
-            long n = strtol(v, &end, 10);
-            if (*end || n < 0 || n > 1000000) {
-                fprintf(stderr, "nlpd %s: --max-length must be a number in 0 .. 1000000\n", argv[0]);
+            long n;
+            if (nlpd_cmd_number(argv[0], argv[i], v, 0, 1000000, &n))
                 return -1;
-            }
             a->max_length = (size_t)n;
             i++;
         } else if (!strcmp(argv[i], "--backend") && v) {
@@ -53,21 +50,15 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->dtype = v;
             i++;
         } else if (!strcmp(argv[i], "--device") && v) {
-            char *end;
-            long n = strtol(v, &end, 10);
-            if (*end || n < 0 || n > 63) {
-                fprintf(stderr, "nlpd %s: --device must be a number in 0 .. 63\n", argv[0]);
+            long n;
+            if (nlpd_cmd_number(argv[0], argv[i], v, 0, 63, &n))
                 return -1;
-            }
             a->device = (int)n;
             i++;
         } else if (!strcmp(argv[i], "--threads") && v) {
-            char *end;
-            long n = strtol(v, &end, 10);
-            if (*end || n < 0 || n > 1024) {
-                fprintf(stderr, "nlpd %s: --threads must be a number in 0 .. 1024\n", argv[0]);
+            long n;
+            if (nlpd_cmd_number(argv[0], argv[i], v, 0, 1024, &n))
                 return -1;
-            }
             a->threads = (int)n;
             i++;
         } else {
@@ -239,7 +230,19 @@ static int ids_from_json(json_t *root, struct ids *d, char *msg, size_t msg_cap)
     return 0;
 }
 
-static void infer_log_backend(const char *line)
+int nlpd_cmd_number(const char *cmd, const char *opt, const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    long n = v ? strtol(v, &end, 10) : 0;
+    if (!v || *end || end == v || n < lo || n > hi) {
+        fprintf(stderr, "nlpd %s: %s must be a number in %ld .. %ld\n", cmd, opt, lo, hi);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+void nlpd_cmd_log_backend(const char *line)
 {
     fprintf(stderr, "nlpd infer: %s\n", line);
 }
@@ -257,7 +260,7 @@ int nlpd_cmd_infer(int argc, char **argv)
     if (a.backend || a.dtype) {
         if (!a.backend)
             opts.backend = "auto";
-        nlpd_kernels_set_logger(infer_log_backend); /* says which backend ran it, and why */
+        nlpd_kernels_set_logger(nlpd_cmd_log_backend); /* says which backend ran it, and why */
     }
     struct nlpd_encoder *enc = nlpd_encoder_load(a.model, &opts, &err);
     if (!enc) {

@@ -7,6 +7,11 @@
 int nlpd_cmd_infer(int argc, char **argv);
 int nlpd_cmd_tokenize(int argc, char **argv);
 
+/* Shared by the model commands: a numeric option in [lo, hi] (a message on stderr and -1 otherwise), and the
+ * kernels logger that says which backend ran a model. */
+int nlpd_cmd_number(const char *cmd, const char *opt, const char *v, long lo, long hi, long *out);
+void nlpd_cmd_log_backend(const char *line);
+
 /* Translation models (Marian): `nlpd infer --model DIR` generates instead of classifying (cmd_translate.c). */
 int nlpd_cmd_is_seq2seq(const char *model_dir);
 int nlpd_cmd_infer_seq2seq(int argc, char **argv);

@@ -27,24 +27,14 @@ int nlpd_cmd_is_seq2seq(const char *model_dir)
 
 struct targs {
     const char *model;
+    const char *backend, *dtype; /* NULL: the process default */
+    int device;
     int threads, batch, debug;
     int max_length, max_new_tokens, num_beams, no_repeat, min_length, early; /* -1: the model's default */
     int forced_eos; /* -2: the model's default, -1: none */
     float length_penalty;
     int has_length_penalty;
 };
-
-static int num_arg(const char *name, const char *v, long lo, long hi, long *out)
-{
-    char *end;
-    long n = v ? strtol(v, &end, 10) : 0;
-    if (!v || *end || n < lo || n > hi) {
-        fprintf(stderr, "nlpd infer: %s must be a number in %ld .. %ld\n", name, lo, hi);
-        return -1;
-    }
-    *out = n;
-    return 0;
-}
 
 static int parse(int argc, char **argv, struct targs *a)
 {
@@ -66,28 +56,43 @@ static int parse(int argc, char **argv, struct targs *a)
         if (!strcmp(o, "--model")) {
             a->model = v;
         } else if (!strcmp(o, "--threads")) {
-            rc = num_arg(o, v, 0, 1024, &n);
+            rc = nlpd_cmd_number("infer", o, v, 0, 1024, &n);
             a->threads = (int)n;
+        } else if (!strcmp(o, "--backend")) {
+            a->backend = v;
+            if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda")) {
+                fprintf(stderr, "nlpd infer: --backend must be auto, cpu or cuda\n");
+                return -1;
+            }
+        } else if (!strcmp(o, "--dtype")) {
+            a->dtype = v;
+            if (nlpd_dtype_parse(v) < 0) {
+                fprintf(stderr, "nlpd infer: --dtype must be fp32, fp16 or bf16\n");
+                return -1;
+            }
+        } else if (!strcmp(o, "--device")) {
+            rc = nlpd_cmd_number("infer", o, v, 0, 63, &n);
+            a->device = (int)n;
         } else if (!strcmp(o, "--batch")) {
-            rc = num_arg(o, v, 1, BATCH_MAX, &n);
+            rc = nlpd_cmd_number("infer", o, v, 1, BATCH_MAX, &n);
             a->batch = (int)n;
         } else if (!strcmp(o, "--max-length")) {
-            rc = num_arg(o, v, 2, 1 << 20, &n);
+            rc = nlpd_cmd_number("infer", o, v, 2, 1 << 20, &n);
             a->max_length = (int)n;
         } else if (!strcmp(o, "--max-new-tokens")) {
-            rc = num_arg(o, v, 1, 1 << 20, &n);
+            rc = nlpd_cmd_number("infer", o, v, 1, 1 << 20, &n);
             a->max_new_tokens = (int)n;
         } else if (!strcmp(o, "--num-beams")) {
-            rc = num_arg(o, v, 1, 64, &n);
+            rc = nlpd_cmd_number("infer", o, v, 1, 64, &n);
             a->num_beams = (int)n;
         } else if (!strcmp(o, "--no-repeat-ngram-size")) {
-            rc = num_arg(o, v, 0, 1024, &n);
+            rc = nlpd_cmd_number("infer", o, v, 0, 1024, &n);
             a->no_repeat = (int)n;
         } else if (!strcmp(o, "--forced-eos-token-id")) {
-            rc = num_arg(o, v, -1, 1 << 24, &n);
+            rc = nlpd_cmd_number("infer", o, v, -1, 1 << 24, &n);
             a->forced_eos = (int)n;
         } else if (!strcmp(o, "--min-length")) {
-            rc = num_arg(o, v, 0, 1 << 20, &n);
+            rc = nlpd_cmd_number("infer", o, v, 0, 1 << 20, &n);
             a->min_length = (int)n;
         } else if (!strcmp(o, "--length-penalty")) {
             char *end;
@@ -116,7 +121,8 @@ static int parse(int argc, char **argv, struct targs *a)
     if (!a->model) {
         fprintf(stderr, "usage: nlpd infer --model DIR [--num-beams K] [--max-length N | --max-new-tokens N] "
                         "[--length-penalty X] [--early-stopping true|false|never] [--no-repeat-ngram-size N] "
-                        "[--min-length N] [--forced-eos-token-id N|-1] [--batch N] [--threads N] [--debug] < lines.jsonl\n");
+                        "[--min-length N] [--forced-eos-token-id N|-1] [--batch N] [--backend auto|cpu|cuda] "
+                        "[--dtype fp32|fp16|bf16] [--device N] [--threads N] [--debug] < lines.jsonl\n");
         return -1;
     }
     return 0;
@@ -342,6 +348,13 @@ int nlpd_cmd_infer_seq2seq(int argc, char **argv)
     if (parse(argc, argv, &a))
         return 2;
     struct nlpd_error err = {0};
+    if (a.backend || a.dtype) { /* the model's backend is created from the process defaults */
+        struct nlpd_backend_opts d;
+        nlpd_backend_opts_default(&d);
+        nlpd_kernels_set_defaults(a.backend ? a.backend : "auto", a.device,
+                                  a.dtype ? (enum nlpd_dtype)nlpd_dtype_parse(a.dtype) : d.dtype);
+        nlpd_kernels_set_logger(nlpd_cmd_log_backend);
+    }
     struct nlpd_marian_opts mo = {.threads = a.threads};
     struct nlpd_marian *m = nlpd_marian_load(a.model, &mo, &err);
     if (!m) {
