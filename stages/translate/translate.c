@@ -96,6 +96,12 @@ static int load_model(struct translate *s, struct tmodel *m, const char *path, s
         return err->code ? err->code : NLPD_EFORMAT;
     if (!(m->tok = nlpd_marian_tok_load(path, err)))
         return err->code ? err->code : NLPD_EFORMAT;
+    const struct nlpd_marian_config *c = nlpd_marian_config(m->mt);
+    const size_t tok_ids = nlpd_marian_tok_vocab_size(m->tok);
+    const int model_ids = c->vocab < c->dec_vocab ? c->vocab : c->dec_vocab;
+    if (tok_ids > (size_t)model_ids) /* ids the embeddings do not have: every batch would fail */
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: the tokenizer has %zu ids, the model's vocabulary only %d",
+                              path, tok_ids, model_ids);
     nlpd_marian_gen_defaults(m->mt, &m->gen);
     if (s->num_beams > 0)
         m->gen.num_beams = (int)s->num_beams;
@@ -152,10 +158,11 @@ static int translate_init(void *ctx, struct nlpd_error *err)
             return rc;
         const struct nlpd_marian_config *c = nlpd_marian_config(s->m[i].mt);
         nlpd_log(NLPD_LOG_INFO, "translate",
-                 "%s: Marian d_model %d, %d+%d layers, vocabulary %d, %d beam(s), max_length %d%s%s", path,
-                 c->d_model, c->enc_layers, c->dec_layers, c->dec_vocab, s->m[i].gen.num_beams,
-                 s->m[i].gen.max_length, s->m[i].target_token >= 0 ? ", target token " : "",
-                 s->m[i].target_token >= 0 ? s->target_token[0] ? s->target_token : s->target_lang : "");
+                 "%s: Marian d_model %d, %d+%d layers, vocabulary %d, %.1f MB of weights, %d beam(s), "
+                 "max_length %d%s",
+                 path, c->d_model, c->enc_layers, c->dec_layers, c->dec_vocab,
+                 (double)nlpd_marian_weight_bytes(s->m[i].mt) / 1e6, s->m[i].gen.num_beams,
+                 s->m[i].gen.max_length, s->m[i].target_token >= 0 ? ", with a target-language token" : "");
     }
     return 0;
 }
