@@ -317,9 +317,13 @@ static int build_stage(struct nlpd_pipeline *p, const struct nlpd_config *cfg, c
     NLPD_ASSERT(s->plugin->abi == NLPD_STAGE_ABI);
     nlpd_histogram_init_ms(&s->compute_ms);
     nlpd_histogram_init_tokens(&s->padded_tokens);
-    const char *name = NULL;
-    if (config_setting_lookup_string(entry, "name", &name) != CONFIG_TRUE)
-        name = stage;
+    const char *name = stage;
+    const config_setting_t *ns = config_setting_get_member(entry, "name");
+    if (ns && (config_setting_type(ns) != CONFIG_TYPE_STRING || !*(name = config_setting_get_string(ns)))) {
+        nlpd_diag_add(diag, file, config_setting_source_line(ns), "pipeline[%zu].name must be a non-empty string",
+                      index);
+        return 1;
+    }
     s->name = strdup(name);
     s->ctx = calloc(1, s->plugin->ctx_size ? s->plugin->ctx_size : 1);
     if (!s->name || !s->ctx) {
