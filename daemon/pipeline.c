@@ -800,11 +800,11 @@ size_t nlpd_pipeline_cache_stats(struct nlpd_pipeline *p, struct nlpd_stage_cach
 
 void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
 {
-    char labels[160];
+    char labels[160], esc[128]; /* esc: a stage name as a label value */
     nlpd_metric_head(out, "nlpd_stage_batch_seconds", "histogram",
                      "Time a stage spends on one micro-batch (cache lookups included), in milliseconds buckets");
     for (size_t i = 0; i < p->nstages; i++) {
-        snprintf(labels, sizeof labels, "stage=\"%s\"", p->stages[i].name);
+        snprintf(labels, sizeof labels, "stage=\"%s\"", nlpd_metric_label(esc, sizeof esc, p->stages[i].name));
         nlpd_histogram_write(&p->stages[i].compute_ms, "nlpd_stage_batch_seconds", labels, 1e-3, out);
     }
     nlpd_metric_head(out, "nlpd_batch_records", "histogram", "Records per micro-batch");
@@ -814,23 +814,29 @@ void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
     for (size_t i = 0; i < p->nstages; i++) {
         if (!__atomic_load_n(&p->stages[i].padded_tokens.count, __ATOMIC_ACQUIRE))
             continue; /* stages without a padded model never report */
-        snprintf(labels, sizeof labels, "stage=\"%s\"", p->stages[i].name);
+        snprintf(labels, sizeof labels, "stage=\"%s\"", nlpd_metric_label(esc, sizeof esc, p->stages[i].name));
         nlpd_histogram_write(&p->stages[i].padded_tokens, "nlpd_stage_batch_padded_tokens", labels, 1.0, out);
     }
     nlpd_metric_head(out, "nlpd_model_info", "gauge", "Model of each stage, with its sha256 digest");
-    for (size_t i = 0; i < p->nmodels; i++)
-        nlpd_buf_printf(out, "nlpd_model_info{stage=\"%s\",model=\"%s\"} 1\n", p->models[i].stage, p->models[i].id);
+    for (size_t i = 0; i < p->nmodels; i++) {
+        char model[512];
+        nlpd_buf_printf(out, "nlpd_model_info{stage=\"%s\",model=\"%s\"} 1\n",
+                        nlpd_metric_label(esc, sizeof esc, p->models[i].stage),
+                        nlpd_metric_label(model, sizeof model, p->models[i].id));
+    }
     if (!nlpd_cache_enabled(p->cache))
         return;
     nlpd_metric_head(out, "nlpd_cache_hits_total", "counter", "Stage results served from the cache");
     for (size_t i = 0; i < p->nstages; i++)
         if (p->stages[i].key_material)
-            nlpd_buf_printf(out, "nlpd_cache_hits_total{stage=\"%s\"} %llu\n", p->stages[i].name,
+            nlpd_buf_printf(out, "nlpd_cache_hits_total{stage=\"%s\"} %llu\n",
+                            nlpd_metric_label(esc, sizeof esc, p->stages[i].name),
                             (unsigned long long)__atomic_load_n(&p->stages[i].hits, __ATOMIC_RELAXED));
     nlpd_metric_head(out, "nlpd_cache_misses_total", "counter", "Stage results computed (not in the cache)");
     for (size_t i = 0; i < p->nstages; i++)
         if (p->stages[i].key_material)
-            nlpd_buf_printf(out, "nlpd_cache_misses_total{stage=\"%s\"} %llu\n", p->stages[i].name,
+            nlpd_buf_printf(out, "nlpd_cache_misses_total{stage=\"%s\"} %llu\n",
+                            nlpd_metric_label(esc, sizeof esc, p->stages[i].name),
                             (unsigned long long)__atomic_load_n(&p->stages[i].misses, __ATOMIC_RELAXED));
     struct nlpd_cache_stats st;
     nlpd_cache_get_stats(p->cache, &st);
