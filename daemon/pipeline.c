@@ -527,6 +527,8 @@ static void run_cached(struct worker *w, size_t si, struct nlpd_record **recs, s
             w->leader[i] = -2; /* served from the cache */
             hits++;
         } else {
+            if (w->vals[i].data) /* computed again below, and stored over it */
+                nlpd_cache_reject(w->p->cache, NLPD_CACHE_REJECT_INVALID, w->keys[i]);
             for (size_t j = 0; j < i; j++) /* duplicates inside the batch are computed once */
                 if (w->leader[j] == -1 && strcmp(w->keys[j], w->keys[i]) == 0) {
                     w->leader[i] = (long)j;
@@ -844,6 +846,11 @@ void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
     nlpd_buf_printf(out, "nlpd_cache_errors_total %llu\n", (unsigned long long)st.errors);
     nlpd_metric_head(out, "nlpd_cache_lookup_seconds_total", "counter", "Time spent in cache lookups");
     nlpd_buf_printf(out, "nlpd_cache_lookup_seconds_total %.6f\n", st.lookup_seconds);
+    nlpd_metric_head(out, "nlpd_cache_rejected_total", "counter",
+                     "Cached values refused (computed again): invalid encoding, or HMAC tag missing or wrong");
+    for (size_t i = 0; i < sizeof st.rejected / sizeof st.rejected[0]; i++)
+        nlpd_buf_printf(out, "nlpd_cache_rejected_total{reason=\"%s\"} %llu\n", nlpd_cache_reject_names[i],
+                        (unsigned long long)st.rejected[i]);
     nlpd_metric_head(out, "nlpd_cache_breaker_open", "gauge", "1 while the Redis circuit breaker is open");
     nlpd_buf_printf(out, "nlpd_cache_breaker_open %d\n", st.breaker_open ? 1 : 0);
 }
