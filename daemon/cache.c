@@ -136,6 +136,16 @@ struct nlpd_cache *nlpd_cache_new(const struct nlpd_cache_conf *conf, struct nlp
     return c;
 }
 
+void nlpd_cache_swap_key(struct nlpd_cache *a, struct nlpd_cache *b)
+{
+    unsigned char *k = a->mac_key;
+    size_t len = a->mac_key_len;
+    a->mac_key = b->mac_key;
+    a->mac_key_len = b->mac_key_len;
+    b->mac_key = k;
+    b->mac_key_len = len;
+}
+
 void nlpd_cache_free(struct nlpd_cache *c)
 {
     if (!c)

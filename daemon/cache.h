@@ -62,6 +62,9 @@ struct nlpd_cache;
 /* NULL with err when the backend cannot be set up; a "none" backend gives a cache that always misses. */
 struct nlpd_cache *nlpd_cache_new(const struct nlpd_cache_conf *conf, struct nlpd_error *err);
 void nlpd_cache_free(struct nlpd_cache *c);
+/* Exchanges the HMAC keys of two caches: a cache kept across a reload takes the key just read from
+ * redis_hmac_key_file, which may have been rotated while the config text stayed the same. Neither may be in use. */
+void nlpd_cache_swap_key(struct nlpd_cache *a, struct nlpd_cache *b);
 int nlpd_cache_enabled(const struct nlpd_cache *c);
 /* With an HMAC key, values whose tag does not verify come back as misses (and are counted as rejected). */
 int nlpd_cache_mget(struct nlpd_cache *c, const char *const *keys, size_t n, struct nlpd_cache_value *vals);

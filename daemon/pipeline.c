@@ -770,6 +770,8 @@ void nlpd_pipeline_take_cache(struct nlpd_pipeline *to, struct nlpd_pipeline *fr
 {
     if (!from->cache)
         return;
+    if (to->cache)
+        nlpd_cache_swap_key(from->cache, to->cache);
     nlpd_cache_free(to->cache);
     to->cache = from->cache;
     from->cache = NULL;

@@ -481,6 +481,17 @@ static void hmac_authenticates_values(void)
     chmod(keyfile, 0600);
     c2 = nlpd_cache_new(&conf, &err);
     CHECK(c2 && mget_check(c2, &kv, NULL) == 3);
+    /* A key rotated in the file while the config text stays: a reload keeps the cache but takes the new key. */
+    f = fopen(keyfile, "w");
+    fputs("rotated\n", f);
+    fclose(f);
+    struct nlpd_cache *c3 = nlpd_cache_new(&conf, &err);
+    CHECK(c3 != NULL);
+    if (c2 && c3) {
+        nlpd_cache_swap_key(c2, c3);
+        CHECK(mget_check(c2, &kv, NULL) == 0);
+    }
+    nlpd_cache_free(c3);
     nlpd_cache_free(c2);
     conf.redis_hmac_key = (char *)"s3cret";
     CHECK(nlpd_cache_new(&conf, &err) == NULL);
