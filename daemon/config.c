@@ -88,6 +88,14 @@ static const struct nlpd_conf_entry metrics_map[] = {
     {"listen", NLPD_CONF_STRING, "127.0.0.1:9464", offsetof(struct nlpd_metrics_conf, listen), NLPD_CONF_RESTART, NULL,
      0, 0,
      "host:port of the HTTP server of `nlpd run` (/metrics in Prometheus text format, /live, /ready); \"\" = off"},
+    {"max_connections", NLPD_CONF_INT, "64", offsetof(struct nlpd_metrics_conf, max_connections), NLPD_CONF_RESTART,
+     NULL, 1, 10000, "open connections the HTTP server keeps; one more is answered 503 and closed"},
+    {"idle_timeout_ms", NLPD_CONF_INT, "10000", offsetof(struct nlpd_metrics_conf, idle_timeout_ms),
+     NLPD_CONF_RESTART, NULL, 10, 3600000,
+     "an HTTP connection with no request under way (or an answer the client does not take) is closed after this"},
+    {"request_timeout_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_metrics_conf, request_timeout_ms),
+     NLPD_CONF_RESTART, NULL, 10, 600000,
+     "a request's line and headers (8 KiB at most) must arrive within this long of their first byte"},
     {0},
 };
 
