@@ -20,9 +20,9 @@
 #include "log.h"
 #include "metrics.h"
 
-#define LINGER_MS 1000          /* after a closing response: how long input is discarded before the close */
-#define LINGER_BYTES 65536      /* ... and at most this much of it (a refused body is never read further) */
-#define BACKOFF_MIN_MS 50       /* accept back-off after EMFILE and the like, doubling up to BACKOFF_MAX_MS */
+#define LINGER_MS      1000  /* after a closing response: how long input is discarded before the close */
+#define LINGER_BYTES   65536 /* ... and at most this much of it (a refused body is never read further) */
+#define BACKOFF_MIN_MS 50    /* accept back-off after EMFILE and the like, doubling up to BACKOFF_MAX_MS */
 #define BACKOFF_MAX_MS 1000
 
 enum reject { REJ_LIMIT, REJ_TOO_LARGE, REJ_BAD, REJ_METHOD, REJ_TIMEOUT, REJ_ACCEPT, REJ_N };
@@ -198,8 +198,7 @@ static void respond(struct conn *c, int status, const char *reason, const char *
                     const void *body, size_t len, int head_only, int keep_alive)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: %s\r\n\r\n",
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: %s\r\n\r\n",
                         status, reason, type, len, extra ? extra : "", keep_alive ? "keep-alive" : "close");
     if (!head_only && len)
         evbuffer_add(out, body, len);
@@ -245,8 +244,7 @@ static void serve(struct conn *c, const struct nlpd_http_request *r)
         if (out.oom)
             respond_text(c, 500, "Internal Server Error", NULL, "out of memory\n", head_only, 0);
         else
-            respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", NULL, out.data, out.len, head_only,
-                    ka);
+            respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", NULL, out.data, out.len, head_only, ka);
         nlpd_buf_free(&out);
     } else if (live) {
         respond_text(c, 200, "OK", NULL, "ok\n", head_only, ka); /* the event loop answered: it is responsive */

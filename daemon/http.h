@@ -32,11 +32,11 @@ void nlpd_http_free(struct nlpd_http *h);
 
 /* A parsed request head (exposed for the unit test). */
 struct nlpd_http_request {
-    int method;             /* NLPD_HTTP_GET, NLPD_HTTP_HEAD or NLPD_HTTP_OTHER */
-    const char *path;       /* the target up to '?' or '#', not NUL-terminated */
+    int method;       /* NLPD_HTTP_GET, NLPD_HTTP_HEAD or NLPD_HTTP_OTHER */
+    const char *path; /* the target up to '?' or '#', not NUL-terminated */
     size_t path_len;
-    int keep_alive;         /* the client allows another request on this connection */
-    int has_body;           /* Content-Length > 0 or Transfer-Encoding: the body is never read */
+    int keep_alive; /* the client allows another request on this connection */
+    int has_body;   /* Content-Length > 0 or Transfer-Encoding: the body is never read */
 };
 enum { NLPD_HTTP_GET = 1, NLPD_HTTP_HEAD, NLPD_HTTP_OTHER };
 

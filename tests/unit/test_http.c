@@ -20,8 +20,10 @@ static void methods_and_paths(void)
     CHECK(parse("HEAD /live?x=1#f HTTP/1.0\n", &r) == 0);
     CHECK(r.method == NLPD_HTTP_HEAD && r.path_len == 5 && !r.keep_alive);
     CHECK(parse("POST /metrics HTTP/1.1\r\n", &r) == 0);
-    CHECK(r.method == NLPD_HTTP_OTHER && !r.keep_alive); /* answered 405, then closed */
-    CHECK(parse("get /metrics HTTP/1.1\r\n", &r) == 0 && r.method == NLPD_HTTP_OTHER); /* methods are case-sensitive */
+    /* answered 405, then closed */
+    CHECK(r.method == NLPD_HTTP_OTHER && !r.keep_alive);
+    /* methods are case-sensitive */
+    CHECK(parse("get /metrics HTTP/1.1\r\n", &r) == 0 && r.method == NLPD_HTTP_OTHER);
 }
 
 static void keep_alive_and_bodies(void)
