@@ -1,9 +1,11 @@
 /* Daemon configuration: parsing, type checks and defaults of the top-level sections (see config.h). */
 #include "config.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "conf_map.h"
 #include "log.h"
@@ -39,8 +41,10 @@ static const struct nlpd_conf_entry kafka_map[] = {
 static const struct nlpd_conf_entry output_map[] = {
     {"format", NLPD_CONF_ENUM, "json", offsetof(struct nlpd_output_conf, format), 0, "json|avro", 0, 0,
      "enriched record format on the output topic: \"json\" or \"avro\" (binary, schema in output.schema)"},
-    {"schema", NLPD_CONF_PATH, "schemas/enriched.avsc", offsetof(struct nlpd_output_conf, schema), 0, NULL, 0, 0,
-     "Avro schema of the enriched record (for format \"avro\")"},
+    /* a string, not a path: read (and checked) only for format "avro" */
+    {"schema", NLPD_CONF_STRING, "schemas/enriched.avsc", offsetof(struct nlpd_output_conf, schema), 0, NULL, 0, 0,
+     "Avro schema of the enriched record, for format \"avro\" (not read for \"json\"); a relative path resolves "
+     "against the working directory"},
     {"confluent_schema_id", NLPD_CONF_INT, "0", offsetof(struct nlpd_output_conf, confluent_schema_id), 0, NULL, 0,
      2147483647, "when > 0, Avro values get the Confluent wire framing: byte 0, this schema id (4 bytes), datum"},
     {0},
@@ -93,6 +97,14 @@ static const struct nlpd_conf_entry metrics_map[] = {
     {"listen", NLPD_CONF_STRING, "127.0.0.1:9464", offsetof(struct nlpd_metrics_conf, listen), NLPD_CONF_RESTART, NULL,
      0, 0,
      "host:port of the HTTP server of `nlpd run` (/metrics in Prometheus text format, /live, /ready); \"\" = off"},
+    {"max_connections", NLPD_CONF_INT, "64", offsetof(struct nlpd_metrics_conf, max_connections), NLPD_CONF_RESTART,
+     NULL, 1, 10000, "open connections the HTTP server keeps; one more is answered 503 and closed"},
+    {"idle_timeout_ms", NLPD_CONF_INT, "10000", offsetof(struct nlpd_metrics_conf, idle_timeout_ms),
+     NLPD_CONF_RESTART, NULL, 10, 3600000,
+     "an HTTP connection with no request under way (or an answer the client does not take) is closed after this"},
+    {"request_timeout_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_metrics_conf, request_timeout_ms),
+     NLPD_CONF_RESTART, NULL, 10, 600000,
+     "a request's line and headers (8 KiB at most) must arrive within this long of their first byte"},
     {0},
 };
 
@@ -190,6 +202,15 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
     errors += nlpd_conf_apply(cache_map, config_lookup(&c->cfg, "cache"), &c->cache, NULL, "cache", c->path, diag);
     errors += nlpd_conf_apply(metrics_map, config_lookup(&c->cfg, "metrics"), &c->metrics, NULL, "metrics", c->path,
                               diag);
+    if (strcmp(c->output.format, "avro") == 0 && access(c->output.schema, R_OK) != 0) {
+        int en = errno;
+        const config_setting_t *s = config_lookup(&c->cfg, "output.schema");
+        if (!s)
+            s = config_lookup(&c->cfg, "output");
+        nlpd_diag_add(diag, nlpd_conf_file(s, c->path), s ? config_setting_source_line(s) : 0,
+                      "output.schema: cannot read '%s': %s", c->output.schema, strerror(en));
+        errors++;
+    }
     if (strcmp(c->input.format, "avro") == 0 && !c->input.schema) {
         const config_setting_t *s = config_lookup(&c->cfg, "input");
         nlpd_diag_add(diag, nlpd_conf_file(s, c->path), s ? config_setting_source_line(s) : 0,

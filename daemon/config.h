@@ -45,6 +45,7 @@ struct nlpd_flow_conf {
 
 struct nlpd_metrics_conf {
     char *listen; /* "host:port" of the metrics and health server; "" = off */
+    long long max_connections, idle_timeout_ms, request_timeout_ms;
 };
 
 struct nlpd_batch_conf {

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
@@ -21,6 +20,7 @@
 #include <unistd.h>
 
 #include "avro_codec.h"
+#include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -122,7 +122,7 @@ struct nlpd_daemon {
     struct nlpd_latency_sample lat; /* end to end, for the summary */
     double t_start;
     double watchdog_every, next_watchdog, last_status; /* systemd: seconds */
-    struct evhttp *http;
+    struct nlpd_http *http;
     struct nlpd_histogram e2e_ms;   /* record timestamp -> broker ack of its output */
     struct nlpd_histogram queue_ms; /* consumed -> a worker starts its batch */
     struct {
@@ -1176,78 +1176,14 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
     return 0; /* librdkafka frees json */
 }
 
-static void on_http(struct evhttp_request *req, void *arg)
+static void http_metrics(void *arg, struct nlpd_buf *out)
 {
-    struct nlpd_daemon *d = arg;
-    const char *uri = evhttp_request_get_uri(req);
-    size_t plen = strcspn(uri, "?#");
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    struct evbuffer *body = evbuffer_new();
-    if (!body) {
-        evhttp_send_error(req, 500, "out of memory");
-        return;
-    }
-    int known = (plen == 8 && !strncmp(uri, "/metrics", 8)) || (plen == 5 && !strncmp(uri, "/live", 5)) ||
-                (plen == 6 && !strncmp(uri, "/ready", 6));
-    if (!known) {
-        evbuffer_add_printf(body, "not found\n");
-        evhttp_send_reply(req, 404, "Not Found", body);
-    } else if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-        evbuffer_add_printf(body, "method not allowed\n");
-        evhttp_send_reply(req, 405, "Method Not Allowed", body);
-    } else if (uri[1] == 'm') {
-        struct nlpd_buf out = {0};
-        daemon_metrics(d, &out);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                          "text/plain; version=0.0.4; charset=utf-8");
-        evbuffer_add(body, out.data ? out.data : "", out.len);
-        nlpd_buf_free(&out);
-        evhttp_send_reply(req, 200, "OK", body);
-    } else if (uri[1] == 'l') {
-        evbuffer_add_printf(body, "ok\n"); /* answered by the event loop itself: it is responsive */
-        evhttp_send_reply(req, 200, "OK", body);
-    } else {
-        const char *why = ready_problem(d);
-        evbuffer_add_printf(body, "%s\n", why ? why : "ready");
-        evhttp_send_reply(req, why ? 503 : 200, why ? "Service Unavailable" : "OK", body);
-    }
-    evbuffer_free(body);
+    daemon_metrics(arg, out);
 }
 
-static int start_http(struct nlpd_daemon *d, struct nlpd_error *err)
+static const char *http_not_ready(void *arg)
 {
-    const char *listen = d->cfg->metrics.listen;
-    if (!listen || !*listen)
-        return 0;
-    char host[256];
-    const char *colon = strrchr(listen, ':');
-    long port = colon ? strtol(colon + 1, NULL, 10) : 0;
-    if (!colon || port <= 0 || port > 65535 || (size_t)(colon - listen) >= sizeof host)
-        return nlpd_error_set(err, NLPD_EINVAL, 0, "metrics.listen \"%s\" is not host:port", listen);
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = '\0';
-    if (host[0] == '[' && host[strlen(host) - 1] == ']') { /* [::1]:9464 */
-        memmove(host, host + 1, strlen(host));
-        host[strlen(host) - 1] = '\0';
-    }
-    d->http = evhttp_new(d->base);
-    if (!d->http)
-        return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
-    if (evhttp_bind_socket(d->http, host, (uint16_t)port) != 0) {
-        /* Another nlpd (or anything) on the port must not stop the stream: say it loudly and go on. */
-        nlpd_log(NLPD_LOG_ERR, "kafka", "metrics.listen %s: cannot listen (%s): running without metrics and health "
-                                        "endpoints",
-                 listen, strerror(errno));
-        evhttp_free(d->http);
-        d->http = NULL;
-        return 0;
-    }
-    evhttp_set_allowed_methods(d->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(d->http, on_http, d);
-    nlpd_log(NLPD_LOG_INFO, "kafka", "metrics and health on http://%s/metrics, /live, /ready", listen);
-    return 0;
+    return ready_problem(arg);
 }
 
 /* ---- set-up ---- */
@@ -1486,7 +1422,8 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
     d->more_ev = evtimer_new(d->base, on_more, d);
     nlpd_histogram_init_ms(&d->e2e_ms);
     nlpd_histogram_init_ms(&d->queue_ms);
-    if (start_http(d, err) < 0)
+    struct nlpd_http_handlers hh = {http_metrics, http_not_ready, d};
+    if (nlpd_http_start(d->base, &cfg->metrics, &hh, &d->http, err) < 0)
         goto bad;
     struct timeval tick = {0, TICK_MS * 1000};
     if (!d->wake_ev || !d->batch_timer || !d->tick || !d->more_ev || event_add(d->wake_ev, NULL) < 0 || event_add(d->tick, &tick) < 0)
@@ -1738,8 +1675,7 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
         rd_kafka_mock_cluster_destroy(d->mock);
     if (d->mock_rk)
         rd_kafka_destroy(d->mock_rk);
-    if (d->http)
-        evhttp_free(d->http);
+    nlpd_http_free(d->http);
     if (d->base)
         event_base_free(d->base);
     int fds[] = {d->cq_pipe[0], d->cq_pipe[1], d->pq_pipe[0], d->pq_pipe[1], d->wake_pipe[0], d->wake_pipe[1]};

@@ -1,5 +1,5 @@
-/* Prometheus metrics and health endpoints of the daemon: histograms with fixed buckets (lock-free
- * updates from any thread) and an evhttp server on the daemon's event loop serving /metrics, /live, /ready. */
+/* Prometheus metrics of the daemon: histograms with fixed buckets (lock-free updates from any thread), latency
+ * samples and exposition helpers. The HTTP server serving /metrics, /live and /ready is http.c. */
 #ifndef NLPD_METRICS_H
 #define NLPD_METRICS_H
 

@@ -219,6 +219,26 @@ static void section_wrong_type(void)
     }
 }
 
+/* output.schema is read only for Avro output: a JSON config with a schema path that does not resolve (as an
+ * installed config's relative path did under /var/lib/nlpd) is fine; an Avro one is an error at its line. */
+static void output_schema_only_for_avro(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *c = load_text("output: { format = \"json\"; schema = \"/nonexistent/enriched.avsc\"; };\n"
+                                      "pipeline = ( { stage = \"langid\"; } );\n",
+                                      &d);
+    CHECK(c != NULL && d.n == 0);
+    nlpd_config_free(c);
+    unlink(path);
+    c = load_text("output: {\n  format = \"avro\";\n  schema = \"/nonexistent/enriched.avsc\";\n};\n"
+                  "pipeline = ( { stage = \"langid\"; } );\n",
+                  &d);
+    CHECK(c == NULL);
+    CHECK(has_error(&d, 3, "output.schema: cannot read '/nonexistent/enriched.avsc'"));
+    nlpd_diag_free(&d);
+    unlink(path);
+}
+
 static void missing_file(void)
 {
     struct nlpd_diag d = {0};
@@ -237,6 +257,7 @@ int main(void)
     RUN(stage_errors);
     RUN(from_string);
     RUN(kafka_section);
+    RUN(output_schema_only_for_avro);
     RUN(missing_file);
     RUN(section_wrong_type);
     return TEST_REPORT();
