@@ -144,6 +144,9 @@ suite "tests/models/test_moderation_pipe.sh build/nlpd" bash tests/models/test_m
 suite "tests/models/test_moderation_pipe.sh build/san/nlpd" bash tests/models/test_moderation_pipe.sh build/san/nlpd
 # Tokenizers against the Rust library (npm tokenizers@0.23.2; says `skip:` when npm is unreachable).
 suite "tests/models/test_tokenizer_ref.sh" bash tests/models/test_tokenizer_ref.sh
+# Decoders (nlpd tokenize --decode: ids and token lists) against the same library, every decoder type.
+suite "tests/models/test_decode_ref.sh build/nlpd" bash tests/models/test_decode_ref.sh build/nlpd
+suite "tests/models/test_decode_ref.sh build/san/nlpd" bash tests/models/test_decode_ref.sh build/san/nlpd
 # Marian translation: transformers' goldens (greedy ids, encoder, logits, top-5), texts through the tokenizer, and
 # greedy/beam search on random shapes against the independent PyTorch reference (tests/models/marian_ref.py).
 suite "tests/models/test_marian.sh build/nlpd" sh tests/models/test_marian.sh build/nlpd
