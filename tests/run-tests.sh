@@ -133,6 +133,9 @@ suite "tests/models/test_pipe_parity.sh" bash tests/models/test_pipe_parity.sh b
 # Transformer encoders through the CLI against the transformers goldens.
 suite "tests/models/test_infer.sh build/nlpd" bash tests/models/test_infer.sh build/nlpd
 suite "tests/models/test_infer.sh build/san/nlpd" bash tests/models/test_infer.sh build/san/nlpd
+# Sharded checkpoints and pytorch_model.bin (written by Debian's torch at test time) give the safetensors' output.
+suite "tests/models/test_torch_bin.sh build/nlpd" sh tests/models/test_torch_bin.sh build/nlpd
+suite "tests/models/test_torch_bin.sh build/san/nlpd" sh tests/models/test_torch_bin.sh build/san/nlpd
 # The sentiment stage on Hugging Face folders against the goldens' softmax.
 suite "tests/models/test_sentiment_hf.sh build/nlpd" bash tests/models/test_sentiment_hf.sh build/nlpd
 suite "tests/models/test_sentiment_hf.sh build/san/nlpd" bash tests/models/test_sentiment_hf.sh build/san/nlpd
