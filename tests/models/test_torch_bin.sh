@@ -84,6 +84,18 @@ else
     echo "skip: $C not fetched (make models)"
 fi
 
+# DistilBERT with sinusoidal_pos_embds: the flag only initialises the position table, which the checkpoint stores
+# (save_pretrained writes it; from_pretrained loads it): the same output as without the flag.
+mkdir -p "$TMP/sin" && cp "$FIX/distilbert-seq-cls"/* "$TMP/sin/"
+sed 's/"sinusoidal_pos_embds": false/"sinusoidal_pos_embds": true/' "$FIX/distilbert-seq-cls/config.json" >"$TMP/sin/config.json"
+if grep -q '"sinusoidal_pos_embds": true' "$TMP/sin/config.json" &&
+    "$NLPD" infer --model "$FIX/distilbert-seq-cls" <"$TMP/texts.jsonl" >"$TMP/ref.out" 2>"$TMP/err" &&
+    "$NLPD" infer --model "$TMP/sin" <"$TMP/texts.jsonl" >"$TMP/got.out" 2>>"$TMP/err" && cmp -s "$TMP/ref.out" "$TMP/got.out"; then
+    ok "distilbert sinusoidal_pos_embds: loads, the stored table is used"
+else
+    bad "distilbert sinusoidal_pos_embds: $(head -c 300 "$TMP/err")"
+fi
+
 # Neither file: the error names what was looked for.
 mkdir -p "$TMP/none" && cp "$FIX/bert-seq-cls/config.json" "$FIX/bert-seq-cls/vocab.txt" "$TMP/none/"
 if ! "$NLPD" infer --model "$TMP/none" </dev/null 2>"$TMP/err" >/dev/null &&
