@@ -48,6 +48,8 @@ static int tl_app(struct tlist *l, const char *s, size_t n)
 /* Starts a new (empty) token. */
 static int tl_new(struct tlist *l)
 {
+    if (grow((void **)&l->buf, &l->cap, l->len + 1, 1) < 0) /* buf is never NULL once a token exists */
+        return -1;
     size_t c = l->ncap;
     if (grow((void **)&l->off, &c, l->n + 1, sizeof *l->off) < 0)
         return -1;

@@ -15,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static size_t put(uint8_t *p, uint64_t v, int n)
 {
     for (int i = 0; i < n; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
+        p[i] = i < 8 ? (uint8_t)(v >> (8 * i)) : 0;
     return (size_t)n;
 }
 
