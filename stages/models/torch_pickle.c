@@ -133,6 +133,10 @@ struct pv {
     struct pv **items;         /* TUPLE, LIST; DICT: key, value, key, value... */
     size_t n, cap;
     struct nlpd_st_tensor t;   /* TENSOR (name unset) */
+    struct pv *stor;           /* TENSOR: its storage */
+    int64_t off;               /* TENSOR: offset in elements */
+    const unsigned char *data; /* STORAGE: its bytes, once known */
+    size_t dsize;
 };
 
 static const struct {
@@ -160,6 +164,7 @@ struct up {
     size_t nm, marks_cap;
     struct pv **memo;
     size_t memo_cap;
+    int legacy; /* torch's pre-1.6 format: storages follow the pickles, bound at the end */
 };
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -278,25 +283,32 @@ static struct pv *rebuild_tensor(struct up *u, size_t pos, struct pv *args)
         bad(u, pos, "tensor extends past its storage");
         return NULL;
     }
-    const struct zentry *e = zip_find(u->z, u->pfx, u->pl, "data/", st->s, st->sl);
-    if (!e) {
-        snprintf(msg, sizeof msg, "storage \"%.*s\" has no data/%.*s entry", (int)(st->sl > 40 ? 40 : st->sl), st->s,
-                 (int)(st->sl > 40 ? 40 : st->sl), st->s);
-        bad(u, pos, msg);
-        return NULL;
-    }
-    if ((uint64_t)st->i > e->size / es) {
-        snprintf(msg, sizeof msg, "storage \"%.*s\": %lld elements but its entry has %zu bytes",
-                 (int)(st->sl > 40 ? 40 : st->sl), st->s, (long long)st->i, e->size);
-        bad(u, pos, msg);
-        return NULL;
+    if (!u->legacy && !st->data) {
+        const struct zentry *e = zip_find(u->z, u->pfx, u->pl, "data/", st->s, st->sl);
+        if (!e) {
+            snprintf(msg, sizeof msg, "storage \"%.*s\" has no data/%.*s entry", (int)(st->sl > 40 ? 40 : st->sl),
+                     st->s, (int)(st->sl > 40 ? 40 : st->sl), st->s);
+            bad(u, pos, msg);
+            return NULL;
+        }
+        if ((uint64_t)st->i > e->size / es) {
+            snprintf(msg, sizeof msg, "storage \"%.*s\": %lld elements but its entry has %zu bytes",
+                     (int)(st->sl > 40 ? 40 : st->sl), st->s, (long long)st->i, e->size);
+            bad(u, pos, msg);
+            return NULL;
+        }
+        st->data = e->data;
+        st->dsize = e->size;
     }
     t->t.ndim = (int)size->n;
     t->t.dtype = dtypes[st->dt].dt;
     t->t.dtype_name = nlpd_safetensors_dtype_name(dtypes[st->dt].dt);
     t->t.numel = numel;
     t->t.nbytes = (size_t)numel * es;
-    t->t.data = e->data + (size_t)off->i * es;
+    t->stor = st;
+    t->off = off->i;
+    if (st->data)
+        t->t.data = st->data + (size_t)off->i * es;
     return t;
 }
 
@@ -329,7 +341,8 @@ static int global_of(struct up *u, size_t pos, const char *mod, size_t ml, const
     return 0;
 }
 
-static int unpickle(struct up *u, const unsigned char *p, size_t n, struct pv **result)
+/* Runs p[0..n) up to its STOP: *result the object, *end the offset after STOP. */
+static int unpickle(struct up *u, const unsigned char *p, size_t n, struct pv **result, size_t *end)
 {
     size_t i = 0;
 #define NEED(k)                                                                                                        \
@@ -368,6 +381,7 @@ static int unpickle(struct up *u, const unsigned char *p, size_t n, struct pv **
         case '.': /* STOP */
             POP(v);
             *result = v;
+            *end = i;
             return 0;
         case 'N':
             rc = push(u, new_val(u, PK_NONE));
@@ -539,11 +553,13 @@ static int unpickle(struct up *u, const unsigned char *p, size_t n, struct pv **
             break;
         case 'Q': { /* BINPERSID: ('storage', torch.XStorage, key, location, numel) */
             POP(a);
-            if (a->k != PK_TUPLE || a->n < 5 || a->items[0]->k != PK_STR || a->items[0]->sl != 7 ||
-                memcmp(a->items[0]->s, "storage", 7) != 0 || a->items[1]->k != PK_GLOBAL ||
+            if (a->k != PK_TUPLE || a->n != 5 + (size_t)u->legacy || a->items[0]->k != PK_STR ||
+                a->items[0]->sl != 7 || memcmp(a->items[0]->s, "storage", 7) != 0 || a->items[1]->k != PK_GLOBAL ||
                 a->items[1]->i != G_STORAGE || a->items[2]->k != PK_STR || a->items[4]->k != PK_INT ||
                 a->items[4]->i < 0)
                 return bad(u, op_at, "persistent id is not ('storage', torch.XStorage, key, location, numel)");
+            if (u->legacy && a->items[5]->k != PK_NONE)
+                return bad(u, op_at, "storage views of the legacy format are not supported");
             if (!(v = new_val(u, PK_STORAGE)))
                 return oom(u);
             v->dt = a->items[1]->dt;
@@ -600,33 +616,122 @@ static int unpickle(struct up *u, const unsigned char *p, size_t n, struct pv **
     return bad(u, n, "no STOP opcode");
 }
 
+/* torch's pre-1.6 format: pickles of the magic number, the protocol version (1001), sys_info and the object, a
+ * pickled list of storage keys, then each storage in that order as an int64 element count and its bytes. */
+#define LEGACY_MAGIC "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e"
+
+static void reset_stack(struct up *u)
+{
+    u->sp = u->nm = 0;
+    if (u->memo_cap)
+        memset(u->memo, 0, u->memo_cap * sizeof *u->memo); /* each pickle has its own memo */
+}
+
+static int legacy_load(struct up *u, const unsigned char *b, size_t size, struct pv **root)
+{
+    size_t pos = sizeof LEGACY_MAGIC - 1, end;
+    struct pv *v;
+    int rc;
+    if ((rc = unpickle(u, b + pos, size - pos, &v, &end)) < 0)
+        return rc;
+    if (v->k != PK_INT || v->i != 1001)
+        return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: unknown protocol version", u->name);
+    pos += end;
+    reset_stack(u);
+    if ((rc = unpickle(u, b + pos, size - pos, &v, &end)) < 0)
+        return rc;
+    int little = 0;
+    for (size_t i = 0; v->k == PK_DICT && i + 1 < v->n; i += 2)
+        if (v->items[i]->k == PK_STR && v->items[i]->sl == 13 && !memcmp(v->items[i]->s, "little_endian", 13))
+            little = v->items[i + 1]->k == PK_BOOL && v->items[i + 1]->i;
+    if (!little)
+        return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: not a little-endian file", u->name);
+    pos += end;
+    reset_stack(u);
+    if ((rc = unpickle(u, b + pos, size - pos, root, &end)) < 0)
+        return rc;
+    pos += end;
+    size_t first_tail = u->na; /* values of the key list come after the object's */
+    reset_stack(u);
+    if ((rc = unpickle(u, b + pos, size - pos, &v, &end)) < 0)
+        return rc;
+    pos += end;
+    if (v->k != PK_LIST)
+        return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: no storage key list", u->name);
+    for (size_t k = 0; k < v->n; k++) {
+        struct pv *key = v->items[k];
+        struct pv *st = NULL;
+        for (size_t i = 0; key->k == PK_STR && i < first_tail && !st; i++)
+            if (u->arena[i]->k == PK_STORAGE && u->arena[i]->sl == key->sl && !memcmp(u->arena[i]->s, key->s, key->sl))
+                st = u->arena[i];
+        if (!st)
+            return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: storage key %zu is not used", u->name,
+                                  k);
+        unsigned es = dtypes[st->dt].size;
+        if (size - pos < 8)
+            return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: truncated storage data", u->name);
+        uint64_t cnt = le(b + pos, 8);
+        pos += 8;
+        if (cnt > (size - pos) / es)
+            return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: truncated storage data", u->name);
+        for (size_t i = 0; i < first_tail; i++) {
+            struct pv *s2 = u->arena[i];
+            if (s2->k == PK_STORAGE && s2->sl == key->sl && !memcmp(s2->s, key->s, key->sl)) {
+                if (s2->dt != st->dt || (uint64_t)s2->i > cnt)
+                    return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: storage %zu does not match its "
+                                          "uses", u->name, k);
+                s2->data = b + pos;
+                s2->dsize = (size_t)cnt * es;
+            }
+        }
+        pos += (size_t)cnt * es;
+    }
+    for (size_t i = 0; i < first_tail; i++) {
+        struct pv *t = u->arena[i];
+        if (t->k != PK_TENSOR)
+            continue;
+        if (!t->stor->data)
+            return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: a tensor's storage is missing",
+                                  u->name);
+        t->t.data = t->stor->data + (size_t)t->off * dtypes[t->stor->dt].size;
+    }
+    return 0;
+}
+
 int nlpd_torch_load(const unsigned char *buf, size_t size, const char *name, struct nlpd_st_tensor **out, size_t *n,
                     struct nlpd_error *err)
 {
     *out = NULL;
     *n = 0;
-    struct zip z;
+    struct zip z = {0};
     struct up u = {.name = name, .err = err, .z = &z};
-    int rc = zip_open(buf, size, name, &z, err);
-    const struct zentry *pkl = NULL;
-    for (size_t i = 0; rc == 0 && i < z.n; i++) {
-        const struct zentry *e = &z.e[i];
-        if (e->nlen >= 8 && memcmp(e->name + e->nlen - 8, "data.pkl", 8) == 0 &&
-            (e->nlen == 8 || e->name[e->nlen - 9] == '/') && (!pkl || e->nlen < pkl->nlen))
-            pkl = e;
-    }
-    if (rc == 0 && !pkl)
-        rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: no data.pkl in the zip (not a torch.save file)", name);
-    if (rc == 0) {
-        u.pfx = pkl->name;
-        u.pl = pkl->nlen - 8;
-        const struct zentry *bo = zip_find(&z, u.pfx, u.pl, "byteorder", "", 0);
-        if (bo && !(bo->size == 6 && memcmp(bo->data, "little", 6) == 0))
-            rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: big-endian tensors are not supported", name);
-    }
     struct pv *root = NULL;
-    if (rc == 0)
-        rc = unpickle(&u, pkl->data, pkl->size, &root);
+    int rc;
+    if (size >= sizeof LEGACY_MAGIC - 1 && memcmp(buf, LEGACY_MAGIC, sizeof LEGACY_MAGIC - 1) == 0) {
+        u.legacy = 1;
+        rc = legacy_load(&u, buf, size, &root);
+    } else {
+        rc = zip_open(buf, size, name, &z, err);
+        const struct zentry *pkl = NULL;
+        for (size_t i = 0; rc == 0 && i < z.n; i++) {
+            const struct zentry *e = &z.e[i];
+            if (e->nlen >= 8 && memcmp(e->name + e->nlen - 8, "data.pkl", 8) == 0 &&
+                (e->nlen == 8 || e->name[e->nlen - 9] == '/') && (!pkl || e->nlen < pkl->nlen))
+                pkl = e;
+        }
+        if (rc == 0 && !pkl)
+            rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: no data.pkl in the zip (not a torch.save file)", name);
+        if (rc == 0) {
+            u.pfx = pkl->name;
+            u.pl = pkl->nlen - 8;
+            const struct zentry *bo = zip_find(&z, u.pfx, u.pl, "byteorder", "", 0);
+            if (bo && !(bo->size == 6 && memcmp(bo->data, "little", 6) == 0))
+                rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: big-endian tensors are not supported", name);
+        }
+        size_t end;
+        if (rc == 0)
+            rc = unpickle(&u, pkl->data, pkl->size, &root, &end);
+    }
     if (rc == 0 && root->k != PK_DICT)
         rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: the pickled object is a %s, not a state dict", name,
                             kind_name(root->k));

@@ -1,5 +1,5 @@
 /* Fuzz target for the pytorch_model.bin reader (stages/models/torch_pickle.c): input starting with "PK" is a
- * whole torch.save zip; anything else is taken as the pickle itself, wrapped here in a stored zip as
+ * whole torch.save zip, input starting with the legacy magic pickle a whole pre-1.6 file; anything else is taken as the pickle itself, wrapped here in a stored zip as
  * archive/data.pkl beside blobs archive/data/0..3 (64 bytes each), so that mutations reach the unpickler. Any
  * bytes must load or give an error naming the file, never crash, run code or read outside the block; every tensor
  * that loads is read back as F32 when it is a float type. */
@@ -65,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     uint8_t *copy;
     size_t n;
-    if (size >= 2 && data[0] == 'P' && data[1] == 'K') {
+    if ((size >= 2 && data[0] == 'P' && data[1] == 'K') || (size >= 4 && !memcmp(data, "\x80\x02\x8a\x0a", 4))) {
         /* a private copy so ASan sees reads past the end of the block */
         copy = malloc(size ? size : 1);
         if (!copy)

@@ -3,8 +3,8 @@
 (every tensor a view into one shared storage at an offset, plus a second name for the first tensor: tied
 weights), OUT/bin-half and OUT/st-half (the same float16 weights as
 .bin and as safetensors), OUT/sharded (model.safetensors split in 3 shards +
-model.safetensors.index.json), OUT/bin-sharded (pytorch_model.bin.index.json over 2 .bin shards), and the bad
-ones: OUT/bad-global (a pickle that would call os.system), OUT/bad-legacy (torch's pre-1.6 format),
+model.safetensors.index.json), OUT/bin-sharded (pytorch_model.bin.index.json over 2 .bin shards), OUT/bin-legacy
+(torch's pre-1.6 format, of the views), and the bad ones: OUT/bad-global (a pickle that would call os.system),
 OUT/bad-strided (a transposed, non-contiguous tensor).
 Usage: /usr/bin/python3 make_torch_bin.py FIXTURE_DIR OUT_DIR   (needs Debian's python3-torch and python3-numpy)"""
 import collections
@@ -109,7 +109,7 @@ class Evil:
 bad = collections.OrderedDict(sd)
 bad[names[0]] = Evil()
 torch.save(bad, os.path.join(folder("bad-global"), "pytorch_model.bin"))
-torch.save(sd, os.path.join(folder("bad-legacy"), "pytorch_model.bin"), _use_new_zipfile_serialization=False)
+torch.save(views, os.path.join(folder("bin-legacy"), "pytorch_model.bin"), _use_new_zipfile_serialization=False)
 strided = collections.OrderedDict(sd)
 w = next(k for k in names if sd[k].dim() == 2 and sd[k].shape[0] == sd[k].shape[1])
 strided[w] = sd[w].t().contiguous().t()  # same values, column-major storage
