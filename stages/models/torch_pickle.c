@@ -627,6 +627,41 @@ static void reset_stack(struct up *u)
         memset(u->memo, 0, u->memo_cap * sizeof *u->memo); /* each pickle has its own memo */
 }
 
+/* The storages after the key list, in its order: each key's bytes go to every reference to it. */
+static int bind_legacy(struct up *u, const unsigned char *b, size_t size, size_t pos, const struct pv *v,
+                       struct pv **stors, size_t ns)
+{
+    for (size_t k = 0; k < v->n; k++) {
+        const struct pv *key = v->items[k];
+        struct pv *st = NULL;
+        for (size_t i = 0; key->k == PK_STR && i < ns && !st; i++)
+            if (stors[i]->sl == key->sl && !memcmp(stors[i]->s, key->s, key->sl))
+                st = stors[i];
+        if (!st)
+            return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: storage key %zu is not used", u->name,
+                                  k);
+        unsigned es = dtypes[st->dt].size;
+        if (size - pos < 8)
+            return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: truncated storage data", u->name);
+        uint64_t cnt = le(b + pos, 8);
+        pos += 8;
+        if (cnt > (size - pos) / es)
+            return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: truncated storage data", u->name);
+        for (size_t i = 0; i < ns; i++) {
+            struct pv *s2 = stors[i];
+            if (s2->sl == key->sl && !memcmp(s2->s, key->s, key->sl)) {
+                if (s2->dt != st->dt || (uint64_t)s2->i > cnt)
+                    return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: storage %zu does not match its "
+                                          "uses", u->name, k);
+                s2->data = b + pos;
+                s2->dsize = (size_t)cnt * es;
+            }
+        }
+        pos += (size_t)cnt * es;
+    }
+    return 0;
+}
+
 static int legacy_load(struct up *u, const unsigned char *b, size_t size, struct pv **root)
 {
     size_t pos = sizeof LEGACY_MAGIC - 1, end;
@@ -658,34 +693,18 @@ static int legacy_load(struct up *u, const unsigned char *b, size_t size, struct
     pos += end;
     if (v->k != PK_LIST)
         return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: no storage key list", u->name);
-    for (size_t k = 0; k < v->n; k++) {
-        struct pv *key = v->items[k];
-        struct pv *st = NULL;
-        for (size_t i = 0; key->k == PK_STR && i < first_tail && !st; i++)
-            if (u->arena[i]->k == PK_STORAGE && u->arena[i]->sl == key->sl && !memcmp(u->arena[i]->s, key->s, key->sl))
-                st = u->arena[i];
-        if (!st)
-            return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: storage key %zu is not used", u->name,
-                                  k);
-        unsigned es = dtypes[st->dt].size;
-        if (size - pos < 8)
-            return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: truncated storage data", u->name);
-        uint64_t cnt = le(b + pos, 8);
-        pos += 8;
-        if (cnt > (size - pos) / es)
-            return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: truncated storage data", u->name);
-        for (size_t i = 0; i < first_tail; i++) {
-            struct pv *s2 = u->arena[i];
-            if (s2->k == PK_STORAGE && s2->sl == key->sl && !memcmp(s2->s, key->s, key->sl)) {
-                if (s2->dt != st->dt || (uint64_t)s2->i > cnt)
-                    return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: storage %zu does not match its "
-                                          "uses", u->name, k);
-                s2->data = b + pos;
-                s2->dsize = (size_t)cnt * es;
-            }
-        }
-        pos += (size_t)cnt * es;
-    }
+    /* the object's storage references, scanned once per key */
+    struct pv **stors = malloc((first_tail ? first_tail : 1) * sizeof *stors);
+    size_t ns = 0;
+    if (!stors)
+        return oom(u);
+    for (size_t i = 0; i < first_tail; i++)
+        if (u->arena[i]->k == PK_STORAGE)
+            stors[ns++] = u->arena[i];
+    rc = bind_legacy(u, b, size, pos, v, stors, ns);
+    free(stors);
+    if (rc < 0)
+        return rc;
     for (size_t i = 0; i < first_tail; i++) {
         struct pv *t = u->arena[i];
         if (t->k != PK_TENSOR)
