@@ -202,13 +202,11 @@ static int replace_app(struct tlist *l, const char *s, size_t n, const char *fro
 }
 
 /* WordPiece's cleanup(), in place on l's last token (every replacement is no longer than its pattern). */
-static int cleanup_last(struct tlist *l, struct tlist *tmp, int wordpiece)
+static int cleanup_last(struct tlist *l, struct tlist *tmp)
 {
     static const char *const from[] = {" .", " ?", " !", " ,", " ' ", " n't", " 'm", " do not", " 's", " 've", " 're"};
     static const char *const to[] = {".", "?", "!", ",", "'", "n't", "'m", " don't", "'s", "'ve", "'re"};
     for (size_t k = 0; k < sizeof from / sizeof from[0]; k++) {
-        if (!wordpiece && !strcmp(from[k], " do not"))
-            continue; /* transformers' clean_up_tokenization has no "do not" rule */
         size_t i = l->n - 1, fl = strlen(from[k]);
         if (l->tl[i] < fl || !memmem(TOK(l, i), l->tl[i], from[k], fl))
             continue;
@@ -241,7 +239,7 @@ static int dec_wordpiece(const struct tdec *d, struct tlist *in, struct tlist *o
                 return -1;
             }
         }
-        if (tl_app(out, s, n) < 0 || (d->cleanup && cleanup_last(out, tmp, 1) < 0))
+        if (tl_app(out, s, n) < 0 || (d->cleanup && cleanup_last(out, tmp) < 0))
             return -1;
     }
     return 0;
@@ -478,7 +476,7 @@ static int dec_ctc(const struct tdec *d, struct tlist *in, struct tlist *out, st
         if (tl_new(out) < 0 || replace_app(out, TOK(in, i), in->tl[i], d->s1, d->s1_len, "", 0) < 0)
             return -1;
         if (d->cleanup) {
-            if (cleanup_last(out, tmp, 1) < 0)
+            if (cleanup_last(out, tmp) < 0)
                 return -1;
             size_t last = out->n - 1;
             tmp->n = tmp->len = 0;
