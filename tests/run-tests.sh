@@ -142,6 +142,9 @@ suite "tests/models/test_sentiment_hf.sh build/san/nlpd" bash tests/models/test_
 # The ner stage against the transformers token-classification pipeline, every aggregation strategy.
 suite "tests/models/test_ner_pipe.sh build/nlpd" bash tests/models/test_ner_pipe.sh build/nlpd
 suite "tests/models/test_ner_pipe.sh build/san/nlpd" bash tests/models/test_ner_pipe.sh build/san/nlpd
+# Entity words on an XLM-R (SentencePiece) token-classification folder: the Rust decoder's, not the text span.
+suite "tests/models/test_ner_words.sh build/nlpd" bash tests/models/test_ner_words.sh build/nlpd
+suite "tests/models/test_ner_words.sh build/san/nlpd" bash tests/models/test_ner_words.sh build/san/nlpd
 # The moderation stage: model layer (softmax/sigmoid of the logits), lexicon layer, both, config errors.
 suite "tests/models/test_moderation_pipe.sh build/nlpd" bash tests/models/test_moderation_pipe.sh build/nlpd
 suite "tests/models/test_moderation_pipe.sh build/san/nlpd" bash tests/models/test_moderation_pipe.sh build/san/nlpd
