@@ -50,6 +50,7 @@ static void usage(FILE *out)
             "  nlpd config-doc           print every configuration key with its type, default and meaning\n"
             "  nlpd infer    --model DIR JSON lines {\"text\", \"text_pair\"?} -> raw model outputs\n"
             "  nlpd tokenize --model DIR JSON lines {\"text\", \"text_pair\"?} -> {\"ids\", \"tokens\", \"offsets\"}\n"
+            "  nlpd tokenize --decode --model DIR  {\"ids\", \"skip_special_tokens\"?} | {\"tokens\"} -> {\"text\"}\n"
             "  nlpd run   -c FILE        the Kafka daemon (foreground; SIGTERM/SIGINT drain and stop)\n"
             "  nlpd version | nlpd help\n");
 }
