@@ -161,6 +161,7 @@ soak:
 	@sh scripts/setup-deps.sh
 	@sh scripts/fetch-models.sh
 	@$(MAKE) --no-print-directory all
+	@/usr/bin/python3 tests/soak/soak.py --self-test
 	@/usr/bin/python3 tests/soak/soak.py
 
 bench:

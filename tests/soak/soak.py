@@ -557,7 +557,9 @@ def sc_redis(redis):
             row.fail("%d record(s) over %d ms end to end while Redis was killed/stopped (max %d ms)"
                      % (slow, REDIS_LAT_MS, worst))
     finally:
-        if redis.p.poll() is not None:
+        if redis.p.poll() is None:
+            redis.p.send_signal(signal.SIGCONT)
+        else:
             redis.start()
         mock.close()
     return row
