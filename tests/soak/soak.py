@@ -23,6 +23,7 @@ Usage: tests/soak/soak.py [NLPD_BINARY] (default build/nlpd), or --self-test (th
   SOAK_RSS_OVERHEAD_MB the fixed RSS overhead allowed over the in-flight bound (default 64: librdkafka's
                       default consumer prefetch, queued.max.messages.kbytes, which nlpd does not bound)
   SOAK_HUP_S          the SIGHUP scenario's length (default 60; a broken file every 5 s)
+  SOAK_KAFKA_PROPERTIES  extra librdkafka properties for nlpd, "k=v,k=v" (for diagnosis)
   SOAK_KEEP=1         keep the working directory (its path is printed)
 """
 import json
@@ -60,6 +61,9 @@ MARIAN = "tests/fixtures/hf-tiny/marian-mt"
 KPROPS = [("session.timeout.ms", "3000"), ("heartbeat.interval.ms", "300"),
           # the mock answers a fetch only after fetch.wait.max.ms (no long-poll wake-up)
           ("fetch.wait.max.ms", "10"), ("fetch.error.backoff.ms", "10")]
+# extra librdkafka properties for nlpd, "k=v,k=v" (diagnosis: e.g. message.max.bytes=16777216 lets the
+# poison scenario run past today's refused 2 MB dead letters)
+KPROPS += [tuple(kv.split("=", 1)) for kv in ENV.get("SOAK_KAFKA_PROPERTIES", "").split(",") if "=" in kv]
 
 T = tempfile.mkdtemp(prefix="nlpd-soak.")
 PROCS = []  # every process started here: (Popen, name)
