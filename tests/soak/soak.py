@@ -11,7 +11,8 @@ It prints one table (scenario, records, lost, duplicates, what was measured, PAS
 "id") nor in the dead-letter topic (by its key). Duplicates: output or dead-letter records beyond the first of
 an id. After a SIGKILL a duplicate is allowed only at or past the offset the group had committed when nlpd died.
 
-Usage: tests/soak/soak.py [NLPD_BINARY] (default build/nlpd), or --self-test (the duplicate rule on made-up\ndata). Environment:
+Usage: tests/soak/soak.py [NLPD_BINARY] (default build/nlpd), or --self-test (the duplicate rule on
+made-up data). Environment:
   SOAK_RECORDS        records of the kill/restart scenario (default 100000); the others get a fifth of it each
   SOAK_ONLY           a regex of scenario tags to run: kill brokers redis slow poison hup
   SOAK_KILLS          SIGKILL/restart cycles (default 20)
