@@ -38,7 +38,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%)
-TOOL_SRC := $(wildcard tests/models/tool_*.c tests/integration/tool_*.c)
+TOOL_SRC := $(wildcard tests/models/tool_*.c tests/integration/tool_*.c tests/soak/tool_*.c)
 TOOL_BIN := $(patsubst %.c,$(BUILD)/tests/%,$(notdir $(TOOL_SRC)))
 
 # The CUDA backend, libnlpd_cuda.so (kernels/cuda/), loaded at run time with dlopen: built whenever nvcc is found
@@ -70,7 +70,7 @@ NLPD_LIBDIR_INSTALL := $(PREFIX)/lib/nlpd
 BENCH_SRC := $(wildcard bench/*/bench_*.c)
 BENCH_BIN := $(patsubst %.c,$(BUILD)/bench/%,$(notdir $(BENCH_SRC)))
 
-.PHONY: all deps models test test-unit check-sanitize demo bench clean format fuzz-build install cuda
+.PHONY: all deps models test test-unit check-sanitize demo bench clean format fuzz-build install cuda soak
 
 .DEFAULT_GOAL := all
 
@@ -116,6 +116,10 @@ $(BUILD)/tests/tool_%: tests/integration/tool_%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
+$(BUILD)/tests/tool_%: tests/soak/tool_%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
 $(BUILD)/bench/bench_%: bench/*/bench_%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
@@ -151,6 +155,14 @@ demo:
 	@sh scripts/fetch-models.sh
 	@$(MAKE) --no-print-directory all
 	@sh scripts/demo.sh
+
+# The chaos soak (tests/soak/README.md): minutes, not part of `make test`; one table, exit 1 on a FAIL.
+soak:
+	@sh scripts/setup-deps.sh
+	@sh scripts/fetch-models.sh
+	@$(MAKE) --no-print-directory all
+	@/usr/bin/python3 tests/soak/soak.py --self-test
+	@/usr/bin/python3 tests/soak/soak.py
 
 bench:
 	@sh scripts/setup-deps.sh
