@@ -466,7 +466,7 @@ def cmd_probe(port, pid, out):
 
 def cmd_probe_sum(path):
     """probe_sum OUT: KEY=VALUE lines for the shell: samples, max /live ms, max in-flight bytes, max RSS (kB),
-    the pause reasons seen, the pause counters of the last sample."""
+    the pause reasons seen, the pause counters (their highest values)."""
     ss = [json.loads(l) for l in open(path) if l.strip()]
     mx = lambda k: int(max([s[k] or 0 for s in ss] or [0]))
     print("SAMPLES=%d" % len(ss))
@@ -476,8 +476,11 @@ def cmd_probe_sum(path):
     print("MAX_WAITING=%d" % mx("nlpd_batches_waiting"))
     print("MAX_RSS=%d" % mx("rss_kb"))
     print("REASONS=%s" % ",".join(sorted({r for s in ss for r in s["reasons"]})))
-    last = ss[-1]["pauses"] if ss else {}
-    print("PAUSES=%s" % ",".join("%s:%d" % kv for kv in sorted(last.items())))
+    most = {}
+    for s in ss:  # (a sample taken while nlpd stops has none)
+        for k, v in s["pauses"].items():
+            most[k] = max(most.get(k, 0), v)
+    print("PAUSES=%s" % ",".join("%s:%d" % kv for kv in sorted(most.items())))
 
 cmds = {k[4:]: v for k, v in globals().items() if k.startswith("cmd_")}
 cmds[sys.argv[1]](*sys.argv[2:])
@@ -992,7 +995,9 @@ flow_run() { # TAG DELAY_MS INPUT FLOW_SECTION [BATCH_RECORDS]: sets FLOW_WHY, F
     "$PY" "$T/k.py" probe "$port" "$NPID" "$T/flow$tag.probe" 2> "$T/flow$tag.probe.err" &
     probe=$!
     PIDS+=("$probe")
-    produce in < "$3" > /dev/null || FLOW_WHY="$tag: produce failed"
+    # keyed by id: spread over the partitions, the output too (it keeps the key)
+    kpy keyed "$3" "$T/flow$tag.keyed"
+    produce in --key-lines < "$T/flow$tag.keyed" > /dev/null || FLOW_WHY="$tag: produce failed"
     if [ -z "$FLOW_WHY" ] && ! wait_count "$n" 240 "$NPID"; then
         FLOW_WHY="$tag: the output did not reach $n records in 240 s: $(log_tail "$T/flow$tag.log")"
     fi
