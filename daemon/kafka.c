@@ -29,6 +29,7 @@
 
 #define TICK_MS 50
 #define POLL_BATCH 5000 /* consumer messages handled per wake-up before yielding to other events */
+#define HOLD_PAUSE_S 1.0 /* input held back for a slow pipeline this long: pause the partitions too */
 
 /* One configuration and its pipeline. A reload makes a new generation; the old one lives on (retired) until the
  * last record its pipeline processed is delivered and freed: records point into it (stage names, models). */
@@ -119,6 +120,7 @@ struct nlpd_daemon {
     size_t inflight;
     uint64_t inflight_bytes; /* values and keys of the records in flight (flow.max_inflight_bytes) */
     unsigned flow_why;       /* FLOW_* bits: why the input is paused */
+    double held_since;       /* when closed batches filled the hold (a slow pipeline) and polling stopped; 0: not */
     uint64_t flow_pauses[FLOW_NREASONS];
     struct kitem *pending_head, *pending_tail; /* produce refused (queue full): retried in order */
     int paused, draining, fatal, subscribed;
@@ -246,18 +248,37 @@ static void flow_reason(struct nlpd_daemon *d, enum flow_reason r, int on, int o
     }
 }
 
-/* Pause at max_inflight records or max_inflight_bytes (resume at half), while a closed batch waits for room in the
- * pipeline (resume once the queue is half empty), while the producer queue is full, and for good when draining. */
+/* A slow pipeline: once as many closed batches wait for room in its queue as the queue holds, the loop stops taking
+ * records (librdkafka keeps its prefetch, which a pause would drop: the stages are often only briefly behind);
+ * held back longer than HOLD_PAUSE_S, the partitions pause too, so that polling can serve the group again. Both end
+ * once half the hold is handed on. Returns nonzero while records are held back. */
+static int hold_input(struct nlpd_daemon *d)
+{
+    size_t queued, cap;
+    nlpd_pipeline_queue(d->p, &queued, &cap);
+    size_t hold = cap ? cap : 1;
+    if (d->nheld >= hold && !d->held_since) {
+        d->held_since = nlpd_now();
+        d->flow_pauses[FLOW_PIPELINE]++;
+    } else if (d->nheld <= hold / 2 && d->held_since) {
+        d->held_since = 0;
+        poll_again(d);
+    }
+    return d->held_since != 0;
+}
+
+/* Pause at max_inflight records or max_inflight_bytes (resuming at half), for a pipeline that stays behind (see
+ * hold_input()), while the producer queue is full, and for good when draining. */
 static void update_flow(struct nlpd_daemon *d)
 {
     size_t hi = (size_t)d->cfg->flow.max_inflight;
     uint64_t hib = (uint64_t)d->cfg->flow.max_inflight_bytes;
-    size_t queued = 0, cap = 0;
-    if (!d->held_head)
-        nlpd_pipeline_queue(d->p, &queued, &cap);
     flow_reason(d, FLOW_RECORDS, d->inflight >= hi, d->inflight <= hi / 2);
     flow_reason(d, FLOW_BYTES, d->inflight_bytes >= hib, d->inflight_bytes <= hib / 2);
-    flow_reason(d, FLOW_PIPELINE, d->held_head != NULL, !d->held_head && queued <= cap / 2);
+    if (hold_input(d) && nlpd_now() - d->held_since >= HOLD_PAUSE_S)
+        d->flow_why |= 1u << FLOW_PIPELINE; /* counted when the hold began */
+    else
+        d->flow_why &= ~(1u << FLOW_PIPELINE);
     flow_reason(d, FLOW_PRODUCER, d->pending_head != NULL, !d->pending_head);
     flow_reason(d, FLOW_DRAINING, d->draining, !d->draining);
     set_paused(d, d->flow_why != 0);
@@ -715,6 +736,8 @@ static void poll_consumer(struct nlpd_daemon *d)
 {
     if (d->rl.swapping)
         return; /* a reload waits for the old pipeline's batches; polling resumes after the swap */
+    if (d->held_since && !d->paused)
+        return; /* held back for the pipeline; polling resumes when the hold eases (or it pauses) */
     for (int i = 0; i < POLL_BATCH && !d->fatal; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(d->consumer, 0);
         if (!m) {
@@ -723,8 +746,11 @@ static void poll_consumer(struct nlpd_daemon *d)
         }
         handle_message(d, m);
         if (d->inflight >= (size_t)d->cfg->flow.max_inflight ||
-            d->inflight_bytes >= (uint64_t)d->cfg->flow.max_inflight_bytes || d->held_head)
+            d->inflight_bytes >= (uint64_t)d->cfg->flow.max_inflight_bytes || d->nheld) {
             update_flow(d); /* pause at the bound, not a poll batch later */
+            if (d->held_since && !d->paused)
+                return;
+        }
         if (i % 256 == 255) { /* keep finished batches flowing out while input pours in */
             process_done(d);
             rd_kafka_poll(d->producer, 0);
@@ -1208,11 +1234,12 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
     nlpd_metric_head(out, "nlpd_input_paused", "gauge", "1 while the input partitions are paused (backpressure)");
     nlpd_buf_printf(out, "nlpd_input_paused %d\n", d->paused);
     nlpd_metric_head(out, "nlpd_input_paused_reason", "gauge",
-                     "1 while this reason holds the input paused: records (flow.max_inflight), bytes "
-                     "(flow.max_inflight_bytes), pipeline (its queue is full), producer (queue full), draining");
+                     "1 while this reason holds the input back: records (flow.max_inflight), bytes "
+                     "(flow.max_inflight_bytes), pipeline (closed batches wait for its full queue: no polling, "
+                     "paused after 1 s), producer (queue full), draining");
     for (int r = 0; r < FLOW_NREASONS; r++)
         nlpd_buf_printf(out, "nlpd_input_paused_reason{reason=\"%s\"} %d\n", flow_reason_names[r],
-                        (d->flow_why >> r) & 1);
+                        r == FLOW_PIPELINE ? d->held_since != 0 : (d->flow_why >> r) & 1);
     nlpd_metric_head(out, "nlpd_input_pauses_total", "counter", "Times each reason started holding the input paused");
     for (int r = 0; r < FLOW_NREASONS; r++)
         nlpd_buf_printf(out, "nlpd_input_pauses_total{reason=\"%s\"} %llu\n", flow_reason_names[r],

@@ -973,7 +973,7 @@ case_backpressure() {
 # 7b. flow (issue 13): a slow stage never blocks the event loop, and flow.max_inflight_bytes bounds memory
 # ====================================================================================================================
 # NLPD_TEST_BATCH_DELAY_MS makes every micro-batch that much slower (a slow stage on demand); one worker thread
-# queues 2 batches. The probe asks /live every 0.1 s (it is answered by the event loop itself) and samples
+# queues 2 batches, and the loop holds 2 more before it stops polling (and pauses the partitions after 1 s). The probe asks /live every 0.1 s (it is answered by the event loop itself) and samples
 # /metrics and VmRSS until nlpd exits.
 flow_run() { # TAG DELAY_MS INPUT FLOW_SECTION [BATCH_RECORDS]: sets FLOW_WHY, FLOW_RC and, from the probe, LIVE_MS...
     local tag=$1 c=$T/flow$1.conf port n probe
@@ -1023,8 +1023,9 @@ case_flow() {
         detail="$SAMPLES probes, slowest /live $LIVE_MS ms, pause reasons seen: ${REASONS:-none}, pauses: $PAUSES, up to $MAX_WAITING batch(es) waiting for the queue"
         if [ "$SAMPLES" -lt 20 ] || [ "$LIVE_BAD" -ne 0 ] || [ "$LIVE_MS" -gt 1000 ]; then
             nok "$name" "/live must answer within 1000 ms while the pipeline is saturated ($LIVE_BAD failed): $detail"
-        elif [[ ,$PAUSES, != *,pipeline:[1-9]* ]] || [ "$MAX_WAITING" -lt 1 ]; then
-            nok "$name" "a full pipeline queue must pause the input (reason pipeline) with batches waiting: $detail"
+        elif [[ ,$PAUSES, != *,pipeline:[1-9]* ]] || [ "$MAX_WAITING" -lt 1 ] ||
+            ! grep -q 'paused input partitions (.*; pipeline' "$T/flowlive.log"; then
+            nok "$name" "batches waiting for a full pipeline queue must hold the input back (reason pipeline), and pause the partitions after 1 s: $detail"
         else
             ok "$name" "$why; $detail"
         fi
