@@ -86,6 +86,11 @@ static const struct nlpd_conf_entry cache_map[] = {
      "Redis: consecutive failures that stop lookups for breaker_backoff_ms"},
     {"breaker_backoff_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_cache_conf, breaker_backoff_ms), 0, NULL, 10,
      3600000, "Redis: how long lookups stay off before one probe"},
+    {"redis_hmac_key", NLPD_CONF_STRING, "", offsetof(struct nlpd_cache_conf, redis_hmac_key), 0, NULL, 0, 0,
+     "secret that authenticates cached values (HMAC-SHA256 over key and value, stored with the value): a value "
+     "without a valid tag, e.g. written by someone else or by an nlpd without the key, is a miss (\"\": off)"},
+    {"redis_hmac_key_file", NLPD_CONF_PATH, NULL, offsetof(struct nlpd_cache_conf, redis_hmac_key_file), 0, NULL, 0,
+     0, "file holding redis_hmac_key instead (one line; must not be readable by others)"},
     {0},
 };
 

@@ -145,12 +145,7 @@ struct nlpd_daemon {
         int64_t lag;
     } lag[256]; /* consumer lag per assigned partition, from librdkafka's statistics */
     size_t nlag;
-    struct {
-        char reason[64]; /* the failing stage ("input", "output", a stage name): bounded; a copy, since a
-                          * stage name lives only as long as its pipeline */
-        uint64_t n;
-    } dead_by[16];
-    size_t ndead_by;
+    struct nlpd_label_counts dead_by; /* by the failing stage ("input", "output", a stage name) */
     uint64_t status_consumed;
 };
 
@@ -464,17 +459,7 @@ static void record_latency(struct nlpd_daemon *d, const struct kitem *it)
 
 static void count_dead(struct nlpd_daemon *d, const char *reason)
 {
-    reason = reason ? reason : "nlpd";
-    size_t i = 0;
-    while (i < d->ndead_by && strcmp(d->dead_by[i].reason, reason) != 0)
-        i++;
-    if (i == d->ndead_by) {
-        if (d->ndead_by == sizeof d->dead_by / sizeof d->dead_by[0])
-            i--, reason = "other";
-        else
-            snprintf(d->dead_by[d->ndead_by++].reason, sizeof d->dead_by[0].reason, "%s", reason);
-    }
-    d->dead_by[i].n++;
+    nlpd_label_counts_add(&d->dead_by, reason ? reason : "nlpd");
 }
 
 static void delivered(struct nlpd_daemon *d, struct kitem *it)
@@ -1221,9 +1206,7 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
     nlpd_buf_printf(out, "nlpd_records_produced_total %llu\n", (unsigned long long)d->stats.produced);
     nlpd_metric_head(out, "nlpd_records_dead_lettered_total", "counter",
                      "Dead letters acknowledged by the broker, by the stage that rejected them");
-    for (size_t i = 0; i < d->ndead_by; i++)
-        nlpd_buf_printf(out, "nlpd_records_dead_lettered_total{reason=\"%s\"} %llu\n", d->dead_by[i].reason,
-                        (unsigned long long)d->dead_by[i].n);
+    nlpd_label_counts_write(&d->dead_by, "nlpd_records_dead_lettered_total", "reason", out);
     nlpd_metric_head(out, "nlpd_produce_retries_total", "counter", "Records produced again after a delivery error");
     nlpd_buf_printf(out, "nlpd_produce_retries_total %llu\n", (unsigned long long)d->stats.produce_retries);
     nlpd_metric_head(out, "nlpd_inflight_records", "gauge", "Records consumed and not yet acknowledged");

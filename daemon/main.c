@@ -150,6 +150,11 @@ static int run_pipe(const struct opts *o, int in_fd, struct nlpd_pipe_stats *sta
     if (ncs && total.errors)
         nlpd_log(NLPD_LOG_WARNING, "main", "cache: %llu failed lookups or stores (served uncached)",
                  (unsigned long long)total.errors);
+    if (ncs && (total.rejected[0] || total.rejected[1]))
+        nlpd_log(NLPD_LOG_WARNING, "main", "cache: %llu cached values refused (%s %llu, %s %llu), computed again",
+                 (unsigned long long)(total.rejected[0] + total.rejected[1]), nlpd_cache_reject_names[0],
+                 (unsigned long long)total.rejected[0], nlpd_cache_reject_names[1],
+                 (unsigned long long)total.rejected[1]);
     nlpd_pipeline_free(p);
     nlpd_config_free(cfg);
     return rc;

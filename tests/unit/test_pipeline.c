@@ -348,6 +348,31 @@ static void try_submit_never_waits(void)
     nlpd_config_free(cfg);
 }
 
+/* A stage name is the user's text: in a metric label it is escaped, so /metrics stays parseable. */
+static void stage_name_label_escaped(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *cfg;
+    struct nlpd_pipeline *p = build("pipeline = ( { stage = \"tag\"; name = \"a\\\"} 1\\nb\\\\\"; } );", &cfg, &d);
+    CHECK(p != NULL);
+    if (p) {
+        const char *texts[] = {"one"};
+        struct nlpd_record r[1], *ptrs[1];
+        records(r, ptrs, texts, 1);
+        struct nlpd_batch b = {.n = 1, .recs = ptrs};
+        nlpd_pipeline_run_inline(p, &b);
+        clear(r, 1);
+        struct nlpd_buf out = {0};
+        nlpd_pipeline_metrics(p, &out);
+        CHECK_STR_CONTAINS(out.data, "nlpd_stage_batch_seconds_count{stage=\"a\\\"} 1\\nb\\\\\"} 1\n");
+        CHECK_STR_CONTAINS(out.data, "nlpd_stage_batch_padded_tokens_count{stage=\"a\\\"} 1\\nb\\\\\"} 1\n");
+        nlpd_buf_free(&out);
+    }
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+    nlpd_diag_free(&d);
+}
+
 int main(void)
 {
     static struct nlpd_stage_plugin picky;
@@ -363,5 +388,6 @@ int main(void)
     RUN(workers_keep_every_record);
     RUN(padded_tokens_histogram);
     RUN(try_submit_never_waits);
+    RUN(stage_name_label_escaped);
     return TEST_REPORT();
 }
