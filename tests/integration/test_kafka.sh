@@ -434,7 +434,7 @@ def cmd_gen_big(n, out, size):
             f.write(line + "\n")
 
 def cmd_probe(port, pid, out):
-    """probe PORT PID OUT: until PID exits (or SIGTERM), every 0.1 s: the time /live takes to answer, then
+    """probe PORT PID OUT: until SIGTERM (or PID exits), every 0.1 s: the time /live takes to answer, then
     /metrics and PID's VmRSS; one JSON line per sample in OUT."""
     import urllib.request
     def get(path):
@@ -1001,9 +1001,9 @@ flow_run() { # TAG DELAY_MS INPUT FLOW_SECTION [BATCH_RECORDS]: sets FLOW_WHY, F
     if [ -z "$FLOW_WHY" ] && ! wait_count "$n" 240 "$NPID"; then
         FLOW_WHY="$tag: the output did not reach $n records in 240 s: $(log_tail "$T/flow$tag.log")"
     fi
+    stop "$probe" # first: /live stops answering while nlpd stops
     stop "$NPID" TERM 60
     FLOW_RC=$?
-    wait_exit "$probe" 10 > /dev/null || stop "$probe"
     consume out all 60000 > "$T/flow$tag.out" 2> /dev/null
     stop_mock
     eval "$(kpy probe_sum "$T/flow$tag.probe")"
