@@ -54,6 +54,11 @@ static const struct nlpd_conf_entry flow_map[] = {
     {"max_inflight", NLPD_CONF_INT, "20000", offsetof(struct nlpd_flow_conf, max_inflight), 0, NULL, 1, 10000000,
      "records consumed but not yet acknowledged by the broker; above it the input partitions pause, and resume "
      "below half of it"},
+    {"max_inflight_bytes", NLPD_CONF_INT, "268435456", offsetof(struct nlpd_flow_conf, max_inflight_bytes), 0, NULL,
+     65536, 1e12,
+     "bytes (values and keys) of the records consumed but not yet acknowledged; above it the input partitions "
+     "pause, and resume below half of it (nlpd holds about 3 bytes per in-flight byte: the record, its decoded "
+     "text and its enriched output)"},
     {"shutdown_timeout_ms", NLPD_CONF_INT, "30000", offsetof(struct nlpd_flow_conf, shutdown_timeout_ms), 0, NULL, 0,
      3600000, "on SIGTERM/SIGINT: time to finish in-flight records, flush and commit before exiting"},
     {"commit_interval_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_flow_conf, commit_interval_ms),

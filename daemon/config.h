@@ -39,6 +39,7 @@ struct nlpd_output_conf {
 
 struct nlpd_flow_conf {
     long long max_inflight;
+    long long max_inflight_bytes;
     long long shutdown_timeout_ms;
     long long commit_interval_ms;
 };

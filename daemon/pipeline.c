@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -117,7 +118,10 @@ struct nlpd_pipeline {
     pthread_cond_t changed;
     struct nlpd_job *head, *tail;
     size_t queued, queue_cap;
+    void (*on_space)(void *user); /* see nlpd_pipeline_on_space() */
+    void *on_space_user;
     int stopping, fatal, nworkers;
+    long test_delay_ms; /* NLPD_TEST_BATCH_DELAY_MS: a slow stage on demand, for flow-control tests */
     struct worker *workers;
     struct worker inline_worker;
 };
@@ -370,6 +374,10 @@ struct nlpd_pipeline *nlpd_pipeline_create(const struct nlpd_config *cfg, struct
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->changed, NULL);
     nlpd_histogram_init_size(&p->batch_records);
+    const char *delay = getenv("NLPD_TEST_BATCH_DELAY_MS");
+    if (delay && (p->test_delay_ms = strtol(delay, NULL, 10)) > 0)
+        nlpd_log(NLPD_LOG_WARNING, "pipeline",
+                 "NLPD_TEST_BATCH_DELAY_MS: every micro-batch takes %ld ms more (tests only)", p->test_delay_ms);
     p->nstages = (size_t)config_setting_length(cfg->pipeline);
     p->stages = calloc(p->nstages, sizeof *p->stages);
     p->models = calloc(p->nstages, sizeof *p->models);
@@ -624,6 +632,10 @@ static void run_chain(struct worker *w, struct nlpd_batch *batch)
             if (!w->scratch[i]->error && wrote_result(p->stages[si].plugin->results, w->scratch[i]))
                 w->scratch[i]->stages_run |= 1u << si;
     }
+    if (p->test_delay_ms > 0) {
+        struct timespec ts = {p->test_delay_ms / 1000, p->test_delay_ms % 1000 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 static void *worker_main(void *arg)
@@ -642,9 +654,13 @@ static void *worker_main(void *arg)
         p->head = job->next;
         if (!p->head)
             p->tail = NULL;
-        p->queued--;
+        int was_full = p->queued-- >= p->queue_cap;
+        void (*on_space)(void *) = was_full ? p->on_space : NULL;
+        void *space_user = p->on_space_user;
         pthread_cond_broadcast(&p->changed);
         pthread_mutex_unlock(&p->lock);
+        if (on_space)
+            on_space(space_user);
 
         if (job->on_start)
             job->on_start(job, job->user);
@@ -687,6 +703,17 @@ int nlpd_pipeline_start(struct nlpd_pipeline *p, int threads, struct nlpd_error 
     return 0;
 }
 
+static void enqueue(struct nlpd_pipeline *p, struct nlpd_job *job)
+{
+    if (p->tail)
+        p->tail->next = job;
+    else
+        p->head = job;
+    p->tail = job;
+    p->queued++;
+    pthread_cond_broadcast(&p->changed);
+}
+
 void nlpd_pipeline_submit(struct nlpd_pipeline *p, struct nlpd_job *job)
 {
     NLPD_ASSERT(p->nworkers > 0);
@@ -695,13 +722,36 @@ void nlpd_pipeline_submit(struct nlpd_pipeline *p, struct nlpd_job *job)
     pthread_mutex_lock(&p->lock);
     while (p->queued >= p->queue_cap)
         pthread_cond_wait(&p->changed, &p->lock);
-    if (p->tail)
-        p->tail->next = job;
-    else
-        p->head = job;
-    p->tail = job;
-    p->queued++;
-    pthread_cond_broadcast(&p->changed);
+    enqueue(p, job);
+    pthread_mutex_unlock(&p->lock);
+}
+
+int nlpd_pipeline_try_submit(struct nlpd_pipeline *p, struct nlpd_job *job)
+{
+    NLPD_ASSERT(p->nworkers > 0);
+    job->done = 0;
+    job->next = NULL;
+    pthread_mutex_lock(&p->lock);
+    int full = p->queued >= p->queue_cap;
+    if (!full)
+        enqueue(p, job);
+    pthread_mutex_unlock(&p->lock);
+    return full ? NLPD_EAGAIN : 0;
+}
+
+void nlpd_pipeline_on_space(struct nlpd_pipeline *p, void (*fn)(void *user), void *user)
+{
+    pthread_mutex_lock(&p->lock);
+    p->on_space = fn;
+    p->on_space_user = user;
+    pthread_mutex_unlock(&p->lock);
+}
+
+void nlpd_pipeline_queue(struct nlpd_pipeline *p, size_t *queued, size_t *cap)
+{
+    pthread_mutex_lock(&p->lock);
+    *queued = p->queued;
+    *cap = p->queue_cap;
     pthread_mutex_unlock(&p->lock);
 }
 
