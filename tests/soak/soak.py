@@ -21,8 +21,9 @@ made-up data). Environment:
   SOAK_SLOW_FACTOR    input rate over the slow pipeline's throughput (default 10)
   SOAK_MAX_INFLIGHT   flow.max_inflight of the slow scenario (default 500)
   SOAK_MAX_INFLIGHT_BYTES  flow.max_inflight_bytes of the slow scenario when nlpd has the key (default 8 MiB)
-  SOAK_RSS_OVERHEAD_MB the fixed RSS overhead allowed over the in-flight bound (default 64: librdkafka's
-                      default consumer prefetch, queued.max.messages.kbytes, which nlpd does not bound)
+  SOAK_RSS_OVERHEAD_MB the fixed RSS overhead allowed on top of what nlpd's bound accounts for (default 16:
+                      allocator and thread-arena slack). The bound: 3 x max_inflight_bytes (each record, its
+                      decoded text, its output) + librdkafka's prefetch (a quarter of it, 1 to 64 MiB)
   SOAK_HUP_S          the SIGHUP scenario's length (default 60; a broken file every 5 s)
   SOAK_KAFKA_PROPERTIES  extra librdkafka properties for nlpd, "k=v,k=v" (for diagnosis)
   SOAK_KEEP=1         keep the working directory (its path is printed)
@@ -53,7 +54,7 @@ REDIS_LAT_MS = float(ENV.get("SOAK_REDIS_LATENCY_MS", "2000"))
 SLOW_FACTOR = float(ENV.get("SOAK_SLOW_FACTOR", "10"))
 MAX_INFLIGHT = int(ENV.get("SOAK_MAX_INFLIGHT", "500"))
 MAX_INFLIGHT_BYTES = int(ENV.get("SOAK_MAX_INFLIGHT_BYTES", str(8 << 20)))
-RSS_OVERHEAD_MB = float(ENV.get("SOAK_RSS_OVERHEAD_MB", "64"))
+RSS_OVERHEAD_MB = float(ENV.get("SOAK_RSS_OVERHEAD_MB", "16"))
 HUP_S = float(ENV.get("SOAK_HUP_S", "60"))
 CORPUS = os.path.join(ROOT, "build/corpus/multilingual.txt")
 MODEL = "models/lid.176.ftz"
@@ -634,12 +635,15 @@ def sc_slow(redis):
         out, dlq, lost, dups = ledger(ids, mock.boot)
         lost_check(row, lost, ids)
         row.dups = dups
-        limit = base + bound / 1024 + RSS_OVERHEAD_MB * 1024
+        # nlpd's stated bound (README, "Memory and backpressure"): 3 bytes per in-flight byte, plus the prefetch
+        # it gives librdkafka (a quarter of max_inflight_bytes, 1 to 64 MiB), plus fixed slack.
+        prefetch = min(max(bound // 4, 1 << 20), 64 << 20) if bytes_key else 64 << 20
+        limit = base + (3 * bound + prefetch) / 1024 + RSS_OVERHEAD_MB * 1024
         row.measured.append("pipeline %.0f rec/s, input %.0f rec/s; RSS %d MiB at start, peak %d MiB (HWM %d), "
-                            "bound %d MiB = start + %s %d MiB + %d MiB; %.0f s"
+                            "bound %d MiB = start + 3 x %s %d MiB + prefetch %d MiB + %d MiB; %.0f s"
                             % (thr, rate, base // 1024, peak // 1024, hwm // 1024, limit // 1024,
                                "max_inflight_bytes" if bytes_key else "max_inflight x %d B" % biggest,
-                               bound >> 20, RSS_OVERHEAD_MB, took))
+                               bound >> 20, prefetch >> 20, RSS_OVERHEAD_MB, took))
         total = os.path.getsize(path)
         q = [max(samples[len(samples) * k // 4:len(samples) * (k + 1) // 4] or [0]) >> 10 for k in range(4)]
         row.measured.append("input %d MiB in all; peak RSS by quarter of the run %s MiB" % (total >> 20, q))
