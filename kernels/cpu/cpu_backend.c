@@ -171,6 +171,48 @@ static int fp32_on_onednn(const struct cpu_impl *im, const struct nlpd_op_matmul
         return 1;
     if (im->gemm == NLPD_CPU_GEMM_OPENBLAS)
         return 0;
+    /* small products (decoding steps, classifier heads) stay on OpenBLAS: oneDNN's per-call set-up dominates */
+    return (double)p->m * p->n * p->k >= (double)(1 << 18);
+}
+
+/* Self-attention with oneDNN's batched products: per sequence, a group of heads at a time (the scores of at most
+ * ATT_SCORES floats live at once, so long sequences do not materialise every head's S x S scores). */
+#define ATT_SCORES (1u << 20)
+static int attention_onednn(struct cpu_impl *im, const struct nlpd_op_attention *p, struct nlpd_error *err)
+{
+    const int S = p->seq, D = p->head_dim, H = p->heads * p->head_dim;
+    for (int b = 0; b < p->batch; b++) {
+        const int32_t *mask = p->mask ? p->mask + (size_t)b * S : NULL;
+        int kv = S; /* keys past the last attended one contribute exactly 0: skip them */
+        if (mask) {
+            while (kv > 0 && !mask[kv - 1])
+                kv--;
+            if (kv == 0)
+                kv = S; /* nothing attended: uniform over every key, as transformers does */
+        }
+        size_t per_head = (size_t)S * kv;
+        int hc = per_head >= ATT_SCORES ? 1 : (int)(ATT_SCORES / per_head);
+        if (hc > p->heads)
+            hc = p->heads;
+        float *sc = scratch_get((size_t)hc * per_head * sizeof(float));
+        if (!sc)
+            return nlpd_error_set(err, NLPD_ENOMEM, 0, "cpu backend: out of memory for attention scores");
+        const float *base = p->qkv + (size_t)b * S * p->ld_qkv;
+        for (int h0 = 0; h0 < p->heads; h0 += hc) {
+            int nh = p->heads - h0 < hc ? p->heads - h0 : hc;
+            const float *q = base + (size_t)h0 * D, *k = base + H + (size_t)h0 * D, *v = base + 2 * H + (size_t)h0 * D;
+            const long long sq[3] = {D, p->ld_qkv, 1}, skt[3] = {D, 1, p->ld_qkv}, ss[3] = {(long long)per_head, kv, 1};
+            const long long sv[3] = {D, p->ld_qkv, 1}, so[3] = {D, p->ld_out, 1};
+            int rc = nlpd_onednn_matmul_batched(nh, S, kv, D, p->scale, q, sq, k, skt, sc, ss, im->threads, err);
+            if (rc)
+                return rc;
+            nlpd_cpu_softmax_masked(sc, nh * S, kv, mask);
+            rc = nlpd_onednn_matmul_batched(nh, S, D, kv, 1.0f, sc, ss, v, sv,
+                                            p->out + (size_t)b * S * p->ld_out + (size_t)h0 * D, so, im->threads, err);
+            if (rc)
+                return rc;
+        }
+    }
     return 0;
 }
 
@@ -296,6 +338,8 @@ static int cpu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlp
     case NLPD_OP_EMBED: return nlpd_cpu_embed(&op->u.embed, err);
     case NLPD_OP_ATTENTION: {
         const struct nlpd_op_attention *a = &op->u.attention;
+        if (im->gemm != NLPD_CPU_GEMM_OPENBLAS)
+            return attention_onednn(im, a, err);
         size_t need = (size_t)a->seq * (size_t)a->seq;
         if (a->scratch && a->scratch_floats >= need) {
             nlpd_cpu_attention(a, a->scratch);

@@ -71,8 +71,11 @@ int nlpd_onednn_supports(enum nlpd_dtype dtype, char *why, size_t n)
 
 /* ---- primitive cache ---- */
 
-struct key {
-    int type, m, n, k, lda, ldb, ldc, trans_b, act, has_bias;
+/* Batched products: operand X's element (i, r, c) is at X + i*sX[0] + r*sX[1] + c*sX[2] (elements). */
+struct key { /* no padding: hashed and compared as bytes */
+    int type, batch, m, n, k, act, has_bias, zero_;
+    int64_t sa[3], sb[3], sc[3];
+    uint32_t scale_bits, zero2_; /* output scale (attention's 1/sqrt(d)); 1.0f for none */
 };
 
 struct entry {
@@ -88,10 +91,10 @@ static int cache_used;
 
 static uint32_t key_hash(const struct key *k)
 {
-    const int *w = (const int *)k;
+    const unsigned char *w = (const unsigned char *)k;
     uint32_t h = 2166136261u;
-    for (size_t i = 0; i < sizeof *k / sizeof(int); i++)
-        h = (h ^ (uint32_t)w[i]) * 16777619u;
+    for (size_t i = 0; i < sizeof *k; i++)
+        h = (h ^ w[i]) * 16777619u;
     return h;
 }
 
@@ -115,20 +118,24 @@ static int create(struct entry *e, struct nlpd_error *err)
     dnnl_data_type_t ta = k->type == NLPD_ONEDNN_F32 ? dnnl_f32 : k->type == NLPD_ONEDNN_BF16 ? dnnl_bf16 : dnnl_u8;
     dnnl_data_type_t tb = k->type == NLPD_ONEDNN_F32 ? dnnl_f32 : k->type == NLPD_ONEDNN_BF16 ? dnnl_bf16 : dnnl_s8;
     dnnl_data_type_t tc = k->type == NLPD_ONEDNN_U8S8 ? dnnl_s32 : dnnl_f32;
-    dnnl_dims_t sd = {k->m, k->k}, ss = {k->lda, 1}, wd = {k->k, k->n}, dd = {k->m, k->n}, ds = {k->ldc, 1};
-    dnnl_dims_t ws = {k->trans_b ? 1 : k->ldb, k->trans_b ? k->ldb : 1}, bd = {1, k->n}, bs = {k->n, 1};
+    dnnl_dims_t sd = {k->batch, k->m, k->k}, wd = {k->batch, k->k, k->n}, dd = {k->batch, k->m, k->n};
+    dnnl_dims_t ss = {k->sa[0], k->sa[1], k->sa[2]}, ws = {k->sb[0], k->sb[1], k->sb[2]};
+    dnnl_dims_t ds = {k->sc[0], k->sc[1], k->sc[2]}, bd = {1, 1, k->n}, bs = {k->n, k->n, 1};
     dnnl_matmul_desc_t md;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t st;
-    if ((st = dnnl_memory_desc_init_by_strides(&e->src, 2, sd, ta, ss)) ||
-        (st = dnnl_memory_desc_init_by_strides(&e->wei, 2, wd, tb, ws)) ||
-        (st = dnnl_memory_desc_init_by_strides(&e->dst, 2, dd, tc, ds)) ||
-        (k->has_bias && (st = dnnl_memory_desc_init_by_strides(&e->bias, 2, bd, dnnl_f32, bs))) ||
+    float oscale;
+    memcpy(&oscale, &k->scale_bits, sizeof oscale);
+    if ((st = dnnl_memory_desc_init_by_strides(&e->src, 3, sd, ta, ss)) ||
+        (st = dnnl_memory_desc_init_by_strides(&e->wei, 3, wd, tb, ws)) ||
+        (st = dnnl_memory_desc_init_by_strides(&e->dst, 3, dd, tc, ds)) ||
+        (k->has_bias && (st = dnnl_memory_desc_init_by_strides(&e->bias, 3, bd, dnnl_f32, bs))) ||
         (st = dnnl_matmul_desc_init(&md, &e->src, &e->wei, k->has_bias ? &e->bias : NULL, &e->dst)) ||
         (st = dnnl_primitive_attr_create(&attr)) ||
-        (st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_library)))
+        (st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_library)) ||
+        (oscale != 1.0f && (st = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &oscale))))
         goto out;
     float alpha;
     dnnl_alg_kind_t alg = act_alg((enum nlpd_act)k->act, &alpha);
@@ -206,18 +213,44 @@ static void release(const struct entry *e)
     }
 }
 
+static int execute(const struct key *key, const void *a, const void *b, void *c, const float *bias, int threads,
+                   struct nlpd_error *err);
+
 int nlpd_onednn_matmul(enum nlpd_onednn_type type, int m, int n, int k, const void *a, int lda, const void *b,
                        int ldb, int trans_b, void *c, int ldc, const float *bias, enum nlpd_act act, int threads,
                        struct nlpd_error *err)
 {
-    pthread_once(&engine_once, engine_init);
-    if (engine_status != dnnl_success)
-        return nlpd_error_set(err, NLPD_EINVAL, 0, "oneDNN CPU engine unavailable (status %d)", (int)engine_status);
     if (type == NLPD_ONEDNN_U8S8) {
         bias = NULL;
         act = NLPD_ACT_NONE;
     }
-    struct key key = {(int)type, m, n, k, lda, ldb, ldc, trans_b, (int)act, bias != NULL};
+    struct key key = {.type = (int)type, .batch = 1, .m = m, .n = n, .k = k, .act = (int)act, .has_bias = bias != NULL,
+                      .sa = {(int64_t)m * lda, lda, 1},
+                      .sb = {(int64_t)k * n, trans_b ? 1 : ldb, trans_b ? ldb : 1},
+                      .sc = {(int64_t)m * ldc, ldc, 1}};
+    float one = 1.0f;
+    memcpy(&key.scale_bits, &one, sizeof one);
+    return execute(&key, a, b, c, bias, threads, err);
+}
+
+int nlpd_onednn_matmul_batched(int batch, int m, int n, int k, float scale, const float *a, const long long sa[3],
+                               const float *b, const long long sb[3], float *c, const long long sc[3], int threads,
+                               struct nlpd_error *err)
+{
+    struct key key = {.type = NLPD_ONEDNN_F32, .batch = batch, .m = m, .n = n, .k = k,
+                      .sa = {sa[0], sa[1], sa[2]}, .sb = {sb[0], sb[1], sb[2]}, .sc = {sc[0], sc[1], sc[2]}};
+    memcpy(&key.scale_bits, &scale, sizeof scale);
+    return execute(&key, a, b, c, NULL, threads, err);
+}
+
+static int execute(const struct key *kp, const void *a, const void *b, void *c, const float *bias, int threads,
+                   struct nlpd_error *err)
+{
+    pthread_once(&engine_once, engine_init);
+    if (engine_status != dnnl_success)
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "oneDNN CPU engine unavailable (status %d)", (int)engine_status);
+    struct key key = *kp;
+    const int m = key.m, n = key.n, k = key.k;
     const struct entry *e = lookup(&key, err);
     if (!e)
         return err ? err->code : NLPD_EINVAL;

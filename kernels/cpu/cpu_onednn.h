@@ -26,4 +26,10 @@ int nlpd_onednn_matmul(enum nlpd_onednn_type type, int m, int n, int k, const vo
                        int ldb, int trans_b, void *c, int ldc, const float *bias, enum nlpd_act act, int threads,
                        struct nlpd_error *err);
 
+/* Batched fp32 products: c[i] = scale * a[i] . b[i], i < batch, each operand given by element strides
+ * {batch, row, column} (so a transposed operand is just swapped strides). */
+int nlpd_onednn_matmul_batched(int batch, int m, int n, int k, float scale, const float *a, const long long sa[3],
+                               const float *b, const long long sb[3], float *c, const long long sc[3], int threads,
+                               struct nlpd_error *err);
+
 #endif

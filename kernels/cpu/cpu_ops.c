@@ -6,6 +6,7 @@
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -431,6 +432,21 @@ void nlpd_cpu_softmax(const struct nlpd_op_softmax *p)
     nlpd_cpu_simd_avx2();
     for (int r = 0; r < p->rows; r++)
         softmax_row(p->x + (size_t)r * p->ld, p->cols);
+}
+
+void nlpd_cpu_softmax_masked(float *x, int rows, int cols, const int32_t *mask)
+{
+    nlpd_cpu_simd_avx2();
+    int nt = (size_t)rows * cols >= 16384 ? omp_get_max_threads() : 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *row = x + (size_t)r * cols;
+        if (mask)
+            for (int j = 0; j < cols; j++)
+                if (!mask[j])
+                    row[j] += -FLT_MAX;
+        softmax_row(row, cols);
+    }
 }
 
 void nlpd_cpu_attention(const struct nlpd_op_attention *p, float *scratch)
