@@ -58,6 +58,7 @@ struct nlpd_kernels_conf {
     long long threads;
     long long device;
     char *dtype;
+    char *cpu_gemm;
 };
 
 struct nlpd_log_conf {
