@@ -238,6 +238,7 @@ static int cmd_demo(struct opts *o)
 
 int main(int argc, char **argv)
 {
+    nlpd_kernels_omp_env(argv); /* may re-execute nlpd with OMP_WAIT_POLICY=passive */
     signal(SIGPIPE, SIG_IGN); /* a closed output is reported as a write error */
     atexit(nlpd_log_flush);   /* the count of suppressed repeated log lines */
     if (argc < 2) {

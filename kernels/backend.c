@@ -448,3 +448,12 @@ void nlpd_kernels_convert_f32(float *dst, const void *src, size_t n)
 {
     memcpy(dst, src, n * sizeof(float)); /* little-endian hosts only (x86-64, aarch64) */
 }
+
+void nlpd_kernels_omp_env(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY") || !argv || !argv[0])
+        return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1))
+        return;
+    execv("/proc/self/exe", argv); /* returns only on failure: run on with spinning waiters */
+}

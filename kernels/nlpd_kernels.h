@@ -284,6 +284,13 @@ const char *nlpd_kernels_cpu_simd(void);
 const char *nlpd_kernels_onednn_isa(void);
 int nlpd_kernels_cpu_supports(enum nlpd_dtype dtype, char *why, size_t n);
 
+/* The CPU backend's OpenMP threads (oneDNN, element-wise kernels) wait passively between parallel regions: on a
+ * machine with other work, spinning waiters took a 2-thread BERT forward from 0.1 s to 2 s (README "Performance").
+ * libgomp reads OMP_WAIT_POLICY only when it loads, so a program calls this first thing in main(): when
+ * OMP_WAIT_POLICY is unset it sets "passive" and re-executes itself (/proc/self/exe) with the same argv; it
+ * returns when nothing needed doing or the re-exec failed. OMP_WAIT_POLICY=active keeps spinning. */
+void nlpd_kernels_omp_env(char **argv);
+
 /* Host helper for decoding: log(sum(exp(x))) over n floats (max-shifted; -inf when every x is -inf; NaN entries
  * are ignored by the max and make the sum NaN). Vectorised with the CPU kernels' exp. */
 float nlpd_kernels_logsumexp(const float *x, int n);

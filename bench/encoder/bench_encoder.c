@@ -39,6 +39,7 @@ static void log_backend(const char *line)
 
 int main(int argc, char **argv)
 {
+    nlpd_kernels_omp_env(argv); /* as nlpd does */
     if (argc < 8 || argc > 11) {
         fprintf(stderr, "usage: %s MODEL_DIR IDS_OUT LOGITS_OUT BATCH SEQ RUNS THREADS [BACKEND [DTYPE [CPU_GEMM]]]\n",
                 argv[0]);
@@ -99,9 +100,12 @@ int main(int argc, char **argv)
     for (int s = 0; s < 4; s++)
         gflop += 2.0 * shapes[s][0] * shapes[s][1] * shapes[s][2] * 1e-9;
     double *times = malloc((size_t)runs * sizeof *times), *gtimes = malloc((size_t)(runs + 1) * sizeof *gtimes);
+    /* BENCH_SGEMM=0: no sgemm reference (bench/encoder/peers.py times engines, not the GEMM ceiling) */
+    const char *sg = getenv("BENCH_SGEMM");
+    int do_sgemm = on_cpu && !(sg && !strcmp(sg, "0"));
     for (int i = -1; i < runs; i++) { /* i = -1 warms sgemm up */
         t0 = now();
-        for (int s = 0; s < 4 && on_cpu; s++)
+        for (int s = 0; s < 4 && do_sgemm; s++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, a,
                         shapes[s][2], b, shapes[s][1], 0.0f, cc, shapes[s][1]);
         gtimes[i + 1] = now() - t0;
@@ -119,7 +123,7 @@ int main(int argc, char **argv)
         printf("%s%.6f", i ? ", " : "", times[i]);
     printf("], \"sgemm_gflops_runs\": [");
     for (int i = 1; i <= runs; i++)
-        printf("%s%.3f", i > 1 ? ", " : "", gflop / gtimes[i]);
+        printf("%s%.3f", i > 1 ? ", " : "", do_sgemm ? gflop / gtimes[i] : 0.0);
     double enc_s = median(times, runs);
     double sgemm_s = median(gtimes + 1, runs);
     double flops = nlpd_encoder_flops(enc, B, S);
@@ -127,7 +131,7 @@ int main(int argc, char **argv)
            "\"load_s\": %.3f, \"simd\": \"%s\", \"threads\": %d, \"gflop_per_batch\": %.2f, "
            "\"backend\": \"%s\", \"dtype\": \"%s\", \"cpu_gemm\": \"%s\", \"batch\": %d, \"seq\": %d, "
            "\"latency_ms\": %.3f}\n",
-           enc_s, B / enc_s, flops * 1e-9 / enc_s, on_cpu ? gflop / sgemm_s : 0.0, load_s, nlpd_kernels_cpu_simd(),
+           enc_s, B / enc_s, flops * 1e-9 / enc_s, do_sgemm ? gflop / sgemm_s : 0.0, load_s, nlpd_kernels_cpu_simd(),
            openblas_get_num_threads(), flops * 1e-9, backend, dtype, nlpd_cpu_gemm_name((enum nlpd_cpu_gemm)gemm), B, S,
            enc_s * 1e3);
     free(a);

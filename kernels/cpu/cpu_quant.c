@@ -42,12 +42,13 @@ int nlpd_cpu_quant_avx512(void)
     return have_avx512;
 }
 
-/* Rows per thread: below this much work a parallel region costs more than it saves. */
+/* Threads for a pass over rows x cols floats: below about 2^19 elements (~50 us on one core) a parallel region
+ * costs more than it saves, and on a busy machine each region can wait a time slice for a descheduled thread. */
 static int team(int rows, size_t cols)
 {
     int t = omp_get_max_threads();
     size_t work = (size_t)rows * cols;
-    if (work < 16384 || rows < 2)
+    if (work < ((size_t)1 << 19) || rows < 2)
         return 1;
     return t < rows ? t : rows;
 }
@@ -55,24 +56,38 @@ static int team(int rows, size_t cols)
 void nlpd_cpu_quant_weights_s8(const float *b, int k, int n, int ldb, int trans_b, int8_t *q, float *scale,
                                int32_t *colsum)
 {
-    /* output channel j is column j of b[k,n], or row j of b[n,k] (trans_b); q has b's layout and strides */
+    /* output channel j is column j of b[k,n], or row j of b[n,k] (trans_b); q has b's layout and strides. Both
+     * passes walk b row by row (a column walk of a [768, 3072] matrix misses the cache on every element). */
     for (int j = 0; j < n; j++) {
-        float mx = 0.0f;
-        for (int i = 0; i < k; i++) {
-            float v = fabsf(trans_b ? b[(size_t)j * ldb + i] : b[(size_t)i * ldb + j]);
-            mx = v > mx ? v : mx;
+        scale[j] = 0.0f;
+        colsum[j] = 0;
+    }
+    for (int i = 0; i < (trans_b ? n : k); i++) {
+        const float *row = b + (size_t)i * ldb;
+        int len = trans_b ? k : n;
+        if (trans_b) {
+            float mx = 0.0f;
+            for (int c = 0; c < len; c++)
+                mx = fabsf(row[c]) > mx ? fabsf(row[c]) : mx;
+            scale[i] = mx;
+        } else {
+            for (int c = 0; c < len; c++)
+                scale[c] = fabsf(row[c]) > scale[c] ? fabsf(row[c]) : scale[c];
         }
-        float s = mx > 0.0f ? mx / 127.0f : 1.0f, inv = 1.0f / s;
-        int32_t sum = 0;
-        for (int i = 0; i < k; i++) {
-            size_t o = trans_b ? (size_t)j * ldb + i : (size_t)i * ldb + j;
-            float r = nearbyintf(b[o] * inv);
+    }
+    for (int j = 0; j < n; j++)
+        scale[j] = scale[j] > 0.0f ? scale[j] / 127.0f : 1.0f;
+    for (int i = 0; i < (trans_b ? n : k); i++) {
+        const float *row = b + (size_t)i * ldb;
+        int8_t *qr = q + (size_t)i * ldb;
+        int len = trans_b ? k : n;
+        for (int c = 0; c < len; c++) {
+            int j = trans_b ? i : c;
+            float r = nearbyintf(row[c] / scale[j]);
             r = r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r;
-            q[o] = (int8_t)r;
-            sum += (int32_t)r;
+            qr[c] = (int8_t)r;
+            colsum[j] += (int32_t)r;
         }
-        scale[j] = s;
-        colsum[j] = sum;
     }
 }
 
