@@ -22,6 +22,8 @@ PKGS="$PKGS python3-sentencepiece"
 # python3-torch + python3-numpy: the independent PyTorch reference that beam search is checked against
 # (tests/models/marian_ref.py) and the baselines of bench/encoder and bench/translate.
 PKGS="$PKGS python3-torch python3-numpy"
+# python3-onnx: bench/encoder builds the ONNX Runtime peer's dynamic-int8 graph with it.
+PKGS="$PKGS python3-onnx"
 # Scripts and test corpora: python3 (corpus and bench scripts), gettext + libglib2.0-data (translation catalogues
 # the multilingual corpus is extracted from).
 PKGS="$PKGS python3 gettext libglib2.0-data"
