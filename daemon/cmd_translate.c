@@ -355,7 +355,7 @@ int nlpd_cmd_infer_seq2seq(int argc, char **argv)
                                   a.dtype ? (enum nlpd_dtype)nlpd_dtype_parse(a.dtype) : d.dtype);
         nlpd_kernels_set_logger(nlpd_cmd_log_backend);
     }
-    struct nlpd_marian_opts mo = {.threads = a.threads};
+    struct nlpd_marian_opts mo = {.threads = a.threads, .dtype = a.dtype};
     struct nlpd_marian *m = nlpd_marian_load(a.model, &mo, &err);
     if (!m) {
         fprintf(stderr, "nlpd infer: %s\n", err.message);

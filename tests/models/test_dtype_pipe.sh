@@ -69,6 +69,16 @@ else
     nok "ner int8" "$(tail -n 2 "$T/ner.err") $(head -c 300 "$T/ner.out")"
 fi
 
+printf 'kernels: { threads = 1; };\npipeline = ( { stage = "translate"; model = "tests/fixtures/hf-tiny/marian-mt"; dtype = "int8"; } );\n' > "$T/mt.conf"
+if echo '{"id":"1","text":"Hello world!"}' | "$NLPD" pipe -c "$T/mt.conf" > "$T/mt.out" 2> "$T/mt.err" &&
+    grep -q '"translate":"marian-mt@sha256:[0-9a-f]*+int8"' "$T/mt.out" && grep -q '"translation":{"text"' "$T/mt.out"; then
+    ok "translate int8 runs, meta.models says +int8"
+elif grep -q "needs AVX512" "$T/mt.err"; then
+    ok "translate int8: refused on this CPU with the reason"
+else
+    nok "translate int8" "$(tail -n 2 "$T/mt.err") $(head -c 300 "$T/mt.out")"
+fi
+
 echo '{"text": "Hello world!"}' > "$T/one.jsonl"
 if "$NLPD" infer --model "$dir" --dtype int8 < "$T/one.jsonl" > "$T/infer.out" 2> "$T/infer.err" &&
     grep -q '"logits"' "$T/infer.out"; then
