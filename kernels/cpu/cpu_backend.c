@@ -118,12 +118,14 @@ static int in_weights(const struct cpu_impl *im, const struct nlpd_op_matmul *p)
     return 0;
 }
 
-/* The prepared copy of p's b, made on first use; NULL when p runs in fp32 (not a weight, too small) or, with err
- * set, when memory ran out. */
-static const struct prep *prepared(struct cpu_impl *im, const struct nlpd_op_matmul *p, struct nlpd_error *err)
+/* *out = the prepared copy of p's b, made on first use, or NULL when p runs in fp32 (not a weight, too small).
+ * 0, or NLPD_ENOMEM with err. */
+static int prepared(struct cpu_impl *im, const struct nlpd_op_matmul *p, const struct prep **out,
+                    struct nlpd_error *err)
 {
+    *out = NULL;
     if (p->n < 32 || p->k < 32 || p->ldb <= 0)
-        return NULL;
+        return 0;
     pthread_mutex_lock(&im->mu);
     struct prep *r = NULL;
     for (struct prep *q = im->preps; q && !r; q = q->next)
@@ -131,7 +133,8 @@ static const struct prep *prepared(struct cpu_impl *im, const struct nlpd_op_mat
             r = q;
     if (r || !in_weights(im, p)) {
         pthread_mutex_unlock(&im->mu);
-        return r;
+        *out = r;
+        return 0;
     }
     size_t elems = p->trans_b ? (size_t)(p->n - 1) * p->ldb + p->k : (size_t)(p->k - 1) * p->ldb + p->n;
     int int8 = im->dtype == NLPD_DTYPE_INT8;
@@ -148,9 +151,8 @@ static const struct prep *prepared(struct cpu_impl *im, const struct nlpd_op_mat
         if (r)
             prep_free(r);
         pthread_mutex_unlock(&im->mu);
-        nlpd_error_set(err, NLPD_ENOMEM, 0, "cpu backend: out of memory preparing a %d x %d %s weight", p->k, p->n,
-                       nlpd_dtype_name(im->dtype));
-        return NULL;
+        return nlpd_error_set(err, NLPD_ENOMEM, 0, "cpu backend: out of memory preparing a %d x %d %s weight",
+                              p->k, p->n, nlpd_dtype_name(im->dtype));
     }
     if (int8)
         nlpd_cpu_quant_weights_s8(p->b, p->k, p->n, p->ldb, p->trans_b, r->q, r->scale, r->colsum);
@@ -159,7 +161,8 @@ static const struct prep *prepared(struct cpu_impl *im, const struct nlpd_op_mat
     r->next = im->preps;
     im->preps = r;
     pthread_mutex_unlock(&im->mu);
-    return r;
+    *out = r;
+    return 0;
 }
 
 /* oneDNN beats OpenBLAS's Haswell kernels (what OPENBLAS_CORETYPE=Haswell and pre-AVX-512 CPUs get) on fp32
@@ -224,8 +227,9 @@ static int cpu_matmul(struct cpu_impl *im, const struct nlpd_op_matmul *p, struc
     }
     const struct prep *w = NULL;
     if (im->dtype == NLPD_DTYPE_INT8 || im->dtype == NLPD_DTYPE_BF16) {
-        if (!(w = prepared(im, p, err)) && err && err->code)
-            return err->code;
+        int rc = prepared(im, p, &w, err);
+        if (rc)
+            return rc;
     }
     if (w && im->dtype == NLPD_DTYPE_INT8) {
         size_t qa = ((size_t)p->m * p->k + 63) & ~(size_t)63;
