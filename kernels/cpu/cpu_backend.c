@@ -18,9 +18,9 @@
 struct prep {
     const float *b;
     int k, n, ldb, trans_b;
-    void *q;          /* bf16 or s8, b's layout and row stride */
-    float *scale;     /* int8: per output channel */
-    int32_t *colsum;  /* int8: per output channel, sum of q */
+    void *q;         /* bf16 or s8, b's layout and row stride */
+    float *scale;    /* int8: per output channel */
+    int32_t *colsum; /* int8: per output channel, sum of q */
     struct prep *next;
 };
 
@@ -151,8 +151,8 @@ static int prepared(struct cpu_impl *im, const struct nlpd_op_matmul *p, const s
         if (r)
             prep_free(r);
         pthread_mutex_unlock(&im->mu);
-        return nlpd_error_set(err, NLPD_ENOMEM, 0, "cpu backend: out of memory preparing a %d x %d %s weight",
-                              p->k, p->n, nlpd_dtype_name(im->dtype));
+        return nlpd_error_set(err, NLPD_ENOMEM, 0, "cpu backend: out of memory preparing a %d x %d %s weight", p->k,
+                              p->n, nlpd_dtype_name(im->dtype));
     }
     if (int8)
         nlpd_cpu_quant_weights_s8(p->b, p->k, p->n, p->ldb, p->trans_b, r->q, r->scale, r->colsum);

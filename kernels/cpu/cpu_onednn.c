@@ -3,8 +3,8 @@
  * pointers on each call. */
 #include "cpu_onednn.h"
 
-#include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -155,7 +155,9 @@ out:
         dnnl_primitive_attr_destroy(attr);
     if (st != dnnl_success)
         return nlpd_error_set(err, NLPD_EINVAL, 0, "oneDNN: no %s matmul for %d x %d x %d (status %d, ISA %s)",
-                              k->type == NLPD_ONEDNN_F32 ? "fp32" : k->type == NLPD_ONEDNN_BF16 ? "bf16" : "u8s8",
+                              k->type == NLPD_ONEDNN_F32    ? "fp32"
+                              : k->type == NLPD_ONEDNN_BF16 ? "bf16"
+                                                            : "u8s8",
                               k->m, k->n, k->k, (int)st, nlpd_onednn_isa());
     return 0;
 }
@@ -216,15 +218,21 @@ static void release(const struct entry *e)
 static int execute(const struct key *key, const void *a, const void *b, void *c, const float *bias, int threads,
                    struct nlpd_error *err);
 
-int nlpd_onednn_matmul(enum nlpd_onednn_type type, int m, int n, int k, const void *a, int lda, const void *b,
-                       int ldb, int trans_b, void *c, int ldc, const float *bias, enum nlpd_act act, int threads,
+int nlpd_onednn_matmul(enum nlpd_onednn_type type, int m, int n, int k, const void *a, int lda, const void *b, int ldb,
+                       int trans_b, void *c, int ldc, const float *bias, enum nlpd_act act, int threads,
                        struct nlpd_error *err)
 {
     if (type == NLPD_ONEDNN_U8S8) {
         bias = NULL;
         act = NLPD_ACT_NONE;
     }
-    struct key key = {.type = (int)type, .batch = 1, .m = m, .n = n, .k = k, .act = (int)act, .has_bias = bias != NULL,
+    struct key key = {.type = (int)type,
+                      .batch = 1,
+                      .m = m,
+                      .n = n,
+                      .k = k,
+                      .act = (int)act,
+                      .has_bias = bias != NULL,
                       .sa = {(int64_t)m * lda, lda, 1},
                       .sb = {(int64_t)k * n, trans_b ? 1 : ldb, trans_b ? ldb : 1},
                       .sc = {(int64_t)m * ldc, ldc, 1}};
@@ -237,8 +245,14 @@ int nlpd_onednn_matmul_batched(int batch, int m, int n, int k, float scale, cons
                                const float *b, const long long sb[3], float *c, const long long sc[3], int threads,
                                struct nlpd_error *err)
 {
-    struct key key = {.type = NLPD_ONEDNN_F32, .batch = batch, .m = m, .n = n, .k = k,
-                      .sa = {sa[0], sa[1], sa[2]}, .sb = {sb[0], sb[1], sb[2]}, .sc = {sc[0], sc[1], sc[2]}};
+    struct key key = {.type = NLPD_ONEDNN_F32,
+                      .batch = batch,
+                      .m = m,
+                      .n = n,
+                      .k = k,
+                      .sa = {sa[0], sa[1], sa[2]},
+                      .sb = {sb[0], sb[1], sb[2]},
+                      .sc = {sc[0], sc[1], sc[2]}};
     memcpy(&key.scale_bits, &scale, sizeof scale);
     return execute(&key, a, b, c, NULL, threads, err);
 }

@@ -22,8 +22,8 @@ int nlpd_onednn_supports(enum nlpd_dtype dtype, char *why, size_t n);
 
 /* c[m,n] = act(a[m,k] . b[k,n] + bias) (b is [n,k] when trans_b), row strides in elements of each operand's type.
  * threads: OpenMP threads for this call. */
-int nlpd_onednn_matmul(enum nlpd_onednn_type type, int m, int n, int k, const void *a, int lda, const void *b,
-                       int ldb, int trans_b, void *c, int ldc, const float *bias, enum nlpd_act act, int threads,
+int nlpd_onednn_matmul(enum nlpd_onednn_type type, int m, int n, int k, const void *a, int lda, const void *b, int ldb,
+                       int trans_b, void *c, int ldc, const float *bias, enum nlpd_act act, int threads,
                        struct nlpd_error *err);
 
 /* Batched fp32 products: c[i] = scale * a[i] . b[i], i < batch, each operand given by element strides

@@ -13,7 +13,7 @@
 #if defined(__x86_64__)
 #define HAVE_X86 1
 #include <immintrin.h>
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#define AVX512     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 #else
 #define HAVE_X86 0
@@ -28,8 +28,8 @@ static void detect(void)
     int a = 0, b = 0;
 #if HAVE_X86
     __builtin_cpu_init();
-    a = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && nlpd_cpu_simd_avx2();
+    a = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && nlpd_cpu_simd_avx2();
     b = a && __builtin_cpu_supports("avx512bf16");
 #endif
     have_avx512bf16 = b;
@@ -191,8 +191,8 @@ static AVX512 void dequant_row_avx512(int32_t *acc, float *y, int n, float sa, i
     const __m512i vzp = _mm512_set1_epi32(zp);
     int j = 0;
     for (; j + 16 <= n; j += 16) {
-        __m512i v = _mm512_sub_epi32(_mm512_loadu_si512(acc + j),
-                                     _mm512_mullo_epi32(vzp, _mm512_loadu_si512(colsum + j)));
+        __m512i v =
+            _mm512_sub_epi32(_mm512_loadu_si512(acc + j), _mm512_mullo_epi32(vzp, _mm512_loadu_si512(colsum + j)));
         __m512 s = _mm512_mul_ps(vsa, _mm512_loadu_ps(sw + j));
         __m512 f = _mm512_cvtepi32_ps(v);
         __m512 o = bias ? _mm512_fmadd_ps(f, s, _mm512_loadu_ps(bias + j)) : _mm512_mul_ps(f, s);

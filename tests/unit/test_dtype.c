@@ -42,8 +42,8 @@ static struct nlpd_backend *cpu(enum nlpd_dtype dt, enum nlpd_cpu_gemm g)
 }
 
 /* c = act(a . b + bias) on be, b in a weight buffer; returns c (host, caller frees). */
-static float *run_matmul(struct nlpd_backend *be, struct nlpd_buffer *wb, const float *a, int m, int k, int lda,
-                         int n, int trans_b, int with_bias, enum nlpd_act act)
+static float *run_matmul(struct nlpd_backend *be, struct nlpd_buffer *wb, const float *a, int m, int k, int lda, int n,
+                         int trans_b, int with_bias, enum nlpd_act act)
 {
     struct nlpd_buffer ab;
     struct nlpd_error err = {0};
@@ -285,7 +285,8 @@ static void encoder_parity(enum nlpd_dtype dt)
         for (size_t r = 0; r < rows; r++) {
             if (token && !mask[r])
                 continue;
-            json_t *row = token ? json_array_get(json_array_get(bl, (int)(r / S)), (int)(r % S)) : json_array_get(bl, r);
+            json_t *row =
+                token ? json_array_get(json_array_get(bl, (int)(r / S)), (int)(r % S)) : json_array_get(bl, r);
             for (int l = 0; l < NL; l++) {
                 double want = json_number_value(json_array_get(row, l));
                 maxdiff = fmax(maxdiff, fabs(logits[r * NL + l] - want));
@@ -296,7 +297,8 @@ static void encoder_parity(enum nlpd_dtype dt)
         for (size_t r = 0; r < rows; r++) {
             if (token && !mask[r])
                 continue;
-            json_t *row = token ? json_array_get(json_array_get(bl, (int)(r / S)), (int)(r % S)) : json_array_get(bl, r);
+            json_t *row =
+                token ? json_array_get(json_array_get(bl, (int)(r / S)), (int)(r % S)) : json_array_get(bl, r);
             int best = 0, got = 0;
             double top = -1e30, second = -1e30;
             for (int l = 0; l < NL; l++) {
