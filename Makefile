@@ -25,7 +25,10 @@ CFLAGS   ?= $(OPT)
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 -Wvla \
             -fno-strict-aliasing -pthread -MMD -MP $(SANFLAGS) $(INCLUDES) $(PKG_CFLAGS)
 LDFLAGS  += -pthread $(SANFLAGS)
-LDLIBS   += $(PKG_LIBS) -lm
+# oneDNN (Debian libdnnl-dev: no pkg-config file) runs on OpenMP; the element-wise kernels share its threads.
+CFLAGS   += -fopenmp
+LDFLAGS  += -fopenmp
+LDLIBS   += $(PKG_LIBS) -ldnnl -lm
 
 LIB_SRC  := $(wildcard kernels/*.c kernels/cpu/*.c stages/models/*.c stages/*/*.c) \
             $(filter-out daemon/main.c,$(wildcard daemon/*.c))

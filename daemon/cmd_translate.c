@@ -67,7 +67,7 @@ static int parse(int argc, char **argv, struct targs *a)
         } else if (!strcmp(o, "--dtype")) {
             a->dtype = v;
             if (nlpd_dtype_parse(v) < 0) {
-                fprintf(stderr, "nlpd infer: --dtype must be fp32, fp16 or bf16\n");
+                fprintf(stderr, "nlpd infer: --dtype must be fp32, fp16, bf16 or int8\n");
                 return -1;
             }
         } else if (!strcmp(o, "--device")) {
@@ -122,7 +122,7 @@ static int parse(int argc, char **argv, struct targs *a)
         fprintf(stderr, "usage: nlpd infer --model DIR [--num-beams K] [--max-length N | --max-new-tokens N] "
                         "[--length-penalty X] [--early-stopping true|false|never] [--no-repeat-ngram-size N] "
                         "[--min-length N] [--forced-eos-token-id N|-1] [--batch N] [--backend auto|cpu|cuda] "
-                        "[--dtype fp32|fp16|bf16] [--device N] [--threads N] [--debug] < lines.jsonl\n");
+                        "[--dtype fp32|fp16|bf16|int8] [--device N] [--threads N] [--debug] < lines.jsonl\n");
         return -1;
     }
     return 0;
@@ -355,7 +355,7 @@ int nlpd_cmd_infer_seq2seq(int argc, char **argv)
                                   a.dtype ? (enum nlpd_dtype)nlpd_dtype_parse(a.dtype) : d.dtype);
         nlpd_kernels_set_logger(nlpd_cmd_log_backend);
     }
-    struct nlpd_marian_opts mo = {.threads = a.threads};
+    struct nlpd_marian_opts mo = {.threads = a.threads, .dtype = a.dtype};
     struct nlpd_marian *m = nlpd_marian_load(a.model, &mo, &err);
     if (!m) {
         fprintf(stderr, "nlpd infer: %s\n", err.message);

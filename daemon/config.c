@@ -145,10 +145,15 @@ static const struct nlpd_conf_entry kernels_map[] = {
      "\"cpu\", or \"auto\" (CUDA when it works, else the CPU; the log says which and why)"},
     {"device", NLPD_CONF_INT, "0", offsetof(struct nlpd_kernels_conf, device), NLPD_CONF_RESTART, NULL, 0, 63,
      "CUDA device ordinal used by the cuda backend"},
-    {"dtype", NLPD_CONF_ENUM, "fp32", offsetof(struct nlpd_kernels_conf, dtype), NLPD_CONF_RESTART, "fp32|fp16|bf16", 0,
-     0,
-     "precision of matrix products on CUDA: \"fp16\"/\"bf16\" keep half-precision weight copies and use tensor "
-     "cores with fp32 accumulation; the CPU backend always computes in fp32"},
+    {"dtype", NLPD_CONF_ENUM, "fp32", offsetof(struct nlpd_kernels_conf, dtype), NLPD_CONF_RESTART,
+     "fp32|fp16|bf16|int8", 0, 0,
+     "default precision of transformer stages' matrix products (a stage's own dtype overrides it): CUDA: "
+     "\"fp16\"/\"bf16\" on tensor cores, fp32 accumulation; CPU (oneDNN): \"bf16\" (AVX512-BF16) or \"int8\" "
+     "(dynamic quantisation, AVX512-VNNI / AVX-VNNI; CPU only); a CPU without them computes in fp32 and logs why"},
+    {"cpu_gemm", NLPD_CONF_ENUM, "auto", offsetof(struct nlpd_kernels_conf, cpu_gemm), NLPD_CONF_RESTART,
+     "auto|openblas|onednn", 0, 0,
+     "library of the CPU backend's fp32 matrix products: \"auto\" = oneDNN for large products and attention, "
+     "OpenBLAS for small ones (measured, README \"Performance\"); bf16/int8 always run on oneDNN"},
     {"threads", NLPD_CONF_INT, "0", offsetof(struct nlpd_kernels_conf, threads), 0, NULL, 0, 1024,
      "worker threads running stage chains on batches; 0 = one per online CPU"},
     {0},

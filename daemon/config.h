@@ -60,6 +60,7 @@ struct nlpd_kernels_conf {
     long long threads;
     long long device;
     char *dtype;
+    char *cpu_gemm;
 };
 
 struct nlpd_log_conf {

@@ -95,6 +95,8 @@ static int load(const char *path, struct nlpd_config **cfg, struct nlpd_pipeline
         int dt = nlpd_dtype_parse((*cfg)->kernels.dtype);
         nlpd_kernels_set_defaults((*cfg)->kernels.backend, (int)(*cfg)->kernels.device,
                                   dt < 0 ? NLPD_DTYPE_F32 : (enum nlpd_dtype)dt);
+        int g = nlpd_cpu_gemm_parse((*cfg)->kernels.cpu_gemm);
+        nlpd_kernels_set_cpu_gemm(g < 0 ? NLPD_CPU_GEMM_AUTO : (enum nlpd_cpu_gemm)g);
         nlpd_kernels_set_logger(log_kernels);
         *p = nlpd_pipeline_create(*cfg, &diag);
         nlpd_kafka_check(*cfg, &diag);
@@ -242,6 +244,7 @@ static int cmd_demo(struct opts *o)
 
 int main(int argc, char **argv)
 {
+    nlpd_kernels_omp_env(argv); /* may re-execute nlpd with OMP_WAIT_POLICY=passive */
     signal(SIGPIPE, SIG_IGN); /* a closed output is reported as a write error */
     atexit(nlpd_log_flush);   /* the count of suppressed repeated log lines */
     if (argc < 2) {

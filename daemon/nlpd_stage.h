@@ -204,6 +204,10 @@ struct nlpd_stage_plugin {
     /* NLPD_RESULT_* bits of the fields process() writes; non-zero makes the stage cacheable: the framework
      * looks results up by the stage's cache key and calls process() on the misses only. */
     unsigned results;
+    /* Optional: how the loaded model computes ("int8", "bf16"; NULL or "fp32" for plain fp32), after init. The
+     * framework appends it to the model id ("sst2@sha256:...+int8"), so it shows in meta.models and the cache
+     * key. */
+    const char *(*model_variant)(void *ctx);
 };
 
 /* Stage-tagged logging for stages (the daemon's logger underneath). */

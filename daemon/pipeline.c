@@ -234,10 +234,14 @@ static char *model_id_of(const struct stage_inst *s)
         const char *base = path + plen;
         while (base > path && base[-1] != '/')
             base--;
-        size_t len = (size_t)(path + plen - base) + 80;
+        const char *variant = s->plugin->model_variant ? s->plugin->model_variant(s->ctx) : NULL;
+        if (variant && !strcmp(variant, "fp32"))
+            variant = NULL;
+        size_t len = (size_t)(path + plen - base) + 80 + (variant ? strlen(variant) + 1 : 0);
         char *id = malloc(len);
         if (id)
-            snprintf(id, len, "%.*s@sha256:%s", (int)(path + plen - base), base, hex);
+            snprintf(id, len, "%.*s@sha256:%s%s%s", (int)(path + plen - base), base, hex, variant ? "+" : "",
+                     variant ? variant : "");
         return id;
     }
     return NULL;

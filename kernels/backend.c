@@ -24,6 +24,7 @@ static pthread_mutex_t defaults_mu = PTHREAD_MUTEX_INITIALIZER;
 static char default_name[16] = "auto";
 static int default_device;
 static enum nlpd_dtype default_dtype = NLPD_DTYPE_F32;
+static enum nlpd_cpu_gemm default_cpu_gemm = NLPD_CPU_GEMM_AUTO;
 static void (*kernels_logger)(const char *line);
 
 void nlpd_kernels_set_defaults(const char *name, int device, enum nlpd_dtype dtype)
@@ -36,10 +37,18 @@ void nlpd_kernels_set_defaults(const char *name, int device, enum nlpd_dtype dty
     pthread_mutex_unlock(&defaults_mu);
 }
 
+void nlpd_kernels_set_cpu_gemm(enum nlpd_cpu_gemm g)
+{
+    pthread_mutex_lock(&defaults_mu);
+    default_cpu_gemm = g;
+    pthread_mutex_unlock(&defaults_mu);
+}
+
 void nlpd_backend_opts_default(struct nlpd_backend_opts *o)
 {
     memset(o, 0, sizeof *o);
     pthread_mutex_lock(&defaults_mu);
+    o->cpu_gemm = default_cpu_gemm;
     o->name = !strcmp(default_name, "cpu") ? "cpu" : !strcmp(default_name, "cuda") ? "cuda" : "auto";
     o->device = default_device;
     o->dtype = default_dtype;
@@ -61,12 +70,35 @@ int nlpd_dtype_parse(const char *name)
         return NLPD_DTYPE_F16;
     if (!strcmp(name, "bf16"))
         return NLPD_DTYPE_BF16;
+    if (!strcmp(name, "int8"))
+        return NLPD_DTYPE_INT8;
     return -1;
 }
 
 const char *nlpd_dtype_name(enum nlpd_dtype dtype)
 {
-    return dtype == NLPD_DTYPE_F16 ? "fp16" : dtype == NLPD_DTYPE_BF16 ? "bf16" : "fp32";
+    return dtype == NLPD_DTYPE_F16    ? "fp16"
+           : dtype == NLPD_DTYPE_BF16 ? "bf16"
+           : dtype == NLPD_DTYPE_INT8 ? "int8"
+                                      : "fp32";
+}
+
+int nlpd_cpu_gemm_parse(const char *name)
+{
+    if (!name)
+        return -1;
+    if (!strcmp(name, "auto"))
+        return NLPD_CPU_GEMM_AUTO;
+    if (!strcmp(name, "openblas"))
+        return NLPD_CPU_GEMM_OPENBLAS;
+    if (!strcmp(name, "onednn"))
+        return NLPD_CPU_GEMM_ONEDNN;
+    return -1;
+}
+
+const char *nlpd_cpu_gemm_name(enum nlpd_cpu_gemm g)
+{
+    return g == NLPD_CPU_GEMM_OPENBLAS ? "openblas" : g == NLPD_CPU_GEMM_ONEDNN ? "onednn" : "auto";
 }
 
 /* ---- libnlpd_cuda.so ---- */
@@ -180,17 +212,26 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
         nlpd_error_set(err, NLPD_EINVAL, 0, "unknown kernels backend \"%s\" (auto, cpu, cuda)", o.name);
         return NULL;
     }
-    if ((int)o.dtype < NLPD_DTYPE_F32 || (int)o.dtype > NLPD_DTYPE_BF16 || o.device < 0) {
+    if ((int)o.dtype < NLPD_DTYPE_F32 || (int)o.dtype > NLPD_DTYPE_INT8 || o.device < 0 ||
+        (int)o.cpu_gemm < NLPD_CPU_GEMM_AUTO || (int)o.cpu_gemm > NLPD_CPU_GEMM_ONEDNN) {
         nlpd_error_set(err, NLPD_EINVAL, 0, "kernels: dtype %d or device %d out of range", (int)o.dtype, o.device);
         return NULL;
     }
     char why[NLPD_BACKEND_REASON_MAX] = "";
-    if (strcmp(o.name, "cpu")) {
+    if (o.dtype == NLPD_DTYPE_INT8) { /* int8 products are the CPU backend's only */
+        if (!strcmp(o.name, "cuda")) {
+            nlpd_error_set(err, NLPD_EINVAL, 0, "kernels backend \"cuda\": dtype int8 runs on the CPU backend only "
+                                                "(use fp16 or bf16 on CUDA)");
+            return NULL;
+        }
+        snprintf(why, sizeof why, "dtype int8 runs on the CPU only");
+    } else if (strcmp(o.name, "cpu")) {
         nlpd_cuda_create_fn fn = load_cuda(why, sizeof why);
         if (fn) {
             struct nlpd_error cerr = {0};
             struct nlpd_backend *be = fn(&o, NLPD_CUDA_ABI, &cerr);
             if (be) {
+                be->dtype = o.dtype;
                 char dev[NLPD_BACKEND_REASON_MAX];
                 snprintf(dev, sizeof dev, "%s", be->reason);
                 set_reason(be, "%s%.200s", is_auto ? "auto: " : "", dev);
@@ -208,10 +249,26 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
             return NULL;
         }
     }
-    struct nlpd_backend *be = nlpd_backend_cpu_new(o.threads, err);
+    char dt[200] = "";
+    if (o.dtype == NLPD_DTYPE_F16) {
+        snprintf(dt, sizeof dt, " (the CPU computes in fp32)");
+        o.dtype = NLPD_DTYPE_F32;
+    } else if (o.dtype != NLPD_DTYPE_F32) {
+        char isa[160];
+        if (!nlpd_kernels_cpu_supports(o.dtype, isa, sizeof isa)) {
+            if (o.dtype_strict) {
+                nlpd_error_set(err, NLPD_EINVAL, 0, "dtype %s: %s", nlpd_dtype_name(o.dtype), isa);
+                return NULL;
+            }
+            snprintf(dt, sizeof dt, " (dtype %s falls back to fp32: %.150s)", nlpd_dtype_name(o.dtype), isa);
+            o.dtype = NLPD_DTYPE_F32;
+        } else {
+            snprintf(dt, sizeof dt, " (dtype %s, oneDNN %s)", nlpd_dtype_name(o.dtype), nlpd_kernels_onednn_isa());
+        }
+    }
+    struct nlpd_backend *be = nlpd_backend_cpu_new_opts(&o, err);
     if (!be)
         return NULL;
-    const char *dt = o.dtype != NLPD_DTYPE_F32 ? " (the CPU computes in fp32)" : "";
     if (is_auto)
         set_reason(be, "auto: CUDA unavailable: %.200s%s", why, dt);
     else
@@ -287,6 +344,11 @@ void nlpd_backend_buffer_free(struct nlpd_buffer *buf)
 const char *nlpd_backend_name(const struct nlpd_backend *be)
 {
     return be->ops->name;
+}
+
+enum nlpd_dtype nlpd_backend_dtype(const struct nlpd_backend *be)
+{
+    return be->dtype;
 }
 
 int nlpd_backend_threads(const struct nlpd_backend *be)
@@ -385,4 +447,13 @@ void nlpd_kernels_convert_bf16(float *dst, const void *src, size_t n)
 void nlpd_kernels_convert_f32(float *dst, const void *src, size_t n)
 {
     memcpy(dst, src, n * sizeof(float)); /* little-endian hosts only (x86-64, aarch64) */
+}
+
+void nlpd_kernels_omp_env(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY") || !argv || !argv[0])
+        return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1))
+        return;
+    execv("/proc/self/exe", argv); /* returns only on failure: run on with spinning waiters */
 }

@@ -21,7 +21,18 @@
  *   - attention products run with fp32 inputs and a fp16/bf16 fast compute mode (fp32 accumulation); every other
  *     op (layer norm, softmax, embedding, bias + activation, gathers) and every activation buffer stay fp32.
  * A matmul whose b is not in a weight buffer, and every op of a fp32 backend, computes in fp32. Backends without
- * alloc_weights (the CPU one) get a plain alloc, so callers may always use nlpd_backend_alloc_weights. */
+ * alloc_weights get a plain alloc, so callers may always use nlpd_backend_alloc_weights.
+ *
+ * The CPU backend (kernels.dtype = "bf16" | "int8"; kernels/cpu/, oneDNN): a MATMUL whose b lies inside a weight
+ * buffer (and has n, k >= 32: classifier heads stay fp32) runs on a copy of b prepared on first use and kept
+ * until the buffer is freed or uploaded to again:
+ *   - bf16: b rounded to bf16, a converted per call, fp32 accumulation, bias and activation fused;
+ *   - int8: b as s8 per output channel (symmetric, scale max|w| / 127), a quantised per row to u8 (asymmetric,
+ *     range widened to include 0) on each call, s32 accumulation, then one pass that dequantises, adds the bias
+ *     and applies the activation.
+ * bf16 needs AVX512-BF16 and int8 needs AVX512-VNNI or AVX-VNNI (without VNNI oneDNN's u8 x s8 products saturate);
+ * elsewhere the backend computes in fp32 and says so in be->reason, or, with dtype_strict, is not created.
+ * fp32 products go to OpenBLAS or oneDNN by kernels.cpu_gemm (see nlpd_cpu_gemm). */
 #ifndef NLPD_KERNELS_H
 #define NLPD_KERNELS_H
 
@@ -45,8 +56,9 @@ enum nlpd_dtype {
     NLPD_DTYPE_F32 = 0,
     NLPD_DTYPE_F16,
     NLPD_DTYPE_BF16,
+    NLPD_DTYPE_INT8, /* CPU only: dynamic quantisation of weight-buffer products, see below */
 };
-/* "fp32" | "fp16" | "bf16" -> enum nlpd_dtype; -1 when unknown. */
+/* "fp32" | "fp16" | "bf16" | "int8" -> enum nlpd_dtype; -1 when unknown. */
 int nlpd_dtype_parse(const char *name);
 const char *nlpd_dtype_name(enum nlpd_dtype dtype);
 
@@ -202,20 +214,35 @@ struct nlpd_backend {
     /* Which backend was chosen and why ("kernels.backend = cpu"; "auto: no CUDA driver (...)"; the CUDA device),
      * filled by nlpd_backend_new / nlpd_backend_new_opts. */
     char reason[NLPD_BACKEND_REASON_MAX];
+    enum nlpd_dtype dtype; /* what weight products compute in (fp32 after a fallback); set by the constructors */
 };
+
+/* Which library runs the CPU backend's fp32 matrix products (bf16 and int8 always run on oneDNN). */
+enum nlpd_cpu_gemm {
+    NLPD_CPU_GEMM_AUTO = 0, /* per shape, by what was measured faster (README "Performance") */
+    NLPD_CPU_GEMM_OPENBLAS,
+    NLPD_CPU_GEMM_ONEDNN,
+};
+/* "auto" | "openblas" | "onednn" -> enum nlpd_cpu_gemm; -1 when unknown. */
+int nlpd_cpu_gemm_parse(const char *name);
+const char *nlpd_cpu_gemm_name(enum nlpd_cpu_gemm g);
 
 struct nlpd_backend_opts {
     const char *name;    /* "auto" | "cpu" | "cuda"; NULL = the process default (nlpd_kernels_set_defaults) */
     int threads;         /* CPU: 0 = online CPUs */
     int device;          /* CUDA device ordinal */
-    enum nlpd_dtype dtype; /* precision of matrix products on CUDA (the CPU backend computes in fp32) */
+    enum nlpd_dtype dtype; /* precision of matrix products: fp16/bf16 on CUDA, bf16/int8 on the CPU */
+    int dtype_strict;    /* 1: a dtype this machine cannot run is an error; 0: fp32 instead, said in be->reason */
+    enum nlpd_cpu_gemm cpu_gemm; /* CPU fp32 products */
     size_t arena_bytes;  /* CUDA scratch arena; 0 = $NLPD_CUDA_ARENA_MB or 256 MiB */
 };
 
 /* The process defaults used when a backend is created without a name (stages, `nlpd infer`): the daemon sets
  * them from the kernels section of its config. Initially "auto", device 0, fp32. name NULL keeps the name. */
 void nlpd_kernels_set_defaults(const char *name, int device, enum nlpd_dtype dtype);
-/* Fills o with the process defaults (name, device, dtype; threads 0). */
+/* kernels.cpu_gemm, the process default of nlpd_backend_opts.cpu_gemm (initially auto). */
+void nlpd_kernels_set_cpu_gemm(enum nlpd_cpu_gemm g);
+/* Fills o with the process defaults (name, device, dtype, cpu_gemm; threads 0, dtype_strict 0). */
 void nlpd_backend_opts_default(struct nlpd_backend_opts *o);
 /* Called with one line ("kernels: backend cuda (...)") each time a backend is created; NULL = silent. */
 void nlpd_kernels_set_logger(void (*fn)(const char *line));
@@ -228,6 +255,10 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *o, st
  * 0 = online CPUs. OpenBLAS's thread count is process-wide, so the last CPU backend created sets it. */
 struct nlpd_backend *nlpd_backend_new(const char *name, int threads, struct nlpd_error *err);
 struct nlpd_backend *nlpd_backend_cpu_new(int threads, struct nlpd_error *err);
+/* The CPU backend with o->threads, o->dtype (see the top of this file) and o->cpu_gemm. */
+struct nlpd_backend *nlpd_backend_cpu_new_opts(const struct nlpd_backend_opts *o, struct nlpd_error *err);
+/* The dtype a backend computes weight products in (fp32 after a fallback). */
+enum nlpd_dtype nlpd_backend_dtype(const struct nlpd_backend *be);
 void nlpd_backend_free(struct nlpd_backend *be);
 /* be->reason. */
 const char *nlpd_backend_reason(const struct nlpd_backend *be);
@@ -245,9 +276,20 @@ void nlpd_backend_buffer_free(struct nlpd_buffer *buf);
 const char *nlpd_backend_name(const struct nlpd_backend *be);
 int nlpd_backend_threads(const struct nlpd_backend *be);
 
-/* Which SIMD path the CPU kernels picked at run time ("avx2+fma" or "scalar"); NLPD_KERNELS_SIMD=scalar in the
- * environment forces the scalar path (for tests). */
+/* Which SIMD path the CPU kernels picked at run time ("avx2+fma" or "scalar"); NLPD_KERNELS_SIMD=scalar
+ * in the environment forces the scalar path (for tests). */
 const char *nlpd_kernels_cpu_simd(void);
+/* The ISA oneDNN dispatches to here ("avx512_core_bf16", ...; DNNL_MAX_CPU_ISA lowers it), and whether dtype's
+ * CPU products run on this machine (0 with the reason in why). */
+const char *nlpd_kernels_onednn_isa(void);
+int nlpd_kernels_cpu_supports(enum nlpd_dtype dtype, char *why, size_t n);
+
+/* The CPU backend's OpenMP threads (oneDNN, element-wise kernels) wait passively between parallel regions: on a
+ * machine with other work, spinning waiters took a 2-thread BERT forward from 0.1 s to 2 s (README "Performance").
+ * libgomp reads OMP_WAIT_POLICY only when it loads, so a program calls this first thing in main(): when
+ * OMP_WAIT_POLICY is unset it sets "passive" and re-executes itself (/proc/self/exe) with the same argv; it
+ * returns when nothing needed doing or the re-exec failed. OMP_WAIT_POLICY=active keeps spinning. */
+void nlpd_kernels_omp_env(char **argv);
 
 /* Host helper for decoding: log(sum(exp(x))) over n floats (max-shifted; -inf when every x is -inf; NaN entries
  * are ignored by the max and make the sum NaN). Vectorised with the CPU kernels' exp. */

@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 PKGS="build-essential pkg-config"
 # Daemon libraries: config file, JSON, Unicode case mapping, SHA-256 of models (libcrypto), Kafka, Avro, Redis client, event loop, sd_notify.
 PKGS="$PKGS libconfig-dev libjansson-dev libutf8proc-dev libssl-dev librdkafka-dev libavro-dev libhiredis-dev libevent-dev libsystemd-dev"
-# Kernels: OpenBLAS sgemm for the CPU backend.
-PKGS="$PKGS libopenblas-dev"
+# Kernels: OpenBLAS sgemm for the CPU backend; oneDNN (libdnnl-dev) for its bf16 and int8 products, attention and
+# large fp32 products (AVX-512 / VNNI / AVX512-BF16 picked at run time, whatever OPENBLAS_CORETYPE says).
+PKGS="$PKGS libopenblas-dev libdnnl-dev"
 # References and test services: the fastText tool (parity, bench baseline), a real Redis for integration tests.
 PKGS="$PKGS fasttext redis-server"
 # Kafka test peers: kcat (a real client, as a user would try nlpd) and python3-avro (an independent Avro decoder).
@@ -21,6 +22,8 @@ PKGS="$PKGS python3-sentencepiece"
 # python3-torch + python3-numpy: the independent PyTorch reference that beam search is checked against
 # (tests/models/marian_ref.py) and the baselines of bench/encoder and bench/translate.
 PKGS="$PKGS python3-torch python3-numpy"
+# python3-onnx: bench/encoder builds the ONNX Runtime peer's dynamic-int8 graph with it.
+PKGS="$PKGS python3-onnx"
 # Scripts and test corpora: python3 (corpus and bench scripts), gettext + libglib2.0-data (translation catalogues
 # the multilingual corpus is extracted from).
 PKGS="$PKGS python3 gettext libglib2.0-data"

@@ -139,6 +139,8 @@ suite "tests/models/test_torch_bin.sh build/san/nlpd" sh tests/models/test_torch
 # The sentiment stage on Hugging Face folders against the goldens' softmax.
 suite "tests/models/test_sentiment_hf.sh build/nlpd" bash tests/models/test_sentiment_hf.sh build/nlpd
 suite "tests/models/test_sentiment_hf.sh build/san/nlpd" bash tests/models/test_sentiment_hf.sh build/san/nlpd
+suite "tests/models/test_dtype_pipe.sh build/nlpd" bash tests/models/test_dtype_pipe.sh build/nlpd
+suite "tests/models/test_dtype_pipe.sh build/san/nlpd" bash tests/models/test_dtype_pipe.sh build/san/nlpd
 # The ner stage against the transformers token-classification pipeline, every aggregation strategy.
 suite "tests/models/test_ner_pipe.sh build/nlpd" bash tests/models/test_ner_pipe.sh build/nlpd
 suite "tests/models/test_ner_pipe.sh build/san/nlpd" bash tests/models/test_ner_pipe.sh build/san/nlpd

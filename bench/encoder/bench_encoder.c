@@ -1,8 +1,9 @@
 /* nlpd side of bench/encoder: times nlpd_encoder_forward on one batch (median of RUNS after a warm-up), and
  * OpenBLAS sgemm alone on the same four matrix shapes of a layer, so the encoder's GFLOP/s can be read against
  * the GEMM ceiling of this machine. Writes the ids/mask it used and the logits for the PyTorch side.
- * usage: bench_encoder MODEL_DIR IDS_OUT LOGITS_OUT BATCH SEQ RUNS THREADS [BACKEND [DTYPE]]
- * BACKEND: cpu (default) | cuda | auto; DTYPE: fp32 (default) | fp16 | bf16. On CUDA the sgemm reference is
+ * usage: bench_encoder MODEL_DIR IDS_OUT LOGITS_OUT BATCH SEQ RUNS THREADS [BACKEND [DTYPE [CPU_GEMM]]]
+ * BACKEND: cpu (default) | cuda | auto; DTYPE: fp32 (default) | fp16 | bf16 | int8; CPU_GEMM: auto (default) |
+ * openblas | onednn. On CUDA the sgemm reference is
  * skipped (it measures the host CPU) and each timed run ends with the logits downloaded (a full sync). */
 #include <cblas.h>
 #include <stdio.h>
@@ -38,8 +39,10 @@ static void log_backend(const char *line)
 
 int main(int argc, char **argv)
 {
-    if (argc < 8 || argc > 10) {
-        fprintf(stderr, "usage: %s MODEL_DIR IDS_OUT LOGITS_OUT BATCH SEQ RUNS THREADS [BACKEND [DTYPE]]\n", argv[0]);
+    nlpd_kernels_omp_env(argv); /* as nlpd does */
+    if (argc < 8 || argc > 11) {
+        fprintf(stderr, "usage: %s MODEL_DIR IDS_OUT LOGITS_OUT BATCH SEQ RUNS THREADS [BACKEND [DTYPE [CPU_GEMM]]]\n",
+                argv[0]);
         return 2;
     }
     int B = atoi(argv[4]), S = atoi(argv[5]), runs = atoi(argv[6]), threads = atoi(argv[7]);
@@ -48,6 +51,12 @@ int main(int argc, char **argv)
     struct nlpd_error err = {0};
     const char *backend = argc > 8 ? argv[8] : "cpu", *dtype = argc > 9 ? argv[9] : "fp32";
     int on_cpu = !strcmp(backend, "cpu");
+    int gemm = nlpd_cpu_gemm_parse(argc > 10 ? argv[10] : "auto");
+    if (gemm < 0) {
+        fprintf(stderr, "CPU_GEMM must be auto, openblas or onednn\n");
+        return 2;
+    }
+    nlpd_kernels_set_cpu_gemm((enum nlpd_cpu_gemm)gemm);
     struct nlpd_encoder_opts opts = {.threads = threads, .backend = backend, .dtype = dtype};
     nlpd_kernels_set_logger(log_backend); /* which backend ran it, and why */
     double t0 = now();
@@ -91,9 +100,12 @@ int main(int argc, char **argv)
     for (int s = 0; s < 4; s++)
         gflop += 2.0 * shapes[s][0] * shapes[s][1] * shapes[s][2] * 1e-9;
     double *times = malloc((size_t)runs * sizeof *times), *gtimes = malloc((size_t)(runs + 1) * sizeof *gtimes);
+    /* BENCH_SGEMM=0: no sgemm reference (bench/encoder/peers.py times engines, not the GEMM ceiling) */
+    const char *sg = getenv("BENCH_SGEMM");
+    int do_sgemm = on_cpu && !(sg && !strcmp(sg, "0"));
     for (int i = -1; i < runs; i++) { /* i = -1 warms sgemm up */
         t0 = now();
-        for (int s = 0; s < 4 && on_cpu; s++)
+        for (int s = 0; s < 4 && do_sgemm; s++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, a,
                         shapes[s][2], b, shapes[s][1], 0.0f, cc, shapes[s][1]);
         gtimes[i + 1] = now() - t0;
@@ -111,15 +123,17 @@ int main(int argc, char **argv)
         printf("%s%.6f", i ? ", " : "", times[i]);
     printf("], \"sgemm_gflops_runs\": [");
     for (int i = 1; i <= runs; i++)
-        printf("%s%.3f", i > 1 ? ", " : "", gflop / gtimes[i]);
+        printf("%s%.3f", i > 1 ? ", " : "", do_sgemm ? gflop / gtimes[i] : 0.0);
     double enc_s = median(times, runs);
     double sgemm_s = median(gtimes + 1, runs);
     double flops = nlpd_encoder_flops(enc, B, S);
     printf("], \"nlpd_median_s\": %.6f, \"nlpd_seq_per_s\": %.3f, \"nlpd_gflops\": %.2f, \"sgemm_gflops\": %.2f, "
            "\"load_s\": %.3f, \"simd\": \"%s\", \"threads\": %d, \"gflop_per_batch\": %.2f, "
-           "\"backend\": \"%s\", \"dtype\": \"%s\", \"batch\": %d, \"seq\": %d, \"latency_ms\": %.3f}\n",
-           enc_s, B / enc_s, flops * 1e-9 / enc_s, on_cpu ? gflop / sgemm_s : 0.0, load_s, nlpd_kernels_cpu_simd(),
-           openblas_get_num_threads(), flops * 1e-9, backend, dtype, B, S, enc_s * 1e3);
+           "\"backend\": \"%s\", \"dtype\": \"%s\", \"cpu_gemm\": \"%s\", \"batch\": %d, \"seq\": %d, "
+           "\"latency_ms\": %.3f}\n",
+           enc_s, B / enc_s, flops * 1e-9 / enc_s, do_sgemm ? gflop / sgemm_s : 0.0, load_s, nlpd_kernels_cpu_simd(),
+           openblas_get_num_threads(), flops * 1e-9, backend, dtype, nlpd_cpu_gemm_name((enum nlpd_cpu_gemm)gemm), B, S,
+           enc_s * 1e3);
     free(a);
     free(b);
     free(cc);

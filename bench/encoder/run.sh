@@ -4,7 +4,9 @@
 # same token ids, same thread count. Prints sequences/s for both, the ratio, the largest logit difference, and
 # nlpd's GFLOP/s next to OpenBLAS sgemm's on the same matrix shapes. Medians of RUNS timed runs after a warm-up.
 # Environment: THREADS (default: online CPUs), ROUNDS (2), RUNS (3 per round), BATCH (32), SEQ (128), LAYERS (12), HIDDEN (768),
-# HEADS (12), FFN (3072).
+# HEADS (12), FFN (3072). On the CPU (the default) it runs peers.py: nlpd fp32/bf16/int8, ONNX Runtime fp32/int8
+# and PyTorch fp32/int8/bf16 at BATCHES ("32 1") x THREADS_LIST ("1 2"), engines interleaved, RUNS_B1 (15) runs
+# per process at batch 1.
 set -eu
 cd "$(dirname "$0")/../.."
 
@@ -70,62 +72,31 @@ PYEOF
     exit 0
 fi
 
-if ! $PY -c 'import torch, numpy' 2> /dev/null; then
-    echo "== installing python3-torch (PyTorch baseline)"
-    apt-get install -y python3-torch > /dev/null
+# --- CPU: nlpd fp32 / bf16 / int8 against ONNX Runtime and PyTorch (peers.py; README "Performance") ---
+if ! $PY -c 'import torch, numpy, onnx' 2> /dev/null; then
+    echo "== installing python3-torch python3-onnx (PyTorch baseline, ONNX export)"
+    apt-get install -y python3-torch python3-onnx > /dev/null
+fi
+ORT_DIR=build/ort
+if [ ! -f "$ORT_DIR/node_modules/onnxruntime-node/package.json" ]; then
+    echo "== installing npm onnxruntime-node into $ORT_DIR (its CPU library ships in the package)"
+    mkdir -p "$ORT_DIR"
+    # --ignore-scripts: the install script only fetches the CUDA/TensorRT providers (from nuget), not needed here
+    (cd "$ORT_DIR" && npm install --no-audit --no-fund --ignore-scripts onnxruntime-node@1.30.0 > /dev/null)
 fi
 
 echo "== building"
-make --no-print-directory -j"$(nproc)" build/libnlpd.a > /dev/null
+make --no-print-directory -j"$(nproc)" build/bench/bench_encoder > /dev/null
 mkdir -p "$OUT"
-# shellcheck disable=SC2046
-cc -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Ikernels -Istages/models $(pkg-config --cflags jansson openblas) \
-    -o "$OUT/bench_encoder" bench/encoder/bench_encoder.c build/libnlpd.a \
-    $(pkg-config --libs jansson openblas) -lm -pthread
-
 if [ ! -f "$MODEL/model.safetensors" ]; then
     echo "== writing the random-weight model to $MODEL"
     $PY bench/encoder/gen_model.py "$MODEL" --layers "$LAYERS" --hidden "$HIDDEN" --heads "$HEADS" --ffn "$FFN"
 fi
-
-# Rounds alternate nlpd and PyTorch so that both see the same background load; medians pool every round.
-r=1
-: > "$OUT/nlpd.jsonl"
-: > "$OUT/torch.jsonl"
-while [ "$r" -le "$ROUNDS" ]; do
-    echo "== round $r/$ROUNDS: nlpd, batch $BATCH x seq $SEQ, $THREADS threads, $RUNS runs"
-    OPENBLAS_NUM_THREADS=$THREADS "$OUT/bench_encoder" "$MODEL" "$OUT/ids.bin" "$OUT/logits.bin" \
-        "$BATCH" "$SEQ" "$RUNS" "$THREADS" | tee -a "$OUT/nlpd.jsonl"
-    echo "== round $r/$ROUNDS: PyTorch, same shapes, same ids, $THREADS threads, $RUNS runs"
-    OMP_NUM_THREADS=$THREADS $PY bench/encoder/torch_bench.py "$MODEL" "$OUT/ids.bin" "$OUT/logits.bin" \
-        "$BATCH" "$SEQ" "$RUNS" "$THREADS" | tee -a "$OUT/torch.jsonl"
-    r=$((r + 1))
-done
-
-$PY - "$OUT/nlpd.jsonl" "$OUT/torch.jsonl" "$BATCH" "$SEQ" "$LAYERS" "$HIDDEN" "$HEADS" "$FFN" "$THREADS" << 'PYEOF'
-import json, sys
-import statistics
-ns = [json.loads(x) for x in open(sys.argv[1]) if x.strip()]
-ts = [json.loads(x) for x in open(sys.argv[2]) if x.strip()]
-b, s, l, h, a, f, th = sys.argv[3:10]
-n = dict(ns[-1])
-n["nlpd_median_s"] = statistics.median([x for r in ns for x in r["nlpd_times"]])
-n["nlpd_seq_per_s"] = int(b) / n["nlpd_median_s"]
-n["nlpd_gflops"] = n["gflop_per_batch"] / n["nlpd_median_s"]
-n["sgemm_gflops"] = statistics.median([x for r in ns for x in r["sgemm_gflops_runs"]])
-t = {"torch_median_s": statistics.median([x for r in ts for x in r["torch_times"]]),
-     "max_abs_diff": max(r["max_abs_diff"] for r in ts)}
-tsps = int(b) / t["torch_median_s"]
-runs = sum(len(r["nlpd_times"]) for r in ns)
-print()
-print(f"BERT shapes L={l} H={h} A={a} FFN={f}, batch {b} x seq {s}, {th} threads ({n['simd']} kernels), "
-      f"medians of {runs} runs each")
-print(f"| engine  | median s/batch | sequences/s | GFLOP/s |")
-print(f"|---------|---------------:|------------:|--------:|")
-print(f"| nlpd    | {n['nlpd_median_s']:14.3f} | {n['nlpd_seq_per_s']:11.2f} | {n['nlpd_gflops']:7.1f} |")
-print(f"| PyTorch | {t['torch_median_s']:14.3f} | {tsps:11.2f} | {n['gflop_per_batch'] / t['torch_median_s']:7.1f} |")
-print(f"nlpd / PyTorch throughput: {n['nlpd_seq_per_s'] / tsps:.2f}x")
-print(f"OpenBLAS sgemm alone on the layer's shapes: {n['sgemm_gflops']:.1f} GFLOP/s; "
-      f"nlpd reaches {100 * n['nlpd_gflops'] / n['sgemm_gflops']:.0f}% of it")
-print(f"max |logit difference| nlpd vs PyTorch: {t['max_abs_diff']:.3g}")
-PYEOF
+echo "== exporting ONNX fp32 and dynamic-int8 models (once)"
+$PY bench/encoder/onnx_export.py "$MODEL" "$OUT/onnx" 2> "$OUT/onnx_export.log" || {
+    cat "$OUT/onnx_export.log"
+    exit 1
+}
+MODEL=$MODEL OUT=$OUT SEQ=$SEQ NODE_PATH=$PWD/$ORT_DIR/node_modules \
+    BATCHES=${BATCHES:-32 1} THREADS_LIST=${THREADS_LIST:-1 2} ROUNDS=${ROUNDS} RUNS=${RUNS} \
+    $PY bench/encoder/peers.py build/bench/bench_encoder

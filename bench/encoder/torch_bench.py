@@ -2,7 +2,10 @@
 """The PyTorch baseline of bench/encoder: the same BERT shapes as a plain torch.nn model (no transformers), loaded
 from the benchmark's model.safetensors, run on the same token ids with the same thread count. Prints the median
 seconds per batch and the largest logit difference from nlpd's logits.
-usage: torch_bench.py MODEL_DIR IDS_FILE NLPD_LOGITS BATCH SEQ RUNS THREADS"""
+usage: torch_bench.py MODEL_DIR IDS_FILE NLPD_LOGITS BATCH SEQ RUNS THREADS [DEVICE [DTYPE]]
+DEVICE cpu (default) | cuda; DTYPE fp32 | fp16 | bf16 | int8 (CPU: bf16 = autocast, int8 = quantize_dynamic on
+oneDNN)"""
+import contextlib
 import json
 import math
 import statistics
@@ -105,18 +108,26 @@ def main():
     batch, seq, runs, threads = (int(x) for x in sys.argv[4:8])
     # optional: DEVICE (cpu | cuda) and DTYPE (fp32 | fp16 | bf16), for the GPU baseline of --backend cuda
     device = sys.argv[8] if len(sys.argv) > 8 else "cpu"
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[sys.argv[9] if len(sys.argv) > 9 else "fp32"]
+    # on the CPU: int8 = quantize_dynamic of every Linear on the oneDNN engine; bf16 = autocast (bf16 matmuls)
+    name = sys.argv[9] if len(sys.argv) > 9 else "fp32"
+    cpu_mode = name if device == "cpu" and name in ("int8", "bf16") else None
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}[name]
     torch.set_num_threads(threads)
     cfg = json.load(open(model_dir + "/config.json"))
     m = Bert(cfg).eval()
     m.load(load_safetensors(model_dir + "/model.safetensors"))
-    m = m.to(device=device, dtype=dtype)
+    if cpu_mode == "int8":
+        torch.backends.quantized.engine = "onednn"
+        m = torch.ao.quantization.quantize_dynamic(m, {nn.Linear}, dtype=torch.qint8)
+    elif cpu_mode is None:
+        m = m.to(device=device, dtype=dtype)
     raw = np.fromfile(ids_file, dtype="<i4").reshape(2, batch, seq)
     ids = torch.from_numpy(raw[0].astype(np.int64)).to(device)
     mask = torch.from_numpy(raw[1].astype(np.int64)).to(device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     times = []
-    with torch.inference_mode():
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if cpu_mode == "bf16" else contextlib.nullcontext()
+    with torch.inference_mode(), amp:
         logits = m(ids, mask)  # warm-up
         sync()
         for _ in range(runs):

@@ -7,7 +7,8 @@
 # do the same work. Prints target tokens/s (medians over RUNS rounds), the nlpd/PyTorch ratio and the share of
 # sentences whose output ids agree.
 # Environment: THREADS (default: online CPUs), RUNS (3), SENTENCES (500, greedy), BEAM_SENTENCES (96, beam search:
-# the first ones of the same sources), BEAMS (4), BATCH (32), MAX_LENGTH (33), SEED (1).
+# the first ones of the same sources), BEAMS (4), BATCH (32), MAX_LENGTH (33), SEED (1), DTYPE (fp32; bf16 or int8:
+# nlpd's CPU dtypes, compared with PyTorch fp32's output ids).
 set -eu
 cd "$(dirname "$0")/../.."
 
@@ -19,6 +20,7 @@ BEAMS=${BEAMS:-4}
 BATCH=${BATCH:-32}
 MAX_LENGTH=${MAX_LENGTH:-33}
 SEED=${SEED:-1}
+DTYPE=${DTYPE:-fp32}
 if [ "$BEAM_SENTENCES" -gt "$SENTENCES" ]; then BEAM_SENTENCES=$SENTENCES; fi
 PY=/usr/bin/python3 # Debian's python, where python3-torch lives
 OUT=build/bench-translate
@@ -61,7 +63,7 @@ now() { date +%s.%N; }
 nlpd_run() {
     t0=$(now)
     "$NLPD" infer --model "$MODEL" --num-beams "$1" --max-length "$MAX_LENGTH" --min-length "$MAX_LENGTH" \
-        --forced-eos-token-id -1 --batch "$BATCH" --threads "$THREADS" < "$2" > "$3"
+        --forced-eos-token-id -1 --batch "$BATCH" --threads "$THREADS" --dtype "$DTYPE" < "$2" > "$3"
     t1=$(now)
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
 }

@@ -18,6 +18,7 @@ usage: torch_translate.py MODEL_DIR SOURCES.jsonl BATCH MAX_LENGTH THREADS OUT_P
   OUT_PREFIX-beamsK.jsonl.
   Prints one JSON line {"beams": {"K": seconds}, "target_tokens": {"K": n}, "threads", "torch"}."""
 import json
+import os
 import math
 import struct
 import sys
@@ -229,6 +230,9 @@ def main():
     srcs = [json.loads(x)["input_ids"] for x in open(src_file) if x.strip()]
     with torch.inference_mode():
         m = Marian(cfg, load_safetensors(model_dir + "/model.safetensors")).eval()
+        if os.environ.get("TORCH_DTYPE") == "int8":  # quantize_dynamic (oneDNN engine) of every nn.Linear
+            torch.backends.quantized.engine = "onednn"
+            m = torch.ao.quantization.quantize_dynamic(m, {nn.Linear}, dtype=torch.qint8)
         res = {"beams": {}, "target_tokens": {}}
         for K, n in specs:
             chosen = srcs[:n]

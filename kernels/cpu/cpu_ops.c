@@ -6,6 +6,7 @@
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -385,11 +386,21 @@ static void softmax_row(float *x, int n)
     softmax_row_scalar(x, n);
 }
 
+/* OpenMP threads for a row-wise pass over rows x cols floats (see team() in cpu_quant.c). */
+static int row_team(int rows, int cols)
+{
+    if ((size_t)rows * (size_t)cols < ((size_t)1 << 19) || rows < 2)
+        return 1;
+    int t = omp_get_max_threads();
+    return t < rows ? t : rows;
+}
+
 void nlpd_cpu_bias_act(const struct nlpd_op_bias_act *p)
 {
     nlpd_cpu_simd_avx2();
     if (!p->bias && p->act == NLPD_ACT_NONE)
         return;
+#pragma omp parallel for num_threads(row_team(p->rows, p->cols)) schedule(static)
     for (int r = 0; r < p->rows; r++)
         bias_act_row(p->x + (size_t)r * p->ld, p->bias, p->cols, p->act);
 }
@@ -413,6 +424,7 @@ void nlpd_cpu_layer_norm(const struct nlpd_op_layer_norm *p)
 {
     int avx = nlpd_cpu_simd_avx2();
     (void)avx;
+#pragma omp parallel for num_threads(row_team(p->rows, p->cols)) schedule(static)
     for (int r = 0; r < p->rows; r++) {
         size_t o = (size_t)r * p->cols;
         const float *bias = p->bias, *res = p->residual ? p->residual + o : NULL;
@@ -431,6 +443,20 @@ void nlpd_cpu_softmax(const struct nlpd_op_softmax *p)
     nlpd_cpu_simd_avx2();
     for (int r = 0; r < p->rows; r++)
         softmax_row(p->x + (size_t)r * p->ld, p->cols);
+}
+
+void nlpd_cpu_softmax_masked(float *x, int rows, int cols, const int32_t *mask)
+{
+    nlpd_cpu_simd_avx2();
+#pragma omp parallel for num_threads(row_team(rows, cols)) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *row = x + (size_t)r * cols;
+        if (mask)
+            for (int j = 0; j < cols; j++)
+                if (!mask[j])
+                    row[j] += -FLT_MAX;
+        softmax_row(row, cols);
+    }
 }
 
 void nlpd_cpu_attention(const struct nlpd_op_attention *p, float *scratch)

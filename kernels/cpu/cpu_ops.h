@@ -17,6 +17,9 @@ void nlpd_cpu_softmax(const struct nlpd_op_softmax *p);
 void nlpd_cpu_attention(const struct nlpd_op_attention *p, float *scratch);
 /* scratch: at least q_len * kv_len floats. */
 void nlpd_cpu_attention_kv(const struct nlpd_op_attention_kv *p, float *scratch);
+/* Row-wise softmax of x[rows, cols] (dense), mask[cols] (1 = attend, may be NULL) applied as -FLT_MAX added,
+ * rows shared among OpenMP threads. */
+void nlpd_cpu_softmax_masked(float *x, int rows, int cols, const int32_t *mask);
 int nlpd_cpu_gather_rows(const struct nlpd_op_gather_rows *p, struct nlpd_error *err);
 int nlpd_cpu_embed(const struct nlpd_op_embed *p, struct nlpd_error *err);
 

@@ -205,14 +205,17 @@ struct nlpd_encoder *nlpd_encoder_load(const char *dir, const struct nlpd_encode
         struct nlpd_backend_opts bo;
         nlpd_backend_opts_default(&bo);
         if (opts && opts->backend) {
-            int dt = opts->dtype ? nlpd_dtype_parse(opts->dtype) : (int)bo.dtype;
-            if (dt < 0) {
-                nlpd_error_set(err, NLPD_EINVAL, 0, "unknown dtype \"%s\" (fp32, fp16, bf16)", opts->dtype);
-                goto fail;
-            }
             bo.name = opts->backend;
             bo.device = opts->device;
+        }
+        if (opts && opts->dtype) { /* asked for by name: an error where it cannot run, not a fallback */
+            int dt = nlpd_dtype_parse(opts->dtype);
+            if (dt < 0) {
+                nlpd_error_set(err, NLPD_EINVAL, 0, "unknown dtype \"%s\" (fp32, fp16, bf16, int8)", opts->dtype);
+                goto fail;
+            }
             bo.dtype = (enum nlpd_dtype)dt;
+            bo.dtype_strict = 1;
         }
         bo.threads = opts ? opts->threads : 0;
         if (!(enc->be = nlpd_backend_new_opts(&bo, err)))
@@ -277,6 +280,11 @@ int nlpd_encoder_max_seq(const struct nlpd_encoder *enc)
         return c->max_position_embeddings - c->pad_token_id - 1 > 0 ? c->max_position_embeddings - c->pad_token_id - 1
                                                                     : 0;
     return c->max_position_embeddings;
+}
+
+enum nlpd_dtype nlpd_encoder_dtype(const struct nlpd_encoder *enc)
+{
+    return nlpd_backend_dtype(enc->be);
 }
 
 double nlpd_encoder_flops(const struct nlpd_encoder *enc, int batch, int seq)

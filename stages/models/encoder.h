@@ -20,7 +20,8 @@ struct nlpd_encoder_opts {
                                 (ignored when `be` is given) */
     int threads;             /* 0 = online CPUs */
     int device;              /* CUDA device, when backend is given */
-    const char *dtype;       /* "fp32" | "fp16" | "bf16" when backend is given; NULL = the process default */
+    const char *dtype;       /* "fp32" | "fp16" | "bf16" | "int8": an error when the backend cannot run it;
+                                NULL = the process default (kernels.dtype, which falls back to fp32 instead) */
     struct nlpd_backend *be; /* optional shared backend (borrowed); NULL = the encoder creates its own */
     int task;                /* -1 or 0 = from config.json's architectures; else an enum nlpd_hf_task */
 };
@@ -62,6 +63,9 @@ struct nlpd_encoder_output {
 /* Runs one batch. Thread-safe for concurrent calls with different workspaces. */
 int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws *ws,
                          const struct nlpd_encoder_input *in, struct nlpd_encoder_output *out, struct nlpd_error *err);
+
+/* The dtype its matrix products run in (fp32 when a process default fell back). */
+enum nlpd_dtype nlpd_encoder_dtype(const struct nlpd_encoder *enc);
 
 /* FLOPs of one forward over batch x seq tokens (matrix products only), for benchmarks. */
 double nlpd_encoder_flops(const struct nlpd_encoder *enc, int batch, int seq);

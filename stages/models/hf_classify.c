@@ -32,14 +32,14 @@ struct nlpd_hf_ws {
     size_t padded_tokens; /* run through the encoder since the last nlpd_hf_ws_take_padded_tokens() */
 };
 
-struct nlpd_hf_model *nlpd_hf_model_load(const char *dir, int threads, struct nlpd_error *err)
+struct nlpd_hf_model *nlpd_hf_model_load(const char *dir, int threads, const char *dtype, struct nlpd_error *err)
 {
     struct nlpd_hf_model *m = calloc(1, sizeof *m);
     if (!m) {
         nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
         return NULL;
     }
-    struct nlpd_encoder_opts opts = {.threads = threads};
+    struct nlpd_encoder_opts opts = {.threads = threads, .dtype = dtype && strcmp(dtype, "default") ? dtype : NULL};
     m->enc = nlpd_encoder_load(dir, &opts, err);
     if (!m->enc)
         goto bad;
@@ -74,6 +74,11 @@ void nlpd_hf_model_free(struct nlpd_hf_model *m)
     nlpd_tokenizer_free(m->tok);
     nlpd_encoder_free(m->enc);
     free(m);
+}
+
+enum nlpd_dtype nlpd_hf_model_dtype(const struct nlpd_hf_model *m)
+{
+    return nlpd_encoder_dtype(m->enc);
 }
 
 enum nlpd_hf_task nlpd_hf_model_task(const struct nlpd_hf_model *m)

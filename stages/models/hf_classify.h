@@ -14,8 +14,12 @@ struct nlpd_hf_model;
 struct nlpd_hf_ws;
 
 /* Loads DIR (config.json, model.safetensors, tokenizer files). threads: BLAS threads per call (stages use 1:
- * the pipeline's workers are the parallelism). NULL with err naming the file on failure. */
-struct nlpd_hf_model *nlpd_hf_model_load(const char *dir, int threads, struct nlpd_error *err);
+ * the pipeline's workers are the parallelism). dtype: "fp32" | "bf16" | "int8" | "fp16" (an error where the
+ * backend cannot run it), or NULL / "default" for kernels.dtype (fp32 with a log line where it cannot run).
+ * NULL with err naming the file on failure. */
+struct nlpd_hf_model *nlpd_hf_model_load(const char *dir, int threads, const char *dtype, struct nlpd_error *err);
+/* The dtype its matrix products run in, after any fallback. */
+enum nlpd_dtype nlpd_hf_model_dtype(const struct nlpd_hf_model *m);
 void nlpd_hf_model_free(struct nlpd_hf_model *m);
 
 enum nlpd_hf_task nlpd_hf_model_task(const struct nlpd_hf_model *m);

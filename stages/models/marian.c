@@ -411,7 +411,21 @@ struct nlpd_marian *nlpd_marian_load(const char *dir, const struct nlpd_marian_o
     if (opts && opts->be) {
         m->be = opts->be;
     } else {
-        if (!(m->be = nlpd_backend_new(opts ? opts->backend : NULL, opts ? opts->threads : 0, err)))
+        struct nlpd_backend_opts bo;
+        nlpd_backend_opts_default(&bo);
+        if (opts && opts->backend)
+            bo.name = opts->backend;
+        bo.threads = opts ? opts->threads : 0;
+        if (opts && opts->dtype && strcmp(opts->dtype, "default")) { /* asked for by name: no fallback */
+            int dt = nlpd_dtype_parse(opts->dtype);
+            if (dt < 0) {
+                nlpd_error_set(err, NLPD_EINVAL, 0, "unknown dtype \"%s\" (fp32, fp16, bf16, int8)", opts->dtype);
+                goto fail;
+            }
+            bo.dtype = (enum nlpd_dtype)dt;
+            bo.dtype_strict = 1;
+        }
+        if (!(m->be = nlpd_backend_new_opts(&bo, err)))
             goto fail;
         m->own_be = 1;
     }
@@ -467,6 +481,11 @@ void nlpd_marian_free(struct nlpd_marian *m)
     free(m->bad);
     free(m->bad_off);
     free(m);
+}
+
+enum nlpd_dtype nlpd_marian_dtype(const struct nlpd_marian *m)
+{
+    return nlpd_backend_dtype(m->be);
 }
 
 const struct nlpd_marian_config *nlpd_marian_config(const struct nlpd_marian *m)

@@ -29,6 +29,8 @@ struct nlpd_marian_opts {
     const char *backend;     /* "auto" | "cpu" | "cuda"; NULL = auto (ignored when `be` is given) */
     int threads;             /* 0 = online CPUs */
     struct nlpd_backend *be; /* optional shared backend (borrowed) */
+    const char *dtype;       /* "fp32" | "fp16" | "bf16" | "int8": an error where the backend cannot run it;
+                                NULL or "default" = kernels.dtype (fp32 with a log line where it cannot run) */
 };
 
 /* Loads DIR/config.json, DIR/model.safetensors and DIR/generation_config.json (when present; else the
@@ -36,6 +38,8 @@ struct nlpd_marian_opts {
 struct nlpd_marian *nlpd_marian_load(const char *dir, const struct nlpd_marian_opts *opts, struct nlpd_error *err);
 void nlpd_marian_free(struct nlpd_marian *m);
 const struct nlpd_marian_config *nlpd_marian_config(const struct nlpd_marian *m);
+/* The dtype its matrix products run in, after any fallback. */
+enum nlpd_dtype nlpd_marian_dtype(const struct nlpd_marian *m);
 
 /* The model's generation defaults (num_beams, max_length, bad_words_ids, forced_eos_token_id, ...); pointers
  * inside stay valid while the model lives. max_length follows generate(): a value equal to transformers' default

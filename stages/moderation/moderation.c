@@ -14,6 +14,7 @@
 
 struct moderation {
     char *model;
+    char *dtype;
     int multi_label;
     struct nlpd_conf_map categories;
     double threshold;
@@ -50,6 +51,11 @@ struct moderation_thread {
 static const struct nlpd_conf_entry moderation_conf[] = {
     {"model", NLPD_CONF_PATH, NULL, offsetof(struct moderation, model), NLPD_CONF_MODEL, NULL, 0, 0,
      "a Hugging Face sequence-classification folder (e.g. a toxicity model); optional when `lexicon` is given"},
+    {"dtype", NLPD_CONF_ENUM, "default", offsetof(struct moderation, dtype), NLPD_CONF_CACHE_KEY,
+     "default|fp32|fp16|bf16|int8", 0, 0,
+     "precision of the model's matrix products on the CPU: \"default\" = kernels.dtype; \"bf16\" (AVX512-BF16) "
+     "or \"int8\" (dynamic quantisation, AVX512-VNNI / AVX-VNNI) are an error on a CPU without them; \"fp16\" is "
+     "CUDA-only. Part of the cache key and of meta.models"},
     {"multi_label", NLPD_CONF_BOOL, "false", offsetof(struct moderation, multi_label), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "score every label with a sigmoid (independent labels) even when config.json does not say "
      "problem_type = \"multi_label_classification\"; otherwise softmax"},
@@ -107,7 +113,7 @@ static int category_threshold(const struct moderation *s, const char *cat, float
 
 static int load_model(struct moderation *s, struct nlpd_error *err)
 {
-    s->hf = nlpd_hf_model_load(s->model, 1, err);
+    s->hf = nlpd_hf_model_load(s->model, 1, s->dtype, err);
     if (!s->hf)
         return err->code ? err->code : NLPD_EFORMAT;
     if (nlpd_hf_model_task(s->hf) != NLPD_HF_TASK_SEQ_CLS)
@@ -334,6 +340,12 @@ static void moderation_fini(void *ctx)
     nlpd_lexicon_free(s->lx);
 }
 
+static const char *moderation_variant(void *ctx)
+{
+    struct moderation *s = ctx;
+    return s->hf ? nlpd_dtype_name(nlpd_hf_model_dtype(s->hf)) : NULL;
+}
+
 const struct nlpd_stage_plugin nlpd_stage_moderation = {
     .abi = NLPD_STAGE_ABI,
     .name = "moderation",
@@ -347,4 +359,5 @@ const struct nlpd_stage_plugin nlpd_stage_moderation = {
     .process = moderation_process,
     .fini = moderation_fini,
     .results = NLPD_RESULT_MODERATION,
+    .model_variant = moderation_variant,
 };

@@ -15,6 +15,7 @@
 
 struct ner {
     char *model;
+    char *dtype;
     char *aggregation;
     struct nlpd_conf_list ignore_labels;
     long long stride;
@@ -65,6 +66,11 @@ struct ner_thread {
 static const struct nlpd_conf_entry ner_conf[] = {
     {"model", NLPD_CONF_PATH, NULL, offsetof(struct ner, model), NLPD_CONF_REQUIRED | NLPD_CONF_MODEL, NULL, 0, 0,
      "Hugging Face token-classification model folder (config.json, model.safetensors, tokenizer files)"},
+    {"dtype", NLPD_CONF_ENUM, "default", offsetof(struct ner, dtype), NLPD_CONF_CACHE_KEY, "default|fp32|fp16|bf16|int8",
+     0, 0,
+     "precision of the model's matrix products on the CPU: \"default\" = kernels.dtype; \"bf16\" (AVX512-BF16) "
+     "or \"int8\" (dynamic quantisation, AVX512-VNNI / AVX-VNNI) are an error on a CPU without them; \"fp16\" is "
+     "CUDA-only. Part of the cache key and of meta.models"},
     {"aggregation", NLPD_CONF_ENUM, "simple", offsetof(struct ner, aggregation), NLPD_CONF_CACHE_KEY,
      "none|simple|first|average|max", 0, 0,
      "transformers' aggregation_strategy: none (one entity per token), simple (B-/I- groups of tokens), "
@@ -152,7 +158,7 @@ static int ner_init(void *ctx, struct nlpd_error *err)
     if (a < 0)
         return nlpd_error_set(err, NLPD_EINVAL, 0, "aggregation: unknown strategy \"%s\"", s->aggregation);
     s->agg = (enum nlpd_ner_agg)a;
-    s->m = nlpd_hf_model_load(s->model, 1, err);
+    s->m = nlpd_hf_model_load(s->model, 1, s->dtype, err);
     if (!s->m)
         return err && err->code ? err->code : NLPD_EFORMAT;
     if (nlpd_hf_model_task(s->m) != NLPD_HF_TASK_TOKEN_CLS)
@@ -507,6 +513,12 @@ static void ner_fini(void *ctx)
     nlpd_hf_model_free(s->m);
 }
 
+static const char *ner_variant(void *ctx)
+{
+    struct ner *s = ctx;
+    return s->m ? nlpd_dtype_name(nlpd_hf_model_dtype(s->m)) : NULL;
+}
+
 const struct nlpd_stage_plugin nlpd_stage_ner = {
     .abi = NLPD_STAGE_ABI,
     .name = "ner",
@@ -520,4 +532,5 @@ const struct nlpd_stage_plugin nlpd_stage_ner = {
     .process = ner_process,
     .fini = ner_fini,
     .results = NLPD_RESULT_ENTITIES,
+    .model_variant = ner_variant,
 };

@@ -23,6 +23,7 @@ struct smodel {
 struct sentiment {
     char *backend;
     char *model;
+    char *dtype;
     struct nlpd_conf_map models;
     struct nlpd_conf_map labels;
     char *label_prefix;
@@ -66,6 +67,11 @@ static const struct nlpd_conf_entry sentiment_conf[] = {
      NULL, 0, 0, "fastText: separate . , ' ( ) ! ? from words and drop \" ; : as fastText's training scripts did"},
     {"scores", NLPD_CONF_BOOL, "false", offsetof(struct sentiment, scores), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "also write every label's score (sentiment.scores)"},
+    {"dtype", NLPD_CONF_ENUM, "default", offsetof(struct sentiment, dtype), NLPD_CONF_CACHE_KEY,
+     "default|fp32|fp16|bf16|int8", 0, 0,
+     "precision of the model's matrix products on the CPU: \"default\" = kernels.dtype; \"bf16\" (AVX512-BF16) "
+     "or \"int8\" (dynamic quantisation, AVX512-VNNI / AVX-VNNI) are an error on a CPU without them; \"fp16\" is "
+     "CUDA-only. Part of the cache key and of meta.models"},
     {"max_tokens", NLPD_CONF_INT, "8192", offsetof(struct sentiment, max_tokens), 0, NULL, 16, 1 << 24,
      "Hugging Face: padded-token budget of one forward pass (records are grouped by length under it)"},
     {0},
@@ -90,7 +96,7 @@ static int load_model(struct sentiment *s, struct smodel *m, const char *path, s
 {
     int hf = strcmp(s->backend, "hf") == 0 || (strcmp(s->backend, "auto") == 0 && is_dir(path));
     if (hf) {
-        m->hf = nlpd_hf_model_load(path, 1, err);
+        m->hf = nlpd_hf_model_load(path, 1, s->dtype, err);
         if (!m->hf)
             return err->code ? err->code : NLPD_EFORMAT;
         if (nlpd_hf_model_task(m->hf) != NLPD_HF_TASK_SEQ_CLS)
@@ -360,6 +366,16 @@ static void sentiment_fini(void *ctx)
     free(s->m);
 }
 
+/* The dtype of its Hugging Face models (all loaded alike); NULL for fastText ones. */
+static const char *sentiment_variant(void *ctx)
+{
+    struct sentiment *s = ctx;
+    for (size_t i = 0; i < s->nm; i++)
+        if (s->m[i].hf)
+            return nlpd_dtype_name(nlpd_hf_model_dtype(s->m[i].hf));
+    return NULL;
+}
+
 const struct nlpd_stage_plugin nlpd_stage_sentiment = {
     .abi = NLPD_STAGE_ABI,
     .name = "sentiment",
@@ -373,4 +389,5 @@ const struct nlpd_stage_plugin nlpd_stage_sentiment = {
     .process = sentiment_process,
     .fini = sentiment_fini,
     .results = NLPD_RESULT_SENTIMENT,
+    .model_variant = sentiment_variant,
 };

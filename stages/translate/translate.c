@@ -24,6 +24,7 @@ struct tmodel {
 
 struct translate {
     char *model;
+    char *dtype;
     struct nlpd_conf_map models;
     char *target_lang;
     char *target_token;
@@ -60,6 +61,11 @@ struct translate_thread {
 static const struct nlpd_conf_entry translate_conf[] = {
     {"model", NLPD_CONF_PATH, NULL, offsetof(struct translate, model), NLPD_CONF_MODEL, NULL, 0, 0,
      "the model: a Marian / OPUS-MT Hugging Face folder (one of model or models)"},
+    {"dtype", NLPD_CONF_ENUM, "default", offsetof(struct translate, dtype), NLPD_CONF_CACHE_KEY,
+     "default|fp32|fp16|bf16|int8", 0, 0,
+     "precision of the model's matrix products: \"default\" = kernels.dtype; \"bf16\" (AVX512-BF16) or \"int8\" "
+     "(dynamic quantisation, AVX512-VNNI / AVX-VNNI; CPU) are an error on a CPU without them; \"fp16\" is "
+     "CUDA-only. Part of the cache key and of meta.models"},
     {"models", NLPD_CONF_MAP, NULL, offsetof(struct translate, models), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "per-language models keyed on lang.code (langid must run first), e.g. ((\"de\", \"models/opus-mt-de-en\"), "
      "(\"default\", \"models/opus-mt-mul-en\")); records of other languages without a default are left alone"},
@@ -91,7 +97,7 @@ static const struct nlpd_conf_entry translate_conf[] = {
 
 static int load_model(struct translate *s, struct tmodel *m, const char *path, struct nlpd_error *err)
 {
-    struct nlpd_marian_opts opts = {.threads = 1};
+    struct nlpd_marian_opts opts = {.threads = 1, .dtype = s->dtype};
     if (!(m->mt = nlpd_marian_load(path, &opts, err)))
         return err->code ? err->code : NLPD_EFORMAT;
     if (!(m->tok = nlpd_marian_tok_load(path, err)))
@@ -475,6 +481,12 @@ static void translate_fini(void *ctx)
     free(s->m);
 }
 
+static const char *translate_variant(void *ctx)
+{
+    struct translate *s = ctx;
+    return s->nm && s->m[0].mt ? nlpd_dtype_name(nlpd_marian_dtype(s->m[0].mt)) : NULL;
+}
+
 const struct nlpd_stage_plugin nlpd_stage_translate = {
     .abi = NLPD_STAGE_ABI,
     .name = "translate",
@@ -488,4 +500,5 @@ const struct nlpd_stage_plugin nlpd_stage_translate = {
     .process = translate_process,
     .fini = translate_fini,
     .results = NLPD_RESULT_TRANSLATION,
+    .model_variant = translate_variant,
 };

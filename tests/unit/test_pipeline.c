@@ -42,7 +42,7 @@ static enum nlpd_stage_status tag_process(void *ctx, void *ts, struct nlpd_batch
 }
 
 static const struct nlpd_stage_plugin tag_stage = {NLPD_STAGE_ABI, "tag", "test", tag_conf, sizeof(struct tag_ctx),
-                                                   tag_init, NULL, NULL, tag_process, NULL, 0};
+                                                   tag_init, NULL, NULL, tag_process, NULL, 0, NULL};
 
 /* "picky": asks for a retry whenever a batch holds more than one record mentioning "oom" (so the
  * runner must split) or any "oom-always" (which must end as that record's error alone); "fatal" in a
@@ -76,7 +76,7 @@ static enum nlpd_stage_status picky_process(void *ctx, void *ts, struct nlpd_bat
 
 static const struct nlpd_conf_entry no_conf[] = {{0}};
 static const struct nlpd_stage_plugin picky_stage = {NLPD_STAGE_ABI, "picky", "test", no_conf, 0, NULL, NULL, NULL,
-                                                     picky_process, NULL, 0};
+                                                     picky_process, NULL, 0, NULL};
 
 static int noop_init(void *ctx, struct nlpd_error *err)
 {
@@ -286,7 +286,7 @@ static enum nlpd_stage_status gate_process(void *ctx, void *ts, struct nlpd_batc
 }
 
 static const struct nlpd_stage_plugin gate_stage = {NLPD_STAGE_ABI, "gate", "test", no_conf, 0, noop_init, NULL, NULL,
-                                                    gate_process, NULL, 0};
+                                                    gate_process, NULL, 0, NULL};
 
 static void count_space(void *user)
 {
