@@ -176,6 +176,7 @@ bench:
 	@sh bench/encoder/run.sh
 	@sh bench/cache/run.sh
 	@sh bench/translate/run.sh
+	@DTYPE=int8 TORCH_DTYPE=int8 sh bench/translate/run.sh
 
 # Binary, systemd unit (its paths set to PREFIX and SYSCONFDIR), sysusers entry, schema, docs and the GPU
 # drop-in; the config only when none is there yet, mode 0640 (it may hold passwords: the README's next step
