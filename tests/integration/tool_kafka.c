@@ -2,7 +2,8 @@
  *   tool_kafka mock PARTITIONS TOPIC[:PARTS]...   a 3-broker librdkafka mock cluster; prints the bootstrap list,
  *                                                 then obeys stdin: "down N", "up N", "quit" (EOF, SIGTERM: quit),
  *                                                 "reqerr APIKEY COUNT ERR" (the next COUNT requests of that
- *                                                 ApiKey fail with ERR), "topicerr TOPIC ERR" (0 clears it)
+ *                                                 ApiKey fail with ERR), "reqclear APIKEY" (drops those left),
+ *                                                 "topicerr TOPIC ERR" (metadata: the topic has ERR; 0 clears it)
  *   tool_kafka produce BOOTSTRAP TOPIC [--key-lines] [--hex] [--partition N]
  *                                                 one record per stdin line (no newline); --key-lines: the line
  *                                                 is KEY<TAB>VALUE; --hex: the value is written in hex (binary
@@ -153,6 +154,9 @@ static int cmd_mock(int argc, char **argv)
             rd_kafka_mock_push_request_errors_array(mc, (int16_t)api, (size_t)cnt, errs);
             fprintf(stderr, "tool_kafka: next %d request(s) of ApiKey %d fail with %s\n", cnt, api,
                     rd_kafka_err2str((rd_kafka_resp_err_t)code));
+        } else if (sscanf(line, "reqclear %d", &api) == 1) {
+            rd_kafka_mock_clear_request_errors(mc, (int16_t)api);
+            fprintf(stderr, "tool_kafka: request errors of ApiKey %d cleared\n", api);
         } else if (sscanf(line, "topicerr %255s %d", topic, &code) == 2) { /* metadata: the topic has this error */
             rd_kafka_mock_topic_set_error(mc, topic, (rd_kafka_resp_err_t)code);
             fprintf(stderr, "tool_kafka: topic %s: %s\n", topic, rd_kafka_err2str((rd_kafka_resp_err_t)code));
