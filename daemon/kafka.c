@@ -422,57 +422,56 @@ static enum refusal refused(struct nlpd_daemon *d, struct kitem *it, rd_kafka_re
 static int produce_one(struct nlpd_daemon *d, struct kitem *it)
 {
     const struct nlpd_kafka_conf *k = &d->cfg->kafka;
-    for (;;) {
-        rd_kafka_headers_t *h;
-        const void *value;
-        size_t len;
-        if (it->dead) {
-            h = dead_letter_headers(it);
-            value = it->msg->payload;
-            len = it->msg->len;
-            if (it->cut) {
-                char num[32];
-                snprintf(num, sizeof num, "%zu", it->msg->len);
-                add_header_str(h, "nlpd.original_size", num);
-                len = cut_length(d, it, h);
-            }
-        } else {
-            rd_kafka_headers_t *orig = NULL;
-            h = rd_kafka_message_headers(it->msg, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR && orig
-                    ? rd_kafka_headers_copy(orig)
-                    : NULL;
-            value = it->out.data;
-            len = it->out.len;
+again:;
+    rd_kafka_headers_t *h;
+    const void *value;
+    size_t len;
+    if (it->dead) {
+        h = dead_letter_headers(it);
+        value = it->msg->payload;
+        len = it->msg->len;
+        if (it->cut) {
+            char num[32];
+            snprintf(num, sizeof num, "%zu", it->msg->len);
+            add_header_str(h, "nlpd.original_size", num);
+            len = cut_length(d, it, h);
         }
-        const char *topic = it->dead ? k->dlq_topic : k->output_topic;
-        if (!it->dead && it->item.rec.moderation.route && it->item.rec.moderation.flagged) {
-            if (k->flagged_topic)
-                topic = k->flagged_topic;
-            else if (!d->warned_route++)
-                nlpd_log(NLPD_LOG_WARNING, "kafka",
-                         "moderation routes flagged records but kafka.flagged_topic is not set: "
-                         "they go to %s",
-                         k->output_topic);
-        }
-        /* No copy flag: value and key stay valid (owned by the item) until the delivery report. */
-        rd_kafka_resp_err_t err =
-            rd_kafka_producev(d->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_VALUE((void *)value, len),
-                              RD_KAFKA_V_KEY(it->msg->key, it->msg->key_len), RD_KAFKA_V_HEADERS(h),
-                              RD_KAFKA_V_OPAQUE(it), RD_KAFKA_V_END);
-        if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
-            return 0;
-        if (h)
-            rd_kafka_headers_destroy(h);
-        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            return 1;
-        if (classify(err) != PERR_RECORD) {
-            fail_fatal(d, "cannot produce to %s: %s", topic, rd_kafka_err2str(err));
-            return 1; /* kept, never acknowledged: its offset is never committed */
-        }
-        enum refusal r = refused(d, it, err);
-        if (r != REF_AGAIN)
-            return r == REF_DONE ? 0 : 1;
+    } else {
+        rd_kafka_headers_t *orig = NULL;
+        h = rd_kafka_message_headers(it->msg, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR && orig
+                ? rd_kafka_headers_copy(orig)
+                : NULL;
+        value = it->out.data;
+        len = it->out.len;
     }
+    const char *topic = it->dead ? k->dlq_topic : k->output_topic;
+    if (!it->dead && it->item.rec.moderation.route && it->item.rec.moderation.flagged) {
+        if (k->flagged_topic)
+            topic = k->flagged_topic;
+        else if (!d->warned_route++)
+            nlpd_log(NLPD_LOG_WARNING, "kafka", "moderation routes flagged records but kafka.flagged_topic is not set: "
+                                                "they go to %s",
+                     k->output_topic);
+    }
+    /* No copy flag: value and key stay valid (owned by the item) until the delivery report. */
+    rd_kafka_resp_err_t err =
+        rd_kafka_producev(d->producer, RD_KAFKA_V_TOPIC(topic),
+                          RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_KEY(it->msg->key, it->msg->key_len),
+                          RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(it), RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    if (h)
+        rd_kafka_headers_destroy(h);
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        return 1;
+    if (classify(err) == PERR_RECORD) { /* e.g. over message.max.bytes */
+        enum refusal r = refused(d, it, err);
+        if (r == REF_AGAIN)
+            goto again;
+        return r == REF_DONE ? 0 : 1;
+    }
+    fail_fatal(d, "cannot produce to %s: %s", topic, rd_kafka_err2str(err));
+    return 1; /* kept, never acknowledged: its offset is never committed */
 }
 
 static void push_pending(struct nlpd_daemon *d, struct kitem *it)
