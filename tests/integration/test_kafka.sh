@@ -1300,6 +1300,38 @@ case_term_inflight() {
     stop_mock
 }
 
+# The same with the embedded broker (inside nlpd: its commits go with it, so only the exit is checked).
+case_term_inflight_embedded() {
+    local name=sigterm_in_flight_embedded_broker_exits c=$T/tie.conf rc t0 t1 boot left
+    kpy gen 3000 "$T/tie.in" te
+    { echo 'kafka: { brokers = "embedded"; input_topics = [ "in" ]; output_topic = "out"; dlq_topic = "dlq";'
+      echo "  embedded_partitions = 4; properties = ( $DEFAULT_KPROPS ); };"
+      echo 'flow: { shutdown_timeout_ms = 0; };'; echo 'kernels: { threads = 1; };'; echo 'metrics: { listen = ""; };'
+      echo "$TRANSLATE"; } > "$c"
+    start_nlpd "$c" "$T/tie.log"
+    if ! wait_assigned "$T/tie.log" 60; then
+        nok "$name" "no partition assigned within 60 s: $(log_tail "$T/tie.log")"
+        stop "$NPID"
+        return
+    fi
+    boot=$(grep -o 'embedded broker at [0-9.:,]*' "$T/tie.log" | head -n 1 | cut -d' ' -f4)
+    boot=${boot%:}
+    timeout 180 "$TOOL" produce "$boot" in < "$T/tie.in" > /dev/null || { nok "$name" "produce to $boot failed"; stop "$NPID"; return; }
+    sleep 1.5
+    t0=$(now_ms)
+    stop "$NPID" TERM 20
+    rc=$?
+    t1=$(now_ms)
+    left=$(grep -o 'shutdown timeout: [0-9]* record' "$T/tie.log" | grep -o '[0-9]*')
+    if [ $rc -ne 0 ]; then
+        nok "$name" "exit $rc $((t1 - t0)) ms after SIGTERM (255: hung, killed after 20 s): $(log_tail "$T/tie.log" 4)"
+    elif [ -z "$left" ]; then
+        nok "$name" "no record was in flight at the SIGTERM (the case needs a slower pipeline): $(log_tail "$T/tie.log" 3)"
+    else
+        ok "$name" "exit 0 $((t1 - t0)) ms after SIGTERM with $left record(s) undelivered"
+    fi
+}
+
 # A 2 MB record over max_text_bytes: its dead letter (the original bytes) is over the producer's message.max.bytes.
 # truncate (default): the dead letter carries the first bytes, its key and nlpd.original_size, and nlpd goes on;
 # skip: no dead letter, the record is committed and counted; stop: exit 1 promptly, nothing committed past it.
@@ -1483,6 +1515,7 @@ want startup && case_startup
 want kcat && case_kcat
 want check && case_check
 want term_inflight && case_term_inflight
+want term_inflight && case_term_inflight_embedded
 want dlq_oversize && case_dlq_oversize
 want produce_auth && case_produce_auth
 want untracked && case_untracked
