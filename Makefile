@@ -84,7 +84,7 @@ $(BUILD)/nlpd: $(MAIN_OBJ) $(LIB)
 # nlpd with injected faults (tests/integration/faults.c wraps internal functions) for test_kafka.sh's loss paths
 $(FAULTS_BIN): tests/integration/faults.c $(MAIN_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(MAIN_OBJ) $(LIB) $(LDFLAGS) -Wl,--wrap=nlpd_offsets_add $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(MAIN_OBJ) $(LIB) $(LDFLAGS) -Wl,--wrap=nlpd_offsets_add,--wrap=nlpd_pipeline_stop $(LDLIBS)
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@

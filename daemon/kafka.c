@@ -771,10 +771,10 @@ static void handle_message(struct nlpd_daemon *d, rd_kafka_message_t *m)
         d->t_first_in = nlpd_now();
     if (!d->cur) {
         d->cur = batch_new(d);
-        if (!d->cur) {
-            nlpd_record_fail(&it->item.rec, "nlpd", "out of memory");
-            it->dead = 1;
-            produce(d, it);
+        if (!d->cur) { /* not the record's fault: no dead letter; kept, never committed */
+            fail_fatal(d, "cannot batch %s[%d]@%lld: out of memory", rd_kafka_topic_name(m->rkt), (int)m->partition,
+                       (long long)m->offset);
+            push_pending(d, it);
             return;
         }
         struct timeval tv = {d->cfg->batch.max_wait_ms / 1000, (d->cfg->batch.max_wait_ms % 1000) * 1000};
@@ -1715,13 +1715,13 @@ static void *guard_thread(void *arg)
     pthread_mutex_lock(&g->lock);
     while (!g->disarmed && pthread_cond_timedwait(&g->cond, &g->lock, &until) == 0)
         ;
-    int fire = !g->disarmed;
+    int fire = !g->disarmed, rc = g->rc;
     pthread_mutex_unlock(&g->lock);
     if (fire) {
         nlpd_log(NLPD_LOG_ERR, "kafka", "shutdown: the clean-up still runs %.1f s after the loop ended: exiting now "
                                         "(uncommitted records are consumed again after a restart)",
                  g->seconds);
-        _exit(g->rc);
+        _exit(rc);
     }
     return NULL;
 }
@@ -1813,6 +1813,11 @@ int nlpd_daemon_run(struct nlpd_daemon *d, int handle_signals)
     nlpd_log(NLPD_LOG_INFO, "kafka", "stopped: %llu consumed, %llu produced, %llu dead-lettered%s",
              (unsigned long long)d->stats.consumed, (unsigned long long)d->stats.produced,
              (unsigned long long)d->stats.dead_lettered, d->dlq_refused ? ", some skipped (dlq_refused)" : "");
+    if (d->guard) { /* a fatal error during the close changes the status */
+        pthread_mutex_lock(&d->guard->lock);
+        d->guard->rc = d->fatal ? 1 : 0;
+        pthread_mutex_unlock(&d->guard->lock);
+    }
     return d->fatal ? 1 : 0;
 }
 

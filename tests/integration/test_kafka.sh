@@ -6,7 +6,7 @@
 # Usage: tests/integration/test_kafka.sh [NLPD_BINARY] (default build/nlpd). Environment: KAFKA_TEST_RECORDS (the
 # size of the big delivery case, default 100000), KAFKA_TEST_ONLY (a regex of case tags to run: big dead sigkill
 # sigterm second outage term_outage backpressure avro_out avro_in startup kcat check term_inflight dlq_oversize
-# produce_auth untracked), KAFKA_TEST_KEEP=1 (keep the files).
+# produce_auth untracked guard), KAFKA_TEST_KEEP=1 (keep the files).
 # Prints `ok - name` / `not ok - name: why` per case, then `N passed, N failed`; exit 1 on any failure.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
@@ -1500,6 +1500,34 @@ case_untracked() {
     stop_mock
 }
 
+# A clean-up that does not come back (a pipeline whose stop sleeps 60 s, injected): nlpd still exits 0 at the
+# latest SHUTDOWN_SLACK_S (5 s) after the drain deadline (shutdown_timeout_ms = 1000).
+case_guard() {
+    local name=shutdown_bounded_when_cleanup_hangs c=$T/grd.conf rc t0 t1 n=200
+    [ -x "$FAULTS" ] || { nok "$name" "$FAULTS not built (make)"; return; }
+    start_mock grd 2 in out:2 dlq:1 || { nok "$name" "mock"; return; }
+    kpy gen $n "$T/grd.in" gd
+    produce in < "$T/grd.in" > /dev/null || { nok "$name" "produce failed"; stop_mock; return; }
+    { kafka_conf ggrd; echo 'flow: { shutdown_timeout_ms = 1000; };'; echo 'metrics: { listen = ""; };'; echo "$PIPELINE"; } > "$c"
+    NLPD_FAULT_STOP_SLEEP_S=60 "$FAULTS" run -c "$c" > /dev/null 2> "$T/grd.log" &
+    NPID=$!
+    PIDS+=("$NPID")
+    wait_count $n 60 "$NPID"
+    t0=$(now_ms)
+    stop "$NPID" TERM 30
+    rc=$?
+    t1=$(now_ms)
+    # 1 s deadline + 5 s guard; 2 s more for the signal to reach the loop (a tick) and the process to be reaped.
+    if [ $rc -ne 0 ]; then
+        nok "$name" "exit $rc $((t1 - t0)) ms after SIGTERM (255: still running after 30 s): $(log_tail "$T/grd.log" 3)"
+    elif [ $((t1 - t0)) -gt 8000 ] || ! grep -q 'clean-up still runs' "$T/grd.log"; then
+        nok "$name" "exit 0 after $((t1 - t0)) ms, expected the guard's exit within 6 s (+2): $(log_tail "$T/grd.log" 3)"
+    else
+        ok "$name" "exit 0 $((t1 - t0)) ms after SIGTERM: $(grep -m 1 -o 'shutdown: .*exiting now' "$T/grd.log")"
+    fi
+    stop_mock
+}
+
 want big && case_big
 want dead && case_dlq
 want sigkill && case_restart KILL
@@ -1519,6 +1547,7 @@ want term_inflight && case_term_inflight_embedded
 want dlq_oversize && case_dlq_oversize
 want produce_auth && case_produce_auth
 want untracked && case_untracked
+want guard && case_guard
 if [ $IS_ASAN -eq 1 ]; then
     reports=$(grep -l -E 'AddressSanitizer|LeakSanitizer|runtime error:' "$T"/*.log* 2> /dev/null)
     if [ -n "$reports" ]; then
