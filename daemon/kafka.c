@@ -28,8 +28,8 @@
 #include "record.h"
 
 #define TICK_MS 50
-#define FATAL_CLOSE_S 5.0  /* after a fatal error, the most the group leave (and its commit) may take */
-#define SHUTDOWN_SLACK_S 5.0 /* past the drain deadline, the most the clean-up may take before nlpd exits anyway */
+#define FATAL_CLOSE_S    5.0  /* after a fatal error, the most the group leave (and its commit) may take */
+#define SHUTDOWN_SLACK_S 5.0  /* past the drain deadline, the most the clean-up may take before nlpd exits anyway */
 #define POLL_BATCH 5000 /* consumer messages handled per wake-up before yielding to other events */
 
 /* One configuration and its pipeline. A reload makes a new generation; the old one lives on (retired) until the
@@ -119,7 +119,7 @@ struct nlpd_daemon {
     int abandon;         /* workers skip the stages of batches still queued (atomic): the daemon is going */
     size_t max_msg;      /* the producer's message.max.bytes */
     uint64_t dlq_refused; /* records skipped: not even a truncated dead letter was accepted */
-    struct guard *guard; /* bounds the shutdown (nlpd_daemon_run to nlpd_daemon_free) */
+    struct guard *guard;  /* bounds the shutdown (nlpd_daemon_run to nlpd_daemon_free) */
     uint64_t acked;      /* records delivered (output or dead letter); read from other threads (atomic) */
     double t_first_in;   /* when the first record was consumed */
     double drain_deadline;
@@ -319,8 +319,7 @@ static enum produce_error classify(rd_kafka_resp_err_t err)
     case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
     case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
     case RD_KAFKA_RESP_ERR_INVALID_RECORD:
-    case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP:
-        return PERR_RECORD;
+    case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP: return PERR_RECORD;
     case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
     case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
     case RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
@@ -332,10 +331,8 @@ static enum produce_error classify(rd_kafka_resp_err_t err)
     case RD_KAFKA_RESP_ERR_INVALID_REQUIRED_ACKS:
     case RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE:
     case RD_KAFKA_RESP_ERR__INVALID_ARG:
-    case RD_KAFKA_RESP_ERR__FATAL:
-        return PERR_STOP;
-    default:
-        return PERR_RETRY;
+    case RD_KAFKA_RESP_ERR__FATAL: return PERR_STOP;
+    default: return PERR_RETRY;
     }
 }
 
@@ -401,10 +398,11 @@ static enum refusal refused(struct nlpd_daemon *d, struct kitem *it, rd_kafka_re
     }
     if (size_error(err) && !it->cut && strcmp(policy, "truncate") == 0) {
         it->cut = 1;
-        nlpd_log(NLPD_LOG_WARNING, "kafka", "dead letter of %s[%d]@%lld (%zu bytes) refused (%s): sending its first "
-                                            "bytes with nlpd.original_size",
-                 rd_kafka_topic_name(it->msg->rkt), (int)it->msg->partition, (long long)it->msg->offset,
-                 it->msg->len, rd_kafka_err2str(err));
+        nlpd_log(NLPD_LOG_WARNING, "kafka",
+                 "dead letter of %s[%d]@%lld (%zu bytes) refused (%s): sending its first "
+                 "bytes with nlpd.original_size",
+                 rd_kafka_topic_name(it->msg->rkt), (int)it->msg->partition, (long long)it->msg->offset, it->msg->len,
+                 rd_kafka_err2str(err));
         return REF_AGAIN;
     }
     if (strcmp(policy, "stop") == 0) {
@@ -586,13 +584,9 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         return;
     case PERR_RECORD:
         switch (refused(d, it, m->err)) {
-        case REF_AGAIN:
-            produce(d, it);
-            return;
-        case REF_DONE:
-            return;
-        case REF_STOP:
-            break;
+        case REF_AGAIN: produce(d, it); return;
+        case REF_DONE: return;
+        case REF_STOP: break;
         }
         break;
     case PERR_STOP:
@@ -1275,7 +1269,8 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
     nlpd_metric_head(out, "nlpd_records_skipped_total", "counter",
                      "Records committed without output or dead letter: dlq_refused = even the truncated dead "
                      "letter was refused (kafka.dlq_oversize)");
-    nlpd_buf_printf(out, "nlpd_records_skipped_total{reason=\"dlq_refused\"} %llu\n", (unsigned long long)d->dlq_refused);
+    nlpd_buf_printf(out, "nlpd_records_skipped_total{reason=\"dlq_refused\"} %llu\n",
+                    (unsigned long long)d->dlq_refused);
     nlpd_metric_head(out, "nlpd_produce_retries_total", "counter", "Records produced again after a delivery error");
     nlpd_buf_printf(out, "nlpd_produce_retries_total %llu\n", (unsigned long long)d->stats.produce_retries);
     nlpd_metric_head(out, "nlpd_inflight_records", "gauge", "Records consumed and not yet acknowledged");
@@ -1718,8 +1713,9 @@ static void *guard_thread(void *arg)
     int fire = !g->disarmed, rc = g->rc;
     pthread_mutex_unlock(&g->lock);
     if (fire) {
-        nlpd_log(NLPD_LOG_ERR, "kafka", "shutdown: the clean-up still runs %.1f s after the loop ended: exiting now "
-                                        "(uncommitted records are consumed again after a restart)",
+        nlpd_log(NLPD_LOG_ERR, "kafka",
+                 "shutdown: the clean-up still runs %.1f s after the loop ended: exiting now "
+                 "(uncommitted records are consumed again after a restart)",
                  g->seconds);
         _exit(rc);
     }
@@ -1992,8 +1988,9 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
         while ((held = rd_kafka_outq_len(d->producer)) > 0 && nlpd_now() < until);
     }
     if (held) {
-        nlpd_log(NLPD_LOG_WARNING, "kafka", "%d message(s) not released by the producer: exiting without freeing "
-                                            "the Kafka clients",
+        nlpd_log(NLPD_LOG_WARNING, "kafka",
+                 "%d message(s) not released by the producer: exiting without freeing "
+                 "the Kafka clients",
                  held);
         guard_disarm(d);
         return;
