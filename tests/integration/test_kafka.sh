@@ -1433,36 +1433,51 @@ case_dlq_oversize() {
 }
 committed_total() { "$PY" -c 'import json, sys; print(sum(max(v, 0) for v in json.load(open(sys.argv[1])).values()))' "$1" 2> /dev/null || echo -1; }
 
-# Produce errors about the topic, not the record (TOPIC_AUTHORIZATION_FAILED from the broker): no record becomes a
-# dead letter and nothing is committed past an undelivered record; nlpd stops (exit 1). A restart, once the broker
-# accepts again, delivers every record.
+# Produce errors about the topic, not the record (TOPIC_AUTHORIZATION_FAILED): no record becomes a dead letter and
+# nothing is committed past an undelivered record. MODE req: the broker answers 2 Produce requests with the error
+# (delivery reports): nlpd stops (exit 1). meta: the topic's metadata carries it: librdkafka holds the records until
+# message.timeout.ms (3 s here) and reports them timed out: nlpd retries, and SIGTERM stops it (exit 0). Either way
+# a restart, once the broker accepts again, delivers every record.
 case_produce_auth() {
-    local name=topic_authorization_error_no_dlq_no_commit c=$T/pau.conf rc why n=400
-    start_mock pau 2 in out:2 dlq:1 || { nok "$name" "mock"; return; }
-    kpy gen $n "$T/pau.in" pa
-    produce in < "$T/pau.in" > /dev/null || { nok "$name" "produce failed"; stop_mock; return; }
-    { kafka_conf gpau; echo 'flow: { commit_interval_ms = 500; };'; echo 'metrics: { listen = ""; };'; echo "$PIPELINE"; } > "$c"
-    mock_cmd reqerr 0 2 29 # the next 2 Produce requests (ApiKey 0): TOPIC_AUTHORIZATION_FAILED
-    start_nlpd "$c" "$T/pau.log1"
-    wait_exit "$NPID" 30
-    rc=$?
-    [ $rc -eq 255 ] && stop "$NPID" TERM 20
-    consume out all 60000 > "$T/pau.out1" 2> /dev/null
-    consume dlq all 60000 > "$T/pau.dlq" 2> /dev/null
-    committed gpau > "$T/pau.committed" 2> /dev/null
-    if [ $rc -ne 1 ]; then
-        nok "$name" "exit $rc (255: still running 30 s later), expected 1 (a fatal error): $(log_tail "$T/pau.log1" 4)"
-    elif [ -s "$T/pau.dlq" ]; then
-        nok "$name" "$(wc -l < "$T/pau.dlq") record(s) dead-lettered for a topic error: $(head -c 300 "$T/pau.dlq")"
-    elif ! why=$(kpy commit_safe "$T/pau.committed" "$T/pau.out1" 2>&1); then
+    local mode=$1 name=topic_authorization_error_$1_no_dlq_no_commit c=$T/pau$1.conf rc why n=400 want=1
+    start_mock "pau$mode" 2 in out:2 dlq:1 || { nok "$name" "mock"; return; }
+    kpy gen $n "$T/pau$mode.in" pa
+    produce in < "$T/pau$mode.in" > /dev/null || { nok "$name" "produce failed"; stop_mock; return; }
+    { KPROPS="$DEFAULT_KPROPS, (\"message.timeout.ms\", \"3000\")" kafka_conf "gpau$mode"
+      echo 'flow: { commit_interval_ms = 500; shutdown_timeout_ms = 2000; };'; echo 'metrics: { listen = ""; };'
+      echo "$PIPELINE"; } > "$c"
+    if [ "$mode" = req ]; then
+        mock_cmd reqerr 0 2 29 # the next 2 Produce requests (ApiKey 0): TOPIC_AUTHORIZATION_FAILED (29)
+    else
+        mock_cmd topicerr out 29
+    fi
+    start_nlpd "$c" "$T/pau$mode.log1"
+    if [ "$mode" = req ]; then
+        wait_exit "$NPID" 30
+        rc=$?
+        [ $rc -eq 255 ] && stop "$NPID" TERM 20
+    else
+        want=0
+        sleep 8 # past message.timeout.ms: delivery reports came back
+        if kill -0 "$NPID" 2> /dev/null; then stop "$NPID" TERM 20; rc=$?; else wait "$NPID"; rc=$?; want=none; fi
+    fi
+    consume out all 60000 > "$T/pau$mode.out1" 2> /dev/null
+    consume dlq all 60000 > "$T/pau$mode.dlq" 2> /dev/null
+    committed "gpau$mode" > "$T/pau$mode.committed" 2> /dev/null
+    if [ "$rc" != "$want" ]; then
+        nok "$name" "exit $rc (255: still running 30 s later), expected $want: $(log_tail "$T/pau$mode.log1" 4)"
+    elif [ -s "$T/pau$mode.dlq" ]; then
+        nok "$name" "$(wc -l < "$T/pau$mode.dlq") record(s) dead-lettered for a topic error: $(head -c 300 "$T/pau$mode.dlq")"
+    elif ! why=$(kpy commit_safe "$T/pau$mode.committed" "$T/pau$mode.out1" 2>&1); then
         nok "$name" "$why"
     else
         mock_cmd reqclear 0
-        start_nlpd "$c" "$T/pau.log2"
-        if ! wait_covered "$T/pau.in" "$T/pau.out" 60 "$NPID"; then
-            nok "$name" "after the restart not every record arrived: $(cat "$T/pau.out.cov"); $(log_tail "$T/pau.log2" 3)"
+        mock_cmd topicerr out 0
+        start_nlpd "$c" "$T/pau$mode.log2"
+        if ! wait_covered "$T/pau$mode.in" "$T/pau$mode.out" 60 "$NPID"; then
+            nok "$name" "after the restart not every record arrived: $(cat "$T/pau$mode.out.cov"); $(log_tail "$T/pau$mode.log2" 3)"
         else
-            ok "$name" "exit 1: $(grep -m 1 -o 'fatal: .*' "$T/pau.log1" | cut -c 1-110); $why; the restart delivered all $n"
+            ok "$name" "exit $rc: $(grep -m 1 -o -E 'fatal: .*|delivery of .*' "$T/pau$mode.log1" | cut -c 1-100); $why; the restart delivered all $n"
         fi
         stop "$NPID" TERM 20
     fi
@@ -1545,7 +1560,8 @@ want check && case_check
 want term_inflight && case_term_inflight
 want term_inflight && case_term_inflight_embedded
 want dlq_oversize && case_dlq_oversize
-want produce_auth && case_produce_auth
+want produce_auth && case_produce_auth req
+want produce_auth && case_produce_auth meta
 want untracked && case_untracked
 want guard && case_guard
 if [ $IS_ASAN -eq 1 ]; then
