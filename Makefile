@@ -38,7 +38,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%)
-TOOL_SRC := $(wildcard tests/models/tool_*.c tests/integration/tool_*.c)
+TOOL_SRC := $(wildcard tests/models/tool_*.c tests/integration/tool_*.c tests/soak/tool_*.c)
 TOOL_BIN := $(patsubst %.c,$(BUILD)/tests/%,$(notdir $(TOOL_SRC)))
 
 # The CUDA backend, libnlpd_cuda.so (kernels/cuda/), loaded at run time with dlopen: built whenever nvcc is found
@@ -72,7 +72,7 @@ FAULTS_BIN := $(BUILD)/tests/nlpd_faults
 BENCH_SRC := $(wildcard bench/*/bench_*.c)
 BENCH_BIN := $(patsubst %.c,$(BUILD)/bench/%,$(notdir $(BENCH_SRC)))
 
-.PHONY: all deps models test test-unit check-sanitize demo bench clean format fuzz-build install cuda
+.PHONY: all deps models test test-unit check-sanitize demo bench clean format fuzz-build install cuda soak
 
 .DEFAULT_GOAL := all
 
@@ -123,6 +123,10 @@ $(BUILD)/tests/tool_%: tests/integration/tool_%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
+$(BUILD)/tests/tool_%: tests/soak/tool_%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
 $(BUILD)/bench/bench_%: bench/*/bench_%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
@@ -159,6 +163,14 @@ demo:
 	@$(MAKE) --no-print-directory all
 	@sh scripts/demo.sh
 
+# The chaos soak (tests/soak/README.md): minutes, not part of `make test`; one table, exit 1 on a FAIL.
+soak:
+	@sh scripts/setup-deps.sh
+	@sh scripts/fetch-models.sh
+	@$(MAKE) --no-print-directory all
+	@/usr/bin/python3 tests/soak/soak.py --self-test
+	@/usr/bin/python3 tests/soak/soak.py
+
 bench:
 	@sh scripts/setup-deps.sh
 	@sh scripts/fetch-models.sh
@@ -169,19 +181,32 @@ bench:
 	@sh bench/cache/run.sh
 	@sh bench/translate/run.sh
 
-# Binary, systemd unit and sysusers entry, schemas, docs; the config only when none is there yet.
+# Binary, systemd unit (its paths set to PREFIX and SYSCONFDIR), sysusers entry, schema, docs and the GPU
+# drop-in; the config only when none is there yet, mode 0640 (it may hold passwords: the README's next step
+# gives it to group nlpd), with output.schema pointing at the installed schema (model paths stay relative to
+# the unit's WorkingDirectory, /var/lib/nlpd). tests/integration/test_install.sh runs this and the README's steps.
 install: $(BUILD)/nlpd $(CUDA_ALL)
 	install -D -m 0755 $(BUILD)/nlpd $(DESTDIR)$(PREFIX)/bin/nlpd
 	@if [ -f $(CUDA_LIB) ]; then \
 	  echo install -D -m 0755 $(CUDA_LIB) $(DESTDIR)$(NLPD_LIBDIR_INSTALL)/libnlpd_cuda.so; \
 	  install -D -m 0755 $(CUDA_LIB) $(DESTDIR)$(NLPD_LIBDIR_INSTALL)/libnlpd_cuda.so; fi
-	install -D -m 0644 systemd/nlpd.service $(DESTDIR)$(UNITDIR)/nlpd.service
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/doc/nlpd
+	sed -e 's|/usr/local|$(PREFIX)|g' -e 's|/etc/nlpd|$(SYSCONFDIR)/nlpd|g' systemd/nlpd.service \
+	  > $(DESTDIR)$(UNITDIR)/nlpd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/nlpd.service
+	sed -e 's|/usr/local|$(PREFIX)|g' systemd/nlpd-gpu.conf > $(DESTDIR)$(PREFIX)/share/doc/nlpd/nlpd-gpu.conf
+	chmod 0644 $(DESTDIR)$(PREFIX)/share/doc/nlpd/nlpd-gpu.conf
 	install -D -m 0644 systemd/nlpd.sysusers.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/nlpd.conf
 	install -D -m 0644 schemas/enriched.avsc $(DESTDIR)$(PREFIX)/share/nlpd/schemas/enriched.avsc
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/nlpd/README.md
 	install -D -m 0644 conf/nlpd.conf $(DESTDIR)$(PREFIX)/share/doc/nlpd/nlpd.conf.example
 	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf ]; then \
-	  install -D -m 0640 conf/nlpd.conf $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf; \
+	  echo "install -m 0640 conf/nlpd.conf $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf (output.schema: $(PREFIX)/share/nlpd/schemas/enriched.avsc)"; \
+	  install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/nlpd && \
+	  sed 's|"schemas/enriched.avsc"|"$(PREFIX)/share/nlpd/schemas/enriched.avsc"|' conf/nlpd.conf \
+	    > $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf.new && \
+	  chmod 0640 $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf.new && \
+	  mv $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf.new $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf; \
 	else echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf"; fi
 
 format:

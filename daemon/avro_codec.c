@@ -523,6 +523,8 @@ int nlpd_avro_in_decode(struct nlpd_avro_in *a, struct nlpd_item *item, const ch
         int32_t i32;
         int64_t i64;
         if (avro_value_get_type(&f) == AVRO_STRING && avro_value_get_string(&f, &s, &n) == 0 && s) {
+            if (n > 1 && memchr(s, '\0', n - 1)) /* avro counts the NUL */
+                FAIL("id field \"%s\" contains a NUL character", a->in->id_field);
             item->id = strndup(s, n ? n - 1 : 0);
         } else if (avro_value_get_type(&f) == AVRO_INT32 && avro_value_get_int(&f, &i32) == 0) {
             snprintf(tmp, sizeof tmp, "%d", (int)i32);

@@ -4,6 +4,7 @@
 #include "cmd_model.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@ struct args {
     const char *backend; /* --backend; NULL = the process default (auto) */
     const char *dtype;
     int device;
+    int decode; /* tokenize --decode */
 };
 
 static int parse_args(int argc, char **argv, struct args *a)
@@ -55,6 +57,8 @@ static int parse_args(int argc, char **argv, struct args *a)
                 return -1;
             a->device = (int)n;
             i++;
+        } else if (!strcmp(argv[i], "--decode") && !strcmp(argv[0], "tokenize")) {
+            a->decode = 1;
         } else if (!strcmp(argv[i], "--threads") && v) {
             long n;
             if (nlpd_cmd_number(argv[0], argv[i], v, 0, 1024, &n))
@@ -69,8 +73,8 @@ static int parse_args(int argc, char **argv, struct args *a)
     if (!a->model) {
         fprintf(stderr,
                 "usage: nlpd %s --model DIR [--max-length N] [--threads N] [--backend auto|cpu|cuda]\n"
-                "       [--dtype fp32|fp16|bf16] [--device N] < lines.jsonl\n",
-                argv[0]);
+                "       [--dtype fp32|fp16|bf16] [--device N]%s < lines.jsonl\n",
+                argv[0], strcmp(argv[0], "tokenize") ? "" : " [--decode]");
         return -1;
     }
     return 0;
@@ -120,6 +124,88 @@ static int encode(const struct nlpd_tokenizer *tok, json_t *root, size_t max_len
                                  ps ? json_string_length(pair) : 0, max_length, e, err);
 }
 
+/* --decode: {"ids": [int...], "skip_special_tokens"?: bool} -> {"text": str}, as transformers'
+ * tokenizer.decode(ids, skip_special_tokens) (default false, as there); {"tokens": [str...]} -> {"text": str}, as
+ * convert_tokens_to_string (the decoder alone, what the ner stage uses for words). -1 with msg on a bad line. */
+static int decode_line(const struct nlpd_tokenizer *tok, const char *line, size_t len, struct nlpd_out *o, char *msg,
+                       size_t msg_cap)
+{
+    json_error_t je;
+    json_t *root = len ? json_loadb(line, len, JSON_REJECT_DUPLICATES, &je) : NULL;
+    if (!root) {
+        if (len)
+            snprintf(msg, msg_cap, "invalid JSON: %s (column %d)", je.text, je.column);
+        else
+            snprintf(msg, msg_cap, "empty line");
+        return -1;
+    }
+    json_t *ids = json_object_get(root, "ids"), *toks = json_object_get(root, "tokens");
+    json_t *skip = json_object_get(root, "skip_special_tokens");
+    json_t *arr = ids ? ids : toks;
+    int rc = -1;
+    if (!json_is_object(root))
+        snprintf(msg, msg_cap, "not a JSON object");
+    else if (!arr)
+        snprintf(msg, msg_cap, "missing \"ids\" (or \"tokens\")");
+    else if (ids && toks)
+        snprintf(msg, msg_cap, "both \"ids\" and \"tokens\"");
+    else if (!json_is_array(arr))
+        snprintf(msg, msg_cap, "\"%s\" is not an array", ids ? "ids" : "tokens");
+    else if (skip && !json_is_boolean(skip))
+        snprintf(msg, msg_cap, "\"skip_special_tokens\" is not a boolean");
+    else
+        rc = 0;
+    size_t n = json_array_size(arr), cap = 0, tl = 0;
+    int32_t *v = rc == 0 ? malloc((n ? n : 1) * sizeof *v) : NULL;
+    const char **ts = rc == 0 ? malloc((n ? n : 1) * sizeof *ts) : NULL;
+    size_t *tls = rc == 0 ? malloc((n ? n : 1) * sizeof *tls) : NULL;
+    if (rc == 0 && (!v || !ts || !tls)) {
+        snprintf(msg, msg_cap, "out of memory");
+        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        json_t *x = json_array_get(arr, i);
+        if (toks) {
+            if (!json_is_string(x)) {
+                snprintf(msg, msg_cap, "\"tokens\"[%zu] is not a string", i);
+                rc = -1;
+            } else {
+                ts[i] = json_string_value(x);
+                tls[i] = json_string_length(x);
+            }
+        } else if (!json_is_integer(x) || json_integer_value(x) < INT32_MIN || json_integer_value(x) > INT32_MAX) {
+            snprintf(msg, msg_cap, "\"ids\"[%zu] is not a 32-bit integer", i);
+            rc = -1;
+        } else {
+            v[i] = (int32_t)json_integer_value(x);
+        }
+    }
+    char *text = NULL;
+    struct nlpd_error err = {0};
+    if (rc == 0 && toks) {
+        if (nlpd_tokenizer_convert_tokens_to_string(tok, ts, tls, n, &text, &tl, &cap) < 0 ||
+            (!text && !(text = calloc(1, 1)))) {
+            snprintf(msg, msg_cap, "out of memory");
+            rc = -1;
+        }
+    } else if (rc == 0 && nlpd_tokenizer_decode(tok, v, n, json_is_true(skip), &text, &tl, &err) < 0) {
+        snprintf(msg, msg_cap, "%s", err.message);
+        rc = -1;
+    }
+    if (rc == 0) {
+        o->n = 0;
+        nlpd_out_str(o, "{\"text\": ");
+        nlpd_out_jstr(o, text, tl);
+        nlpd_out_str(o, "}\n");
+    }
+    free(text);
+    free(v);
+    free(ts);
+    free(tls);
+    json_decref(root);
+    return rc;
+}
+
 int nlpd_cmd_tokenize(int argc, char **argv)
 {
     struct args a;
@@ -142,6 +228,15 @@ int nlpd_cmd_tokenize(int argc, char **argv)
         size_t len = (size_t)got;
         while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             len--;
+        if (a.decode) {
+            if (decode_line(tok, line, len, &o, msg, sizeof msg) < 0) {
+                nlpd_out_error(lineno, msg);
+            } else {
+                fputs(o.p, stdout);
+                fflush(stdout);
+            }
+            continue;
+        }
         json_t *root = parse_line(line, len, 0, msg, sizeof msg);
         if (!root) {
             nlpd_out_error(lineno, msg);

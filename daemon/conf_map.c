@@ -195,12 +195,15 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
                     const char *const *extra_keys, const char *section, const char *file, struct nlpd_diag *diag)
 {
     int errors = 0;
+    if (group && config_setting_type(group) != CONFIG_TYPE_GROUP) {
+        nlpd_diag_add(diag, nlpd_conf_file(group, file), config_setting_source_line(group),
+                      "%s must be a group { ... }, not %s", section, setting_type_name(group));
+        /* Defaults still fill base: callers (nlpd check shows every error) read it after errors. */
+        for (const struct nlpd_conf_entry *e = map; e->type != NLPD_CONF_END; e++)
+            store_default(e, base);
+        return 1;
+    }
     if (group) {
-        if (config_setting_type(group) != CONFIG_TYPE_GROUP) {
-            nlpd_diag_add(diag, nlpd_conf_file(group, file), config_setting_source_line(group),
-                          "%s must be a group { ... }, not %s", section, setting_type_name(group));
-            return 1;
-        }
         int n = config_setting_length(group);
         for (int i = 0; i < n; i++) {
             const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);

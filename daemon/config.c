@@ -1,9 +1,11 @@
 /* Daemon configuration: parsing, type checks and defaults of the top-level sections (see config.h). */
 #include "config.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "conf_map.h"
 #include "log.h"
@@ -46,8 +48,10 @@ static const struct nlpd_conf_entry kafka_map[] = {
 static const struct nlpd_conf_entry output_map[] = {
     {"format", NLPD_CONF_ENUM, "json", offsetof(struct nlpd_output_conf, format), 0, "json|avro", 0, 0,
      "enriched record format on the output topic: \"json\" or \"avro\" (binary, schema in output.schema)"},
-    {"schema", NLPD_CONF_PATH, "schemas/enriched.avsc", offsetof(struct nlpd_output_conf, schema), 0, NULL, 0, 0,
-     "Avro schema of the enriched record (for format \"avro\")"},
+    /* a string, not a path: read (and checked) only for format "avro" */
+    {"schema", NLPD_CONF_STRING, "schemas/enriched.avsc", offsetof(struct nlpd_output_conf, schema), 0, NULL, 0, 0,
+     "Avro schema of the enriched record, for format \"avro\" (not read for \"json\"); a relative path resolves "
+     "against the working directory"},
     {"confluent_schema_id", NLPD_CONF_INT, "0", offsetof(struct nlpd_output_conf, confluent_schema_id), 0, NULL, 0,
      2147483647, "when > 0, Avro values get the Confluent wire framing: byte 0, this schema id (4 bytes), datum"},
     {0},
@@ -57,6 +61,11 @@ static const struct nlpd_conf_entry flow_map[] = {
     {"max_inflight", NLPD_CONF_INT, "20000", offsetof(struct nlpd_flow_conf, max_inflight), 0, NULL, 1, 10000000,
      "records consumed but not yet acknowledged by the broker; above it the input partitions pause, and resume "
      "below half of it"},
+    {"max_inflight_bytes", NLPD_CONF_INT, "268435456", offsetof(struct nlpd_flow_conf, max_inflight_bytes), 0, NULL,
+     65536, 1e12,
+     "bytes (values and keys) of the records consumed but not yet acknowledged; above it the input partitions "
+     "pause, and resume below half of it (nlpd holds about 3 bytes per in-flight byte: the record, its decoded "
+     "text and its enriched output)"},
     {"shutdown_timeout_ms", NLPD_CONF_INT, "30000", offsetof(struct nlpd_flow_conf, shutdown_timeout_ms), 0, NULL, 0,
      3600000, "on SIGTERM/SIGINT: time to finish in-flight records, flush and commit before exiting"},
     {"commit_interval_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_flow_conf, commit_interval_ms),
@@ -88,6 +97,11 @@ static const struct nlpd_conf_entry cache_map[] = {
      "Redis: consecutive failures that stop lookups for breaker_backoff_ms"},
     {"breaker_backoff_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_cache_conf, breaker_backoff_ms), 0, NULL, 10,
      3600000, "Redis: how long lookups stay off before one probe"},
+    {"redis_hmac_key", NLPD_CONF_STRING, "", offsetof(struct nlpd_cache_conf, redis_hmac_key), 0, NULL, 0, 0,
+     "secret that authenticates cached values (HMAC-SHA256 over key and value, stored with the value): a value "
+     "without a valid tag, e.g. written by someone else or by an nlpd without the key, is a miss (\"\": off)"},
+    {"redis_hmac_key_file", NLPD_CONF_PATH, NULL, offsetof(struct nlpd_cache_conf, redis_hmac_key_file), 0, NULL, 0,
+     0, "file holding redis_hmac_key instead (one line; must not be readable by others)"},
     {0},
 };
 
@@ -95,6 +109,14 @@ static const struct nlpd_conf_entry metrics_map[] = {
     {"listen", NLPD_CONF_STRING, "127.0.0.1:9464", offsetof(struct nlpd_metrics_conf, listen), NLPD_CONF_RESTART, NULL,
      0, 0,
      "host:port of the HTTP server of `nlpd run` (/metrics in Prometheus text format, /live, /ready); \"\" = off"},
+    {"max_connections", NLPD_CONF_INT, "64", offsetof(struct nlpd_metrics_conf, max_connections), NLPD_CONF_RESTART,
+     NULL, 1, 10000, "open connections the HTTP server keeps; one more is answered 503 and closed"},
+    {"idle_timeout_ms", NLPD_CONF_INT, "10000", offsetof(struct nlpd_metrics_conf, idle_timeout_ms),
+     NLPD_CONF_RESTART, NULL, 10, 3600000,
+     "an HTTP connection with no request under way (or an answer the client does not take) is closed after this"},
+    {"request_timeout_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_metrics_conf, request_timeout_ms),
+     NLPD_CONF_RESTART, NULL, 10, 600000,
+     "a request's line and headers (8 KiB at most) must arrive within this long of their first byte"},
     {0},
 };
 
@@ -192,6 +214,15 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
     errors += nlpd_conf_apply(cache_map, config_lookup(&c->cfg, "cache"), &c->cache, NULL, "cache", c->path, diag);
     errors += nlpd_conf_apply(metrics_map, config_lookup(&c->cfg, "metrics"), &c->metrics, NULL, "metrics", c->path,
                               diag);
+    if (strcmp(c->output.format, "avro") == 0 && access(c->output.schema, R_OK) != 0) {
+        int en = errno;
+        const config_setting_t *s = config_lookup(&c->cfg, "output.schema");
+        if (!s)
+            s = config_lookup(&c->cfg, "output");
+        nlpd_diag_add(diag, nlpd_conf_file(s, c->path), s ? config_setting_source_line(s) : 0,
+                      "output.schema: cannot read '%s': %s", c->output.schema, strerror(en));
+        errors++;
+    }
     if (strcmp(c->input.format, "avro") == 0 && !c->input.schema) {
         const config_setting_t *s = config_lookup(&c->cfg, "input");
         nlpd_diag_add(diag, nlpd_conf_file(s, c->path), s ? config_setting_source_line(s) : 0,

@@ -40,12 +40,14 @@ struct nlpd_output_conf {
 
 struct nlpd_flow_conf {
     long long max_inflight;
+    long long max_inflight_bytes;
     long long shutdown_timeout_ms;
     long long commit_interval_ms;
 };
 
 struct nlpd_metrics_conf {
     char *listen; /* "host:port" of the metrics and health server; "" = off */
+    long long max_connections, idle_timeout_ms, request_timeout_ms;
 };
 
 struct nlpd_batch_conf {

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
@@ -21,6 +20,7 @@
 #include <unistd.h>
 
 #include "avro_codec.h"
+#include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -31,6 +31,7 @@
 #define FATAL_CLOSE_S    5.0  /* after a fatal error, the most the group leave (and its commit) may take */
 #define SHUTDOWN_SLACK_S 5.0  /* past the drain deadline, the most the clean-up may take before nlpd exits anyway */
 #define POLL_BATCH 5000 /* consumer messages handled per wake-up before yielding to other events */
+#define HOLD_PAUSE_S 1.0 /* input held back for a slow pipeline this long: pause the partitions too */
 
 /* One configuration and its pipeline. A reload makes a new generation; the old one lives on (retired) until the
  * last record its pipeline processed is delivered and freed: records point into it (stage names, models). */
@@ -54,6 +55,7 @@ struct kitem {
     struct kgen *gen;        /* the generation whose pipeline processes it; NULL before its batch is submitted */
     rd_kafka_message_t *msg; /* the consumed record, kept until its output is acknowledged */
     struct nlpd_tp *tp;
+    size_t bytes;        /* counted in nlpd_daemon.inflight_bytes: value and key as consumed */
     struct nlpd_buf out; /* encoded output value; empty for a dead letter */
     int dead;            /* produce to the dead-letter topic */
     int cut;             /* the dead letter carries only the first bytes of the value (kafka.dlq_oversize) */
@@ -67,15 +69,23 @@ struct kbatch {
     size_t n, cap;
     struct kitem **items;
     struct nlpd_record **recs;
-    struct kbatch *next;
+    struct kbatch *next;      /* done list */
+    struct kbatch *held_next; /* waiting for room in the pipeline's queue */
 };
+
+/* Why the input is paused (DESIGN.md §8): each reason comes and goes on its own. */
+enum flow_reason { FLOW_RECORDS, FLOW_BYTES, FLOW_PIPELINE, FLOW_PRODUCER, FLOW_DRAINING, FLOW_NREASONS };
+static const char *const flow_reason_names[] = {"records", "bytes", "pipeline", "producer", "draining"};
 
 struct nlpd_daemon {
     const struct nlpd_config *cfg; /* gen->cfg */
     struct nlpd_pipeline *p;       /* gen->p */
     struct kgen *gen;              /* current */
     struct kgen *retired;          /* replaced by a reload, with records still in flight */
-    size_t batches_out;            /* submitted to a pipeline, not yet back in process_done() */
+    size_t batches_out;            /* closed (held or submitted), not yet back in process_done() */
+    /* Closed batches the pipeline's queue had no room for, in order: the loop never waits on a worker. */
+    struct kbatch *held_head, *held_tail;
+    size_t nheld;
 
     /* SIGHUP reload: a thread loads and checks the file and builds the new pipeline (models included) while the
      * old one keeps running; then the loop stops polling, lets the old pipeline finish its batches, and swaps. */
@@ -111,6 +121,10 @@ struct nlpd_daemon {
     struct kbatch *cur;
     struct nlpd_offsets *offsets;
     size_t inflight;
+    uint64_t inflight_bytes; /* values and keys of the records in flight (flow.max_inflight_bytes) */
+    unsigned flow_why;       /* FLOW_* bits: why the input is paused */
+    double held_since;       /* when closed batches filled the hold (a slow pipeline) and polling stopped; 0: not */
+    uint64_t flow_pauses[FLOW_NREASONS];
     struct kitem *pending_head, *pending_tail; /* produce refused (queue full): retried in order */
     int paused, draining, fatal, subscribed;
     int assigned;        /* partitions currently assigned; read from other threads (atomic) */
@@ -130,7 +144,7 @@ struct nlpd_daemon {
     struct nlpd_latency_sample lat; /* end to end, for the summary */
     double t_start;
     double watchdog_every, next_watchdog, last_status; /* systemd: seconds */
-    struct evhttp *http;
+    struct nlpd_http *http;
     struct nlpd_histogram e2e_ms;   /* record timestamp -> broker ack of its output */
     struct nlpd_histogram queue_ms; /* consumed -> a worker starts its batch */
     struct {
@@ -139,12 +153,7 @@ struct nlpd_daemon {
         int64_t lag;
     } lag[256]; /* consumer lag per assigned partition, from librdkafka's statistics */
     size_t nlag;
-    struct {
-        char reason[64]; /* the failing stage ("input", "output", a stage name): bounded; a copy, since a
-                          * stage name lives only as long as its pipeline */
-        uint64_t n;
-    } dead_by[16];
-    size_t ndead_by;
+    struct nlpd_label_counts dead_by; /* by the failing stage ("input", "output", a stage name) */
     uint64_t status_consumed;
 };
 
@@ -219,20 +228,69 @@ static void set_paused(struct nlpd_daemon *d, int paused)
         rd_kafka_topic_partition_list_destroy(parts);
     }
     d->paused = paused;
-    nlpd_log(NLPD_LOG_DEBUG, "kafka", "%s input partitions (%zu records in flight)", paused ? "paused" : "resumed",
-             d->inflight);
+    char why[96] = "";
+    for (int r = 0, n = 0; r < FLOW_NREASONS; r++)
+        if (d->flow_why & (1u << r))
+            n += snprintf(why + n, sizeof why - (size_t)n, "%s%s", n ? "," : "", flow_reason_names[r]);
+    nlpd_log(NLPD_LOG_DEBUG, "kafka", "%s input partitions (%zu records, %llu bytes in flight%s%s)",
+             paused ? "paused" : "resumed", d->inflight, (unsigned long long)d->inflight_bytes, paused ? "; " : "",
+             why);
     if (!paused)
         poll_again(d);
 }
 
-/* Hysteresis: pause at max_inflight or a full producer queue, resume at half. */
+/* Sets reason r at `on`, clears it at `off` (hysteresis: pausing drops librdkafka's prefetched messages). */
+static void flow_reason(struct nlpd_daemon *d, enum flow_reason r, int on, int off)
+{
+    unsigned bit = 1u << r;
+    if (on && !(d->flow_why & bit)) {
+        d->flow_why |= bit;
+        d->flow_pauses[r]++;
+    } else if (off) {
+        d->flow_why &= ~bit;
+    }
+}
+
+/* A slow pipeline: once as many closed batches wait for room in its queue as the queue holds, the loop stops taking
+ * records (librdkafka keeps its prefetch, which a pause would drop: the stages are often only briefly behind);
+ * held back longer than HOLD_PAUSE_S, the partitions pause too, so that polling can serve the group again. Both end
+ * once half the hold is handed on. Returns nonzero while records are held back. */
+static int hold_input(struct nlpd_daemon *d)
+{
+    size_t queued, cap;
+    nlpd_pipeline_queue(d->p, &queued, &cap);
+    size_t hold = cap ? cap : 1;
+    if (d->nheld >= hold && !d->held_since) {
+        d->held_since = nlpd_now();
+        d->flow_pauses[FLOW_PIPELINE]++;
+    } else if (d->nheld <= hold / 2 && d->held_since) {
+        d->held_since = 0;
+        poll_again(d);
+    }
+    return d->held_since != 0;
+}
+
+/* Pause at max_inflight records or max_inflight_bytes (resuming at half), for a pipeline that stays behind (see
+ * hold_input()), while the producer queue is full, and for good when draining. */
 static void update_flow(struct nlpd_daemon *d)
 {
     size_t hi = (size_t)d->cfg->flow.max_inflight;
-    if (d->draining || d->inflight >= hi || d->pending_head)
-        set_paused(d, 1);
-    else if (d->inflight <= hi / 2)
-        set_paused(d, 0);
+    uint64_t hib = (uint64_t)d->cfg->flow.max_inflight_bytes;
+    flow_reason(d, FLOW_RECORDS, d->inflight >= hi, d->inflight <= hi / 2);
+    flow_reason(d, FLOW_BYTES, d->inflight_bytes >= hib, d->inflight_bytes <= hib / 2);
+    if (hold_input(d) && nlpd_now() - d->held_since >= HOLD_PAUSE_S)
+        d->flow_why |= 1u << FLOW_PIPELINE; /* counted when the hold began */
+    else
+        d->flow_why &= ~(1u << FLOW_PIPELINE);
+    flow_reason(d, FLOW_PRODUCER, d->pending_head != NULL, !d->pending_head);
+    flow_reason(d, FLOW_DRAINING, d->draining, !d->draining);
+    set_paused(d, d->flow_why != 0);
+}
+
+/* A worker made room in a full pipeline queue (worker thread): the loop hands it the next held batch. */
+static void on_pipeline_space(void *user)
+{
+    wake(user);
 }
 
 /* ---- producing ---- */
@@ -379,6 +437,7 @@ static void skip_record(struct nlpd_daemon *d, struct kitem *it, rd_kafka_resp_e
     int64_t commit;
     nlpd_offsets_done(it->tp, it->msg->offset, &commit);
     d->inflight--;
+    d->inflight_bytes -= it->bytes;
     __atomic_add_fetch(&d->acked, 1, __ATOMIC_RELEASE);
     item_free(d, it);
 }
@@ -513,17 +572,7 @@ static void record_latency(struct nlpd_daemon *d, const struct kitem *it)
 
 static void count_dead(struct nlpd_daemon *d, const char *reason)
 {
-    reason = reason ? reason : "nlpd";
-    size_t i = 0;
-    while (i < d->ndead_by && strcmp(d->dead_by[i].reason, reason) != 0)
-        i++;
-    if (i == d->ndead_by) {
-        if (d->ndead_by == sizeof d->dead_by / sizeof d->dead_by[0])
-            i--, reason = "other";
-        else
-            snprintf(d->dead_by[d->ndead_by++].reason, sizeof d->dead_by[0].reason, "%s", reason);
-    }
-    d->dead_by[i].n++;
+    nlpd_label_counts_add(&d->dead_by, reason ? reason : "nlpd");
 }
 
 static void delivered(struct nlpd_daemon *d, struct kitem *it)
@@ -538,6 +587,7 @@ static void delivered(struct nlpd_daemon *d, struct kitem *it)
     int64_t commit;
     nlpd_offsets_done(it->tp, it->msg->offset, &commit); /* stored in batches by store_offsets() */
     d->inflight--;
+    d->inflight_bytes -= it->bytes;
     __atomic_add_fetch(&d->acked, 1, __ATOMIC_RELEASE);
     item_free(d, it);
 }
@@ -679,6 +729,21 @@ static void batch_encode(struct nlpd_job *job, void *user)
     wake(d);
 }
 
+/* Hands held batches to their pipeline in order, as long as its queue has room; never waits. */
+static void submit_held(struct nlpd_daemon *d)
+{
+    while (d->held_head) {
+        struct kbatch *b = d->held_head, *next = b->held_next; /* once submitted, b is the worker's */
+        if (nlpd_pipeline_try_submit(b->gen->p, &b->job) < 0)
+            return; /* full: a worker taking a job wakes the loop (on_pipeline_space) */
+        d->held_head = next;
+        if (!d->held_head)
+            d->held_tail = NULL;
+        d->nheld--;
+    }
+}
+
+/* Closes the batch being filled: it goes to the current pipeline, now or (queue full) once there is room. */
 static void submit_current(struct nlpd_daemon *d)
 {
     struct kbatch *b = d->cur;
@@ -694,7 +759,14 @@ static void submit_current(struct nlpd_daemon *d)
         b->items[i]->gen = d->gen;
     d->gen->items += b->n;
     d->batches_out++;
-    nlpd_pipeline_submit(d->p, &b->job);
+    b->held_next = NULL;
+    if (d->held_tail)
+        d->held_tail->held_next = b;
+    else
+        d->held_head = b;
+    d->held_tail = b;
+    d->nheld++;
+    submit_held(d);
 }
 
 static void try_swap(struct nlpd_daemon *d);
@@ -706,6 +778,7 @@ static void process_done(struct nlpd_daemon *d)
     d->done_head = d->done_tail = NULL;
     pthread_mutex_unlock(&d->lock);
     int abandon = __atomic_load_n(&d->abandon, __ATOMIC_ACQUIRE);
+    submit_held(d);
     while (b) {
         struct kbatch *next = b->next;
         for (size_t i = 0; i < b->n; i++) {
@@ -757,10 +830,12 @@ static void handle_message(struct nlpd_daemon *d, rd_kafka_message_t *m)
     rd_kafka_timestamp_type_t tt;
     it->msg = m;
     it->tp = tp;
+    it->bytes = m->len + m->key_len;
     it->item.t_in = nlpd_now();
     it->item.source = (struct nlpd_source){1, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
                                            rd_kafka_message_timestamp(m, &tt)};
     d->inflight++;
+    d->inflight_bytes += it->bytes;
     if (d->stats.consumed++ == 0)
         d->t_first_in = nlpd_now();
     if (!d->cur) {
@@ -783,6 +858,8 @@ static void poll_consumer(struct nlpd_daemon *d)
 {
     if (d->rl.swapping)
         return; /* a reload waits for the old pipeline's batches; polling resumes after the swap */
+    if (d->held_since && !d->paused)
+        return; /* held back for the pipeline; polling resumes when the hold eases (or it pauses) */
     for (int i = 0; i < POLL_BATCH && !d->fatal; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(d->consumer, 0);
         if (!m) {
@@ -790,8 +867,12 @@ static void poll_consumer(struct nlpd_daemon *d)
             return;
         }
         handle_message(d, m);
-        if (d->inflight >= (size_t)d->cfg->flow.max_inflight)
+        if (d->inflight >= (size_t)d->cfg->flow.max_inflight ||
+            d->inflight_bytes >= (uint64_t)d->cfg->flow.max_inflight_bytes || d->nheld) {
             update_flow(d); /* pause at the bound, not a poll batch later */
+            if (d->held_since && !d->paused)
+                return;
+        }
         if (i % 256 == 255) { /* keep finished batches flowing out while input pours in */
             process_done(d);
             rd_kafka_poll(d->producer, 0);
@@ -988,6 +1069,8 @@ static void try_swap(struct nlpd_daemon *d)
         return;
     struct kgen *old = d->gen, *g = d->rl.next;
     nlpd_pipeline_stop(old->p); /* idle: joins its workers */
+    nlpd_pipeline_on_space(old->p, NULL, NULL);
+    nlpd_pipeline_on_space(g->p, on_pipeline_space, d);
     int kept = nlpd_config_section_equal(old->cfg, g->cfg, "cache");
     if (kept)
         nlpd_pipeline_take_cache(g->p, old->p);
@@ -1263,9 +1346,7 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
     nlpd_buf_printf(out, "nlpd_records_produced_total %llu\n", (unsigned long long)d->stats.produced);
     nlpd_metric_head(out, "nlpd_records_dead_lettered_total", "counter",
                      "Dead letters acknowledged by the broker, by the stage that rejected them");
-    for (size_t i = 0; i < d->ndead_by; i++)
-        nlpd_buf_printf(out, "nlpd_records_dead_lettered_total{reason=\"%s\"} %llu\n", d->dead_by[i].reason,
-                        (unsigned long long)d->dead_by[i].n);
+    nlpd_label_counts_write(&d->dead_by, "nlpd_records_dead_lettered_total", "reason", out);
     nlpd_metric_head(out, "nlpd_records_skipped_total", "counter",
                      "Records committed without output or dead letter: dlq_refused = even the truncated dead "
                      "letter was refused (kafka.dlq_oversize)");
@@ -1275,8 +1356,32 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
     nlpd_buf_printf(out, "nlpd_produce_retries_total %llu\n", (unsigned long long)d->stats.produce_retries);
     nlpd_metric_head(out, "nlpd_inflight_records", "gauge", "Records consumed and not yet acknowledged");
     nlpd_buf_printf(out, "nlpd_inflight_records %zu\n", d->inflight);
+    nlpd_metric_head(out, "nlpd_inflight_bytes", "gauge",
+                     "Bytes (values and keys) of the records consumed and not yet acknowledged");
+    nlpd_buf_printf(out, "nlpd_inflight_bytes %llu\n", (unsigned long long)d->inflight_bytes);
     nlpd_metric_head(out, "nlpd_input_paused", "gauge", "1 while the input partitions are paused (backpressure)");
     nlpd_buf_printf(out, "nlpd_input_paused %d\n", d->paused);
+    nlpd_metric_head(out, "nlpd_input_paused_reason", "gauge",
+                     "1 while this reason holds the input back: records (flow.max_inflight), bytes "
+                     "(flow.max_inflight_bytes), pipeline (closed batches wait for its full queue: no polling, "
+                     "paused after 1 s), producer (queue full), draining");
+    for (int r = 0; r < FLOW_NREASONS; r++)
+        nlpd_buf_printf(out, "nlpd_input_paused_reason{reason=\"%s\"} %d\n", flow_reason_names[r],
+                        r == FLOW_PIPELINE ? d->held_since != 0 : (d->flow_why >> r) & 1);
+    nlpd_metric_head(out, "nlpd_input_pauses_total", "counter", "Times each reason started holding the input paused");
+    for (int r = 0; r < FLOW_NREASONS; r++)
+        nlpd_buf_printf(out, "nlpd_input_pauses_total{reason=\"%s\"} %llu\n", flow_reason_names[r],
+                        (unsigned long long)d->flow_pauses[r]);
+    size_t queued, cap;
+    nlpd_pipeline_queue(d->p, &queued, &cap);
+    nlpd_metric_head(out, "nlpd_pipeline_queued_batches", "gauge",
+                     "Micro-batches queued for the pipeline's workers, not yet started");
+    nlpd_buf_printf(out, "nlpd_pipeline_queued_batches %zu\n", queued);
+    nlpd_metric_head(out, "nlpd_pipeline_queue_capacity", "gauge", "Micro-batches the pipeline's queue holds");
+    nlpd_buf_printf(out, "nlpd_pipeline_queue_capacity %zu\n", cap);
+    nlpd_metric_head(out, "nlpd_batches_waiting", "gauge",
+                     "Closed micro-batches waiting for room in the pipeline's queue (the input is paused meanwhile)");
+    nlpd_buf_printf(out, "nlpd_batches_waiting %zu\n", d->nheld);
     nlpd_metric_head(out, "nlpd_assigned_partitions", "gauge", "Input partitions assigned to this member");
     nlpd_buf_printf(out, "nlpd_assigned_partitions %d\n", __atomic_load_n(&d->assigned, __ATOMIC_SEQ_CST));
     nlpd_metric_head(out, "nlpd_producer_queue_messages", "gauge", "Messages in the producer queue");
@@ -1337,78 +1442,14 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
     return 0; /* librdkafka frees json */
 }
 
-static void on_http(struct evhttp_request *req, void *arg)
+static void http_metrics(void *arg, struct nlpd_buf *out)
 {
-    struct nlpd_daemon *d = arg;
-    const char *uri = evhttp_request_get_uri(req);
-    size_t plen = strcspn(uri, "?#");
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    struct evbuffer *body = evbuffer_new();
-    if (!body) {
-        evhttp_send_error(req, 500, "out of memory");
-        return;
-    }
-    int known = (plen == 8 && !strncmp(uri, "/metrics", 8)) || (plen == 5 && !strncmp(uri, "/live", 5)) ||
-                (plen == 6 && !strncmp(uri, "/ready", 6));
-    if (!known) {
-        evbuffer_add_printf(body, "not found\n");
-        evhttp_send_reply(req, 404, "Not Found", body);
-    } else if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-        evbuffer_add_printf(body, "method not allowed\n");
-        evhttp_send_reply(req, 405, "Method Not Allowed", body);
-    } else if (uri[1] == 'm') {
-        struct nlpd_buf out = {0};
-        daemon_metrics(d, &out);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                          "text/plain; version=0.0.4; charset=utf-8");
-        evbuffer_add(body, out.data ? out.data : "", out.len);
-        nlpd_buf_free(&out);
-        evhttp_send_reply(req, 200, "OK", body);
-    } else if (uri[1] == 'l') {
-        evbuffer_add_printf(body, "ok\n"); /* answered by the event loop itself: it is responsive */
-        evhttp_send_reply(req, 200, "OK", body);
-    } else {
-        const char *why = ready_problem(d);
-        evbuffer_add_printf(body, "%s\n", why ? why : "ready");
-        evhttp_send_reply(req, why ? 503 : 200, why ? "Service Unavailable" : "OK", body);
-    }
-    evbuffer_free(body);
+    daemon_metrics(arg, out);
 }
 
-static int start_http(struct nlpd_daemon *d, struct nlpd_error *err)
+static const char *http_not_ready(void *arg)
 {
-    const char *listen = d->cfg->metrics.listen;
-    if (!listen || !*listen)
-        return 0;
-    char host[256];
-    const char *colon = strrchr(listen, ':');
-    long port = colon ? strtol(colon + 1, NULL, 10) : 0;
-    if (!colon || port <= 0 || port > 65535 || (size_t)(colon - listen) >= sizeof host)
-        return nlpd_error_set(err, NLPD_EINVAL, 0, "metrics.listen \"%s\" is not host:port", listen);
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = '\0';
-    if (host[0] == '[' && host[strlen(host) - 1] == ']') { /* [::1]:9464 */
-        memmove(host, host + 1, strlen(host));
-        host[strlen(host) - 1] = '\0';
-    }
-    d->http = evhttp_new(d->base);
-    if (!d->http)
-        return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
-    if (evhttp_bind_socket(d->http, host, (uint16_t)port) != 0) {
-        /* Another nlpd (or anything) on the port must not stop the stream: say it loudly and go on. */
-        nlpd_log(NLPD_LOG_ERR, "kafka", "metrics.listen %s: cannot listen (%s): running without metrics and health "
-                                        "endpoints",
-                 listen, strerror(errno));
-        evhttp_free(d->http);
-        d->http = NULL;
-        return 0;
-    }
-    evhttp_set_allowed_methods(d->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(d->http, on_http, d);
-    nlpd_log(NLPD_LOG_INFO, "kafka", "metrics and health on http://%s/metrics, /live, /ready", listen);
-    return 0;
+    return ready_problem(arg);
 }
 
 /* ---- set-up ---- */
@@ -1641,6 +1682,7 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
     d->base = event_base_new();
     if (!d->base || make_pipe(d->wake_pipe) < 0)
         goto bad_sys;
+    nlpd_pipeline_on_space(p, on_pipeline_space, d);
     d->cq = rd_kafka_queue_get_consumer(d->consumer);
     d->pq = rd_kafka_queue_get_main(d->producer);
     if (io_event(d, d->cq, d->cq_pipe, &d->cq_ev, on_consumer) < 0 ||
@@ -1652,7 +1694,8 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
     d->more_ev = evtimer_new(d->base, on_more, d);
     nlpd_histogram_init_ms(&d->e2e_ms);
     nlpd_histogram_init_ms(&d->queue_ms);
-    if (start_http(d, err) < 0)
+    struct nlpd_http_handlers hh = {http_metrics, http_not_ready, d};
+    if (nlpd_http_start(d->base, &cfg->metrics, &hh, &d->http, err) < 0)
         goto bad;
     struct timeval tick = {0, TICK_MS * 1000};
     if (!d->wake_ev || !d->batch_timer || !d->tick || !d->more_ev || event_add(d->wake_ev, NULL) < 0 || event_add(d->tick, &tick) < 0)
@@ -1952,8 +1995,10 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
      * the records still held (a fatal stop or the deadline) go first, uncommitted: consumed again later. Jobs
      * still queued only come back (abandoned: no stage runs); their on_done hands them to d, still whole. */
     __atomic_store_n(&d->abandon, 1, __ATOMIC_RELEASE);
-    if (d->gen && d->gen->p)
+    if (d->gen && d->gen->p) {
         nlpd_pipeline_stop(d->gen->p);
+        nlpd_pipeline_on_space(d->gen->p, NULL, NULL); /* its creator may keep it */
+    }
     struct event *evs[] = {d->cq_ev,   d->pq_ev,      d->wake_ev,  d->batch_timer,
                            d->tick,    d->more_ev,    d->sigterm_ev, d->sigint_ev, d->sighup_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
@@ -1967,6 +2012,12 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
         for (size_t i = 0; i < d->cur->n; i++)
             item_free(d, d->cur->items[i]);
         batch_free(d->cur);
+    }
+    for (struct kbatch *b = d->held_head, *n; b; b = n) { /* closed, never taken by a worker */
+        n = b->held_next;
+        for (size_t i = 0; i < b->n; i++)
+            item_free(d, b->items[i]);
+        batch_free(b);
     }
     for (struct kbatch *b = d->done_head, *n; b; b = n) {
         n = b->next;
@@ -2006,8 +2057,7 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
         rd_kafka_mock_cluster_destroy(d->mock);
     if (d->mock_rk)
         rd_kafka_destroy(d->mock_rk);
-    if (d->http)
-        evhttp_free(d->http);
+    nlpd_http_free(d->http);
     if (d->base)
         event_base_free(d->base);
     int fds[] = {d->cq_pipe[0], d->cq_pipe[1], d->pq_pipe[0], d->pq_pipe[1], d->wake_pipe[0], d->wake_pipe[1]};

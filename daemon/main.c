@@ -50,6 +50,7 @@ static void usage(FILE *out)
             "  nlpd config-doc           print every configuration key with its type, default and meaning\n"
             "  nlpd infer    --model DIR JSON lines {\"text\", \"text_pair\"?} -> raw model outputs\n"
             "  nlpd tokenize --model DIR JSON lines {\"text\", \"text_pair\"?} -> {\"ids\", \"tokens\", \"offsets\"}\n"
+            "  nlpd tokenize --decode --model DIR  {\"ids\", \"skip_special_tokens\"?} | {\"tokens\"} -> {\"text\"}\n"
             "  nlpd run   -c FILE        the Kafka daemon (foreground; SIGTERM/SIGINT drain and stop)\n"
             "  nlpd version | nlpd help\n");
 }
@@ -150,6 +151,11 @@ static int run_pipe(const struct opts *o, int in_fd, struct nlpd_pipe_stats *sta
     if (ncs && total.errors)
         nlpd_log(NLPD_LOG_WARNING, "main", "cache: %llu failed lookups or stores (served uncached)",
                  (unsigned long long)total.errors);
+    if (ncs && (total.rejected[0] || total.rejected[1]))
+        nlpd_log(NLPD_LOG_WARNING, "main", "cache: %llu cached values refused (%s %llu, %s %llu), computed again",
+                 (unsigned long long)(total.rejected[0] + total.rejected[1]), nlpd_cache_reject_names[0],
+                 (unsigned long long)total.rejected[0], nlpd_cache_reject_names[1],
+                 (unsigned long long)total.rejected[1]);
     nlpd_pipeline_free(p);
     nlpd_config_free(cfg);
     return rc;

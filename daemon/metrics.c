@@ -1,6 +1,7 @@
 /* Histograms and exposition helpers (see metrics.h). */
 #include "metrics.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,4 +116,67 @@ void nlpd_latency_free(struct nlpd_latency_sample *s)
 {
     free(s->v);
     memset(s, 0, sizeof *s);
+}
+
+/* Drops a UTF-8 sequence cut short at the end of s (a label must stay valid UTF-8). */
+static void trim_utf8(char *s)
+{
+    size_t n = strlen(s), i = n;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    if (i > 0 && (unsigned char)s[i - 1] >= 0xC0) {
+        unsigned char c = (unsigned char)s[i - 1];
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+        if (n - (i - 1) < need)
+            s[i - 1] = '\0';
+    }
+}
+
+const char *nlpd_metric_label(char *dst, size_t cap, const char *value)
+{
+    size_t o = 0;
+    for (const char *p = value ? value : ""; *p; p++) {
+        char esc = *p == '\\' ? '\\' : *p == '"' ? '"' : *p == '\n' ? 'n' : 0;
+        if (o + (esc ? 2 : 1) >= cap)
+            break; /* cut whole characters' escapes, never half of one */
+        if (esc) {
+            dst[o++] = '\\';
+            dst[o++] = esc;
+        } else {
+            dst[o++] = *p;
+        }
+    }
+    if (!cap)
+        return dst;
+    dst[o < cap ? o : cap - 1] = '\0';
+    trim_utf8(dst);
+    return dst;
+}
+
+void nlpd_label_counts_add(struct nlpd_label_counts *c, const char *label)
+{
+    size_t cap = sizeof c->c / sizeof c->c[0], i;
+    label = label ? label : "";
+    for (i = 0; i < c->n && strcmp(c->c[i].label, label) != 0; i++)
+        ;
+    if (i == c->n && c->n >= cap - 1) { /* the last slot is "other", whatever label came first */
+        label = "other";
+        for (i = 0; i < c->n && strcmp(c->c[i].label, label) != 0; i++)
+            ;
+    }
+    if (i == c->n) {
+        snprintf(c->c[i].label, sizeof c->c[i].label, "%s", label);
+        trim_utf8(c->c[i].label);
+        c->n++;
+    }
+    c->c[i].n++;
+}
+
+void nlpd_label_counts_write(const struct nlpd_label_counts *c, const char *name, const char *label_name,
+                             struct nlpd_buf *out)
+{
+    char esc[2 * sizeof c->c[0].label];
+    for (size_t i = 0; i < c->n; i++)
+        nlpd_buf_printf(out, "%s{%s=\"%s\"} %llu\n", name, label_name,
+                        nlpd_metric_label(esc, sizeof esc, c->c[i].label), (unsigned long long)c->c[i].n);
 }

@@ -1,5 +1,5 @@
-/* Prometheus metrics and health endpoints of the daemon: histograms with fixed buckets (lock-free
- * updates from any thread) and an evhttp server on the daemon's event loop serving /metrics, /live, /ready. */
+/* Prometheus metrics of the daemon: histograms with fixed buckets (lock-free updates from any thread), latency
+ * samples and exposition helpers. The HTTP server serving /metrics, /live and /ready is http.c. */
 #ifndef NLPD_METRICS_H
 #define NLPD_METRICS_H
 
@@ -44,5 +44,23 @@ void nlpd_latency_free(struct nlpd_latency_sample *s);
 
 /* Appends `# HELP` and `# TYPE` lines. */
 void nlpd_metric_head(struct nlpd_buf *out, const char *name, const char *type, const char *help);
+
+/* value as a Prometheus label value (\\, \" and \n escaped), cut to fit cap bytes with its NUL. Returns dst. */
+const char *nlpd_metric_label(char *dst, size_t cap, const char *value);
+
+/* Counters by a label taken from input (a dead-letter reason, a stage name): bounded to 16 series, the 16th being
+ * "other", which counts every label that came after the first 15. Not thread-safe: one owner thread. */
+struct nlpd_label_counts {
+    struct {
+        char label[64]; /* a copy, cut to fit: the source may not outlive the count */
+        uint64_t n;
+    } c[16];
+    size_t n;
+};
+
+void nlpd_label_counts_add(struct nlpd_label_counts *c, const char *label);
+/* Appends `name{label_name="label"} n` for each label, escaped. */
+void nlpd_label_counts_write(const struct nlpd_label_counts *c, const char *name, const char *label_name,
+                             struct nlpd_buf *out);
 
 #endif

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -117,7 +118,10 @@ struct nlpd_pipeline {
     pthread_cond_t changed;
     struct nlpd_job *head, *tail;
     size_t queued, queue_cap;
+    void (*on_space)(void *user); /* see nlpd_pipeline_on_space() */
+    void *on_space_user;
     int stopping, fatal, nworkers;
+    long test_delay_ms; /* NLPD_TEST_BATCH_DELAY_MS: a slow stage on demand, for flow-control tests */
     struct worker *workers;
     struct worker inline_worker;
 };
@@ -317,9 +321,13 @@ static int build_stage(struct nlpd_pipeline *p, const struct nlpd_config *cfg, c
     NLPD_ASSERT(s->plugin->abi == NLPD_STAGE_ABI);
     nlpd_histogram_init_ms(&s->compute_ms);
     nlpd_histogram_init_tokens(&s->padded_tokens);
-    const char *name = NULL;
-    if (config_setting_lookup_string(entry, "name", &name) != CONFIG_TRUE)
-        name = stage;
+    const char *name = stage;
+    const config_setting_t *ns = config_setting_get_member(entry, "name");
+    if (ns && (config_setting_type(ns) != CONFIG_TYPE_STRING || !*(name = config_setting_get_string(ns)))) {
+        nlpd_diag_add(diag, file, config_setting_source_line(ns), "pipeline[%zu].name must be a non-empty string",
+                      index);
+        return 1;
+    }
     s->name = strdup(name);
     s->ctx = calloc(1, s->plugin->ctx_size ? s->plugin->ctx_size : 1);
     if (!s->name || !s->ctx) {
@@ -366,6 +374,10 @@ struct nlpd_pipeline *nlpd_pipeline_create(const struct nlpd_config *cfg, struct
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->changed, NULL);
     nlpd_histogram_init_size(&p->batch_records);
+    const char *delay = getenv("NLPD_TEST_BATCH_DELAY_MS");
+    if (delay && (p->test_delay_ms = strtol(delay, NULL, 10)) > 0)
+        nlpd_log(NLPD_LOG_WARNING, "pipeline",
+                 "NLPD_TEST_BATCH_DELAY_MS: every micro-batch takes %ld ms more (tests only)", p->test_delay_ms);
     p->nstages = (size_t)config_setting_length(cfg->pipeline);
     p->stages = calloc(p->nstages, sizeof *p->stages);
     p->models = calloc(p->nstages, sizeof *p->models);
@@ -523,6 +535,8 @@ static void run_cached(struct worker *w, size_t si, struct nlpd_record **recs, s
             w->leader[i] = -2; /* served from the cache */
             hits++;
         } else {
+            if (w->vals[i].data) /* computed again below, and stored over it */
+                nlpd_cache_reject(w->p->cache, NLPD_CACHE_REJECT_INVALID, w->keys[i]);
             for (size_t j = 0; j < i; j++) /* duplicates inside the batch are computed once */
                 if (w->leader[j] == -1 && strcmp(w->keys[j], w->keys[i]) == 0) {
                     w->leader[i] = (long)j;
@@ -618,6 +632,10 @@ static void run_chain(struct worker *w, struct nlpd_batch *batch)
             if (!w->scratch[i]->error && wrote_result(p->stages[si].plugin->results, w->scratch[i]))
                 w->scratch[i]->stages_run |= 1u << si;
     }
+    if (p->test_delay_ms > 0) {
+        struct timespec ts = {p->test_delay_ms / 1000, p->test_delay_ms % 1000 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 static void *worker_main(void *arg)
@@ -636,9 +654,13 @@ static void *worker_main(void *arg)
         p->head = job->next;
         if (!p->head)
             p->tail = NULL;
-        p->queued--;
+        int was_full = p->queued-- >= p->queue_cap;
+        void (*on_space)(void *) = was_full ? p->on_space : NULL;
+        void *space_user = p->on_space_user;
         pthread_cond_broadcast(&p->changed);
         pthread_mutex_unlock(&p->lock);
+        if (on_space)
+            on_space(space_user);
 
         if (job->on_start)
             job->on_start(job, job->user);
@@ -681,6 +703,17 @@ int nlpd_pipeline_start(struct nlpd_pipeline *p, int threads, struct nlpd_error 
     return 0;
 }
 
+static void enqueue(struct nlpd_pipeline *p, struct nlpd_job *job)
+{
+    if (p->tail)
+        p->tail->next = job;
+    else
+        p->head = job;
+    p->tail = job;
+    p->queued++;
+    pthread_cond_broadcast(&p->changed);
+}
+
 void nlpd_pipeline_submit(struct nlpd_pipeline *p, struct nlpd_job *job)
 {
     NLPD_ASSERT(p->nworkers > 0);
@@ -689,13 +722,36 @@ void nlpd_pipeline_submit(struct nlpd_pipeline *p, struct nlpd_job *job)
     pthread_mutex_lock(&p->lock);
     while (p->queued >= p->queue_cap)
         pthread_cond_wait(&p->changed, &p->lock);
-    if (p->tail)
-        p->tail->next = job;
-    else
-        p->head = job;
-    p->tail = job;
-    p->queued++;
-    pthread_cond_broadcast(&p->changed);
+    enqueue(p, job);
+    pthread_mutex_unlock(&p->lock);
+}
+
+int nlpd_pipeline_try_submit(struct nlpd_pipeline *p, struct nlpd_job *job)
+{
+    NLPD_ASSERT(p->nworkers > 0);
+    job->done = 0;
+    job->next = NULL;
+    pthread_mutex_lock(&p->lock);
+    int full = p->queued >= p->queue_cap;
+    if (!full)
+        enqueue(p, job);
+    pthread_mutex_unlock(&p->lock);
+    return full ? NLPD_EAGAIN : 0;
+}
+
+void nlpd_pipeline_on_space(struct nlpd_pipeline *p, void (*fn)(void *user), void *user)
+{
+    pthread_mutex_lock(&p->lock);
+    p->on_space = fn;
+    p->on_space_user = user;
+    pthread_mutex_unlock(&p->lock);
+}
+
+void nlpd_pipeline_queue(struct nlpd_pipeline *p, size_t *queued, size_t *cap)
+{
+    pthread_mutex_lock(&p->lock);
+    *queued = p->queued;
+    *cap = p->queue_cap;
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -764,6 +820,8 @@ void nlpd_pipeline_take_cache(struct nlpd_pipeline *to, struct nlpd_pipeline *fr
 {
     if (!from->cache)
         return;
+    if (to->cache)
+        nlpd_cache_swap_key(from->cache, to->cache);
     nlpd_cache_free(to->cache);
     to->cache = from->cache;
     from->cache = NULL;
@@ -796,11 +854,11 @@ size_t nlpd_pipeline_cache_stats(struct nlpd_pipeline *p, struct nlpd_stage_cach
 
 void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
 {
-    char labels[160];
+    char labels[160], esc[128]; /* esc: a stage name as a label value */
     nlpd_metric_head(out, "nlpd_stage_batch_seconds", "histogram",
                      "Time a stage spends on one micro-batch (cache lookups included), in milliseconds buckets");
     for (size_t i = 0; i < p->nstages; i++) {
-        snprintf(labels, sizeof labels, "stage=\"%s\"", p->stages[i].name);
+        snprintf(labels, sizeof labels, "stage=\"%s\"", nlpd_metric_label(esc, sizeof esc, p->stages[i].name));
         nlpd_histogram_write(&p->stages[i].compute_ms, "nlpd_stage_batch_seconds", labels, 1e-3, out);
     }
     nlpd_metric_head(out, "nlpd_batch_records", "histogram", "Records per micro-batch");
@@ -810,23 +868,29 @@ void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
     for (size_t i = 0; i < p->nstages; i++) {
         if (!__atomic_load_n(&p->stages[i].padded_tokens.count, __ATOMIC_ACQUIRE))
             continue; /* stages without a padded model never report */
-        snprintf(labels, sizeof labels, "stage=\"%s\"", p->stages[i].name);
+        snprintf(labels, sizeof labels, "stage=\"%s\"", nlpd_metric_label(esc, sizeof esc, p->stages[i].name));
         nlpd_histogram_write(&p->stages[i].padded_tokens, "nlpd_stage_batch_padded_tokens", labels, 1.0, out);
     }
     nlpd_metric_head(out, "nlpd_model_info", "gauge", "Model of each stage, with its sha256 digest");
-    for (size_t i = 0; i < p->nmodels; i++)
-        nlpd_buf_printf(out, "nlpd_model_info{stage=\"%s\",model=\"%s\"} 1\n", p->models[i].stage, p->models[i].id);
+    for (size_t i = 0; i < p->nmodels; i++) {
+        char model[512];
+        nlpd_buf_printf(out, "nlpd_model_info{stage=\"%s\",model=\"%s\"} 1\n",
+                        nlpd_metric_label(esc, sizeof esc, p->models[i].stage),
+                        nlpd_metric_label(model, sizeof model, p->models[i].id));
+    }
     if (!nlpd_cache_enabled(p->cache))
         return;
     nlpd_metric_head(out, "nlpd_cache_hits_total", "counter", "Stage results served from the cache");
     for (size_t i = 0; i < p->nstages; i++)
         if (p->stages[i].key_material)
-            nlpd_buf_printf(out, "nlpd_cache_hits_total{stage=\"%s\"} %llu\n", p->stages[i].name,
+            nlpd_buf_printf(out, "nlpd_cache_hits_total{stage=\"%s\"} %llu\n",
+                            nlpd_metric_label(esc, sizeof esc, p->stages[i].name),
                             (unsigned long long)__atomic_load_n(&p->stages[i].hits, __ATOMIC_RELAXED));
     nlpd_metric_head(out, "nlpd_cache_misses_total", "counter", "Stage results computed (not in the cache)");
     for (size_t i = 0; i < p->nstages; i++)
         if (p->stages[i].key_material)
-            nlpd_buf_printf(out, "nlpd_cache_misses_total{stage=\"%s\"} %llu\n", p->stages[i].name,
+            nlpd_buf_printf(out, "nlpd_cache_misses_total{stage=\"%s\"} %llu\n",
+                            nlpd_metric_label(esc, sizeof esc, p->stages[i].name),
                             (unsigned long long)__atomic_load_n(&p->stages[i].misses, __ATOMIC_RELAXED));
     struct nlpd_cache_stats st;
     nlpd_cache_get_stats(p->cache, &st);
@@ -834,6 +898,11 @@ void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
     nlpd_buf_printf(out, "nlpd_cache_errors_total %llu\n", (unsigned long long)st.errors);
     nlpd_metric_head(out, "nlpd_cache_lookup_seconds_total", "counter", "Time spent in cache lookups");
     nlpd_buf_printf(out, "nlpd_cache_lookup_seconds_total %.6f\n", st.lookup_seconds);
+    nlpd_metric_head(out, "nlpd_cache_rejected_total", "counter",
+                     "Cached values refused (computed again): invalid encoding, or HMAC tag missing or wrong");
+    for (size_t i = 0; i < sizeof st.rejected / sizeof st.rejected[0]; i++)
+        nlpd_buf_printf(out, "nlpd_cache_rejected_total{reason=\"%s\"} %llu\n", nlpd_cache_reject_names[i],
+                        (unsigned long long)st.rejected[i]);
     nlpd_metric_head(out, "nlpd_cache_breaker_open", "gauge", "1 while the Redis circuit breaker is open");
     nlpd_buf_printf(out, "nlpd_cache_breaker_open %d\n", st.breaker_open ? 1 : 0);
 }

@@ -38,8 +38,17 @@ void nlpd_stages_doc(FILE *out);
 struct nlpd_pipeline *nlpd_pipeline_create(const struct nlpd_config *cfg, struct nlpd_diag *diag);
 /* Starts the workers: threads = 0 means one per online CPU. */
 int nlpd_pipeline_start(struct nlpd_pipeline *p, int threads, struct nlpd_error *err);
-/* Queues a job; blocks while the queue is full (backpressure). */
+/* Queues a job; blocks while the queue is full (backpressure). Not for an event loop: a slow stage would
+ * stall it (pipe mode's reader thread uses it). */
 void nlpd_pipeline_submit(struct nlpd_pipeline *p, struct nlpd_job *job);
+/* Queues a job if the queue has room: 0, or NLPD_EAGAIN when it is full (the job stays the caller's). Never
+ * waits on a worker. */
+int nlpd_pipeline_try_submit(struct nlpd_pipeline *p, struct nlpd_job *job);
+/* fn(user) is called from a worker thread each time it takes a job from a full queue (room for one more
+ * nlpd_pipeline_try_submit()); it must be quick and thread-safe (e.g. a write to a wake-up pipe). NULL: none. */
+void nlpd_pipeline_on_space(struct nlpd_pipeline *p, void (*fn)(void *user), void *user);
+/* Jobs queued and not yet taken by a worker, and the queue's capacity. */
+void nlpd_pipeline_queue(struct nlpd_pipeline *p, size_t *queued, size_t *cap);
 /* Blocks until the job is done. */
 void nlpd_pipeline_wait(struct nlpd_pipeline *p, struct nlpd_job *job);
 /* Runs the stage chain on a batch in the calling thread (no workers needed). */

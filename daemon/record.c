@@ -244,6 +244,168 @@ static const char *json_type_name(const json_t *v)
     return "a value";
 }
 
+/* ---- the original text of a number (jansson keeps only its value: 0.1 would come back as 0.10000000000000001) */
+
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* p at the opening quote of a string; returns the byte after the closing quote (or end). */
+static const char *skip_string(const char *p, const char *end)
+{
+    for (p++; p < end; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return end;
+}
+
+/* Returns the byte after the value starting at p. The document is one jansson accepted, so the walk only has to
+ * stay inside [p, end), not to validate. */
+static const char *skip_value(const char *p, const char *end)
+{
+    if (p >= end)
+        return end;
+    if (*p == '"')
+        return skip_string(p, end);
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        while (p < end) {
+            if (*p == '"') {
+                p = skip_string(p, end);
+                continue;
+            }
+            if (*p == '{' || *p == '[')
+                depth++;
+            else if ((*p == '}' || *p == ']') && --depth == 0)
+                return p + 1;
+            p++;
+        }
+        return end;
+    }
+    while (p < end && !strchr(" \t\n\r,]}", *p))
+        p++;
+    return p;
+}
+
+static int hex4(const char *p, const char *end, unsigned *v)
+{
+    *v = 0;
+    if (end - p < 4)
+        return -1;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0')
+                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+                                            : 16u;
+        if (d > 15)
+            return -1;
+        *v = *v << 4 | d;
+    }
+    return 0;
+}
+
+/* 1 when the JSON string at p (opening quote) decodes to key[0..n); *after is the byte after it. */
+static int string_equals(const char *p, const char *end, const char *key, size_t n, const char **after)
+{
+    const char *stop = skip_string(p, end);
+    *after = stop;
+    size_t k = 0;
+    for (p++; p < stop - 1; p++) {
+        unsigned char c = (unsigned char)*p;
+        char utf8[4];
+        size_t m = 1;
+        utf8[0] = (char)c;
+        if (c == '\\' && p + 1 < stop - 1) {
+            char e = *++p;
+            unsigned cp;
+            switch (e) {
+            case 'b': utf8[0] = '\b'; break;
+            case 'f': utf8[0] = '\f'; break;
+            case 'n': utf8[0] = '\n'; break;
+            case 'r': utf8[0] = '\r'; break;
+            case 't': utf8[0] = '\t'; break;
+            case 'u':
+                if (hex4(p + 1, stop, &cp) < 0)
+                    return 0;
+                p += 4;
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    unsigned lo;
+                    if (stop - p < 7 || p[1] != '\\' || p[2] != 'u' || hex4(p + 3, stop, &lo) < 0)
+                        return 0;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    p += 6;
+                }
+                if (cp < 0x80) {
+                    utf8[0] = (char)cp;
+                } else if (cp < 0x800) {
+                    utf8[0] = (char)(0xC0 | cp >> 6), utf8[1] = (char)(0x80 | (cp & 0x3F)), m = 2;
+                } else if (cp < 0x10000) {
+                    utf8[0] = (char)(0xE0 | cp >> 12), utf8[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                    utf8[2] = (char)(0x80 | (cp & 0x3F)), m = 3;
+                } else {
+                    utf8[0] = (char)(0xF0 | cp >> 18), utf8[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+                    utf8[2] = (char)(0x80 | ((cp >> 6) & 0x3F)), utf8[3] = (char)(0x80 | (cp & 0x3F)), m = 4;
+                }
+                break;
+            default: utf8[0] = e; break; /* \" \\ \/ */
+            }
+        }
+        if (k + m > n || memcmp(key + k, utf8, m) != 0)
+            return 0;
+        k += m;
+    }
+    return k == n;
+}
+
+/* The value of member key[0..n) of the object at p, or NULL. */
+static const char *find_member(const char *p, const char *end, const char *key, size_t n)
+{
+    p = skip_ws(p, end);
+    if (p >= end || *p != '{')
+        return NULL;
+    p = skip_ws(p + 1, end);
+    while (p < end && *p == '"') {
+        const char *after;
+        int match = string_equals(p, end, key, n, &after);
+        p = skip_ws(after, end);
+        if (p >= end || *p != ':')
+            return NULL;
+        p = skip_ws(p + 1, end);
+        if (match)
+            return p;
+        p = skip_ws(skip_value(p, end), end);
+        if (p >= end || *p != ',')
+            return NULL;
+        p = skip_ws(p + 1, end);
+    }
+    return NULL;
+}
+
+/* The number at path as written in the document, found the way lookup_path finds it. */
+static char *number_text(const char *data, size_t len, const char *path)
+{
+    const char *end = data + len, *v = find_member(data, end, path, strlen(path));
+    if (!v || (*v != '-' && (*v < '0' || *v > '9'))) {
+        v = data;
+        for (const char *seg = path; v && *seg;) {
+            const char *dot = strchr(seg, '.');
+            size_t n = dot ? (size_t)(dot - seg) : strlen(seg);
+            v = find_member(v, end, seg, n);
+            seg += n + (dot != NULL);
+        }
+    }
+    if (!v || (*v != '-' && (*v < '0' || *v > '9')))
+        return NULL;
+    return strndup(v, (size_t)(skip_value(v, end) - v));
+}
+
 #define FAIL(...)                                        \
     do {                                                 \
         nlpd_record_fail(&item->rec, "input", __VA_ARGS__); \
@@ -256,7 +418,11 @@ int nlpd_item_decode_json(struct nlpd_item *item, const struct nlpd_input_conf *
     if (bad >= 0) {
         FAIL("invalid UTF-8 at byte %ld", bad);
     }
-    if (strspn(data, " \t\r") >= len)
+    /* (pointer, length) only: a Kafka payload has no terminating NUL. */
+    size_t blank = 0;
+    while (blank < len && (data[blank] == ' ' || data[blank] == '\t' || data[blank] == '\r'))
+        blank++;
+    if (blank == len)
         FAIL("empty record (no JSON in it)");
     json_error_t jerr;
     /* DECODE_ANY and ALLOW_NUL let the checks below give the precise reason. */
@@ -270,15 +436,13 @@ int nlpd_item_decode_json(struct nlpd_item *item, const struct nlpd_input_conf *
 
     json_t *id = lookup_path(root, in->id_field);
     if (json_is_string(id)) {
+        if (memchr(json_string_value(id), '\0', json_string_length(id)))
+            FAIL("id field \"%s\" contains a NUL character", in->id_field);
         item->id = strndup(json_string_value(id), json_string_length(id));
-    } else if (json_is_integer(id)) {
-        char tmp[32];
-        snprintf(tmp, sizeof tmp, "%" JSON_INTEGER_FORMAT, json_integer_value(id));
-        item->id = strdup(tmp);
-    } else if (json_is_real(id)) {
-        char tmp[40];
-        snprintf(tmp, sizeof tmp, "%.17g", json_real_value(id));
-        item->id = strdup(tmp);
+    } else if (json_is_number(id)) {
+        item->id = number_text(data, len, in->id_field); /* as written: 0.1 stays "0.1" */
+        if (!item->id)
+            FAIL("id field \"%s\": cannot read the number", in->id_field);
     }
 
     json_t *text = lookup_path(root, in->text_field);
@@ -293,7 +457,9 @@ int nlpd_item_set_text(struct nlpd_item *item, const struct nlpd_input_conf *in,
 {
     if ((long long)n > in->max_text_bytes)
         FAIL("text is too long: %zu bytes, over input.max_text_bytes = %lld", n, in->max_text_bytes);
-    size_t blank = strspn(s, " \t\n\r\v\f");
+    size_t blank = 0;
+    while (blank < n && strchr(" \t\n\r\v\f", s[blank]) && s[blank])
+        blank++;
     if (n == 0 || blank == n)
         FAIL("empty text%s", n ? " (only whitespace)" : "");
     if (memchr(s, '\0', n))

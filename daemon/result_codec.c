@@ -1,7 +1,10 @@
 /* Result encoding for the cache (see result_codec.h). Layout: version byte, then per selected field a
- * presence byte and its data; strings are u16 length + bytes, floats 4 bytes and ints 4 bytes, little-endian. */
+ * presence byte and its data; strings are u16 length + bytes, floats 4 bytes and ints 4 bytes, little-endian.
+ * A cached value comes from outside the process (whoever can write Redis): the decoder checks everything the
+ * output relies on (UTF-8 strings, finite scores, 0/1 flags, offsets), not only the framing. */
 #include "result_codec.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,7 +139,18 @@ static float get_f32(struct reader *r)
     uint32_t v = get_u32(r);
     float f;
     memcpy(&f, &v, 4);
+    if (!isfinite(f))
+        r->bad = 1;
     return f;
+}
+
+/* A presence or flag byte: 0 or 1. */
+static unsigned get_bool(struct reader *r)
+{
+    unsigned v = get_u8(r);
+    if (v > 1)
+        r->bad = 1;
+    return v;
 }
 
 /* Copies a string into dst (cap bytes, NUL-terminated); too long for dst is invalid. */
@@ -148,7 +162,8 @@ static void get_str(struct reader *r, char *dst, size_t cap)
     }
     size_t n = (size_t)r->p[0] | (size_t)r->p[1] << 8;
     r->p += 2;
-    if (n >= cap || (size_t)(r->end - r->p) < n || memchr(r->p, '\0', n)) {
+    if (n >= cap || (size_t)(r->end - r->p) < n || memchr(r->p, '\0', n) ||
+        nlpd_utf8_invalid_at((const char *)r->p, n) >= 0) {
         r->bad = 1;
         return;
     }
@@ -165,7 +180,7 @@ int nlpd_results_decode(struct nlpd_record *rec, unsigned results, const unsigne
     char word[STR_MAX + 1], label[NLPD_LABEL_MAX], name[NLPD_LABEL_MAX], src[32];
     if (get_u8(&r) != VERSION)
         return -1;
-    if ((results & NLPD_RESULT_LANG) && (t.lang.set = (int)get_u8(&r))) {
+    if ((results & NLPD_RESULT_LANG) && (t.lang.set = (int)get_bool(&r))) {
         get_str(&r, t.lang.code, sizeof t.lang.code);
         t.lang.score = get_f32(&r);
     }
@@ -173,7 +188,7 @@ int nlpd_results_decode(struct nlpd_record *rec, unsigned results, const unsigne
     size_t tr_len = 0;
     unsigned tr_feeds = 0;
     char tr_src[NLPD_LANG_CODE_MAX], tr_tgt[NLPD_LANG_CODE_MAX];
-    if ((results & NLPD_RESULT_TRANSLATION) && (t.translation.set = (int)get_u8(&r)) && !r.bad) {
+    if ((results & NLPD_RESULT_TRANSLATION) && (t.translation.set = (int)get_bool(&r)) && !r.bad) {
         tr_len = get_u32(&r);
         if (tr_len > TRANSLATION_MAX || (size_t)(r.end - r.p) < tr_len) {
             r.bad = 1;
@@ -183,11 +198,11 @@ int nlpd_results_decode(struct nlpd_record *rec, unsigned results, const unsigne
         }
         get_str(&r, tr_src, sizeof tr_src);
         get_str(&r, tr_tgt, sizeof tr_tgt);
-        tr_feeds = get_u8(&r);
+        tr_feeds = get_bool(&r);
         if (tr_text && (memchr(tr_text, '\0', tr_len) || nlpd_utf8_invalid_at((const char *)tr_text, tr_len) >= 0))
             r.bad = 1;
     }
-    if ((results & NLPD_RESULT_SENTIMENT) && (t.sentiment.set = (int)get_u8(&r)) && !r.bad) {
+    if ((results & NLPD_RESULT_SENTIMENT) && (t.sentiment.set = (int)get_bool(&r)) && !r.bad) {
         get_str(&r, t.sentiment.label, sizeof t.sentiment.label);
         t.sentiment.score = get_f32(&r);
         uint32_t n = get_u32(&r);
@@ -202,7 +217,7 @@ int nlpd_results_decode(struct nlpd_record *rec, unsigned results, const unsigne
             r.bad = 1;
         free(sc);
     }
-    if ((results & NLPD_RESULT_ENTITIES) && (t.entities.set = (int)get_u8(&r)) && !r.bad) {
+    if ((results & NLPD_RESULT_ENTITIES) && (t.entities.set = (int)get_bool(&r)) && !r.bad) {
         uint32_t n = get_u32(&r);
         if (n > 1u << 20)
             r.bad = 1;
@@ -211,6 +226,8 @@ int nlpd_results_decode(struct nlpd_record *rec, unsigned results, const unsigne
             float score = get_f32(&r);
             get_str(&r, word, sizeof word);
             int32_t start = (int32_t)get_u32(&r), end = (int32_t)get_u32(&r), index = (int32_t)get_u32(&r);
+            if (start < 0 || end < start || index < -1)
+                r.bad = 1;
             get_str(&r, src, sizeof src);
             /* Sources are a closed set (static strings): anything else is not ours. */
             const char *source = !src[0] ? NULL : strcmp(src, "gazetteer") == 0 ? "gazetteer" : (r.bad = 1, NULL);
@@ -219,8 +236,8 @@ int nlpd_results_decode(struct nlpd_record *rec, unsigned results, const unsigne
         }
         t.entities.set = 1;
     }
-    if ((results & NLPD_RESULT_MODERATION) && (t.moderation.set = (int)get_u8(&r)) && !r.bad) {
-        unsigned flagged = get_u8(&r), route = get_u8(&r);
+    if ((results & NLPD_RESULT_MODERATION) && (t.moderation.set = (int)get_bool(&r)) && !r.bad) {
+        unsigned flagged = get_bool(&r), route = get_bool(&r);
         uint32_t n = get_u32(&r);
         if (n > 4096)
             r.bad = 1;
@@ -228,7 +245,7 @@ int nlpd_results_decode(struct nlpd_record *rec, unsigned results, const unsigne
             get_str(&r, name, sizeof name);
             get_str(&r, label, sizeof label);
             float score = get_f32(&r);
-            unsigned f = get_u8(&r);
+            unsigned f = get_bool(&r);
             if (!r.bad && nlpd_record_add_category(&t, name, label, score, (int)f))
                 r.bad = 1;
         }

@@ -133,17 +133,26 @@ suite "tests/models/test_pipe_parity.sh" bash tests/models/test_pipe_parity.sh b
 # Transformer encoders through the CLI against the transformers goldens.
 suite "tests/models/test_infer.sh build/nlpd" bash tests/models/test_infer.sh build/nlpd
 suite "tests/models/test_infer.sh build/san/nlpd" bash tests/models/test_infer.sh build/san/nlpd
+# Sharded checkpoints and pytorch_model.bin (written by Debian's torch at test time) give the safetensors' output.
+suite "tests/models/test_torch_bin.sh build/nlpd" sh tests/models/test_torch_bin.sh build/nlpd
+suite "tests/models/test_torch_bin.sh build/san/nlpd" sh tests/models/test_torch_bin.sh build/san/nlpd
 # The sentiment stage on Hugging Face folders against the goldens' softmax.
 suite "tests/models/test_sentiment_hf.sh build/nlpd" bash tests/models/test_sentiment_hf.sh build/nlpd
 suite "tests/models/test_sentiment_hf.sh build/san/nlpd" bash tests/models/test_sentiment_hf.sh build/san/nlpd
 # The ner stage against the transformers token-classification pipeline, every aggregation strategy.
 suite "tests/models/test_ner_pipe.sh build/nlpd" bash tests/models/test_ner_pipe.sh build/nlpd
 suite "tests/models/test_ner_pipe.sh build/san/nlpd" bash tests/models/test_ner_pipe.sh build/san/nlpd
+# Entity words on an XLM-R (SentencePiece) token-classification folder: the Rust decoder's, not the text span.
+suite "tests/models/test_ner_words.sh build/nlpd" bash tests/models/test_ner_words.sh build/nlpd
+suite "tests/models/test_ner_words.sh build/san/nlpd" bash tests/models/test_ner_words.sh build/san/nlpd
 # The moderation stage: model layer (softmax/sigmoid of the logits), lexicon layer, both, config errors.
 suite "tests/models/test_moderation_pipe.sh build/nlpd" bash tests/models/test_moderation_pipe.sh build/nlpd
 suite "tests/models/test_moderation_pipe.sh build/san/nlpd" bash tests/models/test_moderation_pipe.sh build/san/nlpd
 # Tokenizers against the Rust library (npm tokenizers@0.23.2; says `skip:` when npm is unreachable).
 suite "tests/models/test_tokenizer_ref.sh" bash tests/models/test_tokenizer_ref.sh
+# Decoders (nlpd tokenize --decode: ids and token lists) against the same library, every decoder type.
+suite "tests/models/test_decode_ref.sh build/nlpd" bash tests/models/test_decode_ref.sh build/nlpd
+suite "tests/models/test_decode_ref.sh build/san/nlpd" bash tests/models/test_decode_ref.sh build/san/nlpd
 # Marian translation: transformers' goldens (greedy ids, encoder, logits, top-5), texts through the tokenizer, and
 # greedy/beam search on random shapes against the independent PyTorch reference (tests/models/marian_ref.py).
 suite "tests/models/test_marian.sh build/nlpd" sh tests/models/test_marian.sh build/nlpd
@@ -158,6 +167,8 @@ suite "tests/integration/test_pipe.sh build/nlpd" bash tests/integration/test_pi
 suite "tests/integration/test_pipe.sh build/san/nlpd" bash tests/integration/test_pipe.sh build/san/nlpd
 # systemd: the unit verifies, and the notify protocol is spoken in order (fake NOTIFY_SOCKET).
 suite "tests/integration/test_systemd.sh build/nlpd" bash tests/integration/test_systemd.sh build/nlpd
+# `make install` into a scratch root, then the README's install steps and `nlpd check` as the service user.
+suite "tests/integration/test_install.sh" bash tests/integration/test_install.sh
 # conf/nlpd.conf documents every key config-doc prints.
 suite "tests/integration/test_config_doc.sh" bash tests/integration/test_config_doc.sh build/nlpd
 # Metrics and health endpoints of the daemon while records flow.

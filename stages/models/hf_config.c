@@ -191,9 +191,8 @@ static int parse_root(json_t *root, const char *name, struct nlpd_hf_config *c, 
     if (strcmp(c->position_embedding_type, "absolute"))
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: unsupported position_embedding_type \"%s\" (absolute)", name,
                               c->position_embedding_type);
-    json_t *sin = json_object_get(root, "sinusoidal_pos_embds");
-    if (dist && json_is_true(sin))
-        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: sinusoidal_pos_embds is not supported", name);
+    /* DistilBERT's sinusoidal_pos_embds only initialises position_embeddings.weight: the checkpoint stores the
+     * table and from_pretrained uses the stored values, as the encoder does. */
     json_t *pt = json_object_get(root, "problem_type");
     if (pt && !json_is_null(pt) && copy_name(c->problem_type, pt))
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"problem_type\" is not a short string", name);

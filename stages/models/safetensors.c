@@ -1,5 +1,7 @@
 /* safetensors reader (see safetensors.h). The file is untrusted: the header length, the JSON, each dtype, shape
- * and [begin, end) data offset are checked (overflow-safe) before a tensor is handed out. */
+ * and [begin, end) data offset are checked (overflow-safe) before a tensor is handed out. The same handle serves
+ * what else the Hub has when model.safetensors is absent: sharded checkpoints (model.safetensors.index.json, also
+ * pytorch_model.bin.index.json) and pytorch_model.bin (torch_pickle.c), so the model loaders need no change. */
 #include "safetensors.h"
 
 #include <errno.h>
@@ -12,6 +14,7 @@
 #include <unistd.h>
 
 #include "nlpd_kernels.h"
+#include "torch_pickle.h"
 
 #define HEADER_MAX (100u << 20) /* the Rust reference refuses headers over 100 MB */
 
@@ -24,6 +27,9 @@ struct nlpd_safetensors {
     json_t *meta;
     struct nlpd_st_tensor *t;
     size_t n;
+    int own_names;                   /* t[i].name malloc'ed (pytorch_model.bin) */
+    struct nlpd_safetensors **parts; /* shards of an index, owned */
+    size_t nparts;
 };
 
 static const struct {
@@ -188,7 +194,8 @@ struct nlpd_safetensors *nlpd_safetensors_open_mem(const void *data, size_t size
     return open_common(st, err);
 }
 
-struct nlpd_safetensors *nlpd_safetensors_open(const char *path, struct nlpd_error *err)
+/* Maps path into a new handle (nothing parsed yet). */
+static struct nlpd_safetensors *map_file(const char *path, struct nlpd_error *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -222,7 +229,162 @@ struct nlpd_safetensors *nlpd_safetensors_open(const char *path, struct nlpd_err
         st->mapped = 1;
     }
     close(fd);
-    return open_common(st, err);
+    return st;
+}
+
+/* Sorts the table and refuses a name given twice. */
+static int finish_table(struct nlpd_safetensors *st, struct nlpd_error *err)
+{
+    qsort(st->t, st->n, sizeof *st->t, cmp_name);
+    for (size_t i = 1; i < st->n; i++)
+        if (!strcmp(st->t[i - 1].name, st->t[i].name))
+            return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: tensor \"%s\" appears twice", st->path, st->t[i].name);
+    return 0;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
+
+static struct nlpd_safetensors *torch_common(struct nlpd_safetensors *st, struct nlpd_error *err)
+{
+    st->own_names = 1;
+    if (nlpd_torch_load(st->base, st->size, st->path, &st->t, &st->n, err) < 0 || finish_table(st, err) < 0) {
+        nlpd_safetensors_close(st);
+        return NULL;
+    }
+    return st;
+}
+
+struct nlpd_safetensors *nlpd_torch_open_mem(const void *data, size_t size, const char *name, struct nlpd_error *err)
+{
+    struct nlpd_safetensors *st = calloc(1, sizeof *st);
+    if (!st || !(st->path = strdup(name ? name : "(memory)"))) {
+        free(st);
+        nlpd_error_set(err, NLPD_ENOMEM, 0, "pytorch_model.bin: out of memory");
+        return NULL;
+    }
+    st->base = data;
+    st->size = size;
+    return torch_common(st, err);
+}
+
+/* One file: safetensors, or torch.save's format for a name ending in ".bin". */
+static struct nlpd_safetensors *open_one(const char *path, struct nlpd_error *err)
+{
+    struct nlpd_safetensors *st = map_file(path, err);
+    if (!st)
+        return NULL;
+    return ends_with(path, ".bin") ? torch_common(st, err) : open_common(st, err);
+}
+
+/* A sharded checkpoint: {"weight_map": {"tensor": "shard file in the same folder"}}; every shard is opened and
+ * every listed tensor must be in its shard. */
+static struct nlpd_safetensors *open_index(const char *path, struct nlpd_error *err)
+{
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    json_t *wm = root ? json_object_get(root, "weight_map") : NULL;
+    if (!root || !json_is_object(wm) || !json_object_size(wm)) {
+        if (!root)
+            nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: invalid JSON: %s (line %d)", path, je.text, je.line);
+        else
+            nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: no \"weight_map\" object", path);
+        json_decref(root);
+        return NULL;
+    }
+    struct nlpd_safetensors *st = calloc(1, sizeof *st);
+    size_t cap = json_object_size(wm);
+    if (!st || !(st->path = strdup(path)) || !(st->parts = calloc(cap, sizeof *st->parts))) {
+        nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", path);
+        goto fail;
+    }
+    const char *slash = strrchr(path, '/');
+    size_t dl = slash ? (size_t)(slash - path) + 1 : 0;
+    const char *key;
+    json_t *v;
+    size_t total = 0;
+    json_object_foreach(wm, key, v)
+    {
+        const char *file = json_string_value(v);
+        if (!file || !*file || strchr(file, '/') || !strcmp(file, ".") || !strcmp(file, "..")) {
+            nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: weight_map[\"%.100s\"] is not a file name in the same folder",
+                           path, key);
+            goto fail;
+        }
+        size_t k = 0;
+        while (k < st->nparts && strcmp(strrchr(st->parts[k]->path, '/') ? strrchr(st->parts[k]->path, '/') + 1
+                                                                          : st->parts[k]->path, file))
+            k++;
+        if (k == st->nparts) {
+            char *fp = malloc(dl + strlen(file) + 1);
+            if (!fp) {
+                nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", path);
+                goto fail;
+            }
+            memcpy(fp, path, dl);
+            strcpy(fp + dl, file);
+            st->parts[k] = open_one(fp, err);
+            free(fp);
+            if (!st->parts[k])
+                goto fail;
+            st->nparts++;
+            total += st->parts[k]->n;
+        }
+        if (!nlpd_safetensors_find(st->parts[k], key)) {
+            nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: tensor \"%.100s\" is not in %s as weight_map says", path, key,
+                           st->parts[k]->path);
+            goto fail;
+        }
+    }
+    if (!(st->t = calloc(total ? total : 1, sizeof *st->t))) {
+        nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", path);
+        goto fail;
+    }
+    for (size_t k = 0; k < st->nparts; k++)
+        for (size_t i = 0; i < st->parts[k]->n; i++)
+            st->t[st->n++] = st->parts[k]->t[i];
+    if (finish_table(st, err) < 0)
+        goto fail;
+    json_decref(root);
+    return st;
+fail:
+    json_decref(root);
+    nlpd_safetensors_close(st);
+    return NULL;
+}
+
+struct nlpd_safetensors *nlpd_safetensors_open(const char *path, struct nlpd_error *err)
+{
+    struct nlpd_safetensors *st = open_one(path, err);
+    if (st || !err || err->code != NLPD_ENOTFOUND || !ends_with(path, "model.safetensors"))
+        return st;
+    /* model.safetensors is absent: what transformers' from_pretrained would load next, in its order */
+    static const char *const alt[] = {"model.safetensors.index.json", "pytorch_model.bin",
+                                      "pytorch_model.bin.index.json"};
+    size_t dl = strlen(path) - strlen("model.safetensors");
+    for (size_t i = 0; i < sizeof alt / sizeof alt[0]; i++) {
+        char *p = malloc(dl + strlen(alt[i]) + 1);
+        if (!p) {
+            nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", path);
+            return NULL;
+        }
+        memcpy(p, path, dl);
+        strcpy(p + dl, alt[i]);
+        struct stat sb;
+        if (stat(p, &sb) == 0) {
+            st = ends_with(p, ".json") ? open_index(p, err) : open_one(p, err);
+            free(p);
+            return st;
+        }
+        free(p);
+    }
+    nlpd_error_set(err, NLPD_ENOTFOUND, 0,
+                   "%s: no such file, nor model.safetensors.index.json, pytorch_model.bin or "
+                   "pytorch_model.bin.index.json beside it", path);
+    return NULL;
 }
 
 void nlpd_safetensors_close(struct nlpd_safetensors *st)
@@ -232,6 +394,12 @@ void nlpd_safetensors_close(struct nlpd_safetensors *st)
     if (st->mapped)
         munmap((void *)st->base, st->size);
     json_decref(st->root);
+    if (st->own_names)
+        for (size_t i = 0; i < st->n; i++)
+            free((char *)st->t[i].name);
+    for (size_t i = 0; i < st->nparts; i++)
+        nlpd_safetensors_close(st->parts[i]);
+    free(st->parts);
     free(st->t);
     free(st->path);
     free(st);

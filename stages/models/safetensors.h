@@ -40,8 +40,12 @@ struct nlpd_st_tensor {
 
 struct nlpd_safetensors;
 
-/* Maps and checks a file. NULL with err on failure. */
+/* Maps and checks a file. NULL with err on failure. When path is ".../model.safetensors" and does not exist, the
+ * files transformers would load instead are opened, in its order: model.safetensors.index.json (shards),
+ * pytorch_model.bin (torch.save zip, read without running pickle code), pytorch_model.bin.index.json. */
 struct nlpd_safetensors *nlpd_safetensors_open(const char *path, struct nlpd_error *err);
+/* A pytorch_model.bin image already in memory (borrowed), for tests and the fuzz target. */
+struct nlpd_safetensors *nlpd_torch_open_mem(const void *data, size_t size, const char *name, struct nlpd_error *err);
 /* Checks a block already in memory (borrowed: it must outlive the handle); name is used in messages. */
 struct nlpd_safetensors *nlpd_safetensors_open_mem(const void *data, size_t size, const char *name,
                                                    struct nlpd_error *err);

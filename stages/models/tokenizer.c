@@ -350,6 +350,119 @@ static int load_pretok(struct jctx *c, json_t *j, struct tpre *p, int depth)
     return 0;
 }
 
+/* ------------------------------------------------------------------ decoder */
+
+static int dup_json_str(struct jctx *c, json_t *j, const char *key, const char *path, const char *def, char **out,
+                        size_t *out_len)
+{
+    const char *v;
+    size_t len;
+    int rc = jstr(c, j, key, path, 0, &v, &len);
+    if (rc < 0)
+        return rc;
+    if (!v) {
+        v = def;
+        len = strlen(def);
+    }
+    if (!(*out = malloc(len + 1)))
+        return NLPD_ENOMEM;
+    memcpy(*out, v, len);
+    (*out)[len] = 0;
+    *out_len = len;
+    return 0;
+}
+
+static int jsize(struct jctx *c, json_t *j, const char *key, const char *path, size_t *out)
+{
+    json_t *v = json_object_get(j, key);
+    if (!v || json_is_null(v)) {
+        *out = 0;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return jfail(c, path, "expected a non-negative integer");
+    *out = (size_t)json_integer_value(v);
+    return 0;
+}
+
+static int load_decoder(struct jctx *c, json_t *j, struct tdec *d, int depth)
+{
+    int rc = 0;
+    if (depth > MAX_NEST)
+        return jfail(c, "decoder", "nested too deep");
+    if (!json_is_object(j))
+        return jfail(c, "decoder", "expected an object");
+    const char *type;
+    if ((rc = jstr(c, j, "type", "decoder.type", 1, &type, NULL)) < 0)
+        return rc;
+    if (!strcmp(type, "WordPiece")) {
+        d->type = TD_WORDPIECE;
+        if ((rc = dup_json_str(c, j, "prefix", "decoder.prefix", "##", &d->s1, &d->s1_len)) < 0 ||
+            (rc = jbool(c, j, "cleanup", "decoder.cleanup", 1, &d->cleanup)) < 0)
+            return rc;
+    } else if (!strcmp(type, "Metaspace")) {
+        /* the same fields as the pre-tokenizer */
+        struct tpre p = {0};
+        rc = load_pretok(c, j, &p, depth);
+        d->type = TD_METASPACE;
+        d->replacement = p.replacement;
+        d->prepend_scheme = p.prepend_scheme;
+        tpre_free(&p);
+        if (rc < 0)
+            return rc;
+    } else if (!strcmp(type, "ByteLevel")) {
+        d->type = TD_BYTELEVEL;
+    } else if (!strcmp(type, "BPEDecoder")) {
+        d->type = TD_BPE;
+        if ((rc = dup_json_str(c, j, "suffix", "decoder.suffix", "</w>", &d->s1, &d->s1_len)) < 0)
+            return rc;
+    } else if (!strcmp(type, "ByteFallback")) {
+        d->type = TD_BYTEFALLBACK;
+    } else if (!strcmp(type, "Fuse")) {
+        d->type = TD_FUSE;
+    } else if (!strcmp(type, "Strip")) {
+        d->type = TD_STRIP;
+        const char *ct;
+        size_t cl;
+        if ((rc = jstr(c, j, "content", "decoder.content", 1, &ct, &cl)) < 0 ||
+            (rc = jsize(c, j, "start", "decoder.start", &d->start)) < 0 ||
+            (rc = jsize(c, j, "stop", "decoder.stop", &d->stop)) < 0)
+            return rc;
+        if ((d->content = single_cp(ct, cl)) < 0)
+            return jfail(c, "decoder.content", "expected a single character");
+    } else if (!strcmp(type, "Replace")) {
+        d->type = TD_REPLACE;
+        if ((rc = pattern_of(c, j, "decoder.Replace", &d->pat, &d->pat_n, &d->rx)) < 0 ||
+            (rc = dup_json_str(c, j, "content", "decoder.content", "", &d->s1, &d->s1_len)) < 0)
+            return rc;
+        if (!json_object_get(j, "content"))
+            return jfail(c, "decoder.content", "missing");
+    } else if (!strcmp(type, "CTC")) {
+        d->type = TD_CTC;
+        if ((rc = dup_json_str(c, j, "pad_token", "decoder.pad_token", "<pad>", &d->s1, &d->s1_len)) < 0 ||
+            (rc = dup_json_str(c, j, "word_delimiter_token", "decoder.word_delimiter_token", "|", &d->s2,
+                               &d->s2_len)) < 0 ||
+            (rc = jbool(c, j, "cleanup", "decoder.cleanup", 1, &d->cleanup)) < 0)
+            return rc;
+    } else if (!strcmp(type, "Sequence")) {
+        d->type = TD_SEQUENCE;
+        json_t *a = json_object_get(j, "decoders");
+        if (!json_is_array(a))
+            return jfail(c, "decoder.decoders", "expected an array");
+        d->subs = calloc(json_array_size(a) + 1, sizeof *d->subs);
+        if (!d->subs)
+            return NLPD_ENOMEM;
+        for (size_t i = 0; i < json_array_size(a); i++) {
+            d->nsubs = i + 1;
+            if ((rc = load_decoder(c, json_array_get(a, i), &d->subs[i], depth + 1)) < 0)
+                return rc;
+        }
+    } else {
+        return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: decoder.type: unsupported \"%.60s\"", c->file, type);
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ model */
 
 static int id_of(struct jctx *c, json_t *v, const char *path, int32_t *out)
@@ -831,6 +944,12 @@ void nlpd_tokenizer_free(struct nlpd_tokenizer *t)
     free(t->post.single);
     free(t->post.pair);
     free(t->id_str);
+    free(t->dec_str);
+    free(t->dec_special);
+    if (t->dec) {
+        tdec_free(t->dec);
+        free(t->dec);
+    }
     free(t);
 }
 
@@ -847,6 +966,22 @@ int tok_finish(struct nlpd_tokenizer *t, const char *pad_token)
         return NLPD_ENOMEM;
     for (int32_t i = 0; i < t->model.vocab.nids; i++)
         t->id_str[i] = t->model.vocab.str[i];
+    t->dec_str = calloc((size_t)nids + 1, sizeof *t->dec_str);
+    t->dec_special = calloc((size_t)nids + 1, 1);
+    if (!t->dec_str || !t->dec_special)
+        return NLPD_ENOMEM;
+    memcpy(t->dec_str, t->id_str, (size_t)nids * sizeof *t->dec_str);
+    for (size_t i = 0; i < t->nadded; i++) {
+        const struct added_tok *a = &t->added[i];
+        t->dec_str[a->id] = a->content;
+        if (a->special) {
+            /* the Rust library skips by content: a vocabulary token with the same string goes too */
+            t->dec_special[a->id] = 1;
+            int32_t v = tvocab_get(&t->model.vocab, a->content, a->len);
+            if (v >= 0)
+                t->dec_special[v] = 1;
+        }
+    }
     for (size_t i = 0; i < t->nadded; i++) {
         if (!t->id_str[t->added[i].id])
             t->id_str[t->added[i].id] = t->added[i].content;
@@ -905,6 +1040,11 @@ static struct nlpd_tokenizer *load_json_root(json_t *root, const char *file, str
         if (!t->pre || (rc = load_pretok(&c, v, t->pre, 0)) < 0)
             goto fail;
     }
+    if ((v = json_object_get(root, "decoder")) && !json_is_null(v)) {
+        t->dec = calloc(1, sizeof *t->dec);
+        if (!t->dec || (rc = load_decoder(&c, v, t->dec, 0)) < 0)
+            goto fail;
+    }
     if ((v = json_object_get(root, "post_processor")) && !json_is_null(v) &&
         (rc = load_post(&c, v, &t->post, 0)) < 0)
         goto fail;
@@ -940,7 +1080,7 @@ const char *nlpd_tokenizer_id_to_token(const struct nlpd_tokenizer *t, int32_t i
 {
     if (!t || id < 0 || id >= t->nids)
         return NULL;
-    return t->id_str[id];
+    return t->dec_str[id];
 }
 
 int32_t nlpd_tokenizer_vocab_size(const struct nlpd_tokenizer *t)

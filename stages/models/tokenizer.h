@@ -40,7 +40,20 @@ int nlpd_tokenizer_encode(const struct nlpd_tokenizer *t, const char *text, size
                           size_t pair_len, size_t max_length, struct nlpd_encoding *out, struct nlpd_error *err);
 void nlpd_encoding_free(struct nlpd_encoding *e);
 
-/* The token string of an id (NULL when out of range), the vocabulary size, the padding id. */
+/* transformers' convert_tokens_to_string of a fast tokenizer: the decoder of tokenizer.json (or the one
+ * transformers' converter gives the legacy files) over n token strings, appended to *buf (a malloc'ed buffer of
+ * *cap bytes, grown as needed, NUL-terminated; *len its length). 0 or NLPD_ENOMEM. */
+int nlpd_tokenizer_convert_tokens_to_string(const struct nlpd_tokenizer *t, const char *const *toks,
+                                            const size_t *lens, size_t n, char **buf, size_t *len, size_t *cap);
+/* tokenizer.decode(ids, skip_special_tokens) of transformers' fast tokenizers: each id's token (an added token
+ * first, ids outside the vocabulary dropped as the Rust library does, special added tokens dropped when asked),
+ * the decoder, then clean_up_tokenization when tokenizer_config.json's clean_up_tokenization_spaces is true.
+ * *text is malloc'ed and NUL-terminated (caller frees); text_len may be NULL. 0 or a negative code. */
+int nlpd_tokenizer_decode(const struct nlpd_tokenizer *t, const int32_t *ids, size_t n, int skip_special_tokens,
+                          char **text, size_t *text_len, struct nlpd_error *err);
+
+/* The token string of an id (the added token first, as the Rust library's id_to_token; NULL when out of
+ * range), the vocabulary size, the padding id. */
 const char *nlpd_tokenizer_id_to_token(const struct nlpd_tokenizer *t, int32_t id);
 int32_t nlpd_tokenizer_vocab_size(const struct nlpd_tokenizer *t);
 int32_t nlpd_tokenizer_pad_id(const struct nlpd_tokenizer *t);

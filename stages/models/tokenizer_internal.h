@@ -172,6 +172,32 @@ int tmodel_merge_add(struct tmodel *m, int32_t left, int32_t right, int32_t rank
 void tmodel_free(struct tmodel *m);
 void tscratch_model_free(struct tscratch_model *sc);
 
+/* ------------------------------------------------------------------ decoders (tokenizer_decode.c) */
+enum tdec_type {
+    TD_WORDPIECE, TD_METASPACE, TD_BYTELEVEL, TD_BPE, TD_BYTEFALLBACK, TD_FUSE, TD_STRIP, TD_REPLACE, TD_CTC,
+    TD_SEQUENCE,
+};
+
+struct tdec {
+    enum tdec_type type;
+    char *s1; size_t s1_len;      /* WordPiece prefix, BPE suffix, Replace content, CTC pad_token */
+    char *s2; size_t s2_len;      /* CTC word_delimiter_token */
+    int cleanup;                  /* WordPiece, CTC */
+    int32_t replacement;          /* Metaspace */
+    int prepend_scheme;           /* Metaspace: 0 always, 1 first, 2 never */
+    int32_t content;              /* Strip */
+    size_t start, stop;           /* Strip */
+    int32_t *pat; size_t pat_n;   /* Replace (string) */
+    struct trx *rx;               /* Replace (regex) */
+    struct tdec *subs;
+    size_t nsubs;
+};
+
+void tdec_free(struct tdec *d); /* frees what d owns, not d */
+/* The decoder transformers' converters give a legacy folder: TD_WORDPIECE ("##", cleanup), TD_METASPACE
+ * (U+2581, always) or TD_BYTELEVEL. 0 or NLPD_ENOMEM. */
+int tdec_set_simple(struct tdec *d, enum tdec_type type);
+
 /* ------------------------------------------------------------------ the tokenizer */
 struct added_tok {
     char *content;
@@ -209,6 +235,10 @@ struct nlpd_tokenizer {
     int32_t pad_id;
     int32_t nids;
     const char **id_str;      /* by id: into the vocab or the added tokens */
+    const char **dec_str;     /* by id, as the Rust id_to_token: the added token first, else the vocab */
+    uint8_t *dec_special;     /* by id: dec_str is the content of a special added token */
+    struct tdec *dec;         /* NULL: tokens joined with " " */
+    int clean_up_spaces;      /* tokenizer_config.json clean_up_tokenization_spaces (transformers' decode) */
 };
 
 struct nlpd_tokenizer *tok_new(void);

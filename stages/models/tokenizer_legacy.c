@@ -580,16 +580,22 @@ struct nlpd_tokenizer *nlpd_tokenizer_load(const char *model_dir, struct nlpd_er
         if (!t) {
             nlpd_error_set(err, NLPD_ENOMEM, 0, "tokenizer: out of memory");
         } else {
+            /* with the decoder transformers' converter gives each family */
+            enum tdec_type dt = TD_WORDPIECE;
             if (file_exists(model_dir, "vocab.txt"))
                 rc = load_bert(model_dir, t, &c, err);
             else if (file_exists(model_dir, "sentencepiece.bpe.model"))
-                rc = load_spm(model_dir, t, &c, err);
+                dt = TD_METASPACE, rc = load_spm(model_dir, t, &c, err);
             else if (file_exists(model_dir, "vocab.json") && file_exists(model_dir, "merges.txt"))
-                rc = load_roberta(model_dir, t, &c, err);
+                dt = TD_BYTELEVEL, rc = load_roberta(model_dir, t, &c, err);
             else
                 rc = nlpd_error_set(err, NLPD_ENOTFOUND, 0,
                                     "%s: no tokenizer.json, vocab.txt, sentencepiece.bpe.model or vocab.json + "
                                     "merges.txt", model_dir);
+            if (rc == 0 && !(t->dec = calloc(1, sizeof *t->dec)))
+                rc = NLPD_ENOMEM;
+            if (rc == 0)
+                rc = tdec_set_simple(t->dec, dt);
             if (rc == 0)
                 rc = tok_finish(t, NULL);
             if (rc < 0) {
@@ -602,6 +608,7 @@ struct nlpd_tokenizer *nlpd_tokenizer_load(const char *model_dir, struct nlpd_er
     }
     if (t) {
         t->model_max_length = c.model_max_length;
+        t->clean_up_spaces = config_bool(&c, "clean_up_tokenization_spaces", 0); /* transformers 4.47's default */
         if (pad) {
             int32_t id = must_id(t, pad, "tokenizer_config.json", "pad_token", NULL);
             if (id >= 0)

@@ -180,12 +180,21 @@ static int ner_init(void *ctx, struct nlpd_error *err)
     return 0;
 }
 
+/* Entity words as the pipeline makes them: the tokenizer's convert_tokens_to_string (its decoder). */
+static int decode_words(const void *tok, const char *const *toks, const size_t *lens, size_t n, char **buf, size_t *len,
+                        size_t *cap)
+{
+    return nlpd_tokenizer_convert_tokens_to_string(tok, toks, lens, n, buf, len, cap);
+}
+
 static void *ner_thread_init(void *ctx)
 {
     struct ner *s = ctx;
     struct ner_thread *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
+    t->out.decode = decode_words;
+    t->out.decode_ctx = s->tok;
     t->ws = nlpd_hf_ws_new(s->m);
     if (!t->ws) {
         free(t);
@@ -342,14 +351,8 @@ static int decode_record(struct ner *s, struct ner_thread *t, struct nlpd_record
         return NLPD_ENOMEM;
     for (size_t i = 0; i < t->out.n; i++) {
         const struct nlpd_ner_ent *x = &t->out.ents[i];
-        const char *word = t->out.words + x->word_off;
-        size_t wlen = x->word_len;
-        if (!s->wordpiece && s->agg != NLPD_NER_NONE) {
-            /* Only the WordPiece decoder is implemented: other tokenizers' words are the text span. */
-            word = r->text + t->cpb[x->start];
-            wlen = t->cpb[x->end] - t->cpb[x->start];
-        }
-        if (nlpd_record_add_entity(r, x->group, x->score, word, wlen, x->start, x->end, x->index, NULL) < 0)
+        if (nlpd_record_add_entity(r, x->group, x->score, t->out.words + x->word_off, x->word_len, x->start, x->end,
+                                   x->index, NULL) < 0)
             return NLPD_ENOMEM;
     }
     r->entities.set = 1;

@@ -160,6 +160,14 @@ int nlpd_ner_decode(const char *const *toks, const size_t *lens, size_t n, char 
     return 0;
 }
 
+static int decode(const struct nlpd_ner_out *o, const char *const *toks, const size_t *lens, size_t n, char **buf,
+                  size_t *len, size_t *cap)
+{
+    if (o->decode)
+        return o->decode(o->decode_ctx, toks, lens, n, buf, len, cap) < 0 ? -1 : 0;
+    return nlpd_ner_decode(toks, lens, n, buf, len, cap);
+}
+
 static int argmax(const float *s, int n)
 {
     int best = 0;
@@ -202,7 +210,7 @@ static int push_ent(struct nlpd_ner_out *o, const char *group, float score, cons
         return -1;
     size_t off = o->words_len;
     if (raw ? append(&o->words, &o->words_len, &o->words_cap, toks[0], lens[0]) < 0
-            : nlpd_ner_decode(toks, lens, ntok, &o->words, &o->words_len, &o->words_cap) < 0)
+            : decode(o, toks, lens, ntok, &o->words, &o->words_len, &o->words_cap) < 0)
         return -1;
     if (!o->words && reserve((void **)&o->words, &o->words_cap, 1, 1) < 0)
         return -1;
@@ -244,7 +252,7 @@ static int aggregate_word(const struct nlpd_ner_pre *pre, size_t a, size_t b, in
     }
     t->word = NULL;
     t->woff = o->tbuf_len;
-    if (nlpd_ner_decode(o->toks, o->tlens, n, &o->tbuf, &o->tbuf_len, &o->tbuf_cap) < 0)
+    if (decode(o, o->toks, o->tlens, n, &o->tbuf, &o->tbuf_len, &o->tbuf_cap) < 0)
         return -1;
     t->wlen = o->tbuf_len - t->woff;
     if (agg == NLPD_NER_FIRST) {

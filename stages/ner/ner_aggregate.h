@@ -1,6 +1,6 @@
 /* Decoding of token-classification outputs into entities, exactly as transformers' (4.47)
  * TokenClassificationPipeline postprocess does (numpy float32 softmax, aggregate / aggregate_words /
- * group_entities, the WordPiece decoder for words), plus the window plan for long texts. No model here. */
+ * group_entities, the tokenizer's decoder for words), plus the window plan for long texts. No model here. */
 #ifndef NLPD_NER_AGGREGATE_H
 #define NLPD_NER_AGGREGATE_H
 
@@ -30,8 +30,15 @@ struct nlpd_ner_ent {
     int32_t index; /* token index for "none", -1 otherwise */
 };
 
+/* transformers' convert_tokens_to_string: appends the string of n tokens to *buf (grown with realloc, *len and
+ * *cap updated, NUL-terminated). 0, or negative when out of memory. */
+typedef int (*nlpd_ner_decode_fn)(const void *ctx, const char *const *toks, const size_t *lens, size_t n, char **buf,
+                                  size_t *len, size_t *cap);
+
 /* Results and reusable scratch: zero-initialise, reuse across calls, free with nlpd_ner_out_free(). */
 struct nlpd_ner_out {
+    nlpd_ner_decode_fn decode; /* the tokenizer's decoder for words; NULL: the WordPiece decoder (nlpd_ner_decode) */
+    const void *decode_ctx;
     struct nlpd_ner_ent *ents;
     size_t n, cap;
     char *words;

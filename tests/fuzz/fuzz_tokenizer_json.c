@@ -1,7 +1,9 @@
 /* Fuzz target for the tokenizer.json loader: any byte string must either load or be rejected with an error, never
- * crash; a tokenizer that loads must encode a few awkward texts and pairs, with and without truncation. */
+ * crash; a tokenizer that loads must encode a few awkward texts and pairs, with and without truncation, and decode
+ * the ids (with and without special tokens, plus ids outside the vocabulary) and some raw token strings. */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tokenizer.h"
@@ -23,10 +25,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < n; i++) {
         const char *p = i % 2 ? texts[(i + 3) % n] : NULL;
         if (nlpd_tokenizer_encode(t, texts[i], strlen(texts[i]), p, p ? strlen(p) : 0, i % 3 ? 0 : 5 + i, &e,
-                                  &err) == 0)
+                                  &err) == 0) {
             for (size_t k = 0; k < e.n; k++)
                 (void)nlpd_tokenizer_id_to_token(t, e.ids[k]);
+            char *s = NULL;
+            if (nlpd_tokenizer_decode(t, e.ids, e.n, (int)(i % 2), &s, NULL, &err) == 0)
+                free(s);
+        }
     }
+    const int32_t odd[] = {-1, 0, 1, 2, 3, 1 << 30, nlpd_tokenizer_vocab_size(t), 5, 5};
+    char *s = NULL;
+    if (nlpd_tokenizer_decode(t, odd, sizeof odd / sizeof odd[0], 0, &s, NULL, &err) == 0)
+        free(s);
+    size_t len = 0, cap = 0;
+    s = NULL;
+    size_t lens[sizeof texts / sizeof texts[0]];
+    for (size_t i = 0; i < n; i++)
+        lens[i] = strlen(texts[i]);
+    if (nlpd_tokenizer_convert_tokens_to_string(t, texts, lens, n, &s, &len, &cap) == 0)
+        free(s);
     (void)nlpd_tokenizer_vocab_size(t);
     (void)nlpd_tokenizer_pad_id(t);
     nlpd_encoding_free(&e);

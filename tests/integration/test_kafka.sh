@@ -5,7 +5,7 @@
 # group member, broker outages, backpressure and memory, Avro out and in, start-up fail-fast, kcat, `nlpd check`.
 # Usage: tests/integration/test_kafka.sh [NLPD_BINARY] (default build/nlpd). Environment: KAFKA_TEST_RECORDS (the
 # size of the big delivery case, default 100000), KAFKA_TEST_ONLY (a regex of case tags to run: big dead sigkill
-# sigterm second outage term_outage backpressure avro_out avro_in startup kcat check term_inflight dlq_oversize
+# sigterm second outage term_outage backpressure flow avro_out avro_in startup kcat check term_inflight dlq_oversize
 # produce_auth untracked guard), KAFKA_TEST_KEEP=1 (keep the files).
 # Prints `ok - name` / `not ok - name: why` per case, then `N passed, N failed`; exit 1 on any failure.
 set -u
@@ -486,6 +486,70 @@ def cmd_dlq_cut(lines, dlq, key, max_msg):
         fail(probs)
     print("dead letter of %d bytes cut to %d (+ key and %d headers: %d of %s bytes)"
           % (len(orig), len(val), len(h), size, max_msg))
+
+def cmd_gen_big(n, out, size):
+    """gen_big N OUT SIZE: N JSON lines {"id", "text"} of about SIZE bytes each (corpus lines joined)."""
+    texts = [t for t in open(os.environ["CORPUS"], encoding="utf-8").read().split("\n") if t.strip()]
+    rnd = random.Random(int(n))
+    with open(out, "w", encoding="utf-8") as f:
+        for i in range(int(n)):
+            head = json.dumps({"id": "big%d" % i, "text": ""}, ensure_ascii=False)
+            text, room = [], int(size) - len(head.encode())
+            while room > 0:
+                t = rnd.choice(texts)
+                text.append(t)
+                room -= len(json.dumps(t, ensure_ascii=False).encode()) - 1
+            line = json.dumps({"id": "big%d" % i, "text": " ".join(text)}, ensure_ascii=False)
+            f.write(line + "\n")
+
+def cmd_probe(port, pid, out):
+    """probe PORT PID OUT: until SIGTERM (or PID exits), every 0.1 s: the time /live takes to answer, then
+    /metrics and PID's VmRSS; one JSON line per sample in OUT."""
+    import urllib.request
+    def get(path):
+        t0 = time.monotonic()
+        try:
+            body = urllib.request.urlopen("http://127.0.0.1:%s%s" % (port, path), timeout=30).read().decode()
+        except Exception as e:
+            body = "error: %s" % e
+        return body, (time.monotonic() - t0) * 1e3
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with open(out, "w") as f:
+        while os.path.exists("/proc/%s" % pid):
+            live, live_ms = get("/live")
+            m, _ = get("/metrics")
+            s = {"live_ms": round(live_ms, 1), "live_ok": live.startswith("ok")}
+            for k in ("nlpd_inflight_bytes", "nlpd_inflight_records", "nlpd_batches_waiting",
+                      "nlpd_pipeline_queued_batches", "nlpd_input_paused"):
+                g = re.search("^%s ([0-9.e+]+)$" % k, m, re.M)
+                s[k] = float(g.group(1)) if g else None
+            s["reasons"] = re.findall(r'^nlpd_input_paused_reason\{reason="(\w+)"\} 1$', m, re.M)
+            s["pauses"] = {k: int(v) for k, v in re.findall(r'^nlpd_input_pauses_total\{reason="(\w+)"\} (\d+)$', m, re.M)}
+            try:
+                s["rss_kb"] = int(re.search(r"VmRSS:\s+(\d+)", open("/proc/%s/status" % pid).read()).group(1))
+            except Exception:
+                break
+            f.write(json.dumps(s) + "\n")
+            f.flush()
+            time.sleep(0.1)
+
+def cmd_probe_sum(path):
+    """probe_sum OUT: KEY=VALUE lines for the shell: samples, max /live ms, max in-flight bytes, max RSS (kB),
+    the pause reasons seen, the pause counters (their highest values)."""
+    ss = [json.loads(l) for l in open(path) if l.strip()]
+    mx = lambda k: int(max([s[k] or 0 for s in ss] or [0]))
+    print("SAMPLES=%d" % len(ss))
+    print("LIVE_MS=%d" % mx("live_ms"))
+    print("LIVE_BAD=%d" % sum(1 for s in ss if not s["live_ok"]))
+    print("MAX_BYTES=%d" % mx("nlpd_inflight_bytes"))
+    print("MAX_WAITING=%d" % mx("nlpd_batches_waiting"))
+    print("MAX_RSS=%d" % mx("rss_kb"))
+    print("REASONS=%s" % ",".join(sorted({r for s in ss for r in s["reasons"]})))
+    most = {}
+    for s in ss:  # (a sample taken while nlpd stops has none)
+        for k, v in s["pauses"].items():
+            most[k] = max(most.get(k, 0), v)
+    print("PAUSES=%s" % ",".join("%s:%d" % kv for kv in sorted(most.items())))
 
 cmds = {k[4:]: v for k, v in globals().items() if k.startswith("cmd_")}
 cmds[sys.argv[1]](*sys.argv[2:])
@@ -971,6 +1035,102 @@ case_backpressure() {
         nok "$name2" "paused with up to $peak records in flight, over max_inflight = 64 (poll_consumer checks the flow only after a full POLL_BATCH, not when the queue runs dry or per record)"
     else
         ok "$name2" "at most ${peak:-?} in flight at a pause"
+    fi
+}
+
+# ====================================================================================================================
+# 7b. flow (issue 13): a slow stage never blocks the event loop, and flow.max_inflight_bytes bounds memory
+# ====================================================================================================================
+# NLPD_TEST_BATCH_DELAY_MS makes every micro-batch that much slower (a slow stage on demand); one worker thread
+# queues 2 batches, and the loop holds 2 more before it stops polling (and pauses the partitions after 1 s). The probe asks /live every 0.1 s (it is answered by the event loop itself) and samples
+# /metrics and VmRSS until nlpd exits.
+flow_run() { # TAG DELAY_MS INPUT FLOW_SECTION [BATCH_RECORDS]: sets FLOW_WHY, FLOW_RC and, from the probe, LIVE_MS...
+    local tag=$1 c=$T/flow$1.conf port n probe
+    FLOW_WHY= FLOW_RC=0
+    n=$(wc -l < "$3")
+    port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # 16 partitions: the mock broker keeps only the last 5 MB of a partition's log
+    start_mock "flow$tag" 16 in out dlq || { FLOW_WHY="mock"; return; }
+    { KPROPS=$BP_KPROPS', ("queued.max.messages.kbytes", "1024"), ("fetch.max.bytes", "1048576")' kafka_conf "gfl$tag"
+      echo "$4"; echo "batch: { max_records = ${5:-50}; };"; echo 'kernels: { threads = 1; };'
+      echo "metrics: { listen = \"127.0.0.1:$port\"; };"; echo 'log: { level = "debug"; };'; echo "$PIPELINE"; } > "$c"
+    NLPD_TEST_BATCH_DELAY_MS=$2 start_nlpd "$c" "$T/flow$tag.log"
+    if ! wait_assigned "$T/flow$tag.log" 30; then
+        FLOW_WHY="$tag: no partitions assigned in 30 s: $(log_tail "$T/flow$tag.log")"
+        stop "$NPID"; stop_mock
+        return
+    fi
+    FLOW_BASE_RSS=$(awk '/^VmRSS:/ {print $2}' "/proc/$NPID/status") # idle, model loaded, before any record
+    "$PY" "$T/k.py" probe "$port" "$NPID" "$T/flow$tag.probe" 2> "$T/flow$tag.probe.err" &
+    probe=$!
+    PIDS+=("$probe")
+    # keyed by id: spread over the partitions, the output too (it keeps the key)
+    kpy keyed "$3" "$T/flow$tag.keyed"
+    produce in --key-lines < "$T/flow$tag.keyed" > /dev/null || FLOW_WHY="$tag: produce failed"
+    if [ -z "$FLOW_WHY" ] && ! wait_count "$n" 240 "$NPID"; then
+        FLOW_WHY="$tag: the output did not reach $n records in 240 s: $(log_tail "$T/flow$tag.log")"
+    fi
+    stop "$probe" # first: /live stops answering while nlpd stops
+    stop "$NPID" TERM 60
+    FLOW_RC=$?
+    consume out all 60000 > "$T/flow$tag.out" 2> /dev/null
+    stop_mock
+    eval "$(kpy probe_sum "$T/flow$tag.probe")"
+}
+case_flow() {
+    local name=flow_live_answers_while_a_slow_stage_is_saturated name2=flow_max_inflight_bytes_bounds_memory
+    local why detail bound=4194304 big=300000 growth big_growth limit bytes pauses samples
+    # 1. 300 records, batches of 50, 2 s per batch: 6 batches for a queue of 2 behind one worker. /live must
+    # answer within 1 s throughout (a loop waiting for room in the queue would hold it for seconds).
+    kpy gen 300 "$T/flow.in" fl
+    flow_run live 2000 "$T/flow.in" ""
+    if [ -n "$FLOW_WHY" ] || [ "$FLOW_RC" -ne 0 ]; then
+        nok "$name" "${FLOW_WHY:-nlpd exited $FLOW_RC after SIGTERM: $(log_tail "$T/flowlive.log")}"
+    elif ! why=$(kpy check "$T/flow.in" "$T/flowlive.out" exact 2>&1); then
+        nok "$name" "$why"
+    else
+        detail="$SAMPLES probes, slowest /live $LIVE_MS ms, pause reasons seen: ${REASONS:-none}, pauses: $PAUSES, up to $MAX_WAITING batch(es) waiting for the queue"
+        if [ "$SAMPLES" -lt 20 ] || [ "$LIVE_BAD" -ne 0 ] || [ "$LIVE_MS" -gt 1000 ]; then
+            nok "$name" "/live must answer within 1000 ms while the pipeline is saturated ($LIVE_BAD failed): $detail"
+        elif [[ ,$PAUSES, != *,pipeline:[1-9]* ]] || [ "$MAX_WAITING" -lt 1 ] ||
+            ! grep -q 'paused input partitions (.*; pipeline' "$T/flowlive.log"; then
+            nok "$name" "batches waiting for a full pipeline queue must hold the input back (reason pipeline), and pause the partitions after 1 s: $detail"
+        else
+            ok "$name" "$why; $detail"
+        fi
+    fi
+    # 2. 96 records of 300 kB (29 MB) with flow.max_inflight_bytes = 4 MiB: the bytes in flight stay within the
+    # bound plus the one record that crossed it (nothing is consumed once paused), and the RSS growth over the idle
+    # daemon within 3 copies of that (record, decoded text, output; README) plus 16 MiB for librdkafka (1 MiB
+    # prefetch here) and the allocator. The same input with the default bound (256 MiB) takes it all in at once.
+    kpy gen_big 96 "$T/flowbig.in" $big
+    flow_run bytes 100 "$T/flowbig.in" "flow: { max_inflight_bytes = $bound; };" 32
+    growth=$((MAX_RSS - FLOW_BASE_RSS))
+    if [ -n "$FLOW_WHY" ] || [ "$FLOW_RC" -ne 0 ]; then
+        nok "$name2" "${FLOW_WHY:-nlpd exited $FLOW_RC after SIGTERM: $(log_tail "$T/flowbytes.log")}"
+        return
+    elif ! why=$(kpy check "$T/flowbig.in" "$T/flowbytes.out" exact 2>&1); then
+        nok "$name2" "$why"
+        return
+    fi
+    bytes=$MAX_BYTES pauses=$PAUSES samples=$SAMPLES
+    detail="max_inflight_bytes $bound: up to $bytes bytes in flight, RSS $((FLOW_BASE_RSS / 1024)) MiB idle, +$((growth / 1024)) MiB at most ($samples samples), pauses: $pauses, slowest /live $LIVE_MS ms"
+    flow_run unbounded 100 "$T/flowbig.in" "" 32
+    big_growth=$((MAX_RSS - FLOW_BASE_RSS))
+    detail="$detail; default bound: ${FLOW_WHY:-up to $MAX_BYTES bytes in flight, RSS +$((big_growth / 1024)) MiB}"
+    limit=$(((3 * (bound + big + 1024) + 16 * 1048576) / 1024))
+    if [ "$samples" -lt 5 ]; then
+        nok "$name2" "the probe took too few samples: $detail"
+    elif [[ ,$pauses, != *,bytes:[1-9]* ]]; then
+        nok "$name2" "no pause for bytes: $detail"
+    elif [ "$bytes" -gt $((bound + big + 1024)) ]; then
+        nok "$name2" "in-flight bytes over the bound plus one record: $detail"
+    elif [ $IS_ASAN -eq 1 ]; then
+        ok "$name2" "$detail; RSS bound not checked under ASan"
+    elif [ "$growth" -gt "$limit" ]; then
+        nok "$name2" "RSS grew by $((growth / 1024)) MiB, over $((limit / 1024)) MiB: $detail"
+    else
+        ok "$name2" "$detail"
     fi
 }
 
@@ -1555,6 +1715,7 @@ want second && case_join
 want outage && case_outage
 want term_outage && case_term_outage
 want backpressure && case_backpressure
+want flow && case_flow
 want avro_out && case_avro_out 0
 want avro_out && case_avro_out 7
 want avro_in && case_avro_in

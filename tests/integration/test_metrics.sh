@@ -2,6 +2,9 @@
 # The metrics and health server of `nlpd run` (embedded broker): while records flow, /metrics parses as the
 # Prometheus text format (strict parser below: families declared, histogram buckets cumulative, +Inf equal to
 # _count) and counts what was processed; /live and /ready answer 200; other paths 404, other methods 405.
+# Then the server's limits (tests/integration/http_limits.py): request heads over 8 KiB refused without memory
+# growth, a POST answered 405 without its body being read, idle and slow connections closed at their timeouts,
+# the connection cap, and, under a small `ulimit -n`, no busy accept loop and no log flood at EMFILE.
 # usage: tests/integration/test_metrics.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
@@ -30,7 +33,7 @@ fi
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > "$T/nlpd.conf" << EOF
 kafka: { brokers = "embedded"; input_topics = ["in"]; output_topic = "out"; dlq_topic = "dlq"; };
-metrics: { listen = "127.0.0.1:$PORT"; };
+metrics: { listen = "127.0.0.1:$PORT"; max_connections = 8; idle_timeout_ms = 2000; request_timeout_ms = 1000; };
 log: { level = "info"; };
 pipeline = ( { stage = "langid"; model = "$PWD/models/lid.176.ftz"; } );
 EOF
@@ -115,9 +118,39 @@ if [ "$c1/$c2/$c3/$c4" = "200/200/404/405" ]; then
 else
     nok "health endpoints" "live $c1, ready $c2, /nope $c3, POST $c4"
 fi
+# probe LINES: counts the ok / not ok lines of http_limits.py
+probe() {
+    while IFS= read -r line; do
+        echo "$line"
+        case $line in
+            "ok - "*) pass=$((pass + 1)) ;;
+            "not ok - "*) fail=$((fail + 1)) ;;
+        esac
+    done
+}
+probe < <(timeout 60 python3 tests/integration/http_limits.py limits "$PORT" "$pid" 8 2000 1000 2>&1)
+c5=$(code "http://127.0.0.1:$PORT/live")
+if [ "$c5" = 200 ]; then ok "/live still 200 after the limit checks"; else nok "/live after the limit checks" "$c5"; fi
 kill -TERM "$pid"
 wait "$pid"
 rc=$?
 pid=
 if [ $rc -eq 0 ]; then ok "SIGTERM: exit 0"; else nok "SIGTERM" "exit $rc"; fi
+
+# EMFILE: a daemon limited to 96 descriptors (it needs about 40) and a cap above that.
+FDS=96
+sed -e 's/max_connections = 8; idle_timeout_ms = 2000/max_connections = 1000; idle_timeout_ms = 60000/' \
+    "$T/nlpd.conf" > "$T/emfile.conf"
+(ulimit -n $FDS && exec "$NLPD" run -c "$T/emfile.conf") > "$T/emfile.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do
+    grep -q 'assigned' "$T/emfile.log" && [ "$(code "http://127.0.0.1:$PORT/live")" = 200 ] && break
+    sleep 0.2
+done
+probe < <(timeout 60 python3 tests/integration/http_limits.py emfile "$PORT" "$pid" "$T/emfile.log" "$FDS" 2>&1)
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+pid=
+if [ $rc -eq 0 ]; then ok "SIGTERM under ulimit -n $FDS: exit 0"; else nok "SIGTERM under ulimit -n $FDS" "exit $rc, $(tail -n 2 "$T/emfile.log")"; fi
 finish

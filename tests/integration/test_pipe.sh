@@ -840,6 +840,21 @@ else
     nok "check_label_not_in_model" "exit $rc: $out"
 fi
 
+# A section or a nested setting of the wrong type (a list where a group is expected, a group where a string is,
+# ...) is a FILE:LINE error, never a crash (sections used to keep NULL strings that later code read).
+k=0
+for bad in 'input = 5;' 'cache = 5;' 'log = 5;' 'kafka = ( 1 );' 'output = [ 1 ];' 'flow = "x";' \
+    'metrics = ( { listen = "x"; } );' 'batch = 1.5;' 'kernels = true;' 'input = { text_field = { a = 1; }; };' \
+    'log = { level = ( "info" ); format = [ "json" ]; };' 'cache = { backend = { }; redis = 5; };' \
+    'kafka = { brokers = "embedded"; input_topics = { a = "b"; }; output_topic = "o"; dlq_topic = "d"; };' \
+    'kafka = { brokers = "embedded"; input_topics = ["a"]; output_topic = "o"; dlq_topic = "d"; properties = { a = "b"; }; };'; do
+    k=$((k + 1))
+    printf 'pipeline = ( { stage = "langid"; model = "%s"; } );\n%s\n' "$LID" "$bad" > "$T/e_type$k.conf"
+    expect_check "check_wrong_type_$k ($bad)" "$T/e_type$k.conf" 2 "must be (a group|a string|a list)"
+done
+printf 'pipeline = ( { stage = "langid"; model = "%s";\n  name = ( "x" ); } );\n' "$LID" > "$T/e_type_name.conf"
+expect_check check_stage_name_not_string "$T/e_type_name.conf" 2 "name must be a non-empty string"
+
 # Several errors in one section-level file: all reported, each with its line.
 conf e_many <<EOF
 colour = 1;

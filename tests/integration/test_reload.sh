@@ -172,6 +172,9 @@ broken = [
     ("missing model", HEAD % ("nlpd-reload", port) +
      'pipeline = ( %s,\n  { stage = "sentiment"; model = "%s/missing-model"; } );\n' % (LANGID, tmp),
      r"nlpd\.conf:\d+: .*missing-model"),
+    # sections of the wrong type used to leave NULL strings that the checks read (SIGSEGV)
+    ("sections of the wrong type", HEAD.replace('log: { level = "info"; };', 'log = 5;') % ("nlpd-reload", port) +
+     "pipeline = ( %s );\ninput = 5;\ncache = ( 1 );\n" % LANGID, r"nlpd\.conf:\d+: input must be a group"),
 ]
 for k, (what, text, pattern) in enumerate(broken):
     write(text)
@@ -289,8 +292,8 @@ time.sleep(0.3)
 stop_notes.set()
 seq = [("RELOADING" if "RELOADING=1" in n else "READY") for n in notes if "RELOADING=1" in n or "READY=1" in n]
 mono = all("MONOTONIC_USEC=" in n for n in notes if "RELOADING=1" in n)
-if seq[:1] == ["READY"] and seq[1:] == ["RELOADING", "READY"] * 6 and mono:
-    ok("notify: READY=1, then RELOADING=1 (MONOTONIC_USEC) / READY=1 for each of the 6 reloads")
+if seq[:1] == ["READY"] and seq[1:] == ["RELOADING", "READY"] * (len(broken) + 3) and mono:
+    ok("notify: READY=1, then RELOADING=1 (MONOTONIC_USEC) / READY=1 for each of the %d reloads" % (len(broken) + 3))
 else:
     nok("notify order", "%s, MONOTONIC_USEC %s" % (seq, mono))
 print("%d passed, %d failed" % (passed, failed))

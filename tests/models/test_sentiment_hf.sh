@@ -1,6 +1,6 @@
 #!/bin/bash
 # The sentiment stage on Hugging Face folders through `nlpd pipe`: labels and scores must equal the softmax
-# of transformers' golden logits (1e-5), for BERT, DistilBERT and XLM-R fixtures, batched with records of
+# of transformers' golden logits (within half the logit bar, 1e-4 + 1e-4 |logit|), for BERT, DistilBERT and XLM-R fixtures, batched with records of
 # other lengths; the label map, `scores`, and per-language `models` routing on lang.code.
 # usage: tests/models/test_sentiment_hf.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
@@ -49,13 +49,16 @@ for i, e in enumerate(g["examples"]):
     best = max(range(len(p)), key=lambda k: p[k])
     s = byid[str(i)]["sentiment"]
     assert s["label"] == labels[best], (i, s, labels[best])
-    worst = max(worst, abs(s["score"] - p[best]))
+    # nlpd's logits are within eps = 1e-4 + 1e-4 |logit| of the goldens (the parity bar); softmax moves a
+    # probability by at most p(1-p) * 2 eps <= eps / 2 (float32 summation order differs across CPUs/BLAS kernels).
+    tol = (1e-4 + 1e-4 * max(abs(x) for x in lg)) / 2
+    worst = max(worst, abs(s["score"] - p[best]) / tol)
     for k, sc in enumerate(s["scores"]):
         assert sc["label"] == labels[k]
-        worst = max(worst, abs(sc["score"] - p[k]))
+        worst = max(worst, abs(sc["score"] - p[k]) / tol)
     n += 1
-assert n > 0 and worst <= 1e-5, worst
-print(f"{n} texts, max |dp| {worst:.2e}")
+assert n > 0 and worst <= 1, worst
+print(f"{n} texts, max |dp| {worst:.2f} of the bound")
 PY
     ); then
         ok "$fx: softmax of golden logits ($msg)"

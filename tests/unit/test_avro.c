@@ -213,10 +213,38 @@ static void decode_input(void)
     remove("/tmp/nlpd-test-in.avsc");
 }
 
+/* A string id with a NUL character is refused (it used to be cut at the NUL), as in JSON input. */
+static void string_id_with_nul(void)
+{
+    FILE *f = fopen("/tmp/nlpd-test-in2.avsc", "w");
+    fputs("{\"type\":\"record\",\"name\":\"In2\",\"fields\":[{\"name\":\"id\",\"type\":\"string\"},"
+          "{\"name\":\"text\",\"type\":\"string\"}]}",
+          f);
+    fclose(f);
+    struct nlpd_input_conf in = {.format = "avro", .schema = "/tmp/nlpd-test-in2.avsc", .text_field = "text",
+                                 .id_field = "id", .max_text_bytes = 100};
+    struct nlpd_error err = {0};
+    struct nlpd_avro_in *a = nlpd_avro_in_new(&in, &err);
+    CHECK(a != NULL);
+    if (a) {
+        /* strings: zigzag varint length, bytes */
+        static const char good[] = {6, 'a', 'x', 'b', 4, 'h', 'i'}, bad[] = {6, 'a', 0, 'b', 4, 'h', 'i'};
+        struct nlpd_item it = {0};
+        CHECK(nlpd_avro_in_decode(a, &it, good, sizeof good) == 0 && it.id && strcmp(it.id, "axb") == 0);
+        nlpd_item_clear(&it);
+        CHECK(nlpd_avro_in_decode(a, &it, bad, sizeof bad) < 0);
+        CHECK_STR_CONTAINS(it.rec.error, "id field \"id\" contains a NUL character");
+        nlpd_item_clear(&it);
+        nlpd_avro_in_free(a);
+    }
+    remove("/tmp/nlpd-test-in2.avsc");
+}
+
 int main(void)
 {
     RUN(encode_enriched);
     RUN(wrong_output_schema);
     RUN(decode_input);
+    RUN(string_id_with_nul);
     return TEST_REPORT();
 }

@@ -113,6 +113,62 @@ static void codec_round_trip(void)
     nlpd_record_free_results(&back);
 }
 
+/* Whoever can write the cache can hand us any bytes: every field the output relies on is checked, so a well-framed
+ * value with invalid UTF-8, a non-finite score, a flag that is not 0/1 or impossible offsets is refused. */
+static void codec_validates_values(void)
+{
+    struct nlpd_record r = {0};
+    r.lang.set = 1;
+    strcpy(r.lang.code, "de");
+    r.lang.score = 0.5f;
+    r.sentiment.set = 1;
+    strcpy(r.sentiment.label, "positive");
+    r.sentiment.score = 0.75f;
+    nlpd_record_add_entity(&r, "PER", 0.9f, "Jo", 2, 3, 5, -1, NULL);
+    nlpd_record_add_category(&r, "hate", "identity_hate", 0.8f, 1);
+    unsigned all = NLPD_RESULT_LANG | NLPD_RESULT_SENTIMENT | NLPD_RESULT_ENTITIES | NLPD_RESULT_MODERATION;
+    struct nlpd_buf b = {0};
+    nlpd_results_encode(&r, all, &b);
+    struct nlpd_record back = {0};
+    CHECK(nlpd_results_decode(&back, all, (unsigned char *)b.data, b.len) == 0);
+    nlpd_record_free_results(&back);
+    /* Offsets in the encoding: version, lang (set, u16 len, "de", f32), sentiment (set, u16, "positive", f32,
+     * u32 n), entities (set, u32 n, u16 + "PER", f32, u16 + "Jo", start, end, index, u16 + ""), moderation
+     * (set, flagged, route, u32 n, ...). */
+    size_t lang_code = 4, lang_score = 6, sent_set = 10, label = 13, ent_start = 47, mod_flagged = 62;
+    struct {
+        size_t at;
+        unsigned char v[4];
+        size_t n;
+        const char *what;
+    } bad[] = {
+        {lang_code, {0xff}, 1, "invalid UTF-8 in a string"},
+        {label + 2, {0xc3, 0x28}, 2, "invalid UTF-8 in a label"},
+        {lang_score, {0x00, 0x00, 0xc0, 0x7f}, 4, "NaN score"},
+        {lang_score, {0x00, 0x00, 0x80, 0x7f}, 4, "infinite score"},
+        {sent_set, {2}, 1, "presence byte 2"},
+        {ent_start, {0xff, 0xff, 0xff, 0xff}, 4, "negative start"},
+        {ent_start, {9, 0, 0, 0}, 4, "start after end"},
+        {mod_flagged, {7}, 1, "flag byte 7"},
+    };
+    CHECK(b.len > mod_flagged && (unsigned char)b.data[ent_start] == 3 && (unsigned char)b.data[mod_flagged] == 1);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *copy = malloc(b.len);
+        memcpy(copy, b.data, b.len);
+        memcpy(copy + bad[i].at, bad[i].v, bad[i].n);
+        struct nlpd_record t = {0};
+        if (nlpd_results_decode(&t, all, (unsigned char *)copy, b.len) == 0) {
+            fprintf(stderr, "  accepted: %s\n", bad[i].what);
+            CHECK(!"a bad cached value was accepted");
+        }
+        CHECK(!t.lang.set && !t.sentiment.set && t.entities.n == 0);
+        nlpd_record_free_results(&t);
+        free(copy);
+    }
+    nlpd_buf_free(&b);
+    nlpd_record_free_results(&r);
+}
+
 /* "count": cacheable; writes sentiment.label = text reversed-ish marker and counts records it computed. */
 static int computed;
 
@@ -226,6 +282,7 @@ int main(void)
     CHECK(nlpd_stage_register(&count_stage) == 0);
     RUN(lru_bounds_and_order);
     RUN(codec_round_trip);
+    RUN(codec_validates_values);
     RUN(framework_uses_cache);
     return TEST_REPORT();
 }

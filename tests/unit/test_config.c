@@ -185,6 +185,60 @@ static void kafka_section(void)
     unlink(path);
 }
 
+/* A section of the wrong type is one FILE:LINE error, and its fields still get their defaults: nlpd check keeps
+ * an invalid config to build the pipeline and report every error, and validation reads the fields itself. */
+static void section_wrong_type(void)
+{
+    static const char *const bad[] = {"input = 5;",   "cache = 5;",      "log = 5;",       "kafka = ( 1 );",
+                                      "output = [1];", "flow = \"x\";", "metrics = 1.5;", "batch = true;",
+                                      "kernels = ( { threads = 1; } );"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "pipeline = ( { stage = \"langid\"; } );\n%s\n", bad[i]);
+        snprintf(path, sizeof path, "/tmp/nlpd-test-config-XXXXXX");
+        int fd = mkstemp(path);
+        FILE *f = fdopen(fd, "w");
+        fputs(text, f);
+        fclose(f);
+        struct nlpd_diag d = {0};
+        struct nlpd_config *c = nlpd_config_load_all(path, &d);
+        CHECK(c != NULL);
+        CHECK(has_error(&d, 2, "must be a group { ... }, not"));
+        CHECK(d.n == 1);
+        if (c) {
+            CHECK(c->input.format && c->input.text_field && c->input.id_field && c->output.format);
+            CHECK(c->cache.backend && c->cache.redis && c->cache.key_prefix && c->log.level && c->log.format);
+            CHECK(c->kernels.backend && c->kernels.dtype && c->metrics.listen && c->output.schema);
+            CHECK(c->batch.max_records == 64 && c->flow.max_inflight == 20000);
+        }
+        nlpd_config_free(c);
+        nlpd_diag_free(&d);
+        CHECK(nlpd_config_load(path, &d) == NULL && d.n == 1);
+        nlpd_diag_free(&d);
+        unlink(path);
+    }
+}
+
+/* output.schema is read only for Avro output: a JSON config with a schema path that does not resolve (as an
+ * installed config's relative path did under /var/lib/nlpd) is fine; an Avro one is an error at its line. */
+static void output_schema_only_for_avro(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *c = load_text("output: { format = \"json\"; schema = \"/nonexistent/enriched.avsc\"; };\n"
+                                      "pipeline = ( { stage = \"langid\"; } );\n",
+                                      &d);
+    CHECK(c != NULL && d.n == 0);
+    nlpd_config_free(c);
+    unlink(path);
+    c = load_text("output: {\n  format = \"avro\";\n  schema = \"/nonexistent/enriched.avsc\";\n};\n"
+                  "pipeline = ( { stage = \"langid\"; } );\n",
+                  &d);
+    CHECK(c == NULL);
+    CHECK(has_error(&d, 3, "output.schema: cannot read '/nonexistent/enriched.avsc'"));
+    nlpd_diag_free(&d);
+    unlink(path);
+}
+
 static void missing_file(void)
 {
     struct nlpd_diag d = {0};
@@ -203,6 +257,8 @@ int main(void)
     RUN(stage_errors);
     RUN(from_string);
     RUN(kafka_section);
+    RUN(output_schema_only_for_avro);
     RUN(missing_file);
+    RUN(section_wrong_type);
     return TEST_REPORT();
 }

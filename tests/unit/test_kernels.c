@@ -40,9 +40,22 @@ static double ref_act(double x, enum nlpd_act act)
     return x;
 }
 
-static int near(double got, double want, double tol)
+/* Float32 unit roundoff. Whatever order a kernel sums n terms in (BLAS blocking, SIMD width, CPU), the float
+ * result is within gamma(n) times the sum of the terms' magnitudes of the exact sum (Higham, "Accuracy and
+ * Stability of Numerical Algorithms", 3.1). The tolerances of the reductions below are built from that, so
+ * they hold for any x86-64 CPU and BLAS kernel, not just this one. */
+#define U_F32 ((double)FLT_EPSILON / 2)
+
+static double gamma_n(int n)
 {
-    return fabs(got - want) <= tol * (1.0 + fabs(want));
+    return n * U_F32 / (1 - n * U_F32);
+}
+
+/* exp(fl(s - mx)) for a score s carrying an absolute error s_err: relative error of the term, including the
+ * rounding of the subtraction and expf's few ulp. */
+static double exp_term_err(double s_err, double arg)
+{
+    return s_err + U_F32 * fabs(arg) + 4 * U_F32;
 }
 
 static void run_op(struct nlpd_op *op)
@@ -96,10 +109,16 @@ static void check_matmul(void)
                 int bad = 0;
                 for (int i = 0; i < m; i++)
                     for (int j = 0; j < n; j++) {
-                        double acc = act % 2 ? bias[j] : 0.0;
-                        for (int l = 0; l < k; l++)
-                            acc += (double)a[(size_t)i * k + l] * (tb ? b[(size_t)j * k + l] : b[(size_t)l * n + j]);
-                        bad += !near(c[(size_t)i * n + j], ref_act(acc, (enum nlpd_act)act), 1e-5);
+                        double acc = act % 2 ? bias[j] : 0.0, mag = fabs(acc);
+                        for (int l = 0; l < k; l++) {
+                            double t = (double)a[(size_t)i * k + l] * (tb ? b[(size_t)j * k + l] : b[(size_t)l * n + j]);
+                            acc += t;
+                            mag += fabs(t);
+                        }
+                        /* the sum's bound, through an activation of slope <= 1.2, plus its own few-ulp error */
+                        double want = ref_act(acc, (enum nlpd_act)act);
+                        double tol = 1.2 * gamma_n(k + 2) * mag + 16 * U_F32 * (1 + fabs(want));
+                        bad += fabs(c[(size_t)i * n + j] - want) > tol;
                     }
                 CHECK(bad == 0);
                 free(a);
@@ -127,17 +146,28 @@ static void check_layer_norm(void)
             run_op(&op);
             int bad = 0;
             for (int r = 0; r < rows; r++) {
-                double v[768], mean = 0, var = 0;
+                double v[768], mean = 0, var = 0, mean_abs = 0, in_abs = 0;
                 for (int i = 0; i < n; i++) {
                     v[i] = x[(size_t)r * n + i] + (variant ? bias[i] + res_copy[(size_t)r * n + i] : 0.0);
                     mean += v[i];
+                    mean_abs += fabs(v[i]) / n;
+                    in_abs = fmax(in_abs, fabs(x[(size_t)r * n + i]) +
+                                              (variant ? fabs(bias[i]) + fabs(res_copy[(size_t)r * n + i]) : 0.0));
                 }
                 mean /= n;
                 for (int i = 0; i < n; i++)
                     var += (v[i] - mean) * (v[i] - mean);
                 var /= n;
-                for (int i = 0; i < n; i++)
-                    bad += !near(dst[(size_t)r * n + i], (v[i] - mean) / sqrt(var + 1e-5) * g[i] + b[i], 2e-5);
+                double rstd = 1 / sqrt(var + 1e-5);
+                /* the centring error in units of the standard deviation: the mean's sum, the inputs' own sums;
+                 * the variance's relative error is at most twice that plus its own sum's gamma */
+                double e = (gamma_n(n + 2) * mean_abs + 2 * U_F32 * in_abs) * rstd;
+                double e_var = 2 * e + gamma_n(n + 4);
+                for (int i = 0; i < n; i++) {
+                    double z = (v[i] - mean) * rstd, want = z * g[i] + b[i];
+                    double tol = fabs(g[i]) * (e + fabs(z) * (e_var / 2 + 4 * U_F32)) + 4 * U_F32 * (fabs(z * g[i]) + fabs(b[i]));
+                    bad += fabs(dst[(size_t)r * n + i] - want) > 2 * tol; /* 2: first-order bound */
+                }
             }
             CHECK(bad == 0);
             free(x);
@@ -171,8 +201,18 @@ static void check_softmax(void)
                 mx = fmax(mx, x0[(size_t)r * ld + i]);
             for (int i = 0; i < n; i++)
                 sum += exp((double)x0[(size_t)r * ld + i] - mx);
-            for (int i = 0; i < n; i++)
-                bad += !near(x[(size_t)r * ld + i], exp((double)x0[(size_t)r * ld + i] - mx) / sum, 1e-6);
+            /* each probability carries its exp term's error, the sum's gamma and a rounding of the division */
+            double e_sum = gamma_n(n + 1), e_max = 0;
+            for (int i = 0; i < n; i++) {
+                double arg = (double)x0[(size_t)r * ld + i] - mx, p = exp(arg) / sum;
+                if (p > 0)
+                    e_max = fmax(e_max, exp_term_err(0, arg));
+            }
+            for (int i = 0; i < n; i++) {
+                double arg = (double)x0[(size_t)r * ld + i] - mx, p = exp(arg) / sum;
+                double tol = p * (exp_term_err(0, arg) + e_max + e_sum + 2 * U_F32);
+                bad += fabs(x[(size_t)r * ld + i] - p) > tol;
+            }
             bad += x[(size_t)r * ld + n] != x0[(size_t)r * ld + n]; /* stride padding untouched */
         }
         CHECK(bad == 0);
@@ -206,23 +246,35 @@ static void check_attention(void)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++)
                 for (int i = 0; i < S; i++) {
-                    double sc[7], mx = -DBL_MAX, sum = 0;
+                    double sc[7], err[7], mx = -DBL_MAX, sum = 0;
                     const float *q = qkv + ((size_t)b * S + i) * ld + h * D;
                     for (int j = 0; j < S; j++) {
                         const float *k = qkv + ((size_t)b * S + j) * ld + H + h * D;
-                        double d = 0;
-                        for (int e = 0; e < D; e++)
+                        double d = 0, mag = 0;
+                        for (int e = 0; e < D; e++) {
                             d += (double)q[e] * k[e];
+                            mag += fabs((double)q[e] * k[e]);
+                        }
                         sc[j] = d / sqrt((double)D) + (mask[b * S + j] ? 0.0 : -FLT_MAX);
+                        err[j] = (gamma_n(D + 2) * mag + 2 * U_F32 * fabs(d)) / sqrt((double)D);
                         mx = fmax(mx, sc[j]);
                     }
-                    for (int j = 0; j < S; j++)
-                        sum += (sc[j] = exp(sc[j] - mx));
+                    double e_p = 0;
+                    for (int j = 0; j < S; j++) {
+                        double arg = sc[j] - mx;
+                        sum += (sc[j] = exp(arg));
+                        if (sc[j] > 0)
+                            e_p = fmax(e_p, exp_term_err(err[j], arg));
+                    }
+                    e_p = 2 * e_p + gamma_n(S + 1) + 2 * U_F32; /* numerator, sum and division */
                     for (int e = 0; e < D; e++) {
-                        double o = 0;
-                        for (int j = 0; j < S; j++)
-                            o += sc[j] / sum * qkv[((size_t)b * S + j) * ld + 2 * H + h * D + e];
-                        bad += !near(out[((size_t)b * S + i) * H + h * D + e], o, 1e-5);
+                        double o = 0, mag = 0;
+                        for (int j = 0; j < S; j++) {
+                            double t = sc[j] / sum * qkv[((size_t)b * S + j) * ld + 2 * H + h * D + e];
+                            o += t;
+                            mag += fabs(t);
+                        }
+                        bad += fabs(out[((size_t)b * S + i) * H + h * D + e] - o) > mag * (e_p + gamma_n(S + 1));
                     }
                 }
         CHECK(bad == 0);
@@ -320,22 +372,35 @@ static void check_attention_kv(void)
                 for (int i = 0; i < Q; i++)
                     for (int h = 0; h < NH; h++) {
                         const float *kb = kv + (size_t)map[b] * STRIDE * LDKV;
-                        double sc[7], mx = -1e300, sum = 0;
+                        double sc[7], err[7], mx = -1e300, sum = 0;
                         int n = causal && pos0 + i + 1 < KV ? pos0 + i + 1 : KV;
                         for (int t = 0; t < n; t++) {
-                            double d = 0;
-                            for (int e = 0; e < D; e++)
-                                d += (double)q[((size_t)b * Q + i) * H + h * D + e] * kb[(size_t)t * LDKV + h * D + e];
+                            double d = 0, mag = 0;
+                            for (int e = 0; e < D; e++) {
+                                double m = (double)q[((size_t)b * Q + i) * H + h * D + e] * kb[(size_t)t * LDKV + h * D + e];
+                                d += m;
+                                mag += fabs(m);
+                            }
                             sc[t] = d * 0.7 + (use_mask && !mask[map[b] * KV + t] ? -1e30 : 0);
+                            err[t] = 0.7 * (gamma_n(D + 2) * mag + 2 * U_F32 * fabs(d));
                             mx = sc[t] > mx ? sc[t] : mx;
                         }
-                        for (int t = 0; t < n; t++)
-                            sum += (sc[t] = exp(sc[t] - mx));
+                        double e_p = 0;
+                        for (int t = 0; t < n; t++) {
+                            double arg = sc[t] - mx;
+                            sum += (sc[t] = exp(arg));
+                            if (sc[t] > 0)
+                                e_p = fmax(e_p, exp_term_err(err[t], arg));
+                        }
+                        e_p = 2 * e_p + gamma_n(n + 1) + 2 * U_F32; /* numerator, sum and division */
                         for (int e = 0; e < D; e++) {
-                            double o = 0;
-                            for (int t = 0; t < n; t++)
-                                o += sc[t] / sum * kb[(size_t)t * LDKV + H + h * D + e];
-                            bad += !near(out[((size_t)b * Q + i) * H + h * D + e], o, 1e-5);
+                            double o = 0, mag = 0;
+                            for (int t = 0; t < n; t++) {
+                                double v = sc[t] / sum * kb[(size_t)t * LDKV + H + h * D + e];
+                                o += v;
+                                mag += fabs(v);
+                            }
+                            bad += fabs(out[((size_t)b * Q + i) * H + h * D + e] - o) > mag * (e_p + gamma_n(n + 1));
                         }
                     }
             CHECK(bad == 0);
@@ -361,25 +426,30 @@ static void check_gather_rows(void)
     CHECK_STR_CONTAINS(err.message, "out of range");
 }
 
+/* |got - log-sum-exp of x[from..n)|, within its float32 bound: each exp term's relative error (weighted by its
+ * share), the sum's gamma, then the rounding of the log and of the final addition. */
+static int logsumexp_ok(const float *x, int from, int n)
+{
+    double mx = -1e300, sum = 0, werr = 0;
+    for (int i = from; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    for (int i = from; i < n; i++)
+        sum += exp(x[i] - mx);
+    for (int i = from; i < n; i++)
+        werr += exp(x[i] - mx) / sum * exp_term_err(0, x[i] - mx);
+    double want = mx + log(sum);
+    double tol = werr + gamma_n(n + 1) + 2 * U_F32 * (fabs(log(sum)) + fabs(want));
+    return fabs(nlpd_kernels_logsumexp(x, n) - want) <= tol;
+}
+
 static void check_logsumexp(void)
 {
     for (int n = 1; n < 40; n += 7) {
         float *x = rnd((size_t)n, -30, 30);
-        double mx = -1e300, sum = 0;
-        for (int i = 0; i < n; i++)
-            mx = x[i] > mx ? x[i] : mx;
-        for (int i = 0; i < n; i++)
-            sum += exp(x[i] - mx);
-        CHECK(near(nlpd_kernels_logsumexp(x, n), mx + log(sum), 1e-5));
+        CHECK(logsumexp_ok(x, 0, n));
         x[0] = -INFINITY; /* masked entries count as 0 */
-        if (n > 1) {
-            sum = 0, mx = -1e300;
-            for (int i = 1; i < n; i++)
-                mx = x[i] > mx ? x[i] : mx;
-            for (int i = 1; i < n; i++)
-                sum += exp(x[i] - mx);
-            CHECK(near(nlpd_kernels_logsumexp(x, n), mx + log(sum), 1e-5));
-        }
+        if (n > 1)
+            CHECK(logsumexp_ok(x, 1, n));
         free(x);
     }
     float all[3] = {-INFINITY, -INFINITY, -INFINITY};

@@ -1,6 +1,7 @@
 /* The ner stage's decoding (stages/ner/ner_aggregate.c) without a model: the token logits, tokens and offsets of
- * tests/fixtures/hf-tiny/bert-token-cls/pipeline_golden.json go through softmax + aggregation and must give the
- * transformers pipeline's entities for every strategy; plus the decoder, the window plan and the gazetteer. */
+ * every tests/fixtures/hf-tiny/ *-token-cls/pipeline_golden.json go through softmax + aggregation, with the words
+ * from the folder's tokenizer decoder, and must give the transformers pipeline's entities for every strategy;
+ * plus the decoder, the window plan and the gazetteer. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,8 +11,9 @@
 #include "harness.h"
 #include "ner/gazetteer.h"
 #include "ner/ner_aggregate.h"
+#include "tokenizer.h"
 
-#define GOLDEN "tests/fixtures/hf-tiny/bert-token-cls/pipeline_golden.json"
+#define FIX "tests/fixtures/hf-tiny/"
 
 static void test_parse(void)
 {
@@ -102,7 +104,14 @@ static size_t cp_byte(const char *s, size_t cp)
 static int golden_total, golden_failed, softmax_exact, softmax_total, subword_bad;
 static double softmax_maxdiff;
 
-static void check_example(json_t *ex, const char *const *labels, int nl, json_t *root)
+static int decode_words(const void *tok, const char *const *toks, const size_t *lens, size_t n, char **buf, size_t *len,
+                        size_t *cap)
+{
+    return nlpd_tokenizer_convert_tokens_to_string(tok, toks, lens, n, buf, len, cap);
+}
+
+static void check_example(json_t *ex, const char *const *labels, int nl, json_t *root,
+                          const struct nlpd_tokenizer *tok)
 {
     const char *text = json_string_value(json_object_get(ex, "text"));
     json_t *ids = json_object_get(ex, "input_ids"), *toks = json_object_get(ex, "tokens"),
@@ -144,7 +153,12 @@ static void check_example(json_t *ex, const char *const *labels, int nl, json_t 
         } else {
             p->word = json_string_value(json_array_get(toks, i));
             p->word_len = strlen(p->word);
-            p->is_subword = nlpd_ner_is_subword(p->word, p->word_len, p->start, p->end);
+            if (json_is_string(json_object_get(root, "continuing_subword_prefix"))) {
+                p->is_subword = nlpd_ner_is_subword(p->word, p->word_len, p->start, p->end);
+            } else { /* the fallback: start > 0 and no space in text[start-1:start+1] */
+                size_t b0 = p->start > 0 ? cp_byte(text, (size_t)p->start - 1) : 0, b1 = cp_byte(text, (size_t)p->start);
+                p->is_subword = p->start > 0 && text[b0] != ' ' && text[b1] != ' ';
+            }
         }
         if (p->is_subword != json_is_true(json_array_get(isw, i))) {
             subword_bad++;
@@ -155,6 +169,8 @@ static void check_example(json_t *ex, const char *const *labels, int nl, json_t 
     const char *ignore[] = {"O"};
     struct nlpd_ner_out out = {0};
     for (int a = 0; a < 5; a++) {
+        out.decode = decode_words;
+        out.decode_ctx = tok;
         json_t *gold = json_object_get(json_object_get(ex, "entities"), strat[a]);
         golden_total++;
         int bad = nlpd_ner_aggregate(pre, np, labels, nl, (enum nlpd_ner_agg)a, ignore, 1, &out) != 0;
@@ -188,13 +204,23 @@ static void check_example(json_t *ex, const char *const *labels, int nl, json_t 
     free(lg);
 }
 
-static void test_golden(void)
+static void test_golden_dir(const char *dir)
 {
+    char path[512];
+    snprintf(path, sizeof path, FIX "%s/pipeline_golden.json", dir);
+    golden_total = golden_failed = softmax_exact = softmax_total = subword_bad = 0;
+    softmax_maxdiff = 0;
     json_error_t jerr;
-    json_t *root = json_load_file(GOLDEN, 0, &jerr);
-    CHECK(root != NULL);
-    if (!root)
+    json_t *root = json_load_file(path, 0, &jerr);
+    snprintf(path, sizeof path, FIX "%s", dir);
+    struct nlpd_error err = {0};
+    struct nlpd_tokenizer *tok = nlpd_tokenizer_load(path, &err);
+    CHECK(root != NULL && tok != NULL);
+    if (!root || !tok) {
+        json_decref(root);
+        nlpd_tokenizer_free(tok);
         return;
+    }
     json_t *id2 = json_object_get(root, "id2label");
     int nl = (int)json_object_size(id2);
     const char *labels[64];
@@ -205,14 +231,23 @@ static void test_golden(void)
     }
     json_t *exs = json_object_get(root, "examples");
     for (size_t i = 0; i < json_array_size(exs); i++)
-        check_example(json_array_get(exs, i), labels, nl, root);
-    printf("golden: %d example x strategy cases, %d failed; softmax %d/%d values bit-exact, max |diff| %.3g\n",
-           golden_total, golden_failed, softmax_exact, softmax_total, softmax_maxdiff);
-    CHECK(golden_total == 60);
+        check_example(json_array_get(exs, i), labels, nl, root, tok);
+    printf("%s golden: %d example x strategy cases, %d failed; softmax %d/%d values bit-exact, max |diff| %.3g\n",
+           dir, golden_total, golden_failed, softmax_exact, softmax_total, softmax_maxdiff);
+    CHECK(golden_total == 5 * (int)json_array_size(exs) && golden_total >= 60);
     CHECK(golden_failed == 0);
     CHECK(subword_bad == 0);
     CHECK(softmax_maxdiff < 1e-6);
     json_decref(root);
+    nlpd_tokenizer_free(tok);
+}
+
+/* Every token-classification fixture with pipeline goldens: WordPiece (BERT) and SentencePiece Unigram with the
+ * Metaspace decoder (DeBERTa-v3), whose words the pipeline joins without spaces under its fallback sub-word rule. */
+static void test_golden(void)
+{
+    test_golden_dir("bert-token-cls");
+    test_golden_dir("deberta-v2-token-cls");
 }
 
 /* A few pre-entities by hand: ignore lists, labels without B-/I-, empty input. */

@@ -1,5 +1,7 @@
 /* Offset tracker: the stored watermark never passes an undelivered record. */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "harness.h"
 #include "offsets.h"
@@ -104,11 +106,88 @@ static void flush_batches_stores(void)
     nlpd_offsets_free(o);
 }
 
+/* Issue 13 item 8: 2000 rebalances of 64 partitions, each leaving records in flight that complete only after the
+ * next assignment, track the assigned partitions plus those still draining; never every assignment ever made. */
+static void rebalances_stay_bounded(void)
+{
+    struct nlpd_offsets *o = nlpd_offsets_new();
+    struct nlpd_offsets_stats st;
+    struct nlpd_tp *prev[64] = {0}, *cur[64];
+    size_t most = 0;
+    int64_t c, base = 0;
+    for (int round = 0; round < 2000; round++) {
+        for (int32_t p = 0; p < 64; p++) {
+            cur[p] = nlpd_offsets_get(o, "in", p);
+            for (int64_t off = base; off < base + 3; off++)
+                CHECK(nlpd_offsets_add(cur[p], off) == 0);
+            nlpd_offsets_done(cur[p], base, &c);
+        }
+        for (int32_t p = 0; p < 64 && prev[0]; p++) { /* the previous owner's stragglers complete now */
+            CHECK(nlpd_offsets_done(prev[p], base - 1, &c) == 0);
+            CHECK(nlpd_offsets_done(prev[p], base - 2, &c) == 0); /* its last record: prev[p] is freed */
+        }
+        nlpd_offsets_stats(o, &st);
+        if (st.tracked > most)
+            most = st.tracked;
+        for (int32_t p = 0; p < 64; p++)
+            nlpd_offsets_revoke(o, "in", p); /* two records of each still in flight */
+        nlpd_offsets_revoke(o, "in", 999);   /* never assigned: nothing happens */
+        memcpy(prev, cur, sizeof prev);
+        base += 3;
+    }
+    nlpd_offsets_stats(o, &st);
+    CHECK(most == 64); /* the current 64; the revoked ones went with their last record */
+    CHECK(st.current == 0 && st.tracked == 64);
+    for (int32_t p = 0; p < 64; p++) {
+        nlpd_offsets_done(prev[p], base - 1, &c);
+        nlpd_offsets_done(prev[p], base - 2, &c);
+    }
+    nlpd_offsets_stats(o, &st);
+    CHECK(st.tracked == 0);
+    nlpd_offsets_free(o);
+}
+
+/* Lookups go through a hash table: with 10k current assignments (and revoked ones beside them), a lookup
+ * compares a handful of entries, not all of them. The table keeps at most one entry per two buckets. */
+static void lookups_are_hashed(void)
+{
+    struct nlpd_offsets *o = nlpd_offsets_new();
+    char topic[32];
+    for (int t = 0; t < 10; t++) {
+        snprintf(topic, sizeof topic, "topic-%d", t);
+        for (int32_t p = 0; p < 1000; p++)
+            CHECK(nlpd_offsets_get(o, topic, p) != NULL);
+        for (int32_t p = 0; p < 1000; p += 2) { /* revoked with a record in flight: not in the table */
+            nlpd_offsets_add(nlpd_offsets_get(o, topic, p), 1);
+            nlpd_offsets_revoke(o, topic, p);
+            nlpd_offsets_get(o, topic, p);
+        }
+    }
+    struct nlpd_offsets_stats before, after;
+    nlpd_offsets_stats(o, &before);
+    CHECK(before.current == 10000 && before.tracked == 15000);
+    CHECK(before.buckets >= 2 * before.current);
+    struct nlpd_tp *tp = NULL;
+    for (int i = 0; i < 10000; i++) {
+        snprintf(topic, sizeof topic, "topic-%d", i % 10);
+        tp = nlpd_offsets_get(o, topic, (int32_t)(i * 7919 % 1000));
+    }
+    CHECK(tp && nlpd_offsets_partition(tp) == (int32_t)(9999 * 7919 % 1000) && !nlpd_offsets_revoked(tp));
+    nlpd_offsets_stats(o, &after);
+    CHECK(after.lookups - before.lookups == 10000);
+    /* A linear list would compare thousands per lookup; a hashed lookup walks one short chain. */
+    CHECK(after.compares - before.compares <= 10000 * 4);
+    CHECK(after.longest_chain <= 16);
+    nlpd_offsets_free(o);
+}
+
 int main(void)
 {
     RUN(contiguous_watermark);
     RUN(gaps_and_growth);
     RUN(revoked_assignment_reports_nothing);
     RUN(flush_batches_stores);
+    RUN(rebalances_stay_bounded);
+    RUN(lookups_are_hashed);
     return TEST_REPORT();
 }

@@ -268,6 +268,111 @@ static void padded_tokens_histogram(void)
     nlpd_diag_free(&d);
 }
 
+/* "gate": holds every batch until the test opens the gate; counts the batches that entered. */
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static int gate_open, gate_entered, space_calls;
+
+static enum nlpd_stage_status gate_process(void *ctx, void *ts, struct nlpd_batch *b, struct nlpd_error *err)
+{
+    (void)ctx, (void)ts, (void)b, (void)err;
+    pthread_mutex_lock(&gate_lock);
+    gate_entered++;
+    pthread_cond_broadcast(&gate_cond);
+    while (!gate_open)
+        pthread_cond_wait(&gate_cond, &gate_lock);
+    pthread_mutex_unlock(&gate_lock);
+    return NLPD_STAGE_OK;
+}
+
+static const struct nlpd_stage_plugin gate_stage = {NLPD_STAGE_ABI, "gate", "test", no_conf, 0, noop_init, NULL, NULL,
+                                                    gate_process, NULL, 0};
+
+static void count_space(void *user)
+{
+    pthread_mutex_lock(&gate_lock);
+    space_calls++;
+    pthread_mutex_unlock(&gate_lock);
+    CHECK(user == &space_calls);
+}
+
+/* Issue 13 item 6: the event loop submits with nlpd_pipeline_try_submit(), which refuses a full queue at once
+ * instead of waiting for a stage (here one that never finishes until told), and a worker taking a job from the
+ * full queue calls the space callback, which is how the loop learns it can submit again. */
+static void try_submit_never_waits(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *cfg;
+    CHECK(nlpd_stage_register(&gate_stage) == 0); /* here: init_failure_and_names lists the registered stages */
+    struct nlpd_pipeline *p = build("pipeline = ( { stage = \"gate\"; } );", &cfg, &d);
+    struct nlpd_error err;
+    CHECK(p && nlpd_pipeline_start(p, 1, &err) == 0);
+    nlpd_pipeline_on_space(p, count_space, &space_calls);
+    static struct nlpd_job jobs[4];
+    static struct nlpd_record r[4], *ptrs[4];
+    const char *texts[] = {"a", "b", "c", "d"};
+    records(r, ptrs, texts, 4);
+    for (int j = 0; j < 4; j++) {
+        memset(&jobs[j], 0, sizeof jobs[j]);
+        jobs[j].batch.n = 1;
+        jobs[j].batch.recs = &ptrs[j];
+    }
+    CHECK(nlpd_pipeline_try_submit(p, &jobs[0]) == 0);
+    pthread_mutex_lock(&gate_lock);
+    while (gate_entered < 1) /* the worker holds job 0 */
+        pthread_cond_wait(&gate_cond, &gate_lock);
+    pthread_mutex_unlock(&gate_lock);
+    size_t queued, cap;
+    CHECK(nlpd_pipeline_try_submit(p, &jobs[1]) == 0);
+    CHECK(nlpd_pipeline_try_submit(p, &jobs[2]) == 0);
+    nlpd_pipeline_queue(p, &queued, &cap);
+    CHECK(queued == 2 && cap == 2); /* 2 x threads */
+    CHECK(nlpd_pipeline_try_submit(p, &jobs[3]) == NLPD_EAGAIN); /* full: refused, not waited for */
+    CHECK(space_calls == 0);
+    pthread_mutex_lock(&gate_lock);
+    gate_open = 1;
+    pthread_cond_broadcast(&gate_cond);
+    pthread_mutex_unlock(&gate_lock);
+    nlpd_pipeline_wait(p, &jobs[1]); /* taking job 1 from the full queue made room: one callback */
+    pthread_mutex_lock(&gate_lock);
+    CHECK(space_calls == 1);
+    pthread_mutex_unlock(&gate_lock);
+    nlpd_pipeline_wait(p, &jobs[2]);
+    CHECK(nlpd_pipeline_try_submit(p, &jobs[3]) == 0);
+    nlpd_pipeline_wait(p, &jobs[3]);
+    nlpd_pipeline_wait(p, &jobs[0]);
+    nlpd_pipeline_queue(p, &queued, &cap);
+    CHECK(queued == 0 && gate_entered == 4);
+    clear(r, 4);
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+}
+
+/* A stage name is the user's text: in a metric label it is escaped, so /metrics stays parseable. */
+static void stage_name_label_escaped(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *cfg;
+    struct nlpd_pipeline *p = build("pipeline = ( { stage = \"tag\"; name = \"a\\\"} 1\\nb\\\\\"; } );", &cfg, &d);
+    CHECK(p != NULL);
+    if (p) {
+        const char *texts[] = {"one"};
+        struct nlpd_record r[1], *ptrs[1];
+        records(r, ptrs, texts, 1);
+        struct nlpd_batch b = {.n = 1, .recs = ptrs};
+        nlpd_pipeline_run_inline(p, &b);
+        clear(r, 1);
+        struct nlpd_buf out = {0};
+        nlpd_pipeline_metrics(p, &out);
+        CHECK_STR_CONTAINS(out.data, "nlpd_stage_batch_seconds_count{stage=\"a\\\"} 1\\nb\\\\\"} 1\n");
+        CHECK_STR_CONTAINS(out.data, "nlpd_stage_batch_padded_tokens_count{stage=\"a\\\"} 1\\nb\\\\\"} 1\n");
+        nlpd_buf_free(&out);
+    }
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+    nlpd_diag_free(&d);
+}
+
 int main(void)
 {
     static struct nlpd_stage_plugin picky;
@@ -282,5 +387,7 @@ int main(void)
     RUN(init_failure_and_names);
     RUN(workers_keep_every_record);
     RUN(padded_tokens_histogram);
+    RUN(try_submit_never_waits);
+    RUN(stage_name_label_escaped);
     return TEST_REPORT();
 }

@@ -108,6 +108,52 @@ static void bad_records(void)
     free(deep);
 }
 
+/* A Kafka payload is not NUL-terminated: the decoder reads only [data, data + len) (ASan checks the bound). */
+static void unterminated_payload(void)
+{
+    static const char *const payloads[] = {"\r", " \t\r", "{\"text\": \"hi\"}", "{\"id\": 5, \"text\": \" \"}", "1"};
+    for (size_t i = 0; i < sizeof payloads / sizeof payloads[0]; i++) {
+        size_t n = strlen(payloads[i]);
+        char *exact = malloc(n);
+        memcpy(exact, payloads[i], n);
+        struct nlpd_item it = {0};
+        nlpd_item_decode_json(&it, &in, exact, n);
+        CHECK(i == 2 ? it.rec.error == NULL : it.rec.error != NULL);
+        nlpd_item_clear(&it);
+        free(exact);
+    }
+}
+
+/* A numeric id keeps the text it had in the record (jansson's double would print 0.1 as 0.10000000000000001). */
+static void numeric_ids(void)
+{
+    static const char *const cases[][2] = {
+        {"{\"id\": 0.1, \"text\": \"x\"}", "0.1"},
+        {"{\"id\":1e2,\"text\":\"x\"}", "1e2"},
+        {"{\"text\": \"x\", \"id\" :\t-0.50 }", "-0.50"},
+        {"{\"id\": 9007199254740993, \"text\": \"x\"}", "9007199254740993"},
+        {"{\"a\": {\"id\": 1}, \"i\\u0064\": 2.50, \"text\": \"x\"}", "2.50"}, /* escaped key */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct nlpd_item it;
+        CHECK(strcmp(decode(cases[i][0], &it), "") == 0);
+        CHECK(it.id && strcmp(it.id, cases[i][1]) == 0);
+        if (it.id && strcmp(it.id, cases[i][1]) != 0)
+            fprintf(stderr, "  id %s, expected %s\n", it.id, cases[i][1]);
+        nlpd_item_clear(&it);
+    }
+    struct nlpd_input_conf saved = in;
+    in.id_field = "meta.id";
+    struct nlpd_item it;
+    CHECK(strcmp(decode("{\"meta\": {\"x\": [{\"id\": 1}, \"}\"], \"id\": 0.30}, \"text\": \"x\"}", &it), "") == 0);
+    CHECK(it.id && strcmp(it.id, "0.30") == 0);
+    nlpd_item_clear(&it);
+    in = saved;
+    /* An id with a NUL character is refused, not cut at the NUL. */
+    CHECK_STR_CONTAINS(decode("{\"id\": \"a\\u0000b\", \"text\": \"x\"}", &it), "id field \"id\" contains a NUL");
+    nlpd_item_clear(&it);
+}
+
 static void utf8_validation(void)
 {
     CHECK(nlpd_utf8_invalid_at("abc", 3) == -1);
@@ -280,6 +326,8 @@ int main(void)
     RUN(good_records);
     RUN(dotted_paths);
     RUN(bad_records);
+    RUN(unterminated_payload);
+    RUN(numeric_ids);
     RUN(utf8_validation);
     RUN(encoder_round_trip);
     RUN(results_encode);

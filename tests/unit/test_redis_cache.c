@@ -415,6 +415,92 @@ static void ttl_applied(void)
     kv_free(&kv);
 }
 
+/* cache.redis_hmac_key: values are stored with an HMAC-SHA256 tag over key and value; whatever was written into
+ * Redis by someone else (no tag, a tag of another key, a changed byte, another secret) is a miss, counted as
+ * rejected, and logged rate-limited (one line for the burst). */
+static void hmac_authenticates_values(void)
+{
+    char addr[256];
+    struct nlpd_cache_conf conf;
+    conf_init(&conf, &main_sv, addr, sizeof addr, "t9:");
+    conf.redis_hmac_key = (char *)"s3cret";
+    struct nlpd_error err = {0};
+    struct nlpd_cache *c = nlpd_cache_new(&conf, &err);
+    redisContext *rc = connect_sync(&main_sv);
+    CHECK(c != NULL && rc != NULL);
+    if (!c || !rc) {
+        nlpd_cache_free(c);
+        if (rc)
+            redisFree(rc);
+        return;
+    }
+    struct kv kv;
+    kv_make(&kv, "mac", 1, 6);
+    nlpd_cache_mset(c, (const char *const *)kv.keys, kv.vals, kv.n);
+    CHECK(wait_all_hits(c, &kv) == 6); /* the tag is stripped: the caller gets its value back */
+    redisReply *r = redisCommand(rc, "GET t9:mac:2");
+    CHECK(r && r->type == REDIS_REPLY_STRING && r->len == kv.vals[1].len + 32);
+    freeReplyObject(r);
+    /* mac:1 unsigned (as an older nlpd wrote it); mac:2 gets mac:3's signed value; mac:4 one flipped byte. */
+    freeReplyObject(redisCommand(rc, "SET t9:mac:1 %b", kv.vals[0].data, kv.vals[0].len));
+    freeReplyObject(redisCommand(rc, "COPY t9:mac:3 t9:mac:2 REPLACE"));
+    r = redisCommand(rc, "GET t9:mac:4");
+    if (r && r->type == REDIS_REPLY_STRING && r->len > 0) {
+        r->str[0] ^= 1;
+        freeReplyObject(redisCommand(rc, "SET t9:mac:4 %b", r->str, r->len));
+    }
+    freeReplyObject(r);
+    struct nlpd_cache_stats st0, st;
+    nlpd_cache_get_stats(c, &st0);
+    capture_start();
+    long hits = mget_check(c, &kv, NULL);
+    char *log = capture_end();
+    CHECK(hits == 3);
+    nlpd_cache_get_stats(c, &st);
+    CHECK(st.rejected[NLPD_CACHE_REJECT_UNAUTHENTICATED] == 3 && st.rejected[NLPD_CACHE_REJECT_INVALID] == 0);
+    CHECK(st.hits - st0.hits == 3 && st.misses - st0.misses == 3);
+    CHECK(count_lines(log, "refused") == 1 && !strstr(log, "s3cret"));
+    free(log);
+    /* Another secret authenticates nothing of this one's. */
+    conf.redis_hmac_key = (char *)"other";
+    struct nlpd_cache *c2 = nlpd_cache_new(&conf, &err);
+    CHECK(c2 && mget_check(c2, &kv, NULL) == 0);
+    nlpd_cache_free(c2);
+    /* The key from a file: one that others can read is refused; 0600 works like the inline key. */
+    char keyfile[300];
+    snprintf(keyfile, sizeof keyfile, "%s/hmac.key", tmpdir);
+    FILE *f = fopen(keyfile, "w");
+    fputs("s3cret\n", f);
+    fclose(f);
+    chmod(keyfile, 0644);
+    conf.redis_hmac_key = (char *)"";
+    conf.redis_hmac_key_file = keyfile;
+    memset(&err, 0, sizeof err);
+    CHECK(nlpd_cache_new(&conf, &err) == NULL);
+    CHECK_STR_CONTAINS(err.message, "readable or writable by others");
+    chmod(keyfile, 0600);
+    c2 = nlpd_cache_new(&conf, &err);
+    CHECK(c2 && mget_check(c2, &kv, NULL) == 3);
+    /* A key rotated in the file while the config text stays: a reload keeps the cache but takes the new key. */
+    f = fopen(keyfile, "w");
+    fputs("rotated\n", f);
+    fclose(f);
+    struct nlpd_cache *c3 = nlpd_cache_new(&conf, &err);
+    CHECK(c3 != NULL);
+    if (c2 && c3) {
+        nlpd_cache_swap_key(c2, c3);
+        CHECK(mget_check(c2, &kv, NULL) == 0);
+    }
+    nlpd_cache_free(c3);
+    nlpd_cache_free(c2);
+    conf.redis_hmac_key = (char *)"s3cret";
+    CHECK(nlpd_cache_new(&conf, &err) == NULL);
+    CHECK_STR_CONTAINS(err.message, "not both");
+    redisFree(rc);
+    nlpd_cache_free(c);
+    kv_free(&kv);
+}
+
 struct worker_arg {
     struct nlpd_cache *c;
     int id;
@@ -848,6 +934,7 @@ int main(void)
     RUN(roundtrip_binary_1000_keys);
     RUN(misses_and_empty_values);
     RUN(ttl_applied);
+    RUN(hmac_authenticates_values);
     RUN(concurrent_4_threads);
     RUN(slow_redis_deadline);
     RUN(killed_redis_breaker_and_reconnect);

@@ -1,5 +1,6 @@
 /* safetensors reader: F32/F16/BF16 tensors written here, shape checks, and every malformed-header case named in
- * DESIGN.md §6 (truncation, offsets out of range, size mismatches, bad JSON, unknown dtypes). */
+ * DESIGN.md §6 (truncation, offsets out of range, size mismatches, bad JSON, unknown dtypes); the pytorch_model.bin
+ * reader on the small torch.save files of the fuzz corpus (written by Debian's torch 1.13), good and refused. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,11 +190,79 @@ static void test_fixture(void)
     nlpd_safetensors_close(st);
 }
 
+#define PK "tests/fuzz/corpus/pickle/"
+
+/* small.bin and legacy.bin (the same state dict in torch's zip and pre-1.6 formats) */
+static void check_small(const char *path)
+{
+    struct nlpd_error err = {0};
+    struct nlpd_safetensors *st = nlpd_safetensors_open(path, &err);
+    CHECK(st != NULL);
+    if (!st) {
+        fprintf(stderr, "%s\n", err.message);
+        return;
+    }
+    /* a = arange(6).reshape(2, 3), b = a[1] (a view at offset 3), c = a.half(), d = int64 [1, 2], e = a.bfloat16(),
+     * tied = a (the same object) */
+    CHECK(nlpd_safetensors_count(st) == 6);
+    const struct nlpd_st_tensor *a = nlpd_safetensors_find(st, "a"), *b = nlpd_safetensors_find(st, "b"),
+                                *d = nlpd_safetensors_find(st, "d"), *tied = nlpd_safetensors_find(st, "tied");
+    CHECK(a && a->dtype == NLPD_ST_F32 && a->ndim == 2 && a->shape[0] == 2 && a->shape[1] == 3 && a->numel == 6);
+    CHECK(b && b->ndim == 1 && b->shape[0] == 3 && a && b->data == a->data + 12);
+    CHECK(tied && a && tied->data == a->data && tied->numel == 6);
+    CHECK(d && d->dtype == NLPD_ST_I64 && d->numel == 2);
+    const char *names[] = {"a", "c", "e"};
+    for (int k = 0; k < 3; k++) {
+        float v[6] = {0};
+        CHECK(nlpd_safetensors_read_f32(st, names[k], 2, (int64_t[]){2, 3}, v, &err) == 0);
+        for (int i = 0; i < 6; i++)
+            CHECK(v[i] == (float)i);
+    }
+    float w[3] = {0};
+    CHECK(nlpd_safetensors_read_f32(st, "b", 1, (int64_t[]){3}, w, &err) == 0 && w[0] == 3 && w[2] == 5);
+    nlpd_safetensors_close(st);
+
+}
+
+static void test_torch_bin(void)
+{
+    check_small(PK "small.bin");
+    check_small(PK "legacy.bin");
+    struct nlpd_error err = {0};
+    struct nlpd_safetensors *st;
+    st = nlpd_safetensors_open(PK "empty-and-scalar.bin", &err);
+    CHECK(st && nlpd_safetensors_count(st) == 2);
+    if (st) {
+        const struct nlpd_st_tensor *x = nlpd_safetensors_find(st, "x"), *y = nlpd_safetensors_find(st, "y");
+        CHECK(x && x->numel == 0 && x->ndim == 2 && y && y->ndim == 0 && y->numel == 1);
+    }
+    nlpd_safetensors_close(st);
+
+    static const struct {
+        const char *file, *msg;
+    } refused[] = {
+        {"global-os-system.bin", "global posix.system is not allowed"},
+        {"nested.bin", "state dict entry \"nested\" is a dict, not a tensor"},
+        {"strided.bin", "tensor is not contiguous"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        char path[256];
+        snprintf(path, sizeof path, PK "%s", refused[i].file);
+        err = (struct nlpd_error){0};
+        st = nlpd_safetensors_open(path, &err);
+        CHECK(st == NULL && strstr(err.message, refused[i].file) && strstr(err.message, refused[i].msg));
+        if (st || !strstr(err.message, refused[i].msg))
+            fprintf(stderr, "%s: %s\n", refused[i].file, err.message);
+        nlpd_safetensors_close(st);
+    }
+}
+
 int main(void)
 {
     RUN(test_dtypes);
     RUN(test_bad_headers);
     RUN(test_edge_ok);
     RUN(test_fixture);
+    RUN(test_torch_bin);
     return TEST_REPORT();
 }
