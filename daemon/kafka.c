@@ -1462,6 +1462,27 @@ static int conf_set(rd_kafka_conf_t *c, const char *name, const char *value, str
     return 0;
 }
 
+static int has_property(const struct nlpd_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->kafka.properties.n; i++)
+        if (strcmp(cfg->kafka.properties.from[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+/* librdkafka prefetches up to queued.max.messages.kbytes (64 MiB by default) outside flow.max_inflight_bytes: unless
+ * the properties say otherwise, it gets a quarter of that budget (1 MiB to 64 MiB), so the memory bound holds for
+ * small budgets too. librdkafka caps fetch.max.bytes to it (but not below message.max.bytes) unless that is set. */
+static void set_prefetch_bound(rd_kafka_conf_t *cc, const struct nlpd_config *cfg)
+{
+    long long kb = cfg->flow.max_inflight_bytes / 4 / 1024;
+    kb = kb < 1024 ? 1024 : kb > 65536 ? 65536 : kb;
+    char v[32];
+    snprintf(v, sizeof v, "%lld", kb);
+    if (!has_property(cfg, "queued.max.messages.kbytes"))
+        conf_set(cc, "queued.max.messages.kbytes", v, NULL);
+}
+
 static rd_kafka_conf_t *base_conf(struct nlpd_daemon *d, struct nlpd_error *err)
 {
     rd_kafka_conf_t *c = rd_kafka_conf_new();
@@ -1659,6 +1680,7 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
     conf_set(cc, "auto.offset.reset", "earliest", NULL);
     if (d->mock) /* the mock broker does not long-poll: an idle fetch would otherwise sleep its full wait */
         conf_set(cc, "fetch.wait.max.ms", "10", NULL), conf_set(cc, "fetch.error.backoff.ms", "10", NULL);
+    set_prefetch_bound(cc, cfg);
     for (size_t i = 0; i < cfg->kafka.properties.n; i++) {
         if (strcmp(cfg->kafka.properties.from[i], "enable.auto.offset.store") == 0) {
             nlpd_log(NLPD_LOG_WARNING, "kafka", "ignoring enable.auto.offset.store: nlpd stores offsets itself, "

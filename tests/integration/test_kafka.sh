@@ -1051,7 +1051,8 @@ flow_run() { # TAG DELAY_MS INPUT FLOW_SECTION [BATCH_RECORDS]: sets FLOW_WHY, F
     port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     # 16 partitions: the mock broker keeps only the last 5 MB of a partition's log
     start_mock "flow$tag" 16 in out dlq || { FLOW_WHY="mock"; return; }
-    { KPROPS=$BP_KPROPS', ("queued.max.messages.kbytes", "1024"), ("fetch.max.bytes", "1048576")' kafka_conf "gfl$tag"
+    # no prefetch properties: nlpd bounds librdkafka's prefetch to a quarter of max_inflight_bytes (1 MiB at least)
+    { KPROPS=$BP_KPROPS kafka_conf "gfl$tag"
       echo "$4"; echo "batch: { max_records = ${5:-50}; };"; echo 'kernels: { threads = 1; };'
       echo "metrics: { listen = \"127.0.0.1:$port\"; };"; echo 'log: { level = "debug"; };'; echo "$PIPELINE"; } > "$c"
     NLPD_TEST_BATCH_DELAY_MS=$2 start_nlpd "$c" "$T/flow$tag.log"
