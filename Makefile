@@ -70,6 +70,8 @@ CUDA_ALL :=
 endif
 NLPD_LIBDIR_INSTALL := $(PREFIX)/lib/nlpd
 
+FAULTS_BIN := $(BUILD)/tests/nlpd_faults
+
 BENCH_SRC := $(wildcard bench/*/bench_*.c)
 BENCH_BIN := $(patsubst %.c,$(BUILD)/bench/%,$(notdir $(BENCH_SRC)))
 
@@ -77,10 +79,15 @@ BENCH_BIN := $(patsubst %.c,$(BUILD)/bench/%,$(notdir $(BENCH_SRC)))
 
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/nlpd $(UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN) $(BENCH_BIN) $(CUDA_ALL)
+all: $(BUILD)/nlpd $(UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN) $(BENCH_BIN) $(CUDA_ALL) $(FAULTS_BIN)
 
 $(BUILD)/nlpd: $(MAIN_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# nlpd with injected faults (tests/integration/faults.c wraps internal functions) for test_kafka.sh's loss paths
+$(FAULTS_BIN): tests/integration/faults.c $(MAIN_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(MAIN_OBJ) $(LIB) $(LDFLAGS) -Wl,--wrap=nlpd_offsets_add,--wrap=nlpd_pipeline_stop $(LDLIBS)
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@

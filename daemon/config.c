@@ -27,6 +27,13 @@ static const struct nlpd_conf_entry kafka_map[] = {
      "dead-letter topic: the original bytes of records that could not be processed, with the reason in headers"},
     {"flagged_topic", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, flagged_topic), NLPD_CONF_RESTART, NULL,
      0, 0, "where records flagged by a moderation stage with action = \"route\" are produced instead of output_topic"},
+    {"dlq_oversize", NLPD_CONF_ENUM, "truncate", offsetof(struct nlpd_kafka_conf, dlq_oversize), 0,
+     "truncate|skip|stop", 0, 0,
+     "a dead letter the producer or the broker refuses (over the producer's message.max.bytes, or another error "
+     "about the record itself): \"truncate\" resends one that is too large with only its first bytes and the "
+     "header nlpd.original_size, and skips the record if even that is refused; \"skip\" skips it; \"stop\" "
+     "stops nlpd (exit 1) without committing past it. A skipped record is logged, counted in "
+     "nlpd_records_skipped_total{reason=\"dlq_refused\"} and committed"},
     {"properties", NLPD_CONF_MAP, NULL, offsetof(struct nlpd_kafka_conf, properties), NLPD_CONF_RESTART, NULL, 0, 0,
      "librdkafka properties passed as they are to the consumer and the producer, e.g. "
      "((\"security.protocol\", \"SASL_SSL\"), (\"sasl.mechanisms\", \"PLAIN\"))"},

@@ -28,6 +28,8 @@
 #include "record.h"
 
 #define TICK_MS 50
+#define FATAL_CLOSE_S    5.0  /* after a fatal error, the most the group leave (and its commit) may take */
+#define SHUTDOWN_SLACK_S 5.0  /* past the drain deadline, the most the clean-up may take before nlpd exits anyway */
 #define POLL_BATCH 5000 /* consumer messages handled per wake-up before yielding to other events */
 #define HOLD_PAUSE_S 1.0 /* input held back for a slow pipeline this long: pause the partitions too */
 
@@ -56,6 +58,7 @@ struct kitem {
     size_t bytes;        /* counted in nlpd_daemon.inflight_bytes: value and key as consumed */
     struct nlpd_buf out; /* encoded output value; empty for a dead letter */
     int dead;            /* produce to the dead-letter topic */
+    int cut;             /* the dead letter carries only the first bytes of the value (kafka.dlq_oversize) */
     struct kitem *next;  /* pending-produce list */
 };
 
@@ -126,6 +129,11 @@ struct nlpd_daemon {
     int paused, draining, fatal, subscribed;
     int assigned;        /* partitions currently assigned; read from other threads (atomic) */
     int consumer_hung;   /* a close that missed the shutdown deadline still runs: leave the consumer alone */
+    int closing;         /* nlpd_daemon_free: delivery reports only release their records */
+    int abandon;         /* workers skip the stages of batches still queued (atomic): the daemon is going */
+    size_t max_msg;      /* the producer's message.max.bytes */
+    uint64_t dlq_refused; /* records skipped: not even a truncated dead letter was accepted */
+    struct guard *guard;  /* bounds the shutdown (nlpd_daemon_run to nlpd_daemon_free) */
     uint64_t acked;      /* records delivered (output or dead letter); read from other threads (atomic) */
     double t_first_in;   /* when the first record was consumed */
     double drain_deadline;
@@ -358,10 +366,120 @@ static rd_kafka_headers_t *dead_letter_headers(const struct kitem *it)
     return h;
 }
 
-/* Hands one record to the producer. Returns 0, or 1 when the queue is full (the caller keeps it). */
+/* Delivery and produce errors in three kinds (DESIGN.md §7): only an error about the record itself may turn it into
+ * a dead letter; one about the topic, the cluster or the client stops the daemon without committing past the
+ * record (every record would fail alike); anything else is transient and the record is produced again. */
+enum produce_error { PERR_RETRY, PERR_RECORD, PERR_STOP };
+
+static enum produce_error classify(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP: return PERR_RECORD;
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED:
+    case RD_KAFKA_RESP_ERR__AUTHENTICATION:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION:
+    case RD_KAFKA_RESP_ERR_UNSUPPORTED_FOR_MESSAGE_FORMAT:
+    case RD_KAFKA_RESP_ERR_INVALID_REQUIRED_ACKS:
+    case RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+    case RD_KAFKA_RESP_ERR__FATAL: return PERR_STOP;
+    default: return PERR_RETRY;
+    }
+}
+
+static int size_error(rd_kafka_resp_err_t err)
+{
+    return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE || err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE;
+}
+
+/* What librdkafka counts against message.max.bytes besides the value: a record's fixed overhead (at most 36
+ * bytes in v2), the key and the serialised headers. An upper bound. */
+static size_t record_overhead(const rd_kafka_headers_t *h, size_t keylen)
+{
+    size_t n = 64 + keylen;
+    const char *name;
+    const void *val;
+    size_t vlen;
+    for (size_t i = 0; h && rd_kafka_header_get_all(h, i, &name, &val, &vlen) == RD_KAFKA_RESP_ERR_NO_ERROR; i++)
+        n += strlen(name) + vlen + 10; /* two varints of at most 5 bytes */
+    return n;
+}
+
+/* The value of a dead letter cut to fit the producer's limit; it ends on a UTF-8 character boundary, so that a
+ * text record stays readable. */
+static size_t cut_length(const struct nlpd_daemon *d, const struct kitem *it, const rd_kafka_headers_t *h)
+{
+    size_t over = record_overhead(h, it->msg->key_len), len = it->msg->len;
+    if (d->max_msg <= over)
+        return 0;
+    if (len > d->max_msg - over)
+        len = d->max_msg - over;
+    const unsigned char *v = it->msg->payload;
+    for (int i = 0; i < 3 && len > 0 && len < it->msg->len && (v[len] & 0xC0) == 0x80; i++)
+        len--;
+    return len;
+}
+
+/* A record whose dead letter the broker or the producer refused: its offset is committed without any copy. */
+static void skip_record(struct nlpd_daemon *d, struct kitem *it, rd_kafka_resp_err_t err)
+{
+    nlpd_log(NLPD_LOG_ERR, "kafka", "%s[%d]@%lld skipped: its dead letter (%s) was refused by %s: %s",
+             rd_kafka_topic_name(it->msg->rkt), (int)it->msg->partition, (long long)it->msg->offset,
+             it->item.rec.error ? it->item.rec.error : "unknown error", d->cfg->kafka.dlq_topic, rd_kafka_err2str(err));
+    d->dlq_refused++;
+    int64_t commit;
+    nlpd_offsets_done(it->tp, it->msg->offset, &commit);
+    d->inflight--;
+    d->inflight_bytes -= it->bytes;
+    __atomic_add_fetch(&d->acked, 1, __ATOMIC_RELEASE);
+    item_free(d, it);
+}
+
+enum refusal { REF_AGAIN, REF_DONE, REF_STOP };
+
+/* A record-specific refusal of it: the output becomes a dead letter; a dead letter too large is cut (once);
+ * after that, kafka.dlq_oversize decides: skip it (REF_DONE: it is freed) or stop (REF_STOP: the caller keeps it,
+ * never to be committed). REF_AGAIN: produce it again, changed. */
+static enum refusal refused(struct nlpd_daemon *d, struct kitem *it, rd_kafka_resp_err_t err)
+{
+    const char *policy = d->cfg->kafka.dlq_oversize;
+    if (!it->dead) {
+        nlpd_record_fail(&it->item.rec, "output", "output record rejected by the broker: %s", rd_kafka_err2str(err));
+        it->dead = 1;
+        return REF_AGAIN;
+    }
+    if (size_error(err) && !it->cut && strcmp(policy, "truncate") == 0) {
+        it->cut = 1;
+        nlpd_log(NLPD_LOG_WARNING, "kafka",
+                 "dead letter of %s[%d]@%lld (%zu bytes) refused (%s): sending its first "
+                 "bytes with nlpd.original_size",
+                 rd_kafka_topic_name(it->msg->rkt), (int)it->msg->partition, (long long)it->msg->offset, it->msg->len,
+                 rd_kafka_err2str(err));
+        return REF_AGAIN;
+    }
+    if (strcmp(policy, "stop") == 0) {
+        fail_fatal(d, "the dead-letter topic %s refuses %s[%d]@%lld (kafka.dlq_oversize = \"stop\"): %s",
+                   d->cfg->kafka.dlq_topic, rd_kafka_topic_name(it->msg->rkt), (int)it->msg->partition,
+                   (long long)it->msg->offset, rd_kafka_err2str(err));
+        return REF_STOP;
+    }
+    skip_record(d, it, err);
+    return REF_DONE;
+}
+
+/* Hands one record to the producer. Returns 0 when it is no longer the caller's (queued, or skipped), 1 when the
+ * caller keeps it: the queue is full, or a fatal error stopped the daemon (then it is never committed). */
 static int produce_one(struct nlpd_daemon *d, struct kitem *it)
 {
     const struct nlpd_kafka_conf *k = &d->cfg->kafka;
+again:;
     rd_kafka_headers_t *h;
     const void *value;
     size_t len;
@@ -369,6 +487,12 @@ static int produce_one(struct nlpd_daemon *d, struct kitem *it)
         h = dead_letter_headers(it);
         value = it->msg->payload;
         len = it->msg->len;
+        if (it->cut) {
+            char num[32];
+            snprintf(num, sizeof num, "%zu", it->msg->len);
+            add_header_str(h, "nlpd.original_size", num);
+            len = cut_length(d, it, h);
+        }
     } else {
         rd_kafka_headers_t *orig = NULL;
         h = rd_kafka_message_headers(it->msg, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR && orig
@@ -397,6 +521,12 @@ static int produce_one(struct nlpd_daemon *d, struct kitem *it)
         rd_kafka_headers_destroy(h);
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
         return 1;
+    if (classify(err) == PERR_RECORD) { /* e.g. over message.max.bytes */
+        enum refusal r = refused(d, it, err);
+        if (r == REF_AGAIN)
+            goto again;
+        return r == REF_DONE ? 0 : 1;
+    }
     fail_fatal(d, "cannot produce to %s: %s", topic, rd_kafka_err2str(err));
     return 1; /* kept, never acknowledged: its offset is never committed */
 }
@@ -427,23 +557,6 @@ static void produce(struct nlpd_daemon *d, struct kitem *it)
 {
     if (d->pending_head || produce_one(d, it))
         push_pending(d, it);
-}
-
-static int retriable_delivery_error(rd_kafka_resp_err_t err)
-{
-    switch (err) {
-    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
-    case RD_KAFKA_RESP_ERR_INVALID_MSG:
-    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
-    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
-    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR__INVALID_ARG:
-    case RD_KAFKA_RESP_ERR__FATAL:
-        return 0;
-    default:
-        return 1;
-    }
 }
 
 static void record_latency(struct nlpd_daemon *d, const struct kitem *it)
@@ -507,27 +620,31 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         delivered(d, it);
         return;
     }
-    if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
+    if (d->closing || m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
         item_free(d, it); /* purged at a forced stop: never acknowledged, so never committed */
         return;
     }
-    if (retriable_delivery_error(m->err)) {
+    switch (classify(m->err)) {
+    case PERR_RETRY:
         d->stats.produce_retries++;
         nlpd_log(NLPD_LOG_WARNING, "kafka", "delivery of %s[%d]@%lld failed (%s): producing it again",
                  rd_kafka_topic_name(it->msg->rkt), (int)it->msg->partition, (long long)it->msg->offset,
                  rd_kafka_err2str(m->err));
         produce(d, it);
         return;
+    case PERR_RECORD:
+        switch (refused(d, it, m->err)) {
+        case REF_AGAIN: produce(d, it); return;
+        case REF_DONE: return;
+        case REF_STOP: break;
+        }
+        break;
+    case PERR_STOP:
+        fail_fatal(d, "%s refuses %s[%d]@%lld: %s", rd_kafka_topic_name(m->rkt), rd_kafka_topic_name(it->msg->rkt),
+                   (int)it->msg->partition, (long long)it->msg->offset, rd_kafka_err2str(m->err));
+        break;
     }
-    if (!it->dead) { /* the broker refuses this output: the record becomes a dead letter */
-        nlpd_record_fail(&it->item.rec, "output", "output record rejected by the broker: %s", rd_kafka_err2str(m->err));
-        it->dead = 1;
-        produce(d, it);
-        return;
-    }
-    fail_fatal(d, "the dead-letter topic %s refuses %s[%d]@%lld: %s", d->cfg->kafka.dlq_topic,
-               rd_kafka_topic_name(it->msg->rkt), (int)it->msg->partition, (long long)it->msg->offset,
-               rd_kafka_err2str(m->err));
+    push_pending(d, it); /* kept after a fatal error: never produced again, never committed, freed at the end */
 }
 
 /* ---- batches ---- */
@@ -560,15 +677,20 @@ static void batch_decode(struct nlpd_job *job, void *user)
     struct nlpd_daemon *d = b->d;
     (void)job;
     double now = nlpd_now();
+    int abandon = __atomic_load_n(&d->abandon, __ATOMIC_ACQUIRE);
     for (size_t i = 0; i < b->n; i++) {
         struct kitem *it = b->items[i];
         const char *data = it->msg->payload ? it->msg->payload : "";
+        b->recs[i] = &it->item.rec;
+        if (abandon) { /* a failed record skips every stage; process_done() drops it */
+            nlpd_record_fail(&it->item.rec, "nlpd", "abandoned at shutdown");
+            continue;
+        }
         nlpd_histogram_observe(&d->queue_ms, (now - it->item.t_in) * 1e3);
         if (b->gen->avro_in)
             nlpd_avro_in_decode(b->gen->avro_in, &it->item, data, it->msg->len);
         else
             nlpd_item_decode_json(&it->item, &b->gen->cfg->input, data, it->msg->len);
-        b->recs[i] = &it->item.rec;
     }
     b->job.batch.n = b->n;
     b->job.batch.recs = b->recs;
@@ -655,11 +777,16 @@ static void process_done(struct nlpd_daemon *d)
     struct kbatch *b = d->done_head;
     d->done_head = d->done_tail = NULL;
     pthread_mutex_unlock(&d->lock);
+    int abandon = __atomic_load_n(&d->abandon, __ATOMIC_ACQUIRE);
     submit_held(d);
     while (b) {
         struct kbatch *next = b->next;
-        for (size_t i = 0; i < b->n; i++)
-            produce(d, b->items[i]);
+        for (size_t i = 0; i < b->n; i++) {
+            if (abandon) /* stopping past the deadline or after a fatal error: never produced nor committed */
+                item_free(d, b->items[i]);
+            else
+                produce(d, b->items[i]);
+        }
         batch_free(b);
         d->batches_out--;
         b = next;
@@ -682,10 +809,20 @@ static void handle_message(struct nlpd_daemon *d, rd_kafka_message_t *m)
     }
     struct kitem *it = calloc(1, sizeof *it);
     struct nlpd_tp *tp = nlpd_offsets_get(d->offsets, rd_kafka_topic_name(m->rkt), m->partition);
-    if (!it || !tp || nlpd_offsets_add(tp, m->offset) < 0) {
-        /* Not tracked, so never committed: it is consumed again after a restart. */
-        nlpd_log(NLPD_LOG_ERR, "kafka", "cannot track %s[%d]@%lld (out of memory or offset out of order)",
+    int rc = it && tp ? nlpd_offsets_add(tp, m->offset) : NLPD_ENOMEM;
+    if (rc == NLPD_EINVAL) {
+        /* At or below the newest offset tracked for this assignment: consumed again (the consumer went back). Its
+         * earlier copy is in flight or delivered, and the watermark cannot pass it before that copy is. */
+        nlpd_log(NLPD_LOG_WARNING, "kafka", "%s[%d]@%lld consumed again: ignored (its first copy is tracked)",
                  rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset);
+        free(it);
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    if (rc < 0) {
+        /* Untracked, later offsets of the partition would commit past it: stop before any of them is consumed. */
+        fail_fatal(d, "cannot track %s[%d]@%lld: out of memory", rd_kafka_topic_name(m->rkt), (int)m->partition,
+                   (long long)m->offset);
         free(it);
         rd_kafka_message_destroy(m);
         return;
@@ -703,10 +840,10 @@ static void handle_message(struct nlpd_daemon *d, rd_kafka_message_t *m)
         d->t_first_in = nlpd_now();
     if (!d->cur) {
         d->cur = batch_new(d);
-        if (!d->cur) {
-            nlpd_record_fail(&it->item.rec, "nlpd", "out of memory");
-            it->dead = 1;
-            produce(d, it);
+        if (!d->cur) { /* not the record's fault: no dead letter; kept, never committed */
+            fail_fatal(d, "cannot batch %s[%d]@%lld: out of memory", rd_kafka_topic_name(m->rkt), (int)m->partition,
+                       (long long)m->offset);
+            push_pending(d, it);
             return;
         }
         struct timeval tv = {d->cfg->batch.max_wait_ms / 1000, (d->cfg->batch.max_wait_ms % 1000) * 1000};
@@ -794,7 +931,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     if (!lost) {
         /* Deliver what we hold of these partitions, then commit, so the next owner starts after it. */
         double limit = (double)d->cfg->flow.shutdown_timeout_ms / 1e3;
-        drain_partitions(d, parts, nlpd_now() + (limit < 20 ? limit : 20));
+        double until = nlpd_now() + (limit < 20 ? limit : 20);
+        if (d->draining && d->drain_deadline < until) /* the close at shutdown: no later than the deadline */
+            until = d->drain_deadline;
+        drain_partitions(d, parts, until);
         if (!partitions_idle(d, parts))
             nlpd_log(NLPD_LOG_WARNING, "kafka", "revoked partitions still have records in flight: their offsets "
                                                 "stay uncommitted and the next owner processes them again");
@@ -1207,6 +1347,11 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
     nlpd_metric_head(out, "nlpd_records_dead_lettered_total", "counter",
                      "Dead letters acknowledged by the broker, by the stage that rejected them");
     nlpd_label_counts_write(&d->dead_by, "nlpd_records_dead_lettered_total", "reason", out);
+    nlpd_metric_head(out, "nlpd_records_skipped_total", "counter",
+                     "Records committed without output or dead letter: dlq_refused = even the truncated dead "
+                     "letter was refused (kafka.dlq_oversize)");
+    nlpd_buf_printf(out, "nlpd_records_skipped_total{reason=\"dlq_refused\"} %llu\n",
+                    (unsigned long long)d->dlq_refused);
     nlpd_metric_head(out, "nlpd_produce_retries_total", "counter", "Records produced again after a delivery error");
     nlpd_buf_printf(out, "nlpd_produce_retries_total %llu\n", (unsigned long long)d->stats.produce_retries);
     nlpd_metric_head(out, "nlpd_inflight_records", "gauge", "Records consumed and not yet acknowledged");
@@ -1513,6 +1658,11 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
         nlpd_error_set(err, NLPD_EFATAL, 0, "producer: %s", why);
         goto bad;
     }
+    char mmb[32];
+    size_t mmb_len = sizeof mmb;
+    d->max_msg = rd_kafka_conf_get(rd_kafka_conf(d->producer), "message.max.bytes", mmb, &mmb_len) == RD_KAFKA_CONF_OK
+                     ? (size_t)strtoull(mmb, NULL, 10)
+                     : 1000000;
     if (wait_for_brokers(d, err) < 0)
         goto bad;
 
@@ -1600,6 +1750,80 @@ static int subscribe(struct nlpd_daemon *d)
     return 0;
 }
 
+/* The shutdown guard: from the end of the event loop, nlpd exits at the latest SHUTDOWN_SLACK_S after the drain
+ * deadline, with the status it would have had, whatever librdkafka or a stage still waits for; nothing
+ * uncommitted is lost (it is consumed again after the restart). */
+struct guard {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int disarmed, rc;
+    double seconds;
+};
+
+static void *guard_thread(void *arg)
+{
+    struct guard *g = arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)g->seconds;
+    until.tv_nsec += (long)((g->seconds - (double)(time_t)g->seconds) * 1e9);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&g->lock);
+    while (!g->disarmed && pthread_cond_timedwait(&g->cond, &g->lock, &until) == 0)
+        ;
+    int fire = !g->disarmed, rc = g->rc;
+    pthread_mutex_unlock(&g->lock);
+    if (fire) {
+        nlpd_log(NLPD_LOG_ERR, "kafka",
+                 "shutdown: the clean-up still runs %.1f s after the loop ended: exiting now "
+                 "(uncommitted records are consumed again after a restart)",
+                 g->seconds);
+        _exit(rc);
+    }
+    return NULL;
+}
+
+static void guard_arm(struct nlpd_daemon *d)
+{
+    struct guard *g = calloc(1, sizeof *g);
+    if (!g || d->guard) {
+        free(g);
+        return;
+    }
+    double left = d->drain_deadline - nlpd_now();
+    g->seconds = (left > 0 ? left : 0) + SHUTDOWN_SLACK_S;
+    g->rc = d->fatal ? 1 : 0;
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    if (pthread_create(&g->thread, NULL, guard_thread, g) != 0) {
+        pthread_mutex_destroy(&g->lock);
+        pthread_cond_destroy(&g->cond);
+        free(g);
+        return;
+    }
+    d->guard = g;
+}
+
+static void guard_disarm(struct nlpd_daemon *d)
+{
+    struct guard *g = d->guard;
+    if (!g)
+        return;
+    pthread_mutex_lock(&g->lock);
+    g->disarmed = 1;
+    pthread_cond_signal(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+    pthread_join(g->thread, NULL);
+    pthread_mutex_destroy(&g->lock);
+    pthread_cond_destroy(&g->cond);
+    free(g);
+    d->guard = NULL;
+}
+
 static void close_consumer(struct nlpd_daemon *d);
 
 int nlpd_daemon_run(struct nlpd_daemon *d, int handle_signals)
@@ -1633,7 +1857,12 @@ int nlpd_daemon_run(struct nlpd_daemon *d, int handle_signals)
      * deadline: with the group coordinator unreachable librdkafka would wait for the session timeout. */
     if (!d->draining)
         d->drain_deadline = nlpd_now() + (double)d->cfg->flow.shutdown_timeout_ms / 1e3;
+    if (d->fatal && d->drain_deadline > nlpd_now() + FATAL_CLOSE_S) /* nothing more is delivered: leave now */
+        d->drain_deadline = nlpd_now() + FATAL_CLOSE_S;
     d->draining = 1;
+    if (d->fatal || d->inflight > 0) /* batches still queued are not worth running: none would be delivered */
+        __atomic_store_n(&d->abandon, 1, __ATOMIC_RELEASE);
+    guard_arm(d);
     if (!d->fatal) {
         double left = d->drain_deadline - nlpd_now();
         rd_kafka_flush(d->producer, left > 0.5 ? (int)(left * 1e3) : 500);
@@ -1642,9 +1871,14 @@ int nlpd_daemon_run(struct nlpd_daemon *d, int handle_signals)
     store_offsets(d);
     close_consumer(d);
     d->stats.seconds = nlpd_now() - d->t_start;
-    nlpd_log(NLPD_LOG_INFO, "kafka", "stopped: %llu consumed, %llu produced, %llu dead-lettered",
+    nlpd_log(NLPD_LOG_INFO, "kafka", "stopped: %llu consumed, %llu produced, %llu dead-lettered%s",
              (unsigned long long)d->stats.consumed, (unsigned long long)d->stats.produced,
-             (unsigned long long)d->stats.dead_lettered);
+             (unsigned long long)d->stats.dead_lettered, d->dlq_refused ? ", some skipped (dlq_refused)" : "");
+    if (d->guard) { /* a fatal error during the close changes the status */
+        pthread_mutex_lock(&d->guard->lock);
+        d->guard->rc = d->fatal ? 1 : 0;
+        pthread_mutex_unlock(&d->guard->lock);
+    }
     return d->fatal ? 1 : 0;
 }
 
@@ -1775,9 +2009,14 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
         d->rl.running = 0;
         nlpd_diag_free(&d->rl.diag);
     }
-    if (d->consumer_hung)
+    if (d->consumer_hung) {
+        guard_disarm(d);
         return; /* its close still runs and may call back into d: the process exits instead of freeing */
-    /* Jobs still queued finish first: their on_done hands them to d, which must still be whole. */
+    }
+    /* Every consumed message must be destroyed before the consumer, or rd_kafka_destroy() waits for them forever:
+     * the records still held (a fatal stop or the deadline) go first, uncommitted: consumed again later. Jobs
+     * still queued only come back (abandoned: no stage runs); their on_done hands them to d, still whole. */
+    __atomic_store_n(&d->abandon, 1, __ATOMIC_RELEASE);
     if (d->gen && d->gen->p) {
         nlpd_pipeline_stop(d->gen->p);
         nlpd_pipeline_on_space(d->gen->p, NULL, NULL); /* its creator may keep it */
@@ -1791,12 +2030,6 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
         rd_kafka_queue_destroy(d->cq);
     if (d->pq)
         rd_kafka_queue_destroy(d->pq);
-    if (d->consumer && !d->consumer_hung) {
-        if (d->subscribed)
-            rd_kafka_consumer_close(d->consumer);
-        rd_kafka_destroy(d->consumer);
-    }
-    /* Records still held (fatal stop or timeout) are dropped here, uncommitted: consumed again later. */
     if (d->cur) {
         for (size_t i = 0; i < d->cur->n; i++)
             item_free(d, d->cur->items[i]);
@@ -1818,11 +2051,30 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
         n = it->next;
         item_free(d, it);
     }
+    int held = 0; /* messages the producer still references (key and value point into consumed messages) */
     if (d->producer) {
+        d->closing = 1;
         rd_kafka_purge(d->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        rd_kafka_poll(d->producer, 0); /* delivery reports of purged messages free their items */
-        rd_kafka_destroy(d->producer);
+        double until = nlpd_now() + 2.0;
+        do /* the delivery reports of purged messages free their items */
+            rd_kafka_poll(d->producer, 10);
+        while ((held = rd_kafka_outq_len(d->producer)) > 0 && nlpd_now() < until);
     }
+    if (held) {
+        nlpd_log(NLPD_LOG_WARNING, "kafka",
+                 "%d message(s) not released by the producer: exiting without freeing "
+                 "the Kafka clients",
+                 held);
+        guard_disarm(d);
+        return;
+    }
+    if (d->consumer) {
+        if (d->subscribed)
+            rd_kafka_consumer_close(d->consumer);
+        rd_kafka_destroy(d->consumer);
+    }
+    if (d->producer)
+        rd_kafka_destroy(d->producer);
     if (d->mock)
         rd_kafka_mock_cluster_destroy(d->mock);
     if (d->mock_rk)
@@ -1845,5 +2097,6 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
     pthread_mutex_destroy(&d->lock);
     nlpd_latency_free(&d->lat);
     free(d->bootstraps);
+    guard_disarm(d);
     free(d);
 }

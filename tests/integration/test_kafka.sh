@@ -5,7 +5,8 @@
 # group member, broker outages, backpressure and memory, Avro out and in, start-up fail-fast, kcat, `nlpd check`.
 # Usage: tests/integration/test_kafka.sh [NLPD_BINARY] (default build/nlpd). Environment: KAFKA_TEST_RECORDS (the
 # size of the big delivery case, default 100000), KAFKA_TEST_ONLY (a regex of case tags to run: big dead sigkill
-# sigterm second outage term_outage backpressure flow avro_out avro_in startup kcat check), KAFKA_TEST_KEEP=1 (keep the files).
+# sigterm second outage term_outage backpressure flow avro_out avro_in startup kcat check term_inflight dlq_oversize
+# produce_auth untracked guard), KAFKA_TEST_KEEP=1 (keep the files).
 # Prints `ok - name` / `not ok - name: why` per case, then `N passed, N failed`; exit 1 on any failure.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
@@ -48,6 +49,7 @@ done
 [ -n "$PY" ] || { nok "python3-avro" "no python3 with the avro module (apt-get install python3-avro)"; finish; }
 command -v kcat > /dev/null || { nok "kcat" "kcat not found (apt-get install kcat)"; finish; }
 
+NLPD_ORIG=$NLPD
 T=$(mktemp -d) || exit 2
 # Private copies: a rebuild in the tree (make relinks build/nlpd) must not pull the binary from under a run.
 cp "$NLPD" "$T/nlpd" && cp "$TOOL" "$T/tool_kafka" || { rm -rf "$T"; nok "copy binaries" "cannot copy to $T"; finish; }
@@ -417,6 +419,73 @@ def cmd_dlq(inp_recs, out, dlq, bad_spec, good_ids, t0, t1):
     if probs:
         fail(probs)
     print("%d dead letters, %d enriched" % (len(dl), len(ids)))
+
+def cmd_commit_safe(committed, out, dlq=None):
+    """commit_safe COMMITTED OUT [DLQ]: the commit never passes an undelivered record: every input offset below
+    each partition's committed offset has its output in OUT (source.offset) or its dead letter in DLQ
+    (nlpd.source.offset)."""
+    com = {int(k): v for k, v in json.load(open(committed)).items()}
+    objs, probs = enriched(records(out), "output")
+    have = {}
+    for o in objs:
+        s = o.get("source") or {}
+        have.setdefault(s.get("partition"), set()).add(s.get("offset"))
+    if dlq:
+        for r in records(dlq):
+            h = r.get("headers") or {}
+            if h.get("nlpd.source.partition") is not None:
+                have.setdefault(int(h["nlpd.source.partition"]), set()).add(int(h["nlpd.source.offset"]))
+    for p, c in sorted(com.items()):
+        holes = [o for o in range(max(c, 0)) if o not in have.get(p, set())]
+        if holes:
+            probs.append("partition %d committed at %d past %d undelivered record(s), e.g. offsets %s"
+                         % (p, c, len(holes), holes[:5]))
+    if probs:
+        fail(probs)
+    print("committed %s, every offset below it delivered" % json.dumps(com, sort_keys=True))
+
+def cmd_big_lines(out, spec):
+    """big_lines OUT SPEC: KEY<TAB>VALUE lines for produce --key-lines from SPEC, a JSON list of
+    [key, id, text_bytes] (an ordinary text when text_bytes is 0)."""
+    texts = [t for t in open(os.environ["CORPUS"], encoding="utf-8").read().split("\n") if t.strip()]
+    with open(out, "w", encoding="utf-8") as f:
+        for i, (key, rid, size) in enumerate(json.loads(spec)):
+            text = ("Ein sehr langer Text. " * (size // 22 + 1))[:size] if size else texts[i % len(texts)]
+            f.write("%s\t%s\n" % (key, json.dumps({"id": rid, "text": text}, ensure_ascii=False)))
+
+def cmd_dlq_cut(lines, dlq, key, max_msg):
+    """dlq_cut LINES DLQ KEY MAX_MSG: the record keyed KEY in LINES (KEY<TAB>VALUE) is in DLQ once, its value cut
+    to fit the producer's message.max.bytes MAX_MSG (value + key + headers, the record's own overhead aside), at
+    most the per-header and per-record overhead below it; the first bytes of the original, its key, the header
+    nlpd.original_size = the original length and an nlpd.error that names the size."""
+    orig = None
+    for l in open(lines, encoding="utf-8"):
+        k, _, v = l.rstrip("\n").partition("\t")
+        if k == key:
+            orig = v.encode()
+    dl = [r for r in records(dlq) if r.get("key") == key]
+    if len(dl) != 1:
+        fail(["%d dead letter(s) keyed %s, expected 1" % (len(dl), key[:20])])
+    r = dl[0]
+    h = r["headers"]
+    val = bytes.fromhex(r["value_hex"])
+    probs = []
+    if h.get("nlpd.original_size") != str(len(orig)):
+        probs.append("nlpd.original_size %r, the original has %d bytes" % (h.get("nlpd.original_size"), len(orig)))
+    if not re.search(r"long|max_text_bytes|too large", h.get("nlpd.error") or ""):
+        probs.append("nlpd.error %r" % h.get("nlpd.error"))
+    if not orig.startswith(val) or len(val) >= len(orig):
+        probs.append("the value (%d bytes) is not a cut of the original's first bytes" % len(val))
+    hdrs = sum(len(n.encode()) + len(v.encode()) for n, v in h.items())
+    size = len(val) + len(key.encode()) + hdrs
+    slack = 64 + 10 * len(h)  # nlpd's bound on the record's own overhead (varints, attributes)
+    if size > int(max_msg) or size < int(max_msg) - slack:
+        probs.append("value %d + key %d + headers %d = %d bytes: not within %d below message.max.bytes %s"
+                     % (len(val), len(key), hdrs, size, slack, max_msg))
+    if probs:
+        fail(probs)
+    print("dead letter of %d bytes cut to %d (+ key and %d headers: %d of %s bytes)"
+          % (len(orig), len(val), len(h), size, max_msg))
 
 def cmd_gen_big(n, out, size):
     """gen_big N OUT SIZE: N JSON lines {"id", "text"} of about SIZE bytes each (corpus lines joined)."""
@@ -1350,6 +1419,295 @@ EOF
     fi
 }
 
+# ====================================================================================================================
+# 13. issue 13: no record, signal or delivery error stops the daemon for good, hangs it or loses a record
+# ====================================================================================================================
+FAULTS=$(dirname "$NLPD_ORIG")/tests/nlpd_faults # nlpd with injected faults (tests/integration/faults.c)
+TRANSLATE='pipeline = ( { stage = "langid"; model = "models/lid.176.ftz"; },
+  { stage = "translate"; model = "tests/fixtures/hf-tiny/marian-mt"; num_beams = 4; } );'
+
+# SIGTERM with records in flight (once 300 of 3000 are out: at the slow translate with 4 beams on one thread most
+# are still to come) and shutdown_timeout_ms = 0: nlpd exits 0 (it hung in rd_kafka_destroy() while records were
+# still held), and the commit never passes an undelivered record.
+case_term_inflight() {
+    local name=sigterm_in_flight_exits_within_bound c=$T/tif.conf rc t0 t1 why left
+    start_mock tif 4 in out:8 dlq || { nok "$name" "mock"; return; }
+    kpy gen 3000 "$T/tif.in" ti
+    { kafka_conf gtif; echo 'flow: { commit_interval_ms = 500; shutdown_timeout_ms = 0; };'
+      echo 'kernels: { threads = 1; };'; echo 'metrics: { listen = ""; };'; echo "$TRANSLATE"; } > "$c"
+    start_nlpd "$c" "$T/tif.log"
+    if ! wait_assigned "$T/tif.log" 60; then
+        nok "$name" "no partition assigned within 60 s: $(log_tail "$T/tif.log")"
+        stop "$NPID"; stop_mock
+        return
+    fi
+    produce in < "$T/tif.in" > /dev/null || { nok "$name" "produce failed"; stop "$NPID"; stop_mock; return; }
+    wait_count 300 60 "$NPID"
+    t0=$(now_ms)
+    stop "$NPID" TERM 20 # 255: still running 20 s after SIGTERM (then killed)
+    rc=$?
+    t1=$(now_ms)
+    consume out all 60000 > "$T/tif.out" 2> /dev/null
+    committed gtif > "$T/tif.committed" 2> /dev/null
+    left=$(grep -o 'shutdown timeout: [0-9]* record' "$T/tif.log" | grep -o '[0-9]*')
+    if [ $rc -ne 0 ]; then
+        nok "$name" "exit $rc $((t1 - t0)) ms after SIGTERM (255: hung, killed after 20 s): $(log_tail "$T/tif.log" 4)"
+    elif [ -z "$left" ]; then
+        nok "$name" "no record was in flight at the SIGTERM (the case needs a slower pipeline): $(log_tail "$T/tif.log" 3)"
+    elif why=$(kpy commit_safe "$T/tif.committed" "$T/tif.out" 2>&1); then
+        ok "$name" "exit 0 $((t1 - t0)) ms after SIGTERM with $left record(s) undelivered; $why"
+    else
+        nok "$name" "$why"
+    fi
+    stop_mock
+}
+
+# The same with the embedded broker (inside nlpd: its commits go with it, so only the exit is checked).
+case_term_inflight_embedded() {
+    local name=sigterm_in_flight_embedded_broker_exits c=$T/tie.conf rc t0 t1 boot left
+    kpy gen 3000 "$T/tie.in" te
+    { echo 'kafka: { brokers = "embedded"; input_topics = [ "in" ]; output_topic = "out"; dlq_topic = "dlq";'
+      echo "  embedded_partitions = 4; properties = ( $DEFAULT_KPROPS ); };"
+      echo 'flow: { shutdown_timeout_ms = 0; };'; echo 'kernels: { threads = 1; };'; echo 'metrics: { listen = ""; };'
+      echo "$TRANSLATE"; } > "$c"
+    start_nlpd "$c" "$T/tie.log"
+    if ! wait_assigned "$T/tie.log" 60; then
+        nok "$name" "no partition assigned within 60 s: $(log_tail "$T/tie.log")"
+        stop "$NPID"
+        return
+    fi
+    boot=$(grep -o 'embedded broker at [0-9.:,]*' "$T/tie.log" | head -n 1 | cut -d' ' -f4)
+    boot=${boot%:}
+    timeout 180 "$TOOL" produce "$boot" in < "$T/tie.in" > /dev/null 2>&1 &
+    local feeder=$!
+    PIDS+=("$feeder")
+    BOOT=$boot wait_count 300 60 "$NPID"
+    t0=$(now_ms)
+    stop "$NPID" TERM 20
+    rc=$?
+    t1=$(now_ms)
+    stop "$feeder"
+    left=$(grep -o 'shutdown timeout: [0-9]* record' "$T/tie.log" | grep -o '[0-9]*')
+    if [ $rc -ne 0 ]; then
+        nok "$name" "exit $rc $((t1 - t0)) ms after SIGTERM (255: hung, killed after 20 s): $(log_tail "$T/tie.log" 4)"
+    elif [ -z "$left" ]; then
+        nok "$name" "no record was in flight at the SIGTERM (the case needs a slower pipeline): $(log_tail "$T/tie.log" 3)"
+    else
+        ok "$name" "exit 0 $((t1 - t0)) ms after SIGTERM with $left record(s) undelivered"
+    fi
+}
+
+# A 2 MB record over max_text_bytes: its dead letter (the original bytes) is over the producer's message.max.bytes.
+# truncate (default): the dead letter carries the first bytes, its key and nlpd.original_size, and nlpd goes on;
+# skip: no dead letter, the record is committed and counted; stop: exit 1 promptly, nothing committed past it.
+# Then a user-set message.max.bytes: the cut follows it; a key too large for even the cut copy: skipped.
+oversize_run() { # TAG POLICY MAX_MSG SPEC: starts a mock and nlpd on SPEC's records; sets ORC (exit status), OMS
+    local tag=$1 policy=$2 max=$3 spec=$4 c=$T/$1.conf n props
+    start_mock "$tag" 2 in out:2 dlq:1 || return 1
+    kpy big_lines "$T/$tag.lines" "$spec"
+    n=$(wc -l < "$T/$tag.lines")
+    produce in --key-lines < "$T/$tag.lines" > /dev/null || return 1
+    props="$DEFAULT_KPROPS"
+    [ "$max" = 1000000 ] || props="$props, (\"message.max.bytes\", \"$max\")"
+    local extra="dlq_oversize = \"$policy\";"
+    [ "$policy" = truncate ] && extra= # the default
+    { KPROPS=$props kafka_conf "g$tag" "$extra"; echo 'flow: { commit_interval_ms = 500; };'
+      echo 'metrics: { listen = ""; };'; echo "$PIPELINE"; } > "$c"
+    local t0
+    t0=$(now_ms)
+    start_nlpd "$c" "$T/$tag.log"
+    if [ "$policy" = stop ]; then
+        wait_exit "$NPID" 60
+        ORC=$?
+    else
+        wait_count $((n - 2)) 60 "$NPID"
+        sleep 1 # the dead letter (or the skip) and a commit
+        stop "$NPID" TERM 20
+        ORC=$?
+    fi
+    OMS=$(($(now_ms) - t0))
+    consume out all 60000 > "$T/$tag.out" 2> /dev/null
+    consume dlq all 60000 > "$T/$tag.dlq" 2> /dev/null
+    committed "g$tag" > "$T/$tag.committed" 2> /dev/null
+    return 0
+}
+case_dlq_oversize() {
+    local name why why2 spec big=2000000 n
+    spec="[$(for i in $(seq 30); do printf '["k%d", "o%d", 0], ' "$i" "$i"; done)[\"big\", \"big\", $big], $(for i in $(seq 31 60); do printf '["k%d", "o%d", 0], ' "$i" "$i"; done)[\"k61\", \"o61\", 0]]"
+    n=62
+    name=dlq_oversize_truncate_default
+    if ! oversize_run otr truncate 1000000 "$spec"; then
+        nok "$name" "mock or produce failed"
+    elif [ $ORC -ne 0 ]; then
+        nok "$name" "exit $ORC after SIGTERM: $(log_tail "$T/otr.log" 4)"
+    elif ! why=$(kpy dlq_cut "$T/otr.lines" "$T/otr.dlq" big 1000000 2>&1); then
+        nok "$name" "$why; log: $(log_tail "$T/otr.log" 3)"
+    elif ! why2=$(kpy commit_safe "$T/otr.committed" "$T/otr.out" "$T/otr.dlq" 2>&1); then
+        nok "$name" "$why2"
+    elif [ "$(wc -l < "$T/otr.out")" -ne $((n - 1)) ] ||
+         [ "$(committed_total "$T/otr.committed")" -ne $n ]; then
+        nok "$name" "$(wc -l < "$T/otr.out") outputs for $((n - 1)) good records, committed $(cat "$T/otr.committed") for $n"
+    else
+        ok "$name" "$why; $why2"
+    fi
+    stop_mock
+
+    name=dlq_oversize_skip
+    if ! oversize_run osk skip 1000000 "$spec"; then
+        nok "$name" "mock or produce failed"
+    elif [ $ORC -ne 0 ]; then
+        nok "$name" "exit $ORC after SIGTERM: $(log_tail "$T/osk.log" 4)"
+    elif [ -s "$T/osk.dlq" ] || ! grep -q 'skipped.*refused' "$T/osk.log" || [ "$(committed_total "$T/osk.committed")" -ne $n ]; then
+        nok "$name" "dead letters: $(wc -l < "$T/osk.dlq") (expected none); committed $(cat "$T/osk.committed") of $n; log: $(log_tail "$T/osk.log" 3)"
+    else
+        ok "$name" "no dead letter, committed $(cat "$T/osk.committed"): $(grep -m 1 -o 'skipped.*' "$T/osk.log" | cut -c 1-120)"
+    fi
+    stop_mock
+
+    name=dlq_oversize_stop_exits_1_uncommitted
+    if ! oversize_run ost stop 1000000 "$spec"; then
+        nok "$name" "mock or produce failed"
+    elif [ $ORC -ne 1 ] || ! grep -q 'fatal: the dead-letter topic dlq refuses' "$T/ost.log"; then
+        nok "$name" "exit $ORC (255: still running after 60 s), expected 1 for the refused dead letter: $(log_tail "$T/ost.log" 4)"
+    elif ! why=$(kpy commit_safe "$T/ost.committed" "$T/ost.out" "$T/ost.dlq" 2>&1); then
+        nok "$name" "$why"
+    else
+        ok "$name" "exit 1 $OMS ms after the start; $why"
+    fi
+    stop_mock
+
+    # message.max.bytes = 20000 (the user's): a 60 kB record (its output is refused for its size and becomes a dead
+    # letter) is cut to it; a 25 kB key leaves no room for even a cut copy: skipped, logged, committed.
+    name=dlq_oversize_follows_message_max_bytes
+    local k25
+    k25=$(head -c 25000 /dev/zero | tr '\0' K)
+    spec="[[\"k1\", \"a1\", 0], [\"mid\", \"mid\", 60000], [\"k2\", \"a2\", 0], [\"$k25\", \"hugekey\", 0], [\"k3\", \"a3\", 0]]"
+    if ! oversize_run omx truncate 20000 "$spec"; then
+        nok "$name" "mock or produce failed"
+    elif [ $ORC -ne 0 ]; then
+        nok "$name" "exit $ORC after SIGTERM: $(log_tail "$T/omx.log" 4)"
+    elif ! why=$(kpy dlq_cut "$T/omx.lines" "$T/omx.dlq" mid 20000 2>&1); then
+        nok "$name" "$why; log: $(log_tail "$T/omx.log" 3)"
+    elif [ "$(wc -l < "$T/omx.dlq")" -ne 1 ] || ! grep -q 'skipped.*refused' "$T/omx.log" ||
+         [ "$(committed_total "$T/omx.committed")" -ne 5 ]; then
+        nok "$name" "dead letters: $(wc -l < "$T/omx.dlq") (expected 1); committed $(cat "$T/omx.committed") of 5; log: $(log_tail "$T/omx.log" 3)"
+    else
+        ok "$name" "$why; the record with a 25 kB key skipped"
+    fi
+    stop_mock
+}
+committed_total() { "$PY" -c 'import json, sys; print(sum(max(v, 0) for v in json.load(open(sys.argv[1])).values()))' "$1" 2> /dev/null || echo -1; }
+
+# Produce errors about the topic, not the record (TOPIC_AUTHORIZATION_FAILED): no record becomes a dead letter and
+# nothing is committed past an undelivered record. MODE req: the broker answers 2 Produce requests with the error
+# (delivery reports): nlpd stops (exit 1). meta: the topic's metadata carries it: librdkafka holds the records until
+# message.timeout.ms (3 s here) and reports them timed out: nlpd retries, and SIGTERM stops it (exit 0). Either way
+# a restart, once the broker accepts again, delivers every record.
+case_produce_auth() {
+    local mode=$1 name=topic_authorization_error_$1_no_dlq_no_commit c=$T/pau$1.conf rc why n=400 want=1
+    start_mock "pau$mode" 2 in out:2 dlq:1 || { nok "$name" "mock"; return; }
+    kpy gen $n "$T/pau$mode.in" pa
+    produce in < "$T/pau$mode.in" > /dev/null || { nok "$name" "produce failed"; stop_mock; return; }
+    { KPROPS="$DEFAULT_KPROPS, (\"message.timeout.ms\", \"3000\")" kafka_conf "gpau$mode"
+      echo 'flow: { commit_interval_ms = 500; shutdown_timeout_ms = 2000; };'; echo 'metrics: { listen = ""; };'
+      echo "$PIPELINE"; } > "$c"
+    if [ "$mode" = req ]; then
+        mock_cmd reqerr 0 2 29 # the next 2 Produce requests (ApiKey 0): TOPIC_AUTHORIZATION_FAILED (29)
+    else
+        mock_cmd topicerr out 29
+    fi
+    start_nlpd "$c" "$T/pau$mode.log1"
+    if [ "$mode" = req ]; then
+        wait_exit "$NPID" 30
+        rc=$?
+        [ $rc -eq 255 ] && stop "$NPID" TERM 20
+    else
+        want=0
+        sleep 8 # past message.timeout.ms: delivery reports came back
+        if kill -0 "$NPID" 2> /dev/null; then stop "$NPID" TERM 20; rc=$?; else wait "$NPID"; rc=$?; want=none; fi
+    fi
+    consume out all 60000 > "$T/pau$mode.out1" 2> /dev/null
+    consume dlq all 60000 > "$T/pau$mode.dlq" 2> /dev/null
+    committed "gpau$mode" > "$T/pau$mode.committed" 2> /dev/null
+    if [ "$rc" != "$want" ]; then
+        nok "$name" "exit $rc (255: still running 30 s later), expected $want: $(log_tail "$T/pau$mode.log1" 4)"
+    elif [ -s "$T/pau$mode.dlq" ]; then
+        nok "$name" "$(wc -l < "$T/pau$mode.dlq") record(s) dead-lettered for a topic error: $(head -c 300 "$T/pau$mode.dlq")"
+    elif ! why=$(kpy commit_safe "$T/pau$mode.committed" "$T/pau$mode.out1" 2>&1); then
+        nok "$name" "$why"
+    else
+        mock_cmd reqclear 0
+        mock_cmd topicerr out 0
+        start_nlpd "$c" "$T/pau$mode.log2"
+        if ! wait_covered "$T/pau$mode.in" "$T/pau$mode.out" 60 "$NPID"; then
+            nok "$name" "after the restart not every record arrived: $(cat "$T/pau$mode.out.cov"); $(log_tail "$T/pau$mode.log2" 3)"
+        else
+            ok "$name" "exit $rc: $(grep -m 1 -o -E 'fatal: .*|delivery of .*' "$T/pau$mode.log1" | cut -c 1-100); $why; the restart delivered all $n"
+        fi
+        stop "$NPID" TERM 20
+    fi
+    stop_mock
+}
+
+# A record that cannot be tracked (allocation failure, injected at offset 100 of a one-partition topic): nlpd stops
+# (exit 1) and never commits past it.
+case_untracked() {
+    local name=untracked_record_never_committed_past c=$T/unt.conf rc why n=300
+    [ -x "$FAULTS" ] || { nok "$name" "$FAULTS not built (make)"; return; }
+    start_mock unt 1 in out:2 dlq:1 || { nok "$name" "mock"; return; }
+    kpy gen $n "$T/unt.in" u
+    produce in < "$T/unt.in" > /dev/null || { nok "$name" "produce failed"; stop_mock; return; }
+    { kafka_conf gunt; echo 'flow: { commit_interval_ms = 200; };'; echo 'metrics: { listen = ""; };'; echo "$PIPELINE"; } > "$c"
+    NLPD_FAULT_TRACK_OFFSET=100 "$FAULTS" run -c "$c" > /dev/null 2> "$T/unt.log" &
+    NPID=$!
+    PIDS+=("$NPID")
+    wait_exit "$NPID" 30
+    rc=$?
+    [ $rc -eq 255 ] && { sleep 1; stop "$NPID" TERM 20; }
+    consume out all 60000 > "$T/unt.out" 2> /dev/null
+    committed gunt > "$T/unt.committed" 2> /dev/null
+    local com
+    com=$(committed_total "$T/unt.committed")
+    if [ "$com" -gt 100 ]; then
+        nok "$name" "committed at $com, past the untracked offset 100 (exit $rc): $(grep -m 1 'track' "$T/unt.log")"
+    elif [ $rc -ne 1 ]; then
+        nok "$name" "exit $rc (255: still running 30 s later), expected 1: $(log_tail "$T/unt.log" 4)"
+    elif ! why=$(kpy commit_safe "$T/unt.committed" "$T/unt.out" 2>&1); then
+        nok "$name" "$why"
+    else
+        ok "$name" "exit 1, $why: $(grep -m 1 -o 'fatal: .*' "$T/unt.log" | cut -c 1-80)"
+    fi
+    stop_mock
+}
+
+# A clean-up that does not come back (a pipeline whose stop sleeps 60 s, injected): nlpd still exits 0 at the
+# latest SHUTDOWN_SLACK_S (5 s) after the drain deadline (shutdown_timeout_ms = 1000).
+case_guard() {
+    local name=shutdown_bounded_when_cleanup_hangs c=$T/grd.conf rc t0 t1 n=200
+    [ -x "$FAULTS" ] || { nok "$name" "$FAULTS not built (make)"; return; }
+    start_mock grd 2 in out:2 dlq:1 || { nok "$name" "mock"; return; }
+    kpy gen $n "$T/grd.in" gd
+    produce in < "$T/grd.in" > /dev/null || { nok "$name" "produce failed"; stop_mock; return; }
+    { kafka_conf ggrd; echo 'flow: { shutdown_timeout_ms = 1000; };'; echo 'metrics: { listen = ""; };'; echo "$PIPELINE"; } > "$c"
+    NLPD_FAULT_STOP_SLEEP_S=60 "$FAULTS" run -c "$c" > /dev/null 2> "$T/grd.log" &
+    NPID=$!
+    PIDS+=("$NPID")
+    wait_count $n 60 "$NPID"
+    t0=$(now_ms)
+    stop "$NPID" TERM 30
+    rc=$?
+    t1=$(now_ms)
+    # 1 s deadline + 5 s guard; 2 s more for the signal to reach the loop (a tick) and the process to be reaped.
+    if [ $rc -ne 0 ]; then
+        nok "$name" "exit $rc $((t1 - t0)) ms after SIGTERM (255: still running after 30 s): $(log_tail "$T/grd.log" 3)"
+    elif [ $((t1 - t0)) -gt 8000 ] || ! grep -q 'clean-up still runs' "$T/grd.log"; then
+        nok "$name" "exit 0 after $((t1 - t0)) ms, expected the guard's exit within 6 s (+2): $(log_tail "$T/grd.log" 3)"
+    else
+        ok "$name" "exit 0 $((t1 - t0)) ms after SIGTERM: $(grep -m 1 -o 'shutdown: .*exiting now' "$T/grd.log")"
+    fi
+    stop_mock
+}
+
 want big && case_big
 want dead && case_dlq
 want sigkill && case_restart KILL
@@ -1365,6 +1723,13 @@ want avro_in && case_avro_in
 want startup && case_startup
 want kcat && case_kcat
 want check && case_check
+want term_inflight && case_term_inflight
+want term_inflight && case_term_inflight_embedded
+want dlq_oversize && case_dlq_oversize
+want produce_auth && case_produce_auth req
+want produce_auth && case_produce_auth meta
+want untracked && case_untracked
+want guard && case_guard
 if [ $IS_ASAN -eq 1 ]; then
     reports=$(grep -l -E 'AddressSanitizer|LeakSanitizer|runtime error:' "$T"/*.log* 2> /dev/null)
     if [ -n "$reports" ]; then

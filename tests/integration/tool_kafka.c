@@ -1,6 +1,9 @@
 /* tool_kafka: the Kafka peer of the integration tests (tests/integration/test_kafka.sh).
  *   tool_kafka mock PARTITIONS TOPIC[:PARTS]...   a 3-broker librdkafka mock cluster; prints the bootstrap list,
- *                                                 then obeys stdin: "down N", "up N", "quit" (EOF, SIGTERM: quit)
+ *                                                 then obeys stdin: "down N", "up N", "quit" (EOF, SIGTERM: quit),
+ *                                                 "reqerr APIKEY COUNT ERR" (the next COUNT requests of that
+ *                                                 ApiKey fail with ERR), "reqclear APIKEY" (drops those left),
+ *                                                 "topicerr TOPIC ERR" (metadata: the topic has ERR; 0 clears it)
  *   tool_kafka produce BOOTSTRAP TOPIC [--key-lines] [--hex] [--partition N]
  *                                                 one record per stdin line (no newline); --key-lines: the line
  *                                                 is KEY<TAB>VALUE; --hex: the value is written in hex (binary
@@ -141,8 +144,23 @@ static int cmd_mock(int argc, char **argv)
         }
         line[n] = '\0';
         n = 0;
-        int id;
-        if (sscanf(line, "down %d", &id) == 1) {
+        int id, api, cnt, code;
+        char topic[256];
+        if (sscanf(line, "reqerr %d %d %d", &api, &cnt, &code) == 3) { /* the next cnt requests of ApiKey api fail */
+            rd_kafka_resp_err_t errs[64];
+            cnt = cnt < 0 ? 0 : cnt > 64 ? 64 : cnt;
+            for (int i = 0; i < cnt; i++)
+                errs[i] = (rd_kafka_resp_err_t)code;
+            rd_kafka_mock_push_request_errors_array(mc, (int16_t)api, (size_t)cnt, errs);
+            fprintf(stderr, "tool_kafka: next %d request(s) of ApiKey %d fail with %s\n", cnt, api,
+                    rd_kafka_err2str((rd_kafka_resp_err_t)code));
+        } else if (sscanf(line, "reqclear %d", &api) == 1) {
+            rd_kafka_mock_clear_request_errors(mc, (int16_t)api);
+            fprintf(stderr, "tool_kafka: request errors of ApiKey %d cleared\n", api);
+        } else if (sscanf(line, "topicerr %255s %d", topic, &code) == 2) { /* metadata: the topic has this error */
+            rd_kafka_mock_topic_set_error(mc, topic, (rd_kafka_resp_err_t)code);
+            fprintf(stderr, "tool_kafka: topic %s: %s\n", topic, rd_kafka_err2str((rd_kafka_resp_err_t)code));
+        } else if (sscanf(line, "down %d", &id) == 1) {
             rd_kafka_resp_err_t e = rd_kafka_mock_broker_set_down(mc, id);
             fprintf(stderr, "tool_kafka: broker %d down: %s\n", id, rd_kafka_err2str(e));
         } else if (sscanf(line, "up %d", &id) == 1) {
@@ -200,6 +218,7 @@ static int cmd_produce(int argc, char **argv)
     set(c, "enable.idempotence", "true");
     set(c, "sticky.partitioning.linger.ms", "0"); /* keyless records spread over every partition */
     set(c, "message.timeout.ms", "120000");
+    set(c, "message.max.bytes", "10000000"); /* oversized records are test input */
     rd_kafka_conf_set_dr_msg_cb(c, dr_cb);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, why, sizeof why);
     if (!rk) {
