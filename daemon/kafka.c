@@ -895,6 +895,8 @@ static int partitions_idle(struct nlpd_daemon *d, const rd_kafka_topic_partition
 }
 
 /* Finishes the in-flight records of parts (or gives up at the deadline) so their offsets can be committed. */
+static void notify_tick(struct nlpd_daemon *d);
+
 static void drain_partitions(struct nlpd_daemon *d, const rd_kafka_topic_partition_list_t *parts, double deadline)
 {
     submit_current(d);
@@ -902,6 +904,7 @@ static void drain_partitions(struct nlpd_daemon *d, const rd_kafka_topic_partiti
         process_done(d);
         produce_pending(d);
         rd_kafka_poll(d->producer, 10);
+        notify_tick(d); /* up to 20 s outside the loop: systemd's watchdog must still hear from us */
     }
 }
 
