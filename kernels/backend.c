@@ -455,5 +455,11 @@ void nlpd_kernels_omp_env(char **argv)
         return;
     if (setenv("OMP_WAIT_POLICY", "passive", 1))
         return;
-    execv("/proc/self/exe", argv); /* returns only on failure: run on with spinning waiters */
+    /* The resolved path, not /proc/self/exe, which would rename the process "exe" (ps, pgrep, journald). */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0 || n >= (ssize_t)sizeof self - 1)
+        return;
+    self[n] = '\0';
+    execv(self, argv); /* returns only on failure: run on with spinning waiters */
 }

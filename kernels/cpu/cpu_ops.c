@@ -1,6 +1,6 @@
 /* CPU ops of the transformer encoder: OpenBLAS sgemm for the matrix products, and element-wise kernels
- * (activations, layer norm, softmax, embedding gather) in scalar C plus AVX2+FMA variants picked at run time
- * with __builtin_cpu_supports, so the binary needs no -march flag. */
+ * (activations, layer norm, softmax, embedding gather) in scalar C plus AVX2+FMA and AVX-512F variants (one
+ * source, cpu_ops_simd.h) picked at run time with __builtin_cpu_supports, so the binary needs no -march flag. */
 #include "cpu_ops.h"
 
 #include <cblas.h>
@@ -17,31 +17,48 @@
 #define HAVE_X86 0
 #endif
 
-static int simd_avx2 = -1;
+static int simd_level = -1; /* enum nlpd_cpu_simd; -1 until detected */
+
+void nlpd_cpu_simd_set(int cap)
+{
+    int level = NLPD_SIMD_SCALAR;
+#if HAVE_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        level = NLPD_SIMD_AVX2;
+        if (__builtin_cpu_supports("avx512f"))
+            level = NLPD_SIMD_AVX512;
+    }
+#endif
+    const char *env = getenv("NLPD_KERNELS_SIMD");
+    if (env && !strcmp(env, "scalar"))
+        cap = NLPD_SIMD_SCALAR;
+    else if (env && !strcmp(env, "avx2") && cap > NLPD_SIMD_AVX2)
+        cap = NLPD_SIMD_AVX2;
+    simd_level = level < cap ? level : cap;
+}
 
 void nlpd_cpu_simd_init(int force_scalar)
 {
-    int ok = 0;
-#if HAVE_X86
-    __builtin_cpu_init();
-    ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    const char *env = getenv("NLPD_KERNELS_SIMD");
-    if (force_scalar || (env && !strcmp(env, "scalar")))
-        ok = 0;
-    simd_avx2 = ok;
+    nlpd_cpu_simd_set(force_scalar ? NLPD_SIMD_SCALAR : NLPD_SIMD_AVX512);
+}
+
+int nlpd_cpu_simd(void)
+{
+    if (simd_level < 0)
+        nlpd_cpu_simd_init(0);
+    return simd_level;
 }
 
 int nlpd_cpu_simd_avx2(void)
 {
-    if (simd_avx2 < 0)
-        nlpd_cpu_simd_init(0);
-    return simd_avx2;
+    return nlpd_cpu_simd() >= NLPD_SIMD_AVX2;
 }
 
 const char *nlpd_kernels_cpu_simd(void)
 {
-    return nlpd_cpu_simd_avx2() ? "avx2+fma" : "scalar";
+    static const char *const names[] = {"scalar", "avx2+fma", "avx512f"};
+    return names[nlpd_cpu_simd()];
 }
 
 /* ---------------------------------------------------------------- scalar ---- */
@@ -124,11 +141,40 @@ static void softmax_row_scalar(float *x, int n)
         x[i] *= inv;
 }
 
-/* ------------------------------------------------------------------ AVX2 ---- */
+/* ------------------------------------------------------- AVX2 and AVX-512 ---- */
 #if HAVE_X86
-#define AVX2 __attribute__((target("avx2,fma")))
+/* AVX2 + FMA: 8 floats */
+#define V __m256
+#define VI __m256i
+#define VW 8
+#define SIMD_ATTR __attribute__((target("avx2,fma")))
+#define SIMD_FN(name) name##_avx2
+#define VLOAD _mm256_loadu_ps
+#define VSTORE _mm256_storeu_ps
+#define VSET1 _mm256_set1_ps
+#define VZERO _mm256_setzero_ps
+#define VADD _mm256_add_ps
+#define VSUB _mm256_sub_ps
+#define VMUL _mm256_mul_ps
+#define VDIV _mm256_div_ps
+#define VFMADD _mm256_fmadd_ps
+#define VFNMADD _mm256_fnmadd_ps
+#define VMAX _mm256_max_ps
+#define VMIN _mm256_min_ps
+#define VAND _mm256_and_ps
+#define VANDNOT _mm256_andnot_ps
+#define VOR _mm256_or_ps
+#define VROUND(x) _mm256_round_ps((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VZERO_IF_LT(p, x, lo) _mm256_andnot_ps(_mm256_cmp_ps((x), (lo), _CMP_LT_OQ), (p))
+#define VCVT_I _mm256_cvtps_epi32
+#define VADD_I _mm256_add_epi32
+#define VSET1_I _mm256_set1_epi32
+#define VSLLI_I _mm256_slli_epi32
+#define VCAST_I2F _mm256_castsi256_ps
+#define VHSUM hsum8
+#define VHMAX hmax8
 
-static AVX2 inline float hsum8(__m256 v)
+static SIMD_ATTR inline float hsum8(__m256 v)
 {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
     lo = _mm_add_ps(lo, hi);
@@ -137,7 +183,7 @@ static AVX2 inline float hsum8(__m256 v)
     return _mm_cvtss_f32(lo);
 }
 
-static AVX2 inline float hmax8(__m256 v)
+static SIMD_ATTR inline float hmax8(__m256 v)
 {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
     lo = _mm_max_ps(lo, hi);
@@ -146,192 +192,70 @@ static AVX2 inline float hmax8(__m256 v)
     return _mm_cvtss_f32(lo);
 }
 
-/* Cephes-style expf: 2^n * p(r), |r| <= ln2/2; about 1 ulp. Inputs below -87.3 give 0 (the masked keys). */
-static AVX2 inline __m256 exp8(__m256 x)
-{
-    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365478515625f);
-    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500E-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    p = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-    return _mm256_andnot_ps(under, p);
-}
+#include "cpu_ops_simd.h"
 
-/* erf as a rational function of x on [-4, 4] (the approximation Eigen and XLA use); a few ulp. */
-static AVX2 inline __m256 erf8(__m256 x)
-{
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-4.0f)), _mm256_set1_ps(4.0f));
-    __m256 x2 = _mm256_mul_ps(x, x);
-    __m256 p = _mm256_set1_ps(-2.72614225801306e-10f);
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.77068142495902e-08f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-2.10102402082508e-06f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-5.69250639462346e-05f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-7.34990630326855e-04f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-2.95459980854025e-03f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-1.60960333262415e-02f));
-    p = _mm256_mul_ps(p, x);
-    __m256 q = _mm256_set1_ps(-1.45660718464996e-05f);
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(-2.13374055278905e-04f));
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(-1.68282697438203e-03f));
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(-7.37332916720468e-03f));
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(-1.42647390514189e-02f));
-    return _mm256_div_ps(p, q);
-}
+#undef V
+#undef VI
+#undef VW
+#undef SIMD_ATTR
+#undef SIMD_FN
+#undef VLOAD
+#undef VSTORE
+#undef VSET1
+#undef VZERO
+#undef VADD
+#undef VSUB
+#undef VMUL
+#undef VDIV
+#undef VFMADD
+#undef VFNMADD
+#undef VMAX
+#undef VMIN
+#undef VAND
+#undef VANDNOT
+#undef VOR
+#undef VROUND
+#undef VZERO_IF_LT
+#undef VCVT_I
+#undef VADD_I
+#undef VSET1_I
+#undef VSLLI_I
+#undef VCAST_I2F
+#undef VHSUM
+#undef VHMAX
 
-/* tanh(y) = sign(y) (1 - 2 / (exp(2|y|) + 1)); absolute error about 1e-7. */
-static AVX2 inline __m256 tanh8(__m256 y)
-{
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 s = _mm256_and_ps(y, sign), a = _mm256_andnot_ps(sign, y);
-    __m256 e = exp8(_mm256_min_ps(_mm256_add_ps(a, a), _mm256_set1_ps(88.0f)));
-    __m256 t = _mm256_sub_ps(_mm256_set1_ps(1.0f),
-                             _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
-    return _mm256_or_ps(t, s);
-}
+/* AVX-512F: 16 floats (AVX-512F has no float and/or: they go through the integer forms) */
+#define V __m512
+#define VI __m512i
+#define VW 16
+#define SIMD_ATTR __attribute__((target("avx512f")))
+#define SIMD_FN(name) name##_avx512
+#define VLOAD _mm512_loadu_ps
+#define VSTORE _mm512_storeu_ps
+#define VSET1 _mm512_set1_ps
+#define VZERO _mm512_setzero_ps
+#define VADD _mm512_add_ps
+#define VSUB _mm512_sub_ps
+#define VMUL _mm512_mul_ps
+#define VDIV _mm512_div_ps
+#define VFMADD _mm512_fmadd_ps
+#define VFNMADD _mm512_fnmadd_ps
+#define VMAX _mm512_max_ps
+#define VMIN _mm512_min_ps
+#define VAND(a, b) _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)))
+#define VANDNOT(a, b) _mm512_castsi512_ps(_mm512_andnot_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)))
+#define VOR(a, b) _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)))
+#define VROUND(x) _mm512_roundscale_ps((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VZERO_IF_LT(p, x, lo) _mm512_mask_mov_ps((p), _mm512_cmp_ps_mask((x), (lo), _CMP_LT_OQ), _mm512_setzero_ps())
+#define VCVT_I _mm512_cvtps_epi32
+#define VADD_I _mm512_add_epi32
+#define VSET1_I _mm512_set1_epi32
+#define VSLLI_I _mm512_slli_epi32
+#define VCAST_I2F _mm512_castsi512_ps
+#define VHSUM _mm512_reduce_add_ps
+#define VHMAX _mm512_reduce_max_ps
 
-static AVX2 inline __m256 act8(__m256 v, enum nlpd_act act)
-{
-    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
-    switch (act) {
-    case NLPD_ACT_NONE: return v;
-    case NLPD_ACT_GELU:
-        return _mm256_mul_ps(_mm256_mul_ps(half, v),
-                             _mm256_add_ps(one, erf8(_mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f)))));
-    case NLPD_ACT_GELU_TANH: {
-        __m256 v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
-        __m256 in =
-            _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f), _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), v3, v));
-        return _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, tanh8(in)));
-    }
-    case NLPD_ACT_RELU: return _mm256_max_ps(v, _mm256_setzero_ps());
-    case NLPD_ACT_SILU: return _mm256_div_ps(v, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), v))));
-    case NLPD_ACT_TANH: return tanh8(v);
-    }
-    return v;
-}
-
-static AVX2 void bias_act_row_avx2(float *x, const float *bias, int n, enum nlpd_act act)
-{
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        if (bias)
-            v = _mm256_add_ps(v, _mm256_loadu_ps(bias + i));
-        _mm256_storeu_ps(x + i, act8(v, act));
-    }
-    if (i < n)
-        bias_act_row_scalar(x + i, bias ? bias + i : NULL, n - i, act);
-}
-
-static AVX2 void act_avx2(float *x, size_t n, enum nlpd_act act)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(x + i, act8(_mm256_loadu_ps(x + i), act));
-    if (i < n)
-        act_scalar(x + i, n - i, act);
-}
-
-static AVX2 void layer_norm_row_avx2(float *y, const float *x, const float *bias, const float *res, const float *g,
-                                     const float *b, int n, float eps)
-{
-    __m256 acc = _mm256_setzero_ps();
-    float sum = 0.0f;
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        if (bias)
-            v = _mm256_add_ps(v, _mm256_loadu_ps(bias + i));
-        if (res)
-            v = _mm256_add_ps(v, _mm256_loadu_ps(res + i));
-        _mm256_storeu_ps(y + i, v);
-        acc = _mm256_add_ps(acc, v);
-    }
-    for (; i < n; i++) {
-        float v = x[i] + (bias ? bias[i] : 0.0f) + (res ? res[i] : 0.0f);
-        y[i] = v;
-        sum += v;
-    }
-    float mean = (sum + hsum8(acc)) / (float)n;
-    __m256 vm = _mm256_set1_ps(mean);
-    acc = _mm256_setzero_ps();
-    float var = 0.0f;
-    for (i = 0; i + 8 <= n; i += 8) {
-        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(y + i), vm);
-        acc = _mm256_fmadd_ps(d, d, acc);
-    }
-    for (; i < n; i++)
-        var += (y[i] - mean) * (y[i] - mean);
-    float rstd = 1.0f / sqrtf((var + hsum8(acc)) / (float)n + eps);
-    __m256 vr = _mm256_set1_ps(rstd);
-    for (i = 0; i + 8 <= n; i += 8) {
-        __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(y + i), vm), vr);
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(d, _mm256_loadu_ps(g + i), _mm256_loadu_ps(b + i)));
-    }
-    for (; i < n; i++)
-        y[i] = (y[i] - mean) * rstd * g[i] + b[i];
-}
-
-static AVX2 void softmax_row_avx2(float *x, int n)
-{
-    __m256 vmx = _mm256_set1_ps(-FLT_MAX);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(x + i));
-    float mx = hmax8(vmx);
-    for (; i < n; i++)
-        mx = x[i] > mx ? x[i] : mx;
-    vmx = _mm256_set1_ps(mx);
-    __m256 acc = _mm256_setzero_ps();
-    float sum = 0.0f;
-    for (i = 0; i + 8 <= n; i += 8) {
-        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
-        _mm256_storeu_ps(x + i, e);
-        acc = _mm256_add_ps(acc, e);
-    }
-    for (; i < n; i++) {
-        x[i] = expf(x[i] - mx);
-        sum += x[i];
-    }
-    float inv = 1.0f / (sum + hsum8(acc));
-    __m256 vi = _mm256_set1_ps(inv);
-    for (i = 0; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vi));
-    for (; i < n; i++)
-        x[i] *= inv;
-}
-
-static AVX2 float logsumexp_avx2(const float *x, int n)
-{
-    __m256 vmx = _mm256_set1_ps(-INFINITY);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(x + i));
-    float mx = hmax8(vmx);
-    for (; i < n; i++)
-        mx = x[i] > mx ? x[i] : mx;
-    if (mx == -INFINITY || mx != mx)
-        return mx;
-    vmx = _mm256_set1_ps(mx);
-    __m256 acc = _mm256_setzero_ps();
-    for (i = 0; i + 8 <= n; i += 8)
-        acc = _mm256_add_ps(acc, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx)));
-    double sum = hsum8(acc);
-    for (; i < n; i++)
-        sum += expf(x[i] - mx);
-    return mx + (float)log(sum);
-}
+#include "cpu_ops_simd.h"
 #endif
 
 /* --------------------------------------------------------------- dispatch ---- */
@@ -339,7 +263,10 @@ static AVX2 float logsumexp_avx2(const float *x, int n)
 float nlpd_kernels_logsumexp(const float *x, int n)
 {
 #if HAVE_X86
-    if (nlpd_cpu_simd_avx2())
+    int level = nlpd_cpu_simd();
+    if (level == NLPD_SIMD_AVX512)
+        return logsumexp_avx512(x, n);
+    if (level == NLPD_SIMD_AVX2)
         return logsumexp_avx2(x, n);
 #endif
     float mx = -INFINITY;
@@ -356,7 +283,12 @@ float nlpd_kernels_logsumexp(const float *x, int n)
 void nlpd_cpu_act(float *x, size_t n, enum nlpd_act act)
 {
 #if HAVE_X86
-    if (nlpd_cpu_simd_avx2()) {
+    int level = nlpd_cpu_simd();
+    if (level == NLPD_SIMD_AVX512) {
+        act_avx512(x, n, act);
+        return;
+    }
+    if (level == NLPD_SIMD_AVX2) {
         act_avx2(x, n, act);
         return;
     }
@@ -367,7 +299,11 @@ void nlpd_cpu_act(float *x, size_t n, enum nlpd_act act)
 static void bias_act_row(float *x, const float *bias, int n, enum nlpd_act act)
 {
 #if HAVE_X86
-    if (simd_avx2) {
+    if (simd_level == NLPD_SIMD_AVX512) {
+        bias_act_row_avx512(x, bias, n, act);
+        return;
+    }
+    if (simd_level == NLPD_SIMD_AVX2) {
         bias_act_row_avx2(x, bias, n, act);
         return;
     }
@@ -378,7 +314,11 @@ static void bias_act_row(float *x, const float *bias, int n, enum nlpd_act act)
 static void softmax_row(float *x, int n)
 {
 #if HAVE_X86
-    if (simd_avx2) {
+    if (simd_level == NLPD_SIMD_AVX512) {
+        softmax_row_avx512(x, n);
+        return;
+    }
+    if (simd_level == NLPD_SIMD_AVX2) {
         softmax_row_avx2(x, n);
         return;
     }
@@ -397,7 +337,7 @@ static int row_team(int rows, int cols)
 
 void nlpd_cpu_bias_act(const struct nlpd_op_bias_act *p)
 {
-    nlpd_cpu_simd_avx2();
+    nlpd_cpu_simd();
     if (!p->bias && p->act == NLPD_ACT_NONE)
         return;
 #pragma omp parallel for num_threads(row_team(p->rows, p->cols)) schedule(static)
@@ -422,14 +362,18 @@ void nlpd_cpu_matmul(const struct nlpd_op_matmul *p)
 
 void nlpd_cpu_layer_norm(const struct nlpd_op_layer_norm *p)
 {
-    int avx = nlpd_cpu_simd_avx2();
-    (void)avx;
+    int level = nlpd_cpu_simd();
+    (void)level;
 #pragma omp parallel for num_threads(row_team(p->rows, p->cols)) schedule(static)
     for (int r = 0; r < p->rows; r++) {
         size_t o = (size_t)r * p->cols;
         const float *bias = p->bias, *res = p->residual ? p->residual + o : NULL;
 #if HAVE_X86
-        if (avx) {
+        if (level == NLPD_SIMD_AVX512) {
+            layer_norm_row_avx512(p->y + o, p->x + o, bias, res, p->gamma, p->beta, p->cols, p->eps);
+            continue;
+        }
+        if (level == NLPD_SIMD_AVX2) {
             layer_norm_row_avx2(p->y + o, p->x + o, bias, res, p->gamma, p->beta, p->cols, p->eps);
             continue;
         }
@@ -440,14 +384,14 @@ void nlpd_cpu_layer_norm(const struct nlpd_op_layer_norm *p)
 
 void nlpd_cpu_softmax(const struct nlpd_op_softmax *p)
 {
-    nlpd_cpu_simd_avx2();
+    nlpd_cpu_simd();
     for (int r = 0; r < p->rows; r++)
         softmax_row(p->x + (size_t)r * p->ld, p->cols);
 }
 
 void nlpd_cpu_softmax_masked(float *x, int rows, int cols, const int32_t *mask)
 {
-    nlpd_cpu_simd_avx2();
+    nlpd_cpu_simd();
 #pragma omp parallel for num_threads(row_team(rows, cols)) schedule(static)
     for (int r = 0; r < rows; r++) {
         float *row = x + (size_t)r * cols;
@@ -461,7 +405,7 @@ void nlpd_cpu_softmax_masked(float *x, int rows, int cols, const int32_t *mask)
 
 void nlpd_cpu_attention(const struct nlpd_op_attention *p, float *scratch)
 {
-    nlpd_cpu_simd_avx2();
+    nlpd_cpu_simd();
     const int S = p->seq, D = p->head_dim, H = p->heads * p->head_dim;
     for (int b = 0; b < p->batch; b++) {
         const int32_t *mask = p->mask ? p->mask + (size_t)b * S : NULL;
@@ -494,7 +438,7 @@ void nlpd_cpu_attention(const struct nlpd_op_attention *p, float *scratch)
 
 void nlpd_cpu_attention_kv(const struct nlpd_op_attention_kv *p, float *scratch)
 {
-    nlpd_cpu_simd_avx2();
+    nlpd_cpu_simd();
     const int Q = p->q_len, D = p->head_dim;
     for (int b = 0; b < p->batch; b++) {
         const size_t j = p->kv_map ? (size_t)p->kv_map[b] : (size_t)b;

@@ -1,13 +1,18 @@
 /* CPU kernels behind the CPU backend (internal to kernels/; tests include it to compare each op with a naive
- * reference). Each op has a scalar path and an AVX2+FMA path chosen at run time. */
+ * reference). Each op has a scalar path and AVX2+FMA / AVX-512F paths chosen at run time. */
 #ifndef NLPD_CPU_OPS_H
 #define NLPD_CPU_OPS_H
 
 #include "nlpd_kernels.h"
 
-/* Picks the SIMD path (done once on first use); force_scalar != 0 pins the scalar path (tests), 0 detects again. */
+enum nlpd_cpu_simd { NLPD_SIMD_SCALAR, NLPD_SIMD_AVX2, NLPD_SIMD_AVX512 };
+/* Picks the SIMD path (done once on first use): the best the CPU has, at most cap (tests pin each path);
+ * NLPD_KERNELS_SIMD=scalar|avx2 in the environment caps it too. */
+void nlpd_cpu_simd_set(int cap);
+/* force_scalar != 0 pins the scalar path (tests), 0 detects again. */
 void nlpd_cpu_simd_init(int force_scalar);
-int nlpd_cpu_simd_avx2(void);
+int nlpd_cpu_simd(void); /* enum nlpd_cpu_simd */
+int nlpd_cpu_simd_avx2(void); /* AVX2+FMA or better */
 
 void nlpd_cpu_matmul(const struct nlpd_op_matmul *p);
 void nlpd_cpu_bias_act(const struct nlpd_op_bias_act *p);

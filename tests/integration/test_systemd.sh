@@ -139,6 +139,7 @@ EOF
         sleep 0.2
     done
     [ -n "$npid" ] && kill -HUP "$npid" && sleep 1 && kill -TERM "$npid"
+    [ -z "$npid" ] && pkill -KILL -P "$spid" # no process named nlpd under strace: fail below, never wait forever
     wait "$spid"
     if out=$(python3 - "$T/strace.txt" << 'PY' 2>&1
 import re, subprocess, sys

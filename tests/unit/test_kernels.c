@@ -1,4 +1,4 @@
-/* CPU kernels against naive double-precision references, on both the AVX2+FMA and the scalar path, through the
+/* CPU kernels against naive double-precision references, on the best SIMD path, AVX2+FMA and scalar, through the
  * backend vtable; plus the F16/BF16 conversions. */
 #include <float.h>
 #include <math.h>
@@ -476,6 +476,16 @@ static void test_ops_simd(void)
     check_all_ops();
 }
 
+/* AVX2 pinned, where the best path is AVX-512: both vector widths are checked on such a CPU. */
+static void test_ops_avx2(void)
+{
+    nlpd_cpu_simd_set(NLPD_SIMD_AVX2);
+    printf("simd path pinned: %s\n", nlpd_kernels_cpu_simd());
+    CHECK(nlpd_cpu_simd() <= NLPD_SIMD_AVX2);
+    check_all_ops();
+    nlpd_cpu_simd_init(0);
+}
+
 static void test_ops_scalar(void)
 {
     nlpd_cpu_simd_init(1);
@@ -562,6 +572,7 @@ int main(void)
         return 1;
     }
     RUN(test_ops_simd);
+    RUN(test_ops_avx2);
     RUN(test_ops_scalar);
     RUN(test_backend_vtable);
     RUN(test_conversions);
