@@ -224,7 +224,10 @@ static SIMD_ATTR inline float hmax8(__m256 v)
 #undef VHSUM
 #undef VHMAX
 
-/* AVX-512F: 16 floats (AVX-512F has no float and/or: they go through the integer forms) */
+/* AVX-512F: 16 floats (AVX-512F has no float and/or: they go through the integer forms). No 512-bit layer norm:
+ * it measured 20-25% slower than the AVX2 one on BERT-base rows (bench/kernels/bench_elementwise.c, AMD family 26),
+ * where GELU is 1.9x and softmax 1.6x faster. */
+#define SIMD_NO_LAYER_NORM
 #define V __m512
 #define VI __m512i
 #define VW 16
@@ -256,6 +259,7 @@ static SIMD_ATTR inline float hmax8(__m256 v)
 #define VHMAX _mm512_reduce_max_ps
 
 #include "cpu_ops_simd.h"
+#undef SIMD_NO_LAYER_NORM
 #endif
 
 /* --------------------------------------------------------------- dispatch ---- */
@@ -369,11 +373,7 @@ void nlpd_cpu_layer_norm(const struct nlpd_op_layer_norm *p)
         size_t o = (size_t)r * p->cols;
         const float *bias = p->bias, *res = p->residual ? p->residual + o : NULL;
 #if HAVE_X86
-        if (level == NLPD_SIMD_AVX512) {
-            layer_norm_row_avx512(p->y + o, p->x + o, bias, res, p->gamma, p->beta, p->cols, p->eps);
-            continue;
-        }
-        if (level == NLPD_SIMD_AVX2) {
+        if (level >= NLPD_SIMD_AVX2) { /* AVX2 on AVX-512 CPUs too: see SIMD_NO_LAYER_NORM */
             layer_norm_row_avx2(p->y + o, p->x + o, bias, res, p->gamma, p->beta, p->cols, p->eps);
             continue;
         }

@@ -1,7 +1,7 @@
 /* The vectorised element-wise kernels of cpu_ops.c, written once over a vector of VW floats and included there
  * once per instruction set (AVX2+FMA: VW 8; AVX-512F: VW 16), so both paths stay the same code. The includer
- * defines V, VI, VW, SIMD_ATTR, SIMD_FN(name) and the V* operations; tails shorter than VW go to the scalar
- * functions. Not a header to include anywhere else. */
+ * defines V, VI, VW, SIMD_ATTR, SIMD_FN(name) and the V* operations (and SIMD_NO_LAYER_NORM to leave that one
+ * out); tails shorter than VW go to the scalar functions. Not a header to include anywhere else. */
 
 /* Cephes-style expf: 2^n * p(r), |r| <= ln2/2; about 1 ulp. Inputs below -87.3 give 0 (the masked keys). */
 static SIMD_ATTR inline V SIMD_FN(exp)(V x)
@@ -99,6 +99,7 @@ static SIMD_ATTR void SIMD_FN(act)(float *x, size_t n, enum nlpd_act act)
         act_scalar(x + i, n - i, act);
 }
 
+#ifndef SIMD_NO_LAYER_NORM
 static SIMD_ATTR void SIMD_FN(layer_norm_row)(float *y, const float *x, const float *bias, const float *res, const float *g,
                                      const float *b, int n, float eps)
 {
@@ -138,6 +139,7 @@ static SIMD_ATTR void SIMD_FN(layer_norm_row)(float *y, const float *x, const fl
     for (; i < n; i++)
         y[i] = (y[i] - mean) * rstd * g[i] + b[i];
 }
+#endif
 
 static SIMD_ATTR void SIMD_FN(softmax_row)(float *x, int n)
 {
