@@ -82,12 +82,47 @@ struct entry {
     struct key key;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src, wei, bias, dst;
+    int refs;   /* callers running it (under cache_mu) */
+    int cached; /* in the table; else destroyed by the last release */
 };
 
-#define CACHE_SLOTS 4096 /* power of two; shapes of a model times its distinct batch shapes */
+/* Shapes vary with every batch (rows, padded length, the decoder's growing key length), and each primitive holds
+ * JIT code: the table keeps at most CACHE_MAX of them and is emptied when full (entries in use go with their last
+ * release), so memory stays bounded however many shapes a stream brings. */
+#define CACHE_SLOTS 1024 /* power of two, >= 2 x CACHE_MAX */
+#define CACHE_MAX 256
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct entry *cache[CACHE_SLOTS];
 static int cache_used;
+
+static void entry_destroy(struct entry *e)
+{
+    dnnl_primitive_destroy(e->prim);
+    free(e);
+}
+
+/* Under cache_mu. */
+static void cache_flush(void)
+{
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        struct entry *e = cache[i];
+        if (!e)
+            continue;
+        cache[i] = NULL;
+        e->cached = 0;
+        if (e->refs == 0)
+            entry_destroy(e);
+    }
+    cache_used = 0;
+}
+
+int nlpd_onednn_cached(void)
+{
+    pthread_mutex_lock(&cache_mu);
+    int n = cache_used;
+    pthread_mutex_unlock(&cache_mu);
+    return n;
+}
 
 static uint32_t key_hash(const struct key *k)
 {
@@ -162,8 +197,8 @@ out:
     return 0;
 }
 
-/* The cached primitive for k (created on first use); NULL with err. Entries live until the process exits. */
-static const struct entry *lookup(const struct key *k, struct nlpd_error *err)
+/* The cached primitive for k (created on first use), held until release(); NULL with err. */
+static struct entry *lookup(const struct key *k, struct nlpd_error *err)
 {
     uint32_t h = key_hash(k) & (CACHE_SLOTS - 1);
     pthread_mutex_lock(&cache_mu);
@@ -172,6 +207,7 @@ static const struct entry *lookup(const struct key *k, struct nlpd_error *err)
         if (!e)
             break;
         if (!memcmp(&e->key, k, sizeof *k)) {
+            e->refs++;
             pthread_mutex_unlock(&cache_mu);
             return e;
         }
@@ -188,31 +224,26 @@ static const struct entry *lookup(const struct key *k, struct nlpd_error *err)
         free(e);
         return NULL;
     }
-    if (cache_used < CACHE_SLOTS * 3 / 4) { /* full: run uncached rather than probe forever */
-        uint32_t i = h;
-        while (cache[i & (CACHE_SLOTS - 1)])
-            i++;
-        cache[i & (CACHE_SLOTS - 1)] = e;
-        cache_used++;
-        pthread_mutex_unlock(&cache_mu);
-        return e;
-    }
+    if (cache_used >= CACHE_MAX)
+        cache_flush();
+    uint32_t i = h;
+    while (cache[i & (CACHE_SLOTS - 1)])
+        i++;
+    cache[i & (CACHE_SLOTS - 1)] = e;
+    cache_used++;
+    e->cached = 1;
+    e->refs = 1;
     pthread_mutex_unlock(&cache_mu);
-    return e; /* the caller frees entries that are not cached: see release() */
+    return e;
 }
 
-static void release(const struct entry *e)
+static void release(struct entry *e)
 {
     pthread_mutex_lock(&cache_mu);
-    uint32_t h = key_hash(&e->key) & (CACHE_SLOTS - 1);
-    int cached = 0;
-    for (uint32_t i = 0; i < CACHE_SLOTS && cache[(h + i) & (CACHE_SLOTS - 1)] && !cached; i++)
-        cached = cache[(h + i) & (CACHE_SLOTS - 1)] == e;
+    int gone = --e->refs == 0 && !e->cached;
     pthread_mutex_unlock(&cache_mu);
-    if (!cached) {
-        dnnl_primitive_destroy(e->prim);
-        free((void *)e);
-    }
+    if (gone)
+        entry_destroy(e);
 }
 
 static int execute(const struct key *key, const void *a, const void *b, void *c, const float *bias, int threads,
@@ -265,7 +296,7 @@ static int execute(const struct key *kp, const void *a, const void *b, void *c, 
         return nlpd_error_set(err, NLPD_EINVAL, 0, "oneDNN CPU engine unavailable (status %d)", (int)engine_status);
     struct key key = *kp;
     const int m = key.m, n = key.n, k = key.k;
-    const struct entry *e = lookup(&key, err);
+    struct entry *e = lookup(&key, err);
     if (!e)
         return err ? err->code : NLPD_EINVAL;
     dnnl_memory_t ms = NULL, mw = NULL, mb = NULL, md = NULL;

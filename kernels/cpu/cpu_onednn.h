@@ -32,4 +32,7 @@ int nlpd_onednn_matmul_batched(int batch, int m, int n, int k, float scale, cons
                                const float *b, const long long sb[3], float *c, const long long sc[3], int threads,
                                struct nlpd_error *err);
 
+/* Primitives held by the shape cache now (at most 256: it is emptied when full). */
+int nlpd_onednn_cached(void);
+
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "tokenizer_internal.h"
+#include "grow.h"
 
 /* ------------------------------------------------------------------ token lists */
 
@@ -18,25 +19,10 @@ struct tlist {
     size_t n, ncap;
 };
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 16;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q)
-        return -1;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 /* Appends bytes to the last token of l. */
 static int tl_app(struct tlist *l, const char *s, size_t n)
 {
-    if (grow((void **)&l->buf, &l->cap, l->len + n + 1, 1) < 0)
+    if (nlpd_grow((void **)&l->buf, &l->cap, l->len + n + 1, 1) < 0)
         return -1;
     if (n)
         memcpy(l->buf + l->len, s, n);
@@ -48,13 +34,13 @@ static int tl_app(struct tlist *l, const char *s, size_t n)
 /* Starts a new (empty) token. */
 static int tl_new(struct tlist *l)
 {
-    if (grow((void **)&l->buf, &l->cap, l->len + 1, 1) < 0) /* buf is never NULL once a token exists */
+    if (nlpd_grow((void **)&l->buf, &l->cap, l->len + 1, 1) < 0) /* buf is never NULL once a token exists */
         return -1;
     size_t c = l->ncap;
-    if (grow((void **)&l->off, &c, l->n + 1, sizeof *l->off) < 0)
+    if (nlpd_grow((void **)&l->off, &c, l->n + 1, sizeof *l->off) < 0)
         return -1;
     c = l->ncap;
-    if (grow((void **)&l->tl, &c, l->n + 1, sizeof *l->tl) < 0)
+    if (nlpd_grow((void **)&l->tl, &c, l->n + 1, sizeof *l->tl) < 0)
         return -1;
     l->ncap = c;
     l->off[l->n] = l->len;
@@ -595,7 +581,7 @@ static int decode_tokens(const struct tdec *d, const char *const *toks, const si
         rc = run(d, &in, &out, &tmp);
         res = &out;
     }
-    if (rc == 0 && grow((void **)buf, cap, *len + res->len + 1, 1) < 0)
+    if (rc == 0 && nlpd_grow((void **)buf, cap, *len + res->len + 1, 1) < 0)
         rc = -1;
     if (rc == 0) {
         /* tokens are stored in order and contiguously, but a step may leave gaps: copy token by token */

@@ -6,6 +6,7 @@
 #include <utf8proc.h>
 
 #include "tokenizer_internal.h"
+#include "grow.h"
 
 struct seqtoks {
     int32_t *id;
@@ -24,21 +25,6 @@ struct nlpd_tok_scratch {
     uint32_t *b2c, *cpidx;
     size_t b2c_cap, cpidx_cap;
 };
-
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 64;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q)
-        return NLPD_ENOMEM;
-    *p = q;
-    *cap = c;
-    return 0;
-}
 
 static int seq_push(struct seqtoks *s, int32_t id, uint32_t os, uint32_t oe, uint16_t ws)
 {
@@ -162,8 +148,8 @@ static int model_segment(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch
     for (size_t p = 0; p < pieces->n; p++) {
         const struct tchar *pc = pieces->buf.c + pieces->off[p];
         size_t pn = pieces->len[p];
-        if (grow((void **)&sc->str, &sc->str_cap, pn * 4 + 1, 1) < 0 ||
-            grow((void **)&sc->b2c, &sc->b2c_cap, pn * 4 + 1, sizeof *sc->b2c) < 0)
+        if (nlpd_grow((void **)&sc->str, &sc->str_cap, pn * 4 + 1, 1) < 0 ||
+            nlpd_grow((void **)&sc->b2c, &sc->b2c_cap, pn * 4 + 1, sizeof *sc->b2c) < 0)
             return NLPD_ENOMEM;
         size_t nb = 0;
         for (size_t i = 0; i < pn; i++) {
@@ -313,7 +299,7 @@ static int out_reserve(struct nlpd_encoding *o, size_t need)
 /* Byte offset -> code point index for one text. */
 static int build_cpidx(struct nlpd_tok_scratch *sc, const char *text, size_t len)
 {
-    if (grow((void **)&sc->cpidx, &sc->cpidx_cap, len + 1, sizeof *sc->cpidx) < 0)
+    if (nlpd_grow((void **)&sc->cpidx, &sc->cpidx_cap, len + 1, sizeof *sc->cpidx) < 0)
         return NLPD_ENOMEM;
     uint32_t k = 0;
     for (size_t i = 0; i < len;) {

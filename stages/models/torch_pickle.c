@@ -2,6 +2,7 @@
  * every offset and length is checked before use, values live in an arena freed at the end, and the unpickler
  * only builds dicts, tuples, lists, scalars, strings and tensors. No pickle code is ever executed. */
 #include "torch_pickle.h"
+#include "grow.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -167,21 +168,6 @@ struct up {
     int legacy; /* torch's pre-1.6 format: storages follow the pickles, bound at the end */
 };
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 16;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q)
-        return -1;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 static int oom(struct up *u)
 {
     return nlpd_error_set(u->err, NLPD_ENOMEM, 0, "%s: out of memory", u->name);
@@ -189,7 +175,7 @@ static int oom(struct up *u)
 
 static struct pv *new_val(struct up *u, enum pk k)
 {
-    if (grow((void **)&u->arena, &u->arena_cap, u->na + 1, sizeof *u->arena) < 0)
+    if (nlpd_grow((void **)&u->arena, &u->arena_cap, u->na + 1, sizeof *u->arena) < 0)
         return NULL;
     struct pv *v = calloc(1, sizeof *v);
     if (v) {
@@ -201,7 +187,7 @@ static struct pv *new_val(struct up *u, enum pk k)
 
 static int push(struct up *u, struct pv *v)
 {
-    if (!v || grow((void **)&u->stack, &u->stack_cap, u->sp + 1, sizeof *u->stack) < 0)
+    if (!v || nlpd_grow((void **)&u->stack, &u->stack_cap, u->sp + 1, sizeof *u->stack) < 0)
         return oom(u);
     u->stack[u->sp++] = v;
     return 0;
@@ -209,7 +195,7 @@ static int push(struct up *u, struct pv *v)
 
 static int add_item(struct pv *c, struct pv *v)
 {
-    if (grow((void **)&c->items, &c->cap, c->n + 1, sizeof *c->items) < 0)
+    if (nlpd_grow((void **)&c->items, &c->cap, c->n + 1, sizeof *c->items) < 0)
         return -1;
     c->items[c->n++] = v;
     return 0;
@@ -374,7 +360,7 @@ static int unpickle(struct up *u, const unsigned char *p, size_t n, struct pv **
             i += 8;
             break;
         case '(': /* MARK */
-            if (grow((void **)&u->marks, &u->marks_cap, u->nm + 1, sizeof *u->marks) < 0)
+            if (nlpd_grow((void **)&u->marks, &u->marks_cap, u->nm + 1, sizeof *u->marks) < 0)
                 return oom(u);
             u->marks[u->nm++] = u->sp;
             break;
@@ -594,7 +580,7 @@ static int unpickle(struct up *u, const unsigned char *p, size_t n, struct pv **
                 if (u->sp == 0)
                     return bad(u, op_at, "stack underflow");
                 size_t old = u->memo_cap;
-                if (grow((void **)&u->memo, &u->memo_cap, base + 1, sizeof *u->memo) < 0)
+                if (nlpd_grow((void **)&u->memo, &u->memo_cap, base + 1, sizeof *u->memo) < 0)
                     return oom(u);
                 memset(u->memo + old, 0, (u->memo_cap - old) * sizeof *u->memo);
                 u->memo[base] = u->stack[u->sp - 1];

@@ -3,6 +3,7 @@
  * decomposition mapped), then the text is split into word tokens whose obfuscated forms (leetspeak, stretched
  * letters, @mentions) are looked up whole; entries in scripts without spaces are looked up as substrings. */
 #include "lexicon.h"
+#include "grow.h"
 
 #include <dirent.h>
 #include <jansson.h>
@@ -177,21 +178,6 @@ struct nlpd_lexicon_scratch {
     size_t allowed_cap;
 };
 
-static int grow(void **p, size_t *cap, size_t need, size_t size)
-{
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 64;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * size);
-    if (!q)
-        return NLPD_ENOMEM;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 struct nlpd_lexicon_scratch *nlpd_lexicon_scratch_new(void)
 {
     return calloc(1, sizeof(struct nlpd_lexicon_scratch));
@@ -264,7 +250,7 @@ static int normalise(struct nlpd_lexicon_scratch *s, const char *text, size_t le
             return n == UTF8PROC_ERROR_NOMEM ? NLPD_ENOMEM : NLPD_EINVAL;
         if ((size_t)n <= s->cp_cap)
             break;
-        if (grow((void **)&s->cp, &s->cp_cap, (size_t)n + 1, sizeof *s->cp))
+        if (nlpd_grow((void **)&s->cp, &s->cp_cap, (size_t)n + 1, sizeof *s->cp))
             return NLPD_ENOMEM;
     }
     size_t j = 0;
@@ -293,7 +279,7 @@ static int normalise(struct nlpd_lexicon_scratch *s, const char *text, size_t le
     if (n < 0)
         return NLPD_EINVAL;
     s->ncp = (size_t)n;
-    if (grow((void **)&s->cls, &s->cls_cap, s->ncp + 1, 1))
+    if (nlpd_grow((void **)&s->cls, &s->cls_cap, s->ncp + 1, 1))
         return NLPD_ENOMEM;
     unsigned char prev = C_SEP;
     for (size_t i = 0; i < s->ncp; i++) {
@@ -316,12 +302,12 @@ static int normalise(struct nlpd_lexicon_scratch *s, const char *text, size_t le
 static int key_reset(struct nlpd_lexicon_scratch *s)
 {
     s->klen = 0;
-    return grow((void **)&s->key, &s->kcap, 64, 1);
+    return nlpd_grow((void **)&s->key, &s->kcap, 64, 1);
 }
 
 static int key_put_cp(struct nlpd_lexicon_scratch *s, utf8proc_int32_t c)
 {
-    if (grow((void **)&s->key, &s->kcap, s->klen + 5, 1))
+    if (nlpd_grow((void **)&s->key, &s->kcap, s->klen + 5, 1))
         return NLPD_ENOMEM;
     s->klen += (size_t)utf8proc_encode_char(c, (utf8proc_uint8_t *)s->key + s->klen);
     return 0;
@@ -329,7 +315,7 @@ static int key_put_cp(struct nlpd_lexicon_scratch *s, utf8proc_int32_t c)
 
 static int key_put(struct nlpd_lexicon_scratch *s, const char *p, size_t n)
 {
-    if (grow((void **)&s->key, &s->kcap, s->klen + n + 1, 1))
+    if (nlpd_grow((void **)&s->key, &s->kcap, s->klen + n + 1, 1))
         return NLPD_ENOMEM;
     memcpy(s->key + s->klen, p, n);
     s->klen += n;
@@ -340,7 +326,7 @@ static int key_put(struct nlpd_lexicon_scratch *s, const char *p, size_t n)
 static long add_variant(struct nlpd_lexicon_scratch *s, size_t first, const utf8proc_int32_t *cp, size_t n)
 {
     size_t off = s->blen;
-    if (grow((void **)&s->buf, &s->bcap, s->blen + 4 * n + 1, 1))
+    if (nlpd_grow((void **)&s->buf, &s->bcap, s->blen + 4 * n + 1, 1))
         return NLPD_ENOMEM;
     for (size_t i = 0; i < n; i++)
         s->blen += (size_t)utf8proc_encode_char(cp[i], (utf8proc_uint8_t *)s->buf + s->blen);
@@ -354,7 +340,7 @@ static long add_variant(struct nlpd_lexicon_scratch *s, size_t first, const utf8
         s->blen = off;
         return (long)first;
     }
-    if (grow((void **)&s->vars, &s->var_cap, s->nvar + 1, sizeof *s->vars))
+    if (nlpd_grow((void **)&s->vars, &s->var_cap, s->nvar + 1, sizeof *s->vars))
         return NLPD_ENOMEM;
     s->vars[s->nvar].off = off;
     s->vars[s->nvar].len = len;
@@ -421,7 +407,7 @@ static int make_variants(struct nlpd_lexicon_scratch *s, struct tok *t, const ut
     size_t first = s->nvar;
     t->var = first;
     /* tmp holds: base (n), leet (n), collapsed (n) */
-    if (grow((void **)&s->tmp, &s->tmp_cap, 3 * n + 3, sizeof *s->tmp))
+    if (nlpd_grow((void **)&s->tmp, &s->tmp_cap, 3 * n + 3, sizeof *s->tmp))
         return NLPD_ENOMEM;
     long raw = add_variant(s, first, cp, n);
     if (raw < 0)
@@ -481,7 +467,7 @@ static int tokenise(struct nlpd_lexicon_scratch *s)
         size_t j = i;
         while (j < s->ncp && (s->cls[j] == C_WORD || s->cls[j] == C_SYM))
             j++;
-        if (grow((void **)&s->toks, &s->tok_cap, s->ntok + 1, sizeof *s->toks))
+        if (nlpd_grow((void **)&s->toks, &s->tok_cap, s->ntok + 1, sizeof *s->toks))
             return NLPD_ENOMEM;
         struct tok *t = &s->toks[s->ntok];
         t->start = i;
@@ -802,7 +788,7 @@ static int load_dir(struct nlpd_lexicon *lx, const char *dir, int depth, const s
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.')
             continue;
-        if (grow((void **)&names, &cap, n + 1, sizeof *names) || !(names[n] = strdup(de->d_name))) {
+        if (nlpd_grow((void **)&names, &cap, n + 1, sizeof *names) || !(names[n] = strdup(de->d_name))) {
             rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
             break;
         }
@@ -1084,7 +1070,7 @@ static int match_unspaced(struct match_ctx *m)
         any = s->cls[i] == C_UNSP;
     if (!any)
         return 0;
-    if (grow((void **)&s->seg, &s->seg_cap, s->ncp + 1, sizeof *s->seg))
+    if (nlpd_grow((void **)&s->seg, &s->seg_cap, s->ncp + 1, sizeof *s->seg))
         return NLPD_ENOMEM;
     size_t cap = s->seg_cap;
     unsigned char *sc = realloc(s->segcls, cap);
@@ -1135,7 +1121,7 @@ int nlpd_lexicon_match(const struct nlpd_lexicon *lx, struct nlpd_lexicon_scratc
     int rc = normalise(s, text, len);
     if (!rc)
         rc = tokenise(s);
-    if (!rc && grow((void **)&s->allowed, &s->allowed_cap, s->ntok + 1, 1))
+    if (!rc && nlpd_grow((void **)&s->allowed, &s->allowed_cap, s->ntok + 1, 1))
         rc = NLPD_ENOMEM;
     if (rc)
         return rc;

@@ -2,6 +2,7 @@
  * float32 softmax, per-token / per-word aggregation, B-/I- grouping, WordPiece decoding of words, and the
  * ignore_labels filter. Score arithmetic follows numpy (float32 pairwise sums, float64 division). */
 #include "ner_aggregate.h"
+#include "grow.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -91,24 +92,9 @@ int nlpd_ner_is_subword(const char *token, size_t token_len, int32_t start, int3
     return cp_count(token, token_len) != (size_t)(end - start);
 }
 
-static int reserve(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 16;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q)
-        return -1;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 static int append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
 {
-    if (reserve((void **)buf, cap, *len + n + 1, 1) < 0)
+    if (nlpd_grow((void **)buf, cap, *len + n + 1, 1) < 0)
         return -1;
     memcpy(*buf + *len, s, n);
     *len += n;
@@ -206,13 +192,13 @@ static void get_tag(const char *label, char *bi, const char **tag)
 static int push_ent(struct nlpd_ner_out *o, const char *group, float score, const char *const *toks, const size_t *lens,
                     size_t ntok, int raw, int32_t start, int32_t end, int32_t index)
 {
-    if (reserve((void **)&o->ents, &o->cap, o->n + 1, sizeof *o->ents) < 0)
+    if (nlpd_grow((void **)&o->ents, &o->cap, o->n + 1, sizeof *o->ents) < 0)
         return -1;
     size_t off = o->words_len;
     if (raw ? append(&o->words, &o->words_len, &o->words_cap, toks[0], lens[0]) < 0
             : decode(o, toks, lens, ntok, &o->words, &o->words_len, &o->words_cap) < 0)
         return -1;
-    if (!o->words && reserve((void **)&o->words, &o->words_cap, 1, 1) < 0)
+    if (!o->words && nlpd_grow((void **)&o->words, &o->words_cap, 1, 1) < 0)
         return -1;
     struct nlpd_ner_ent *e = &o->ents[o->n++];
     e->group = group;
@@ -230,10 +216,10 @@ static int ensure_toks(struct nlpd_ner_out *o, size_t n)
     if (n <= o->toks_cap)
         return 0;
     size_t c = o->toks_cap;
-    if (reserve((void **)&o->toks, &c, n, sizeof *o->toks) < 0)
+    if (nlpd_grow((void **)&o->toks, &c, n, sizeof *o->toks) < 0)
         return -1;
     c = o->toks_cap;
-    if (reserve((void **)&o->tlens, &c, n, sizeof *o->tlens) < 0)
+    if (nlpd_grow((void **)&o->tlens, &c, n, sizeof *o->tlens) < 0)
         return -1;
     o->toks_cap = c;
     return 0;
@@ -273,7 +259,7 @@ static int aggregate_word(const struct nlpd_ner_pre *pre, size_t a, size_t b, in
     } else {
         /* np.nanmean(np.stack(scores), axis=0): float32 row-by-row sums, float64 division by the count. */
         size_t c = o->acc_cap;
-        if (reserve((void **)&o->acc, &c, (size_t)nl, sizeof *o->acc) < 0)
+        if (nlpd_grow((void **)&o->acc, &c, (size_t)nl, sizeof *o->acc) < 0)
             return -1;
         o->acc_cap = c;
         for (int k = 0; k < nl; k++)
@@ -306,7 +292,7 @@ static int group_sub(const struct tent *t, size_t a, size_t b, const char *const
         return -1;
     /* np.nanmean of float32 scores: a float32 pairwise sum (reuse acc as its input). */
     size_t c = o->acc_cap;
-    if (reserve((void **)&o->acc, &c, n, sizeof *o->acc) < 0)
+    if (nlpd_grow((void **)&o->acc, &c, n, sizeof *o->acc) < 0)
         return -1;
     o->acc_cap = c;
     for (size_t i = 0; i < n; i++) {
@@ -326,7 +312,7 @@ int nlpd_ner_aggregate(const struct nlpd_ner_pre *pre, size_t n, const char *con
     o->tbuf_len = 0;
     if (n == 0)
         return 0;
-    if (reserve(&o->tmp, &o->tmp_cap, n, sizeof(struct tent)) < 0)
+    if (nlpd_grow(&o->tmp, &o->tmp_cap, n, sizeof(struct tent)) < 0)
         return -1;
     struct tent *t = o->tmp;
     size_t nt = 0;

@@ -21,8 +21,9 @@ made-up data). Environment:
   SOAK_SLOW_FACTOR    input rate over the slow pipeline's throughput (default 10)
   SOAK_MAX_INFLIGHT   flow.max_inflight of the slow scenario (default 500)
   SOAK_MAX_INFLIGHT_BYTES  flow.max_inflight_bytes of the slow scenario when nlpd has the key (default 8 MiB)
-  SOAK_RSS_OVERHEAD_MB the fixed RSS overhead allowed on top of what nlpd's bound accounts for (default 16:
-                      allocator and thread-arena slack). The bound: 3 x max_inflight_bytes (each record, its
+  SOAK_RSS_OVERHEAD_MB the fixed RSS overhead allowed on top of what nlpd's bound accounts for (default 48:
+                      16 of allocator and thread-arena slack, 32 for oneDNN's primitive cache, at most 256
+                      JIT-compiled products, which a decoder's ever-changing shapes fill). The bound: 3 x max_inflight_bytes (each record, its
                       decoded text, its output) + librdkafka's prefetch (a quarter of it, 1 to 64 MiB)
   SOAK_HUP_S          the SIGHUP scenario's length (default 60; a broken file every 5 s)
   SOAK_KAFKA_PROPERTIES  extra librdkafka properties for nlpd, "k=v,k=v" (for diagnosis)
@@ -54,7 +55,7 @@ REDIS_LAT_MS = float(ENV.get("SOAK_REDIS_LATENCY_MS", "2000"))
 SLOW_FACTOR = float(ENV.get("SOAK_SLOW_FACTOR", "10"))
 MAX_INFLIGHT = int(ENV.get("SOAK_MAX_INFLIGHT", "500"))
 MAX_INFLIGHT_BYTES = int(ENV.get("SOAK_MAX_INFLIGHT_BYTES", str(8 << 20)))
-RSS_OVERHEAD_MB = float(ENV.get("SOAK_RSS_OVERHEAD_MB", "16"))
+RSS_OVERHEAD_MB = float(ENV.get("SOAK_RSS_OVERHEAD_MB", "48"))
 HUP_S = float(ENV.get("SOAK_HUP_S", "60"))
 CORPUS = os.path.join(ROOT, "build/corpus/multilingual.txt")
 MODEL = "models/lid.176.ftz"

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cpu_onednn.h"
 #include "encoder.h"
 #include "harness.h"
 #include "nlpd_kernels.h"
@@ -399,6 +400,40 @@ static void test_fallback(void)
     CHECK(rc == 0);
 }
 
+/* Every batch brings new shapes (rows, padded lengths): the primitive cache stays bounded, and a product whose
+ * primitive was flushed while another shape replaced it still computes the right thing. */
+static void test_primitive_cache_bounded(void)
+{
+    const int n = 24, k = 16, rows = 700;
+    float *a = malloc((size_t)rows * k * sizeof(float)), *b = malloc((size_t)k * n * sizeof(float));
+    float *c = malloc((size_t)rows * n * sizeof(float));
+    for (int i = 0; i < rows * k; i++)
+        a[i] = (float)((i * 7) % 13) - 6.0f;
+    for (int i = 0; i < k * n; i++)
+        b[i] = (float)((i * 5) % 11) - 5.0f;
+    int bad = 0, most = 0;
+    struct nlpd_error err = {0};
+    for (int m = 1; m <= rows; m++) { /* 700 shapes: the cache is emptied twice */
+        if (nlpd_onednn_matmul(NLPD_ONEDNN_F32, m, n, k, a, k, b, n, 0, c, n, NULL, NLPD_ACT_NONE, 1, &err)) {
+            bad++;
+            continue;
+        }
+        int r = m - 1; /* the last row, exact in float (small integers) */
+        for (int j = 0; j < n; j++) {
+            float want = 0;
+            for (int l = 0; l < k; l++)
+                want += a[r * k + l] * b[l * n + j];
+            bad += c[r * n + j] != want;
+        }
+        most = nlpd_onednn_cached() > most ? nlpd_onednn_cached() : most;
+    }
+    CHECK(bad == 0);
+    CHECK(most > 0 && most <= 256);
+    free(a);
+    free(b);
+    free(c);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--fallback")) {
@@ -413,5 +448,6 @@ int main(int argc, char **argv)
     RUN(test_encoder_int8);
     RUN(test_encoder_bf16);
     RUN(test_fallback);
+    RUN(test_primitive_cache_bounded);
     return TEST_REPORT();
 }

@@ -1,0 +1,26 @@
+/* Array growth (see grow.h). */
+#include "grow.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "nlpd_error.h"
+
+int nlpd_grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    if (elem == 0 || need > SIZE_MAX / elem)
+        return NLPD_ENOMEM;
+    size_t c = *cap ? *cap : 16;
+    while (c < need)
+        c = c > SIZE_MAX / 2 ? need : c * 2;
+    if (c > SIZE_MAX / elem)
+        c = need;
+    void *q = realloc(*p, c * elem);
+    if (!q)
+        return NLPD_ENOMEM;
+    *p = q;
+    *cap = c;
+    return 0;
+}
