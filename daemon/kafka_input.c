@@ -107,6 +107,8 @@ void nlpd_kd_on_pipeline_space(void *user)
     nlpd_kd_wake(user);
 }
 
+/* ---- offsets ---- */
+
 static void add_offset(const char *topic, int32_t partition, int64_t offset, void *user)
 {
     rd_kafka_topic_partition_list_add(user, topic, partition)->offset = offset;

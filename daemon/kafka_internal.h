@@ -63,18 +63,18 @@ struct kbatch {
 enum flow_reason { FLOW_RECORDS, FLOW_BYTES, FLOW_PIPELINE, FLOW_PRODUCER, FLOW_DRAINING, FLOW_NREASONS };
 extern const char *const nlpd_kd_flow_reason_names[];
 
+/* The daemon's state, grouped by the file that writes it; /metrics (kafka_metrics.c) reads much of it. Everything
+ * belongs to the event-loop thread except what says otherwise (lock, atomics). */
 struct nlpd_daemon {
+    /* The running generation (swapped by kafka_reload.c) */
     const struct nlpd_config *cfg; /* gen->cfg */
     struct nlpd_pipeline *p;       /* gen->p */
     struct kgen *gen;              /* current */
     struct kgen *retired;          /* replaced by a reload, with records still in flight */
-    size_t batches_out;            /* closed (held or submitted), not yet back in nlpd_kd_process_done() */
-    /* Closed batches the pipeline's queue had no room for, in order: the loop never waits on a worker. */
-    struct kbatch *held_head, *held_tail;
-    size_t nheld;
 
-    /* SIGHUP reload: a thread loads and checks the file and builds the new pipeline (models included) while the
-     * old one keeps running; then the loop stops polling, lets the old pipeline finish its batches, and swaps. */
+    /* kafka_reload.c: SIGHUP reload: a thread loads and checks the file and builds the new pipeline (models
+     * included) while the old one keeps running; then the loop stops polling, lets the old pipeline finish its
+     * batches, and swaps. */
     struct {
         pthread_t thread;
         int running;  /* the thread was started and not yet joined */
@@ -90,57 +90,66 @@ struct nlpd_daemon {
         int last_ok;
     } rl;
 
+    /* kafka.c: clients, event loop, lifecycle (kafka_embedded.c sets mock_rk, mock and bootstraps) */
     rd_kafka_t *mock_rk;
     rd_kafka_mock_cluster_t *mock;
     char *bootstraps;
     rd_kafka_t *consumer, *producer;
     rd_kafka_queue_t *cq, *pq;
-
     struct event_base *base;
     struct event *cq_ev, *pq_ev, *wake_ev, *batch_timer, *tick, *more_ev, *sigterm_ev, *sigint_ev, *sighup_ev;
     int cq_pipe[2], pq_pipe[2], wake_pipe[2];
-
     pthread_mutex_t lock; /* guards done_head/tail and stop_requested */
-    struct kbatch *done_head, *done_tail;
     int stop_requested;
+    int draining, fatal, subscribed;
+    int consumer_hung;   /* a close that missed the shutdown deadline still runs: leave the consumer alone */
+    int closing;         /* nlpd_daemon_free: delivery reports only release their records */
+    int abandon;         /* workers skip the stages of batches still queued (atomic): the daemon is going */
+    struct guard *guard; /* bounds the shutdown (nlpd_daemon_run to nlpd_daemon_free) */
+    double drain_deadline;
+    rd_kafka_resp_err_t last_error; /* logged once per change (also by kafka_input.c) */
+    double t_start;
+    double watchdog_every, next_watchdog, last_status; /* systemd: seconds */
+    uint64_t status_consumed;
+    struct nlpd_http *http;
 
+    /* kafka_input.c: consuming, batches, flow control, offsets */
     struct kbatch *cur;
+    size_t batches_out; /* closed (held or submitted), not yet back in nlpd_kd_process_done() */
+    /* Closed batches the pipeline's queue had no room for, in order: the loop never waits on a worker. */
+    struct kbatch *held_head, *held_tail;
+    size_t nheld;
+    struct kbatch *done_head, *done_tail; /* under lock: finished by the workers */
     struct nlpd_offsets *offsets;
-    size_t inflight;
+    size_t inflight;         /* consumed, not yet delivered (kafka_output.c counts them down) */
     uint64_t inflight_bytes; /* values and keys of the records in flight (flow.max_inflight_bytes) */
     unsigned flow_why;       /* FLOW_* bits: why the input is paused */
     double held_since;       /* when closed batches filled the hold (a slow pipeline) and polling stopped; 0: not */
     uint64_t flow_pauses[FLOW_NREASONS];
-    struct kitem *pending_head, *pending_tail; /* produce refused (queue full): retried in order */
-    int paused, draining, fatal, subscribed;
-    int assigned;         /* partitions currently assigned; read from other threads (atomic) */
-    int consumer_hung;    /* a close that missed the shutdown deadline still runs: leave the consumer alone */
-    int closing;          /* nlpd_daemon_free: delivery reports only release their records */
-    int abandon;          /* workers skip the stages of batches still queued (atomic): the daemon is going */
-    size_t max_msg;       /* the producer's message.max.bytes */
-    uint64_t dlq_refused; /* records skipped: not even a truncated dead letter was accepted */
-    struct guard *guard;  /* bounds the shutdown (nlpd_daemon_run to nlpd_daemon_free) */
-    uint64_t acked;       /* records delivered (output or dead letter); read from other threads (atomic) */
-    double t_first_in;    /* when the first record was consumed */
-    double drain_deadline;
-    rd_kafka_resp_err_t last_error; /* logged once per change */
-    int warned_route;
-
-    struct nlpd_daemon_stats stats;
-    struct nlpd_latency_sample lat; /* end to end, for the summary */
-    double t_start;
-    double watchdog_every, next_watchdog, last_status; /* systemd: seconds */
-    struct nlpd_http *http;
-    struct nlpd_histogram e2e_ms;   /* record timestamp -> broker ack of its output */
+    int paused;
+    int assigned;                   /* partitions currently assigned; read from other threads (atomic) */
+    double t_first_in;              /* when the first record was consumed */
     struct nlpd_histogram queue_ms; /* consumed -> a worker starts its batch */
+
+    /* kafka_output.c: producing, delivery reports, dead letters */
+    struct kitem *pending_head, *pending_tail; /* produce refused (queue full): retried in order */
+    size_t max_msg;                            /* the producer's message.max.bytes */
+    uint64_t dlq_refused;                      /* records skipped: not even a truncated dead letter was accepted */
+    uint64_t acked; /* records delivered (output or dead letter); read from other threads (atomic) */
+    int warned_route;
+    struct nlpd_latency_sample lat;   /* end to end, for the summary */
+    struct nlpd_histogram e2e_ms;     /* record timestamp -> broker ack of its output */
+    struct nlpd_label_counts dead_by; /* by the failing stage ("input", "output", a stage name) */
+
+    struct nlpd_daemon_stats stats; /* consumed: kafka_input.c; produced and the rest: kafka_output.c */
+
+    /* kafka_metrics.c: consumer lag per assigned partition, from librdkafka's statistics */
     struct {
         char topic[128];
         int32_t partition;
         int64_t lag;
-    } lag[256]; /* consumer lag per assigned partition, from librdkafka's statistics */
+    } lag[256];
     size_t nlag;
-    struct nlpd_label_counts dead_by; /* by the failing stage ("input", "output", a stage name) */
-    uint64_t status_consumed;
 };
 
 static inline int64_t wall_ms(void)

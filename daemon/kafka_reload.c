@@ -15,6 +15,8 @@
 
 const char *const nlpd_kd_reload_result_names[] = {"applied", "invalid", "restart_required", "failed"};
 
+/* ---- generations ---- */
+
 void nlpd_kd_gen_free(struct kgen *g)
 {
     if (!g)
