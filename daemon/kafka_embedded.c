@@ -1,0 +1,37 @@
+/* The embedded broker (kafka.brokers = "embedded"): an in-process librdkafka mock cluster with the configured
+ * topics, for demos and tests. */
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kafka_internal.h"
+#include "log.h"
+
+int nlpd_kd_start_embedded(struct nlpd_daemon *d, struct nlpd_error *err)
+{
+    char why[512];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(c, nlpd_kd_log_cb);
+    d->mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, why, sizeof why);
+    if (!d->mock_rk)
+        return nlpd_error_set(err, NLPD_EFATAL, 0, "embedded broker: %s", why);
+    d->mock = rd_kafka_mock_cluster_new(d->mock_rk, 1);
+    if (!d->mock)
+        return nlpd_error_set(err, NLPD_EFATAL, 0, "embedded broker: cannot start the mock cluster");
+    const struct nlpd_kafka_conf *k = &d->cfg->kafka;
+    int parts = (int)k->embedded_partitions;
+    for (size_t i = 0; i < k->input_topics.n; i++)
+        if (k->input_topics.items[i][0] != '^')
+            rd_kafka_mock_topic_create(d->mock, k->input_topics.items[i], parts, 1);
+    rd_kafka_mock_topic_create(d->mock, k->output_topic, parts, 1);
+    rd_kafka_mock_topic_create(d->mock, k->dlq_topic, parts, 1);
+    if (k->flagged_topic)
+        rd_kafka_mock_topic_create(d->mock, k->flagged_topic, parts, 1);
+    d->bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(d->mock));
+    nlpd_log(NLPD_LOG_NOTICE, "kafka",
+             "embedded broker at %s: an in-process mock cluster that keeps nothing on disk; for demos and tests, "
+             "never production",
+             d->bootstraps);
+    return 0;
+}
