@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <utf8proc.h>
 
 double nlpd_now(void)
 {
@@ -342,17 +343,9 @@ static int string_equals(const char *p, const char *end, const char *key, size_t
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                     p += 6;
                 }
-                if (cp < 0x80) {
-                    utf8[0] = (char)cp;
-                } else if (cp < 0x800) {
-                    utf8[0] = (char)(0xC0 | cp >> 6), utf8[1] = (char)(0x80 | (cp & 0x3F)), m = 2;
-                } else if (cp < 0x10000) {
-                    utf8[0] = (char)(0xE0 | cp >> 12), utf8[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                    utf8[2] = (char)(0x80 | (cp & 0x3F)), m = 3;
-                } else {
-                    utf8[0] = (char)(0xF0 | cp >> 18), utf8[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-                    utf8[2] = (char)(0x80 | ((cp >> 6) & 0x3F)), utf8[3] = (char)(0x80 | (cp & 0x3F)), m = 4;
-                }
+                m = (size_t)utf8proc_encode_char((utf8proc_int32_t)cp, (utf8proc_uint8_t *)utf8);
+                if (m == 0) /* a malformed surrogate pair (beyond U+10FFFF): no key can match */
+                    return 0;
                 break;
             default: utf8[0] = e; break; /* \" \\ \/ */
             }
