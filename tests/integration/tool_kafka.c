@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kafka_assign_all.h"
+
 static volatile sig_atomic_t stop;
 
 static void on_signal(int sig)
@@ -380,32 +382,8 @@ static int cmd_consume(int argc, char **argv)
         fprintf(stderr, "tool_kafka: %s\n", why);
         return 1;
     }
-    /* The partition count, from metadata (retried while the brokers start). */
-    int nparts = 0;
-    while (!nparts && now_s() < deadline && !stop) {
-        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-        const struct rd_kafka_metadata *md = NULL;
-        if (rd_kafka_metadata(rk, 0, rkt, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            if (md->topic_cnt == 1 && !md->topics[0].err)
-                nparts = md->topics[0].partition_cnt;
-            rd_kafka_metadata_destroy(md);
-        }
-        rd_kafka_topic_destroy(rkt);
-        if (!nparts)
-            usleep(200000);
-    }
+    int nparts = kafka_assign_all(rk, topic, deadline, &stop, "tool_kafka");
     if (!nparts) {
-        fprintf(stderr, "tool_kafka: no metadata for topic %s\n", topic);
-        rd_kafka_destroy(rk);
-        return 1;
-    }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(nparts);
-    for (int p = 0; p < nparts; p++)
-        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_resp_err_t ae = rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (ae) {
-        fprintf(stderr, "tool_kafka: assign: %s\n", rd_kafka_err2str(ae));
         rd_kafka_destroy(rk);
         return 1;
     }
