@@ -20,7 +20,7 @@ endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-INCLUDES := -Idaemon -Istages -Istages/models -Ikernels -Ikernels/cpu
+INCLUDES := -Icommon -Idaemon -Istages -Istages/models -Ikernels -Ikernels/cpu
 CFLAGS   ?= $(OPT)
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 -Wvla \
             -fno-strict-aliasing -pthread -MMD -MP $(SANFLAGS) $(INCLUDES) $(PKG_CFLAGS)
@@ -30,7 +30,7 @@ CFLAGS   += -fopenmp
 LDFLAGS  += -fopenmp
 LDLIBS   += $(PKG_LIBS) -ldnnl -lm
 
-LIB_SRC  := $(wildcard kernels/*.c kernels/cpu/*.c stages/models/*.c stages/*/*.c) \
+LIB_SRC  := $(wildcard common/*.c kernels/*.c kernels/cpu/*.c stages/models/*.c stages/*/*.c) \
             $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 LIB_SRC  := $(sort $(LIB_SRC))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -58,10 +58,10 @@ CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib))
 CUDA_ARCH   ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
                -gencode arch=compute_90,code=compute_90
 NVCCFLAGS   ?= -O2 -g
-NVCCFLAGS   += -std=c++17 $(CUDA_ARCH) -Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra -Ikernels -Ikernels/cuda \
+NVCCFLAGS   += -std=c++17 $(CUDA_ARCH) -Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra -Icommon -Ikernels -Ikernels/cuda \
                -MMD -MP
 CUDA_SRC := $(wildcard kernels/cuda/*.cu)
-CUDA_OBJ := $(CUDA_SRC:%.cu=build/cuda/%.o) build/cuda/kernels/nlpd_error.o
+CUDA_OBJ := $(CUDA_SRC:%.cu=build/cuda/%.o) build/cuda/common/nlpd_error.o
 CUDA_LIB := build/libnlpd_cuda.so
 ifeq ($(CUDA)$(SANITIZE),10)
 CUDA_ALL := $(CUDA_LIB)
@@ -106,9 +106,9 @@ build/cuda/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
-build/cuda/kernels/nlpd_error.o: kernels/nlpd_error.c
+build/cuda/common/nlpd_error.o: common/nlpd_error.c
 	@mkdir -p $(dir $@)
-	$(CC) $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -MMD -MP -Ikernels -c -o $@ $<
+	$(CC) $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -MMD -MP -Icommon -c -o $@ $<
 
 $(CUDA_LIB): $(CUDA_OBJ)
 	$(NVCC) -shared -o $@ $^ -cudart shared $(if $(CUDA_LIBDIR),-L$(CUDA_LIBDIR) -Xlinker -rpath -Xlinker $(CUDA_LIBDIR)) \

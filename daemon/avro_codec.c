@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nlpd_util.h"
+
 struct nlpd_avro_out {
     avro_schema_t schema;
     avro_value_iface_t *iface;
@@ -22,30 +24,8 @@ struct nlpd_avro_in {
 
 static char *read_file(const char *path, size_t *len, struct nlpd_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        nlpd_error_set(err, NLPD_EIO, 0, "%s: cannot open: %m", path);
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t cap = 0, n = 0, r;
-    do {
-        if (n + 4096 > cap) {
-            char *nb = realloc(buf, cap = cap * 2 + 8192);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
-                return NULL;
-            }
-            buf = nb;
-        }
-        r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-    } while (r > 0);
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
+    char *buf;
+    nlpd_util_read_file(path, (size_t)16 << 20, &buf, len, err);
     return buf;
 }
 

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nlpd_util.h"
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "fastText model files are little-endian; this loader reads them in place"
 #endif
@@ -22,6 +24,7 @@
 #define FT_MODEL_SUP 3
 #define FT_LABEL_PREFIX "__label__"
 #define FT_EOS "</s>"
+#define FT_MAX_FILE ((size_t)8 << 30) /* read whole; a bound against a device or a runaway file */
 
 /* Product quantiser: nsubq sub-vectors of dsub floats (the last one lastdsub), 256 centroids each. */
 struct pq {
@@ -710,37 +713,10 @@ struct nlpd_ft_model *nlpd_ft_load_mem(const void *data, size_t size, const char
 
 struct nlpd_ft_model *nlpd_ft_load(const char *path, struct nlpd_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        nlpd_error_set(err, NLPD_EIO, 0, "%s: cannot open: %s", path, strerror(errno));
+    char *buf;
+    size_t len;
+    if (nlpd_util_read_file(path, FT_MAX_FILE, &buf, &len, err))
         return NULL;
-    }
-    uint8_t *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 1 << 20;
-            uint8_t *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory reading file", path);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0)
-            break;
-    }
-    int ioerr = ferror(f);
-    fclose(f);
-    if (ioerr) {
-        free(buf);
-        nlpd_error_set(err, NLPD_EIO, 0, "%s: read error", path);
-        return NULL;
-    }
     struct nlpd_ft_model *m = nlpd_ft_load_mem(buf, len, path, err);
     free(buf);
     return m;

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nlpd_util.h"
+
 #define LABELS_MAX 100000
 
 static int copy_name(char *dst, json_t *v)
@@ -217,39 +219,12 @@ int nlpd_hf_config_parse(const char *json, size_t len, const char *name, struct 
 int nlpd_hf_config_load(const char *path, struct nlpd_hf_config *cfg, struct nlpd_error *err)
 {
     memset(cfg, 0, sizeof *cfg);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return nlpd_error_set(err, errno == ENOENT ? NLPD_ENOTFOUND : NLPD_EIO, 0, "%s: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            if (cap >= (16u << 20)) {
-                free(buf);
-                fclose(f);
-                return nlpd_error_set(err, NLPD_ERANGE, 0, "%s: over 16 MB", path);
-            }
-            cap = cap ? cap * 2 : 8192;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", path);
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return nlpd_error_set(err, NLPD_EIO, 0, "%s: read error", path);
-    }
-    int rc = nlpd_hf_config_parse(buf, len, path, cfg, err);
+    char *buf;
+    size_t len;
+    int rc = nlpd_util_read_file(path, (size_t)16 << 20, &buf, &len, err);
+    if (rc)
+        return rc;
+    rc = nlpd_hf_config_parse(buf, len, path, cfg, err);
     free(buf);
     return rc;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "protobuf.h"
+#include "nlpd_util.h"
 
 #define SPM_MAX_FILE ((size_t)1 << 30)
 #define SPM_MAX_PIECES ((size_t)1 << 24)
@@ -610,40 +611,16 @@ struct nlpd_spm *nlpd_spm_load_mem(const void *data, size_t len, const char *nam
 
 struct nlpd_spm *nlpd_spm_load(const char *path, struct nlpd_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        nlpd_error_set(err, NLPD_EIO, 0, "%s: cannot open: %s", path, strerror(errno));
+    char *buf;
+    size_t len;
+    if (nlpd_util_read_file(path, SPM_MAX_FILE, &buf, &len, err))
         return NULL;
-    }
-    struct sbuf b = {0};
-    char chunk[65536];
-    size_t got;
-    int bad = 0;
-    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (b.n + got > SPM_MAX_FILE) {
-            bad = NLPD_ERANGE;
-            break;
-        }
-        if (sbuf_add(&b, chunk, got) < 0) {
-            bad = NLPD_ENOMEM;
-            break;
-        }
-    }
-    if (!bad && ferror(f))
-        bad = NLPD_EIO;
-    fclose(f);
     struct nlpd_spm *m = NULL;
-    if (bad == NLPD_ERANGE)
-        nlpd_error_set(err, bad, 0, "%s: larger than %zu bytes", path, SPM_MAX_FILE);
-    else if (bad == NLPD_ENOMEM)
-        nlpd_error_set(err, bad, 0, "%s: out of memory", path);
-    else if (bad)
-        nlpd_error_set(err, bad, 0, "%s: read error", path);
-    else if (b.n == 0)
+    if (len == 0)
         nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: empty file, not a sentencepiece model", path);
     else
-        m = nlpd_spm_load_mem(b.p, b.n, path, err);
-    free(b.p);
+        m = nlpd_spm_load_mem(buf, len, path, err);
+    free(buf);
     return m;
 }
 

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "protobuf.h"
+#include "nlpd_util.h"
 #include "tokenizer_internal.h"
 
 #define MAX_FILE (1u << 30)
@@ -43,48 +44,10 @@ static char *read_all(const char *dir, const char *name, size_t *len, struct nlp
         nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", name);
         return NULL;
     }
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        nlpd_error_set(err, NLPD_EIO, 0, "%s: cannot open: %s", path, strerror(errno));
-        free(path);
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n + 65536 + 1 > cap) {
-            cap = cap ? cap * 2 : 65536 * 2;
-            if (cap > MAX_FILE) {
-                nlpd_error_set(err, NLPD_ERANGE, 0, "%s: file too large", path);
-                goto fail;
-            }
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", path);
-                goto fail;
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) {
-            if (ferror(f)) {
-                nlpd_error_set(err, NLPD_EIO, 0, "%s: read error", path);
-                goto fail;
-            }
-            break;
-        }
-    }
-    fclose(f);
+    char *buf;
+    nlpd_util_read_file(path, MAX_FILE, &buf, len, err);
     free(path);
-    buf[n] = 0;
-    *len = n;
     return buf;
-fail:
-    fclose(f);
-    free(buf);
-    free(path);
-    return NULL;
 }
 
 /* ------------------------------------------------------------------ tokenizer_config.json & co */

@@ -8,6 +8,10 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "nlpd_util.h"
+
+#define GAZ_MAX_FILE ((size_t)1 << 30)
+
 struct nlpd_gazetteer {
     char *arena; /* names, each NUL-terminated */
     size_t arena_len, arena_cap;
@@ -189,38 +193,10 @@ oom:
 
 struct nlpd_gazetteer *nlpd_gazetteer_load(const char *path, struct nlpd_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        nlpd_error_set(err, NLPD_EIO, 0, "%s: %s", path, strerror(errno));
+    char *buf;
+    size_t len;
+    if (nlpd_util_read_file(path, GAZ_MAX_FILE, &buf, &len, err))
         return NULL;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 65536 > cap) {
-            size_t c = cap ? cap * 2 : 1 << 20;
-            char *b = realloc(buf, c);
-            if (!b) {
-                free(buf);
-                fclose(f);
-                nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", path);
-                return NULL;
-            }
-            buf = b;
-            cap = c;
-        }
-        size_t r = fread(buf + len, 1, cap - len, f);
-        len += r;
-        if (r == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        nlpd_error_set(err, NLPD_EIO, 0, "%s: read error", path);
-        return NULL;
-    }
     struct nlpd_gazetteer *g = nlpd_gazetteer_load_mem(buf, len, path, err);
     free(buf);
     return g;

@@ -123,6 +123,9 @@ static void wrong_output_schema(void)
     CHECK_STR_CONTAINS(err.message, "does not have the shape of the enriched record");
     CHECK(nlpd_avro_out_new("/nonexistent.avsc", 0, &err) == NULL);
     CHECK_STR_CONTAINS(err.message, "cannot open");
+    /* a directory opens but does not read: said as such, not passed on as an empty schema */
+    CHECK(nlpd_avro_out_new("/tmp", 0, &err) == NULL);
+    CHECK_STR_CONTAINS(err.message, "/tmp: read error");
     f = fopen("/tmp/nlpd-test-wrong.avsc", "w");
     fputs("{\"type\":\"recrd\"}", f);
     fclose(f);

@@ -427,7 +427,7 @@ static void test_header_checks(void)
     }
     struct nlpd_error err = {0};
     CHECK(nlpd_ft_load("/nonexistent/model.bin", &err) == NULL);
-    CHECK(err.code == NLPD_EIO);
+    CHECK(err.code == NLPD_ENOTFOUND);
     CHECK_STR_CONTAINS(err.message, "/nonexistent/model.bin");
 }
 

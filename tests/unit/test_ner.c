@@ -332,7 +332,7 @@ static void test_gazetteer(void)
     g = nlpd_gazetteer_load_mem(adm, sizeof adm - 1, "adm", &err);
     CHECK(g && nlpd_gazetteer_size(g) == 1 && nlpd_gazetteer_contains(g, "Sant Juli\xc3\xa0 de Loria", 20));
     nlpd_gazetteer_free(g);
-    CHECK(nlpd_gazetteer_load("/nonexistent/x.tsv", &err) == NULL && err.code == NLPD_EIO);
+    CHECK(nlpd_gazetteer_load("/nonexistent/x.tsv", &err) == NULL && err.code == NLPD_ENOTFOUND);
 }
 
 int main(void)

@@ -243,7 +243,7 @@ static void test_errors(void)
     CHECK(nlpd_spm_load_mem("", 0, "e.model", &err) == NULL);
     CHECK_STR_CONTAINS(err.message, "e.model");
     CHECK(nlpd_spm_load("/nonexistent/x.spm", &err) == NULL);
-    CHECK(err.code == NLPD_EIO);
+    CHECK(err.code == NLPD_ENOTFOUND);
     CHECK_STR_CONTAINS(err.message, "/nonexistent/x.spm");
     char tmp[] = "/tmp/nlpd-spm-XXXXXX";
     int fd = mkstemp(tmp);

@@ -1,5 +1,5 @@
 /* Error codes and the caller-owned error detail struct shared by every layer.
- * Lives in kernels/ because that is the lowest layer: everything may include it. */
+ * Lives in common/, the lowest layer: everything may include it. */
 #ifndef NLPD_ERROR_H
 #define NLPD_ERROR_H
 
