@@ -11,14 +11,14 @@
 #include "json_out.h"
 #include "marian.h"
 #include "marian_tok.h"
+#include "nlpd_util.h"
 
 #define BATCH_MAX 1024
 
 int nlpd_cmd_is_seq2seq(const char *model_dir)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", model_dir);
-    json_t *j = json_load_file(path, 0, NULL);
+    json_t *j;
+    nlpd_util_load_json(model_dir, "config.json", NLPD_UTIL_JSON_OPTIONAL, &j, NULL);
     json_t *mt = json_object_get(j, "model_type");
     int yes = json_is_string(mt) && !strcmp(json_string_value(mt), "marian");
     json_decref(j);

@@ -1,13 +1,12 @@
 /* The Marian (OPUS-MT) tokenizer: see marian_tok.h for the transformers v4.47 semantics followed. */
 #include "marian_tok.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "nlpd_util.h"
 #include "spm.h"
 
 static const char kSpace[] = "\xe2\x96\x81";
@@ -170,35 +169,6 @@ static char *path_join(const char *dir, const char *name)
     return p;
 }
 
-/* Loads dir/name as JSON: NULL with *rc 0 when the file is absent and optional, else NULL with an error. */
-static json_t *load_json(const char *dir, const char *name, int optional, int *rc, struct nlpd_error *err)
-{
-    *rc = 0;
-    char *p = path_join(dir, name);
-    if (!p) {
-        *rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
-        return NULL;
-    }
-    struct stat st;
-    if (stat(p, &st) != 0) {
-        if (!optional)
-            *rc = nlpd_error_set(err, NLPD_ENOTFOUND, 0, "%s: %s", p, strerror(errno));
-        free(p);
-        return NULL;
-    }
-    json_error_t je;
-    json_t *j = json_load_file(p, 0, &je);
-    if (!j)
-        *rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s:%d: %s", p, je.line, je.text);
-    else if (!json_is_object(j)) {
-        *rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: not a JSON object", p);
-        json_decref(j);
-        j = NULL;
-    }
-    free(p);
-    return j;
-}
-
 /* A special token's content: a string or an AddedToken dict {"content": ...}. */
 static const char *tok_content(json_t *v)
 {
@@ -325,15 +295,15 @@ struct nlpd_marian_tok *nlpd_marian_tok_load(const char *dir, struct nlpd_error 
         nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
         return NULL;
     }
-    cfg = load_json(dir, "tokenizer_config.json", 1, &rc, err);
+    rc = nlpd_util_load_json(dir, "tokenizer_config.json", NLPD_UTIL_JSON_OPTIONAL, &cfg, err);
     if (!rc)
-        map = load_json(dir, "special_tokens_map.json", 1, &rc, err);
+        rc = nlpd_util_load_json(dir, "special_tokens_map.json", NLPD_UTIL_JSON_OPTIONAL, &map, err);
     if (!rc)
-        vocab = load_json(dir, "vocab.json", 0, &rc, err);
+        rc = nlpd_util_load_json(dir, "vocab.json", 0, &vocab, err);
     if (rc)
         goto fail;
     int separate = cfg && json_is_true(json_object_get(cfg, "separate_vocabs"));
-    if (separate && !(tvocab = load_json(dir, "target_vocab.json", 0, &rc, err)))
+    if (separate && (rc = nlpd_util_load_json(dir, "target_vocab.json", 0, &tvocab, err)))
         goto fail;
     t->model_max_length = 512;
     json_t *mml = cfg ? json_object_get(cfg, "model_max_length") : NULL;

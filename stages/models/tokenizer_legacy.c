@@ -57,36 +57,14 @@ struct config {
     size_t model_max_length;
 };
 
-static json_t *load_json_file(const char *dir, const char *name, struct nlpd_error *err, int *rc)
-{
-    if (!file_exists(dir, name))
-        return NULL;
-    size_t len;
-    char *s = read_all(dir, name, &len, err);
-    if (!s) {
-        *rc = NLPD_EIO;
-        return NULL;
-    }
-    json_error_t je;
-    json_t *j = json_loadb(s, len, 0, &je);
-    free(s);
-    if (!j || !json_is_object(j)) {
-        *rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: invalid JSON (line %d: %s)", name, je.line,
-                             j ? "expected an object" : je.text);
-        json_decref(j);
-        return NULL;
-    }
-    return j;
-}
-
 static int config_load(const char *dir, struct config *c, struct nlpd_error *err)
 {
     int rc = 0;
     memset(c, 0, sizeof *c);
-    c->cfg = load_json_file(dir, "tokenizer_config.json", err, &rc);
+    rc = nlpd_util_load_json(dir, "tokenizer_config.json", NLPD_UTIL_JSON_OPTIONAL, &c->cfg, err);
     if (rc < 0)
         return rc;
-    c->map = load_json_file(dir, "special_tokens_map.json", err, &rc);
+    rc = nlpd_util_load_json(dir, "special_tokens_map.json", NLPD_UTIL_JSON_OPTIONAL, &c->map, err);
     if (rc < 0)
         return rc;
     json_t *m = c->cfg ? json_object_get(c->cfg, "model_max_length") : NULL;
@@ -431,10 +409,10 @@ out:
 
 static int load_roberta(const char *dir, struct nlpd_tokenizer *t, const struct config *c, struct nlpd_error *err)
 {
-    int rc = 0;
-    json_t *v = load_json_file(dir, "vocab.json", err, &rc);
-    if (!v)
-        return rc < 0 ? rc : nlpd_error_set(err, NLPD_EIO, 0, "vocab.json: missing");
+    json_t *v;
+    int rc = nlpd_util_load_json(dir, "vocab.json", 0, &v, err);
+    if (rc)
+        return rc;
     struct tmodel *m = &t->model;
     m->type = TM_BPE;
     m->unk_id = -1;

@@ -12,6 +12,7 @@
 #include "hf_classify.h"
 #include "ner_aggregate.h"
 #include "nlpd_stage.h"
+#include "nlpd_util.h"
 
 struct ner {
     char *model;
@@ -94,13 +95,6 @@ static const struct nlpd_conf_entry ner_conf[] = {
 
 /* ---- model folder details the tokenizer API does not expose ---- */
 
-static json_t *load_json(const char *dir, const char *file)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    return json_load_file(path, 0, NULL);
-}
-
 static const char *token_content(json_t *v)
 {
     if (json_is_string(v))
@@ -113,10 +107,11 @@ static const char *token_content(json_t *v)
 static void tokenizer_facts(struct ner *s)
 {
     char unk[256] = "";
-    json_t *tj = load_json(s->model, "tokenizer.json");
+    json_t *tj, *j;
+    nlpd_util_load_json(s->model, "tokenizer.json", NLPD_UTIL_JSON_OPTIONAL, &tj, NULL);
     const char *files[] = {"tokenizer_config.json", "special_tokens_map.json"};
     for (int i = 0; i < 2 && !unk[0]; i++) {
-        json_t *j = load_json(s->model, files[i]);
+        nlpd_util_load_json(s->model, files[i], NLPD_UTIL_JSON_OPTIONAL, &j, NULL);
         const char *u = j ? token_content(json_object_get(j, "unk_token")) : NULL;
         if (u)
             snprintf(unk, sizeof unk, "%s", u);
