@@ -127,7 +127,7 @@ static int encode(const struct nlpd_tokenizer *tok, json_t *root, size_t max_len
 /* --decode: {"ids": [int...], "skip_special_tokens"?: bool} -> {"text": str}, as transformers'
  * tokenizer.decode(ids, skip_special_tokens) (default false, as there); {"tokens": [str...]} -> {"text": str}, as
  * convert_tokens_to_string (the decoder alone, what the ner stage uses for words). -1 with msg on a bad line. */
-static int decode_line(const struct nlpd_tokenizer *tok, const char *line, size_t len, struct nlpd_out *o, char *msg,
+static int decode_line(const struct nlpd_tokenizer *tok, const char *line, size_t len, struct nlpd_buf *o, char *msg,
                        size_t msg_cap)
 {
     json_error_t je;
@@ -193,7 +193,7 @@ static int decode_line(const struct nlpd_tokenizer *tok, const char *line, size_
         rc = -1;
     }
     if (rc == 0) {
-        o->n = 0;
+        nlpd_buf_reset(o);
         nlpd_out_str(o, "{\"text\": ");
         nlpd_out_jstr(o, text, tl);
         nlpd_out_str(o, "}\n");
@@ -218,7 +218,7 @@ int nlpd_cmd_tokenize(int argc, char **argv)
         return 1;
     }
     struct nlpd_encoding e = {0};
-    struct nlpd_out o = {0};
+    struct nlpd_buf o = {0};
     char *line = NULL, msg[NLPD_ERROR_MSG_MAX + 64];
     size_t cap = 0;
     ssize_t got;
@@ -232,8 +232,7 @@ int nlpd_cmd_tokenize(int argc, char **argv)
             if (decode_line(tok, line, len, &o, msg, sizeof msg) < 0) {
                 nlpd_out_error(lineno, msg);
             } else {
-                fputs(o.p, stdout);
-                fflush(stdout);
+                nlpd_out_line(&o, lineno, stdout);
             }
             continue;
         }
@@ -248,7 +247,7 @@ int nlpd_cmd_tokenize(int argc, char **argv)
             continue;
         }
         json_decref(root);
-        o.n = 0;
+        nlpd_buf_reset(&o);
         nlpd_out_str(&o, "{\"ids\": ");
         nlpd_out_ints(&o, e.ids, e.n);
         nlpd_out_str(&o, ", \"tokens\": [");
@@ -270,11 +269,10 @@ int nlpd_cmd_tokenize(int argc, char **argv)
             nlpd_out_str(&o, "]");
         }
         nlpd_out_str(&o, "]}\n");
-        fputs(o.p, stdout);
-        fflush(stdout);
+        nlpd_out_line(&o, lineno, stdout);
     }
     free(line);
-    free(o.p);
+    nlpd_buf_free(&o);
     nlpd_encoding_free(&e);
     nlpd_tokenizer_free(tok);
     return 0;
@@ -383,7 +381,7 @@ int nlpd_cmd_infer(int argc, char **argv)
     }
     struct nlpd_encoding e = {0};
     struct ids d = {0};
-    struct nlpd_out o = {0};
+    struct nlpd_buf o = {0};
     float *logits = NULL;
     size_t logits_cap = 0;
     char *line = NULL, msg[NLPD_ERROR_MSG_MAX + 64];
@@ -443,7 +441,7 @@ int nlpd_cmd_infer(int argc, char **argv)
             nlpd_out_error(lineno, err.message);
             continue;
         }
-        o.n = 0;
+        nlpd_buf_reset(&o);
         nlpd_out_str(&o, "{\"input_ids\": ");
         nlpd_out_ints(&o, d.ids, d.n);
         if (task == NLPD_HF_TASK_SEQ_CLS) {
@@ -467,11 +465,10 @@ int nlpd_cmd_infer(int argc, char **argv)
             }
             nlpd_out_str(&o, "]}\n");
         }
-        fputs(o.p, stdout);
-        fflush(stdout);
+        nlpd_out_line(&o, lineno, stdout);
     }
     free(line);
-    free(o.p);
+    nlpd_buf_free(&o);
     free(logits);
     free(d.own_ids);
     free(d.own_types);

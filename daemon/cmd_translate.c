@@ -136,7 +136,7 @@ struct item {
     struct nlpd_gen_output out;
     float *hidden;  /* --debug: [n, d_model] */
     float *first;   /* --debug: raw first-step logits */
-    struct nlpd_out top5; /* --debug: per-step top-5 of the raw logits (JSON) */
+    struct nlpd_buf top5; /* --debug: per-step top-5 of the raw logits (JSON) */
     int steps;
 };
 
@@ -188,7 +188,7 @@ static void item_clear(struct item *it)
     free(it->ids);
     free(it->hidden);
     free(it->first);
-    free(it->top5.p);
+    nlpd_buf_free(&it->top5);
     free(it->out.ids);
     memset(it, 0, sizeof *it);
 }
@@ -247,7 +247,7 @@ static void emit(const struct item *it, const struct nlpd_marian_tok *tok, int b
         nlpd_out_error(it->line, it->error);
         return;
     }
-    struct nlpd_out o = {0};
+    struct nlpd_buf o = {0};
     nlpd_out_str(&o, "{\"input_ids\": ");
     nlpd_out_ints(&o, it->ids, it->n);
     nlpd_out_str(&o, ", \"output_ids\": ");
@@ -282,8 +282,10 @@ static void emit(const struct item *it, const struct nlpd_marian_tok *tok, int b
     }
     if (it->first) {
         nlpd_out_str(&o, ", \"steps_top5\": [");
-        if (it->top5.p)
-            nlpd_out_str(&o, it->top5.p);
+        if (it->top5.data)
+            nlpd_out_str(&o, it->top5.data);
+        if (it->top5.oom)
+            o.oom = 1;
         nlpd_out_str(&o, "], \"first_step_logits\": [");
         for (int v = 0; v < V; v++) {
             if (v)
@@ -293,8 +295,8 @@ static void emit(const struct item *it, const struct nlpd_marian_tok *tok, int b
         nlpd_out_str(&o, "]");
     }
     nlpd_out_str(&o, "}\n");
-    fputs(o.p, stdout);
-    free(o.p);
+    nlpd_out_line(&o, it->line, stdout);
+    nlpd_buf_free(&o);
 }
 
 /* Runs the items that have no error as one batch. */

@@ -6,38 +6,21 @@
 #include <string.h>
 #include <utf8proc.h>
 
-void nlpd_out_grow(struct nlpd_out *o, size_t more)
+#include "nlpd_error.h"
+
+void nlpd_out_str(struct nlpd_buf *o, const char *s)
 {
-    if (o->n + more + 1 <= o->cap)
-        return;
-    size_t cap = o->cap ? o->cap : 4096;
-    while (cap < o->n + more + 1)
-        cap *= 2;
-    char *p = realloc(o->p, cap);
-    if (!p) {
-        fprintf(stderr, "nlpd: out of memory\n");
-        exit(1);
-    }
-    o->p = p;
-    o->cap = cap;
+    nlpd_buf_puts(o, s);
 }
 
-void nlpd_out_str(struct nlpd_out *o, const char *s)
-{
-    size_t n = strlen(s);
-    nlpd_out_grow(o, n);
-    memcpy(o->p + o->n, s, n + 1);
-    o->n += n;
-}
-
-void nlpd_out_int(struct nlpd_out *o, long long v)
+void nlpd_out_int(struct nlpd_buf *o, long long v)
 {
     char buf[32];
     snprintf(buf, sizeof buf, "%lld", v);
     nlpd_out_str(o, buf);
 }
 
-void nlpd_out_float(struct nlpd_out *o, float v)
+void nlpd_out_float(struct nlpd_buf *o, float v)
 {
     char buf[32];
     snprintf(buf, sizeof buf, "%.9g", (double)v);
@@ -45,10 +28,12 @@ void nlpd_out_float(struct nlpd_out *o, float v)
 }
 
 /* A JSON string; invalid UTF-8 becomes U+FFFD so the line stays valid JSON. */
-void nlpd_out_jstr(struct nlpd_out *o, const char *s, size_t len)
+void nlpd_out_jstr(struct nlpd_buf *o, const char *s, size_t len)
 {
-    nlpd_out_grow(o, len * 6 + 2);
-    char *d = o->p + o->n;
+    nlpd_buf_reserve(o, len * 6 + 2);
+    if (o->oom)
+        return;
+    char *d = o->data + o->len;
     *d++ = '"';
     size_t i = 0;
     while (i < len) {
@@ -89,22 +74,46 @@ void nlpd_out_jstr(struct nlpd_out *o, const char *s, size_t len)
     }
     *d++ = '"';
     *d = 0;
-    o->n = (size_t)(d - o->p);
+    o->len = (size_t)(d - o->data);
 }
 
-void nlpd_out_error(long long line, const char *msg)
+static void write_error(FILE *f, long long line, const char *msg)
 {
-    struct nlpd_out o = {0};
+    struct nlpd_buf o = {0};
     nlpd_out_str(&o, "{\"error\": ");
     nlpd_out_jstr(&o, msg, strlen(msg));
     nlpd_out_str(&o, ", \"line\": ");
     nlpd_out_int(&o, line);
     nlpd_out_str(&o, "}\n");
-    fputs(o.p, stdout);
-    free(o.p);
+    if (o.oom)
+        fprintf(f, "{\"error\": \"out of memory\", \"line\": %lld}\n", line);
+    else
+        fputs(o.data, f);
+    nlpd_buf_free(&o);
 }
 
-void nlpd_out_ints(struct nlpd_out *o, const int32_t *v, size_t n)
+void nlpd_out_error(long long line, const char *msg)
+{
+    write_error(stdout, line, msg);
+}
+
+int nlpd_out_line(struct nlpd_buf *o, long long line, FILE *f)
+{
+    int rc = 0;
+    if (o->oom) {
+        write_error(f, line, "out of memory building the output line");
+        rc = NLPD_ENOMEM;
+    } else if (o->len) {
+        fwrite(o->data, 1, o->len, f);
+    }
+    if (fflush(f) != 0 && !rc)
+        rc = NLPD_EIO;
+    nlpd_buf_reset(o);
+    o->oom = 0; /* the next line starts afresh */
+    return rc;
+}
+
+void nlpd_out_ints(struct nlpd_buf *o, const int32_t *v, size_t n)
 {
     nlpd_out_str(o, "[");
     for (size_t i = 0; i < n; i++) {
