@@ -809,7 +809,7 @@ static int grow(int32_t **buf, size_t *cap, size_t need)
         nc *= 2;
     int32_t *nb = realloc(*buf, sizeof *nb * nc);
     if (!nb)
-        return -1;
+        return NLPD_ENOMEM;
     *buf = nb;
     *cap = nc;
     return 0;
@@ -820,7 +820,7 @@ static int grow(int32_t **buf, size_t *cap, size_t need)
 static int push_id(struct nlpd_ft_scratch *s, int32_t id)
 {
     if (s->ids_len == s->ids_cap && grow(&s->ids, &s->ids_cap, s->ids_len + 1))
-        return -1;
+        return NLPD_ENOMEM;
     s->ids[s->ids_len++] = id;
     return 0;
 }
@@ -837,7 +837,7 @@ static int add_token(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s, c
         if (m->info.maxn <= 0)
             n = 1;
         if (grow(&s->ids, &s->ids_cap, s->ids_len + (size_t)n))
-            return -1;
+            return NLPD_ENOMEM;
         memcpy(s->ids + s->ids_len, m->sub + o, sizeof *s->ids * (size_t)n);
         s->ids_len += (size_t)n;
     } else if (m->info.maxn > 0 && !(len == 4 && !memcmp(tok, FT_EOS, 4))) {
@@ -845,7 +845,7 @@ static int add_token(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s, c
             size_t nc = s->wbuf_cap * 2 > len + 2 ? s->wbuf_cap * 2 : len + 2;
             unsigned char *nb = realloc(s->wbuf, nc);
             if (!nb)
-                return -1;
+                return NLPD_ENOMEM;
             s->wbuf = nb;
             s->wbuf_cap = nc;
         }
@@ -858,11 +858,11 @@ static int add_token(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s, c
                 break;
             }
             if (grow(&s->ids, &s->ids_cap, s->ids_len + n))
-                return -1;
+                return NLPD_ENOMEM;
         }
     }
     if (s->hashes_len == s->hashes_cap && grow(&s->hashes, &s->hashes_cap, s->hashes_len + 1))
-        return -1;
+        return NLPD_ENOMEM;
     s->hashes[s->hashes_len++] = (int32_t)h;
     return 0;
 }
@@ -878,7 +878,7 @@ static int add_word_ngrams(const struct nlpd_ft_model *m, struct nlpd_ft_scratch
             h = h * 116049371u + (uint64_t)(int64_t)s->hashes[j];
             int32_t row = ngram_row(m, (int32_t)(h % bucket));
             if (row >= 0 && push_id(s, row))
-                return -1;
+                return NLPD_ENOMEM;
         }
     }
     return 0;

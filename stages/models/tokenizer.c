@@ -525,13 +525,11 @@ int tok_unigram_finish(struct tmodel *m)
 
 /* Adds merges "a b" (rank = index) for BPE; the merged token must be in the vocabulary. */
 int tok_bpe_add_merge(struct tmodel *m, const char *a, size_t al, const char *b, size_t bl, int32_t rank,
-                      char **why)
+                      struct nlpd_error *err)
 {
     int32_t ia = tvocab_get(&m->vocab, a, al), ib = tvocab_get(&m->vocab, b, bl);
-    if (ia < 0 || ib < 0) {
-        *why = "merge token not in the vocabulary";
-        return NLPD_EFORMAT;
-    }
+    if (ia < 0 || ib < 0)
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "merge token not in the vocabulary");
     size_t skip = 0;
     if (m->prefix_len && bl >= m->prefix_len && !memcmp(b, m->prefix, m->prefix_len))
         skip = m->prefix_len;
@@ -539,17 +537,16 @@ int tok_bpe_add_merge(struct tmodel *m, const char *a, size_t al, const char *b,
     size_t nl = al + bl - skip;
     char *buf = nl <= sizeof stackbuf ? stackbuf : malloc(nl);
     if (!buf)
-        return NLPD_ENOMEM;
+        return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
     memcpy(buf, a, al);
     memcpy(buf + al, b + skip, bl - skip);
     int32_t id = tvocab_get(&m->vocab, buf, nl);
     if (buf != stackbuf)
         free(buf);
-    if (id < 0) {
-        *why = "merged token not in the vocabulary";
-        return NLPD_EFORMAT;
-    }
-    return tmodel_merge_add(m, ia, ib, rank, id);
+    if (id < 0)
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "merged token not in the vocabulary");
+    int rc = tmodel_merge_add(m, ia, ib, rank, id);
+    return rc < 0 ? nlpd_error_set(err, rc, 0, "out of memory") : rc;
 }
 
 static int load_model(struct jctx *c, json_t *j, struct tmodel *m)
@@ -660,12 +657,10 @@ static int load_model(struct jctx *c, json_t *j, struct tmodel *m)
             } else {
                 return jfail(c, "model.merges", "expected \"a b\" strings or [a, b] pairs");
             }
-            char *why = NULL;
+            struct nlpd_error why = {0};
             rc = tok_bpe_add_merge(m, a, al, b, bl, (int32_t)i, &why);
-            if (rc == NLPD_EFORMAT)
-                return nlpd_error_set(c->err, rc, 0, "%s: model.merges[%zu]: %s", c->file, i, why);
             if (rc < 0)
-                return rc;
+                return nlpd_error_set(c->err, rc, 0, "%s: model.merges[%zu]: %s", c->file, i, why.message);
         }
     } else {
         return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: model.type: unsupported \"%.60s\"", c->file, type);

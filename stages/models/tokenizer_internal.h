@@ -247,7 +247,8 @@ int tok_add_token(struct nlpd_tokenizer *t, const char *content, size_t len, int
                   int single_word, int lstrip, int rstrip, int normalized);
 int tok_post_bert_like(struct tpost *p, int32_t cls, int32_t sep, int roberta);
 int tok_unigram_finish(struct tmodel *m);
+/* err gets the reason alone ("merge token not in the vocabulary"); callers add where the merge came from. */
 int tok_bpe_add_merge(struct tmodel *m, const char *a, size_t al, const char *b, size_t bl, int32_t rank,
-                      char **why);
+                      struct nlpd_error *err);
 
 #endif

@@ -442,18 +442,16 @@ static int load_roberta(const char *dir, struct nlpd_tokenizer *t, const struct 
             le--;
         if (!(line == 1 && le - i >= 8 && !memcmp(s + i, "#version", 8)) && le > i) {
             const char *sp = memchr(s + i, ' ', le - i);
-            char *why = NULL;
+            struct nlpd_error why = {0};
             if (!sp) {
                 rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "merges.txt: line %zu: expected \"a b\"", line);
                 break;
             }
             rc = tok_bpe_add_merge(m, s + i, (size_t)(sp - (s + i)), sp + 1, le - (size_t)(sp + 1 - s), rank++, &why);
-            if (rc == NLPD_EFORMAT) {
-                rc = nlpd_error_set(err, rc, 0, "merges.txt: line %zu: %s", line, why);
+            if (rc < 0) {
+                rc = nlpd_error_set(err, rc, 0, "merges.txt: line %zu: %s", line, why.message);
                 break;
             }
-            if (rc < 0)
-                break;
         }
         i = e + 1;
     }
