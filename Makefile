@@ -20,10 +20,20 @@ endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
+# Include paths per layer (README "Layout": daemon -> stages -> models -> kernels -> common): a file sees the
+# headers of its own folder (quoted includes), of its layer and of the layers below, so an include the wrong way
+# does not compile (tests/check_includes.sh proves it). A stage sees one daemon header, nlpd_stage.h, through
+# STAGE_API, a folder holding only a link to it. Tests, tools, benches and fuzzers see everything (INCLUDES).
+STAGE_API   := $(BUILD)/inc/stage
+INC_common  := -Icommon
+INC_kernels := -Icommon -Ikernels
+INC_models  := -Icommon -Ikernels
+INC_stages  := -Icommon -Ikernels -Istages/models -I$(STAGE_API)
+INC_daemon  := -Icommon -Ikernels -Istages/models -Idaemon
 INCLUDES := -Icommon -Idaemon -Istages -Istages/models -Ikernels -Ikernels/cpu
 CFLAGS   ?= $(OPT)
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 -Wvla \
-            -fno-strict-aliasing -pthread -MMD -MP $(SANFLAGS) $(INCLUDES) $(PKG_CFLAGS)
+            -fno-strict-aliasing -pthread -MMD -MP $(SANFLAGS) $(PKG_CFLAGS)
 LDFLAGS  += -pthread $(SANFLAGS)
 # oneDNN (Debian libdnnl-dev: no pkg-config file) runs on OpenMP; the element-wise kernels share its threads.
 CFLAGS   += -fopenmp
@@ -87,15 +97,26 @@ $(BUILD)/nlpd: $(MAIN_OBJ) $(LIB)
 # nlpd with injected faults (tests/integration/faults.c wraps internal functions) for test_kafka.sh's loss paths
 $(FAULTS_BIN): tests/integration/faults.c $(MAIN_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(MAIN_OBJ) $(LIB) $(LDFLAGS) -Wl,--wrap=nlpd_offsets_add,--wrap=nlpd_pipeline_stop $(LDLIBS)
+	$(CC) $(CFLAGS) $(INCLUDES) -o $@ $< $(MAIN_OBJ) $(LIB) $(LDFLAGS) -Wl,--wrap=nlpd_offsets_add,--wrap=nlpd_pipeline_stop $(LDLIBS)
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(BUILD)/obj/%.o: %.c
+# The most specific pattern wins: stages/models/ is the models layer, the other stages/*/ folders are stages.
+$(BUILD)/obj/common/%.o:        LAYER_INC = $(INC_common)
+$(BUILD)/obj/kernels/%.o:       LAYER_INC = $(INC_kernels)
+$(BUILD)/obj/stages/models/%.o: LAYER_INC = $(INC_models)
+$(BUILD)/obj/stages/%.o:        LAYER_INC = $(INC_stages)
+$(BUILD)/obj/daemon/%.o:        LAYER_INC = $(INC_daemon)
+
+$(BUILD)/obj/%.o: %.c | $(STAGE_API)/nlpd_stage.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(LAYER_INC) -c -o $@ $<
+
+$(STAGE_API)/nlpd_stage.h:
+	@mkdir -p $(dir $@)
+	ln -sfr daemon/nlpd_stage.h $@
 
 # where nlpd looks for libnlpd_cuda.so after its own directory and $NLPD_LIBDIR
 $(BUILD)/obj/kernels/backend.o: CFLAGS += -DNLPD_INSTALL_LIBDIR='"$(NLPD_LIBDIR_INSTALL)"'
@@ -116,28 +137,28 @@ $(CUDA_LIB): $(CUDA_OBJ)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(INCLUDES) -Itests/unit -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/tests/tool_%: tests/models/tool_%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(INCLUDES) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/tests/tool_%: tests/integration/tool_%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(INCLUDES) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/tests/tool_%: tests/soak/tool_%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(INCLUDES) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/bench/bench_%: bench/*/bench_%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(INCLUDES) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
 # Fuzz targets: built with a replay main() here; `make fuzz-build CC=clang` adds libFuzzer.
 $(BUILD)/tests/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< tests/fuzz/replay_main.c $(LIB) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(INCLUDES) -o $@ $< tests/fuzz/replay_main.c $(LIB) $(LDFLAGS) $(LDLIBS)
 
 fuzz-build:
 	@mkdir -p build/libfuzzer
@@ -215,6 +236,11 @@ install: $(BUILD)/nlpd $(CUDA_ALL)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# A wrong-way include fails to compile (tests/check_includes.sh probes each layer with its own flags).
+check-includes: $(STAGE_API)/nlpd_stage.h
+	@CC="$(CC)" PKG_CFLAGS="$(PKG_CFLAGS)" INC_common="$(INC_common)" INC_kernels="$(INC_kernels)" \
+	  INC_models="$(INC_models)" INC_stages="$(INC_stages)" INC_daemon="$(INC_daemon)" sh tests/check_includes.sh
 
 clean:
 	rm -rf build
