@@ -85,7 +85,8 @@ FAULTS_BIN := $(BUILD)/tests/nlpd_faults
 BENCH_SRC := $(wildcard bench/*/bench_*.c)
 BENCH_BIN := $(patsubst %.c,$(BUILD)/bench/%,$(notdir $(BENCH_SRC)))
 
-.PHONY: all deps models test test-unit check-sanitize demo bench clean format fuzz-build install cuda soak
+.PHONY: all deps models test check check-format check-includes check-unit demo bench clean format fuzz-build install \
+        cuda soak
 
 .DEFAULT_GOAL := all
 
@@ -236,6 +237,24 @@ install: $(BUILD)/nlpd $(CUDA_ALL)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# `make check`: the fast gate CI runs before `make test` (seconds to a few minutes, no Kafka, no models needed
+# beyond what the unit tests skip without): formatting with the committed .clang-format, the include direction,
+# and the unit tests of the normal build. FORMAT_FILES scopes the format check (default: every tracked C file),
+# e.g. make check FORMAT_FILES="$$(git diff --name-only main -- '*.c' '*.h')".
+FORMAT_FILES ?= $(shell git ls-files '*.c' '*.h' 2> /dev/null)
+
+check: check-format check-includes check-unit
+
+check-format:
+	@command -v clang-format > /dev/null || { echo "check-format: clang-format is missing (make deps)"; exit 1; }
+	@clang-format --dry-run --Werror $(FORMAT_FILES) && echo "check-format: $(words $(FORMAT_FILES)) files formatted"
+
+# Every unit binary; the summary counts binaries (each prints its own `N passed, N failed`).
+check-unit: $(UNIT_BIN)
+	@p=0; f=0; for t in $(UNIT_BIN); do echo "== $$t"; \
+	  if timeout 600 ./$$t < /dev/null; then p=$$((p + 1)); else f=$$((f + 1)); echo "== $$t: FAILED"; fi; \
+	done; echo "check-unit: $$p passed, $$f failed"; [ $$f -eq 0 ]
 
 # A wrong-way include fails to compile (tests/check_includes.sh probes each layer with its own flags).
 check-includes: $(STAGE_API)/nlpd_stage.h

@@ -123,4 +123,3 @@ void nlpd_out_ints(struct nlpd_buf *o, const int32_t *v, size_t n)
     }
     nlpd_out_str(o, "]");
 }
-

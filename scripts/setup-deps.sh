@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Build toolchain: cc, make, libc headers; pkg-config gives the libraries' flags to the Makefile.
 PKGS="build-essential pkg-config"
+# clang-format: `make check` checks the formatting against the committed .clang-format.
+PKGS="$PKGS clang-format"
 # Daemon libraries: config file, JSON, Unicode case mapping, SHA-256 of models (libcrypto), Kafka, Avro, Redis client, event loop, sd_notify.
 PKGS="$PKGS libconfig-dev libjansson-dev libutf8proc-dev libssl-dev librdkafka-dev libavro-dev libhiredis-dev libevent-dev libsystemd-dev"
 # Kernels: OpenBLAS sgemm for the CPU backend; oneDNN (libdnnl-dev) for its bf16 and int8 products, attention and
