@@ -80,7 +80,7 @@ static void flush_repeats_locked(void)
     }
 }
 
-void nlpd_log(enum nlpd_log_level level, const char *facility, const char *fmt, ...)
+void(nlpd_log)(enum nlpd_log_level level, const char *facility, const char *fmt, ...)
 {
     if (!nlpd_log_enabled(level))
         return;

@@ -215,5 +215,12 @@ enum nlpd_log_level { NLPD_LOG_ERR = 3, NLPD_LOG_WARNING = 4, NLPD_LOG_NOTICE = 
 int nlpd_log_enabled(enum nlpd_log_level level);
 void nlpd_log(enum nlpd_log_level level, const char *facility, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The level is checked before the call, so below it the arguments are neither formatted nor evaluated (level
+ * itself is evaluated twice). (nlpd_log)(...) calls the function, which checks again. */
+#define nlpd_log(level, ...)                                                                                           \
+    do {                                                                                                               \
+        if (nlpd_log_enabled(level))                                                                                   \
+            (nlpd_log)((level), __VA_ARGS__);                                                                          \
+    } while (0)
 
 #endif

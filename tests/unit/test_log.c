@@ -52,8 +52,38 @@ static void json_lines(void)
     nlpd_log_setup(NLPD_LOG_INFO, NLPD_LOG_TEXT);
 }
 
+static int evaluated;
+static const char *costly(void)
+{
+    evaluated++;
+    return "x";
+}
+
+static void log_costly_error(void)
+{
+    nlpd_log(NLPD_LOG_ERR, "main", "%s", costly());
+}
+
+/* nlpd_log is a macro: below the level nothing is formatted and the arguments are not even evaluated. */
+static void below_level(void)
+{
+    nlpd_log_setup(NLPD_LOG_INFO, NLPD_LOG_TEXT);
+    evaluated = 0;
+    nlpd_log(NLPD_LOG_DEBUG, "main", "%s", costly());
+    CHECK(evaluated == 0);
+    if (evaluated)
+        nlpd_log(NLPD_LOG_DEBUG, "main", "dangling else stays with its if");
+    else
+        evaluated = -1;
+    CHECK(evaluated == -1);
+    evaluated = 0;
+    CHECK_STR_CONTAINS(capture(log_costly_error), "<3>nlpd[main]: x\n");
+    CHECK(evaluated == 1);
+}
+
 int main(void)
 {
+    RUN(below_level);
     RUN(rate_limited);
     RUN(json_lines);
     CHECK(nlpd_log_level_parse("warning") == NLPD_LOG_WARNING && nlpd_log_level_parse("loud") == -1);
