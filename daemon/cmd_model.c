@@ -38,8 +38,8 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->max_length = (size_t)n;
             i++;
         } else if (!strcmp(argv[i], "--backend") && v) {
-            if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda")) {
-                fprintf(stderr, "nlpd %s: --backend must be auto, cpu or cuda\n", argv[0]);
+            if (nlpd_backend_kind_parse(v) < 0) {
+                fprintf(stderr, "nlpd %s: --backend must be one of %s\n", argv[0], nlpd_backend_kind_list());
                 return -1;
             }
             a->backend = v;

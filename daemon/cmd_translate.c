@@ -60,8 +60,8 @@ static int parse(int argc, char **argv, struct targs *a)
             a->threads = (int)n;
         } else if (!strcmp(o, "--backend")) {
             a->backend = v;
-            if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda")) {
-                fprintf(stderr, "nlpd infer: --backend must be auto, cpu or cuda\n");
+            if (nlpd_backend_kind_parse(v) < 0) {
+                fprintf(stderr, "nlpd infer: --backend must be one of %s\n", nlpd_backend_kind_list());
                 return -1;
             }
         } else if (!strcmp(o, "--dtype")) {

@@ -12,7 +12,7 @@
 
 #include "cpu/cpu_ops.h"
 #include "cuda/cuda_entry.h"
-#include "nlpd_kernels.h"
+#include "nlpd_backend.h"
 
 #ifndef NLPD_INSTALL_LIBDIR
 #define NLPD_INSTALL_LIBDIR "/usr/local/lib/nlpd"
@@ -26,6 +26,28 @@ static int default_device;
 static enum nlpd_dtype default_dtype = NLPD_DTYPE_F32;
 static enum nlpd_cpu_gemm default_cpu_gemm = NLPD_CPU_GEMM_AUTO;
 static void (*kernels_logger)(const char *line);
+
+/* ---- the backend name table ---- */
+
+static const char *const kind_names[NLPD_BACKEND_KIND_COUNT] = {"auto", "cpu", "cuda"};
+
+int nlpd_backend_kind_parse(const char *name)
+{
+    for (int i = 0; name && i < NLPD_BACKEND_KIND_COUNT; i++)
+        if (!strcmp(name, kind_names[i]))
+            return i;
+    return -1;
+}
+
+const char *nlpd_backend_kind_name(enum nlpd_backend_kind kind)
+{
+    return (unsigned)kind < NLPD_BACKEND_KIND_COUNT ? kind_names[kind] : "unknown";
+}
+
+const char *nlpd_backend_kind_list(void)
+{
+    return "auto, cpu, cuda"; /* kind_names, in order */
+}
 
 void nlpd_kernels_set_defaults(const char *name, int device, enum nlpd_dtype dtype)
 {
@@ -49,7 +71,8 @@ void nlpd_backend_opts_default(struct nlpd_backend_opts *o)
     memset(o, 0, sizeof *o);
     pthread_mutex_lock(&defaults_mu);
     o->cpu_gemm = default_cpu_gemm;
-    o->name = !strcmp(default_name, "cpu") ? "cpu" : !strcmp(default_name, "cuda") ? "cuda" : "auto";
+    int kind = nlpd_backend_kind_parse(default_name);
+    o->name = nlpd_backend_kind_name(kind < 0 ? NLPD_BACKEND_AUTO : (enum nlpd_backend_kind)kind);
     o->device = default_device;
     o->dtype = default_dtype;
     pthread_mutex_unlock(&defaults_mu);
@@ -207,9 +230,9 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
     } else {
         nlpd_backend_opts_default(&o);
     }
-    int is_auto = !strcmp(o.name, "auto");
-    if (strcmp(o.name, "cpu") && strcmp(o.name, "cuda") && !is_auto) {
-        nlpd_error_set(err, NLPD_EINVAL, 0, "unknown kernels backend \"%s\" (auto, cpu, cuda)", o.name);
+    int kind = nlpd_backend_kind_parse(o.name), is_auto = kind == NLPD_BACKEND_AUTO;
+    if (kind < 0) {
+        nlpd_error_set(err, NLPD_EINVAL, 0, "unknown kernels backend \"%s\" (%s)", o.name, nlpd_backend_kind_list());
         return NULL;
     }
     if ((int)o.dtype < NLPD_DTYPE_F32 || (int)o.dtype > NLPD_DTYPE_INT8 || o.device < 0 ||
@@ -219,17 +242,23 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
     }
     char why[NLPD_BACKEND_REASON_MAX] = "";
     if (o.dtype == NLPD_DTYPE_INT8) { /* int8 products are the CPU backend's only */
-        if (!strcmp(o.name, "cuda")) {
+        if (kind == NLPD_BACKEND_CUDA) {
             nlpd_error_set(err, NLPD_EINVAL, 0, "kernels backend \"cuda\": dtype int8 runs on the CPU backend only "
                                                 "(use fp16 or bf16 on CUDA)");
             return NULL;
         }
         snprintf(why, sizeof why, "dtype int8 runs on the CPU only");
-    } else if (strcmp(o.name, "cpu")) {
+    } else if (kind != NLPD_BACKEND_CPU) {
         nlpd_cuda_create_fn fn = load_cuda(why, sizeof why);
         if (fn) {
             struct nlpd_error cerr = {0};
             struct nlpd_backend *be = fn(&o, NLPD_CUDA_ABI, &cerr);
+            if (be && be->ops->version != NLPD_BACKEND_API_VERSION) {
+                nlpd_error_set(&cerr, NLPD_EINVAL, 0, "%s: backend API version %u, nlpd needs %u (rebuild it)",
+                               NLPD_CUDA_LIB, be->ops->version, NLPD_BACKEND_API_VERSION);
+                be->ops->destroy(be);
+                be = NULL;
+            }
             if (be) {
                 be->dtype = o.dtype;
                 char dev[NLPD_BACKEND_REASON_MAX];
@@ -353,7 +382,7 @@ enum nlpd_dtype nlpd_backend_dtype(const struct nlpd_backend *be)
 
 int nlpd_backend_threads(const struct nlpd_backend *be)
 {
-    if (!strcmp(be->ops->name, "cpu"))
+    if (nlpd_backend_kind_parse(be->ops->name) == NLPD_BACKEND_CPU)
         return nlpd_backend_cpu_threads(be);
     return 1;
 }

@@ -1,5 +1,7 @@
-/* The kernels' public header (DESIGN.md §5): a backend vtable {name, supports, alloc, upload, download, run, sync,
- * free} with op descriptors for the transformer encoder, plus load-time dtype conversion. The CPU backend
+/* The kernels' public header (DESIGN.md §5), what models and the daemon use: op descriptors for the transformer
+ * encoder and decoder, backends behind opaque handles with thin wrappers over their vtable {name, supports, alloc,
+ * upload, download, run, sync, free} (the vtable itself is in nlpd_backend.h, for backend authors), plus load-time
+ * dtype conversion. The CPU backend
  * (OpenBLAS sgemm + vectorised C) is always present and is the reference; a CUDA backend slots in behind the same
  * vtable. Pointers inside op descriptors are backend addresses: buffer base (`nlpd_buffer.ptr`) plus offsets.
  *
@@ -181,6 +183,7 @@ struct nlpd_op {
 };
 
 /* ---- backends ---- */
+/* Opaque here: backends themselves are written against nlpd_backend.h (the vtable), which only kernels/ includes. */
 struct nlpd_backend;
 
 /* A block of backend memory; ptr is a backend address (host memory for the CPU backend). */
@@ -190,32 +193,18 @@ struct nlpd_buffer {
     size_t size;
 };
 
-struct nlpd_backend_ops {
-    const char *name;
-    int (*supports)(const struct nlpd_backend *be, enum nlpd_op_kind kind);
-    int (*alloc)(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
-    /* upload/download return when the host side may be reused (a device backend copies through staging). */
-    int (*upload)(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n);
-    int (*download)(struct nlpd_backend *be, const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n);
-    /* Queues or runs one op; errors (bad ids, unsupported op) come back here or from sync. */
-    int (*run)(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err);
-    int (*sync)(struct nlpd_backend *be, struct nlpd_error *err);
-    void (*free)(struct nlpd_backend *be, struct nlpd_buffer *buf);
-    void (*destroy)(struct nlpd_backend *be);
-    /* Optional (NULL: alloc is used): a weight buffer, see the top of this file. */
-    int (*alloc_weights)(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
+/* Backend names: the one table behind kernels.backend, --backend and the backend constructors. */
+enum nlpd_backend_kind {
+    NLPD_BACKEND_AUTO = 0, /* CUDA when it works, else the CPU */
+    NLPD_BACKEND_CPU,
+    NLPD_BACKEND_CUDA,
+    NLPD_BACKEND_KIND_COUNT
 };
-
-#define NLPD_BACKEND_REASON_MAX 256
-
-struct nlpd_backend {
-    const struct nlpd_backend_ops *ops;
-    void *impl;
-    /* Which backend was chosen and why ("kernels.backend = cpu"; "auto: no CUDA driver (...)"; the CUDA device),
-     * filled by nlpd_backend_new / nlpd_backend_new_opts. */
-    char reason[NLPD_BACKEND_REASON_MAX];
-    enum nlpd_dtype dtype; /* what weight products compute in (fp32 after a fallback); set by the constructors */
-};
+/* "auto" | "cpu" | "cuda" -> enum nlpd_backend_kind; -1 when unknown (NULL included). */
+int nlpd_backend_kind_parse(const char *name);
+const char *nlpd_backend_kind_name(enum nlpd_backend_kind kind);
+/* "auto, cpu, cuda", for messages. */
+const char *nlpd_backend_kind_list(void);
 
 /* Which library runs the CPU backend's fp32 matrix products (bf16 and int8 always run on oneDNN). */
 enum nlpd_cpu_gemm {

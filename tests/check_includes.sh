@@ -9,10 +9,9 @@ set -u
 cd "$(dirname "$0")/.." || exit 2
 : "${CC:=cc}" "${INC_common:?run through make check-includes}" "${INC_kernels:?}" "${INC_models:?}"
 : "${INC_stages:?}" "${INC_daemon:?}" "${PKG_CFLAGS:=}"
+. tests/lib.sh
 TMP=$(mktemp -d) || exit 2
 trap 'rm -rf "$TMP"' EXIT
-pass=0
-fail=0
 
 # probe LAYER HEADER ok|reject
 probe() {
@@ -27,10 +26,9 @@ probe() {
         got="error: $(head -n 3 "$TMP/out")"
     fi
     if [ "$got" = "$3" ]; then
-        pass=$((pass + 1))
+        ok "$1 including \"$2\": $3"
     else
-        fail=$((fail + 1))
-        echo "FAIL: $1 including \"$2\": expected $3, got $got"
+        nok "$1 including \"$2\"" "expected $3, got $got"
     fi
 }
 
@@ -64,20 +62,14 @@ probe daemon encoder.h ok
 
 # no "../" includes in the layered code
 if grep -rn --include='*.c' --include='*.h' --include='*.cu' '#include "\.\./' common kernels stages daemon > "$TMP/up"; then
-    fail=$((fail + 1))
-    echo "FAIL: includes climbing out of their folder:"
-    cat "$TMP/up"
+    nok "no include climbs out of its folder" "$(cat "$TMP/up")"
 else
-    pass=$((pass + 1))
+    ok "no include climbs out of its folder"
 fi
 # the backend-author header is for kernels/ only
 if grep -rln --include='*.c' --include='*.h' '#include "nlpd_backend.h"' common stages daemon > "$TMP/be"; then
-    fail=$((fail + 1))
-    echo "FAIL: nlpd_backend.h included outside kernels/:"
-    cat "$TMP/be"
+    nok "nlpd_backend.h only in kernels/" "$(cat "$TMP/be")"
 else
-    pass=$((pass + 1))
+    ok "nlpd_backend.h only in kernels/"
 fi
-
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

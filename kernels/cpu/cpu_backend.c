@@ -13,6 +13,7 @@
 #include "cpu_onednn.h"
 #include "cpu_ops.h"
 #include "cpu_quant.h"
+#include "nlpd_backend.h"
 
 /* A weight matrix prepared for bf16 or int8 products, keyed on where b is and how it is read. */
 struct prep {
@@ -411,6 +412,7 @@ static void cpu_destroy(struct nlpd_backend *be)
 }
 
 static const struct nlpd_backend_ops cpu_ops = {
+    .version = NLPD_BACKEND_API_VERSION,
     .name = "cpu",
     .supports = cpu_supports,
     .alloc = cpu_alloc,

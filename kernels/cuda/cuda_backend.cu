@@ -410,6 +410,7 @@ static void cu_destroy(struct nlpd_backend *be)
 }
 
 static const struct nlpd_backend_ops cuda_ops = {
+    /* .version = */ NLPD_BACKEND_API_VERSION,
     /* .name = */ "cuda",
     /* .supports = */ cu_supports,
     /* .alloc = */ cu_alloc,

@@ -8,7 +8,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-#include "nlpd_kernels.h"
+#include "nlpd_backend.h"
 #ifdef __cplusplus
 }
 #endif

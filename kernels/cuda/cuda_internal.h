@@ -10,7 +10,7 @@
 
 extern "C" {
 #include "nlpd_error.h"
-#include "nlpd_kernels.h"
+#include "nlpd_backend.h"
 }
 
 #define CU_ERR_SLOTS 256 /* device error words: one per op that can find bad indices, until a sync reads them */

@@ -8,7 +8,7 @@
 
 #include "cpu_ops.h"
 #include "harness.h"
-#include "nlpd_kernels.h"
+#include "nlpd_backend.h"
 
 static struct nlpd_backend *be;
 static unsigned rng = 12345;
@@ -516,7 +516,15 @@ static void test_backend_vtable(void)
     CHECK(nlpd_backend_new("cuda", 1, &err) == NULL);
     CHECK_STR_CONTAINS(err.message, "cuda");
     CHECK(nlpd_backend_new("tpu", 1, &err) == NULL);
-    CHECK_STR_CONTAINS(err.message, "unknown kernels backend");
+    CHECK_STR_CONTAINS(err.message, "unknown kernels backend \"tpu\" (auto, cpu, cuda)");
+    /* the one name table */
+    CHECK(be->ops->version == NLPD_BACKEND_API_VERSION);
+    for (int k = 0; k < NLPD_BACKEND_KIND_COUNT; k++) {
+        CHECK(nlpd_backend_kind_parse(nlpd_backend_kind_name((enum nlpd_backend_kind)k)) == k);
+        CHECK_STR_CONTAINS(nlpd_backend_kind_list(), nlpd_backend_kind_name((enum nlpd_backend_kind)k));
+    }
+    CHECK(nlpd_backend_kind_parse("cpu") == NLPD_BACKEND_CPU && nlpd_backend_kind_parse("CPU") == -1 &&
+          nlpd_backend_kind_parse(NULL) == -1);
     struct nlpd_backend *b2 = nlpd_backend_new("auto", 1, &err);
     CHECK(b2 && !strcmp(nlpd_backend_name(b2), "cpu"));
     nlpd_backend_free(b2);

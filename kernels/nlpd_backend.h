@@ -1,0 +1,44 @@
+/* For backend authors (kernels/cpu, kernels/cuda, kernels/backend.c): the vtable a backend fills and the backend
+ * struct behind the public header's opaque handle. Only kernels/ includes this (tests/check_includes.sh checks);
+ * models and the daemon use nlpd_kernels.h. A backend may leave ops out by answering 0 from supports():
+ * nlpd_backend_run refuses those with a clear error. There is no CPU fallback for them (ggml's supports_op idea):
+ * op descriptors hold backend addresses, device memory for CUDA, which the CPU cannot read without copying every
+ * operand, and both backends run every op. */
+#ifndef NLPD_BACKEND_H
+#define NLPD_BACKEND_H
+
+#include "nlpd_kernels.h"
+
+/* Bumped when nlpd_backend_ops or struct nlpd_backend change; a backend whose ops carry another version is
+ * refused when it is created. */
+#define NLPD_BACKEND_API_VERSION 2u
+
+struct nlpd_backend_ops {
+    unsigned version; /* NLPD_BACKEND_API_VERSION of the header the backend was built with */
+    const char *name; /* its entry of the name table (nlpd_backend_kind_name) */
+    int (*supports)(const struct nlpd_backend *be, enum nlpd_op_kind kind);
+    int (*alloc)(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
+    /* upload/download return when the host side may be reused (a device backend copies through staging). */
+    int (*upload)(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n);
+    int (*download)(struct nlpd_backend *be, const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n);
+    /* Queues or runs one op; errors (bad ids, unsupported op) come back here or from sync. */
+    int (*run)(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err);
+    int (*sync)(struct nlpd_backend *be, struct nlpd_error *err);
+    void (*free)(struct nlpd_backend *be, struct nlpd_buffer *buf);
+    void (*destroy)(struct nlpd_backend *be);
+    /* Optional (NULL: alloc is used): a weight buffer, see the top of nlpd_kernels.h. */
+    int (*alloc_weights)(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
+};
+
+#define NLPD_BACKEND_REASON_MAX 256
+
+struct nlpd_backend {
+    const struct nlpd_backend_ops *ops;
+    void *impl;
+    /* Which backend was chosen and why ("kernels.backend = cpu"; "auto: no CUDA driver (...)"; the CUDA device),
+     * filled by nlpd_backend_new / nlpd_backend_new_opts. */
+    char reason[NLPD_BACKEND_REASON_MAX];
+    enum nlpd_dtype dtype; /* what weight products compute in (fp32 after a fallback); set by the constructors */
+};
+
+#endif
