@@ -7,23 +7,15 @@
 # usage: tests/integration/test_cache.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
 NLPD=${1:-build/nlpd}
 T=$(mktemp -d)
-pass=0
-fail=0
 redis_pid=
 cleanup() {
     [ -n "$redis_pid" ] && { kill -9 "$redis_pid"; wait "$redis_pid"; } 2> /dev/null
     rm -rf "$T"
 }
 trap cleanup EXIT
-ok() { echo "ok - $1"; pass=$((pass + 1)); }
-nok() { echo "not ok - $1: $2"; fail=$((fail + 1)); }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit
-}
 
 if ! command -v redis-server > /dev/null || [ ! -f models/lid.176.ftz ] || [ ! -f build/corpus/multilingual.jsonl ]; then
     echo "skip: needs redis-server, models/ (make models) and build/corpus (scripts/make-corpora.sh)"

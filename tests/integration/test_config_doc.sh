@@ -5,9 +5,8 @@
 # usage: tests/integration/test_config_doc.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
 NLPD=${1:-build/nlpd}
-pass=0
-fail=0
 if out=$(python3 - "$NLPD" << 'PY' 2>&1
 import re, subprocess, sys
 doc = subprocess.run([sys.argv[1], "config-doc"], capture_output=True, text=True, check=True).stdout
@@ -63,5 +62,4 @@ else
     echo "not ok - conf/nlpd.conf fails nlpd check"
     fail=$((fail + 1))
 fi
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

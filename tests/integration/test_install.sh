@@ -7,15 +7,7 @@
 # usage: tests/integration/test_install.sh   Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
-pass=0
-fail=0
-ok() { echo "ok - $1"; pass=$((pass + 1)); }
-nok() { echo "not ok - $1: $2"; fail=$((fail + 1)); }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit
-}
+. tests/lib.sh
 D=$(mktemp -d)
 trap 'rm -rf "$D"' EXIT
 if [ "$(id -u)" != 0 ] || ! command -v setpriv > /dev/null || ! command -v systemd-sysusers > /dev/null ||

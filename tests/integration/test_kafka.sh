@@ -10,6 +10,8 @@
 # Prints `ok - name` / `not ok - name: why` per case, then `N passed, N failed`; exit 1 on any failure.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
+NOK_MAX=2000
 ROOT=$PWD
 NLPD=${1:-build/nlpd}
 case $NLPD in /*) ;; *) NLPD=$ROOT/$NLPD ;; esac
@@ -19,15 +21,9 @@ BIG=${KAFKA_TEST_RECORDS:-100000}
 ONLY=${KAFKA_TEST_ONLY:-}
 SUITE_T0=$(date +%s)
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1${2:+ ($2)}"; }
-nok() { fail=$((fail + 1)); echo "not ok - $1: $(printf '%s' "$2" | head -c 2000)"; }
-note() { echo "# $*"; }
 finish() {
     note "suite took $(($(date +%s) - SUITE_T0)) s"
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
+    summary
     exit $?
 }
 

@@ -8,6 +8,7 @@
 # usage: tests/integration/test_metrics.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
 NLPD=$(realpath "${1:-build/nlpd}")
 TOOL=$(dirname "$NLPD")/tests/tool_kafka
 T=$(mktemp -d)
@@ -17,15 +18,6 @@ cleanup() {
     rm -rf "$T"
 }
 trap cleanup EXIT
-pass=0
-fail=0
-ok() { echo "ok - $1"; pass=$((pass + 1)); }
-nok() { echo "not ok - $1: $2"; fail=$((fail + 1)); }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit
-}
 if [ ! -f models/lid.176.ftz ] || [ ! -x "$TOOL" ]; then
     echo "skip: needs models/lid.176.ftz and $TOOL"
     finish

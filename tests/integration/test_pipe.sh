@@ -5,21 +5,14 @@
 # build/san/nlpd). Prints `ok - name` / `not ok - name: why` per case, then `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
+NOK_MAX=1500
 ROOT=$PWD
 NLPD=${1:-build/nlpd}
 case $NLPD in /*) ;; *) NLPD=$ROOT/$NLPD ;; esac
 LID=$ROOT/models/lid.176.ftz
 POL=$ROOT/models/amazon_review_polarity.ftz
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-nok() { fail=$((fail + 1)); echo "not ok - $1: $(printf '%s' "$2" | head -c 1500)"; }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
 
 if [ ! -x "$NLPD" ]; then
     nok "binary" "$NLPD not found or not executable (run make)"

@@ -6,13 +6,10 @@
 # usage: tests/integration/test_systemd.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
 NLPD=$(realpath "${1:-build/nlpd}")
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { echo "ok - $1"; pass=$((pass + 1)); }
-nok() { echo "not ok - $1: $2"; fail=$((fail + 1)); }
 
 if command -v systemd-analyze > /dev/null; then
     sed "s|/usr/local/bin/nlpd|$NLPD|" systemd/nlpd.service > "$T/nlpd.service"
@@ -46,9 +43,7 @@ fi
 
 if [ ! -f models/lid.176.ftz ]; then
     echo "skip: models/lid.176.ftz missing (make models)"
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit
+    finish
 fi
 cat > "$T/nlpd.conf" << EOF
 kafka: { brokers = "embedded"; input_topics = ["in"]; output_topic = "out"; dlq_topic = "dlq"; };
@@ -176,5 +171,4 @@ PY
 else
     echo "skip: system call check needs strace (ptrace allowed), systemd-analyze and $TOOL"
 fi
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -8,19 +8,16 @@
 # variants of them with every other decoder (BPEDecoder, ByteFallback, Fuse, Strip, Replace, CTC, Sequence).
 # First, without node: transformers' decoded translations of the nllb-mt golden. Run from the repo root.
 set -u
+. tests/lib.sh
 ROOT=$(pwd)
 FIX=tests/fixtures/hf-tiny
 NPM_DIR=build/npm-tokenizers
 NLPD=${1:-build/nlpd}
 WORK=build/decode-ref
-pass=0
-fail=0
 
 skip() {
     echo "skip: $1"
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit
+    finish
 }
 
 [ -x "$NLPD" ] || { echo "$NLPD is not built"; echo "0 passed, 1 failed"; exit 1; }
@@ -213,5 +210,4 @@ for v in llama-seq metaspace-never metaspace-first metaspace-old bpe-suffix bpe-
     wordpiece-prefix ctc regex-strip strip-stop bytelevel-seq fallback-level no-decoder; do
     check "variant-$v" "$WORK/$v" ""
 done
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -6,13 +6,10 @@
 # usage: tests/models/test_dtype_pipe.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
 NLPD=${1:-build/nlpd}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { echo "ok - $1"; pass=$((pass + 1)); }
-nok() { echo "not ok - $1: $2"; fail=$((fail + 1)); }
 
 dir=tests/fixtures/hf-tiny/distilbert-seq-cls
 python3 - "$dir/golden.json" > "$T/in.jsonl" << 'PY'
@@ -119,5 +116,4 @@ else
     nok "kernels.dtype int8 fallback" "$(tail -n 3 "$T/dflt.err")"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -4,6 +4,7 @@
 # the real models when present. Usage: test_fasttext_models.sh [LINES_FILE]. Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
 root=$(pwd)
 parity=$root/tests/models/fasttext_parity.sh
 if ! command -v fasttext > /dev/null 2>&1; then
@@ -16,8 +17,6 @@ if [ ! -x build/tests/tool_ftpredict ]; then
 fi
 T=$(mktemp -d) || exit 2
 trap 'rm -rf "$T"' EXIT INT TERM
-pass=0
-fail=0
 
 # --- corpora: deterministic, with UTF-8 words and multi-label lines ------------------------------------------------
 python3 - "$T" <<'PY'
@@ -147,5 +146,4 @@ for f in ../shared/models/sentiment/fasttext-amazon-review-full/amazon_review_fu
     [ -f "$f" ] && check "$f" "$lines_real" 1 3 5
 done
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

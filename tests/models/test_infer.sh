@@ -5,11 +5,10 @@
 # usage: tests/models/test_infer.sh [path/to/nlpd]
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
 NLPD=${1:-build/nlpd}
 TMP=$(mktemp -d) || exit 2
 trap 'rm -rf "$TMP"' EXIT
-pass=0
-fail=0
 
 for m in bert-seq-cls bert-token-cls distilbert-seq-cls xlm-roberta-seq-cls; do
     dir=tests/fixtures/hf-tiny/$m
@@ -112,5 +111,4 @@ else
     pass=$((pass + 1))
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

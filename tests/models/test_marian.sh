@@ -8,12 +8,11 @@
 # usage: tests/models/test_marian.sh [path/to/nlpd]
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
 NLPD=${1:-build/nlpd}
 DIR=tests/fixtures/hf-tiny/marian-mt
 TMP=$(mktemp -d) || exit 2
 trap 'rm -rf "$TMP"' EXIT
-pass=0
-fail=0
 ok() { pass=$((pass + 1)); }
 ko() {
     echo "FAIL $1"
@@ -118,5 +117,4 @@ else
     echo "skipped: beam search against the PyTorch reference (needs /usr/bin/python3 with torch)"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

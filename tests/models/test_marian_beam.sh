@@ -9,12 +9,11 @@
 # usage: tests/models/test_marian_beam.sh [path/to/nlpd]
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
 NLPD=${1:-build/nlpd}
 PY=/usr/bin/python3
 TMP=$(mktemp -d) || exit 2
 trap 'rm -rf "$TMP"' EXIT
-pass=0
-fail=0
 
 # name | make_marian.py options
 MODELS='swish|--seed 3 --eos-bias 7
@@ -95,5 +94,4 @@ EOF
 done
 pass=$(cat "$TMP/passed" 2> /dev/null | wc -l)
 fail=$(cat "$TMP/failed" 2> /dev/null | wc -l)
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

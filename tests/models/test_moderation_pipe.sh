@@ -6,6 +6,8 @@
 # Usage: tests/models/test_moderation_pipe.sh [NLPD_BINARY]. Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
+NOK_MAX=1500
 ROOT=$PWD
 NLPD=${1:-build/nlpd}
 case $NLPD in /*) ;; *) NLPD=$ROOT/$NLPD ;; esac
@@ -13,15 +15,6 @@ FIX=$ROOT/tests/fixtures/hf-tiny/bert-seq-cls
 LEX=$ROOT/models/lexicons
 LID=$ROOT/models/lid.176.ftz
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-nok() { fail=$((fail + 1)); echo "not ok - $1: $(printf '%s' "$2" | head -c 1500)"; }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
 [ -x "$NLPD" ] || { nok binary "$NLPD not found (run make)"; finish; }
 command -v python3 > /dev/null || { nok python3 "python3 not found"; finish; }
 [ -d "$LEX" ] || sh scripts/fetch-lexicons.sh > /dev/null 2>&1

@@ -12,6 +12,8 @@
 # Usage: test_ner_pipe.sh [NLPD_BINARY] (default build/nlpd). Prints `ok - ...`/`not ok - ...` and `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
+NOK_MAX=3000
 ROOT=$PWD
 NLPD=${1:-build/nlpd}
 case $NLPD in /*) ;; *) NLPD=$ROOT/$NLPD ;; esac
@@ -19,15 +21,6 @@ MODEL=tests/fixtures/hf-tiny/bert-token-cls
 GOLDEN=$MODEL/pipeline_golden.json
 TOK=$(dirname "$NLPD")/tests/tool_tokenize
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-nok() { fail=$((fail + 1)); echo "not ok - $1: $(printf '%s' "$2" | head -c 3000)"; }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
 
 if ! command -v python3 > /dev/null 2>&1; then
     echo "skip: python3 is not installed"

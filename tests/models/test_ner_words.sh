@@ -6,21 +6,14 @@
 # Decoder.decode(tokens) of the Rust library (npm tokenizers@0.23.2), where the raw text span was given before
 # (`' S'` for `▁S`). Usage: test_ner_words.sh NLPD
 set -u
+. tests/lib.sh
+NOK_MAX=2000
 ROOT=$PWD
 NLPD=${1:-build/nlpd}
 case $NLPD in /*) ;; *) NLPD=$ROOT/$NLPD ;; esac
 NPM=$ROOT/build/npm-tokenizers/node_modules/tokenizers
 FIX=tests/fixtures/hf-tiny/xlm-roberta-seq-cls
 PY=/usr/bin/python3
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-nok() { fail=$((fail + 1)); echo "not ok - $1: $(printf '%s' "$2" | head -c 2000)"; }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
 if ! "$PY" -c 'import numpy' 2>/dev/null || ! command -v node >/dev/null 2>&1 || [ ! -d "$NPM" ]; then
     echo "skip: needs $PY with numpy, node and $NPM (tests/models/test_tokenizer_ref.sh installs it)"
     finish

@@ -9,6 +9,8 @@
 # fasttext tool or the models are absent.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
+NOK_MAX=2000
 ROOT=$PWD
 NLPD=${1:-build/nlpd}
 case $NLPD in /*) ;; *) NLPD=$ROOT/$NLPD ;; esac
@@ -19,15 +21,6 @@ FULL=$ROOT/models/amazon_review_full.ftz
 C=$ROOT/build/corpus
 TOL=1e-5
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-nok() { fail=$((fail + 1)); echo "not ok - $1: $(printf '%s' "$2" | head -c 2000)"; }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
 
 if ! command -v "$FT" > /dev/null 2>&1; then
     echo "skip: the fasttext tool is not installed (apt-get install fasttext)"

@@ -5,13 +5,10 @@
 # usage: tests/models/test_sentiment_hf.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
 NLPD=${1:-build/nlpd}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { echo "ok - $1"; pass=$((pass + 1)); }
-nok() { echo "not ok - $1: $2"; fail=$((fail + 1)); }
 
 for fx in bert-seq-cls distilbert-seq-cls xlm-roberta-seq-cls; do
     dir=tests/fixtures/hf-tiny/$fx
@@ -107,5 +104,4 @@ if ! "$NLPD" check -c "$T/tok.conf" > /dev/null 2> "$T/tok.err" &&
 else
     nok "token-classification folder refused" "$(cat "$T/tok.err")"
 fi
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

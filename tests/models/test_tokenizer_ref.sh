@@ -3,13 +3,12 @@
 # AND code point offsets of build/tests/tool_tokenize on every fixture tokenizer (tokenizer.json and the legacy
 # files of the same folder) over the cases texts, some pairs and truncations. Run from the repo root.
 set -u
+. tests/lib.sh
 ROOT=$(pwd)
 FIX=tests/fixtures/hf-tiny
 NPM_DIR=build/npm-tokenizers
 TOOL=build/tests/tool_tokenize
 WORK=build/tokenizer-ref
-pass=0
-fail=0
 
 skip() {
     echo "skip: $1"
@@ -105,5 +104,4 @@ for d in bert-seq-cls bert-token-cls distilbert-seq-cls xlm-roberta-seq-cls _bpe
     [ -f "$leg/sentencepiece.bpe.model" ] && allowed=2
     if compare "$d/legacy" "$WORK/$d.ref.jsonl" "$WORK/$d.legacy.jsonl" "$allowed"; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
 done
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -8,15 +8,13 @@
 # refused with an error naming the problem, and nothing of the pickle may run.
 # Also the real Hub file of shared/models/ner/camphr-tiny-bert-token-classification. Usage: test_torch_bin.sh NLPD
 set -u
+. tests/lib.sh
 NLPD=${1:-build/nlpd}
 FIX=tests/fixtures/hf-tiny
 PY=/usr/bin/python3
-pass=0
-fail=0
 TMP=$(mktemp -d) || exit 2
 trap 'rm -rf "$TMP"' EXIT
 
-ok() { echo "ok - $1"; pass=$((pass + 1)); }
 bad() { echo "FAIL - $1"; fail=$((fail + 1)); }
 
 if ! "$PY" -c 'import torch, numpy' 2>/dev/null; then
@@ -104,5 +102,4 @@ if ! "$NLPD" infer --model "$TMP/none" </dev/null 2>"$TMP/err" >/dev/null &&
 else
     bad "no weights: $(cat "$TMP/err")"
 fi
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -8,13 +8,10 @@
 # usage: tests/models/test_translate_pipe.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
 NLPD=${1:-build/nlpd}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { echo "ok - $1"; pass=$((pass + 1)); }
-nok() { echo "not ok - $1: $2"; fail=$((fail + 1)); }
 MT=tests/fixtures/hf-tiny/marian-mt
 LID=models/lid.176.ftz
 SENT=models/amazon_review_polarity.ftz
@@ -227,5 +224,4 @@ else
     echo "skipped: the OPUS-MT en-pt tokenizer files ($TCB) or numpy are not here"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish
