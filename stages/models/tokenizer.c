@@ -148,11 +148,11 @@ static int pattern_of(struct jctx *c, json_t *obj, const char *path, int32_t **p
     if (s && json_is_string(s))
         return to_cps(json_string_value(s), json_string_length(s), pat, pat_n);
     if (r && json_is_string(r)) {
-        char eb[128];
-        *rx = trx_compile(json_string_value(r), json_string_length(r), eb, sizeof eb);
+        struct nlpd_error why = {0};
+        *rx = trx_compile(json_string_value(r), json_string_length(r), &why);
         if (!*rx)
-            return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: %s: pattern: unsupported regex \"%.80s\": %s", c->file,
-                                  path, json_string_value(r), eb);
+            return nlpd_error_set(c->err, why.code, 0, "%s: %s: pattern: unsupported regex \"%.80s\": %s", c->file,
+                                  path, json_string_value(r), why.message);
         return 0;
     }
     return jfail(c, path, "pattern: expected {\"String\": ...} or {\"Regex\": ...}");

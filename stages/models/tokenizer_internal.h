@@ -53,7 +53,8 @@ void tvocab_free(struct tvocab *v);
  * (...), alternation, greedy and lazy quantifiers * + ? {n} {n,} {n,m}, anchors ^ $, lookahead (?=) (?!).
  * Anything else is rejected at load time, so a pattern that loads is matched exactly. */
 struct trx;
-struct trx *trx_compile(const char *pat, size_t len, char *errbuf, size_t errlen);
+/* NULL with err (the reason alone: a syntax error NLPD_EFORMAT, "regex too large" NLPD_ERANGE, NLPD_ENOMEM). */
+struct trx *trx_compile(const char *pat, size_t len, struct nlpd_error *err);
 /* Leftmost match starting at or after `from`; returns 1 and [*ms, *me) or 0. */
 int trx_find(const struct trx *rx, const struct tchar *s, size_t n, size_t from, size_t *ms, size_t *me);
 void trx_free(struct trx *rx);

@@ -372,7 +372,7 @@ static int load_spm(const char *dir, struct nlpd_tokenizer *t, const struct conf
     sn[k++].strip_right = 1;
     sn[k].type = TN_REPLACE;
     t->norm->nsubs = k + 1;
-    sn[k].rx = trx_compile(" {2,}", 5, NULL, 0);
+    sn[k].rx = trx_compile(" {2,}", 5, NULL);
     sn[k].content = malloc(sizeof *sn[k].content);
     if (!sn[k].rx || !sn[k].content)
         goto oom;

@@ -34,6 +34,7 @@ struct trx {
     size_t n, cap;
     struct rx_item *items;
     size_t nitems, items_cap;
+    int oom; /* an allocation failed while compiling: the error is that, whatever the parser says */
 };
 
 #define RX_MAX_PROG 20000
@@ -42,8 +43,7 @@ struct trx {
 struct rx_parser {
     const char *p, *end;
     struct trx *rx;
-    char *err;
-    size_t errlen;
+    struct nlpd_error *err; /* the first failure only */
     int depth;
 };
 
@@ -54,8 +54,10 @@ static int rx_emit(struct trx *rx, int op)
     if (rx->n == rx->cap) {
         size_t cap = rx->cap ? rx->cap * 2 : 32;
         struct rx_inst *p = realloc(rx->prog, cap * sizeof *p);
-        if (!p)
+        if (!p) {
+            rx->oom = 1;
             return -1;
+        }
         rx->prog = p;
         rx->cap = cap;
     }
@@ -69,8 +71,10 @@ static int rx_item_add(struct trx *rx, struct rx_item it)
     if (rx->nitems == rx->items_cap) {
         size_t cap = rx->items_cap ? rx->items_cap * 2 : 16;
         struct rx_item *p = realloc(rx->items, cap * sizeof *p);
-        if (!p)
+        if (!p) {
+            rx->oom = 1;
             return -1;
+        }
         rx->items = p;
         rx->items_cap = cap;
     }
@@ -90,8 +94,15 @@ static int32_t rx_next_cp(struct rx_parser *ps)
 
 static int rx_fail(struct rx_parser *ps, const char *what)
 {
-    if (ps->err && !ps->err[0])
-        snprintf(ps->err, ps->errlen, "%s", what);
+    if (!ps->err->code)
+        nlpd_error_set(ps->err, NLPD_EFORMAT, 0, "%s", what);
+    return -1;
+}
+
+static int rx_too_large(struct rx_parser *ps)
+{
+    if (!ps->err->code)
+        nlpd_error_set(ps->err, NLPD_ERANGE, 0, "regex too large (over %d instructions)", RX_MAX_PROG);
     return -1;
 }
 
@@ -386,16 +397,16 @@ static int rx_quant(struct rx_parser *ps, int a)
     /* atom{lo,hi}: lo copies (the first is in place), then optional copies or a star. */
     for (long i = 1; i < lo; i++)
         if (rx_copy(rx, a, b) < 0)
-            return rx_fail(ps, "regex too large");
+            return rx_too_large(ps);
     if (hi == -1) {
         int s = (int)rx->n;
         if (rx_copy(rx, a, b) < 0 || rx_star(rx, s, greedy) < 0)
-            return rx_fail(ps, "regex too large");
+            return rx_too_large(ps);
     } else {
         for (long i = lo > 1 ? lo : 1; i < hi; i++) {
             int s = (int)rx->n;
             if (rx_copy(rx, a, b) < 0 || rx_opt(rx, s, greedy) < 0)
-                return rx_fail(ps, "regex too large");
+                return rx_too_large(ps);
         }
     }
     if (lo == 0) /* {0,m}: the in-place copy becomes optional too */
@@ -519,18 +530,24 @@ static int rx_alt(struct rx_parser *ps)
     return 0;
 }
 
-struct trx *trx_compile(const char *pat, size_t len, char *errbuf, size_t errlen)
+struct trx *trx_compile(const char *pat, size_t len, struct nlpd_error *err)
 {
     struct trx *rx = calloc(1, sizeof *rx);
-    if (!rx)
+    if (!rx) {
+        nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
         return NULL;
-    if (errbuf && errlen)
-        errbuf[0] = 0;
-    struct rx_parser ps = {pat, pat + len, rx, errbuf, errlen, 0};
+    }
+    struct nlpd_error e = {0};
+    struct rx_parser ps = {pat, pat + len, rx, &e, 0};
     if (rx_alt(&ps) < 0 || ps.p != ps.end || rx_emit(rx, RX_MATCH) < 0) {
-        if (ps.p != ps.end)
-            rx_fail(&ps, "unbalanced )");
-        rx_fail(&ps, "regex too large");
+        if (rx->oom)
+            nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+        else if (e.code)
+            nlpd_error_set(err, e.code, 0, "%s", e.message);
+        else if (ps.p != ps.end)
+            nlpd_error_set(err, NLPD_EFORMAT, 0, "unbalanced )");
+        else
+            nlpd_error_set(err, NLPD_ERANGE, 0, "regex too large (over %d instructions)", RX_MAX_PROG);
         trx_free(rx);
         return NULL;
     }

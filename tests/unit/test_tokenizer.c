@@ -10,6 +10,7 @@
 
 #include "harness.h"
 #include "tokenizer.h"
+#include "tokenizer_internal.h"
 
 #define FIX "tests/fixtures/hf-tiny/"
 #define NO_LIMIT ((size_t)1 << 30)
@@ -335,6 +336,24 @@ static void test_bad_folders(void)
     rmdir(dir);
 }
 
+/* The mini regex says why a pattern does not compile, with a code: syntax, size, memory. */
+static void test_regex_errors(void)
+{
+    struct nlpd_error err = {0};
+    struct trx *rx = trx_compile("a+b", 3, &err);
+    CHECK(rx && err.code == 0);
+    trx_free(rx);
+    CHECK(trx_compile("(a", 2, &err) == NULL && err.code == NLPD_EFORMAT);
+    CHECK_STR_CONTAINS(err.message, "unbalanced (");
+    CHECK(trx_compile("a)", 2, &err) == NULL && err.code == NLPD_EFORMAT);
+    CHECK_STR_CONTAINS(err.message, "unbalanced )");
+    CHECK(trx_compile("(?<=a)", 6, &err) == NULL && err.code == NLPD_EFORMAT);
+    /* 1000 copies of a 1000-copy group: over the program bound */
+    CHECK(trx_compile("(a{1000}){1000}", 15, &err) == NULL && err.code == NLPD_ERANGE);
+    CHECK_STR_CONTAINS(err.message, "regex too large");
+    CHECK(trx_compile("(", 1, NULL) == NULL); /* err may be NULL */
+}
+
 int main(void)
 {
     cases = load(FIX "_tokenizer_cases/cases.json");
@@ -350,6 +369,7 @@ int main(void)
     RUN(test_pair_and_truncation);
     RUN(test_bad_json);
     RUN(test_bad_folders);
+    RUN(test_regex_errors);
     json_decref(cases);
     return TEST_REPORT();
 }
