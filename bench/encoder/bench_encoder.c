@@ -50,7 +50,7 @@ int main(int argc, char **argv)
         return 2;
     struct nlpd_error err = {0};
     const char *backend = argc > 8 ? argv[8] : "cpu", *dtype = argc > 9 ? argv[9] : "fp32";
-    int on_cpu = !strcmp(backend, "cpu");
+    int on_cpu = nlpd_backend_kind_parse(backend) == NLPD_BACKEND_CPU;
     int gemm = nlpd_cpu_gemm_parse(argc > 10 ? argv[10] : "auto");
     if (gemm < 0) {
         fprintf(stderr, "CPU_GEMM must be auto, openblas or onednn\n");
