@@ -23,10 +23,10 @@ struct rx_item {
 
 struct rx_inst {
     int op;
-    int32_t c;           /* RX_CHAR */
-    int x, y;            /* SPLIT prefers x; JMP x; LOOK: sub program at x, continue at y */
-    int neg;             /* RX_CLASS / RX_LOOK */
-    int item0, nitems;   /* RX_CLASS items */
+    int32_t c;         /* RX_CHAR */
+    int x, y;          /* SPLIT prefers x; JMP x; LOOK: sub program at x, continue at y */
+    int neg;           /* RX_CLASS / RX_LOOK */
+    int item0, nitems; /* RX_CLASS items */
 };
 
 struct trx {
@@ -37,7 +37,7 @@ struct trx {
     int oom; /* an allocation failed while compiling: the error is that, whatever the parser says */
 };
 
-#define RX_MAX_PROG 20000
+#define RX_MAX_PROG  20000
 #define RX_MAX_STEPS 2000000
 
 struct rx_parser {
@@ -115,12 +115,19 @@ static int32_t rx_cat_mask(const char *name, size_t len)
     } cats[] = {
         {"L", (1 << UTF8PROC_CATEGORY_LU) | (1 << UTF8PROC_CATEGORY_LL) | (1 << UTF8PROC_CATEGORY_LT) |
                   (1 << UTF8PROC_CATEGORY_LM) | (1 << UTF8PROC_CATEGORY_LO)},
-        {"Lu", 1 << UTF8PROC_CATEGORY_LU}, {"Ll", 1 << UTF8PROC_CATEGORY_LL}, {"Lt", 1 << UTF8PROC_CATEGORY_LT},
-        {"Lm", 1 << UTF8PROC_CATEGORY_LM}, {"Lo", 1 << UTF8PROC_CATEGORY_LO},
+        {"Lu", 1 << UTF8PROC_CATEGORY_LU},
+        {"Ll", 1 << UTF8PROC_CATEGORY_LL},
+        {"Lt", 1 << UTF8PROC_CATEGORY_LT},
+        {"Lm", 1 << UTF8PROC_CATEGORY_LM},
+        {"Lo", 1 << UTF8PROC_CATEGORY_LO},
         {"M", (1 << UTF8PROC_CATEGORY_MN) | (1 << UTF8PROC_CATEGORY_MC) | (1 << UTF8PROC_CATEGORY_ME)},
-        {"Mn", 1 << UTF8PROC_CATEGORY_MN}, {"Mc", 1 << UTF8PROC_CATEGORY_MC}, {"Me", 1 << UTF8PROC_CATEGORY_ME},
+        {"Mn", 1 << UTF8PROC_CATEGORY_MN},
+        {"Mc", 1 << UTF8PROC_CATEGORY_MC},
+        {"Me", 1 << UTF8PROC_CATEGORY_ME},
         {"N", (1 << UTF8PROC_CATEGORY_ND) | (1 << UTF8PROC_CATEGORY_NL) | (1 << UTF8PROC_CATEGORY_NO)},
-        {"Nd", 1 << UTF8PROC_CATEGORY_ND}, {"Nl", 1 << UTF8PROC_CATEGORY_NL}, {"No", 1 << UTF8PROC_CATEGORY_NO},
+        {"Nd", 1 << UTF8PROC_CATEGORY_ND},
+        {"Nl", 1 << UTF8PROC_CATEGORY_NL},
+        {"No", 1 << UTF8PROC_CATEGORY_NO},
         {"P", (1 << UTF8PROC_CATEGORY_PC) | (1 << UTF8PROC_CATEGORY_PD) | (1 << UTF8PROC_CATEGORY_PS) |
                   (1 << UTF8PROC_CATEGORY_PE) | (1 << UTF8PROC_CATEGORY_PI) | (1 << UTF8PROC_CATEGORY_PF) |
                   (1 << UTF8PROC_CATEGORY_PO)},
@@ -144,10 +151,23 @@ static int rx_escape(struct rx_parser *ps, struct rx_item *it, int32_t *lit)
     char c = *ps->p++;
     memset(it, 0, sizeof *it);
     switch (c) {
-    case 's': case 'S': it->kind = CL_SPACE; it->neg = c == 'S'; return 1;
-    case 'd': case 'D': it->kind = CL_DIGIT; it->neg = c == 'D'; return 1;
-    case 'w': case 'W': it->kind = CL_WORD; it->neg = c == 'W'; return 1;
-    case 'p': case 'P': {
+    case 's':
+    case 'S':
+        it->kind = CL_SPACE;
+        it->neg = c == 'S';
+        return 1;
+    case 'd':
+    case 'D':
+        it->kind = CL_DIGIT;
+        it->neg = c == 'D';
+        return 1;
+    case 'w':
+    case 'W':
+        it->kind = CL_WORD;
+        it->neg = c == 'W';
+        return 1;
+    case 'p':
+    case 'P': {
         it->kind = CL_CAT;
         it->neg = c == 'P';
         const char *name = ps->p;
@@ -182,8 +202,10 @@ static int rx_escape(struct rx_parser *ps, struct rx_item *it, int32_t *lit)
             ps->p++;
             while (ps->p < ps->end && *ps->p != '}' && k < 6) {
                 char h = *ps->p++;
-                int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                        : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+                int d = h >= '0' && h <= '9'   ? h - '0'
+                        : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                        : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                               : -1;
                 if (d < 0)
                     return rx_fail(ps, "bad \\x{}");
                 v = v * 16 + d;
@@ -197,8 +219,10 @@ static int rx_escape(struct rx_parser *ps, struct rx_item *it, int32_t *lit)
                 if (ps->p >= ps->end)
                     return rx_fail(ps, "bad \\x");
                 char h = *ps->p++;
-                int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                        : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+                int d = h >= '0' && h <= '9'   ? h - '0'
+                        : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                        : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                               : -1;
                 if (d < 0)
                     return rx_fail(ps, "bad \\x");
                 v = v * 16 + d;
@@ -358,10 +382,19 @@ static int rx_quant(struct rx_parser *ps, int a)
         return 0;
     char q = *ps->p;
     long lo, hi;
-    if (q == '*') { lo = 0; hi = -1; ps->p++; }
-    else if (q == '+') { lo = 1; hi = -1; ps->p++; }
-    else if (q == '?') { lo = 0; hi = 1; ps->p++; }
-    else if (q == '{') {
+    if (q == '*') {
+        lo = 0;
+        hi = -1;
+        ps->p++;
+    } else if (q == '+') {
+        lo = 1;
+        hi = -1;
+        ps->p++;
+    } else if (q == '?') {
+        lo = 0;
+        hi = 1;
+        ps->p++;
+    } else if (q == '{') {
         const char *s = ps->p + 1;
         char *e;
         if (s >= ps->end || *s < '0' || *s > '9')
@@ -566,9 +599,8 @@ void trx_free(struct trx *rx)
 static int rx_word(int32_t cp)
 {
     int c = cat(cp);
-    return tok_is_letter(cp) || c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_MC ||
-           c == UTF8PROC_CATEGORY_ME || c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL ||
-           c == UTF8PROC_CATEGORY_PC;
+    return tok_is_letter(cp) || c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_MC || c == UTF8PROC_CATEGORY_ME ||
+           c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_PC;
 }
 
 static int rx_class_match(const struct trx *rx, const struct rx_inst *in, int32_t cp)
@@ -596,8 +628,7 @@ struct rx_frame {
 
 /* Runs the program from pc at sp; returns 1 with *end on a match. Explicit backtrack stack (no recursion but
  * for lookarounds, whose depth is bounded by the pattern). *steps bounds pathological patterns. */
-static int rx_run(const struct trx *rx, int pc0, const struct tchar *s, size_t n, size_t sp0, size_t *end,
-                  long *steps)
+static int rx_run(const struct trx *rx, int pc0, const struct tchar *s, size_t n, size_t sp0, size_t *end, long *steps)
 {
     struct rx_frame stack_local[64];
     struct rx_frame *st = stack_local;
@@ -631,9 +662,7 @@ static int rx_run(const struct trx *rx, int pc0, const struct tchar *s, size_t n
             ok = sp == n;
             pc++;
             break;
-        case RX_JMP:
-            pc = in->x;
-            break;
+        case RX_JMP: pc = in->x; break;
         case RX_SPLIT:
             if (top == cap) {
                 size_t ncap = cap * 2;
