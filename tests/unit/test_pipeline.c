@@ -2,6 +2,7 @@
  * fatal errors, `when` filtering, stage options, worker threads and ordering. */
 #include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "harness.h"
@@ -393,6 +394,7 @@ static int inst_init(const struct nlpd_stage_instance *inst, void *ctx, struct n
     snprintf(inst_seen.type, sizeof inst_seen.type, "%s", inst->type);
     inst_seen.index = inst->index;
     inst_seen.max_tokens = inst->max_tokens;
+    nlpd_stage_log(inst, NLPD_LOG_WARNING, "loaded as %s #%zu", inst->type, inst->index);
     return 0;
 }
 
@@ -420,8 +422,21 @@ static void instance_handle(void)
     struct nlpd_config *cfg;
     CHECK(nlpd_stage_register(&inst_stage) == 0); /* after init_failure_and_names, which lists the stages */
     memset(&inst_seen, 0, sizeof inst_seen);
+    char path[] = "/tmp/nlpd-test-inst-XXXXXX"; /* stderr, for the stage's log line */
+    int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
     struct nlpd_pipeline *p =
         build("pipeline = ( { stage = \"picky\"; }, { stage = \"inst\"; name = \"my-inst\"; } );", &cfg, &d);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char logged[4096];
+    ssize_t got = pread(fd, logged, sizeof logged - 1, 0);
+    logged[got > 0 ? got : 0] = '\0';
+    close(fd);
+    unlink(path);
+    CHECK_STR_CONTAINS(logged, "[my-inst]"); /* tagged by the framework with the configured name */
+    CHECK_STR_CONTAINS(logged, "loaded as inst #1");
     CHECK(p != NULL && d.n == 0);
     if (p) {
         CHECK(strcmp(inst_seen.name, "my-inst") == 0 && strcmp(inst_seen.type, "inst") == 0);
