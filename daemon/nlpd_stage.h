@@ -267,14 +267,12 @@ enum nlpd_stage_status nlpd_stage_models_run(const struct nlpd_stage_models *ms,
 void nlpd_stage_models_free(struct nlpd_stage_models *ms, void (*unload)(void *ctx, void *slot), void *ctx);
 
 /* Logging (the daemon's logger underneath). Stages log through nlpd_stage_log, which tags the line with the
- * instance's name; nlpd_log and nlpd_record_fail with a spelled-out facility are the framework's. */
+ * instance's name; nlpd_log with a spelled-out facility is the framework's. */
 enum nlpd_log_level { NLPD_LOG_ERR = 3, NLPD_LOG_WARNING = 4, NLPD_LOG_NOTICE = 5, NLPD_LOG_INFO = 6, NLPD_LOG_DEBUG = 7 };
 int nlpd_log_enabled(enum nlpd_log_level level);
 void nlpd_stage_log(const struct nlpd_stage_instance *inst, enum nlpd_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void nlpd_log(enum nlpd_log_level level, const char *facility, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-void nlpd_record_fail(struct nlpd_record *rec, const char *stage, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "nlpd_stage.h"
+#include "record.h"
 
 void nlpd_stage_fail(const struct nlpd_stage_instance *inst, struct nlpd_record *rec, const char *fmt, ...)
 {
