@@ -204,7 +204,7 @@ struct nlpd_stage_plugin {
     const char *description;
     const struct nlpd_conf_entry *conf_map; /* terminated by an entry with type NLPD_CONF_END */
     size_t ctx_size;                        /* zeroed, then filled from conf_map before init() */
-    /* Loads models; err says why not. Called once per instance; inst outlives ctx. */
+    /* Loads models; err says why not. Called once per instance; inst stays valid until after fini(). */
     int (*init)(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err);
     /* Per-worker-thread state (scratch buffers); may be NULL when not needed. */
     void *(*thread_init)(void *ctx);
@@ -242,8 +242,7 @@ typedef int (*nlpd_stage_model_load_fn)(void *ctx, void *slot, const char *path,
 /* Runs the stage on recs[0..n), the batch's records that model `model` serves (batch: for padded_tokens). */
 typedef enum nlpd_stage_status (*nlpd_stage_model_run_fn)(const struct nlpd_stage_instance *inst, void *ctx,
                                                           void *tstate, size_t model, struct nlpd_record **recs,
-                                                          size_t n, struct nlpd_batch *batch,
-                                                          struct nlpd_error *err);
+                                                          size_t n, struct nlpd_batch *batch, struct nlpd_error *err);
 
 /* Loads a stage's models in config order; exactly one of model (may be NULL) and models (may be empty) is given,
  * else NLPD_EINVAL. On an error ms keeps what was loaded for nlpd_stage_models_free. */

@@ -377,9 +377,9 @@ static int build_stage(struct nlpd_pipeline *p, const struct nlpd_config *cfg, c
     char section[128];
     snprintf(section, sizeof section, "pipeline[%zu] (%s)", index, s->name);
     s->inst = (struct nlpd_stage_instance){.name = s->name, .type = s->plugin->name, .index = index};
-    int errors = nlpd_conf_apply(s->plugin->conf_map, entry, s->ctx,
-                                 s->plugin->token_budget ? budget_stage_keys : stage_common_keys, section, cfg->path,
-                                 diag);
+    int errors =
+        nlpd_conf_apply(s->plugin->conf_map, entry, s->ctx,
+                        s->plugin->token_budget ? budget_stage_keys : stage_common_keys, section, cfg->path, diag);
     if (s->plugin->token_budget)
         errors += apply_budget(s, cfg, entry, section, diag);
 

@@ -58,8 +58,7 @@ enum nlpd_stage_status nlpd_stage_models_run(const struct nlpd_stage_models *ms,
     }
     for (size_t i = 0; i < batch->n; i++) {
         const struct nlpd_record *r = batch->recs[i];
-        pick[i] = skip_lang && r->lang.set && strcmp(r->lang.code, skip_lang) == 0 ? -1
-                                                                                   : nlpd_stage_models_pick(ms, r);
+        pick[i] = skip_lang && r->lang.set && strcmp(r->lang.code, skip_lang) == 0 ? -1 : nlpd_stage_models_pick(ms, r);
     }
     for (size_t mi = 0; mi < ms->n && st == NLPD_STAGE_OK; mi++) {
         size_t n = 0;

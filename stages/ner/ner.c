@@ -413,8 +413,7 @@ static enum nlpd_stage_status ner_run(const struct nlpd_stage_instance *inst, vo
         } else if (e->n <= s->max_seq) {
             ri->nw = 1;
         } else if (nsp >= s->max_seq) {
-            nlpd_stage_fail(inst, r, "the model's %zu tokens leave no room beside %zu special tokens", s->max_seq,
-                             nsp);
+            nlpd_stage_fail(inst, r, "the model's %zu tokens leave no room beside %zu special tokens", s->max_seq, nsp);
             ri->skip = 1;
             continue;
         } else {
@@ -469,8 +468,7 @@ static enum nlpd_stage_status ner_run(const struct nlpd_stage_instance *inst, vo
         }
     }
     /* 3. one forward over every window of the batch; on a non-memory error, record by record */
-    int rc =
-        nwin ? nlpd_hf_forward(s->m, t->ws, t->wids, NULL, t->wlens, nwin, inst->max_tokens, t->wlogits, err) : 0;
+    int rc = nwin ? nlpd_hf_forward(s->m, t->ws, t->wids, NULL, t->wlens, nwin, inst->max_tokens, t->wlogits, err) : 0;
     if (rc == NLPD_ENOMEM)
         return NLPD_STAGE_RETRY;
     int one_by_one = rc < 0;
@@ -481,8 +479,8 @@ static enum nlpd_stage_status ner_run(const struct nlpd_stage_instance *inst, vo
             continue;
         if (one_by_one && ri->nw) {
             struct nlpd_error ferr = {0};
-            int frc = nlpd_hf_forward(s->m, t->ws, t->wids + ri->w0, NULL, t->wlens + ri->w0, ri->nw,
-                                      inst->max_tokens, t->wlogits + ri->w0, &ferr);
+            int frc = nlpd_hf_forward(s->m, t->ws, t->wids + ri->w0, NULL, t->wlens + ri->w0, ri->nw, inst->max_tokens,
+                                      t->wlogits + ri->w0, &ferr);
             if (frc == NLPD_ENOMEM)
                 return NLPD_STAGE_RETRY;
             if (frc < 0) {

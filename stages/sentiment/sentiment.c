@@ -45,8 +45,8 @@ struct sentiment_thread {
 };
 
 static const struct nlpd_conf_entry sentiment_conf[] = {
-    {"backend", NLPD_CONF_ENUM, "auto", offsetof(struct sentiment, backend), NLPD_CONF_CACHE_KEY, "auto|fasttext|hf",
-     0, 0, "\"hf\": a Hugging Face folder; \"fasttext\": a .bin/.ftz file; \"auto\": by what the path is"},
+    {"backend", NLPD_CONF_ENUM, "auto", offsetof(struct sentiment, backend), NLPD_CONF_CACHE_KEY, "auto|fasttext|hf", 0,
+     0, "\"hf\": a Hugging Face folder; \"fasttext\": a .bin/.ftz file; \"auto\": by what the path is"},
     {"model", NLPD_CONF_PATH, NULL, offsetof(struct sentiment, model), NLPD_CONF_MODEL, NULL, 0, 0,
      "the model: a Hugging Face sequence-classification folder or a fastText file (one of model or models)"},
     {"models", NLPD_CONF_MAP, NULL, offsetof(struct sentiment, models), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
@@ -55,8 +55,8 @@ static const struct nlpd_conf_entry sentiment_conf[] = {
     {"labels", NLPD_CONF_MAP, NULL, offsetof(struct sentiment, labels), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "model label -> output label, e.g. ((\"LABEL_0\", \"negative\")); unmapped labels are lowercased "
      "(fastText: __label__1/__label__2 of the Amazon models become negative/positive)"},
-    {"label_prefix", NLPD_CONF_STRING, "__label__", offsetof(struct sentiment, label_prefix), NLPD_CONF_CACHE_KEY,
-     NULL, 0, 0, "fastText: prefix stripped from labels that `labels` does not map"},
+    {"label_prefix", NLPD_CONF_STRING, "__label__", offsetof(struct sentiment, label_prefix), NLPD_CONF_CACHE_KEY, NULL,
+     0, 0, "fastText: prefix stripped from labels that `labels` does not map"},
     {"lowercase", NLPD_CONF_BOOL, "true", offsetof(struct sentiment, lowercase), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "fastText: lowercase the text first (the Amazon review models were trained on lowercased text)"},
     {"split_punctuation", NLPD_CONF_BOOL, "true", offsetof(struct sentiment, split_punctuation), NLPD_CONF_CACHE_KEY,

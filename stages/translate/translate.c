@@ -424,8 +424,8 @@ static enum nlpd_stage_status run_model(const struct nlpd_stage_instance *inst, 
 }
 
 /* A run leaves its sentences behind for the next one to clear: clear them now, even after an error. */
-static enum nlpd_stage_status run_and_clear(const struct nlpd_stage_instance *inst, void *ctx, void *tstate,
-                                            size_t mi, struct nlpd_record **recs, size_t n, struct nlpd_batch *batch,
+static enum nlpd_stage_status run_and_clear(const struct nlpd_stage_instance *inst, void *ctx, void *tstate, size_t mi,
+                                            struct nlpd_record **recs, size_t n, struct nlpd_batch *batch,
                                             struct nlpd_error *err)
 {
     enum nlpd_stage_status st = run_model(inst, ctx, tstate, mi, recs, n, &batch->padded_tokens, err);

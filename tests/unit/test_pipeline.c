@@ -44,8 +44,9 @@ static enum nlpd_stage_status tag_process(const struct nlpd_stage_instance *inst
     return NLPD_STAGE_OK;
 }
 
-static const struct nlpd_stage_plugin tag_stage = {NLPD_STAGE_ABI, "tag", "test", tag_conf, sizeof(struct tag_ctx),
-                                                   tag_init, NULL, NULL, tag_process, NULL, 0, NULL, 0};
+static const struct nlpd_stage_plugin tag_stage = {.abi = NLPD_STAGE_ABI, .name = "tag", .description = "test",
+                                                   .conf_map = tag_conf, .ctx_size = sizeof(struct tag_ctx),
+                                                   .init = tag_init, .process = tag_process};
 
 /* "picky": asks for a retry whenever a batch holds more than one record mentioning "oom" (so the
  * runner must split) or any "oom-always" (which must end as that record's error alone); "fatal" in a
@@ -79,8 +80,8 @@ static enum nlpd_stage_status picky_process(const struct nlpd_stage_instance *in
 }
 
 static const struct nlpd_conf_entry no_conf[] = {{0}};
-static const struct nlpd_stage_plugin picky_stage = {NLPD_STAGE_ABI, "picky", "test", no_conf, 0, NULL, NULL, NULL,
-                                                     picky_process, NULL, 0, NULL, 0};
+static const struct nlpd_stage_plugin picky_stage = {.abi = NLPD_STAGE_ABI, .name = "picky", .description = "test",
+                                                     .conf_map = no_conf, .process = picky_process};
 
 static int noop_init(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err)
 {
@@ -290,8 +291,8 @@ static enum nlpd_stage_status gate_process(const struct nlpd_stage_instance *ins
     return NLPD_STAGE_OK;
 }
 
-static const struct nlpd_stage_plugin gate_stage = {NLPD_STAGE_ABI, "gate", "test", no_conf, 0, noop_init, NULL, NULL,
-                                                    gate_process, NULL, 0, NULL, 0};
+static const struct nlpd_stage_plugin gate_stage = {.abi = NLPD_STAGE_ABI, .name = "gate", .description = "test",
+                                                    .conf_map = no_conf, .init = noop_init, .process = gate_process};
 
 static void count_space(void *user)
 {
@@ -410,8 +411,13 @@ static enum nlpd_stage_status inst_process(const struct nlpd_stage_instance *ins
 }
 
 static const struct nlpd_stage_plugin inst_stage = {
-    .abi = NLPD_STAGE_ABI, .name = "inst", .description = "test", .conf_map = no_conf,
-    .init = inst_init, .process = inst_process, .token_budget = 1,
+    .abi = NLPD_STAGE_ABI,
+    .name = "inst",
+    .description = "test",
+    .conf_map = no_conf,
+    .init = inst_init,
+    .process = inst_process,
+    .token_budget = 1,
 };
 
 /* The instance handle: init and process get the same one, with the configured name, the type and the index;

@@ -113,8 +113,8 @@ struct call {
 static struct call calls[8];
 static size_t ncalls;
 
-static enum nlpd_stage_status record_run(const struct nlpd_stage_instance *inst, void *ctx, void *tstate,
-                                         size_t model, struct nlpd_record **recs, size_t n, struct nlpd_batch *batch,
+static enum nlpd_stage_status record_run(const struct nlpd_stage_instance *inst, void *ctx, void *tstate, size_t model,
+                                         struct nlpd_record **recs, size_t n, struct nlpd_batch *batch,
                                          struct nlpd_error *err)
 {
     (void)inst, (void)tstate, (void)err;
