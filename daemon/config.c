@@ -138,8 +138,9 @@ static const struct nlpd_conf_entry input_map[] = {
 static const struct nlpd_conf_entry batch_map[] = {
     {"max_records", NLPD_CONF_INT, "64", offsetof(struct nlpd_batch_conf, max_records), 0, NULL, 1, 65536,
      "a micro-batch closes when it holds this many records"},
-    {"max_tokens", NLPD_CONF_INT, "8192", offsetof(struct nlpd_batch_conf, max_tokens), 0, NULL, 1, 1 << 24,
-     "padded-token budget of a batch for transformer stages (fastText stages ignore it)"},
+    {"max_tokens", NLPD_CONF_INT, "8192", offsetof(struct nlpd_batch_conf, max_tokens), 0, NULL, 16, 1 << 24,
+     "padded-token budget of one model batch of every transformer stage (sentiment, translate, ner, moderation) "
+     "that sets no max_tokens of its own; fastText models ignore it"},
     {"max_wait_ms", NLPD_CONF_INT, "10", offsetof(struct nlpd_batch_conf, max_wait_ms), 0, NULL, 0, 60000,
      "a micro-batch closes this long after its first record arrived, full or not"},
     {0},

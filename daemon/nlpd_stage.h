@@ -9,7 +9,7 @@
 
 #include "nlpd_error.h"
 
-#define NLPD_STAGE_ABI 1
+#define NLPD_STAGE_ABI 2
 
 /* ---- configuration table ---- */
 
@@ -166,11 +166,22 @@ const char *nlpd_record_input_text(const struct nlpd_record *rec, size_t *len);
 /* Frees what the helpers above allocated and clears the results. */
 void nlpd_record_free_results(struct nlpd_record *rec);
 
-/* Marks one record as failed with a reason; the batch goes on. */
-void nlpd_record_fail(struct nlpd_record *rec, const char *stage, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /* ---- the plugin ---- */
+
+/* A stage instance as the framework configured it: passed to init() and process() so that what a stage logs
+ * and the records it fails are tagged by the framework, never by a name the stage spells itself. */
+struct nlpd_stage_instance {
+    const char *name; /* the pipeline entry's `name` (default: the stage type): the tag of logs and failures */
+    const char *type; /* the plugin's name, e.g. "sentiment" */
+    size_t index;     /* position in the pipeline */
+    /* Plugins with token_budget: the padded-token budget of one model batch, from the stage's max_tokens or
+     * else batch.max_tokens (one bound for both); 0 for other plugins. */
+    size_t max_tokens;
+};
+
+/* Marks one record as failed with a reason, tagged with the instance's name; the batch goes on. */
+void nlpd_stage_fail(const struct nlpd_stage_instance *inst, struct nlpd_record *rec, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 enum nlpd_stage_status {
     NLPD_STAGE_OK = 0,
@@ -193,13 +204,14 @@ struct nlpd_stage_plugin {
     const char *description;
     const struct nlpd_conf_entry *conf_map; /* terminated by an entry with type NLPD_CONF_END */
     size_t ctx_size;                        /* zeroed, then filled from conf_map before init() */
-    /* Loads models; err says why not. Called once per instance. */
-    int (*init)(void *ctx, struct nlpd_error *err);
+    /* Loads models; err says why not. Called once per instance; inst stays valid until after fini(). */
+    int (*init)(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err);
     /* Per-worker-thread state (scratch buffers); may be NULL when not needed. */
     void *(*thread_init)(void *ctx);
     void (*thread_fini)(void *ctx, void *tstate);
     /* Processes the records of a batch that are still OK and match the stage's `when`. */
-    enum nlpd_stage_status (*process)(void *ctx, void *tstate, struct nlpd_batch *batch, struct nlpd_error *err);
+    enum nlpd_stage_status (*process)(const struct nlpd_stage_instance *inst, void *ctx, void *tstate,
+                                      struct nlpd_batch *batch, struct nlpd_error *err);
     void (*fini)(void *ctx);
     /* NLPD_RESULT_* bits of the fields process() writes; non-zero makes the stage cacheable: the framework
      * looks results up by the stage's cache key and calls process() on the misses only. */
@@ -208,11 +220,57 @@ struct nlpd_stage_plugin {
      * framework appends it to the model id ("sst2@sha256:...+int8"), so it shows in meta.models and the cache
      * key. */
     const char *(*model_variant)(void *ctx);
+    /* Non-zero: the stage batches its model under a padded-token budget. The framework then accepts the
+     * stage's `max_tokens` option (default batch.max_tokens) and passes the value as inst->max_tokens. */
+    int token_budget;
 };
 
-/* Stage-tagged logging for stages (the daemon's logger underneath). */
+/* ---- per-language models: what every model stage's `model` / `models` options mean ---- */
+
+/* One model from `model` (it serves every record, as "default"), or one per entry of `models` (lang.code ->
+ * path; "default" serves the languages without their own). A slot is the stage's own model struct. */
+struct nlpd_stage_models {
+    size_t n;
+    size_t slot_size;
+    const char **lang; /* per model: the lang.code it serves ("default": the rest); the config's strings */
+    char *slots;       /* n zeroed slots of slot_size bytes, filled by the stage's load() */
+    size_t loaded;     /* slots load() was called on (unload() gets exactly these) */
+};
+
+/* The stage's model loader: fills one zeroed slot from path; 0 or a negative NLPD_E* with err set. */
+typedef int (*nlpd_stage_model_load_fn)(void *ctx, void *slot, const char *path, struct nlpd_error *err);
+/* Runs the stage on recs[0..n), the batch's records that model `model` serves (batch: for padded_tokens). */
+typedef enum nlpd_stage_status (*nlpd_stage_model_run_fn)(const struct nlpd_stage_instance *inst, void *ctx,
+                                                          void *tstate, size_t model, struct nlpd_record **recs,
+                                                          size_t n, struct nlpd_batch *batch, struct nlpd_error *err);
+
+/* Loads a stage's models in config order; exactly one of model (may be NULL) and models (may be empty) is given,
+ * else NLPD_EINVAL. On an error ms keeps what was loaded for nlpd_stage_models_free. */
+int nlpd_stage_models_load(struct nlpd_stage_models *ms, const char *model, const struct nlpd_conf_map *models,
+                           size_t slot_size, nlpd_stage_model_load_fn load, void *ctx, struct nlpd_error *err);
+/* Model i's slot. */
+static inline void *nlpd_stage_model(const struct nlpd_stage_models *ms, size_t i)
+{
+    return ms->slots + i * ms->slot_size;
+}
+/* The model of a record: its lang.code's, else the default, else -1 (the record is left alone). */
+int nlpd_stage_models_pick(const struct nlpd_stage_models *ms, const struct nlpd_record *rec);
+/* Calls run once per model, in config order, on the records of the batch that model serves (none: not called);
+ * records whose lang.code is skip_lang (may be NULL) are left alone. Stops at the first status that is not OK;
+ * NLPD_STAGE_RETRY when out of memory. */
+enum nlpd_stage_status nlpd_stage_models_run(const struct nlpd_stage_models *ms, const struct nlpd_stage_instance *inst,
+                                             struct nlpd_batch *batch, const char *skip_lang,
+                                             nlpd_stage_model_run_fn run, void *ctx, void *tstate,
+                                             struct nlpd_error *err);
+/* Calls unload(ctx, slot) on every slot load() was called on (may be NULL), then frees the set. */
+void nlpd_stage_models_free(struct nlpd_stage_models *ms, void (*unload)(void *ctx, void *slot), void *ctx);
+
+/* Logging (the daemon's logger underneath). Stages log through nlpd_stage_log, which tags the line with the
+ * instance's name; nlpd_log with a spelled-out facility is the framework's. */
 enum nlpd_log_level { NLPD_LOG_ERR = 3, NLPD_LOG_WARNING = 4, NLPD_LOG_NOTICE = 5, NLPD_LOG_INFO = 6, NLPD_LOG_DEBUG = 7 };
 int nlpd_log_enabled(enum nlpd_log_level level);
+void nlpd_stage_log(const struct nlpd_stage_instance *inst, enum nlpd_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void nlpd_log(enum nlpd_log_level level, const char *facility, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The level is checked before the call, so below it the arguments are neither formatted nor evaluated (level

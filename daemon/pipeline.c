@@ -64,6 +64,18 @@ static void stage_names(char *out, size_t cap)
         o += (size_t)snprintf(out + o, cap - o, "%s%s", i ? ", " : "", registry_at(i)->name);
 }
 
+/* The options the framework owns for every stage with a token budget: one bound and one doc for all. */
+struct stage_budget {
+    long long max_tokens;
+};
+
+static const struct nlpd_conf_entry budget_map[] = {
+    {"max_tokens", NLPD_CONF_INT, NULL, offsetof(struct stage_budget, max_tokens), 0, NULL, 16, 1 << 24,
+     "padded-token budget of one model batch (records, or translate's sentences, are grouped by length under "
+     "it); default: batch.max_tokens. fastText models ignore it"},
+    {0},
+};
+
 void nlpd_stages_doc(FILE *out)
 {
     for (size_t i = 0; registry_at(i); i++) {
@@ -74,11 +86,14 @@ void nlpd_stages_doc(FILE *out)
         fprintf(out, "  %s.when  (string)\n      run only on records matching this condition, e.g. "
                      "\"lang.code == 'en'\"\n", pl->name);
         nlpd_conf_doc(pl->conf_map, pl->name, out);
+        if (pl->token_budget)
+            nlpd_conf_doc(budget_map, pl->name, out);
     }
 }
 
 struct stage_inst {
     const struct nlpd_stage_plugin *plugin;
+    struct nlpd_stage_instance inst; /* what init() and process() get: name, type, index, token budget */
     void *ctx;
     int initialised;
     struct nlpd_when *when;
@@ -295,6 +310,27 @@ static char *key_material_of(const struct stage_inst *s)
 }
 
 static const char *const stage_common_keys[] = {"stage", "name", "when", NULL};
+static const char *const budget_stage_keys[] = {"stage", "name", "when", "max_tokens", NULL};
+
+/* The stage's max_tokens (framework-owned, see budget_map), else batch.max_tokens. */
+static int apply_budget(struct stage_inst *s, const struct nlpd_config *cfg, const config_setting_t *entry,
+                        const char *section, struct nlpd_diag *diag)
+{
+    /* only max_tokens is checked here: the entry's other keys are the plugin table's business */
+    int n = config_setting_length(entry);
+    const char **keys = calloc((size_t)n + 1, sizeof *keys);
+    if (!keys) {
+        nlpd_diag_add(diag, nlpd_conf_file(entry, cfg->path), config_setting_source_line(entry), "out of memory");
+        return 1;
+    }
+    for (int i = 0; i < n; i++)
+        keys[i] = config_setting_name(config_setting_get_elem(entry, (unsigned)i));
+    struct stage_budget b = {0};
+    int errors = nlpd_conf_apply(budget_map, entry, &b, keys, section, cfg->path, diag);
+    free(keys);
+    s->inst.max_tokens = (size_t)(b.max_tokens ? b.max_tokens : cfg->batch.max_tokens);
+    return errors;
+}
 
 static int build_stage(struct nlpd_pipeline *p, const struct nlpd_config *cfg, const config_setting_t *entry,
                        size_t index, struct nlpd_diag *diag)
@@ -340,7 +376,12 @@ static int build_stage(struct nlpd_pipeline *p, const struct nlpd_config *cfg, c
     }
     char section[128];
     snprintf(section, sizeof section, "pipeline[%zu] (%s)", index, s->name);
-    int errors = nlpd_conf_apply(s->plugin->conf_map, entry, s->ctx, stage_common_keys, section, cfg->path, diag);
+    s->inst = (struct nlpd_stage_instance){.name = s->name, .type = s->plugin->name, .index = index};
+    int errors =
+        nlpd_conf_apply(s->plugin->conf_map, entry, s->ctx,
+                        s->plugin->token_budget ? budget_stage_keys : stage_common_keys, section, cfg->path, diag);
+    if (s->plugin->token_budget)
+        errors += apply_budget(s, cfg, entry, section, diag);
 
     const config_setting_t *ws = config_setting_get_member(entry, "when");
     if (ws) {
@@ -358,7 +399,7 @@ static int build_stage(struct nlpd_pipeline *p, const struct nlpd_config *cfg, c
 
     struct nlpd_error err = {0};
     s->initialised = 1; /* fini() runs even after a failed init(), to release what it got */
-    if (s->plugin->init(s->ctx, &err) < 0) {
+    if (s->plugin->init(&s->inst, s->ctx, &err) < 0) {
         nlpd_diag_add(diag, file, line, "%s: %s", section, err.message[0] ? err.message : nlpd_strerror(err.code));
         return 1;
     }
@@ -463,7 +504,7 @@ static void run_stage(struct worker *w, size_t si, struct nlpd_record **recs, si
     struct stage_inst *s = &w->p->stages[si];
     struct nlpd_batch b = {.n = n, .recs = recs};
     struct nlpd_error err = {0};
-    enum nlpd_stage_status st = s->plugin->process(s->ctx, w->tstate[si], &b, &err);
+    enum nlpd_stage_status st = s->plugin->process(&s->inst, s->ctx, w->tstate[si], &b, &err);
     w->padded_tokens += b.padded_tokens;
     if (st == NLPD_STAGE_OK)
         return;

@@ -10,6 +10,11 @@
 #include "config.h"
 #include "nlpd_stage.h"
 
+/* Marks one record as failed with a reason, tagged `stage` ("input", "output", a stage instance's name: stages
+ * themselves call nlpd_stage_fail); the first reason stays. */
+void nlpd_record_fail(struct nlpd_record *rec, const char *stage, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Where a Kafka record came from (DESIGN.md §11 "source"). */
 struct nlpd_source {
     int set;

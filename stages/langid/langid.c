@@ -24,8 +24,9 @@ static const struct nlpd_conf_entry langid_conf[] = {
     {0},
 };
 
-static int langid_init(void *ctx, struct nlpd_error *err)
+static int langid_init(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err)
 {
+    (void)inst;
     struct langid *l = ctx;
     l->ft = nlpd_ft_load(l->model, err);
     return l->ft ? 0 : (err && err->code ? err->code : NLPD_EFORMAT);
@@ -43,8 +44,8 @@ static void langid_thread_fini(void *ctx, void *tstate)
     nlpd_ft_scratch_free(tstate);
 }
 
-static enum nlpd_stage_status langid_process(void *ctx, void *tstate, struct nlpd_batch *batch,
-                                             struct nlpd_error *err)
+static enum nlpd_stage_status langid_process(const struct nlpd_stage_instance *inst, void *ctx, void *tstate,
+                                             struct nlpd_batch *batch, struct nlpd_error *err)
 {
     struct langid *l = ctx;
     size_t plen = strlen(l->label_prefix);
@@ -56,7 +57,7 @@ static enum nlpd_stage_status langid_process(void *ctx, void *tstate, struct nlp
         if (n < 0) {
             if (n == NLPD_ENOMEM)
                 return NLPD_STAGE_RETRY;
-            nlpd_record_fail(r, "langid", "prediction failed: %s", nlpd_strerror(n));
+            nlpd_stage_fail(inst, r, "prediction failed: %s", nlpd_strerror(n));
             continue;
         }
         if (n == 0 || pred.prob < l->threshold) {

@@ -27,7 +27,6 @@ struct moderation {
     struct nlpd_conf_list lexicon_allow;
     int lexicon_builtin_allow;
     char *action;
-    long long max_tokens;
 
     struct nlpd_hf_model *hf;
     int nlabels;
@@ -87,8 +86,6 @@ static const struct nlpd_conf_entry moderation_conf[] = {
      "also allow the built-in phrases (\"dick van dyke\", \"moby dick\", \"cum laude\", \"homo sapiens\", ...)"},
     {"action", NLPD_CONF_ENUM, "annotate", offsetof(struct moderation, action), 0, "annotate|route", 0, 0,
      "\"annotate\": write moderation only; \"route\": flagged records also go to kafka.flagged_topic"},
-    {"max_tokens", NLPD_CONF_INT, "8192", offsetof(struct moderation, max_tokens), 0, NULL, 16, 1 << 24,
-     "padded-token budget of one forward pass (records are grouped by length under it)"},
     {0},
 };
 
@@ -150,7 +147,7 @@ static int load_model(struct moderation *s, struct nlpd_error *err)
     return 0;
 }
 
-static int moderation_init(void *ctx, struct nlpd_error *err)
+static int moderation_init(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err)
 {
     struct moderation *s = ctx;
     if (!s->model && !s->lexicon)
@@ -182,8 +179,8 @@ static int moderation_init(void *ctx, struct nlpd_error *err)
         s->lx = nlpd_lexicon_load(s->lexicon, &o, err);
         if (!s->lx)
             return err->code ? err->code : NLPD_EFORMAT;
-        nlpd_log(NLPD_LOG_INFO, "moderation", "lexicon %s: %zu entries in %zu lists", s->lexicon,
-                 nlpd_lexicon_size(s->lx), nlpd_lexicon_nlists(s->lx));
+        nlpd_stage_log(inst, NLPD_LOG_INFO, "lexicon %s: %zu entries in %zu lists", s->lexicon,
+                       nlpd_lexicon_size(s->lx), nlpd_lexicon_nlists(s->lx));
     } else if (s->lexicon_languages.n || s->lexicon_allow.n) {
         return nlpd_error_set(err, NLPD_EINVAL, 0, "`lexicon_languages` and `lexicon_allow` need a `lexicon`");
     }
@@ -246,24 +243,25 @@ static int grow_group(struct moderation_thread *t, size_t n)
 }
 
 /* Runs recs through the model and writes their categories; a record the model cannot take fails alone. */
-static enum nlpd_stage_status run_model(struct moderation *s, struct moderation_thread *t, struct nlpd_record **recs,
-                                        size_t n, struct nlpd_error *err)
+static enum nlpd_stage_status run_model(const struct nlpd_stage_instance *inst, struct moderation *s,
+                                        struct moderation_thread *t, struct nlpd_record **recs, size_t n,
+                                        struct nlpd_error *err)
 {
     for (size_t i = 0; i < n; i++) {
         t->texts[i] = recs[i]->text;
         t->lens[i] = recs[i]->text_len;
     }
-    int rc = nlpd_hf_classify(s->hf, t->ws, t->texts, t->lens, n, (size_t)s->max_tokens, t->enc, t->logits, err);
+    int rc = nlpd_hf_classify(s->hf, t->ws, t->texts, t->lens, n, inst->max_tokens, t->enc, t->logits, err);
     if (rc == NLPD_ENOMEM)
         return NLPD_STAGE_RETRY;
     if (rc < 0) {
         if (n == 1) {
-            nlpd_record_fail(recs[0], "moderation", "%s", err->message);
+            nlpd_stage_fail(inst, recs[0], "%s", err->message);
             nlpd_error_clear(err);
             return NLPD_STAGE_OK;
         }
         for (size_t i = 0; i < n; i++) {
-            enum nlpd_stage_status st = run_model(s, t, recs + i, 1, err);
+            enum nlpd_stage_status st = run_model(inst, s, t, recs + i, 1, err);
             if (st != NLPD_STAGE_OK)
                 return st;
         }
@@ -283,8 +281,8 @@ static enum nlpd_stage_status run_model(struct moderation *s, struct moderation_
     return NLPD_STAGE_OK;
 }
 
-static enum nlpd_stage_status moderation_process(void *ctx, void *tstate, struct nlpd_batch *batch,
-                                                 struct nlpd_error *err)
+static enum nlpd_stage_status moderation_process(const struct nlpd_stage_instance *inst, void *ctx, void *tstate,
+                                                 struct nlpd_batch *batch, struct nlpd_error *err)
 {
     struct moderation *s = ctx;
     struct moderation_thread *t = tstate;
@@ -296,7 +294,7 @@ static enum nlpd_stage_status moderation_process(void *ctx, void *tstate, struct
             if (!batch->recs[i]->error)
                 t->group[n++] = batch->recs[i];
         if (n) {
-            enum nlpd_stage_status st = run_model(s, t, t->group, n, err);
+            enum nlpd_stage_status st = run_model(inst, s, t, t->group, n, err);
             batch->padded_tokens += nlpd_hf_ws_take_padded_tokens(t->ws);
             if (st != NLPD_STAGE_OK)
                 return st;
@@ -313,11 +311,11 @@ static enum nlpd_stage_status moderation_process(void *ctx, void *tstate, struct
             if (rc == NLPD_ENOMEM)
                 return NLPD_STAGE_RETRY;
             if (rc < 0) {
-                nlpd_record_fail(r, "moderation", "lexicon: %s", nlpd_strerror(rc));
+                nlpd_stage_fail(inst, r, "lexicon: %s", nlpd_strerror(rc));
                 continue;
             }
             if (rc == 1 && nlpd_log_enabled(NLPD_LOG_DEBUG))
-                nlpd_log(NLPD_LOG_DEBUG, "moderation", "lexicon hit \"%s\" (list %s)", h.entry, h.list);
+                nlpd_stage_log(inst, NLPD_LOG_DEBUG, "lexicon hit \"%s\" (list %s)", h.entry, h.list);
             if (nlpd_record_add_category(r, s->lexicon_category, "lexicon", rc == 1 ? 1.0f : 0.0f, rc == 1) < 0)
                 return NLPD_STAGE_RETRY;
         }
@@ -360,4 +358,5 @@ const struct nlpd_stage_plugin nlpd_stage_moderation = {
     .fini = moderation_fini,
     .results = NLPD_RESULT_MODERATION,
     .model_variant = moderation_variant,
+    .token_budget = 1,
 };

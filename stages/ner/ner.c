@@ -20,7 +20,6 @@ struct ner {
     char *aggregation;
     struct nlpd_conf_list ignore_labels;
     long long stride;
-    long long max_tokens;
     int truncate;
     char *gazetteer;
     char *gazetteer_label;
@@ -83,8 +82,6 @@ static const struct nlpd_conf_entry ner_conf[] = {
      "each token keeps the prediction of the window where it is farthest from a cut"},
     {"truncate", NLPD_CONF_BOOL, "false", offsetof(struct ner, truncate), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "cut texts at the model's maximum instead of windowing (what the transformers pipeline does without stride)"},
-    {"max_tokens", NLPD_CONF_INT, "8192", offsetof(struct ner, max_tokens), 0, NULL, 1, 1e9,
-     "padded-token budget of one forward pass"},
     {"gazetteer", NLPD_CONF_PATH, NULL, offsetof(struct ner, gazetteer), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "optional TSV of names (the \"name\" column, else the first), e.g. a GeoNames cities list: whole-word, "
      "case-sensitive matches not overlapping a model entity are added with source \"gazetteer\" and score 1"},
@@ -146,7 +143,7 @@ static void tokenizer_facts(struct ner *s)
     }
 }
 
-static int ner_init(void *ctx, struct nlpd_error *err)
+static int ner_init(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err)
 {
     struct ner *s = ctx;
     int a = nlpd_ner_agg_parse(s->aggregation);
@@ -176,7 +173,7 @@ static int ner_init(void *ctx, struct nlpd_error *err)
         s->gaz = nlpd_gazetteer_load(s->gazetteer, err);
         if (!s->gaz)
             return err && err->code ? err->code : NLPD_EFORMAT;
-        nlpd_log(NLPD_LOG_INFO, "ner", "gazetteer %s: %zu names", s->gazetteer, nlpd_gazetteer_size(s->gaz));
+        nlpd_stage_log(inst, NLPD_LOG_INFO, "gazetteer %s: %zu names", s->gazetteer, nlpd_gazetteer_size(s->gaz));
     }
     return 0;
 }
@@ -367,7 +364,8 @@ static int decode_record(struct ner *s, struct ner_thread *t, struct nlpd_record
     return 0;
 }
 
-static enum nlpd_stage_status ner_run(void *ctx, void *tstate, struct nlpd_batch *batch, struct nlpd_error *err)
+static enum nlpd_stage_status ner_run(const struct nlpd_stage_instance *inst, void *ctx, void *tstate,
+                                      struct nlpd_batch *batch, struct nlpd_error *err)
 {
     struct ner *s = ctx;
     struct ner_thread *t = tstate;
@@ -393,7 +391,7 @@ static enum nlpd_stage_status ner_run(void *ctx, void *tstate, struct nlpd_batch
         if (rc == NLPD_ENOMEM)
             return NLPD_STAGE_RETRY;
         if (rc < 0) {
-            nlpd_record_fail(r, "ner", "tokenizer: %s", terr.message[0] ? terr.message : nlpd_strerror(rc));
+            nlpd_stage_fail(inst, r, "tokenizer: %s", terr.message[0] ? terr.message : nlpd_strerror(rc));
             ri->skip = 1;
             continue;
         }
@@ -410,8 +408,7 @@ static enum nlpd_stage_status ner_run(void *ctx, void *tstate, struct nlpd_batch
         } else if (e->n <= s->max_seq) {
             ri->nw = 1;
         } else if (nsp >= s->max_seq) {
-            nlpd_record_fail(r, "ner", "the model's %zu tokens leave no room beside %zu special tokens", s->max_seq,
-                             nsp);
+            nlpd_stage_fail(inst, r, "the model's %zu tokens leave no room beside %zu special tokens", s->max_seq, nsp);
             ri->skip = 1;
             continue;
         } else {
@@ -466,8 +463,7 @@ static enum nlpd_stage_status ner_run(void *ctx, void *tstate, struct nlpd_batch
         }
     }
     /* 3. one forward over every window of the batch; on a non-memory error, record by record */
-    int rc =
-        nwin ? nlpd_hf_forward(s->m, t->ws, t->wids, NULL, t->wlens, nwin, (size_t)s->max_tokens, t->wlogits, err) : 0;
+    int rc = nwin ? nlpd_hf_forward(s->m, t->ws, t->wids, NULL, t->wlens, nwin, inst->max_tokens, t->wlogits, err) : 0;
     if (rc == NLPD_ENOMEM)
         return NLPD_STAGE_RETRY;
     int one_by_one = rc < 0;
@@ -478,12 +474,12 @@ static enum nlpd_stage_status ner_run(void *ctx, void *tstate, struct nlpd_batch
             continue;
         if (one_by_one && ri->nw) {
             struct nlpd_error ferr = {0};
-            int frc = nlpd_hf_forward(s->m, t->ws, t->wids + ri->w0, NULL, t->wlens + ri->w0, ri->nw,
-                                      (size_t)s->max_tokens, t->wlogits + ri->w0, &ferr);
+            int frc = nlpd_hf_forward(s->m, t->ws, t->wids + ri->w0, NULL, t->wlens + ri->w0, ri->nw, inst->max_tokens,
+                                      t->wlogits + ri->w0, &ferr);
             if (frc == NLPD_ENOMEM)
                 return NLPD_STAGE_RETRY;
             if (frc < 0) {
-                nlpd_record_fail(r, "ner", "model: %s", ferr.message[0] ? ferr.message : nlpd_strerror(frc));
+                nlpd_stage_fail(inst, r, "model: %s", ferr.message[0] ? ferr.message : nlpd_strerror(frc));
                 continue;
             }
         }
@@ -493,9 +489,10 @@ static enum nlpd_stage_status ner_run(void *ctx, void *tstate, struct nlpd_batch
     return NLPD_STAGE_OK;
 }
 
-static enum nlpd_stage_status ner_process(void *ctx, void *tstate, struct nlpd_batch *batch, struct nlpd_error *err)
+static enum nlpd_stage_status ner_process(const struct nlpd_stage_instance *inst, void *ctx, void *tstate,
+                                          struct nlpd_batch *batch, struct nlpd_error *err)
 {
-    enum nlpd_stage_status st = ner_run(ctx, tstate, batch, err);
+    enum nlpd_stage_status st = ner_run(inst, ctx, tstate, batch, err);
     batch->padded_tokens += nlpd_hf_ws_take_padded_tokens(((struct ner_thread *)tstate)->ws);
     return st;
 }
@@ -528,4 +525,5 @@ const struct nlpd_stage_plugin nlpd_stage_ner = {
     .fini = ner_fini,
     .results = NLPD_RESULT_ENTITIES,
     .model_variant = ner_variant,
+    .token_budget = 1,
 };

@@ -13,7 +13,6 @@
 #include "text_norm.h"
 
 struct smodel {
-    char *lang; /* the lang.code it serves; "default" for the rest */
     struct nlpd_ft_model *ft;
     struct nlpd_hf_model *hf;
     int nlabels;
@@ -30,9 +29,7 @@ struct sentiment {
     int lowercase;
     int split_punctuation;
     int scores;
-    long long max_tokens;
-    struct smodel *m;
-    size_t nm;
+    struct nlpd_stage_models ms; /* of struct smodel */
 };
 
 struct sentiment_thread {
@@ -40,7 +37,6 @@ struct sentiment_thread {
     struct nlpd_hf_ws **ws;           /* per model (Hugging Face) */
     char *norm;
     size_t norm_cap;
-    struct nlpd_record **group;
     const char **texts;
     size_t *lens;
     const struct nlpd_encoding **enc;
@@ -49,8 +45,8 @@ struct sentiment_thread {
 };
 
 static const struct nlpd_conf_entry sentiment_conf[] = {
-    {"backend", NLPD_CONF_ENUM, "auto", offsetof(struct sentiment, backend), NLPD_CONF_CACHE_KEY, "auto|fasttext|hf",
-     0, 0, "\"hf\": a Hugging Face folder; \"fasttext\": a .bin/.ftz file; \"auto\": by what the path is"},
+    {"backend", NLPD_CONF_ENUM, "auto", offsetof(struct sentiment, backend), NLPD_CONF_CACHE_KEY, "auto|fasttext|hf", 0,
+     0, "\"hf\": a Hugging Face folder; \"fasttext\": a .bin/.ftz file; \"auto\": by what the path is"},
     {"model", NLPD_CONF_PATH, NULL, offsetof(struct sentiment, model), NLPD_CONF_MODEL, NULL, 0, 0,
      "the model: a Hugging Face sequence-classification folder or a fastText file (one of model or models)"},
     {"models", NLPD_CONF_MAP, NULL, offsetof(struct sentiment, models), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
@@ -59,8 +55,8 @@ static const struct nlpd_conf_entry sentiment_conf[] = {
     {"labels", NLPD_CONF_MAP, NULL, offsetof(struct sentiment, labels), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "model label -> output label, e.g. ((\"LABEL_0\", \"negative\")); unmapped labels are lowercased "
      "(fastText: __label__1/__label__2 of the Amazon models become negative/positive)"},
-    {"label_prefix", NLPD_CONF_STRING, "__label__", offsetof(struct sentiment, label_prefix), NLPD_CONF_CACHE_KEY,
-     NULL, 0, 0, "fastText: prefix stripped from labels that `labels` does not map"},
+    {"label_prefix", NLPD_CONF_STRING, "__label__", offsetof(struct sentiment, label_prefix), NLPD_CONF_CACHE_KEY, NULL,
+     0, 0, "fastText: prefix stripped from labels that `labels` does not map"},
     {"lowercase", NLPD_CONF_BOOL, "true", offsetof(struct sentiment, lowercase), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "fastText: lowercase the text first (the Amazon review models were trained on lowercased text)"},
     {"split_punctuation", NLPD_CONF_BOOL, "true", offsetof(struct sentiment, split_punctuation), NLPD_CONF_CACHE_KEY,
@@ -72,8 +68,6 @@ static const struct nlpd_conf_entry sentiment_conf[] = {
      "precision of the model's matrix products on the CPU: \"default\" = kernels.dtype; \"bf16\" (AVX512-BF16) "
      "or \"int8\" (dynamic quantisation, AVX512-VNNI / AVX-VNNI) are an error on a CPU without them; \"fp16\" is "
      "CUDA-only. Part of the cache key and of meta.models"},
-    {"max_tokens", NLPD_CONF_INT, "8192", offsetof(struct sentiment, max_tokens), 0, NULL, 16, 1 << 24,
-     "Hugging Face: padded-token budget of one forward pass (records are grouped by length under it)"},
     {0},
 };
 
@@ -92,8 +86,10 @@ static char *lowercase_ascii(const char *s)
     return o;
 }
 
-static int load_model(struct sentiment *s, struct smodel *m, const char *path, struct nlpd_error *err)
+static int load_model(void *ctx, void *slot, const char *path, struct nlpd_error *err)
 {
+    struct sentiment *s = ctx;
+    struct smodel *m = slot;
     int hf = strcmp(s->backend, "hf") == 0 || (strcmp(s->backend, "auto") == 0 && is_dir(path));
     if (hf) {
         m->hf = nlpd_hf_model_load(path, 1, s->dtype, err);
@@ -138,28 +134,25 @@ static int load_model(struct sentiment *s, struct smodel *m, const char *path, s
     return 0;
 }
 
-static int sentiment_init(void *ctx, struct nlpd_error *err)
+static struct smodel *model_at(const struct sentiment *s, size_t i)
+{
+    return nlpd_stage_model(&s->ms, i);
+}
+
+static int sentiment_init(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err)
 {
     struct sentiment *s = ctx;
-    if (!s->model == !s->models.n)
-        return nlpd_error_set(err, NLPD_EINVAL, 0, "give either model or models");
-    s->nm = s->model ? 1 : s->models.n;
-    s->m = calloc(s->nm, sizeof *s->m);
-    if (!s->m)
-        return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
-    for (size_t i = 0; i < s->nm; i++) {
-        const char *path = s->model ? s->model : s->models.to[i];
-        s->m[i].lang = strdup(s->model ? "default" : s->models.from[i]);
-        int rc = load_model(s, &s->m[i], path, err);
-        if (rc < 0)
-            return rc;
-    }
+    (void)inst;
+    int rc = nlpd_stage_models_load(&s->ms, s->model, &s->models, sizeof(struct smodel), load_model, s, err);
+    if (rc < 0)
+        return rc;
     for (size_t i = 0; i < s->labels.n; i++) {
         int found = 0;
-        for (size_t j = 0; j < s->nm && !found; j++)
-            for (int k = 0; k < s->m[j].nlabels && !found; k++)
-                found = strcmp(s->labels.from[i], s->m[j].hf ? nlpd_hf_model_label(s->m[j].hf, k)
-                                                             : nlpd_ft_label(s->m[j].ft, k)) == 0;
+        for (size_t j = 0; j < s->ms.n && !found; j++) {
+            const struct smodel *m = model_at(s, j);
+            for (int k = 0; k < m->nlabels && !found; k++)
+                found = strcmp(s->labels.from[i], m->hf ? nlpd_hf_model_label(m->hf, k) : nlpd_ft_label(m->ft, k)) == 0;
+        }
         if (!found)
             return nlpd_error_set(err, NLPD_EINVAL, 0, "labels: no model has the label \"%s\"", s->labels.from[i]);
     }
@@ -170,15 +163,17 @@ static void *sentiment_thread_init(void *ctx)
 {
     struct sentiment *s = ctx;
     struct sentiment_thread *t = calloc(1, sizeof *t);
-    if (!t || !(t->scratch = calloc(s->nm, sizeof *t->scratch)) || !(t->ws = calloc(s->nm, sizeof *t->ws)))
+    if (!t || !(t->scratch = calloc(s->ms.n, sizeof *t->scratch)) || !(t->ws = calloc(s->ms.n, sizeof *t->ws)))
         goto bad;
-    for (size_t i = 0; i < s->nm; i++)
-        if (s->m[i].ft ? !(t->scratch[i] = nlpd_ft_scratch_new(s->m[i].ft)) : !(t->ws[i] = nlpd_hf_ws_new(s->m[i].hf)))
+    for (size_t i = 0; i < s->ms.n; i++) {
+        const struct smodel *m = model_at(s, i);
+        if (m->ft ? !(t->scratch[i] = nlpd_ft_scratch_new(m->ft)) : !(t->ws[i] = nlpd_hf_ws_new(m->hf)))
             goto bad;
+    }
     return t;
 bad:
     if (t) {
-        for (size_t i = 0; t->scratch && t->ws && i < s->nm; i++) {
+        for (size_t i = 0; t->scratch && t->ws && i < s->ms.n; i++) {
             nlpd_ft_scratch_free(t->scratch[i]);
             nlpd_hf_ws_free(t->ws[i]);
         }
@@ -193,26 +188,13 @@ static void sentiment_thread_fini(void *ctx, void *tstate)
 {
     struct sentiment *s = ctx;
     struct sentiment_thread *t = tstate;
-    for (size_t i = 0; i < s->nm; i++) {
+    for (size_t i = 0; i < s->ms.n; i++) {
         nlpd_ft_scratch_free(t->scratch[i]);
         nlpd_hf_ws_free(t->ws[i]);
     }
-    free(t->scratch), free(t->ws), free(t->norm), free(t->group), free(t->texts), free(t->lens), free(t->enc);
+    free(t->scratch), free(t->ws), free(t->norm), free(t->texts), free(t->lens), free(t->enc);
     free(t->logits);
     free(t);
-}
-
-/* The model for a record: its language's, else the default, else none. */
-static int model_for(const struct sentiment *s, const struct nlpd_record *r)
-{
-    int dflt = -1;
-    for (size_t i = 0; i < s->nm; i++) {
-        if (r->lang.set && strcmp(s->m[i].lang, r->lang.code) == 0)
-            return (int)i;
-        if (strcmp(s->m[i].lang, "default") == 0)
-            dflt = (int)i;
-    }
-    return dflt;
 }
 
 static int write_result(const struct sentiment *s, const struct smodel *m, struct nlpd_record *r, const float *probs,
@@ -232,10 +214,10 @@ static int write_result(const struct sentiment *s, const struct smodel *m, struc
     return nlpd_record_set_scores(r, sc, (size_t)n);
 }
 
-static enum nlpd_stage_status run_fasttext(struct sentiment *s, struct sentiment_thread *t, size_t mi,
-                                           struct nlpd_record **recs, size_t n)
+static enum nlpd_stage_status run_fasttext(const struct nlpd_stage_instance *inst, struct sentiment *s,
+                                           struct sentiment_thread *t, size_t mi, struct nlpd_record **recs, size_t n)
 {
-    const struct smodel *m = &s->m[mi];
+    const struct smodel *m = model_at(s, mi);
     struct nlpd_text_norm norm = {s->lowercase, s->split_punctuation};
     struct nlpd_ft_pred preds[64];
     int k = s->scores ? (m->nlabels < 64 ? m->nlabels : 64) : 1;
@@ -254,8 +236,8 @@ static enum nlpd_stage_status run_fasttext(struct sentiment *s, struct sentiment
         if (np == NLPD_ENOMEM)
             return NLPD_STAGE_RETRY;
         if (np <= 0) {
-            nlpd_record_fail(r, "sentiment", np < 0 ? "prediction failed: %s" : "the model gave no prediction%s",
-                             np < 0 ? nlpd_strerror(np) : "");
+            nlpd_stage_fail(inst, r, np < 0 ? "prediction failed: %s" : "the model gave no prediction%s",
+                            np < 0 ? nlpd_strerror(np) : "");
             continue;
         }
         float probs[64] = {0};
@@ -267,14 +249,12 @@ static enum nlpd_stage_status run_fasttext(struct sentiment *s, struct sentiment
     return NLPD_STAGE_OK;
 }
 
-static int grow_group(struct sentiment_thread *t, size_t n)
+static int grow_arrays(struct sentiment_thread *t, size_t n)
 {
     if (n <= t->cap)
         return 0;
     size_t c = n * 2;
-    void *a = realloc(t->group, c * sizeof *t->group), *b = realloc(t->texts, c * sizeof *t->texts);
-    if (a)
-        t->group = a;
+    void *b = realloc(t->texts, c * sizeof *t->texts);
     if (b)
         t->texts = b;
     void *l = realloc(t->lens, c * sizeof *t->lens), *e = realloc(t->enc, c * sizeof *t->enc);
@@ -285,30 +265,31 @@ static int grow_group(struct sentiment_thread *t, size_t n)
     void *g = realloc(t->logits, c * sizeof *t->logits);
     if (g)
         t->logits = g;
-    if (!a || !b || !l || !e || !g)
+    if (!b || !l || !e || !g)
         return -1;
     t->cap = c;
     return 0;
 }
 
-static enum nlpd_stage_status run_hf(struct sentiment *s, struct sentiment_thread *t, size_t mi,
-                                     struct nlpd_record **recs, size_t n, struct nlpd_error *err)
+static enum nlpd_stage_status run_hf(const struct nlpd_stage_instance *inst, struct sentiment *s,
+                                     struct sentiment_thread *t, size_t mi, struct nlpd_record **recs, size_t n,
+                                     struct nlpd_error *err)
 {
-    const struct smodel *m = &s->m[mi];
+    const struct smodel *m = model_at(s, mi);
     for (size_t i = 0; i < n; i++) {
         t->texts[i] = recs[i]->text;
         t->lens[i] = recs[i]->text_len;
     }
-    int rc = nlpd_hf_classify(m->hf, t->ws[mi], t->texts, t->lens, n, (size_t)s->max_tokens, t->enc, t->logits, err);
+    int rc = nlpd_hf_classify(m->hf, t->ws[mi], t->texts, t->lens, n, inst->max_tokens, t->enc, t->logits, err);
     if (rc == NLPD_ENOMEM)
         return NLPD_STAGE_RETRY;
     if (rc < 0) { /* one record's problem (e.g. tokenizer): score them one by one to find it */
         if (n == 1) {
-            nlpd_record_fail(recs[0], "sentiment", "%s", err->message);
+            nlpd_stage_fail(inst, recs[0], "%s", err->message);
             return NLPD_STAGE_OK;
         }
         for (size_t i = 0; i < n; i++)
-            if (run_hf(s, t, mi, recs + i, 1, err) != NLPD_STAGE_OK)
+            if (run_hf(inst, s, t, mi, recs + i, 1, err) != NLPD_STAGE_OK)
                 return NLPD_STAGE_RETRY;
         return NLPD_STAGE_OK;
     }
@@ -329,50 +310,51 @@ static enum nlpd_stage_status run_hf(struct sentiment *s, struct sentiment_threa
     return NLPD_STAGE_OK;
 }
 
-static enum nlpd_stage_status sentiment_process(void *ctx, void *tstate, struct nlpd_batch *batch,
-                                                struct nlpd_error *err)
+static enum nlpd_stage_status run_model(const struct nlpd_stage_instance *inst, void *ctx, void *tstate, size_t mi,
+                                        struct nlpd_record **recs, size_t n, struct nlpd_batch *batch,
+                                        struct nlpd_error *err)
 {
     struct sentiment *s = ctx;
     struct sentiment_thread *t = tstate;
-    if (grow_group(t, batch->n) < 0)
+    enum nlpd_stage_status st =
+        model_at(s, mi)->ft ? run_fasttext(inst, s, t, mi, recs, n) : run_hf(inst, s, t, mi, recs, n, err);
+    batch->padded_tokens += nlpd_hf_ws_take_padded_tokens(t->ws[mi]); /* 0 for fastText */
+    return st;
+}
+
+static enum nlpd_stage_status sentiment_process(const struct nlpd_stage_instance *inst, void *ctx, void *tstate,
+                                                struct nlpd_batch *batch, struct nlpd_error *err)
+{
+    struct sentiment *s = ctx;
+    if (grow_arrays(tstate, batch->n) < 0)
         return NLPD_STAGE_RETRY;
-    for (size_t mi = 0; mi < s->nm; mi++) {
-        size_t n = 0;
-        for (size_t i = 0; i < batch->n; i++)
-            if (model_for(s, batch->recs[i]) == (int)mi)
-                t->group[n++] = batch->recs[i];
-        if (!n)
-            continue;
-        enum nlpd_stage_status st =
-            s->m[mi].ft ? run_fasttext(s, t, mi, t->group, n) : run_hf(s, t, mi, t->group, n, err);
-        batch->padded_tokens += nlpd_hf_ws_take_padded_tokens(t->ws[mi]); /* 0 for fastText */
-        if (st != NLPD_STAGE_OK)
-            return st;
-    }
-    return NLPD_STAGE_OK;
+    return nlpd_stage_models_run(&s->ms, inst, batch, NULL, run_model, s, tstate, err);
+}
+
+static void unload(void *ctx, void *slot)
+{
+    (void)ctx;
+    struct smodel *m = slot;
+    for (int j = 0; m->label_out && j < m->nlabels; j++)
+        free(m->label_out[j]);
+    free(m->label_out);
+    nlpd_ft_free(m->ft);
+    nlpd_hf_model_free(m->hf);
 }
 
 static void sentiment_fini(void *ctx)
 {
     struct sentiment *s = ctx;
-    for (size_t i = 0; s->m && i < s->nm; i++) {
-        for (int j = 0; s->m[i].label_out && j < s->m[i].nlabels; j++)
-            free(s->m[i].label_out[j]);
-        free(s->m[i].label_out);
-        free(s->m[i].lang);
-        nlpd_ft_free(s->m[i].ft);
-        nlpd_hf_model_free(s->m[i].hf);
-    }
-    free(s->m);
+    nlpd_stage_models_free(&s->ms, unload, s);
 }
 
 /* The dtype of its Hugging Face models (all loaded alike); NULL for fastText ones. */
 static const char *sentiment_variant(void *ctx)
 {
     struct sentiment *s = ctx;
-    for (size_t i = 0; i < s->nm; i++)
-        if (s->m[i].hf)
-            return nlpd_dtype_name(nlpd_hf_model_dtype(s->m[i].hf));
+    for (size_t i = 0; i < s->ms.n; i++)
+        if (model_at(s, i)->hf)
+            return nlpd_dtype_name(nlpd_hf_model_dtype(model_at(s, i)->hf));
     return NULL;
 }
 
@@ -390,4 +372,5 @@ const struct nlpd_stage_plugin nlpd_stage_sentiment = {
     .fini = sentiment_fini,
     .results = NLPD_RESULT_SENTIMENT,
     .model_variant = sentiment_variant,
+    .token_budget = 1,
 };

@@ -15,7 +15,6 @@
 #include "sentences.h"
 
 struct tmodel {
-    char *lang; /* the lang.code it serves; "default" for the rest */
     struct nlpd_marian *mt;
     struct nlpd_marian_tok *tok;
     int32_t target_token; /* ">>xxx<<" of a multi-target model, -1 when none */
@@ -33,10 +32,9 @@ struct translate {
     double max_length_factor;
     char *downstream;
     int split_sentences;
-    long long max_tokens;
     long long max_sentences;
-    struct tmodel *m;
-    size_t nm;
+    const struct nlpd_stage_instance *inst;
+    struct nlpd_stage_models ms; /* of struct tmodel */
 };
 
 /* One sentence of one record. */
@@ -51,8 +49,6 @@ struct sent {
 
 struct translate_thread {
     struct nlpd_marian_ws **ws; /* per model */
-    struct nlpd_record **group;
-    size_t group_cap;
     struct sent *sents;
     size_t nsents, sents_cap;
     size_t *order;
@@ -87,16 +83,16 @@ static const struct nlpd_conf_entry translate_conf[] = {
      "what later stages read: the translation (their offsets then refer to translation.text) or the original text"},
     {"split_sentences", NLPD_CONF_BOOL, "true", offsetof(struct translate, split_sentences), NLPD_CONF_CACHE_KEY, NULL,
      0, 0, "translate sentence by sentence (after . ! ? and their CJK forms, and at line breaks), then join"},
-    {"max_tokens", NLPD_CONF_INT, "4096", offsetof(struct translate, max_tokens), 0, NULL, 16, 1 << 24,
-     "padded source-token budget of one model batch (sentences are grouped by length under it)"},
     {"max_sentences", NLPD_CONF_INT, "32", offsetof(struct translate, max_sentences), 0, NULL, 1, 4096,
      "sentences per model batch: with num_beams, the decoder rows whose key/value cache is held (about "
      "rows x layers x 2 x d_model x 4 bytes per output token: 128 rows of OPUS-MT-base take 3 MB per token)"},
     {0},
 };
 
-static int load_model(struct translate *s, struct tmodel *m, const char *path, struct nlpd_error *err)
+static int load_model(void *ctx, void *slot, const char *path, struct nlpd_error *err)
 {
+    struct translate *s = ctx;
+    struct tmodel *m = slot;
     struct nlpd_marian_opts opts = {.threads = 1, .dtype = s->dtype};
     if (!(m->mt = nlpd_marian_load(path, &opts, err)))
         return err->code ? err->code : NLPD_EFORMAT;
@@ -144,33 +140,32 @@ static int load_model(struct translate *s, struct tmodel *m, const char *path, s
                           path, want, nl ? have : "none: a single-target model needs no target_token");
 }
 
-static int translate_init(void *ctx, struct nlpd_error *err)
+/* Loads one model and says what it is. */
+static int load_logged(void *ctx, void *slot, const char *path, struct nlpd_error *err)
 {
     struct translate *s = ctx;
-    if (!s->model == !s->models.n)
-        return nlpd_error_set(err, NLPD_EINVAL, 0, "give either model or models");
+    struct tmodel *m = slot;
+    int rc = load_model(ctx, slot, path, err);
+    if (rc < 0)
+        return rc;
+    const struct nlpd_marian_config *c = nlpd_marian_config(m->mt);
+    nlpd_stage_log(s->inst, NLPD_LOG_INFO,
+                   "%s: Marian d_model %d, %d+%d layers, vocabulary %d, %.1f MB of weights, %d beam(s), "
+                   "max_length %d%s",
+                   path, c->d_model, c->enc_layers, c->dec_layers, c->dec_vocab,
+                   (double)nlpd_marian_weight_bytes(m->mt) / 1e6, m->gen.num_beams, m->gen.max_length,
+                   m->target_token >= 0 ? ", with a target-language token" : "");
+    return 0;
+}
+
+static int translate_init(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err)
+{
+    struct translate *s = ctx;
+    s->inst = inst;
     if (!s->target_lang[0] || strlen(s->target_lang) >= NLPD_LANG_CODE_MAX)
         return nlpd_error_set(err, NLPD_EINVAL, 0, "target_lang must be a language code of 1 .. %d bytes",
                               NLPD_LANG_CODE_MAX - 1);
-    s->nm = s->model ? 1 : s->models.n;
-    if (!(s->m = calloc(s->nm, sizeof *s->m)))
-        return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
-    for (size_t i = 0; i < s->nm; i++) {
-        const char *path = s->model ? s->model : s->models.to[i];
-        if (!(s->m[i].lang = strdup(s->model ? "default" : s->models.from[i])))
-            return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
-        int rc = load_model(s, &s->m[i], path, err);
-        if (rc < 0)
-            return rc;
-        const struct nlpd_marian_config *c = nlpd_marian_config(s->m[i].mt);
-        nlpd_log(NLPD_LOG_INFO, "translate",
-                 "%s: Marian d_model %d, %d+%d layers, vocabulary %d, %.1f MB of weights, %d beam(s), "
-                 "max_length %d%s",
-                 path, c->d_model, c->enc_layers, c->dec_layers, c->dec_vocab,
-                 (double)nlpd_marian_weight_bytes(s->m[i].mt) / 1e6, s->m[i].gen.num_beams,
-                 s->m[i].gen.max_length, s->m[i].target_token >= 0 ? ", with a target-language token" : "");
-    }
-    return 0;
+    return nlpd_stage_models_load(&s->ms, s->model, &s->models, sizeof(struct tmodel), load_logged, s, err);
 }
 
 static void translate_thread_fini(void *ctx, void *tstate);
@@ -179,10 +174,10 @@ static void *translate_thread_init(void *ctx)
 {
     struct translate *s = ctx;
     struct translate_thread *t = calloc(1, sizeof *t);
-    if (!t || !(t->ws = calloc(s->nm, sizeof *t->ws)))
+    if (!t || !(t->ws = calloc(s->ms.n, sizeof *t->ws)))
         goto bad;
-    for (size_t i = 0; i < s->nm; i++)
-        if (!(t->ws[i] = nlpd_marian_ws_new(s->m[i].mt, NULL)))
+    for (size_t i = 0; i < s->ms.n; i++)
+        if (!(t->ws[i] = nlpd_marian_ws_new(((struct tmodel *)nlpd_stage_model(&s->ms, i))->mt, NULL)))
             goto bad;
     return t;
 bad:
@@ -206,29 +201,13 @@ static void translate_thread_fini(void *ctx, void *tstate)
 {
     struct translate *s = ctx;
     struct translate_thread *t = tstate;
-    for (size_t i = 0; i < s->nm; i++)
+    for (size_t i = 0; i < s->ms.n; i++)
         nlpd_marian_ws_free(t->ws[i]);
     clear_sents(t);
     free(t->ws);
-    free(t->group);
     free(t->sents);
     free(t->order);
     free(t);
-}
-
-/* The model for a record: its language's, else the default, else none (-1). */
-static int model_for(const struct translate *s, const struct nlpd_record *r)
-{
-    if (r->lang.set && strcmp(r->lang.code, s->target_lang) == 0)
-        return -1;
-    int dflt = -1;
-    for (size_t i = 0; i < s->nm; i++) {
-        if (r->lang.set && strcmp(s->m[i].lang, r->lang.code) == 0)
-            return (int)i;
-        if (strcmp(s->m[i].lang, "default") == 0)
-            dflt = (int)i;
-    }
-    return dflt;
 }
 
 static int add_sent(struct translate_thread *t, size_t rec, size_t start, size_t end)
@@ -283,7 +262,7 @@ static int by_length(const void *a, const void *b, void *ctx)
 static int run_batch(const struct translate *s, struct translate_thread *t, size_t mi, const size_t *order, size_t n,
                      size_t *padded, struct nlpd_error *err)
 {
-    const struct tmodel *m = &s->m[mi];
+    const struct tmodel *m = nlpd_stage_model(&s->ms, mi);
     const int32_t **ids = malloc(n * sizeof *ids);
     size_t *lens = malloc(n * sizeof *lens), longest = 0;
     struct nlpd_gen_output *out = calloc(n, sizeof *out);
@@ -352,10 +331,11 @@ static int join(struct nlpd_record *r, const struct translate_thread *t, size_t 
     return rc;
 }
 
-static enum nlpd_stage_status run_model(struct translate *s, struct translate_thread *t, size_t mi,
-                                        struct nlpd_record **recs, size_t n, size_t *padded, struct nlpd_error *err)
+static enum nlpd_stage_status run_model(const struct nlpd_stage_instance *inst, struct translate *s,
+                                        struct translate_thread *t, size_t mi, struct nlpd_record **recs, size_t n,
+                                        size_t *padded, struct nlpd_error *err)
 {
-    const struct tmodel *m = &s->m[mi];
+    const struct tmodel *m = nlpd_stage_model(&s->ms, mi);
     const size_t max_pos = (size_t)nlpd_marian_config(m->mt)->max_pos;
     clear_sents(t);
     for (size_t i = 0; i < n; i++) {
@@ -380,7 +360,7 @@ static enum nlpd_stage_status run_model(struct translate *s, struct translate_th
         }
         if (rc < 0) {
             free(ids);
-            nlpd_record_fail(r, "translate", "tokenizer: %s", err->message);
+            nlpd_stage_fail(inst, r, "tokenizer: %s", err->message);
             continue;
         }
         if (extra) {
@@ -406,21 +386,21 @@ static enum nlpd_stage_status run_model(struct translate *s, struct translate_th
     for (size_t a = 0; a < live;) {
         size_t b = a + 1;
         while (b < live && b - a < (size_t)s->max_sentences &&
-               (b + 1 - a) * t->sents[t->order[b]].n <= (size_t)s->max_tokens)
+               (b + 1 - a) * t->sents[t->order[b]].n <= inst->max_tokens)
             b++;
         int rc = run_batch(s, t, mi, t->order + a, b - a, padded, err);
         if (rc == NLPD_ENOMEM)
             return NLPD_STAGE_RETRY;
         if (rc < 0) {
             if (b - a == 1) { /* this sentence's problem: fail its record, go on */
-                nlpd_record_fail(recs[t->sents[t->order[a]].rec], "translate", "%s", err->message);
+                nlpd_stage_fail(inst, recs[t->sents[t->order[a]].rec], "%s", err->message);
             } else { /* find which sentence: one at a time */
                 for (size_t i = a; i < b; i++) {
                     int one = run_batch(s, t, mi, t->order + i, 1, padded, err);
                     if (one == NLPD_ENOMEM)
                         return NLPD_STAGE_RETRY;
                     if (one < 0)
-                        nlpd_record_fail(recs[t->sents[t->order[i]].rec], "translate", "%s", err->message);
+                        nlpd_stage_fail(inst, recs[t->sents[t->order[i]].rec], "%s", err->message);
                 }
             }
         }
@@ -443,48 +423,42 @@ static enum nlpd_stage_status run_model(struct translate *s, struct translate_th
     return NLPD_STAGE_OK;
 }
 
-static enum nlpd_stage_status translate_process(void *ctx, void *tstate, struct nlpd_batch *batch,
-                                                struct nlpd_error *err)
+/* A run leaves its sentences behind for the next one to clear: clear them now, even after an error. */
+static enum nlpd_stage_status run_and_clear(const struct nlpd_stage_instance *inst, void *ctx, void *tstate, size_t mi,
+                                            struct nlpd_record **recs, size_t n, struct nlpd_batch *batch,
+                                            struct nlpd_error *err)
+{
+    enum nlpd_stage_status st = run_model(inst, ctx, tstate, mi, recs, n, &batch->padded_tokens, err);
+    clear_sents(tstate);
+    return st;
+}
+
+static enum nlpd_stage_status translate_process(const struct nlpd_stage_instance *inst, void *ctx, void *tstate,
+                                                struct nlpd_batch *batch, struct nlpd_error *err)
 {
     struct translate *s = ctx;
-    struct translate_thread *t = tstate;
-    if (batch->n > t->group_cap) {
-        struct nlpd_record **g = realloc(t->group, batch->n * sizeof *g);
-        if (!g)
-            return NLPD_STAGE_RETRY;
-        t->group = g;
-        t->group_cap = batch->n;
-    }
-    for (size_t mi = 0; mi < s->nm; mi++) {
-        size_t n = 0;
-        for (size_t i = 0; i < batch->n; i++)
-            if (model_for(s, batch->recs[i]) == (int)mi)
-                t->group[n++] = batch->recs[i];
-        if (!n)
-            continue;
-        enum nlpd_stage_status st = run_model(s, t, mi, t->group, n, &batch->padded_tokens, err);
-        clear_sents(t);
-        if (st != NLPD_STAGE_OK)
-            return st;
-    }
-    return NLPD_STAGE_OK;
+    return nlpd_stage_models_run(&s->ms, inst, batch, s->target_lang, run_and_clear, s, tstate, err);
+}
+
+static void unload(void *ctx, void *slot)
+{
+    (void)ctx;
+    struct tmodel *m = slot;
+    nlpd_marian_tok_free(m->tok);
+    nlpd_marian_free(m->mt);
 }
 
 static void translate_fini(void *ctx)
 {
     struct translate *s = ctx;
-    for (size_t i = 0; s->m && i < s->nm; i++) {
-        free(s->m[i].lang);
-        nlpd_marian_tok_free(s->m[i].tok);
-        nlpd_marian_free(s->m[i].mt);
-    }
-    free(s->m);
+    nlpd_stage_models_free(&s->ms, unload, s);
 }
 
 static const char *translate_variant(void *ctx)
 {
     struct translate *s = ctx;
-    return s->nm && s->m[0].mt ? nlpd_dtype_name(nlpd_marian_dtype(s->m[0].mt)) : NULL;
+    const struct tmodel *m = s->ms.n ? nlpd_stage_model(&s->ms, 0) : NULL;
+    return m && m->mt ? nlpd_dtype_name(nlpd_marian_dtype(m->mt)) : NULL;
 }
 
 const struct nlpd_stage_plugin nlpd_stage_translate = {
@@ -501,4 +475,5 @@ const struct nlpd_stage_plugin nlpd_stage_translate = {
     .fini = translate_fini,
     .results = NLPD_RESULT_TRANSLATION,
     .model_variant = translate_variant,
+    .token_budget = 1,
 };

@@ -181,20 +181,21 @@ static const struct nlpd_conf_entry count_conf[] = {
     {0},
 };
 
-static int count_init(void *ctx, struct nlpd_error *err)
+static int count_init(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err)
 {
-    (void)ctx, (void)err;
+    (void)inst, (void)ctx, (void)err;
     return 0;
 }
 
-static enum nlpd_stage_status count_process(void *ctx, void *ts, struct nlpd_batch *b, struct nlpd_error *err)
+static enum nlpd_stage_status count_process(const struct nlpd_stage_instance *inst, void *ctx, void *ts,
+                                            struct nlpd_batch *b, struct nlpd_error *err)
 {
     struct count_ctx *c = ctx;
     (void)ts, (void)err;
     for (size_t i = 0; i < b->n; i++) {
         __atomic_add_fetch(&computed, 1, __ATOMIC_RELAXED);
         if (strstr(b->recs[i]->text, "bad")) {
-            nlpd_record_fail(b->recs[i], "count", "bad text");
+            nlpd_stage_fail(inst, b->recs[i], "bad text");
             continue;
         }
         snprintf(b->recs[i]->sentiment.label, NLPD_LABEL_MAX, "%.8s%s", b->recs[i]->text, c->suffix);

@@ -2,6 +2,7 @@
  * fatal errors, `when` filtering, stage options, worker threads and ordering. */
 #include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "harness.h"
@@ -19,19 +20,21 @@ static const struct nlpd_conf_entry tag_conf[] = {
     {0},
 };
 
-static int tag_init(void *ctx, struct nlpd_error *err)
+static int tag_init(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err)
 {
     struct tag_ctx *t = ctx;
+    (void)inst;
     return t->fail_inits ? nlpd_error_set(err, NLPD_EFORMAT, 0, "model is broken") : 0;
 }
 
-static enum nlpd_stage_status tag_process(void *ctx, void *ts, struct nlpd_batch *b, struct nlpd_error *err)
+static enum nlpd_stage_status tag_process(const struct nlpd_stage_instance *inst, void *ctx, void *ts,
+                                          struct nlpd_batch *b, struct nlpd_error *err)
 {
     struct tag_ctx *t = ctx;
     (void)ts, (void)err;
     for (size_t i = 0; i < b->n; i++) {
         if (strstr(b->recs[i]->text, "bad")) {
-            nlpd_record_fail(b->recs[i], "tag", "bad record");
+            nlpd_stage_fail(inst, b->recs[i], "bad record");
             continue;
         }
         snprintf(b->recs[i]->sentiment.label, NLPD_LABEL_MAX, "%s", t->label);
@@ -41,8 +44,9 @@ static enum nlpd_stage_status tag_process(void *ctx, void *ts, struct nlpd_batch
     return NLPD_STAGE_OK;
 }
 
-static const struct nlpd_stage_plugin tag_stage = {NLPD_STAGE_ABI, "tag", "test", tag_conf, sizeof(struct tag_ctx),
-                                                   tag_init, NULL, NULL, tag_process, NULL, 0, NULL};
+static const struct nlpd_stage_plugin tag_stage = {.abi = NLPD_STAGE_ABI, .name = "tag", .description = "test",
+                                                   .conf_map = tag_conf, .ctx_size = sizeof(struct tag_ctx),
+                                                   .init = tag_init, .process = tag_process};
 
 /* "picky": asks for a retry whenever a batch holds more than one record mentioning "oom" (so the
  * runner must split) or any "oom-always" (which must end as that record's error alone); "fatal" in a
@@ -50,9 +54,10 @@ static const struct nlpd_stage_plugin tag_stage = {NLPD_STAGE_ABI, "tag", "test"
 static int picky_calls;
 static pthread_mutex_t picky_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static enum nlpd_stage_status picky_process(void *ctx, void *ts, struct nlpd_batch *b, struct nlpd_error *err)
+static enum nlpd_stage_status picky_process(const struct nlpd_stage_instance *inst, void *ctx, void *ts,
+                                            struct nlpd_batch *b, struct nlpd_error *err)
 {
-    (void)ctx, (void)ts;
+    (void)inst, (void)ctx, (void)ts;
     pthread_mutex_lock(&picky_lock);
     picky_calls++;
     pthread_mutex_unlock(&picky_lock);
@@ -75,12 +80,12 @@ static enum nlpd_stage_status picky_process(void *ctx, void *ts, struct nlpd_bat
 }
 
 static const struct nlpd_conf_entry no_conf[] = {{0}};
-static const struct nlpd_stage_plugin picky_stage = {NLPD_STAGE_ABI, "picky", "test", no_conf, 0, NULL, NULL, NULL,
-                                                     picky_process, NULL, 0, NULL};
+static const struct nlpd_stage_plugin picky_stage = {.abi = NLPD_STAGE_ABI, .name = "picky", .description = "test",
+                                                     .conf_map = no_conf, .process = picky_process};
 
-static int noop_init(void *ctx, struct nlpd_error *err)
+static int noop_init(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err)
 {
-    (void)ctx, (void)err;
+    (void)inst, (void)ctx, (void)err;
     return 0;
 }
 
@@ -273,9 +278,10 @@ static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
 static int gate_open, gate_entered, space_calls;
 
-static enum nlpd_stage_status gate_process(void *ctx, void *ts, struct nlpd_batch *b, struct nlpd_error *err)
+static enum nlpd_stage_status gate_process(const struct nlpd_stage_instance *inst, void *ctx, void *ts,
+                                           struct nlpd_batch *b, struct nlpd_error *err)
 {
-    (void)ctx, (void)ts, (void)b, (void)err;
+    (void)inst, (void)ctx, (void)ts, (void)b, (void)err;
     pthread_mutex_lock(&gate_lock);
     gate_entered++;
     pthread_cond_broadcast(&gate_cond);
@@ -285,8 +291,8 @@ static enum nlpd_stage_status gate_process(void *ctx, void *ts, struct nlpd_batc
     return NLPD_STAGE_OK;
 }
 
-static const struct nlpd_stage_plugin gate_stage = {NLPD_STAGE_ABI, "gate", "test", no_conf, 0, noop_init, NULL, NULL,
-                                                    gate_process, NULL, 0, NULL};
+static const struct nlpd_stage_plugin gate_stage = {.abi = NLPD_STAGE_ABI, .name = "gate", .description = "test",
+                                                    .conf_map = no_conf, .init = noop_init, .process = gate_process};
 
 static void count_space(void *user)
 {
@@ -373,6 +379,125 @@ static void stage_name_label_escaped(void)
     nlpd_diag_free(&d);
 }
 
+/* "inst": a stage with a token budget that keeps what the framework handed it (issue 15 item 3). */
+struct inst_seen {
+    const struct nlpd_stage_instance *at_init, *at_process;
+    char name[32], type[32];
+    size_t index, max_tokens;
+};
+static struct inst_seen inst_seen;
+
+static int inst_init(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err)
+{
+    (void)ctx, (void)err;
+    inst_seen.at_init = inst;
+    snprintf(inst_seen.name, sizeof inst_seen.name, "%s", inst->name);
+    snprintf(inst_seen.type, sizeof inst_seen.type, "%s", inst->type);
+    inst_seen.index = inst->index;
+    inst_seen.max_tokens = inst->max_tokens;
+    nlpd_stage_log(inst, NLPD_LOG_WARNING, "loaded as %s #%zu", inst->type, inst->index);
+    return 0;
+}
+
+static enum nlpd_stage_status inst_process(const struct nlpd_stage_instance *inst, void *ctx, void *ts,
+                                           struct nlpd_batch *b, struct nlpd_error *err)
+{
+    (void)ctx, (void)ts, (void)err;
+    inst_seen.at_process = inst;
+    for (size_t i = 0; i < b->n; i++)
+        if (strstr(b->recs[i]->text, "bad"))
+            nlpd_stage_fail(inst, b->recs[i], "bad at %zu", inst->index);
+    return NLPD_STAGE_OK;
+}
+
+static const struct nlpd_stage_plugin inst_stage = {
+    .abi = NLPD_STAGE_ABI,
+    .name = "inst",
+    .description = "test",
+    .conf_map = no_conf,
+    .init = inst_init,
+    .process = inst_process,
+    .token_budget = 1,
+};
+
+/* The instance handle: init and process get the same one, with the configured name, the type and the index;
+ * a record failure is tagged with the configured name (a stage spelling "inst" would tag it "inst"). */
+static void instance_handle(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *cfg;
+    CHECK(nlpd_stage_register(&inst_stage) == 0); /* after init_failure_and_names, which lists the stages */
+    memset(&inst_seen, 0, sizeof inst_seen);
+    char path[] = "/tmp/nlpd-test-inst-XXXXXX"; /* stderr, for the stage's log line */
+    int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    struct nlpd_pipeline *p =
+        build("pipeline = ( { stage = \"picky\"; }, { stage = \"inst\"; name = \"my-inst\"; } );", &cfg, &d);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char logged[4096];
+    ssize_t got = pread(fd, logged, sizeof logged - 1, 0);
+    logged[got > 0 ? got : 0] = '\0';
+    close(fd);
+    unlink(path);
+    CHECK_STR_CONTAINS(logged, "[my-inst]"); /* tagged by the framework with the configured name */
+    CHECK_STR_CONTAINS(logged, "loaded as inst #1");
+    CHECK(p != NULL && d.n == 0);
+    if (p) {
+        CHECK(strcmp(inst_seen.name, "my-inst") == 0 && strcmp(inst_seen.type, "inst") == 0);
+        CHECK(inst_seen.index == 1);
+        const char *texts[] = {"good", "bad one"};
+        struct nlpd_record r[2], *ptrs[2];
+        records(r, ptrs, texts, 2);
+        struct nlpd_batch b = {.n = 2, .recs = ptrs};
+        nlpd_pipeline_run_inline(p, &b);
+        CHECK(inst_seen.at_process && inst_seen.at_process == inst_seen.at_init);
+        CHECK(!r[0].error);
+        CHECK(r[1].error && strcmp(r[1].error, "bad at 1") == 0);
+        CHECK(r[1].error_stage && strcmp(r[1].error_stage, "my-inst") == 0);
+        clear(r, 2);
+    }
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+    nlpd_diag_free(&d);
+}
+
+/* The token budget is the framework's: a stage's max_tokens, else batch.max_tokens, one bound for both; a
+ * stage without a budget has no max_tokens key. */
+static void token_budget(void)
+{
+    static const struct {
+        const char *conf;
+        size_t max_tokens; /* 0: the config is refused */
+        const char *why;
+    } cases[] = {
+        {"pipeline = ( { stage = \"inst\"; } );", 8192, NULL}, /* batch.max_tokens's default */
+        {"batch: { max_tokens = 1000; }; pipeline = ( { stage = \"inst\"; } );", 1000, NULL},
+        {"batch: { max_tokens = 1000; }; pipeline = ( { stage = \"inst\"; max_tokens = 500; } );", 500, NULL},
+        {"pipeline = ( { stage = \"inst\"; max_tokens = 4; } );", 0, "pipeline[0] (inst).max_tokens"},
+        {"batch: { max_tokens = 4; }; pipeline = ( { stage = \"inst\"; } );", 0, "batch.max_tokens"},
+        {"pipeline = ( { stage = \"tag\"; max_tokens = 500; } );", 0, "unknown key 'max_tokens'"},
+        {"pipeline = ( { stage = \"inst\"; bogus = 1; } );", 0, "unknown key 'bogus'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct nlpd_diag d = {0};
+        struct nlpd_config *cfg = NULL;
+        memset(&inst_seen, 0, sizeof inst_seen);
+        struct nlpd_pipeline *p = build(cases[i].conf, &cfg, &d);
+        if (cases[i].max_tokens) {
+            CHECK(p != NULL && inst_seen.max_tokens == cases[i].max_tokens);
+        } else {
+            CHECK(p == NULL);
+            CHECK(d.n == 1); /* one message, not one from the stage's table and one from the framework's */
+            CHECK_STR_CONTAINS(d.n ? d.msgs[0] : NULL, cases[i].why);
+        }
+        nlpd_pipeline_free(p);
+        nlpd_config_free(cfg);
+        nlpd_diag_free(&d);
+    }
+}
+
 int main(void)
 {
     static struct nlpd_stage_plugin picky;
@@ -389,5 +514,7 @@ int main(void)
     RUN(padded_tokens_histogram);
     RUN(try_submit_never_waits);
     RUN(stage_name_label_escaped);
+    RUN(instance_handle);
+    RUN(token_budget);
     return TEST_REPORT();
 }
