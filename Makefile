@@ -119,6 +119,10 @@ $(STAGE_API)/nlpd_stage.h:
 	@mkdir -p $(dir $@)
 	ln -sfr daemon/nlpd_stage.h $@
 
+# The version `nlpd version`, nlpd_build_info and `make deb` report.
+NLPD_VERSION ?= 0.1.0
+$(BUILD)/obj/daemon/main.o $(BUILD)/obj/daemon/kafka_metrics.o: CFLAGS += -DNLPD_VERSION='"$(NLPD_VERSION)"'
+
 # where nlpd looks for libnlpd_cuda.so after its own directory and $NLPD_LIBDIR
 $(BUILD)/obj/kernels/backend.o: CFLAGS += -DNLPD_INSTALL_LIBDIR='"$(NLPD_LIBDIR_INSTALL)"'
 

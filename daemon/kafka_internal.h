@@ -140,6 +140,8 @@ struct nlpd_daemon {
     struct nlpd_latency_sample lat;   /* end to end, for the summary */
     struct nlpd_histogram e2e_ms;     /* record timestamp -> broker ack of its output */
     struct nlpd_label_counts dead_by; /* by the failing stage ("input", "output", a stage name) */
+    struct nlpd_label_counts produced_by; /* acknowledged records by destination topic (dead letters included) */
+    uint64_t flagged;                     /* enriched records a moderation stage flagged */
 
     struct nlpd_daemon_stats stats; /* consumed: kafka_input.c; produced and the rest: kafka_output.c */
 

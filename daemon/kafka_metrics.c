@@ -9,6 +9,10 @@
 #include "kafka_internal.h"
 #include "metrics.h"
 
+#ifndef NLPD_VERSION /* the Makefile passes it */
+#define NLPD_VERSION "unknown"
+#endif
+
 /* ---- metrics and health (served from the event loop: counters need no locks) ---- */
 
 static const char *ready_problem(struct nlpd_daemon *d)
@@ -22,18 +26,34 @@ static const char *ready_problem(struct nlpd_daemon *d)
     return NULL; /* consuming, or waiting for an assignment */
 }
 
+/* Seconds since the epoch when the system booted (btime in /proc/stat), 0 when unknown. */
+static double boot_time(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    char line[256];
+    double bt = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "btime %lf", &bt) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return bt;
+}
+
 static void process_metrics(struct nlpd_buf *out)
 {
     FILE *f = fopen("/proc/self/stat", "r");
     unsigned long ut = 0, st = 0;
+    unsigned long long start = 0;
     long rss = 0;
     if (f) {
-        /* fields 14 and 15 (utime, stime) follow the command name in parentheses */
+        /* fields 14, 15 (utime, stime) and 22 (starttime) follow the command name in parentheses */
         char line[1024];
         if (fgets(line, sizeof line, f)) {
             char *p = strrchr(line, ')');
             if (p)
-                sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st);
+                sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %llu", &ut,
+                       &st, &start);
         }
         fclose(f);
     }
@@ -45,18 +65,34 @@ static void process_metrics(struct nlpd_buf *out)
         fclose(f);
     }
     double tick = (double)sysconf(_SC_CLK_TCK);
-    nlpd_metric_head(out, "process_cpu_seconds_total", "counter", "User and system CPU time");
+    nlpd_metric_head(out, "process_cpu_seconds_total", "counter", "User and system CPU time, in seconds");
     nlpd_buf_printf(out, "process_cpu_seconds_total %.2f\n", (double)(ut + st) / tick);
-    nlpd_metric_head(out, "process_resident_memory_bytes", "gauge", "Resident memory");
+    nlpd_metric_head(out, "process_resident_memory_bytes", "gauge", "Resident memory, in bytes");
     nlpd_buf_printf(out, "process_resident_memory_bytes %ld\n", rss);
+    double bt = boot_time();
+    if (bt > 0 && start > 0) {
+        nlpd_metric_head(out, "process_start_time_seconds", "gauge", "Start time of the process since the epoch, in seconds");
+        nlpd_buf_printf(out, "process_start_time_seconds %.2f\n", bt + (double)start / tick);
+    }
 }
 
 static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
 {
+    char esc[160];
+    nlpd_metric_head(out, "nlpd_build_info", "gauge", "Always 1; the labels say which build runs");
+    nlpd_buf_printf(out, "nlpd_build_info{version=\"%s\",librdkafka=\"%s\"} 1\n", NLPD_VERSION,
+                    nlpd_metric_label(esc, sizeof esc, rd_kafka_version_str()));
     nlpd_metric_head(out, "nlpd_records_consumed_total", "counter", "Records consumed from the input topics");
     nlpd_buf_printf(out, "nlpd_records_consumed_total %llu\n", (unsigned long long)d->stats.consumed);
     nlpd_metric_head(out, "nlpd_records_produced_total", "counter", "Enriched records acknowledged by the broker");
     nlpd_buf_printf(out, "nlpd_records_produced_total %llu\n", (unsigned long long)d->stats.produced);
+    nlpd_metric_head(out, "nlpd_output_records_total", "counter",
+                     "Records acknowledged by the broker, by destination topic (output, flagged and dead-letter "
+                     "topics)");
+    nlpd_label_counts_write(&d->produced_by, "nlpd_output_records_total", "topic", out);
+    nlpd_metric_head(out, "nlpd_records_flagged_total", "counter",
+                     "Enriched records a moderation stage flagged, acknowledged by the broker");
+    nlpd_buf_printf(out, "nlpd_records_flagged_total %llu\n", (unsigned long long)d->flagged);
     nlpd_metric_head(out, "nlpd_records_dead_lettered_total", "counter",
                      "Dead letters acknowledged by the broker, by the stage that rejected them");
     nlpd_label_counts_write(&d->dead_by, "nlpd_records_dead_lettered_total", "reason", out);
@@ -125,7 +161,35 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
     process_metrics(out);
 }
 
-/* librdkafka's statistics (every statistics.interval.ms, on the event loop): keep each partition's lag. */
+/* An integer field of a statistics object, or -1 when it is missing. */
+static json_int_t stat_int(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_integer(v) ? json_integer_value(v) : -1;
+}
+
+/* The lag of one partition of the statistics, or -1 when it is not assigned to this member or unknown.
+ * librdkafka's consumer_lag is -1 until a record was consumed or an offset committed: a partition that has
+ * received nothing since the assignment then counts from the fetch position (the reset offset), and an empty
+ * partition (low = high watermark) has lag 0. */
+static int64_t partition_lag(json_t *p)
+{
+    if (!json_is_true(json_object_get(p, "desired")))
+        return -1;
+    json_int_t lag = stat_int(p, "consumer_lag"), hi = stat_int(p, "hi_offset");
+    if (lag >= 0)
+        return lag;
+    if (hi < 0)
+        return -1;
+    json_int_t pos = stat_int(p, "committed_offset");
+    if (pos < 0)
+        pos = stat_int(p, "next_offset");
+    if (pos < 0 && stat_int(p, "lo_offset") == hi)
+        pos = hi;
+    return pos >= 0 && pos <= hi ? hi - pos : -1;
+}
+
+/* librdkafka's statistics (every statistics.interval.ms, on the event loop): keep each assigned partition's lag. */
 int nlpd_kd_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
     struct nlpd_daemon *d = opaque;
@@ -139,10 +203,9 @@ int nlpd_kd_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
         const char *pname;
         json_object_foreach(parts, pname, p)
         {
-            json_int_t lag = json_integer_value(json_object_get(p, "consumer_lag"));
-            int32_t part = (int32_t)json_integer_value(json_object_get(p, "partition"));
-            if (part < 0 || !json_is_integer(json_object_get(p, "consumer_lag")) || lag < 0 ||
-                n == sizeof d->lag / sizeof d->lag[0] || strlen(tname) >= sizeof d->lag[0].topic)
+            int64_t lag = partition_lag(p);
+            int32_t part = (int32_t)stat_int(p, "partition");
+            if (part < 0 || lag < 0 || n == sizeof d->lag / sizeof d->lag[0] || strlen(tname) >= sizeof d->lag[0].topic)
                 continue;
             snprintf(d->lag[n].topic, sizeof d->lag[n].topic, "%s", tname);
             d->lag[n].partition = part;

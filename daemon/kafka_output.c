@@ -264,13 +264,16 @@ static void count_dead(struct nlpd_daemon *d, const char *reason)
     nlpd_label_counts_add(&d->dead_by, reason ? reason : "nlpd");
 }
 
-static void delivered(struct nlpd_daemon *d, struct kitem *it)
+static void delivered(struct nlpd_daemon *d, struct kitem *it, const char *topic)
 {
+    nlpd_label_counts_add(&d->produced_by, topic);
     if (it->dead) {
         d->stats.dead_lettered++;
         count_dead(d, it->item.rec.error_stage);
     } else {
         d->stats.produced++;
+        if (it->item.rec.moderation.flagged)
+            d->flagged++;
         record_latency(d, it);
     }
     int64_t commit;
@@ -287,7 +290,7 @@ void nlpd_kd_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque
     struct kitem *it = m->_private;
     (void)rk;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        delivered(d, it);
+        delivered(d, it, rd_kafka_topic_name(m->rkt));
         return;
     }
     if (d->closing || m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {

@@ -901,7 +901,7 @@ void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
 {
     char labels[160], esc[128]; /* esc: a stage name as a label value */
     nlpd_metric_head(out, "nlpd_stage_batch_seconds", "histogram",
-                     "Time a stage spends on one micro-batch (cache lookups included), in milliseconds buckets");
+                     "Time a stage spends on one micro-batch (cache lookups included), in seconds");
     for (size_t i = 0; i < p->nstages; i++) {
         snprintf(labels, sizeof labels, "stage=\"%s\"", nlpd_metric_label(esc, sizeof esc, p->stages[i].name));
         nlpd_histogram_write(&p->stages[i].compute_ms, "nlpd_stage_batch_seconds", labels, 1e-3, out);

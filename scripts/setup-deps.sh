@@ -29,6 +29,8 @@ PKGS="$PKGS python3-onnx"
 # Scripts and test corpora: python3 (corpus and bench scripts), gettext + libglib2.0-data (translation catalogues
 # the multilingual corpus is extracted from).
 PKGS="$PKGS python3 gettext libglib2.0-data"
+# prometheus: its promtool checks conf/monitoring/alerts.yml (tests/integration/test_monitoring.sh).
+PKGS="$PKGS prometheus"
 # Fetching models: TLS roots and curl for downloads.
 PKGS="$PKGS ca-certificates curl"
 # npm (model fallback, review corpus, tokenizer reference): Debian's only when no npm is on PATH already.
