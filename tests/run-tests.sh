@@ -176,6 +176,8 @@ suite "tests/integration/test_config_doc.sh" bash tests/integration/test_config_
 # Metrics and health endpoints of the daemon while records flow.
 suite "tests/integration/test_metrics.sh build/nlpd" bash tests/integration/test_metrics.sh build/nlpd
 suite "tests/integration/test_metrics.sh build/san/nlpd" bash tests/integration/test_metrics.sh build/san/nlpd
+# conf/monitoring: promtool on the alert rules, every metric they and the dashboard name in a live scrape.
+suite "tests/integration/test_monitoring.sh build/nlpd" bash tests/integration/test_monitoring.sh build/nlpd
 # SIGHUP reload while records flow: broken files change nothing, a new pipeline applies with every record exactly
 # once, a restart-only key is refused, notify order.
 suite "tests/integration/test_reload.sh build/nlpd" bash tests/integration/test_reload.sh build/nlpd
