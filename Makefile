@@ -186,10 +186,13 @@ test:
 	@$(MAKE) --no-print-directory SANITIZE=1 all
 	@sh tests/run-tests.sh
 
+# The demo builds only build/nlpd, silently (warnings and errors still show), and says so when it has to.
 demo:
 	@sh scripts/setup-deps.sh
 	@sh scripts/fetch-models.sh
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -q $(BUILD)/nlpd 2> /dev/null || \
+	  echo "demo: building $(BUILD)/nlpd (a few minutes the first time)"
+	@$(MAKE) --no-print-directory -s -j$$(nproc) $(BUILD)/nlpd
 	@sh scripts/demo.sh
 
 # The chaos soak (tests/soak/README.md): minutes, not part of `make test`; one table, exit 1 on a FAIL.

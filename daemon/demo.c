@@ -1,8 +1,9 @@
 /* `nlpd demo`: the whole loop in one process. The daemon runs on its embedded broker; sample records
- * are produced to the input topic; the enriched records and dead letters are consumed back and printed
- * as JSON lines; then a summary of records in/out/dead-lettered, throughput and end-to-end latency. */
+ * are produced to the input topic; the enriched records and then the dead letters are consumed back and
+ * printed as JSON lines (stdout); then a summary of what the stages found (stderr). */
 #include "demo.h"
 
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "buf.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "record.h"
 
 #define DEMO_TIMEOUT_S 60.0
@@ -84,11 +86,124 @@ static long produce_samples(rd_kafka_t *prod, const char *topic, const char *pat
     return count;
 }
 
-static void print_dead_letter(const rd_kafka_message_t *m)
+/* What the stages wrote into the enriched records, for the summary. */
+struct demo_lang {
+    char code[16];
+    long n;
+};
+
+struct demo_tally {
+    struct demo_lang lang[64];
+    size_t nlang;
+    long moderated, flagged, positive, negative, other_sentiment, entities, translated;
+};
+
+static void tally_record(struct demo_tally *t, const void *data, size_t len)
 {
-    struct nlpd_buf b = {0};
+    json_t *r = json_loadb(data, len, 0, NULL);
+    const char *code = json_string_value(json_object_get(json_object_get(r, "lang"), "code"));
+    if (code) {
+        size_t i = 0;
+        while (i < t->nlang && strcmp(t->lang[i].code, code) != 0)
+            i++;
+        if (i == t->nlang && t->nlang < sizeof t->lang / sizeof t->lang[0])
+            snprintf(t->lang[t->nlang++].code, sizeof t->lang[0].code, "%s", code);
+        if (i < t->nlang)
+            t->lang[i].n++;
+    }
+    json_t *mod = json_object_get(r, "moderation");
+    if (json_is_object(mod)) {
+        t->moderated++;
+        t->flagged += json_is_true(json_object_get(mod, "flagged"));
+    }
+    const char *label = json_string_value(json_object_get(json_object_get(r, "sentiment"), "label"));
+    if (label && !strcmp(label, "positive"))
+        t->positive++;
+    else if (label && !strcmp(label, "negative"))
+        t->negative++;
+    else if (label)
+        t->other_sentiment++;
+    t->entities += (long)json_array_size(json_object_get(r, "entities"));
+    t->translated += json_is_object(json_object_get(r, "translation"));
+    json_decref(r);
+}
+
+static int by_count(const void *a, const void *b)
+{
+    long na = ((const struct demo_lang *)a)->n, nb = ((const struct demo_lang *)b)->n;
+    return (na < nb) - (na > nb);
+}
+
+/* The stage that rejected a dead letter (its nlpd.stage header), "?" without one. */
+static const char *dead_stage(const rd_kafka_message_t *m, char *dst, size_t cap)
+{
     rd_kafka_headers_t *h = NULL;
-    nlpd_buf_puts(&b, "{\"dead_letter\":{");
+    const void *v = NULL;
+    size_t len = 0;
+    snprintf(dst, cap, "?");
+    if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(h, "nlpd.stage", &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR && v)
+        snprintf(dst, cap, "%.*s", (int)len, (const char *)v);
+    return dst;
+}
+
+/* The stages of the configuration, in order ("langid -> moderation -> sentiment"). */
+static size_t stage_chain(const struct nlpd_config *cfg, char *out, size_t cap)
+{
+    size_t n = 0, len = 0;
+    out[0] = '\0';
+    for (int i = 0; cfg->pipeline && i < config_setting_length(cfg->pipeline); i++) {
+        const char *name = NULL;
+        config_setting_t *st = config_setting_get_elem(cfg->pipeline, (unsigned)i);
+        if (!config_setting_lookup_string(st, "name", &name))
+            config_setting_lookup_string(st, "stage", &name);
+        int w = snprintf(out + len, cap - len, "%s%s", n ? " -> " : "", name ? name : "?");
+        if (w < 0 || (size_t)w >= cap - len)
+            break;
+        len += (size_t)w;
+        n++;
+    }
+    return n;
+}
+
+static void print_summary(const struct nlpd_config *cfg, struct demo_tally *t, long sent, long out, long dead,
+                          const struct nlpd_label_counts *reasons)
+{
+    char chain[512];
+    size_t nstages = stage_chain(cfg, chain, sizeof chain);
+    fprintf(stderr, "demo: %ld records: %ld enriched, %ld dead letters", sent, out, dead);
+    for (size_t i = 0; i < reasons->n; i++)
+        fprintf(stderr, "%s%s: %llu", i ? ", " : " (rejected by ", reasons->c[i].label,
+                (unsigned long long)reasons->c[i].n);
+    fprintf(stderr, "%s\n", reasons->n ? ")" : "");
+    fprintf(stderr, "demo: %zu stages: %s\n", nstages, chain);
+    if (t->nlang) {
+        qsort(t->lang, t->nlang, sizeof t->lang[0], by_count);
+        fprintf(stderr, "demo: languages:");
+        for (size_t i = 0; i < t->nlang && i < 12; i++)
+            fprintf(stderr, " %s %ld%s", t->lang[i].code, t->lang[i].n, i + 1 < t->nlang ? "," : "");
+        if (t->nlang > 12)
+            fprintf(stderr, " and %zu more", t->nlang - 12);
+        fprintf(stderr, "\n");
+    }
+    if (t->moderated)
+        fprintf(stderr, "demo: moderation: %ld of %ld records flagged\n", t->flagged, t->moderated);
+    if (t->positive + t->negative + t->other_sentiment)
+        fprintf(stderr, "demo: sentiment: %ld positive, %ld negative%s (only where its `when` held)\n", t->positive,
+                t->negative, t->other_sentiment ? ", others" : "");
+    if (t->entities)
+        fprintf(stderr, "demo: ner: %ld entities\n", t->entities);
+    if (t->translated)
+        fprintf(stderr, "demo: translate: %ld records translated\n", t->translated);
+    fprintf(stderr, "demo: for NER and translation, put a Hugging Face folder in models/ and add a stage, e.g. "
+                    "{ stage = \"ner\"; model = \"models/<folder>\"; } (README \"Stages\"), then nlpd demo -c FILE\n");
+}
+
+/* Appends a dead letter (its nlpd.* headers and the value) as one JSON line to b. */
+static void dead_letter_line(struct nlpd_buf *b, const rd_kafka_message_t *m)
+{
+    rd_kafka_headers_t *h = NULL;
+    nlpd_buf_puts(b, "{\"dead_letter\":{");
     if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         const char *name;
         const void *val;
@@ -96,10 +211,10 @@ static void print_dead_letter(const rd_kafka_message_t *m)
         for (size_t i = 0; rd_kafka_header_get_all(h, i, &name, &val, &len) == RD_KAFKA_RESP_ERR_NO_ERROR; i++) {
             if (strncmp(name, "nlpd.", 5) != 0)
                 continue;
-            nlpd_buf_json_string(&b, name, strlen(name));
-            nlpd_buf_puts(&b, ":");
-            nlpd_buf_json_string(&b, val ? val : "", val ? len : 0);
-            nlpd_buf_puts(&b, ",");
+            nlpd_buf_json_string(b, name, strlen(name));
+            nlpd_buf_puts(b, ":");
+            nlpd_buf_json_string(b, val ? val : "", val ? len : 0);
+            nlpd_buf_puts(b, ",");
         }
     }
     /* The original bytes, shown as text with invalid UTF-8 replaced. */
@@ -110,13 +225,11 @@ static void print_dead_letter(const rd_kafka_message_t *m)
         long bad;
         while ((bad = nlpd_utf8_invalid_at(v, m->len)) >= 0)
             v[bad] = '?';
-        nlpd_buf_puts(&b, "\"value\":");
-        nlpd_buf_json_string(&b, v, m->len);
+        nlpd_buf_puts(b, "\"value\":");
+        nlpd_buf_json_string(b, v, m->len);
         free(v);
     }
-    nlpd_buf_puts(&b, "}}\n");
-    fwrite(b.data, 1, b.len, stdout);
-    nlpd_buf_free(&b);
+    nlpd_buf_puts(b, "}}\n");
 }
 
 int nlpd_demo_kafka(const struct nlpd_config *cfg, struct nlpd_pipeline *p, const char *records)
@@ -138,6 +251,9 @@ int nlpd_demo_kafka(const struct nlpd_config *cfg, struct nlpd_pipeline *p, cons
     rd_kafka_t *cons = client(RD_KAFKA_CONSUMER, bs, "nlpd-demo-reader");
     long sent = -1, out = 0, dead = 0;
     double t0 = nlpd_now();
+    struct demo_tally tally = {0};
+    struct nlpd_label_counts reasons = {0};
+    struct nlpd_buf dead_lines = {0}; /* printed after the enriched records */
     if (prod && cons) {
         rd_kafka_poll_set_consumer(cons);
         rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(2);
@@ -145,11 +261,11 @@ int nlpd_demo_kafka(const struct nlpd_config *cfg, struct nlpd_pipeline *p, cons
         rd_kafka_topic_partition_list_add(topics, cfg->kafka.dlq_topic, RD_KAFKA_PARTITION_UA);
         rd_kafka_subscribe(cons, topics);
         rd_kafka_topic_partition_list_destroy(topics);
-        /* Joining the group takes a few seconds; start the clock once the daemon consumes. */
+        /* Joining the group takes a few seconds; produce once the daemon consumes. */
         if (!nlpd_daemon_wait_assigned(d, 30.0))
             nlpd_log(NLPD_LOG_WARNING, "demo", "the daemon has no partitions after 30 s; producing anyway");
         /* After the assignment the consumer still looks up its start offsets (the first fetch comes
-         * about a second later on the embedded broker): measure the running loop, not its start. */
+         * about a second later on the embedded broker). */
         struct timespec settle = {1, 500000000};
         nanosleep(&settle, NULL);
         t0 = nlpd_now();
@@ -160,14 +276,17 @@ int nlpd_demo_kafka(const struct nlpd_config *cfg, struct nlpd_pipeline *p, cons
                 continue;
             if (!m->err) {
                 if (strcmp(rd_kafka_topic_name(m->rkt), cfg->kafka.dlq_topic) == 0) {
-                    print_dead_letter(m);
+                    dead_letter_line(&dead_lines, m);
+                    char stage[64];
+                    nlpd_label_counts_add(&reasons, dead_stage(m, stage, sizeof stage));
                     dead++;
                 } else {
                     fwrite(m->payload, 1, m->len, stdout);
                     fputc('\n', stdout);
+                    fflush(stdout);
+                    tally_record(&tally, m->payload, m->len);
                     out++;
                 }
-                fflush(stdout);
             }
             rd_kafka_message_destroy(m);
         }
@@ -175,7 +294,9 @@ int nlpd_demo_kafka(const struct nlpd_config *cfg, struct nlpd_pipeline *p, cons
             nlpd_log(NLPD_LOG_ERR, "demo", "only %ld of %ld records came back within %.0f s", out + dead, sent,
                      DEMO_TIMEOUT_S);
     }
-    double elapsed = nlpd_now() - t0;
+    fwrite(dead_lines.data ? dead_lines.data : "", 1, dead_lines.len, stdout);
+    fflush(stdout);
+    nlpd_buf_free(&dead_lines);
     if (cons) {
         rd_kafka_consumer_close(cons);
         rd_kafka_destroy(cons);
@@ -184,24 +305,16 @@ int nlpd_demo_kafka(const struct nlpd_config *cfg, struct nlpd_pipeline *p, cons
         rd_kafka_destroy(prod);
     nlpd_daemon_stop(d);
     pthread_join(th, NULL);
-    struct nlpd_daemon_stats st;
-    nlpd_daemon_get_stats(d, &st);
     nlpd_daemon_free(d);
     struct nlpd_stage_cache_stats cs[16];
     struct nlpd_cache_stats total;
     size_t ncs = nlpd_pipeline_cache_stats(p, cs, 16, &total);
-    for (size_t i = 0; i < ncs; i++)
-        fprintf(stderr, "demo: cache %s: %llu hits, %llu misses\n", cs[i].stage, (unsigned long long)cs[i].hits,
-                (unsigned long long)cs[i].misses);
-    if (ncs)
-        fprintf(stderr, "demo: cache backend: %llu lookups, %llu errors, %.3f ms per lookup%s\n",
-                (unsigned long long)total.lookups, (unsigned long long)total.errors,
-                total.lookups ? total.lookup_seconds * 1e3 / (double)total.lookups : 0.0,
-                total.breaker_open ? ", breaker open" : "");
     if (sent >= 0)
-        fprintf(stderr,
-                "demo: %ld records in, %ld enriched out, %ld dead-lettered in %.2f s (%.0f records/s); end-to-end latency p50 %.1f ms, p99 %.1f ms (record timestamp to broker ack)\n",
-                sent, out, dead, elapsed, elapsed > 0 ? (double)(out + dead) / elapsed : 0.0, st.latency_p50_ms,
-                st.latency_p99_ms);
+        print_summary(cfg, &tally, sent, out, dead, &reasons);
+    /* Only a cache that served something is worth a line (a second run on a shared Redis). */
+    for (size_t i = 0; i < ncs; i++)
+        if (cs[i].hits)
+            fprintf(stderr, "demo: cache %s: %llu hits, %llu misses\n", cs[i].stage, (unsigned long long)cs[i].hits,
+                    (unsigned long long)cs[i].misses);
     return sent >= 0 && out + dead == sent && arg.rc == 0 ? 0 : 1;
 }

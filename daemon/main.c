@@ -21,7 +21,8 @@
 #define NLPD_VERSION "0.1.0"
 #endif
 
-/* The demo's built-in configuration: the models `make models` fetches, English sentiment only. */
+/* The demo's built-in configuration (conf/demo.conf says why): the models `make models` fetches (langid, the
+ * moderation word lists, English sentiment), no metrics server (a demo must not fail on a busy port). */
 static const char demo_config[] =
     "kafka:   { brokers = \"embedded\"; group_id = \"nlpd-demo\"; input_topics = [\"events\"];\n"
     "           output_topic = \"events.enriched\"; dlq_topic = \"events.dlq\"; };\n"
@@ -31,8 +32,13 @@ static const char demo_config[] =
     "batch:   { max_records = 64; max_wait_ms = 10; };\n"
     "kernels: { threads = 0; };\n"
     "log:     { level = \"notice\"; };\n"
+    "metrics: { listen = \"\"; };\n"
     "pipeline = (\n"
     "  { stage = \"langid\";    model = \"models/lid.176.ftz\"; },\n"
+    "  { stage = \"moderation\"; lexicon = \"models/lexicons\"; lexicon_by_lang = true;\n"
+    "    lexicon_allow = [\"retard\"];\n"
+    "    when = \"lang.code in ['ar', 'cs', 'da', 'de', 'en', 'es', 'fa', 'fi', 'fr', 'hi', 'hu', 'it', 'ja', 'ko', "
+    "'nl', 'no', 'pl', 'pt', 'ru', 'sv', 'th', 'tr', 'zh']\"; },\n"
     "  { stage = \"sentiment\"; model = \"models/amazon_review_polarity.ftz\"; when = \"lang.code == 'en'\"; }\n"
     ");\n";
 

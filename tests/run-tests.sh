@@ -176,6 +176,8 @@ suite "tests/integration/test_config_doc.sh" bash tests/integration/test_config_
 # Metrics and health endpoints of the daemon while records flow.
 suite "tests/integration/test_metrics.sh build/nlpd" bash tests/integration/test_metrics.sh build/nlpd
 suite "tests/integration/test_metrics.sh build/san/nlpd" bash tests/integration/test_metrics.sh build/san/nlpd
+# make demo's script: records, then dead letters, then a summary of its three stages, within a minute.
+suite "tests/integration/test_demo.sh" bash tests/integration/test_demo.sh
 # conf/monitoring: promtool on the alert rules, every metric they and the dashboard name in a live scrape.
 suite "tests/integration/test_monitoring.sh build/nlpd" bash tests/integration/test_monitoring.sh build/nlpd
 # SIGHUP reload while records flow: broken files change nothing, a new pipeline applies with every record exactly
