@@ -85,7 +85,7 @@ FAULTS_BIN := $(BUILD)/tests/nlpd_faults
 BENCH_SRC := $(wildcard bench/*/bench_*.c)
 BENCH_BIN := $(patsubst %.c,$(BUILD)/bench/%,$(notdir $(BENCH_SRC)))
 
-.PHONY: all deps models test check check-format check-includes check-unit demo bench clean format fuzz-build install \
+.PHONY: deb all deps models test check check-format check-includes check-unit demo bench clean format fuzz-build install \
         cuda soak
 
 .DEFAULT_GOAL := all
@@ -241,6 +241,10 @@ install: $(BUILD)/nlpd $(CUDA_ALL)
 	  chmod 0640 $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf.new && \
 	  mv $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf.new $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf; \
 	else echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/nlpd/nlpd.conf"; fi
+
+# A Debian package of what `make install` installs plus the models (scripts/make-deb.sh; tests/integration/test_deb.sh).
+deb: $(BUILD)/nlpd $(CUDA_ALL)
+	@sh scripts/make-deb.sh $(NLPD_VERSION)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
