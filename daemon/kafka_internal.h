@@ -137,9 +137,9 @@ struct nlpd_daemon {
     uint64_t dlq_refused;                      /* records skipped: not even a truncated dead letter was accepted */
     uint64_t acked; /* records delivered (output or dead letter); read from other threads (atomic) */
     int warned_route;
-    struct nlpd_latency_sample lat;   /* end to end, for the summary */
-    struct nlpd_histogram e2e_ms;     /* record timestamp -> broker ack of its output */
-    struct nlpd_label_counts dead_by; /* by the failing stage ("input", "output", a stage name) */
+    struct nlpd_latency_sample lat;       /* end to end, for the summary */
+    struct nlpd_histogram e2e_ms;         /* record timestamp -> broker ack of its output */
+    struct nlpd_label_counts dead_by;     /* by the failing stage ("input", "output", a stage name) */
     struct nlpd_label_counts produced_by; /* acknowledged records by destination topic (dead letters included) */
     uint64_t flagged;                     /* enriched records a moderation stage flagged */
 

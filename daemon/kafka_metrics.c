@@ -71,7 +71,8 @@ static void process_metrics(struct nlpd_buf *out)
     nlpd_buf_printf(out, "process_resident_memory_bytes %ld\n", rss);
     double bt = boot_time();
     if (bt > 0 && start > 0) {
-        nlpd_metric_head(out, "process_start_time_seconds", "gauge", "Start time of the process since the epoch, in seconds");
+        nlpd_metric_head(out, "process_start_time_seconds", "gauge",
+                         "Start time of the process since the epoch, in seconds");
         nlpd_buf_printf(out, "process_start_time_seconds %.2f\n", bt + (double)start / tick);
     }
 }
