@@ -137,13 +137,15 @@ struct nlpd_daemon {
     uint64_t dlq_refused;                      /* records skipped: not even a truncated dead letter was accepted */
     uint64_t acked; /* records delivered (output or dead letter); read from other threads (atomic) */
     int warned_route;
-    struct nlpd_latency_sample lat;       /* end to end, for the summary */
-    struct nlpd_histogram e2e_ms;         /* record timestamp -> broker ack of its output */
-    struct nlpd_label_counts dead_by;     /* by the failing stage ("input", "output", a stage name) */
-    struct nlpd_label_counts produced_by; /* acknowledged records by destination topic (dead letters included) */
-    uint64_t flagged;                     /* enriched records a moderation stage flagged */
+    struct nlpd_latency_sample lat;   /* end to end, for the summary */
+    struct nlpd_histogram e2e_ms;     /* record timestamp -> broker ack of its output */
+    struct nlpd_label_counts dead_by; /* by the failing stage ("input", "output", a stage name) */
 
     struct nlpd_daemon_stats stats; /* consumed: kafka_input.c; produced and the rest: kafka_output.c */
+
+    /* kafka_output.c, shown by kafka_metrics.c */
+    struct nlpd_label_counts produced_by; /* acknowledged records by destination topic */
+    uint64_t flagged;                     /* acknowledged enriched records a moderation stage flagged */
 
     /* kafka_metrics.c: consumer lag per assigned partition, from librdkafka's statistics */
     struct {

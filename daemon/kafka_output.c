@@ -264,9 +264,8 @@ static void count_dead(struct nlpd_daemon *d, const char *reason)
     nlpd_label_counts_add(&d->dead_by, reason ? reason : "nlpd");
 }
 
-static void delivered(struct nlpd_daemon *d, struct kitem *it, const char *topic)
+static void delivered(struct nlpd_daemon *d, struct kitem *it)
 {
-    nlpd_label_counts_add(&d->produced_by, topic);
     if (it->dead) {
         d->stats.dead_lettered++;
         count_dead(d, it->item.rec.error_stage);
@@ -290,7 +289,8 @@ void nlpd_kd_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque
     struct kitem *it = m->_private;
     (void)rk;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        delivered(d, it, rd_kafka_topic_name(m->rkt));
+        nlpd_label_counts_add(&d->produced_by, rd_kafka_topic_name(m->rkt)); /* every acknowledgement */
+        delivered(d, it);
         return;
     }
     if (d->closing || m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
