@@ -313,6 +313,7 @@ static void handle_message(struct nlpd_daemon *d, rd_kafka_message_t *m)
     it->item.t_in = nlpd_now();
     it->item.source = (struct nlpd_source){1, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
                                            rd_kafka_message_timestamp(m, &tt)};
+    it->item.rec.topic = it->item.source.topic;
     d->inflight++;
     d->inflight_bytes += it->bytes;
     if (d->stats.consumed++ == 0)

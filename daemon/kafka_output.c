@@ -191,7 +191,7 @@ again:;
         len = it->out.len;
     }
     const char *topic = it->dead ? k->dlq_topic : k->output_topic;
-    if (!it->dead && it->item.rec.moderation.route && it->item.rec.moderation.flagged) {
+    if (!it->dead && it->item.rec.route == nlpd_route_flagged) {
         if (k->flagged_topic)
             topic = k->flagged_topic;
         else if (!d->warned_route++)

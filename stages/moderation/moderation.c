@@ -324,8 +324,8 @@ static enum nlpd_stage_status moderation_process(void *ctx, void *tstate, struct
     }
     /* action "route": the daemon sends flagged records to kafka.flagged_topic */
     for (size_t i = 0; i < batch->n && strcmp(s->action, "route") == 0; i++)
-        if (!batch->recs[i]->error && batch->recs[i]->moderation.set)
-            batch->recs[i]->moderation.route = 1;
+        if (!batch->recs[i]->error && batch->recs[i]->moderation.flagged)
+            batch->recs[i]->route = nlpd_route_flagged;
     return NLPD_STAGE_OK;
 }
 
