@@ -197,6 +197,8 @@ static void batch_encode(struct nlpd_job *job, void *user)
             nlpd_record_fail(&it->item.rec, "output", "cannot encode the output record%s",
                              it->out.oom ? ": out of memory" : "");
             it->dead = 1;
+        } else if (!it->item.rec.route) { /* a topic a stage chose wins over output.routes */
+            it->route = nlpd_routes_match(&g->cfg->routes, &it->item.rec);
         }
     }
     pthread_mutex_lock(&d->lock);

@@ -135,8 +135,8 @@ struct nlpd_record {
     struct nlpd_label_result sentiment;
     struct nlpd_entities_result entities;
     struct nlpd_moderation_result moderation;
-    /* Where the record goes instead of the default output; NULL for the default. A stage may set a target name
-     * (nlpd_route_*) that the output maps to a topic. */
+    /* The topic the record goes to instead of the default output (NULL: the default, or output.routes). Set by a
+     * stage, or by the daemon's routing after the pipeline. */
     const char *route;
     const char *topic; /* the input topic (Kafka input), NULL otherwise */
     /* Bit i set by the framework when pipeline stage i processed this record (i < 32). */
@@ -145,9 +145,6 @@ struct nlpd_record {
     char *error;
     const char *error_stage;
 };
-
-/* Route targets (struct nlpd_record.route): compared by address. */
-extern const char nlpd_route_flagged[]; /* kafka.flagged_topic (moderation's action "route") */
 
 struct nlpd_batch {
     size_t n;

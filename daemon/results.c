@@ -626,10 +626,10 @@ static int entities_count(const struct nlpd_record *r, const char *arg, size_t i
 static int entities_groups(const struct nlpd_record *r, const char *arg, size_t i, struct nlpd_field_value *v)
 {
     (void)arg;
-    if (!r->entities.set || i >= r->entities.n)
+    if (!r->entities.set)
         return 0;
-    v->s = r->entities.items[i].group;
-    return 1;
+    v->s = i < r->entities.n ? r->entities.items[i].group : NULL; /* NULL: ner ran and found nothing */
+    return i < r->entities.n || i == 0;
 }
 
 static const struct nlpd_result_field entities_fields[] = {
@@ -735,13 +735,13 @@ static int moderation_avro(const struct nlpd_record *r, void *vb)
     return 0;
 }
 
-/* The byte after flagged is the record's route as the stage left it (action "route"), cached with the result
- * because a cache hit skips the stage. */
+/* The byte after flagged was the stage's route flag (action "route"): routing is now decided after the
+ * pipeline (output.routes), so it is written 0 and read as any flag, for cached values written before. */
 static void moderation_cache_put(const struct nlpd_record *r, struct nlpd_buf *out)
 {
     const struct nlpd_moderation_result *m = &r->moderation;
     nlpd_cache_put_u8(out, (unsigned)m->flagged);
-    nlpd_cache_put_u8(out, r->route == nlpd_route_flagged);
+    nlpd_cache_put_u8(out, 0);
     nlpd_cache_put_u32(out, (uint32_t)m->n);
     for (size_t i = 0; i < m->n; i++) {
         nlpd_cache_put_str(out, m->cats[i].name);
@@ -754,7 +754,8 @@ static void moderation_cache_put(const struct nlpd_record *r, struct nlpd_buf *o
 static void moderation_cache_get(struct nlpd_cache_reader *rd, struct nlpd_record *t)
 {
     char name[NLPD_LABEL_MAX], label[NLPD_LABEL_MAX];
-    unsigned flagged = nlpd_cache_get_bool(rd), route = nlpd_cache_get_bool(rd);
+    unsigned flagged = nlpd_cache_get_bool(rd);
+    nlpd_cache_get_bool(rd);
     uint32_t n = nlpd_cache_get_u32(rd);
     if (n > 4096)
         rd->bad = 1;
@@ -768,7 +769,6 @@ static void moderation_cache_get(struct nlpd_cache_reader *rd, struct nlpd_recor
     }
     t->moderation.set = 1;
     t->moderation.flagged = (int)flagged;
-    t->route = route && flagged ? nlpd_route_flagged : NULL;
 }
 
 static void moderation_move(struct nlpd_record *dst, struct nlpd_record *src)
@@ -776,8 +776,6 @@ static void moderation_move(struct nlpd_record *dst, struct nlpd_record *src)
     moderation_clear(dst);
     dst->moderation = src->moderation;
     memset(&src->moderation, 0, sizeof src->moderation);
-    if (src->route == nlpd_route_flagged || dst->route == nlpd_route_flagged)
-        dst->route = src->route;
 }
 
 static int moderation_flagged(const struct nlpd_record *r, const char *arg, size_t i, struct nlpd_field_value *v)
@@ -819,8 +817,6 @@ static const struct nlpd_result_field moderation_fields[] = {
 };
 
 /* ---- the table ---- */
-
-const char nlpd_route_flagged[] = "flagged";
 
 
 const struct nlpd_result_type nlpd_result_types[] = {

@@ -42,7 +42,8 @@ struct nlpd_result_field {
     const char *name; /* "lang.code"; ending in '.', the rest of the name is an argument ("moderation.categories.") */
     enum nlpd_field_type type;
     int list; /* several values (entities.groups): a comparison holds when it holds for any of them */
-    /* Value i of the field (i > 0 only for a list); 0 when there is none (the result is not set). */
+    /* Value i of the field (i > 0 only for a list); 0 when there is none (the result is not set). An empty list
+     * gives one NULL string, so that its result counts as set. */
     int (*get)(const struct nlpd_record *r, const char *arg, size_t i, struct nlpd_field_value *out);
     const char *doc;
 };

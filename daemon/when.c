@@ -316,6 +316,8 @@ struct nlpd_when *nlpd_when_parse(const char *text, char *why, size_t why_len)
 static int compare(const struct node *nd, const struct nlpd_field_value *v)
 {
     if (nd->field->type == NLPD_FIELD_STRING) {
+        if (!v->s) /* an empty list */
+            return 0;
         for (size_t i = 0; i < nd->nvalues; i++)
             if (strcmp(v->s, nd->values[i]) == 0)
                 return 1;

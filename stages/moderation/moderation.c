@@ -86,7 +86,8 @@ static const struct nlpd_conf_entry moderation_conf[] = {
      NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "also allow the built-in phrases (\"dick van dyke\", \"moby dick\", \"cum laude\", \"homo sapiens\", ...)"},
     {"action", NLPD_CONF_ENUM, "annotate", offsetof(struct moderation, action), 0, "annotate|route", 0, 0,
-     "\"annotate\": write moderation only; \"route\": flagged records also go to kafka.flagged_topic"},
+     "deprecated: \"route\" (with kafka.flagged_topic) is the output route { when = \"moderation.flagged\"; topic "
+     "= kafka.flagged_topic; }: write that in output.routes instead"},
     {"max_tokens", NLPD_CONF_INT, "8192", offsetof(struct moderation, max_tokens), 0, NULL, 16, 1 << 24,
      "padded-token budget of one forward pass (records are grouped by length under it)"},
     {0},
@@ -322,10 +323,6 @@ static enum nlpd_stage_status moderation_process(void *ctx, void *tstate, struct
                 return NLPD_STAGE_RETRY;
         }
     }
-    /* action "route": the daemon sends flagged records to kafka.flagged_topic */
-    for (size_t i = 0; i < batch->n && strcmp(s->action, "route") == 0; i++)
-        if (!batch->recs[i]->error && batch->recs[i]->moderation.flagged)
-            batch->recs[i]->route = nlpd_route_flagged;
     return NLPD_STAGE_OK;
 }
 

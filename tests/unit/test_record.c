@@ -337,6 +337,11 @@ static void when_language(void)
     CHECK(holds("!(lang.code != 'fr') && (lang.score >= 0.85 || lang.score < 0.1)", &r, 1));
     CHECK(holds("lang.code not in ('de', 'en')", &r, 1));
     CHECK(holds("entities.count > 0", &r, 0)); /* ner did not run */
+    CHECK(holds("'ORG' not in entities.groups", &r, 0));
+    r.entities.set = 1; /* ner ran and found nothing */
+    CHECK(holds("'ORG' not in entities.groups", &r, 1));
+    CHECK(holds("'ORG' in entities.groups or entities.groups == 'PER'", &r, 0));
+    CHECK(holds("entities.count == 0", &r, 1));
     CHECK(nlpd_record_add_entity(&r, "PER", 0.9f, "Ada", 3, 0, 3, -1, NULL) == 0);
     CHECK(nlpd_record_add_entity(&r, "LOC", 0.8f, "Paris", 5, 10, 15, -1, NULL) == 0);
     CHECK(holds("entities.count == 2", &r, 1));
