@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "nlpd_util.h"
+#include "results.h"
 
 struct nlpd_avro_out {
     avro_schema_t schema;
@@ -78,83 +79,6 @@ static int set_optional(avro_value_t *rec, const char *name, int set, avro_value
     return avro_value_set_branch(&u, 1, branch);
 }
 
-static int set_label(avro_value_t *rec, const char *name, const char *key, const char *label, float score, int set,
-                     avro_value_t *out)
-{
-    avro_value_t f;
-    TRY(set_optional(rec, name, set, out));
-    if (!set)
-        return 0;
-    TRY(set_string(out, key, label));
-    TRY(field(out, "score", &f));
-    return avro_value_set_float(&f, score);
-}
-
-static int fill_scores(avro_value_t *sent, const struct nlpd_label_result *r)
-{
-    avro_value_t u, arr, e, f;
-    TRY(field(sent, "scores", &u));
-    if (!r->nscores) {
-        TRY(avro_value_set_branch(&u, 0, &e));
-        return avro_value_set_null(&e);
-    }
-    TRY(avro_value_set_branch(&u, 1, &arr));
-    for (size_t i = 0; i < r->nscores; i++) {
-        TRY(avro_value_append(&arr, &e, NULL));
-        TRY(set_string(&e, "label", r->scores[i].label));
-        TRY(field(&e, "score", &f));
-        TRY(avro_value_set_float(&f, r->scores[i].score));
-    }
-    return 0;
-}
-
-static int fill_entities(avro_value_t *v, const struct nlpd_entities_result *r)
-{
-    avro_value_t arr, e, f, b;
-    TRY(set_optional(v, "entities", r->set, &arr));
-    for (size_t i = 0; r->set && i < r->n; i++) {
-        const struct nlpd_entity *x = &r->items[i];
-        TRY(avro_value_append(&arr, &e, NULL));
-        TRY(set_string(&e, "entity_group", x->group));
-        TRY(field(&e, "score", &f));
-        TRY(avro_value_set_float(&f, x->score));
-        TRY(set_string(&e, "word", x->word));
-        TRY(field(&e, "start", &f));
-        TRY(avro_value_set_int(&f, x->start));
-        TRY(field(&e, "end", &f));
-        TRY(avro_value_set_int(&f, x->end));
-        TRY(field(&e, "index", &f));
-        TRY(avro_value_set_branch(&f, x->index >= 0, &b));
-        TRY(x->index >= 0 ? avro_value_set_int(&b, x->index) : avro_value_set_null(&b));
-        TRY(field(&e, "source", &f));
-        TRY(avro_value_set_branch(&f, x->source != NULL, &b));
-        TRY(x->source ? avro_value_set_string(&b, x->source) : avro_value_set_null(&b));
-    }
-    return 0;
-}
-
-static int fill_moderation(avro_value_t *v, const struct nlpd_moderation_result *m)
-{
-    avro_value_t r, f, cats, scores, labels, e;
-    TRY(set_optional(v, "moderation", m->set, &r));
-    if (!m->set)
-        return 0;
-    TRY(field(&r, "flagged", &f));
-    TRY(avro_value_set_boolean(&f, m->flagged));
-    TRY(field(&r, "categories", &cats));
-    TRY(field(&r, "category_scores", &scores));
-    TRY(field(&r, "category_labels", &labels));
-    for (size_t i = 0; i < m->n; i++) {
-        TRY(avro_value_add(&cats, m->cats[i].name, &e, NULL, NULL));
-        TRY(avro_value_set_boolean(&e, m->cats[i].flagged));
-        TRY(avro_value_add(&scores, m->cats[i].name, &e, NULL, NULL));
-        TRY(avro_value_set_float(&e, m->cats[i].score));
-        TRY(avro_value_add(&labels, m->cats[i].name, &e, NULL, NULL));
-        TRY(avro_value_set_string(&e, m->cats[i].label));
-    }
-    return 0;
-}
-
 static int fill(avro_value_t *v, const struct nlpd_item *item, const struct nlpd_model_ref *models, size_t nmodels,
                 double now)
 {
@@ -181,21 +105,13 @@ static int fill(avro_value_t *v, const struct nlpd_item *item, const struct nlpd
         TRY(item->source.timestamp_ms >= 0 ? avro_value_set_long(&b, item->source.timestamp_ms)
                                            : avro_value_set_null(&b));
     }
-    avro_value_t lang, sent;
-    TRY(set_label(v, "lang", "code", r->lang.code, r->lang.score, r->lang.set, &lang));
-    avro_value_t tr;
-    TRY(set_optional(v, "translation", r->translation.set, &tr));
-    if (r->translation.set) {
-        TRY(field(&tr, "text", &f));
-        TRY(avro_value_set_string_len(&f, r->translation.text, r->translation.text_len + 1));
-        TRY(set_string(&tr, "source_lang", r->translation.source_lang));
-        TRY(set_string(&tr, "target_lang", r->translation.target_lang));
+    for (size_t i = 0; i < nlpd_result_ntypes; i++) {
+        const struct nlpd_result_type *t = &nlpd_result_types[i];
+        avro_value_t branch;
+        TRY(set_optional(v, t->name, t->is_set(r), &branch));
+        if (t->is_set(r))
+            TRY(t->avro(r, &branch));
     }
-    TRY(set_label(v, "sentiment", "label", r->sentiment.label, r->sentiment.score, r->sentiment.set, &sent));
-    if (r->sentiment.set)
-        TRY(fill_scores(&sent, &r->sentiment));
-    TRY(fill_entities(v, &r->entities));
-    TRY(fill_moderation(v, &r->moderation));
 
     avro_value_t meta, m;
     TRY(field(v, "meta", &meta));

@@ -26,7 +26,8 @@ static const struct nlpd_conf_entry kafka_map[] = {
      NLPD_CONF_REQUIRED | NLPD_CONF_RESTART, NULL, 0, 0,
      "dead-letter topic: the original bytes of records that could not be processed, with the reason in headers"},
     {"flagged_topic", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, flagged_topic), NLPD_CONF_RESTART, NULL,
-     0, 0, "where records flagged by a moderation stage with action = \"route\" are produced instead of output_topic"},
+     0, 0, "deprecated (use output.routes): with a moderation stage's action = \"route\", the route { when = "
+     "\"moderation.flagged\"; topic = flagged_topic; }, ahead of output.routes"},
     {"dlq_oversize", NLPD_CONF_ENUM, "truncate", offsetof(struct nlpd_kafka_conf, dlq_oversize), 0,
      "truncate|skip|stop", 0, 0,
      "a dead letter the producer or the broker refuses (over the producer's message.max.bytes, or another error "
@@ -215,7 +216,12 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
     if (kafka)
         errors += nlpd_conf_apply(kafka_map, kafka, &c->kafka, NULL, "kafka", c->path, diag);
     errors += nlpd_conf_apply(input_map, config_lookup(&c->cfg, "input"), &c->input, NULL, "input", c->path, diag);
-    errors += nlpd_conf_apply(output_map, config_lookup(&c->cfg, "output"), &c->output, NULL, "output", c->path, diag);
+    errors += nlpd_conf_apply(output_map, config_lookup(&c->cfg, "output"), &c->output,
+                              (const char *const[]){"routes", NULL}, "output", c->path, diag);
+    /* the deprecated moderation action "route" is a route of the Kafka daemon only */
+    errors += nlpd_routes_load(&c->routes, config_lookup(&c->cfg, "output.routes"),
+                               kafka ? config_lookup(&c->cfg, "pipeline") : NULL, c->kafka.flagged_topic, c->path,
+                               diag);
     errors += nlpd_conf_apply(flow_map, config_lookup(&c->cfg, "flow"), &c->flow, NULL, "flow", c->path, diag);
     errors += nlpd_conf_apply(cache_map, config_lookup(&c->cfg, "cache"), &c->cache, NULL, "cache", c->path, diag);
     errors += nlpd_conf_apply(metrics_map, config_lookup(&c->cfg, "metrics"), &c->metrics, NULL, "metrics", c->path,
@@ -341,6 +347,7 @@ void nlpd_config_free(struct nlpd_config *c)
     if (!c)
         return;
     release_sections(c);
+    nlpd_routes_free(&c->routes);
     config_destroy(&c->cfg);
     free(c->path);
     free(c);
@@ -397,6 +404,12 @@ void nlpd_config_doc(FILE *out)
 {
     nlpd_conf_doc(kafka_map, "kafka", out);
     nlpd_conf_doc(output_map, "output", out);
+    fputs("  output.routes  (list of groups { when; topic; copy; name; })\n"
+          "      content routing of `nlpd run`: the first route whose `when` condition holds sends the record to its "
+          "topic instead of kafka.output_topic (with copy = true: to both; the offset is stored once both are "
+          "acknowledged); name (default: the topic) labels nlpd_routed_records_total. Conditions as in a stage's "
+          "`when` (README \"Routing\")\n",
+          out);
     nlpd_conf_doc(flow_map, "flow", out);
     nlpd_conf_doc(cache_map, "cache", out);
     nlpd_conf_doc(metrics_map, "metrics", out);

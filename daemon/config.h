@@ -10,6 +10,7 @@
 #include "diag.h"
 #include "cache.h"
 #include "nlpd_stage.h"
+#include "routes.h"
 
 struct nlpd_input_conf {
     char *format;
@@ -76,6 +77,7 @@ struct nlpd_config {
     struct nlpd_kafka_conf kafka;
     struct nlpd_input_conf input;
     struct nlpd_output_conf output;
+    struct nlpd_routes routes; /* output.routes (and the deprecated moderation action "route") */
     struct nlpd_flow_conf flow;
     struct nlpd_cache_conf cache;
     struct nlpd_metrics_conf metrics;

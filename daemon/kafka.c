@@ -303,8 +303,8 @@ static int wait_for_brokers(struct nlpd_daemon *d, struct nlpd_error *err)
             rd_kafka_metadata_destroy(md);
             warm_topic(d, d->cfg->kafka.output_topic);
             warm_topic(d, d->cfg->kafka.dlq_topic);
-            if (d->cfg->kafka.flagged_topic)
-                warm_topic(d, d->cfg->kafka.flagged_topic);
+            for (size_t i = 0; i < d->cfg->routes.n; i++)
+                warm_topic(d, d->cfg->routes.r[i].topic);
             return 0;
         }
         if (nlpd_now() >= deadline)

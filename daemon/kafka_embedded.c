@@ -26,8 +26,8 @@ int nlpd_kd_start_embedded(struct nlpd_daemon *d, struct nlpd_error *err)
             rd_kafka_mock_topic_create(d->mock, k->input_topics.items[i], parts, 1);
     rd_kafka_mock_topic_create(d->mock, k->output_topic, parts, 1);
     rd_kafka_mock_topic_create(d->mock, k->dlq_topic, parts, 1);
-    if (k->flagged_topic)
-        rd_kafka_mock_topic_create(d->mock, k->flagged_topic, parts, 1);
+    for (size_t i = 0; i < d->cfg->routes.n; i++)
+        rd_kafka_mock_topic_create(d->mock, d->cfg->routes.r[i].topic, parts, 1);
     d->bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(d->mock));
     nlpd_log(NLPD_LOG_NOTICE, "kafka",
              "embedded broker at %s: an in-process mock cluster that keeps nothing on disk; for demos and tests, "

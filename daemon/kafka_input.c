@@ -197,6 +197,8 @@ static void batch_encode(struct nlpd_job *job, void *user)
             nlpd_record_fail(&it->item.rec, "output", "cannot encode the output record%s",
                              it->out.oom ? ": out of memory" : "");
             it->dead = 1;
+        } else if (!it->item.rec.route) { /* a topic a stage chose wins over output.routes */
+            it->route = nlpd_routes_match(&g->cfg->routes, &it->item.rec);
         }
     }
     pthread_mutex_lock(&d->lock);
@@ -313,6 +315,7 @@ static void handle_message(struct nlpd_daemon *d, rd_kafka_message_t *m)
     it->item.t_in = nlpd_now();
     it->item.source = (struct nlpd_source){1, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
                                            rd_kafka_message_timestamp(m, &tt)};
+    it->item.rec.topic = it->item.source.topic;
     d->inflight++;
     d->inflight_bytes += it->bytes;
     if (d->stats.consumed++ == 0)

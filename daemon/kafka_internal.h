@@ -45,6 +45,11 @@ struct kitem {
     struct nlpd_buf out; /* encoded output value; empty for a dead letter */
     int dead;            /* produce to the dead-letter topic */
     int cut;             /* the dead letter carries only the first bytes of the value (kafka.dlq_oversize) */
+    /* output.routes: the matching route (in gen's config), set by the worker; with copy, the record goes to the
+     * route's topic first and, once that copy is acknowledged (routed), to output_topic: its offset is stored only
+     * after both. */
+    const struct nlpd_route *route;
+    int routed;
     struct kitem *next;  /* pending-produce list */
 };
 
@@ -136,7 +141,11 @@ struct nlpd_daemon {
     size_t max_msg;                            /* the producer's message.max.bytes */
     uint64_t dlq_refused;                      /* records skipped: not even a truncated dead letter was accepted */
     uint64_t acked; /* records delivered (output or dead letter); read from other threads (atomic) */
-    int warned_route;
+    struct {
+        char route[64], topic[128]; /* copies: a reload frees the configuration they came from */
+        uint64_t n;
+    } routed[32]; /* acknowledged route copies, by route (nlpd_routed_records_total) */
+    size_t nrouted;
     struct nlpd_latency_sample lat;   /* end to end, for the summary */
     struct nlpd_histogram e2e_ms;     /* record timestamp -> broker ack of its output */
     struct nlpd_label_counts dead_by; /* by the failing stage ("input", "output", a stage name) */

@@ -97,6 +97,15 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
     nlpd_metric_head(out, "nlpd_records_dead_lettered_total", "counter",
                      "Dead letters acknowledged by the broker, by the stage that rejected them");
     nlpd_label_counts_write(&d->dead_by, "nlpd_records_dead_lettered_total", "reason", out);
+    nlpd_metric_head(out, "nlpd_routed_records_total", "counter",
+                     "Records acknowledged on a route's topic (output.routes), by route name and topic");
+    for (size_t i = 0; i < d->nrouted; i++) {
+        char route[160], topic[288];
+        nlpd_buf_printf(out, "nlpd_routed_records_total{route=\"%s\",topic=\"%s\"} %llu\n",
+                        nlpd_metric_label(route, sizeof route, d->routed[i].route),
+                        nlpd_metric_label(topic, sizeof topic, d->routed[i].topic),
+                        (unsigned long long)d->routed[i].n);
+    }
     nlpd_metric_head(out, "nlpd_records_skipped_total", "counter",
                      "Records committed without output or dead letter: dlq_refused = even the truncated dead "
                      "letter was refused (kafka.dlq_oversize)");

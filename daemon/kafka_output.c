@@ -190,16 +190,13 @@ again:;
         value = it->out.data;
         len = it->out.len;
     }
-    const char *topic = it->dead ? k->dlq_topic : k->output_topic;
-    if (!it->dead && it->item.rec.moderation.route && it->item.rec.moderation.flagged) {
-        if (k->flagged_topic)
-            topic = k->flagged_topic;
-        else if (!d->warned_route++)
-            nlpd_log(NLPD_LOG_WARNING, "kafka",
-                     "moderation routes flagged records but kafka.flagged_topic is not set: "
-                     "they go to %s",
-                     k->output_topic);
-    }
+    const char *topic = k->output_topic;
+    if (it->dead)
+        topic = k->dlq_topic;
+    else if (it->route && !it->routed) /* output.routes; with copy, output_topic comes after */
+        topic = it->route->topic;
+    else if (!it->route && it->item.rec.route) /* a stage's choice */
+        topic = it->item.rec.route;
     /* No copy flag: value and key stay valid (owned by the item) until the delivery report. */
     rd_kafka_resp_err_t err = rd_kafka_producev(
         d->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_VALUE((void *)value, len),
@@ -264,8 +261,34 @@ static void count_dead(struct nlpd_daemon *d, const char *reason)
     nlpd_label_counts_add(&d->dead_by, reason ? reason : "nlpd");
 }
 
+static void count_routed(struct nlpd_daemon *d, const struct nlpd_route *r)
+{
+    size_t i = 0;
+    while (i < d->nrouted && (strcmp(d->routed[i].route, r->name) || strcmp(d->routed[i].topic, r->topic)))
+        i++;
+    if (i == d->nrouted) {
+        if (i == sizeof d->routed / sizeof d->routed[0])
+            return; /* more routes than series: a configuration far beyond what routing is for */
+        snprintf(d->routed[i].route, sizeof d->routed[i].route, "%s", r->name);
+        snprintf(d->routed[i].topic, sizeof d->routed[i].topic, "%s", r->topic);
+        d->nrouted++;
+    }
+    d->routed[i].n++;
+}
+
 static void delivered(struct nlpd_daemon *d, struct kitem *it)
 {
+    if (!it->dead && it->route && !it->routed) {
+        count_routed(d, it->route);
+        if (it->route->copy) { /* the route's copy is acknowledged: now the output topic's */
+            it->routed = 1;
+            if (d->closing)
+                nlpd_kd_item_free(d, it); /* a forced stop: never acknowledged twice, so never committed */
+            else
+                nlpd_kd_produce(d, it);
+            return;
+        }
+    }
     if (it->dead) {
         d->stats.dead_lettered++;
         count_dead(d, it->item.rec.error_stage);

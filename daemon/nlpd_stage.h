@@ -59,7 +59,8 @@ const char *nlpd_conf_map_get(const struct nlpd_conf_map *map, const char *from)
 
 /* ---- records and results ---- */
 
-/* Results are typed slots matching the enriched record (DESIGN.md §11); a stage fills its own. */
+/* Results are typed slots matching the enriched record (DESIGN.md §11); a stage fills its own. How each is freed,
+ * written (JSON, Avro), cached and read by `when` is described once, in the daemon's table (daemon/results.c). */
 #define NLPD_LANG_CODE_MAX 32
 #define NLPD_LABEL_MAX 64
 
@@ -109,7 +110,6 @@ struct nlpd_mod_category {
 struct nlpd_moderation_result {
     int set;
     int flagged;
-    int route; /* set by the stage (action "route"): a flagged record goes to kafka.flagged_topic */
     size_t n, cap;
     struct nlpd_mod_category *cats; /* owned by the record: use nlpd_record_add_category() */
 };
@@ -135,6 +135,10 @@ struct nlpd_record {
     struct nlpd_label_result sentiment;
     struct nlpd_entities_result entities;
     struct nlpd_moderation_result moderation;
+    /* The topic the record goes to instead of the default output (NULL: the default, or output.routes). Set by a
+     * stage, or by the daemon's routing after the pipeline. */
+    const char *route;
+    const char *topic; /* the input topic (Kafka input), NULL otherwise */
     /* Bit i set by the framework when pipeline stage i processed this record (i < 32). */
     uint32_t stages_run;
     /* Set by nlpd_record_fail(); a failed record is skipped by later stages and dead-lettered. */

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "result_codec.h"
+#include "results.h"
 #include "when.h"
 
 extern const struct nlpd_stage_plugin nlpd_stage_langid;
@@ -636,10 +637,7 @@ static int wrote_result(unsigned results, const struct nlpd_record *r)
 {
     if (!results)
         return 1;
-    return ((results & NLPD_RESULT_LANG) && r->lang.set) || ((results & NLPD_RESULT_SENTIMENT) && r->sentiment.set) ||
-           ((results & NLPD_RESULT_ENTITIES) && r->entities.set) ||
-           ((results & NLPD_RESULT_MODERATION) && r->moderation.set) ||
-           ((results & NLPD_RESULT_TRANSLATION) && r->translation.set);
+    return nlpd_results_any_set(results, r);
 }
 
 static void run_chain(struct worker *w, struct nlpd_batch *batch)

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <utf8proc.h>
 
+#include "results.h"
+
 double nlpd_now(void)
 {
     struct timespec ts;
@@ -35,138 +37,6 @@ void nlpd_record_fail(struct nlpd_record *rec, const char *stage, const char *fm
     if (!rec->error)
         rec->error = (char *)"out of memory"; /* never freed: see nlpd_item_clear */
     rec->error_stage = stage;
-}
-
-int nlpd_record_set_scores(struct nlpd_record *rec, const struct nlpd_label_score *scores, size_t n)
-{
-    struct nlpd_label_score *copy = malloc((n ? n : 1) * sizeof *copy);
-    if (!copy)
-        return NLPD_ENOMEM;
-    memcpy(copy, scores, n * sizeof *copy);
-    free(rec->sentiment.scores);
-    rec->sentiment.scores = copy;
-    rec->sentiment.nscores = n;
-    return 0;
-}
-
-int nlpd_record_add_entity(struct nlpd_record *rec, const char *group, float score, const char *word, size_t word_len,
-                           int32_t start, int32_t end, int32_t index, const char *source)
-{
-    struct nlpd_entities_result *r = &rec->entities;
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 8;
-        struct nlpd_entity *items = realloc(r->items, cap * sizeof *items);
-        if (!items)
-            return NLPD_ENOMEM;
-        r->items = items;
-        r->cap = cap;
-    }
-    struct nlpd_entity *e = &r->items[r->n];
-    memset(e, 0, sizeof *e);
-    snprintf(e->group, sizeof e->group, "%s", group);
-    e->word = strndup(word, word_len);
-    if (!e->word)
-        return NLPD_ENOMEM;
-    e->score = score;
-    e->start = start;
-    e->end = end;
-    e->index = index;
-    e->source = source;
-    r->n++;
-    r->set = 1;
-    return 0;
-}
-
-int nlpd_record_add_category(struct nlpd_record *rec, const char *name, const char *label, float score, int flagged)
-{
-    struct nlpd_moderation_result *m = &rec->moderation;
-    m->set = 1;
-    for (size_t i = 0; i < m->n; i++) {
-        struct nlpd_mod_category *c = &m->cats[i];
-        if (strcmp(c->name, name) == 0) {
-            if (score > c->score) {
-                c->score = score;
-                snprintf(c->label, sizeof c->label, "%s", label);
-            }
-            c->flagged |= flagged;
-            m->flagged |= flagged;
-            return 0;
-        }
-    }
-    if (m->n == m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 8;
-        struct nlpd_mod_category *cats = realloc(m->cats, cap * sizeof *cats);
-        if (!cats)
-            return NLPD_ENOMEM;
-        m->cats = cats;
-        m->cap = cap;
-    }
-    struct nlpd_mod_category *c = &m->cats[m->n++];
-    snprintf(c->name, sizeof c->name, "%s", name);
-    snprintf(c->label, sizeof c->label, "%s", label);
-    c->score = score;
-    c->flagged = flagged;
-    m->flagged |= flagged;
-    return 0;
-}
-
-int nlpd_record_set_translation(struct nlpd_record *rec, const char *text, size_t len, const char *source_lang,
-                                const char *target_lang, int feeds)
-{
-    char *copy = malloc(len + 1);
-    if (!copy)
-        return NLPD_ENOMEM;
-    memcpy(copy, text, len);
-    copy[len] = '\0';
-    struct nlpd_translation_result *t = &rec->translation;
-    if (t->input_text) { /* the record read an earlier translation: back to the input text first */
-        rec->text = t->input_text;
-        rec->text_len = t->input_text_len;
-        t->input_text = NULL;
-    }
-    free(t->text);
-    t->set = 1;
-    t->text = copy;
-    t->text_len = len;
-    snprintf(t->source_lang, sizeof t->source_lang, "%s", source_lang ? source_lang : "");
-    snprintf(t->target_lang, sizeof t->target_lang, "%s", target_lang ? target_lang : "");
-    t->feeds = feeds;
-    if (feeds) {
-        t->input_text = rec->text;
-        t->input_text_len = rec->text_len;
-        rec->text = copy;
-        rec->text_len = len;
-    }
-    return 0;
-}
-
-const char *nlpd_record_input_text(const struct nlpd_record *rec, size_t *len)
-{
-    if (rec->translation.input_text) {
-        *len = rec->translation.input_text_len;
-        return rec->translation.input_text;
-    }
-    *len = rec->text_len;
-    return rec->text;
-}
-
-void nlpd_record_free_results(struct nlpd_record *rec)
-{
-    if (rec->translation.input_text) {
-        rec->text = rec->translation.input_text;
-        rec->text_len = rec->translation.input_text_len;
-    }
-    free(rec->translation.text);
-    memset(&rec->translation, 0, sizeof rec->translation);
-    free(rec->sentiment.scores);
-    rec->sentiment.scores = NULL;
-    rec->sentiment.nscores = 0;
-    for (size_t i = 0; i < rec->entities.n; i++)
-        free(rec->entities.items[i].word);
-    free(rec->entities.items);
-    memset(&rec->entities, 0, sizeof rec->entities);
-    free(rec->moderation.cats);
-    memset(&rec->moderation, 0, sizeof rec->moderation);
 }
 
 long nlpd_utf8_invalid_at(const char *str, size_t len)
@@ -477,83 +347,6 @@ void nlpd_item_clear(struct nlpd_item *item)
     memset(item, 0, sizeof *item);
 }
 
-static void encode_label(struct nlpd_buf *out, const char *key, const char *name, const char *label, float score,
-                         int set)
-{
-    nlpd_buf_printf(out, ",\"%s\":", key);
-    if (!set) {
-        nlpd_buf_puts(out, "null");
-        return;
-    }
-    nlpd_buf_printf(out, "{\"%s\":", name);
-    nlpd_buf_json_string(out, label, strlen(label));
-    nlpd_buf_puts(out, ",\"score\":");
-    nlpd_buf_json_float(out, score);
-    nlpd_buf_puts(out, "}");
-}
-
-static void encode_entities(struct nlpd_buf *out, const struct nlpd_entities_result *e)
-{
-    nlpd_buf_puts(out, ",\"entities\":");
-    if (!e->set) {
-        nlpd_buf_puts(out, "null");
-        return;
-    }
-    nlpd_buf_puts(out, "[");
-    for (size_t i = 0; i < e->n; i++) {
-        const struct nlpd_entity *x = &e->items[i];
-        nlpd_buf_puts(out, i ? ",{" : "{");
-        nlpd_buf_puts(out, x->index >= 0 ? "\"entity\":" : "\"entity_group\":");
-        nlpd_buf_json_string(out, x->group, strlen(x->group));
-        nlpd_buf_puts(out, ",\"score\":");
-        nlpd_buf_json_float(out, x->score);
-        if (x->index >= 0)
-            nlpd_buf_printf(out, ",\"index\":%d", (int)x->index);
-        nlpd_buf_puts(out, ",\"word\":");
-        nlpd_buf_json_string(out, x->word, strlen(x->word));
-        nlpd_buf_printf(out, ",\"start\":%d,\"end\":%d", (int)x->start, (int)x->end);
-        if (x->source) {
-            nlpd_buf_puts(out, ",\"source\":");
-            nlpd_buf_json_string(out, x->source, strlen(x->source));
-        }
-        nlpd_buf_puts(out, "}");
-    }
-    nlpd_buf_puts(out, "]");
-}
-
-static void encode_moderation(struct nlpd_buf *out, const struct nlpd_moderation_result *m)
-{
-    nlpd_buf_puts(out, ",\"moderation\":");
-    if (!m->set) {
-        nlpd_buf_puts(out, "null");
-        return;
-    }
-    nlpd_buf_printf(out, "{\"flagged\":%s,\"categories\":{", m->flagged ? "true" : "false");
-    for (size_t i = 0; i < m->n; i++) {
-        if (i)
-            nlpd_buf_puts(out, ",");
-        nlpd_buf_json_string(out, m->cats[i].name, strlen(m->cats[i].name));
-        nlpd_buf_puts(out, m->cats[i].flagged ? ":true" : ":false");
-    }
-    nlpd_buf_puts(out, "},\"category_scores\":{");
-    for (size_t i = 0; i < m->n; i++) {
-        if (i)
-            nlpd_buf_puts(out, ",");
-        nlpd_buf_json_string(out, m->cats[i].name, strlen(m->cats[i].name));
-        nlpd_buf_puts(out, ":");
-        nlpd_buf_json_float(out, m->cats[i].score);
-    }
-    nlpd_buf_puts(out, "},\"category_labels\":{");
-    for (size_t i = 0; i < m->n; i++) {
-        if (i)
-            nlpd_buf_puts(out, ",");
-        nlpd_buf_json_string(out, m->cats[i].name, strlen(m->cats[i].name));
-        nlpd_buf_puts(out, ":");
-        nlpd_buf_json_string(out, m->cats[i].label, strlen(m->cats[i].label));
-    }
-    nlpd_buf_puts(out, "}}");
-}
-
 void nlpd_item_encode_json(const struct nlpd_item *item, const struct nlpd_model_ref *models, size_t nmodels,
                            double now, struct nlpd_buf *out)
 {
@@ -580,34 +373,16 @@ void nlpd_item_encode_json(const struct nlpd_item *item, const struct nlpd_model
     } else {
         nlpd_buf_puts(out, ",\"source\":null");
     }
-    encode_label(out, "lang", "code", r->lang.code, r->lang.score, r->lang.set);
-    if (r->translation.set) {
-        const struct nlpd_translation_result *t = &r->translation;
-        nlpd_buf_puts(out, ",\"translation\":{\"text\":");
-        nlpd_buf_json_string(out, t->text, t->text_len);
-        nlpd_buf_puts(out, ",\"source_lang\":");
-        nlpd_buf_json_string(out, t->source_lang, strlen(t->source_lang));
-        nlpd_buf_puts(out, ",\"target_lang\":");
-        nlpd_buf_json_string(out, t->target_lang, strlen(t->target_lang));
-        nlpd_buf_puts(out, "}");
-    } else {
-        nlpd_buf_puts(out, ",\"translation\":null");
+    for (size_t i = 0; i < nlpd_result_ntypes; i++) {
+        const struct nlpd_result_type *t = &nlpd_result_types[i];
+        nlpd_buf_puts(out, ",\"");
+        nlpd_buf_puts(out, t->name);
+        nlpd_buf_puts(out, "\":");
+        if (t->is_set(r))
+            t->json(r, out);
+        else
+            nlpd_buf_puts(out, "null");
     }
-    encode_label(out, "sentiment", "label", r->sentiment.label, r->sentiment.score, r->sentiment.set);
-    if (r->sentiment.set && r->sentiment.nscores) {
-        out->len--; /* reopen the sentiment object */
-        nlpd_buf_puts(out, ",\"scores\":[");
-        for (size_t i = 0; i < r->sentiment.nscores; i++) {
-            nlpd_buf_puts(out, i ? ",{\"label\":" : "{\"label\":");
-            nlpd_buf_json_string(out, r->sentiment.scores[i].label, strlen(r->sentiment.scores[i].label));
-            nlpd_buf_puts(out, ",\"score\":");
-            nlpd_buf_json_float(out, r->sentiment.scores[i].score);
-            nlpd_buf_puts(out, "}");
-        }
-        nlpd_buf_puts(out, "]}");
-    }
-    encode_entities(out, &r->entities);
-    encode_moderation(out, &r->moderation);
     nlpd_buf_printf(out, ",\"meta\":{\"latency_ms\":%.3f,\"models\":{", (now - item->t_in) * 1e3);
     int first = 1;
     for (size_t i = 0; i < nmodels; i++) {

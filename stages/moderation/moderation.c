@@ -85,7 +85,8 @@ static const struct nlpd_conf_entry moderation_conf[] = {
      NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "also allow the built-in phrases (\"dick van dyke\", \"moby dick\", \"cum laude\", \"homo sapiens\", ...)"},
     {"action", NLPD_CONF_ENUM, "annotate", offsetof(struct moderation, action), 0, "annotate|route", 0, 0,
-     "\"annotate\": write moderation only; \"route\": flagged records also go to kafka.flagged_topic"},
+     "deprecated: \"route\" (with kafka.flagged_topic) is the output route { when = \"moderation.flagged\"; topic "
+     "= kafka.flagged_topic; }: write that in output.routes instead"},
     {0},
 };
 
@@ -320,10 +321,6 @@ static enum nlpd_stage_status moderation_process(const struct nlpd_stage_instanc
                 return NLPD_STAGE_RETRY;
         }
     }
-    /* action "route": the daemon sends flagged records to kafka.flagged_topic */
-    for (size_t i = 0; i < batch->n && strcmp(s->action, "route") == 0; i++)
-        if (!batch->recs[i]->error && batch->recs[i]->moderation.set)
-            batch->recs[i]->moderation.route = 1;
     return NLPD_STAGE_OK;
 }
 

@@ -6,7 +6,7 @@
 # Usage: tests/integration/test_kafka.sh [NLPD_BINARY] (default build/nlpd). Environment: KAFKA_TEST_RECORDS (the
 # size of the big delivery case, default 100000), KAFKA_TEST_ONLY (a regex of case tags to run: big dead sigkill
 # sigterm second outage term_outage backpressure flow avro_out avro_in startup kcat check term_inflight dlq_oversize
-# produce_auth untracked guard), KAFKA_TEST_KEEP=1 (keep the files).
+# produce_auth untracked guard routes), KAFKA_TEST_KEEP=1 (keep the files).
 # Prints `ok - name` / `not ok - name: why` per case, then `N passed, N failed`; exit 1 on any failure.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
@@ -1704,6 +1704,206 @@ case_guard() {
     stop_mock
 }
 
+
+# ====================================================================================================================
+# 14. issue 18: content routing (output.routes): records split by language, nothing lost or doubled, copy = true,
+# a bad condition's FILE:LINE from `nlpd check`, per-route counters, the deprecated moderation action "route"
+# ====================================================================================================================
+cat > "$T/routes.py" << 'PY'
+"""Input and checks of the routing cases."""
+import json, sys, urllib.request
+
+def gen(out, n):
+    """gen OUT N: N records, half English, half German, ids en<i> / de<i>, alternating."""
+    with open(out, "w", encoding="utf-8") as f:
+        for i in range(int(n)):
+            if i % 2:
+                o = {"id": "de%d" % i, "text": "Das ist der deutsche Satz Nummer %d über das Wetter in Berlin heute." % i}
+            else:
+                o = {"id": "en%d" % i, "text": "This is English sentence number %d about the weather in London today." % i}
+            f.write(json.dumps(o, ensure_ascii=False) + "\n")
+
+def gen_profane(out, n):
+    """gen_profane OUT N: N English records, every fifth one (ids bad<i>) with a profane word."""
+    with open(out, "w", encoding="utf-8") as f:
+        for i in range(int(n)):
+            bad = i % 5 == 0
+            o = {"id": ("bad%d" if bad else "ok%d") % i,
+                 "text": ("You are a fucking idiot, message %d." if bad else "You are a kind person, message %d.") % i}
+            f.write(json.dumps(o) + "\n")
+
+def load(path):
+    out = []
+    for line in open(path, encoding="utf-8"):
+        if line.strip():
+            out.append(json.loads(json.loads(line)["value"]))
+    return out
+
+def check(inp, spec, committed):
+    """check IN 'TOPIC=FILE=COND,...' COMMITTED: every input id is in exactly the topics its condition names (COND:
+    en / de / all / flagged / clean, checked on the record's own fields), once each; the group committed every input
+    offset. Prints the per-topic counts."""
+    ids = [json.loads(l)["id"] for l in open(inp, encoding="utf-8") if l.strip()]
+    probs, counts, where = [], [], {}
+    for part in spec.split(","):
+        topic, path, cond = part.split("=")
+        recs = load(path)
+        counts.append("%s %d" % (topic, len(recs)))
+        seen = {}
+        for o in recs:
+            i = o.get("id")
+            seen[i] = seen.get(i, 0) + 1
+            where.setdefault(i, []).append(topic)
+            lang = (o.get("lang") or {}).get("code")
+            flagged = (o.get("moderation") or {}).get("flagged")
+            want = {"en": lang == "en", "de": lang != "en", "all": True, "flagged": flagged is True,
+                    "clean": flagged is False}[cond]
+            if not want:
+                probs.append("%s: id %s (lang %s, flagged %s) does not belong here" % (topic, i, lang, flagged))
+        dups = [i for i, c in seen.items() if c > 1]
+        if dups:
+            probs.append("%s: %d id(s) twice, e.g. %s" % (topic, len(dups), dups[:3]))
+    lost = [i for i in ids if i not in where]
+    if lost:
+        probs.append("%d of %d ids lost, e.g. %s" % (len(lost), len(ids), lost[:3]))
+    extra = [i for i in where if i not in ids]
+    if extra:
+        probs.append("unexpected ids %s" % extra[:3])
+    com = json.load(open(committed))
+    total = sum(max(v, 0) for v in com.values())
+    if total != len(ids):
+        probs.append("committed offsets sum to %d, expected %d: %s" % (total, len(ids), com))
+    if probs:
+        print("; ".join(probs[:6]))
+        sys.exit(1)
+    print(", ".join(counts))
+
+def count(*paths):
+    """count FILE...: the records in all of them."""
+    print(sum(len(load(p)) for p in paths))
+
+def metric(port, needle):
+    """metric PORT NEEDLE: the /metrics line starting with NEEDLE (exit 1 when none)."""
+    body = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % port, timeout=10).read().decode()
+    lines = [l for l in body.split("\n") if l.startswith(needle)]
+    print(lines[0] if lines else "no line %s in /metrics" % needle)
+    sys.exit(0 if lines else 1)
+
+globals()[sys.argv[1]](*sys.argv[2:])
+PY
+rpy() { "$PY" "$T/routes.py" "$@"; }
+
+# routes_wait N SECONDS TOPIC...: waits until the topics hold N records together (or the daemon NPID exited).
+routes_wait() {
+    local n=$1 end=$(($(date +%s) + $2)) t got
+    shift 2
+    while :; do
+        for t in "$@"; do consume "$t" all 3000 > "$T/rw.$t" 2> /dev/null; done
+        got=$(rpy count $(for t in "$@"; do echo "$T/rw.$t"; done) 2> /dev/null)
+        [ "${got:-0}" -ge "$n" ] && return 0
+        { [ "$(date +%s)" -ge $end ] || ! kill -0 "$NPID" 2> /dev/null; } && return 1
+        sleep 0.5
+    done
+}
+
+# routes_run TAG ROUTES TOPIC...: 200 records (half English, half German) through nlpd with ROUTES (the output
+# section's routes); stops it and leaves each topic's records in $T/TAG.TOPIC and the commits in $T/TAG.com. Sets
+# RRC (exit status) and RMETRIC (the /metrics line of nlpd_routed_records_total, read before the stop).
+routes_run() {
+    local tag=$1 routes=$2 c=$T/$1.conf port t
+    shift 2
+    port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    start_mock "$tag" 4 in "$@" dlq || return 1
+    rpy gen "$T/$tag.in" 200
+    produce in < "$T/$tag.in" > /dev/null || return 1
+    { kafka_conf "g$tag"; echo 'flow: { commit_interval_ms = 200; };'
+      echo "metrics: { listen = \"127.0.0.1:$port\"; };"
+      echo "output: { routes = ( $routes ); };"; echo "$PIPELINE"; } > "$c"
+    start_nlpd "$c" "$T/$tag.log"
+    routes_wait $((200 + RCOPIES)) 90 "$@"
+    RMETRIC=$(rpy metric "$port" 'nlpd_routed_records_total{' 2>&1)
+    stop "$NPID" TERM 30
+    RRC=$?
+    for t in "$@"; do consume "$t" all 10000 > "$T/$tag.$t" 2> /dev/null; done
+    committed "g$tag" > "$T/$tag.com" 2> /dev/null
+}
+
+case_routes() {
+    local name=routes_split_by_language why
+    RCOPIES=0
+    if ! routes_run rsplit '{ when = "lang.code == '"'en'"'"; topic = "en"; name = "english"; }' en out; then
+        nok "$name" "mock or produce failed"
+    elif [ "$RRC" -ne 0 ]; then
+        nok "$name" "nlpd exited $RRC: $(log_tail "$T/rsplit.log")"
+    elif ! why=$(rpy check "$T/rsplit.in" "en=$T/rsplit.en=en,out=$T/rsplit.out=de" "$T/rsplit.com" 2>&1); then
+        nok "$name" "$why"
+    elif ! printf '%s' "$RMETRIC" | grep -q '^nlpd_routed_records_total{route="english",topic="en"} 100$'; then
+        nok "$name" "metric: $RMETRIC"
+    else
+        ok "$name" "$why; $RMETRIC"
+    fi
+    stop_mock
+
+    name=routes_copy_to_route_and_output
+    RCOPIES=100
+    if ! routes_run rcopy '{ when = "not lang.code in ('"'en', 'fr'"')"; topic = "de"; copy = true; }' de out; then
+        nok "$name" "mock or produce failed"
+    elif [ "$RRC" -ne 0 ]; then
+        nok "$name" "nlpd exited $RRC: $(log_tail "$T/rcopy.log")"
+    elif ! why=$(rpy check "$T/rcopy.in" "de=$T/rcopy.de=de,out=$T/rcopy.out=all" "$T/rcopy.com" 2>&1); then
+        nok "$name" "$why"
+    else
+        ok "$name" "$why; $RMETRIC"
+    fi
+    stop_mock
+
+    name=routes_bad_condition_file_line
+    local c=$T/rbad.conf out rc line
+    { kafka_conf grbad; echo 'output: {'; echo '  routes = ('; echo '    { when = "lang.code == '"'en'"'"; topic = "en"; },'
+      echo "    { when = \"lang.code = 'de'\"; topic = \"de\"; }"; echo '  );'; echo '};'; echo "$PIPELINE"; } > "$c"
+    line=$(grep -n "lang.code = 'de'" "$c" | cut -d: -f1)
+    out=$(timeout 60 "$NLPD" check -c "$c" 2>&1)
+    rc=$?
+    if [ $rc -ne 1 ]; then
+        nok "$name" "exit $rc, expected 1: $out"
+    elif ! printf '%s\n' "$out" | grep -q "^$c:$line: output.routes\[1\].when: expected ==, !=, <, <=, >, >=, in or not in (column 11)"; then
+        nok "$name" "no '$c:$line: output.routes[1].when: ...' line in: $out"
+    else
+        ok "$name"
+    fi
+
+    # The deprecated key: moderation's action = "route" with kafka.flagged_topic is the route moderation.flagged.
+    name=routes_deprecated_flagged_topic
+    c=$T/rdep.conf
+    start_mock rdep 4 in out flagged dlq || { nok "$name" "mock"; return; }
+    rpy gen_profane "$T/rdep.in" 50
+    produce in < "$T/rdep.in" > /dev/null || { nok "$name" "produce failed"; return; }
+    { kafka_conf grdep 'flagged_topic = "flagged";'; echo 'flow: { commit_interval_ms = 200; };'
+      echo 'metrics: { listen = ""; };'
+      echo 'pipeline = ( { stage = "langid"; model = "models/lid.176.ftz"; },'
+      echo '  { stage = "moderation"; lexicon = "models/lexicons"; action = "route"; } );'; } > "$c"
+    NPID=
+    start_nlpd "$c" "$T/rdep.log"
+    routes_wait 50 90 flagged out
+    stop "$NPID" TERM 30
+    rc=$?
+    consume flagged all 10000 > "$T/rdep.flagged" 2> /dev/null
+    consume out all 10000 > "$T/rdep.out" 2> /dev/null
+    committed grdep > "$T/rdep.com" 2> /dev/null
+    local dep
+    dep=$(grep -c 'deprecated' "$T/rdep.log")
+    if [ $rc -ne 0 ]; then
+        nok "$name" "nlpd exited $rc: $(log_tail "$T/rdep.log")"
+    elif ! why=$(rpy check "$T/rdep.in" "flagged=$T/rdep.flagged=flagged,out=$T/rdep.out=clean" "$T/rdep.com" 2>&1); then
+        nok "$name" "$why"
+    elif [ "$dep" -ne 1 ] || ! grep -q "$c:[0-9]*: moderation action = \"route\" with kafka.flagged_topic is deprecated" "$T/rdep.log"; then
+        nok "$name" "$dep deprecation line(s), expected 1: $(grep deprecated "$T/rdep.log" | head -3)"
+    else
+        ok "$name" "$why; $(grep deprecated "$T/rdep.log")"
+    fi
+    stop_mock
+}
+
 want big && case_big
 want dead && case_dlq
 want sigkill && case_restart KILL
@@ -1726,6 +1926,7 @@ want produce_auth && case_produce_auth req
 want produce_auth && case_produce_auth meta
 want untracked && case_untracked
 want guard && case_guard
+want routes && case_routes
 if [ $IS_ASAN -eq 1 ]; then
     reports=$(grep -l -E 'AddressSanitizer|LeakSanitizer|runtime error:' "$T"/*.log* 2> /dev/null)
     if [ -n "$reports" ]; then

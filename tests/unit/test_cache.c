@@ -113,6 +113,26 @@ static void codec_round_trip(void)
     nlpd_record_free_results(&back);
 }
 
+/* The cached moderation value, byte for byte as before the result table. Its route byte (the stage's action
+ * "route" once) is written 0 now that output.routes decides after the pipeline, and a 1 in a value cached before
+ * still decodes, routing nothing by itself. */
+static void codec_moderation_route_byte(void)
+{
+    struct nlpd_record r = {0}, back = {0};
+    nlpd_record_add_category(&r, "hate", "identity_hate", 0.8f, 1);
+    struct nlpd_buf b = {0};
+    nlpd_results_encode(&r, NLPD_RESULT_MODERATION, &b);
+    const unsigned char want[] = {1, 1, 1, 0, 1, 0, 0, 0, 4, 0, 'h', 'a', 't', 'e', 13, 0, 'i', 'd', 'e', 'n', 't',
+                                  'i', 't', 'y', '_', 'h', 'a', 't', 'e', 0xcd, 0xcc, 0x4c, 0x3f, 1};
+    CHECK(b.len == sizeof want && memcmp(b.data, want, sizeof want) == 0);
+    b.data[3] = 1;
+    CHECK(nlpd_results_decode(&back, NLPD_RESULT_MODERATION, (unsigned char *)b.data, b.len) == 0);
+    CHECK(back.route == NULL && back.moderation.flagged && back.moderation.n == 1);
+    nlpd_record_free_results(&back);
+    nlpd_record_free_results(&r);
+    nlpd_buf_free(&b);
+}
+
 /* Whoever can write the cache can hand us any bytes: every field the output relies on is checked, so a well-framed
  * value with invalid UTF-8, a non-finite score, a flag that is not 0/1 or impossible offsets is refused. */
 static void codec_validates_values(void)
@@ -284,6 +304,7 @@ int main(void)
     RUN(lru_bounds_and_order);
     RUN(codec_round_trip);
     RUN(codec_validates_values);
+    RUN(codec_moderation_route_byte);
     RUN(framework_uses_cache);
     return TEST_REPORT();
 }

@@ -247,6 +247,80 @@ static void missing_file(void)
     nlpd_diag_free(&d);
 }
 
+/* output.routes: conditions parsed at load with FILE:LINE errors; the first matching route wins. */
+static void output_routes(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *c = load_text("output: { routes = (\n"                                         /* 1 */
+                                      "  { when = \"lang.code == 'de'\"; topic = \"de\"; },\n"           /* 2 */
+                                      "  { when = \"lang.code in ('de', 'fr')\"; topic = \"fr\"; copy = true; name = \"romance\"; }\n"
+                                      "); };\n"
+                                      "pipeline = ( { stage = \"langid\"; } );\n",
+                                      &d);
+    CHECK(c && d.n == 0 && c->routes.n == 2);
+    if (c && c->routes.n == 2) {
+        struct nlpd_record r = {0};
+        CHECK(nlpd_routes_match(&c->routes, &r) == NULL); /* no language: the output topic */
+        r.lang.set = 1;
+        strcpy(r.lang.code, "de");
+        CHECK(nlpd_routes_match(&c->routes, &r) == &c->routes.r[0]); /* first match wins */
+        strcpy(r.lang.code, "fr");
+        const struct nlpd_route *m = nlpd_routes_match(&c->routes, &r);
+        CHECK(m == &c->routes.r[1] && m->copy && strcmp(m->name, "romance") == 0 && strcmp(m->topic, "fr") == 0);
+        CHECK(strcmp(c->routes.r[0].name, "de") == 0 && !c->routes.r[0].copy); /* the name defaults to the topic */
+    }
+    nlpd_config_free(c);
+    unlink(path);
+    nlpd_diag_free(&d);
+
+    c = load_text("output: {\n"                                                  /* 1 */
+                  "  routes = (\n"                                               /* 2 */
+                  "    { when = \"lang.code == 'de'\"; topic = \"de\"; },\n"   /* 3 */
+                  "    { when = \"lang.code == 'de' and\";\n"                  /* 4 */
+                  "      topic = \"x\"; },\n"                                   /* 5 */
+                  "    { when = \"lang.cod == 'de'\"; topic = \"x\"; copy = 1; route = \"x\"; },\n" /* 6 */
+                  "    { topic = \"y\"; }\n"                                    /* 7 */
+                  "  );\n"
+                  "};\n"
+                  "pipeline = ( { stage = \"langid\"; } );\n",
+                  &d);
+    CHECK(c == NULL);
+    CHECK(has_error(&d, 4, "output.routes[1].when: expected a condition (column 22)"));
+    CHECK(has_error(&d, 6, "output.routes[2].when: unknown field \"lang.cod\""));
+    CHECK(has_error(&d, 6, "output.routes[2].copy must be true or false"));
+    CHECK(has_error(&d, 6, "unknown key 'route' in output.routes[2]"));
+    CHECK(has_error(&d, 7, "output.routes[3]: missing 'when'"));
+    nlpd_config_free(c);
+    unlink(path);
+    nlpd_diag_free(&d);
+}
+
+/* The deprecated moderation action "route" is the route moderation.flagged -> kafka.flagged_topic, ahead of the
+ * configured ones. */
+static void deprecated_flagged_topic(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *c = load_text(
+        "kafka: { brokers = \"b:9092\"; input_topics = [ \"in\" ]; output_topic = \"out\"; dlq_topic = \"dlq\";\n"
+        "  flagged_topic = \"flagged\"; };\n"
+        "output: { routes = ( { when = \"lang.code == 'de'\"; topic = \"de\"; } ); };\n"
+        "pipeline = ( { stage = \"moderation\"; action = \"route\"; } );\n",
+        &d);
+    CHECK(c && c->routes.n == 2);
+    if (c && c->routes.n == 2) {
+        CHECK(strcmp(c->routes.r[0].topic, "flagged") == 0 && strcmp(c->routes.r[0].when_text, "moderation.flagged") == 0);
+        struct nlpd_record r = {0};
+        r.lang.set = 1;
+        strcpy(r.lang.code, "de");
+        CHECK(nlpd_record_add_category(&r, "hate", "x", 0.9f, 1) == 0);
+        CHECK(nlpd_routes_match(&c->routes, &r) == &c->routes.r[0]);
+        nlpd_record_free_results(&r);
+    }
+    nlpd_config_free(c);
+    unlink(path);
+    nlpd_diag_free(&d);
+}
+
 int main(void)
 {
     RUN(defaults);
@@ -260,5 +334,7 @@ int main(void)
     RUN(output_schema_only_for_avro);
     RUN(missing_file);
     RUN(section_wrong_type);
+    RUN(output_routes);
+    RUN(deprecated_flagged_topic);
     return TEST_REPORT();
 }

@@ -302,6 +302,95 @@ static void when_conditions(void)
     }
 }
 
+/* 1 when text parses and evaluates to want on r; prints the reason of a parse error. */
+static int holds(const char *text, const struct nlpd_record *r, int want)
+{
+    char why[512];
+    struct nlpd_when *w = nlpd_when_parse(text, why, sizeof why);
+    if (!w) {
+        fprintf(stderr, "  %s: %s\n", text, why);
+        return 0;
+    }
+    int got = nlpd_when_eval(w, r);
+    nlpd_when_free(w);
+    if (got != want)
+        fprintf(stderr, "  %s: %d, expected %d\n", text, got, want);
+    return got == want;
+}
+
+/* The language routing needs: every result field, the input topic, and/or/not, parentheses, in (...). */
+static void when_language(void)
+{
+    struct nlpd_record r = {0};
+    CHECK(holds("not lang.code == 'en'", &r, 1)); /* unset: the comparison is false, its negation true */
+    CHECK(holds("translation", &r, 0));
+    CHECK(holds("not translation", &r, 1));
+    CHECK(holds("source.topic == 'in'", &r, 0));
+    r.topic = "reviews";
+    r.lang.set = 1;
+    strcpy(r.lang.code, "fr");
+    r.lang.score = 0.9f;
+    CHECK(holds("source.topic in ('reviews', 'tweets') and lang.code == 'fr'", &r, 1));
+    CHECK(holds("lang.code == 'de' or lang.code == 'fr'", &r, 1));
+    CHECK(holds("lang.code == 'de' or lang.code == 'en' and lang.score > 0.5", &r, 0)); /* and binds tighter */
+    CHECK(holds("(lang.code == 'de' or lang.code == 'fr') and lang.score > 0.95", &r, 0));
+    CHECK(holds("!(lang.code != 'fr') && (lang.score >= 0.85 || lang.score < 0.1)", &r, 1));
+    CHECK(holds("lang.code not in ('de', 'en')", &r, 1));
+    CHECK(holds("entities.count > 0", &r, 0)); /* ner did not run */
+    CHECK(holds("'ORG' not in entities.groups", &r, 0));
+    r.entities.set = 1; /* ner ran and found nothing */
+    CHECK(holds("'ORG' not in entities.groups", &r, 1));
+    CHECK(holds("'ORG' in entities.groups or entities.groups == 'PER'", &r, 0));
+    CHECK(holds("entities.count == 0", &r, 1));
+    CHECK(nlpd_record_add_entity(&r, "PER", 0.9f, "Ada", 3, 0, 3, -1, NULL) == 0);
+    CHECK(nlpd_record_add_entity(&r, "LOC", 0.8f, "Paris", 5, 10, 15, -1, NULL) == 0);
+    CHECK(holds("entities.count == 2", &r, 1));
+    CHECK(holds("'LOC' in entities.groups", &r, 1));
+    CHECK(holds("'ORG' in entities.groups", &r, 0));
+    CHECK(holds("'ORG' not in entities.groups", &r, 1));
+    CHECK(holds("entities.groups in ('ORG', 'PER')", &r, 1));
+    CHECK(holds("moderation.categories.hate", &r, 0)); /* moderation did not run */
+    CHECK(nlpd_record_add_category(&r, "hate", "identity_hate", 0.8f, 1) == 0);
+    CHECK(nlpd_record_add_category(&r, "self-harm", "self_harm", 0.2f, 0) == 0);
+    CHECK(holds("moderation.flagged and moderation.categories.hate", &r, 1));
+    CHECK(holds("moderation.categories.self-harm or moderation.categories.sexual", &r, 0));
+    CHECK(holds("moderation.category_scores.hate >= 0.8 and moderation.category_scores.violence == 0", &r, 1));
+    CHECK(nlpd_record_set_translation(&r, "hello", 5, "fr", "en", 0) == 0);
+    CHECK(holds("translation and translation.target_lang == 'en'", &r, 1));
+    r.sentiment.set = 1;
+    strcpy(r.sentiment.label, "negative");
+    r.sentiment.score = 0.75f;
+    CHECK(holds("sentiment.label == 'negative' and sentiment.score > 0.7", &r, 1));
+    nlpd_record_free_results(&r);
+
+    char why[512];
+    struct {
+        const char *text, *why;
+    } bad[] = {
+        {"lang.code == 'en' and", "expected a condition (column 22)"},
+        {"(lang.code == 'en'", "expected )"},
+        {"lang.code == 'en' lang.score > 1", "expected and, or, && or || or the end (column 19)"},
+        {"moderation.categories.", "unknown field"},
+        {"sentiment.label", "expected ==, !=, <, <=, >, >=, in or not in"},
+        {"'PER' in lang.score", "'in' needs a text field"},
+        {"entities.count in ('1')", "'in' needs a text field"},
+        {"lang.code in ()", "expected a quoted value"},
+        {"not", "expected a condition"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct nlpd_when *w = nlpd_when_parse(bad[i].text, why, sizeof why);
+        CHECK(w == NULL);
+        CHECK_STR_CONTAINS(why, bad[i].why);
+        nlpd_when_free(w);
+    }
+    /* Nesting is bounded (a recursive parser must not overflow its stack). */
+    char deep[400];
+    memset(deep, '(', 200);
+    strcpy(deep + 200, "translation");
+    CHECK(nlpd_when_parse(deep, why, sizeof why) == NULL);
+    CHECK_STR_CONTAINS(why, "nested too deeply");
+}
+
 static void normalisation(void)
 {
     struct nlpd_text_norm both = {1, 1}, lower = {1, 0}, none = {0, 0};
@@ -334,6 +423,7 @@ int main(void)
     RUN(error_lines);
     RUN(float_format);
     RUN(when_conditions);
+    RUN(when_language);
     RUN(normalisation);
     return TEST_REPORT();
 }
