@@ -88,7 +88,7 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
     nlpd_metric_head(out, "nlpd_records_produced_total", "counter", "Enriched records acknowledged by the broker");
     nlpd_buf_printf(out, "nlpd_records_produced_total %llu\n", (unsigned long long)d->stats.produced);
     nlpd_metric_head(out, "nlpd_output_records_total", "counter",
-                     "Records acknowledged by the broker, by destination topic (output, flagged and dead-letter "
+                     "Records acknowledged by the broker, by destination topic (output, route and dead-letter "
                      "topics)");
     nlpd_label_counts_write(&d->produced_by, "nlpd_output_records_total", "topic", out);
     nlpd_metric_head(out, "nlpd_records_flagged_total", "counter",

@@ -2,7 +2,7 @@
 # conf/monitoring against a live nlpd: `promtool check rules` and `promtool test rules` (alerts_test.yml) on the
 # alert rules; then `nlpd run` on the embedded broker (4 input partitions, langid -> moderation word lists ->
 # sentiment, memory cache) is scraped before any record (lag of every assigned partition), and after records
-# flowed (build info, start time, output per topic, flagged count, HELP units); every metric name in the alert
+# flowed (build info, start time, output per topic, flagged and routed counts, HELP units); every metric name in the alert
 # rules and the Grafana dashboard's expressions must be in that scrape.
 # usage: tests/integration/test_monitoring.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
@@ -39,6 +39,7 @@ cat > "$T/nlpd.conf" << EOF
 kafka: { brokers = "embedded"; embedded_partitions = 4; input_topics = ["in"]; output_topic = "out"; dlq_topic = "dlq";
          properties = ( ("statistics.interval.ms", "500") ); };
 metrics: { listen = "127.0.0.1:$PORT"; };
+output: { routes = ( { name = "review"; when = "moderation.flagged"; topic = "review"; } ); };
 cache: { backend = "memory"; };
 pipeline = (
   { stage = "langid"; model = "$PWD/models/lid.176.ftz"; },
@@ -68,7 +69,7 @@ for _ in $(seq 50); do
 done
 if [ "$n" -eq 4 ]; then ok "lag 0 for all 4 assigned partitions before any record"; else nok "lag of every assigned partition" "$(grep '^nlpd_consumer_lag' "$T/m0.txt")"; fi
 
-# 20 clean records, 3 profane ones (flagged, still produced), 2 that are not JSON (dead letters).
+# 20 clean records, 3 profane ones (flagged, routed to "review"), 2 that are not JSON (dead letters).
 {
     for i in $(seq 20); do echo "{\"id\":\"$i\",\"text\":\"record number $i is plain English text about the weather\"}"; done
     for i in 1 2 3; do echo "{\"id\":\"f$i\",\"text\":\"this is shit, damn it, number $i\"}"; done
@@ -85,7 +86,9 @@ check_line() { # NAME REGEX
     if grep -Eq "$2" "$T/m.txt"; then ok "$1"; else nok "$1" "no line matches $2"; fi
 }
 check_line "records flowed (23 enriched)" '^nlpd_records_produced_total 23$'
-check_line "output per topic: out" '^nlpd_output_records_total\{topic="out"\} 23$'
+check_line "output per topic: out" '^nlpd_output_records_total\{topic="out"\} 20$'
+check_line "output per topic: review (the route)" '^nlpd_output_records_total\{topic="review"\} 3$'
+check_line "routed records (arch-data's counter, in the dashboard)" '^nlpd_routed_records_total\{route="review",topic="review"\} 3$'
 check_line "output per topic: dlq" '^nlpd_output_records_total\{topic="dlq"\} 2$'
 check_line "flagged records counted" '^nlpd_records_flagged_total 3$'
 ver=$("$NLPD" version | awk '{print $2}')
