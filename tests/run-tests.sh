@@ -182,6 +182,7 @@ suite "tests/integration/test_metrics.sh build/san/nlpd" bash tests/integration/
 suite "tests/integration/test_demo.sh" bash tests/integration/test_demo.sh
 # conf/monitoring: promtool on the alert rules, every metric they and the dashboard name in a live scrape.
 suite "tests/integration/test_monitoring.sh build/nlpd" bash tests/integration/test_monitoring.sh build/nlpd
+suite "tests/integration/test_monitoring.sh build/san/nlpd" bash tests/integration/test_monitoring.sh build/san/nlpd
 # SIGHUP reload while records flow: broken files change nothing, a new pipeline applies with every record exactly
 # once, a restart-only key is refused, notify order.
 suite "tests/integration/test_reload.sh build/nlpd" bash tests/integration/test_reload.sh build/nlpd
