@@ -171,8 +171,6 @@ suite "tests/integration/test_pipe.sh build/san/nlpd" bash tests/integration/tes
 suite "tests/integration/test_systemd.sh build/nlpd" bash tests/integration/test_systemd.sh build/nlpd
 # `make install` into a scratch root, then the README's install steps and `nlpd check` as the service user.
 suite "tests/integration/test_install.sh" bash tests/integration/test_install.sh
-# `make deb`, installed with dpkg --root into a scratch root, `nlpd check` as the service user, the unit verified, purged.
-suite "tests/integration/test_deb.sh" bash tests/integration/test_deb.sh
 # conf/nlpd.conf documents every key config-doc prints.
 suite "tests/integration/test_config_doc.sh" bash tests/integration/test_config_doc.sh build/nlpd
 # Metrics and health endpoints of the daemon while records flow.
@@ -183,6 +181,8 @@ suite "tests/integration/test_demo.sh" bash tests/integration/test_demo.sh
 # conf/monitoring: promtool on the alert rules, every metric they and the dashboard name in a live scrape.
 suite "tests/integration/test_monitoring.sh build/nlpd" bash tests/integration/test_monitoring.sh build/nlpd
 suite "tests/integration/test_monitoring.sh build/san/nlpd" bash tests/integration/test_monitoring.sh build/san/nlpd
+# `make deb`, installed with dpkg --root into a scratch root, `nlpd check` as the service user, the unit verified, purged.
+suite "tests/integration/test_deb.sh" bash tests/integration/test_deb.sh
 # SIGHUP reload while records flow: broken files change nothing, a new pipeline applies with every record exactly
 # once, a restart-only key is refused, notify order.
 suite "tests/integration/test_reload.sh build/nlpd" bash tests/integration/test_reload.sh build/nlpd
