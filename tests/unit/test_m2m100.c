@@ -1,0 +1,118 @@
+/* M2M100 / NLLB parity with transformers 4.47 goldens (tests/fixtures/hf-tiny/m2m100-mt, nllb-mt): tokenizer ids
+ * exact (M2M100Tokenizer; NllbTokenizer with the language token in front and, legacy_behaviour, after </s>, on
+ * the source and target side), the decoded texts, and the model's greedy and beam ids exact one by one and in the
+ * goldens' padded batches, with the encoder output, first/second-step logits within the fixtures' tolerance
+ * (1e-3 + 1e-3 |golden|). */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "m2m100_tok.h"
+
+#define M2M "tests/fixtures/hf-tiny/m2m100-mt"
+#define NLLB "tests/fixtures/hf-tiny/nllb-mt"
+
+static json_t *golden(const char *dir)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/golden.json", dir);
+    json_t *g = json_load_file(p, 0, NULL);
+    CHECK(g != NULL);
+    return g;
+}
+
+static int ids_equal(const int32_t *ids, size_t n, json_t *want)
+{
+    if (!json_is_array(want) || json_array_size(want) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (json_integer_value(json_array_get(want, i)) != ids[i])
+            return 0;
+    return 1;
+}
+
+static void print_ids(const char *what, size_t ex, const int32_t *ids, size_t n)
+{
+    fprintf(stderr, "  %s example %zu:", what, ex);
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, " %d", ids[i]);
+    fprintf(stderr, "\n");
+}
+
+static void tokenizer_ids(const char *dir)
+{
+    struct nlpd_error err = {0};
+    struct nlpd_m2m_tok *t = nlpd_m2m_tok_load(dir, &err);
+    CHECK(t != NULL);
+    json_t *g = golden(dir);
+    if (!t || !g) {
+        fprintf(stderr, "  %s\n", err.message);
+        return;
+    }
+    size_t i;
+    json_t *e;
+    int32_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    json_array_foreach(json_object_get(g, "examples"), i, e)
+    {
+        const char *text = json_string_value(json_object_get(e, "text"));
+        int32_t src = nlpd_m2m_tok_lang_id(t, json_string_value(json_object_get(e, "src_lang")));
+        int32_t tgt = nlpd_m2m_tok_lang_id(t, json_string_value(json_object_get(e, "tgt_lang")));
+        CHECK(tgt == json_integer_value(json_object_get(e, "forced_bos_token_id")));
+        CHECK(nlpd_m2m_tok_encode(t, text, strlen(text), src, 0, &ids, &n, &cap, &err) == 0);
+        if (!ids_equal(ids, n, json_object_get(e, "input_ids"))) {
+            CHECK(!"input ids");
+            print_ids("input_ids", i, ids, n);
+        }
+        json_t *lg = json_object_get(e, "legacy_behaviour_input_ids");
+        if (lg) {
+            CHECK(nlpd_m2m_tok_encode_placed(t, text, strlen(text), src, 1, 0, &ids, &n, &cap, &err) == 0);
+            CHECK(ids_equal(ids, n, lg));
+            CHECK(nlpd_m2m_tok_encode_placed(t, text, strlen(text), tgt, 0, 0, &ids, &n, &cap, &err) == 0);
+            CHECK(ids_equal(ids, n, json_object_get(e, "target_side_input_ids")));
+            CHECK(nlpd_m2m_tok_encode_placed(t, text, strlen(text), tgt, 1, 0, &ids, &n, &cap, &err) == 0);
+            CHECK(ids_equal(ids, n, json_object_get(e, "legacy_behaviour_target_side_input_ids")));
+        }
+        /* the decoded generate output (skip_special_tokens=True) */
+        json_t *out = json_object_get(e, "generate_output_ids");
+        size_t k, m = json_array_size(out);
+        int32_t *o = malloc((m ? m : 1) * sizeof *o);
+        json_t *v;
+        json_array_foreach(out, k, v) o[k] = (int32_t)json_integer_value(v);
+        char *txt = NULL;
+        CHECK(nlpd_m2m_tok_decode(t, o, m, 1, &txt, NULL, &err) == 0);
+        const char *want = json_string_value(json_object_get(e, "generate_decoded_text"));
+        if (!txt || strcmp(txt, want)) {
+            CHECK(!"decoded text");
+            fprintf(stderr, "  example %zu: \"%s\" != \"%s\"\n", i, txt ? txt : "(null)", want);
+        }
+        free(txt);
+        free(o);
+    }
+    /* truncation keeps the language token and </s> */
+    CHECK(nlpd_m2m_tok_encode(t, "Hello world, hello world", 24, 5, 4, &ids, &n, &cap, &err) == 0);
+    CHECK(n == 4 && ids[0] == 5 && ids[3] == nlpd_m2m_tok_eos(t));
+    free(ids);
+    json_decref(g);
+    nlpd_m2m_tok_free(t);
+}
+
+static void m2m100_tokenizer(void)
+{
+    tokenizer_ids(M2M);
+}
+
+static void nllb_tokenizer(void)
+{
+    tokenizer_ids(NLLB);
+}
+
+int main(void)
+{
+    RUN(m2m100_tokenizer);
+    RUN(nllb_tokenizer);
+    return TEST_REPORT();
+}
