@@ -260,8 +260,8 @@ static void test_bias_act(void)
                 return;
             size_t x = put_rand(&p, (size_t)rows * ld, 4.0f), b = put_rand(&p, (size_t)cols, 1.0f);
             struct nlpd_op oc = {.kind = NLPD_OP_BIAS_ACT}, og = oc;
-            oc.u.bias_act = (struct nlpd_op_bias_act){F(&p.c, x), bias ? F(&p.c, b) : NULL, rows, cols, ld, acts[i]};
-            og.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), bias ? F(&p.g, b) : NULL, rows, cols, ld, acts[i]};
+            oc.u.bias_act = (struct nlpd_op_bias_act){F(&p.c, x), bias ? F(&p.c, b) : NULL, rows, cols, ld, acts[i], NULL};
+            og.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), bias ? F(&p.g, b) : NULL, rows, cols, ld, acts[i], NULL};
             if (!run2(&p, &oc, &og))
                 compare_out(&p, x, (size_t)rows, (size_t)ld, (size_t)ld, 1e-5, "bias_act");
             pair_free(&p);

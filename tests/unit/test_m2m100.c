@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "m2m100.h"
 #include "m2m100_tok.h"
 
 #define M2M "tests/fixtures/hf-tiny/m2m100-mt"
@@ -110,9 +111,109 @@ static void nllb_tokenizer(void)
     tokenizer_ids(NLLB);
 }
 
+static int32_t *json_ids(json_t *a, size_t *n)
+{
+    *n = json_array_size(a);
+    int32_t *o = malloc((*n ? *n : 1) * sizeof *o);
+    for (size_t i = 0; i < *n; i++)
+        o[i] = (int32_t)json_integer_value(json_array_get(a, i));
+    return o;
+}
+
+/* |a - b| <= 1e-3 + 1e-3 |b|: the fixtures' tolerance (measured float32 effect at most 0.03 of it) */
+static int close_to(float a, double b)
+{
+    return fabs((double)a - b) <= 1e-3 + 1e-3 * fabs(b);
+}
+
+/* Every generation group of golden.json as one batch (greedy and beam), then example 0 alone. */
+static void model_ids(const char *dir)
+{
+    struct nlpd_error err = {0};
+    struct nlpd_m2m *m = nlpd_m2m_load(dir, NULL, &err);
+    CHECK(m != NULL);
+    json_t *g = golden(dir);
+    if (!m || !g) {
+        fprintf(stderr, "  %s\n", err.message);
+        return;
+    }
+    struct nlpd_m2m_ws *ws = nlpd_m2m_ws_new(m, &err);
+    json_t *ex = json_object_get(g, "examples");
+    const int H = nlpd_m2m_config(m)->d_model;
+    size_t gi;
+    json_t *grp;
+    int groups = 0, rows = 0;
+    json_array_foreach(json_object_get(g, "generation_groups"), gi, grp)
+    {
+        json_t *idx = json_object_get(grp, "example_indices");
+        int n = (int)json_array_size(idx);
+        const int32_t **ids = calloc((size_t)n, sizeof *ids);
+        size_t *lens = calloc((size_t)n, sizeof *lens), S = 0;
+        for (int i = 0; i < n; i++) {
+            json_t *e = json_array_get(ex, (size_t)json_integer_value(json_array_get(idx, (size_t)i)));
+            ids[i] = json_ids(json_object_get(e, "input_ids"), &lens[i]);
+            S = lens[i] > S ? lens[i] : S;
+        }
+        float *hidden = malloc((size_t)n * S * H * sizeof *hidden);
+        for (int beam = 0; beam < 2; beam++) {
+            CHECK(nlpd_m2m_encode(m, ws, ids, lens, n, hidden, &err) == 0);
+            json_t *kw = json_object_get(grp, beam ? "beam_generate_kwargs" : "generate_kwargs");
+            struct nlpd_gen_params p;
+            nlpd_m2m_gen_defaults(m, &p);
+            p.max_length = (int)json_integer_value(json_object_get(kw, "max_length"));
+            p.num_beams = (int)json_integer_value(json_object_get(kw, "num_beams"));
+            p.has_forced_bos = 1;
+            p.forced_bos = (int32_t)json_integer_value(json_object_get(kw, "forced_bos_token_id"));
+            struct nlpd_gen_output *out = calloc((size_t)n, sizeof *out);
+            CHECK(nlpd_m2m_generate(m, ws, &p, out, &err) == 0);
+            for (int i = 0; i < n; i++) {
+                json_t *e = json_array_get(ex, (size_t)json_integer_value(json_array_get(idx, (size_t)i)));
+                if (!ids_equal(out[i].ids, out[i].n, json_object_get(e, beam ? "beam_output_ids" : "generate_output_ids"))) {
+                    CHECK(!"generated ids");
+                    print_ids(beam ? "beam" : "greedy", (size_t)i, out[i].ids, out[i].n);
+                }
+                if (beam)
+                    CHECK(close_to(out[i].score, json_real_value(json_object_get(e, "beam_sequence_score"))));
+                json_t *want = json_object_get(e, "encoder_last_hidden_state");
+                int bad = 0;
+                for (size_t s = 0; s < lens[i]; s++)
+                    for (int d = 0; d < H; d++)
+                        bad += !close_to(hidden[((size_t)i * S + s) * H + d],
+                                         json_real_value(json_array_get(json_array_get(want, s), (size_t)d)));
+                CHECK(bad == 0);
+                rows++;
+            }
+            nlpd_gen_output_free(out, n);
+            free(out);
+        }
+        for (int i = 0; i < n; i++)
+            free((void *)ids[i]);
+        free(ids);
+        free(lens);
+        free(hidden);
+        groups++;
+    }
+    CHECK(groups >= 2 && rows == 2 * (int)json_array_size(ex));
+    nlpd_m2m_ws_free(ws);
+    nlpd_m2m_free(m);
+    json_decref(g);
+}
+
+static void m2m100_model(void)
+{
+    model_ids(M2M);
+}
+
+static void nllb_model(void)
+{
+    model_ids(NLLB);
+}
+
 int main(void)
 {
     RUN(m2m100_tokenizer);
     RUN(nllb_tokenizer);
+    RUN(m2m100_model);
+    RUN(nllb_model);
     return TEST_REPORT();
 }
