@@ -20,7 +20,8 @@ int nlpd_cmd_is_seq2seq(const char *model_dir)
     snprintf(path, sizeof path, "%s/config.json", model_dir);
     json_t *j = json_load_file(path, 0, NULL);
     json_t *mt = json_object_get(j, "model_type");
-    int yes = json_is_string(mt) && !strcmp(json_string_value(mt), "marian");
+    int yes = !json_is_string(mt) ? 0 : !strcmp(json_string_value(mt), "marian") ? 1
+                                      : !strcmp(json_string_value(mt), "m2m_100") ? 2 : 0;
     json_decref(j);
     return yes;
 }

@@ -158,6 +158,8 @@ suite "tests/models/test_decode_ref.sh build/san/nlpd" bash tests/models/test_de
 # Marian translation: transformers' goldens (greedy ids, encoder, logits, top-5), texts through the tokenizer, and
 # greedy/beam search on random shapes against the independent PyTorch reference (tests/models/marian_ref.py).
 suite "tests/models/test_marian.sh build/nlpd" sh tests/models/test_marian.sh build/nlpd
+# M2M100 / NLLB through `nlpd infer`: greedy and beam ids exact, mixed target languages in one batch.
+suite "tests/models/test_m2m100_infer.sh build/nlpd" sh tests/models/test_m2m100_infer.sh build/nlpd
 # The translate stage: langid -> translate -> sentiment, sentence split and join, downstream text, cache, errors.
 suite "tests/models/test_translate_pipe.sh build/nlpd" bash tests/models/test_translate_pipe.sh build/nlpd
 suite "tests/models/test_translate_pipe.sh build/san/nlpd" bash tests/models/test_translate_pipe.sh build/san/nlpd
