@@ -3,7 +3,9 @@
  * one model are sorted by length, translated in padded batches under a token budget (greedy or beam search as the
  * model's generation config or the stage says) and joined back per record. Writes translation.text, source_lang
  * (lang.code) and target_lang; by default later stages read the translation. `models` picks a model per
- * lang.code; records already in the target language, or of a language without a model, are left alone. */
+ * lang.code; records already in the target language, or of a language without a model, are left alone.
+ * A multilingual folder (M2M100 / NLLB-200, translate_m2m.h) serves every source language with one model: the
+ * record's language becomes the source-language token, target_lang the forced first output token. */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 #include "marian_tok.h"
 #include "nlpd_stage.h"
 #include "sentences.h"
+#include "translate_m2m.h"
 
 struct tmodel {
     char *lang; /* the lang.code it serves; "default" for the rest */
@@ -20,6 +23,7 @@ struct tmodel {
     struct nlpd_marian_tok *tok;
     int32_t target_token; /* ">>xxx<<" of a multi-target model, -1 when none */
     struct nlpd_gen_params gen;
+    struct nlpd_tml *ml; /* a multilingual model (M2M100 / NLLB) instead of mt / tok */
 };
 
 struct translate {
@@ -37,6 +41,8 @@ struct translate {
     long long max_sentences;
     struct tmodel *m;
     size_t nm;
+    struct nlpd_conf_map lang_map; /* multilingual models: lang.code -> the model's code */
+    char *unsupported;            /* multilingual models: "skip" | "fail" a language the model cannot take */
 };
 
 /* One sentence of one record. */
@@ -51,6 +57,7 @@ struct sent {
 
 struct translate_thread {
     struct nlpd_marian_ws **ws; /* per model */
+    struct nlpd_tml_ws **mlws;  /* per model: the multilingual ones' */
     struct nlpd_record **group;
     size_t group_cap;
     struct sent *sents;
@@ -60,7 +67,8 @@ struct translate_thread {
 
 static const struct nlpd_conf_entry translate_conf[] = {
     {"model", NLPD_CONF_PATH, NULL, offsetof(struct translate, model), NLPD_CONF_MODEL, NULL, 0, 0,
-     "the model: a Marian / OPUS-MT Hugging Face folder (one of model or models)"},
+     "the model: a Marian / OPUS-MT Hugging Face folder, or a multilingual M2M100 / NLLB-200 one that serves "
+     "every source language (one of model or models)"},
     {"dtype", NLPD_CONF_ENUM, "default", offsetof(struct translate, dtype), NLPD_CONF_CACHE_KEY,
      "default|fp32|fp16|bf16|int8", 0, 0,
      "precision of the model's matrix products: \"default\" = kernels.dtype; \"bf16\" (AVX512-BF16) or \"int8\" "
@@ -75,6 +83,15 @@ static const struct nlpd_conf_entry translate_conf[] = {
     {"target_token", NLPD_CONF_STRING, "", offsetof(struct translate, target_token), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "multi-target models: the target-language token put before each sentence, e.g. \">>deu<<\"; empty: "
      "\">>\" target_lang \"<<\" when the model's vocabulary has language tokens; \"none\": never one"},
+    {"lang_map", NLPD_CONF_MAP, NULL, offsetof(struct translate, lang_map), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
+     "multilingual models (M2M100 / NLLB-200): lang.code -> the model's language code, before the built-in "
+     "table (ISO 639-1/3 -> FLORES-200 for NLLB, -> M2M100's codes), e.g. ((\"zh\", \"zho_Hant\")); also maps "
+     "target_lang"},
+    {"unsupported_lang", NLPD_CONF_ENUM, "skip", offsetof(struct translate, unsupported), NLPD_CONF_CACHE_KEY,
+     "skip|fail", 0, 0,
+     "multilingual models: a record whose lang.code (or none) maps to no language of the model is left "
+     "untranslated (skip) or dead-lettered with the reason (fail); the load log line lists lid.176's languages "
+     "the model cannot take"},
     {"num_beams", NLPD_CONF_INT, "0", offsetof(struct translate, num_beams), NLPD_CONF_CACHE_KEY, NULL, 0, 64,
      "beam size; 0: the model's generation config (OPUS-MT: 4 or 6); 1: greedy"},
     {"max_length", NLPD_CONF_INT, "0", offsetof(struct translate, max_length), NLPD_CONF_CACHE_KEY, NULL, 0, 1 << 20,
@@ -97,6 +114,16 @@ static const struct nlpd_conf_entry translate_conf[] = {
 
 static int load_model(struct translate *s, struct tmodel *m, const char *path, struct nlpd_error *err)
 {
+    if (nlpd_tml_is_multilingual(path)) {
+        if (!(m->ml = nlpd_tml_load(path, s->dtype, &s->lang_map, s->target_lang, &m->gen, err)))
+            return err->code ? err->code : NLPD_EFORMAT;
+        if (s->num_beams > 0)
+            m->gen.num_beams = (int)s->num_beams;
+        if (s->max_length > 0)
+            m->gen.max_length = (int)s->max_length;
+        m->target_token = -1;
+        return 0;
+    }
     struct nlpd_marian_opts opts = {.threads = 1, .dtype = s->dtype};
     if (!(m->mt = nlpd_marian_load(path, &opts, err)))
         return err->code ? err->code : NLPD_EFORMAT;
@@ -162,6 +189,13 @@ static int translate_init(void *ctx, struct nlpd_error *err)
         int rc = load_model(s, &s->m[i], path, err);
         if (rc < 0)
             return rc;
+        if (s->m[i].ml) {
+            char what[256];
+            nlpd_tml_describe(s->m[i].ml, what, sizeof what);
+            nlpd_log(NLPD_LOG_INFO, "translate", "%s: multilingual %s, %d beam(s), max_length %d", path, what,
+                     s->m[i].gen.num_beams, s->m[i].gen.max_length);
+            continue;
+        }
         const struct nlpd_marian_config *c = nlpd_marian_config(s->m[i].mt);
         nlpd_log(NLPD_LOG_INFO, "translate",
                  "%s: Marian d_model %d, %d+%d layers, vocabulary %d, %.1f MB of weights, %d beam(s), "
@@ -179,10 +213,10 @@ static void *translate_thread_init(void *ctx)
 {
     struct translate *s = ctx;
     struct translate_thread *t = calloc(1, sizeof *t);
-    if (!t || !(t->ws = calloc(s->nm, sizeof *t->ws)))
+    if (!t || !(t->ws = calloc(s->nm, sizeof *t->ws)) || !(t->mlws = calloc(s->nm, sizeof *t->mlws)))
         goto bad;
     for (size_t i = 0; i < s->nm; i++)
-        if (!(t->ws[i] = nlpd_marian_ws_new(s->m[i].mt, NULL)))
+        if (s->m[i].ml ? !(t->mlws[i] = nlpd_tml_ws_new(s->m[i].ml)) : !(t->ws[i] = nlpd_marian_ws_new(s->m[i].mt, NULL)))
             goto bad;
     return t;
 bad:
@@ -206,10 +240,14 @@ static void translate_thread_fini(void *ctx, void *tstate)
 {
     struct translate *s = ctx;
     struct translate_thread *t = tstate;
-    for (size_t i = 0; i < s->nm; i++)
+    for (size_t i = 0; i < s->nm; i++) {
         nlpd_marian_ws_free(t->ws[i]);
+        if (t->mlws)
+            nlpd_tml_ws_free(t->mlws[i]);
+    }
     clear_sents(t);
     free(t->ws);
+    free(t->mlws);
     free(t->group);
     free(t->sents);
     free(t->order);
@@ -304,6 +342,23 @@ static int run_batch(const struct translate *s, struct translate_thread *t, size
         if (cap < p.max_length)
             p.max_length = (int)cap;
     }
+    if (m->ml) {
+        char **texts = calloc(n, sizeof *texts);
+        size_t *tl = calloc(n, sizeof *tl);
+        rc = !texts || !tl ? nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory")
+                           : nlpd_tml_translate(m->ml, t->mlws[mi], ids, lens, (int)n, &p, texts, tl, err);
+        for (size_t i = 0; i < n && texts; i++) {
+            if (!rc) {
+                t->sents[order[i]].out = texts[i];
+                t->sents[order[i]].out_len = tl[i];
+            } else {
+                free(texts[i]);
+            }
+        }
+        free(texts);
+        free(tl);
+        goto done;
+    }
     if ((rc = nlpd_marian_encode(m->mt, t->ws[mi], ids, lens, (int)n, NULL, err)) ||
         (rc = nlpd_marian_generate(m->mt, t->ws[mi], &p, out, err)))
         goto done;
@@ -356,7 +411,7 @@ static enum nlpd_stage_status run_model(struct translate *s, struct translate_th
                                         struct nlpd_record **recs, size_t n, size_t *padded, struct nlpd_error *err)
 {
     const struct tmodel *m = &s->m[mi];
-    const size_t max_pos = (size_t)nlpd_marian_config(m->mt)->max_pos;
+    const size_t max_pos = (size_t)(m->ml ? nlpd_tml_max_pos(m->ml) : nlpd_marian_config(m->mt)->max_pos);
     clear_sents(t);
     for (size_t i = 0; i < n; i++) {
         size_t len;
@@ -370,6 +425,34 @@ static enum nlpd_stage_status run_model(struct translate *s, struct translate_th
         struct nlpd_record *r = recs[se->rec];
         if (r->error)
             continue;
+        if (m->ml) {
+            const char *code = NULL, *lang = r->lang.set ? r->lang.code : NULL;
+            int32_t src = nlpd_tml_source(m->ml, lang, &code);
+            if (src < 0) { /* this model cannot take the language: per unsupported_lang */
+                if (!strcmp(s->unsupported, "fail"))
+                    nlpd_record_fail(r, "translate", "language \"%s\"%s%s%s is not one the model can translate "
+                                     "(map it with lang_map)", lang ? lang : "(none: no langid)",
+                                     code && lang && strcmp(code, lang) ? " (as \"" : "",
+                                     code && lang && strcmp(code, lang) ? code : "",
+                                     code && lang && strcmp(code, lang) ? "\")" : "");
+                continue;
+            }
+            int32_t *mids = NULL;
+            size_t mk = 0;
+            int mrc = nlpd_tml_encode(m->ml, src, src_text(r) + se->start, se->end - se->start, &mids, &mk, err);
+            if (mrc == NLPD_ENOMEM) {
+                free(mids);
+                return NLPD_STAGE_RETRY;
+            }
+            if (mrc < 0) {
+                free(mids);
+                nlpd_record_fail(r, "translate", "tokenizer: %s", err->message);
+                continue;
+            }
+            se->ids = mids;
+            se->n = mk;
+            continue;
+        }
         int32_t *ids = NULL;
         size_t k = 0, cap = 0, extra = m->target_token >= 0;
         int rc = nlpd_marian_tok_encode(m->tok, src_text(r) + se->start, se->end - se->start, max_pos - extra, &ids, &k,
@@ -477,6 +560,7 @@ static void translate_fini(void *ctx)
         free(s->m[i].lang);
         nlpd_marian_tok_free(s->m[i].tok);
         nlpd_marian_free(s->m[i].mt);
+        nlpd_tml_free(s->m[i].ml);
     }
     free(s->m);
 }
@@ -484,14 +568,16 @@ static void translate_fini(void *ctx)
 static const char *translate_variant(void *ctx)
 {
     struct translate *s = ctx;
+    if (s->nm && s->m[0].ml)
+        return nlpd_tml_dtype_name(s->m[0].ml);
     return s->nm && s->m[0].mt ? nlpd_dtype_name(nlpd_marian_dtype(s->m[0].mt)) : NULL;
 }
 
 const struct nlpd_stage_plugin nlpd_stage_translate = {
     .abi = NLPD_STAGE_ABI,
     .name = "translate",
-    .description = "machine translation with Marian / OPUS-MT Hugging Face folders; writes translation.text, "
-                   "source_lang and target_lang",
+    .description = "machine translation with Marian / OPUS-MT or multilingual M2M100 / NLLB-200 Hugging Face "
+                   "folders; writes translation.text, source_lang and target_lang",
     .conf_map = translate_conf,
     .ctx_size = sizeof(struct translate),
     .init = translate_init,
