@@ -931,17 +931,31 @@ static int bpe_add_pair(const struct nlpd_spm *m, const uint8_t *s, const struct
     return heap_push(q, (struct bpe_pair){l, r, m->score[id], size});
 }
 
+/* bpe_model.cc's rev_merge: an unused piece made by a merge -> its left part's length. Keyed by the piece's text,
+ * the last merge winning, as the library's map is. */
+struct bpe_rev {
+    uint32_t off, len, left;
+};
+
+static uint32_t rev_left(const uint8_t *s, const struct bpe_rev *rev, size_t nrev, uint32_t off, uint32_t len)
+{
+    for (size_t i = nrev; i-- > 0;)
+        if (rev[i].len == len && (rev[i].off == off || !memcmp(s + rev[i].off, s + off, len)))
+            return rev[i].left;
+    return 0;
+}
+
 /* An unused piece is split back into the two symbols it was merged from (bpe_model.cc's resegment). */
-static int bpe_emit(const struct nlpd_spm *m, const uint8_t *s, uint32_t off, uint32_t len, const uint32_t *split,
-                    struct nlpd_spm_pieces *out, int *prev_unk, int depth)
+static int bpe_emit(const struct nlpd_spm *m, const uint8_t *s, uint32_t off, uint32_t len, const struct bpe_rev *rev,
+                    size_t nrev, struct nlpd_spm_pieces *out, int *prev_unk, int depth)
 {
     const char *w = (const char *)s + off;
     int32_t id = bt_get(&m->pieces, w, len);
-    if (id >= 0 && m->type[id] == NLPD_SPM_UNUSED && depth < 64 && split[off] > 0 && split[off] < len) {
-        uint32_t k = split[off];
-        if (bpe_emit(m, s, off, k, split, out, prev_unk, depth + 1) < 0)
+    uint32_t k = id >= 0 && m->type[id] == NLPD_SPM_UNUSED && depth < 256 ? rev_left(s, rev, nrev, off, len) : 0;
+    if (k > 0 && k < len) {
+        if (bpe_emit(m, s, off, k, rev, nrev, out, prev_unk, depth + 1) < 0)
             return -1;
-        return bpe_emit(m, s, off + k, len - k, split, out, prev_unk, depth + 1);
+        return bpe_emit(m, s, off + k, len - k, rev, nrev, out, prev_unk, depth + 1);
     }
     int32_t rid = bt_get(&m->reserved, w, len);
     if (rid >= 0)
@@ -968,10 +982,11 @@ static int encode_bpe(const struct nlpd_spm *m, const uint8_t *s, size_t size, s
                       struct nlpd_error *err)
 {
     struct bpe_sym *sy = malloc(size * sizeof *sy);
-    uint32_t *split = calloc(size, sizeof *split); /* unused merged piece at off: its left part's length */
+    struct bpe_rev *rev = malloc(size * sizeof *rev); /* at most one merge per byte */
+    size_t nrev = 0;
     struct bpe_heap q = {0};
     int rc = 0;
-    if (!sy || !split) {
+    if (!sy || !rev) {
         rc = -1;
         goto done;
     }
@@ -992,8 +1007,8 @@ static int encode_bpe(const struct nlpd_spm *m, const uint8_t *s, size_t size, s
         if (!L->len || !R->len || L->len + R->len != top.size) /* stale: a side was merged since */
             continue;
         int32_t id = bt_get(&m->pieces, (const char *)s + L->off, top.size);
-        if (id >= 0 && m->type[id] == NLPD_SPM_UNUSED)
-            split[L->off] = L->len;
+        if (id >= 0 && m->type[id] == NLPD_SPM_UNUSED && nrev < size)
+            rev[nrev++] = (struct bpe_rev){L->off, top.size, L->len};
         L->len += R->len;
         L->next = R->next;
         if (R->next >= 0)
@@ -1005,10 +1020,10 @@ static int encode_bpe(const struct nlpd_spm *m, const uint8_t *s, size_t size, s
     }
     int prev_unk = 0;
     for (int32_t i = n ? 0 : -1; i >= 0 && !rc; i = sy[i].next)
-        rc = bpe_emit(m, s, sy[i].off, sy[i].len, split, out, &prev_unk, 0);
+        rc = bpe_emit(m, s, sy[i].off, sy[i].len, rev, nrev, out, &prev_unk, 0);
 done:
     free(sy);
-    free(split);
+    free(rev);
     free(q.h);
     if (rc < 0)
         return nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory encoding", m->name);
