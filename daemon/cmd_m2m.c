@@ -1,7 +1,8 @@
 /* `nlpd infer --model DIR` for M2M100 / NLLB folders (model_type m2m_100): JSON lines {"text", "src_lang"?,
  * "tgt_lang"?} or {"input_ids", "tgt_lang"?} in (the model's own language codes: "de" / "deu_Latn"; defaults
  * --src-lang / --tgt-lang, else tokenizer_config.json's src_lang / tgt_lang), one line {"input_ids", "output_ids",
- * "text", "score"?} out per input, in order. The target language is generate()'s forced_bos_token_id; "text" is
+ * "text", "score"?} out per input, in order (--forced-bos-token-id N: the target as an id, for input_ids lines
+ * of a folder without a tokenizer). The target language is generate()'s forced_bos_token_id; "text" is
  * the decoded output after it. Lines go through the model in batches of --batch, one sub-batch per target
  * language. Generation options and --debug as cmd_translate.c's Marian command. */
 #include <jansson.h>
@@ -24,14 +25,15 @@ struct targs {
     int max_length, max_new_tokens, num_beams, no_repeat, min_length, early; /* -1: the model's default */
     int forced_eos; /* -2: the model's default, -1: none */
     const char *src_lang, *tgt_lang;
+    int forced_bos; /* --forced-bos-token-id: the target as an id (lines of input_ids need no tokenizer); -1 */
     float length_penalty;
     int has_length_penalty;
 };
 
 static int parse(int argc, char **argv, struct targs *a)
 {
-    *a = (struct targs){.batch = 8, .max_length = -1, .max_new_tokens = -1, .num_beams = -1, .no_repeat = -1,
-                        .min_length = -1, .early = -1, .forced_eos = -2};
+    *a = (struct targs){.forced_bos = -1, .batch = 8, .max_length = -1, .max_new_tokens = -1, .num_beams = -1,
+                        .no_repeat = -1, .min_length = -1, .early = -1, .forced_eos = -2};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long n = 0;
@@ -51,6 +53,9 @@ static int parse(int argc, char **argv, struct targs *a)
             a->src_lang = v;
         } else if (!strcmp(o, "--tgt-lang")) {
             a->tgt_lang = v;
+        } else if (!strcmp(o, "--forced-bos-token-id")) {
+            rc = nlpd_cmd_number("infer", o, v, 0, 1 << 24, &n);
+            a->forced_bos = (int)n;
         } else if (!strcmp(o, "--threads")) {
             rc = nlpd_cmd_number("infer", o, v, 0, 1024, &n);
             a->threads = (int)n;
@@ -115,7 +120,7 @@ static int parse(int argc, char **argv, struct targs *a)
             return -1;
     }
     if (!a->model) {
-        fprintf(stderr, "usage: nlpd infer --model DIR [--src-lang CODE] [--tgt-lang CODE] [--num-beams K] [--max-length N | --max-new-tokens N] "
+        fprintf(stderr, "usage: nlpd infer --model DIR [--src-lang CODE] [--tgt-lang CODE | --forced-bos-token-id N] [--num-beams K] [--max-length N | --max-new-tokens N] "
                         "[--length-penalty X] [--early-stopping true|false|never] [--no-repeat-ngram-size N] "
                         "[--min-length N] [--forced-eos-token-id N|-1] [--batch N] [--backend auto|cpu|cuda] "
                         "[--dtype fp32|fp16|bf16|int8] [--device N] [--threads N] [--debug] < lines.jsonl\n");
@@ -220,7 +225,7 @@ static int32_t lang_of(const struct nlpd_m2m_tok *tok, json_t *v, const char *de
 }
 
 static void read_item(struct item *it, const char *line, size_t len, const struct nlpd_m2m_tok *tok,
-                      const char *tok_error, int max_pos, const char *src_def, const char *tgt_def)
+                      const char *tok_error, int max_pos, const char *src_def, const char *tgt_def, int32_t forced)
 {
     json_error_t je;
     json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
@@ -232,12 +237,16 @@ static void read_item(struct item *it, const char *line, size_t len, const struc
         return;
     }
     json_t *text = json_object_get(root, "text"), *ids = json_object_get(root, "input_ids");
-    if (!tok) {
-        it->error = dupf(tok_error); /* the target language needs the tokenizer's codes */
+    json_t *tl = json_object_get(root, "tgt_lang");
+    if ((tl || forced < 0 || json_is_string(text)) && !tok) {
+        it->error = dupf(tok_error); /* language codes and texts need the tokenizer */
         json_decref(root);
         return;
     }
-    it->tgt = lang_of(tok, json_object_get(root, "tgt_lang"), tgt_def, "tgt_lang", &it->error);
+    if (!tl && forced >= 0)
+        it->tgt = forced;
+    else
+        it->tgt = lang_of(tok, tl, tgt_def, "tgt_lang", &it->error);
     if (it->error) {
         json_decref(root);
         return;
@@ -392,6 +401,12 @@ int nlpd_cmd_infer_m2m(int argc, char **argv)
         fprintf(stderr, "nlpd infer: %s\n", err.message);
         return 1;
     }
+    if (a.forced_bos >= nlpd_m2m_config(m)->vocab) {
+        fprintf(stderr, "nlpd infer: --forced-bos-token-id %d is outside the vocabulary (%d)\n", a.forced_bos,
+                nlpd_m2m_config(m)->vocab);
+        nlpd_m2m_free(m);
+        return 2;
+    }
     /* a missing tokenizer is not fatal: lines may carry input_ids */
     struct nlpd_error terr = {0};
     struct nlpd_m2m_tok *tok = nlpd_m2m_tok_load(a.model, &terr);
@@ -438,7 +453,7 @@ int nlpd_cmd_infer_m2m(int argc, char **argv)
             while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
                 len--;
             items[n].line = ++lineno;
-            read_item(&items[n], line, len, tok, terr.message, max_pos, src_def, tgt_def);
+            read_item(&items[n], line, len, tok, terr.message, max_pos, src_def, tgt_def, a.forced_bos);
             n++;
         } else {
             eof = 1;
