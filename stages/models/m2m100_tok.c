@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "spm.h"
+#include "tokenizer.h"
 
 #define FAIRSEQ_OFFSET 1
 
@@ -38,6 +39,7 @@ struct lang {
 struct nlpd_m2m_tok {
     enum nlpd_m2m_tok_kind kind;
     struct nlpd_spm *spm;
+    struct nlpd_tokenizer *fast; /* NLLB folders with tokenizer.json but no sentencepiece.bpe.model */
     int32_t *spm2id; /* M2M100: spm piece id -> vocab.json id (-1: not in vocab.json) */
     char **dec;      /* id -> token for ids not handled otherwise (M2M100: vocab.json), NULL holes */
     size_t ndec;
@@ -138,7 +140,7 @@ static int32_t token_id(const struct nlpd_m2m_tok *t, const char *s, size_t n)
         int32_t v = t->spm2id[nlpd_spm_piece_id(t->spm, s, n)];
         return v >= 0 ? v : t->unk;
     }
-    if (!nlpd_spm_has_piece(t->spm, s, n))
+    if (!t->spm || !nlpd_spm_has_piece(t->spm, s, n))
         return t->unk;
     int32_t sp = nlpd_spm_piece_id(t->spm, s, n);
     return sp ? sp + FAIRSEQ_OFFSET : t->unk;
@@ -219,6 +221,7 @@ void nlpd_m2m_tok_free(struct nlpd_m2m_tok *t)
     if (!t)
         return;
     nlpd_spm_free(t->spm);
+    nlpd_tokenizer_free(t->fast);
     free(t->spm2id);
     for (size_t i = 0; i < t->ndec; i++)
         free(t->dec[i]);
@@ -277,11 +280,21 @@ struct nlpd_m2m_tok *nlpd_m2m_tok_load(const char *dir, struct nlpd_error *err)
         goto fail;
     }
     snprintf(path, sizeof path, "%s/sentencepiece.bpe.model", dir);
-    if (!(t->spm = nlpd_spm_load(path, err))) {
+    struct stat st;
+    char tj[4096];
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
+    if (t->kind == NLPD_M2M_TOK_NLLB && stat(path, &st) != 0 && stat(tj, &st) == 0) {
+        /* a fast-only NLLB folder: tokenizer.json gives the pieces, the language placement stays ours (its
+         * post-processor holds whatever src_lang it was saved with) */
+        if (!(t->fast = nlpd_tokenizer_load(dir, err))) {
+            rc = err ? err->code : NLPD_EFORMAT;
+            goto fail;
+        }
+        t->vocab_end = (size_t)nlpd_tokenizer_vocab_size(t->fast);
+    } else if (!(t->spm = nlpd_spm_load(path, err))) {
         rc = err ? err->code : NLPD_EFORMAT;
         goto fail;
-    }
-    if (t->kind == NLPD_M2M_TOK_M2M100) {
+    } else if (t->kind == NLPD_M2M_TOK_M2M100) {
         snprintf(path, sizeof path, "%s/vocab.json", dir);
         if ((rc = load_m2m_vocab(t, vocab, path, err)))
             goto fail;
@@ -359,6 +372,11 @@ struct nlpd_m2m_tok *nlpd_m2m_tok_load(const char *dir, struct nlpd_error *err)
             if (!c)
                 continue;
             int32_t id = added_id(t, c, strlen(c));
+            if (id < 0 && t->fast) {
+                rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: language %s has no id in tokenizer_config.json's "
+                                    "added_tokens_decoder or added_tokens.json", dir, c);
+                goto fail;
+            }
             if (id < 0) /* NllbTokenizer's own layout: after the spm pieces */
                 id = (int32_t)(t->vocab_end + i);
             if (add_lang(t, c, id) < 0)
@@ -453,6 +471,17 @@ int nlpd_m2m_tok_encode_placed(const struct nlpd_m2m_tok *t, const char *text, s
     *n = 0;
     if (lang_id >= 0 && !legacy && push_id(ids, n, cap, lang_id) < 0)
         return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+    if (t->fast) { /* the pieces of tokenizer.json without its post-processor's specials */
+        struct nlpd_encoding enc = {0};
+        rc = nlpd_tokenizer_encode(t->fast, text, len, NULL, 0, 0, &enc, err);
+        for (size_t i = 0; !rc && i < enc.n; i++)
+            if (!enc.special[i] && push_id(ids, n, cap, enc.ids[i]) < 0)
+                rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+        nlpd_encoding_free(&enc);
+        if (rc)
+            return rc;
+        len = 0; /* nothing left for the SentencePiece path below */
+    }
     /* split on the added tokens, leftmost then longest */
     size_t start = 0, i = 0;
     while (i < len && !rc) {
@@ -616,6 +645,8 @@ static int flush_run(const struct nlpd_m2m_tok *t, const char **tok, const size_
 int nlpd_m2m_tok_decode(const struct nlpd_m2m_tok *t, const int32_t *ids, size_t n, int skip_special_tokens,
                         char **text, size_t *len, struct nlpd_error *err)
 {
+    if (t->fast)
+        return nlpd_tokenizer_decode(t->fast, ids, n, skip_special_tokens, text, len, err);
     struct sb out = {0};
     const char **tok = malloc((n ? n : 1) * sizeof *tok);
     size_t *tl = malloc((n ? n : 1) * sizeof *tl);

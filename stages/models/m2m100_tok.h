@@ -7,6 +7,8 @@
  *     </s>=2 <unk>=3, spm piece id + 1, spm's <unk> -> 3); the FLORES-200 codes ("deu_Latn") are the
  *     additional_special_tokens with the ids tokenizer_config.json's added_tokens_decoder (or added_tokens.json)
  *     pins, else spm size + 1 + i. Input = [src] pieces </s>, or pieces </s> [src] with "legacy_behaviour": true.
+ * An NLLB folder with tokenizer.json and no sentencepiece.bpe.model takes its pieces from tokenizer.json (tokenizer.h,
+ * without the post-processor, whose template holds the src_lang it was saved with) and decodes with it.
  * The text is first split on the added tokens of tokenizer_config.json (leftmost-longest, with their lstrip /
  * rstrip flags); each other chunk is encoded with the SentencePiece model (spm.h, BPE or Unigram).
  * decode(skip_special_tokens) follows PreTrainedTokenizer._decode: special tokens skipped or kept, M2M100 runs

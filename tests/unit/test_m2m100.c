@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "m2m100.h"
@@ -109,6 +110,19 @@ static void m2m100_tokenizer(void)
 static void nllb_tokenizer(void)
 {
     tokenizer_ids(NLLB);
+}
+
+/* An NLLB folder with tokenizer.json and no sentencepiece.bpe.model: the same ids and texts */
+static void nllb_fast_tokenizer(void)
+{
+    char dir[64], cmd[512];
+    snprintf(dir, sizeof dir, "/tmp/nlpd-test-m2m-%d", (int)getpid());
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cd " NLLB " && cp tokenizer.json tokenizer_config.json "
+             "special_tokens_map.json added_tokens.json golden.json %s/", dir, dir);
+    CHECK(system(cmd) == 0);
+    tokenizer_ids(dir);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
 }
 
 static int32_t *json_ids(json_t *a, size_t *n)
@@ -213,6 +227,7 @@ int main(void)
 {
     RUN(m2m100_tokenizer);
     RUN(nllb_tokenizer);
+    RUN(nllb_fast_tokenizer);
     RUN(m2m100_model);
     RUN(nllb_model);
     return TEST_REPORT();
