@@ -223,6 +223,100 @@ static void nllb_model(void)
     model_ids(NLLB);
 }
 
+/* A copy of FIXTURE in dir with `key` of `file` set to the JSON value `json` (NULL: key removed). */
+static void copy_with(const char *dir, const char *fixture, const char *file, const char *key, const char *json)
+{
+    char cmd[512], path[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s && cp %s/* %s/", dir, dir, fixture, dir);
+    CHECK(system(cmd) == 0);
+    if (!file)
+        return;
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    json_t *root = json_load_file(path, 0, NULL);
+    CHECK(root != NULL);
+    if (json)
+        json_object_set_new(root, key, json_loads(json, JSON_DECODE_ANY, NULL));
+    else
+        json_object_del(root, key);
+    json_dump_file(root, path, 0);
+    json_decref(root);
+}
+
+/* Bad folders and misuse: an error naming the file and the problem, never a crash. */
+static void bad_inputs(void)
+{
+    char dir[64], cmd[256];
+    struct nlpd_error err = {0};
+    snprintf(dir, sizeof dir, "/tmp/nlpd-test-m2m-bad-%d", (int)getpid());
+    copy_with(dir, M2M, "config.json", "model_type", "\"marian\"");
+    CHECK(nlpd_m2m_load(dir, NULL, &err) == NULL);
+    CHECK_STR_CONTAINS(err.message, "is not an M2M100 / NLLB model");
+    copy_with(dir, M2M, "config.json", "encoder_attention_heads", "5");
+    CHECK(nlpd_m2m_load(dir, NULL, &err) == NULL);
+    CHECK_STR_CONTAINS(err.message, "not a multiple of the attention heads");
+    copy_with(dir, M2M, "config.json", "activation_function", "\"mish\"");
+    CHECK(nlpd_m2m_load(dir, NULL, &err) == NULL);
+    CHECK_STR_CONTAINS(err.message, "activation_function \"mish\" is not supported");
+    copy_with(dir, M2M, "config.json", "decoder_layers", "3"); /* a layer the checkpoint does not have */
+    CHECK(nlpd_m2m_load(dir, NULL, &err) == NULL);
+    CHECK_STR_CONTAINS(err.message, "model.decoder.layers.2");
+    copy_with(dir, M2M, "generation_config.json", "early_stopping", "\"sometimes\"");
+    CHECK(nlpd_m2m_load(dir, NULL, &err) == NULL);
+    CHECK_STR_CONTAINS(err.message, "early_stopping");
+    /* tie_word_embeddings false without lm_head.weight: loads with the shared embeddings as the head, as
+     * marian.c does (transformers would leave that head randomly initialised) */
+    copy_with(dir, M2M, "config.json", "tie_word_embeddings", "false");
+    struct nlpd_m2m *m = nlpd_m2m_load(dir, NULL, &err);
+    CHECK(m != NULL);
+    nlpd_m2m_free(m);
+    /* tokenizer: no vocab.json for an M2M100Tokenizer, no sentencepiece model, an unknown language_codes */
+    copy_with(dir, M2M, NULL, NULL, NULL);
+    snprintf(cmd, sizeof cmd, "rm %s/vocab.json", dir);
+    CHECK(system(cmd) == 0);
+    CHECK(nlpd_m2m_tok_load(dir, &err) == NULL);
+    CHECK_STR_CONTAINS(err.message, "vocab.json");
+    copy_with(dir, NLLB, NULL, NULL, NULL);
+    snprintf(cmd, sizeof cmd, "rm %s/sentencepiece.bpe.model %s/tokenizer.json", dir, dir);
+    CHECK(system(cmd) == 0);
+    CHECK(nlpd_m2m_tok_load(dir, &err) == NULL);
+    CHECK_STR_CONTAINS(err.message, "sentencepiece.bpe.model");
+    copy_with(dir, M2M, "tokenizer_config.json", "language_codes", "\"m2m200\"");
+    CHECK(nlpd_m2m_tok_load(dir, &err) == NULL);
+    CHECK_STR_CONTAINS(err.message, "language_codes \"m2m200\"");
+    /* misuse: ids outside the vocabulary, generate before encode, an empty sequence, too long a sequence */
+    struct nlpd_m2m_tok *t = nlpd_m2m_tok_load(M2M, &err);
+    m = nlpd_m2m_load(M2M, NULL, &err);
+    CHECK(t && m);
+    if (t && m) {
+        int32_t bad_ids[2] = {5, 999999};
+        char *txt = NULL;
+        CHECK(nlpd_m2m_tok_decode(t, bad_ids, 2, 1, &txt, NULL, &err) == NLPD_ERANGE);
+        CHECK(nlpd_m2m_tok_lang_id(t, "xx") < 0 && nlpd_m2m_tok_lang_id(t, "__de__") == 1017);
+        int32_t *ids = NULL;
+        size_t n = 0, cap = 0;
+        CHECK(nlpd_m2m_tok_encode(t, "", 0, 1017, 0, &ids, &n, &cap, &err) == 0 && n == 2 && ids[1] == 2);
+        free(ids);
+        struct nlpd_m2m_ws *ws = nlpd_m2m_ws_new(m, &err);
+        struct nlpd_gen_params p;
+        struct nlpd_gen_output out[1];
+        nlpd_m2m_gen_defaults(m, &p);
+        CHECK(nlpd_m2m_generate(m, ws, &p, out, &err) == NLPD_EINVAL);
+        const int32_t one[1] = {2}, *seqs[1] = {one};
+        size_t lens[1] = {0};
+        CHECK(nlpd_m2m_encode(m, ws, seqs, lens, 1, NULL, &err) == NLPD_EINVAL);
+        int32_t *longer = calloc(200, sizeof *longer);
+        const int32_t *lseq[1] = {longer};
+        lens[0] = 200; /* over max_position_embeddings 128 */
+        CHECK(nlpd_m2m_encode(m, ws, lseq, lens, 1, NULL, &err) == NLPD_ERANGE);
+        free(longer);
+        nlpd_m2m_ws_free(ws);
+    }
+    nlpd_m2m_tok_free(t);
+    nlpd_m2m_free(m);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
     RUN(m2m100_tokenizer);
@@ -230,5 +324,6 @@ int main(void)
     RUN(nllb_fast_tokenizer);
     RUN(m2m100_model);
     RUN(nllb_model);
+    RUN(bad_inputs);
     return TEST_REPORT();
 }
