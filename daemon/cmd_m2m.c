@@ -23,7 +23,7 @@ struct targs {
     int device;
     int threads, batch, debug;
     int max_length, max_new_tokens, num_beams, no_repeat, min_length, early; /* -1: the model's default */
-    int forced_eos; /* -2: the model's default, -1: none */
+    int forced_eos;                                                          /* -2: the model's default, -1: none */
     const char *src_lang, *tgt_lang;
     int forced_bos; /* --forced-bos-token-id: the target as an id (lines of input_ids need no tokenizer); -1 */
     float length_penalty;
@@ -32,8 +32,15 @@ struct targs {
 
 static int parse(int argc, char **argv, struct targs *a)
 {
-    *a = (struct targs){.forced_bos = -1, .batch = 8, .max_length = -1, .max_new_tokens = -1, .num_beams = -1,
-                        .no_repeat = -1, .min_length = -1, .early = -1, .forced_eos = -2};
+    *a = (struct targs){.forced_bos = -1,
+                        .batch = 8,
+                        .max_length = -1,
+                        .max_new_tokens = -1,
+                        .num_beams = -1,
+                        .no_repeat = -1,
+                        .min_length = -1,
+                        .early = -1,
+                        .forced_eos = -2};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long n = 0;
@@ -104,7 +111,7 @@ static int parse(int argc, char **argv, struct targs *a)
                 return -1;
             }
         } else if (!strcmp(o, "--early-stopping")) {
-            a->early = !strcmp(v, "true") ? NLPD_EARLY_STOP_TRUE
+            a->early = !strcmp(v, "true")    ? NLPD_EARLY_STOP_TRUE
                        : !strcmp(v, "false") ? NLPD_EARLY_STOP_FALSE
                        : !strcmp(v, "never") ? NLPD_EARLY_STOP_NEVER
                                              : -2;
@@ -120,7 +127,8 @@ static int parse(int argc, char **argv, struct targs *a)
             return -1;
     }
     if (!a->model) {
-        fprintf(stderr, "usage: nlpd infer --model DIR [--src-lang CODE] [--tgt-lang CODE | --forced-bos-token-id N] [--num-beams K] [--max-length N | --max-new-tokens N] "
+        fprintf(stderr, "usage: nlpd infer --model DIR [--src-lang CODE] [--tgt-lang CODE | --forced-bos-token-id N] "
+                        "[--num-beams K] [--max-length N | --max-new-tokens N] "
                         "[--length-penalty X] [--early-stopping true|false|never] [--no-repeat-ngram-size N] "
                         "[--min-length N] [--forced-eos-token-id N|-1] [--batch N] [--backend auto|cpu|cuda] "
                         "[--dtype fp32|fp16|bf16|int8] [--device N] [--threads N] [--debug] < lines.jsonl\n");
@@ -131,13 +139,13 @@ static int parse(int argc, char **argv, struct targs *a)
 
 struct item {
     long long line;
-    char *error;    /* set: this line failed */
-    int32_t *ids;   /* source ids */
-    int32_t tgt;    /* target language id */
+    char *error;  /* set: this line failed */
+    int32_t *ids; /* source ids */
+    int32_t tgt;  /* target language id */
     size_t n;
     struct nlpd_gen_output out;
-    float *hidden;  /* --debug: [n, d_model] */
-    float *first;   /* --debug: raw first-step logits */
+    float *hidden;        /* --debug: [n, d_model] */
+    float *first;         /* --debug: raw first-step logits */
     struct nlpd_out top5; /* --debug: per-step top-5 of the raw logits (JSON) */
     int steps;
 };
@@ -212,7 +220,8 @@ static int32_t lang_of(const struct nlpd_m2m_tok *tok, json_t *v, const char *de
         return -1;
     }
     if (!code) {
-        snprintf(msg, sizeof msg, "no \"%s\" (and no --%s default)", key, !strcmp(key, "src_lang") ? "src-lang" : "tgt-lang");
+        snprintf(msg, sizeof msg, "no \"%s\" (and no --%s default)", key,
+                 !strcmp(key, "src_lang") ? "src-lang" : "tgt-lang");
         *error = dupf(msg);
         return -1;
     }

@@ -56,11 +56,11 @@ void nlpd_m2m_ws_free(struct nlpd_m2m_ws *ws);
 
 /* Encodes n source sequences (ids incl. the trailing </s>; at most max_pos ids each) as one padded batch and
  * prepares the cross-attention keys/values. hidden (optional, host): [n, max len, d_model] encoder output. */
-int nlpd_m2m_encode(const struct nlpd_m2m *m, struct nlpd_m2m_ws *ws, const int32_t *const *ids,
-                       const size_t *lens, int n, float *hidden, struct nlpd_error *err);
+int nlpd_m2m_encode(const struct nlpd_m2m *m, struct nlpd_m2m_ws *ws, const int32_t *const *ids, const size_t *lens,
+                    int n, float *hidden, struct nlpd_error *err);
 /* Generates for the batch encoded last in ws. out[n] (free with nlpd_gen_output_free). */
 int nlpd_m2m_generate(const struct nlpd_m2m *m, struct nlpd_m2m_ws *ws, const struct nlpd_gen_params *p,
-                         struct nlpd_gen_output *out, struct nlpd_error *err);
+                      struct nlpd_gen_output *out, struct nlpd_error *err);
 
 /* Weights in bytes (for the model_info metric and logs). */
 size_t nlpd_m2m_weight_bytes(const struct nlpd_m2m *m);

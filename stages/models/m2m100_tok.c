@@ -16,12 +16,12 @@
 
 /* transformers' FAIRSEQ_LANGUAGE_CODES of M2M100Tokenizer */
 static const char *const kM2M100Codes[] = {
-    "af", "am", "ar", "ast", "az", "ba", "be", "bg", "bn", "br", "bs", "ca", "ceb", "cs", "cy", "da", "de",
-    "el", "en", "es", "et", "fa", "ff", "fi", "fr", "fy", "ga", "gd", "gl", "gu", "ha", "he", "hi", "hr",
-    "ht", "hu", "hy", "id", "ig", "ilo", "is", "it", "ja", "jv", "ka", "kk", "km", "kn", "ko", "lb", "lg",
-    "ln", "lo", "lt", "lv", "mg", "mk", "ml", "mn", "mr", "ms", "my", "ne", "nl", "no", "ns", "oc", "or",
-    "pa", "pl", "ps", "pt", "ro", "ru", "sd", "si", "sk", "sl", "so", "sq", "sr", "ss", "su", "sv", "sw",
-    "ta", "th", "tl", "tn", "tr", "uk", "ur", "uz", "vi", "wo", "xh", "yi", "yo", "zh", "zu"};
+    "af", "am", "ar", "ast", "az", "ba",  "be", "bg", "bn", "br", "bs", "ca", "ceb", "cs", "cy", "da", "de",
+    "el", "en", "es", "et",  "fa", "ff",  "fi", "fr", "fy", "ga", "gd", "gl", "gu",  "ha", "he", "hi", "hr",
+    "ht", "hu", "hy", "id",  "ig", "ilo", "is", "it", "ja", "jv", "ka", "kk", "km",  "kn", "ko", "lb", "lg",
+    "ln", "lo", "lt", "lv",  "mg", "mk",  "ml", "mn", "mr", "ms", "my", "ne", "nl",  "no", "ns", "oc", "or",
+    "pa", "pl", "ps", "pt",  "ro", "ru",  "sd", "si", "sk", "sl", "so", "sq", "sr",  "ss", "su", "sv", "sw",
+    "ta", "th", "tl", "tn",  "tr", "uk",  "ur", "uz", "vi", "wo", "xh", "yi", "yo",  "zh", "zu"};
 static const char *const kWmt21Codes[] = {"en", "ha", "is", "ja", "cs", "ru", "zh", "de"};
 
 struct added {
@@ -40,8 +40,8 @@ struct nlpd_m2m_tok {
     enum nlpd_m2m_tok_kind kind;
     struct nlpd_spm *spm;
     struct nlpd_tokenizer *fast; /* NLLB folders with tokenizer.json but no sentencepiece.bpe.model */
-    int32_t *spm2id; /* M2M100: spm piece id -> vocab.json id (-1: not in vocab.json) */
-    char **dec;      /* id -> token for ids not handled otherwise (M2M100: vocab.json), NULL holes */
+    int32_t *spm2id;             /* M2M100: spm piece id -> vocab.json id (-1: not in vocab.json) */
+    char **dec;                  /* id -> token for ids not handled otherwise (M2M100: vocab.json), NULL holes */
     size_t ndec;
     size_t vocab_end; /* ids below: vocabulary tokens; M2M100 language tokens start here */
     struct added *added;
@@ -132,7 +132,8 @@ static int32_t token_id(const struct nlpd_m2m_tok *t, const char *s, size_t n)
     if (t->kind == NLPD_M2M_TOK_M2M100) {
         for (size_t i = 0; i < t->nlangs; i++) { /* lang_token_to_id comes first in _convert_token_to_id */
             size_t cl = strlen(t->langs[i].code);
-            if (n == cl + 4 && !memcmp(s, "__", 2) && !memcmp(s + 2, t->langs[i].code, cl) && !memcmp(s + n - 2, "__", 2))
+            if (n == cl + 4 && !memcmp(s, "__", 2) && !memcmp(s + 2, t->langs[i].code, cl) &&
+                !memcmp(s + n - 2, "__", 2))
                 return t->langs[i].id;
         }
         if (!nlpd_spm_has_piece(t->spm, s, n))
@@ -186,8 +187,8 @@ static int load_m2m_vocab(struct nlpd_m2m_tok *t, json_t *v, const char *file, s
     json_object_foreach(v, k, val)
     {
         if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 30))
-            return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: the id of \"%.64s\" is not an integer in [0, 2^30)",
-                                  file, k);
+            return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: the id of \"%.64s\" is not an integer in [0, 2^30)", file,
+                                  k);
         if ((size_t)json_integer_value(val) > maxid)
             maxid = (size_t)json_integer_value(val);
         count++;
@@ -312,8 +313,10 @@ struct nlpd_m2m_tok *nlpd_m2m_tok_load(const char *dir, struct nlpd_error *err)
             long id = strtol(k, &end, 10);
             const char *c = tok_content(v);
             if (*end || id < 0 || id >= (1L << 30) || !c) {
-                rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s/tokenizer_config.json: added_tokens_decoder \"%.32s\" "
-                                    "is not an id with a content", dir, k);
+                rc = nlpd_error_set(err, NLPD_EFORMAT, 0,
+                                    "%s/tokenizer_config.json: added_tokens_decoder \"%.32s\" "
+                                    "is not an id with a content",
+                                    dir, k);
                 goto fail;
             }
             if (add_added(t, c, (int32_t)id, json_is_true(json_object_get(v, "lstrip")),
@@ -324,10 +327,9 @@ struct nlpd_m2m_tok *nlpd_m2m_tok_load(const char *dir, struct nlpd_error *err)
     if (addj) {
         const char *k;
         json_t *v;
-        json_object_foreach(addj, k, v)
-        if (json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) < (1 << 30) &&
-            add_added(t, k, (int32_t)json_integer_value(v), 0, 0) < 0)
-            goto oom;
+        json_object_foreach(addj, k, v) if (json_is_integer(v) && json_integer_value(v) >= 0 &&
+                                            json_integer_value(v) < (1 << 30) &&
+                                            add_added(t, k, (int32_t)json_integer_value(v), 0, 0) < 0) goto oom;
     }
     /* NLLB's specials are fixed by the fairseq layout when nothing pins them */
     if (t->kind == NLPD_M2M_TOK_NLLB) {
@@ -336,7 +338,8 @@ struct nlpd_m2m_tok *nlpd_m2m_tok_load(const char *dir, struct nlpd_error *err)
             if (add_added(t, fs[i], i, 0, 0) < 0)
                 goto oom;
     }
-    const char *eos = role(cfg, map, "eos_token"), *pad = role(cfg, map, "pad_token"), *unk = role(cfg, map, "unk_token");
+    const char *eos = role(cfg, map, "eos_token"), *pad = role(cfg, map, "pad_token"),
+               *unk = role(cfg, map, "unk_token");
     if (!unk)
         unk = "<unk>";
     t->unk = added_id(t, unk, strlen(unk));
@@ -356,8 +359,10 @@ struct nlpd_m2m_tok *nlpd_m2m_tok_load(const char *dir, struct nlpd_error *err)
             codes = kWmt21Codes;
             nc = sizeof kWmt21Codes / sizeof *kWmt21Codes;
         } else if (lc && strcmp(lc, "m2m100")) {
-            rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s/tokenizer_config.json: language_codes \"%.32s\" is not "
-                                "m2m100 or wmt21", dir, lc);
+            rc = nlpd_error_set(err, NLPD_EFORMAT, 0,
+                                "%s/tokenizer_config.json: language_codes \"%.32s\" is not "
+                                "m2m100 or wmt21",
+                                dir, lc);
             goto fail;
         }
         for (size_t i = 0; i < nc; i++)
@@ -373,8 +378,10 @@ struct nlpd_m2m_tok *nlpd_m2m_tok_load(const char *dir, struct nlpd_error *err)
                 continue;
             int32_t id = added_id(t, c, strlen(c));
             if (id < 0 && t->fast) {
-                rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: language %s has no id in tokenizer_config.json's "
-                                    "added_tokens_decoder or added_tokens.json", dir, c);
+                rc = nlpd_error_set(err, NLPD_EFORMAT, 0,
+                                    "%s: language %s has no id in tokenizer_config.json's "
+                                    "added_tokens_decoder or added_tokens.json",
+                                    dir, c);
                 goto fail;
             }
             if (id < 0) /* NllbTokenizer's own layout: after the spm pieces */
@@ -387,17 +394,15 @@ struct nlpd_m2m_tok *nlpd_m2m_tok_load(const char *dir, struct nlpd_error *err)
         rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: no language codes (additional_special_tokens) found", dir);
         goto fail;
     }
-    static const char *const roles[] = {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token",
-                                        "mask_token"};
+    static const char *const roles[] = {"bos_token", "eos_token", "unk_token", "sep_token",
+                                        "pad_token", "cls_token", "mask_token"};
     for (size_t i = 0; i < sizeof roles / sizeof *roles; i++)
         if (add_special(t, role(cfg, map, roles[i])) < 0)
             goto oom;
     if (extra) {
         size_t i;
         json_t *v;
-        json_array_foreach(extra, i, v)
-        if (add_special(t, tok_content(v)) < 0)
-            goto oom;
+        json_array_foreach(extra, i, v) if (add_special(t, tok_content(v)) < 0) goto oom;
     }
     json_t *mml = cfg ? json_object_get(cfg, "model_max_length") : NULL;
     t->model_max_length = json_is_integer(mml) && json_integer_value(mml) > 0 && json_integer_value(mml) < (1 << 30)
@@ -462,9 +467,8 @@ static int encode_chunk(const struct nlpd_m2m_tok *t, const char *s, size_t n, s
     return 0;
 }
 
-int nlpd_m2m_tok_encode_placed(const struct nlpd_m2m_tok *t, const char *text, size_t len, int32_t lang_id,
-                               int legacy, size_t max_length, int32_t **ids, size_t *n, size_t *cap,
-                               struct nlpd_error *err)
+int nlpd_m2m_tok_encode_placed(const struct nlpd_m2m_tok *t, const char *text, size_t len, int32_t lang_id, int legacy,
+                               size_t max_length, int32_t **ids, size_t *n, size_t *cap, struct nlpd_error *err)
 {
     struct nlpd_spm_pieces pc = {0};
     int rc = 0;
@@ -650,7 +654,7 @@ int nlpd_m2m_tok_decode(const struct nlpd_m2m_tok *t, const int32_t *ids, size_t
     struct sb out = {0};
     const char **tok = malloc((n ? n : 1) * sizeof *tok);
     size_t *tl = malloc((n ? n : 1) * sizeof *tl);
-    char (*bufs)[64] = malloc((n ? n : 1) * sizeof *bufs);
+    char(*bufs)[64] = malloc((n ? n : 1) * sizeof *bufs);
     int rc = 0;
     size_t k = 0;
     if (!tok || !tl || !bufs || sb_add(&out, "", 0) < 0) {

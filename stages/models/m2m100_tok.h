@@ -37,9 +37,8 @@ enum nlpd_m2m_tok_kind nlpd_m2m_tok_kind(const struct nlpd_m2m_tok *t);
 int nlpd_m2m_tok_encode(const struct nlpd_m2m_tok *t, const char *text, size_t len, int32_t src_lang_id,
                         size_t max_length, int32_t **ids, size_t *n, size_t *cap, struct nlpd_error *err);
 /* Same, with the language token always in front (legacy 0) or after </s> (legacy 1), for tests of both. */
-int nlpd_m2m_tok_encode_placed(const struct nlpd_m2m_tok *t, const char *text, size_t len, int32_t lang_id,
-                               int legacy, size_t max_length, int32_t **ids, size_t *n, size_t *cap,
-                               struct nlpd_error *err);
+int nlpd_m2m_tok_encode_placed(const struct nlpd_m2m_tok *t, const char *text, size_t len, int32_t lang_id, int legacy,
+                               size_t max_length, int32_t **ids, size_t *n, size_t *cap, struct nlpd_error *err);
 
 /* ids -> *text (malloc'ed, NUL-terminated). NLPD_ERANGE for an id outside [0, vocab size). */
 int nlpd_m2m_tok_decode(const struct nlpd_m2m_tok *t, const int32_t *ids, size_t n, int skip_special_tokens,

@@ -72,8 +72,8 @@ struct nlpd_tml *nlpd_tml_load(const char *dir, const char *dtype, const struct 
     for (size_t i = 0; i < nlpd_m2m_tok_lang_count(m->tok); i++) {
         int32_t id = nlpd_m2m_tok_lang_id(m->tok, nlpd_m2m_tok_lang_code(m->tok, i));
         if (id < 0 || id >= c->vocab) { /* every batch would fail */
-            nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: language token %s has id %d, the model's vocabulary only %d",
-                           dir, nlpd_m2m_tok_lang_code(m->tok, i), id, c->vocab);
+            nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: language token %s has id %d, the model's vocabulary only %d", dir,
+                           nlpd_m2m_tok_lang_code(m->tok, i), id, c->vocab);
             goto fail;
         }
     }
@@ -85,9 +85,10 @@ struct nlpd_tml *nlpd_tml_load(const char *dir, const char *dtype, const struct 
         }
     const char *tc = resolve(m, target_lang, &m->target);
     if (m->target < 0) {
-        nlpd_error_set(err, NLPD_EINVAL, 0, "target_lang \"%s\": %s has no such language (map it with lang_map, "
-                       "e.g. ((\"%s\", \"%s\")))", target_lang, dir, target_lang,
-                       nlpd_m2m_tok_lang_code(m->tok, 0));
+        nlpd_error_set(err, NLPD_EINVAL, 0,
+                       "target_lang \"%s\": %s has no such language (map it with lang_map, "
+                       "e.g. ((\"%s\", \"%s\")))",
+                       target_lang, dir, target_lang, nlpd_m2m_tok_lang_code(m->tok, 0));
         goto fail;
     }
     nlpd_m2m_gen_defaults(m->mt, gen);
@@ -105,9 +106,10 @@ struct nlpd_tml *nlpd_tml_load(const char *dir, const char *dtype, const struct 
             o += (size_t)snprintf(miss + o, sizeof miss - o, "%s%s", nmiss ? " " : "", nlpd_lang_lid176(i));
         nmiss++;
     }
-    nlpd_log(NLPD_LOG_INFO, "translate", "%s: target %s (%s); %zu of lid.176's %zu languages have no language "
-             "in this model (lang_map can map them): %s", dir, target_lang, tc, nmiss, nlpd_lang_lid176_count(),
-             nmiss ? miss : "none");
+    nlpd_log(NLPD_LOG_INFO, "translate",
+             "%s: target %s (%s); %zu of lid.176's %zu languages have no language "
+             "in this model (lang_map can map them): %s",
+             dir, target_lang, tc, nmiss, nlpd_lang_lid176_count(), nmiss ? miss : "none");
     return m;
 fail:
     nlpd_tml_free(m);
@@ -148,9 +150,8 @@ void nlpd_tml_ws_free(struct nlpd_tml_ws *ws)
     free(ws);
 }
 
-int nlpd_tml_translate(const struct nlpd_tml *m, struct nlpd_tml_ws *ws, const int32_t *const *ids,
-                       const size_t *lens, int n, const struct nlpd_gen_params *p, char **texts, size_t *text_lens,
-                       struct nlpd_error *err)
+int nlpd_tml_translate(const struct nlpd_tml *m, struct nlpd_tml_ws *ws, const int32_t *const *ids, const size_t *lens,
+                       int n, const struct nlpd_gen_params *p, char **texts, size_t *text_lens, struct nlpd_error *err)
 {
     struct nlpd_gen_output *out = calloc((size_t)n, sizeof *out);
     if (!out)

@@ -33,9 +33,8 @@ int nlpd_tml_encode(const struct nlpd_tml *m, int32_t src, const char *text, siz
 struct nlpd_tml_ws *nlpd_tml_ws_new(const struct nlpd_tml *m);
 void nlpd_tml_ws_free(struct nlpd_tml_ws *ws);
 /* Translates n tokenised sentences as one batch; texts[i] (malloc'ed) and lens[i] get the outputs. */
-int nlpd_tml_translate(const struct nlpd_tml *m, struct nlpd_tml_ws *ws, const int32_t *const *ids,
-                       const size_t *lens, int n, const struct nlpd_gen_params *p, char **texts, size_t *text_lens,
-                       struct nlpd_error *err);
+int nlpd_tml_translate(const struct nlpd_tml *m, struct nlpd_tml_ws *ws, const int32_t *const *ids, const size_t *lens,
+                       int n, const struct nlpd_gen_params *p, char **texts, size_t *text_lens, struct nlpd_error *err);
 
 int nlpd_tml_max_pos(const struct nlpd_tml *m);
 const char *nlpd_tml_dtype_name(const struct nlpd_tml *m);

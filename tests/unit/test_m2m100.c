@@ -14,7 +14,7 @@
 #include "m2m100.h"
 #include "m2m100_tok.h"
 
-#define M2M "tests/fixtures/hf-tiny/m2m100-mt"
+#define M2M  "tests/fixtures/hf-tiny/m2m100-mt"
 #define NLLB "tests/fixtures/hf-tiny/nllb-mt"
 
 static json_t *golden(const char *dir)
@@ -117,8 +117,10 @@ static void nllb_fast_tokenizer(void)
 {
     char dir[64], cmd[512];
     snprintf(dir, sizeof dir, "/tmp/nlpd-test-m2m-%d", (int)getpid());
-    snprintf(cmd, sizeof cmd, "mkdir -p %s && cd " NLLB " && cp tokenizer.json tokenizer_config.json "
-             "special_tokens_map.json added_tokens.json golden.json %s/", dir, dir);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s && cd " NLLB " && cp tokenizer.json tokenizer_config.json "
+             "special_tokens_map.json added_tokens.json golden.json %s/",
+             dir, dir);
     CHECK(system(cmd) == 0);
     tokenizer_ids(dir);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -182,7 +184,8 @@ static void model_ids(const char *dir)
             CHECK(nlpd_m2m_generate(m, ws, &p, out, &err) == 0);
             for (int i = 0; i < n; i++) {
                 json_t *e = json_array_get(ex, (size_t)json_integer_value(json_array_get(idx, (size_t)i)));
-                if (!ids_equal(out[i].ids, out[i].n, json_object_get(e, beam ? "beam_output_ids" : "generate_output_ids"))) {
+                if (!ids_equal(out[i].ids, out[i].n,
+                               json_object_get(e, beam ? "beam_output_ids" : "generate_output_ids"))) {
                     CHECK(!"generated ids");
                     print_ids(beam ? "beam" : "greedy", (size_t)i, out[i].ids, out[i].n);
                 }
