@@ -13,6 +13,7 @@
 #include "harness.h"
 #include "m2m100.h"
 #include "m2m100_tok.h"
+#include "translate/lang_codes.h"
 
 #define M2M  "tests/fixtures/hf-tiny/m2m100-mt"
 #define NLLB "tests/fixtures/hf-tiny/nllb-mt"
@@ -320,6 +321,39 @@ static void bad_inputs(void)
     CHECK(system(cmd) == 0);
 }
 
+/* The built-in language tables: every FLORES-200 code they give is a language of the NLLB tokenizer, ISO 639-1 /
+ * 639-3 / lid.176 codes map as documented, and every M2M100 code maps to itself. */
+static void language_tables(void)
+{
+    struct nlpd_error err = {0};
+    struct nlpd_m2m_tok *nllb = nlpd_m2m_tok_load(NLLB, &err), *m2m = nlpd_m2m_tok_load(M2M, &err);
+    CHECK(nllb && m2m);
+    if (!nllb || !m2m)
+        return;
+    size_t nllb_ok = 0, m2m_ok = 0;
+    for (size_t i = 0; i < nlpd_lang_lid176_count(); i++) {
+        const char *c = nlpd_lang_lid176(i), *f = nlpd_lang_flores200(c);
+        if (f) {
+            CHECK(nlpd_m2m_tok_lang_id(nllb, f) >= 0);
+            nllb_ok++;
+        }
+        m2m_ok += nlpd_m2m_tok_lang_id(m2m, nlpd_lang_m2m100(c)) >= 0;
+    }
+    CHECK(nllb_ok == 116 && m2m_ok == 91); /* of lid.176's 176 (NLLB-200, M2M100); the rest are logged at load */
+    CHECK(!strcmp(nlpd_lang_flores200("de"), "deu_Latn") && !strcmp(nlpd_lang_flores200("deu"), "deu_Latn"));
+    CHECK(!strcmp(nlpd_lang_flores200("zh"), "zho_Hans") && !strcmp(nlpd_lang_flores200("ara"), "arb_Arab"));
+    CHECK(!strcmp(nlpd_lang_flores200("fa"), "pes_Arab") && !strcmp(nlpd_lang_flores200("ger"), "deu_Latn"));
+    CHECK(nlpd_lang_flores200("la") == NULL && nlpd_lang_flores200("xyz") == NULL);
+    CHECK(!strcmp(nlpd_lang_m2m100("nb"), "no") && !strcmp(nlpd_lang_m2m100("fil"), "tl"));
+    CHECK(!strcmp(nlpd_lang_m2m100("deu"), "de") && !strcmp(nlpd_lang_m2m100("xx"), "xx"));
+    for (size_t i = 0; i < nlpd_m2m_tok_lang_count(m2m); i++) {
+        const char *c = nlpd_m2m_tok_lang_code(m2m, i);
+        CHECK(!strcmp(nlpd_lang_m2m100(c), c) || nlpd_m2m_tok_lang_id(m2m, nlpd_lang_m2m100(c)) >= 0);
+    }
+    nlpd_m2m_tok_free(nllb);
+    nlpd_m2m_tok_free(m2m);
+}
+
 int main(void)
 {
     RUN(m2m100_tokenizer);
@@ -328,5 +362,6 @@ int main(void)
     RUN(m2m100_model);
     RUN(nllb_model);
     RUN(bad_inputs);
+    RUN(language_tables);
     return TEST_REPORT();
 }
