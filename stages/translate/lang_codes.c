@@ -241,7 +241,8 @@ static const char *const kFlores[][2] = {
 
 /* other spellings of M2M100's codes */
 static const char *const kM2M100Alias[][2] = {
-    {"nb", "no"}, {"nn", "no"}, {"fil", "tl"}, {"iw", "he"}, {"in", "id"}, {"ji", "yi"}, {"nso", "ns"}, {"als", "sq"},
+    {"nb", "no"}, {"nn", "no"},  {"fil", "tl"}, {"iw", "he"},  {"in", "id"},
+    {"ji", "yi"}, {"nso", "ns"}, {"als", "sq"}, {"arz", "ar"},
 };
 
 static const char *const kLid176[] = {
