@@ -29,8 +29,8 @@ static int oom(struct nlpd_error *err)
 
 /* ---------------------------------------------------------------- logits processors ---- */
 
-/* In transformers' order: no-repeat n-grams, bad words, min length, forced bos, forced eos. hist[0..len) is the row's ids so
- * far (decoder start first); the row's scores are changed in place. */
+/* In transformers' order: no-repeat n-grams, bad words, min length, forced bos, forced eos. hist[0..len) is the
+ * row's ids so far (decoder start first); the row's scores are changed in place. */
 static void process_row(const struct nlpd_gen_params *p, const int32_t *hist, int len, float *row, int V,
                         float forced_value)
 {

@@ -1,5 +1,6 @@
-/* SentencePiece model reader and Unigram encoder/decoder: see spm.h for the semantics followed (sentencepiece
- * 0.1.97: normalizer.cc, model_interface.cc, unigram_model.cc EncodeOptimized, sentencepiece_processor.cc). */
+/* SentencePiece model reader, Unigram and BPE encoders, decoder: see spm.h for the semantics followed (sentencepiece
+ * 0.1.97: normalizer.cc, model_interface.cc, unigram_model.cc EncodeOptimized, bpe_model.cc Encode,
+ * sentencepiece_processor.cc). */
 #include "spm.h"
 
 #include <errno.h>

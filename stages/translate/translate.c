@@ -215,9 +215,11 @@ static void *translate_thread_init(void *ctx)
     struct translate_thread *t = calloc(1, sizeof *t);
     if (!t || !(t->ws = calloc(s->nm, sizeof *t->ws)) || !(t->mlws = calloc(s->nm, sizeof *t->mlws)))
         goto bad;
-    for (size_t i = 0; i < s->nm; i++)
-        if (s->m[i].ml ? !(t->mlws[i] = nlpd_tml_ws_new(s->m[i].ml)) : !(t->ws[i] = nlpd_marian_ws_new(s->m[i].mt, NULL)))
+    for (size_t i = 0; i < s->nm; i++) {
+        if (s->m[i].ml ? !(t->mlws[i] = nlpd_tml_ws_new(s->m[i].ml))
+                       : !(t->ws[i] = nlpd_marian_ws_new(s->m[i].mt, NULL)))
             goto bad;
+    }
     return t;
 bad:
     if (t && t->ws)
