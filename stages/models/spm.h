@@ -1,6 +1,6 @@
 /* SentencePiece: the ModelProto reader (.model / .spm files) and the Unigram / BPE encoder and decoder, with the
- * semantics of the sentencepiece C++ library 0.1.97 (what Debian's python3-sentencepiece wraps), not those of Hugging Face
- * tokenizers' conversion:
+ * semantics of the sentencepiece C++ library 0.1.97 (what Debian's python3-sentencepiece wraps), not those of
+ * Hugging Face tokenizers' conversion:
  *   - normalizer.cc: user-defined symbols first (longest match, copied as is), then the precompiled_charsmap
  *     (longest rule of the darts-clone trie over the raw bytes), else one UTF-8 char unchanged; a malformed byte
  *     becomes U+FFFD and consumes one byte. add_dummy_prefix, remove_extra_whitespaces (heading, trailing and
