@@ -486,3 +486,134 @@ int nlpd_cmd_infer_m2m(int argc, char **argv)
     nlpd_m2m_free(m);
     return 0;
 }
+
+/* `nlpd tokenize --model DIR` for M2M100 / NLLB folders: {"text", "src_lang"?} -> {"ids", "tokens"} with the
+ * language token where the tokenizer puts it (--src-lang, then tokenizer_config.json's src_lang; none when
+ * neither), and with --decode {"ids", "skip_special_tokens"?} -> {"text"}. */
+static void tokenize_line(const struct nlpd_m2m_tok *tok, const char *line, size_t len, int decode,
+                          const char *src_def, size_t max_length, long long lineno)
+{
+    json_error_t je;
+    json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+    char *error = NULL;
+    struct nlpd_error err = {0};
+    struct nlpd_out o = {0};
+    int32_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    if (!root || !json_is_object(root)) {
+        nlpd_out_error(lineno, root ? "not a JSON object" : je.text);
+        json_decref(root);
+        return;
+    }
+    if (decode) {
+        json_t *v = json_object_get(root, "ids"), *x;
+        size_t i;
+        if (!json_is_array(v) || !(ids = malloc((json_array_size(v) + 1) * sizeof *ids))) {
+            error = dupf("expected {\"ids\": [token ids], \"skip_special_tokens\"?: bool}");
+        } else {
+            json_array_foreach(v, i, x)
+            {
+                if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > INT32_MAX) {
+                    error = dupf("\"ids\" must hold token ids");
+                    break;
+                }
+                ids[n++] = (int32_t)json_integer_value(x);
+            }
+        }
+        char *text = NULL;
+        size_t tl = 0;
+        if (!error && nlpd_m2m_tok_decode(tok, ids, n, json_is_true(json_object_get(root, "skip_special_tokens")),
+                                          &text, &tl, &err))
+            error = dupf(err.message);
+        if (!error) {
+            nlpd_out_str(&o, "{\"text\": ");
+            nlpd_out_jstr(&o, text, tl);
+            nlpd_out_str(&o, "}\n");
+        }
+        free(text);
+    } else {
+        json_t *text = json_object_get(root, "text"), *sl = json_object_get(root, "src_lang");
+        int32_t src = -1;
+        if (!json_is_string(text))
+            error = dupf("expected {\"text\": string, \"src_lang\"?: code}");
+        else if (sl || src_def)
+            src = lang_of(tok, sl, src_def, "src_lang", &error);
+        if (!error && nlpd_m2m_tok_encode(tok, json_string_value(text), json_string_length(text), src, max_length,
+                                          &ids, &n, &cap, &err))
+            error = dupf(err.message);
+        if (!error) {
+            nlpd_out_str(&o, "{\"ids\": ");
+            nlpd_out_ints(&o, ids, n);
+            nlpd_out_str(&o, ", \"tokens\": [");
+            for (size_t i = 0; i < n; i++) {
+                char buf[64];
+                size_t l = 0;
+                const char *t = nlpd_m2m_tok_id_to_token(tok, ids[i], buf, sizeof buf, &l);
+                nlpd_out_str(&o, i ? ", " : "");
+                if (t)
+                    nlpd_out_jstr(&o, t, l);
+                else
+                    nlpd_out_str(&o, "null");
+            }
+            nlpd_out_str(&o, "]}\n");
+        }
+    }
+    if (error)
+        nlpd_out_error(lineno, error);
+    else
+        fputs(o.p, stdout);
+    free(error);
+    free(o.p);
+    free(ids);
+    json_decref(root);
+}
+
+int nlpd_cmd_tokenize_m2m(int argc, char **argv)
+{
+    const char *model = NULL, *src = NULL;
+    int decode = 0;
+    long max_length = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "--decode")) {
+            decode = 1;
+        } else if (!strcmp(argv[i], "--model") && v) {
+            model = argv[++i];
+        } else if (!strcmp(argv[i], "--src-lang") && v) {
+            src = argv[++i];
+        } else if (!strcmp(argv[i], "--max-length") && v) {
+            if (nlpd_cmd_number("tokenize", argv[i], v, 0, 1000000, &max_length))
+                return 2;
+            i++;
+        } else {
+            fprintf(stderr, "nlpd tokenize: unknown or incomplete option \"%s\"\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!model) {
+        fprintf(stderr, "usage: nlpd tokenize --model DIR [--src-lang CODE] [--max-length N] [--decode] < lines\n");
+        return 2;
+    }
+    struct nlpd_error err = {0};
+    struct nlpd_m2m_tok *tok = nlpd_m2m_tok_load(model, &err);
+    if (!tok) {
+        fprintf(stderr, "nlpd tokenize: %s\n", err.message);
+        return 1;
+    }
+    if (!src)
+        src = nlpd_m2m_tok_default_src(tok);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got;
+    long long lineno = 0;
+    while ((got = getline(&line, &cap, stdin)) >= 0) {
+        size_t len = (size_t)got;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            len--;
+        tokenize_line(tok, line, len, decode, src, (size_t)max_length, ++lineno);
+        fflush(stdout);
+    }
+    free(line);
+    nlpd_m2m_tok_free(tok);
+    return 0;
+}

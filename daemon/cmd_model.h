@@ -17,5 +17,6 @@ void nlpd_cmd_log_backend(const char *line);
 int nlpd_cmd_is_seq2seq(const char *model_dir);
 int nlpd_cmd_infer_seq2seq(int argc, char **argv);
 int nlpd_cmd_infer_m2m(int argc, char **argv);
+int nlpd_cmd_tokenize_m2m(int argc, char **argv); /* `nlpd tokenize` of an M2M100 / NLLB folder */
 
 #endif

@@ -44,6 +44,7 @@ struct nlpd_m2m_tok {
     char **dec;                  /* id -> token for ids not handled otherwise (M2M100: vocab.json), NULL holes */
     size_t ndec;
     size_t vocab_end; /* ids below: vocabulary tokens; M2M100 language tokens start here */
+    size_t madeup;    /* M2M100's num_madeup_words: ids after the languages without a token string */
     struct added *added;
     size_t nadded;
     struct lang *langs;
@@ -408,6 +409,10 @@ struct nlpd_m2m_tok *nlpd_m2m_tok_load(const char *dir, struct nlpd_error *err)
     t->model_max_length = json_is_integer(mml) && json_integer_value(mml) > 0 && json_integer_value(mml) < (1 << 30)
                               ? (size_t)json_integer_value(mml)
                               : 1024;
+    json_t *mw = cfg ? json_object_get(cfg, "num_madeup_words") : NULL;
+    t->madeup = json_is_integer(mw) && json_integer_value(mw) >= 0 && json_integer_value(mw) < 4096
+                    ? (size_t)json_integer_value(mw)
+                    : 8;
     t->legacy = cfg && json_is_true(json_object_get(cfg, "legacy_behaviour"));
     t->clean_up = cfg && json_is_true(json_object_get(cfg, "clean_up_tokenization_spaces"));
     const char *s = cfg ? json_string_value(json_object_get(cfg, "src_lang")) : NULL;
@@ -590,6 +595,28 @@ static const char *id_token(const struct nlpd_m2m_tok *t, int32_t id, size_t *le
     return s;
 }
 
+static size_t vocab_size(const struct nlpd_m2m_tok *t)
+{
+    size_t vocab = t->kind == NLPD_M2M_TOK_M2M100 ? t->vocab_end + t->nlangs + t->madeup : t->vocab_end;
+    for (size_t i = 0; i < t->nadded; i++)
+        if ((size_t)t->added[i].id + 1 > vocab)
+            vocab = (size_t)t->added[i].id + 1;
+    return vocab;
+}
+
+const char *nlpd_m2m_tok_id_to_token(const struct nlpd_m2m_tok *t, int32_t id, char *buf, size_t bufsz, size_t *len)
+{
+    size_t l = 0;
+    if (id < 0 || (size_t)id >= vocab_size(t))
+        return NULL;
+    const char *s = t->fast ? nlpd_tokenizer_id_to_token(t->fast, id) : id_token(t, id, &l, buf, bufsz);
+    if (s && t->fast)
+        l = strlen(s);
+    if (len)
+        *len = l;
+    return s;
+}
+
 static int is_special_tok(const struct nlpd_m2m_tok *t, const char *s, size_t n)
 {
     for (size_t i = 0; i < t->nspecial; i++)
@@ -661,12 +688,9 @@ int nlpd_m2m_tok_decode(const struct nlpd_m2m_tok *t, const int32_t *ids, size_t
         rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
         goto done;
     }
-    size_t vocab = t->kind == NLPD_M2M_TOK_M2M100 ? t->vocab_end + t->nlangs : t->vocab_end;
-    for (size_t i = 0; i < t->nadded; i++)
-        if ((size_t)t->added[i].id + 1 > vocab)
-            vocab = (size_t)t->added[i].id + 1;
+    size_t vocab = vocab_size(t);
     for (size_t i = 0; i < n && !rc; i++) {
-        if (ids[i] < 0 || (size_t)ids[i] >= vocab + 64) { /* M2M100's madeup words sit past the languages */
+        if (ids[i] < 0 || (size_t)ids[i] >= vocab) {
             rc = nlpd_error_set(err, NLPD_ERANGE, 0, "token id %d is outside the vocabulary", ids[i]);
             break;
         }

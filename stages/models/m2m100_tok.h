@@ -44,6 +44,10 @@ int nlpd_m2m_tok_encode_placed(const struct nlpd_m2m_tok *t, const char *text, s
 int nlpd_m2m_tok_decode(const struct nlpd_m2m_tok *t, const int32_t *ids, size_t n, int skip_special_tokens,
                         char **text, size_t *len, struct nlpd_error *err);
 
+/* The token string of an id (M2M100 language tokens as "__de__"; an id without a string gives the unk token, as
+ * convert_ids_to_tokens does), into buf when it has to be built; NULL for an id outside the vocabulary. */
+const char *nlpd_m2m_tok_id_to_token(const struct nlpd_m2m_tok *t, int32_t id, char *buf, size_t bufsz, size_t *len);
+
 /* The id of a language code in the model's own spelling ("de" for M2M100, "__de__" accepted too;
  * "deu_Latn" for NLLB), or -1. */
 int32_t nlpd_m2m_tok_lang_id(const struct nlpd_m2m_tok *t, const char *code);

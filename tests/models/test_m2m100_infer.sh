@@ -48,5 +48,25 @@ EOF2
         then pass=$((pass + 1)); else echo "FAIL $fx beams $beams"; fail=$((fail + 1)); fi
     done
 done
+# nlpd tokenize: the golden input ids and tokens, the language token per line
+for fx in m2m100-mt nllb-mt; do
+    DIR=tests/fixtures/hf-tiny/$fx
+    python3 -c '
+import json, sys
+for e in json.load(open(sys.argv[1]))["examples"]:
+    print(json.dumps({"text": e["text"], "src_lang": e["src_lang"]}))' "$DIR/golden.json" |
+        timeout 60 "$NLPD" tokenize --model "$DIR" > "$TMP/tok.jsonl"
+    if python3 -c '
+import json, sys
+g = json.load(open(sys.argv[1]))["examples"]
+o = [json.loads(l) for l in open(sys.argv[2])]
+sys.exit(0 if len(o) == len(g) and all(a.get("ids") == e["input_ids"] and a.get("tokens") == e["tokens"]
+                                       for a, e in zip(o, g)) else 1)' "$DIR/golden.json" "$TMP/tok.jsonl"; then
+        pass=$((pass + 1))
+    else
+        echo "FAIL $fx: nlpd tokenize ids / tokens"
+        fail=$((fail + 1))
+    fi
+done
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
