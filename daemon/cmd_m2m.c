@@ -490,8 +490,8 @@ int nlpd_cmd_infer_m2m(int argc, char **argv)
 /* `nlpd tokenize --model DIR` for M2M100 / NLLB folders: {"text", "src_lang"?} -> {"ids", "tokens"} with the
  * language token where the tokenizer puts it (--src-lang, then tokenizer_config.json's src_lang; none when
  * neither), and with --decode {"ids", "skip_special_tokens"?} -> {"text"}. */
-static void tokenize_line(const struct nlpd_m2m_tok *tok, const char *line, size_t len, int decode,
-                          const char *src_def, size_t max_length, long long lineno)
+static void tokenize_line(const struct nlpd_m2m_tok *tok, const char *line, size_t len, int decode, const char *src_def,
+                          size_t max_length, long long lineno)
 {
     json_error_t je;
     json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
@@ -538,8 +538,8 @@ static void tokenize_line(const struct nlpd_m2m_tok *tok, const char *line, size
             error = dupf("expected {\"text\": string, \"src_lang\"?: code}");
         else if (sl || src_def)
             src = lang_of(tok, sl, src_def, "src_lang", &error);
-        if (!error && nlpd_m2m_tok_encode(tok, json_string_value(text), json_string_length(text), src, max_length,
-                                          &ids, &n, &cap, &err))
+        if (!error && nlpd_m2m_tok_encode(tok, json_string_value(text), json_string_length(text), src, max_length, &ids,
+                                          &n, &cap, &err))
             error = dupf(err.message);
         if (!error) {
             nlpd_out_str(&o, "{\"ids\": ");
