@@ -1,6 +1,7 @@
 #!/bin/sh
 # Loading what the Hub has: every fixture model (M2M100 / NLLB included) written by Debian's PyTorch (torch.save
-# of its state dict) as pytorch_model.bin, with tensors as views into one storage and a tied name, in torch's pre-1.6 format, as
+# of its state dict) as pytorch_model.bin, with tensors as views into one storage and a tied name, in torch's
+# pre-1.6 format, as
 # float16, as sharded safetensors (model.safetensors.index.json) and sharded .bin (pytorch_model.bin.index.json);
 # `nlpd infer` must print exactly
 # what it prints for the model.safetensors original (float16: what it prints for the same float16 weights in
