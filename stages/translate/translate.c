@@ -439,6 +439,8 @@ static enum nlpd_stage_status run_model(struct translate *s, struct translate_th
                                      code && lang && strcmp(code, lang) ? "\")" : "");
                 continue;
             }
+            if (src == nlpd_tml_target(m->ml)) /* already in the target language, spelt otherwise ("eng_Latn") */
+                continue;
             int32_t *mids = NULL;
             size_t mk = 0;
             int mrc = nlpd_tml_encode(m->ml, src, src_text(r) + se->start, se->end - se->start, &mids, &mk, err);

@@ -47,6 +47,11 @@ static const char *resolve(const struct nlpd_tml *m, const char *code, int32_t *
     return c ? c : code;
 }
 
+int32_t nlpd_tml_target(const struct nlpd_tml *m)
+{
+    return m->target;
+}
+
 int32_t nlpd_tml_source(const struct nlpd_tml *m, const char *lang_code, const char **model_code)
 {
     int32_t id = -1;

@@ -24,7 +24,8 @@ struct nlpd_tml *nlpd_tml_load(const char *dir, const char *dtype, const struct 
 void nlpd_tml_free(struct nlpd_tml *m);
 
 /* The source-language id for a record's lang.code (NULL: unknown), or -1 when the model cannot take it;
- * *model_code (optional) gets the code it resolved to. */
+ * *model_code (optional) gets the code it resolved to. nlpd_tml_target: the target language's id. */
+int32_t nlpd_tml_target(const struct nlpd_tml *m);
 int32_t nlpd_tml_source(const struct nlpd_tml *m, const char *lang_code, const char **model_code);
 /* Tokenises one sentence with the source language token; ids realloc'ed as nlpd_m2m_tok_encode. */
 int nlpd_tml_encode(const struct nlpd_tml *m, int32_t src, const char *text, size_t len, int32_t **ids, size_t *n,

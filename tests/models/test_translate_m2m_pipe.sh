@@ -2,7 +2,8 @@
 # The translate stage with one multilingual model (tests/fixtures/hf-tiny/nllb-mt and m2m100-mt; random weights,
 # so the "translations" are nonsense but deterministic): langid -> translate through `nlpd pipe`. Each record's
 # sentences equal `nlpd infer` with the source language lang.code maps to (de -> deu_Latn, fr -> fra_Latn) and
-# the target language forced; records in the target language are left alone; a language the model cannot take
+# the target language forced; records in the target language (also when target_lang is spelt "eng_Latn") are
+# left alone; a language the model cannot take
 # is left alone (unsupported_lang = skip) or dead-lettered with the reason (fail), or translated once lang_map
 # maps it; a lang_map value or target_lang the model lacks is an `nlpd check` error; an M2M100 model too.
 # usage: tests/models/test_translate_m2m_pipe.sh [path/to/nlpd]   Prints `N passed, N failed`.
@@ -101,6 +102,14 @@ if check "$T/c.out" 'tr("la").get("text") == w[0]' "$want"; then
     ok "lang_map la -> ita_Latn translates la"
 else
     nok "lang_map" "$(grep '"la"' "$T/c.out") want $want"
+fi
+
+conf "$T/g.conf" "$NLLB" 'target_lang = "eng_Latn";'
+timeout 120 "$NLPD" pipe -c "$T/g.conf" < "$T/in.jsonl" > "$T/g.out" 2> "$T/g.err"
+if check "$T/g.out" 'not tr("en") and tr("de").get("text") and tr("de").get("target_lang") == "eng_Latn"' '[]'; then
+    ok "target_lang in the model's spelling: en records (eng_Latn) are left alone, de translated"
+else
+    nok "target_lang eng_Latn" "$(cat "$T/g.out")"
 fi
 
 conf "$T/d.conf" "$NLLB" 'lang_map = (("la", "lat_Latn"));'
