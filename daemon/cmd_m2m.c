@@ -487,7 +487,8 @@ int nlpd_cmd_infer_m2m(int argc, char **argv)
     return 0;
 }
 
-/* `nlpd tokenize --model DIR` for M2M100 / NLLB folders: {"text", "src_lang"?} -> {"ids", "tokens"} with the
+/* `nlpd tokenize --model DIR` for M2M100 / NLLB folders (see cmd_model.h for when): {"text", "src_lang"?} ->
+ * {"ids", "tokens"} with the
  * language token where the tokenizer puts it (--src-lang, then tokenizer_config.json's src_lang; none when
  * neither), and with --decode {"ids", "skip_special_tokens"?} -> {"text"}. */
 static void tokenize_line(const struct nlpd_m2m_tok *tok, const char *line, size_t len, int decode, const char *src_def,
@@ -566,6 +567,25 @@ static void tokenize_line(const struct nlpd_m2m_tok *tok, const char *line, size
     free(o.p);
     free(ids);
     json_decref(root);
+}
+
+int nlpd_cmd_tokenize_is_m2m(int argc, char **argv)
+{
+    const char *model = NULL;
+    int src = 0;
+    for (int i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--model"))
+            model = argv[i + 1];
+        src |= !strcmp(argv[i], "--src-lang");
+    }
+    if (!model || nlpd_cmd_is_seq2seq(model) != 2)
+        return 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", model);
+    FILE *f = fopen(path, "rb");
+    if (f)
+        fclose(f);
+    return src || !f;
 }
 
 int nlpd_cmd_tokenize_m2m(int argc, char **argv)

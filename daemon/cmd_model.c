@@ -208,9 +208,8 @@ static int decode_line(const struct nlpd_tokenizer *tok, const char *line, size_
 
 int nlpd_cmd_tokenize(int argc, char **argv)
 {
-    for (int i = 1; i + 1 < argc; i++) /* the language token is placed per line: the M2M100 / NLLB tokenizer */
-        if (!strcmp(argv[i], "--model") && nlpd_cmd_is_seq2seq(argv[i + 1]) == 2)
-            return nlpd_cmd_tokenize_m2m(argc, argv);
+    if (nlpd_cmd_tokenize_is_m2m(argc, argv))
+        return nlpd_cmd_tokenize_m2m(argc, argv);
     struct args a;
     if (parse_args(argc, argv, &a))
         return 2;

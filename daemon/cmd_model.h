@@ -17,6 +17,9 @@ void nlpd_cmd_log_backend(const char *line);
 int nlpd_cmd_is_seq2seq(const char *model_dir);
 int nlpd_cmd_infer_seq2seq(int argc, char **argv);
 int nlpd_cmd_infer_m2m(int argc, char **argv);
-int nlpd_cmd_tokenize_m2m(int argc, char **argv); /* `nlpd tokenize` of an M2M100 / NLLB folder */
+/* `nlpd tokenize` of an M2M100 / NLLB folder: without tokenizer.json (transformers' AutoTokenizer then takes the
+ * slow tokenizer), or with --src-lang (the language token placed per line, not by the saved template) */
+int nlpd_cmd_tokenize_is_m2m(int argc, char **argv);
+int nlpd_cmd_tokenize_m2m(int argc, char **argv);
 
 #endif

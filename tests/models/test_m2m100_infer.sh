@@ -51,11 +51,14 @@ done
 # nlpd tokenize: the golden input ids and tokens, the language token per line
 for fx in m2m100-mt nllb-mt; do
     DIR=tests/fixtures/hf-tiny/$fx
+    # --src-lang: the M2M100 / NLLB tokenizer also where the folder has a tokenizer.json (nllb-mt)
     python3 -c '
 import json, sys
 for e in json.load(open(sys.argv[1]))["examples"]:
     print(json.dumps({"text": e["text"], "src_lang": e["src_lang"]}))' "$DIR/golden.json" |
-        timeout 60 "$NLPD" tokenize --model "$DIR" > "$TMP/tok.jsonl"
+        timeout 60 "$NLPD" tokenize --model "$DIR" --src-lang "$(python3 -c '
+import json, sys; print(json.load(open(sys.argv[1]))["examples"][0]["src_lang"])' "$DIR/golden.json")" \
+        > "$TMP/tok.jsonl"
     if python3 -c '
 import json, sys
 g = json.load(open(sys.argv[1]))["examples"]
