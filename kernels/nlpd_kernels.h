@@ -76,7 +76,7 @@ enum nlpd_act {
 
 enum nlpd_op_kind {
     NLPD_OP_MATMUL = 0, /* c[m,n] = act(a[m,k] . b[k,n] + bias[n]) (b transposed when trans_b: b[n,k]) */
-    NLPD_OP_BIAS_ACT,   /* x[r,c] = act(x + bias[c]) in place */
+    NLPD_OP_BIAS_ACT,   /* x[r,c] = act(x + bias[c]) + residual[r,c] in place (residual optional) */
     NLPD_OP_LAYER_NORM, /* y = LN(x + bias + residual) * gamma + beta, row-wise; bias/residual optional */
     NLPD_OP_SOFTMAX,    /* row-wise, in place */
     NLPD_OP_ATTENTION,  /* masked multi-head self-attention from a fused [q|k|v] projection */
@@ -101,6 +101,7 @@ struct nlpd_op_bias_act {
     const float *bias; /* may be NULL */
     int rows, cols, ld;
     enum nlpd_act act;
+    const float *residual; /* [rows, cols] at row stride ld, added last; may be NULL (pre-norm residual adds) */
 };
 
 struct nlpd_op_layer_norm {

@@ -158,8 +158,14 @@ suite "tests/models/test_decode_ref.sh build/san/nlpd" bash tests/models/test_de
 # Marian translation: transformers' goldens (greedy ids, encoder, logits, top-5), texts through the tokenizer, and
 # greedy/beam search on random shapes against the independent PyTorch reference (tests/models/marian_ref.py).
 suite "tests/models/test_marian.sh build/nlpd" sh tests/models/test_marian.sh build/nlpd
+# M2M100 / NLLB through `nlpd infer`: greedy and beam ids exact, mixed target languages in one batch.
+suite "tests/models/test_m2m100_infer.sh build/nlpd" sh tests/models/test_m2m100_infer.sh build/nlpd
+# M2M100 on random shapes (activations, untied lm_head, unequal depths, no embedding scale) against tests/models/m2m_ref.py.
+suite "tests/models/test_m2m100_beam.sh build/nlpd" sh tests/models/test_m2m100_beam.sh build/nlpd
 # The translate stage: langid -> translate -> sentiment, sentence split and join, downstream text, cache, errors.
 suite "tests/models/test_translate_pipe.sh build/nlpd" bash tests/models/test_translate_pipe.sh build/nlpd
+# The translate stage with one multilingual model (NLLB / M2M100): lang.code mapping, lang_map, unsupported_lang.
+suite "tests/models/test_translate_m2m_pipe.sh build/nlpd" bash tests/models/test_translate_m2m_pipe.sh build/nlpd
 suite "tests/models/test_translate_pipe.sh build/san/nlpd" bash tests/models/test_translate_pipe.sh build/san/nlpd
 # SentencePiece (Unigram) and the Marian tokenizer against python3-sentencepiece 0.1.97 (+ MarianTokenizer in Python).
 suite "tests/models/test_spm_parity.sh" sh tests/models/test_spm_parity.sh

@@ -251,17 +251,22 @@ static void test_matmul(void)
 
 static void test_bias_act(void)
 {
+    /* res: the residual added last (pre-norm sub-layers), with and without bias / activation */
+    for (int res = 0; res < 2; res++)
     for (int wide = 0; wide < 2; wide++)
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
         for (int bias = 0; bias < 2; bias++) {
             struct pair p;
             int rows = wide ? 7 : 19, cols = wide ? 1500 : 45, ld = wide ? 1503 : 50;
-            if (pair_init(&p, gpu, 64 * 1024, 0))
+            if (pair_init(&p, gpu, 128 * 1024, 0))
                 return;
             size_t x = put_rand(&p, (size_t)rows * ld, 4.0f), b = put_rand(&p, (size_t)cols, 1.0f);
+            size_t r = put_rand(&p, (size_t)rows * ld, 2.0f);
             struct nlpd_op oc = {.kind = NLPD_OP_BIAS_ACT}, og = oc;
-            oc.u.bias_act = (struct nlpd_op_bias_act){F(&p.c, x), bias ? F(&p.c, b) : NULL, rows, cols, ld, acts[i]};
-            og.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), bias ? F(&p.g, b) : NULL, rows, cols, ld, acts[i]};
+            oc.u.bias_act = (struct nlpd_op_bias_act){F(&p.c, x), bias ? F(&p.c, b) : NULL, rows, cols, ld, acts[i],
+                                                      res ? F(&p.c, r) : NULL};
+            og.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), bias ? F(&p.g, b) : NULL, rows, cols, ld, acts[i],
+                                                      res ? F(&p.g, r) : NULL};
             if (!run2(&p, &oc, &og))
                 compare_out(&p, x, (size_t)rows, (size_t)ld, (size_t)ld, 1e-5, "bias_act");
             pair_free(&p);

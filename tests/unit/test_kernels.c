@@ -93,6 +93,47 @@ static void check_act(void)
     }
 }
 
+/* BIAS_ACT with a residual (pre-norm sub-layers): x = act(x + bias) + residual, rows at stride ld; the
+ * padding between rows stays untouched. One rounding per add: the sums are exact to 2 ulp. */
+static void check_bias_act_residual(void)
+{
+    const int rows = 5, cols = 37, ld = 40;
+    float x[5 * 40], res[5 * 40], bias[37], want[5 * 40];
+    for (int i = 0; i < rows * ld; i++) {
+        x[i] = (float)((i * 7919) % 201 - 100) / 37.0f;
+        res[i] = (float)((i * 104729) % 199 - 99) / 29.0f;
+    }
+    for (int c = 0; c < cols; c++)
+        bias[c] = (float)(c % 11 - 5) / 13.0f;
+    for (int a = 0; a < 2; a++) {
+        enum nlpd_act act = a ? NLPD_ACT_RELU : NLPD_ACT_NONE;
+        float y[5 * 40];
+        memcpy(y, x, sizeof y);
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < ld; c++) {
+                float v = x[r * ld + c];
+                if (c < cols) {
+                    v += bias[c];
+                    v = act == NLPD_ACT_RELU && v < 0 ? 0.0f : v;
+                    v += res[r * ld + c];
+                }
+                want[r * ld + c] = v;
+            }
+        struct nlpd_op op = {.kind = NLPD_OP_BIAS_ACT};
+        op.u.bias_act = (struct nlpd_op_bias_act){y, bias, rows, cols, ld, act, res};
+        run_op(&op);
+        int bad = 0;
+        for (int i = 0; i < rows * ld; i++)
+            bad += fabsf(y[i] - want[i]) > 2 * U_F32 * (1.0f + fabsf(want[i]));
+        CHECK(bad == 0);
+        /* no bias, no activation: the residual alone is still added */
+        memcpy(y, x, sizeof y);
+        op.u.bias_act = (struct nlpd_op_bias_act){y, NULL, rows, cols, ld, NLPD_ACT_NONE, res};
+        run_op(&op);
+        CHECK(y[0] == x[0] + res[0] && y[ld + 3] == x[ld + 3] + res[ld + 3] && y[cols] == x[cols]);
+    }
+}
+
 static void check_matmul(void)
 {
     static const int shapes[][3] = {{1, 1, 1}, {5, 7, 3}, {17, 33, 65}, {64, 96, 32}, {3, 9, 0}};
@@ -460,6 +501,7 @@ static void check_all_ops(void)
 {
     check_logsumexp();
     check_act();
+    check_bias_act_residual();
     check_matmul();
     check_layer_norm();
     check_softmax();
