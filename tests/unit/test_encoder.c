@@ -14,7 +14,8 @@
 
 #define FIX "tests/fixtures/hf-tiny/"
 
-static const char *models[] = {"bert-seq-cls", "bert-token-cls", "distilbert-seq-cls", "xlm-roberta-seq-cls"};
+static const char *models[] = {"bert-seq-cls",        "bert-token-cls",     "distilbert-seq-cls",
+                               "xlm-roberta-seq-cls", "deberta-v2-seq-cls", "deberta-v2-token-cls"};
 
 static int close_enough(double got, double want, double atol, double rtol)
 {
