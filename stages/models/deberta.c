@@ -292,6 +292,9 @@ static int check_config(const struct nlpd_hf_config *c, const char *path, struct
         return nlpd_error_set(err, NLPD_EFORMAT, 0,
                               "%s: attention_head_size %d x %d heads != hidden_size %d is not supported", path,
                               dc->attention_head_size, c->num_heads, c->hidden_size);
+    if (dc->pooler_hidden_size != c->hidden_size) /* ContextPooler reads hidden_size wide tokens into it */
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: pooler_hidden_size %d != hidden_size %d is not supported",
+                              path, dc->pooler_hidden_size, c->hidden_size);
     if (dc->relative_attention) {
         int span = dc->position_buckets > 0 ? dc->position_buckets : dc->max_relative_positions;
         if (dc->position_buckets == 1 || (dc->position_buckets > 1 && dc->max_relative_positions - 1 ==
