@@ -244,17 +244,23 @@ static int layer_norm(const struct nlpd_deberta *m, float *y, const float *x, co
 
 /* pos_k = R Wk + bk (c2p) and pos_q = R Wq + bq (p2c) of every layer, R = LayerNorm(rel_embeddings) when
  * norm_rel_ebd says so: the same for every batch, so computed once (with the layer's own query/key projections
- * under share_att_key, biases included, as transformers does). */
+ * under share_att_key, biases included, as transformers does). The projection weights are copied into a plain
+ * buffer first so that these products run in fp32 whatever the dtype: they are made once, and every score reads
+ * them. */
 static int make_pos_tables(struct nlpd_deberta *m, struct nlpd_error *err)
 {
     const struct nlpd_hf_config *c = m->cfg;
     const struct nlpd_hf_deberta *dc = &c->deberta;
     const int H = m->H, R = 2 * m->span;
-    const size_t tab = (size_t)R * H;
-    struct nlpd_buffer rn = {0};
-    int rc = nlpd_backend_alloc(m->be, (size_t)c->num_layers * m->n_pos_terms * tab * sizeof(float), &m->pos_tab, err);
-    if (rc || (rc = nlpd_backend_alloc(m->be, tab * sizeof(float), &rn, err)))
-        return rc;
+    const size_t tab = (size_t)R * H, wn = (size_t)H * 3 * H;
+    struct nlpd_buffer rn = {0}, wt = {0};
+    float *host = malloc(wn * sizeof(float));
+    int rc = host ? 0 : nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+    if (rc || (rc = nlpd_backend_alloc(m->be, (size_t)c->num_layers * m->n_pos_terms * tab * sizeof(float),
+                                       &m->pos_tab, err)) ||
+        (rc = nlpd_backend_alloc(m->be, tab * sizeof(float), &rn, err)) ||
+        (rc = nlpd_backend_alloc(m->be, wn * sizeof(float), &wt, err)))
+        goto out;
     const float *r = wptr(m, m->rel);
     if (dc->norm_rel_ln) {
         if ((rc = layer_norm(m, rn.ptr, r, NULL, NULL, m->rel_g, m->rel_b, R, err)))
@@ -264,18 +270,31 @@ static int make_pos_tables(struct nlpd_deberta *m, struct nlpd_error *err)
     for (int l = 0; l < c->num_layers && !rc; l++) {
         const struct dlayer *L = &m->layers[l];
         float *dst = (float *)m->pos_tab.ptr + (size_t)l * m->n_pos_terms * tab;
-        if (dc->c2p) {
-            rc = dc->share_att_key ? matmul_ld(m, dst, r, H, L->wqkv + H, 3 * H, L->bqkv + H, R, H, H, NLPD_ACT_NONE, err)
-                                   : matmul(m, dst, r, H, L->wpk, L->bpk, R, H, H, NLPD_ACT_NONE, err);
+        for (int term = 0; term < 2 && !rc; term++) {
+            int key = term == 0; /* c2p: key projection; p2c: query projection */
+            if (key ? !dc->c2p : !dc->p2c)
+                continue;
+            /* W as [in, out] with its row stride, copied out of the weight buffer */
+            size_t w = dc->share_att_key ? L->wqkv + (key ? (size_t)H : 0) : key ? L->wpk : L->wpq;
+            size_t b = dc->share_att_key ? L->bqkv + (key ? (size_t)H : 0) : key ? L->bpk : L->bpq;
+            int ldb = dc->share_att_key ? 3 * H : H;
+            size_t n = (size_t)(H - 1) * ldb + H;
+            if ((rc = nlpd_backend_download(&m->weights, w * sizeof(float), host, n * sizeof(float))) ||
+                (rc = nlpd_backend_upload(&wt, 0, host, n * sizeof(float)))) {
+                rc = nlpd_error_set(err, rc, 0, "copying position projections failed");
+                break;
+            }
+            struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
+            op.u.matmul = (struct nlpd_op_matmul){.c = dst, .a = r, .b = wt.ptr, .bias = wptr(m, b), .m = R, .n = H,
+                                                  .k = H, .lda = H, .ldb = ldb, .ldc = H, .act = NLPD_ACT_NONE};
+            if (!(rc = run(m, &op, err)))
+                rc = nlpd_backend_sync(m->be, err); /* wt is reused by the next product */
             dst += tab;
         }
-        if (!rc && dc->p2c)
-            rc = dc->share_att_key ? matmul_ld(m, dst, r, H, L->wqkv, 3 * H, L->bqkv, R, H, H, NLPD_ACT_NONE, err)
-                                   : matmul(m, dst, r, H, L->wpq, L->bpq, R, H, H, NLPD_ACT_NONE, err);
     }
-    if (!rc)
-        rc = nlpd_backend_sync(m->be, err);
 out:
+    free(host);
+    nlpd_backend_buffer_free(&wt);
     nlpd_backend_buffer_free(&rn);
     return rc;
 }
