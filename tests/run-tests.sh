@@ -165,6 +165,9 @@ suite "tests/models/test_translate_pipe.sh build/nlpd" bash tests/models/test_tr
 suite "tests/models/test_translate_pipe.sh build/san/nlpd" bash tests/models/test_translate_pipe.sh build/san/nlpd
 # SentencePiece (Unigram) and the Marian tokenizer against python3-sentencepiece 0.1.97 (+ MarianTokenizer in Python).
 suite "tests/models/test_spm_parity.sh" sh tests/models/test_spm_parity.sh
+# DeBERTa-v3 folders with spm.model and no tokenizer.json: golden ids, = tokenizer.json on the 4321 cases.
+suite "tests/models/test_deberta_spm.sh build" bash tests/models/test_deberta_spm.sh build
+suite "tests/models/test_deberta_spm.sh build/san" bash tests/models/test_deberta_spm.sh build/san
 
 # --- CLI integration --------------------------------------------------------------------------------------------
 suite "tests/integration/test_pipe.sh build/nlpd" bash tests/integration/test_pipe.sh build/nlpd
