@@ -188,8 +188,8 @@ static json_t *added_tokens(const char *dir, json_t *cfg, json_t *map, json_t *v
         return out;
     }
     char path[4096];
-    snprintf(path, sizeof path, "%s/added_tokens.json", dir);
-    json_t *extra = json_load_file(path, 0, NULL);
+    snprintf(path, sizeof path, "%s/added_tokens.json", dir ? dir : ".");
+    json_t *extra = dir ? json_load_file(path, 0, NULL) : NULL;
     static const char *roles[] = {"pad_token", "cls_token", "sep_token", "unk_token", "mask_token"};
     static const char *defs[] = {"[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"};
     for (int i = 0; i < 5; i++) {
@@ -210,11 +210,25 @@ struct nlpd_tokenizer *tok_load_deberta_spm(const char *dir, json_t *cfg, json_t
     char path[4096];
     snprintf(path, sizeof path, "%s/spm.model", dir);
     size_t len = 0;
-    char *data = read_file(path, &len, err), *cm = NULL, *text = NULL;
+    char *data = read_file(path, &len, err);
+    if (!data)
+        return NULL;
+    struct nlpd_tokenizer *t = tok_deberta_spm_mem(data, len, path, dir, cfg, map, err);
+    free(data);
+    return t;
+}
+
+struct nlpd_tokenizer *tok_deberta_spm_mem(const void *data, size_t len, const char *path, const char *dir,
+                                           json_t *cfg, json_t *map, struct nlpd_error *err)
+{
+    char *cm = NULL, *text = NULL;
     json_t *root = json_object(), *model = json_object();
     struct nlpd_tokenizer *t = NULL;
-    if (!data || !root || !model)
+    if (!root || !model) {
+        nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", path);
+        json_decref(model);
         goto out;
+    }
     json_object_set_new(root, "model", model);
     if (read_proto(path, (const uint8_t *)data, len, model, &cm, err))
         goto out;
@@ -261,7 +275,6 @@ struct nlpd_tokenizer *tok_load_deberta_spm(const char *dir, json_t *cfg, json_t
     }
     t = nlpd_tokenizer_load_json(text, strlen(text), path, err);
 out:
-    free(data);
     free(cm);
     free(text);
     json_decref(root);
