@@ -126,8 +126,8 @@ static int load_layers(struct loader *ld, struct nlpd_error *err)
                 return rc;
         if ((own_pk && (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, i, "attention.self.pos_key_proj"), H, H, L->wpk,
                                                 L->bpk, (size_t)H, err))) ||
-            (own_pq && (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, i, "attention.self.pos_query_proj"), H, H,
-                                                L->wpq, L->bpq, (size_t)H, err))) ||
+            (own_pq && (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, i, "attention.self.pos_query_proj"), H, H, L->wpq,
+                                                L->bpq, (size_t)H, err))) ||
             (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, i, "attention.output.dense"), H, H, L->wo, L->bo, (size_t)H,
                                      err)) ||
             (rc = nlpd_wl_put_ln(&ld->w, lname(n, p, i, "attention.output.LayerNorm"), H, &L->ln1_g, &L->ln1_b, err)) ||
@@ -160,17 +160,17 @@ static int load_all(struct loader *ld, struct nlpd_error *err)
         if (m->rel_on)
             m->rel = nlpd_wl_place(&ld->w, (size_t)2 * m->span * H);
     }
-    if ((rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.word_embeddings.weight"), V, E, 0, m->word, (size_t)E, err)) ||
-        (dc->position_biased_input &&
-         (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.position_embeddings.weight"), c->max_position_embeddings, E,
-                           0, m->pos, (size_t)E, err))) ||
+    if ((rc =
+             nlpd_wl_put(&ld->w, pname(n, p, "embeddings.word_embeddings.weight"), V, E, 0, m->word, (size_t)E, err)) ||
+        (dc->position_biased_input && (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.position_embeddings.weight"),
+                                                        c->max_position_embeddings, E, 0, m->pos, (size_t)E, err))) ||
         (c->type_vocab_size && (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.token_type_embeddings.weight"),
                                                  c->type_vocab_size, E, 0, m->type, (size_t)E, err))) ||
         (E != H &&
          (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.embed_proj.weight"), H, E, 1, m->proj, (size_t)H, err))) ||
         (rc = nlpd_wl_put_ln(&ld->w, pname(n, p, "embeddings.LayerNorm"), H, &m->emb_g, &m->emb_b, err)) ||
-        (m->rel_on && (rc = nlpd_wl_put(&ld->w, pname(n, p, "encoder.rel_embeddings.weight"), 2 * m->span, H, 0,
-                                        m->rel, (size_t)H, err))) ||
+        (m->rel_on && (rc = nlpd_wl_put(&ld->w, pname(n, p, "encoder.rel_embeddings.weight"), 2 * m->span, H, 0, m->rel,
+                                        (size_t)H, err))) ||
         (m->rel_on && dc->norm_rel_ln &&
          (rc = nlpd_wl_put_ln(&ld->w, pname(n, p, "encoder.LayerNorm"), H, &m->rel_g, &m->rel_b, err))) ||
         (rc = load_layers(ld, err)))
@@ -256,8 +256,9 @@ static int make_pos_tables(struct nlpd_deberta *m, struct nlpd_error *err)
     struct nlpd_buffer rn = {0}, wt = {0};
     float *host = malloc(wn * sizeof(float));
     int rc = host ? 0 : nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
-    if (rc || (rc = nlpd_backend_alloc(m->be, (size_t)c->num_layers * m->n_pos_terms * tab * sizeof(float),
-                                       &m->pos_tab, err)) ||
+    if (rc ||
+        (rc = nlpd_backend_alloc(m->be, (size_t)c->num_layers * m->n_pos_terms * tab * sizeof(float), &m->pos_tab,
+                                 err)) ||
         (rc = nlpd_backend_alloc(m->be, tab * sizeof(float), &rn, err)) ||
         (rc = nlpd_backend_alloc(m->be, wn * sizeof(float), &wt, err)))
         goto out;
@@ -285,8 +286,17 @@ static int make_pos_tables(struct nlpd_deberta *m, struct nlpd_error *err)
                 break;
             }
             struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
-            op.u.matmul = (struct nlpd_op_matmul){.c = dst, .a = r, .b = wt.ptr, .bias = wptr(m, b), .m = R, .n = H,
-                                                  .k = H, .lda = H, .ldb = ldb, .ldc = H, .act = NLPD_ACT_NONE};
+            op.u.matmul = (struct nlpd_op_matmul){.c = dst,
+                                                  .a = r,
+                                                  .b = wt.ptr,
+                                                  .bias = wptr(m, b),
+                                                  .m = R,
+                                                  .n = H,
+                                                  .k = H,
+                                                  .lda = H,
+                                                  .ldb = ldb,
+                                                  .ldc = H,
+                                                  .act = NLPD_ACT_NONE};
             if (!(rc = run(m, &op, err)))
                 rc = nlpd_backend_sync(m->be, err); /* wt is reused by the next product */
             dst += tab;
@@ -316,8 +326,8 @@ static int check_config(const struct nlpd_hf_config *c, const char *path, struct
                               path, dc->pooler_hidden_size, c->hidden_size);
     if (dc->relative_attention) {
         int span = dc->position_buckets > 0 ? dc->position_buckets : dc->max_relative_positions;
-        if (dc->position_buckets == 1 || (dc->position_buckets > 1 && dc->max_relative_positions - 1 ==
-                                                                          dc->position_buckets / 2))
+        if (dc->position_buckets == 1 ||
+            (dc->position_buckets > 1 && dc->max_relative_positions - 1 == dc->position_buckets / 2))
             return nlpd_error_set(err, NLPD_EFORMAT, 0,
                                   "%s: position_buckets %d with max_relative_positions %d divides by zero in "
                                   "transformers' log buckets",
@@ -365,9 +375,10 @@ struct nlpd_deberta *nlpd_deberta_load(const char *dir, const struct nlpd_hf_con
         goto fail;
     if (!nlpd_safetensors_find(ld.w.st, pname(n, ld.prefix, "embeddings.word_embeddings.weight")) &&
         nlpd_safetensors_find(ld.w.st, "embeddings.word_embeddings.weight"))
-        ld.prefix = ""; /* a base model saved without its prefix */
+        ld.prefix = "";              /* a base model saved without its prefix */
     if (task == NLPD_HF_TASK_NONE) { /* no head named by config.json: the tensors tell */
-        if (nlpd_safetensors_find(ld.w.st, "pooler.dense.weight") && nlpd_safetensors_find(ld.w.st, "classifier.weight"))
+        if (nlpd_safetensors_find(ld.w.st, "pooler.dense.weight") &&
+            nlpd_safetensors_find(ld.w.st, "classifier.weight"))
             task = NLPD_HF_TASK_SEQ_CLS;
         else if (nlpd_safetensors_find(ld.w.st, "classifier.weight"))
             task = NLPD_HF_TASK_TOKEN_CLS;
@@ -440,8 +451,9 @@ static size_t ws_floats(const struct nlpd_deberta *m, int B, int S, size_t *offs
 {
     size_t T = (size_t)B * S, H = (size_t)m->H, I = (size_t)m->cfg->intermediate_size;
     size_t L = m->num_labels ? (size_t)m->num_labels : 1;
-    size_t sizes[WS_PARTS] = {T * H, T * 3 * H, T * H, T * H,     T * I, m->E != m->H ? T * (size_t)m->E : 1,
-                              (size_t)B * m->P, T * L, T, T, T, T, 2 * (size_t)S};
+    size_t sizes[WS_PARTS] = {
+        T * H, T * 3 * H, T * H, T * H, T * I,        m->E != m->H ? T * (size_t)m->E : 1, (size_t)B * m->P, T * L,
+        T,     T,         T,     T,     2 * (size_t)S};
     size_t o = 0;
     for (int i = 0; i < WS_PARTS; i++) {
         offs[i] = o;

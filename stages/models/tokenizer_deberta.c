@@ -119,8 +119,10 @@ static int read_proto(const char *path, const uint8_t *data, size_t len, json_t 
         }
     }
     if (model_type != 1)
-        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: model_type %lld: only Unigram SentencePiece models are "
-                              "supported", path, model_type);
+        return nlpd_error_set(err, NLPD_EFORMAT, 0,
+                              "%s: model_type %lld: only Unigram SentencePiece models are "
+                              "supported",
+                              path, model_type);
     if (np < 1 || unk_id < 0 || (size_t)unk_id >= np)
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: %zu pieces, unk_id %lld", path, np, unk_id);
     json_object_set_new(model, "type", json_string("Unigram"));
@@ -218,8 +220,8 @@ struct nlpd_tokenizer *tok_load_deberta_spm(const char *dir, json_t *cfg, json_t
     return t;
 }
 
-struct nlpd_tokenizer *tok_deberta_spm_mem(const void *data, size_t len, const char *path, const char *dir,
-                                           json_t *cfg, json_t *map, struct nlpd_error *err)
+struct nlpd_tokenizer *tok_deberta_spm_mem(const void *data, size_t len, const char *path, const char *dir, json_t *cfg,
+                                           json_t *map, struct nlpd_error *err)
 {
     char *cm = NULL, *text = NULL;
     json_t *root = json_object(), *model = json_object();
@@ -245,8 +247,8 @@ struct nlpd_tokenizer *tok_deberta_spm_mem(const void *data, size_t len, const c
     json_array_append_new(norms, json_pack("{s:s, s:b, s:b}", "type", "Strip", "strip_left", 1, "strip_right", 1));
     if (cm)
         json_array_append_new(norms, json_pack("{s:s, s:s}", "type", "Precompiled", "precompiled_charsmap", cm));
-    json_array_append_new(norms, json_pack("{s:s, s:{s:s}, s:s}", "type", "Replace", "pattern", "Regex", " {2,}",
-                                           "content", " "));
+    json_array_append_new(
+        norms, json_pack("{s:s, s:{s:s}, s:s}", "type", "Replace", "pattern", "Regex", " {2,}", "content", " "));
     const char *scheme = cfg_bool(cfg, "legacy", 1) ? "always" : "first";
     if (cfg_bool(cfg, "split_by_punct", 0))
         json_array_append_new(pres, json_pack("{s:s, s:s}", "type", "Punctuation", "behavior", "Isolated"));
@@ -254,19 +256,20 @@ struct nlpd_tokenizer *tok_deberta_spm_mem(const void *data, size_t len, const c
                                           "prepend_scheme", scheme, "split", 1));
     json_object_set_new(root, "normalizer", json_pack("{s:s, s:o}", "type", "Sequence", "normalizers", norms));
     json_object_set_new(root, "pre_tokenizer", json_pack("{s:s, s:o}", "type", "Sequence", "pretokenizers", pres));
-    json_object_set_new(root, "decoder", json_pack("{s:s, s:s, s:s, s:b}", "type", "Metaspace", "replacement",
-                                                   "\xe2\x96\x81", "prepend_scheme", scheme, "split", 1));
-    json_object_set_new(
-        root, "post_processor",
-        json_pack("{s:s, s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}, {s:{s:s, s:i}}],"
-                  " s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}, {s:{s:s, s:i}}, {s:{s:s, s:i}}, {s:{s:s, s:i}}],"
-                  " s:{s:{s:s, s:[I], s:[s]}, s:{s:s, s:[I], s:[s]}}}",
-                  "type", "TemplateProcessing", "single", "SpecialToken", "id", cls, "type_id", 0, "Sequence", "id",
-                  "A", "type_id", 0, "SpecialToken", "id", sep, "type_id", 0, "pair", "SpecialToken", "id", cls,
-                  "type_id", 0, "Sequence", "id", "A", "type_id", 0, "SpecialToken", "id", sep, "type_id", 0,
-                  "Sequence", "id", "B", "type_id", 1, "SpecialToken", "id", sep, "type_id", 1, "special_tokens", cls,
-                  "id", cls, "ids", (json_int_t)cls_id, "tokens", cls, sep, "id", sep, "ids", (json_int_t)sep_id,
-                  "tokens", sep));
+    json_object_set_new(root, "decoder",
+                        json_pack("{s:s, s:s, s:s, s:b}", "type", "Metaspace", "replacement", "\xe2\x96\x81",
+                                  "prepend_scheme", scheme, "split", 1));
+    json_object_set_new(root, "post_processor",
+                        json_pack("{s:s, s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}, {s:{s:s, s:i}}],"
+                                  " s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}, {s:{s:s, s:i}}, {s:{s:s, s:i}}, {s:{s:s, s:i}}],"
+                                  " s:{s:{s:s, s:[I], s:[s]}, s:{s:s, s:[I], s:[s]}}}",
+                                  "type", "TemplateProcessing", "single", "SpecialToken", "id", cls, "type_id", 0,
+                                  "Sequence", "id", "A", "type_id", 0, "SpecialToken", "id", sep, "type_id", 0, "pair",
+                                  "SpecialToken", "id", cls, "type_id", 0, "Sequence", "id", "A", "type_id", 0,
+                                  "SpecialToken", "id", sep, "type_id", 0, "Sequence", "id", "B", "type_id", 1,
+                                  "SpecialToken", "id", sep, "type_id", 1, "special_tokens", cls, "id", cls, "ids",
+                                  (json_int_t)cls_id, "tokens", cls, sep, "id", sep, "ids", (json_int_t)sep_id,
+                                  "tokens", sep));
     json_object_set_new(root, "added_tokens", added_tokens(dir, cfg, map, vocab));
     if (!json_object_get(root, "post_processor") || !json_object_get(root, "added_tokens") ||
         !(text = json_dumps(root, JSON_COMPACT))) {

@@ -22,8 +22,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const char *const texts[] = {"Hello  world!", " \xe3\x80\x80 a\tb ", "\xff\xfe\xe2\x96", "[CLS] x [SEP]"};
     struct nlpd_encoding e = {0};
     for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
-        if (nlpd_tokenizer_encode(t, texts[i], strlen(texts[i]), texts[(i + 1) % 4], strlen(texts[(i + 1) % 4]), 8,
-                                  &e, &err) != 0)
+        if (nlpd_tokenizer_encode(t, texts[i], strlen(texts[i]), texts[(i + 1) % 4], strlen(texts[(i + 1) % 4]), 8, &e,
+                                  &err) != 0)
             continue;
         char *txt = NULL;
         size_t len = 0;
