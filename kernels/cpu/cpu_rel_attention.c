@@ -68,7 +68,9 @@ int nlpd_cpu_attention_rel(const struct nlpd_op_attention_rel *p, float *scratch
             if (rc)
                 return rc;
             const float *pk = p->pos_k ? c2p : NULL, *pq = p->pos_q ? p2c : NULL;
-#pragma omp parallel for num_threads(threads > 0 ? threads : 1) schedule(static)
+            /* small passes stay on the calling thread: waking a team costs more than the work (as row_team) */
+            const int team = (size_t)nh * per < ((size_t)1 << 19) || threads < 1 ? 1 : threads;
+#pragma omp parallel for num_threads(team) schedule(static)
             for (int r = 0; r < nh * S; r++) {
                 const int h = r / S, i = r % S;
                 float *row = sc + (size_t)h * per + (size_t)i * kv;
