@@ -146,6 +146,8 @@ suite "tests/models/test_ner_pipe.sh build/nlpd" bash tests/models/test_ner_pipe
 suite "tests/models/test_ner_pipe.sh build/san/nlpd" bash tests/models/test_ner_pipe.sh build/san/nlpd
 suite "tests/models/test_ner_pipe.sh build/nlpd (deberta-v2-token-cls)" \
     env NER_MODEL=tests/fixtures/hf-tiny/deberta-v2-token-cls bash tests/models/test_ner_pipe.sh build/nlpd
+suite "tests/models/test_ner_pipe.sh build/san/nlpd (deberta-v2-token-cls)" \
+    env NER_MODEL=tests/fixtures/hf-tiny/deberta-v2-token-cls bash tests/models/test_ner_pipe.sh build/san/nlpd
 # Entity words on an XLM-R (SentencePiece) token-classification folder: the Rust decoder's, not the text span.
 suite "tests/models/test_ner_words.sh build/nlpd" bash tests/models/test_ner_words.sh build/nlpd
 suite "tests/models/test_ner_words.sh build/san/nlpd" bash tests/models/test_ner_words.sh build/san/nlpd

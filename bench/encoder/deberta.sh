@@ -4,7 +4,8 @@
 # interleaved ROUNDS times so both see the same machine load. Prints each round's medians and the median over the
 # rounds of the per-token time ratio DeBERTa / BERT (the same token count, so the ratio of the batch times).
 # Environment: THREADS (online CPUs), ROUNDS (5), RUNS (5 timed runs per process), BATCH (8), SEQ (128), LAYERS (12),
-# HIDDEN (384), HEADS (6), FFN (1536) (DeBERTa-v3-xsmall's shape), DTYPE (fp32 | bf16 | int8).
+# HIDDEN (384), HEADS (6), FFN (1536) (DeBERTa-v3-xsmall's shape), DTYPE (fp32 | bf16 | int8), BENCH_CLOCK (wall;
+# cpu = process CPU time, meaningful with THREADS=1 on a shared machine).
 set -eu
 cd "$(dirname "$0")/../.."
 THREADS=${THREADS:-$(nproc)}
@@ -28,7 +29,7 @@ for arch in bert deberta; do
         $PY bench/encoder/gen_model.py "$m" --arch $arch --layers "$LAYERS" --hidden "$HIDDEN" --heads "$HEADS" \
             --ffn "$FFN" --vocab 30522
 done
-echo "== nlpd $DTYPE, batch $BATCH x seq $SEQ, L$LAYERS H$HIDDEN A$HEADS F$FFN, $THREADS threads, $ROUNDS rounds x $RUNS runs"
+echo "== nlpd $DTYPE, batch $BATCH x seq $SEQ, L$LAYERS H$HIDDEN A$HEADS F$FFN, $THREADS threads, $ROUNDS rounds x $RUNS runs, ${BENCH_CLOCK:-wall} clock"
 r=1
 : > "$OUT/deberta-ratio.txt"
 while [ "$r" -le "$ROUNDS" ]; do

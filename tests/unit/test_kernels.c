@@ -286,15 +286,19 @@ static void check_attention(void)
 /* DeBERTa's disentangled attention against a float64 reference, within the same kind of bound as the plain
  * attention (three dot products of D terms per score, scaled): c2p and p2c together and alone, row strides that
  * are not the width, a monotone relative index with clamped ends, masks with holes, a fully masked row. */
-static void check_attention_rel(void)
+static void check_attention_rel_at(int S, int NR)
 {
-    const int B = 3, S = 7, NH = 2, D = 5, H = NH * D, ld = 3 * H + 2, NR = 6, ldp = H + 1;
+    const int B = 3, NH = 2, D = 5, H = NH * D, ld = 3 * H + 2, ldp = H + 1;
     float *qkv = rnd((size_t)B * S * ld, -2, 2), *out = rnd((size_t)B * S * H, 50, 60);
     float *pk = rnd((size_t)NR * ldp, -2, 2), *pq = rnd((size_t)NR * ldp, -2, 2);
-    int32_t mask[3 * 7] = {1, 1, 1, 1, 1, 0, 0, /**/ 1, 0, 1, 1, 0, 1, 0, /**/ 0, 0, 0, 0, 0, 0, 0};
-    int32_t ridx[2 * 7 - 1];
-    for (int k = 0; k < 2 * S - 1; k++) { /* (i - j) / 2 + 3, clamped to [0, 5]: monotone, several d per row */
-        int v = (k - (S - 1)) / 2 + 3;
+    int32_t *mask = calloc((size_t)B * S, sizeof *mask), *ridx = calloc(2 * (size_t)S, sizeof *ridx);
+    double *sc = calloc((size_t)S, sizeof *sc), *err = calloc((size_t)S, sizeof *err);
+    for (int j = 0; j < S; j++) { /* trailing padding; holes and a padded end; everything masked */
+        mask[j] = j < S - 2;
+        mask[S + j] = j % 3 != 1 && j < S - 1;
+    }
+    for (int k = 0; k < 2 * S - 1; k++) { /* (i - j) / 2 + NR / 2, clamped: monotone, several d per row */
+        int v = (k - (S - 1)) / 2 + NR / 2;
         ridx[k] = v < 0 ? 0 : v > NR - 1 ? NR - 1 : v;
     }
     const float scale = 1.0f / sqrtf((float)D * 3);
@@ -321,7 +325,7 @@ static void check_attention_rel(void)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++)
                 for (int i = 0; i < S; i++) {
-                    double sc[7], err[7], mx = -DBL_MAX, sum = 0;
+                    double mx = -DBL_MAX, sum = 0;
                     const float *q = qkv + ((size_t)b * S + i) * ld + h * D;
                     for (int j = 0; j < S; j++) {
                         const float *k = qkv + ((size_t)b * S + j) * ld + H + h * D;
@@ -359,16 +363,27 @@ static void check_attention_rel(void)
         CHECK(bad == 0);
     }
     /* a relative index table that decreases is refused, not read out of order */
-    ridx[3] = 5;
+    ridx[3] = ridx[4] + 1;
     struct nlpd_op op = {.kind = NLPD_OP_ATTENTION_REL};
     op.u.attention_rel = (struct nlpd_op_attention_rel){out, qkv, mask, pk, pq, ridx, B, S, NH, D, NR, ld, H, ldp, scale};
-    struct nlpd_error err = {0};
-    CHECK(nlpd_backend_run(be, &op, &err) == NLPD_EINVAL);
-    CHECK_STR_CONTAINS(err.message, "relative index");
+    struct nlpd_error e = {0};
+    CHECK(nlpd_backend_run(be, &op, &e) == NLPD_EINVAL);
+    CHECK_STR_CONTAINS(e.message, "relative index");
     free(qkv);
     free(out);
     free(pk);
     free(pq);
+    free(mask);
+    free(ridx);
+    free(sc);
+    free(err);
+}
+
+/* One block of queries; several (the products are cut in blocks of 32 queries / keys) with clamped ends. */
+static void check_attention_rel(void)
+{
+    check_attention_rel_at(7, 6);
+    check_attention_rel_at(70, 40);
 }
 
 static void check_embed(void)
