@@ -2,7 +2,7 @@
  * transformers' DebertaV2Converter makes of them, written here as tokenizer.json text and loaded by the JSON
  * path, so that both kinds of folder share one implementation. Vocabulary = the spm pieces in order (no offset),
  * normaliser [Lowercase] Strip, Precompiled (the model's charsmap), Replace(" {2,}", " "), pre-tokeniser
- * [Punctuation isolated when split_by_punct] Metaspace (prepend "always", "first" when legacy is false),
+ * [Punctuation isolated when split_by_punct] Metaspace (prepend "always"),
  * "[CLS] A [SEP] (B [SEP])" with type ids 0 / 1, Metaspace decoder. */
 #include <jansson.h>
 #include <stdio.h>
@@ -249,7 +249,7 @@ struct nlpd_tokenizer *tok_deberta_spm_mem(const void *data, size_t len, const c
         json_array_append_new(norms, json_pack("{s:s, s:s}", "type", "Precompiled", "precompiled_charsmap", cm));
     json_array_append_new(
         norms, json_pack("{s:s, s:{s:s}, s:s}", "type", "Replace", "pattern", "Regex", " {2,}", "content", " "));
-    const char *scheme = cfg_bool(cfg, "legacy", 1) ? "always" : "first";
+    const char *scheme = "always"; /* DebertaV2Tokenizer has no `legacy`: the converter keeps "always" */
     if (cfg_bool(cfg, "split_by_punct", 0))
         json_array_append_new(pres, json_pack("{s:s, s:s}", "type", "Punctuation", "behavior", "Isolated"));
     json_array_append_new(pres, json_pack("{s:s, s:s, s:s, s:b}", "type", "Metaspace", "replacement", "\xe2\x96\x81",

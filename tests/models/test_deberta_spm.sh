@@ -2,7 +2,7 @@
 # DeBERTa-v2/v3 folders without tokenizer.json (spm.model + tokenizer_config.json, the DebertaV2Converter
 # tokenizer built in tokenizer_deberta.c): the golden ids and token type ids of both DeBERTa fixtures (pairs and
 # truncation included) exactly, the same ids as the folder's tokenizer.json on the 4321 tokenizer cases, and the
-# lower-casing / split_by_punct / legacy options reaching the tokenizer.
+# lower-casing / split_by_punct options reaching the tokenizer.
 # Usage: tests/models/test_deberta_spm.sh [build dir] (default build). Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
