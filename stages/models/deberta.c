@@ -362,7 +362,7 @@ struct nlpd_deberta *nlpd_deberta_load(const char *dir, const struct nlpd_hf_con
     m->n_pos_terms = m->rel_on ? dc->c2p + dc->p2c : 0;
     /* 1 / sqrt(head_dim * (1 + c2p + p2c)), the factor counting the terms even without relative_attention */
     m->scale = 1.0f / sqrtf((float)m->D * (float)(1 + dc->c2p + dc->p2c));
-    if (m->n_pos_terms && !be->ops->supports(be, NLPD_OP_ATTENTION_REL)) {
+    if (m->n_pos_terms && strcmp(nlpd_backend_name(be), "cpu")) { /* NLPD_OP_ATTENTION_REL is a CPU kernel */
         nlpd_error_set(err, NLPD_EINVAL, 0,
                        "%s: DeBERTa's disentangled attention runs on the CPU backend only (kernels.backend = cpu), "
                        "not on %s",

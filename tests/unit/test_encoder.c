@@ -563,13 +563,7 @@ static void deberta_buckets_and_long(const char *name, int expect_log)
     json_decref(g);
 }
 
-static int no_rel_attention(const struct nlpd_backend *be, enum nlpd_op_kind kind)
-{
-    (void)be;
-    return kind != NLPD_OP_ATTENTION_REL;
-}
-
-/* Configs it cannot run are refused by name; a backend without the disentangled attention (CUDA) too. */
+/* Configs it cannot run are refused by name (a CUDA backend too: tests/unit/test_cuda_ops.c). */
 static void deberta_refusals(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/nlpd-test-encoder-deb-%d", (int)getpid());
@@ -599,25 +593,6 @@ static void deberta_refusals(void)
         write_file("config.json", c2, strlen(c2));
         expect_error(bad[i].needle, "config.json", bad[i].needle);
         free(c2);
-    }
-    /* a backend that lacks NLPD_OP_ATTENTION_REL (as the CUDA one does) */
-    write_file("config.json", cfg, strlen(cfg));
-    struct nlpd_error err = {0};
-    struct nlpd_backend *be = nlpd_backend_cpu_new(1, &err);
-    CHECK(be != NULL);
-    if (be) {
-        const struct nlpd_backend_ops *orig = be->ops;
-        struct nlpd_backend_ops ops = *orig;
-        ops.supports = no_rel_attention;
-        be->ops = &ops;
-        struct nlpd_encoder_opts opts = {.be = be};
-        struct nlpd_encoder *enc = nlpd_encoder_load(tmpdir, &opts, &err);
-        CHECK(enc == NULL);
-        CHECK_STR_CONTAINS(err.message, "CPU backend only");
-        printf("  %-26s -> %s\n", "backend without it", err.message);
-        nlpd_encoder_free(enc);
-        be->ops = orig;
-        nlpd_backend_free(be);
     }
     char p[512];
     snprintf(p, sizeof p, "%s/config.json", tmpdir);
