@@ -144,6 +144,10 @@ suite "tests/models/test_dtype_pipe.sh build/san/nlpd" bash tests/models/test_dt
 # The ner stage against the transformers token-classification pipeline, every aggregation strategy.
 suite "tests/models/test_ner_pipe.sh build/nlpd" bash tests/models/test_ner_pipe.sh build/nlpd
 suite "tests/models/test_ner_pipe.sh build/san/nlpd" bash tests/models/test_ner_pipe.sh build/san/nlpd
+suite "tests/models/test_ner_pipe.sh build/nlpd (deberta-v2-token-cls)" \
+    env NER_MODEL=tests/fixtures/hf-tiny/deberta-v2-token-cls bash tests/models/test_ner_pipe.sh build/nlpd
+suite "tests/models/test_ner_pipe.sh build/san/nlpd (deberta-v2-token-cls)" \
+    env NER_MODEL=tests/fixtures/hf-tiny/deberta-v2-token-cls bash tests/models/test_ner_pipe.sh build/san/nlpd
 # Entity words on an XLM-R (SentencePiece) token-classification folder: the Rust decoder's, not the text span.
 suite "tests/models/test_ner_words.sh build/nlpd" bash tests/models/test_ner_words.sh build/nlpd
 suite "tests/models/test_ner_words.sh build/san/nlpd" bash tests/models/test_ner_words.sh build/san/nlpd
@@ -169,6 +173,9 @@ suite "tests/models/test_translate_m2m_pipe.sh build/nlpd" bash tests/models/tes
 suite "tests/models/test_translate_pipe.sh build/san/nlpd" bash tests/models/test_translate_pipe.sh build/san/nlpd
 # SentencePiece (Unigram) and the Marian tokenizer against python3-sentencepiece 0.1.97 (+ MarianTokenizer in Python).
 suite "tests/models/test_spm_parity.sh" sh tests/models/test_spm_parity.sh
+# DeBERTa-v3 folders with spm.model and no tokenizer.json: golden ids, = tokenizer.json on the 4321 cases.
+suite "tests/models/test_deberta_spm.sh build" bash tests/models/test_deberta_spm.sh build
+suite "tests/models/test_deberta_spm.sh build/san" bash tests/models/test_deberta_spm.sh build/san
 
 # --- CLI integration --------------------------------------------------------------------------------------------
 suite "tests/integration/test_pipe.sh build/nlpd" bash tests/integration/test_pipe.sh build/nlpd

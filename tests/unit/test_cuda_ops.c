@@ -779,6 +779,22 @@ static void test_models(void)
     }
 }
 
+/* DeBERTa's disentangled attention is a CPU kernel: on CUDA the load says so by name (on the stand-in CPU backend
+ * of NLPD_CUDA_TEST_BACKEND=cpu it loads). */
+static void test_deberta_refused(void)
+{
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_opts opts = {.backend = gpu_name, .threads = 1};
+    struct nlpd_encoder *enc = nlpd_encoder_load(FIX "deberta-v2-seq-cls", &opts, &err);
+    if (!strcmp(gpu_name, "cuda")) {
+        CHECK(enc == NULL);
+        CHECK_STR_CONTAINS(err.message, "CPU backend only");
+    } else {
+        CHECK(enc != NULL);
+    }
+    nlpd_encoder_free(enc);
+}
+
 int main(void)
 {
     if (!getenv("NLPD_LIBDIR"))
@@ -825,8 +841,10 @@ int main(void)
     RUN(test_small_arena);
     /* NLPD_CUDA_OPS_ONLY=1: the ops alone (scripts/gpu-check.sh runs them under compute-sanitizer) */
     const char *ops_only = getenv("NLPD_CUDA_OPS_ONLY");
-    if (!ops_only || strcmp(ops_only, "1"))
+    if (!ops_only || strcmp(ops_only, "1")) {
         RUN(test_models);
+        RUN(test_deberta_refused);
+    }
     nlpd_backend_free(gpu);
     nlpd_backend_free(gpu16);
     nlpd_backend_free(gpub16);
