@@ -10,6 +10,7 @@
 #include "diag.h"
 #include "cache.h"
 #include "nlpd_stage.h"
+#include "schema_registry.h"
 
 struct nlpd_input_conf {
     char *format;
@@ -17,6 +18,7 @@ struct nlpd_input_conf {
     char *text_field;
     char *id_field;
     long long max_text_bytes;
+    struct nlpd_sr_conf registry; /* input.schema_registry: writer schemas by id */
 };
 
 struct nlpd_kafka_conf {
@@ -36,6 +38,7 @@ struct nlpd_output_conf {
     char *format;
     char *schema;
     long long confluent_schema_id;
+    struct nlpd_sr_conf registry; /* output.schema_registry: the id records are framed with */
 };
 
 struct nlpd_flow_conf {

@@ -187,6 +187,9 @@ suite "tests/integration/test_kafka.sh build/nlpd" bash tests/integration/test_k
 # nlpd replay: dead letters of nlpd run back byte-identical, filters, --dry-run, --group, exit codes.
 suite "tests/integration/test_replay.sh build/nlpd" bash tests/integration/test_replay.sh build/nlpd
 suite "tests/integration/test_replay.sh build/san/nlpd" bash tests/integration/test_replay.sh build/san/nlpd
+# Schema Registry: evolved writer schemas resolved, output registered and framed, registry down at and after start.
+suite "tests/integration/test_registry.sh build/nlpd" bash tests/integration/test_registry.sh build/nlpd
+suite "tests/integration/test_registry.sh build/san/nlpd" bash tests/integration/test_registry.sh build/san/nlpd
 
 echo
 if [ -n "$failed_suites" ]; then
