@@ -3,7 +3,8 @@
 # (tests/integration/registry_stub.py) and a librdkafka mock cluster (build/tests/tool_kafka), with `nlpd run`:
 # Confluent-framed Avro input whose writer schemas evolve (an old writer without a field the reader has with a
 # default, a newer writer with reordered and extra fields), decoded through Avro schema resolution; the output schema
-# registered under <output_topic>-value and the records framed with that id; an unknown id dead-lettered; the
+# registered under <output_topic>-value and the records framed with that id; an unknown id and an unreadable writer
+# schema dead-lettered; no input.schema (writer schemas as they are); the
 # registry down at start (clear errors) and after start (cached ids keep working, a new id is dead-lettered with a
 # reason that says so, and `nlpd replay` brings it back once the registry is up); basic auth from a file.
 # Usage: tests/integration/test_registry.sh [NLPD_BINARY] (default build/nlpd). Prints `ok - name` / `not ok - name:
@@ -48,7 +49,7 @@ trap 'exit 130' INT TERM HUP
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 
 mkfifo "$T/mock.ctl" || exit 2
-"$TOOL" mock 4 in out dlq < "$T/mock.ctl" > "$T/mock.boot" 2> "$T/mock.err" &
+"$TOOL" mock 4 in out dlq in2 out2 dlq2 < "$T/mock.ctl" > "$T/mock.boot" 2> "$T/mock.err" &
 PIDS+=("$!")
 exec {MOCK_FD}> "$T/mock.ctl"
 BOOT=
@@ -78,6 +79,11 @@ cat > "$T/w2.avsc" << 'EOF'
   {"name": "channel", "type": "string"}]}
 EOF
 sed 's/"extra"/"extra3"/' "$T/w2.avsc" > "$T/w3.avsc"
+# w4 lacks "text", which the reader has without a default: not readable with the reader schema.
+cat > "$T/w4.avsc" << 'EOF'
+{"type": "record", "name": "Event", "namespace": "test", "fields": [
+  {"name": "id", "type": "string"}, {"name": "channel", "type": "string"}]}
+EOF
 
 # gen WRITER ID PREFIX N OUT: N Confluent-framed records (hex lines) of schema WRITER framed with ID.
 gen() {
@@ -102,7 +108,7 @@ PY
 start_stub() {
     rm -f "$T/reg.port"
     "$PY" "$STUB" "$1" "$T/reg.log" --auth user:secret --seed "1:$T/w1.avsc" --seed "2:$T/w2.avsc" \
-        --seed "3:$T/w3.avsc" > "$T/reg.port" 2> "$T/reg.err" &
+        --seed "3:$T/w3.avsc" --seed "4:$T/w4.avsc" > "$T/reg.port" 2> "$T/reg.err" &
     REG_PID=$!
     PIDS+=("$REG_PID")
     for _ in $(seq 100); do
@@ -172,13 +178,14 @@ fi
 gen "$T/w1.avsc" 1 a 40 "$T/a.hex"
 gen "$T/w2.avsc" 2 b 40 "$T/b.hex"
 gen "$T/w1.avsc" 999 z 1 "$T/z.hex"
-cat "$T/a.hex" "$T/b.hex" "$T/z.hex" | produce in --hex > /dev/null || { nok "produce" "input"; finish; }
+gen "$T/w4.avsc" 4 y 1 "$T/y.hex"
+cat "$T/a.hex" "$T/b.hex" "$T/z.hex" "$T/y.hex" | produce in --hex > /dev/null || { nok "produce" "input"; finish; }
 C=$(conf main "url = \"$URL\"; basic_auth_file = \"$T/auth\";" "url = \"$URL\"; basic_auth_file = \"$T/auth\";")
 "$NLPD" run -c "$C" > /dev/null 2> "$T/run.log" &
 NPID=$!
 PIDS+=("$NPID")
 consume out 80 60000 > /dev/null 2>&1
-consume dlq 1 30000 > "$T/dlq1.recs" 2> /dev/null
+consume dlq 2 30000 > "$T/dlq1.recs" 2> /dev/null
 mkdir -p "$T/bin"
 consume out all 20000 --avro-out "$T/bin" > "$T/out.recs" 2> /dev/null
 # check_out N_EXPECTED: every output decodes with the schema the registry has under its framing id, which is the id
@@ -234,6 +241,11 @@ if grep -q '"nlpd.error":"schema id 999: schema registry GET .*/schemas/ids/999:
 else
     nok "an id the registry does not know: dead letter with the reason" "$(head -c 400 "$T/dlq1.recs")"
 fi
+if grep -q 'schema id 4: writer schema id 4 cannot be read with input.schema (Avro schema resolution: the reader.s field ."text." has no default and the writer schema lacks it)' "$T/dlq1.recs"; then
+    ok "a writer schema the reader cannot read: dead letter with the reason"
+else
+    nok "a writer schema the reader cannot read: dead letter with the reason" "$(grep -o "schema id 4[^}]*" "$T/dlq1.recs")"
+fi
 n1=$(grep -c '^GET /schemas/ids/1 200' "$T/reg.log")
 n2=$(grep -c '^GET /schemas/ids/2 200' "$T/reg.log")
 if [ "$n1" -eq 1 ] && [ "$n2" -eq 1 ]; then
@@ -249,7 +261,7 @@ gen "$T/w1.avsc" 1 c 10 "$T/c.hex"
 gen "$T/w3.avsc" 3 d 10 "$T/d.hex"
 cat "$T/c.hex" "$T/d.hex" | produce in --hex > /dev/null
 consume out 90 60000 > /dev/null 2>&1
-consume dlq 11 60000 > "$T/dlq2.recs" 2> /dev/null
+consume dlq 12 60000 > "$T/dlq2.recs" 2> /dev/null
 nd=$(grep -c '"nlpd.error":"schema id 3: schema registry GET .*(registry unreachable: replay this record when it is back)' "$T/dlq2.recs")
 consume out all 20000 --avro-out "$T/bin" > "$T/out.recs" 2> /dev/null
 if [ "$nd" -eq 10 ] && why=$(check_out 90 2>&1); then
@@ -274,5 +286,32 @@ if wait "$NPID"; then
     ok "nlpd run exits 0 at SIGTERM"
 else
     nok "nlpd run exits 0 at SIGTERM" "$(tail -n 3 "$T/run.log")"
+fi
+
+# --- no input.schema: each record read with its own writer schema; an unframed record is a dead letter ----------
+gen "$T/w2.avsc" 2 e 5 "$T/e.hex"
+{ cat "$T/e.hex"; printf 'plain text, no framing' | od -An -tx1 | tr -d ' \n'; echo; } | produce in2 --hex > /dev/null
+cat > "$T/nr.conf" << EOF
+kafka: { brokers = "$BOOT"; group_id = "nlpd-nr"; input_topics = [ "in2" ]; output_topic = "out2"; dlq_topic = "dlq2";
+         properties = ( ("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500") ); };
+input: { format = "avro"; text_field = "text"; id_field = "id";
+         schema_registry = { url = "$URL"; basic_auth_file = "$T/auth"; }; };
+metrics: { listen = ""; };
+pipeline = ( { stage = "langid"; model = "models/lid.176.ftz"; } );
+EOF
+"$NLPD" run -c "$T/nr.conf" > /dev/null 2> "$T/nr.log" &
+NPID=$!
+PIDS+=("$NPID")
+consume out2 5 60000 > /dev/null 2>&1
+consume dlq2 1 30000 > "$T/nr.dlq" 2> /dev/null
+kill -TERM "$NPID"
+wait "$NPID"
+rc=$?
+ids=$(consume out2 all 10000 2> /dev/null | "$PY" -c 'import json,sys; print(" ".join(sorted(json.loads(json.loads(l)["value"])["id"] for l in sys.stdin)))')
+if [ $rc -eq 0 ] && [ "$ids" = "e0 e1 e2 e3 e4" ] && grep -q 'without the Confluent framing' "$T/nr.dlq"; then
+    ok "without input.schema: records read with their writer schema; unframed ones dead-lettered" "$ids"
+else
+    nok "without input.schema: records read with their writer schema; unframed ones dead-lettered" \
+        "exit $rc, ids '$ids': $(head -c 300 "$T/nr.dlq") $(tail -n 3 "$T/nr.log")"
 fi
 finish
