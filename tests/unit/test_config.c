@@ -253,7 +253,7 @@ static void schema_registry(void)
     struct nlpd_diag d = {0};
     struct nlpd_config *c = load_text("input: { format = \"avro\";\n"
                                       "  schema_registry = { url = \"http://127.0.0.1:8081\"; }; };\n"
-                                      "output: { schema_registry = { url = \"https://r\"; subject = \"s-value\";\n"
+                                      "output: { format = \"avro\"; schema_registry = { url = \"https://r\"; subject = \"s-value\";\n"
                                       "  auto_register = false; basic_auth = \"u:p\"; }; };\n"
                                       "pipeline = ( { stage = \"langid\"; } );\n",
                                       &d);
@@ -278,6 +278,7 @@ static void schema_registry(void)
     CHECK(has_error(&d, 2, "unknown key 'subject' in input.schema_registry")); /* output only */
     CHECK(has_error(&d, 3, "output.schema_registry needs 'url'"));
     CHECK(has_error(&d, 3, "timeout_ms"));
+    CHECK(has_error(&d, 3, "output.schema_registry needs output.format \"avro\""));
     nlpd_config_free(c);
     nlpd_diag_free(&d);
     unlink(path);
