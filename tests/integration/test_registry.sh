@@ -257,6 +257,17 @@ fi
 # --- registry down after start: cached ids go on, a new id is dead-lettered, then replayed --------------------------
 kill -TERM "$REG_PID"
 wait "$REG_PID" 2> /dev/null
+# A reload while the registry is down keeps the ids this process got (the output's, the writers').
+kill -HUP "$NPID"
+for _ in $(seq 100); do
+    grep -q 'reload: applied\|reload: .*still running' "$T/run.log" && break
+    sleep 0.1
+done
+if grep -q 'reload: applied' "$T/run.log" && grep -q 'using schema id 100, which it gave for subject out-value before' "$T/run.log"; then
+    ok "SIGHUP reload while the registry is down: applied with the cached output id"
+else
+    nok "SIGHUP reload while the registry is down: applied with the cached output id" "$(grep reload "$T/run.log" | tail -n 3)"
+fi
 gen "$T/w1.avsc" 1 c 10 "$T/c.hex"
 gen "$T/w3.avsc" 3 d 10 "$T/d.hex"
 cat "$T/c.hex" "$T/d.hex" | produce in --hex > /dev/null
