@@ -545,8 +545,8 @@ static int decode_registry(struct nlpd_avro_in *a, struct nlpd_item *item, const
     if (rc == 0)
         return 0;
     avro_value_decref(v);
-    nlpd_record_fail(&item->rec, "input", "undecodable Avro record (%zu bytes): not a datum of its writer schema "
-                     "(id %d)", len, (int)id);
+    nlpd_record_fail(&item->rec, "input",
+                     "undecodable Avro record (%zu bytes): not a datum of its writer schema (id %d)", len, (int)id);
     return NLPD_EFORMAT;
 }
 
@@ -559,8 +559,10 @@ int nlpd_avro_in_decode(struct nlpd_avro_in *a, struct nlpd_item *item, const ch
             return rc == NLPD_ENOMEM ? (nlpd_record_fail(&item->rec, "input", "out of memory"), rc) : NLPD_EFORMAT;
     } else {
         if (!a->iface) {
-            nlpd_record_fail(&item->rec, "input", "Avro record (%zu bytes) without the Confluent framing (byte 0, "
-                             "schema id): set input.schema to read such records", len);
+            nlpd_record_fail(&item->rec, "input",
+                             "Avro record (%zu bytes) without the Confluent framing (byte 0, schema id): set "
+                             "input.schema to read such records",
+                             len);
             return NLPD_EFORMAT;
         }
         if (avro_generic_value_new(a->iface, &v)) {

@@ -124,8 +124,8 @@ static int parse_args(int argc, char **argv, struct replay_opts *o)
         } else if (is_time) {
             int64_t t = parse_time(v);
             if (t < 0) {
-                fprintf(stderr, "nlpd replay: %s '%s': not a time (2026-12-07T10:00:00Z, 2026-12-07 or @SECONDS)\n",
-                        a, v);
+                fprintf(stderr, "nlpd replay: %s '%s': not a time (2026-12-07T10:00:00Z, 2026-12-07 or @SECONDS)\n", a,
+                        v);
                 return -1;
             }
             *(a[2] == 's' ? &o->since_ms : &o->until_ms) = t;
@@ -259,22 +259,23 @@ static void replay_one(struct replay *r, const rd_kafka_message_t *m, rd_kafka_h
     char src[512], size[32], why[600] = "";
     const char *dest = r->o->to ? r->o->to : header(h, "nlpd.source.topic", src, sizeof src);
     if (header(h, "nlpd.original_size", size, sizeof size))
-        snprintf(why, sizeof why, "its value was cut to fit the dead-letter topic (nlpd.original_size %s): the "
-                 "original is lost", size);
+        snprintf(why, sizeof why,
+                 "its value was cut to fit the dead-letter topic (nlpd.original_size %s): the "
+                 "original is lost",
+                 size);
     else if (!dest || !*dest)
         snprintf(why, sizeof why, "no nlpd.source.topic header (give --to TOPIC)");
     if (*why) {
         r->n.unreplayable++;
-        fprintf(stderr, "nlpd replay: %s[%d]@%lld not replayed: %s\n", r->from, (int)m->partition,
-                (long long)m->offset, why);
+        fprintf(stderr, "nlpd replay: %s[%d]@%lld not replayed: %s\n", r->from, (int)m->partition, (long long)m->offset,
+                why);
         return;
     }
     if (r->o->dry_run) {
         char reason[1024], stage[256];
         json_t *j = json_pack("{s:i, s:I, s:s, s:s?, s:s?}", "partition", (int)m->partition, "offset",
-                              (json_int_t)m->offset, "to", dest, "stage",
-                              header(h, "nlpd.stage", stage, sizeof stage), "reason",
-                              header(h, "nlpd.error", reason, sizeof reason));
+                              (json_int_t)m->offset, "to", dest, "stage", header(h, "nlpd.stage", stage, sizeof stage),
+                              "reason", header(h, "nlpd.error", reason, sizeof reason));
         char *s = j ? json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
         if (s)
             puts(s);
@@ -293,10 +294,10 @@ static void replay_one(struct replay *r, const rd_kafka_message_t *m, rd_kafka_h
     snprintf(origin, sizeof origin, "%s[%d]@%lld", r->from, (int)m->partition, (long long)m->offset);
     rd_kafka_header_add(out, "nlpd.replayed", -1, origin, -1);
     for (;;) {
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            r->producer, RD_KAFKA_V_TOPIC(dest), RD_KAFKA_V_VALUE(m->payload, m->len),
-            RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_HEADERS(out), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_END);
+        rd_kafka_resp_err_t err =
+            rd_kafka_producev(r->producer, RD_KAFKA_V_TOPIC(dest), RD_KAFKA_V_VALUE(m->payload, m->len),
+                              RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_HEADERS(out),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             r->n.produced++;
             break;
@@ -482,20 +483,20 @@ int nlpd_cmd_replay(int argc, char **argv)
         int read_rc = read_all(&r, c, nparts, next, timeout_ms);
         while (r.producer && rd_kafka_outq_len(r.producer) > 0) /* each message ends by message.timeout.ms */
             rd_kafka_flush(r.producer, 1000);
-        int all_ok = read_rc == 0 && !stop_flag && !r.n.unreplayable && !r.n.failed &&
-                     (o.dry_run || r.n.acked == r.n.matched);
+        int all_ok =
+            read_rc == 0 && !stop_flag && !r.n.unreplayable && !r.n.failed && (o.dry_run || r.n.acked == r.n.matched);
         const char *committed = "";
         if (o.group && !o.dry_run)
             committed = all_ok ? (commit(&r, c, nparts, next) == 0 ? ", committed" : (all_ok = 0, ", commit failed"))
                                : ", not committed";
         printf("replay %s -> %s: read %llu, matched %llu, %s %llu, skipped by filter %llu, unreplayable %llu, "
                "failed %llu%s%s\n",
-               r.from, o.to ? o.to : "nlpd.source.topic", (unsigned long long)r.n.read,
-               (unsigned long long)r.n.matched, o.dry_run ? "would produce" : "produced",
+               r.from, o.to ? o.to : "nlpd.source.topic", (unsigned long long)r.n.read, (unsigned long long)r.n.matched,
+               o.dry_run ? "would produce" : "produced",
                (unsigned long long)(o.dry_run ? r.n.matched - r.n.unreplayable : r.n.acked),
                (unsigned long long)r.n.skipped_filter, (unsigned long long)r.n.unreplayable,
-               (unsigned long long)r.n.failed, o.limit > 0 && (long long)r.n.matched >= o.limit ? ", limit reached" : "",
-               committed);
+               (unsigned long long)r.n.failed,
+               o.limit > 0 && (long long)r.n.matched >= o.limit ? ", limit reached" : "", committed);
         fflush(stdout);
         rc = all_ok ? 0 : 1;
     }

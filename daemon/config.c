@@ -239,7 +239,8 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
     for (int out = 0; out < 2; out++) { /* a registry serves Avro only: not silently ignored */
         const char *sec = out ? "output" : "input", *fmt = out ? c->output.format : c->input.format;
         if ((out ? c->output.registry.set : c->input.registry.set) && strcmp(fmt, "avro") != 0) {
-            const config_setting_t *s = config_lookup(&c->cfg, out ? "output.schema_registry" : "input.schema_registry");
+            const config_setting_t *s =
+                config_lookup(&c->cfg, out ? "output.schema_registry" : "input.schema_registry");
             nlpd_diag_add(diag, nlpd_conf_file(s, c->path), s ? config_setting_source_line(s) : 0,
                           "%s.schema_registry needs %s.format \"avro\"", sec, sec);
             errors++;

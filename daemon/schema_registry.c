@@ -19,19 +19,42 @@
 #include "log.h"
 
 #define MAX_RESPONSE (16 << 20) /* a schema is kilobytes; a bigger answer is not the registry's */
-#define BACKOFF_S 1.0           /* after a failed request, unknown ids fail at once for this long */
+#define BACKOFF_S    1.0        /* after a failed request, unknown ids fail at once for this long */
 
 /* ---- configuration ---- */
 
-#define SR_COMMON_KEYS                                                                                              \
-    {"url", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_sr_conf, url), NLPD_CONF_REQUIRED, NULL, 0, 0,               \
-     "base URL of the Confluent Schema Registry (http:// or https://), e.g. \"http://registry:8081\""},               \
-        {"basic_auth", NLPD_CONF_STRING, "", offsetof(struct nlpd_sr_conf, basic_auth), 0, NULL, 0, 0,                \
-         "HTTP basic authentication \"user:password\" (\"\": none)"},                                                \
-        {"basic_auth_file", NLPD_CONF_PATH, NULL, offsetof(struct nlpd_sr_conf, basic_auth_file), 0, NULL, 0, 0,      \
-         "file holding basic_auth instead (one line \"user:password\"; must not be readable by others)"},            \
-        {"timeout_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_sr_conf, timeout_ms), 0, NULL, 100, 600000,        \
-         "deadline of one registry request (connection included)"}
+#define SR_COMMON_KEYS                                                                                                 \
+    {"url",                                                                                                            \
+     NLPD_CONF_STRING,                                                                                                 \
+     NULL,                                                                                                             \
+     offsetof(struct nlpd_sr_conf, url),                                                                               \
+     NLPD_CONF_REQUIRED,                                                                                               \
+     NULL,                                                                                                             \
+     0,                                                                                                                \
+     0,                                                                                                                \
+     "base URL of the Confluent Schema Registry (http:// or https://), e.g. \"http://registry:8081\""},                \
+        {"basic_auth",                                                                                                 \
+         NLPD_CONF_STRING,                                                                                             \
+         "",                                                                                                           \
+         offsetof(struct nlpd_sr_conf, basic_auth),                                                                    \
+         0,                                                                                                            \
+         NULL,                                                                                                         \
+         0,                                                                                                            \
+         0,                                                                                                            \
+         "HTTP basic authentication \"user:password\" (\"\": none)"},                                                  \
+        {"basic_auth_file",                                                                                            \
+         NLPD_CONF_PATH,                                                                                               \
+         NULL,                                                                                                         \
+         offsetof(struct nlpd_sr_conf, basic_auth_file),                                                               \
+         0,                                                                                                            \
+         NULL,                                                                                                         \
+         0,                                                                                                            \
+         0,                                                                                                            \
+         "file holding basic_auth instead (one line \"user:password\"; must not be readable by others)"},              \
+    {                                                                                                                  \
+        "timeout_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_sr_conf, timeout_ms), 0, NULL, 100, 600000,          \
+            "deadline of one registry request (connection included)"                                                   \
+    }
 
 static const struct nlpd_conf_entry input_sr_map[] = {SR_COMMON_KEYS, {0}};
 
@@ -227,7 +250,10 @@ static int request(const struct nlpd_sr_conf *c, const char *method, const char 
     memset(auth, 0, sizeof auth);
     if (cc != CURLE_OK) {
         rc = nlpd_error_set(err, b.over ? NLPD_EFORMAT : NLPD_EAGAIN, !b.over, "schema registry %s %s%s: %s", method,
-                            c->url, path, b.over ? "answer over 16 MiB" : *cerr ? cerr : curl_easy_strerror(cc));
+                            c->url, path,
+                            b.over  ? "answer over 16 MiB"
+                            : *cerr ? cerr
+                                    : curl_easy_strerror(cc));
         free(b.data);
         return rc;
     }
@@ -425,7 +451,8 @@ int nlpd_sr_output_id(const struct nlpd_sr_conf *c, const char *schema_path, con
     if (!c->set)
         return 0;
     if (fixed_id > 0)
-        return nlpd_error_set(err, NLPD_EINVAL, 0, "set output.confluent_schema_id or output.schema_registry, not both");
+        return nlpd_error_set(err, NLPD_EINVAL, 0,
+                              "set output.confluent_schema_id or output.schema_registry, not both");
     FILE *f = fopen(schema_path, "rb");
     if (!f)
         return nlpd_error_set(err, NLPD_EIO, 0, "%s: cannot open: %s", schema_path, strerror(errno));
@@ -641,8 +668,7 @@ int nlpd_sr_decoder_get(struct nlpd_sr_decoder *d, int32_t id, const struct nlpd
     if (d->n == NLPD_SR_MAX_WRITERS) {
         pthread_mutex_unlock(&d->lock);
         writer_free(&w);
-        return nlpd_error_set(err, NLPD_ERANGE, 0, "more than %d writer schemas on this input",
-                              NLPD_SR_MAX_WRITERS);
+        return nlpd_error_set(err, NLPD_ERANGE, 0, "more than %d writer schemas on this input", NLPD_SR_MAX_WRITERS);
     }
     d->w[d->n] = w;
     *out = &d->w[d->n++];

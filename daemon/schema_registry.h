@@ -47,9 +47,9 @@ struct nlpd_sr_decoder;
 
 struct nlpd_sr_writer {
     int32_t id;
-    avro_schema_t schema;           /* the writer's: what the datum is walked and read with */
-    avro_schema_t dest;             /* the reader schema cut to the writer's fields; NULL without a reader */
-    avro_value_iface_t *resolver;   /* resolved writer (schema -> dest); NULL: read into value_iface directly */
+    avro_schema_t schema;            /* the writer's: what the datum is walked and read with */
+    avro_schema_t dest;              /* the reader schema cut to the writer's fields; NULL without a reader */
+    avro_value_iface_t *resolver;    /* resolved writer (schema -> dest); NULL: read into value_iface directly */
     avro_value_iface_t *value_iface; /* class of the decoded value */
 };
 
@@ -59,8 +59,7 @@ struct nlpd_sr_decoder *nlpd_sr_decoder_new(const struct nlpd_sr_conf *c, const 
                                             struct nlpd_error *err);
 /* The writer of id, owned by d (valid until nlpd_sr_decoder_free). NLPD_EAGAIN (retriable) when the registry cannot
  * be reached, NLPD_ENOTFOUND when it has no such id, NLPD_EFORMAT when the schema cannot be read with the reader. */
-int nlpd_sr_decoder_get(struct nlpd_sr_decoder *d, int32_t id, const struct nlpd_sr_writer **w,
-                        struct nlpd_error *err);
+int nlpd_sr_decoder_get(struct nlpd_sr_decoder *d, int32_t id, const struct nlpd_sr_writer **w, struct nlpd_error *err);
 /* The reader schema's default of the field at a dotted path, as text in buf: 1 for a string, 0 for a number, -1 when
  * there is none (a field the writer lacks reads as its default). */
 int nlpd_sr_decoder_default(const struct nlpd_sr_decoder *d, const char *path, char *buf, size_t cap);

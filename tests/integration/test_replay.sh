@@ -175,7 +175,7 @@ produce dlq2 --header-lines --key-lines < "$T/dlq2.lines" > /dev/null || { nok "
 
 replay -c "$C" --from dlq2 --dry-run --stage sentiment
 n=$(grep -c '"stage":"sentiment"' "$T/out")
-consume src_a all 5000 > "$T/src_a.recs" 2> /dev/null
+consume src_a all 30000 > "$T/src_a.recs" 2> /dev/null
 if [ $RC -eq 0 ] && [ "$n" -eq 6 ] && [ ! -s "$T/src_a.recs" ] &&
     [ "$(summary)" = "replay dlq2 -> nlpd.source.topic: read 12, matched 6, would produce 6, skipped by filter 6, unreplayable 0, failed 0" ]; then
     ok "--dry-run --stage produces nothing"
@@ -184,7 +184,7 @@ else
 fi
 
 replay -c "$C" --from dlq2 --reason "too long" --to filt
-consume filt all 10000 > "$T/filt.recs" 2> /dev/null
+consume filt all 30000 > "$T/filt.recs" 2> /dev/null
 got=$(python3 -c 'import json,sys; print(" ".join(sorted(json.loads(l)["value"] for l in open(sys.argv[1]))))' "$T/filt.recs")
 if [ $RC -eq 0 ] && [ "$got" = "b0 b1 b2 b3" ] &&
     [ "$(summary)" = "replay dlq2 -> filt: read 12, matched 4, produced 4, skipped by filter 8, unreplayable 0, failed 0" ]; then
@@ -202,7 +202,7 @@ else
 fi
 
 replay -c "$C" --from dlq2 --stage sentiment --limit 2 --to lim
-consume lim all 10000 > "$T/lim.recs" 2> /dev/null
+consume lim all 30000 > "$T/lim.recs" 2> /dev/null
 if [ $RC -eq 0 ] && [ "$(wc -l < "$T/lim.recs")" -eq 2 ] && grep -q 'matched 2, produced 2, .*limit reached' "$T/out"; then
     ok "--limit stops after N matches" "$(summary)"
 else
@@ -212,8 +212,8 @@ fi
 # Everything in dlq2: the cut one and the one without a source topic are not replayed (exit 1, said why); the rest
 # goes to src_a / src_b with headers minus nlpd.*.
 replay -c "$C" --from dlq2
-consume src_a all 10000 > "$T/src_a.recs" 2> /dev/null
-consume src_b all 10000 > "$T/src_b.recs" 2> /dev/null
+consume src_a all 30000 > "$T/src_a.recs" 2> /dev/null
+consume src_b all 30000 > "$T/src_b.recs" 2> /dev/null
 hdr=$(python3 -c 'import json,re,sys; r=[json.loads(l) for l in open(sys.argv[1])]; h=sorted(r, key=lambda x: x["value"])[0]["headers"]; h["nlpd.replayed"]=re.sub(r"\[\d+\]@\d+$", "[P]@O", h["nlpd.replayed"]); print(h)' "$T/src_a.recs" 2> /dev/null)
 if [ $RC -eq 1 ] && [ "$(wc -l < "$T/src_a.recs")" -eq 6 ] && [ "$(wc -l < "$T/src_b.recs")" -eq 4 ] &&
     grep -q 'matched 12, produced 10, skipped by filter 0, unreplayable 2, failed 0' "$T/out" &&
@@ -232,7 +232,7 @@ replay -c "$C" --from dlq2 --stage sentiment --to g --group replay-g
 rc2=$RC s2=$(summary)
 replay -c "$C" --from dlq2 --stage sentiment --to g --group replay-g
 rc3=$RC s3=$(summary)
-consume g all 10000 > "$T/g.recs" 2> /dev/null
+consume g all 30000 > "$T/g.recs" 2> /dev/null
 got=$(python3 -c 'import json,sys; print(" ".join(sorted(json.loads(l)["value"] for l in open(sys.argv[1]))))' "$T/g.recs")
 if [ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && [ $rc3 -eq 0 ] && [[ $s1 == *"matched 3, produced 3"*", committed" ]] &&
     [[ $s2 == *"matched 3, produced 3"*", committed" ]] && [[ $s3 == *"read 0, matched 0, produced 0"*", committed" ]] &&
