@@ -197,6 +197,12 @@ suite "tests/integration/test_reload.sh build/san/nlpd" bash tests/integration/t
 suite "tests/integration/test_cache.sh build/nlpd" bash tests/integration/test_cache.sh build/nlpd
 suite "tests/integration/test_cache.sh build/san/nlpd" bash tests/integration/test_cache.sh build/san/nlpd
 suite "tests/integration/test_kafka.sh build/nlpd" bash tests/integration/test_kafka.sh build/nlpd
+# nlpd replay: dead letters of nlpd run back byte-identical, filters, --dry-run, --group, exit codes.
+suite "tests/integration/test_replay.sh build/nlpd" bash tests/integration/test_replay.sh build/nlpd
+suite "tests/integration/test_replay.sh build/san/nlpd" bash tests/integration/test_replay.sh build/san/nlpd
+# Schema Registry: evolved writer schemas resolved, output registered and framed, registry down at and after start.
+suite "tests/integration/test_registry.sh build/nlpd" bash tests/integration/test_registry.sh build/nlpd
+suite "tests/integration/test_registry.sh build/san/nlpd" bash tests/integration/test_registry.sh build/san/nlpd
 
 echo
 if [ -n "$failed_suites" ]; then
