@@ -5,7 +5,7 @@ CC       ?= cc
 PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
-PKGS     := libconfig jansson libutf8proc libcrypto openblas rdkafka libevent avro-c hiredis libsystemd
+PKGS     := libconfig jansson libutf8proc libcrypto openblas rdkafka libevent avro-c hiredis libsystemd libcurl
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
 BUILD    := build/san

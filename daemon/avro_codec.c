@@ -10,6 +10,7 @@
 
 #include "nlpd_util.h"
 #include "results.h"
+#include "schema_registry.h"
 
 struct nlpd_avro_out {
     avro_schema_t schema;
@@ -18,9 +19,10 @@ struct nlpd_avro_out {
 };
 
 struct nlpd_avro_in {
-    avro_schema_t schema;
+    avro_schema_t schema; /* the reader schema; NULL with a registry and no input.schema */
     avro_value_iface_t *iface;
     const struct nlpd_input_conf *in;
+    struct nlpd_sr_decoder *sr; /* input.schema_registry: writer schemas by id */
 };
 
 static char *read_file(const char *path, size_t *len, struct nlpd_error *err)
@@ -209,14 +211,20 @@ struct nlpd_avro_in *nlpd_avro_in_new(const struct nlpd_input_conf *in, struct n
     struct nlpd_avro_in *a = calloc(1, sizeof *a);
     if (!a)
         return NULL;
-    if (load_schema(in->schema, &a->schema, err) < 0) {
-        free(a);
-        return NULL;
-    }
     a->in = in;
-    a->iface = avro_generic_class_from_schema(a->schema);
-    if (!a->iface) {
-        nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: %s", in->schema, avro_strerror());
+    if (in->schema) {
+        if (load_schema(in->schema, &a->schema, err) < 0) {
+            free(a);
+            return NULL;
+        }
+        a->iface = avro_generic_class_from_schema(a->schema);
+        if (!a->iface) {
+            nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: %s", in->schema, avro_strerror());
+            nlpd_avro_in_free(a);
+            return NULL;
+        }
+    }
+    if (in->registry.set && !(a->sr = nlpd_sr_decoder_new(&in->registry, in->schema, err))) {
         nlpd_avro_in_free(a);
         return NULL;
     }
@@ -229,7 +237,9 @@ void nlpd_avro_in_free(struct nlpd_avro_in *a)
         return;
     if (a->iface)
         avro_value_iface_decref(a->iface);
-    avro_schema_decref(a->schema);
+    if (a->schema)
+        avro_schema_decref(a->schema);
+    nlpd_sr_decoder_free(a->sr);
     free(a);
 }
 
@@ -397,20 +407,70 @@ static const char *type_name(avro_type_t t)
         goto done;                                           \
     } while (0)
 
+/* With input.schema_registry: a Confluent-framed datum read with its writer schema (by id), resolved into the
+ * reader schema when there is one. A registry that cannot be reached fails the record (dead letter) with a
+ * reason that says so: nlpd replay brings it back once the registry answers. */
+static int decode_registry(struct nlpd_avro_in *a, struct nlpd_item *item, const char *data, size_t len,
+                           avro_value_t *v)
+{
+    const unsigned char *u = (const unsigned char *)data;
+    int32_t id = (int32_t)((uint32_t)u[1] << 24 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 8 | u[4]);
+    const struct nlpd_sr_writer *w;
+    int rc;
+    struct nlpd_error e = {0};
+    if ((rc = nlpd_sr_decoder_get(a->sr, id, &w, &e)) < 0) {
+        nlpd_record_fail(&item->rec, "input", "schema id %d: %s%s", (int)id, e.message,
+                         rc == NLPD_EAGAIN ? " (registry unreachable: replay this record when it is back)" : "");
+        return rc;
+    }
+    if (avro_generic_value_new(w->value_iface, v))
+        return NLPD_ENOMEM;
+    if (!w->resolver) {
+        rc = read_exact(w->schema, data + 5, len - 5, v);
+    } else {
+        avro_value_t rv;
+        if (avro_resolved_writer_new_value(w->resolver, &rv)) {
+            avro_value_decref(v);
+            return NLPD_ENOMEM;
+        }
+        avro_resolved_writer_set_dest(&rv, v);
+        rc = read_exact(w->schema, data + 5, len - 5, &rv);
+        avro_value_decref(&rv);
+    }
+    if (rc == 0)
+        return 0;
+    avro_value_decref(v);
+    nlpd_record_fail(&item->rec, "input",
+                     "undecodable Avro record (%zu bytes): not a datum of its writer schema (id %d)", len, (int)id);
+    return NLPD_EFORMAT;
+}
+
 int nlpd_avro_in_decode(struct nlpd_avro_in *a, struct nlpd_item *item, const char *data, size_t len)
 {
     avro_value_t v, f;
     int rc = 0;
-    if (avro_generic_value_new(a->iface, &v)) {
-        nlpd_record_fail(&item->rec, "input", "out of memory");
-        return NLPD_ENOMEM;
+    if (a->sr && len >= 5 && data[0] == 0) {
+        if ((rc = decode_registry(a, item, data, len, &v)) < 0)
+            return rc == NLPD_ENOMEM ? (nlpd_record_fail(&item->rec, "input", "out of memory"), rc) : NLPD_EFORMAT;
+    } else {
+        if (!a->iface) {
+            nlpd_record_fail(&item->rec, "input",
+                             "Avro record (%zu bytes) without the Confluent framing (byte 0, schema id): set "
+                             "input.schema to read such records",
+                             len);
+            return NLPD_EFORMAT;
+        }
+        if (avro_generic_value_new(a->iface, &v)) {
+            nlpd_record_fail(&item->rec, "input", "out of memory");
+            return NLPD_ENOMEM;
+        }
+        /* Confluent framing is tried first when its magic byte is there; the datum must fill the rest. */
+        int ok = len >= 5 && data[0] == 0 && read_exact(a->schema, data + 5, len - 5, &v) == 0;
+        if (!ok && read_exact(a->schema, data, len, &v) != 0)
+            FAIL("undecodable Avro record (%zu bytes): not a datum of the writer schema %s (a length, count or union "
+                 "index runs past the record, or bytes are left over)",
+                 len, a->in->schema);
     }
-    /* Confluent framing is tried first when its magic byte is there; the datum must fill the rest. */
-    int ok = len >= 5 && data[0] == 0 && read_exact(a->schema, data + 5, len - 5, &v) == 0;
-    if (!ok && read_exact(a->schema, data, len, &v) != 0)
-        FAIL("undecodable Avro record (%zu bytes): not a datum of the writer schema %s (a length, count or union "
-             "index runs past the record, or bytes are left over)",
-             len, a->in->schema);
 
     if (lookup(&v, a->in->id_field, &f) == 0) {
         char tmp[40];
@@ -429,15 +489,25 @@ int nlpd_avro_in_decode(struct nlpd_avro_in *a, struct nlpd_item *item, const ch
             snprintf(tmp, sizeof tmp, "%lld", (long long)i64);
             item->id = strdup(tmp);
         }
+    } else if (a->sr) { /* a field this writer lacks: the reader schema's default */
+        char def[256];
+        if (nlpd_sr_decoder_default(a->sr, a->in->id_field, def, sizeof def) >= 0)
+            item->id = strdup(def);
     }
-    if (lookup(&v, a->in->text_field, &f) != 0)
-        FAIL("missing text field \"%s\"", a->in->text_field);
-    if (avro_value_get_type(&f) != AVRO_STRING)
-        FAIL("text field \"%s\" is %s, not a string", a->in->text_field, type_name(avro_value_get_type(&f)));
     const char *s = NULL;
     size_t n = 0;
-    if (avro_value_get_string(&f, &s, &n) || !s)
-        FAIL("cannot read text field \"%s\"", a->in->text_field);
+    char def[4096];
+    if (lookup(&v, a->in->text_field, &f) != 0) {
+        if (!a->sr || nlpd_sr_decoder_default(a->sr, a->in->text_field, def, sizeof def) != 1)
+            FAIL("missing text field \"%s\"", a->in->text_field);
+        s = def;
+        n = strlen(def) + 1;
+    } else {
+        if (avro_value_get_type(&f) != AVRO_STRING)
+            FAIL("text field \"%s\" is %s, not a string", a->in->text_field, type_name(avro_value_get_type(&f)));
+        if (avro_value_get_string(&f, &s, &n) || !s)
+            FAIL("cannot read text field \"%s\"", a->in->text_field);
+    }
     n = n ? n - 1 : 0; /* avro counts the NUL */
     item->text_copy = malloc(n + 1);
     if (!item->text_copy)

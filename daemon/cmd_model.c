@@ -208,6 +208,8 @@ static int decode_line(const struct nlpd_tokenizer *tok, const char *line, size_
 
 int nlpd_cmd_tokenize(int argc, char **argv)
 {
+    if (nlpd_cmd_tokenize_is_m2m(argc, argv))
+        return nlpd_cmd_tokenize_m2m(argc, argv);
     struct args a;
     if (parse_args(argc, argv, &a))
         return 2;
@@ -344,7 +346,8 @@ int nlpd_cmd_infer(int argc, char **argv)
 {
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--model") && nlpd_cmd_is_seq2seq(argv[i + 1]))
-            return nlpd_cmd_infer_seq2seq(argc, argv);
+            return nlpd_cmd_is_seq2seq(argv[i + 1]) == 2 ? nlpd_cmd_infer_m2m(argc, argv)
+                                                          : nlpd_cmd_infer_seq2seq(argc, argv);
     struct args a;
     if (parse_args(argc, argv, &a))
         return 2;

@@ -12,8 +12,14 @@ int nlpd_cmd_tokenize(int argc, char **argv);
 int nlpd_cmd_number(const char *cmd, const char *opt, const char *v, long lo, long hi, long *out);
 void nlpd_cmd_log_backend(const char *line);
 
-/* Translation models (Marian): `nlpd infer --model DIR` generates instead of classifying (cmd_translate.c). */
+/* Translation models: `nlpd infer --model DIR` generates instead of classifying: Marian (cmd_translate.c),
+ * M2M100 / NLLB (cmd_m2m.c). nlpd_cmd_is_seq2seq: 1 Marian, 2 M2M100 / NLLB, 0 neither. */
 int nlpd_cmd_is_seq2seq(const char *model_dir);
 int nlpd_cmd_infer_seq2seq(int argc, char **argv);
+int nlpd_cmd_infer_m2m(int argc, char **argv);
+/* `nlpd tokenize` of an M2M100 / NLLB folder: without tokenizer.json (transformers' AutoTokenizer then takes the
+ * slow tokenizer), or with --src-lang (the language token placed per line, not by the saved template) */
+int nlpd_cmd_tokenize_is_m2m(int argc, char **argv);
+int nlpd_cmd_tokenize_m2m(int argc, char **argv);
 
 #endif

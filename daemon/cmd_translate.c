@@ -20,7 +20,8 @@ int nlpd_cmd_is_seq2seq(const char *model_dir)
     json_t *j;
     nlpd_util_load_json(model_dir, "config.json", NLPD_UTIL_JSON_OPTIONAL, &j, NULL);
     json_t *mt = json_object_get(j, "model_type");
-    int yes = json_is_string(mt) && !strcmp(json_string_value(mt), "marian");
+    int yes = !json_is_string(mt) ? 0 : !strcmp(json_string_value(mt), "marian") ? 1
+                                      : !strcmp(json_string_value(mt), "m2m_100") ? 2 : 0;
     json_decref(j);
     return yes;
 }

@@ -187,6 +187,8 @@ static void release_sections(struct nlpd_config *c)
     nlpd_conf_release(cache_map, &c->cache);
     nlpd_conf_release(metrics_map, &c->metrics);
     nlpd_conf_release(input_map, &c->input);
+    nlpd_sr_conf_release(&c->input.registry);
+    nlpd_sr_conf_release(&c->output.registry);
     nlpd_conf_release(batch_map, &c->batch);
     nlpd_conf_release(kernels_map, &c->kernels);
     nlpd_conf_release(log_map, &c->log);
@@ -215,9 +217,15 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
     c->has_kafka = kafka != NULL;
     if (kafka)
         errors += nlpd_conf_apply(kafka_map, kafka, &c->kafka, NULL, "kafka", c->path, diag);
-    errors += nlpd_conf_apply(input_map, config_lookup(&c->cfg, "input"), &c->input, NULL, "input", c->path, diag);
-    errors += nlpd_conf_apply(output_map, config_lookup(&c->cfg, "output"), &c->output,
-                              (const char *const[]){"routes", NULL}, "output", c->path, diag);
+    static const char *const input_skip[] = {"schema_registry", NULL};
+    static const char *const output_skip[] = {"routes", "schema_registry", NULL};
+    const config_setting_t *in_group = config_lookup(&c->cfg, "input"), *out_group = config_lookup(&c->cfg, "output");
+    errors += nlpd_conf_apply(input_map, in_group, &c->input, input_skip, "input", c->path, diag);
+    errors += nlpd_conf_apply(output_map, out_group, &c->output, output_skip, "output", c->path, diag);
+    if (in_group && config_setting_is_group(in_group))
+        errors += nlpd_sr_conf_apply(in_group, &c->input.registry, "input", c->path, diag);
+    if (out_group && config_setting_is_group(out_group))
+        errors += nlpd_sr_conf_apply(out_group, &c->output.registry, "output", c->path, diag);
     /* the deprecated moderation action "route" is a route of the Kafka daemon only */
     errors += nlpd_routes_load(&c->routes, config_lookup(&c->cfg, "output.routes"),
                                kafka ? config_lookup(&c->cfg, "pipeline") : NULL, c->kafka.flagged_topic, c->path,
@@ -235,10 +243,20 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
                       "output.schema: cannot read '%s': %s", c->output.schema, strerror(en));
         errors++;
     }
-    if (strcmp(c->input.format, "avro") == 0 && !c->input.schema) {
+    for (int out = 0; out < 2; out++) { /* a registry serves Avro only: not silently ignored */
+        const char *sec = out ? "output" : "input", *fmt = out ? c->output.format : c->input.format;
+        if ((out ? c->output.registry.set : c->input.registry.set) && strcmp(fmt, "avro") != 0) {
+            const config_setting_t *s =
+                config_lookup(&c->cfg, out ? "output.schema_registry" : "input.schema_registry");
+            nlpd_diag_add(diag, nlpd_conf_file(s, c->path), s ? config_setting_source_line(s) : 0,
+                          "%s.schema_registry needs %s.format \"avro\"", sec, sec);
+            errors++;
+        }
+    }
+    if (strcmp(c->input.format, "avro") == 0 && !c->input.schema && !c->input.registry.set) {
         const config_setting_t *s = config_lookup(&c->cfg, "input");
         nlpd_diag_add(diag, nlpd_conf_file(s, c->path), s ? config_setting_source_line(s) : 0,
-                      "input.format \"avro\" needs input.schema (the writer schema, .avsc)");
+                      "input.format \"avro\" needs input.schema (the writer schema, .avsc) or input.schema_registry");
         errors++;
     }
     errors += nlpd_conf_apply(batch_map, config_lookup(&c->cfg, "batch"), &c->batch, NULL, "batch", c->path, diag);
@@ -410,10 +428,12 @@ void nlpd_config_doc(FILE *out)
           "acknowledged); name (default: the topic) labels nlpd_routed_records_total. Conditions as in a stage's "
           "`when` (README \"Routing\")\n",
           out);
+    nlpd_sr_conf_doc("output", out);
     nlpd_conf_doc(flow_map, "flow", out);
     nlpd_conf_doc(cache_map, "cache", out);
     nlpd_conf_doc(metrics_map, "metrics", out);
     nlpd_conf_doc(input_map, "input", out);
+    nlpd_sr_conf_doc("input", out);
     nlpd_conf_doc(batch_map, "batch", out);
     nlpd_conf_doc(kernels_map, "kernels", out);
     nlpd_conf_doc(log_map, "log", out);

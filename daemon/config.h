@@ -11,6 +11,7 @@
 #include "cache.h"
 #include "nlpd_stage.h"
 #include "routes.h"
+#include "schema_registry.h"
 
 struct nlpd_input_conf {
     char *format;
@@ -18,6 +19,7 @@ struct nlpd_input_conf {
     char *text_field;
     char *id_field;
     long long max_text_bytes;
+    struct nlpd_sr_conf registry; /* input.schema_registry: writer schemas by id */
 };
 
 struct nlpd_kafka_conf {
@@ -37,6 +39,7 @@ struct nlpd_output_conf {
     char *format;
     char *schema;
     long long confluent_schema_id;
+    struct nlpd_sr_conf registry; /* output.schema_registry: the id records are framed with */
 };
 
 struct nlpd_flow_conf {

@@ -354,8 +354,11 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
     pthread_mutex_init(&d->lock, NULL);
     d->offsets = nlpd_offsets_new();
     char why[512];
+    int32_t schema_id;
     if (strcmp(cfg->output.format, "avro") == 0 &&
-        !(d->gen->avro_out = nlpd_avro_out_new(cfg->output.schema, (int32_t)cfg->output.confluent_schema_id, err)))
+        (nlpd_sr_output_id(&cfg->output.registry, cfg->output.schema, cfg->kafka.output_topic,
+                           (int32_t)cfg->output.confluent_schema_id, &schema_id, err) < 0 ||
+         !(d->gen->avro_out = nlpd_avro_out_new(cfg->output.schema, schema_id, err))))
         goto bad;
     if (strcmp(cfg->input.format, "avro") == 0 && !(d->gen->avro_in = nlpd_avro_in_new(&cfg->input, err)))
         goto bad;

@@ -77,8 +77,11 @@ static void *reload_thread(void *arg)
         }
         goto done;
     }
+    int32_t schema_id;
     if (strcmp(g->cfg->output.format, "avro") == 0 &&
-        !(g->avro_out = nlpd_avro_out_new(g->cfg->output.schema, (int32_t)g->cfg->output.confluent_schema_id, &err))) {
+        (nlpd_sr_output_id(&g->cfg->output.registry, g->cfg->output.schema, g->cfg->kafka.output_topic,
+                           (int32_t)g->cfg->output.confluent_schema_id, &schema_id, &err) < 0 ||
+         !(g->avro_out = nlpd_avro_out_new(g->cfg->output.schema, schema_id, &err)))) {
         nlpd_diag_add(diag, path, 0, "output: %s", err.message);
         goto done;
     }

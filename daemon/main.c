@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cmd_model.h"
+#include "cmd_replay.h"
 #include "config.h"
 #include "demo.h"
 #include "kafka.h"
@@ -58,6 +59,8 @@ static void usage(FILE *out)
             "  nlpd tokenize --model DIR JSON lines {\"text\", \"text_pair\"?} -> {\"ids\", \"tokens\", \"offsets\"}\n"
             "  nlpd tokenize --decode --model DIR  {\"ids\", \"skip_special_tokens\"?} | {\"tokens\"} -> {\"text\"}\n"
             "  nlpd run   -c FILE        the Kafka daemon (foreground; SIGTERM/SIGINT drain and stop)\n"
+            "  nlpd replay -c FILE [--from T] [--to T] [--reason TEXT] [--stage NAME] [--since TIME] [--until TIME]\n"
+            "              [--limit N] [--group G] [--dry-run]   dead letters back to their source topics\n"
             "  nlpd version | nlpd help\n");
 }
 
@@ -283,6 +286,8 @@ int main(int argc, char **argv)
         return nlpd_cmd_infer(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize"))
         return nlpd_cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "replay"))
+        return nlpd_cmd_replay(argc - 1, argv + 1);
     if (!strcmp(cmd, "run"))
         return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_run(&o);
     fprintf(stderr, "nlpd: unknown command '%s'\n", cmd);

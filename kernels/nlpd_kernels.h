@@ -76,7 +76,7 @@ enum nlpd_act {
 
 enum nlpd_op_kind {
     NLPD_OP_MATMUL = 0, /* c[m,n] = act(a[m,k] . b[k,n] + bias[n]) (b transposed when trans_b: b[n,k]) */
-    NLPD_OP_BIAS_ACT,   /* x[r,c] = act(x + bias[c]) in place */
+    NLPD_OP_BIAS_ACT,   /* x[r,c] = act(x + bias[c]) + residual[r,c] in place (residual optional) */
     NLPD_OP_LAYER_NORM, /* y = LN(x + bias + residual) * gamma + beta, row-wise; bias/residual optional */
     NLPD_OP_SOFTMAX,    /* row-wise, in place */
     NLPD_OP_ATTENTION,  /* masked multi-head self-attention from a fused [q|k|v] projection */
@@ -84,6 +84,7 @@ enum nlpd_op_kind {
     NLPD_OP_ATTENTION_KV, /* queries against separate key/value rows: decoder self-attention over a KV cache,
                              cross-attention over encoder states */
     NLPD_OP_GATHER_ROWS,  /* dst[i] = src[idx[i]]: beam reordering and batch compaction of caches */
+    NLPD_OP_ATTENTION_REL, /* DeBERTa-v2 disentangled self-attention (CPU backend only) */
     NLPD_OP_COUNT
 };
 
@@ -101,6 +102,7 @@ struct nlpd_op_bias_act {
     const float *bias; /* may be NULL */
     int rows, cols, ld;
     enum nlpd_act act;
+    const float *residual; /* [rows, cols] at row stride ld, added last; may be NULL (pre-norm residual adds) */
 };
 
 struct nlpd_op_layer_norm {
@@ -168,6 +170,22 @@ struct nlpd_op_gather_rows {
     size_t ld_dst, ld_src;
 };
 
+/* DeBERTa-v2's disentangled attention: as NLPD_OP_ATTENTION (qkv, mask, out), with
+ *   score(i,j) = scale * (q_i.k_j + q_i.pos_k[c] + k_j.pos_q[c]),  c = rel_idx[i - j + seq - 1]
+ * per head (head h uses columns h*head_dim.. of the pos rows). pos_k (c2p) / pos_q (p2c) are [n_rel, heads *
+ * head_dim] at row stride ld_pos, NULL when that term is absent; rel_idx[2*seq-1] holds values in [0, n_rel) and
+ * never decreases (log buckets are monotonic in i - j), so a head only reads a contiguous band of pos rows. */
+struct nlpd_op_attention_rel {
+    float *out;
+    const float *qkv;
+    const int32_t *mask;
+    const float *pos_k, *pos_q;
+    const int32_t *rel_idx;
+    int batch, seq, heads, head_dim, n_rel;
+    int ld_qkv, ld_out, ld_pos;
+    float scale;
+};
+
 struct nlpd_op {
     enum nlpd_op_kind kind;
     union {
@@ -179,6 +197,7 @@ struct nlpd_op {
         struct nlpd_op_embed embed;
         struct nlpd_op_attention_kv attention_kv;
         struct nlpd_op_gather_rows gather_rows;
+        struct nlpd_op_attention_rel attention_rel;
     } u;
 };
 

@@ -11,6 +11,9 @@ PKGS="build-essential pkg-config"
 PKGS="$PKGS clang-format"
 # Daemon libraries: config file, JSON, Unicode case mapping, SHA-256 of models (libcrypto), Kafka, Avro, Redis client, event loop, sd_notify.
 PKGS="$PKGS libconfig-dev libjansson-dev libutf8proc-dev libssl-dev librdkafka-dev libavro-dev libhiredis-dev libevent-dev libsystemd-dev"
+# libcurl (OpenSSL flavour, the TLS library nlpd already links): the HTTP client of the Schema Registry support
+# (input/output.schema_registry), so that HTTPS, proxies and authentication are a well-kept library's job.
+PKGS="$PKGS libcurl4-openssl-dev"
 # Kernels: OpenBLAS sgemm for the CPU backend; oneDNN (libdnnl-dev) for its bf16 and int8 products, attention and
 # large fp32 products (AVX-512 / VNNI / AVX512-BF16 picked at run time, whatever OPENBLAS_CORETYPE says).
 PKGS="$PKGS libopenblas-dev libdnnl-dev"

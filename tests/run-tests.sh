@@ -144,6 +144,10 @@ suite "tests/models/test_dtype_pipe.sh build/san/nlpd" bash tests/models/test_dt
 # The ner stage against the transformers token-classification pipeline, every aggregation strategy.
 suite "tests/models/test_ner_pipe.sh build/nlpd" bash tests/models/test_ner_pipe.sh build/nlpd
 suite "tests/models/test_ner_pipe.sh build/san/nlpd" bash tests/models/test_ner_pipe.sh build/san/nlpd
+suite "tests/models/test_ner_pipe.sh build/nlpd (deberta-v2-token-cls)" \
+    env NER_MODEL=tests/fixtures/hf-tiny/deberta-v2-token-cls bash tests/models/test_ner_pipe.sh build/nlpd
+suite "tests/models/test_ner_pipe.sh build/san/nlpd (deberta-v2-token-cls)" \
+    env NER_MODEL=tests/fixtures/hf-tiny/deberta-v2-token-cls bash tests/models/test_ner_pipe.sh build/san/nlpd
 # Entity words on an XLM-R (SentencePiece) token-classification folder: the Rust decoder's, not the text span.
 suite "tests/models/test_ner_words.sh build/nlpd" bash tests/models/test_ner_words.sh build/nlpd
 suite "tests/models/test_ner_words.sh build/san/nlpd" bash tests/models/test_ner_words.sh build/san/nlpd
@@ -158,11 +162,20 @@ suite "tests/models/test_decode_ref.sh build/san/nlpd" bash tests/models/test_de
 # Marian translation: transformers' goldens (greedy ids, encoder, logits, top-5), texts through the tokenizer, and
 # greedy/beam search on random shapes against the independent PyTorch reference (tests/models/marian_ref.py).
 suite "tests/models/test_marian.sh build/nlpd" sh tests/models/test_marian.sh build/nlpd
+# M2M100 / NLLB through `nlpd infer`: greedy and beam ids exact, mixed target languages in one batch.
+suite "tests/models/test_m2m100_infer.sh build/nlpd" sh tests/models/test_m2m100_infer.sh build/nlpd
+# M2M100 on random shapes (activations, untied lm_head, unequal depths, no embedding scale) against tests/models/m2m_ref.py.
+suite "tests/models/test_m2m100_beam.sh build/nlpd" sh tests/models/test_m2m100_beam.sh build/nlpd
 # The translate stage: langid -> translate -> sentiment, sentence split and join, downstream text, cache, errors.
 suite "tests/models/test_translate_pipe.sh build/nlpd" bash tests/models/test_translate_pipe.sh build/nlpd
+# The translate stage with one multilingual model (NLLB / M2M100): lang.code mapping, lang_map, unsupported_lang.
+suite "tests/models/test_translate_m2m_pipe.sh build/nlpd" bash tests/models/test_translate_m2m_pipe.sh build/nlpd
 suite "tests/models/test_translate_pipe.sh build/san/nlpd" bash tests/models/test_translate_pipe.sh build/san/nlpd
 # SentencePiece (Unigram) and the Marian tokenizer against python3-sentencepiece 0.1.97 (+ MarianTokenizer in Python).
 suite "tests/models/test_spm_parity.sh" sh tests/models/test_spm_parity.sh
+# DeBERTa-v3 folders with spm.model and no tokenizer.json: golden ids, = tokenizer.json on the 4321 cases.
+suite "tests/models/test_deberta_spm.sh build" bash tests/models/test_deberta_spm.sh build
+suite "tests/models/test_deberta_spm.sh build/san" bash tests/models/test_deberta_spm.sh build/san
 
 # --- CLI integration --------------------------------------------------------------------------------------------
 suite "tests/integration/test_pipe.sh build/nlpd" bash tests/integration/test_pipe.sh build/nlpd
@@ -191,6 +204,12 @@ suite "tests/integration/test_reload.sh build/san/nlpd" bash tests/integration/t
 suite "tests/integration/test_cache.sh build/nlpd" bash tests/integration/test_cache.sh build/nlpd
 suite "tests/integration/test_cache.sh build/san/nlpd" bash tests/integration/test_cache.sh build/san/nlpd
 suite "tests/integration/test_kafka.sh build/nlpd" bash tests/integration/test_kafka.sh build/nlpd
+# nlpd replay: dead letters of nlpd run back byte-identical, filters, --dry-run, --group, exit codes.
+suite "tests/integration/test_replay.sh build/nlpd" bash tests/integration/test_replay.sh build/nlpd
+suite "tests/integration/test_replay.sh build/san/nlpd" bash tests/integration/test_replay.sh build/san/nlpd
+# Schema Registry: evolved writer schemas resolved, output registered and framed, registry down at and after start.
+suite "tests/integration/test_registry.sh build/nlpd" bash tests/integration/test_registry.sh build/nlpd
+suite "tests/integration/test_registry.sh build/san/nlpd" bash tests/integration/test_registry.sh build/san/nlpd
 
 echo
 if [ -n "$failed_suites" ]; then

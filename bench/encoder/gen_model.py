@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Writes a random-weight BertForSequenceClassification folder (config.json + model.safetensors, F32) with the
-tensor names transformers saves, for the encoder benchmark. Needs only numpy.
-usage: gen_model.py OUTDIR [--layers 12 --hidden 768 --heads 12 --ffn 3072 --vocab 30522 --labels 2 --seed 1]"""
+tensor names transformers saves, for the encoder benchmark; --arch deberta writes a DeBERTa-v3-shaped
+DebertaV2ForSequenceClassification of the same sizes instead (relative attention c2p|p2c, position_buckets 256,
+shared keys, normalised relative embeddings, no absolute positions or token types). Needs only numpy.
+usage: gen_model.py OUTDIR [--arch bert|deberta --layers 12 --hidden 768 --heads 12 --ffn 3072 --vocab 30522
+       --labels 2 --seed 1]"""
 import argparse
 import json
 import os
@@ -21,6 +24,7 @@ def main():
     ap.add_argument("--max-pos", type=int, default=512)
     ap.add_argument("--labels", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--arch", choices=("bert", "deberta"), default="bert")
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
     H, I = a.hidden, a.ffn
@@ -35,9 +39,17 @@ def main():
         "classifier.weight": (a.labels, H),
         "classifier.bias": (a.labels,),
     }
+    deb = a.arch == "deberta"
+    if deb:
+        shapes = {k.replace("bert.", "deberta.", 1).replace("deberta.pooler", "pooler"): v for k, v in shapes.items()
+                  if "position_embeddings" not in k and "token_type" not in k}
+        shapes["deberta.encoder.rel_embeddings.weight"] = (2 * 256, H)
+        shapes["deberta.encoder.LayerNorm.weight"] = (H,)
+        shapes["deberta.encoder.LayerNorm.bias"] = (H,)
     for i in range(a.layers):
-        p = f"bert.encoder.layer.{i}."
-        for n in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+        p = f"deberta.encoder.layer.{i}." if deb else f"bert.encoder.layer.{i}."
+        qkv = ("query_proj", "key_proj", "value_proj") if deb else ("query", "key", "value")
+        for n in tuple("attention.self." + x for x in qkv) + ("attention.output.dense",):
             shapes[p + n + ".weight"] = (H, H)
             shapes[p + n + ".bias"] = (H,)
         shapes[p + "intermediate.dense.weight"] = (I, H)
@@ -87,6 +99,12 @@ def main():
         "label2id": {f"LABEL_{i}": i for i in range(a.labels)},
     }
     with open(os.path.join(a.outdir, "config.json"), "w") as f:
+        if deb:
+            config.update({"architectures": ["DebertaV2ForSequenceClassification"], "model_type": "deberta-v2",
+                           "type_vocab_size": 0, "layer_norm_eps": 1e-7, "relative_attention": True,
+                           "position_buckets": 256, "max_relative_positions": -1, "pos_att_type": ["p2c", "c2p"],
+                           "share_att_key": True, "norm_rel_ebd": "layer_norm", "position_biased_input": False,
+                           "pooler_hidden_size": H, "pooler_hidden_act": "gelu"})
         json.dump(config, f, indent=2)
 
 

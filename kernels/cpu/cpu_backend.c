@@ -369,6 +369,13 @@ static int cpu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlp
         return 0;
     }
     case NLPD_OP_GATHER_ROWS: return nlpd_cpu_gather_rows(&op->u.gather_rows, err);
+    case NLPD_OP_ATTENTION_REL: {
+        const struct nlpd_op_attention_rel *a = &op->u.attention_rel;
+        float *sc = scratch_get(nlpd_cpu_attention_rel_scratch(a) * sizeof(float));
+        if (!sc)
+            return nlpd_error_set(err, NLPD_ENOMEM, 0, "cpu backend: out of memory for attention scores");
+        return nlpd_cpu_attention_rel(a, sc, im->threads, err);
+    }
     case NLPD_OP_COUNT: break;
     }
     return nlpd_error_set(err, NLPD_EINVAL, 0, "cpu backend: unknown op %d", (int)op->kind);

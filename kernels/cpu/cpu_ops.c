@@ -342,11 +342,19 @@ static int row_team(int rows, int cols)
 void nlpd_cpu_bias_act(const struct nlpd_op_bias_act *p)
 {
     nlpd_cpu_simd();
-    if (!p->bias && p->act == NLPD_ACT_NONE)
+    if (!p->bias && p->act == NLPD_ACT_NONE && !p->residual)
         return;
 #pragma omp parallel for num_threads(row_team(p->rows, p->cols)) schedule(static)
-    for (int r = 0; r < p->rows; r++)
-        bias_act_row(p->x + (size_t)r * p->ld, p->bias, p->cols, p->act);
+    for (int r = 0; r < p->rows; r++) {
+        float *x = p->x + (size_t)r * p->ld;
+        if (p->bias || p->act != NLPD_ACT_NONE)
+            bias_act_row(x, p->bias, p->cols, p->act);
+        if (p->residual) {
+            const float *res = p->residual + (size_t)r * p->ld;
+            for (int c = 0; c < p->cols; c++)
+                x[c] += res[c];
+        }
+    }
 }
 
 void nlpd_cpu_matmul(const struct nlpd_op_matmul *p)
@@ -360,7 +368,7 @@ void nlpd_cpu_matmul(const struct nlpd_op_matmul *p)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, p->trans_b ? CblasTrans : CblasNoTrans, p->m, p->n, p->k, 1.0f, p->a,
                     p->lda, p->b, p->ldb, 0.0f, p->c, p->ldc);
     }
-    struct nlpd_op_bias_act ba = {p->c, p->bias, p->m, p->n, p->ldc, p->act};
+    struct nlpd_op_bias_act ba = {p->c, p->bias, p->m, p->n, p->ldc, p->act, NULL};
     nlpd_cpu_bias_act(&ba);
 }
 

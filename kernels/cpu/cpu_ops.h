@@ -25,6 +25,10 @@ void nlpd_cpu_attention_kv(const struct nlpd_op_attention_kv *p, float *scratch)
 /* Row-wise softmax of x[rows, cols] (dense), mask[cols] (1 = attend, may be NULL) applied as -FLT_MAX added,
  * rows shared among OpenMP threads. */
 void nlpd_cpu_softmax_masked(float *x, int rows, int cols, const int32_t *mask);
+/* DeBERTa's disentangled attention (cpu_rel_attention.c) on oneDNN products; scratch of
+ * nlpd_cpu_attention_rel_scratch(p) floats. */
+size_t nlpd_cpu_attention_rel_scratch(const struct nlpd_op_attention_rel *p);
+int nlpd_cpu_attention_rel(const struct nlpd_op_attention_rel *p, float *scratch, int threads, struct nlpd_error *err);
 int nlpd_cpu_gather_rows(const struct nlpd_op_gather_rows *p, struct nlpd_error *err);
 int nlpd_cpu_embed(const struct nlpd_op_embed *p, struct nlpd_error *err);
 

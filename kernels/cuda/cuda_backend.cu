@@ -174,7 +174,7 @@ const struct cu_weights *cu_weights_of(struct cu_impl *im, const void *p, struct
 static int cu_supports(const struct nlpd_backend *be, enum nlpd_op_kind kind)
 {
     (void)be;
-    return kind >= 0 && kind < NLPD_OP_COUNT;
+    return kind >= 0 && kind < NLPD_OP_COUNT && kind != NLPD_OP_ATTENTION_REL; /* DeBERTa: CPU backend only */
 }
 
 static int alloc_common(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, int weights,

@@ -29,7 +29,7 @@ static int launched(struct nlpd_error *err, const char *what)
 
 /* ---- bias + activation ---- */
 
-__global__ void k_bias_act(float *x, const float *bias, int rows, int cols, size_t ld, int act)
+__global__ void k_bias_act(float *x, const float *bias, const float *res, int rows, int cols, size_t ld, int act)
 {
     size_t n = (size_t)rows * (size_t)cols;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
@@ -38,16 +38,19 @@ __global__ void k_bias_act(float *x, const float *bias, int rows, int cols, size
         float v = *p;
         if (bias)
             v += bias[c];
-        *p = act_apply(v, act);
+        v = act_apply(v, act);
+        if (res)
+            v += res[r * ld + c];
+        *p = v;
     }
 }
 
 int cu_bias_act(struct cu_impl *im, const struct nlpd_op_bias_act *p, struct nlpd_error *err)
 {
-    if ((!p->bias && p->act == NLPD_ACT_NONE) || p->rows <= 0 || p->cols <= 0)
+    if ((!p->bias && p->act == NLPD_ACT_NONE && !p->residual) || p->rows <= 0 || p->cols <= 0)
         return 0;
     size_t n = (size_t)p->rows * (size_t)p->cols;
-    k_bias_act<<<cu_grid(im, n, 256), 256, 0, im->stream>>>(p->x, p->bias, p->rows, p->cols, (size_t)p->ld,
+    k_bias_act<<<cu_grid(im, n, 256), 256, 0, im->stream>>>(p->x, p->bias, p->residual, p->rows, p->cols, (size_t)p->ld,
                                                             (int)p->act);
     return launched(err, "bias + activation");
 }

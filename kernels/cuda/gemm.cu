@@ -92,6 +92,6 @@ int cu_matmul(struct cu_impl *im, const struct nlpd_op_matmul *p, struct nlpd_er
     }
     if (!p->bias && p->act == NLPD_ACT_NONE)
         return 0;
-    struct nlpd_op_bias_act ba = {p->c, p->bias, p->m, p->n, p->ldc, p->act};
+    struct nlpd_op_bias_act ba = {p->c, p->bias, p->m, p->n, p->ldc, p->act, NULL};
     return cu_bias_act(im, &ba, err);
 }

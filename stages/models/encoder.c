@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deberta.h"
 #include "safetensors.h"
 #include "weights.h"
 
@@ -29,6 +30,7 @@ struct nlpd_encoder {
     enum nlpd_act pool_act;
     size_t pool_w, pool_b, cls_w, cls_b;
     int num_labels;
+    struct nlpd_deberta *deb; /* model_type deberta-v2: everything above but cfg, task, be is unused */
 };
 
 struct nlpd_encoder_ws {
@@ -37,6 +39,7 @@ struct nlpd_encoder_ws {
     float *x, *qkv, *ctx, *tmp, *ffn, *scores, *pool, *logits;
     int32_t *ids, *pos_ids, *type_ids, *mask;
     int32_t *host_pos; /* host staging of position ids */
+    struct nlpd_deberta_ws *dws;
 };
 
 /* ------------------------------------------------------------------ loading ---- */
@@ -153,6 +156,32 @@ static int load_all(struct loader *ld, struct nlpd_error *err)
     return 0;
 }
 
+static int open_backend(struct nlpd_encoder *enc, const struct nlpd_encoder_opts *opts, struct nlpd_error *err)
+{
+    if (opts && opts->be) {
+        enc->be = opts->be;
+        return 0;
+    }
+    struct nlpd_backend_opts bo;
+    nlpd_backend_opts_default(&bo);
+    if (opts && opts->backend) {
+        bo.name = opts->backend;
+        bo.device = opts->device;
+    }
+    if (opts && opts->dtype) { /* asked for by name: an error where it cannot run, not a fallback */
+        int dt = nlpd_dtype_parse(opts->dtype);
+        if (dt < 0)
+            return nlpd_error_set(err, NLPD_EINVAL, 0, "unknown dtype \"%s\" (fp32, fp16, bf16, int8)", opts->dtype);
+        bo.dtype = (enum nlpd_dtype)dt;
+        bo.dtype_strict = 1;
+    }
+    bo.threads = opts ? opts->threads : 0;
+    if (!(enc->be = nlpd_backend_new_opts(&bo, err)))
+        return err ? err->code : NLPD_EINVAL;
+    enc->own_be = 1;
+    return 0;
+}
+
 struct nlpd_encoder *nlpd_encoder_load(const char *dir, const struct nlpd_encoder_opts *opts, struct nlpd_error *err)
 {
     char path[4096];
@@ -167,6 +196,13 @@ struct nlpd_encoder *nlpd_encoder_load(const char *dir, const struct nlpd_encode
         goto fail;
     const struct nlpd_hf_config *c = &enc->cfg;
     enc->task = opts && opts->task > 0 ? (enum nlpd_hf_task)opts->task : c->task;
+    if (c->arch == NLPD_HF_DEBERTA_V2) {
+        if (open_backend(enc, opts, err) || !(enc->deb = nlpd_deberta_load(dir, c, enc->task, enc->be, err)))
+            goto fail;
+        enc->task = nlpd_deberta_task(enc->deb);
+        enc->num_labels = nlpd_deberta_num_labels(enc->deb);
+        return enc;
+    }
 
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if (!(ld.w.st = nlpd_safetensors_open(path, err)))
@@ -199,29 +235,8 @@ struct nlpd_encoder *nlpd_encoder_load(const char *dir, const struct nlpd_encode
         goto fail;
     }
 
-    if (opts && opts->be) {
-        enc->be = opts->be;
-    } else {
-        struct nlpd_backend_opts bo;
-        nlpd_backend_opts_default(&bo);
-        if (opts && opts->backend) {
-            bo.name = opts->backend;
-            bo.device = opts->device;
-        }
-        if (opts && opts->dtype) { /* asked for by name: an error where it cannot run, not a fallback */
-            int dt = nlpd_dtype_parse(opts->dtype);
-            if (dt < 0) {
-                nlpd_error_set(err, NLPD_EINVAL, 0, "unknown dtype \"%s\" (fp32, fp16, bf16, int8)", opts->dtype);
-                goto fail;
-            }
-            bo.dtype = (enum nlpd_dtype)dt;
-            bo.dtype_strict = 1;
-        }
-        bo.threads = opts ? opts->threads : 0;
-        if (!(enc->be = nlpd_backend_new_opts(&bo, err)))
-            goto fail;
-        enc->own_be = 1;
-    }
+    if (open_backend(enc, opts, err))
+        goto fail;
     ld.w.planning = 1;
     if (load_all(&ld, err))
         goto fail;
@@ -245,6 +260,7 @@ void nlpd_encoder_free(struct nlpd_encoder *enc)
 {
     if (!enc)
         return;
+    nlpd_deberta_free(enc->deb);
     nlpd_backend_buffer_free(&enc->weights);
     if (enc->own_be)
         nlpd_backend_free(enc->be);
@@ -289,6 +305,8 @@ enum nlpd_dtype nlpd_encoder_dtype(const struct nlpd_encoder *enc)
 
 double nlpd_encoder_flops(const struct nlpd_encoder *enc, int batch, int seq)
 {
+    if (enc->deb)
+        return nlpd_deberta_flops(enc->deb, batch, seq);
     const struct nlpd_hf_config *c = &enc->cfg;
     double T = (double)batch * seq, H = c->hidden_size, I = c->intermediate_size;
     double per_layer = 2.0 * T * (4.0 * H * H + 2.0 * H * I) + 2.0 * 2.0 * batch * (double)seq * seq * H;
@@ -362,7 +380,8 @@ struct nlpd_encoder_ws *nlpd_encoder_ws_new(const struct nlpd_encoder *enc, int 
         nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
         return NULL;
     }
-    if (ws_reserve(enc, ws, max_batch, max_seq, err)) {
+    if (enc->deb ? !(ws->dws = nlpd_deberta_ws_new(enc->deb, max_batch, max_seq, err))
+                 : ws_reserve(enc, ws, max_batch, max_seq, err) != 0) {
         free(ws);
         return NULL;
     }
@@ -373,6 +392,7 @@ void nlpd_encoder_ws_free(struct nlpd_encoder_ws *ws)
 {
     if (!ws)
         return;
+    nlpd_deberta_ws_free(ws->dws);
     nlpd_backend_buffer_free(&ws->buf);
     free(ws->host_pos);
     free(ws);
@@ -432,6 +452,9 @@ static int save_hidden(const struct nlpd_encoder_ws *ws, float *dst, size_t n)
 int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws *ws,
                          const struct nlpd_encoder_input *in, struct nlpd_encoder_output *out, struct nlpd_error *err)
 {
+    if (enc->deb)
+        return ws->dws ? nlpd_deberta_forward(enc->deb, ws->dws, in, out, err)
+                       : nlpd_error_set(err, NLPD_EINVAL, 0, "workspace not made for this model");
     const struct nlpd_hf_config *c = &enc->cfg;
     const int B = in->batch, S = in->seq, H = c->hidden_size, I = c->intermediate_size, NL = enc->num_labels;
     if (B <= 0 || S <= 0 || (long long)B * S > (1LL << 28))

@@ -1,5 +1,6 @@
 /* Transformer encoders of Hugging Face folders (config.json + model.safetensors): BERT, RoBERTa / XLM-RoBERTa /
- * CamemBERT and DistilBERT, with their sequence- and token-classification heads, run batched and padded through
+ * CamemBERT, DistilBERT and DeBERTa-v2/v3 (deberta.c, dispatched to from here), with their sequence- and
+ * token-classification heads, run batched and padded through
  * the kernels backend. Weights are converted once at load (F16/BF16 -> F32, Linear weights pre-transposed, Q/K/V
  * fused); activations live in a caller-owned workspace sized from the largest batch shape. */
 #ifndef NLPD_ENCODER_H
@@ -56,7 +57,8 @@ struct nlpd_encoder_output {
     float *logits;     /* seq-cls: [batch, num_labels]; token-cls: [batch, seq, num_labels] */
     float *hidden;     /* [batch, seq, hidden]: last layer */
     float *pooled;     /* [batch, hidden]: the head's pooled vector (BERT pooler, RoBERTa classifier.dense + tanh,
-                          DistilBERT pre_classifier + ReLU); needs a sequence-classification head or a BERT pooler */
+                          DistilBERT pre_classifier + ReLU, DeBERTa's ContextPooler); needs a sequence-classification
+                          head or a BERT pooler */
     float *all_hidden; /* [layers + 1, batch, seq, hidden]: embeddings output, then each layer's output */
 };
 

@@ -29,8 +29,8 @@ static int oom(struct nlpd_error *err)
 
 /* ---------------------------------------------------------------- logits processors ---- */
 
-/* In transformers' order: no-repeat n-grams, bad words, min length, forced eos. hist[0..len) is the row's ids so
- * far (decoder start first); the row's scores are changed in place. */
+/* In transformers' order: no-repeat n-grams, bad words, min length, forced bos, forced eos. hist[0..len) is the
+ * row's ids so far (decoder start first); the row's scores are changed in place. */
 static void process_row(const struct nlpd_gen_params *p, const int32_t *hist, int len, float *row, int V,
                         float forced_value)
 {
@@ -58,6 +58,11 @@ static void process_row(const struct nlpd_gen_params *p, const int32_t *hist, in
     }
     if (p->min_length > 0 && len < p->min_length && p->eos >= 0 && p->eos < V)
         row[p->eos] = ninf;
+    if (p->has_forced_bos && len == 1 && p->forced_bos >= 0 && p->forced_bos < V) {
+        for (int i = 0; i < V; i++)
+            row[i] = ninf;
+        row[p->forced_bos] = forced_value;
+    }
     if (p->forced_eos >= 0 && p->forced_eos < V && len == p->max_length - 1) {
         for (int i = 0; i < V; i++)
             row[i] = ninf;
@@ -275,7 +280,8 @@ static int beam_search(const struct nlpd_gen_model *m, int n_sent, const struct 
                         row[t] = -INFINITY; /* NaN */
                 float lse = p->renormalize_logits ? 0.0f : nlpd_kernels_logsumexp(row, V);
                 process_row(p, hist + (size_t)r * L, len, row, V, lse); /* forced eos: log-prob 0 */
-                if (p->renormalize_logits && !(p->forced_eos >= 0 && len == p->max_length - 1))
+                if (p->renormalize_logits && !(p->forced_eos >= 0 && len == p->max_length - 1) &&
+                    !(p->has_forced_bos && len == 1))
                     lse = nlpd_kernels_logsumexp(row, V); /* LogitNormalization: over what the processors left */
                 for (int t = 0; t < V; t++)
                     if (nr < NC || row[t] >= rowtop[NC - 1].score)

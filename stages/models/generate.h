@@ -1,6 +1,7 @@
 /* Autoregressive search for encoder-decoder models with the semantics of transformers' generate() (v4.47):
  * greedy (num_beams 1) and beam search (BeamSearchScorer), with the logits processors a translation model's
- * generation config uses (no_repeat_ngram_size, bad_words_ids, min_length, forced_eos_token_id). The model is
+ * generation config uses (no_repeat_ngram_size, bad_words_ids, min_length, forced_bos_token_id,
+ * forced_eos_token_id). The model is
  * reached through a small step/reorder interface, so the search is independent of the kernels and testable with
  * scripted logits. Finished sentences leave the batch: the model is asked to keep only the live rows. */
 #ifndef NLPD_GENERATE_H
@@ -26,6 +27,8 @@ struct nlpd_gen_params {
     int min_length;           /* eos banned while the output is shorter; 0 = off */
     int32_t decoder_start, eos, pad;
     int32_t forced_eos; /* -1 = none */
+    int has_forced_bos; /* forced_bos_token_id: the id after the decoder start (M2M100/NLLB target language) */
+    int32_t forced_bos;
     int renormalize_logits; /* log-softmax again after the processors (beam scores; greedy picks are the same) */
     /* bad_words_ids: n_bad sequences, sequence i = bad[bad_off[i] .. bad_off[i + 1]) */
     const int32_t *bad;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "nlpd_util.h"
 
@@ -119,6 +120,89 @@ static int parse_labels(json_t *root, const char *name, struct nlpd_hf_config *c
     return 0;
 }
 
+static int get_bool(json_t *root, const char *name, const char *key, int def, int *out, struct nlpd_error *err)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_boolean(v))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"%s\" is not a boolean", name, key);
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* Does the '|'-separated list s (case-insensitive, spaces around entries ignored) name word? */
+static int list_has(const char *s, const char *word)
+{
+    size_t wl = strlen(word);
+    while (*s) {
+        while (*s == ' ' || *s == '|')
+            s++;
+        const char *e = s;
+        while (*e && *e != '|')
+            e++;
+        const char *t = e;
+        while (t > s && t[-1] == ' ')
+            t--;
+        if ((size_t)(t - s) == wl && !strncasecmp(s, word, wl))
+            return 1;
+        s = e;
+    }
+    return 0;
+}
+
+/* DebertaV2Config / DisentangledSelfAttention's keys, with their defaults. */
+static int parse_deberta(json_t *root, const char *name, struct nlpd_hf_config *c, struct nlpd_error *err)
+{
+    struct nlpd_hf_deberta *d = &c->deberta;
+    int rc;
+    if ((rc = get_bool(root, name, "relative_attention", 0, &d->relative_attention, err)) ||
+        (rc = get_bool(root, name, "share_att_key", 0, &d->share_att_key, err)) ||
+        (rc = get_bool(root, name, "position_biased_input", 1, &d->position_biased_input, err)) ||
+        (rc = get_int(root, name, "position_buckets", 0, -1, -1000000, 1 << 20, &d->position_buckets, err)) ||
+        (rc = get_int(root, name, "max_relative_positions", 0, -1, -1000000, 1 << 20, &d->max_relative_positions,
+                      err)) ||
+        (rc = get_int(root, name, "embedding_size", 0, c->hidden_size, 1, 65536, &d->embedding_size, err)) ||
+        (rc = get_int(root, name, "pooler_hidden_size", 0, c->hidden_size, 1, 65536, &d->pooler_hidden_size, err)) ||
+        (rc = get_int(root, name, "conv_kernel_size", 0, 0, 0, 1024, &d->conv_kernel_size, err)) ||
+        (rc = get_int(root, name, "attention_head_size", 0, c->hidden_size / c->num_heads, 1, 65536,
+                      &d->attention_head_size, err)))
+        return rc;
+    if (d->max_relative_positions < 1)
+        d->max_relative_positions = c->max_position_embeddings;
+    /* pos_att_type: a list, or a "p2c|c2p" string as DebertaV2Config splits it; other entries are unused there */
+    json_t *pat = json_object_get(root, "pos_att_type");
+    if (json_is_string(pat)) {
+        d->c2p = list_has(json_string_value(pat), "c2p");
+        d->p2c = list_has(json_string_value(pat), "p2c");
+    } else if (json_is_array(pat)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(pat, i, v)
+        {
+            if (!json_is_string(v))
+                return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"pos_att_type\"[%zu] is not a string", name, i);
+            d->c2p |= list_has(json_string_value(v), "c2p");
+            d->p2c |= list_has(json_string_value(v), "p2c");
+        }
+    } else if (pat && !json_is_null(pat)) {
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"pos_att_type\" is not a list or a string", name);
+    }
+    json_t *nre = json_object_get(root, "norm_rel_ebd");
+    if (nre && !json_is_null(nre) && !json_is_string(nre))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"norm_rel_ebd\" is not a string", name);
+    d->norm_rel_ln = json_is_string(nre) && list_has(json_string_value(nre), "layer_norm");
+    char act[NLPD_HF_NAME_MAX] = "gelu";
+    json_t *pa = json_object_get(root, "pooler_hidden_act");
+    if (pa && !json_is_null(pa) && copy_name(act, pa))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"pooler_hidden_act\" is not a short string", name);
+    if (parse_act(act, &d->pooler_act))
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: unsupported pooler_hidden_act \"%s\"", name, act);
+    return 0;
+}
+
 static int parse_root(json_t *root, const char *name, struct nlpd_hf_config *c, struct nlpd_error *err)
 {
     if (!json_is_object(root))
@@ -135,11 +219,13 @@ static int parse_root(json_t *root, const char *name, struct nlpd_hf_config *c, 
         c->arch = NLPD_HF_ROBERTA;
     else if (!strcmp(t, "distilbert"))
         c->arch = NLPD_HF_DISTILBERT;
+    else if (!strcmp(t, "deberta-v2"))
+        c->arch = NLPD_HF_DEBERTA_V2;
     else
-        return nlpd_error_set(err, NLPD_EFORMAT, 0,
-                              "%s: unsupported model_type \"%s\" (bert, roberta, xlm-roberta, camembert, distilbert)",
-                              name, t);
-    int dist = c->arch == NLPD_HF_DISTILBERT, rc;
+        return nlpd_error_set(
+            err, NLPD_EFORMAT, 0,
+            "%s: unsupported model_type \"%s\" (bert, roberta, xlm-roberta, camembert, distilbert, deberta-v2)", name, t);
+    int dist = c->arch == NLPD_HF_DISTILBERT, deb = c->arch == NLPD_HF_DEBERTA_V2, rc;
     json_t *arr = json_object_get(root, "architectures");
     if (json_is_array(arr) && json_array_size(arr) > 0 && copy_name(c->architecture, json_array_get(arr, 0)))
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"architectures\"[0] is not a short string", name);
@@ -158,18 +244,19 @@ static int parse_root(json_t *root, const char *name, struct nlpd_hf_config *c, 
         return rc;
     if (dist)
         c->type_vocab_size = 0;
-    else if ((rc = get_int(root, name, "type_vocab_size", 0, 2, 1, 1 << 16, &c->type_vocab_size, err)))
+    else if ((rc = get_int(root, name, "type_vocab_size", 0, deb ? 0 : 2, deb ? 0 : 1, 1 << 16, &c->type_vocab_size,
+                           err)))
         return rc;
     if (c->hidden_size % c->num_heads)
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: hidden size %d is not a multiple of the %d heads", name,
                               c->hidden_size, c->num_heads);
-    if ((rc = get_int(root, name, "pad_token_id", 0, dist || c->arch == NLPD_HF_BERT ? 0 : 1, -1, 10000000,
+    if ((rc = get_int(root, name, "pad_token_id", 0, dist || deb || c->arch == NLPD_HF_BERT ? 0 : 1, -1, 10000000,
                       &c->pad_token_id, err)) ||
         (rc = get_int(root, name, "bos_token_id", 0, -1, -1, 10000000, &c->bos_token_id, err)) ||
         (rc = get_int(root, name, "eos_token_id", 0, -1, -1, 10000000, &c->eos_token_id, err)))
         return rc;
 
-    c->layer_norm_eps = 1e-12f; /* DistilBERT hard-codes 1e-12 */
+    c->layer_norm_eps = deb ? 1e-7f : 1e-12f; /* DistilBERT hard-codes 1e-12 */
     if (!dist) {
         json_t *eps = json_object_get(root, "layer_norm_eps");
         if (eps && !json_is_null(eps)) {
@@ -190,7 +277,7 @@ static int parse_root(json_t *root, const char *name, struct nlpd_hf_config *c, 
     json_t *pet = json_object_get(root, "position_embedding_type");
     if (pet && !json_is_null(pet) && copy_name(c->position_embedding_type, pet))
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"position_embedding_type\" is not a short string", name);
-    if (strcmp(c->position_embedding_type, "absolute"))
+    if (strcmp(c->position_embedding_type, "absolute") && !deb) /* DeBERTa has no such key: relative_attention */
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: unsupported position_embedding_type \"%s\" (absolute)", name,
                               c->position_embedding_type);
     /* DistilBERT's sinusoidal_pos_embds only initialises position_embeddings.weight: the checkpoint stores the
@@ -198,6 +285,8 @@ static int parse_root(json_t *root, const char *name, struct nlpd_hf_config *c, 
     json_t *pt = json_object_get(root, "problem_type");
     if (pt && !json_is_null(pt) && copy_name(c->problem_type, pt))
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: \"problem_type\" is not a short string", name);
+    if (deb && (rc = parse_deberta(root, name, c, err)))
+        return rc;
     return parse_labels(root, name, c, err);
 }
 

@@ -14,6 +14,7 @@ enum nlpd_hf_arch {
     NLPD_HF_BERT = 1,
     NLPD_HF_ROBERTA, /* roberta, xlm-roberta, camembert: position ids from padding_idx + cumsum */
     NLPD_HF_DISTILBERT,
+    NLPD_HF_DEBERTA_V2, /* deberta-v2 (DeBERTa-v2/v3): disentangled attention, see deberta.h */
 };
 
 enum nlpd_hf_task {
@@ -23,6 +24,22 @@ enum nlpd_hf_task {
 };
 
 #define NLPD_HF_NAME_MAX 64
+
+/* DebertaV2Config's extra keys, with its defaults (getattr fallbacks included). */
+struct nlpd_hf_deberta {
+    int relative_attention;     /* false */
+    int position_buckets;       /* -1: no log buckets */
+    int max_relative_positions; /* < 1 in the file: max_position_embeddings */
+    int c2p, p2c;               /* pos_att_type entries (a list or "p2c|c2p") */
+    int share_att_key;          /* false */
+    int norm_rel_ln;            /* norm_rel_ebd has "layer_norm" */
+    int position_biased_input;  /* true */
+    int embedding_size;         /* hidden_size */
+    int pooler_hidden_size;     /* hidden_size */
+    enum nlpd_act pooler_act;   /* pooler_hidden_act, gelu */
+    int conv_kernel_size;       /* 0; > 0 (DeBERTa-v2 xlarge's ConvLayer) is refused at load */
+    int attention_head_size;    /* hidden / heads */
+};
 
 struct nlpd_hf_config {
     char model_type[NLPD_HF_NAME_MAX];   /* as written: "bert", "xlm-roberta", ... */
@@ -39,6 +56,7 @@ struct nlpd_hf_config {
     int pad_token_id, bos_token_id, eos_token_id; /* -1 when absent */
     int num_labels;
     char **id2label; /* num_labels strings ("LABEL_i" when the config has none) */
+    struct nlpd_hf_deberta deberta; /* arch NLPD_HF_DEBERTA_V2 only */
 };
 
 /* Reads DIR/config.json (or any path ending in .json). */

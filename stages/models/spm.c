@@ -1,5 +1,6 @@
-/* SentencePiece model reader and Unigram encoder/decoder: see spm.h for the semantics followed (sentencepiece
- * 0.1.97: normalizer.cc, model_interface.cc, unigram_model.cc EncodeOptimized, sentencepiece_processor.cc). */
+/* SentencePiece model reader, Unigram and BPE encoders, decoder: see spm.h for the semantics followed (sentencepiece
+ * 0.1.97: normalizer.cc, model_interface.cc, unigram_model.cc EncodeOptimized, bpe_model.cc Encode,
+ * sentencepiece_processor.cc). */
 #include "spm.h"
 
 #include <errno.h>
@@ -482,11 +483,11 @@ static size_t darts_longest(const struct normspec *ns, const uint8_t *s, size_t 
 
 static int build(struct nlpd_spm *m, struct nlpd_error *err)
 {
-    if (m->model_type != 1) {
+    if (m->model_type != 1 && m->model_type != 2) {
         static const char *const names[] = {"", "UNIGRAM", "BPE", "WORD", "CHAR"};
         return nlpd_error_set(err, NLPD_EFORMAT, 0,
-                              "%s: sentencepiece model type %s is not supported (only Unigram models are)", m->name,
-                              names[m->model_type]);
+                              "%s: sentencepiece model type %s is not supported (only Unigram and BPE models are)",
+                              m->name, names[m->model_type]);
     }
     if (charsmap_init(m, &m->norm, "normalizer_spec", err) < 0 ||
         charsmap_init(m, &m->denorm, "denormalizer_spec", err) < 0)
@@ -833,6 +834,180 @@ void nlpd_spm_pieces_free(struct nlpd_spm_pieces *p)
     memset(p, 0, sizeof *p);
 }
 
+/* ------------------------------------------------------------------ BPE (bpe_model.cc Encode) */
+struct bpe_sym {
+    int32_t prev, next;
+    uint32_t off, len;
+    int freeze;
+};
+
+struct bpe_pair {
+    int32_t left, right;
+    float score;
+    uint32_t size;
+};
+
+/* bpe_model.cc's agenda order: the highest score first, then the leftmost pair */
+static int pair_before(const struct bpe_pair *a, const struct bpe_pair *b)
+{
+    return a->score > b->score || (a->score == b->score && a->left < b->left);
+}
+
+struct bpe_heap {
+    struct bpe_pair *h;
+    size_t n, cap;
+};
+
+static int heap_push(struct bpe_heap *q, struct bpe_pair p)
+{
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 64;
+        struct bpe_pair *nh = realloc(q->h, cap * sizeof *nh);
+        if (!nh)
+            return -1;
+        q->h = nh;
+        q->cap = cap;
+    }
+    size_t i = q->n++;
+    while (i > 0 && pair_before(&p, &q->h[(i - 1) / 2])) {
+        q->h[i] = q->h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    q->h[i] = p;
+    return 0;
+}
+
+static struct bpe_pair heap_pop(struct bpe_heap *q)
+{
+    struct bpe_pair top = q->h[0], last = q->h[--q->n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= q->n)
+            break;
+        if (c + 1 < q->n && pair_before(&q->h[c + 1], &q->h[c]))
+            c++;
+        if (!pair_before(&q->h[c], &last))
+            break;
+        q->h[i] = q->h[c];
+        i = c;
+    }
+    if (q->n)
+        q->h[i] = last;
+    return top;
+}
+
+static int bpe_add_pair(const struct nlpd_spm *m, const uint8_t *s, const struct bpe_sym *sy, int32_t l, int32_t r,
+                        struct bpe_heap *q)
+{
+    if (l < 0 || r < 0 || sy[l].freeze || sy[r].freeze)
+        return 0;
+    uint32_t size = sy[l].len + sy[r].len;
+    int32_t id = bt_get(&m->pieces, (const char *)s + sy[l].off, size);
+    if (id < 0)
+        return 0;
+    return heap_push(q, (struct bpe_pair){l, r, m->score[id], size});
+}
+
+/* bpe_model.cc's rev_merge: an unused piece made by a merge -> its left part's length. Keyed by the piece's text,
+ * the last merge winning, as the library's map is. */
+struct bpe_rev {
+    uint32_t off, len, left;
+};
+
+static uint32_t rev_left(const uint8_t *s, const struct bpe_rev *rev, size_t nrev, uint32_t off, uint32_t len)
+{
+    for (size_t i = nrev; i-- > 0;)
+        if (rev[i].len == len && (rev[i].off == off || !memcmp(s + rev[i].off, s + off, len)))
+            return rev[i].left;
+    return 0;
+}
+
+/* An unused piece is split back into the two symbols it was merged from (bpe_model.cc's resegment). */
+static int bpe_emit(const struct nlpd_spm *m, const uint8_t *s, uint32_t off, uint32_t len, const struct bpe_rev *rev,
+                    size_t nrev, struct nlpd_spm_pieces *out, int *prev_unk, int depth)
+{
+    const char *w = (const char *)s + off;
+    int32_t id = bt_get(&m->pieces, w, len);
+    uint32_t k = id >= 0 && m->type[id] == NLPD_SPM_UNUSED && depth < 256 ? rev_left(s, rev, nrev, off, len) : 0;
+    if (k > 0 && k < len) {
+        if (bpe_emit(m, s, off, k, rev, nrev, out, prev_unk, depth + 1) < 0)
+            return -1;
+        return bpe_emit(m, s, off + k, len - k, rev, nrev, out, prev_unk, depth + 1);
+    }
+    int32_t rid = bt_get(&m->reserved, w, len);
+    if (rid >= 0)
+        id = rid;
+    if (id < 0)
+        id = m->unk_id;
+    int is_unk = m->type[id] == NLPD_SPM_UNKNOWN, rc = 0;
+    if (is_unk && m->byte_fallback) {
+        for (uint32_t i = 0; i < len && !rc; i++) {
+            char bpiece[8];
+            snprintf(bpiece, sizeof bpiece, "<0x%02X>", (unsigned)(uint8_t)w[i]);
+            rc = pieces_add(out, bpiece, 6, nlpd_spm_piece_id(m, bpiece, 6));
+        }
+    } else if (*prev_unk && is_unk) {
+        rc = pieces_extend(out, w, len);
+    } else {
+        rc = pieces_add(out, w, len, id);
+    }
+    *prev_unk = is_unk;
+    return rc;
+}
+
+static int encode_bpe(const struct nlpd_spm *m, const uint8_t *s, size_t size, struct nlpd_spm_pieces *out,
+                      struct nlpd_error *err)
+{
+    struct bpe_sym *sy = malloc(size * sizeof *sy);
+    struct bpe_rev *rev = malloc(size * sizeof *rev); /* at most one merge per byte */
+    size_t nrev = 0;
+    struct bpe_heap q = {0};
+    int rc = 0;
+    if (!sy || !rev) {
+        rc = -1;
+        goto done;
+    }
+    int32_t n = 0;
+    for (size_t i = 0; i < size; n++) {
+        size_t ul = m->has_user ? bt_longest_prefix(&m->user, (const char *)s + i, size - i) : 0;
+        size_t l = ul ? ul : one_char_len(s[i]);
+        if (l > size - i)
+            l = size - i;
+        sy[n] = (struct bpe_sym){n - 1, i + l < size ? n + 1 : -1, (uint32_t)i, (uint32_t)l, ul > 0};
+        i += l;
+    }
+    for (int32_t i = 1; i < n && !rc; i++)
+        rc = bpe_add_pair(m, s, sy, i - 1, i, &q);
+    while (!rc && q.n) {
+        struct bpe_pair top = heap_pop(&q);
+        struct bpe_sym *L = &sy[top.left], *R = &sy[top.right];
+        if (!L->len || !R->len || L->len + R->len != top.size) /* stale: a side was merged since */
+            continue;
+        int32_t id = bt_get(&m->pieces, (const char *)s + L->off, top.size);
+        if (id >= 0 && m->type[id] == NLPD_SPM_UNUSED && nrev < size)
+            rev[nrev++] = (struct bpe_rev){L->off, top.size, L->len};
+        L->len += R->len;
+        L->next = R->next;
+        if (R->next >= 0)
+            sy[R->next].prev = top.left;
+        R->len = 0;
+        rc = bpe_add_pair(m, s, sy, L->prev, top.left, &q);
+        if (!rc)
+            rc = bpe_add_pair(m, s, sy, top.left, L->next, &q);
+    }
+    int prev_unk = 0;
+    for (int32_t i = n ? 0 : -1; i >= 0 && !rc; i = sy[i].next)
+        rc = bpe_emit(m, s, sy[i].off, sy[i].len, rev, nrev, out, &prev_unk, 0);
+done:
+    free(sy);
+    free(rev);
+    free(q.h);
+    if (rc < 0)
+        return nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory encoding", m->name);
+    return 0;
+}
+
 int nlpd_spm_encode(const struct nlpd_spm *m, const char *text, size_t len, struct nlpd_spm_pieces *out,
                     struct nlpd_error *err)
 {
@@ -849,6 +1024,8 @@ int nlpd_spm_encode(const struct nlpd_spm *m, const char *text, size_t len, stru
     size_t size = nb.n;
     if (size == 0)
         return 0;
+    if (m->model_type == 2)
+        return encode_bpe(m, s, size, out, err);
     if (size + 1 > out->lattice_cap) {
         void *nl = realloc(out->lattice, (size + 1) * sizeof(struct best));
         if (!nl)

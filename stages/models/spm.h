@@ -1,6 +1,6 @@
-/* SentencePiece: the ModelProto reader (.model / .spm files) and the Unigram encoder/decoder, with the semantics
- * of the sentencepiece C++ library 0.1.97 (what Debian's python3-sentencepiece wraps), not those of Hugging Face
- * tokenizers' conversion:
+/* SentencePiece: the ModelProto reader (.model / .spm files) and the Unigram / BPE encoder and decoder, with the
+ * semantics of the sentencepiece C++ library 0.1.97 (what Debian's python3-sentencepiece wraps), not those of
+ * Hugging Face tokenizers' conversion:
  *   - normalizer.cc: user-defined symbols first (longest match, copied as is), then the precompiled_charsmap
  *     (longest rule of the darts-clone trie over the raw bytes), else one UTF-8 char unchanged; a malformed byte
  *     becomes U+FFFD and consumes one byte. add_dummy_prefix, remove_extra_whitespaces (heading, trailing and
@@ -14,7 +14,10 @@
  *     default), a piece unknown to the model is copied as is, byte pieces are joined and decoded as UTF-8 (a bad
  *     byte gives U+FFFD), U+2581 -> ' ', the leading U+2581 of the first piece(s) is dropped as the library does,
  *     and the denormalizer_spec's charsmap is applied when the model has one.
- * Only Unigram models are supported: BPE, WORD and CHAR models are rejected at load with a clear error.
+ *   - bpe_model.cc Encode (BPE models, e.g. M2M100's and NLLB's sentencepiece.bpe.model): characters (user-defined
+ *     symbols frozen), then the adjacent pair whose concatenation is a piece with the highest score is merged
+ *     first (ties: the leftmost), an unused piece is split back into the two symbols it was made of.
+ * Unigram and BPE models are supported: WORD and CHAR models are rejected at load with a clear error.
  * Every model file is untrusted: a truncated or corrupt file is an error naming the file, never a crash.
  * A loaded model is immutable: encode/decode may run concurrently on it, each thread with its own output. */
 #ifndef NLPD_SPM_H

@@ -243,6 +243,14 @@ struct nlpd_tokenizer {
 };
 
 struct nlpd_tokenizer *tok_new(void);
+/* spm.model + tokenizer_config.json (cfg) / special_tokens_map.json (map), either may be NULL: DeBERTa-v2/v3's
+ * DebertaV2Converter tokenizer (tokenizer_deberta.c). */
+struct json_t;
+struct nlpd_tokenizer *tok_load_deberta_spm(const char *dir, struct json_t *cfg, struct json_t *map,
+                                            struct nlpd_error *err);
+/* The same from spm.model's bytes (path names it in errors; dir, for added_tokens.json, may be NULL). */
+struct nlpd_tokenizer *tok_deberta_spm_mem(const void *data, size_t len, const char *path, const char *dir,
+                                           struct json_t *cfg, struct json_t *map, struct nlpd_error *err);
 int tok_finish(struct nlpd_tokenizer *t, const char *pad_token);
 int tok_add_token(struct nlpd_tokenizer *t, const char *content, size_t len, int32_t id, int special,
                   int single_word, int lstrip, int rstrip, int normalized);

@@ -513,6 +513,8 @@ struct nlpd_tokenizer *nlpd_tokenizer_load(const char *model_dir, struct nlpd_er
         if (s)
             t = nlpd_tokenizer_load_json(s, len, "tokenizer.json", err);
         free(s);
+    } else if (file_exists(model_dir, "spm.model")) {
+        t = tok_load_deberta_spm(model_dir, c.cfg, c.map, err);
     } else {
         int rc;
         t = tok_new();

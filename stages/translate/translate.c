@@ -3,7 +3,9 @@
  * one model are sorted by length, translated in padded batches under a token budget (greedy or beam search as the
  * model's generation config or the stage says) and joined back per record. Writes translation.text, source_lang
  * (lang.code) and target_lang; by default later stages read the translation. `models` picks a model per
- * lang.code; records already in the target language, or of a language without a model, are left alone. */
+ * lang.code; records already in the target language, or of a language without a model, are left alone.
+ * A multilingual folder (M2M100 / NLLB-200, translate_m2m.h) serves every source language with one model: the
+ * record's language becomes the source-language token, target_lang the forced first output token. */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,12 +15,14 @@
 #include "marian_tok.h"
 #include "nlpd_stage.h"
 #include "sentences.h"
+#include "translate_m2m.h"
 
 struct tmodel {
     struct nlpd_marian *mt;
     struct nlpd_marian_tok *tok;
     int32_t target_token; /* ">>xxx<<" of a multi-target model, -1 when none */
     struct nlpd_gen_params gen;
+    struct nlpd_tml *ml; /* a multilingual model (M2M100 / NLLB) instead of mt / tok */
 };
 
 struct translate {
@@ -34,21 +38,24 @@ struct translate {
     int split_sentences;
     long long max_sentences;
     const struct nlpd_stage_instance *inst;
-    struct nlpd_stage_models ms; /* of struct tmodel */
+    struct nlpd_stage_models ms;   /* of struct tmodel */
+    struct nlpd_conf_map lang_map; /* multilingual models: lang.code -> the model's code */
+    char *unsupported;             /* multilingual models: "skip" | "fail" a language the model cannot take */
 };
 
 /* One sentence of one record. */
 struct sent {
-    size_t rec;           /* index into the group */
-    size_t start, end;    /* byte range in the record's text */
-    int32_t *ids;         /* source ids (owned) */
+    size_t rec;        /* index into the group */
+    size_t start, end; /* byte range in the record's text */
+    int32_t *ids;      /* source ids (owned) */
     size_t n;
-    char *out;            /* translated text (owned) */
+    char *out; /* translated text (owned) */
     size_t out_len;
 };
 
 struct translate_thread {
     struct nlpd_marian_ws **ws; /* per model */
+    struct nlpd_tml_ws **mlws;  /* per model: the multilingual ones' */
     struct sent *sents;
     size_t nsents, sents_cap;
     size_t *order;
@@ -56,7 +63,8 @@ struct translate_thread {
 
 static const struct nlpd_conf_entry translate_conf[] = {
     {"model", NLPD_CONF_PATH, NULL, offsetof(struct translate, model), NLPD_CONF_MODEL, NULL, 0, 0,
-     "the model: a Marian / OPUS-MT Hugging Face folder (one of model or models)"},
+     "the model: a Marian / OPUS-MT Hugging Face folder, or a multilingual M2M100 / NLLB-200 one that serves "
+     "every source language (one of model or models)"},
     {"dtype", NLPD_CONF_ENUM, "default", offsetof(struct translate, dtype), NLPD_CONF_CACHE_KEY,
      "default|fp32|fp16|bf16|int8", 0, 0,
      "precision of the model's matrix products: \"default\" = kernels.dtype; \"bf16\" (AVX512-BF16) or \"int8\" "
@@ -71,6 +79,15 @@ static const struct nlpd_conf_entry translate_conf[] = {
     {"target_token", NLPD_CONF_STRING, "", offsetof(struct translate, target_token), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "multi-target models: the target-language token put before each sentence, e.g. \">>deu<<\"; empty: "
      "\">>\" target_lang \"<<\" when the model's vocabulary has language tokens; \"none\": never one"},
+    {"lang_map", NLPD_CONF_MAP, NULL, offsetof(struct translate, lang_map), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
+     "multilingual models (M2M100 / NLLB-200): lang.code -> the model's language code, before the built-in "
+     "table (ISO 639-1/3 -> FLORES-200 for NLLB, -> M2M100's codes), e.g. ((\"zh\", \"zho_Hant\")); also maps "
+     "target_lang"},
+    {"unsupported_lang", NLPD_CONF_ENUM, "skip", offsetof(struct translate, unsupported), NLPD_CONF_CACHE_KEY,
+     "skip|fail", 0, 0,
+     "multilingual models: a record whose lang.code (or none) maps to no language of the model is left "
+     "untranslated (skip) or dead-lettered with the reason (fail); the load log line lists lid.176's languages "
+     "the model cannot take"},
     {"num_beams", NLPD_CONF_INT, "0", offsetof(struct translate, num_beams), NLPD_CONF_CACHE_KEY, NULL, 0, 64,
      "beam size; 0: the model's generation config (OPUS-MT: 4 or 6); 1: greedy"},
     {"max_length", NLPD_CONF_INT, "0", offsetof(struct translate, max_length), NLPD_CONF_CACHE_KEY, NULL, 0, 1 << 20,
@@ -93,6 +110,16 @@ static int load_model(void *ctx, void *slot, const char *path, struct nlpd_error
 {
     struct translate *s = ctx;
     struct tmodel *m = slot;
+    if (nlpd_tml_is_multilingual(path)) {
+        if (!(m->ml = nlpd_tml_load(s->inst, path, s->dtype, &s->lang_map, s->target_lang, &m->gen, err)))
+            return err->code ? err->code : NLPD_EFORMAT;
+        if (s->num_beams > 0)
+            m->gen.num_beams = (int)s->num_beams;
+        if (s->max_length > 0)
+            m->gen.max_length = (int)s->max_length;
+        m->target_token = -1;
+        return 0;
+    }
     struct nlpd_marian_opts opts = {.threads = 1, .dtype = s->dtype};
     if (!(m->mt = nlpd_marian_load(path, &opts, err)))
         return err->code ? err->code : NLPD_EFORMAT;
@@ -136,8 +163,8 @@ static int load_model(void *ctx, void *slot, const char *path, struct nlpd_error
     if (nl > 12 && o + 1 < sizeof have)
         snprintf(have + o, sizeof have - o, " ... (%zu)", nl);
     return nlpd_error_set(err, NLPD_EINVAL, 0,
-                          "%s: the model has no target-language token %s (target_token: one of %s, or \"none\")",
-                          path, want, nl ? have : "none: a single-target model needs no target_token");
+                          "%s: the model has no target-language token %s (target_token: one of %s, or \"none\")", path,
+                          want, nl ? have : "none: a single-target model needs no target_token");
 }
 
 /* Loads one model and says what it is. */
@@ -148,6 +175,13 @@ static int load_logged(void *ctx, void *slot, const char *path, struct nlpd_erro
     int rc = load_model(ctx, slot, path, err);
     if (rc < 0)
         return rc;
+    if (m->ml) {
+        char what[256];
+        nlpd_tml_describe(m->ml, what, sizeof what);
+        nlpd_stage_log(s->inst, NLPD_LOG_INFO, "%s: multilingual %s, %d beam(s), max_length %d", path, what,
+                       m->gen.num_beams, m->gen.max_length);
+        return 0;
+    }
     const struct nlpd_marian_config *c = nlpd_marian_config(m->mt);
     nlpd_stage_log(s->inst, NLPD_LOG_INFO,
                    "%s: Marian d_model %d, %d+%d layers, vocabulary %d, %.1f MB of weights, %d beam(s), "
@@ -174,11 +208,13 @@ static void *translate_thread_init(void *ctx)
 {
     struct translate *s = ctx;
     struct translate_thread *t = calloc(1, sizeof *t);
-    if (!t || !(t->ws = calloc(s->ms.n, sizeof *t->ws)))
+    if (!t || !(t->ws = calloc(s->ms.n, sizeof *t->ws)) || !(t->mlws = calloc(s->ms.n, sizeof *t->mlws)))
         goto bad;
-    for (size_t i = 0; i < s->ms.n; i++)
-        if (!(t->ws[i] = nlpd_marian_ws_new(((struct tmodel *)nlpd_stage_model(&s->ms, i))->mt, NULL)))
+    for (size_t i = 0; i < s->ms.n; i++) {
+        const struct tmodel *m = nlpd_stage_model(&s->ms, i);
+        if (m->ml ? !(t->mlws[i] = nlpd_tml_ws_new(m->ml)) : !(t->ws[i] = nlpd_marian_ws_new(m->mt, NULL)))
             goto bad;
+    }
     return t;
 bad:
     if (t && t->ws)
@@ -201,10 +237,14 @@ static void translate_thread_fini(void *ctx, void *tstate)
 {
     struct translate *s = ctx;
     struct translate_thread *t = tstate;
-    for (size_t i = 0; i < s->ms.n; i++)
+    for (size_t i = 0; i < s->ms.n; i++) {
         nlpd_marian_ws_free(t->ws[i]);
+        if (t->mlws)
+            nlpd_tml_ws_free(t->mlws[i]);
+    }
     clear_sents(t);
     free(t->ws);
+    free(t->mlws);
     free(t->sents);
     free(t->order);
     free(t);
@@ -283,6 +323,23 @@ static int run_batch(const struct translate *s, struct translate_thread *t, size
         if (cap < p.max_length)
             p.max_length = (int)cap;
     }
+    if (m->ml) {
+        char **texts = calloc(n, sizeof *texts);
+        size_t *tl = calloc(n, sizeof *tl);
+        rc = !texts || !tl ? nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory")
+                           : nlpd_tml_translate(m->ml, t->mlws[mi], ids, lens, (int)n, &p, texts, tl, err);
+        for (size_t i = 0; i < n && texts; i++) {
+            if (!rc) {
+                t->sents[order[i]].out = texts[i];
+                t->sents[order[i]].out_len = tl[i];
+            } else {
+                free(texts[i]);
+            }
+        }
+        free(texts);
+        free(tl);
+        goto done;
+    }
     if ((rc = nlpd_marian_encode(m->mt, t->ws[mi], ids, lens, (int)n, NULL, err)) ||
         (rc = nlpd_marian_generate(m->mt, t->ws[mi], &p, out, err)))
         goto done;
@@ -336,7 +393,7 @@ static enum nlpd_stage_status run_model(const struct nlpd_stage_instance *inst, 
                                         size_t *padded, struct nlpd_error *err)
 {
     const struct tmodel *m = nlpd_stage_model(&s->ms, mi);
-    const size_t max_pos = (size_t)nlpd_marian_config(m->mt)->max_pos;
+    const size_t max_pos = (size_t)(m->ml ? nlpd_tml_max_pos(m->ml) : nlpd_marian_config(m->mt)->max_pos);
     clear_sents(t);
     for (size_t i = 0; i < n; i++) {
         size_t len;
@@ -350,6 +407,38 @@ static enum nlpd_stage_status run_model(const struct nlpd_stage_instance *inst, 
         struct nlpd_record *r = recs[se->rec];
         if (r->error)
             continue;
+        if (m->ml) {
+            const char *code = NULL, *lang = r->lang.set ? r->lang.code : NULL;
+            int32_t src = nlpd_tml_source(m->ml, lang, &code);
+            if (src < 0) { /* this model cannot take the language: per unsupported_lang */
+                if (!strcmp(s->unsupported, "fail"))
+                    nlpd_stage_fail(inst, r,
+                                    "language \"%s\"%s%s%s is not one the model can translate "
+                                    "(map it with lang_map)",
+                                    lang ? lang : "(none: no langid)",
+                                    code && lang && strcmp(code, lang) ? " (as \"" : "",
+                                    code && lang && strcmp(code, lang) ? code : "",
+                                    code && lang && strcmp(code, lang) ? "\")" : "");
+                continue;
+            }
+            if (src == nlpd_tml_target(m->ml)) /* already in the target language, spelt otherwise ("eng_Latn") */
+                continue;
+            int32_t *mids = NULL;
+            size_t mk = 0;
+            int mrc = nlpd_tml_encode(m->ml, src, src_text(r) + se->start, se->end - se->start, &mids, &mk, err);
+            if (mrc == NLPD_ENOMEM) {
+                free(mids);
+                return NLPD_STAGE_RETRY;
+            }
+            if (mrc < 0) {
+                free(mids);
+                nlpd_stage_fail(inst, r, "tokenizer: %s", err->message);
+                continue;
+            }
+            se->ids = mids;
+            se->n = mk;
+            continue;
+        }
         int32_t *ids = NULL;
         size_t k = 0, cap = 0, extra = m->target_token >= 0;
         int rc = nlpd_marian_tok_encode(m->tok, src_text(r) + se->start, se->end - se->start, max_pos - extra, &ids, &k,
@@ -446,6 +535,7 @@ static void unload(void *ctx, void *slot)
     struct tmodel *m = slot;
     nlpd_marian_tok_free(m->tok);
     nlpd_marian_free(m->mt);
+    nlpd_tml_free(m->ml);
 }
 
 static void translate_fini(void *ctx)
@@ -458,14 +548,16 @@ static const char *translate_variant(void *ctx)
 {
     struct translate *s = ctx;
     const struct tmodel *m = s->ms.n ? nlpd_stage_model(&s->ms, 0) : NULL;
+    if (m && m->ml)
+        return nlpd_tml_dtype_name(m->ml);
     return m && m->mt ? nlpd_dtype_name(nlpd_marian_dtype(m->mt)) : NULL;
 }
 
 const struct nlpd_stage_plugin nlpd_stage_translate = {
     .abi = NLPD_STAGE_ABI,
     .name = "translate",
-    .description = "machine translation with Marian / OPUS-MT Hugging Face folders; writes translation.text, "
-                   "source_lang and target_lang",
+    .description = "machine translation with Marian / OPUS-MT or multilingual M2M100 / NLLB-200 Hugging Face "
+                   "folders; writes translation.text, source_lang and target_lang",
     .conf_map = translate_conf,
     .ctx_size = sizeof(struct translate),
     .init = translate_init,

@@ -21,6 +21,11 @@ for key in re.findall(r"^  (\w+)\.(\w+)  \(", doc, re.M):
             missing.append(f"{sec}.{name}")
     elif sec in ("langid", "sentiment") and not re.search(r"^\s*#?\s*%s\s*=" % name, conf, re.M):
         missing.append(f"{sec}.{name}")
+# Keys of a group inside a section (input.schema_registry.url): documented inside that section.
+for sec, sub, name in re.findall(r"^  (\w+)\.(\w+)\.(\w+)  \(", doc, re.M):
+    body = sections.get(sec, "")
+    if not re.search(r"^\s*#?\s*%s\s*=" % sub, body, re.M) or not re.search(r"^\s*(#\s*)*%s\s*=" % name, body, re.M):
+        missing.append(f"{sec}.{sub}.{name}")
 assert not missing, "not documented in conf/nlpd.conf: " + ", ".join(missing)
 # Keys config-doc flags "restart required" (a reload that changes one is refused) say "(restart required)" in the
 # comment just above them in the file, and no other key does.

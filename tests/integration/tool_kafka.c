@@ -4,10 +4,12 @@
  *                                                 "reqerr APIKEY COUNT ERR" (the next COUNT requests of that
  *                                                 ApiKey fail with ERR), "reqclear APIKEY" (drops those left),
  *                                                 "topicerr TOPIC ERR" (metadata: the topic has ERR; 0 clears it)
- *   tool_kafka produce BOOTSTRAP TOPIC [--key-lines] [--hex] [--partition N]
- *                                                 one record per stdin line (no newline); --key-lines: the line
- *                                                 is KEY<TAB>VALUE; --hex: the value is written in hex (binary
- *                                                 records); prints the number acknowledged
+ *   tool_kafka produce BOOTSTRAP TOPIC [--header-lines] [--key-lines] [--hex] [--partition N]
+ *                                                 one record per stdin line (no newline); --header-lines: the line
+ *                                                 starts with NAME=VALUE;NAME=VALUE...<TAB> (record headers, in
+ *                                                 order; may be empty); --key-lines: then KEY<TAB>VALUE; --hex:
+ *                                                 the value is written in hex (binary records); prints the number
+ *                                                 acknowledged
  *   tool_kafka consume BOOTSTRAP TOPIC COUNT|all TIMEOUT_MS [--avro-out DIR]
  *                                                 every partition from the beginning, no group; one JSON line per
  *                                                 record; "all" stops at the end of every partition
@@ -200,10 +202,12 @@ static int cmd_produce(int argc, char **argv)
         fprintf(stderr, "usage: tool_kafka produce BOOTSTRAP TOPIC [--key-lines] [--partition N]\n");
         return 2;
     }
-    int key_lines = 0, hex = 0;
+    int key_lines = 0, hex = 0, header_lines = 0;
     int32_t partition = RD_KAFKA_PARTITION_UA;
     for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--key-lines") == 0)
+        if (strcmp(argv[i], "--header-lines") == 0)
+            header_lines = 1;
+        else if (strcmp(argv[i], "--key-lines") == 0)
             key_lines = 1;
         else if (strcmp(argv[i], "--hex") == 0)
             hex = 1;
@@ -237,13 +241,29 @@ static int cmd_produce(int argc, char **argv)
             len--;
         const char *key = NULL, *val = line;
         size_t klen = 0, vlen = (size_t)len;
-        if (key_lines) {
+        rd_kafka_headers_t *hdrs = NULL;
+        if (header_lines) {
             char *tab = memchr(line, '\t', (size_t)len);
             if (tab) {
-                key = line;
-                klen = (size_t)(tab - line);
+                *tab = '\0';
+                hdrs = rd_kafka_headers_new(4);
+                for (char *save = NULL, *kv = strtok_r(line, ";", &save); kv; kv = strtok_r(NULL, ";", &save)) {
+                    char *eq = strchr(kv, '=');
+                    if (eq)
+                        *eq = '\0';
+                    rd_kafka_header_add(hdrs, kv, -1, eq ? eq + 1 : NULL, eq ? -1 : 0);
+                }
                 val = tab + 1;
-                vlen = (size_t)len - klen - 1;
+                vlen = (size_t)len - (size_t)(val - line);
+            }
+        }
+        if (key_lines) {
+            char *tab = memchr(val, '\t', vlen);
+            if (tab) {
+                key = val;
+                klen = (size_t)(tab - val);
+                vlen -= klen + 1;
+                val = tab + 1;
             }
         }
         if (hex) { /* decoded in place: the value only shrinks */
@@ -258,13 +278,21 @@ static int cmd_produce(int argc, char **argv)
         }
         rd_kafka_resp_err_t e;
         for (;;) {
-            e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(argv[1]), RD_KAFKA_V_PARTITION(partition),
-                                  RD_KAFKA_V_VALUE((void *)val, vlen), RD_KAFKA_V_KEY((void *)key, klen),
-                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+            e = hdrs ? rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(argv[1]), RD_KAFKA_V_PARTITION(partition),
+                                         RD_KAFKA_V_VALUE((void *)val, vlen), RD_KAFKA_V_KEY((void *)key, klen),
+                                         RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                         RD_KAFKA_V_END)
+                     : rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(argv[1]), RD_KAFKA_V_PARTITION(partition),
+                                         RD_KAFKA_V_VALUE((void *)val, vlen), RD_KAFKA_V_KEY((void *)key, klen),
+                                         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
             if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
                 break;
             rd_kafka_poll(rk, 50);
         }
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+            hdrs = NULL; /* the producer owns them now */
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
         if (e) {
             fprintf(stderr, "tool_kafka: produce: %s\n", rd_kafka_err2str(e));
             rc = 1;

@@ -252,11 +252,22 @@ def variants(tmp):
         with open(p, "wb") as f:
             f.write(blob)
         paths.append((desc, p))
-    bpe = train("bpe", model_type="bpe")
-    p = os.path.join(tmp, "bpe.model")
+    # BPE (bpe_model.cc): plain, user-defined + byte_fallback, UNUSED pieces (split back by resegment)
+    bpe = [("trained BPE", train("bpe", model_type="bpe"))]
+    bpe_a = train("bpe_a", model_type="bpe", user_defined_symbols=["<sep>", "@@", "ab", "\u2581the"],
+                  control_symbols=["<ctl>"], byte_fallback=True)
+    bpe += [("trained BPE: user-defined + control + byte_fallback", bpe_a),
+            ("patched BPE: UNUSED and USER_DEFINED pieces", retype(bpe_a, 7, 5))]
+    bpe_paths = []
+    for i, (desc, blob) in enumerate(bpe):
+        p = os.path.join(tmp, "bpe%d.model" % i)
+        with open(p, "wb") as f:
+            f.write(blob)
+        bpe_paths.append((desc, p))
+    p = os.path.join(tmp, "word.model")
     with open(p, "wb") as f:
-        f.write(bpe)
-    return paths, p
+        f.write(train("word", model_type="word"))
+    return paths, bpe_paths, p
 
 
 # ------------------------------------------------------------------ Marian reference (transformers 4.47 slow)
@@ -427,7 +438,9 @@ def main():
     models = [("fixture marian source.spm", os.path.join(FIX, "marian-mt", "source.spm")),
               ("fixture marian target.spm", os.path.join(FIX, "marian-mt", "target.spm")),
               ("fixture xlm-r sentencepiece.bpe.model",
-               os.path.join(FIX, "xlm-roberta-seq-cls", "sentencepiece.bpe.model"))]
+               os.path.join(FIX, "xlm-roberta-seq-cls", "sentencepiece.bpe.model")),
+              ("fixture m2m100 sentencepiece.bpe.model (BPE)",
+               os.path.join(FIX, "m2m100-mt", "sentencepiece.bpe.model"))]
     real = os.path.join(SHARED, "models", "translation", "opus-mt-tc-big-en-pt-tokenizer")
     if os.path.isdir(real):
         models += [("opus-mt en-pt source.spm", os.path.join(real, "source.spm")),
@@ -437,13 +450,13 @@ def main():
     for name, p in models:
         spm_suite(name, p, txts, bads)
     with tempfile.TemporaryDirectory() as tmp:
-        paths, bpe = variants(tmp)
-        for name, p in paths:
+        paths, bpe_paths, word = variants(tmp)
+        for name, p in paths + bpe_paths:
             spm_suite(name, p, txts[:2500], bads)
-        p = subprocess.run([TOOL, "spm", bpe], input=b"", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = subprocess.run([TOOL, "spm", word], input=b"", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         err = p.stderr.decode()
-        check(p.returncode != 0 and "BPE" in err and "not supported" in err,
-              "a BPE model must be rejected clearly: exit %d, %r" % (p.returncode, err))
+        check(p.returncode != 0 and "WORD" in err and "not supported" in err,
+              "a WORD model must be rejected clearly: exit %d, %r" % (p.returncode, err))
     golden = json.load(open(os.path.join(FIX, "marian-mt", "golden.json"), encoding="utf-8"))["examples"]
     marian_suite("marian fixture", os.path.join(FIX, "marian-mt"), txts, golden)
     if os.path.isdir(real):

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The moderation stage through `nlpd pipe`: model scores against softmax/sigmoid of `nlpd infer` logits (within
 # what float32 summation order allows),
-# a multi-label copy of the bert-seq-cls fixture, label->category maps (max per category), thresholds, the word
+# a multi-label copy of the bert-seq-cls fixture, a DeBERTa-v3 folder, label->category maps (max per category), thresholds, the word
 # lists (models/lexicons) keyed to lang.code, both layers together, config errors.
 # Usage: tests/models/test_moderation_pipe.sh [NLPD_BINARY]. Prints `N passed, N failed`.
 set -u
@@ -124,6 +124,29 @@ pipeline = ( { stage = "moderation"; model = "$T/ml"; lexicon = "$LEX";
                thresholds = (("harassment", "0.6")); } );
 EOF
 run both_layers sigmoid-mapped both
+
+# A DeBERTa-v3 folder is a model like any other: scores = softmax of its `nlpd infer` logits, its own labels.
+DEB=$ROOT/tests/fixtures/hf-tiny/deberta-v2-seq-cls
+echo "pipeline = ( { stage = \"moderation\"; model = \"$DEB\"; } );" > "$T/deberta.conf"
+if "$NLPD" infer --model "$DEB" < "$T/texts.jsonl" > "$T/deb_logits.jsonl" 2> "$T/deb.err" &&
+    "$NLPD" pipe -c "$T/deberta.conf" < "$T/texts.jsonl" > "$T/deberta.out" 2>> "$T/deb.err" &&
+    r=$(python3 - "$DEB/config.json" "$T/deb_logits.jsonl" "$T/deberta.out" 2>&1 <<'PY'
+import json, math, sys
+cfg = json.load(open(sys.argv[1]))
+labels = [cfg["id2label"][str(i)] for i in range(len(cfg["id2label"]))]
+logits = [json.loads(l)["logits"] for l in open(sys.argv[2])]
+outs = [json.loads(l) for l in open(sys.argv[3])]
+assert len(outs) == len(logits) == 5, (len(outs), len(logits))
+for lg, o in zip(logits, outs):
+    m = max(lg)
+    p = [math.exp(x - m) for x in lg]
+    p = [x / sum(p) for x in p]
+    cats = o["moderation"]["category_scores"]
+    for lab, pk in zip(labels, p):
+        # same logits (same binary, batch of one vs batched: float32 summation order) -> within 1e-4
+        assert abs(cats[lab] - pk) <= 1e-4, (lab, cats[lab], pk)
+PY
+    ); then ok deberta_softmax; else nok deberta_softmax "${r:-} $(cat "$T/deb.err")"; fi
 
 # lexicon only, keyed to lang.code
 if [ -f "$LID" ]; then

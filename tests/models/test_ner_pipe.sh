@@ -1,5 +1,6 @@
 #!/bin/bash
-# The ner stage through the real CLI (`nlpd pipe`) on tests/fixtures/hf-tiny/bert-token-cls:
+# The ner stage through the real CLI (`nlpd pipe`) on tests/fixtures/hf-tiny/bert-token-cls (or $NER_MODEL:
+# deberta-v2-token-cls):
 #   parity:  for each aggregation strategy (none simple first average max), `entities` equal the transformers
 #            pipeline's (pipeline_golden.json): entity/entity_group, word, start, end (and index) exactly, score
 #            within 1e-4 — the texts that fit the model with the default windowing, and all 12 texts (the long one
@@ -17,7 +18,7 @@ NOK_MAX=3000
 ROOT=$PWD
 NLPD=${1:-build/nlpd}
 case $NLPD in /*) ;; *) NLPD=$ROOT/$NLPD ;; esac
-MODEL=tests/fixtures/hf-tiny/bert-token-cls
+MODEL=${NER_MODEL:-tests/fixtures/hf-tiny/bert-token-cls} # NER_MODEL: another token-cls fixture with goldens
 GOLDEN=$MODEL/pipeline_golden.json
 TOK=$(dirname "$NLPD")/tests/tool_tokenize
 

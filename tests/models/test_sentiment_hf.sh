@@ -1,6 +1,6 @@
 #!/bin/bash
 # The sentiment stage on Hugging Face folders through `nlpd pipe`: labels and scores must equal the softmax
-# of transformers' golden logits (within half the logit bar, 1e-4 + 1e-4 |logit|), for BERT, DistilBERT and XLM-R fixtures, batched with records of
+# of transformers' golden logits (within half the logit bar, 1e-4 + 1e-4 |logit|), for BERT, DistilBERT, XLM-R and DeBERTa-v3 fixtures, batched with records of
 # other lengths; the label map, `scores`, and per-language `models` routing on lang.code.
 # usage: tests/models/test_sentiment_hf.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
@@ -10,7 +10,7 @@ NLPD=${1:-build/nlpd}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 
-for fx in bert-seq-cls distilbert-seq-cls xlm-roberta-seq-cls; do
+for fx in bert-seq-cls distilbert-seq-cls xlm-roberta-seq-cls deberta-v2-seq-cls; do
     dir=tests/fixtures/hf-tiny/$fx
     {
         echo 'batch: { max_records = 3; };'

@@ -1,5 +1,5 @@
 #!/bin/sh
-# SentencePiece and Marian tokenizer parity (build/tests/tool_spm) with Debian's python3-sentencepiece 0.1.97 and a
+# SentencePiece (Unigram and BPE) and Marian tokenizer parity (build/tests/tool_spm) with Debian's python3-sentencepiece 0.1.97 and a
 # Python re-implementation of transformers' slow MarianTokenizer (v4.47) on top of it (tests/models/spm_ref.py):
 # pieces, ids and decode_pieces of every fixture and real OPUS-MT model plus trained/patched model variants over
 # the cases texts, invalid UTF-8 and random id lists; Marian ids (with truncation), the golden input_ids and

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Loading what the Hub has: every fixture model written by Debian's PyTorch (torch.save of its state dict) as
-# pytorch_model.bin, with tensors as views into one storage and a tied name, in torch's pre-1.6 format, as
+# Loading what the Hub has: every fixture model (M2M100 / NLLB included) written by Debian's PyTorch (torch.save
+# of its state dict) as pytorch_model.bin, with tensors as views into one storage and a tied name, in torch's
+# pre-1.6 format, as
 # float16, as sharded safetensors (model.safetensors.index.json) and sharded .bin (pytorch_model.bin.index.json);
 # `nlpd infer` must print exactly
 # what it prints for the model.safetensors original (float16: what it prints for the same float16 weights in
@@ -29,7 +30,7 @@ cat >"$TMP/texts.jsonl" <<'EOF'
 {"text": "naïve café 東京 🙂"}
 EOF
 
-for m in bert-seq-cls bert-token-cls distilbert-seq-cls xlm-roberta-seq-cls marian-mt; do
+for m in bert-seq-cls bert-token-cls distilbert-seq-cls xlm-roberta-seq-cls marian-mt m2m100-mt nllb-mt; do
     out=$TMP/$m
     if ! timeout 300 "$PY" tests/models/make_torch_bin.py "$FIX/$m" "$out" 2>"$TMP/py.err"; then
         bad "$m: make_torch_bin.py failed: $(tail -n 1 "$TMP/py.err")"
@@ -37,6 +38,8 @@ for m in bert-seq-cls bert-token-cls distilbert-seq-cls xlm-roberta-seq-cls mari
     fi
     opts=
     [ "$m" = marian-mt ] && opts="--max-length 12"
+    [ "$m" = m2m100-mt ] && opts="--max-length 12"
+    [ "$m" = nllb-mt ] && opts="--max-length 12 --tgt-lang fra_Latn"
     run() { timeout 120 "$NLPD" infer --model "$1" $opts <"$TMP/texts.jsonl" 2>"$TMP/err"; }
     run "$FIX/$m" >"$TMP/ref.out" || { bad "$m: the safetensors original fails: $(cat "$TMP/err")"; continue; }
     [ -s "$TMP/ref.out" ] && ! grep -q '"error"' "$TMP/ref.out" || { bad "$m: no reference output"; continue; }

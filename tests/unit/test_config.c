@@ -321,6 +321,43 @@ static void deprecated_flagged_topic(void)
     nlpd_diag_free(&d);
 }
 
+/* input/output.schema_registry: parsed with their defaults, checked with FILE:LINE, and enough for Avro input. */
+static void schema_registry(void)
+{
+    struct nlpd_diag d = {0};
+    struct nlpd_config *c = load_text("input: { format = \"avro\";\n"
+                                      "  schema_registry = { url = \"http://127.0.0.1:8081\"; }; };\n"
+                                      "output: { format = \"avro\"; schema_registry = { url = \"https://r\"; subject = \"s-value\";\n"
+                                      "  auto_register = false; basic_auth = \"u:p\"; }; };\n"
+                                      "pipeline = ( { stage = \"langid\"; } );\n",
+                                      &d);
+    CHECK(c != NULL); /* no input.schema needed with a registry */
+    if (c) {
+        CHECK(c->input.registry.set && strcmp(c->input.registry.url, "http://127.0.0.1:8081") == 0);
+        CHECK(c->input.registry.timeout_ms == 5000 && c->input.registry.auto_register == 0);
+        CHECK(c->output.registry.set && strcmp(c->output.registry.subject, "s-value") == 0);
+        CHECK(c->output.registry.auto_register == 0 && strcmp(c->output.registry.basic_auth, "u:p") == 0);
+    }
+    nlpd_config_free(c);
+    nlpd_diag_free(&d);
+    unlink(path);
+
+    c = load_text("input: { format = \"avro\";\n"
+                  "  schema_registry = { url = \"ftp://x\"; subject = \"s\"; }; };\n"
+                  "output: { schema_registry = { timeout_ms = 1; }; };\n"
+                  "pipeline = ( { stage = \"langid\"; } );\n",
+                  &d);
+    CHECK(c == NULL);
+    CHECK(has_error(&d, 2, "input.schema_registry.url \"ftp://x\": not an http:// or https:// URL"));
+    CHECK(has_error(&d, 2, "unknown key 'subject' in input.schema_registry")); /* output only */
+    CHECK(has_error(&d, 3, "output.schema_registry needs 'url'"));
+    CHECK(has_error(&d, 3, "timeout_ms"));
+    CHECK(has_error(&d, 3, "output.schema_registry needs output.format \"avro\""));
+    nlpd_config_free(c);
+    nlpd_diag_free(&d);
+    unlink(path);
+}
+
 int main(void)
 {
     RUN(defaults);
@@ -336,5 +373,6 @@ int main(void)
     RUN(section_wrong_type);
     RUN(output_routes);
     RUN(deprecated_flagged_topic);
+    RUN(schema_registry);
     return TEST_REPORT();
 }

@@ -251,17 +251,22 @@ static void test_matmul(void)
 
 static void test_bias_act(void)
 {
+    /* res: the residual added last (pre-norm sub-layers), with and without bias / activation */
+    for (int res = 0; res < 2; res++)
     for (int wide = 0; wide < 2; wide++)
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
         for (int bias = 0; bias < 2; bias++) {
             struct pair p;
             int rows = wide ? 7 : 19, cols = wide ? 1500 : 45, ld = wide ? 1503 : 50;
-            if (pair_init(&p, gpu, 64 * 1024, 0))
+            if (pair_init(&p, gpu, 128 * 1024, 0))
                 return;
             size_t x = put_rand(&p, (size_t)rows * ld, 4.0f), b = put_rand(&p, (size_t)cols, 1.0f);
+            size_t r = put_rand(&p, (size_t)rows * ld, 2.0f);
             struct nlpd_op oc = {.kind = NLPD_OP_BIAS_ACT}, og = oc;
-            oc.u.bias_act = (struct nlpd_op_bias_act){F(&p.c, x), bias ? F(&p.c, b) : NULL, rows, cols, ld, acts[i]};
-            og.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), bias ? F(&p.g, b) : NULL, rows, cols, ld, acts[i]};
+            oc.u.bias_act = (struct nlpd_op_bias_act){F(&p.c, x), bias ? F(&p.c, b) : NULL, rows, cols, ld, acts[i],
+                                                      res ? F(&p.c, r) : NULL};
+            og.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), bias ? F(&p.g, b) : NULL, rows, cols, ld, acts[i],
+                                                      res ? F(&p.g, r) : NULL};
             if (!run2(&p, &oc, &og))
                 compare_out(&p, x, (size_t)rows, (size_t)ld, (size_t)ld, 1e-5, "bias_act");
             pair_free(&p);
@@ -774,6 +779,22 @@ static void test_models(void)
     }
 }
 
+/* DeBERTa's disentangled attention is a CPU kernel: on CUDA the load says so by name (on the stand-in CPU backend
+ * of NLPD_CUDA_TEST_BACKEND=cpu it loads). */
+static void test_deberta_refused(void)
+{
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_opts opts = {.backend = gpu_name, .threads = 1};
+    struct nlpd_encoder *enc = nlpd_encoder_load(FIX "deberta-v2-seq-cls", &opts, &err);
+    if (!strcmp(gpu_name, "cuda")) {
+        CHECK(enc == NULL);
+        CHECK_STR_CONTAINS(err.message, "CPU backend only");
+    } else {
+        CHECK(enc != NULL);
+    }
+    nlpd_encoder_free(enc);
+}
+
 int main(void)
 {
     if (!getenv("NLPD_LIBDIR"))
@@ -820,8 +841,10 @@ int main(void)
     RUN(test_small_arena);
     /* NLPD_CUDA_OPS_ONLY=1: the ops alone (scripts/gpu-check.sh runs them under compute-sanitizer) */
     const char *ops_only = getenv("NLPD_CUDA_OPS_ONLY");
-    if (!ops_only || strcmp(ops_only, "1"))
+    if (!ops_only || strcmp(ops_only, "1")) {
         RUN(test_models);
+        RUN(test_deberta_refused);
+    }
     nlpd_backend_free(gpu);
     nlpd_backend_free(gpu16);
     nlpd_backend_free(gpub16);

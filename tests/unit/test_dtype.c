@@ -249,8 +249,9 @@ static int32_t *ints2d(json_t *a, int *rows, int *cols)
  * Per-product bounds are checked exactly above; bench/encoder reports the error on BERT-base next to PyTorch's. */
 static void encoder_parity(enum nlpd_dtype dt)
 {
-    static const char *models[] = {"bert-seq-cls", "bert-token-cls", "distilbert-seq-cls", "xlm-roberta-seq-cls"};
-    for (size_t mi = 0; mi < 4; mi++) {
+    static const char *models[] = {"bert-seq-cls",        "bert-token-cls",     "distilbert-seq-cls",
+                                   "xlm-roberta-seq-cls", "deberta-v2-seq-cls", "deberta-v2-token-cls"};
+    for (size_t mi = 0; mi < sizeof models / sizeof models[0]; mi++) {
         char path[256];
         snprintf(path, sizeof path, FIX "%s/golden.json", models[mi]);
         json_error_t je;
@@ -317,7 +318,11 @@ static void encoder_parity(enum nlpd_dtype dt)
                 excused += top - second < 2 * maxdiff;
             }
         }
-        double rel = maxdiff / maxlogit, limit = dt == NLPD_DTYPE_BF16 ? 0.05 : 0.25;
+        /* A broken path moves logits by about their own size (100%); these ceilings sit well below that. The
+         * DeBERTa fixtures (weights of std 0.5, three score terms per pair) amplify the same per-product rounding
+         * about twice as much as the BERT ones, measured against fp32 here: 3.0% / 7.4% bf16, 10% / 21% int8. */
+        int deb = strstr(models[mi], "deberta") != NULL;
+        double rel = maxdiff / maxlogit, limit = dt == NLPD_DTYPE_BF16 ? (deb ? 0.10 : 0.05) : (deb ? 0.30 : 0.25);
         printf("  %-20s %s: max |dlogit| %.4g (%.2f%% of max |logit| %.3g); labels differing %d of %d (all within "
                "2x the error of a tie: %d)\n",
                models[mi], nlpd_dtype_name(dt), maxdiff, 100 * rel, maxlogit, flips, labels, excused);

@@ -8,13 +8,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "deberta.h"
 #include "encoder.h"
 #include "harness.h"
 #include "safetensors.h"
 
 #define FIX "tests/fixtures/hf-tiny/"
 
-static const char *models[] = {"bert-seq-cls", "bert-token-cls", "distilbert-seq-cls", "xlm-roberta-seq-cls"};
+static const char *models[] = {"bert-seq-cls",        "bert-token-cls",     "distilbert-seq-cls",
+                               "xlm-roberta-seq-cls", "deberta-v2-seq-cls", "deberta-v2-token-cls",
+                               /* DeBERTa config branches the fixtures do not reach (tests/models/deberta_ref.py) */
+                               "_deberta_variants/own-proj-buckets", "_deberta_variants/c2p-nobuckets",
+                               "_deberta_variants/p2c-maxpos", "_deberta_variants/absolute-proj"};
 
 static int close_enough(double got, double want, double atol, double rtol)
 {
@@ -150,9 +155,10 @@ static void parity_one(const char *name)
     struct nlpd_encoder_output oh = {.all_hidden = all};
     CHECK(nlpd_encoder_forward(enc, ws, &in, &oh, &err) == 0);
     double max_hidden = 0;
-    for (int l = 0; l <= NLay && l < (int)json_array_size(hs); l++) {
+    int hidden_bad = 0; /* stop at the first difference (every loop, not just the innermost) */
+    for (int l = 0; l <= NLay && l < (int)json_array_size(hs) && !hidden_bad; l++) {
         json_t *layer = json_array_get(hs, l);
-        for (size_t t = 0; t < json_array_size(layer); t++)
+        for (size_t t = 0; t < json_array_size(layer) && !hidden_bad; t++)
             for (int h = 0; h < H; h++) {
                 double want = json_number_value(json_array_get(json_array_get(layer, t), h));
                 double got = all[(size_t)l * B * S * H + t * H + h];
@@ -160,12 +166,12 @@ static void parity_one(const char *name)
                 if (!close_enough(got, want, 1e-4, 1e-4)) {
                     CHECK(!"hidden state differs");
                     fprintf(stderr, "  %s layer %d token %zu dim %d: %g vs %g\n", name, l, t, h, got, want);
-                    l = NLay + 1;
+                    hidden_bad = 1;
                     break;
                 }
             }
     }
-    printf("%-20s max |diff|: batch %.3g, single %.3g, batch-vs-single %.3g, hidden %.3g\n", name, max_batch,
+    printf("%-36s max |diff|: batch %.3g, single %.3g, batch-vs-single %.3g, hidden %.3g\n", name, max_batch,
            max_single, max_bvs, max_hidden);
     free(all);
     free(logits);
@@ -488,6 +494,145 @@ static void test_half_precision(void)
     rmdir(tmpdir);
 }
 
+/* ---- DeBERTa-v2 specifics ---- */
+
+/* The relative-position rows of every d the goldens list, and the long example (truncated to 160 tokens, past
+ * position_buckets / 2 = 128: log buckets) layer by layer. */
+static void deberta_buckets_and_long(const char *name, int expect_log)
+{
+    json_t *g = golden(name);
+    struct nlpd_encoder *enc = load(name);
+    CHECK(g && enc);
+    if (!g || !enc) {
+        json_decref(g);
+        nlpd_encoder_free(enc);
+        return;
+    }
+    const struct nlpd_hf_config *c = nlpd_encoder_config(enc);
+    json_t *rb = json_object_get(g, "relative_position_buckets"), *ds = json_object_get(rb, "d"),
+           *bs = json_object_get(rb, "bucket");
+    int span = c->deberta.position_buckets, bad = 0, logs = 0;
+    CHECK(json_array_size(ds) >= 255 && json_array_size(ds) == json_array_size(bs)); /* |d| < 128 or 160 */
+    for (size_t i = 0; i < json_array_size(ds); i++) {
+        int d = (int)json_integer_value(json_array_get(ds, i)), b = (int)json_integer_value(json_array_get(bs, i));
+        int want = b + span < 0 ? 0 : b + span > 2 * span - 1 ? 2 * span - 1 : b + span;
+        bad += nlpd_deberta_rel_index(c, d) != want;
+        logs += b != d;
+    }
+    CHECK(bad == 0);
+    CHECK(!expect_log || logs > 0); /* seq-cls's list reaches the log range (160 > 128 tokens) */
+    json_t *dl = json_object_get(g, "debug_long_example"), *hs = json_object_get(dl, "hidden_states");
+    json_t *xi = json_object_get(dl, "example_index");
+    json_t *ex = json_array_get(json_object_get(g, "examples"), (size_t)json_integer_value(xi));
+    CHECK(json_is_integer(xi) && ex != NULL);
+    json_t *eids = json_object_get(ex, "input_ids");
+    int n = (int)json_array_size(eids), H = c->hidden_size, NLay = c->num_layers;
+    int32_t *ids = calloc((size_t)n + 1, sizeof *ids);
+    for (int t = 0; t < n; t++)
+        ids[t] = (int32_t)json_integer_value(json_array_get(eids, t));
+    float *all = calloc((size_t)(NLay + 1) * n * H, sizeof *all);
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_ws *ws = nlpd_encoder_ws_new(enc, 1, n, &err);
+    struct nlpd_encoder_input in = {1, n, ids, NULL, NULL};
+    struct nlpd_encoder_output out = {.all_hidden = all};
+    CHECK(n >= 128); /* the fixtures' longest: 160 and 128 tokens */
+    CHECK(ws && nlpd_encoder_forward(enc, ws, &in, &out, &err) == 0);
+    CHECK((int)json_array_size(hs) == NLay + 1);
+    double maxd = 0;
+    int hbad = 0;
+    for (int l = 0; l <= NLay && l < (int)json_array_size(hs); l++) {
+        json_t *layer = json_array_get(hs, l);
+        if (json_array_size(layer) == 1 && json_array_size(json_array_get(layer, 0)) == (size_t)n)
+            layer = json_array_get(layer, 0); /* [1, seq, hidden] */
+        for (int t = 0; t < n && t < (int)json_array_size(layer); t++)
+            for (int h = 0; h < H; h++) {
+                double want = json_number_value(json_array_get(json_array_get(layer, t), h));
+                double got = all[((size_t)l * n + t) * H + h];
+                maxd = fmax(maxd, fabs(got - want));
+                if (!close_enough(got, want, 1e-4, 1e-4) && !hbad++)
+                    fprintf(stderr, "  %s layer %d token %d dim %d: %g vs %g\n", name, l, t, h, got, want);
+            }
+    }
+    printf("%-20s %zu relative positions, %d log-bucketed; long example (%d tokens) hidden max |diff| %.3g\n", name,
+           json_array_size(ds), logs, n, maxd);
+    CHECK(hbad == 0);
+    free(ids);
+    free(all);
+    nlpd_encoder_ws_free(ws);
+    nlpd_encoder_free(enc);
+    json_decref(g);
+}
+
+/* Configs it cannot run are refused by name (a CUDA backend too: tests/unit/test_cuda_ops.c). */
+static void deberta_refusals(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/nlpd-test-encoder-deb-%d", (int)getpid());
+    mkdir(tmpdir, 0700);
+    size_t n;
+    char *cfg = read_all(FIX "deberta-v2-seq-cls/config.json", &n), *st = read_all(FIX "deberta-v2-seq-cls/model.safetensors", &n);
+    write_file("model.safetensors", st, n);
+    static const struct {
+        const char *from, *to, *needle;
+    } bad[] = {
+        {"\"pad_token_id\": 0,", "\"pad_token_id\": 0, \"conv_kernel_size\": 3,", "conv_kernel_size 3"},
+        {"\"pooler_hidden_size\": 32", "\"pooler_hidden_size\": 16", "pooler_hidden_size 16"},
+        {"\"pad_token_id\": 0,", "\"pad_token_id\": 0, \"attention_head_size\": 4,", "attention_head_size 4"},
+        {"\"position_buckets\": 256", "\"position_buckets\": 1", "position_buckets 1"},
+        {"\"pos_att_type\": [", "\"pos_att_type\": [3, ", "pos_att_type"},
+        {"\"share_att_key\": true", "\"share_att_key\": 1", "share_att_key"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *at = strstr(cfg, bad[i].from);
+        CHECK(at != NULL);
+        if (!at)
+            continue;
+        char *c2 = malloc(strlen(cfg) + strlen(bad[i].to) + 1);
+        memcpy(c2, cfg, (size_t)(at - cfg));
+        strcpy(c2 + (at - cfg), bad[i].to);
+        strcat(c2, at + strlen(bad[i].from));
+        write_file("config.json", c2, strlen(c2));
+        expect_error(bad[i].needle, "config.json", bad[i].needle);
+        free(c2);
+    }
+    char p[512];
+    snprintf(p, sizeof p, "%s/config.json", tmpdir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+    unlink(p);
+    rmdir(tmpdir);
+    free(cfg);
+    free(st);
+}
+
+/* DebertaV2Config's defaults and the "p2c|c2p" string form. */
+static void deberta_config(void)
+{
+    struct nlpd_hf_config c;
+    struct nlpd_error err = {0};
+    const char *j = "{\"model_type\":\"deberta-v2\",\"vocab_size\":10,\"hidden_size\":8,\"num_hidden_layers\":1,"
+                    "\"num_attention_heads\":2,\"intermediate_size\":4,\"relative_attention\":true,"
+                    "\"pos_att_type\":\"P2C | c2p\",\"norm_rel_ebd\":\"layer_norm\"}";
+    CHECK(nlpd_hf_config_parse(j, strlen(j), "d.json", &c, &err) == 0);
+    const struct nlpd_hf_deberta *d = &c.deberta;
+    CHECK(c.arch == NLPD_HF_DEBERTA_V2 && c.type_vocab_size == 0 && c.pad_token_id == 0);
+    CHECK(c.layer_norm_eps == 1e-7f && d->c2p && d->p2c && d->norm_rel_ln && d->relative_attention);
+    CHECK(d->position_buckets == -1 && d->max_relative_positions == 512 && d->position_biased_input);
+    CHECK(!d->share_att_key && d->embedding_size == 8 && d->pooler_hidden_size == 8);
+    CHECK(d->pooler_act == NLPD_ACT_GELU && d->attention_head_size == 4 && d->conv_kernel_size == 0);
+    /* no buckets: raw i - j, clamped to the span of max_relative_positions */
+    CHECK(nlpd_deberta_rel_index(&c, 0) == 512 && nlpd_deberta_rel_index(&c, -600) == 0);
+    CHECK(nlpd_deberta_rel_index(&c, 700) == 1023 && nlpd_deberta_rel_index(&c, 5) == 517);
+    nlpd_hf_config_free(&c);
+}
+
+static void test_deberta(void)
+{
+    deberta_buckets_and_long("deberta-v2-seq-cls", 1);
+    deberta_buckets_and_long("deberta-v2-token-cls", 0);
+    deberta_refusals();
+    deberta_config();
+}
+
 /* config.json: DistilBERT key names, defaults, labels, and bad values. */
 static void test_config(void)
 {
@@ -544,5 +689,6 @@ int main(void)
     RUN(test_bad_folders);
     RUN(test_half_precision);
     RUN(test_config);
+    RUN(test_deberta);
     return TEST_REPORT();
 }

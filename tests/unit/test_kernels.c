@@ -93,6 +93,47 @@ static void check_act(void)
     }
 }
 
+/* BIAS_ACT with a residual (pre-norm sub-layers): x = act(x + bias) + residual, rows at stride ld; the
+ * padding between rows stays untouched. One rounding per add: the sums are exact to 2 ulp. */
+static void check_bias_act_residual(void)
+{
+    const int rows = 5, cols = 37, ld = 40;
+    float x[5 * 40], res[5 * 40], bias[37], want[5 * 40];
+    for (int i = 0; i < rows * ld; i++) {
+        x[i] = (float)((i * 7919) % 201 - 100) / 37.0f;
+        res[i] = (float)((i * 104729) % 199 - 99) / 29.0f;
+    }
+    for (int c = 0; c < cols; c++)
+        bias[c] = (float)(c % 11 - 5) / 13.0f;
+    for (int a = 0; a < 2; a++) {
+        enum nlpd_act act = a ? NLPD_ACT_RELU : NLPD_ACT_NONE;
+        float y[5 * 40];
+        memcpy(y, x, sizeof y);
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < ld; c++) {
+                float v = x[r * ld + c];
+                if (c < cols) {
+                    v += bias[c];
+                    v = act == NLPD_ACT_RELU && v < 0 ? 0.0f : v;
+                    v += res[r * ld + c];
+                }
+                want[r * ld + c] = v;
+            }
+        struct nlpd_op op = {.kind = NLPD_OP_BIAS_ACT};
+        op.u.bias_act = (struct nlpd_op_bias_act){y, bias, rows, cols, ld, act, res};
+        run_op(&op);
+        int bad = 0;
+        for (int i = 0; i < rows * ld; i++)
+            bad += fabsf(y[i] - want[i]) > 2 * U_F32 * (1.0f + fabsf(want[i]));
+        CHECK(bad == 0);
+        /* no bias, no activation: the residual alone is still added */
+        memcpy(y, x, sizeof y);
+        op.u.bias_act = (struct nlpd_op_bias_act){y, NULL, rows, cols, ld, NLPD_ACT_NONE, res};
+        run_op(&op);
+        CHECK(y[0] == x[0] + res[0] && y[ld + 3] == x[ld + 3] + res[ld + 3] && y[cols] == x[cols]);
+    }
+}
+
 static void check_matmul(void)
 {
     static const int shapes[][3] = {{1, 1, 1}, {5, 7, 3}, {17, 33, 65}, {64, 96, 32}, {3, 9, 0}};
@@ -283,6 +324,109 @@ static void check_attention(void)
     free(out);
 }
 
+/* DeBERTa's disentangled attention against a float64 reference, within the same kind of bound as the plain
+ * attention (three dot products of D terms per score, scaled): c2p and p2c together and alone, row strides that
+ * are not the width, a monotone relative index with clamped ends, masks with holes, a fully masked row. */
+static void check_attention_rel_at(int S, int NR)
+{
+    const int B = 3, NH = 2, D = 5, H = NH * D, ld = 3 * H + 2, ldp = H + 1;
+    float *qkv = rnd((size_t)B * S * ld, -2, 2), *out = rnd((size_t)B * S * H, 50, 60);
+    float *pk = rnd((size_t)NR * ldp, -2, 2), *pq = rnd((size_t)NR * ldp, -2, 2);
+    int32_t *mask = calloc((size_t)B * S, sizeof *mask), *ridx = calloc(2 * (size_t)S, sizeof *ridx);
+    double *sc = calloc((size_t)S, sizeof *sc), *err = calloc((size_t)S, sizeof *err);
+    for (int j = 0; j < S; j++) { /* trailing padding; holes and a padded end; everything masked */
+        mask[j] = j < S - 2;
+        mask[S + j] = j % 3 != 1 && j < S - 1;
+    }
+    for (int k = 0; k < 2 * S - 1; k++) { /* (i - j) / 2 + NR / 2, clamped: monotone, several d per row */
+        int v = (k - (S - 1)) / 2 + NR / 2;
+        ridx[k] = v < 0 ? 0 : v > NR - 1 ? NR - 1 : v;
+    }
+    const float scale = 1.0f / sqrtf((float)D * 3);
+    for (int variant = 0; variant < 3; variant++) {
+        const float *use_k = variant != 2 ? pk : NULL, *use_q = variant != 1 ? pq : NULL;
+        struct nlpd_op op = {.kind = NLPD_OP_ATTENTION_REL};
+        op.u.attention_rel = (struct nlpd_op_attention_rel){.out = out,
+                                                            .qkv = qkv,
+                                                            .mask = mask,
+                                                            .pos_k = use_k,
+                                                            .pos_q = use_q,
+                                                            .rel_idx = ridx,
+                                                            .batch = B,
+                                                            .seq = S,
+                                                            .heads = NH,
+                                                            .head_dim = D,
+                                                            .n_rel = NR,
+                                                            .ld_qkv = ld,
+                                                            .ld_out = H,
+                                                            .ld_pos = ldp,
+                                                            .scale = scale};
+        run_op(&op);
+        int bad = 0;
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int i = 0; i < S; i++) {
+                    double mx = -DBL_MAX, sum = 0;
+                    const float *q = qkv + ((size_t)b * S + i) * ld + h * D;
+                    for (int j = 0; j < S; j++) {
+                        const float *k = qkv + ((size_t)b * S + j) * ld + H + h * D;
+                        int c = ridx[i - j + S - 1];
+                        double d = 0, mag = 0;
+                        for (int e = 0; e < D; e++) {
+                            double t1 = (double)q[e] * k[e];
+                            double t2 = use_k ? (double)q[e] * use_k[(size_t)c * ldp + h * D + e] : 0;
+                            double t3 = use_q ? (double)k[e] * use_q[(size_t)c * ldp + h * D + e] : 0;
+                            d += t1 + t2 + t3;
+                            mag += fabs(t1) + fabs(t2) + fabs(t3);
+                        }
+                        sc[j] = mask[b * S + j] ? d * scale : -FLT_MAX;
+                        err[j] = (gamma_n(D + 4) * mag + 4 * U_F32 * fabs(d)) * scale;
+                        mx = fmax(mx, sc[j]);
+                    }
+                    double e_p = 0;
+                    for (int j = 0; j < S; j++) {
+                        double arg = sc[j] - mx;
+                        sum += (sc[j] = exp(arg));
+                        if (sc[j] > 0)
+                            e_p = fmax(e_p, exp_term_err(err[j], arg));
+                    }
+                    e_p = 2 * e_p + gamma_n(S + 1) + 2 * U_F32;
+                    for (int e = 0; e < D; e++) {
+                        double o = 0, mag = 0;
+                        for (int j = 0; j < S; j++) {
+                            double t = sc[j] / sum * qkv[((size_t)b * S + j) * ld + 2 * H + h * D + e];
+                            o += t;
+                            mag += fabs(t);
+                        }
+                        bad += fabs(out[((size_t)b * S + i) * H + h * D + e] - o) > mag * (e_p + gamma_n(S + 1));
+                    }
+                }
+        CHECK(bad == 0);
+    }
+    /* a relative index table that decreases is refused, not read out of order */
+    ridx[3] = ridx[4] + 1;
+    struct nlpd_op op = {.kind = NLPD_OP_ATTENTION_REL};
+    op.u.attention_rel = (struct nlpd_op_attention_rel){out, qkv, mask, pk, pq, ridx, B, S, NH, D, NR, ld, H, ldp, scale};
+    struct nlpd_error e = {0};
+    CHECK(nlpd_backend_run(be, &op, &e) == NLPD_EINVAL);
+    CHECK_STR_CONTAINS(e.message, "relative index");
+    free(qkv);
+    free(out);
+    free(pk);
+    free(pq);
+    free(mask);
+    free(ridx);
+    free(sc);
+    free(err);
+}
+
+/* One block of queries; several (the products are cut in blocks of 32 queries / keys) with clamped ends. */
+static void check_attention_rel(void)
+{
+    check_attention_rel_at(7, 6);
+    check_attention_rel_at(70, 40);
+}
+
 static void check_embed(void)
 {
     const int V = 11, P = 6, TY = 2, D = 9, T = 5;
@@ -460,10 +604,12 @@ static void check_all_ops(void)
 {
     check_logsumexp();
     check_act();
+    check_bias_act_residual();
     check_matmul();
     check_layer_norm();
     check_softmax();
     check_attention();
+    check_attention_rel();
     check_embed();
     check_attention_kv();
     check_gather_rows();

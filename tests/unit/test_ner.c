@@ -1,13 +1,15 @@
-/* The ner stage's decoding (stages/ner/ner_aggregate.c) without a model: the token logits, tokens and offsets of
- * every tests/fixtures/hf-tiny/ *-token-cls/pipeline_golden.json go through softmax + aggregation, with the words
- * from the folder's tokenizer decoder, and must give the transformers pipeline's entities for every strategy;
- * plus the decoder, the window plan and the gazetteer. */
+/* The ner stage's decoding (stages/ner/ner_aggregate.c): the token logits, tokens and offsets of every
+ * tests/fixtures/hf-tiny/ *-token-cls/pipeline_golden.json go through softmax + aggregation, with the words from the
+ * folder's tokenizer decoder, and must give the transformers pipeline's entities for every strategy (for
+ * DeBERTa-v3 the logits come from running the model on the tokenizer's ids); plus the decoder, the window plan and
+ * the gazetteer. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "encoder.h"
 #include "harness.h"
 #include "ner/gazetteer.h"
 #include "ner/ner_aggregate.h"
@@ -101,8 +103,20 @@ static size_t cp_byte(const char *s, size_t cp)
     return b;
 }
 
-static int golden_total, golden_failed, softmax_exact, softmax_total, subword_bad;
-static double softmax_maxdiff;
+static int golden_total, golden_failed, softmax_exact, softmax_total, subword_bad, model_bad;
+static double softmax_maxdiff, logit_maxdiff;
+/* Golden logits: scores must be the softmax's to 1e-6. Model logits are within atol + rtol * |z| (1e-4 each, the
+ * encoder parity bound) of the golden ones, which moves each softmax output p_k by at most
+ * p_k * (exp(2 * dmax) - 1) <= 2.001 * dmax for these small dmax; entity scores are one token's score or a mean of
+ * them, so the same bound holds for them. */
+static double score_tol = 1e-6, score_ratio_max;
+
+/* The model run on the tokenizer's ids of one example (NULL: use the golden logits). */
+struct model_run {
+    struct nlpd_encoder *enc;
+    struct nlpd_encoder_ws *ws;
+    size_t max_len;
+};
 
 static int decode_words(const void *tok, const char *const *toks, const size_t *lens, size_t n, char **buf, size_t *len,
                         size_t *cap)
@@ -111,7 +125,7 @@ static int decode_words(const void *tok, const char *const *toks, const size_t *
 }
 
 static void check_example(json_t *ex, const char *const *labels, int nl, json_t *root,
-                          const struct nlpd_tokenizer *tok)
+                          const struct nlpd_tokenizer *tok, struct model_run *mr)
 {
     const char *text = json_string_value(json_object_get(ex, "text"));
     json_t *ids = json_object_get(ex, "input_ids"), *toks = json_object_get(ex, "tokens"),
@@ -124,10 +138,38 @@ static void check_example(json_t *ex, const char *const *labels, int nl, json_t 
     float *sc = calloc(n * (size_t)nl, sizeof *sc);
     float *lg = calloc((size_t)nl, sizeof *lg);
     size_t np = 0;
+    float *model_lg = NULL;
+    score_tol = 1e-6;
+    if (mr) {
+        struct nlpd_encoding e = {0};
+        struct nlpd_error err = {0};
+        int ok = nlpd_tokenizer_encode(tok, text, strlen(text), NULL, 0, mr->max_len, &e, &err) == 0 && e.n == n;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = e.ids[i] == (int32_t)json_integer_value(json_array_get(ids, i));
+        model_lg = calloc(n * (size_t)nl + 1, sizeof *model_lg);
+        struct nlpd_encoder_input in = {1, (int)n, e.ids, NULL, e.type_ids};
+        struct nlpd_encoder_output out = {.logits = model_lg};
+        if (!ok || nlpd_encoder_forward(mr->enc, mr->ws, &in, &out, &err)) {
+            fprintf(stderr, "model run on \"%.30s\": ids differ or %s\n", text, err.message);
+            model_bad++;
+        }
+        nlpd_encoding_free(&e);
+        double dmax = 0;
+        for (size_t i = 0; i < n; i++)
+            for (int k = 0; k < nl; k++) {
+                double g = json_number_value(json_array_get(json_array_get(logits, i), (size_t)k));
+                double got = model_lg[i * (size_t)nl + k], d = fabs(got - g);
+                logit_maxdiff = fmax(logit_maxdiff, d);
+                if (d > 1e-4 + 1e-4 * fabs(g))
+                    model_bad++;
+                dmax = fmax(dmax, 1e-4 + 1e-4 * fabs(g));
+            }
+        score_tol = 2.001 * dmax;
+    }
     for (size_t i = 0; i < n; i++) {
         json_t *row = json_array_get(logits, i), *srow = json_array_get(scores, i);
         for (int k = 0; k < nl; k++)
-            lg[k] = (float)json_number_value(json_array_get(row, (size_t)k));
+            lg[k] = model_lg ? model_lg[i * (size_t)nl + k] : (float)json_number_value(json_array_get(row, (size_t)k));
         float *s = sc + i * (size_t)nl;
         nlpd_ner_softmax(lg, nl, s);
         for (int k = 0; k < nl; k++) {
@@ -136,6 +178,7 @@ static void check_example(json_t *ex, const char *const *labels, int nl, json_t 
             softmax_exact += d == 0.0;
             if (d > softmax_maxdiff)
                 softmax_maxdiff = d;
+            score_ratio_max = fmax(score_ratio_max, d / score_tol);
         }
         if (json_integer_value(json_array_get(spec, i)))
             continue;
@@ -188,7 +231,7 @@ static void check_example(json_t *ex, const char *const *labels, int nl, json_t 
             int32_t gen = (int32_t)json_integer_value(json_object_get(g, "end"));
             int32_t gix = a == 0 ? (int32_t)json_integer_value(json_object_get(g, "index")) : -1;
             if (strcmp(gg, e->group) || strlen(gw) != e->word_len || memcmp(gw, out.words + e->word_off, e->word_len) ||
-                fabs(gs - e->score) > 1e-6 || gst != e->start || gen != e->end || gix != e->index) {
+                fabs(gs - e->score) > score_tol || gst != e->start || gen != e->end || gix != e->index) {
                 fprintf(stderr,
                         "%s \"%.30s\" entity %zu: got %s %.9g \"%.*s\" %d-%d #%d, golden %s %.9g \"%s\" %d-%d #%d\n",
                         strat[a], text, i, e->group, e->score, (int)e->word_len, out.words + e->word_off, e->start,
@@ -202,14 +245,15 @@ static void check_example(json_t *ex, const char *const *labels, int nl, json_t 
     free(pre);
     free(sc);
     free(lg);
+    free(model_lg);
 }
 
-static void test_golden_dir(const char *dir)
+static void test_golden_dir(const char *dir, int run_model)
 {
     char path[512];
     snprintf(path, sizeof path, FIX "%s/pipeline_golden.json", dir);
-    golden_total = golden_failed = softmax_exact = softmax_total = subword_bad = 0;
-    softmax_maxdiff = 0;
+    golden_total = golden_failed = softmax_exact = softmax_total = subword_bad = model_bad = 0;
+    softmax_maxdiff = logit_maxdiff = score_ratio_max = 0;
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
     snprintf(path, sizeof path, FIX "%s", dir);
@@ -229,25 +273,43 @@ static void test_golden_dir(const char *dir)
         snprintf(k, sizeof k, "%d", i);
         labels[i] = json_string_value(json_object_get(id2, k));
     }
+    struct model_run mr = {0};
+    if (run_model) {
+        struct nlpd_encoder_opts opts = {.threads = 1};
+        mr.enc = nlpd_encoder_load(path, &opts, &err);
+        mr.ws = mr.enc ? nlpd_encoder_ws_new(mr.enc, 1, 16, &err) : NULL;
+        mr.max_len = (size_t)json_integer_value(json_object_get(root, "model_max_length"));
+        CHECK(mr.enc && mr.ws && mr.max_len > 0);
+        if (!mr.ws)
+            fprintf(stderr, "%s: %s\n", path, err.message);
+    }
     json_t *exs = json_object_get(root, "examples");
-    for (size_t i = 0; i < json_array_size(exs); i++)
-        check_example(json_array_get(exs, i), labels, nl, root, tok);
-    printf("%s golden: %d example x strategy cases, %d failed; softmax %d/%d values bit-exact, max |diff| %.3g\n",
-           dir, golden_total, golden_failed, softmax_exact, softmax_total, softmax_maxdiff);
+    for (size_t i = 0; i < json_array_size(exs) && (!run_model || mr.ws); i++)
+        check_example(json_array_get(exs, i), labels, nl, root, tok, run_model ? &mr : NULL);
+    printf("%s golden%s: %d example x strategy cases, %d failed; softmax %d/%d values bit-exact, max |diff| %.3g "
+           "(%.3g of its bound)\n",
+           dir, run_model ? " (model run)" : "", golden_total, golden_failed, softmax_exact, softmax_total,
+           softmax_maxdiff, score_ratio_max);
+    if (run_model)
+        printf("%s: logits of the model vs golden max |diff| %.3g, %d out of bound\n", dir, logit_maxdiff, model_bad);
     CHECK(golden_total == 5 * (int)json_array_size(exs) && golden_total >= 60);
     CHECK(golden_failed == 0);
     CHECK(subword_bad == 0);
-    CHECK(softmax_maxdiff < 1e-6);
+    CHECK(model_bad == 0);
+    CHECK(score_ratio_max <= 1.0);
+    nlpd_encoder_ws_free(mr.ws);
+    nlpd_encoder_free(mr.enc);
     json_decref(root);
     nlpd_tokenizer_free(tok);
 }
 
 /* Every token-classification fixture with pipeline goldens: WordPiece (BERT) and SentencePiece Unigram with the
- * Metaspace decoder (DeBERTa-v3), whose words the pipeline joins without spaces under its fallback sub-word rule. */
+ * Metaspace decoder (DeBERTa-v3), whose words the pipeline joins without spaces under its fallback sub-word rule;
+ * DeBERTa's from the model itself, on the tokenizer's ids. */
 static void test_golden(void)
 {
-    test_golden_dir("bert-token-cls");
-    test_golden_dir("deberta-v2-token-cls");
+    test_golden_dir("bert-token-cls", 0);
+    test_golden_dir("deberta-v2-token-cls", 1);
 }
 
 /* A few pre-entities by hand: ignore lists, labels without B-/I-, empty input. */

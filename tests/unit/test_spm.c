@@ -206,14 +206,14 @@ static void test_errors(void)
 {
     struct nlpd_error err = {0};
     struct w w, t;
-    /* BPE */
+    /* WORD (Unigram and BPE are supported) */
     base_model(&w);
     t.n = 0;
-    w_int(&t, 3, 2);
+    w_int(&t, 3, 3);
     w_bytes(&w, 2, t.b, t.n);
     CHECK(load(&w, &err) == NULL);
     CHECK_STR_CONTAINS(err.message, "test.model");
-    CHECK_STR_CONTAINS(err.message, "BPE is not supported");
+    CHECK_STR_CONTAINS(err.message, "WORD is not supported");
     /* no unk */
     w.n = 0;
     w_piece(&w, "a", -1, 1);
