@@ -51,11 +51,42 @@ static struct cu_impl *impl_of(const struct nlpd_backend *be)
     return (struct cu_impl *)be->impl;
 }
 
-/* Every entry point: the lock, then the backend's device for this thread. */
-static void enter(struct cu_impl *im)
+/* The device this thread last selected through a backend: cudaSetDevice only when it changes (once per thread
+ * with one device), not on every call. */
+static __thread int tls_device = -1;
+
+/* Every entry point: the lock, then the backend's device for this thread; on failure the lock is not held. */
+static int enter(struct cu_impl *im, struct nlpd_error *err)
 {
     pthread_mutex_lock(&im->mu);
-    cudaSetDevice(im->device);
+    if (tls_device != im->device) {
+        cudaError_t e = cudaSetDevice(im->device);
+        if (e != cudaSuccess) {
+            pthread_mutex_unlock(&im->mu);
+            char what[64];
+            snprintf(what, sizeof what, "selecting device %d", im->device);
+            return cu_fail(err, e, what);
+        }
+        tls_device = im->device;
+    }
+    return 0;
+}
+
+/* A failure in a call that cannot report it (free): kept for the next sync, of whichever thread. */
+static void defer_error(struct cu_impl *im, cudaError_t e, const char *what)
+{
+    if (!im->deferred.code)
+        cu_fail(&im->deferred, e, what);
+}
+
+/* The calling thread's batch failed: its pending error words are moot (they must not surface in its next batch).
+ * Reusing them is safe: a word is cleared on the stream, after the op that may still write it. */
+static void drop_pending(struct cu_impl *im)
+{
+    pthread_t self = pthread_self();
+    for (int i = 0; i < CU_ERR_SLOTS; i++)
+        if (im->slots[i].in_use && pthread_equal(im->slots[i].owner, self))
+            im->slots[i].in_use = 0;
 }
 
 static void leave(struct cu_impl *im)
@@ -184,9 +215,10 @@ static int alloc_common(struct nlpd_backend *be, size_t size, struct nlpd_buffer
     size_t rounded = align_up(size ? size : 1);
     if (rounded < size)
         return nlpd_error_set(err, NLPD_ERANGE, 0, "cuda backend: allocation of %zu bytes too large", size);
-    enter(im);
+    int rc = enter(im, err);
+    if (rc)
+        return rc;
     void *p = NULL, *shadow = NULL;
-    int rc = 0;
     cudaError_t e = cudaMalloc(&p, rounded);
     if (e != cudaSuccess) {
         cudaGetLastError(); /* an allocation failure is not sticky: clear it */
@@ -243,17 +275,29 @@ static int cu_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_bu
     return alloc_common(be, size, out, 1, err);
 }
 
-static int code_of(cudaError_t e)
+static int range_error(const char *what, const struct nlpd_buffer *buf, size_t offset, size_t n,
+                       struct nlpd_error *err)
 {
-    return e == cudaErrorMemoryAllocation ? NLPD_ENOMEM : NLPD_EIO;
+    return nlpd_error_set(err, NLPD_ERANGE, 0, "cuda backend: %s of %zu bytes at offset %zu: outside the buffer of %zu bytes",
+                          what, n, offset, buf->size);
 }
 
-static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n)
+static int copy_fail(struct nlpd_error *err, cudaError_t e, const char *what, size_t n, size_t offset)
+{
+    char w[96];
+    snprintf(w, sizeof w, "%s of %zu bytes at offset %zu", what, n, offset);
+    return cu_fail(err, e, w);
+}
+
+static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n,
+                     struct nlpd_error *err)
 {
     if (offset > buf->size || n > buf->size - offset)
-        return NLPD_ERANGE;
+        return range_error("upload", buf, offset, n, err);
     struct cu_impl *im = impl_of(be);
-    enter(im);
+    int rc = enter(im, err);
+    if (rc)
+        return rc;
     const unsigned char *s = (const unsigned char *)src;
     char *dst = (char *)buf->ptr + offset;
     size_t left = n;
@@ -292,17 +336,32 @@ static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t of
         }
     }
     leave(im);
-    return e == cudaSuccess ? 0 : code_of(e);
+    return e == cudaSuccess ? 0 : copy_fail(err, e, "upload", n, offset);
 }
 
-static int cu_download(struct nlpd_backend *be, const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n)
+static int cu_download(struct nlpd_backend *be, const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n,
+                       struct nlpd_error *err)
 {
     if (offset > buf->size || n > buf->size - offset)
-        return NLPD_ERANGE;
+        return range_error("download", buf, offset, n, err);
     struct cu_impl *im = impl_of(be);
-    enter(im);
+    int rc = enter(im, err);
+    if (rc)
+        return rc;
     /* everything queued before (uploads included) finishes first; the staging is then free */
     cudaError_t e = cudaStreamSynchronize(im->stream);
+    if (e != cudaSuccess) {
+        rc = cu_fail(err, e, "synchronising before a download (an earlier op failed on the device)");
+        drop_pending(im);
+        leave(im);
+        return rc;
+    }
+    /* this thread's device-side errors (bad ids) belong to the batch whose results it is downloading */
+    pthread_t self = pthread_self();
+    if ((rc = reap(im, &self, err))) {
+        leave(im);
+        return rc;
+    }
     im->stage_cur = 0;
     im->stage_pos = 0;
     const char *src = (const char *)buf->ptr + offset;
@@ -320,14 +379,15 @@ static int cu_download(struct nlpd_backend *be, const struct nlpd_buffer *buf, s
         n -= chunk;
     }
     leave(im);
-    return e == cudaSuccess ? 0 : code_of(e);
+    return e == cudaSuccess ? 0 : copy_fail(err, e, "download", n, offset);
 }
 
 static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err)
 {
     struct cu_impl *im = impl_of(be);
-    enter(im);
-    int rc;
+    int rc = enter(im, err);
+    if (rc)
+        return rc;
     switch (op->kind) {
     case NLPD_OP_MATMUL: rc = cu_matmul(im, &op->u.matmul, err); break;
     case NLPD_OP_BIAS_ACT: rc = cu_bias_act(im, &op->u.bias_act, err); break;
@@ -344,6 +404,8 @@ static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd
         if (e != cudaSuccess)
             rc = cu_fail(err, e, "launching an op");
     }
+    if (rc) /* the caller abandons this batch */
+        drop_pending(im);
     leave(im);
     return rc;
 }
@@ -351,11 +413,16 @@ static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd
 static int cu_sync(struct nlpd_backend *be, struct nlpd_error *err)
 {
     struct cu_impl *im = impl_of(be);
-    enter(im);
-    int rc = 0;
+    int rc = enter(im, err);
+    if (rc)
+        return rc;
     cudaError_t e = cudaStreamSynchronize(im->stream);
-    if (e != cudaSuccess) {
+    if (im->deferred.code) { /* reported once, to the first thread that asks */
+        rc = nlpd_error_set(err, im->deferred.code, 0, "%s", im->deferred.message);
+        nlpd_error_clear(&im->deferred);
+    } else if (e != cudaSuccess) {
         rc = cu_fail(err, e, "synchronising");
+        drop_pending(im);
     } else {
         pthread_t self = pthread_self();
         rc = reap(im, &self, err);
@@ -367,14 +434,22 @@ static int cu_sync(struct nlpd_backend *be, struct nlpd_error *err)
 static void cu_free(struct nlpd_backend *be, struct nlpd_buffer *buf)
 {
     struct cu_impl *im = impl_of(be);
-    enter(im);
+    struct nlpd_error why = {};
+    if (enter(im, &why)) { /* still free what we can: the lock is taken again without the device */
+        pthread_mutex_lock(&im->mu);
+        if (!im->deferred.code)
+            im->deferred = why;
+    }
+    cudaError_t e;
     for (int i = 0; i < im->n_weights; i++)
         if (im->weights[i].base == (char *)buf->ptr) {
-            cudaFree(im->weights[i].shadow);
+            if ((e = cudaFree(im->weights[i].shadow)) != cudaSuccess)
+                defer_error(im, e, "freeing a weight shadow");
             im->weights[i] = im->weights[--im->n_weights];
             break;
         }
-    cudaFree(buf->ptr); /* waits for the device to finish with it */
+    if ((e = cudaFree(buf->ptr)) != cudaSuccess) /* waits for the device to finish with it */
+        defer_error(im, e, "freeing a buffer (an earlier op failed on the device)");
     buf->ptr = NULL;
     buf->size = 0;
     leave(im);
@@ -382,7 +457,8 @@ static void cu_free(struct nlpd_backend *be, struct nlpd_buffer *buf)
 
 static void release(struct cu_impl *im)
 {
-    cudaSetDevice(im->device);
+    /* destroy cannot report: without the device the frees below fail and leak nothing the process keeps */
+    tls_device = cudaSetDevice(im->device) == cudaSuccess ? im->device : -1;
     if (im->stream)
         cudaStreamSynchronize(im->stream);
     for (int i = 0; i < im->n_weights; i++) /* buffers their owners never freed */
@@ -462,9 +538,11 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
     cudaDeviceProp prop;
     if ((e = cudaSetDevice(o->device)) != cudaSuccess ||
         (e = cudaGetDeviceProperties(&prop, o->device)) != cudaSuccess) {
+        tls_device = -1;
         cu_fail(err, e, "opening the device");
         return NULL;
     }
+    tls_device = o->device;
     if (prop.major < 8) {
         nlpd_error_set(err, NLPD_ENOTFOUND, 0,
                        "CUDA device %d (%s) has compute capability %d.%d; this build needs 8.0 or newer", o->device,

@@ -59,6 +59,8 @@ struct cu_impl {
 
     struct cu_weights *weights;
     int n_weights, cap_weights;
+
+    struct nlpd_error deferred; /* a failure free() could not report: the next sync reports it */
 };
 
 /* helpers (cuda_backend.cu) */

@@ -569,6 +569,17 @@ static void test_bad_indices(void)
     e.u.embed = (struct nlpd_op_embed){F(&p.g, out), F(&p.g, w), F(&p.g, ps), F(&p.g, ty), I(&p.g, g0),
                                        I(&p.g, g1), I(&p.g, g1), T, D, 10, 6, 2, 0.0f};
     struct nlpd_error err = {0};
+    /* a bad id belongs to the batch that queued it: the download of its results reports it (CUDA), or the run did
+     * (CPU); the thread's next batch is clean (issue 20: it used to surface there) */
+    size_t b0 = put(&p, cases[0][0], sizeof cases[0][0]);
+    struct nlpd_op bad = e;
+    bad.u.embed.ids = I(&p.g, b0);
+    float host[6 * 8]; /* T x D */
+    if (nlpd_backend_run(gpu, &bad, &err) == 0)
+        CHECK(nlpd_backend_download_err(&p.g, out, host, sizeof host, &err) == NLPD_EINVAL);
+    CHECK_STR_CONTAINS(err.message, "token 2: id 10 out of range (vocabulary of 10)");
+    CHECK(nlpd_backend_run(gpu, &e, &err) == 0 && nlpd_backend_sync(gpu, &err) == 0);
+    CHECK(nlpd_backend_download_err(&p.g, out, host, sizeof host, &err) == 0);
     int rc = 0;
     for (int i = 0; i < 600 && !rc; i++)
         rc = nlpd_backend_run(gpu, &e, &err);
