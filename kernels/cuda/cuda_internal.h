@@ -37,6 +37,7 @@ struct cu_slot {
 struct cu_impl {
     int device;
     enum nlpd_dtype dtype;
+    int tf32; /* fp32 products on TF32 tensor cores (fp32 accumulation); 0: strict fp32 (NLPD_CUDA_MATH=strict) */
     int sm_count;
     cudaStream_t stream;
     cublasHandle_t blas;
