@@ -17,7 +17,7 @@
 #   scripts/gpu-check.sh --dry-run  what the machine has and the plan, nothing run (exit 0 when the plan can work)
 #   scripts/gpu-check.sh --pack     on a build machine without a GPU: build, and put the binaries, the non-system
 #                                   shared libraries they need, a prebuilt libnlpd_cuda.so and its cudart into
-#                                   .gpu-bundle/ (ignored by git), for a GPU machine that lacks the Debian -dev
+#                                   .gpu-bundle/bundle.tar.gz (in .gitignore; the check unpacks it), for a GPU machine that lacks the Debian -dev
 #                                   packages `make` needs. Refuses a bundle that with the tree exceeds 64 MiB (what
 #                                   a device call carries). On the GPU machine the prebuilt .so is used when its
 #                                   libraries resolve there (libcublas found in the CUDA toolkit or a pip
@@ -52,9 +52,11 @@ if [ "${1:-}" = "--pack" ]; then
       ldd "$BUNDLE/cuda/libnlpd_cuda.so" | awk '$3 ~ /^\// && $1 ~ /^libcudart/ {print $3}'; } | sort -u |
         grep -vE '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*|libstdc\+\+|libgcc_s)\.so' |
         while read -r l; do cp -L "$l" "$BUNDLE/lib/" || exit 1; done || exit 1
-    ex=$(git rev-parse --git-path info/exclude) && mkdir -p "$(dirname "$ex")" &&
-        { grep -qxF "/$BUNDLE/" "$ex" 2> /dev/null || echo "/$BUNDLE/" >> "$ex"; }
     git rev-parse HEAD > "$BUNDLE/commit" 2> /dev/null
+    # the sources the binaries were built from: the GPU machine (no .git there) checks them with sha256sum -c
+    git ls-files -z | xargs -0 sha256sum > "$BUNDLE/sources.sha256" || exit 1
+    # compressed (oneDNN and OpenBLAS alone are ~75 MB), unpacked by the check on the GPU machine
+    tar -czf "$BUNDLE/bundle.tar.gz" -C "$BUNDLE" bin lib cuda && rm -rf "$BUNDLE/bin" "$BUNDLE/lib" "$BUNDLE/cuda" || exit 1
     # what a device call carries: tracked and unignored untracked files, plus the bundle
     tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2> /dev/null | awk '{s += $1} END {print s + 0}')
     bundle=$(du -sb "$BUNDLE" | cut -f1)
@@ -67,6 +69,10 @@ if [ "${1:-}" = "--pack" ]; then
 fi
 DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
+# a packed bundle travels compressed: unpack it once (a dry run too, so that it can read the prebuilt .so's needs)
+if [ -f "$BUNDLE/bundle.tar.gz" ] && [ ! -x "$BUNDLE/bin/nlpd" ]; then
+    tar -xzf "$BUNDLE/bundle.tar.gz" -C "$BUNDLE" || echo "gpu-check: cannot unpack $BUNDLE/bundle.tar.gz" >&2
+fi
 
 BUDGET=${GPU_CHECK_BUDGET:-300}
 T0=$(date +%s)
@@ -158,7 +164,11 @@ for p in site.getsitepackages() + [site.getusersitepackages()]:
     ldconfig -p 2> /dev/null | awk -v w="$want" '$1 == w {print $NF; exit}' | xargs -r dirname
 }
 say "# nlpd CUDA backend check, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2> /dev/null), budget ${BUDGET} s"
-say "gpu: $( (nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader || echo "nvidia-smi failed") 2>&1 | head -n 2)"
+if command -v nvidia-smi > /dev/null 2>&1; then
+    say "gpu: $( (nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader || echo "nvidia-smi failed") 2>&1 | head -n 2)"
+else
+    say "gpu: no nvidia-smi here"
+fi
 have() { command -v "$1" > /dev/null 2>&1 && echo yes || echo no; }
 DEPS=no
 pkg-config --exists libconfig jansson libutf8proc libcrypto openblas rdkafka libevent avro-c hiredis libsystemd 2> /dev/null && DEPS=yes
@@ -170,14 +180,33 @@ PRE_CUBLAS=
 [ -f "$PRE" ] && PRE_CUBLAS=$(readelf -d "$PRE" 2> /dev/null | grep -oE 'libcublas\.so\.[0-9]+' | head -n 1)
 CUBLAS_DIR=
 [ -n "$PRE_CUBLAS" ] && CUBLAS_DIR=$(find_cublas "$PRE_CUBLAS")
-say "machine: make $(have make), cc $(have cc), nvcc ${NVCC_BIN:+$NVCC_BIN ($NVCC_VER)}${NVCC_BIN:-no}, build -dev packages $DEPS, bundle $([ -x "$BUNDLE/bin/nlpd" ] && echo "yes (packed at $(cut -c1-10 "$BUNDLE/commit" 2> /dev/null))" || echo no), prebuilt .so needs ${PRE_CUBLAS:-(none packed)}: ${CUBLAS_DIR:-not found}"
-# plan: the whole tree (make + cc + -dev packages + nvcc), else the bundle with its prebuilt .so (its cuBLAS found
-# here), else the bundle with a .so built by this machine's nvcc (make needed)
-if [ "$(have make)" = yes ] && [ "$(have cc)" = yes ] && [ $DEPS = yes ] && [ -n "$NVCC_BIN" ]; then
-    PLAN=tree
-elif [ -x "$BUNDLE/bin/nlpd" ] && [ -n "$CUBLAS_DIR" ]; then
+NVCC_SAY=no
+[ -n "$NVCC_BIN" ] && NVCC_SAY="$NVCC_BIN ($NVCC_VER)"
+BUNDLE_SAY=no
+FRESH=no
+if [ -x "$BUNDLE/bin/nlpd" ]; then
+    # fresh: every tracked file as it was when packed (a stale bundle would test other code than this tree's)
+    stale=$(sha256sum --quiet -c "$BUNDLE/sources.sha256" 2> /dev/null | grep -c ': FAILED')
+    [ -f "$BUNDLE/sources.sha256" ] && [ "$stale" = 0 ] && FRESH=yes
+    if [ ! -f "$BUNDLE/sources.sha256" ]; then
+        why="STALE: no sources.sha256 (pack again)"
+    elif [ $FRESH = yes ]; then
+        why="sources unchanged"
+    else
+        why="STALE: $stale files differ from the packed sources"
+    fi
+    BUNDLE_SAY="yes (packed at $(cut -c1-10 "$BUNDLE/commit" 2> /dev/null), $why)"
+fi
+TREE_OK=no
+[ "$(have make)" = yes ] && [ "$(have cc)" = yes ] && [ $DEPS = yes ] && [ -n "$NVCC_BIN" ] && TREE_OK=yes
+say "machine: make $(have make), cc $(have cc), nvcc $NVCC_SAY, build -dev packages $DEPS, bundle $BUNDLE_SAY, prebuilt .so needs ${PRE_CUBLAS:-(none packed)}: ${CUBLAS_DIR:-not found}"
+# plan: a fresh bundle with its prebuilt .so (its cuBLAS found here: nothing to build), else the whole tree (make +
+# cc + -dev packages + nvcc), else a fresh bundle with a .so built by this machine's nvcc (make needed)
+if [ $FRESH = yes ] && [ -n "$CUBLAS_DIR" ]; then
     PLAN=prebuilt
-elif [ -x "$BUNDLE/bin/nlpd" ] && [ -n "$NVCC_BIN" ] && [ "$(have make)" = yes ]; then
+elif [ $TREE_OK = yes ]; then
+    PLAN=tree
+elif [ $FRESH = yes ] && [ -n "$NVCC_BIN" ] && [ "$(have make)" = yes ]; then
     PLAN=rebuild
 else
     PLAN=none
@@ -186,7 +215,7 @@ case $PLAN in
 tree) say "plan:  make all here (the tree's binaries and libnlpd_cuda.so)" ;;
 prebuilt) say "plan:  the bundle's binaries and prebuilt libnlpd_cuda.so, cuBLAS from $CUBLAS_DIR" ;;
 rebuild) say "plan:  the bundle's binaries, libnlpd_cuda.so rebuilt with $NVCC_BIN" ;;
-none) fail "no way to run here: no complete build toolchain, and no usable $BUNDLE (run scripts/gpu-check.sh --pack where the build works and carry $BUNDLE; the prebuilt .so needs ${PRE_CUBLAS:-libcublas} or nvcc + make here)" ;;
+none) fail "no way to run here: no complete build toolchain, and no usable $BUNDLE (run scripts/gpu-check.sh --pack where the build works, after the last change, and carry $BUNDLE; the prebuilt .so needs ${PRE_CUBLAS:-libcublas} or nvcc + make here)" ;;
 esac
 if [ $DRY = 1 ]; then
     steps="test_cuda_ops"

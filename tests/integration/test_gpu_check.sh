@@ -24,6 +24,7 @@ cc -shared -fPIC -o "$T/cudahome/lib64/libcublas.so.99" -Wl,-soname,libcublas.so
     cc -shared -fPIC -o "$B/cuda/libnlpd_cuda.so" "$T/cu.c" -Wl,--no-as-needed -L"$T/cudahome/lib64" \
         -l:libcublas.so.99 || { nok "building the fake libraries" "cc failed"; finish; }
 echo 0123456789abcdef > "$B/commit"
+git ls-files -z | xargs -0 sha256sum > "$B/sources.sha256" # as --pack writes it: the tree unchanged since
 
 cat > "$STUB/pkg-config" << 'EOF'
 #!/bin/sh
@@ -126,6 +127,14 @@ run dry-none FAIL '^FAILED no way to run here.*libcublas.so.99' CUDA_HOME="$T/no
 printf '#!/bin/sh\necho "Cuda compilation tools, release 99.0, V99.0.1"\n' > "$T/nvcc" && chmod +x "$T/nvcc"
 run dry-rebuild PASS '^plan: +the bundle.s binaries, libnlpd_cuda.so rebuilt with .*/nvcc' CUDA_HOME="$T/nowhere" \
     GPU_CHECK_NVCC="$T/nvcc"
+# a packed bundle travels as bundle.tar.gz: the check unpacks it and reads the prebuilt .so's needs
+mkdir -p "$T/packed" && tar -czf "$T/packed/bundle.tar.gz" -C "$B" bin lib cuda && cp "$B/commit" "$B/sources.sha256" "$T/packed/"
+run dry-packed PASS '^plan: +the bundle.s binaries and prebuilt libnlpd_cuda.so' GPU_CHECK_BUNDLE="$T/packed"
+[ -x "$T/packed/bin/nlpd" ] && ok "dry-packed: unpacked" || nok "dry-packed" "bin/nlpd not unpacked"
+# a bundle packed from other sources is not used (it would test other code than this tree's)
+mkdir -p "$T/stale" && cp -r "$B/bin" "$B/lib" "$B/cuda" "$B/commit" "$T/stale/" &&
+    sed "1s/^[0-9a-f]\{64\}/$(printf '%064d' 0)/" "$B/sources.sha256" > "$T/stale/sources.sha256"
+run dry-stale FAIL 'bundle yes .*STALE: 1 files differ' GPU_CHECK_BUNDLE="$T/stale"
 run dry-broken-nvcc FAIL '^FAILED no way to run here' CUDA_HOME="$T/nowhere" GPU_CHECK_NVCC=/bin/false
 run dry-skip PASS '^steps: test_cuda_ops infer encoder pipe sanitizer \(budget' GPU_CHECK_SKIP=bench
 ARGS=
