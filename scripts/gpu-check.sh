@@ -261,11 +261,13 @@ say "libnlpd_cuda.so: $NLPD_LIBDIR; $(readelf -d "$NLPD_LIBDIR/libnlpd_cuda.so" 
 say "NEEDED CUDA libraries of nlpd: $(readelf -d "$BIN/nlpd" 2> /dev/null | grep -c 'NEEDED.*\(cuda\|cublas\)') (want 0)"
 
 # --- ops and fixtures: the most important step ---
+AUTO_CUDA=0 # kernels.backend = "auto" picks CUDA here (test_cuda_ops says): what test_encoder relies on
 if box 120 30 "test_cuda_ops"; then
     check "test_cuda_ops (every op vs CPU, errors, fp16/bf16, chunking, fixture parity)" "$t" "$TESTS/test_cuda_ops"
     grep -E '^(cuda:|model |auto picked|skipped)|passed, .* failed|^FAIL|^  ' "$STEP" | head -n 40 | cut -c1-250 |
         sed 's/^/       /' | tee -a "$SUM"
     grep -q '^skipped' "$STEP" && fail "test_cuda_ops skipped the CUDA tests on a GPU machine"
+    grep -q '^auto picked cuda' "$STEP" && AUTO_CUDA=1
     summary_ok || fail "test_cuda_ops: no 'N passed, 0 failed' line"
 fi
 
@@ -303,6 +305,7 @@ if ! skipped encoder && box 90 20 "test_encoder"; then
     check "test_encoder on the GPU (backend auto, strict fp32)" "$t" env NLPD_CUDA_MATH=strict "$TESTS/test_encoder"
     grep -E 'max \|diff\||passed' "$STEP" | cut -c1-200 | sed 's/^/       /' | tee -a "$SUM"
     summary_ok || fail "test_encoder: no 'N passed, 0 failed' line"
+    [ $AUTO_CUDA = 1 ] || fail "test_encoder: backend auto did not pick CUDA in test_cuda_ops, so it ran on the CPU"
 fi
 
 # --- nlpd pipe with kernels.backend = "cuda": an HF sentiment stage and an NER stage ---

@@ -54,7 +54,8 @@ case ${STUB_OPS:-ok} in
 skipped) echo "skipped: no CUDA device/driver (stub)"; echo "1 passed, 0 failed" ;;
 silent) ;;
 failed) echo "cuda: stub"; echo "FAIL matmul"; echo "40 passed, 1 failed"; exit 1 ;;
-*) echo "cuda: stub device"; echo "41 passed, 0 failed" ;;
+auto-cpu) echo "auto picked cpu: auto: CUDA unavailable"; echo "cuda: stub device"; echo "41 passed, 0 failed" ;;
+*) echo "auto picked cuda: stub"; echo "cuda: stub device"; echo "41 passed, 0 failed" ;;
 esac
 exit 0
 EOF
@@ -153,6 +154,7 @@ run sanitizer-unsupported FAIL '^FAILED compute-sanitizer could not check here: 
 run sanitizer-errors FAIL '^FAILED compute-sanitizer memcheck: memory errors' STUB_SAN=errors
 mkdir -p "$T/nosan" && cp "$STUB/pkg-config" "$STUB/nvidia-smi" "$T/nosan/"
 run sanitizer-missing FAIL '^FAILED compute-sanitizer not found' PATH="$T/nosan:$PATH"
+run encoder-on-cpu FAIL '^FAILED test_encoder: backend auto did not pick CUDA' STUB_OPS=auto-cpu
 run infer-nologits FAIL '^FAILED nlpd infer fp32: not 2 results with logits' STUB_INFER=nologits
 run encoder-silent FAIL "^FAILED test_encoder: no 'N passed, 0 failed' line" STUB_ENC=silent
 run pipe-short FAIL '^FAILED nlpd pipe' STUB_PIPE=short
