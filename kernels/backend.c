@@ -347,8 +347,7 @@ int nlpd_backend_upload_err(struct nlpd_buffer *buf, size_t offset, const void *
     return buf->backend->ops->upload(buf->backend, buf, offset, src, n, err);
 }
 
-int nlpd_backend_download_err(const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n,
-                              struct nlpd_error *err)
+int nlpd_backend_download_err(const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n, struct nlpd_error *err)
 {
     return buf->backend->ops->download(buf->backend, buf, offset, dst, n, err);
 }

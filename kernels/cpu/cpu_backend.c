@@ -308,8 +308,7 @@ static int cpu_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_b
     return 0;
 }
 
-static int range_error(const char *what, const struct nlpd_buffer *buf, size_t offset, size_t n,
-                       struct nlpd_error *err)
+static int range_error(const char *what, const struct nlpd_buffer *buf, size_t offset, size_t n, struct nlpd_error *err)
 {
     return nlpd_error_set(err, NLPD_ERANGE, 0, "%s of %zu bytes at offset %zu: outside the buffer of %zu bytes", what,
                           n, offset, buf->size);

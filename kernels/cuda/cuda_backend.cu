@@ -275,11 +275,11 @@ static int cu_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_bu
     return alloc_common(be, size, out, 1, err);
 }
 
-static int range_error(const char *what, const struct nlpd_buffer *buf, size_t offset, size_t n,
-                       struct nlpd_error *err)
+static int range_error(const char *what, const struct nlpd_buffer *buf, size_t offset, size_t n, struct nlpd_error *err)
 {
-    return nlpd_error_set(err, NLPD_ERANGE, 0, "cuda backend: %s of %zu bytes at offset %zu: outside the buffer of %zu bytes",
-                          what, n, offset, buf->size);
+    return nlpd_error_set(err, NLPD_ERANGE, 0,
+                          "cuda backend: %s of %zu bytes at offset %zu: outside the buffer of %zu bytes", what, n,
+                          offset, buf->size);
 }
 
 static int copy_fail(struct nlpd_error *err, cudaError_t e, const char *what, size_t n, size_t offset)
