@@ -289,6 +289,22 @@ static int copy_fail(struct nlpd_error *err, cudaError_t e, const char *what, si
     return cu_fail(err, e, w);
 }
 
+/* Queues the pending coalesced upload. */
+static cudaError_t flush_uploads(struct cu_impl *im)
+{
+    if (!im->pend_n)
+        return cudaSuccess;
+    cudaError_t e = cudaMemcpyAsync(im->pend_dst, im->pend_src, im->pend_n, cudaMemcpyHostToDevice, im->stream);
+    im->pend_n = 0;
+    return e;
+}
+
+static int flush_or_fail(struct cu_impl *im, struct nlpd_error *err)
+{
+    cudaError_t e = flush_uploads(im);
+    return e == cudaSuccess ? 0 : cu_fail(err, e, "uploading");
+}
+
 static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n,
                      struct nlpd_error *err)
 {
@@ -304,7 +320,8 @@ static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t of
     cudaError_t e = cudaSuccess;
     while (left && e == cudaSuccess) {
         if (im->stage_pos == im->staging_half) { /* this half is full: hand it over, take the other one */
-            if ((e = cudaEventRecord(im->stage_done[im->stage_cur], im->stream)) != cudaSuccess)
+            if ((e = flush_uploads(im)) != cudaSuccess ||
+                (e = cudaEventRecord(im->stage_done[im->stage_cur], im->stream)) != cudaSuccess)
                 break;
             im->stage_cur ^= 1;
             im->stage_pos = 0;
@@ -316,7 +333,13 @@ static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t of
             chunk = left;
         unsigned char *st = im->staging + (size_t)im->stage_cur * im->staging_half + im->stage_pos;
         memcpy(st, s, chunk);
-        e = cudaMemcpyAsync(dst, st, chunk, cudaMemcpyHostToDevice, im->stream);
+        if (im->pend_n && im->pend_dst + im->pend_n == dst && im->pend_src + im->pend_n == st) {
+            im->pend_n += chunk; /* continues the pending copy on both sides */
+        } else if ((e = flush_uploads(im)) == cudaSuccess) {
+            im->pend_dst = dst;
+            im->pend_src = st;
+            im->pend_n = chunk;
+        }
         im->stage_pos += chunk;
         s += chunk;
         dst += chunk;
@@ -349,7 +372,9 @@ static int cu_download(struct nlpd_backend *be, const struct nlpd_buffer *buf, s
     if (rc)
         return rc;
     /* everything queued before (uploads included) finishes first; the staging is then free */
-    cudaError_t e = cudaStreamSynchronize(im->stream);
+    cudaError_t e = flush_uploads(im);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(im->stream);
     if (e != cudaSuccess) {
         rc = cu_fail(err, e, "synchronising before a download (an earlier op failed on the device)");
         drop_pending(im);
@@ -388,6 +413,10 @@ static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd
     int rc = enter(im, err);
     if (rc)
         return rc;
+    if ((rc = flush_or_fail(im, err))) { /* the op may read what was uploaded */
+        leave(im);
+        return rc;
+    }
     switch (op->kind) {
     case NLPD_OP_MATMUL: rc = cu_matmul(im, &op->u.matmul, err); break;
     case NLPD_OP_BIAS_ACT: rc = cu_bias_act(im, &op->u.bias_act, err); break;
@@ -416,7 +445,9 @@ static int cu_sync(struct nlpd_backend *be, struct nlpd_error *err)
     int rc = enter(im, err);
     if (rc)
         return rc;
-    cudaError_t e = cudaStreamSynchronize(im->stream);
+    cudaError_t e = flush_uploads(im);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(im->stream);
     if (im->deferred.code) { /* reported once, to the first thread that asks */
         rc = nlpd_error_set(err, im->deferred.code, 0, "%s", im->deferred.message);
         nlpd_error_clear(&im->deferred);
@@ -440,7 +471,9 @@ static void cu_free(struct nlpd_backend *be, struct nlpd_buffer *buf)
         if (!im->deferred.code)
             im->deferred = why;
     }
-    cudaError_t e;
+    cudaError_t e = flush_uploads(im); /* a pending copy may target this buffer: queued before it is freed */
+    if (e != cudaSuccess)
+        defer_error(im, e, "uploading");
     for (int i = 0; i < im->n_weights; i++)
         if (im->weights[i].base == (char *)buf->ptr) {
             if ((e = cudaFree(im->weights[i].shadow)) != cudaSuccess)
@@ -459,6 +492,7 @@ static void release(struct cu_impl *im)
 {
     /* destroy cannot report: without the device the frees below fail and leak nothing the process keeps */
     tls_device = cudaSetDevice(im->device) == cudaSuccess ? im->device : -1;
+    im->pend_n = 0; /* a pending upload into buffers about to go is moot */
     if (im->stream)
         cudaStreamSynchronize(im->stream);
     for (int i = 0; i < im->n_weights; i++) /* buffers their owners never freed */

@@ -54,6 +54,11 @@ struct cu_impl {
     int stage_cur;
     size_t stage_pos;
     cudaEvent_t stage_done[2];
+    /* uploads contiguous on both sides (a weight loader's rows) become one copy: queued by cu_flush_uploads
+     * before anything else touches the stream or the staging */
+    char *pend_dst;
+    const unsigned char *pend_src;
+    size_t pend_n;
 
     struct cu_slot slots[CU_ERR_SLOTS];
     unsigned long long next_seq;

@@ -753,7 +753,33 @@ static void test_upload_reuse(void)
         CHECK(nlpd_backend_download(&b, (size_t)r * sizeof h, back, sizeof back) == 0);
         CHECK(!memcmp(back, want[r], sizeof back));
     }
+    /* row by row, as the weight loader uploads (the CUDA backend coalesces contiguous ones into one copy): rows of
+     * 7 ints, contiguous, then a gap, then backwards; an op reads them before any sync (the pending copy must be
+     * queued first), then a download */
+    for (int i = 0; i < N; i++)
+        h[i] = want[0][i] = 7 * i + 1;
+    for (int r = 0; r + 7 <= 2100; r += 7)
+        CHECK(nlpd_backend_upload(&b, (size_t)r * 4, h + r, 7 * 4) == 0);
+    for (int r = 2107 + 7 * 126; r >= 2107; r -= 7) /* 2107 .. 2995 */
+        CHECK(nlpd_backend_upload(&b, (size_t)r * 4, h + r, 7 * 4) == 0);
+    CHECK(nlpd_backend_upload(&b, 2100 * 4, h + 2100, 7 * 4) == 0);
+    CHECK(nlpd_backend_upload(&b, 2996 * 4, h + 2996, 4 * 4) == 0);
+    int32_t idx[2] = {1, 0};
+    CHECK(nlpd_backend_upload(&b, (size_t)(2 * N) * 4, idx, sizeof idx) == 0);
+    /* gather rows 1 and 0 of the first 2 x 1500 ints (as floats: bit copies) into the second third */
+    struct nlpd_op g = {.kind = NLPD_OP_GATHER_ROWS};
+    int32_t *base = (int32_t *)b.ptr;
+    g.u.gather_rows = (struct nlpd_op_gather_rows){(float *)(base + N), (const float *)base, base + 2 * N, 2,
+                                                   1500, 2, 1500, 1500};
+    CHECK(nlpd_backend_run(gpu, &g, &err) == 0);
+    CHECK(nlpd_backend_download(&b, 0, back, sizeof back) == 0);
+    CHECK(!memcmp(back, want[0], sizeof back));
+    CHECK(nlpd_backend_download(&b, sizeof h, back, sizeof back) == 0);
+    CHECK(!memcmp(back, want[0] + 1500, 1500 * 4) && !memcmp(back + 1500, want[0], 1500 * 4));
+    /* a pending upload, then the buffer freed */
+    CHECK(nlpd_backend_upload(&b, 0, h, 64) == 0);
     nlpd_backend_buffer_free(&b);
+    CHECK(nlpd_backend_sync(gpu, &err) == 0);
 }
 
 /* ------------------------------------------------------------------------------------ whole models ---- */
