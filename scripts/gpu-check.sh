@@ -11,9 +11,9 @@
 #                                   the budget cannot hold it: test_cuda_ops (every op vs the CPU, error paths,
 #                                   fp16/bf16, chunked paths, fixture parity); nlpd infer --backend cuda
 #                                   (fp32/fp16/bf16, fp32 logits = CPU logits); test_encoder on the GPU (auto);
-#                                   nlpd pipe with kernels.backend = "cuda"; the op tests under compute-sanitizer
-#                                   memcheck; the encoder benchmark (BERT-base, seq 128, batch 1/32/128, fp32 and
-#                                   fp16, PyTorch on the same GPU when it is there)
+#                                   nlpd pipe with kernels.backend = "cuda"; the encoder benchmark (BERT-base, seq
+#                                   128, batch 1/32/128, fp16/bf16/fp32, PyTorch on the same GPU when it is there);
+#                                   the op tests under compute-sanitizer memcheck
 #   scripts/gpu-check.sh --dry-run  what the machine has and the plan, nothing run (exit 0 when the plan can work)
 #   scripts/gpu-check.sh --pack     on a build machine without a GPU: build, and put the binaries, the non-system
 #                                   shared libraries they need, a prebuilt libnlpd_cuda.so and its cudart into
@@ -331,6 +331,21 @@ for i in range(2000):
     tail -n 3 build/gpu-pipe.err | cut -c1-200 | sed 's/^/       /' >> "$SUM"
 fi
 
+# --- benchmark: BERT-base, seq 128, batch 1/32/128, fp16, bf16 and fp32 (before the sanitizer: the figures matter
+# more than a memcheck that may not finish) ---
+if ! skipped bench && box 150 45 "bench/encoder"; then
+    dts=${BENCH_DTYPES:-fp16 bf16 fp32}
+    bs=${BATCHES:-1 32 128}
+    say "note   benchmark fp32 rows: NLPD_CUDA_MATH=${NLPD_CUDA_MATH:-tf32} (tf32: TF32 tensor cores)"
+    check "bench/encoder --backend cuda" "$t" env BENCH_BACKEND=cuda BENCH_BIN="$BENCH" RUNS="${RUNS:-5}" \
+        BENCH_DTYPES="$dts" BATCHES="$bs" sh bench/encoder/run.sh
+    sed -n '/^| engine/,$p' "$STEP" > "$TABLE"
+    sed -n '/^encoder /p' "$STEP" | tee -a "$SUM"
+    rows=$(grep -c '^| nlpd ' "$TABLE")
+    want=$(($(echo $dts | wc -w) * $(echo $bs | wc -w)))
+    [ "$rows" -eq "$want" ] || fail "bench/encoder: $rows nlpd rows in the table, $want expected"
+fi
+
 # --- the op tests under compute-sanitizer memcheck (out-of-bounds and misaligned accesses in our kernels) ---
 # only a run that reports "ERROR SUMMARY: 0 errors" and the tests' clean summary passes: a sanitizer that is
 # missing, refuses the device ("Device not supported"), times out or lets the tests skip has checked nothing
@@ -360,20 +375,6 @@ if ! skipped sanitizer; then
             tail -n 5 "$STEP" | cut -c1-200 | sed 's/^/       /' | tee -a "$SUM"
         fi
     fi
-fi
-
-# --- benchmark: BERT-base, seq 128, batch 1/32/128, fp32 and fp16 (what time is left) ---
-if ! skipped bench && box 150 45 "bench/encoder"; then
-    dts=${BENCH_DTYPES:-fp32 fp16}
-    bs=${BATCHES:-1 32 128}
-    say "note   benchmark fp32 rows: NLPD_CUDA_MATH=${NLPD_CUDA_MATH:-tf32} (tf32: TF32 tensor cores)"
-    check "bench/encoder --backend cuda" "$t" env BENCH_BACKEND=cuda BENCH_BIN="$BENCH" RUNS="${RUNS:-5}" \
-        BENCH_DTYPES="$dts" BATCHES="$bs" sh bench/encoder/run.sh
-    sed -n '/^| engine/,$p' "$STEP" > "$TABLE"
-    sed -n '/^encoder /p' "$STEP" | tee -a "$SUM"
-    rows=$(grep -c '^| nlpd ' "$TABLE")
-    want=$(($(echo $dts | wc -w) * $(echo $bs | wc -w)))
-    [ "$rows" -eq "$want" ] || fail "bench/encoder: $rows nlpd rows in the table, $want expected"
 fi
 
 finished=1
