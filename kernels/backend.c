@@ -342,14 +342,38 @@ int nlpd_backend_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd
     return be->ops->alloc(be, size, out, err);
 }
 
+int nlpd_backend_upload_err(struct nlpd_buffer *buf, size_t offset, const void *src, size_t n, struct nlpd_error *err)
+{
+    return buf->backend->ops->upload(buf->backend, buf, offset, src, n, err);
+}
+
+int nlpd_backend_download_err(const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n, struct nlpd_error *err)
+{
+    return buf->backend->ops->download(buf->backend, buf, offset, dst, n, err);
+}
+
+/* the callers of the forms without err see only a code: the message goes to the log */
+static int log_failure(int rc, const struct nlpd_error *e)
+{
+    void (*fn)(const char *) = kernels_logger;
+    if (rc && fn) {
+        char line[sizeof e->message + 32];
+        snprintf(line, sizeof line, "kernels: %s", e->message);
+        fn(line);
+    }
+    return rc;
+}
+
 int nlpd_backend_upload(struct nlpd_buffer *buf, size_t offset, const void *src, size_t n)
 {
-    return buf->backend->ops->upload(buf->backend, buf, offset, src, n);
+    struct nlpd_error e = {0};
+    return log_failure(nlpd_backend_upload_err(buf, offset, src, n, &e), &e);
 }
 
 int nlpd_backend_download(const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n)
 {
-    return buf->backend->ops->download(buf->backend, buf, offset, dst, n);
+    struct nlpd_error e = {0};
+    return log_failure(nlpd_backend_download_err(buf, offset, dst, n, &e), &e);
 }
 
 int nlpd_backend_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err)

@@ -11,16 +11,20 @@
 
 /* Bumped when nlpd_backend_ops or struct nlpd_backend change; a backend whose ops carry another version is
  * refused when it is created. */
-#define NLPD_BACKEND_API_VERSION 2u
+#define NLPD_BACKEND_API_VERSION 3u
 
 struct nlpd_backend_ops {
     unsigned version; /* NLPD_BACKEND_API_VERSION of the header the backend was built with */
     const char *name; /* its entry of the name table (nlpd_backend_kind_name) */
     int (*supports)(const struct nlpd_backend *be, enum nlpd_op_kind kind);
     int (*alloc)(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
-    /* upload/download return when the host side may be reused (a device backend copies through staging). */
-    int (*upload)(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n);
-    int (*download)(struct nlpd_backend *be, const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n);
+    /* upload/download return when the host side may be reused (a device backend copies through staging); err says
+     * what failed (the device's own words). A download waits for the queued work and reports the calling
+     * thread's device-side errors (bad ids) like sync does, so they belong to the batch that caused them. */
+    int (*upload)(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n,
+                  struct nlpd_error *err);
+    int (*download)(struct nlpd_backend *be, const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n,
+                    struct nlpd_error *err);
     /* Queues or runs one op; errors (bad ids, unsupported op) come back here or from sync. */
     int (*run)(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err);
     int (*sync)(struct nlpd_backend *be, struct nlpd_error *err);

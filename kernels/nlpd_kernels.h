@@ -276,6 +276,11 @@ int nlpd_backend_alloc(struct nlpd_backend *be, size_t size, struct nlpd_buffer 
 /* A weight buffer (alloc_weights, or alloc when the backend has none). */
 int nlpd_backend_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out,
                                struct nlpd_error *err);
+/* upload/download with err: what failed, in the backend's words (a download also reports the calling thread's
+ * device-side errors, see nlpd_backend.h). The forms without err log that message through the kernels logger. */
+int nlpd_backend_upload_err(struct nlpd_buffer *buf, size_t offset, const void *src, size_t n, struct nlpd_error *err);
+int nlpd_backend_download_err(const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n,
+                              struct nlpd_error *err);
 int nlpd_backend_upload(struct nlpd_buffer *buf, size_t offset, const void *src, size_t n);
 int nlpd_backend_download(const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n);
 int nlpd_backend_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err);

@@ -184,6 +184,8 @@ suite "tests/integration/test_pipe.sh build/san/nlpd" bash tests/integration/tes
 suite "tests/integration/test_systemd.sh build/nlpd" bash tests/integration/test_systemd.sh build/nlpd
 # `make install` into a scratch root, then the README's install steps and `nlpd check` as the service user.
 suite "tests/integration/test_install.sh" bash tests/integration/test_install.sh
+# scripts/gpu-check.sh against stub binaries: every broken step ends in FAIL (no GPU needed).
+suite "tests/integration/test_gpu_check.sh" bash tests/integration/test_gpu_check.sh
 # conf/nlpd.conf documents every key config-doc prints.
 suite "tests/integration/test_config_doc.sh" bash tests/integration/test_config_doc.sh build/nlpd
 # Metrics and health endpoints of the daemon while records flow.

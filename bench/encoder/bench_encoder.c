@@ -6,6 +6,7 @@
  * openblas | onednn. On CUDA the sgemm reference is
  * skipped (it measures the host CPU) and each timed run ends with the logits downloaded (a full sync). */
 #include <cblas.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,7 +91,7 @@ int main(int argc, char **argv)
     struct nlpd_encoder_input in = {B, S, ids, mask, NULL};
     struct nlpd_encoder_output out = {.logits = logits};
     if (!ws || nlpd_encoder_forward(enc, ws, &in, &out, &err)) { /* warm-up */
-        fprintf(stderr, "%s\n", err.message);
+        fprintf(stderr, "warm-up: %s\n", err.message);
         return 1;
     }
     /* sgemm alone on one layer's shapes: [T,H]x[H,3H], [T,H]x[H,H], [T,H]x[H,I], [T,I]x[I,H]; timed between
@@ -119,9 +120,17 @@ int main(int argc, char **argv)
         if (i < 0)
             continue;
         t0 = now();
-        nlpd_encoder_forward(enc, ws, &in, &out, &err);
+        if (nlpd_encoder_forward(enc, ws, &in, &out, &err)) { /* a failed run has no time to report */
+            fprintf(stderr, "run %d of %d: %s\n", i + 1, runs, err.message);
+            return 1;
+        }
         times[i] = now() - t0;
     }
+    for (size_t i = 0; i < (size_t)B * NL; i++)
+        if (!isfinite(logits[i])) { /* an overflow in half precision: not a result */
+            fprintf(stderr, "logit %zu of %zu is %g\n", i, (size_t)B * NL, (double)logits[i]);
+            return 1;
+        }
     f = fopen(argv[3], "wb");
     if (!f || fwrite(logits, sizeof *logits, (size_t)B * NL, f) != (size_t)B * NL || fclose(f))
         return 1;

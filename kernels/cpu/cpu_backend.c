@@ -308,11 +308,18 @@ static int cpu_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_b
     return 0;
 }
 
-static int cpu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n)
+static int range_error(const char *what, const struct nlpd_buffer *buf, size_t offset, size_t n, struct nlpd_error *err)
+{
+    return nlpd_error_set(err, NLPD_ERANGE, 0, "%s of %zu bytes at offset %zu: outside the buffer of %zu bytes", what,
+                          n, offset, buf->size);
+}
+
+static int cpu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n,
+                      struct nlpd_error *err)
 {
     struct cpu_impl *im = be->impl;
     if (offset > buf->size || n > buf->size - offset)
-        return NLPD_ERANGE;
+        return range_error("upload", buf, offset, n, err);
     memcpy((char *)buf->ptr + offset, src, n);
     if (im->preps) { /* new weights: their prepared copies are stale */
         pthread_mutex_lock(&im->mu);
@@ -322,11 +329,12 @@ static int cpu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t o
     return 0;
 }
 
-static int cpu_download(struct nlpd_backend *be, const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n)
+static int cpu_download(struct nlpd_backend *be, const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n,
+                        struct nlpd_error *err)
 {
     (void)be;
     if (offset > buf->size || n > buf->size - offset)
-        return NLPD_ERANGE;
+        return range_error("download", buf, offset, n, err);
     memcpy(dst, (const char *)buf->ptr + offset, n);
     return 0;
 }

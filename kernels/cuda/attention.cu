@@ -109,6 +109,7 @@ static cublasComputeType_t compute_type(const struct cu_impl *im)
 {
     return im->dtype == NLPD_DTYPE_F16    ? CUBLAS_COMPUTE_32F_FAST_16F
            : im->dtype == NLPD_DTYPE_BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF
+           : im->tf32                     ? CUBLAS_COMPUTE_32F_FAST_TF32
                                           : CUBLAS_COMPUTE_32F;
 }
 

@@ -51,11 +51,42 @@ static struct cu_impl *impl_of(const struct nlpd_backend *be)
     return (struct cu_impl *)be->impl;
 }
 
-/* Every entry point: the lock, then the backend's device for this thread. */
-static void enter(struct cu_impl *im)
+/* The device this thread last selected through a backend: cudaSetDevice only when it changes (once per thread
+ * with one device), not on every call. */
+static __thread int tls_device = -1;
+
+/* Every entry point: the lock, then the backend's device for this thread; on failure the lock is not held. */
+static int enter(struct cu_impl *im, struct nlpd_error *err)
 {
     pthread_mutex_lock(&im->mu);
-    cudaSetDevice(im->device);
+    if (tls_device != im->device) {
+        cudaError_t e = cudaSetDevice(im->device);
+        if (e != cudaSuccess) {
+            pthread_mutex_unlock(&im->mu);
+            char what[64];
+            snprintf(what, sizeof what, "selecting device %d", im->device);
+            return cu_fail(err, e, what);
+        }
+        tls_device = im->device;
+    }
+    return 0;
+}
+
+/* A failure in a call that cannot report it (free): kept for the next sync, of whichever thread. */
+static void defer_error(struct cu_impl *im, cudaError_t e, const char *what)
+{
+    if (!im->deferred.code)
+        cu_fail(&im->deferred, e, what);
+}
+
+/* The calling thread's batch failed: its pending error words are moot (they must not surface in its next batch).
+ * Reusing them is safe: a word is cleared on the stream, after the op that may still write it. */
+static void drop_pending(struct cu_impl *im)
+{
+    pthread_t self = pthread_self();
+    for (int i = 0; i < CU_ERR_SLOTS; i++)
+        if (im->slots[i].in_use && pthread_equal(im->slots[i].owner, self))
+            im->slots[i].in_use = 0;
 }
 
 static void leave(struct cu_impl *im)
@@ -184,9 +215,10 @@ static int alloc_common(struct nlpd_backend *be, size_t size, struct nlpd_buffer
     size_t rounded = align_up(size ? size : 1);
     if (rounded < size)
         return nlpd_error_set(err, NLPD_ERANGE, 0, "cuda backend: allocation of %zu bytes too large", size);
-    enter(im);
+    int rc = enter(im, err);
+    if (rc)
+        return rc;
     void *p = NULL, *shadow = NULL;
-    int rc = 0;
     cudaError_t e = cudaMalloc(&p, rounded);
     if (e != cudaSuccess) {
         cudaGetLastError(); /* an allocation failure is not sticky: clear it */
@@ -243,24 +275,53 @@ static int cu_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_bu
     return alloc_common(be, size, out, 1, err);
 }
 
-static int code_of(cudaError_t e)
+static int range_error(const char *what, const struct nlpd_buffer *buf, size_t offset, size_t n, struct nlpd_error *err)
 {
-    return e == cudaErrorMemoryAllocation ? NLPD_ENOMEM : NLPD_EIO;
+    return nlpd_error_set(err, NLPD_ERANGE, 0,
+                          "cuda backend: %s of %zu bytes at offset %zu: outside the buffer of %zu bytes", what, n,
+                          offset, buf->size);
 }
 
-static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n)
+static int copy_fail(struct nlpd_error *err, cudaError_t e, const char *what, size_t n, size_t offset)
+{
+    char w[96];
+    snprintf(w, sizeof w, "%s of %zu bytes at offset %zu", what, n, offset);
+    return cu_fail(err, e, w);
+}
+
+/* Queues the pending coalesced upload. */
+static cudaError_t flush_uploads(struct cu_impl *im)
+{
+    if (!im->pend_n)
+        return cudaSuccess;
+    cudaError_t e = cudaMemcpyAsync(im->pend_dst, im->pend_src, im->pend_n, cudaMemcpyHostToDevice, im->stream);
+    im->pend_n = 0;
+    return e;
+}
+
+static int flush_or_fail(struct cu_impl *im, struct nlpd_error *err)
+{
+    cudaError_t e = flush_uploads(im);
+    return e == cudaSuccess ? 0 : cu_fail(err, e, "uploading");
+}
+
+static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n,
+                     struct nlpd_error *err)
 {
     if (offset > buf->size || n > buf->size - offset)
-        return NLPD_ERANGE;
+        return range_error("upload", buf, offset, n, err);
     struct cu_impl *im = impl_of(be);
-    enter(im);
+    int rc = enter(im, err);
+    if (rc)
+        return rc;
     const unsigned char *s = (const unsigned char *)src;
     char *dst = (char *)buf->ptr + offset;
     size_t left = n;
     cudaError_t e = cudaSuccess;
     while (left && e == cudaSuccess) {
         if (im->stage_pos == im->staging_half) { /* this half is full: hand it over, take the other one */
-            if ((e = cudaEventRecord(im->stage_done[im->stage_cur], im->stream)) != cudaSuccess)
+            if ((e = flush_uploads(im)) != cudaSuccess ||
+                (e = cudaEventRecord(im->stage_done[im->stage_cur], im->stream)) != cudaSuccess)
                 break;
             im->stage_cur ^= 1;
             im->stage_pos = 0;
@@ -272,7 +333,13 @@ static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t of
             chunk = left;
         unsigned char *st = im->staging + (size_t)im->stage_cur * im->staging_half + im->stage_pos;
         memcpy(st, s, chunk);
-        e = cudaMemcpyAsync(dst, st, chunk, cudaMemcpyHostToDevice, im->stream);
+        if (im->pend_n && im->pend_dst + im->pend_n == dst && im->pend_src + im->pend_n == st) {
+            im->pend_n += chunk; /* continues the pending copy on both sides */
+        } else if ((e = flush_uploads(im)) == cudaSuccess) {
+            im->pend_dst = dst;
+            im->pend_src = st;
+            im->pend_n = chunk;
+        }
         im->stage_pos += chunk;
         s += chunk;
         dst += chunk;
@@ -292,17 +359,34 @@ static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t of
         }
     }
     leave(im);
-    return e == cudaSuccess ? 0 : code_of(e);
+    return e == cudaSuccess ? 0 : copy_fail(err, e, "upload", n, offset);
 }
 
-static int cu_download(struct nlpd_backend *be, const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n)
+static int cu_download(struct nlpd_backend *be, const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n,
+                       struct nlpd_error *err)
 {
     if (offset > buf->size || n > buf->size - offset)
-        return NLPD_ERANGE;
+        return range_error("download", buf, offset, n, err);
     struct cu_impl *im = impl_of(be);
-    enter(im);
+    int rc = enter(im, err);
+    if (rc)
+        return rc;
     /* everything queued before (uploads included) finishes first; the staging is then free */
-    cudaError_t e = cudaStreamSynchronize(im->stream);
+    cudaError_t e = flush_uploads(im);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(im->stream);
+    if (e != cudaSuccess) {
+        rc = cu_fail(err, e, "synchronising before a download (an earlier op failed on the device)");
+        drop_pending(im);
+        leave(im);
+        return rc;
+    }
+    /* this thread's device-side errors (bad ids) belong to the batch whose results it is downloading */
+    pthread_t self = pthread_self();
+    if ((rc = reap(im, &self, err))) {
+        leave(im);
+        return rc;
+    }
     im->stage_cur = 0;
     im->stage_pos = 0;
     const char *src = (const char *)buf->ptr + offset;
@@ -320,14 +404,19 @@ static int cu_download(struct nlpd_backend *be, const struct nlpd_buffer *buf, s
         n -= chunk;
     }
     leave(im);
-    return e == cudaSuccess ? 0 : code_of(e);
+    return e == cudaSuccess ? 0 : copy_fail(err, e, "download", n, offset);
 }
 
 static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err)
 {
     struct cu_impl *im = impl_of(be);
-    enter(im);
-    int rc;
+    int rc = enter(im, err);
+    if (rc)
+        return rc;
+    if ((rc = flush_or_fail(im, err))) { /* the op may read what was uploaded */
+        leave(im);
+        return rc;
+    }
     switch (op->kind) {
     case NLPD_OP_MATMUL: rc = cu_matmul(im, &op->u.matmul, err); break;
     case NLPD_OP_BIAS_ACT: rc = cu_bias_act(im, &op->u.bias_act, err); break;
@@ -344,6 +433,8 @@ static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd
         if (e != cudaSuccess)
             rc = cu_fail(err, e, "launching an op");
     }
+    if (rc) /* the caller abandons this batch */
+        drop_pending(im);
     leave(im);
     return rc;
 }
@@ -351,11 +442,18 @@ static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd
 static int cu_sync(struct nlpd_backend *be, struct nlpd_error *err)
 {
     struct cu_impl *im = impl_of(be);
-    enter(im);
-    int rc = 0;
-    cudaError_t e = cudaStreamSynchronize(im->stream);
-    if (e != cudaSuccess) {
+    int rc = enter(im, err);
+    if (rc)
+        return rc;
+    cudaError_t e = flush_uploads(im);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(im->stream);
+    if (im->deferred.code) { /* reported once, to the first thread that asks */
+        rc = nlpd_error_set(err, im->deferred.code, 0, "%s", im->deferred.message);
+        nlpd_error_clear(&im->deferred);
+    } else if (e != cudaSuccess) {
         rc = cu_fail(err, e, "synchronising");
+        drop_pending(im);
     } else {
         pthread_t self = pthread_self();
         rc = reap(im, &self, err);
@@ -367,14 +465,24 @@ static int cu_sync(struct nlpd_backend *be, struct nlpd_error *err)
 static void cu_free(struct nlpd_backend *be, struct nlpd_buffer *buf)
 {
     struct cu_impl *im = impl_of(be);
-    enter(im);
+    struct nlpd_error why = {};
+    if (enter(im, &why)) { /* still free what we can: the lock is taken again without the device */
+        pthread_mutex_lock(&im->mu);
+        if (!im->deferred.code)
+            im->deferred = why;
+    }
+    cudaError_t e = flush_uploads(im); /* a pending copy may target this buffer: queued before it is freed */
+    if (e != cudaSuccess)
+        defer_error(im, e, "uploading");
     for (int i = 0; i < im->n_weights; i++)
         if (im->weights[i].base == (char *)buf->ptr) {
-            cudaFree(im->weights[i].shadow);
+            if ((e = cudaFree(im->weights[i].shadow)) != cudaSuccess)
+                defer_error(im, e, "freeing a weight shadow");
             im->weights[i] = im->weights[--im->n_weights];
             break;
         }
-    cudaFree(buf->ptr); /* waits for the device to finish with it */
+    if ((e = cudaFree(buf->ptr)) != cudaSuccess) /* waits for the device to finish with it */
+        defer_error(im, e, "freeing a buffer (an earlier op failed on the device)");
     buf->ptr = NULL;
     buf->size = 0;
     leave(im);
@@ -382,7 +490,9 @@ static void cu_free(struct nlpd_backend *be, struct nlpd_buffer *buf)
 
 static void release(struct cu_impl *im)
 {
-    cudaSetDevice(im->device);
+    /* destroy cannot report: without the device the frees below fail and leak nothing the process keeps */
+    tls_device = cudaSetDevice(im->device) == cudaSuccess ? im->device : -1;
+    im->pend_n = 0; /* a pending upload into buffers about to go is moot */
     if (im->stream)
         cudaStreamSynchronize(im->stream);
     for (int i = 0; i < im->n_weights; i++) /* buffers their owners never freed */
@@ -439,12 +549,29 @@ static size_t arena_bytes(const struct nlpd_backend_opts *o)
     return CU_DEFAULT_ARENA;
 }
 
+/* NLPD_CUDA_MATH: "tf32" (the default) lets fp32 products use TF32 tensor cores (inputs rounded to 10 mantissa
+ * bits, fp32 accumulation; ~8x the fp32 rate on an A100/H100), "strict" keeps IEEE fp32 (CPU parity to 1e-4).
+ * 1 tf32, 0 strict, -1 another value. */
+static int math_tf32(void)
+{
+    const char *m = getenv("NLPD_CUDA_MATH");
+    if (!m || !*m || !strcmp(m, "tf32"))
+        return 1;
+    return !strcmp(m, "strict") ? 0 : -1;
+}
+
 extern "C" __attribute__((visibility("default"))) struct nlpd_backend *
 nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, struct nlpd_error *err)
 {
     if (abi != NLPD_CUDA_ABI) {
         nlpd_error_set(err, NLPD_EINVAL, 0,
                        "libnlpd_cuda.so was built from another version of nlpd_kernels.h (rebuild it with nlpd)");
+        return NULL;
+    }
+    int tf32 = math_tf32();
+    if (tf32 < 0) {
+        nlpd_error_set(err, NLPD_EINVAL, 0, "NLPD_CUDA_MATH must be tf32 or strict, not \"%.40s\"",
+                       getenv("NLPD_CUDA_MATH"));
         return NULL;
     }
     int count = 0;
@@ -462,9 +589,11 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
     cudaDeviceProp prop;
     if ((e = cudaSetDevice(o->device)) != cudaSuccess ||
         (e = cudaGetDeviceProperties(&prop, o->device)) != cudaSuccess) {
+        tls_device = -1;
         cu_fail(err, e, "opening the device");
         return NULL;
     }
+    tls_device = o->device;
     if (prop.major < 8) {
         nlpd_error_set(err, NLPD_ENOTFOUND, 0,
                        "CUDA device %d (%s) has compute capability %d.%d; this build needs 8.0 or newer", o->device,
@@ -482,6 +611,7 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
     pthread_mutex_init(&im->mu, NULL);
     im->device = o->device;
     im->dtype = o->dtype;
+    im->tf32 = tf32;
     im->sm_count = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
     size_t want = arena_bytes(o);
     if (want < CU_BLAS_WS_BYTES + ((size_t)16 << 20))
@@ -515,7 +645,7 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
         }
     if ((bs = cublasCreate(&im->blas)) != CUBLAS_STATUS_SUCCESS || (bs = cublasSetStream(im->blas, im->stream)) ||
         (bs = cublasSetWorkspace(im->blas, im->arena, CU_BLAS_WS_BYTES)) ||
-        (bs = cublasSetMathMode(im->blas, CUBLAS_DEFAULT_MATH))) {
+        (bs = cublasSetMathMode(im->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH))) {
         cu_blas_fail(err, bs, "setting up cuBLAS");
         goto fail;
     }
@@ -526,9 +656,9 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
     }
     be->ops = &cuda_ops;
     be->impl = im;
-    snprintf(be->reason, sizeof be->reason, "device %d: %.100s, sm_%d%d, %zu MiB, %d SMs; %s matrix products", o->device,
-             prop.name, prop.major, prop.minor, (size_t)(prop.totalGlobalMem >> 20), prop.multiProcessorCount,
-             dtype_name(o->dtype));
+    snprintf(be->reason, sizeof be->reason, "device %d: %.100s, sm_%d%d, %zu MiB, %d SMs; %s matrix products, fp32 %s",
+             o->device, prop.name, prop.major, prop.minor, (size_t)(prop.totalGlobalMem >> 20),
+             prop.multiProcessorCount, dtype_name(o->dtype), tf32 ? "on TF32 tensor cores" : "strict");
     return be;
 fail:
     release(im);

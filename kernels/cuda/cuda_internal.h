@@ -37,6 +37,7 @@ struct cu_slot {
 struct cu_impl {
     int device;
     enum nlpd_dtype dtype;
+    int tf32; /* fp32 products on TF32 tensor cores (fp32 accumulation); 0: strict fp32 (NLPD_CUDA_MATH=strict) */
     int sm_count;
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -53,12 +54,19 @@ struct cu_impl {
     int stage_cur;
     size_t stage_pos;
     cudaEvent_t stage_done[2];
+    /* uploads contiguous on both sides (a weight loader's rows) become one copy: queued by cu_flush_uploads
+     * before anything else touches the stream or the staging */
+    char *pend_dst;
+    const unsigned char *pend_src;
+    size_t pend_n;
 
     struct cu_slot slots[CU_ERR_SLOTS];
     unsigned long long next_seq;
 
     struct cu_weights *weights;
     int n_weights, cap_weights;
+
+    struct nlpd_error deferred; /* a failure free() could not report: the next sync reports it */
 };
 
 /* helpers (cuda_backend.cu) */

@@ -1,7 +1,8 @@
 /* MATMUL on the GPU: cuBLAS, row-major products expressed as column-major ones (C^T = op(B)^T A^T). fp32 by
- * default; with dtype fp16/bf16 and b inside a weight buffer, the weight's 2-byte shadow times a converted to the
- * same type, on tensor cores with fp32 accumulation (cublasGemmEx, CUBLAS_COMPUTE_32F). Bias and activation run
- * afterwards as one fused pass (cu_bias_act). */
+ * default (on TF32 tensor cores unless NLPD_CUDA_MATH=strict: the handle's math mode, set at creation); with
+ * dtype fp16/bf16 and b inside a weight buffer, the weight's 2-byte shadow times a converted to the same type, on
+ * tensor cores with fp32 accumulation (cublasGemmEx, CUBLAS_COMPUTE_32F). Bias and activation run afterwards as
+ * one fused pass (cu_bias_act). */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 

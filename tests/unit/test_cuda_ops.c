@@ -249,6 +249,62 @@ static void test_matmul(void)
         matmul_case_ld(gpu, 1, 1, 1030, 33, tb, 40, tb ? 35 : 1031, 1100, 1, 1, NLPD_ACT_SILU, 1e-5);
 }
 
+/* fp32 on TF32 tensor cores (NLPD_CUDA_MATH unset: the default; the other tests run strict): each input is rounded
+ * or truncated to 10 mantissa bits (relative error < 2^-10), so a product term is off by < ~2^-9 |a||b| and the
+ * sum by < 2^-9 sum|a||b|, plus fp32 accumulation (<= k 2^-24 sum|a||b|). Checked per element against a double
+ * reference with that bound; also that the backend says which math it uses. */
+static void test_tf32(void)
+{
+    const int m = 33, n = 70, k = 768;
+    unsetenv("NLPD_CUDA_MATH");
+    struct nlpd_error err = {0};
+    struct nlpd_backend_opts o = {.name = gpu_name, .threads = 1};
+    struct nlpd_backend *t = nlpd_backend_new_opts(&o, &err);
+    setenv("NLPD_CUDA_MATH", "strict", 1);
+    CHECK(t != NULL);
+    if (!t)
+        return;
+    if (!strcmp(gpu_name, "cuda"))
+        CHECK_STR_CONTAINS(nlpd_backend_reason(t), "fp32 on TF32 tensor cores");
+    struct nlpd_buffer buf;
+    size_t na = (size_t)m * k, nb = (size_t)k * n, nc = (size_t)m * n;
+    float *h = malloc((na + nb + nc) * sizeof *h);
+    CHECK(nlpd_backend_alloc(t, (na + nb + nc) * sizeof *h, &buf, &err) == 0);
+    fill(h, na + nb, 1.0f);
+    CHECK(nlpd_backend_upload_err(&buf, 0, h, (na + nb) * sizeof *h, &err) == 0);
+    struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
+    float *base = (float *)buf.ptr;
+    op.u.matmul = (struct nlpd_op_matmul){base + na + nb, base, base + na, NULL, m, n, k, k, n, n, 0, NLPD_ACT_NONE};
+    CHECK(nlpd_backend_run(t, &op, &err) == 0 && nlpd_backend_sync(t, &err) == 0);
+    CHECK(nlpd_backend_download_err(&buf, (na + nb) * sizeof *h, h + na + nb, nc * sizeof *h, &err) == 0);
+    int bad = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double ref = 0, mag = 0;
+            for (int q = 0; q < k; q++) {
+                ref += (double)h[(size_t)i * k + q] * h[na + (size_t)q * n + j];
+                mag += fabs((double)h[(size_t)i * k + q] * h[na + (size_t)q * n + j]);
+            }
+            double d = fabs(h[na + nb + (size_t)i * n + j] - ref), bound = (ldexp(1, -9) + k * ldexp(1, -24)) * mag;
+            if (!(d <= bound) && bad++ < 3)
+                fprintf(stderr, "  tf32 [%d,%d]: %.9g vs %.9g, |diff| %.3g > %.3g\n", i, j,
+                        (double)h[na + nb + (size_t)i * n + j], ref, d, bound);
+        }
+    CHECK(bad == 0);
+    nlpd_backend_buffer_free(&buf);
+    free(h);
+    nlpd_backend_free(t);
+    /* another value is refused, not read as one of the two */
+    setenv("NLPD_CUDA_MATH", "fast", 1);
+    struct nlpd_backend *x = nlpd_backend_new_opts(&o, &err);
+    if (!strcmp(gpu_name, "cuda")) {
+        CHECK(x == NULL);
+        CHECK_STR_CONTAINS(err.message, "NLPD_CUDA_MATH must be tf32 or strict");
+    }
+    nlpd_backend_free(x);
+    setenv("NLPD_CUDA_MATH", "strict", 1);
+}
+
 static void test_bias_act(void)
 {
     /* res: the residual added last (pre-norm sub-layers), with and without bias / activation */
@@ -574,6 +630,17 @@ static void test_bad_indices(void)
     e.u.embed = (struct nlpd_op_embed){F(&p.g, out), F(&p.g, w), F(&p.g, ps), F(&p.g, ty), I(&p.g, g0),
                                        I(&p.g, g1), I(&p.g, g1), T, D, 10, 6, 2, 0.0f};
     struct nlpd_error err = {0};
+    /* a bad id belongs to the batch that queued it: the download of its results reports it (CUDA), or the run did
+     * (CPU); the thread's next batch is clean (issue 20: it used to surface there) */
+    size_t b0 = put(&p, cases[0][0], sizeof cases[0][0]);
+    struct nlpd_op bad = e;
+    bad.u.embed.ids = I(&p.g, b0);
+    float host[6 * 8]; /* T x D */
+    if (nlpd_backend_run(gpu, &bad, &err) == 0)
+        CHECK(nlpd_backend_download_err(&p.g, out, host, sizeof host, &err) == NLPD_EINVAL);
+    CHECK_STR_CONTAINS(err.message, "token 2: id 10 out of range (vocabulary of 10)");
+    CHECK(nlpd_backend_run(gpu, &e, &err) == 0 && nlpd_backend_sync(gpu, &err) == 0);
+    CHECK(nlpd_backend_download_err(&p.g, out, host, sizeof host, &err) == 0);
     int rc = 0;
     for (int i = 0; i < 600 && !rc; i++)
         rc = nlpd_backend_run(gpu, &e, &err);
@@ -691,7 +758,33 @@ static void test_upload_reuse(void)
         CHECK(nlpd_backend_download(&b, (size_t)r * sizeof h, back, sizeof back) == 0);
         CHECK(!memcmp(back, want[r], sizeof back));
     }
+    /* row by row, as the weight loader uploads (the CUDA backend coalesces contiguous ones into one copy): rows of
+     * 7 ints, contiguous, then a gap, then backwards; an op reads them before any sync (the pending copy must be
+     * queued first), then a download */
+    for (int i = 0; i < N; i++)
+        h[i] = want[0][i] = 7 * i + 1;
+    for (int r = 0; r + 7 <= 2100; r += 7)
+        CHECK(nlpd_backend_upload(&b, (size_t)r * 4, h + r, 7 * 4) == 0);
+    for (int r = 2107 + 7 * 126; r >= 2107; r -= 7) /* 2107 .. 2995 */
+        CHECK(nlpd_backend_upload(&b, (size_t)r * 4, h + r, 7 * 4) == 0);
+    CHECK(nlpd_backend_upload(&b, 2100 * 4, h + 2100, 7 * 4) == 0);
+    CHECK(nlpd_backend_upload(&b, 2996 * 4, h + 2996, 4 * 4) == 0);
+    int32_t idx[2] = {1, 0};
+    CHECK(nlpd_backend_upload(&b, (size_t)(2 * N) * 4, idx, sizeof idx) == 0);
+    /* gather rows 1 and 0 of the first 2 x 1500 ints (as floats: bit copies) into the second third */
+    struct nlpd_op g = {.kind = NLPD_OP_GATHER_ROWS};
+    int32_t *base = (int32_t *)b.ptr;
+    g.u.gather_rows = (struct nlpd_op_gather_rows){(float *)(base + N), (const float *)base, base + 2 * N, 2,
+                                                   1500, 2, 1500, 1500};
+    CHECK(nlpd_backend_run(gpu, &g, &err) == 0);
+    CHECK(nlpd_backend_download(&b, 0, back, sizeof back) == 0);
+    CHECK(!memcmp(back, want[0], sizeof back));
+    CHECK(nlpd_backend_download(&b, sizeof h, back, sizeof back) == 0);
+    CHECK(!memcmp(back, want[0] + 1500, 1500 * 4) && !memcmp(back + 1500, want[0], 1500 * 4));
+    /* a pending upload, then the buffer freed */
+    CHECK(nlpd_backend_upload(&b, 0, h, 64) == 0);
     nlpd_backend_buffer_free(&b);
+    CHECK(nlpd_backend_sync(gpu, &err) == 0);
 }
 
 /* ------------------------------------------------------------------------------------ whole models ---- */
@@ -807,6 +900,7 @@ int main(void)
     }
     struct nlpd_error err = {0};
     struct nlpd_backend_opts o = {.name = gpu_name, .threads = 1};
+    setenv("NLPD_CUDA_MATH", "strict", 1); /* the fp32 comparisons below are IEEE fp32 against IEEE fp32 */
     cpu = nlpd_backend_new("cpu", 1, &err);
     gpu = nlpd_backend_new_opts(&o, &err);
     if (!gpu) {
@@ -822,6 +916,7 @@ int main(void)
     gpub16 = nlpd_backend_new_opts(&o, &err);
     CHECK(gpu16 && gpub16);
     RUN(test_matmul);
+    RUN(test_tf32);
     RUN(test_bias_act);
     RUN(test_layer_norm);
     RUN(test_softmax);

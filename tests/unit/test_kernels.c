@@ -640,6 +640,12 @@ static void test_ops_scalar(void)
     nlpd_cpu_simd_init(0);
 }
 
+static char logged[512];
+static void keep_line(const char *line)
+{
+    snprintf(logged, sizeof logged, "%s", line);
+}
+
 static void test_backend_vtable(void)
 {
     struct nlpd_error err = {0};
@@ -658,6 +664,17 @@ static void test_backend_vtable(void)
     CHECK(nlpd_backend_download(&buf, 10, out, 90) == 0);
     CHECK(!memcmp(out, in + 10, 90));
     CHECK(nlpd_backend_download(&buf, 101, out, 0) == NLPD_ERANGE);
+    /* the err forms say what failed; the forms without err log it (issue 20: bare codes said nothing) */
+    CHECK(nlpd_backend_upload_err(&buf, 50, in, 51, &err) == NLPD_ERANGE);
+    CHECK_STR_CONTAINS(err.message, "upload of 51 bytes at offset 50: outside the buffer of 100 bytes");
+    CHECK(nlpd_backend_download_err(&buf, 101, out, 0, &err) == NLPD_ERANGE);
+    CHECK_STR_CONTAINS(err.message, "download of 0 bytes at offset 101");
+    CHECK(nlpd_backend_download_err(&buf, 0, out, 100, &err) == 0);
+    logged[0] = 0;
+    nlpd_kernels_set_logger(keep_line);
+    CHECK(nlpd_backend_download(&buf, 60, out, 41) == NLPD_ERANGE);
+    nlpd_kernels_set_logger(NULL);
+    CHECK_STR_CONTAINS(logged, "kernels: download of 41 bytes at offset 60: outside the buffer of 100 bytes");
     nlpd_backend_buffer_free(&buf);
     CHECK(nlpd_backend_new("cuda", 1, &err) == NULL);
     CHECK_STR_CONTAINS(err.message, "cuda");

@@ -1,0 +1,166 @@
+#!/bin/bash
+# scripts/gpu-check.sh cannot pass falsely: on this machine (no GPU needed) it runs against stub binaries (a fake
+# bundle: nlpd, test_cuda_ops, test_encoder, bench_encoder, a prebuilt libnlpd_cuda.so needing a fake cuBLAS) and
+# stub nvidia-smi / compute-sanitizer / pkg-config on PATH. Each scenario breaks one step's command or output
+# (skipped tests, no summary, an unsupported sanitizer, a failing or silent benchmark, missing logits, too small a
+# budget) and must end in FAIL naming that step; the all-good stubs must end in PASS with the table. Also the
+# --dry-run plan (tree / prebuilt / rebuild / none) and what --pack refuses. Bounded: ~15 runs of a few seconds.
+set -u
+cd "$(dirname "$0")/../.." || exit 2
+. tests/lib.sh
+NOK_MAX=600
+
+T=$(mktemp -d) || exit 2
+trap '[ -n "${GPU_CHECK_TEST_KEEP:-}" ] && echo "# kept $T" || rm -rf "$T"' EXIT
+STUB=$T/stub
+B=$T/bundle
+mkdir -p "$STUB" "$B/bin" "$B/cuda" "$B/lib" "$T/cublas"
+
+# a fake cuBLAS the prebuilt .so needs (a major no real toolkit has), found through CUDA_HOME/lib64
+mkdir -p "$T/cudahome/lib64"
+echo 'int fake_cublas(void) { return 0; }' > "$T/cb.c"
+echo 'int fake_cuda(void) { return 1; }' > "$T/cu.c"
+cc -shared -fPIC -o "$T/cudahome/lib64/libcublas.so.99" -Wl,-soname,libcublas.so.99 "$T/cb.c" &&
+    cc -shared -fPIC -o "$B/cuda/libnlpd_cuda.so" "$T/cu.c" -Wl,--no-as-needed -L"$T/cudahome/lib64" \
+        -l:libcublas.so.99 || { nok "building the fake libraries" "cc failed"; finish; }
+echo 0123456789abcdef > "$B/commit"
+git ls-files -z | xargs -0 sha256sum > "$B/sources.sha256" # as --pack writes it: the tree unchanged since
+
+cat > "$STUB/pkg-config" << 'EOF'
+#!/bin/sh
+exit 1
+EOF
+cat > "$STUB/nvidia-smi" << 'EOF'
+#!/bin/sh
+echo "Stub GPU, 81559 MiB, 999.0, 9.0"
+EOF
+cat > "$STUB/compute-sanitizer" << 'EOF'
+#!/bin/sh
+# STUB_SAN: ok | unsupported | errors
+case ${STUB_SAN:-ok} in
+unsupported) echo "========= Error: Device not supported"; shift 4; "$@"; exit 0 ;;
+errors) echo "========= Invalid __global__ read of size 4 bytes"; echo "========= ERROR SUMMARY: 1 error"; exit 1 ;;
+esac
+shift 4
+"$@"
+rc=$?
+echo "========= ERROR SUMMARY: 0 errors"
+exit $rc
+EOF
+cat > "$B/bin/test_cuda_ops" << 'EOF'
+#!/bin/sh
+# STUB_OPS: ok | skipped | silent | failed
+case ${STUB_OPS:-ok} in
+skipped) echo "skipped: no CUDA device/driver (stub)"; echo "1 passed, 0 failed" ;;
+silent) ;;
+failed) echo "cuda: stub"; echo "FAIL matmul"; echo "40 passed, 1 failed"; exit 1 ;;
+auto-cpu) echo "auto picked cpu: auto: CUDA unavailable"; echo "cuda: stub device"; echo "41 passed, 0 failed" ;;
+*) echo "auto picked cuda: stub"; echo "cuda: stub device"; echo "41 passed, 0 failed" ;;
+esac
+exit 0
+EOF
+cat > "$B/bin/test_encoder" << 'EOF'
+#!/bin/sh
+[ "${STUB_ENC:-ok}" = silent ] && exit 0
+echo "12 passed, 0 failed"
+EOF
+cat > "$B/bin/nlpd" << 'EOF'
+#!/bin/sh
+# STUB_INFER: ok | nologits; STUB_PIPE: ok | short
+echo "kernels: backend cuda (stub)" >&2
+case $1 in
+infer)
+    while read -r l; do
+        [ "${STUB_INFER:-ok}" = nologits ] && { echo '{"label": "x"}'; continue; }
+        echo '{"logits": [0.25, -0.5]}'
+    done ;;
+pipe)
+    n=2000
+    [ "${STUB_PIPE:-ok}" = short ] && n=1999
+    i=0
+    while [ $i -lt $n ]; do echo "{\"id\":\"$i\",\"sentiment\":{\"label\":\"pos\"}}"; i=$((i + 1)); done ;;
+esac
+exit 0
+EOF
+cat > "$B/bin/bench_encoder" << 'EOF'
+#!/bin/sh
+# MODEL IDS LOGITS BATCH SEQ RUNS THREADS BACKEND DTYPE; STUB_BENCH: ok | fail | silent
+case ${STUB_BENCH:-ok} in
+fail) echo "run 1 of 1: cuda backend: launching an op: stub failure" >&2; exit 1 ;;
+silent) exit 0 ;;
+esac
+head -c $(($4 * $5 * 8)) /dev/zero > "$2"
+head -c $(($4 * 8)) /dev/zero > "$3"
+echo "{\"nlpd_median_s\": 0.002, \"backend\": \"$8\", \"dtype\": \"$9\", \"batch\": $4, \"seq\": $5}"
+EOF
+chmod +x "$STUB"/* "$B"/bin/*
+
+# run NAME EXPECT(PASS|FAIL) PATTERN [ENV...]: gpu-check (with $ARGS) and the stubs; the verdict must be EXPECT
+# and the summary must match PATTERN (an extended regex)
+ARGS=
+run() {
+    local name=$1 expect=$2 pat=$3 out rc verdict
+    shift 3
+    out=$T/out-$name
+    mkdir -p "$out"
+    env PATH="$STUB:$PATH" OUT="$out" GPU_CHECK_BUNDLE="$B" GPU_CHECK_NVCC= CUDA_HOME="$T/cudahome" \
+        BENCH_OUT="$T/bench" LAYERS=1 HIDDEN=32 HEADS=2 FFN=64 SEQ=8 RUNS=1 BATCHES="1 2" BENCH_DTYPES="fp32 fp16" \
+        GPU_CHECK_BUDGET=200 GPU_CHECK_SKIP="bench" "$@" timeout 120 bash scripts/gpu-check.sh $ARGS > "$out/stdout" 2>&1
+    rc=$?
+    verdict=$(tail -n 1 "$out/gpu-check.txt" 2> /dev/null | grep -oE 'overall: (PASS|FAIL)')
+    if [ "$verdict" != "overall: $expect" ]; then
+        nok "$name" "want $expect, got '${verdict:-no verdict line}' (exit $rc): $(tail -n 12 "$out/gpu-check.txt" 2> /dev/null | tr '\n' '|')"
+    elif [ "$expect" = PASS ] && [ $rc -ne 0 ]; then
+        nok "$name" "PASS with exit $rc"
+    elif [ "$expect" = FAIL ] && [ $rc -eq 0 ]; then
+        nok "$name" "FAIL with exit 0"
+    elif ! grep -qE "$pat" "$out/gpu-check.txt"; then
+        nok "$name" "no line matching '$pat': $(tr '\n' '|' < "$out/gpu-check.txt" | cut -c1-500)"
+    else
+        ok "$name" "$expect"
+    fi
+}
+
+# --- the plan (dry runs) ---
+ARGS=--dry-run
+run dry-prebuilt PASS '^plan: +the bundle.s binaries and prebuilt libnlpd_cuda.so, cuBLAS from .*cudahome'
+run dry-none FAIL '^FAILED no way to run here.*libcublas.so.99' CUDA_HOME="$T/nowhere"
+printf '#!/bin/sh\necho "Cuda compilation tools, release 99.0, V99.0.1"\n' > "$T/nvcc" && chmod +x "$T/nvcc"
+run dry-rebuild PASS '^plan: +the bundle.s binaries, libnlpd_cuda.so rebuilt with .*/nvcc' CUDA_HOME="$T/nowhere" \
+    GPU_CHECK_NVCC="$T/nvcc"
+# a packed bundle travels as bundle.tar.gz: the check unpacks it and reads the prebuilt .so's needs
+mkdir -p "$T/packed" && tar -czf "$T/packed/bundle.tar.gz" -C "$B" bin lib cuda && cp "$B/commit" "$B/sources.sha256" "$T/packed/"
+run dry-packed PASS '^plan: +the bundle.s binaries and prebuilt libnlpd_cuda.so' GPU_CHECK_BUNDLE="$T/packed"
+[ -x "$T/packed/bin/nlpd" ] && ok "dry-packed: unpacked" || nok "dry-packed" "bin/nlpd not unpacked"
+# a bundle packed from other sources is not used (it would test other code than this tree's)
+mkdir -p "$T/stale" && cp -r "$B/bin" "$B/lib" "$B/cuda" "$B/commit" "$T/stale/" &&
+    sed "1s/^[0-9a-f]\{64\}/$(printf '%064d' 0)/" "$B/sources.sha256" > "$T/stale/sources.sha256"
+run dry-stale FAIL 'bundle yes .*STALE: 1 files differ' GPU_CHECK_BUNDLE="$T/stale"
+run dry-broken-nvcc FAIL '^FAILED no way to run here' CUDA_HOME="$T/nowhere" GPU_CHECK_NVCC=/bin/false
+run dry-skip PASS '^steps: test_cuda_ops infer encoder pipe sanitizer \(budget' GPU_CHECK_SKIP=bench
+ARGS=
+
+# --- whole runs: all good, then one broken step each ---
+run all-good PASS '^ok +compute-sanitizer memcheck' GPU_CHECK_SKIP=
+grep -qE '^\| nlpd +\| fp16 +\| +2 \|' "$T/out-all-good/gpu-check.txt" && [ "$(grep -c '^| nlpd ' "$T/out-all-good/gpu-check.txt")" -eq 4 ] &&
+    ok "all-good: the table has the 4 nlpd rows" || nok "all-good table" "$(tr '\n' '|' < "$T/out-all-good/gpu-check.txt")"
+grep -qE '^libnlpd_cuda.so: .*/bundle/cuda; .*libcublas.so.99' "$T/out-all-good/gpu-check.txt" &&
+    ok "all-good: the prebuilt .so and its cuBLAS were used" ||
+    nok "all-good .so line" "$(grep '^libnlpd_cuda' "$T/out-all-good/gpu-check.txt")"
+run ops-skipped FAIL '^FAILED test_cuda_ops skipped' STUB_OPS=skipped
+run ops-silent FAIL "^FAILED test_cuda_ops: no 'N passed, 0 failed' line" STUB_OPS=silent
+run ops-failed FAIL '^FAILED test_cuda_ops .*exit 1' STUB_OPS=failed
+run sanitizer-unsupported FAIL '^FAILED compute-sanitizer could not check here: .*Device not supported' STUB_SAN=unsupported
+run sanitizer-errors FAIL '^FAILED compute-sanitizer memcheck: memory errors' STUB_SAN=errors
+mkdir -p "$T/nosan" && cp "$STUB/pkg-config" "$STUB/nvidia-smi" "$T/nosan/"
+run sanitizer-missing FAIL '^FAILED compute-sanitizer not found' PATH="$T/nosan:$PATH"
+run encoder-on-cpu FAIL '^FAILED test_encoder: backend auto did not pick CUDA' STUB_OPS=auto-cpu
+run infer-nologits FAIL '^FAILED nlpd infer fp32: not 2 results with logits' STUB_INFER=nologits
+run encoder-silent FAIL "^FAILED test_encoder: no 'N passed, 0 failed' line" STUB_ENC=silent
+run pipe-short FAIL '^FAILED nlpd pipe' STUB_PIPE=short
+run bench-fails FAIL '^FAILED bench/encoder --backend cuda \(exit 1' GPU_CHECK_SKIP= STUB_BENCH=fail
+run bench-silent FAIL '^FAILED bench/encoder --backend cuda \(exit 1' GPU_CHECK_SKIP= STUB_BENCH=silent
+grep -q 'no benchmark rows' "$T/out-bench-silent/gpu-check.txt" && ok "bench-silent: the table says it has no rows" ||
+    nok "bench-silent table" "$(tail -n 3 "$T/out-bench-silent/gpu-check.txt" | tr '\n' '|')"
+run budget-too-small FAIL '^FAILED .*not run, .* s of the budget left' GPU_CHECK_BUDGET=45
+finish
