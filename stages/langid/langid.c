@@ -1,5 +1,6 @@
 /* Stage "langid": language identification with a fastText model (lid.176). Writes lang.code
- * (the label without its prefix, e.g. "en") and lang.score (fastText's predict-prob value). */
+ * (the label without its prefix, e.g. "en") and lang.score (the probability, in [0, 1]; with exact_scores
+ * fastText's predict-prob value, for parity checks). */
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +12,7 @@ struct langid {
     char *model;
     char *label_prefix;
     double threshold;
+    int exact_scores;
     struct nlpd_ft_model *ft;
 };
 
@@ -21,6 +23,9 @@ static const struct nlpd_conf_entry langid_conf[] = {
      0, 0, "prefix stripped from the model's labels to give lang.code"},
     {"threshold", NLPD_CONF_FLOAT, "0", offsetof(struct langid, threshold), NLPD_CONF_CACHE_KEY, NULL, 0, 1,
      "when the best language scores below this, lang.code is \"und\" (undetermined) with that score"},
+    {"exact_scores", NLPD_CONF_BOOL, "false", offsetof(struct langid, exact_scores), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
+     "false: lang.score is the probability, within [0, 1]; true: fastText predict-prob's value exactly "
+     "(exp(log(p + 1e-5)), up to 1.00001), for parity checks against the tool"},
     {0},
 };
 
@@ -59,6 +64,8 @@ static enum nlpd_stage_status langid_process(void *ctx, void *tstate, struct nlp
             nlpd_record_fail(r, "langid", "prediction failed: %s", nlpd_strerror(n));
             continue;
         }
+        if (n && !l->exact_scores)
+            pred.prob = nlpd_ft_probability(pred.prob);
         if (n == 0 || pred.prob < l->threshold) {
             strcpy(r->lang.code, "und");
             r->lang.score = n ? pred.prob : 0.0f;
