@@ -3,6 +3,8 @@
 #ifndef NLPD_CMD_MODEL_H
 #define NLPD_CMD_MODEL_H
 
+#include <stddef.h>
+
 /* argv[0] is the command name ("infer" / "tokenize"); returns the process exit status. */
 int nlpd_cmd_infer(int argc, char **argv);
 int nlpd_cmd_tokenize(int argc, char **argv);
@@ -15,5 +17,7 @@ void nlpd_cmd_log_backend(const char *line);
 /* Translation models (Marian): `nlpd infer --model DIR` generates instead of classifying (cmd_translate.c). */
 int nlpd_cmd_is_seq2seq(const char *model_dir);
 int nlpd_cmd_infer_seq2seq(int argc, char **argv);
+/* `nlpd tokenize` on a Marian folder (cmd_tokenize_marian.c): {"ids"} per line, or {"text"} with decode. */
+int nlpd_cmd_tokenize_marian(const char *model, int decode, size_t max_length);
 
 #endif

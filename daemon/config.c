@@ -202,10 +202,11 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
         for (const char *const *k = top_keys; *k && !known; k++)
             known = strcmp(*k, name) == 0;
         if (!known) {
+            const char *near = nlpd_conf_suggest(name, top_keys, sizeof top_keys / sizeof top_keys[0] - 1);
             nlpd_diag_add(diag, nlpd_conf_file(s, c->path), config_setting_source_line(s),
-                          "unknown key '%s' at top level (known: kafka, input, output, flow, cache, metrics, batch, "
-                          "kernels, log, pipeline)",
-                          name);
+                          "unknown key '%s' at top level%s%s%s (known: kafka, input, output, flow, cache, metrics, "
+                          "batch, kernels, log, pipeline)",
+                          name, near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
             errors++;
         }
     }

@@ -171,6 +171,8 @@ suite "tests/integration/test_pipe.sh build/san/nlpd" bash tests/integration/tes
 suite "tests/integration/test_systemd.sh build/nlpd" bash tests/integration/test_systemd.sh build/nlpd
 # `make install` into a scratch root, then the README's install steps and `nlpd check` as the service user.
 suite "tests/integration/test_install.sh" bash tests/integration/test_install.sh
+# The CLI: --version, every command's --help, error messages, did-you-mean, tokenize on Marian, man pages, completion.
+suite "tests/integration/test_cli.sh build/nlpd" bash tests/integration/test_cli.sh build/nlpd
 # conf/nlpd.conf documents every key config-doc prints.
 suite "tests/integration/test_config_doc.sh" bash tests/integration/test_config_doc.sh build/nlpd
 # Metrics and health endpoints of the daemon while records flow.
