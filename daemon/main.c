@@ -9,6 +9,7 @@
 
 #include "cli_help.h"
 #include "cmd_model.h"
+#include "conf_check.h"
 #include "config.h"
 #include "demo.h"
 #include "kafka.h"
@@ -112,6 +113,10 @@ static int cmd_check(const struct opts *o)
     struct nlpd_pipeline *p = NULL;
     if (load(o->config, &cfg, &p) < 0)
         return 1;
+    struct nlpd_diag warn = {0};
+    nlpd_conf_check_reach(cfg, &warn); /* services that do not answer now: reported, not fatal */
+    nlpd_diag_print(&warn, stderr);
+    nlpd_diag_free(&warn);
     printf("%s: ok (%d stage%s)\n", o->config, config_setting_length(cfg->pipeline),
            config_setting_length(cfg->pipeline) == 1 ? "" : "s");
     nlpd_pipeline_free(p);

@@ -29,11 +29,43 @@ static const struct nlpd_conf_entry langid_conf[] = {
     {0},
 };
 
+/* A language code as lid.176 and similar models write them after the prefix: "en", "als", "zh-Hant", "pt_BR". */
+static int is_lang_code(const char *s)
+{
+    size_t n = 0;
+    while (s[n] >= 'a' && s[n] <= 'z')
+        n++;
+    if (n < 2 || n > 3)
+        return 0;
+    for (s += n; *s == '-' || *s == '_';) {
+        size_t m = 0;
+        for (s++; (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9'); s++)
+            m++;
+        if (m < 2 || m > 8)
+            return 0;
+    }
+    return *s == '\0';
+}
+
 static int langid_init(void *ctx, struct nlpd_error *err)
 {
     struct langid *l = ctx;
     l->ft = nlpd_ft_load(l->model, err);
-    return l->ft ? 0 : (err && err->code ? err->code : NLPD_EFORMAT);
+    if (!l->ft)
+        return err && err->code ? err->code : NLPD_EFORMAT;
+    /* e.g. a sentiment model given by mistake: its labels ("1", "2") would become lang.code */
+    struct nlpd_ft_info info;
+    nlpd_ft_get_info(l->ft, &info);
+    size_t plen = strlen(l->label_prefix);
+    for (int32_t i = 0; i < info.nlabels; i++) {
+        const char *label = nlpd_ft_label(l->ft, i);
+        if (strncmp(label, l->label_prefix, plen) != 0 || !is_lang_code(label + plen))
+            return nlpd_error_set(err, NLPD_EFORMAT, 0,
+                                  "%s is not a language-ID model: its label \"%s\" is not a language code after "
+                                  "label_prefix \"%s\" (like \"__label__en\")",
+                                  l->model, label, l->label_prefix);
+    }
+    return 0;
 }
 
 static void *langid_thread_init(void *ctx)

@@ -130,7 +130,7 @@ static void stage_errors(void)
     if (c) {
         CHECK(nlpd_pipeline_create(c, &d) == NULL);
         CHECK(has_error(&d, 2, "unknown stage \"nosuch\""));
-        CHECK(has_error(&d, 3, "model '/nonexistent/lid.ftz' not found (run `make models`"));
+        CHECK(has_error(&d, 3, "model '/nonexistent/lid.ftz' not found (a Hugging Face folder or model file you provide"));
         CHECK(has_error(&d, 5, "model must be a string"));
         CHECK(has_error(&d, 6, "threshold = 2 is out of range"));
         CHECK(has_error(&d, 7, "unknown key 'speed'"));
