@@ -173,6 +173,8 @@ suite "tests/integration/test_systemd.sh build/nlpd" bash tests/integration/test
 suite "tests/integration/test_install.sh" bash tests/integration/test_install.sh
 # The CLI: --version, every command's --help, error messages, did-you-mean, tokenize on Marian, man pages, completion.
 suite "tests/integration/test_cli.sh build/nlpd" bash tests/integration/test_cli.sh build/nlpd
+# Config: ${VAR} substitution, *_file secrets (with a real redis-server), check's cross-key errors, the examples run.
+suite "tests/integration/test_check.sh build/nlpd" bash tests/integration/test_check.sh build/nlpd
 # conf/nlpd.conf documents every key config-doc prints.
 suite "tests/integration/test_config_doc.sh" bash tests/integration/test_config_doc.sh build/nlpd
 # Metrics and health endpoints of the daemon while records flow.
