@@ -29,9 +29,11 @@ int nlpd_kd_start_embedded(struct nlpd_daemon *d, struct nlpd_error *err)
     if (k->flagged_topic)
         rd_kafka_mock_topic_create(d->mock, k->flagged_topic, parts, 1);
     d->bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(d->mock));
+    /* the address alone on the next line (text logs), so that `kcat -b` can be given it as it is */
     nlpd_log(NLPD_LOG_NOTICE, "kafka",
-             "embedded broker at %s: an in-process mock cluster that keeps nothing on disk; for demos and tests, "
-             "never production",
+             "embedded broker at %s (an in-process mock cluster that keeps nothing on disk; for demos and tests, "
+             "never production); its bootstrap address alone on the next line:",
              d->bootstraps);
+    nlpd_log_bare(d->bootstraps);
     return 0;
 }

@@ -118,6 +118,18 @@ void nlpd_log_flush(void)
     pthread_mutex_unlock(&repeat_lock);
 }
 
+void nlpd_log_bare(const char *line)
+{
+    if (current_format == NLPD_LOG_JSON)
+        return;
+    char buf[512];
+    int n = snprintf(buf, sizeof buf, "%s\n", line);
+    if (n > 0 && (size_t)n < sizeof buf) {
+        ssize_t w = write(STDERR_FILENO, buf, (size_t)n);
+        (void)w;
+    }
+}
+
 static void emit(enum nlpd_log_level level, const char *facility, const char *msg)
 {
     char line[4608];

@@ -10,6 +10,9 @@ void nlpd_log_setup(enum nlpd_log_level level, enum nlpd_log_format format);
 /* Writes the count of suppressed repeats, if any (at exit; repeated warnings and errors within 10 s are
  * counted rather than written line by line). */
 void nlpd_log_flush(void);
+/* Writes line alone on a line of stderr, without prefix, in text format (a value for scripts to pick up, e.g. the
+ * embedded broker's address); nothing in JSON format, whose lines must stay objects (put it in a message there). */
+void nlpd_log_bare(const char *line);
 /* Parses "err", "warning", "notice", "info", "debug"; returns -1 when unknown. */
 int nlpd_log_level_parse(const char *name);
 

@@ -188,6 +188,8 @@ suite "tests/integration/test_reload.sh build/san/nlpd" bash tests/integration/t
 suite "tests/integration/test_cache.sh build/nlpd" bash tests/integration/test_cache.sh build/nlpd
 suite "tests/integration/test_cache.sh build/san/nlpd" bash tests/integration/test_cache.sh build/san/nlpd
 suite "tests/integration/test_kafka.sh build/nlpd" bash tests/integration/test_kafka.sh build/nlpd
+# The README's kcat lines against the embedded broker, as written (the address line alone on its line).
+suite "tests/integration/test_embedded_kcat.sh build/nlpd" bash tests/integration/test_embedded_kcat.sh build/nlpd
 
 echo
 if [ -n "$failed_suites" ]; then
