@@ -175,6 +175,8 @@ suite "tests/integration/test_install.sh" bash tests/integration/test_install.sh
 suite "tests/integration/test_cli.sh build/nlpd" bash tests/integration/test_cli.sh build/nlpd
 # Config: ${VAR} substitution, *_file secrets (with a real redis-server), check's cross-key errors, the examples run.
 suite "tests/integration/test_check.sh build/nlpd" bash tests/integration/test_check.sh build/nlpd
+# Logs: ISO 8601 timestamps (none under journald), levels, dead letters at info and rate-limited, librdkafka once.
+suite "tests/integration/test_logs.sh build/nlpd" bash tests/integration/test_logs.sh build/nlpd
 # conf/nlpd.conf documents every key config-doc prints.
 suite "tests/integration/test_config_doc.sh" bash tests/integration/test_config_doc.sh build/nlpd
 # Metrics and health endpoints of the daemon while records flow.

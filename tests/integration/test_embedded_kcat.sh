@@ -35,7 +35,7 @@ else
     else
         nok "README kcat lines" "exit $rc: $out $(tail -n 5 "$T/nlpd.log" 2> /dev/null)"
     fi
-    if grep -Eq '^<5>nlpd\[kafka\]: embedded broker at 127\.0\.0\.1:[0-9]+ \(.*next line:$' "$T/nlpd.log" \
+    if grep -Eq '^[0-9T:.-]+Z <5>nlpd\[kafka\]: embedded broker at 127\.0\.0\.1:[0-9]+ \(.*next line:$' "$T/nlpd.log" \
         && [ "$(grep -Ecx '127\.0\.0\.1:[0-9]+' "$T/nlpd.log")" -eq 1 ]; then
         ok "the bootstrap address is logged, then alone on one line"
     else
