@@ -48,6 +48,11 @@ static const struct nlpd_conf_entry kafka_map[] = {
      "at start, give up (exit 1) when no broker has answered for this long; retries in between"},
     {"embedded_partitions", NLPD_CONF_INT, "8", offsetof(struct nlpd_kafka_conf, embedded_partitions),
      NLPD_CONF_RESTART, NULL, 1, 256, "partitions of each topic of the embedded broker"},
+    {"embedded_port", NLPD_CONF_INT, "0", offsetof(struct nlpd_kafka_conf, embedded_port), NLPD_CONF_RESTART, NULL, 0,
+     65535,
+     "embedded broker: also listen on 127.0.0.1:this port and relay to the mock cluster's own ephemeral port "
+     "(librdkafka's mock cannot choose its port), so that kcat -b 127.0.0.1:PORT works without reading the log; "
+     "0 = off"},
     {0},
 };
 

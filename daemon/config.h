@@ -31,6 +31,7 @@ struct nlpd_kafka_conf {
     char *sasl_password_file;
     long long startup_timeout_ms;
     long long embedded_partitions;
+    long long embedded_port; /* 0: the mock's ephemeral port only */
 };
 
 struct nlpd_output_conf {

@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+
+#include "kafka_forward.h"
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -804,6 +806,7 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
     }
     if (d->producer)
         rd_kafka_destroy(d->producer);
+    nlpd_kd_forward_stop(d->mock_forward);
     if (d->mock)
         rd_kafka_mock_cluster_destroy(d->mock);
     if (d->mock_rk)

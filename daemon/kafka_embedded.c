@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kafka_forward.h"
 #include "kafka_internal.h"
 #include "log.h"
 
@@ -37,11 +38,20 @@ int nlpd_kd_start_embedded(struct nlpd_daemon *d, struct nlpd_error *err)
     if (k->flagged_topic)
         rd_kafka_mock_topic_create(d->mock, k->flagged_topic, parts, 1);
     d->bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(d->mock));
+    /* nlpd's own clients use the mock's address; the fixed port is for the user's tools */
+    char fixed[32];
+    const char *shown = d->bootstraps;
+    if (k->embedded_port > 0) {
+        if (!(d->mock_forward = nlpd_kd_forward_start((int)k->embedded_port, d->bootstraps, err)))
+            return err ? err->code : NLPD_EFATAL;
+        snprintf(fixed, sizeof fixed, "127.0.0.1:%d", (int)k->embedded_port);
+        shown = fixed;
+    }
     /* the address alone on the next line (text logs), so that `kcat -b` can be given it as it is */
     nlpd_log(NLPD_LOG_NOTICE, "kafka",
              "embedded broker at %s (an in-process mock cluster that keeps nothing on disk; for demos and tests, "
              "never production); its bootstrap address alone on the next line:",
-             d->bootstraps);
-    nlpd_log_bare(d->bootstraps);
+             shown);
+    nlpd_log_bare(shown);
     return 0;
 }

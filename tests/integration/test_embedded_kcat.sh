@@ -42,5 +42,36 @@ else
         nok "address line" "$(head -n 8 "$T/nlpd.log")"
     fi
 fi
+# kafka.embedded_port: a fixed port (relayed to the mock's ephemeral one) that kcat bootstraps through; nlpd stops
+# cleanly (exit 0) with a kcat consumer still connected through it.
+P=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+sed "s/dlq_topic = \"events.dlq\";/dlq_topic = \"events.dlq\"; embedded_port = $P;/" conf/examples/moderation.conf \
+    | sed 's|"models/|"'"$ROOT"'/models/|g' > "$T/fixed.conf"
+echo 'metrics: { listen = ""; };' >> "$T/fixed.conf"
+"$ROOT/$NLPD" run -c "$T/fixed.conf" > /dev/null 2> "$T/fixed.log" &
+npid=$!
+for _ in $(seq 100); do grep -q 'assigned' "$T/fixed.log" && break; sleep 0.2; done
+echo '{"id":"9","text":"Das Paket kam beschädigt an"}' | timeout 20 kcat -P -b "127.0.0.1:$P" -t events
+got=$(timeout 20 kcat -C -b "127.0.0.1:$P" -t events.enriched -o beginning -c 1 -q 2>&1)
+timeout 30 kcat -C -b "127.0.0.1:$P" -t events.enriched -o end -q > /dev/null 2>&1 &
+kpid=$!
+sleep 1
+if grep -qx "127\.0\.0\.1:$P" "$T/fixed.log" && [[ $got == '{"id":"9"'* ]]; then
+    ok "kafka.embedded_port $P: the address line names it and kcat -b 127.0.0.1:$P produces and consumes"
+else
+    nok "embedded_port" "$got $(head -n 5 "$T/fixed.log")"
+fi
+kill -TERM "$npid"
+t0=$(date +%s)
+wait "$npid"
+rc=$?
+kill "$kpid" 2> /dev/null
+wait "$kpid" 2> /dev/null
+if [ "$rc" -eq 0 ] && [ $(($(date +%s) - t0)) -le 20 ]; then
+    ok "SIGTERM with a kcat consumer connected through the fixed port: exit 0 in $(($(date +%s) - t0)) s"
+else
+    nok "stop with relayed connections" "exit $rc after $(($(date +%s) - t0)) s: $(tail -n 3 "$T/fixed.log")"
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
