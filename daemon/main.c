@@ -10,6 +10,7 @@
 #include "cli_help.h"
 #include "cmd_model.h"
 #include "conf_check.h"
+#include "conf_map.h"
 #include "config.h"
 #include "demo.h"
 #include "kafka.h"
@@ -293,7 +294,11 @@ int main(int argc, char **argv)
         return nlpd_cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "run"))
         return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_run(&o);
-    fprintf(stderr, "nlpd: unknown command '%s'\n", cmd);
+    static const char *const commands[] = {"run", "check", "pipe", "demo", "config-doc", "infer", "tokenize",
+                                           "version", "help"};
+    const char *near = nlpd_conf_suggest(cmd, commands, sizeof commands / sizeof commands[0]);
+    fprintf(stderr, "nlpd: unknown command '%s'%s%s%s\n", cmd, near ? " (did you mean '" : "", near ? near : "",
+            near ? "'?)" : "");
     usage(stderr);
     return 2;
 }

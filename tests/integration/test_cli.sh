@@ -30,6 +30,9 @@ out=$(timeout 10 "$NLPD" check -c /nonexistent --help) && [[ $out == "usage: nlp
 "$NLPD" help infer | grep -q -- "--num-beams" && ok "nlpd help infer shows infer's options" || nok "help infer" "no --num-beams"
 "$NLPD" frobnicate > /dev/null 2>&1
 [ $? -eq 2 ] && ok "an unknown command exits 2" || nok "unknown command" "exit not 2"
+out=$("$NLPD" chekc -c x 2>&1)
+[ $? -eq 2 ] && [[ $out == "nlpd: unknown command 'chekc' (did you mean 'check'?)"* ]] \
+    && ok "an unknown command close to a known one gets a suggestion" || nok "command did-you-mean" "$out"
 
 # Missing models: a Hugging Face folder is not something `make models` fetches; lid.176.ftz is.
 cat > "$T/hf.conf" << 'C'
