@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "conf_map.h"
+#include "nlpd_error.h"
 
 static void add_at(struct nlpd_diag *diag, const struct nlpd_config *c, const char *key, const char *fallback,
                    const char *msg)
@@ -75,20 +76,20 @@ int nlpd_conf_check_listen(const char *listen, char *why, size_t cap)
     if (!colon) {
         snprintf(why, cap, "\"%s\" is not host:port: write \"127.0.0.1:%s\" (this machine only) or \"0.0.0.0:%s\" "
                  "(every interface)", listen, listen, listen);
-        return -1;
+        return NLPD_EINVAL;
     }
     if (colon == listen) {
         snprintf(why, cap, "\"%s\" has no host: write \"127.0.0.1%s\" (this machine only) or \"0.0.0.0%s\" (every "
                  "interface); nlpd does not guess which", listen, listen, listen);
-        return -1;
+        return NLPD_EINVAL;
     }
     if (!colon[1] || *end || port < 1 || port > 65535) {
         snprintf(why, cap, "\"%s\": the port must be a number in 1 .. 65535", listen);
-        return -1;
+        return NLPD_EINVAL;
     }
     if (strchr(listen, ':') != colon && !(listen[0] == '[' && colon[-1] == ']')) {
         snprintf(why, cap, "\"%s\": write an IPv6 address in brackets, e.g. \"[::1]:9464\"", listen);
-        return -1;
+        return NLPD_EINVAL;
     }
     return 0;
 }

@@ -11,7 +11,7 @@
 /* Errors (each with FILE:LINE) added to diag; returns their count. */
 int nlpd_conf_check(const struct nlpd_config *c, struct nlpd_diag *diag);
 /* metrics.listen: "" (off), "host:port" or "[v6]:port". "9477" and ":9477" are refused: nlpd does not guess
- * between this machine and every interface. 0, or -1 with why filled. */
+ * between this machine and every interface. 0, or NLPD_EINVAL with why filled. */
 int nlpd_conf_check_listen(const char *listen, char *why, size_t cap);
 /* Warnings (messages start with "warning:") for services that do not answer: a Redis cache. Never an error: the
  * daemon starts without them. */

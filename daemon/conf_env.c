@@ -12,41 +12,44 @@
 #include <unistd.h>
 
 #include "conf_map.h"
+#include "nlpd_error.h"
+
+struct text {
+    char *p;
+    size_t n, cap;
+};
+
+static int put(struct text *t, const char *s, size_t len)
+{
+    if (t->n + len + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 64;
+        while (t->n + len + 1 > cap)
+            cap *= 2;
+        char *g = realloc(t->p, cap);
+        if (!g)
+            return NLPD_ENOMEM;
+        t->p = g;
+        t->cap = cap;
+    }
+    memcpy(t->p + t->n, s, len);
+    t->n += len;
+    t->p[t->n] = '\0';
+    return 0;
+}
 
 /* Expands one value into a malloc'ed string; NULL with why filled on an error. */
 static char *expand(const char *v, char *why, size_t why_cap)
 {
-    size_t cap = strlen(v) + 1, n = 0;
-    char *out = malloc(cap);
-    if (!out) {
-        snprintf(why, why_cap, "out of memory");
-        return NULL;
-    }
-#define PUT(p, len)                                                                                                \
-    do {                                                                                                           \
-        size_t l_ = (len);                                                                                         \
-        if (n + l_ + 1 > cap) {                                                                                    \
-            while (n + l_ + 1 > cap)                                                                               \
-                cap *= 2;                                                                                          \
-            char *g_ = realloc(out, cap);                                                                          \
-            if (!g_) {                                                                                             \
-                free(out);                                                                                         \
-                snprintf(why, why_cap, "out of memory");                                                           \
-                return NULL;                                                                                       \
-            }                                                                                                      \
-            out = g_;                                                                                              \
-        }                                                                                                          \
-        memcpy(out + n, (p), l_);                                                                                  \
-        n += l_;                                                                                                   \
-    } while (0)
-    for (const char *p = v; *p;) {
+    struct text out = {0};
+    int rc = put(&out, "", 0);
+    for (const char *p = v; *p && rc == 0;) {
         if (p[0] == '$' && p[1] == '$' && p[2] == '{') { /* $${ is a literal ${ */
-            PUT("${", 2);
+            rc = put(&out, "${", 2);
             p += 3;
             continue;
         }
         if (p[0] != '$' || p[1] != '{') {
-            PUT(p, 1);
+            rc = put(&out, p, 1);
             p++;
             continue;
         }
@@ -56,7 +59,7 @@ static char *expand(const char *v, char *why, size_t why_cap)
         if (e == name || isdigit((unsigned char)*name) || (*e != '}' && strncmp(e, ":-", 2) != 0)) {
             snprintf(why, why_cap, "\"%.60s\": \"${\" must be followed by a variable name and \"}\" or \":-default}\" "
                      "(write \"$${\" for a literal \"${\")", p);
-            free(out);
+            free(out.p);
             return NULL;
         }
         const char *def = NULL, *end = e;
@@ -65,33 +68,37 @@ static char *expand(const char *v, char *why, size_t why_cap)
             end = strchr(def, '}');
             if (!end) {
                 snprintf(why, why_cap, "\"%.60s\": no closing \"}\"", p);
-                free(out);
+                free(out.p);
                 return NULL;
             }
         }
         char var[256];
         if ((size_t)(e - name) >= sizeof var) {
             snprintf(why, why_cap, "variable name \"%.40s...\" too long", name);
-            free(out);
+            free(out.p);
             return NULL;
         }
         memcpy(var, name, (size_t)(e - name));
         var[e - name] = '\0';
         const char *val = getenv(var);
         if (def && (!val || !*val)) /* as the shell's ${VAR:-default}: unset or empty */
-            PUT(def, (size_t)(end - def));
+            rc = put(&out, def, (size_t)(end - def));
         else if (val)
-            PUT(val, strlen(val));
+            rc = put(&out, val, strlen(val));
         else {
-            snprintf(why, why_cap, "environment variable %.100s is not set (give a default: ${%.100s:-value})", var, var);
-            free(out);
+            snprintf(why, why_cap, "environment variable %.100s is not set (give a default: ${%.100s:-value})", var,
+                     var);
+            free(out.p);
             return NULL;
         }
         p = end + 1;
     }
-#undef PUT
-    out[n] = '\0';
-    return out;
+    if (rc) {
+        snprintf(why, why_cap, "out of memory");
+        free(out.p);
+        return NULL;
+    }
+    return out.p;
 }
 
 static int walk(config_setting_t *s, const char *file, struct nlpd_diag *diag)
@@ -137,31 +144,31 @@ int nlpd_conf_read_secret(const char *key, const char *path, char **out, char *w
         if (fd >= 0)
             close(fd);
         snprintf(why, why_cap, "%s '%s': %s", key, path, strerror(en));
-        return -1;
+        return NLPD_EINVAL;
     }
     if (st.st_mode & (S_IROTH | S_IWOTH)) {
         close(fd);
         snprintf(why, why_cap, "%s '%s' is readable or writable by others (chmod o-rw %s)", key, path, path);
-        return -1;
+        return NLPD_EINVAL;
     }
     char buf[4097];
     ssize_t n = read(fd, buf, sizeof buf);
     close(fd);
     if (n < 0 || n == (ssize_t)sizeof buf) {
         snprintf(why, why_cap, "%s '%s': %s", key, path, n < 0 ? "cannot read it" : "longer than 4096 bytes");
-        return -1;
+        return NLPD_EINVAL;
     }
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--; /* the line end an editor or echo adds is not part of the secret */
     if (n == 0 || memchr(buf, '\0', (size_t)n)) {
         snprintf(why, why_cap, "%s '%s' is %s", key, path, n ? "binary (holds a NUL byte)" : "empty");
-        return -1;
+        return NLPD_EINVAL;
     }
     *out = strndup(buf, (size_t)n);
     memset(buf, 0, sizeof buf);
     if (!*out) {
         snprintf(why, why_cap, "out of memory");
-        return -1;
+        return NLPD_EINVAL;
     }
     return 0;
 }
