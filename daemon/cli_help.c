@@ -12,29 +12,31 @@ struct cmd_help {
 };
 
 static const struct cmd_help cmds[] = {
-    {"run", "nlpd run -c FILE",
- "the Kafka daemon (foreground; SIGTERM/SIGINT drain and stop, SIGHUP reloads)",     "Runs the Kafka daemon in the foreground (systemd runs it this way): consumes kafka.input_topics, runs the\n"
+    {"run", "nlpd run -c FILE", "the Kafka daemon (foreground; SIGTERM/SIGINT drain and stop, SIGHUP reloads)",
+     "Runs the Kafka daemon in the foreground (systemd runs it this way): consumes kafka.input_topics, runs the\n"
      "pipeline, produces to kafka.output_topic and dead letters to kafka.dlq_topic, commits delivered offsets.\n"
      "SIGTERM/SIGINT drain and stop within flow.shutdown_timeout_ms; SIGHUP reloads the file.\n"
      "  -c, --config FILE   the configuration (required)\n"},
-    {"check", "nlpd check -c FILE",
- "validate a config and load its models; errors as FILE:LINE: message",     "Validates a configuration and loads its models; every problem is printed as FILE:LINE: message.\n"
+    {"check", "nlpd check -c FILE", "validate a config and load its models; errors as FILE:LINE: message",
+     "Validates a configuration and loads its models; every problem is printed as FILE:LINE: message.\n"
      "Warnings (e.g. an unreachable Redis) do not fail the check. Exit 0 when valid, 1 otherwise.\n"
      "  -c, --config FILE   the configuration (required)\n"},
-    {"pipe", "nlpd pipe -c FILE",
- "JSON lines on stdin -> one enriched JSON line per input line on stdout",     "JSON lines on stdin -> one enriched JSON line per input line on stdout, in order, through the same\n"
+    {"pipe", "nlpd pipe -c FILE", "JSON lines on stdin -> one enriched JSON line per input line on stdout",
+     "JSON lines on stdin -> one enriched JSON line per input line on stdout, in order, through the same\n"
      "pipeline without Kafka. A bad line gives {\"error\": \"...\", \"line\": N} and processing goes on.\n"
      "  -c, --config FILE   the configuration (required; its kafka section is ignored)\n"},
-    {"demo", "nlpd demo [-c FILE] [-i RECORDS]",
- "embedded broker, sample records in, enriched records out, summary",     "Starts an embedded broker (its bootstrap address is printed alone on a line of stderr), sends the sample\n"
+    {"demo", "nlpd demo [-c FILE] [-i RECORDS]", "embedded broker, sample records in, enriched records out, summary",
+     "Starts an embedded broker (its bootstrap address is printed alone on a line of stderr), sends the sample\n"
      "records through the pipeline and prints the enriched records, the dead letters and a summary.\n"
      "  -c, --config FILE   a configuration (default: a built-in one using the models `make models` fetches)\n"
      "  -i, --input FILE    JSON lines to send (default conf/demo-records.jsonl)\n"},
-    {"config-doc", "nlpd config-doc",
- "every configuration key with its type, default and meaning",     "Prints every configuration key (daemon sections and stages) with its type, default and meaning.\n"},
+    {"config-doc", "nlpd config-doc", "every configuration key with its type, default and meaning",
+     "Prints every configuration key (daemon sections and stages) with its type, default and meaning.\n"},
     {"infer", "nlpd infer --model DIR [options] < lines.jsonl",
- "raw model outputs of a Hugging Face folder, for debugging and parity",     "JSON lines {\"text\", \"text_pair\"?} (or {\"input_ids\"}) -> raw outputs of a Hugging Face folder:\n"
-     "{\"input_ids\", \"logits\"} | {\"input_ids\", \"token_logits\"} | {\"input_ids\", \"output_ids\"} (translation).\n"
+     "raw model outputs of a Hugging Face folder, for debugging and parity",
+     "JSON lines {\"text\", \"text_pair\"?} (or {\"input_ids\"}) -> raw outputs of a Hugging Face folder:\n"
+     "{\"input_ids\", \"logits\"} | {\"input_ids\", \"token_logits\"} | {\"input_ids\", \"output_ids\"} "
+     "(translation).\n"
      "  --model DIR         the model folder (required)\n"
      "  --max-length N      truncate (encoders) or cap the generated length (translation)\n"
      "  --num-beams K       beam search for translation models\n"
@@ -43,14 +45,16 @@ static const struct cmd_help cmds[] = {
      "  --dtype D           fp32, fp16, bf16 or int8\n"
      "  --device N          CUDA device ordinal\n"},
     {"tokenize", "nlpd tokenize --model DIR [--decode] [--max-length N] < lines.jsonl",
- "ids, tokens and offsets (or --decode: text) of a model folder's tokenizer",     "JSON lines {\"text\", \"text_pair\"?} -> {\"ids\", \"tokens\", \"offsets\"} with the folder's tokenizer\n"
+     "ids, tokens and offsets (or --decode: text) of a model folder's tokenizer",
+     "JSON lines {\"text\", \"text_pair\"?} -> {\"ids\", \"tokens\", \"offsets\"} with the folder's tokenizer\n"
      "(tokenizer.json, the legacy files, or a Marian folder's source.spm + vocab.json: {\"ids\", \"tokens\"}).\n"
      "With --decode: {\"ids\", \"skip_special_tokens\"?} | {\"tokens\"} -> {\"text\"}.\n"
      "  --model DIR         the model folder (required)\n"
      "  --max-length N      truncate to N tokens\n"
      "  --decode            decode ids or tokens to text\n"},
     {"version", "nlpd version | nlpd --version", "the version", "Prints the version.\n"},
-    {"help", "nlpd help [COMMAND] | nlpd --help", "this list, or one command's usage", "Prints the commands, or one command's usage.\n"},
+    {"help", "nlpd help [COMMAND] | nlpd --help", "this list, or one command's usage",
+     "Prints the commands, or one command's usage.\n"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -91,7 +95,7 @@ void nlpd_cli_man(FILE *out)
         for (const char *p = c->text; *p; p++) {
             if (*p == '\\')
                 fputs("\\e", out);
-            else if (*p == '-' )
+            else if (*p == '-')
                 fputs("\\-", out);
             else if (*p == '\n' && p[1] == ' ' && p[2] == ' ')
                 fputs("\n.br\n", out);

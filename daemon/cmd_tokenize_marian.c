@@ -31,8 +31,8 @@ static int one_line(const struct nlpd_marian_tok *t, const char *line, size_t le
             snprintf(msg, msg_cap, text ? "\"text\" is not a string" : "missing \"text\"");
         else if (json_object_get(root, "text_pair") && !json_is_null(json_object_get(root, "text_pair")))
             snprintf(msg, msg_cap, "a Marian tokenizer takes no \"text_pair\"");
-        else if (nlpd_marian_tok_encode(t, json_string_value(text), json_string_length(text), max_length, ids, &n,
-                                        cap, &err) < 0)
+        else if (nlpd_marian_tok_encode(t, json_string_value(text), json_string_length(text), max_length, ids, &n, cap,
+                                        &err) < 0)
             snprintf(msg, msg_cap, "%s", err.message);
         else {
             nlpd_out_str(o, "{\"ids\": ");

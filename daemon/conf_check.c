@@ -74,13 +74,17 @@ int nlpd_conf_check_listen(const char *listen, char *why, size_t cap)
     char *end = NULL;
     long port = colon ? strtol(colon + 1, &end, 10) : 0;
     if (!colon) {
-        snprintf(why, cap, "\"%s\" is not host:port: write \"127.0.0.1:%s\" (this machine only) or \"0.0.0.0:%s\" "
-                 "(every interface)", listen, listen, listen);
+        snprintf(why, cap,
+                 "\"%s\" is not host:port: write \"127.0.0.1:%s\" (this machine only) or \"0.0.0.0:%s\" "
+                 "(every interface)",
+                 listen, listen, listen);
         return NLPD_EINVAL;
     }
     if (colon == listen) {
-        snprintf(why, cap, "\"%s\" has no host: write \"127.0.0.1%s\" (this machine only) or \"0.0.0.0%s\" (every "
-                 "interface); nlpd does not guess which", listen, listen, listen);
+        snprintf(why, cap,
+                 "\"%s\" has no host: write \"127.0.0.1%s\" (this machine only) or \"0.0.0.0%s\" (every "
+                 "interface); nlpd does not guess which",
+                 listen, listen, listen);
         return NLPD_EINVAL;
     }
     if (!colon[1] || *end || port < 1 || port > 65535) {

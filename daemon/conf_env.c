@@ -57,8 +57,10 @@ static char *expand(const char *v, char *why, size_t why_cap)
         while (*e == '_' || isalnum((unsigned char)*e))
             e++;
         if (e == name || isdigit((unsigned char)*name) || (*e != '}' && strncmp(e, ":-", 2) != 0)) {
-            snprintf(why, why_cap, "\"%.60s\": \"${\" must be followed by a variable name and \"}\" or \":-default}\" "
-                     "(write \"$${\" for a literal \"${\")", p);
+            snprintf(why, why_cap,
+                     "\"%.60s\": \"${\" must be followed by a variable name and \"}\" or \":-default}\" "
+                     "(write \"$${\" for a literal \"${\")",
+                     p);
             free(out.p);
             return NULL;
         }
