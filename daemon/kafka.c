@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+
+#include "kafka_forward.h"
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -194,11 +196,19 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     }
 }
 
+/* librdkafka's syslog levels map one to one. A broker connection failure ("FAIL") also reaches the error callback,
+ * which logs it once with the client's name at the level that fits a retried failure: not twice here. */
 void nlpd_kd_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    nlpd_log(level <= 3 ? NLPD_LOG_ERR : level == 4 ? NLPD_LOG_WARNING : NLPD_LOG_DEBUG, "rdkafka", "%s: %s", fac,
-             buf);
+    if (strcmp(fac, "FAIL") == 0)
+        return;
+    enum nlpd_log_level l = level <= 3 ? NLPD_LOG_ERR
+                            : level == 4 ? NLPD_LOG_WARNING
+                            : level == 5 ? NLPD_LOG_NOTICE
+                            : level == 6 ? NLPD_LOG_INFO
+                                         : NLPD_LOG_DEBUG;
+    nlpd_log(l, "rdkafka", "%s: %s", fac, buf);
 }
 
 /* ---- set-up ---- */
@@ -799,6 +809,7 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
     }
     if (d->producer)
         rd_kafka_destroy(d->producer);
+    nlpd_kd_forward_stop(d->mock_forward);
     if (d->mock)
         rd_kafka_mock_cluster_destroy(d->mock);
     if (d->mock_rk)

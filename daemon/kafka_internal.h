@@ -98,6 +98,7 @@ struct nlpd_daemon {
     /* kafka.c: clients, event loop, lifecycle (kafka_embedded.c sets mock_rk, mock and bootstraps) */
     rd_kafka_t *mock_rk;
     rd_kafka_mock_cluster_t *mock;
+    struct nlpd_kd_forward *mock_forward; /* kafka.embedded_port (kafka_forward.c); NULL without it */
     char *bootstraps;
     rd_kafka_t *consumer, *producer;
     rd_kafka_queue_t *cq, *pq;
