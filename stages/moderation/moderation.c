@@ -38,7 +38,9 @@ struct moderation {
     float *cat_thr; /* per model label: its category's threshold */
     struct nlpd_lexicon *lx;
     const struct nlpd_stage_instance *inst;
-    atomic_ulong unchecked; /* records in a language without a list (and no fallback): no lexicon result */
+    /* texts in a language without a list (and no fallback): no lexicon result. Results the framework copies
+     * (duplicates in a batch, cache hits) are not processed again, so not counted again. */
+    atomic_ulong unchecked;
 };
 
 struct moderation_thread {
@@ -361,7 +363,8 @@ static void moderation_fini(void *ctx)
     unsigned long n = atomic_load(&s->unchecked);
     if (n && s->inst)
         nlpd_stage_log(s->inst, NLPD_LOG_INFO,
-                       "lexicon: %lu records in languages without a word list were not checked (lexicon_fallback)", n);
+                       "lexicon: %lu distinct texts in languages without a word list were not checked (see "
+                       "lexicon_fallback)", n);
     for (int i = 0; s->cat && i < s->nlabels; i++)
         free(s->cat[i]);
     free(s->cat);
