@@ -39,10 +39,7 @@ static const char demo_config[] =
     "metrics: { listen = \"\"; };\n"
     "pipeline = (\n"
     "  { stage = \"langid\";    model = \"models/lid.176.ftz\"; },\n"
-    "  { stage = \"moderation\"; lexicon = \"models/lexicons\"; lexicon_by_lang = true;\n"
-    "    lexicon_allow = [\"retard\"];\n"
-    "    when = \"lang.code in ['ar', 'cs', 'da', 'de', 'en', 'es', 'fa', 'fi', 'fr', 'hi', 'hu', 'it', 'ja', 'ko', "
-    "'nl', 'no', 'pl', 'pt', 'ru', 'sv', 'th', 'tr', 'zh']\"; },\n"
+    "  { stage = \"moderation\"; lexicon = \"models/lexicons\"; },\n"
     "  { stage = \"sentiment\"; model = \"models/amazon_review_polarity.ftz\"; when = \"lang.code == 'en'\"; }\n"
     ");\n";
 
