@@ -17,8 +17,7 @@ struct nlpd_m2m {
 
 _Static_assert(sizeof(struct nlpd_m2m_config) == sizeof(struct nlpd_s2s_config) &&
                    offsetof(struct nlpd_m2m_config, act_name) == offsetof(struct nlpd_s2s_config, act_name) &&
-                   offsetof(struct nlpd_m2m_config, decoder_start) ==
-                       offsetof(struct nlpd_s2s_config, decoder_start),
+                   offsetof(struct nlpd_m2m_config, decoder_start) == offsetof(struct nlpd_s2s_config, decoder_start),
                "nlpd_m2m_config mirrors nlpd_s2s_config");
 
 /* M2M100SinusoidalPositionalEmbedding.get_embedding in float32: row p = [sin(p f_j) | cos(p f_j)], f_j =
@@ -62,8 +61,8 @@ struct nlpd_m2m *nlpd_m2m_load(const char *dir, const struct nlpd_m2m_opts *opts
     }
     struct nlpd_s2s_opts so = {0};
     if (opts)
-        so = (struct nlpd_s2s_opts){.backend = opts->backend, .threads = opts->threads, .be = opts->be,
-                                    .dtype = opts->dtype};
+        so = (struct nlpd_s2s_opts){
+            .backend = opts->backend, .threads = opts->threads, .be = opts->be, .dtype = opts->dtype};
     if (!(m->s = nlpd_s2s_load(dir, &m2m_arch, opts ? &so : NULL, err))) {
         free(m);
         return NULL;
@@ -110,14 +109,14 @@ void nlpd_m2m_ws_free(struct nlpd_m2m_ws *ws)
     nlpd_s2s_ws_free((struct nlpd_s2s_ws *)ws);
 }
 
-int nlpd_m2m_encode(const struct nlpd_m2m *m, struct nlpd_m2m_ws *ws, const int32_t *const *ids,
-                       const size_t *lens, int n, float *hidden, struct nlpd_error *err)
+int nlpd_m2m_encode(const struct nlpd_m2m *m, struct nlpd_m2m_ws *ws, const int32_t *const *ids, const size_t *lens,
+                    int n, float *hidden, struct nlpd_error *err)
 {
     return nlpd_s2s_encode(m->s, (struct nlpd_s2s_ws *)ws, ids, lens, n, hidden, err);
 }
 
 int nlpd_m2m_generate(const struct nlpd_m2m *m, struct nlpd_m2m_ws *ws, const struct nlpd_gen_params *p,
-                         struct nlpd_gen_output *out, struct nlpd_error *err)
+                      struct nlpd_gen_output *out, struct nlpd_error *err)
 {
     return nlpd_s2s_generate(m->s, (struct nlpd_s2s_ws *)ws, p, out, err);
 }

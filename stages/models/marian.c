@@ -58,8 +58,8 @@ struct nlpd_marian *nlpd_marian_load(const char *dir, const struct nlpd_marian_o
     }
     struct nlpd_s2s_opts so = {0};
     if (opts)
-        so = (struct nlpd_s2s_opts){.backend = opts->backend, .threads = opts->threads, .be = opts->be,
-                                    .dtype = opts->dtype};
+        so = (struct nlpd_s2s_opts){
+            .backend = opts->backend, .threads = opts->threads, .be = opts->be, .dtype = opts->dtype};
     if (!(m->s = nlpd_s2s_load(dir, &marian_arch, opts ? &so : NULL, err))) {
         free(m);
         return NULL;

@@ -20,10 +20,10 @@
 #include "safetensors.h"
 #include "weights.h"
 
-#define NAME_LEN NLPD_WL_NAME_MAX
-#define LN_EPS 1e-5f        /* nn.LayerNorm's default, which both models use */
+#define NAME_LEN              NLPD_WL_NAME_MAX
+#define LN_EPS                1e-5f /* nn.LayerNorm's default, which both models use */
 #define HF_DEFAULT_MAX_LENGTH 20
-#define BAD_WORDS_MAX 65536 /* ids over all bad_words_ids sequences */
+#define BAD_WORDS_MAX         65536 /* ids over all bad_words_ids sequences */
 
 struct enc_layer {
     size_t wqkv, bqkv, wo, bo, ln1_g, ln1_b, w1, b1, w2, b2, ln2_g, ln2_b; /* ln1: attention, ln2: FFN */
@@ -70,10 +70,10 @@ struct nlpd_s2s_ws {
     float *y, *q, *dctx, *dtmp, *dffn, *logits, *yn;
     int32_t *tok, *dpos, *kv_map, *gidx, *ident; /* ident: 0, 1, 2, ... */
     /* self-attention caches (ping-pong for reordering) */
-    struct nlpd_buffer cache;     /* rows x layers x cap x 2H */
-    struct nlpd_buffer layer_tmp; /* one layer's rows while they are reordered */
+    struct nlpd_buffer cache;        /* rows x layers x cap x 2H */
+    struct nlpd_buffer layer_tmp;    /* one layer's rows while they are reordered */
     int cache_rows, cache_cap, rows; /* rows: of the last step */
-    int32_t *host; /* int staging */
+    int32_t *host;                   /* int staging */
     size_t host_cap;
 };
 
@@ -159,8 +159,8 @@ static int parse_config(json_t *c, const char *f, const struct nlpd_s2s_arch *a,
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: d_model %d is not a multiple of the attention heads", f,
                               cfg->d_model);
     if (cfg->pad >= cfg->dec_vocab || cfg->eos >= cfg->dec_vocab || cfg->decoder_start >= cfg->dec_vocab)
-        return nlpd_error_set(err, NLPD_ERANGE, 0, "%s: pad/eos/decoder_start id out of the decoder vocabulary (%d)",
-                              f, cfg->dec_vocab);
+        return nlpd_error_set(err, NLPD_ERANGE, 0, "%s: pad/eos/decoder_start id out of the decoder vocabulary (%d)", f,
+                              cfg->dec_vocab);
     json_t *act = json_object_get(c, "activation_function");
     const char *an = json_is_string(act) ? json_string_value(act) : a->act;
     if (nlpd_hf_parse_act(an, &cfg->act) < 0)
@@ -363,13 +363,13 @@ static int load_all(struct nlpd_s2s *m, struct nlpd_wloader *ld, float *pos_tabl
             (rc = put_fused(ld, "decoder", i, kv, 2, H, L->wkv, L->bkv, err)) ||
             (rc = nlpd_wl_put_linear(ld, lname(n, "decoder", i, "self_attn.out_proj"), H, H, L->wo, L->bo, H, err)) ||
             (rc = nlpd_wl_put_ln(ld, lname(n, "decoder", i, "self_attn_layer_norm"), H, &L->ln1_g, &L->ln1_b, err)) ||
-            (rc = nlpd_wl_put_linear(ld, lname(n, "decoder", i, "encoder_attn.q_proj"), H, H, L->cwq, L->cbq, H,
-                                     err)) ||
+            (rc =
+                 nlpd_wl_put_linear(ld, lname(n, "decoder", i, "encoder_attn.q_proj"), H, H, L->cwq, L->cbq, H, err)) ||
             (rc = put_fused(ld, "decoder", i, ckv, 2, H, L->cwkv, L->cbkv, err)) ||
             (rc = nlpd_wl_put_linear(ld, lname(n, "decoder", i, "encoder_attn.out_proj"), H, H, L->cwo, L->cbo, H,
                                      err)) ||
-            (rc = nlpd_wl_put_ln(ld, lname(n, "decoder", i, "encoder_attn_layer_norm"), H, &L->ln2_g, &L->ln2_b,
-                                 err)) ||
+            (rc =
+                 nlpd_wl_put_ln(ld, lname(n, "decoder", i, "encoder_attn_layer_norm"), H, &L->ln2_g, &L->ln2_b, err)) ||
             (rc = nlpd_wl_put_linear(ld, lname(n, "decoder", i, "fc1"), F, H, L->w1, L->b1, (size_t)F, err)) ||
             (rc = nlpd_wl_put_linear(ld, lname(n, "decoder", i, "fc2"), H, F, L->w2, L->b2, (size_t)H, err)) ||
             (rc = nlpd_wl_put_ln(ld, lname(n, "decoder", i, "final_layer_norm"), H, &L->ln3_g, &L->ln3_b, err)))
@@ -651,7 +651,6 @@ static int dec_reserve(struct nlpd_s2s_ws *ws, int R, struct nlpd_error *err)
     return 0;
 }
 
-
 static size_t row_floats(const struct nlpd_s2s_ws *ws, int cap)
 {
     return (size_t)ws->m->cfg.dec_layers * (size_t)cap * 2 * (size_t)ws->m->cfg.d_model;
@@ -793,8 +792,8 @@ static int embed(const struct nlpd_s2s *m, float *out, size_t table, int n_word,
     return run(m, &op, err);
 }
 
-int nlpd_s2s_encode(const struct nlpd_s2s *m, struct nlpd_s2s_ws *ws, const int32_t *const *ids,
-                       const size_t *lens, int n, float *hidden, struct nlpd_error *err)
+int nlpd_s2s_encode(const struct nlpd_s2s *m, struct nlpd_s2s_ws *ws, const int32_t *const *ids, const size_t *lens,
+                    int n, float *hidden, struct nlpd_error *err)
 {
     const struct nlpd_s2s_config *c = &m->cfg;
     const int H = c->d_model, F = c->enc_ffn;
@@ -805,8 +804,8 @@ int nlpd_s2s_encode(const struct nlpd_s2s *m, struct nlpd_s2s_ws *ws, const int3
         S = lens[i] > S ? lens[i] : S;
     }
     if (n <= 0 || S > (size_t)c->max_pos)
-        return nlpd_error_set(err, NLPD_ERANGE, 0, "%d sequences of up to %zu tokens: over the model's %d positions",
-                              n, S, c->max_pos);
+        return nlpd_error_set(err, NLPD_ERANGE, 0, "%d sequences of up to %zu tokens: over the model's %d positions", n,
+                              S, c->max_pos);
     const int B = n, T = (int)((size_t)B * S);
     int rc = enc_reserve(ws, B, (int)S, err);
     if (rc)
@@ -1001,7 +1000,7 @@ static int dec_reorder(void *ctx, const int32_t *idx, int rows, int pos, struct 
 }
 
 int nlpd_s2s_generate(const struct nlpd_s2s *m, struct nlpd_s2s_ws *ws, const struct nlpd_gen_params *p,
-                         struct nlpd_gen_output *out, struct nlpd_error *err)
+                      struct nlpd_gen_output *out, struct nlpd_error *err)
 {
     if (ws->B <= 0)
         return nlpd_error_set(err, NLPD_EINVAL, 0, "generate: nothing encoded");
