@@ -14,6 +14,8 @@ struct nlpd_batcher {
     struct nlpd_mbatch *held_head, *held_tail; /* closed, waiting for room in their pipeline's queue */
     size_t nheld;
     pthread_mutex_t lock; /* guards what follows */
+    pthread_cond_t done;  /* a batch completed, or the input closed */
+    int closed;
     /* lines mode: every submitted batch in submission order (complete or not); else the completed ones */
     struct nlpd_mbatch *head, *tail;
     size_t outstanding;
@@ -26,6 +28,7 @@ struct nlpd_batcher *nlpd_batcher_new(const struct nlpd_batcher_conf *conf)
         return NULL;
     bt->conf = *conf;
     pthread_mutex_init(&bt->lock, NULL);
+    pthread_cond_init(&bt->done, NULL);
     return bt;
 }
 
@@ -42,6 +45,7 @@ void nlpd_batcher_free(struct nlpd_batcher *bt)
         nlpd_batcher_batch_free(b);
     }
     pthread_mutex_destroy(&bt->lock);
+    pthread_cond_destroy(&bt->done);
     free(bt);
 }
 
@@ -164,6 +168,9 @@ static void encode(struct nlpd_mbatch *b)
             s->dead = 1;
         }
     }
+    if (!lines) /* the caller keeps its items until delivered: free what only decoding needed, here */
+        for (size_t i = 0; i < b->n; i++)
+            nlpd_item_drop_input(b->slots[i].item);
     b->t_done = now;
 }
 
@@ -180,9 +187,12 @@ static void complete(struct nlpd_mbatch *b)
             bt->head = b;
         bt->tail = b;
     }
+    pthread_cond_broadcast(&bt->done); /* under the lock: a waiter may free bt as soon as it sees b */
+    void (*notify)(void *) = bt->conf.notify;
+    void *user = bt->conf.user;
     pthread_mutex_unlock(&bt->lock);
-    if (bt->conf.notify)
-        bt->conf.notify(bt->conf.user);
+    if (notify)
+        notify(user);
 }
 
 static void batch_run(struct nlpd_job *job, struct nlpd_chain *chain)
@@ -267,9 +277,36 @@ size_t nlpd_batcher_outstanding(struct nlpd_batcher *bt)
     return n;
 }
 
+static struct nlpd_mbatch *take_done_locked(struct nlpd_batcher *bt);
+
 struct nlpd_mbatch *nlpd_batcher_take_done(struct nlpd_batcher *bt)
 {
     pthread_mutex_lock(&bt->lock);
+    struct nlpd_mbatch *first = take_done_locked(bt);
+    pthread_mutex_unlock(&bt->lock);
+    return first;
+}
+
+struct nlpd_mbatch *nlpd_batcher_wait_done(struct nlpd_batcher *bt)
+{
+    pthread_mutex_lock(&bt->lock);
+    struct nlpd_mbatch *first;
+    while (!(first = take_done_locked(bt)) && !(bt->closed && !bt->outstanding))
+        pthread_cond_wait(&bt->done, &bt->lock);
+    pthread_mutex_unlock(&bt->lock);
+    return first;
+}
+
+void nlpd_batcher_close(struct nlpd_batcher *bt)
+{
+    pthread_mutex_lock(&bt->lock);
+    bt->closed = 1;
+    pthread_cond_broadcast(&bt->done);
+    pthread_mutex_unlock(&bt->lock);
+}
+
+static struct nlpd_mbatch *take_done_locked(struct nlpd_batcher *bt)
+{
     struct nlpd_mbatch *first = NULL, *last = NULL;
     if (bt->conf.lines) {
         while (bt->head && bt->head->complete) { /* the completed prefix, in submission order */
@@ -291,6 +328,5 @@ struct nlpd_mbatch *nlpd_batcher_take_done(struct nlpd_batcher *bt)
         for (struct nlpd_mbatch *b = first; b; b = b->next)
             bt->outstanding--;
     }
-    pthread_mutex_unlock(&bt->lock);
     return first;
 }

@@ -30,7 +30,8 @@ struct nlpd_batcher_conf {
     int lines;
     const int *abandon;              /* nonzero (read atomically): fail the records of batches not yet started */
     struct nlpd_histogram *queue_ms; /* arrival -> decode, per record; NULL: not measured */
-    /* Any thread, after a batch reached the completion queue: a wake-up (quick and thread-safe). NULL: none. */
+    /* A worker thread, after a batch reached the completion queue: a wake-up (quick and thread-safe; what it
+     * touches must outlive the pipelines' workers). NULL: none (nlpd_batcher_wait_done() waits instead). */
     void (*notify)(void *user);
     void *user;
 };
@@ -93,5 +94,9 @@ struct nlpd_mbatch *nlpd_batcher_take_held(struct nlpd_batcher *bt);
 size_t nlpd_batcher_outstanding(struct nlpd_batcher *bt);
 /* The completed batches (a list through next; in submission order in lines mode), now the caller's; NULL: none. */
 struct nlpd_mbatch *nlpd_batcher_take_done(struct nlpd_batcher *bt);
+/* Like nlpd_batcher_take_done(), waiting for one; NULL once closed and every submitted batch was taken. */
+struct nlpd_mbatch *nlpd_batcher_wait_done(struct nlpd_batcher *bt);
+/* No more batches will be submitted (wakes nlpd_batcher_wait_done()). */
+void nlpd_batcher_close(struct nlpd_batcher *bt);
 
 #endif

@@ -228,13 +228,14 @@ static void handle_message(struct nlpd_daemon *d, rd_kafka_message_t *m)
     it->msg = m;
     it->tp = tp;
     it->bytes = m->len + m->key_len;
-    it->item.t_in = nlpd_now();
+    double now = nlpd_now();
+    it->item.t_in = now;
     it->item.source = (struct nlpd_source){1, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
                                            rd_kafka_message_timestamp(m, &tt)};
     d->inflight++;
     d->inflight_bytes += it->bytes;
     if (d->stats.consumed++ == 0)
-        d->t_first_in = nlpd_now();
+        d->t_first_in = now;
     if (!d->cur) {
         d->cur = nlpd_batcher_batch_new(d->bt, (size_t)d->cfg->batch.max_records);
         if (!d->cur) { /* not the record's fault: no dead letter; kept, never committed */

@@ -22,21 +22,12 @@ struct pipe_run {
     int out_fd;
 
     pthread_mutex_t lock;
-    pthread_cond_t cond; /* a batch completed, one was written, or the input ended */
+    pthread_cond_t cond; /* a batch was written */
     size_t outstanding, limit;
-    int eof, write_failed;
+    int write_failed;
     uint64_t ok, errors;
     struct nlpd_latency_sample lat; /* ms, for the summary; bounded however long the input */
 };
-
-/* Worker thread: a batch reached the batcher's completion queue. */
-static void on_done(void *user)
-{
-    struct pipe_run *run = user;
-    pthread_mutex_lock(&run->lock);
-    pthread_cond_broadcast(&run->cond);
-    pthread_mutex_unlock(&run->lock);
-}
 
 static int write_all(int fd, const char *p, size_t n)
 {
@@ -57,16 +48,8 @@ static int write_all(int fd, const char *p, size_t n)
 static void *writer_main(void *arg)
 {
     struct pipe_run *run = arg;
-    pthread_mutex_lock(&run->lock);
-    for (;;) {
-        struct nlpd_mbatch *b = nlpd_batcher_take_done(run->bt);
-        if (!b) {
-            if (run->eof && !run->outstanding)
-                break;
-            pthread_cond_wait(&run->cond, &run->lock);
-            continue;
-        }
-        pthread_mutex_unlock(&run->lock);
+    struct nlpd_mbatch *b;
+    while ((b = nlpd_batcher_wait_done(run->bt))) {
         while (b) {
             struct nlpd_mbatch *next = b->next;
             size_t ok = 0;
@@ -88,9 +71,7 @@ static void *writer_main(void *arg)
             nlpd_batcher_batch_free(b);
             b = next;
         }
-        pthread_mutex_lock(&run->lock);
     }
-    pthread_mutex_unlock(&run->lock);
     return NULL;
 }
 
@@ -122,7 +103,7 @@ int nlpd_pipe_run(const struct nlpd_config *cfg, struct nlpd_pipeline *p, int in
     run.codec.input = &cfg->input;
     run.codec.models = nlpd_pipeline_models(p, &run.codec.nmodels);
     run.limit = (size_t)nlpd_pipeline_threads(p) * 4 + 4;
-    struct nlpd_batcher_conf bc = {.lines = 1, .notify = on_done, .user = &run};
+    struct nlpd_batcher_conf bc = {.lines = 1};
     run.bt = nlpd_batcher_new(&bc);
     if (!run.bt) {
         nlpd_log(NLPD_LOG_ERR, "pipe", "out of memory");
@@ -239,10 +220,7 @@ int nlpd_pipe_run(const struct nlpd_config *cfg, struct nlpd_pipeline *p, int in
         nlpd_batcher_batch_free(cur);
     nlpd_buf_free(&in);
 
-    pthread_mutex_lock(&run.lock);
-    run.eof = 1;
-    pthread_cond_broadcast(&run.cond);
-    pthread_mutex_unlock(&run.lock);
+    nlpd_batcher_close(run.bt);
     pthread_join(writer, NULL);
 
     if (stats) {
