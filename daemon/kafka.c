@@ -740,7 +740,7 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
     }
     /* Every consumed message must be destroyed before the consumer, or rd_kafka_destroy() waits for them forever:
      * the records still held (a fatal stop or the deadline) go first, uncommitted: consumed again later. Jobs
-     * still queued only come back (abandoned: no stage runs); their on_done hands them to d, still whole. */
+     * still queued only come back (abandoned: no stage runs); the batcher hands them back to d, still whole. */
     __atomic_store_n(&d->abandon, 1, __ATOMIC_RELEASE);
     if (d->gen && d->gen->p) {
         nlpd_pipeline_stop(d->gen->p);
