@@ -44,6 +44,8 @@ static void usage(FILE *out)
             "usage: nlpd COMMAND [options]\n"
             "\n"
             "  nlpd check -c FILE        validate a config (and load its models); errors as FILE:LINE: message\n"
+            "  nlpd models -c FILE       list the loaded models (shadows and canaries too): digest, architecture,\n"
+            "                            dtype, labels and where each came from\n"
             "  nlpd pipe  -c FILE        JSON lines on stdin -> one enriched JSON line per input line on stdout\n"
             "  nlpd demo  [-c FILE] [-i RECORDS]\n"
             "                            embedded broker, sample records in, enriched records out, summary\n"
@@ -125,6 +127,22 @@ static int cmd_check(const struct opts *o)
         return 1;
     printf("%s: ok (%d stage%s)\n", o->config, config_setting_length(cfg->pipeline),
            config_setting_length(cfg->pipeline) == 1 ? "" : "s");
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+    return 0;
+}
+
+static int cmd_models(const struct opts *o)
+{
+    if (!o->config) {
+        fprintf(stderr, "nlpd models: -c FILE is required\n");
+        return 2;
+    }
+    struct nlpd_config *cfg = NULL;
+    struct nlpd_pipeline *p = NULL;
+    if (load(o->config, &cfg, &p) < 0)
+        return 1;
+    nlpd_pipeline_models_print(p, stdout);
     nlpd_pipeline_free(p);
     nlpd_config_free(cfg);
     return 0;
@@ -269,6 +287,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "check"))
         return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_check(&o);
+    if (!strcmp(cmd, "models"))
+        return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_models(&o);
     if (!strcmp(cmd, "pipe"))
         return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_pipe(&o);
     if (!strcmp(cmd, "demo"))

@@ -141,6 +141,12 @@ struct nlpd_record {
     const char *topic; /* the input topic (Kafka input), NULL otherwise */
     /* Bit i set by the framework when pipeline stage i processed this record (i < 32). */
     uint32_t stages_run;
+    /* Bit i set when stage i's canary model (not its primary) processed this record. */
+    uint32_t canary_run;
+    /* What a canary split may hash (set by the decoders): the record id (NULL when absent), the Kafka key. */
+    const char *id;
+    const char *key;
+    size_t key_len;
     /* Set by nlpd_record_fail(); a failed record is skipped by later stages and dead-lettered. */
     char *error;
     const char *error_stage;
