@@ -168,6 +168,12 @@ static int run_pipe(const struct opts *o, int in_fd, struct nlpd_pipe_stats *sta
     for (size_t i = 0; i < ncs; i++)
         nlpd_log(NLPD_LOG_NOTICE, "main", "cache %s: %llu hits, %llu misses", cs[i].stage,
                  (unsigned long long)cs[i].hits, (unsigned long long)cs[i].misses);
+    struct nlpd_shadow_stats ss[16];
+    size_t nss = nlpd_pipeline_shadow_stats(p, ss, 16);
+    for (size_t i = 0; i < nss; i++)
+        nlpd_log(NLPD_LOG_NOTICE, "main", "shadow %s: %llu agree, %llu disagree, %llu skipped, %llu failed",
+                 ss[i].stage, (unsigned long long)ss[i].agree, (unsigned long long)ss[i].disagree,
+                 (unsigned long long)ss[i].skipped, (unsigned long long)ss[i].failed);
     if (ncs && total.errors)
         nlpd_log(NLPD_LOG_WARNING, "main", "cache: %llu failed lookups or stores (served uncached)",
                  (unsigned long long)total.errors);

@@ -1266,6 +1266,21 @@ static void model_info_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
         }
 }
 
+size_t nlpd_pipeline_shadow_stats(struct nlpd_pipeline *p, struct nlpd_shadow_stats *out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->nstages && n < cap; i++) {
+        const struct nlpd_mm_stage *m = p->stages[i].mm;
+        if (!p->stages[i].shadow || !m)
+            continue;
+        out[n++] = (struct nlpd_shadow_stats){p->stages[i].name, __atomic_load_n(&m->agree, __ATOMIC_RELAXED),
+                                              __atomic_load_n(&m->disagree, __ATOMIC_RELAXED),
+                                              __atomic_load_n(&m->shadow_skipped, __ATOMIC_RELAXED),
+                                              __atomic_load_n(&m->shadow_failed, __ATOMIC_RELAXED)};
+    }
+    return n;
+}
+
 void nlpd_pipeline_models_print(struct nlpd_pipeline *p, FILE *f)
 {
     static const char *const roles[] = {"primary", "shadow", "canary"};

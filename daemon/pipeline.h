@@ -68,6 +68,12 @@ void nlpd_pipeline_set_pressure(struct nlpd_pipeline *p, int on);
 int nlpd_pipeline_failed(struct nlpd_pipeline *p);
 int nlpd_pipeline_threads(const struct nlpd_pipeline *p);
 
+struct nlpd_shadow_stats {
+    const char *stage;
+    uint64_t agree, disagree, skipped, failed;
+};
+/* Per stage with a shadow (up to cap): its agreement counters. Returns the number filled. */
+size_t nlpd_pipeline_shadow_stats(struct nlpd_pipeline *p, struct nlpd_shadow_stats *out, size_t cap);
 /* Prints every loaded model (primaries, shadows, canaries) with digest and provenance (`nlpd models`). */
 void nlpd_pipeline_models_print(struct nlpd_pipeline *p, FILE *f);
 /* Appends the pipeline's Prometheus metrics: per-stage batch time, batch sizes, models, cache. */

@@ -176,6 +176,9 @@ suite "tests/integration/test_config_doc.sh" bash tests/integration/test_config_
 # Metrics and health endpoints of the daemon while records flow.
 suite "tests/integration/test_metrics.sh build/nlpd" bash tests/integration/test_metrics.sh build/nlpd
 suite "tests/integration/test_metrics.sh build/san/nlpd" bash tests/integration/test_metrics.sh build/san/nlpd
+# Model management: shadow agreement, canary split, drift metrics in a live scrape, nlpd models, config errors.
+suite "tests/integration/test_models.sh build/nlpd" bash tests/integration/test_models.sh build/nlpd
+suite "tests/integration/test_models.sh build/san/nlpd" bash tests/integration/test_models.sh build/san/nlpd
 # SIGHUP reload while records flow: broken files change nothing, a new pipeline applies with every record exactly
 # once, a restart-only key is refused, notify order.
 suite "tests/integration/test_reload.sh build/nlpd" bash tests/integration/test_reload.sh build/nlpd
