@@ -986,6 +986,11 @@ static void run_chain(struct worker *w, struct nlpd_batch *batch)
         }
     }
     nlpd_histogram_observe(&p->batch_records, (double)batch->n);
+    /* before the stages: a slow model, whose batch meets the input as the wait left it (e.g. paused) */
+    if (p->test_delay_ms > 0) {
+        struct timespec ts = {p->test_delay_ms / 1000, p->test_delay_ms % 1000 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     for (size_t si = 0; si < p->nstages; si++) {
         size_t n = 0;
         for (size_t i = 0; i < batch->n; i++) {
@@ -1010,10 +1015,6 @@ static void run_chain(struct worker *w, struct nlpd_batch *batch)
             }
         if (n && p->stages[si].shadow)
             run_shadow(w, si, w->scratch, n);
-    }
-    if (p->test_delay_ms > 0) {
-        struct timespec ts = {p->test_delay_ms / 1000, p->test_delay_ms % 1000 * 1000000L};
-        nanosleep(&ts, NULL);
     }
 }
 
