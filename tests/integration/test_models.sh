@@ -135,6 +135,14 @@ def canaried(run):
 s1, s2 = canaried(c1), canaried(c2)
 assert 400 <= len(s1) <= 600, ("canary share", len(s1))
 assert s1 == s2, ("second run differs", len(s1 ^ s2))
+# the documented split, implemented here independently: any node computes the same set
+def fnv_fmix(salt, data):
+    h, M = 0xcbf29ce484222325, 2**64 - 1
+    for b in salt.encode() + b"\0" + data.encode():
+        h = ((h ^ b) * 0x100000001b3) & M
+    h ^= h >> 33; h = (h * 0xff51afd7ed558ccd) & M; h ^= h >> 33; h = (h * 0xc4ceb9fe1a85ec53) & M; h ^= h >> 33
+    return h
+assert s1 == {r["id"] for r in c1 if (fnv_fmix("sentiment", r["id"]) >> 11) / 2**53 < 0.25}, "not the documented hash"
 for r, p, f in zip(c1, pol, full):
     m = r["meta"]["models"]["sentiment"]
     ref = f if r["id"] in s1 else p
