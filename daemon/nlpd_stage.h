@@ -233,6 +233,9 @@ struct nlpd_stage_plugin {
     /* Non-zero: the stage batches its model under a padded-token budget. The framework then accepts the
      * stage's `max_tokens` option (default batch.max_tokens) and passes the value as inst->max_tokens. */
     int token_budget;
+    /* Optional, after init: the distinct labels the stage can write (up to cap into out; returns how many there
+     * are). The framework refuses a shadow whose label set differs from the primary's: they could not agree. */
+    size_t (*labels)(void *ctx, const char **out, size_t cap);
 };
 
 /* ---- per-language models: what every model stage's `model` / `models` options mean ---- */

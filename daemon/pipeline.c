@@ -494,6 +494,40 @@ out:
     return v;
 }
 
+/* "a, b, c" of up to 64 labels, sorted (so that two sets print alike), into out. */
+static size_t label_set(const struct stage_inst *s, const char **labels, char *out, size_t cap)
+{
+    size_t n = s->plugin->labels(s->ctx, labels, 64);
+    if (n > 64)
+        n = 64;
+    qsort(labels, n, sizeof *labels, cmp_names);
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && o < cap; i++)
+        o += (size_t)snprintf(out + o, cap - o, "%s%s", i ? ", " : "", labels[i]);
+    return n;
+}
+
+/* A shadow is compared label for label: its labels must be the primary's (map them with the stage's `labels`). */
+static int check_labels(const struct nlpd_config *cfg, const struct stage_inst *s, const config_setting_t *g,
+                        const char *section, struct nlpd_diag *diag)
+{
+    if (!s->plugin->labels)
+        return 0;
+    const char *a[64], *b[64];
+    char sa[1024], sb[1024];
+    size_t na = label_set(s, a, sa, sizeof sa), nb = label_set(s->shadow, b, sb, sizeof sb);
+    int same = na == nb;
+    for (size_t i = 0; same && i < na; i++)
+        same = !strcmp(a[i], b[i]);
+    if (!same)
+        nlpd_diag_add(diag, nlpd_conf_file(g, cfg->path), config_setting_source_line(g),
+                      "%s.shadow: its labels (%s) are not the primary's (%s), so the two cannot be compared: map "
+                      "them with labels = ((\"model label\", \"label\"), ...) in the shadow group",
+                      section, sb, sa);
+    return !same;
+}
+
 /* The stage's model management: its drift counters, and its shadow and canary when the entry has them. */
 static int build_mm(struct nlpd_pipeline *p, const struct nlpd_config *cfg, struct stage_inst *s,
                     const config_setting_t *entry, const char *section, struct nlpd_diag *diag)
@@ -519,6 +553,8 @@ static int build_mm(struct nlpd_pipeline *p, const struct nlpd_config *cfg, stru
             return 1;
         s->shadow_sample = o.sample;
         s->mm->has_shadow = 1;
+        if (check_labels(cfg, s, g, section, diag))
+            return 1;
         s->mm->shadow_id = s->shadow->model_id;
     }
     if ((g = config_setting_get_member(entry, "canary")) && !errors) {

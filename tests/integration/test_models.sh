@@ -168,14 +168,20 @@ EOF
 conf bad3 << EOF
 pipeline = ( { stage = "sentiment"; model = "$POL"; shadow = "$FULL"; } );
 EOF
-for b in bad1 bad2 bad3; do
+conf bad4 << EOF
+pipeline = ( { stage = "sentiment"; model = "$POL";
+               shadow = { model = "$FULL"; }; } );
+EOF
+for b in bad1 bad2 bad3 bad4; do
     "$NLPD" check -c "$T/$b.conf" > "$T/$b.out" 2>&1
     echo "rc=$?" >> "$T/$b.out"
 done
 if grep -q "bad1.conf:[0-9]*:.*nosuchkey.*shadow" "$T/bad1.out" && grep -q "rc=1" "$T/bad1.out" &&
     grep -q "bad2.conf:[0-9]*:.*canary.*fraction" "$T/bad2.out" && grep -q "rc=1" "$T/bad2.out" &&
-    grep -q "bad3.conf:[0-9]*:.*shadow must be a group" "$T/bad3.out" && grep -q "rc=1" "$T/bad3.out"; then
-    ok "nlpd check: unknown shadow key, canary without fraction, shadow not a group: FILE:LINE errors, exit 1"
+    grep -q "bad3.conf:[0-9]*:.*shadow must be a group" "$T/bad3.out" && grep -q "rc=1" "$T/bad3.out" &&
+    grep -q "bad4.conf:2:.*shadow: its labels (1, 2, 3, 4, 5) are not the primary's (negative, positive)" \
+        "$T/bad4.out" && grep -q "rc=1" "$T/bad4.out"; then
+    ok "nlpd check: unknown shadow key, canary without fraction, shadow not a group, shadow labels not the primary's: FILE:LINE errors, exit 1"
 else
     nok "config errors" "$(cat "$T/bad1.out" "$T/bad2.out" "$T/bad3.out")"
 fi
