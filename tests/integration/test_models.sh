@@ -213,7 +213,7 @@ kafka: { brokers = "embedded"; input_topics = ["in"]; output_topic = "out"; dlq_
 output: { format = "json"; };
 metrics: { listen = "127.0.0.1:$PORT"; };
 cache: { backend = "none"; };
-pipeline = ( { stage = "langid"; model = "$LID"; low_confidence = 0.9; },
+pipeline = ( { stage = "langid"; model = "$LID"; low_confidence = 0.9; shadow = { model = "$LID"; }; },
              { stage = "sentiment"; model = "$POL"; shadow = { model = "$FULL"; $FULL_LABELS }; } );
 EOF
 sed 's/cache: .*//; s/kafka: .*//; s/metrics: .*//; s/output: .*//' "$T/run.conf" > "$T/live.conf"
@@ -266,12 +266,66 @@ assert agree + disagree == n and disagree > 0
 assert m[("nlpd_shadow_score_diff_count", 'stage="sentiment"')] == n
 assert ("nlpd_shadow_batch_seconds_count", 'stage="sentiment"') in m
 assert any(k[0] == "nlpd_model_info" and 'role="shadow"' in k[1] for k in m)
+assert m[("nlpd_shadow_predictions_total", 'stage="langid",agreement="agree"')] == n  # the same model: all agree
+assert m[("nlpd_shadow_predictions_total", 'stage="langid",agreement="disagree"')] == 0
 print("%d records, %d languages, %d/%d shadow agreement" % (n, len({r["lang"]["code"] for r in recs}), agree, n))
 PY
 ); then
     ok "live scrape: nlpd_stage_results_total, nlpd_stage_score, nlpd_stage_input_bytes, low-confidence and shadow counts match the outputs ($out)"
 else
     nok "live drift metrics" "$out"
+fi
+# 6b. SIGHUP: the sentiment shadow becomes a canary, live. Counters start afresh with the new pipeline; the canary
+# serves the records the documented hash of their id picks, and nlpd_model_info names it.
+cp "$T/run.conf" "$T/run_shadow.conf"
+cat > "$T/run.conf" << EOF
+kafka: { brokers = "embedded"; input_topics = ["in"]; output_topic = "out"; dlq_topic = "dlq"; };
+output: { format = "json"; };
+metrics: { listen = "127.0.0.1:$PORT"; };
+cache: { backend = "none"; };
+pipeline = ( { stage = "langid"; model = "$LID"; low_confidence = 0.9; shadow = { model = "$LID"; }; },
+             { stage = "sentiment"; model = "$POL";
+               canary = { model = "$FULL"; fraction = 0.25; key = "id"; $FULL_LABELS }; } );
+EOF
+kill -HUP "$pid"
+for _ in $(seq 100); do
+    grep -q 'reload: applied' "$T/nlpd.log" && break
+    sleep 0.2
+done
+sed -n "$((N + 1)),$((N + 200))p" "$T/in.jsonl" > "$T/live2.jsonl"
+timeout 60 "$TOOL" produce "$bs" in < "$T/live2.jsonl" > /dev/null 2>&1
+for _ in $(seq 150); do
+    curl -s "http://127.0.0.1:$PORT/metrics" > "$T/m3.txt"
+    grep -q "^nlpd_records_produced_total $((N + 200))$" "$T/m3.txt" && break
+    sleep 0.2
+done
+if out=$(python3 - "$T/m3.txt" "$T/live2.jsonl" << 'PY' 2>&1
+import json, re, sys
+m = {}
+for ln in open(sys.argv[1]):
+    x = re.fullmatch(r'([a-z_]+)(\{(.*)\})? (\S+)\n', ln)
+    if x:
+        m[(x.group(1), x.group(3) or "")] = float(x.group(4))
+ids = [json.loads(l)["id"] for l in open(sys.argv[2])]
+def fnv_fmix(salt, data):
+    h, M = 0xcbf29ce484222325, 2**64 - 1
+    for b in salt.encode() + b"\0" + data.encode():
+        h = ((h ^ b) * 0x100000001b3) & M
+    h ^= h >> 33; h = (h * 0xff51afd7ed558ccd) & M; h ^= h >> 33; h = (h * 0xc4ceb9fe1a85ec53) & M; h ^= h >> 33
+    return h
+want = sum((fnv_fmix("sentiment", i) >> 11) / 2**53 < 0.25 for i in ids)
+c = {k[1].split('role="')[1].split('"')[0]: v for k, v in m.items() if k[0] == "nlpd_canary_records_total"}
+assert c == {"primary": len(ids) - want, "canary": want}, (c, want)
+assert any(k[0] == "nlpd_model_info" and 'stage="sentiment"' in k[1] and 'role="canary"' in k[1] and
+           "amazon_review_full.ftz@sha256:" in k[1] for k in m), "model_info"
+assert not any(k[0] == "nlpd_shadow_predictions_total" and 'stage="sentiment"' in k[1] for k in m), "old shadow"
+assert m[("nlpd_shadow_predictions_total", 'stage="langid",agreement="agree"')] == len(ids)
+print("%d of %d records to the canary" % (want, len(ids)))
+PY
+); then
+    ok "SIGHUP turns the shadow into a 25% canary live: $out, as the documented hash says; model_info role=canary"
+else
+    nok "reload shadow -> canary" "$out"
 fi
 kill -TERM "$pid" 2> /dev/null
 wait "$pid" 2> /dev/null
@@ -281,7 +335,7 @@ pid=
 # while it is paused the shadow is skipped first, and every sampled record is counted once: compared or skipped.
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 sed "s/127.0.0.1:[0-9]*/127.0.0.1:$PORT/; s/^cache: .*/&\nflow: { max_inflight = 20; };\nbatch: { max_records = 10; };/" \
-    "$T/run.conf" > "$T/slow.conf"
+    "$T/run_shadow.conf" > "$T/slow.conf"
 NLPD_TEST_BATCH_DELAY_MS=100 "$NLPD" run -c "$T/slow.conf" > "$T/slow.log" 2>&1 &
 pid=$!
 bs=
