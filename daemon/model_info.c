@@ -113,8 +113,9 @@ void nlpd_model_info_print(FILE *f, const char *stage, const char *role, const c
 {
     struct nlpd_model_provenance pv;
     nlpd_model_provenance(path ? path : "", &pv);
-    fprintf(f, "%s (%s)\n  model:        %s\n  path:         %s\n  architecture: %s\n  dtype:        %s\n"
-               "  labels:       %s\n  source:       %s%s%s\n",
+    fprintf(f,
+            "%s (%s)\n  model:        %s\n  path:         %s\n  architecture: %s\n  dtype:        %s\n"
+            "  labels:       %s\n  source:       %s%s%s\n",
             stage, role, id, path ? path : "", pv.arch[0] ? pv.arch : "-", pv.dtype[0] ? pv.dtype : "-",
             pv.labels[0] ? pv.labels : "-", pv.source, pv.revision[0] ? " @ " : "", pv.revision);
 }

@@ -8,11 +8,11 @@
 #include "buf.h"
 
 struct nlpd_model_provenance {
-    char arch[128];     /* config.json architectures[0] (else model_type), "fasttext" for .bin/.ftz, else "" */
-    char dtype[32];     /* config.json torch_dtype, else "" */
-    char labels[512];   /* config.json id2label values in id order, comma-separated, else "" */
-    char source[256];   /* config.json _name_or_path, else README.md's base_model, else the path */
-    char revision[64];  /* config.json _commit_hash, else "" */
+    char arch[128];    /* config.json architectures[0] (else model_type), "fasttext" for .bin/.ftz, else "" */
+    char dtype[32];    /* config.json torch_dtype, else "" */
+    char labels[512];  /* config.json id2label values in id order, comma-separated, else "" */
+    char source[256];  /* config.json _name_or_path, else README.md's base_model, else the path */
+    char revision[64]; /* config.json _commit_hash, else "" */
 };
 
 /* Fills out from a model file or folder; unknown fields stay empty (never an error: provenance is best effort). */

@@ -109,8 +109,7 @@ void nlpd_mm_observe(struct nlpd_mm_stage *m, unsigned results, const struct nlp
     }
 }
 
-int nlpd_mm_compare(struct nlpd_mm_stage *m, unsigned results, const struct nlpd_record *a,
-                    const struct nlpd_record *b)
+int nlpd_mm_compare(struct nlpd_mm_stage *m, unsigned results, const struct nlpd_record *a, const struct nlpd_record *b)
 {
     int same = 1;
     double diff = 0;
@@ -241,8 +240,8 @@ void nlpd_mm_metrics(struct nlpd_mm_stage *const *ms, size_t n, struct nlpd_buf 
             if (!ms[i]->has_canary)
                 continue;
             nlpd_metric_label(esc, sizeof esc, ms[i]->name);
-            nlpd_buf_printf(out, "nlpd_canary_records_total{stage=\"%s\",role=\"primary\",model=\"%s\"} %llu\n",
-                            esc, nlpd_metric_label(lab, sizeof lab, ms[i]->primary_id ? ms[i]->primary_id : ""),
+            nlpd_buf_printf(out, "nlpd_canary_records_total{stage=\"%s\",role=\"primary\",model=\"%s\"} %llu\n", esc,
+                            nlpd_metric_label(lab, sizeof lab, ms[i]->primary_id ? ms[i]->primary_id : ""),
                             (unsigned long long)load(&ms[i]->served_primary));
             nlpd_buf_printf(out, "nlpd_canary_records_total{stage=\"%s\",role=\"canary\",model=\"%s\"} %llu\n", esc,
                             nlpd_metric_label(lab, sizeof lab, ms[i]->canary_id ? ms[i]->canary_id : ""),

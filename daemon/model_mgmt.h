@@ -18,7 +18,7 @@ enum nlpd_mm_key { NLPD_MM_KEY_ID, NLPD_MM_KEY_KEY, NLPD_MM_KEY_TEXT };
 
 /* Per stage instance: its signals, updated from any worker thread. */
 struct nlpd_mm_stage {
-    const char *name; /* the stage instance's name (not owned) */
+    const char *name;      /* the stage instance's name (not owned) */
     double low_confidence; /* results with a confidence under it count as low-confidence (0: none) */
     int has_shadow, has_canary;
     const char *primary_id, *shadow_id, *canary_id; /* model ids (not owned) */

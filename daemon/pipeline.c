@@ -104,8 +104,8 @@ static const struct nlpd_conf_entry canary_map[] = {
     {"fraction", NLPD_CONF_FLOAT, NULL, offsetof(struct mm_opts, fraction), NLPD_CONF_REQUIRED, NULL, 0, 1,
      "share of the records the canary model serves instead of the primary"},
     {"key", NLPD_CONF_ENUM, "text", offsetof(struct mm_opts, key), 0, "id|key|text", 0, 0,
-     "what the split hashes (FNV-1a 64 of the stage name, NUL, the field, then murmur3 fmix64): the record id, the Kafka key (each "
-     "falls back to the text when absent) or the text; the same record always gets the same model"},
+     "what the split hashes (FNV-1a 64 of the stage name, NUL, the field, then murmur3 fmix64): the record id, the "
+     "Kafka key (each falls back to the text when absent) or the text; the same record always gets the same model"},
     {0},
 };
 
@@ -123,15 +123,19 @@ void nlpd_stages_doc(FILE *out)
             nlpd_conf_doc(budget_map, pl->name, out);
         nlpd_conf_doc(mm_map, pl->name, out);
         if (pl->results) {
-            fprintf(out, "  %s.shadow  (group)\n      a second model run on a sample after the primary, compared "
-                         "with it, never written to the output: { model = \"...\"; sample = 1.0; } plus any of "
-                         "the stage's keys to override\n", pl->name);
+            fprintf(out,
+                    "  %s.shadow  (group)\n      a second model run on a sample after the primary, compared "
+                    "with it, never written to the output: { model = \"...\"; sample = 1.0; } plus any of "
+                    "the stage's keys to override\n",
+                    pl->name);
             char sec[96];
             snprintf(sec, sizeof sec, "%s.shadow", pl->name);
             nlpd_conf_doc(shadow_map, sec, out);
-            fprintf(out, "  %s.canary  (group)\n      a second model serving a stable share of the records: "
-                         "{ model = \"...\"; fraction = 0.1; key = \"text\"; } plus any of the stage's keys to "
-                         "override\n", pl->name);
+            fprintf(out,
+                    "  %s.canary  (group)\n      a second model serving a stable share of the records: "
+                    "{ model = \"...\"; fraction = 0.1; key = \"text\"; } plus any of the stage's keys to "
+                    "override\n",
+                    pl->name);
             snprintf(sec, sizeof sec, "%s.canary", pl->name);
             nlpd_conf_doc(canary_map, sec, out);
         }
@@ -146,7 +150,7 @@ struct stage_inst {
     struct nlpd_when *when;
     char *name;
     char *model_id;
-    char *model_path; /* the file or folder model_id digests */
+    char *model_path;   /* the file or folder model_id digests */
     char *key_material; /* stage name, model digest and output-changing options: the cache key's prefix */
     uint64_t hits, misses; /* cache counters (atomic) */
     struct nlpd_histogram compute_ms; /* time of the stage on one batch, cache lookups included */
@@ -172,7 +176,7 @@ struct worker {
     struct nlpd_record **to_run;
     size_t cache_cap;
     size_t padded_tokens; /* reported by the current stage over its process() calls on one micro-batch */
-    void **vtstate; /* per stage: [2i] its shadow's thread state, [2i + 1] its canary's */
+    void **vtstate;       /* per stage: [2i] its shadow's thread state, [2i + 1] its canary's */
     struct nlpd_record **canary_list;
     struct nlpd_record *shadow_recs; /* scratch records the shadow writes into */
     struct nlpd_record **shadow_ptrs, **shadow_of;
@@ -194,7 +198,7 @@ struct nlpd_pipeline {
     void (*on_space)(void *user); /* see nlpd_pipeline_on_space() */
     void *on_space_user;
     int stopping, fatal, nworkers;
-    int pressure; /* set by the input while it holds back for the pipeline: shadows are skipped (atomic) */
+    int pressure;       /* set by the input while it holds back for the pipeline: shadows are skipped (atomic) */
     long test_delay_ms; /* NLPD_TEST_BATCH_DELAY_MS: a slow stage on demand, for flow-control tests */
     struct worker *workers;
     struct worker inline_worker;
@@ -436,7 +440,8 @@ static struct stage_inst *build_variant(const struct nlpd_config *cfg, const str
     for (size_t i = 0; own[i].type != NLPD_CONF_END && i < 7; i++)
         own_keys[i] = own[i].key;
     int errors = 0;
-    if (!v || !entry_keys || !group_keys || !sub || !(v->ctx = calloc(1, s->plugin->ctx_size ? s->plugin->ctx_size : 1))) {
+    if (!v || !entry_keys || !group_keys || !sub ||
+        !(v->ctx = calloc(1, s->plugin->ctx_size ? s->plugin->ctx_size : 1))) {
         nlpd_diag_add(diag, file, line, "out of memory");
         errors++;
         goto out;
@@ -561,8 +566,9 @@ static int build_mm(struct nlpd_pipeline *p, const struct nlpd_config *cfg, stru
         s->canary = build_variant(cfg, s, entry, g, "canary", canary_map, &o, section, diag);
         if (s->canary) {
             s->canary_fraction = o.fraction;
-            s->canary_key = !strcmp(o.key, "id") ? NLPD_MM_KEY_ID : !strcmp(o.key, "key") ? NLPD_MM_KEY_KEY
-                                                                                          : NLPD_MM_KEY_TEXT;
+            s->canary_key = !strcmp(o.key, "id")    ? NLPD_MM_KEY_ID
+                            : !strcmp(o.key, "key") ? NLPD_MM_KEY_KEY
+                                                    : NLPD_MM_KEY_TEXT;
             s->mm->has_canary = 1;
             s->mm->canary_id = s->canary->model_id;
         }
@@ -991,7 +997,8 @@ static void run_shadow(struct worker *w, size_t si, struct nlpd_record **recs, s
     double t0 = nlpd_now();
     struct nlpd_batch b = {.n = m, .recs = w->shadow_ptrs};
     struct nlpd_error err = {0};
-    enum nlpd_stage_status st = s->shadow->plugin->process(&s->shadow->inst, s->shadow->ctx, w->vtstate[2 * si], &b, &err);
+    enum nlpd_stage_status st =
+        s->shadow->plugin->process(&s->shadow->inst, s->shadow->ctx, w->vtstate[2 * si], &b, &err);
     nlpd_histogram_observe(&s->mm->shadow_ms, (nlpd_now() - t0) * 1e3);
     if (st != NLPD_STAGE_OK) /* a shadow never fails the pipeline */
         nlpd_log(NLPD_LOG_WARNING, s->shadow->name, "shadow batch failed: %s",

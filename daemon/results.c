@@ -818,7 +818,6 @@ static const struct nlpd_result_field moderation_fields[] = {
 
 /* ---- the table ---- */
 
-
 /* ---- shadow comparison and drift signals (daemon/model_mgmt.c) ---- */
 
 static int lang_same(const struct nlpd_record *a, const struct nlpd_record *b)
@@ -951,10 +950,10 @@ static int moderation_conf(const struct nlpd_record *r, float *score)
 }
 
 const struct nlpd_result_type nlpd_result_types[] = {
-    {NLPD_RESULT_LANG, "lang", lang_is_set, lang_clear, lang_json, lang_avro, lang_cache_put, lang_cache_get,
-     lang_move, lang_fields, lang_same, lang_labels, lang_conf},
-    {NLPD_RESULT_TRANSLATION, "translation", translation_is_set, translation_clear, translation_json,
-     translation_avro, translation_cache_put, translation_cache_get, translation_move, translation_fields, translation_same, no_labels,
+    {NLPD_RESULT_LANG, "lang", lang_is_set, lang_clear, lang_json, lang_avro, lang_cache_put, lang_cache_get, lang_move,
+     lang_fields, lang_same, lang_labels, lang_conf},
+    {NLPD_RESULT_TRANSLATION, "translation", translation_is_set, translation_clear, translation_json, translation_avro,
+     translation_cache_put, translation_cache_get, translation_move, translation_fields, translation_same, no_labels,
      no_conf},
     {NLPD_RESULT_SENTIMENT, "sentiment", sentiment_is_set, sentiment_clear, sentiment_json, sentiment_avro,
      sentiment_cache_put, sentiment_cache_get, sentiment_move, sentiment_fields, sentiment_same, sentiment_labels,
