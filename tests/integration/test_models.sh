@@ -112,6 +112,41 @@ else
     nok "different shadow leaves outputs alone" "$(diff <(strip pol) <(strip shadow_full) | head -n 4)"
 fi
 
+# 2b. Hugging Face folders (tests/fixtures/hf-tiny): a NER shadow with the same model agrees on every entity set;
+# a sentiment shadow of another architecture agrees where the two models' separate runs give the same label.
+HF=$ROOT/tests/fixtures/hf-tiny
+MAP='labels = (("contradiction", "negative"), ("entailment", "positive"));'
+head -n 60 "$T/in.jsonl" > "$T/hf.jsonl"
+conf hf_a << EOF
+pipeline = ( { stage = "sentiment"; model = "$HF/bert-seq-cls"; } );
+EOF
+conf hf_b << EOF
+pipeline = ( { stage = "sentiment"; model = "$HF/xlm-roberta-seq-cls"; $MAP } );
+EOF
+conf hf_shadow << EOF
+pipeline = ( { stage = "ner"; model = "$HF/bert-token-cls"; shadow = { model = "$HF/bert-token-cls"; }; },
+             { stage = "sentiment"; model = "$HF/bert-seq-cls"; shadow = { model = "$HF/xlm-roberta-seq-cls"; $MAP }; } );
+EOF
+for c in hf_a hf_b hf_shadow; do
+    timeout 120 "$NLPD" pipe -c "$T/$c.conf" < "$T/hf.jsonl" > "$T/$c.out" 2> "$T/$c.err" ||
+        nok "nlpd pipe ($c)" "$(tail -n 3 "$T/$c.err")"
+done
+expect=$(python3 - "$T/hf_a.out" "$T/hf_b.out" << 'PY'
+import json, sys
+a = [json.loads(l)["sentiment"]["label"] for l in open(sys.argv[1])]
+b = [json.loads(l)["sentiment"]["label"] for l in open(sys.argv[2])]
+same = sum(x == y for x, y in zip(a, b))
+print(same, len(a) - same)
+PY
+)
+read -r agree disagree <<< "$expect"
+if grep -q "shadow ner: 60 agree, 0 disagree, 0 skipped, 0 failed" "$T/hf_shadow.err" && [ "${disagree:-0}" -gt 0 ] &&
+    grep -q "shadow sentiment: $agree agree, $disagree disagree, 0 skipped, 0 failed" "$T/hf_shadow.err"; then
+    ok "HF folders: NER shadow = primary agrees on all 60 entity sets; BERT vs XLM-R shadow: $agree agree, $disagree disagree, as the separate runs predict"
+else
+    nok "HF shadows" "expected sentiment '$expect', got: $(grep shadow "$T/hf_shadow.err")"
+fi
+
 # A sampled shadow: a stable share of the records (by the hash of the text), the same on every run.
 q=$(grep -o 'shadow sentiment: [0-9]* agree, 0 disagree, 0 skipped, 0 failed' "$T/shadow_quarter.err" | awk '{print $3}')
 cp "$T/shadow_quarter.err" "$T/shadow_quarter1.err"
