@@ -988,6 +988,8 @@ static void run_shadow(struct worker *w, size_t si, struct nlpd_record **recs, s
         struct nlpd_record *t = &w->shadow_recs[i];
         memset(t, 0, sizeof *t);
         t->text = r->text, t->text_len = r->text_len;
+        if (mask & NLPD_RESULT_TRANSLATION) /* the primary's translation now feeds r->text: read what it read */
+            t->text = nlpd_record_input_text(r, &t->text_len);
         t->lang = r->lang;
         t->id = r->id, t->key = r->key, t->key_len = r->key_len, t->topic = r->topic;
         if (mask & NLPD_RESULT_LANG) /* langid's own result: the shadow writes it afresh */

@@ -147,6 +147,35 @@ else
     nok "HF shadows" "expected sentiment '$expect', got: $(grep shadow "$T/hf_shadow.err")"
 fi
 
+# 2c. Translate: a shadow with the primary's model reads the input the primary read (not the translation that
+# now feeds later stages), so every translation agrees, and the output is the one without a shadow.
+conf tr << EOF
+pipeline = ( { stage = "langid"; model = "$LID"; },
+             { stage = "translate"; model = "$HF/marian-mt"; max_length = 12; when = "lang.code != 'en'"; } );
+EOF
+conf tr_shadow << EOF
+pipeline = ( { stage = "langid"; model = "$LID"; },
+             { stage = "translate"; model = "$HF/marian-mt"; max_length = 12; when = "lang.code != 'en'";
+               shadow = { model = "$HF/marian-mt"; }; } );
+EOF
+cat > "$T/tr.jsonl" << 'EOF'
+{"id": "de", "text": "Das ist ein sehr gutes Produkt. Ich bin wirklich zufrieden!"}
+{"id": "fr", "text": "Le service client était horrible et lent."}
+{"id": "es", "text": "El producto llegó roto y nadie me ayudó."}
+{"id": "en", "text": "This is a great product, I love it."}
+EOF
+for c in tr tr_shadow; do
+    timeout 120 "$NLPD" pipe -c "$T/$c.conf" < "$T/tr.jsonl" > "$T/$c.out" 2> "$T/$c.err" ||
+        nok "nlpd pipe ($c)" "$(tail -n 3 "$T/$c.err")"
+done
+ntr=$(grep -c '"translation":{' "$T/tr.out")
+if [ "$ntr" -ge 2 ] && grep -q "shadow translate: $ntr agree, 0 disagree, 0 skipped, 0 failed" "$T/tr_shadow.err" &&
+    cmp -s <(strip tr) <(strip tr_shadow); then
+    ok "translate shadow = primary: all $ntr translations agree, outputs unchanged"
+else
+    nok "translate shadow" "$ntr translated; $(grep shadow "$T/tr_shadow.err"); $(diff <(strip tr) <(strip tr_shadow) | head -n 4)"
+fi
+
 # A sampled shadow: a stable share of the records (by the hash of the text), the same on every run.
 q=$(grep -o 'shadow sentiment: [0-9]* agree, 0 disagree, 0 skipped, 0 failed' "$T/shadow_quarter.err" | awk '{print $3}')
 cp "$T/shadow_quarter.err" "$T/shadow_quarter1.err"
