@@ -137,6 +137,25 @@ static void test_drift_counts(void)
     nlpd_mm_stage_fini(&m);
 }
 
+/* meta.models names the model that wrote each result: a stage's canary for records with its canary_run bit. */
+static void test_meta_models_canary(void)
+{
+    struct nlpd_item it = {0};
+    it.rec.text = "t";
+    it.rec.text_len = 1;
+    it.rec.stages_run = 1u << 0 | 1u << 1;
+    it.rec.canary_run = 1u << 1;
+    struct nlpd_model_ref m[2] = {{0, "langid", "lid@sha256:00", "lid217@sha256:99"},
+                                  {1, "sentiment", "pol@sha256:11", "full@sha256:22"}};
+    struct nlpd_buf b = {0};
+    nlpd_item_encode_json(&it, m, 2, 0.0, &b);
+    CHECK_STR_CONTAINS(b.data, "\"models\":{\"langid\":\"lid@sha256:00\",\"sentiment\":\"full@sha256:22\"}");
+    CHECK(!strcmp(nlpd_model_ref_id(&m[1], &it.rec), "full@sha256:22"));
+    it.rec.canary_run = 0;
+    CHECK(!strcmp(nlpd_model_ref_id(&m[1], &it.rec), "pol@sha256:11"));
+    nlpd_buf_free(&b);
+}
+
 int main(void)
 {
     RUN(test_hash_is_the_documented_one);
@@ -144,5 +163,6 @@ int main(void)
     RUN(test_key_of);
     RUN(test_comparators);
     RUN(test_drift_counts);
+    RUN(test_meta_models_canary);
     return TEST_REPORT();
 }
