@@ -125,7 +125,7 @@ static int fill(avro_value_t *v, const struct nlpd_item *item, const struct nlpd
             continue;
         avro_value_t e;
         TRY(avro_value_add(&m, models[i].stage, &e, NULL, NULL));
-        TRY(avro_value_set_string(&e, models[i].id));
+        TRY(avro_value_set_string(&e, nlpd_model_ref_id(&models[i], r)));
     }
     return 0;
 }

@@ -141,6 +141,12 @@ struct nlpd_record {
     const char *topic; /* the input topic (Kafka input), NULL otherwise */
     /* Bit i set by the framework when pipeline stage i processed this record (i < 32). */
     uint32_t stages_run;
+    /* Bit i set when stage i's canary model (not its primary) processed this record. */
+    uint32_t canary_run;
+    /* What a canary split may hash (set by the decoders): the record id (NULL when absent), the Kafka key. */
+    const char *id;
+    const char *key;
+    size_t key_len;
     /* Set by nlpd_record_fail(); a failed record is skipped by later stages and dead-lettered. */
     char *error;
     const char *error_stage;
@@ -227,6 +233,9 @@ struct nlpd_stage_plugin {
     /* Non-zero: the stage batches its model under a padded-token budget. The framework then accepts the
      * stage's `max_tokens` option (default batch.max_tokens) and passes the value as inst->max_tokens. */
     int token_budget;
+    /* Optional, after init: the distinct labels the stage can write (up to cap into out; returns how many there
+     * are). The framework refuses a shadow whose label set differs from the primary's: they could not agree. */
+    size_t (*labels)(void *ctx, const char **out, size_t cap);
 };
 
 /* ---- per-language models: what every model stage's `model` / `models` options mean ---- */

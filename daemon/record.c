@@ -332,6 +332,7 @@ int nlpd_item_set_text(struct nlpd_item *item, const struct nlpd_input_conf *in,
         FAIL("text is not valid UTF-8 (byte %ld)", bad);
     item->rec.text = s;
     item->rec.text_len = n;
+    item->rec.id = item->id; /* decoders read the id first */
     return 0;
 }
 
@@ -423,7 +424,8 @@ void nlpd_item_encode_json(const struct nlpd_item *item, const struct nlpd_model
         first = 0;
         nlpd_buf_json_string(out, models[i].stage, strlen(models[i].stage));
         nlpd_buf_puts(out, ":");
-        nlpd_buf_json_string(out, models[i].id, strlen(models[i].id));
+        const char *id = nlpd_model_ref_id(&models[i], r);
+        nlpd_buf_json_string(out, id, strlen(id));
     }
     nlpd_buf_puts(out, "}}}");
 }

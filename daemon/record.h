@@ -50,7 +50,14 @@ struct nlpd_model_ref {
     unsigned stage_index; /* position in the pipeline: matches nlpd_record.stages_run bits */
     const char *stage;
     const char *id; /* e.g. "lid.176.ftz@sha256:8f34..." */
+    const char *canary_id; /* the stage's canary model (records with their canary_run bit), NULL without one */
 };
+
+/* The model that wrote stage m's result of r: its canary's or its primary's. */
+static inline const char *nlpd_model_ref_id(const struct nlpd_model_ref *m, const struct nlpd_record *r)
+{
+    return m->canary_id && m->stage_index < 32 && (r->canary_run & (1u << m->stage_index)) ? m->canary_id : m->id;
+}
 
 /* Appends the enriched record (one JSON object, no newline); meta.models names the models of the
  * stages that processed this record. */

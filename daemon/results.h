@@ -66,6 +66,13 @@ struct nlpd_result_type {
     /* Replaces dst's result by src's (which is left cleared). */
     void (*move)(struct nlpd_record *dst, struct nlpd_record *src);
     const struct nlpd_result_field *fields; /* terminated by a NULL name */
+    /* Shadow agreement: whether two set results say the same (label equality for classifiers, the same entity
+     * set for NER, the same text for translation, the same language for langid). */
+    int (*same)(const struct nlpd_record *a, const struct nlpd_record *b);
+    /* Drift: the labels of a set result (up to cap into out; returns how many there are), and its confidence
+     * (0: it has none). */
+    size_t (*labels)(const struct nlpd_record *r, const char **out, size_t cap);
+    int (*confidence)(const struct nlpd_record *r, float *score);
 };
 
 /* In the order of the enriched record's fields (also the order of the cache encoding). */

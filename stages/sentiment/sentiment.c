@@ -363,6 +363,27 @@ static const char *sentiment_variant(void *ctx)
     return NULL;
 }
 
+/* Every output label of every model, once each. */
+static size_t sentiment_labels(void *ctx, const char **out, size_t cap)
+{
+    const struct sentiment *s = ctx;
+    size_t n = 0;
+    for (size_t i = 0; i < s->ms.loaded; i++) {
+        const struct smodel *m = model_at(s, i);
+        for (int k = 0; k < m->nlabels && m->label_out; k++) {
+            size_t j = 0;
+            while (j < n && j < cap && strcmp(out[j], m->label_out[k]) != 0)
+                j++;
+            if (j < n)
+                continue;
+            if (n < cap)
+                out[n] = m->label_out[k];
+            n++;
+        }
+    }
+    return n;
+}
+
 const struct nlpd_stage_plugin nlpd_stage_sentiment = {
     .abi = NLPD_STAGE_ABI,
     .name = "sentiment",
@@ -377,5 +398,6 @@ const struct nlpd_stage_plugin nlpd_stage_sentiment = {
     .fini = sentiment_fini,
     .results = NLPD_RESULT_SENTIMENT,
     .model_variant = sentiment_variant,
+    .labels = sentiment_labels,
     .token_budget = 1,
 };

@@ -43,7 +43,7 @@ static void encode_enriched(void)
         /* framed: with a translation that later stages read; "text" must stay the input text */
         if (framed)
             CHECK(nlpd_record_set_translation(&it.rec, "Good day \xe2\x82\xac", 12, "de", "en", 1) == 0);
-        struct nlpd_model_ref m = {0, "langid", "lid.176.ftz@sha256:ab"};
+        struct nlpd_model_ref m = {0, "langid", "lid.176.ftz@sha256:ab", NULL};
         struct nlpd_buf b = {0};
         CHECK(nlpd_avro_out_encode(o, &it, &m, 1, 0.0, &b) == 0);
         const char *datum = b.data;

@@ -178,7 +178,7 @@ static void encoder_round_trip(void)
         strcpy(it.rec.lang.code, "en");
         it.rec.lang.score = 0.98288524f;
         it.rec.stages_run = 1u << 3;
-        struct nlpd_model_ref m[2] = {{3, "langid", "lid.176.ftz@sha256:00"}, {4, "sentiment", "x@sha256:11"}};
+        struct nlpd_model_ref m[2] = {{3, "langid", "lid.176.ftz@sha256:00", NULL}, {4, "sentiment", "x@sha256:11", NULL}};
         struct nlpd_buf b = {0};
         nlpd_item_encode_json(&it, m, 2, 0.0, &b);
         json_error_t e;
