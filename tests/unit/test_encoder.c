@@ -171,6 +171,23 @@ static void parity_one(const char *name)
                 }
             }
     }
+    /* DeBERTa's embedding output is LayerNorm(...) * attention_mask (DebertaV2Embeddings; the goldens' hidden
+     * states say so): a padded row is exactly zero, a product by 0, whatever the arithmetic before it */
+    int pad_rows = 0, pad_bad = 0;
+    for (size_t t = 0; nlpd_encoder_config(enc)->arch == NLPD_HF_DEBERTA_V2 && t < (size_t)B * S; t++) {
+        if (mask[t])
+            continue;
+        pad_rows++;
+        for (int h = 0; h < H; h++)
+            pad_bad += all[t * H + h] != 0.0f;
+    }
+    if (nlpd_encoder_config(enc)->arch == NLPD_HF_DEBERTA_V2) {
+        CHECK(pad_rows > 0); /* the golden batch has padding, or this checks nothing */
+        CHECK(pad_bad == 0);
+        if (pad_bad)
+            fprintf(stderr, "  %s: %d nonzero values in the embedding output's %d padded rows\n", name, pad_bad,
+                    pad_rows);
+    }
     printf("%-36s max |diff|: batch %.3g, single %.3g, batch-vs-single %.3g, hidden %.3g\n", name, max_batch,
            max_single, max_bvs, max_hidden);
     free(all);
