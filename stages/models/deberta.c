@@ -364,10 +364,10 @@ struct nlpd_deberta *nlpd_deberta_load(const char *dir, const struct nlpd_hf_con
     m->n_pos_terms = m->rel_on ? dc->c2p + dc->p2c : 0;
     /* 1 / sqrt(head_dim * (1 + c2p + p2c)), the factor counting the terms even without relative_attention */
     m->scale = 1.0f / sqrtf((float)m->D * (float)(1 + dc->c2p + dc->p2c));
-    if (m->n_pos_terms && strcmp(nlpd_backend_name(be), "cpu")) { /* NLPD_OP_ATTENTION_REL is a CPU kernel */
+    if (m->n_pos_terms && !nlpd_backend_supports(be, NLPD_OP_ATTENTION_REL)) { /* a borrowed backend */
         nlpd_error_set(err, NLPD_EINVAL, 0,
-                       "%s: DeBERTa's disentangled attention runs on the CPU backend only (kernels.backend = cpu), "
-                       "not on %s",
+                       "%s: DeBERTa's disentangled attention (op attention_rel) runs on the CPU backend only "
+                       "(kernels.backend = cpu or auto), not on %s",
                        dir, nlpd_backend_name(be));
         goto fail;
     }
@@ -409,6 +409,18 @@ fail_st:
 fail:
     nlpd_deberta_free(m);
     return NULL;
+}
+
+int nlpd_deberta_ops(const struct nlpd_hf_config *cfg, enum nlpd_op_kind ops[NLPD_DEBERTA_MAX_OPS])
+{
+    const struct nlpd_hf_deberta *dc = &cfg->deberta;
+    int n = 0;
+    ops[n++] = NLPD_OP_EMBED;
+    ops[n++] = NLPD_OP_MATMUL;
+    ops[n++] = NLPD_OP_LAYER_NORM;
+    ops[n++] = NLPD_OP_GATHER_ROWS; /* the padded rows of the embeddings */
+    ops[n++] = dc->relative_attention && (dc->c2p || dc->p2c) ? NLPD_OP_ATTENTION_REL : NLPD_OP_ATTENTION;
+    return n;
 }
 
 void nlpd_deberta_free(struct nlpd_deberta *m)
