@@ -274,7 +274,7 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
         return NULL;
     }
     char why[NLPD_BACKEND_REASON_MAX] = "";
-    int lacks_op = 0; /* set: CUDA works, but lacks an op of the model (why says which) */
+    int lacks_op = 0;                 /* set: CUDA works, but lacks an op of the model (why says which) */
     if (o.dtype == NLPD_DTYPE_INT8) { /* int8 products are the CPU backend's only */
         if (kind == NLPD_BACKEND_CUDA) {
             nlpd_error_set(err, NLPD_EINVAL, 0, "kernels backend \"cuda\": dtype int8 runs on the CPU backend only "

@@ -466,8 +466,8 @@ static size_t ws_floats(const struct nlpd_deberta *m, int B, int S, size_t *offs
     size_t T = (size_t)B * S, H = (size_t)m->H, I = (size_t)m->cfg->intermediate_size;
     size_t L = m->num_labels ? (size_t)m->num_labels : 1;
     size_t sizes[WS_PARTS] = {
-        T * H, T * 3 * H, T * H, T * H + H, T * I,        m->E != m->H ? T * (size_t)m->E : 1, (size_t)B * m->P,
-        T * L, T,         T,     T,         T,     2 * (size_t)S, T};
+        T * H, T * 3 * H, T * H, T * H + H,     T * I, m->E != m->H ? T * (size_t)m->E : 1, (size_t)B * m->P, T * L, T,
+        T,     T,         T,     2 * (size_t)S, T};
     size_t o = 0;
     for (int i = 0; i < WS_PARTS; i++) {
         offs[i] = o;

@@ -203,7 +203,8 @@ struct nlpd_encoder *nlpd_encoder_load(const char *dir, const struct nlpd_encode
     if (c->arch == NLPD_HF_DEBERTA_V2) {
         enum nlpd_op_kind ops[NLPD_DEBERTA_MAX_OPS];
         int n_ops = nlpd_deberta_ops(c, ops);
-        if (open_backend(enc, opts, ops, n_ops, err) || !(enc->deb = nlpd_deberta_load(dir, c, enc->task, enc->be, err)))
+        if (open_backend(enc, opts, ops, n_ops, err) ||
+            !(enc->deb = nlpd_deberta_load(dir, c, enc->task, enc->be, err)))
             goto fail;
         enc->task = nlpd_deberta_task(enc->deb);
         enc->num_labels = nlpd_deberta_num_labels(enc->deb);
