@@ -465,6 +465,7 @@ static size_t ws_floats(const struct nlpd_deberta *m, int B, int S, size_t *offs
 {
     size_t T = (size_t)B * S, H = (size_t)m->H, I = (size_t)m->cfg->intermediate_size;
     size_t L = m->num_labels ? (size_t)m->num_labels : 1;
+    /* x, qkv, ctx, tmp (+ the zero row), ffn, emb, pool, logits, ids, pos_ids, type_ids, mask, ridx, keep */
     size_t sizes[WS_PARTS] = {
         T * H, T * 3 * H, T * H, T * H + H,     T * I, m->E != m->H ? T * (size_t)m->E : 1, (size_t)B * m->P, T * L, T,
         T,     T,         T,     2 * (size_t)S, T};
