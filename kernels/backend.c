@@ -111,9 +111,17 @@ void nlpd_backend_opts_default(struct nlpd_backend_opts *o)
     pthread_mutex_unlock(&defaults_mu);
 }
 
+/* The backend choices already logged (log_choice); a new logger starts with none said. */
+static pthread_mutex_t said_mu = PTHREAD_MUTEX_INITIALIZER;
+static char said[4][NLPD_BACKEND_REASON_MAX + 64];
+static unsigned nsaid;
+
 void nlpd_kernels_set_logger(void (*fn)(const char *line))
 {
+    pthread_mutex_lock(&said_mu);
     kernels_logger = fn;
+    nsaid = 0;
+    pthread_mutex_unlock(&said_mu);
 }
 
 int nlpd_dtype_parse(const char *name)
@@ -235,21 +243,18 @@ static nlpd_cuda_create_fn load_cuda(char *why, size_t n)
  * CUDA would otherwise say "CUDA unavailable" ten times. */
 static void log_choice(const struct nlpd_backend *be)
 {
-    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    static char said[4][NLPD_BACKEND_REASON_MAX + 64];
-    static unsigned nsaid;
     void (*fn)(const char *) = kernels_logger;
     if (!fn)
         return;
     char line[NLPD_BACKEND_REASON_MAX + 64];
     snprintf(line, sizeof line, "kernels: backend %s (%s)", be->ops->name, be->reason);
     int seen = 0;
-    pthread_mutex_lock(&mu);
+    pthread_mutex_lock(&said_mu);
     for (unsigned i = 0; i < nsaid && i < 4 && !seen; i++)
         seen = strcmp(said[i], line) == 0;
     if (!seen)
         snprintf(said[nsaid++ % 4], sizeof said[0], "%s", line);
-    pthread_mutex_unlock(&mu);
+    pthread_mutex_unlock(&said_mu);
     if (!seen)
         fn(line);
 }

@@ -256,7 +256,8 @@ void nlpd_kernels_set_defaults(const char *name, int device, enum nlpd_dtype dty
 void nlpd_kernels_set_cpu_gemm(enum nlpd_cpu_gemm g);
 /* Fills o with the process defaults (name, device, dtype, cpu_gemm; threads 0, dtype_strict 0). */
 void nlpd_backend_opts_default(struct nlpd_backend_opts *o);
-/* Called with one line ("kernels: backend cuda (...)") each time a backend is created; NULL = silent. */
+/* Called with one line ("kernels: backend cuda (...)") for each distinct backend choice (a choice already said is
+ * not repeated; setting a logger starts afresh); NULL = silent. */
 void nlpd_kernels_set_logger(void (*fn)(const char *line));
 
 /* "cpu": the CPU backend. "cuda": loads libnlpd_cuda.so (next to the executable, then $NLPD_LIBDIR, then the

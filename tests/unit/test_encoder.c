@@ -742,6 +742,7 @@ static int load_on(const char *name, const char *backend, struct nlpd_error *err
     char dir[256];
     snprintf(dir, sizeof dir, FIX "%s", name);
     n_log = 0;
+    nlpd_kernels_set_logger(capture); /* afresh: a line already said is not repeated to the same logger */
     memset(err, 0, sizeof *err);
     struct nlpd_encoder *enc = nlpd_encoder_load(dir, &opts, err);
     int ok = enc != NULL;
