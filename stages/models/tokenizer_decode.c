@@ -261,7 +261,7 @@ static int char_to_byte(int32_t cp)
         for (int i = 0; i < 324; i++)
             table[i] = -1;
         for (int b = 0; b < 256; b++)
-            table[tok_byte_to_char[b]] = (int16_t)b;
+            table[nlpd_tok_byte_to_char[b]] = (int16_t)b;
         ready = 1;
     }
     return cp >= 0 && cp < 324 ? table[cp] : -1;
@@ -409,7 +409,7 @@ static int dec_replace(const struct tdec *d, struct tlist *in, struct tlist *out
         for (size_t k = 0; k < n && rc == 0;) {
             int32_t cp;
             size_t len = utf8_next(t, k, n, &cp);
-            rc = tstr_push(&s, cp, (uint32_t)k, (uint32_t)(k + len)); /* os/oe: byte range in the token */
+            rc = nlpd_tstr_push(&s, cp, (uint32_t)k, (uint32_t)(k + len)); /* os/oe: byte range in the token */
             k += len;
         }
         if (rc < 0 || (rc = tl_new(out)) < 0)
@@ -419,7 +419,7 @@ static int dec_replace(const struct tdec *d, struct tlist *in, struct tlist *out
             size_t ms = 0, me = 0;
             int found = 0;
             if (d->rx) {
-                found = trx_find(d->rx, s.c, s.n, pos, &ms, &me);
+                found = nlpd_trx_find(d->rx, s.c, s.n, pos, &ms, &me);
             } else if (d->pat_n) {
                 for (ms = pos; ms + d->pat_n <= s.n && !found; ms++) {
                     size_t k = 0;
@@ -449,7 +449,7 @@ static int dec_replace(const struct tdec *d, struct tlist *in, struct tlist *out
         if (rc == 0 && pos < s.n)
             rc = tl_app(out, t + s.c[pos].os, n - s.c[pos].os);
     }
-    tstr_free(&s);
+    nlpd_tstr_free(&s);
     return rc < 0 ? -1 : 0;
 }
 
@@ -533,7 +533,7 @@ static int run(const struct tdec *d, struct tlist *in, struct tlist *out, struct
     return 0;
 }
 
-void tdec_free(struct tdec *d)
+void nlpd_tdec_free(struct tdec *d)
 {
     if (!d)
         return;
@@ -541,13 +541,13 @@ void tdec_free(struct tdec *d)
     free(d->s2);
     free(d->pat);
     if (d->rx)
-        trx_free(d->rx);
+        nlpd_trx_free(d->rx);
     for (size_t i = 0; i < d->nsubs; i++)
-        tdec_free(&d->subs[i]);
+        nlpd_tdec_free(&d->subs[i]);
     free(d->subs);
 }
 
-int tdec_set_simple(struct tdec *d, enum tdec_type type)
+int nlpd_tdec_set_simple(struct tdec *d, enum tdec_type type)
 {
     memset(d, 0, sizeof *d);
     d->type = type;

@@ -21,17 +21,17 @@ struct tstr {
     size_t n, cap;
 };
 
-int tstr_reserve(struct tstr *s, size_t need);
-int tstr_push(struct tstr *s, int32_t cp, uint32_t os, uint32_t oe);
-void tstr_free(struct tstr *s);
+int nlpd_tstr_reserve(struct tstr *s, size_t need);
+int nlpd_tstr_push(struct tstr *s, int32_t cp, uint32_t os, uint32_t oe);
+void nlpd_tstr_free(struct tstr *s);
 
 /* Unicode predicates with the semantics of Rust's char methods (via utf8proc categories). */
-int tok_is_whitespace(int32_t cp);  /* char::is_whitespace (White_Space) */
-int tok_is_alnum(int32_t cp);       /* char::is_alphanumeric (L*, N*) */
-int tok_is_letter(int32_t cp);      /* \p{L} */
-int tok_is_number(int32_t cp);      /* \p{N} */
-int tok_is_punct(int32_t cp);       /* \p{P} */
-int tok_utf8_encode(int32_t cp, char *out); /* returns bytes written (1..4) */
+int nlpd_tok_is_whitespace(int32_t cp);  /* char::is_whitespace (White_Space) */
+int nlpd_tok_is_alnum(int32_t cp);       /* char::is_alphanumeric (L*, N*) */
+int nlpd_tok_is_letter(int32_t cp);      /* \p{L} */
+int nlpd_tok_is_number(int32_t cp);      /* \p{N} */
+int nlpd_tok_is_punct(int32_t cp);       /* \p{P} */
+int nlpd_tok_utf8_encode(int32_t cp, char *out); /* returns bytes written (1..4) */
 
 /* ------------------------------------------------------------------ vocabulary hash (string -> id) */
 struct tvocab {
@@ -42,11 +42,11 @@ struct tvocab {
     size_t mask, used;
 };
 
-int tvocab_init(struct tvocab *v, size_t expect);
+int nlpd_tvocab_init(struct tvocab *v, size_t expect);
 /* Sets token -> id (a later set of the same string wins, as HashMap::insert does). */
-int tvocab_set(struct tvocab *v, const char *s, size_t len, int32_t id);
-int32_t tvocab_get(const struct tvocab *v, const char *s, size_t len);
-void tvocab_free(struct tvocab *v);
+int nlpd_tvocab_set(struct tvocab *v, const char *s, size_t len, int32_t id);
+int32_t nlpd_tvocab_get(const struct tvocab *v, const char *s, size_t len);
+void nlpd_tvocab_free(struct tvocab *v);
 
 /* ------------------------------------------------------------------ mini regex */
 /* Backtracking matcher over code points: literals, ., classes, \s \S \d \D \w \W \p{..} \P{..}, groups (?:...) and
@@ -54,10 +54,10 @@ void tvocab_free(struct tvocab *v);
  * Anything else is rejected at load time, so a pattern that loads is matched exactly. */
 struct trx;
 /* NULL with err (the reason alone: a syntax error NLPD_EFORMAT, "regex too large" NLPD_ERANGE, NLPD_ENOMEM). */
-struct trx *trx_compile(const char *pat, size_t len, struct nlpd_error *err);
+struct trx *nlpd_trx_compile(const char *pat, size_t len, struct nlpd_error *err);
 /* Leftmost match starting at or after `from`; returns 1 and [*ms, *me) or 0. */
-int trx_find(const struct trx *rx, const struct tchar *s, size_t n, size_t from, size_t *ms, size_t *me);
-void trx_free(struct trx *rx);
+int nlpd_trx_find(const struct trx *rx, const struct tchar *s, size_t n, size_t from, size_t *ms, size_t *me);
+void nlpd_trx_free(struct trx *rx);
 
 /* ------------------------------------------------------------------ normalisers */
 enum tnorm_type {
@@ -84,10 +84,10 @@ struct tnorm {
 };
 
 /* Normalises s in place (tmp is scratch). Returns 0 or NLPD_ENOMEM. */
-int tnorm_apply(const struct tnorm *n, struct tstr *s, struct tstr *tmp);
-void tnorm_free(struct tnorm *n);
+int nlpd_tnorm_apply(const struct tnorm *n, struct tstr *s, struct tstr *tmp);
+void nlpd_tnorm_free(struct tnorm *n);
 /* Checks and indexes a decoded precompiled_charsmap blob (takes ownership of blob). 0 or -1. */
-int tnorm_precompiled_init(struct tnorm *n, uint8_t *blob, size_t len);
+int nlpd_tnorm_precompiled_init(struct tnorm *n, uint8_t *blob, size_t len);
 
 /* ------------------------------------------------------------------ pre-tokenisers */
 enum tpre_type {
@@ -119,12 +119,12 @@ struct tpieces {
     size_t n, cap;
 };
 
-int tpieces_add(struct tpieces *p, const struct tchar *c, size_t n);
-void tpieces_free(struct tpieces *p);
+int nlpd_tpieces_add(struct tpieces *p, const struct tchar *c, size_t n);
+void nlpd_tpieces_free(struct tpieces *p);
 /* Pre-tokenises every piece of in into out (cleared first); tmp is scratch. 0 or NLPD_ENOMEM. */
-int tpre_apply(const struct tpre *pt, struct tpieces *in, struct tpieces *out, struct tpieces *tmp);
-void tpre_free(struct tpre *pt);
-extern const int32_t tok_byte_to_char[256]; /* ByteLevel's bytes_char table */
+int nlpd_tpre_apply(const struct tpre *pt, struct tpieces *in, struct tpieces *out, struct tpieces *tmp);
+void nlpd_tpre_free(struct tpre *pt);
+extern const int32_t nlpd_tok_byte_to_char[256]; /* ByteLevel's bytes_char table */
 
 /* ------------------------------------------------------------------ models */
 enum tmodel_type { TM_WORDPIECE, TM_UNIGRAM, TM_BPE };
@@ -167,11 +167,11 @@ struct tscratch_model {
 };
 
 /* Tokenises one pre-tokenised piece (UTF-8, s[0..len)) and appends its tokens to sc->t. 0 or negative code. */
-int tmodel_tokenize(const struct tmodel *m, const char *s, size_t len, struct tscratch_model *sc,
+int nlpd_tmodel_tokenize(const struct tmodel *m, const char *s, size_t len, struct tscratch_model *sc,
                     struct nlpd_error *err);
-int tmodel_merge_add(struct tmodel *m, int32_t left, int32_t right, int32_t rank, int32_t id);
-void tmodel_free(struct tmodel *m);
-void tscratch_model_free(struct tscratch_model *sc);
+int nlpd_tmodel_merge_add(struct tmodel *m, int32_t left, int32_t right, int32_t rank, int32_t id);
+void nlpd_tmodel_free(struct tmodel *m);
+void nlpd_tscratch_model_free(struct tscratch_model *sc);
 
 /* ------------------------------------------------------------------ decoders (tokenizer_decode.c) */
 enum tdec_type {
@@ -194,10 +194,10 @@ struct tdec {
     size_t nsubs;
 };
 
-void tdec_free(struct tdec *d); /* frees what d owns, not d */
+void nlpd_tdec_free(struct tdec *d); /* frees what d owns, not d */
 /* The decoder transformers' converters give a legacy folder: TD_WORDPIECE ("##", cleanup), TD_METASPACE
  * (U+2581, always) or TD_BYTELEVEL. 0 or NLPD_ENOMEM. */
-int tdec_set_simple(struct tdec *d, enum tdec_type type);
+int nlpd_tdec_set_simple(struct tdec *d, enum tdec_type type);
 
 /* ------------------------------------------------------------------ the tokenizer */
 struct added_tok {
@@ -242,22 +242,22 @@ struct nlpd_tokenizer {
     int clean_up_spaces;      /* tokenizer_config.json clean_up_tokenization_spaces (transformers' decode) */
 };
 
-struct nlpd_tokenizer *tok_new(void);
+struct nlpd_tokenizer *nlpd_tok_new(void);
 /* spm.model + tokenizer_config.json (cfg) / special_tokens_map.json (map), either may be NULL: DeBERTa-v2/v3's
  * DebertaV2Converter tokenizer (tokenizer_deberta.c). */
 struct json_t;
-struct nlpd_tokenizer *tok_load_deberta_spm(const char *dir, struct json_t *cfg, struct json_t *map,
+struct nlpd_tokenizer *nlpd_tok_load_deberta_spm(const char *dir, struct json_t *cfg, struct json_t *map,
                                             struct nlpd_error *err);
 /* The same from spm.model's bytes (path names it in errors; dir, for added_tokens.json, may be NULL). */
-struct nlpd_tokenizer *tok_deberta_spm_mem(const void *data, size_t len, const char *path, const char *dir,
+struct nlpd_tokenizer *nlpd_tok_deberta_spm_mem(const void *data, size_t len, const char *path, const char *dir,
                                            struct json_t *cfg, struct json_t *map, struct nlpd_error *err);
-int tok_finish(struct nlpd_tokenizer *t, const char *pad_token);
-int tok_add_token(struct nlpd_tokenizer *t, const char *content, size_t len, int32_t id, int special,
+int nlpd_tok_finish(struct nlpd_tokenizer *t, const char *pad_token);
+int nlpd_tok_add_token(struct nlpd_tokenizer *t, const char *content, size_t len, int32_t id, int special,
                   int single_word, int lstrip, int rstrip, int normalized);
-int tok_post_bert_like(struct tpost *p, int32_t cls, int32_t sep, int roberta);
-int tok_unigram_finish(struct tmodel *m);
+int nlpd_tok_post_bert_like(struct tpost *p, int32_t cls, int32_t sep, int roberta);
+int nlpd_tok_unigram_finish(struct tmodel *m);
 /* err gets the reason alone ("merge token not in the vocabulary"); callers add where the merge came from. */
-int tok_bpe_add_merge(struct tmodel *m, const char *a, size_t al, const char *b, size_t bl, int32_t rank,
+int nlpd_tok_bpe_add_merge(struct tmodel *m, const char *a, size_t al, const char *b, size_t bl, int32_t rank,
                       struct nlpd_error *err);
 
 #endif

@@ -340,18 +340,18 @@ static void test_bad_folders(void)
 static void test_regex_errors(void)
 {
     struct nlpd_error err = {0};
-    struct trx *rx = trx_compile("a+b", 3, &err);
+    struct trx *rx = nlpd_trx_compile("a+b", 3, &err);
     CHECK(rx && err.code == 0);
-    trx_free(rx);
-    CHECK(trx_compile("(a", 2, &err) == NULL && err.code == NLPD_EFORMAT);
+    nlpd_trx_free(rx);
+    CHECK(nlpd_trx_compile("(a", 2, &err) == NULL && err.code == NLPD_EFORMAT);
     CHECK_STR_CONTAINS(err.message, "unbalanced (");
-    CHECK(trx_compile("a)", 2, &err) == NULL && err.code == NLPD_EFORMAT);
+    CHECK(nlpd_trx_compile("a)", 2, &err) == NULL && err.code == NLPD_EFORMAT);
     CHECK_STR_CONTAINS(err.message, "unbalanced )");
-    CHECK(trx_compile("(?<=a)", 6, &err) == NULL && err.code == NLPD_EFORMAT);
+    CHECK(nlpd_trx_compile("(?<=a)", 6, &err) == NULL && err.code == NLPD_EFORMAT);
     /* 1000 copies of a 1000-copy group: over the program bound */
-    CHECK(trx_compile("(a{1000}){1000}", 15, &err) == NULL && err.code == NLPD_ERANGE);
+    CHECK(nlpd_trx_compile("(a{1000}){1000}", 15, &err) == NULL && err.code == NLPD_ERANGE);
     CHECK_STR_CONTAINS(err.message, "regex too large");
-    CHECK(trx_compile("(", 1, NULL) == NULL); /* err may be NULL */
+    CHECK(nlpd_trx_compile("(", 1, NULL) == NULL); /* err may be NULL */
 }
 
 int main(void)
