@@ -14,8 +14,8 @@
 #include "conf_map.h"
 #include "config.h"
 #include "demo.h"
-#include "kafka.h"
 #include "diag.h"
+#include "kafka.h"
 #include "log.h"
 #include "nlpd_kernels.h"
 #include "pipe.h"
@@ -266,8 +266,8 @@ static int cmd_demo(struct opts *o)
 int main(int argc, char **argv)
 {
     nlpd_kernels_omp_env(argv); /* may re-execute nlpd with OMP_WAIT_POLICY=passive */
-    signal(SIGPIPE, SIG_IGN); /* a closed output is reported as a write error */
-    atexit(nlpd_log_flush);   /* the count of suppressed repeated log lines */
+    signal(SIGPIPE, SIG_IGN);   /* a closed output is reported as a write error */
+    atexit(nlpd_log_flush);     /* the count of suppressed repeated log lines */
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -324,8 +324,8 @@ int main(int argc, char **argv)
         return nlpd_cmd_replay(argc - 1, argv + 1);
     if (!strcmp(cmd, "run"))
         return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_run(&o);
-    static const char *const commands[] = {"run", "check", "pipe", "demo", "config-doc", "infer", "tokenize",
-                                           "replay", "models", "version", "help"};
+    static const char *const commands[] = {"run",      "check",  "pipe",   "demo",    "config-doc", "infer",
+                                           "tokenize", "replay", "models", "version", "help"};
     const char *near = nlpd_conf_suggest(cmd, commands, sizeof commands / sizeof commands[0]);
     fprintf(stderr, "nlpd: unknown command '%s'%s%s%s\n", cmd, near ? " (did you mean '" : "", near ? near : "",
             near ? "'?)" : "");

@@ -3,10 +3,10 @@
 
 #include <dirent.h>
 #include <openssl/evp.h>
-#include <sys/stat.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,11 +26,10 @@ extern const struct nlpd_stage_plugin nlpd_stage_ner;
 extern const struct nlpd_stage_plugin nlpd_stage_moderation;
 extern const struct nlpd_stage_plugin nlpd_stage_translate;
 
-static const struct nlpd_stage_plugin *const builtin[] = {&nlpd_stage_langid, &nlpd_stage_translate,
-                                                          &nlpd_stage_sentiment, &nlpd_stage_ner,
-                                                          &nlpd_stage_moderation};
+static const struct nlpd_stage_plugin *const builtin[] = {
+    &nlpd_stage_langid, &nlpd_stage_translate, &nlpd_stage_sentiment, &nlpd_stage_ner, &nlpd_stage_moderation};
 
-#define NBUILTIN (sizeof builtin / sizeof builtin[0])
+#define NBUILTIN  (sizeof builtin / sizeof builtin[0])
 #define MAX_EXTRA 16
 
 /* Stages registered at run time (tests, embedders); written before any pipeline is built. */
@@ -116,8 +115,10 @@ void nlpd_stages_doc(FILE *out)
         fprintf(out, "\nstage \"%s\": %s\n", pl->name, pl->description);
         fprintf(out, "  %s.name  (string, default \"%s\")\n      instance name used in meta.models and logs\n",
                 pl->name, pl->name);
-        fprintf(out, "  %s.when  (string)\n      run only on records matching this condition, e.g. "
-                     "\"lang.code == 'en'\"\n", pl->name);
+        fprintf(out,
+                "  %s.when  (string)\n      run only on records matching this condition, e.g. "
+                "\"lang.code == 'en'\"\n",
+                pl->name);
         nlpd_conf_doc(pl->conf_map, pl->name, out);
         if (pl->token_budget)
             nlpd_conf_doc(budget_map, pl->name, out);
@@ -150,9 +151,9 @@ struct stage_inst {
     struct nlpd_when *when;
     char *name;
     char *model_id;
-    char *model_path;   /* the file or folder model_id digests */
-    char *key_material; /* stage name, model digest and output-changing options: the cache key's prefix */
-    uint64_t hits, misses; /* cache counters (atomic) */
+    char *model_path;                 /* the file or folder model_id digests */
+    char *key_material;               /* stage name, model digest and output-changing options: the cache key's prefix */
+    uint64_t hits, misses;            /* cache counters (atomic) */
     struct nlpd_histogram compute_ms; /* time of the stage on one batch, cache lookups included */
     struct nlpd_histogram padded_tokens; /* per micro-batch, as the stage reports it (transformer stages) */
     /* model management: the shadow and canary instances (same plugin, their own model and context) */

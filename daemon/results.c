@@ -11,7 +11,7 @@
 
 #include "record.h"
 
-#define STR_MAX 65535
+#define STR_MAX         65535
 #define TRANSLATION_MAX (1u << 26)
 
 /* ---- cache encoding helpers ---- */
@@ -24,7 +24,8 @@ void nlpd_cache_put_u8(struct nlpd_buf *b, unsigned v)
 
 void nlpd_cache_put_u32(struct nlpd_buf *b, uint32_t v)
 {
-    unsigned char x[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    unsigned char x[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 24)};
     nlpd_buf_append(b, x, 4);
 }
 
@@ -103,10 +104,10 @@ void nlpd_cache_get_str(struct nlpd_cache_reader *r, char *dst, size_t cap)
 
 /* ---- shared pieces ---- */
 
-#define TRY(x)            \
-    do {                  \
-        if ((x) != 0)     \
-            return -1;    \
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        if ((x) != 0)                                                                                                  \
+            return -1;                                                                                                 \
     } while (0)
 
 static int avro_set_string(avro_value_t *rec, const char *name, const char *s)

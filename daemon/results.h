@@ -24,7 +24,7 @@ void nlpd_cache_put_f32(struct nlpd_buf *b, float f);
 void nlpd_cache_put_str(struct nlpd_buf *b, const char *s);
 unsigned nlpd_cache_get_u8(struct nlpd_cache_reader *r);
 uint32_t nlpd_cache_get_u32(struct nlpd_cache_reader *r);
-float nlpd_cache_get_f32(struct nlpd_cache_reader *r);    /* finite only */
+float nlpd_cache_get_f32(struct nlpd_cache_reader *r);     /* finite only */
 unsigned nlpd_cache_get_bool(struct nlpd_cache_reader *r); /* 0 or 1 only */
 /* Copies a string into dst (cap bytes, NUL-terminated); too long for dst, NUL or invalid UTF-8 is bad. */
 void nlpd_cache_get_str(struct nlpd_cache_reader *r, char *dst, size_t cap);

@@ -295,8 +295,9 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
     int lacks_op = 0;                 /* set: CUDA works, but lacks an op of the model (why says which) */
     if (o.dtype == NLPD_DTYPE_INT8) { /* int8 products are the CPU backend's only */
         if (kind == NLPD_BACKEND_CUDA) {
-            nlpd_error_set(err, NLPD_EINVAL, 0, "kernels backend \"cuda\": dtype int8 runs on the CPU backend only "
-                                                "(use fp16 or bf16 on CUDA)");
+            nlpd_error_set(err, NLPD_EINVAL, 0,
+                           "kernels backend \"cuda\": dtype int8 runs on the CPU backend only "
+                           "(use fp16 or bf16 on CUDA)");
             return NULL;
         }
         snprintf(why, sizeof why, "dtype int8 runs on the CPU only");
@@ -409,8 +410,7 @@ int nlpd_backend_alloc(struct nlpd_backend *be, size_t size, struct nlpd_buffer 
     return be->ops->alloc(be, size, out, err);
 }
 
-int nlpd_backend_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out,
-                               struct nlpd_error *err)
+int nlpd_backend_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err)
 {
     memset(out, 0, sizeof *out);
     if (be->ops->alloc_weights)

@@ -11,8 +11,8 @@
 
 #include "tokenizer_internal.h"
 
-#define MAX_IDS (1 << 24)      /* a vocabulary id above this is a broken file, not a model */
-#define MAX_NEST 32            /* Sequence nesting */
+#define MAX_IDS  (1 << 24) /* a vocabulary id above this is a broken file, not a model */
+#define MAX_NEST 32        /* Sequence nesting */
 
 /* ------------------------------------------------------------------ JSON helpers (errors name file and key) */
 
@@ -102,14 +102,14 @@ static int32_t single_cp(const char *s, size_t len)
 /* ------------------------------------------------------------------ normalizer */
 
 static const unsigned char b64tab[256] = {
-    ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,  ['H'] = 8,  ['I'] = 9,
-    ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16, ['Q'] = 17, ['R'] = 18,
-    ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24, ['Y'] = 25, ['Z'] = 26, ['a'] = 27,
-    ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32, ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36,
-    ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45,
-    ['t'] = 46, ['u'] = 47, ['v'] = 48, ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54,
-    ['2'] = 55, ['3'] = 56, ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63,
-    ['/'] = 64,
+    ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,  ['H'] = 8,
+    ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
+    ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
+    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
+    ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
+    ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
+    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
 };
 
 static uint8_t *b64_decode(const char *s, size_t len, size_t *out_len)
@@ -245,8 +245,7 @@ static int load_normalizer(struct jctx *c, json_t *j, struct tnorm *n, int depth
 
 /* ------------------------------------------------------------------ pre-tokenizer */
 
-static int behavior_of(struct jctx *c, json_t *j, const char *path, enum tsplit_behavior def,
-                       enum tsplit_behavior *out)
+static int behavior_of(struct jctx *c, json_t *j, const char *path, enum tsplit_behavior def, enum tsplit_behavior *out)
 {
     const char *b = NULL;
     int rc = jstr(c, j, "behavior", path, 0, &b, NULL);
@@ -344,8 +343,7 @@ static int load_pretok(struct jctx *c, json_t *j, struct tpre *p, int depth)
                 return rc;
         }
     } else {
-        return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: pre_tokenizer.type: unsupported \"%.60s\"", c->file,
-                              type);
+        return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: pre_tokenizer.type: unsupported \"%.60s\"", c->file, type);
     }
     return 0;
 }
@@ -440,8 +438,8 @@ static int load_decoder(struct jctx *c, json_t *j, struct tdec *d, int depth)
     } else if (!strcmp(type, "CTC")) {
         d->type = TD_CTC;
         if ((rc = dup_json_str(c, j, "pad_token", "decoder.pad_token", "<pad>", &d->s1, &d->s1_len)) < 0 ||
-            (rc = dup_json_str(c, j, "word_delimiter_token", "decoder.word_delimiter_token", "|", &d->s2,
-                               &d->s2_len)) < 0 ||
+            (rc = dup_json_str(c, j, "word_delimiter_token", "decoder.word_delimiter_token", "|", &d->s2, &d->s2_len)) <
+                0 ||
             (rc = jbool(c, j, "cleanup", "decoder.cleanup", 1, &d->cleanup)) < 0)
             return rc;
     } else if (!strcmp(type, "Sequence")) {
@@ -484,7 +482,8 @@ static int load_vocab_object(struct jctx *c, json_t *vocab, struct tmodel *m)
         return rc;
     const char *key;
     json_t *v;
-    json_object_foreach(vocab, key, v) {
+    json_object_foreach(vocab, key, v)
+    {
         int32_t id;
         if ((rc = id_of(c, v, "model.vocab", &id)) < 0)
             return rc;
@@ -525,7 +524,7 @@ int nlpd_tok_unigram_finish(struct tmodel *m)
 
 /* Adds merges "a b" (rank = index) for BPE; the merged token must be in the vocabulary. */
 int nlpd_tok_bpe_add_merge(struct tmodel *m, const char *a, size_t al, const char *b, size_t bl, int32_t rank,
-                      struct nlpd_error *err)
+                           struct nlpd_error *err)
 {
     int32_t ia = nlpd_tvocab_get(&m->vocab, a, al), ib = nlpd_tvocab_get(&m->vocab, b, bl);
     if (ia < 0 || ib < 0)
@@ -617,8 +616,7 @@ static int load_model(struct jctx *c, json_t *j, struct tmodel *m)
         size_t unk_len, plen, slen;
         if ((rc = load_vocab_object(c, vocab, m)) < 0 ||
             (rc = jstr(c, j, "unk_token", "model.unk_token", 0, &unk, &unk_len)) < 0 ||
-            (rc = jstr(c, j, "continuing_subword_prefix", "model.continuing_subword_prefix", 0, &prefix, &plen)) <
-                0 ||
+            (rc = jstr(c, j, "continuing_subword_prefix", "model.continuing_subword_prefix", 0, &prefix, &plen)) < 0 ||
             (rc = jstr(c, j, "end_of_word_suffix", "model.end_of_word_suffix", 0, &suffix, &slen)) < 0 ||
             (rc = jbool(c, j, "fuse_unk", "model.fuse_unk", 0, &m->fuse_unk)) < 0 ||
             (rc = jbool(c, j, "byte_fallback", "model.byte_fallback", 0, &m->byte_fallback)) < 0 ||
@@ -671,10 +669,10 @@ static int load_model(struct jctx *c, json_t *j, struct tmodel *m)
 /* ------------------------------------------------------------------ added tokens */
 
 int nlpd_tok_add_token(struct nlpd_tokenizer *t, const char *content, size_t len, int32_t id, int special,
-                  int single_word, int lstrip, int rstrip, int normalized)
+                       int single_word, int lstrip, int rstrip, int normalized)
 {
     if (len == 0)
-        return 0; /* HF ignores empty added tokens */
+        return 0;                          /* HF ignores empty added tokens */
     for (size_t i = 0; i < t->nadded; i++) /* same content: the later entry wins */
         if (t->added[i].len == len && !memcmp(t->added[i].content, content, len)) {
             t->added[i].id = id;
@@ -747,8 +745,8 @@ static int special_ids(struct jctx *c, json_t *st, const char *name, int32_t **i
 {
     json_t *e = json_object_get(st, name);
     if (!json_is_object(e))
-        return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: post_processor.special_tokens: \"%.60s\" missing",
-                              c->file, name);
+        return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: post_processor.special_tokens: \"%.60s\" missing", c->file,
+                              name);
     json_t *a = json_object_get(e, "ids");
     if (!json_is_array(a) || json_array_size(a) > 64)
         return jfail(c, "post_processor.special_tokens.ids", "expected an array");
@@ -764,8 +762,7 @@ static int special_ids(struct jctx *c, json_t *st, const char *name, int32_t **i
     return 0;
 }
 
-static int load_template(struct jctx *c, json_t *a, json_t *st, struct tpl_item **items, size_t *n,
-                         const char *path)
+static int load_template(struct jctx *c, json_t *a, json_t *st, struct tpl_item **items, size_t *n, const char *path)
 {
     if (!json_is_array(a))
         return jfail(c, path, "expected an array");
@@ -882,8 +879,7 @@ static int load_post(struct jctx *c, json_t *j, struct tpost *p, int depth)
         p->has_template = 1;
         if (roberta) {
             if ((rc = jbool(c, j, "trim_offsets", "post_processor.trim_offsets", 1, &p->trim_offsets)) < 0 ||
-                (rc = jbool(c, j, "add_prefix_space", "post_processor.add_prefix_space", 1, &p->add_prefix_space)) <
-                    0)
+                (rc = jbool(c, j, "add_prefix_space", "post_processor.add_prefix_space", 1, &p->add_prefix_space)) < 0)
                 return rc;
         }
     } else if (!strcmp(type, "ByteLevel")) {
@@ -898,8 +894,7 @@ static int load_post(struct jctx *c, json_t *j, struct tpost *p, int depth)
             if ((rc = load_post(c, json_array_get(a, i), p, depth + 1)) < 0)
                 return rc;
     } else {
-        return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: post_processor.type: unsupported \"%.60s\"", c->file,
-                              type);
+        return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: post_processor.type: unsupported \"%.60s\"", c->file, type);
     }
     return 0;
 }
@@ -1040,8 +1035,7 @@ static struct nlpd_tokenizer *load_json_root(json_t *root, const char *file, str
         if (!t->dec || (rc = load_decoder(&c, v, t->dec, 0)) < 0)
             goto fail;
     }
-    if ((v = json_object_get(root, "post_processor")) && !json_is_null(v) &&
-        (rc = load_post(&c, v, &t->post, 0)) < 0)
+    if ((v = json_object_get(root, "post_processor")) && !json_is_null(v) && (rc = load_post(&c, v, &t->post, 0)) < 0)
         goto fail;
     if ((rc = nlpd_tok_finish(t, NULL)) < 0)
         goto fail;
@@ -1053,8 +1047,7 @@ fail:
     return NULL;
 }
 
-struct nlpd_tokenizer *nlpd_tokenizer_load_json(const char *json, size_t len, const char *name,
-                                                struct nlpd_error *err)
+struct nlpd_tokenizer *nlpd_tokenizer_load_json(const char *json, size_t len, const char *name, struct nlpd_error *err)
 {
     nlpd_error_clear(err);
     json_error_t je;

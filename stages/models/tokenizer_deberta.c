@@ -220,8 +220,8 @@ struct nlpd_tokenizer *nlpd_tok_load_deberta_spm(const char *dir, json_t *cfg, j
     return t;
 }
 
-struct nlpd_tokenizer *nlpd_tok_deberta_spm_mem(const void *data, size_t len, const char *path, const char *dir, json_t *cfg,
-                                           json_t *map, struct nlpd_error *err)
+struct nlpd_tokenizer *nlpd_tok_deberta_spm_mem(const void *data, size_t len, const char *path, const char *dir,
+                                                json_t *cfg, json_t *map, struct nlpd_error *err)
 {
     char *cm = NULL, *text = NULL;
     json_t *root = json_object(), *model = json_object();

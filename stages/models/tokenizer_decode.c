@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer_internal.h"
 #include "grow.h"
+#include "tokenizer_internal.h"
 
 /* ------------------------------------------------------------------ token lists */
 
@@ -161,7 +161,8 @@ static int valid_utf8(const unsigned char *b, size_t n)
 
 /* Rust's str::replace: every non-overlapping `from` (left to right) becomes `to`; an empty `from` matches at every
  * char boundary. Appends to l's last token. */
-static int replace_app(struct tlist *l, const char *s, size_t n, const char *from, size_t fl, const char *to, size_t tol)
+static int replace_app(struct tlist *l, const char *s, size_t n, const char *from, size_t fl, const char *to,
+                       size_t tol)
 {
     if (fl == 0) {
         for (size_t i = 0; i < n;) {
@@ -485,16 +486,11 @@ static int run(const struct tdec *d, struct tlist *in, struct tlist *out, struct
 {
     out->n = out->len = 0;
     switch (d->type) {
-    case TD_WORDPIECE:
-        return dec_wordpiece(d, in, out, tmp);
-    case TD_METASPACE:
-        return dec_metaspace(d, in, out);
-    case TD_BYTELEVEL:
-        return dec_bytelevel(in, out, tmp);
-    case TD_BPE:
-        return dec_bpe(d, in, out);
-    case TD_BYTEFALLBACK:
-        return dec_bytefallback(in, out, tmp);
+    case TD_WORDPIECE: return dec_wordpiece(d, in, out, tmp);
+    case TD_METASPACE: return dec_metaspace(d, in, out);
+    case TD_BYTELEVEL: return dec_bytelevel(in, out, tmp);
+    case TD_BPE: return dec_bpe(d, in, out);
+    case TD_BYTEFALLBACK: return dec_bytefallback(in, out, tmp);
     case TD_FUSE:
         if (tl_new(out) < 0)
             return -1;
@@ -502,12 +498,9 @@ static int run(const struct tdec *d, struct tlist *in, struct tlist *out, struct
             if (tl_app(out, TOK(in, i), in->tl[i]) < 0)
                 return -1;
         return 0;
-    case TD_STRIP:
-        return dec_strip(d, in, out);
-    case TD_REPLACE:
-        return dec_replace(d, in, out);
-    case TD_CTC:
-        return dec_ctc(d, in, out, tmp);
+    case TD_STRIP: return dec_strip(d, in, out);
+    case TD_REPLACE: return dec_replace(d, in, out);
+    case TD_CTC: return dec_ctc(d, in, out, tmp);
     case TD_SEQUENCE: {
         struct tlist *a = in, *b = out, mid = {0};
         /* ping-pong between out and mid so that the last step writes out */
@@ -597,8 +590,8 @@ static int decode_tokens(const struct tdec *d, const char *const *toks, const si
     return rc < 0 ? NLPD_ENOMEM : 0;
 }
 
-int nlpd_tokenizer_convert_tokens_to_string(const struct nlpd_tokenizer *t, const char *const *toks,
-                                            const size_t *lens, size_t n, char **buf, size_t *len, size_t *cap)
+int nlpd_tokenizer_convert_tokens_to_string(const struct nlpd_tokenizer *t, const char *const *toks, const size_t *lens,
+                                            size_t n, char **buf, size_t *len, size_t *cap)
 {
     return decode_tokens(t->dec, toks, lens, n, buf, len, cap);
 }

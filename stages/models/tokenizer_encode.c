@@ -5,8 +5,8 @@
 #include <string.h>
 #include <utf8proc.h>
 
-#include "tokenizer_internal.h"
 #include "grow.h"
+#include "tokenizer_internal.h"
 
 struct seqtoks {
     int32_t *id;
@@ -130,8 +130,8 @@ static uint16_t added_ws(const struct tchar *c, size_t s, size_t e)
 }
 
 /* Pre-tokenise and model one text segment, appending tokens to out. */
-static int model_segment(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch *sc, const struct tchar *c,
-                         size_t n, struct seqtoks *out, struct nlpd_error *err)
+static int model_segment(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch *sc, const struct tchar *c, size_t n,
+                         struct seqtoks *out, struct nlpd_error *err)
 {
     if (!n)
         return 0;
@@ -254,7 +254,8 @@ static void trim_offsets(const struct nlpd_tokenizer *t, struct seqtoks *s)
             }
             while (lead < nchars && (cps[lead] == 0x120 || nlpd_tok_is_whitespace(cps[lead])))
                 lead++;
-            while (trail < nchars && (cps[nchars - 1 - trail] == 0x120 || nlpd_tok_is_whitespace(cps[nchars - 1 - trail])))
+            while (trail < nchars &&
+                   (cps[nchars - 1 - trail] == 0x120 || nlpd_tok_is_whitespace(cps[nchars - 1 - trail])))
                 trail++;
         }
         if (lead) {
@@ -278,12 +279,12 @@ static int out_reserve(struct nlpd_encoding *o, size_t need)
     size_t cap = o->cap ? o->cap : 64;
     while (cap < need)
         cap *= 2;
-#define G(f)                                                  \
-    do {                                                      \
-        void *p_ = realloc(o->f, cap * sizeof *o->f);         \
-        if (!p_)                                              \
-            return NLPD_ENOMEM;                               \
-        o->f = p_;                                            \
+#define G(f)                                                                                                           \
+    do {                                                                                                               \
+        void *p_ = realloc(o->f, cap * sizeof *o->f);                                                                  \
+        if (!p_)                                                                                                       \
+            return NLPD_ENOMEM;                                                                                        \
+        o->f = p_;                                                                                                     \
     } while (0)
     G(ids);
     G(type_ids);

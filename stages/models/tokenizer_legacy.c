@@ -9,8 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "protobuf.h"
 #include "nlpd_util.h"
+#include "protobuf.h"
 #include "tokenizer_internal.h"
 
 #define MAX_FILE (1u << 30)
@@ -120,7 +120,8 @@ static int config_added(const struct config *c, struct nlpd_tokenizer *t, struct
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "tokenizer_config.json: added_tokens_decoder: expected an object");
     const char *key;
     json_t *v;
-    json_object_foreach(d, key, v) {
+    json_object_foreach(d, key, v)
+    {
         char *end;
         long id = strtol(key, &end, 10);
         json_t *content = json_object_get(v, "content");
@@ -129,8 +130,8 @@ static int config_added(const struct config *c, struct nlpd_tokenizer *t, struct
                                   "tokenizer_config.json: added_tokens_decoder: bad entry \"%.40s\"", key);
         int special = jflag(v, "special", 0);
         int rc = nlpd_tok_add_token(t, json_string_value(content), json_string_length(content), (int32_t)id, special,
-                               jflag(v, "single_word", 0), jflag(v, "lstrip", 0), jflag(v, "rstrip", 0),
-                               jflag(v, "normalized", !special));
+                                    jflag(v, "single_word", 0), jflag(v, "lstrip", 0), jflag(v, "rstrip", 0),
+                                    jflag(v, "normalized", !special));
         if (rc < 0)
             return rc;
     }
@@ -420,7 +421,8 @@ static int load_roberta(const char *dir, struct nlpd_tokenizer *t, const struct 
         goto done;
     const char *key;
     json_t *val;
-    json_object_foreach(v, key, val) {
+    json_object_foreach(v, key, val)
+    {
         if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 24)) {
             rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "vocab.json: \"%.40s\": expected an id", key);
             goto done;
@@ -447,7 +449,8 @@ static int load_roberta(const char *dir, struct nlpd_tokenizer *t, const struct 
                 rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "merges.txt: line %zu: expected \"a b\"", line);
                 break;
             }
-            rc = nlpd_tok_bpe_add_merge(m, s + i, (size_t)(sp - (s + i)), sp + 1, le - (size_t)(sp + 1 - s), rank++, &why);
+            rc = nlpd_tok_bpe_add_merge(m, s + i, (size_t)(sp - (s + i)), sp + 1, le - (size_t)(sp + 1 - s), rank++,
+                                        &why);
             if (rc < 0) {
                 rc = nlpd_error_set(err, rc, 0, "merges.txt: line %zu: %s", line, why.message);
                 break;
@@ -532,7 +535,8 @@ struct nlpd_tokenizer *nlpd_tokenizer_load(const char *model_dir, struct nlpd_er
             else
                 rc = nlpd_error_set(err, NLPD_ENOTFOUND, 0,
                                     "%s: no tokenizer.json, vocab.txt, sentencepiece.bpe.model or vocab.json + "
-                                    "merges.txt", model_dir);
+                                    "merges.txt",
+                                    model_dir);
             if (rc == 0 && !(t->dec = calloc(1, sizeof *t->dec)))
                 rc = NLPD_ENOMEM;
             if (rc == 0)

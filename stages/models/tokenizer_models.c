@@ -375,8 +375,7 @@ static int unigram_emit(const struct tmodel *m, const char *s, size_t bs, size_t
 
 /* Viterbi over byte positions, as `encode_optimized`. Ties: a node keeps the FIRST candidate reaching it with the
  * best score (strict >), candidates arriving in order of start position, then shorter pieces first. */
-static int unigram(const struct tmodel *m, const char *s, size_t len, struct tscratch_model *sc,
-                   struct nlpd_error *err)
+static int unigram(const struct tmodel *m, const char *s, size_t len, struct tscratch_model *sc, struct nlpd_error *err)
 {
     if (len == 0)
         return 0;
@@ -603,15 +602,12 @@ static int bpe(const struct tmodel *m, const char *s, size_t len, struct tscratc
 }
 
 int nlpd_tmodel_tokenize(const struct tmodel *m, const char *s, size_t len, struct tscratch_model *sc,
-                    struct nlpd_error *err)
+                         struct nlpd_error *err)
 {
     switch (m->type) {
-    case TM_WORDPIECE:
-        return len ? wordpiece(m, s, len, sc, err) : 0;
-    case TM_UNIGRAM:
-        return unigram(m, s, len, sc, err);
-    case TM_BPE:
-        return bpe(m, s, len, sc, err);
+    case TM_WORDPIECE: return len ? wordpiece(m, s, len, sc, err) : 0;
+    case TM_UNIGRAM: return unigram(m, s, len, sc, err);
+    case TM_BPE: return bpe(m, s, len, sc, err);
     }
     return NLPD_EINVAL;
 }

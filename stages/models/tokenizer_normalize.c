@@ -261,8 +261,8 @@ static int precompiled(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
 static int is_chinese(int32_t cp)
 {
     return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x20000 && cp <= 0x2A6DF) ||
-           (cp >= 0x2A700 && cp <= 0x2B73F) || (cp >= 0x2B740 && cp <= 0x2B81F) ||
-           (cp >= 0x2B920 && cp <= 0x2CEAF) || (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
+           (cp >= 0x2A700 && cp <= 0x2B73F) || (cp >= 0x2B740 && cp <= 0x2B81F) || (cp >= 0x2B920 && cp <= 0x2CEAF) ||
+           (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
 }
 
 static int ccc(int32_t cp)
@@ -277,8 +277,8 @@ static int decompose(struct tstr *s, struct tstr *tmp, int compat)
     for (size_t i = 0; i < s->n; i++) {
         utf8proc_int32_t buf[32];
         int last = 0;
-        utf8proc_ssize_t k = utf8proc_decompose_char(s->c[i].cp, buf, 32,
-                                                     UTF8PROC_DECOMPOSE | (compat ? UTF8PROC_COMPAT : 0), &last);
+        utf8proc_ssize_t k =
+            utf8proc_decompose_char(s->c[i].cp, buf, 32, UTF8PROC_DECOMPOSE | (compat ? UTF8PROC_COMPAT : 0), &last);
         if (k < 0 || k > 32) {
             buf[0] = s->c[i].cp;
             k = 1;
@@ -322,8 +322,8 @@ static int compose(struct tstr *s, struct tstr *tmp)
             g++;
         for (size_t k = 0; k < g; k++)
             buf[k] = s->c[i + k].cp;
-        utf8proc_ssize_t m = g > 1 ? utf8proc_normalize_utf32(buf, (utf8proc_ssize_t)g, UTF8PROC_COMPOSE)
-                                   : (utf8proc_ssize_t)1;
+        utf8proc_ssize_t m =
+            g > 1 ? utf8proc_normalize_utf32(buf, (utf8proc_ssize_t)g, UTF8PROC_COMPOSE) : (utf8proc_ssize_t)1;
         if (m < 0)
             m = (utf8proc_ssize_t)g;
         if (push_repl(tmp, &s->c[i], g, buf, (size_t)m) < 0)
@@ -459,8 +459,8 @@ static int nmt(struct tstr *s)
         int32_t c = s->c[i].cp;
         if ((c >= 1 && c <= 8) || c == 0xb || (c >= 0xe && c <= 0x1f) || c == 0x7f || c == 0x8f || c == 0x9f)
             continue;
-        if (c == 9 || c == 10 || c == 12 || c == 13 || c == 0x1680 || (c >= 0x200b && c <= 0x200f) ||
-            c == 0x2028 || c == 0x2029 || c == 0x2581 || c == 0xfeff || c == 0xfffd)
+        if (c == 9 || c == 10 || c == 12 || c == 13 || c == 0x1680 || (c >= 0x200b && c <= 0x200f) || c == 0x2028 ||
+            c == 0x2029 || c == 0x2581 || c == 0xfeff || c == 0xfffd)
             c = ' ';
         s->c[k] = s->c[i];
         s->c[k++].cp = c;
@@ -472,24 +472,18 @@ static int nmt(struct tstr *s)
 int nlpd_tnorm_apply(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
 {
     switch (n->type) {
-    case TN_BERT:
-        return bert(n, s, tmp);
-    case TN_PRECOMPILED:
-        return precompiled(n, s, tmp);
+    case TN_BERT: return bert(n, s, tmp);
+    case TN_PRECOMPILED: return precompiled(n, s, tmp);
     case TN_NFD:
-    case TN_NFKD:
-        return decompose(s, tmp, n->type == TN_NFKD);
+    case TN_NFKD: return decompose(s, tmp, n->type == TN_NFKD);
     case TN_NFC:
     case TN_NFKC:
         if (decompose(s, tmp, n->type == TN_NFKC) < 0)
             return NLPD_ENOMEM;
         return compose(s, tmp);
-    case TN_LOWERCASE:
-        return lowercase(s, tmp);
-    case TN_STRIP_ACCENTS:
-        return strip_marks(s);
-    case TN_REPLACE:
-        return replace(n, s, tmp);
+    case TN_LOWERCASE: return lowercase(s, tmp);
+    case TN_STRIP_ACCENTS: return strip_marks(s);
+    case TN_REPLACE: return replace(n, s, tmp);
     case TN_PREPEND:
         if (s->n && n->content_n) {
             tmp->n = 0;
@@ -514,8 +508,7 @@ int nlpd_tnorm_apply(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
         s->n = b - a;
         return 0;
     }
-    case TN_NMT:
-        return nmt(s);
+    case TN_NMT: return nmt(s);
     case TN_SEQUENCE:
         for (size_t i = 0; i < n->nsubs; i++) {
             int rc = nlpd_tnorm_apply(&n->subs[i], s, tmp);

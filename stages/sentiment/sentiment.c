@@ -64,8 +64,7 @@ static const struct nlpd_conf_entry sentiment_conf[] = {
      NULL, 0, 0, "fastText: separate . , ' ( ) ! ? from words and drop \" ; : as fastText's training scripts did"},
     {"scores", NLPD_CONF_BOOL, "false", offsetof(struct sentiment, scores), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "also write every label's score (sentiment.scores)"},
-    {"exact_scores", NLPD_CONF_BOOL, "false", offsetof(struct sentiment, exact_scores), NLPD_CONF_CACHE_KEY, NULL, 0,
-     0,
+    {"exact_scores", NLPD_CONF_BOOL, "false", offsetof(struct sentiment, exact_scores), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "fastText: false: scores are probabilities, within [0, 1]; true: fastText predict-prob's values exactly "
      "(exp(log(p + 1e-5)), up to 1.00001), for parity checks against the tool"},
     {"dtype", NLPD_CONF_ENUM, "default", offsetof(struct sentiment, dtype), NLPD_CONF_CACHE_KEY,
