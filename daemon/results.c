@@ -1,106 +1,14 @@
-/* The result types table (see results.h): per type, the helpers stages set it with, and its JSON, Avro, cache
- * and `when` descriptions. The JSON is written directly (the hot path of pipe mode); the cache decoders check
- * everything the output relies on (a cached value comes from whoever can write Redis). */
+/* The result types table (see results.h): per type, the helpers stages set it with, and its JSON, Avro and `when`
+ * descriptions (its cache encoding is in results_cache.c). The JSON is written directly (the hot path of pipe mode). */
 #include "results.h"
 
 #include <avro.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "record.h"
-
-#define STR_MAX         65535
-#define TRANSLATION_MAX (1u << 26)
-
-/* ---- cache encoding helpers ---- */
-
-void nlpd_cache_put_u8(struct nlpd_buf *b, unsigned v)
-{
-    unsigned char c = (unsigned char)v;
-    nlpd_buf_append(b, &c, 1);
-}
-
-void nlpd_cache_put_u32(struct nlpd_buf *b, uint32_t v)
-{
-    unsigned char x[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
-                          (unsigned char)(v >> 24)};
-    nlpd_buf_append(b, x, 4);
-}
-
-void nlpd_cache_put_f32(struct nlpd_buf *b, float f)
-{
-    uint32_t v;
-    memcpy(&v, &f, 4);
-    nlpd_cache_put_u32(b, v);
-}
-
-void nlpd_cache_put_str(struct nlpd_buf *b, const char *s)
-{
-    size_t n = strlen(s);
-    if (n > STR_MAX)
-        n = STR_MAX;
-    unsigned char x[2] = {(unsigned char)n, (unsigned char)(n >> 8)};
-    nlpd_buf_append(b, x, 2);
-    nlpd_buf_append(b, s, n);
-}
-
-unsigned nlpd_cache_get_u8(struct nlpd_cache_reader *r)
-{
-    if (r->p >= r->end) {
-        r->bad = 1;
-        return 0;
-    }
-    return *r->p++;
-}
-
-uint32_t nlpd_cache_get_u32(struct nlpd_cache_reader *r)
-{
-    if (r->end - r->p < 4) {
-        r->bad = 1;
-        return 0;
-    }
-    uint32_t v = (uint32_t)r->p[0] | (uint32_t)r->p[1] << 8 | (uint32_t)r->p[2] << 16 | (uint32_t)r->p[3] << 24;
-    r->p += 4;
-    return v;
-}
-
-float nlpd_cache_get_f32(struct nlpd_cache_reader *r)
-{
-    uint32_t v = nlpd_cache_get_u32(r);
-    float f;
-    memcpy(&f, &v, 4);
-    if (!isfinite(f))
-        r->bad = 1;
-    return f;
-}
-
-unsigned nlpd_cache_get_bool(struct nlpd_cache_reader *r)
-{
-    unsigned v = nlpd_cache_get_u8(r);
-    if (v > 1)
-        r->bad = 1;
-    return v;
-}
-
-void nlpd_cache_get_str(struct nlpd_cache_reader *r, char *dst, size_t cap)
-{
-    if (r->end - r->p < 2) {
-        r->bad = 1;
-        return;
-    }
-    size_t n = (size_t)r->p[0] | (size_t)r->p[1] << 8;
-    r->p += 2;
-    if (n >= cap || (size_t)(r->end - r->p) < n || memchr(r->p, '\0', n) ||
-        nlpd_utf8_invalid_at((const char *)r->p, n) >= 0) {
-        r->bad = 1;
-        return;
-    }
-    memcpy(dst, r->p, n);
-    dst[n] = '\0';
-    r->p += n;
-}
+#include "results_internal.h"
 
 /* ---- shared pieces ---- */
 
@@ -156,19 +64,6 @@ static int lang_avro(const struct nlpd_record *r, void *vb)
     avro_value_t *branch = vb;
     TRY(avro_set_string(branch, "code", r->lang.code));
     return avro_set_float(branch, "score", r->lang.score);
-}
-
-static void lang_cache_put(const struct nlpd_record *r, struct nlpd_buf *out)
-{
-    nlpd_cache_put_str(out, r->lang.code);
-    nlpd_cache_put_f32(out, r->lang.score);
-}
-
-static void lang_cache_get(struct nlpd_cache_reader *rd, struct nlpd_record *t)
-{
-    t->lang.set = 1;
-    nlpd_cache_get_str(rd, t->lang.code, sizeof t->lang.code);
-    t->lang.score = nlpd_cache_get_f32(rd);
 }
 
 static void lang_move(struct nlpd_record *dst, struct nlpd_record *src)
@@ -283,45 +178,6 @@ static int translation_avro(const struct nlpd_record *r, void *vb)
     return avro_set_string(branch, "target_lang", r->translation.target_lang);
 }
 
-static void translation_cache_put(const struct nlpd_record *r, struct nlpd_buf *out)
-{
-    const struct nlpd_translation_result *t = &r->translation;
-    nlpd_cache_put_u32(out, (uint32_t)t->text_len);
-    nlpd_buf_append(out, t->text, t->text_len);
-    nlpd_cache_put_str(out, t->source_lang);
-    nlpd_cache_put_str(out, t->target_lang);
-    nlpd_cache_put_u8(out, (unsigned)t->feeds);
-}
-
-/* Into the scratch record without feeding it (it has no text): move() applies feeds to the real one. */
-static void translation_cache_get(struct nlpd_cache_reader *rd, struct nlpd_record *t)
-{
-    struct nlpd_translation_result *tr = &t->translation;
-    tr->set = 1;
-    size_t len = nlpd_cache_get_u32(rd);
-    const unsigned char *text = NULL;
-    if (len > TRANSLATION_MAX || (size_t)(rd->end - rd->p) < len) {
-        rd->bad = 1;
-    } else {
-        text = rd->p;
-        rd->p += len;
-    }
-    nlpd_cache_get_str(rd, tr->source_lang, sizeof tr->source_lang);
-    nlpd_cache_get_str(rd, tr->target_lang, sizeof tr->target_lang);
-    tr->feeds = (int)nlpd_cache_get_bool(rd);
-    if (!text || rd->bad || memchr(text, '\0', len) || nlpd_utf8_invalid_at((const char *)text, len) >= 0) {
-        rd->bad = 1;
-        return;
-    }
-    if (!(tr->text = malloc(len + 1))) {
-        rd->bad = 1;
-        return;
-    }
-    memcpy(tr->text, text, len);
-    tr->text[len] = '\0';
-    tr->text_len = len;
-}
-
 static void translation_move(struct nlpd_record *dst, struct nlpd_record *src)
 {
     struct nlpd_translation_result *t = &src->translation;
@@ -421,36 +277,6 @@ static int sentiment_avro(const struct nlpd_record *r, void *vb)
         TRY(avro_set_float(&e, "score", s->scores[i].score));
     }
     return 0;
-}
-
-static void sentiment_cache_put(const struct nlpd_record *r, struct nlpd_buf *out)
-{
-    const struct nlpd_label_result *s = &r->sentiment;
-    nlpd_cache_put_str(out, s->label);
-    nlpd_cache_put_f32(out, s->score);
-    nlpd_cache_put_u32(out, (uint32_t)s->nscores);
-    for (size_t i = 0; i < s->nscores; i++) {
-        nlpd_cache_put_str(out, s->scores[i].label);
-        nlpd_cache_put_f32(out, s->scores[i].score);
-    }
-}
-
-static void sentiment_cache_get(struct nlpd_cache_reader *rd, struct nlpd_record *t)
-{
-    t->sentiment.set = 1;
-    nlpd_cache_get_str(rd, t->sentiment.label, sizeof t->sentiment.label);
-    t->sentiment.score = nlpd_cache_get_f32(rd);
-    uint32_t n = nlpd_cache_get_u32(rd);
-    if (n > 4096)
-        rd->bad = 1;
-    struct nlpd_label_score *sc = n && !rd->bad ? calloc(n, sizeof *sc) : NULL;
-    for (uint32_t i = 0; sc && i < n && !rd->bad; i++) {
-        nlpd_cache_get_str(rd, sc[i].label, sizeof sc[i].label);
-        sc[i].score = nlpd_cache_get_f32(rd);
-    }
-    if (n && !rd->bad && (!sc || nlpd_record_set_scores(t, sc, n) < 0))
-        rd->bad = 1;
-    free(sc);
 }
 
 static void sentiment_move(struct nlpd_record *dst, struct nlpd_record *src)
@@ -570,44 +396,6 @@ static int entities_avro(const struct nlpd_record *r, void *vb)
         TRY(x->source ? avro_value_set_string(&b, x->source) : avro_value_set_null(&b));
     }
     return 0;
-}
-
-static void entities_cache_put(const struct nlpd_record *r, struct nlpd_buf *out)
-{
-    nlpd_cache_put_u32(out, (uint32_t)r->entities.n);
-    for (size_t i = 0; i < r->entities.n; i++) {
-        const struct nlpd_entity *e = &r->entities.items[i];
-        nlpd_cache_put_str(out, e->group);
-        nlpd_cache_put_f32(out, e->score);
-        nlpd_cache_put_str(out, e->word);
-        nlpd_cache_put_u32(out, (uint32_t)e->start);
-        nlpd_cache_put_u32(out, (uint32_t)e->end);
-        nlpd_cache_put_u32(out, (uint32_t)e->index);
-        nlpd_cache_put_str(out, e->source ? e->source : "");
-    }
-}
-
-static void entities_cache_get(struct nlpd_cache_reader *rd, struct nlpd_record *t)
-{
-    char word[STR_MAX + 1], label[NLPD_LABEL_MAX], src[32];
-    uint32_t n = nlpd_cache_get_u32(rd);
-    if (n > 1u << 20)
-        rd->bad = 1;
-    for (uint32_t i = 0; i < n && !rd->bad; i++) {
-        nlpd_cache_get_str(rd, label, sizeof label);
-        float score = nlpd_cache_get_f32(rd);
-        nlpd_cache_get_str(rd, word, sizeof word);
-        int32_t start = (int32_t)nlpd_cache_get_u32(rd), end = (int32_t)nlpd_cache_get_u32(rd),
-                index = (int32_t)nlpd_cache_get_u32(rd);
-        if (start < 0 || end < start || index < -1)
-            rd->bad = 1;
-        nlpd_cache_get_str(rd, src, sizeof src);
-        /* Sources are a closed set (static strings): anything else is not ours. */
-        const char *source = !src[0] ? NULL : strcmp(src, "gazetteer") == 0 ? "gazetteer" : (rd->bad = 1, NULL);
-        if (!rd->bad && nlpd_record_add_entity(t, label, score, word, strlen(word), start, end, index, source))
-            rd->bad = 1;
-    }
-    t->entities.set = 1;
 }
 
 static void entities_move(struct nlpd_record *dst, struct nlpd_record *src)
@@ -734,42 +522,6 @@ static int moderation_avro(const struct nlpd_record *r, void *vb)
         TRY(avro_value_set_string(&e, m->cats[i].label));
     }
     return 0;
-}
-
-/* The byte after flagged was the stage's route flag (action "route"): routing is now decided after the
- * pipeline (output.routes), so it is written 0 and read as any flag, for cached values written before. */
-static void moderation_cache_put(const struct nlpd_record *r, struct nlpd_buf *out)
-{
-    const struct nlpd_moderation_result *m = &r->moderation;
-    nlpd_cache_put_u8(out, (unsigned)m->flagged);
-    nlpd_cache_put_u8(out, 0);
-    nlpd_cache_put_u32(out, (uint32_t)m->n);
-    for (size_t i = 0; i < m->n; i++) {
-        nlpd_cache_put_str(out, m->cats[i].name);
-        nlpd_cache_put_str(out, m->cats[i].label);
-        nlpd_cache_put_f32(out, m->cats[i].score);
-        nlpd_cache_put_u8(out, (unsigned)m->cats[i].flagged);
-    }
-}
-
-static void moderation_cache_get(struct nlpd_cache_reader *rd, struct nlpd_record *t)
-{
-    char name[NLPD_LABEL_MAX], label[NLPD_LABEL_MAX];
-    unsigned flagged = nlpd_cache_get_bool(rd);
-    nlpd_cache_get_bool(rd);
-    uint32_t n = nlpd_cache_get_u32(rd);
-    if (n > 4096)
-        rd->bad = 1;
-    for (uint32_t i = 0; i < n && !rd->bad; i++) {
-        nlpd_cache_get_str(rd, name, sizeof name);
-        nlpd_cache_get_str(rd, label, sizeof label);
-        float score = nlpd_cache_get_f32(rd);
-        unsigned f = nlpd_cache_get_bool(rd);
-        if (!rd->bad && nlpd_record_add_category(t, name, label, score, (int)f))
-            rd->bad = 1;
-    }
-    t->moderation.set = 1;
-    t->moderation.flagged = (int)flagged;
 }
 
 static void moderation_move(struct nlpd_record *dst, struct nlpd_record *src)
@@ -951,20 +703,20 @@ static int moderation_conf(const struct nlpd_record *r, float *score)
 }
 
 const struct nlpd_result_type nlpd_result_types[] = {
-    {NLPD_RESULT_LANG, "lang", lang_is_set, lang_clear, lang_json, lang_avro, lang_cache_put, lang_cache_get, lang_move,
-     lang_fields, lang_same, lang_labels, lang_conf},
+    {NLPD_RESULT_LANG, "lang", lang_is_set, lang_clear, lang_json, lang_avro, nlpd_lang_cache_put, nlpd_lang_cache_get,
+     lang_move, lang_fields, lang_same, lang_labels, lang_conf},
     {NLPD_RESULT_TRANSLATION, "translation", translation_is_set, translation_clear, translation_json, translation_avro,
-     translation_cache_put, translation_cache_get, translation_move, translation_fields, translation_same, no_labels,
-     no_conf},
+     nlpd_translation_cache_put, nlpd_translation_cache_get, translation_move, translation_fields, translation_same,
+     no_labels, no_conf},
     {NLPD_RESULT_SENTIMENT, "sentiment", sentiment_is_set, sentiment_clear, sentiment_json, sentiment_avro,
-     sentiment_cache_put, sentiment_cache_get, sentiment_move, sentiment_fields, sentiment_same, sentiment_labels,
-     sentiment_conf},
+     nlpd_sentiment_cache_put, nlpd_sentiment_cache_get, sentiment_move, sentiment_fields, sentiment_same,
+     sentiment_labels, sentiment_conf},
     {NLPD_RESULT_ENTITIES, "entities", entities_is_set, entities_clear, entities_json, entities_avro,
-     entities_cache_put, entities_cache_get, entities_move, entities_fields, entities_same, entities_labels,
+     nlpd_entities_cache_put, nlpd_entities_cache_get, entities_move, entities_fields, entities_same, entities_labels,
      entities_conf},
     {NLPD_RESULT_MODERATION, "moderation", moderation_is_set, moderation_clear, moderation_json, moderation_avro,
-     moderation_cache_put, moderation_cache_get, moderation_move, moderation_fields, moderation_same, moderation_labels,
-     moderation_conf},
+     nlpd_moderation_cache_put, nlpd_moderation_cache_get, moderation_move, moderation_fields, moderation_same,
+     moderation_labels, moderation_conf},
 };
 const size_t nlpd_result_ntypes = sizeof nlpd_result_types / sizeof nlpd_result_types[0];
 
