@@ -7,10 +7,13 @@
  *
  * The CUDA backend (kernels/cuda/, README "CUDA") is a separate shared object, libnlpd_cuda.so, that
  * nlpd_backend_new_opts() loads with dlopen: the nlpd binary itself links no CUDA library and runs without one.
- * Its buffers are device memory (cudaMalloc), its ops are queued on one CUDA stream per backend instance and run
- * asynchronously: upload returns once the source was copied into pinned staging, download waits for the work
- * queued before it, and errors found on the device (ids out of range) are reported by the next sync. Calls on
- * one backend from several threads are serialised by a mutex (one stream).
+ * Its buffers are device memory (cudaMalloc), its ops are queued on a CUDA stream of the calling thread (each
+ * thread gets its own stream, cuBLAS handle, scratch arena and pinned staging on its first call, so pipeline
+ * workers overlap instead of taking turns) and run asynchronously: upload returns once the source was copied into
+ * pinned staging, download and sync wait for the work the calling thread queued before, and errors found on the
+ * device (ids out of range) are reported by the thread's next sync. Weight buffers may be uploaded by one thread
+ * (a loader) and read by others without a sync; any other buffer written on one thread is read on another only
+ * after a download or sync on the writing thread.
  *
  * Half precision (kernels.dtype = "fp16" | "bf16"; the CUDA backend only, the CPU backend always computes in
  * fp32). Op descriptors keep their float pointers; what changes is how weights are held:

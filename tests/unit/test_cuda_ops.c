@@ -16,6 +16,7 @@
  * Run from the repository root (NLPD_LIBDIR defaults to build/, where make puts libnlpd_cuda.so). */
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -738,6 +739,120 @@ static void test_small_arena(void)
     nlpd_backend_free(small16);
 }
 
+/* Threads (issue 20 item 4: a stream per thread, no backend-wide lock). A loader thread uploads the weights row by
+ * row and exits without a sync (the model loaders do the same); then TH_N workers, each with its own buffers,
+ * queue products against them at the same time. Every worker's results must match the CPU's: the workers' streams
+ * must wait for the loader's copies (and, fp16/bf16, for the one shadow conversion) although no thread synced. */
+enum { TH_N = 4, TH_ITERS = 6, TH_M = 33, TH_K = 96, TH_N_COLS = 80 };
+
+struct th_job {
+    struct nlpd_backend *be;
+    struct nlpd_buffer *w;
+    const float *wsrc;
+    float a[TH_ITERS][TH_M * TH_K], c[TH_ITERS][TH_M * TH_N_COLS];
+    int rc;
+};
+
+static void *th_loader(void *arg)
+{
+    struct th_job *j = arg;
+    for (int r = 0; r < TH_K && !j->rc; r++) /* row by row, like the weight loader */
+        j->rc = nlpd_backend_upload(j->w, (size_t)r * TH_N_COLS * 4, j->wsrc + (size_t)r * TH_N_COLS, TH_N_COLS * 4);
+    return NULL;
+}
+
+static void *th_worker(void *arg)
+{
+    struct th_job *j = arg;
+    struct nlpd_buffer b = {0};
+    struct nlpd_error err = {0};
+    size_t an = (size_t)TH_M * TH_K * 4, cn = (size_t)TH_M * TH_N_COLS * 4;
+    if ((j->rc = nlpd_backend_alloc(j->be, 2 * (an + cn), &b, &err)))
+        return NULL;
+    for (int it = 0; it < TH_ITERS && !j->rc; it++) {
+        size_t ao = (size_t)(it & 1) * (an + cn), co = ao + an; /* two sets in turn: queued work overlaps */
+        struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
+        op.u.matmul = (struct nlpd_op_matmul){(float *)((char *)b.ptr + co), (float *)((char *)b.ptr + ao),
+                                              j->w->ptr, NULL, TH_M, TH_N_COLS, TH_K, TH_K, TH_N_COLS, TH_N_COLS,
+                                              0, NLPD_ACT_NONE};
+        if ((j->rc = nlpd_backend_upload(&b, ao, j->a[it], an)) || (j->rc = nlpd_backend_run(j->be, &op, &err)) ||
+            (j->rc = nlpd_backend_download(&b, co, j->c[it], cn)))
+            fprintf(stderr, "  worker: %s\n", err.message);
+    }
+    nlpd_backend_buffer_free(&b);
+    return NULL;
+}
+
+static void threads_case(struct nlpd_backend *g, double tol)
+{
+    static struct th_job jobs[TH_N];
+    static float wsrc[TH_K * TH_N_COLS];
+    fill(wsrc, TH_K * TH_N_COLS, 1.0f);
+    struct nlpd_buffer wg = {0}, wc = {0}, ref = {0};
+    struct nlpd_error err = {0};
+    CHECK(nlpd_backend_alloc_weights(g, sizeof wsrc, &wg, &err) == 0);
+    CHECK(nlpd_backend_alloc_weights(cpu, sizeof wsrc, &wc, &err) == 0);
+    CHECK(nlpd_backend_alloc(cpu, (size_t)TH_M * (TH_K + TH_N_COLS) * 4, &ref, &err) == 0);
+    if (!wg.ptr || !wc.ptr || !ref.ptr)
+        goto out;
+    CHECK(nlpd_backend_upload(&wc, 0, wsrc, sizeof wsrc) == 0);
+    pthread_t t[TH_N];
+    jobs[0].w = &wg;
+    jobs[0].wsrc = wsrc;
+    jobs[0].rc = 0;
+    CHECK(pthread_create(&t[0], NULL, th_loader, &jobs[0]) == 0);
+    pthread_join(t[0], NULL);
+    CHECK(jobs[0].rc == 0);
+    for (int i = 0; i < TH_N; i++) {
+        jobs[i].be = g;
+        jobs[i].w = &wg;
+        jobs[i].rc = 0;
+        for (int it = 0; it < TH_ITERS; it++)
+            fill(jobs[i].a[it], (size_t)TH_M * TH_K, 1.0f);
+    }
+    for (int i = 0; i < TH_N; i++)
+        CHECK(pthread_create(&t[i], NULL, th_worker, &jobs[i]) == 0);
+    for (int i = 0; i < TH_N; i++)
+        pthread_join(t[i], NULL);
+    double worst = 0;
+    int bad = 0;
+    float *rc_ = (float *)ref.ptr + (size_t)TH_M * TH_K;
+    for (int i = 0; i < TH_N; i++) {
+        CHECK(jobs[i].rc == 0);
+        for (int it = 0; it < TH_ITERS && !jobs[i].rc; it++) {
+            CHECK(nlpd_backend_upload(&ref, 0, jobs[i].a[it], sizeof jobs[i].a[it]) == 0);
+            struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
+            op.u.matmul = (struct nlpd_op_matmul){rc_, ref.ptr, wc.ptr, NULL, TH_M, TH_N_COLS, TH_K, TH_K,
+                                                  TH_N_COLS, TH_N_COLS, 0, NLPD_ACT_NONE};
+            CHECK(nlpd_backend_run(cpu, &op, &err) == 0 && nlpd_backend_sync(cpu, &err) == 0);
+            double mx = 0;
+            for (int e = 0; e < TH_M * TH_N_COLS; e++)
+                mx = fmax(mx, fabs(rc_[e]));
+            for (int e = 0; e < TH_M * TH_N_COLS; e++) {
+                double d = fabs((double)rc_[e] - jobs[i].c[it][e]) / (fabs(rc_[e]) + mx + 1e-30);
+                if (!(d <= tol) && bad++ < 3)
+                    fprintf(stderr, "  thread %d iteration %d [%d]: cpu %.9g gpu %.9g\n", i, it, e, rc_[e],
+                            jobs[i].c[it][e]);
+                worst = d > worst || d != d ? (d != d ? INFINITY : d) : worst;
+            }
+        }
+    }
+    CHECK(bad == 0);
+    printf("  threads (%s): %d workers x %d products, worst normwise %.3g (tol %.3g)\n", nlpd_backend_reason(g), TH_N,
+           TH_ITERS, worst, tol);
+out:
+    nlpd_backend_buffer_free(&wg);
+    nlpd_backend_buffer_free(&wc);
+    nlpd_backend_buffer_free(&ref);
+}
+
+static void test_threads(void)
+{
+    threads_case(gpu, 1e-5);
+    if (gpu16)
+        threads_case(gpu16, 5e-3);
+}
+
 /* upload returns once the source is copied: the caller may overwrite it at once */
 static void test_upload_reuse(void)
 {
@@ -927,6 +1042,7 @@ int main(void)
     RUN(test_bad_indices);
     RUN(test_transfers);
     RUN(test_upload_reuse);
+    RUN(test_threads);
     if (gpu16 && gpub16) {
         if (!strcmp(gpu_name, "cuda"))
             RUN(test_oom);
