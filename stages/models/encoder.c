@@ -313,6 +313,21 @@ double nlpd_encoder_flops(const struct nlpd_encoder *enc, int batch, int seq)
     return per_layer * c->num_layers;
 }
 
+/* NaN or inf logits (fp16 overflow on the GPU, or such weights) are an error, never a result: a scan of the
+ * downloaded rows, a few floats per sequence. */
+static int check_finite(const struct nlpd_encoder *enc, const float *logits, size_t rows, int NL,
+                        struct nlpd_error *err)
+{
+    for (size_t i = 0; i < rows * (size_t)NL; i++)
+        if (!isfinite(logits[i]))
+            return nlpd_error_set(err, NLPD_ERANGE, 0,
+                                  "non-finite logit %g (row %zu, label %d) from the %s backend in %s: an overflow in "
+                                  "the forward pass or such weights (try kernels.dtype = \"bf16\" or \"fp32\")",
+                                  (double)logits[i], i / (size_t)NL, (int)(i % (size_t)NL), nlpd_backend_name(enc->be),
+                                  nlpd_dtype_name(nlpd_encoder_dtype(enc)));
+    return 0;
+}
+
 /* --------------------------------------------------------------- workspace ---- */
 
 static size_t ws_floats(const struct nlpd_encoder *enc, int B, int S, size_t *offs)
@@ -574,6 +589,8 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
         size_t rows = enc->task == NLPD_HF_TASK_SEQ_CLS ? (size_t)B : (size_t)T;
         if ((rc = nlpd_backend_download(&ws->buf, byte_off(ws, ws->logits), out->logits, rows * NL * sizeof(float))))
             return nlpd_error_set(err, rc, 0, "downloading logits failed");
+        if ((rc = check_finite(enc, out->logits, rows, NL, err)))
+            return rc;
     }
     return 0;
 }
