@@ -88,6 +88,7 @@ enum nlpd_op_kind {
                              cross-attention over encoder states */
     NLPD_OP_GATHER_ROWS,  /* dst[i] = src[idx[i]]: beam reordering and batch compaction of caches */
     NLPD_OP_ATTENTION_REL, /* DeBERTa-v2 disentangled self-attention (CPU backend only) */
+    NLPD_OP_LOG_SOFTMAX_TOPK, /* per row: the k best log-probabilities and their columns (decoding on the device) */
     NLPD_OP_COUNT
 };
 
@@ -189,6 +190,19 @@ struct nlpd_op_attention_rel {
     float scale;
 };
 
+/* Row r < rows of x (cols floats at x + r*ld): the k largest entries, best first (equal values: lower column
+ * first; NaN ranks as -inf), as idx[r*k + j] and their log-softmax vals[r*k + j] = x - log(sum exp(x)) over the
+ * whole row. 1 <= k <= min(cols, NLPD_TOPK_MAX). A decoder step downloads rows * k candidates instead of rows *
+ * cols logits; a NaN or inf logit makes the row's vals non-finite (log-sum-exp over it), which the caller checks. */
+#define NLPD_TOPK_MAX 64
+struct nlpd_op_log_softmax_topk {
+    const float *x;
+    float *vals;
+    int32_t *idx;
+    int rows, cols, k;
+    size_t ld;
+};
+
 struct nlpd_op {
     enum nlpd_op_kind kind;
     union {
@@ -201,6 +215,7 @@ struct nlpd_op {
         struct nlpd_op_attention_kv attention_kv;
         struct nlpd_op_gather_rows gather_rows;
         struct nlpd_op_attention_rel attention_rel;
+        struct nlpd_op_log_softmax_topk topk;
     } u;
 };
 

@@ -498,6 +498,48 @@ int nlpd_cpu_gather_rows(const struct nlpd_op_gather_rows *p, struct nlpd_error 
     return 0;
 }
 
+static float topk_key(float v)
+{
+    return v != v ? -INFINITY : v;
+}
+
+int nlpd_cpu_log_softmax_topk(const struct nlpd_op_log_softmax_topk *p, struct nlpd_error *err)
+{
+    if (p->rows <= 0)
+        return 0;
+    if (p->k < 1 || p->k > NLPD_TOPK_MAX || p->k > p->cols)
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "top-k: k %d out of range (1..%d, at most %d columns)", p->k,
+                              NLPD_TOPK_MAX, p->cols);
+    for (int r = 0; r < p->rows; r++) {
+        const float *x = p->x + (size_t)r * p->ld;
+        int32_t *idx = p->idx + (size_t)r * p->k;
+        float key[NLPD_TOPK_MAX];
+        int n = 0;
+        float mx = -INFINITY;
+        for (int i = 0; i < p->cols; i++) {
+            float v = topk_key(x[i]);
+            mx = x[i] > mx || x[i] != x[i] ? x[i] : mx; /* a NaN stays: the row's vals become NaN */
+            if (n == p->k && !(v > key[n - 1]))
+                continue; /* scanning in column order: an equal value later is not better */
+            int j = n < p->k ? n++ : n - 1;
+            while (j > 0 && v > key[j - 1]) {
+                key[j] = key[j - 1];
+                idx[j] = idx[j - 1];
+                j--;
+            }
+            key[j] = v;
+            idx[j] = i;
+        }
+        double sum = 0;
+        for (int i = 0; i < p->cols; i++)
+            sum += exp((double)x[i] - (double)mx);
+        float lse = (float)((double)mx + log(sum));
+        for (int j = 0; j < p->k; j++)
+            p->vals[(size_t)r * p->k + j] = x[idx[j]] - lse;
+    }
+    return 0;
+}
+
 int nlpd_cpu_embed(const struct nlpd_op_embed *p, struct nlpd_error *err)
 {
     const int D = p->dim;

@@ -30,6 +30,7 @@ void nlpd_cpu_softmax_masked(float *x, int rows, int cols, const int32_t *mask);
 size_t nlpd_cpu_attention_rel_scratch(const struct nlpd_op_attention_rel *p);
 int nlpd_cpu_attention_rel(const struct nlpd_op_attention_rel *p, float *scratch, int threads, struct nlpd_error *err);
 int nlpd_cpu_gather_rows(const struct nlpd_op_gather_rows *p, struct nlpd_error *err);
+int nlpd_cpu_log_softmax_topk(const struct nlpd_op_log_softmax_topk *p, struct nlpd_error *err);
 int nlpd_cpu_embed(const struct nlpd_op_embed *p, struct nlpd_error *err);
 
 int nlpd_backend_cpu_threads(const struct nlpd_backend *be);

@@ -530,6 +530,7 @@ static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd
     case NLPD_OP_EMBED: rc = cu_embed(c, &op->u.embed, err); break;
     case NLPD_OP_ATTENTION_KV: rc = cu_attention_kv(c, &op->u.attention_kv, err); break;
     case NLPD_OP_GATHER_ROWS: rc = cu_gather_rows(c, &op->u.gather_rows, err); break;
+    case NLPD_OP_LOG_SOFTMAX_TOPK: rc = cu_log_softmax_topk(c, &op->u.topk, err); break;
     default: rc = nlpd_error_set(err, NLPD_EINVAL, 0, "cuda backend: unknown op %d", (int)op->kind); break;
     }
     if (!rc) {

@@ -739,6 +739,91 @@ static void test_small_arena(void)
     nlpd_backend_free(small16);
 }
 
+/* LOG_SOFTMAX_TOPK (issue 20 item 6). The columns must be the CPU's exactly: both pick by the logits alone in the
+ * same order (value descending, column ascending, NaN as -inf). The values differ only by the log-sum-exp: the CPU
+ * sums exp in double, the GPU in fp32 over ~cols/256 terms per thread then a tree, a relative error of the sum
+ * below (cols/256 + 16) 2^-24 (2e-5 for 58101 columns), plus expf/logf's few ulps: 1e-4 absolute leaves 5x. */
+static void topk_case(int rows, int cols, size_t ld, int k, int ties, int bad_row, float bad)
+{
+    struct pair p;
+    size_t xn = (size_t)rows * ld;
+    if (pair_init(&p, gpu, xn * 4 + (size_t)rows * k * 8 + 4096, 0))
+        return;
+    float *x = malloc(xn * 4);
+    fill(x, xn, 8.0f);
+    if (ties) /* few distinct values: equal logits must come out in column order on both sides */
+        for (size_t i = 0; i < xn; i++)
+            x[i] = floorf(x[i]);
+    if (bad_row >= 0)
+        x[(size_t)bad_row * ld + (size_t)cols / 2] = bad;
+    size_t xo = put(&p, x, xn * 4), vo = put(&p, NULL, (size_t)rows * k * 4), io = put(&p, NULL, (size_t)rows * k * 4);
+    struct nlpd_op oc = {.kind = NLPD_OP_LOG_SOFTMAX_TOPK}, og = oc;
+    oc.u.topk = (struct nlpd_op_log_softmax_topk){F(&p.c, xo), F(&p.c, vo), I(&p.c, io), rows, cols, k, ld};
+    og.u.topk = (struct nlpd_op_log_softmax_topk){F(&p.g, xo), F(&p.g, vo), I(&p.g, io), rows, cols, k, ld};
+    if (!run2(&p, &oc, &og)) {
+        size_t n = (size_t)rows * k;
+        float *vc = malloc(n * 4), *vg = malloc(n * 4);
+        int32_t *ic = malloc(n * 4), *ig = malloc(n * 4);
+        CHECK(nlpd_backend_download(&p.c, vo, vc, n * 4) == 0 && nlpd_backend_download(&p.g, vo, vg, n * 4) == 0);
+        CHECK(nlpd_backend_download(&p.c, io, ic, n * 4) == 0 && nlpd_backend_download(&p.g, io, ig, n * 4) == 0);
+        int bad_n = 0;
+        double worst = 0;
+        for (size_t i = 0; i < n; i++) {
+            int r = (int)(i / (size_t)k), nonfinite = r == bad_row;
+            int ok = ic[i] == ig[i] && ic[i] >= 0 && ic[i] < cols;
+            if (i % (size_t)k) /* best first, equal values in column order (the CPU is the reference) */
+                ok = ok && (x[(size_t)r * ld + ic[i - 1]] > x[(size_t)r * ld + ic[i]] ||
+                            (x[(size_t)r * ld + ic[i - 1]] == x[(size_t)r * ld + ic[i]] && ic[i - 1] < ic[i]) ||
+                            nonfinite);
+            if (nonfinite)
+                ok = ok && !isfinite(vc[i]) && !isfinite(vg[i]);
+            else {
+                double d = fabs((double)vc[i] - vg[i]);
+                worst = d > worst ? d : worst;
+                ok = ok && d <= 1e-4 && vc[i] <= 0;
+            }
+            if (!ok && bad_n++ < 3)
+                fprintf(stderr, "  topk %dx%d k %d [%zu]: cpu col %d %.9g, gpu col %d %.9g\n", rows, cols, k, i, ic[i],
+                        vc[i], ig[i], vg[i]);
+        }
+        CHECK(bad_n == 0);
+        printf("  topk %d x %d (ld %zu) k %d%s%s: columns equal, max |dlogp| %.3g\n", rows, cols, ld, k,
+               ties ? " ties" : "", bad_row >= 0 ? " non-finite row" : "", worst);
+        free(vc);
+        free(vg);
+        free(ic);
+        free(ig);
+    }
+    free(x);
+    pair_free(&p);
+}
+
+static void test_topk(void)
+{
+    topk_case(8, 58101, 58101, 8, 0, -1, 0);      /* Marian's vocabulary, beam 4 x 2 candidates */
+    topk_case(3, 37, 40, 37, 0, -1, 0);           /* k = cols, padded rows */
+    topk_case(5, 1000, 1000, NLPD_TOPK_MAX, 1, -1, 0); /* many equal logits */
+    topk_case(4, 500, 500, 5, 0, 2, NAN);          /* a NaN logit: that row's values are NaN */
+    topk_case(4, 500, 500, 5, 0, 1, INFINITY);     /* an inf logit: non-finite too */
+    struct pair p; /* k out of range: an error on both, not a read past the row */
+    if (pair_init(&p, gpu, 4096, 0))
+        return;
+    for (int k = 0; k < 3; k++) {
+        int kk = k == 0 ? 0 : k == 1 ? NLPD_TOPK_MAX + 1 : 11;
+        struct nlpd_op o = {.kind = NLPD_OP_LOG_SOFTMAX_TOPK};
+        struct nlpd_error e1 = {0}, e2 = {0};
+        o.u.topk = (struct nlpd_op_log_softmax_topk){F(&p.c, 0), F(&p.c, 1024), I(&p.c, 2048), 1, 10, kk, 10};
+        CHECK(nlpd_backend_run(cpu, &o, &e1) == NLPD_EINVAL);
+        o.u.topk = (struct nlpd_op_log_softmax_topk){F(&p.g, 0), F(&p.g, 1024), I(&p.g, 2048), 1, 10, kk, 10};
+        int rc = nlpd_backend_run(gpu, &o, &e2);
+        if (!rc)
+            rc = nlpd_backend_sync(gpu, &e2);
+        CHECK(rc == NLPD_EINVAL);
+        CHECK_STR_CONTAINS(e2.message, "out of range");
+    }
+    pair_free(&p);
+}
+
 /* Threads (issue 20 item 4: a stream per thread, no backend-wide lock). A loader thread uploads the weights row by
  * row and exits without a sync (the model loaders do the same); then TH_N workers, each with its own buffers,
  * queue products against them at the same time. Every worker's results must match the CPU's: the workers' streams
@@ -1043,6 +1128,7 @@ int main(void)
     RUN(test_transfers);
     RUN(test_upload_reuse);
     RUN(test_threads);
+    RUN(test_topk);
     if (gpu16 && gpub16) {
         if (!strcmp(gpu_name, "cuda"))
             RUN(test_oom);
