@@ -193,7 +193,7 @@ struct nlpd_op_attention_rel {
 /* Row r < rows of x (cols floats at x + r*ld): the k largest entries, best first (equal values: lower column
  * first; NaN ranks as -inf), as idx[r*k + j] and their log-softmax vals[r*k + j] = x - log(sum exp(x)) over the
  * whole row. 1 <= k <= min(cols, NLPD_TOPK_MAX). A decoder step downloads rows * k candidates instead of rows *
- * cols logits; a NaN or inf logit makes the row's vals non-finite (log-sum-exp over it), which the caller checks. */
+ * cols logits; a NaN or inf logit anywhere in the row makes all its vals NaN, which the caller checks. */
 #define NLPD_TOPK_MAX 64
 struct nlpd_op_log_softmax_topk {
     const float *x;

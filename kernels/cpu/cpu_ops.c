@@ -514,11 +514,10 @@ int nlpd_cpu_log_softmax_topk(const struct nlpd_op_log_softmax_topk *p, struct n
         const float *x = p->x + (size_t)r * p->ld;
         int32_t *idx = p->idx + (size_t)r * p->k;
         float key[NLPD_TOPK_MAX];
-        int n = 0;
-        float mx = -INFINITY;
+        int n = 0, finite = 1;
         for (int i = 0; i < p->cols; i++) {
             float v = topk_key(x[i]);
-            mx = x[i] > mx || x[i] != x[i] ? x[i] : mx; /* a NaN stays: the row's vals become NaN */
+            finite &= isfinite(x[i]) != 0;
             if (n == p->k && !(v > key[n - 1]))
                 continue; /* scanning in column order: an equal value later is not better */
             int j = n < p->k ? n++ : n - 1;
@@ -530,10 +529,8 @@ int nlpd_cpu_log_softmax_topk(const struct nlpd_op_log_softmax_topk *p, struct n
             key[j] = v;
             idx[j] = i;
         }
-        double sum = 0;
-        for (int i = 0; i < p->cols; i++)
-            sum += exp((double)x[i] - (double)mx);
-        float lse = (float)((double)mx + log(sum));
+        /* generate.c's host path shifts by this same function: on this backend both paths agree to the bit */
+        float lse = finite ? nlpd_kernels_logsumexp(x, p->cols) : NAN;
         for (int j = 0; j < p->k; j++)
             p->vals[(size_t)r * p->k + j] = x[idx[j]] - lse;
     }

@@ -1,7 +1,7 @@
 /* LOG_SOFTMAX_TOPK on the GPU: one block per row. The row's max and sum of exp (fp32, tree-reduced) give its
  * log-sum-exp; then k passes, each a block-wide argmax over the entries ranked below the previous pick in the
  * CPU's order (value descending, column ascending, NaN as -inf), so the columns picked are the CPU's exactly and
- * only the log-sum-exp differs by rounding. k * cols reads per row: for a 58k vocabulary and k = 8 about 2 MB,
+ * only the log-sum-exp differs by rounding (a non-finite logit makes the row's values NaN). k * cols reads per row: for a 58k vocabulary and k = 8 about 2 MB,
  * against downloading 232 KB of logits per row to the host. */
 #include <float.h>
 #include <math.h>
@@ -37,8 +37,12 @@ __global__ void k_log_softmax_topk(struct nlpd_op_log_softmax_topk p)
     for (int r = blockIdx.x; r < p.rows; r += gridDim.x) {
         const float *x = p.x + (size_t)r * p.ld;
         float mx = -INFINITY;
-        for (int i = threadIdx.x; i < p.cols; i += blockDim.x)
+        int bad = 0;
+        for (int i = threadIdx.x; i < p.cols; i += blockDim.x) {
             mx = nan_max(mx, x[i]);
+            bad |= !isfinite(x[i]);
+        }
+        bad = __syncthreads_or(bad);
         for (int o = 16; o > 0; o >>= 1)
             mx = nan_max(mx, __shfl_xor_sync(0xffffffffu, mx, o));
         if (lane == 0)
@@ -59,7 +63,7 @@ __global__ void k_log_softmax_topk(struct nlpd_op_log_softmax_topk p)
             float t = 0.0f;
             for (int w = 0; w < nw; w++)
                 t += s_f[w];
-            s_lse = mx + logf(t);
+            s_lse = bad ? NAN : mx + logf(t); /* a non-finite logit: the row's vals are NaN, as on the CPU */
             s_pk = INFINITY;
             s_pc = -1;
         }
