@@ -927,10 +927,11 @@ static int dec_step(void *ctx, const int32_t *tokens, const int32_t *sent, int R
                                           .ldb = H,
                                           .ldc = V,
                                           .trans_b = 1};
-    if ((rc = run(m, &op, err)) || (rc = nlpd_backend_sync(m->be, err)))
+    /* dec_step_topk (logits NULL): the logits stay on the device, its download syncs */
+    if ((rc = run(m, &op, err)) || (logits && (rc = nlpd_backend_sync(m->be, err))))
         return rc;
     ws->rows = R;
-    if (!logits) /* dec_step_topk: the logits stay on the device */
+    if (!logits)
         return 0;
     if ((rc = nlpd_backend_download(db, byte_off(db, ws->logits), logits, (size_t)R * V * sizeof(float))))
         return nlpd_error_set(err, rc, 0, "downloading logits failed");
