@@ -90,7 +90,13 @@ BENCH_BIN := $(patsubst %.c,$(BUILD)/bench/%,$(notdir $(BENCH_SRC)))
 
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/nlpd $(UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN) $(BENCH_BIN) $(CUDA_ALL) $(FAULTS_BIN)
+MAN_PAGES := $(BUILD)/man/nlpd.1 $(BUILD)/man/nlpd.conf.5
+
+all: $(BUILD)/nlpd $(UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN) $(BENCH_BIN) $(CUDA_ALL) $(FAULTS_BIN) $(MAN_PAGES)
+
+# nlpd.1 and nlpd.conf.5 from the binary's own help and config tables (scripts/gen-man.sh)
+$(MAN_PAGES) &: $(BUILD)/nlpd scripts/gen-man.sh
+	sh scripts/gen-man.sh $(BUILD)/nlpd $(BUILD)/man
 
 $(BUILD)/nlpd: $(MAIN_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -218,8 +224,11 @@ bench:
 # drop-in; the config only when none is there yet, mode 0640 (it may hold passwords: the README's next step
 # gives it to group nlpd), with output.schema pointing at the installed schema (model paths stay relative to
 # the unit's WorkingDirectory, /var/lib/nlpd). tests/integration/test_install.sh runs this and the README's steps.
-install: $(BUILD)/nlpd $(CUDA_ALL)
+install: $(BUILD)/nlpd $(CUDA_ALL) $(MAN_PAGES)
 	install -D -m 0755 $(BUILD)/nlpd $(DESTDIR)$(PREFIX)/bin/nlpd
+	install -D -m 0644 $(BUILD)/man/nlpd.1 $(DESTDIR)$(PREFIX)/share/man/man1/nlpd.1
+	install -D -m 0644 $(BUILD)/man/nlpd.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/nlpd.conf.5
+	install -D -m 0644 completion/nlpd.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/nlpd
 	@if [ -f $(CUDA_LIB) ]; then \
 	  echo install -D -m 0755 $(CUDA_LIB) $(DESTDIR)$(NLPD_LIBDIR_INSTALL)/libnlpd_cuda.so; \
 	  install -D -m 0755 $(CUDA_LIB) $(DESTDIR)$(NLPD_LIBDIR_INSTALL)/libnlpd_cuda.so; fi

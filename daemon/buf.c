@@ -40,18 +40,24 @@ void nlpd_buf_puts(struct nlpd_buf *b, const char *s)
 
 void nlpd_buf_printf(struct nlpd_buf *b, const char *fmt, ...)
 {
+    if (b->oom)
+        return;
+    /* Formats once into the room there is; only a longer text is formatted again, after growing. */
+    size_t room = b->cap - b->len;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(b->data ? b->data + b->len : NULL, b->data ? room : 0, fmt, ap);
     va_end(ap);
     if (n < 0)
         return;
-    nlpd_buf_reserve(b, (size_t)n);
-    if (b->oom)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    if (!b->data || (size_t)n >= room) {
+        nlpd_buf_reserve(b, (size_t)n);
+        if (b->oom)
+            return;
+        va_start(ap, fmt);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     b->len += (size_t)n;
 }
 

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
 
 #include "encoder.h"
 #include "json_out.h"
@@ -28,7 +30,10 @@ static int parse_args(int argc, char **argv, struct args *a)
     memset(a, 0, sizeof *a);
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(argv[i], "--model") && v) {
+        if (!strcmp(argv[i], "--model") && (!v || !strncmp(v, "--", 2))) {
+            fprintf(stderr, "nlpd %s: --model needs a model folder\n", argv[0]);
+            return -1;
+        } else if (!strcmp(argv[i], "--model") && v) {
             a->model = v;
             i++;
         } else if (!strcmp(argv[i], "--max-length") && v) {
@@ -75,6 +80,12 @@ static int parse_args(int argc, char **argv, struct args *a)
                 "usage: nlpd %s --model DIR [--max-length N] [--threads N] [--backend auto|cpu|cuda]\n"
                 "       [--dtype fp32|fp16|bf16|int8] [--device N]%s < lines.jsonl\n",
                 argv[0], strcmp(argv[0], "tokenize") ? "" : " [--decode]");
+        return -1;
+    }
+    struct stat st;
+    if (stat(a->model, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "nlpd %s: model folder '%s': %s\n", argv[0], a->model,
+                stat(a->model, &st) != 0 ? strerror(errno) : "not a folder");
         return -1;
     }
     return 0;
@@ -213,6 +224,8 @@ int nlpd_cmd_tokenize(int argc, char **argv)
     struct args a;
     if (parse_args(argc, argv, &a))
         return 2;
+    if (nlpd_cmd_is_seq2seq(a.model))
+        return nlpd_cmd_tokenize_marian(a.model, a.decode, a.max_length);
     struct nlpd_error err = {0};
     struct nlpd_tokenizer *tok = nlpd_tokenizer_load(a.model, &err);
     if (!tok) {

@@ -3,6 +3,8 @@
 #ifndef NLPD_CMD_MODEL_H
 #define NLPD_CMD_MODEL_H
 
+#include <stddef.h>
+
 /* argv[0] is the command name ("infer" / "tokenize"); returns the process exit status. */
 int nlpd_cmd_infer(int argc, char **argv);
 int nlpd_cmd_tokenize(int argc, char **argv);
@@ -21,5 +23,7 @@ int nlpd_cmd_infer_m2m(int argc, char **argv);
  * slow tokenizer), or with --src-lang (the language token placed per line, not by the saved template) */
 int nlpd_cmd_tokenize_is_m2m(int argc, char **argv);
 int nlpd_cmd_tokenize_m2m(int argc, char **argv);
+/* `nlpd tokenize` on a Marian folder (cmd_tokenize_marian.c): {"ids"} per line, or {"text"} with decode. */
+int nlpd_cmd_tokenize_marian(const char *model, int decode, size_t max_length);
 
 #endif

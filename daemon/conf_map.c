@@ -22,6 +22,63 @@ const char *nlpd_conf_file(const config_setting_t *s, const char *fallback)
     return f ? nlpd_conf_path_of(f, fallback) : fallback;
 }
 
+/* Levenshtein distance of two short keys (longer ones count as far apart). */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[65];
+    if (la > 64 || lb > 64)
+        return (size_t)-1;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            diag = up;
+            row[j] = best;
+        }
+    }
+    return row[lb];
+}
+
+const char *nlpd_conf_suggest(const char *key, const char *const *candidates, size_t n)
+{
+    /* at most 2 edits, and fewer than a third of the key: "treshold" -> "threshold", not "id" -> "lang" */
+    size_t best = 3, limit = strlen(key) / 3 + 1;
+    const char *pick = NULL;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = edit_distance(key, candidates[i]);
+        if (d < best && d <= limit && d > 0) {
+            best = d;
+            pick = candidates[i];
+        }
+    }
+    return pick;
+}
+
+/* The suffix of an unknown-key message: " (did you mean 'x'?)", or "". Thread-local buffer. */
+static const char *did_you_mean(const char *key, const struct nlpd_conf_entry *map, const char *const *extra)
+{
+    static __thread char out[128];
+    const char *cand[256];
+    size_t n = 0;
+    for (const struct nlpd_conf_entry *e = map; e->type != NLPD_CONF_END && n < 256; e++)
+        cand[n++] = e->key;
+    for (const char *const *x = extra; x && *x && n < 256; x++)
+        cand[n++] = *x;
+    const char *s = nlpd_conf_suggest(key, cand, n);
+    if (s)
+        snprintf(out, sizeof out, " (did you mean '%s'?)", s);
+    else
+        out[0] = '\0';
+    return out;
+}
+
 const char *nlpd_conf_map_get(const struct nlpd_conf_map *map, const char *from)
 {
     for (size_t i = 0; i < map->n; i++)
@@ -74,6 +131,24 @@ static int choice_ok(const char *choices, const char *v)
         p = bar + 1;
     }
     return 0;
+}
+
+/* What to do about a missing model: `make models` fetches only these files into models/; a Hugging Face folder
+ * (or any other file) is the user's to provide. */
+static const char *model_hint(const char *path, int en)
+{
+    static const char *const fetched[] = {"lid.176.ftz", "amazon_review_polarity.ftz", "amazon_review_full.ftz",
+                                          "lexicons", NULL};
+    if (en != ENOENT)
+        return "";
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    for (const char *const *f = fetched; *f; f++)
+        if (strcmp(base, *f) == 0)
+            return " (run `make models` to fetch it)";
+    return " (a Hugging Face folder or model file you provide: download it, e.g. with `huggingface-cli download "
+           "ORG/NAME --local-dir DIR`, and set the path; `make models` fetches only lid.176.ftz, the Amazon "
+           "review models and the moderation word lists)";
 }
 
 static int in_range(const struct nlpd_conf_entry *e, double v)
@@ -215,7 +290,7 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
                 known = strcmp(*x, name) == 0;
             if (!known) {
                 nlpd_diag_add(diag, nlpd_conf_file(s, file), config_setting_source_line(s),
-                              "unknown key '%s' in %s", name, section);
+                              "unknown key '%s' in %s%s", name, section, did_you_mean(name, map, extra_keys));
                 errors++;
             }
         }
@@ -256,8 +331,8 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
             if (e->type == NLPD_CONF_PATH && access(v, R_OK) != 0) {
                 int en = errno;
                 if (e->flags & NLPD_CONF_MODEL)
-                    nlpd_diag_add(diag, sfile, line, "%s.%s: model '%s' %s (run `make models` to fetch the models)",
-                                  section, e->key, v, en == ENOENT ? "not found" : strerror(en));
+                    nlpd_diag_add(diag, sfile, line, "%s.%s: model '%s' %s%s", section, e->key, v,
+                                  en == ENOENT ? "not found" : strerror(en), model_hint(v, en));
                 else
                     nlpd_diag_add(diag, sfile, line, "%s.%s: cannot read '%s': %s", section, e->key, v,
                                   strerror(en));

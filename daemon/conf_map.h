@@ -22,6 +22,10 @@ int nlpd_conf_equal(const struct nlpd_conf_entry *e, const void *a, const void *
 /* Writes the table as documentation (key, type, default, doc), for `nlpd config-doc`. */
 void nlpd_conf_doc(const struct nlpd_conf_entry *map, const char *section, FILE *out);
 
+/* The candidate closest to an unknown key (at most 2 edits, and about a third of the key), or NULL: the
+ * "did you mean" of unknown-key messages. */
+const char *nlpd_conf_suggest(const char *key, const char *const *candidates, size_t n);
+
 /* File of a setting, for messages: the main config's path, or an @include'd file's path made
  * openable from the working directory. The result is valid until the next call in this thread. */
 const char *nlpd_conf_file(const config_setting_t *s, const char *fallback);

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "conf_check.h"
+#include "conf_env.h"
 #include "conf_map.h"
 #include "log.h"
 
@@ -38,11 +40,20 @@ static const struct nlpd_conf_entry kafka_map[] = {
     {"properties", NLPD_CONF_MAP, NULL, offsetof(struct nlpd_kafka_conf, properties), NLPD_CONF_RESTART, NULL, 0, 0,
      "librdkafka properties passed as they are to the consumer and the producer, e.g. "
      "((\"security.protocol\", \"SASL_SSL\"), (\"sasl.mechanisms\", \"PLAIN\"))"},
+    {"sasl_password_file", NLPD_CONF_PATH, NULL, offsetof(struct nlpd_kafka_conf, sasl_password_file),
+     NLPD_CONF_RESTART, NULL, 0, 0,
+     "file holding the SASL password (librdkafka's sasl.password, which properties must then not set); one line, "
+     "not readable by others"},
     {"startup_timeout_ms", NLPD_CONF_INT, "30000", offsetof(struct nlpd_kafka_conf, startup_timeout_ms),
      NLPD_CONF_RESTART, NULL, 1000, 3600000,
      "at start, give up (exit 1) when no broker has answered for this long; retries in between"},
     {"embedded_partitions", NLPD_CONF_INT, "8", offsetof(struct nlpd_kafka_conf, embedded_partitions),
      NLPD_CONF_RESTART, NULL, 1, 256, "partitions of each topic of the embedded broker"},
+    {"embedded_port", NLPD_CONF_INT, "0", offsetof(struct nlpd_kafka_conf, embedded_port), NLPD_CONF_RESTART, NULL, 0,
+     65535,
+     "embedded broker: also listen on 127.0.0.1:this port and relay to the mock cluster's own ephemeral port "
+     "(librdkafka's mock cannot choose its port), so that kcat -b 127.0.0.1:PORT works without reading the log; "
+     "0 = off"},
     {0},
 };
 
@@ -84,6 +95,8 @@ static const struct nlpd_conf_entry cache_map[] = {
      "Redis ACL user (empty: none, or the default user with redis_password)"},
     {"redis_password", NLPD_CONF_STRING, "", offsetof(struct nlpd_cache_conf, redis_password), 0, NULL, 0, 0,
      "Redis password (empty: no AUTH)"},
+    {"redis_password_file", NLPD_CONF_PATH, NULL, offsetof(struct nlpd_cache_conf, redis_password_file), 0, NULL, 0,
+     0, "file holding redis_password instead (one line; must not be readable by others)"},
     {"key_prefix", NLPD_CONF_STRING, "nlpd:", offsetof(struct nlpd_cache_conf, key_prefix), 0, NULL, 0, 0,
      "prefix of every Redis key"},
     {"ttl_s", NLPD_CONF_INT, "86400", offsetof(struct nlpd_cache_conf, ttl_s), 0, NULL, 1, 315360000,
@@ -109,7 +122,8 @@ static const struct nlpd_conf_entry cache_map[] = {
 static const struct nlpd_conf_entry metrics_map[] = {
     {"listen", NLPD_CONF_STRING, "127.0.0.1:9464", offsetof(struct nlpd_metrics_conf, listen), NLPD_CONF_RESTART, NULL,
      0, 0,
-     "host:port of the HTTP server of `nlpd run` (/metrics in Prometheus text format, /live, /ready); \"\" = off"},
+     "host:port (or [v6]:port) of the HTTP server of `nlpd run` (/metrics in Prometheus text format, /live, "
+     "/ready); \"\" = off; the host is required (\"127.0.0.1:9464\" or \"0.0.0.0:9464\", not \":9464\")"},
     {"max_connections", NLPD_CONF_INT, "64", offsetof(struct nlpd_metrics_conf, max_connections), NLPD_CONF_RESTART,
      NULL, 1, 10000, "open connections the HTTP server keeps; one more is answered 503 and closed"},
     {"idle_timeout_ms", NLPD_CONF_INT, "10000", offsetof(struct nlpd_metrics_conf, idle_timeout_ms),
@@ -194,10 +208,56 @@ static void release_sections(struct nlpd_config *c)
     nlpd_conf_release(log_map, &c->log);
 }
 
+/* Moves the content of a *_file secret into its value; an error when both are set. */
+static int load_secrets(struct nlpd_config *c, struct nlpd_diag *diag)
+{
+    int errors = 0;
+    char why[600], *v;
+    if (c->cache.redis_password_file) {
+        const config_setting_t *s = config_lookup(&c->cfg, "cache.redis_password_file");
+        if (*c->cache.redis_password)
+            snprintf(why, sizeof why, "set cache.redis_password or cache.redis_password_file, not both");
+        if (*c->cache.redis_password ||
+            nlpd_conf_read_secret("cache.redis_password_file", c->cache.redis_password_file, &v, why, sizeof why)) {
+            nlpd_diag_add(diag, nlpd_conf_file(s, c->path), s ? config_setting_source_line(s) : 0, "%s", why);
+            errors++;
+        } else {
+            free(c->cache.redis_password);
+            c->cache.redis_password = v;
+        }
+    }
+    if (c->has_kafka && c->kafka.sasl_password_file) {
+        const config_setting_t *s = config_lookup(&c->cfg, "kafka.sasl_password_file");
+        struct nlpd_conf_map *m = &c->kafka.properties;
+        if (nlpd_conf_map_get(m, "sasl.password"))
+            snprintf(why, sizeof why, "set kafka.properties' sasl.password or kafka.sasl_password_file, not both");
+        if (nlpd_conf_map_get(m, "sasl.password") ||
+            nlpd_conf_read_secret("kafka.sasl_password_file", c->kafka.sasl_password_file, &v, why, sizeof why)) {
+            nlpd_diag_add(diag, nlpd_conf_file(s, c->path), s ? config_setting_source_line(s) : 0, "%s", why);
+            return errors + 1;
+        }
+        char **from = realloc(m->from, (m->n + 2) * sizeof *from);
+        if (from)
+            m->from = from;
+        char **to = from ? realloc(m->to, (m->n + 2) * sizeof *to) : NULL;
+        if (to)
+            m->to = to;
+        if (!from || !to || !(m->from[m->n] = strdup("sasl.password"))) {
+            free(v);
+            nlpd_diag_add(diag, c->path, 0, "out of memory");
+            return errors + 1;
+        }
+        m->to[m->n++] = v;
+        m->from[m->n] = m->to[m->n] = NULL;
+    }
+    return errors;
+}
+
 static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
 {
     const config_setting_t *root = config_root_setting(&c->cfg);
-    int errors = 0;
+    /* ${VAR} first: every value below is checked as it will be used */
+    int errors = nlpd_conf_expand_env(config_root_setting(&c->cfg), c->path, diag);
     int n = config_setting_length(root);
     for (int i = 0; i < n; i++) {
         const config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
@@ -206,10 +266,11 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
         for (const char *const *k = top_keys; *k && !known; k++)
             known = strcmp(*k, name) == 0;
         if (!known) {
+            const char *near = nlpd_conf_suggest(name, top_keys, sizeof top_keys / sizeof top_keys[0] - 1);
             nlpd_diag_add(diag, nlpd_conf_file(s, c->path), config_setting_source_line(s),
-                          "unknown key '%s' at top level (known: kafka, input, output, flow, cache, metrics, batch, "
-                          "kernels, log, pipeline)",
-                          name);
+                          "unknown key '%s' at top level%s%s%s (known: kafka, input, output, flow, cache, metrics, "
+                          "batch, kernels, log, pipeline)",
+                          name, near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
             errors++;
         }
     }
@@ -274,6 +335,8 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
         }
     }
 
+    errors += load_secrets(c, diag);
+
     const config_setting_t *pl = config_lookup(&c->cfg, "pipeline");
     if (!pl) {
         nlpd_diag_add(diag, c->path, 0, "missing 'pipeline' (a list of stages, e.g. pipeline = ( { stage = \"langid\"; model = \"models/lid.176.ftz\"; } );)");
@@ -289,6 +352,7 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
     } else {
         c->pipeline = pl;
     }
+    errors += nlpd_conf_check(c, diag);
     return errors;
 }
 

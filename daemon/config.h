@@ -30,9 +30,11 @@ struct nlpd_kafka_conf {
     char *dlq_topic;
     char *flagged_topic; /* optional: where flagged records go when the moderation stage routes them */
     char *dlq_oversize;  /* "truncate" | "skip" | "stop": a dead letter the producer or broker refuses */
-    struct nlpd_conf_map properties; /* passed to librdkafka as they are */
+    struct nlpd_conf_map properties; /* passed to librdkafka as they are (plus sasl.password from its file) */
+    char *sasl_password_file;
     long long startup_timeout_ms;
     long long embedded_partitions;
+    long long embedded_port; /* 0: the mock's ephemeral port only */
 };
 
 struct nlpd_output_conf {

@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+
+#include "kafka_forward.h"
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -194,11 +196,19 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     }
 }
 
+/* librdkafka's syslog levels map one to one. A broker connection failure ("FAIL") also reaches the error callback,
+ * which logs it once with the client's name at the level that fits a retried failure: not twice here. */
 void nlpd_kd_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    nlpd_log(level <= 3 ? NLPD_LOG_ERR : level == 4 ? NLPD_LOG_WARNING : NLPD_LOG_DEBUG, "rdkafka", "%s: %s", fac,
-             buf);
+    if (strcmp(fac, "FAIL") == 0)
+        return;
+    enum nlpd_log_level l = level <= 3 ? NLPD_LOG_ERR
+                            : level == 4 ? NLPD_LOG_WARNING
+                            : level == 5 ? NLPD_LOG_NOTICE
+                            : level == 6 ? NLPD_LOG_INFO
+                                         : NLPD_LOG_DEBUG;
+    nlpd_log(l, "rdkafka", "%s: %s", fac, buf);
 }
 
 /* ---- set-up ---- */
@@ -440,6 +450,10 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
     d->more_ev = evtimer_new(d->base, on_more, d);
     nlpd_histogram_init_ms(&d->e2e_ms);
     nlpd_histogram_init_ms(&d->queue_ms);
+    struct nlpd_batcher_conf bc = {
+        .abandon = &d->abandon, .queue_ms = &d->queue_ms, .notify = nlpd_kd_on_batch_done, .user = d};
+    if (!(d->bt = nlpd_batcher_new(&bc)))
+        goto bad_sys;
     struct nlpd_http_handlers hh = {nlpd_kd_http_metrics, nlpd_kd_http_not_ready, d};
     if (nlpd_http_start(d->base, &cfg->metrics, &hh, &d->http, err) < 0)
         goto bad;
@@ -739,7 +753,7 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
     }
     /* Every consumed message must be destroyed before the consumer, or rd_kafka_destroy() waits for them forever:
      * the records still held (a fatal stop or the deadline) go first, uncommitted: consumed again later. Jobs
-     * still queued only come back (abandoned: no stage runs); their on_done hands them to d, still whole. */
+     * still queued only come back (abandoned: no stage runs); the batcher hands them back to d, still whole. */
     __atomic_store_n(&d->abandon, 1, __ATOMIC_RELEASE);
     if (d->gen && d->gen->p) {
         nlpd_pipeline_stop(d->gen->p);
@@ -754,22 +768,17 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
         rd_kafka_queue_destroy(d->cq);
     if (d->pq)
         rd_kafka_queue_destroy(d->pq);
-    if (d->cur) {
-        for (size_t i = 0; i < d->cur->n; i++)
-            nlpd_kd_item_free(d, d->cur->items[i]);
-        nlpd_kd_batch_free(d->cur);
-    }
-    for (struct kbatch *b = d->held_head, *n; b; b = n) { /* closed, never taken by a worker */
-        n = b->held_next;
-        for (size_t i = 0; i < b->n; i++)
-            nlpd_kd_item_free(d, b->items[i]);
-        nlpd_kd_batch_free(b);
-    }
-    for (struct kbatch *b = d->done_head, *n; b; b = n) {
-        n = b->next;
-        for (size_t i = 0; i < b->n; i++)
-            nlpd_kd_item_free(d, b->items[i]);
-        nlpd_kd_batch_free(b);
+    if (d->cur)
+        nlpd_kd_batch_free(d, d->cur);
+    if (d->bt) {
+        for (struct nlpd_mbatch *b = nlpd_batcher_take_held(d->bt), *n; b; b = n) { /* never taken by a worker */
+            n = b->next;
+            nlpd_kd_batch_free(d, b);
+        }
+        for (struct nlpd_mbatch *b = nlpd_batcher_take_done(d->bt), *n; b; b = n) {
+            n = b->next;
+            nlpd_kd_batch_free(d, b);
+        }
     }
     for (struct kitem *it = d->pending_head, *n; it; it = n) {
         n = it->next;
@@ -799,6 +808,7 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
     }
     if (d->producer)
         rd_kafka_destroy(d->producer);
+    nlpd_kd_forward_stop(d->mock_forward);
     if (d->mock)
         rd_kafka_mock_cluster_destroy(d->mock);
     if (d->mock_rk)
@@ -818,6 +828,7 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
     nlpd_kd_gen_free(d->rl.next);
     nlpd_kd_gen_free(d->gen);
     nlpd_offsets_free(d->offsets);
+    nlpd_batcher_free(d->bt);
     pthread_mutex_destroy(&d->lock);
     nlpd_latency_free(&d->lat);
     free(d->bootstraps);

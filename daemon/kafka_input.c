@@ -1,6 +1,6 @@
 /* The daemon's input (see kafka_internal.h): consuming, micro-batches (closing, holding for a full pipeline queue,
- * the workers' decode and encode), flow control and its pause reasons, rebalances, and handing delivered offsets to
- * librdkafka. Runs on the event loop, except batch_decode and batch_encode (worker threads). */
+ * through the batcher), flow control and its pause reasons, rebalances, and handing delivered offsets to
+ * librdkafka. Runs on the event loop, except the two callbacks from worker threads. */
 #include <event2/event.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
@@ -74,10 +74,11 @@ static int hold_input(struct nlpd_daemon *d)
     size_t queued, cap;
     nlpd_pipeline_queue(d->p, &queued, &cap);
     size_t hold = cap ? cap : 1;
-    if (d->nheld >= hold && !d->held_since) {
+    size_t nheld = nlpd_batcher_held(d->bt);
+    if (nheld >= hold && !d->held_since) {
         d->held_since = nlpd_now();
         d->flow_pauses[FLOW_PIPELINE]++;
-    } else if (d->nheld <= hold / 2 && d->held_since) {
+    } else if (nheld <= hold / 2 && d->held_since) {
         d->held_since = 0;
         nlpd_kd_poll_again(d);
     }
@@ -101,7 +102,8 @@ void nlpd_kd_update_flow(struct nlpd_daemon *d)
     set_paused(d, d->flow_why != 0);
 }
 
-/* A worker made room in a full pipeline queue (worker thread): the loop hands it the next held batch. */
+/* A worker made room in a full pipeline queue (worker thread): the loop hands it the next held batch (see
+ * nlpd_batcher_push()). */
 void nlpd_kd_on_pipeline_space(void *user)
 {
     nlpd_kd_wake(user);
@@ -130,145 +132,61 @@ void nlpd_kd_store_offsets(struct nlpd_daemon *d)
 
 /* ---- batches ---- */
 
-void nlpd_kd_batch_free(struct kbatch *b)
+/* Frees b and the records it still holds (never produced nor committed). */
+void nlpd_kd_batch_free(struct nlpd_daemon *d, struct nlpd_mbatch *b)
 {
-    free(b->items);
-    free(b->recs);
-    free(b);
+    for (size_t i = 0; i < b->n; i++)
+        nlpd_kd_item_free(d, b->slots[i].user);
+    nlpd_batcher_batch_free(b);
 }
 
-static struct kbatch *batch_new(struct nlpd_daemon *d)
+/* Worker thread: a batch reached the batcher's completion queue. */
+void nlpd_kd_on_batch_done(void *user)
 {
-    struct kbatch *b = calloc(1, sizeof *b);
-    size_t cap = (size_t)d->cfg->batch.max_records;
-    if (!b || !(b->items = calloc(cap, sizeof *b->items)) || !(b->recs = calloc(cap, sizeof *b->recs))) {
-        if (b)
-            nlpd_kd_batch_free(b);
-        return NULL;
-    }
-    b->d = d;
-    b->cap = cap;
-    return b;
+    nlpd_kd_wake(user);
 }
 
-/* Worker thread: decode. */
-static void batch_decode(struct nlpd_job *job, void *user)
+static const struct nlpd_codec *gen_codec(struct kgen *g)
 {
-    struct kbatch *b = user;
-    struct nlpd_daemon *d = b->d;
-    (void)job;
-    double now = nlpd_now();
-    int abandon = __atomic_load_n(&d->abandon, __ATOMIC_ACQUIRE);
-    for (size_t i = 0; i < b->n; i++) {
-        struct kitem *it = b->items[i];
-        const char *data = it->msg->payload ? it->msg->payload : "";
-        b->recs[i] = &it->item.rec;
-        if (abandon) { /* a failed record skips every stage; nlpd_kd_process_done() drops it */
-            nlpd_record_fail(&it->item.rec, "nlpd", "abandoned at shutdown");
-            continue;
-        }
-        nlpd_histogram_observe(&d->queue_ms, (now - it->item.t_in) * 1e3);
-        if (b->gen->avro_in)
-            nlpd_avro_in_decode(b->gen->avro_in, &it->item, data, it->msg->len);
-        else
-            nlpd_item_decode_json(&it->item, &b->gen->cfg->input, data, it->msg->len);
-    }
-    b->job.batch.n = b->n;
-    b->job.batch.recs = b->recs;
-}
-
-/* Worker thread: encode, then hand the batch to the event loop. */
-static void batch_encode(struct nlpd_job *job, void *user)
-{
-    struct kbatch *b = user;
-    struct nlpd_daemon *d = b->d;
-    (void)job;
-    double now = nlpd_now();
-    for (size_t i = 0; i < b->n; i++) {
-        struct kitem *it = b->items[i];
-        if (it->item.rec.error) {
-            it->dead = 1;
-            continue;
-        }
-        const struct kgen *g = b->gen;
-        int rc = g->avro_out ? nlpd_avro_out_encode(g->avro_out, &it->item, g->models, g->nmodels, now, &it->out)
-                             : (nlpd_item_encode_json(&it->item, g->models, g->nmodels, now, &it->out), 0);
-        if (rc < 0 || it->out.oom) {
-            nlpd_record_fail(&it->item.rec, "output", "cannot encode the output record%s",
-                             it->out.oom ? ": out of memory" : "");
-            it->dead = 1;
-        } else if (!it->item.rec.route) { /* a topic a stage chose wins over output.routes */
-            it->route = nlpd_routes_match(&g->cfg->routes, &it->item.rec);
-        }
-    }
-    pthread_mutex_lock(&d->lock);
-    b->next = NULL;
-    if (d->done_tail)
-        d->done_tail->next = b;
-    else
-        d->done_head = b;
-    d->done_tail = b;
-    pthread_mutex_unlock(&d->lock);
-    nlpd_kd_wake(d);
-}
-
-/* Hands held batches to their pipeline in order, as long as its queue has room; never waits. */
-static void submit_held(struct nlpd_daemon *d)
-{
-    while (d->held_head) {
-        struct kbatch *b = d->held_head, *next = b->held_next; /* once submitted, b is the worker's */
-        if (nlpd_pipeline_try_submit(b->gen->p, &b->job) < 0)
-            return; /* full: a worker taking a job wakes the loop (nlpd_kd_on_pipeline_space) */
-        d->held_head = next;
-        if (!d->held_head)
-            d->held_tail = NULL;
-        d->nheld--;
-    }
+    if (!g->codec.input)
+        g->codec = (struct nlpd_codec){&g->cfg->input, g->avro_in, g->avro_out, g->models, g->nmodels};
+    return &g->codec;
 }
 
 /* Closes the batch being filled: it goes to the current pipeline, now or (queue full) once there is room. */
 void nlpd_kd_submit_current(struct nlpd_daemon *d)
 {
-    struct kbatch *b = d->cur;
+    struct nlpd_mbatch *b = d->cur;
     if (!b)
         return;
     d->cur = NULL;
     evtimer_del(d->batch_timer);
-    b->job.on_start = batch_decode;
-    b->job.on_done = batch_encode;
-    b->job.user = b;
-    b->gen = d->gen;
+    b->user = d->gen;
     for (size_t i = 0; i < b->n; i++)
-        b->items[i]->gen = d->gen;
+        ((struct kitem *)b->slots[i].user)->gen = d->gen;
     d->gen->items += b->n;
     d->batches_out++;
-    b->held_next = NULL;
-    if (d->held_tail)
-        d->held_tail->held_next = b;
-    else
-        d->held_head = b;
-    d->held_tail = b;
-    d->nheld++;
-    submit_held(d);
+    nlpd_batcher_submit(d->bt, b, d->gen->p, gen_codec(d->gen), 0);
 }
 
 void nlpd_kd_process_done(struct nlpd_daemon *d)
 {
-    pthread_mutex_lock(&d->lock);
-    struct kbatch *b = d->done_head;
-    d->done_head = d->done_tail = NULL;
-    pthread_mutex_unlock(&d->lock);
+    struct nlpd_mbatch *b = nlpd_batcher_take_done(d->bt);
     int abandon = __atomic_load_n(&d->abandon, __ATOMIC_ACQUIRE);
-    submit_held(d);
+    nlpd_batcher_push(d->bt);
     while (b) {
-        struct kbatch *next = b->next;
+        struct nlpd_mbatch *next = b->next;
         for (size_t i = 0; i < b->n; i++) {
+            struct kitem *it = b->slots[i].user;
+            it->dead = b->slots[i].dead;
+            if (!it->dead && !it->item.rec.route) /* a topic a stage chose wins over output.routes */
+                it->route = nlpd_routes_match(&it->gen->cfg->routes, &it->item.rec);
             if (abandon) /* stopping past the deadline or after a fatal error: never produced nor committed */
-                nlpd_kd_item_free(d, b->items[i]);
+                nlpd_kd_item_free(d, it);
             else
-                nlpd_kd_produce(d, b->items[i]);
+                nlpd_kd_produce(d, it);
         }
-        nlpd_kd_batch_free(b);
+        nlpd_batcher_batch_free(b);
         d->batches_out--;
         b = next;
     }
@@ -312,16 +230,17 @@ static void handle_message(struct nlpd_daemon *d, rd_kafka_message_t *m)
     it->msg = m;
     it->tp = tp;
     it->bytes = m->len + m->key_len;
-    it->item.t_in = nlpd_now();
+    double now = nlpd_now();
+    it->item.t_in = now;
     it->item.source = (struct nlpd_source){1, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
                                            rd_kafka_message_timestamp(m, &tt)};
     it->item.rec.topic = it->item.source.topic;
     d->inflight++;
     d->inflight_bytes += it->bytes;
     if (d->stats.consumed++ == 0)
-        d->t_first_in = nlpd_now();
+        d->t_first_in = now;
     if (!d->cur) {
-        d->cur = batch_new(d);
+        d->cur = nlpd_batcher_batch_new(d->bt, (size_t)d->cfg->batch.max_records);
         if (!d->cur) { /* not the record's fault: no dead letter; kept, never committed */
             nlpd_kd_fail_fatal(d, "cannot batch %s[%d]@%lld: out of memory", rd_kafka_topic_name(m->rkt),
                                (int)m->partition, (long long)m->offset);
@@ -331,7 +250,9 @@ static void handle_message(struct nlpd_daemon *d, rd_kafka_message_t *m)
         struct timeval tv = {d->cfg->batch.max_wait_ms / 1000, (d->cfg->batch.max_wait_ms % 1000) * 1000};
         evtimer_add(d->batch_timer, &tv);
     }
-    d->cur->items[d->cur->n++] = it;
+    struct nlpd_bslot *slot = nlpd_batcher_add(d->cur, &it->item, m->payload ? m->payload : "", m->len, 0);
+    slot->user = it;
+    slot->out = &it->out;
     if (d->cur->n == d->cur->cap)
         nlpd_kd_submit_current(d);
 }
@@ -350,7 +271,7 @@ void nlpd_kd_poll_consumer(struct nlpd_daemon *d)
         }
         handle_message(d, m);
         if (d->inflight >= (size_t)d->cfg->flow.max_inflight ||
-            d->inflight_bytes >= (uint64_t)d->cfg->flow.max_inflight_bytes || d->nheld) {
+            d->inflight_bytes >= (uint64_t)d->cfg->flow.max_inflight_bytes || nlpd_batcher_held(d->bt)) {
             nlpd_kd_update_flow(d); /* pause at the bound, not a poll batch later */
             if (d->held_since && !d->paused)
                 return;

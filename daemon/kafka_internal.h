@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "avro_codec.h"
+#include "batcher.h"
 #include "buf.h"
 #include "http.h"
 #include "kafka.h"
@@ -29,6 +30,7 @@ struct kgen {
     size_t nmodels;
     struct nlpd_avro_out *avro_out;
     struct nlpd_avro_in *avro_in; /* points into cfg */
+    struct nlpd_codec codec;      /* the above for the batcher, set before the first batch is submitted */
     size_t items;                 /* records handed to p and not yet freed */
     struct kgen *next;            /* retired list */
 };
@@ -51,17 +53,6 @@ struct kitem {
     const struct nlpd_route *route;
     int routed;
     struct kitem *next;  /* pending-produce list */
-};
-
-struct kbatch {
-    struct nlpd_job job;
-    struct nlpd_daemon *d;
-    struct kgen *gen;
-    size_t n, cap;
-    struct kitem **items;
-    struct nlpd_record **recs;
-    struct kbatch *next;      /* done list */
-    struct kbatch *held_next; /* waiting for room in the pipeline's queue */
 };
 
 /* Why the input is paused (DESIGN.md §8): each reason comes and goes on its own. */
@@ -98,13 +89,14 @@ struct nlpd_daemon {
     /* kafka.c: clients, event loop, lifecycle (kafka_embedded.c sets mock_rk, mock and bootstraps) */
     rd_kafka_t *mock_rk;
     rd_kafka_mock_cluster_t *mock;
+    struct nlpd_kd_forward *mock_forward; /* kafka.embedded_port (kafka_forward.c); NULL without it */
     char *bootstraps;
     rd_kafka_t *consumer, *producer;
     rd_kafka_queue_t *cq, *pq;
     struct event_base *base;
     struct event *cq_ev, *pq_ev, *wake_ev, *batch_timer, *tick, *more_ev, *sigterm_ev, *sigint_ev, *sighup_ev;
     int cq_pipe[2], pq_pipe[2], wake_pipe[2];
-    pthread_mutex_t lock; /* guards done_head/tail and stop_requested */
+    pthread_mutex_t lock; /* guards stop_requested */
     int stop_requested;
     int draining, fatal, subscribed;
     int consumer_hung;   /* a close that missed the shutdown deadline still runs: leave the consumer alone */
@@ -119,12 +111,11 @@ struct nlpd_daemon {
     struct nlpd_http *http;
 
     /* kafka_input.c: consuming, batches, flow control, offsets */
-    struct kbatch *cur;
+    /* Batches (a batch's user is its kgen, a slot's user its kitem): closed ones the pipeline's queue had no room
+     * for wait in it, in order (the loop never waits on a worker); finished ones come back through it. */
+    struct nlpd_batcher *bt;
+    struct nlpd_mbatch *cur;
     size_t batches_out; /* closed (held or submitted), not yet back in nlpd_kd_process_done() */
-    /* Closed batches the pipeline's queue had no room for, in order: the loop never waits on a worker. */
-    struct kbatch *held_head, *held_tail;
-    size_t nheld;
-    struct kbatch *done_head, *done_tail; /* under lock: finished by the workers */
     struct nlpd_offsets *offsets;
     size_t inflight;         /* consumed, not yet delivered (kafka_output.c counts them down) */
     uint64_t inflight_bytes; /* values and keys of the records in flight (flow.max_inflight_bytes) */
@@ -182,7 +173,8 @@ void nlpd_kd_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char
 void nlpd_kd_poll_again(struct nlpd_daemon *d);
 void nlpd_kd_update_flow(struct nlpd_daemon *d);
 void nlpd_kd_on_pipeline_space(void *user); /* worker thread */
-void nlpd_kd_batch_free(struct kbatch *b);
+void nlpd_kd_on_batch_done(void *user);     /* worker thread */
+void nlpd_kd_batch_free(struct nlpd_daemon *d, struct nlpd_mbatch *b); /* and its records */
 void nlpd_kd_submit_current(struct nlpd_daemon *d);
 void nlpd_kd_process_done(struct nlpd_daemon *d);
 void nlpd_kd_poll_consumer(struct nlpd_daemon *d);

@@ -140,7 +140,7 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
     nlpd_buf_printf(out, "nlpd_pipeline_queue_capacity %zu\n", cap);
     nlpd_metric_head(out, "nlpd_batches_waiting", "gauge",
                      "Closed micro-batches waiting for room in the pipeline's queue (the input is paused meanwhile)");
-    nlpd_buf_printf(out, "nlpd_batches_waiting %zu\n", d->nheld);
+    nlpd_buf_printf(out, "nlpd_batches_waiting %zu\n", nlpd_batcher_held(d->bt));
     nlpd_metric_head(out, "nlpd_assigned_partitions", "gauge", "Input partitions assigned to this member");
     nlpd_buf_printf(out, "nlpd_assigned_partitions %d\n", __atomic_load_n(&d->assigned, __ATOMIC_SEQ_CST));
     nlpd_metric_head(out, "nlpd_producer_queue_messages", "gauge", "Messages in the producer queue");

@@ -276,6 +276,33 @@ static void count_routed(struct nlpd_daemon *d, const struct nlpd_route *r)
     d->routed[i].n++;
 }
 
+/* Each dead letter at info with what finds it again (id, source topic[partition]@offset, stage, reason), at most
+ * DEAD_LOG_MAX lines per DEAD_LOG_WINDOW seconds; the rest are counted in one line when the window ends. Runs on
+ * the event-loop thread only (delivery reports), hence the plain statics. */
+#define DEAD_LOG_MAX 20
+#define DEAD_LOG_WINDOW 10.0
+static void log_dead(const struct kitem *it)
+{
+    static double window_start;
+    static unsigned long in_window, unlogged;
+    double now = nlpd_now();
+    if (now - window_start >= DEAD_LOG_WINDOW) {
+        if (unlogged)
+            nlpd_log(NLPD_LOG_INFO, "kafka", "%lu more dead letter%s in %.0f s not logged one by one (see "
+                     "nlpd_records_dead_lettered_total)", unlogged, unlogged == 1 ? "" : "s", DEAD_LOG_WINDOW);
+        window_start = now;
+        in_window = unlogged = 0;
+    }
+    if (++in_window > DEAD_LOG_MAX) {
+        unlogged++;
+        return;
+    }
+    nlpd_log(NLPD_LOG_INFO, "kafka", "dead letter: id %.200s, %s[%d]@%lld, stage %s: %s",
+             it->item.id ? it->item.id : "(none)", rd_kafka_topic_name(it->msg->rkt), (int)it->msg->partition,
+             (long long)it->msg->offset, it->item.rec.error_stage ? it->item.rec.error_stage : "nlpd",
+             it->item.rec.error ? it->item.rec.error : "unknown error");
+}
+
 static void delivered(struct nlpd_daemon *d, struct kitem *it)
 {
     if (!it->dead && it->route && !it->routed) {
@@ -292,6 +319,7 @@ static void delivered(struct nlpd_daemon *d, struct kitem *it)
     if (it->dead) {
         d->stats.dead_lettered++;
         count_dead(d, it->item.rec.error_stage);
+        log_dead(it);
     } else {
         d->stats.produced++;
         if (it->item.rec.moderation.flagged)

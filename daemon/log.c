@@ -5,12 +5,16 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 static enum nlpd_log_level current_level = NLPD_LOG_INFO;
 static enum nlpd_log_format current_format = NLPD_LOG_TEXT;
+static int stamps = -1; /* text lines start with a timestamp: -1 = decide (not when stderr is the journal) */
+static int stamps_forced = -1;
 
 static const char *const level_names[] = {
     [NLPD_LOG_ERR] = "err", [NLPD_LOG_WARNING] = "warning", [NLPD_LOG_NOTICE] = "notice",
@@ -21,6 +25,35 @@ void nlpd_log_setup(enum nlpd_log_level level, enum nlpd_log_format format)
 {
     current_level = level;
     current_format = format;
+    stamps = stamps_forced;
+}
+
+void nlpd_log_timestamps(int on)
+{
+    stamps = stamps_forced = on;
+}
+
+/* systemd sets JOURNAL_STREAM to "DEVICE:INODE" of the stream it connected to stderr: then journald stamps each
+ * line itself (and reads the <N> prefix), so nlpd adds no time of its own. */
+static int stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) != 0)
+        return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+/* ISO 8601 in UTC with milliseconds: 2026-12-07T01:20:54.123Z */
+static void iso_now(char out[32])
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
 int nlpd_log_level_parse(const char *name)
@@ -118,20 +151,33 @@ void nlpd_log_flush(void)
     pthread_mutex_unlock(&repeat_lock);
 }
 
+void nlpd_log_bare(const char *line)
+{
+    if (current_format == NLPD_LOG_JSON)
+        return;
+    char buf[512];
+    int n = snprintf(buf, sizeof buf, "%s\n", line);
+    if (n > 0 && (size_t)n < sizeof buf) {
+        ssize_t w = write(STDERR_FILENO, buf, (size_t)n);
+        (void)w;
+    }
+}
+
 static void emit(enum nlpd_log_level level, const char *facility, const char *msg)
 {
-    char line[4608];
+    char line[4608], now[32];
     int n;
+    iso_now(now);
     if (current_format == NLPD_LOG_JSON) {
         char emsg[4096];
         json_escape_into(emsg, sizeof emsg, msg);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        n = snprintf(line, sizeof line, "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"facility\":\"%s\",\"msg\":\"%s\"}\n",
-                     (long long)ts.tv_sec, ts.tv_nsec / 1000000, level_names[level], facility ? facility : "nlpd",
-                     emsg);
+        n = snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"facility\":\"%s\",\"msg\":\"%s\"}\n", now,
+                     level_names[level], facility ? facility : "nlpd", emsg);
     } else {
-        n = snprintf(line, sizeof line, "<%d>nlpd[%s]: %s\n", (int)level, facility ? facility : "main", msg);
+        if (stamps < 0)
+            stamps = !stderr_is_journal();
+        n = snprintf(line, sizeof line, "%s%s<%d>nlpd[%s]: %s\n", stamps ? now : "", stamps ? " " : "", (int)level,
+                     facility ? facility : "main", msg);
     }
     if (n < 0)
         return;

@@ -7,8 +7,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli_help.h"
 #include "cmd_model.h"
 #include "cmd_replay.h"
+#include "conf_check.h"
+#include "conf_map.h"
 #include "config.h"
 #include "demo.h"
 #include "kafka.h"
@@ -36,10 +39,7 @@ static const char demo_config[] =
     "metrics: { listen = \"\"; };\n"
     "pipeline = (\n"
     "  { stage = \"langid\";    model = \"models/lid.176.ftz\"; },\n"
-    "  { stage = \"moderation\"; lexicon = \"models/lexicons\"; lexicon_by_lang = true;\n"
-    "    lexicon_allow = [\"retard\"];\n"
-    "    when = \"lang.code in ['ar', 'cs', 'da', 'de', 'en', 'es', 'fa', 'fi', 'fr', 'hi', 'hu', 'it', 'ja', 'ko', "
-    "'nl', 'no', 'pl', 'pt', 'ru', 'sv', 'th', 'tr', 'zh']\"; },\n"
+    "  { stage = \"moderation\"; lexicon = \"models/lexicons\"; },\n"
     "  { stage = \"sentiment\"; model = \"models/amazon_review_polarity.ftz\"; when = \"lang.code == 'en'\"; }\n"
     ");\n";
 
@@ -47,21 +47,7 @@ static const char demo_records[] = "conf/demo-records.jsonl";
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: nlpd COMMAND [options]\n"
-            "\n"
-            "  nlpd check -c FILE        validate a config (and load its models); errors as FILE:LINE: message\n"
-            "  nlpd pipe  -c FILE        JSON lines on stdin -> one enriched JSON line per input line on stdout\n"
-            "  nlpd demo  [-c FILE] [-i RECORDS]\n"
-            "                            embedded broker, sample records in, enriched records out, summary\n"
-            "  nlpd config-doc           print every configuration key with its type, default and meaning\n"
-            "  nlpd infer    --model DIR JSON lines {\"text\", \"text_pair\"?} -> raw model outputs\n"
-            "  nlpd tokenize --model DIR JSON lines {\"text\", \"text_pair\"?} -> {\"ids\", \"tokens\", \"offsets\"}\n"
-            "  nlpd tokenize --decode --model DIR  {\"ids\", \"skip_special_tokens\"?} | {\"tokens\"} -> {\"text\"}\n"
-            "  nlpd run   -c FILE        the Kafka daemon (foreground; SIGTERM/SIGINT drain and stop)\n"
-            "  nlpd replay -c FILE [--from T] [--to T] [--reason TEXT] [--stage NAME] [--since TIME] [--until TIME]\n"
-            "              [--limit N] [--group G] [--dry-run]   dead letters back to their source topics\n"
-            "  nlpd version | nlpd help\n");
+    nlpd_cli_usage(out);
 }
 
 struct opts {
@@ -132,6 +118,10 @@ static int cmd_check(const struct opts *o)
     struct nlpd_pipeline *p = NULL;
     if (load(o->config, &cfg, &p) < 0)
         return 1;
+    struct nlpd_diag warn = {0};
+    nlpd_conf_check_reach(cfg, &warn); /* services that do not answer now: reported, not fatal */
+    nlpd_diag_print(&warn, stderr);
+    nlpd_diag_free(&warn);
     printf("%s: ok (%d stage%s)\n", o->config, config_setting_length(cfg->pipeline),
            config_setting_length(cfg->pipeline) == 1 ? "" : "s");
     nlpd_pipeline_free(p);
@@ -263,9 +253,29 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     struct opts o = {0};
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
-        usage(stdout);
+        if (argc > 2 && !strcmp(argv[2], "--roff")) { /* the COMMANDS section of nlpd.1 (scripts/gen-man.sh) */
+            nlpd_cli_man(stdout);
+            return 0;
+        }
+        if (argc > 2 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+            nlpd_cli_command_usage("help", stdout);
+            return 0;
+        }
+        if (argc > 2 && nlpd_cli_command_usage(argv[2], stdout) < 0) {
+            fprintf(stderr, "nlpd help: unknown command '%s'\n", argv[2]);
+            usage(stderr);
+            return 2;
+        }
+        if (argc <= 2)
+            usage(stdout);
         return 0;
     }
+    /* `nlpd COMMAND --help` anywhere on the line: the usage on stdout, exit 0, nothing run */
+    for (int i = 2; i < argc && nlpd_cli_known(cmd); i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            nlpd_cli_command_usage(cmd, stdout);
+            return 0;
+        }
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("nlpd %s\n", NLPD_VERSION);
         return 0;
@@ -290,7 +300,11 @@ int main(int argc, char **argv)
         return nlpd_cmd_replay(argc - 1, argv + 1);
     if (!strcmp(cmd, "run"))
         return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_run(&o);
-    fprintf(stderr, "nlpd: unknown command '%s'\n", cmd);
+    static const char *const commands[] = {"run", "check", "pipe", "demo", "config-doc", "infer", "tokenize",
+                                           "replay", "version", "help"};
+    const char *near = nlpd_conf_suggest(cmd, commands, sizeof commands / sizeof commands[0]);
+    fprintf(stderr, "nlpd: unknown command '%s'%s%s%s\n", cmd, near ? " (did you mean '" : "", near ? near : "",
+            near ? "'?)" : "");
     usage(stderr);
     return 2;
 }

@@ -681,6 +681,15 @@ static void run_chain(struct worker *w, struct nlpd_batch *batch)
     }
 }
 
+struct nlpd_chain {
+    struct worker *w;
+};
+
+void nlpd_chain_run(struct nlpd_chain *chain, struct nlpd_batch *batch)
+{
+    run_chain(chain->w, batch);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -705,14 +714,13 @@ static void *worker_main(void *arg)
         if (on_space)
             on_space(space_user);
 
-        if (job->on_start)
-            job->on_start(job, job->user);
-        run_chain(w, &job->batch);
-        /* With a callback the job belongs to it from here on: it may be freed before we return. */
-        if (job->on_done) {
-            job->on_done(job, job->user);
+        /* With a run hook the job belongs to it: it may be freed before the hook returns. */
+        if (job->run) {
+            struct nlpd_chain chain = {w};
+            job->run(job, &chain);
             continue;
         }
+        run_chain(w, &job->batch);
         pthread_mutex_lock(&p->lock);
         job->done = 1;
         pthread_cond_broadcast(&p->changed);

@@ -16,15 +16,18 @@
 
 struct nlpd_pipeline;
 
+/* The stage chain as a worker thread runs it: handed to a job's run hook. */
+struct nlpd_chain;
+/* Runs the stage chain on batch in the calling worker thread. */
+void nlpd_chain_run(struct nlpd_chain *chain, struct nlpd_batch *batch);
+
 struct nlpd_job {
     struct nlpd_batch batch;
-    int done; /* set by the worker, under the pipeline's lock, when there is no on_done */
-    /* Called by the worker thread before the stage chain (may be NULL): e.g. decoding. */
-    void (*on_start)(struct nlpd_job *job, void *user);
-    /* Called by the worker thread once the batch is processed (may be NULL). The job then belongs
-     * to the callback: the pipeline does not touch it again and nlpd_pipeline_wait() must not be used. */
-    void (*on_done)(struct nlpd_job *job, void *user);
-    void *user;
+    int done; /* set by the worker, under the pipeline's lock, when there is no run hook */
+    /* Called by the worker thread that takes the job, in place of the bare stage chain (NULL: the chain on batch,
+     * then done): the job's own work around nlpd_chain_run() (the batcher decodes and encodes there). The job then
+     * belongs to it: the pipeline does not touch it again and nlpd_pipeline_wait() must not be used. */
+    void (*run)(struct nlpd_job *job, struct nlpd_chain *chain);
     struct nlpd_job *next; /* queue link, owned by the pipeline */
 };
 

@@ -347,6 +347,32 @@ void nlpd_item_clear(struct nlpd_item *item)
     memset(item, 0, sizeof *item);
 }
 
+void nlpd_item_drop_input(struct nlpd_item *item)
+{
+    if (item->json)
+        json_decref((json_t *)item->json);
+    item->json = NULL;
+    free(item->text_copy);
+    item->text_copy = NULL;
+    free(item->id);
+    item->id = NULL;
+    item->rec.text = NULL;
+    item->rec.text_len = 0;
+}
+
+/* A decimal integer without printf: every Kafka record's output carries three. */
+static void put_int(struct nlpd_buf *out, int64_t v)
+{
+    char tmp[24], *p = tmp + sizeof tmp;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do
+        *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        *--p = '-';
+    nlpd_buf_append(out, p, (size_t)(tmp + sizeof tmp - p));
+}
+
 void nlpd_item_encode_json(const struct nlpd_item *item, const struct nlpd_model_ref *models, size_t nmodels,
                            double now, struct nlpd_buf *out)
 {
@@ -364,11 +390,15 @@ void nlpd_item_encode_json(const struct nlpd_item *item, const struct nlpd_model
     if (item->source.set) {
         nlpd_buf_puts(out, ",\"source\":{\"topic\":");
         nlpd_buf_json_string(out, item->source.topic, strlen(item->source.topic));
-        nlpd_buf_printf(out, ",\"partition\":%d,\"offset\":%lld,\"timestamp_ms\":", (int)item->source.partition,
-                        (long long)item->source.offset);
-        if (item->source.timestamp_ms >= 0)
-            nlpd_buf_printf(out, "%lld}", (long long)item->source.timestamp_ms);
-        else
+        nlpd_buf_puts(out, ",\"partition\":");
+        put_int(out, item->source.partition);
+        nlpd_buf_puts(out, ",\"offset\":");
+        put_int(out, item->source.offset);
+        nlpd_buf_puts(out, ",\"timestamp_ms\":");
+        if (item->source.timestamp_ms >= 0) {
+            put_int(out, item->source.timestamp_ms);
+            nlpd_buf_puts(out, "}");
+        } else
             nlpd_buf_puts(out, "null}");
     } else {
         nlpd_buf_puts(out, ",\"source\":null");

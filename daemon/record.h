@@ -38,6 +38,9 @@ struct nlpd_item {
  * rec.error with the reason and error_stage "input"; the return value is then NLPD_EFORMAT. */
 int nlpd_item_decode_json(struct nlpd_item *item, const struct nlpd_input_conf *in, const char *data, size_t len);
 void nlpd_item_clear(struct nlpd_item *item);
+/* Frees the decoded input (document, text copy, id) once the output is encoded, on the thread that decoded it: the
+ * record's text is gone; its results and error stay. */
+void nlpd_item_drop_input(struct nlpd_item *item);
 /* Checks a decoded text (UTF-8, NUL, empty, max_text_bytes) and points the record at it; on a problem
  * the record fails with the reason. Shared by every input format. Returns 0 or NLPD_EFORMAT. */
 int nlpd_item_set_text(struct nlpd_item *item, const struct nlpd_input_conf *in, const char *text, size_t len);

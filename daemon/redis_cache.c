@@ -148,7 +148,7 @@ static void outcome_locked(struct rcache *s, int ok, int probe, const char *why)
         if (ok) {
             s->breaker = BR_CLOSED;
             s->fails = 0;
-            nlpd_log(NLPD_LOG_WARNING, "cache", "redis %s: circuit breaker closed, lookups resumed", s->addr);
+            nlpd_log(NLPD_LOG_NOTICE, "cache", "redis %s: circuit breaker closed, lookups resumed", s->addr);
         } else if (probe) {
             s->breaker = BR_OPEN;
             s->open_until = now_ms() + s->backoff_ms;
@@ -229,7 +229,7 @@ static void note_up(struct rcache *s)
     s->reconnect_delay = RECONNECT_MIN_MS;
     if (s->down_logged) {
         s->down_logged = 0;
-        nlpd_log(NLPD_LOG_WARNING, "cache", "redis %s: connected", s->addr);
+        nlpd_log(NLPD_LOG_NOTICE, "cache", "redis %s: connected", s->addr);
     }
     /* A fresh, working connection: let the next lookup be the probe rather than wait out the backoff. */
     pthread_mutex_lock(&s->mu);
@@ -410,7 +410,7 @@ static void on_set(redisAsyncContext *ac, void *reply_, void *priv)
         }
     } else if (s->set_err_logged) {
         s->set_err_logged = 0;
-        nlpd_log(NLPD_LOG_WARNING, "cache", "redis %s: SETs succeed again", s->addr);
+        nlpd_log(NLPD_LOG_NOTICE, "cache", "redis %s: SETs succeed again", s->addr);
     }
 }
 

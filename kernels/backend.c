@@ -198,14 +198,27 @@ static nlpd_cuda_create_fn load_cuda(char *why, size_t n)
     return fn;
 }
 
+/* Once per process for each distinct choice: every model creates a backend, and ten models on a machine without
+ * CUDA would otherwise say "CUDA unavailable" ten times. */
 static void log_choice(const struct nlpd_backend *be)
 {
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static char said[4][NLPD_BACKEND_REASON_MAX + 64];
+    static unsigned nsaid;
     void (*fn)(const char *) = kernels_logger;
-    if (fn) {
-        char line[NLPD_BACKEND_REASON_MAX + 64];
-        snprintf(line, sizeof line, "kernels: backend %s (%s)", be->ops->name, be->reason);
+    if (!fn)
+        return;
+    char line[NLPD_BACKEND_REASON_MAX + 64];
+    snprintf(line, sizeof line, "kernels: backend %s (%s)", be->ops->name, be->reason);
+    int seen = 0;
+    pthread_mutex_lock(&mu);
+    for (unsigned i = 0; i < nsaid && i < 4 && !seen; i++)
+        seen = strcmp(said[i], line) == 0;
+    if (!seen)
+        snprintf(said[nsaid++ % 4], sizeof said[0], "%s", line);
+    pthread_mutex_unlock(&mu);
+    if (!seen)
         fn(line);
-    }
 }
 
 static void set_reason(struct nlpd_backend *be, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

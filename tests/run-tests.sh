@@ -186,6 +186,14 @@ suite "tests/integration/test_systemd.sh build/nlpd" bash tests/integration/test
 suite "tests/integration/test_install.sh" bash tests/integration/test_install.sh
 # scripts/gpu-check.sh against stub binaries: every broken step ends in FAIL (no GPU needed).
 suite "tests/integration/test_gpu_check.sh" bash tests/integration/test_gpu_check.sh
+# The CLI: --version, every command's --help, error messages, did-you-mean, tokenize on Marian, man pages, completion.
+suite "tests/integration/test_cli.sh build/nlpd" bash tests/integration/test_cli.sh build/nlpd
+suite "tests/integration/test_cli.sh build/san/nlpd" bash tests/integration/test_cli.sh build/san/nlpd
+# Config: ${VAR} substitution, *_file secrets (with a real redis-server), check's cross-key errors, the examples run.
+suite "tests/integration/test_check.sh build/nlpd" bash tests/integration/test_check.sh build/nlpd
+# Logs: ISO 8601 timestamps (none under journald), levels, dead letters at info and rate-limited, librdkafka once.
+suite "tests/integration/test_logs.sh build/nlpd" bash tests/integration/test_logs.sh build/nlpd
+suite "tests/integration/test_logs.sh build/san/nlpd" bash tests/integration/test_logs.sh build/san/nlpd
 # conf/nlpd.conf documents every key config-doc prints.
 suite "tests/integration/test_config_doc.sh" bash tests/integration/test_config_doc.sh build/nlpd
 # Metrics and health endpoints of the daemon while records flow.
@@ -212,6 +220,9 @@ suite "tests/integration/test_replay.sh build/san/nlpd" bash tests/integration/t
 # Schema Registry: evolved writer schemas resolved, output registered and framed, registry down at and after start.
 suite "tests/integration/test_registry.sh build/nlpd" bash tests/integration/test_registry.sh build/nlpd
 suite "tests/integration/test_registry.sh build/san/nlpd" bash tests/integration/test_registry.sh build/san/nlpd
+# The README's kcat lines against the embedded broker, as written (the address line alone on its line).
+suite "tests/integration/test_embedded_kcat.sh build/nlpd" bash tests/integration/test_embedded_kcat.sh build/nlpd
+suite "tests/integration/test_embedded_kcat.sh build/san/nlpd" bash tests/integration/test_embedded_kcat.sh build/san/nlpd
 
 echo
 if [ -n "$failed_suites" ]; then

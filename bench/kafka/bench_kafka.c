@@ -8,12 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "kafka.h"
 #include "log.h"
+#include "pipe.h"
 #include "pipeline.h"
 #include "record.h"
 
@@ -187,6 +189,31 @@ static double run_nlpd(const char *conf_path, const char *bs, long n, int round)
     return secs;
 }
 
+/* `nlpd pipe` on the same records and pipeline, in this process: the reference for nlpd run's cost. */
+static double run_pipe(const char *conf_path, const char *records)
+{
+    struct nlpd_diag diag = {0};
+    struct nlpd_config *cfg = nlpd_config_load(conf_path, &diag);
+    struct nlpd_pipeline *p = cfg ? nlpd_pipeline_create(cfg, &diag) : NULL;
+    struct nlpd_error err = {0};
+    if (!p || nlpd_pipeline_start(p, (int)cfg->kernels.threads, &err) < 0) {
+        nlpd_diag_print(&diag, stderr);
+        fprintf(stderr, "bench_kafka: %s\n", err.message);
+        exit(1);
+    }
+    int in = open(records, O_RDONLY), out = open("/dev/null", O_WRONLY);
+    struct nlpd_pipe_stats st;
+    if (in < 0 || out < 0 || nlpd_pipe_run(cfg, p, in, out, &st) != 0) {
+        fprintf(stderr, "bench_kafka: pipe mode failed on %s\n", records);
+        exit(1);
+    }
+    close(in);
+    close(out);
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+    return st.seconds;
+}
+
 static double cpu_seconds(void)
 {
     struct rusage ru;
@@ -221,24 +248,34 @@ int main(int argc, char **argv)
         rd_kafka_mock_topic_create(mock, topics[i], PARTITIONS, 1);
     const char *bs = rd_kafka_mock_cluster_bootstraps(mock);
     long n = preload(bs, argv[2]);
-    double pt[50], nl[50];
+    double pt[50], nl[50], pm[50];
+    /* BENCH_ONLY=run|pipe|passthrough runs that one alone (for a profiler); the others read 1 s. */
+    const char *only = getenv("BENCH_ONLY");
     for (int r = 0; r < runs; r++) {
         double c0 = cpu_seconds();
-        pt[r] = run_passthrough(bs, n, r);
+        pt[r] = !only || !strcmp(only, "passthrough") ? run_passthrough(bs, n, r) : 1;
         double c1 = cpu_seconds();
-        nl[r] = run_nlpd(argv[1], bs, n, r);
+        nl[r] = !only || !strcmp(only, "run") ? run_nlpd(argv[1], bs, n, r) : 1;
         double c2 = cpu_seconds();
-        fprintf(stderr, "run %d: passthrough %.3f s (process CPU %.2f s), nlpd %.3f s (process CPU %.2f s)\n", r + 1,
-                pt[r], c1 - c0, nl[r], c2 - c1);
+        pm[r] = !only || !strcmp(only, "pipe") ? run_pipe(argv[1], argv[2]) : 1;
+        double c3 = cpu_seconds();
+        fprintf(stderr,
+                "run %d: passthrough %.3f s (process CPU %.2f s), nlpd run %.3f s (process CPU %.2f s), "
+                "nlpd pipe %.3f s (process CPU %.2f s)\n",
+                r + 1, pt[r], c1 - c0, nl[r], c2 - c1, pm[r], c3 - c2);
     }
     qsort(pt, (size_t)runs, sizeof *pt, cmp);
     qsort(nl, (size_t)runs, sizeof *nl, cmp);
-    double mp = pt[runs / 2], mn = nl[runs / 2];
+    qsort(pm, (size_t)runs, sizeof *pm, cmp);
+    double mp = pt[runs / 2], mn = nl[runs / 2], mpipe = pm[runs / 2];
     printf("records: %ld over %d partitions (embedded mock broker), median of %d runs, first consumed to last acked\n",
            n, PARTITIONS, runs);
     printf("%-44s %10s %12s %8s\n", "command", "median s", "records/s", "ratio");
     printf("%-44s %10.3f %12.0f %8.2f\n", "passthrough (consume, produce, ack, store)", mp, (double)n / mp, 1.0);
     printf("%-44s %10.3f %12.0f %8.2f\n", "nlpd run (config pipeline)", mn, (double)n / mn, mp / mn);
+    printf("%-44s %10.3f %12.0f %8.2f\n", "nlpd pipe (same pipeline, same records)", mpipe, (double)n / mpipe,
+           mp / mpipe);
+    printf("nlpd run / nlpd pipe: %.2fx\n", mpipe / mn);
     rd_kafka_mock_cluster_destroy(mock);
     rd_kafka_destroy(mrk);
     return 0;

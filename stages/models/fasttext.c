@@ -1135,6 +1135,12 @@ int nlpd_ft_predict_ex(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s,
     return (int)n;
 }
 
+float nlpd_ft_probability(float tool_prob)
+{
+    double p = (double)tool_prob - 1e-5;
+    return p <= 0.0 ? 0.0f : p >= 1.0 ? 1.0f : (float)p;
+}
+
 int nlpd_ft_predict(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s, const char *text, size_t len,
                     int k, float threshold, struct nlpd_ft_pred *out)
 {

@@ -56,4 +56,8 @@ int nlpd_ft_predict(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s, co
 int nlpd_ft_predict_ex(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s, const char *text, size_t len,
                        int flags, int k, float threshold, struct nlpd_ft_pred *out, size_t *consumed);
 
+/* The probability behind a predict-prob value: fastText prints exp(log(p + 1e-5)), which exceeds 1 for a sure
+ * prediction (1.0000099); this removes the 1e-5 and clamps the float rounding into [0, 1]. */
+float nlpd_ft_probability(float tool_prob);
+
 #endif

@@ -5,7 +5,8 @@
  * layers (LayerNorm before self-attention / cross-attention / FFN, residual after) with final encoder and decoder
  * LayerNorms, the configured activation, output projection tied to the shared embeddings unless
  * tie_word_embeddings is false and lm_head.weight exists. Decoding: the decoder start token (eos for these models),
- * then forced_bos_token_id (the target language) through generate.c, with the KV cache of marian.c's layout. */
+ * then forced_bos_token_id (the target language) through generate.c. Runs on the encoder-decoder core of
+ * seq2seq.c (shared with marian.c). */
 #ifndef NLPD_M2M100_H
 #define NLPD_M2M100_H
 

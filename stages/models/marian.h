@@ -2,7 +2,8 @@
  * generation_config.json), run as transformers' MarianMTModel does: static sinusoidal positions computed at load
  * (two halves, not interleaved), embeddings scaled by sqrt(d_model), post-norm layers, the configured activation,
  * tied or separate output projection plus final_logits_bias. Decoding keeps a KV cache for self-attention and
- * computes the encoder's cross-attention keys/values once per batch; the search is generate.c's. */
+ * computes the encoder's cross-attention keys/values once per batch (the encoder-decoder core of seq2seq.c, shared
+ * with m2m100.c); the search is generate.c's. */
 #ifndef NLPD_MARIAN_H
 #define NLPD_MARIAN_H
 

@@ -27,6 +27,11 @@ static const char *const builtin_allow[] = {
     "homo sapiens",  "homo erectus",  "homo habilis",  "homo sapiens sapiens", "con leche",
     "leche materna", "leche de vaca",
 };
+/* Per language: words whose common meaning there is innocent though a list of that language has them. The cuss
+ * French list carries English loanwords ("fuck", "bitch", "retard"); in French "retard" is "late"/"delay". */
+static const char *const builtin_allow_lang[][2] = {
+    {"fr", "retard"},
+};
 /* Entries dropped only when the text's language is unknown (all lists used): common words of other languages. */
 static const char *const ambiguous_all[] = {"con"};
 
@@ -49,9 +54,11 @@ struct table {
 };
 
 struct langset {
-    char code[LANG_MAX]; /* language subtag ("" for the union) */
+    char code[LANG_MAX]; /* language subtag ("" for the union and the fallback) */
     struct table words, unspaced;
     int max_tok, max_ucp;
+    struct table allow; /* never flagged in text of this language */
+    int allow_max_tok;
 };
 
 struct chunk {
@@ -63,6 +70,9 @@ struct chunk {
 struct nlpd_lexicon {
     struct nlpd_lexicon_opts opts;
     struct langset all;
+    struct langset fallback;  /* the fallback lists' entries, for text in a language without a list */
+    char (*fb)[LANG_MAX];     /* the fallback lists' subtags */
+    size_t nfb;
     struct langset *langs;
     size_t nlangs;
     struct table allow, ambiguous;
@@ -616,6 +626,9 @@ int nlpd_lexicon_add(struct nlpd_lexicon *lx, const char *lang, const char *entr
     e.single = single;
     if (put_entry(lx, set, &e, words, ucp) || put_entry(lx, &lx->all, &e, words, ucp))
         return NLPD_ENOMEM;
+    for (size_t i = 0; i < lx->nfb; i++)
+        if (strcmp(lx->fb[i], code) == 0 && put_entry(lx, &lx->fallback, &e, words, ucp))
+            return NLPD_ENOMEM;
     lx->nentries++;
     return 0;
 }
@@ -640,6 +653,14 @@ static int add_plain(struct nlpd_lexicon *lx, struct table *t, const char *phras
     return table_put(t, &e);
 }
 
+static int add_lang_allow(struct nlpd_lexicon *lx, const char *lang, const char *phrase)
+{
+    char code[LANG_MAX];
+    primary_subtag(lang, code, sizeof code);
+    struct langset *set = langset_get(lx, code);
+    return set ? add_plain(lx, &set->allow, phrase, &set->allow_max_tok) : NLPD_ENOMEM;
+}
+
 struct nlpd_lexicon *nlpd_lexicon_new(const struct nlpd_lexicon_opts *opts, struct nlpd_error *err)
 {
     struct nlpd_lexicon *lx = calloc(1, sizeof *lx);
@@ -649,6 +670,21 @@ struct nlpd_lexicon *nlpd_lexicon_new(const struct nlpd_lexicon_opts *opts, stru
         lx->opts = *opts;
     lx->opts.languages = NULL; /* not kept: only used while loading */
     lx->opts.allow = NULL;
+    lx->opts.allow_lang_code = lx->opts.allow_lang = NULL;
+    lx->opts.fallback = NULL;
+    if (opts && opts->nfallback) {
+        if (!(lx->fb = calloc(opts->nfallback, sizeof *lx->fb)))
+            goto oom;
+        for (; lx->nfb < opts->nfallback; lx->nfb++)
+            primary_subtag(opts->fallback[lx->nfb], lx->fb[lx->nfb], LANG_MAX);
+    }
+    if (!(opts && opts->no_builtin_allow))
+        for (size_t i = 0; i < sizeof builtin_allow_lang / sizeof builtin_allow_lang[0]; i++)
+            if (add_lang_allow(lx, builtin_allow_lang[i][0], builtin_allow_lang[i][1]))
+                goto oom;
+    for (size_t i = 0; opts && i < opts->nallow_lang; i++)
+        if (add_lang_allow(lx, opts->allow_lang_code[i], opts->allow_lang[i]))
+            goto oom;
     if (!(opts && opts->no_builtin_allow))
         for (size_t i = 0; i < sizeof builtin_allow / sizeof builtin_allow[0]; i++)
             if (add_plain(lx, &lx->allow, builtin_allow[i], &lx->allow_max_tok))
@@ -670,6 +706,7 @@ static void langset_free(struct langset *l)
 {
     free(l->words.slots);
     free(l->unspaced.slots);
+    free(l->allow.slots);
 }
 
 void nlpd_lexicon_free(struct nlpd_lexicon *lx)
@@ -677,6 +714,8 @@ void nlpd_lexicon_free(struct nlpd_lexicon *lx)
     if (!lx)
         return;
     langset_free(&lx->all);
+    langset_free(&lx->fallback);
+    free(lx->fb);
     for (size_t i = 0; i < lx->nlangs; i++)
         langset_free(&lx->langs[i]);
     free(lx->langs);
@@ -840,6 +879,10 @@ struct nlpd_lexicon *nlpd_lexicon_load(const char *path, const struct nlpd_lexic
         if (!used[i])
             rc = nlpd_error_set(err, NLPD_ENOTFOUND, 0, "lexicon %s: no word list for language \"%s\"", path,
                                 opts->languages[i]);
+    for (size_t i = 0; !rc && i < lx->nfb; i++)
+        if (!nlpd_lexicon_has_language(lx, lx->fb[i]))
+            rc = nlpd_error_set(err, NLPD_ENOTFOUND, 0, "lexicon %s: no word list for fallback language \"%s\"", path,
+                                opts->fallback[i]);
     if (!rc && lx->nentries == 0)
         rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "lexicon %s: no word lists (*.json) with entries", path);
     free(used);
@@ -869,8 +912,8 @@ static const struct langset *find_lang(const struct nlpd_lexicon *lx, const char
         return NULL;
     char c[LANG_MAX];
     primary_subtag(code, c, sizeof c);
-    for (size_t i = 0; i < lx->nlangs; i++)
-        if (strcmp(lx->langs[i].code, c) == 0)
+    for (size_t i = 0; i < lx->nlangs; i++) /* a language with only allowed phrases has no list */
+        if (strcmp(lx->langs[i].code, c) == 0 && lx->langs[i].words.n + lx->langs[i].unspaced.n)
             return &lx->langs[i];
     return NULL;
 }
@@ -880,13 +923,18 @@ int nlpd_lexicon_has_language(const struct nlpd_lexicon *lx, const char *code)
     return find_lang(lx, code) != NULL;
 }
 
+int nlpd_lexicon_checks(const struct nlpd_lexicon *lx, const char *code)
+{
+    return !code || !*code || find_lang(lx, code) || lx->fallback.words.n + lx->fallback.unspaced.n;
+}
+
 /* ---------------------------------------------------------------- matching */
 
 struct match_ctx {
     const struct nlpd_lexicon *lx;
     const struct langset *set;
     struct nlpd_lexicon_scratch *s;
-    int fallback; /* language unknown: all lists */
+    int fallback; /* not the text's language's lists: the union or the fallback lists */
     struct nlpd_lexicon_hit *hit;
 };
 
@@ -930,19 +978,26 @@ static int window_has_variants(const struct nlpd_lexicon_scratch *s, size_t i, s
     return 0;
 }
 
-static void mark_allowed(const struct nlpd_lexicon *lx, struct nlpd_lexicon_scratch *s)
+static void mark_allowed_by(const struct table *allow, int max_tok, struct nlpd_lexicon_scratch *s)
 {
-    memset(s->allowed, 0, s->ntok);
-    if (!lx->allow.n)
+    if (!allow->n)
         return;
     for (size_t i = 0; i < s->ntok; i++)
-        for (size_t k = 1; k <= (size_t)lx->allow_max_tok && i + k <= s->ntok; k++) {
+        for (size_t k = 1; k <= (size_t)max_tok && i + k <= s->ntok; k++) {
             if (k > 1 && s->toks[i + k - 1].gap >= 2)
                 break;
             for (int p = 0; p < 2; p++)
-                if (!window_key(s, i, k, p, 1) && table_get(&lx->allow, s->key, s->klen))
+                if (!window_key(s, i, k, p, 1) && table_get(allow, s->key, s->klen))
                     memset(s->allowed + i, 1, k);
         }
+}
+
+static void mark_allowed(const struct nlpd_lexicon *lx, const struct langset *set, struct nlpd_lexicon_scratch *s)
+{
+    memset(s->allowed, 0, s->ntok);
+    mark_allowed_by(&lx->allow, lx->allow_max_tok, s);
+    if (set)
+        mark_allowed_by(&set->allow, set->allow_max_tok, s);
 }
 
 /* Words and phrases: every token's variants, phrases of the fullest forms, intra-word marks (f-uck) joined. */
@@ -1114,10 +1169,15 @@ int nlpd_lexicon_match(const struct nlpd_lexicon *lx, struct nlpd_lexicon_scratc
                        const char *text, size_t len, struct nlpd_lexicon_hit *hit)
 {
     struct match_ctx m = {lx, find_lang(lx, lang), s, 0, hit};
+    const struct langset *own = m.set;
     if (!m.set) {
-        m.set = &lx->all;
+        /* a known language without a list: other languages' lists would flag its innocent words (Vietnamese
+         * "hộ" is the English list's "ho"), so only the configured fallback lists, maybe none */
+        m.set = lang && *lang ? &lx->fallback : &lx->all;
         m.fallback = 1;
     }
+    if (!m.set->words.n && !m.set->unspaced.n)
+        return 0;
     int rc = normalise(s, text, len);
     if (!rc)
         rc = tokenise(s);
@@ -1125,7 +1185,7 @@ int nlpd_lexicon_match(const struct nlpd_lexicon *lx, struct nlpd_lexicon_scratc
         rc = NLPD_ENOMEM;
     if (rc)
         return rc;
-    mark_allowed(lx, s);
+    mark_allowed(lx, own, s);
     if ((rc = match_words(&m)))
         return rc;
     if (m.set->words.n && (rc = match_spelled(&m)))

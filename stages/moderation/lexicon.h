@@ -19,7 +19,15 @@ struct nlpd_lexicon_opts {
     size_t nlanguages;
     const char *const *allow; /* words and phrases never flagged (added to the built-in ones) */
     size_t nallow;
-    int no_builtin_allow; /* 1: leave out the built-in allowlist ("dick van dyke", "cum laude", ...) */
+    /* allow_lang[i] is never flagged in text of language allow_lang_code[i] (its lists only, not the union) */
+    const char *const *allow_lang_code;
+    const char *const *allow_lang;
+    size_t nallow_lang;
+    int no_builtin_allow; /* 1: leave out the built-in allowlists ("dick van dyke", French "retard", ...) */
+    /* Lists (names or language subtags) that text in a language without a list of its own is checked against;
+     * NULL/0: such text is not checked at all. */
+    const char *const *fallback;
+    size_t nfallback;
 };
 
 /* Loads PATH: one word-list file, or a folder of them (*.json, also one folder level down; other files are
@@ -38,6 +46,10 @@ size_t nlpd_lexicon_nlists(const struct nlpd_lexicon *lx);
 /* 1 when some list is for language CODE (its language subtag, e.g. "pt" for pt-PT). */
 int nlpd_lexicon_has_language(const struct nlpd_lexicon *lx, const char *code);
 
+/* 1 when text in language CODE is checked against some list: CODE NULL or "" (unknown: every list), a language
+ * with a list, or any other when fallback lists were given; 0: nlpd_lexicon_match would look at no list. */
+int nlpd_lexicon_checks(const struct nlpd_lexicon *lx, const char *code);
+
 /* Per-thread scratch buffers. */
 struct nlpd_lexicon_scratch *nlpd_lexicon_scratch_new(void);
 void nlpd_lexicon_scratch_free(struct nlpd_lexicon_scratch *s);
@@ -47,8 +59,9 @@ struct nlpd_lexicon_hit {
     const char *list;  /* the list's name, e.g. "en" */
 };
 
-/* Looks for a listed word or phrase in TEXT (valid UTF-8, len bytes). LANG (may be NULL): the text's language;
- * when some list has it, only that language's lists are used, otherwise all. Returns 1 and fills *hit (may be
+/* Looks for a listed word or phrase in TEXT (valid UTF-8, len bytes). LANG: the text's language; when some list
+ * has it, only that language's lists are used; another language uses only the fallback lists (none: no match);
+ * NULL (unknown) uses every list. Returns 1 and fills *hit (may be
  * NULL) for the first match, 0 for none, NLPD_ENOMEM or NLPD_EINVAL (not UTF-8). */
 int nlpd_lexicon_match(const struct nlpd_lexicon *lx, struct nlpd_lexicon_scratch *s, const char *lang,
                        const char *text, size_t len, struct nlpd_lexicon_hit *hit);

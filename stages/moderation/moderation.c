@@ -1,6 +1,7 @@
 /* Stage "moderation": content moderation in the OpenAI moderation shape from two layers: a Hugging Face
  * classifier (sigmoid per label for multi-label models, softmax otherwise; labels mapped to categories, a
  * category's score the max of its labels) and word lists (lexicon.h), whose hits add `lexicon_category`. */
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,9 @@ struct moderation {
     char *lexicon_category;
     long long lexicon_min_rating;
     struct nlpd_conf_list lexicon_allow;
+    struct nlpd_conf_map lexicon_allow_lang;
     int lexicon_builtin_allow;
+    struct nlpd_conf_list lexicon_fallback;
     char *action;
 
     struct nlpd_hf_model *hf;
@@ -34,6 +37,10 @@ struct moderation {
     char **cat;     /* per model label: its category */
     float *cat_thr; /* per model label: its category's threshold */
     struct nlpd_lexicon *lx;
+    const struct nlpd_stage_instance *inst;
+    /* texts in a language without a list (and no fallback): no lexicon result. Results the framework copies
+     * (duplicates in a batch, cache hits) are not processed again, so not counted again. */
+    atomic_ulong unchecked;
 };
 
 struct moderation_thread {
@@ -72,7 +79,13 @@ static const struct nlpd_conf_entry moderation_conf[] = {
     {"lexicon_languages", NLPD_CONF_LIST, NULL, offsetof(struct moderation, lexicon_languages), NLPD_CONF_CACHE_KEY,
      NULL, 0, 0, "load only these lists (file names without .json, or language subtags); default: all"},
     {"lexicon_by_lang", NLPD_CONF_BOOL, "true", offsetof(struct moderation, lexicon_by_lang), NLPD_CONF_CACHE_KEY, NULL,
-     0, 0, "when langid ran and a list for the record's lang.code exists, use only that language's lists (else all)"},
+     0, 0,
+     "when langid ran, check a record only against its lang.code's lists; a language without a list only against "
+     "`lexicon_fallback` (none: the record gets no lexicon result, and is counted). false, or no langid: every list"},
+    {"lexicon_fallback", NLPD_CONF_LIST, NULL, offsetof(struct moderation, lexicon_fallback), NLPD_CONF_CACHE_KEY,
+     NULL, 0, 0,
+     "lists (file names or language subtags, e.g. [\"en\"]) that records in a language without a list of its own "
+     "are checked against; default none: other languages' lists flag innocent words (Vietnamese \"hộ\" is \"ho\")"},
     {"lexicon_category", NLPD_CONF_STRING, "profanity", offsetof(struct moderation, lexicon_category),
      NLPD_CONF_CACHE_KEY, NULL, 0, 0, "the category lexicon hits go to (score 1.0, label \"lexicon\")"},
     {"lexicon_min_rating", NLPD_CONF_INT, "2", offsetof(struct moderation, lexicon_min_rating), NLPD_CONF_CACHE_KEY,
@@ -81,9 +94,14 @@ static const struct nlpd_conf_entry moderation_conf[] = {
      "out"},
     {"lexicon_allow", NLPD_CONF_LIST, NULL, offsetof(struct moderation, lexicon_allow), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "words and phrases never flagged by the lexicon (e.g. [\"dick van dyke\"])"},
+    {"lexicon_allow_lang", NLPD_CONF_MAP, NULL, offsetof(struct moderation, lexicon_allow_lang), NLPD_CONF_CACHE_KEY,
+     NULL, 0, 0,
+     "language -> word or phrase never flagged in records of that language (by its own lists), e.g. ((\"es\", "
+     "\"concha\"), (\"es\", \"pendejo\")); a language may appear several times"},
     {"lexicon_builtin_allow", NLPD_CONF_BOOL, "true", offsetof(struct moderation, lexicon_builtin_allow),
      NLPD_CONF_CACHE_KEY, NULL, 0, 0,
-     "also allow the built-in phrases (\"dick van dyke\", \"moby dick\", \"cum laude\", \"homo sapiens\", ...)"},
+     "also allow the built-in phrases (\"dick van dyke\", \"moby dick\", \"cum laude\", \"homo sapiens\", ...) and, "
+     "in French, \"retard\" (\"late\": the French list has it as the English slur)"},
     {"action", NLPD_CONF_ENUM, "annotate", offsetof(struct moderation, action), 0, "annotate|route", 0, 0,
      "deprecated: \"route\" (with kafka.flagged_topic) is the output route { when = \"moderation.flagged\"; topic "
      "= kafka.flagged_topic; }: write that in output.routes instead"},
@@ -151,6 +169,7 @@ static int load_model(struct moderation *s, struct nlpd_error *err)
 static int moderation_init(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err)
 {
     struct moderation *s = ctx;
+    s->inst = inst;
     if (!s->model && !s->lexicon)
         return nlpd_error_set(err, NLPD_EINVAL, 0, "moderation needs a `model`, a `lexicon` or both");
     if (!s->model && s->multi_label)
@@ -175,15 +194,22 @@ static int moderation_init(const struct nlpd_stage_instance *inst, void *ctx, st
             .nlanguages = s->lexicon_languages.n,
             .allow = (const char *const *)s->lexicon_allow.items,
             .nallow = s->lexicon_allow.n,
+            .allow_lang_code = (const char *const *)s->lexicon_allow_lang.from,
+            .allow_lang = (const char *const *)s->lexicon_allow_lang.to,
+            .nallow_lang = s->lexicon_allow_lang.n,
             .no_builtin_allow = !s->lexicon_builtin_allow,
+            .fallback = (const char *const *)s->lexicon_fallback.items,
+            .nfallback = s->lexicon_fallback.n,
         };
         s->lx = nlpd_lexicon_load(s->lexicon, &o, err);
         if (!s->lx)
             return err->code ? err->code : NLPD_EFORMAT;
         nlpd_stage_log(inst, NLPD_LOG_INFO, "lexicon %s: %zu entries in %zu lists", s->lexicon,
                        nlpd_lexicon_size(s->lx), nlpd_lexicon_nlists(s->lx));
-    } else if (s->lexicon_languages.n || s->lexicon_allow.n) {
-        return nlpd_error_set(err, NLPD_EINVAL, 0, "`lexicon_languages` and `lexicon_allow` need a `lexicon`");
+    } else if (s->lexicon_languages.n || s->lexicon_allow.n || s->lexicon_allow_lang.n || s->lexicon_fallback.n) {
+        return nlpd_error_set(err, NLPD_EINVAL, 0,
+                              "`lexicon_languages`, `lexicon_allow`, `lexicon_allow_lang` and `lexicon_fallback` "
+                              "need a `lexicon`");
     }
     return 0;
 }
@@ -307,6 +333,13 @@ static enum nlpd_stage_status moderation_process(const struct nlpd_stage_instanc
             if (r->error)
                 continue;
             const char *lang = s->lexicon_by_lang && r->lang.set ? r->lang.code : NULL;
+            if (!nlpd_lexicon_checks(s->lx, lang)) {
+                /* no result rather than a clean one: nothing vouched for this text */
+                atomic_fetch_add(&s->unchecked, 1);
+                if (nlpd_log_enabled(NLPD_LOG_DEBUG))
+                    nlpd_stage_log(inst, NLPD_LOG_DEBUG, "lexicon: no list for language \"%s\": not checked", lang);
+                continue;
+            }
             struct nlpd_lexicon_hit h;
             int rc = nlpd_lexicon_match(s->lx, t->ls, lang, r->text, r->text_len, &h);
             if (rc == NLPD_ENOMEM)
@@ -327,6 +360,11 @@ static enum nlpd_stage_status moderation_process(const struct nlpd_stage_instanc
 static void moderation_fini(void *ctx)
 {
     struct moderation *s = ctx;
+    unsigned long n = atomic_load(&s->unchecked);
+    if (n && s->inst)
+        nlpd_stage_log(s->inst, NLPD_LOG_INFO,
+                       "lexicon: %lu distinct texts in languages without a word list were not checked (see "
+                       "lexicon_fallback)", n);
     for (int i = 0; s->cat && i < s->nlabels; i++)
         free(s->cat[i]);
     free(s->cat);

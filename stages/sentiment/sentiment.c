@@ -29,6 +29,7 @@ struct sentiment {
     int lowercase;
     int split_punctuation;
     int scores;
+    int exact_scores;
     struct nlpd_stage_models ms; /* of struct smodel */
 };
 
@@ -63,6 +64,10 @@ static const struct nlpd_conf_entry sentiment_conf[] = {
      NULL, 0, 0, "fastText: separate . , ' ( ) ! ? from words and drop \" ; : as fastText's training scripts did"},
     {"scores", NLPD_CONF_BOOL, "false", offsetof(struct sentiment, scores), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "also write every label's score (sentiment.scores)"},
+    {"exact_scores", NLPD_CONF_BOOL, "false", offsetof(struct sentiment, exact_scores), NLPD_CONF_CACHE_KEY, NULL, 0,
+     0,
+     "fastText: false: scores are probabilities, within [0, 1]; true: fastText predict-prob's values exactly "
+     "(exp(log(p + 1e-5)), up to 1.00001), for parity checks against the tool"},
     {"dtype", NLPD_CONF_ENUM, "default", offsetof(struct sentiment, dtype), NLPD_CONF_CACHE_KEY,
      "default|fp32|fp16|bf16|int8", 0, 0,
      "precision of the model's matrix products on the CPU: \"default\" = kernels.dtype; \"bf16\" (AVX512-BF16) "
@@ -242,7 +247,7 @@ static enum nlpd_stage_status run_fasttext(const struct nlpd_stage_instance *ins
         }
         float probs[64] = {0};
         for (int j = 0; j < np; j++)
-            probs[preds[j].label] = preds[j].prob;
+            probs[preds[j].label] = s->exact_scores ? preds[j].prob : nlpd_ft_probability(preds[j].prob);
         if (write_result(s, m, r, probs, preds[0].label) < 0)
             return NLPD_STAGE_RETRY;
     }

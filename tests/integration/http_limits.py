@@ -4,6 +4,7 @@ usage: http_limits.py limits PORT PID CAP IDLE_MS REQUEST_MS
        http_limits.py emfile PORT PID LOG FDS
 Prints `ok - ...` / `not ok - ...` lines. Every socket has a timeout; every wait is bounded.
 """
+import re
 import os
 import socket
 import sys
@@ -217,7 +218,9 @@ def emfile(port, pid, log, fds):
     say(lines <= 10, "at the descriptor limit stderr is not flooded (%d lines in %.1f s)" % (lines, wall),
         "%d lines" % lines)
     with open(log, "rb") as f:
-        foreign = [ln for ln in f.read().splitlines() if ln and not ln.startswith(b"<")]
+        # nlpd's lines: "<N>nlpd[...]" after an optional ISO 8601 timestamp, or the embedded broker's address alone
+        foreign = [ln for ln in f.read().splitlines()
+                   if ln and not re.match(rb"^(\d{4}-\d\d-\d\dT[\d:.]+Z )?<\d>|^[\d.]+:\d+$", ln)]
     say(not foreign, "every stderr line is nlpd's own, libevent's included", "e.g. %r" % foreign[:1])
     for s in held:
         s.close()

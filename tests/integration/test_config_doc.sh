@@ -1,6 +1,8 @@
 #!/bin/bash
 # conf/nlpd.conf and `nlpd config-doc` must not drift: every key config-doc prints for the daemon's sections and
-# for the stages used in conf/nlpd.conf appears in the annotated file, the keys it flags "restart required" (and
+# for every stage appears in the annotated file (stages that need folders `make models` does not fetch as commented
+# blocks), every field a `when` condition knows (the list nlpd's own error message gives) is named in it, it refers
+# to no .md document that is not in the repository, the keys it flags "restart required" (and
 # only those) say so in the file, and the file passes `nlpd check`.
 # usage: tests/integration/test_config_doc.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
@@ -19,14 +21,31 @@ for key in re.findall(r"^  (\w+)\.(\w+)  \(", doc, re.M):
     if sec in sections:
         if not re.search(r"^\s*#?\s*%s\s*=" % name, sections[sec], re.M):
             missing.append(f"{sec}.{name}")
-    elif sec in ("langid", "sentiment") and not re.search(r"^\s*#?\s*%s\s*=" % name, conf, re.M):
+    elif sec not in sections and not re.search(r"^\s*#?\s*%s\s*=" % name, conf, re.M):
         missing.append(f"{sec}.{name}")
 # Keys of a group inside a section (input.schema_registry.url): documented inside that section.
 for sec, sub, name in re.findall(r"^  (\w+)\.(\w+)\.(\w+)  \(", doc, re.M):
     body = sections.get(sec, "")
     if not re.search(r"^\s*#?\s*%s\s*=" % sub, body, re.M) or not re.search(r"^\s*(#\s*)*%s\s*=" % name, body, re.M):
         missing.append(f"{sec}.{sub}.{name}")
+stages = re.findall(r'^stage "(\w+)"', doc, re.M)
+assert len(stages) >= 5, "config-doc lists %d stages" % len(stages)
+missing += ['stage "%s"' % st for st in stages if not re.search(r'^\s*#?\s*stage = "%s";' % st, conf, re.M)]
 assert not missing, "not documented in conf/nlpd.conf: " + ", ".join(missing)
+# The when fields: ask nlpd (an unknown field's error lists the known ones).
+import os, tempfile
+with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+    f.write('pipeline = ( { stage = "langid"; model = "models/lid.176.ftz"; when = "no.such_field == 1"; } );\n')
+err = subprocess.run([sys.argv[1], "check", "-c", f.name], capture_output=True, text=True).stderr
+os.unlink(f.name)
+fields = re.findall(r"\b([a-z_]+\.[a-z_]+)\b", err.split("no.such_field", 1)[-1])
+assert len(fields) >= 5, "no list of when fields in: " + err
+head = conf[conf.index("pipeline = (") - 1500 : conf.index("pipeline = (")]
+missing = [fl for fl in fields if fl not in head]
+assert not missing, "when fields not named above pipeline in conf/nlpd.conf: " + ", ".join(missing)
+# No reference to a document that is not in the repository.
+docs = [d for d in re.findall(r"\b([\w/.-]+\.md)\b", conf) if not os.path.exists(d)]
+assert not docs, "conf/nlpd.conf refers to documents not in the repository: " + ", ".join(docs)
 # Keys config-doc flags "restart required" (a reload that changes one is refused) say "(restart required)" in the
 # comment just above them in the file, and no other key does.
 def comment_above(body, name):
@@ -51,7 +70,8 @@ for sec, name, rest in re.findall(r"^  (\w+)\.(\w+)  \((.*)$", doc, re.M):
         wrong.append(f"{sec}.{name} ({'restart required' if flagged else 'applied at a reload'})")
 assert restart > 0, "config-doc flags no key as restart required"
 assert not wrong, "conf/nlpd.conf does not say it (or says it wrongly): " + ", ".join(wrong)
-print(len(re.findall(r"^  \w+\.\w+  \(", doc, re.M)), "keys compared,", restart, "restart-only")
+print(len(re.findall(r"^  \w+\.\w+  \(", doc, re.M)), "keys compared,", restart, "restart-only,", len(stages),
+      "stages,", len(fields), "when fields")
 PY
 ); then
     echo "ok - conf/nlpd.conf documents every key of config-doc ($out)"

@@ -90,6 +90,16 @@ if [ "$schema" = /usr/local/share/nlpd/schemas/enriched.avsc ] && [ -f "$D$schem
 else
     nok "installed output.schema" "'$schema'"
 fi
+# The man pages and the bash completion (issue 17): `man nlpd` / `man nlpd.conf` find them under PREFIX/share/man.
+M=$D/usr/local/share/man
+if [ -f "$M/man1/nlpd.1" ] && [ -f "$M/man5/nlpd.conf.5" ] &&
+    [ -f "$D/usr/local/share/bash-completion/completions/nlpd" ] &&
+    MANWIDTH=200 man -M "$M" 5 nlpd.conf 2> /dev/null | grep -q 'cache.redis_password_file' &&
+    MANWIDTH=200 man -M "$M" 1 nlpd 2> /dev/null | grep -q 'nlpd tokenize --model DIR'; then
+    ok "make install puts nlpd.1, nlpd.conf.5 (man finds them) and the bash completion under PREFIX/share"
+else
+    nok "man pages and completion" "$(ls -R "$D/usr/local/share" 2> /dev/null | head -n 20 | tr '\n' ' ')"
+fi
 # Another PREFIX: the unit and the config follow it; an existing config is kept.
 echo "# edited" >> "$D/etc/nlpd/nlpd.conf"
 if make --no-print-directory install DESTDIR="$D" PREFIX=/usr > /dev/null 2>&1 &&

@@ -909,7 +909,7 @@ case_outage() {
     if [ $rc -ne 0 ]; then
         nok "$name" "nlpd exited $rc after SIGTERM: $(log_tail "$T/outage.log")"
     elif why=$(kpy check "$T/outage.in" "$T/outage.out" exact 2>&1); then
-        ok "$name" "$why; warnings logged: $(grep -c '^<4>' "$T/outage.log")"
+        ok "$name" "$why; warnings logged: $(grep -Ec '^([0-9T:.-]+Z )?<4>' "$T/outage.log")"
     else
         nok "$name" "$why"
     fi

@@ -104,7 +104,7 @@ if "$NLPD" infer < /dev/null 2> /dev/null; then
 else
     pass=$((pass + 1))
 fi
-if "$NLPD" infer --model "$TMP/none" < /dev/null 2> "$TMP/err" || ! grep -q config.json "$TMP/err"; then
+if "$NLPD" infer --model "$TMP/none" < /dev/null 2> "$TMP/err" || ! grep -qF "model folder '$TMP/none': No such file or directory" "$TMP/err"; then
     echo "FAIL: infer on a missing folder: $(cat "$TMP/err")"
     fail=$((fail + 1))
 else

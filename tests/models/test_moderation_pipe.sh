@@ -2,7 +2,8 @@
 # The moderation stage through `nlpd pipe`: model scores against softmax/sigmoid of `nlpd infer` logits (within
 # what float32 summation order allows),
 # a multi-label copy of the bert-seq-cls fixture, a DeBERTa-v3 folder, label->category maps (max per category), thresholds, the word
-# lists (models/lexicons) keyed to lang.code, both layers together, config errors.
+# lists (models/lexicons) keyed to lang.code (a language without a list: lexicon_fallback; per-language allowlists),
+# both layers together, config errors.
 # Usage: tests/models/test_moderation_pipe.sh [NLPD_BINARY]. Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
@@ -168,6 +169,36 @@ print(" ".join("%s:%s:%s" % (o["id"], o["moderation"]["flagged"], o["moderation"
     fi
 fi
 
+# a language without a list (Vietnamese "hộ" is the English list's "ho"): no lexicon result unless lexicon_fallback
+# names lists; French "retard" is "late" (built-in), lexicon_allow_lang adds per-language words
+if [ -f "$LID" ]; then
+    printf '%s\n' '{"id":"vi","text":"Các hộ gia đình ở Hà Nội rất đông người"}' \
+        '{"id":"fr","text":"Le train est arrivé en retard ce matin"}' '{"id":"fr2","text":"Quelle salope, celle-là"}' \
+        '{"id":"en","text":"Do not call him a retard"}' > "$T/nolist.in"
+    nolist() { # NAME EXTRA-KEYS WANT
+        printf 'log: { level = "info"; };\npipeline = ( { stage = "langid"; model = "%s"; },\n  { stage = "moderation"; lexicon = "%s"; %s } );\n' \
+            "$LID" "$LEX" "$2" > "$T/$1.conf"
+        if "$NLPD" pipe -c "$T/$1.conf" < "$T/nolist.in" > "$T/$1.out" 2> "$T/$1.err"; then
+            got=$(python3 -c '
+import json, sys
+print(" ".join("%s:%s:%s" % (o["id"], o["lang"]["code"], o["moderation"] and o["moderation"]["flagged"])
+               for o in map(json.loads, open(sys.argv[1]))))' "$T/$1.out")
+            [ "$got" = "$3" ] && ok "$1" "$got" || nok "$1" "got $got, want $3"
+        else
+            nok "$1" "$(cat "$T/$1.err")"
+        fi
+    }
+    nolist lexicon_no_list "" "vi:vi:None fr:fr:False fr2:fr:True en:en:True"
+    if grep -q "lexicon: 1 distinct texts in languages without a word list were not checked" "$T/lexicon_no_list.err"; then
+        ok lexicon_no_list_counted
+    else
+        nok lexicon_no_list_counted "$(cat "$T/lexicon_no_list.err")"
+    fi
+    nolist lexicon_fallback 'lexicon_fallback = ["en"]; lexicon_allow_lang = (("fr", "salope"));' \
+        "vi:vi:True fr:fr:False fr2:fr:False en:en:True"
+    nolist lexicon_no_builtin_allow 'lexicon_builtin_allow = false;' "vi:vi:None fr:fr:True fr2:fr:True en:en:True"
+fi
+
 # config errors
 cfgerr() { # NAME REGEX CONF: nlpd check -c $T/CONF.conf must fail with REGEX
     if "$NLPD" check -c "$T/$3.conf" > "$T/$3.cout" 2>&1; then
@@ -183,4 +214,8 @@ printf 'pipeline = ( { stage = "moderation"; model = "%s"; categories = (("toxic
 cfgerr config_unknown_label "no label \"toxic\"" e_cat
 printf 'pipeline = ( { stage = "moderation"; lexicon = "%s"; lexicon_languages = ["xx"]; } );\n' "$LEX" > "$T/e_lang.conf"
 cfgerr config_unknown_language "xx" e_lang
+printf 'pipeline = ( { stage = "moderation"; lexicon = "%s"; lexicon_fallback = ["vi"]; } );\n' "$LEX" > "$T/e_fb.conf"
+cfgerr config_unknown_fallback 'fallback language "vi"' e_fb
+printf 'pipeline = ( { stage = "moderation"; model = "%s"; lexicon_fallback = ["en"]; } );\n' "$FIX" > "$T/e_fb2.conf"
+cfgerr config_fallback_needs_lexicon 'lexicon_fallback.*need a .lexicon' e_fb2
 finish

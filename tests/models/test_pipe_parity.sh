@@ -4,7 +4,9 @@
 #   sentiment: sentiment.label/score vs `fasttext predict-prob amazon_review_{polarity,full}.ftz - 1` on the
 #              reviews, normalised here by an independent implementation of fastText's classification scripts
 #   accuracy:  sentiment on reviews.tsv's gold labels, with and without normalisation
-# Same labels on every line and |Δscore| <= 1e-5. Usage: test_pipe_parity.sh [NLPD_BINARY] (default build/nlpd).
+# Same labels on every line and |Δscore| <= 1e-5, with exact_scores = true (the tool's printed value); by default
+# the scores are probabilities: the tool's value less its 1e-5, within [0, 1] (langid_probability,
+# sentiment_polarity_probability). Usage: test_pipe_parity.sh [NLPD_BINARY] (default build/nlpd).
 # Prints `ok - ...`/`not ok - ...` per check and `N passed, N failed`; skips (0 passed, 0 failed) only when the
 # fasttext tool or the models are absent.
 set -u
@@ -39,12 +41,16 @@ T=$(mktemp -d) || exit 2
 trap 'rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM
 
-# compare.py MODE REF NLPD_OUT [TEXTS]: MODE langid | polarity | full. Prints "N lines, max |Δ| = x" or the
-# first mismatches; exit 1 on any mismatch.
+# compare.py MODE REF NLPD_OUT TOL [prob]: MODE langid | polarity | full. Prints "N lines, max |Δ| = x" or the
+# first mismatches; exit 1 on any mismatch. With "prob" nlpd's scores are compared with the tool's less 1e-5 (the
+# probability fastText's log(p + 1e-5) hides) and must lie within [0, 1]; at least one tool value must exceed 1, so
+# that the range check can fail.
 cat > "$T/compare.py" <<'PY'
 import json, sys
 mode, ref_path, out_path = sys.argv[1:4]
 tol = float(sys.argv[4])
+prob = len(sys.argv) > 5 and sys.argv[5] == "prob"
+over1 = 0
 ref = open(ref_path, encoding="utf-8").read().split("\n")
 out = open(out_path, encoding="utf-8").read().split("\n")
 for l in (ref, out):
@@ -72,21 +78,29 @@ for i, (r, o) in enumerate(zip(ref, out), 1):
         glabel = got.get("label")
     if glabel != want:
         probs.append("line %d (id %s): label %r, fasttext %s" % (i, rec.get("id"), glabel, label)); continue
-    d = abs(float(got.get("score", float("nan"))) - p)
+    score = float(got.get("score", float("nan")))
+    if prob:
+        over1 += p > 1.0
+        if not 0.0 <= score <= 1.0:
+            probs.append("line %d (id %s): score %r outside [0, 1]" % (i, rec.get("id"), score)); continue
+        p = min(max(p - 1e-5, 0.0), 1.0)
+    d = abs(score - p)
     if not d <= tol:
         probs.append("line %d (id %s): score %r, fasttext %s (|Δ| %.3g)" % (i, rec.get("id"), got.get("score"), parts[1], d))
         continue
     maxd = max(maxd, d)
     n += 1
+if prob and not over1:
+    probs.append("no fasttext value above 1: the [0, 1] check proves nothing on this input")
 if probs:
     print("%d mismatches: %s" % (len(probs), "; ".join(probs[:8])))
     sys.exit(1)
-print("%d lines, max |Δ| = %.2g" % (n, maxd))
+print("%d lines, max |Δ| = %.2g%s" % (n, maxd, ", %d tool values above 1" % over1 if prob else ""))
 PY
 
-# parity NAME MODE CONF IN_JSONL FT_MODEL FT_INPUT_TXT [MIN_LINES]
+# parity NAME MODE CONF IN_JSONL FT_MODEL FT_INPUT_TXT [MIN_LINES [prob]]
 parity() {
-    local name=$1 mode=$2 cfg=$3 in=$4 model=$5 txt=$6 min=${7:-1} why n
+    local name=$1 mode=$2 cfg=$3 in=$4 model=$5 txt=$6 min=${7:-1} kind=${8:-exact} why n
     if ! timeout 300 "$NLPD" pipe -c "$cfg" < "$in" > "$T/$name.out" 2> "$T/$name.err"; then
         nok "$name" "nlpd pipe failed: $(tail -n 5 "$T/$name.err")"
         return
@@ -100,7 +114,7 @@ parity() {
         nok "$name" "only $n lines compared (need $min)"
         return
     fi
-    if why=$(python3 "$T/compare.py" "$mode" "$T/$name.ref" "$T/$name.out" "$TOL" 2>&1); then
+    if why=$(python3 "$T/compare.py" "$mode" "$T/$name.ref" "$T/$name.out" "$TOL" "$kind" 2>&1); then
         ok "$name: $why"
     else
         nok "$name" "$why"
@@ -117,11 +131,15 @@ else
         cat > "$T/lid$threads.conf" <<EOF
 batch:   { max_records = 64; };
 kernels: { threads = $threads; };
-pipeline = ( { stage = "langid"; model = "$LID"; } );
+pipeline = ( { stage = "langid"; model = "$LID"; exact_scores = true; } );
 EOF
         parity "langid_parity_threads$threads" langid "$T/lid$threads.conf" "$C/multilingual.jsonl" "$LID" \
             "$C/multilingual.txt" 1000
     done
+    cat > "$T/lidprob.conf" <<EOF
+pipeline = ( { stage = "langid"; model = "$LID"; } );
+EOF
+    parity langid_probability langid "$T/lidprob.conf" "$C/multilingual.jsonl" "$LID" "$C/multilingual.txt" 1000 prob
 fi
 
 # --- sentiment ---------------------------------------------------------------------------------------------------
@@ -155,19 +173,25 @@ PY
     for threads in 1 2; do
         cat > "$T/pol$threads.conf" <<EOF
 kernels: { threads = $threads; };
-pipeline = ( { stage = "sentiment"; model = "$POL"; } );
+pipeline = ( { stage = "sentiment"; model = "$POL"; exact_scores = true; } );
 EOF
     done
     cat > "$T/polraw.conf" <<EOF
-pipeline = ( { stage = "sentiment"; model = "$POL"; lowercase = false; split_punctuation = false; } );
+pipeline = ( { stage = "sentiment"; model = "$POL"; lowercase = false; split_punctuation = false;
+               exact_scores = true; } );
 EOF
+    cat > "$T/polprob.conf" <<EOF
+pipeline = ( { stage = "sentiment"; model = "$POL"; } );
+EOF
+    parity sentiment_polarity_probability polarity "$T/polprob.conf" "$C/reviews.jsonl" "$POL" "$T/reviews.norm.txt" \
+        1000 prob
     parity sentiment_polarity_parity polarity "$T/pol1.conf" "$C/reviews.jsonl" "$POL" "$T/reviews.norm.txt" 1000
     parity sentiment_polarity_parity_threads2 polarity "$T/pol2.conf" "$C/reviews.jsonl" "$POL" "$T/reviews.norm.txt" 1000
     parity sentiment_polarity_parity_no_normalisation polarity "$T/polraw.conf" "$C/reviews.jsonl" "$POL" \
         "$T/reviews.raw.txt" 1000
     if [ -f "$FULL" ]; then
         cat > "$T/full.conf" <<EOF
-pipeline = ( { stage = "sentiment"; model = "$FULL"; } );
+pipeline = ( { stage = "sentiment"; model = "$FULL"; exact_scores = true; } );
 EOF
         parity sentiment_full_parity full "$T/full.conf" "$C/reviews.jsonl" "$FULL" "$T/reviews.norm.txt" 1000
     else

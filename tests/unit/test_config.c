@@ -1,6 +1,7 @@
 /* Config parsing: every error is reported as FILE:LINE: message, defaults apply, types are checked. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -130,7 +131,7 @@ static void stage_errors(void)
     if (c) {
         CHECK(nlpd_pipeline_create(c, &d) == NULL);
         CHECK(has_error(&d, 2, "unknown stage \"nosuch\""));
-        CHECK(has_error(&d, 3, "model '/nonexistent/lid.ftz' not found (run `make models`"));
+        CHECK(has_error(&d, 3, "model '/nonexistent/lid.ftz' not found (a Hugging Face folder or model file you provide"));
         CHECK(has_error(&d, 5, "model must be a string"));
         CHECK(has_error(&d, 6, "threshold = 2 is out of range"));
         CHECK(has_error(&d, 7, "unknown key 'speed'"));
@@ -358,8 +359,47 @@ static void schema_registry(void)
     unlink(path);
 }
 
+/* ${VAR}, ${VAR:-default} (unset or empty), $${ and lone $ kept, in daemon sections and in kafka.properties pairs. */
+static void env_substitution(void)
+{
+    setenv("NLPD_T_A", "alpha", 1);
+    setenv("NLPD_T_EMPTY", "", 1);
+    unsetenv("NLPD_T_UNSET");
+    struct nlpd_diag d = {0};
+    struct nlpd_config *c = load_text(
+        "kafka: { brokers = \"${NLPD_T_A}:9092,${NLPD_T_UNSET:-b}:1\"; input_topics = [\"in.${NLPD_T_A}\"];\n"
+        "         output_topic = \"$${x}$ $5 ${NLPD_T_EMPTY:-dflt}\"; dlq_topic = \"${NLPD_T_EMPTY}d\";\n"
+        "         properties = ( (\"sasl.username\", \"${NLPD_T_A}\") ); };\n"
+        "pipeline = ( { stage = \"langid\"; } );\n",
+        &d);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK(strcmp(c->kafka.brokers, "alpha:9092,b:1") == 0);
+        CHECK(strcmp(c->kafka.input_topics.items[0], "in.alpha") == 0);
+        CHECK(strcmp(c->kafka.output_topic, "${x}$ $5 dflt") == 0);
+        CHECK(strcmp(c->kafka.dlq_topic, "d") == 0);
+        CHECK(c->kafka.properties.n == 1 && strcmp(c->kafka.properties.to[0], "alpha") == 0);
+    }
+    nlpd_config_free(c);
+    nlpd_diag_free(&d);
+    unlink(path);
+    struct nlpd_diag e = {0};
+    c = load_text("input: { text_field = \"t\";\n"
+                  "  id_field = \"${NLPD_T_UNSET}\"; };\n"
+                  "log: { level = \"${1x}\"; format = \"${NLPD_T_A:-x\"; };\n"
+                  "pipeline = ( { stage = \"langid\"; } );\n",
+                  &e);
+    CHECK(c == NULL);
+    CHECK(has_error(&e, 2, "environment variable NLPD_T_UNSET is not set"));
+    CHECK(has_error(&e, 3, "level: \"${1x}\": \"${\" must be followed by a variable name"));
+    CHECK(has_error(&e, 3, "no closing"));
+    nlpd_diag_free(&e);
+    unlink(path);
+}
+
 int main(void)
 {
+    RUN(env_substitution);
     RUN(defaults);
     RUN(syntax_error_has_line);
     RUN(all_errors_reported);

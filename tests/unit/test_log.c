@@ -1,6 +1,10 @@
 /* Logging: journald prefixes, JSON lines, and rate limiting of repeated warnings and errors. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -24,6 +28,21 @@ static char *capture(void (*fn)(void))
     return buf;
 }
 
+/* 1 when s begins, after prefix, with "YYYY-MM-DDTHH:MM:SS.mmmZ" within a minute of now (UTC). */
+static int iso_at(const char *s, const char *prefix)
+{
+    if (strncmp(s, prefix, strlen(prefix)) != 0)
+        return 0;
+    s += strlen(prefix);
+    struct tm tm = {0};
+    const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end || end[0] != '.' || !isdigit((unsigned char)end[1]) || !isdigit((unsigned char)end[2]) ||
+        !isdigit((unsigned char)end[3]) || end[4] != 'Z')
+        return 0;
+    time_t t = timegm(&tm), now = time(NULL);
+    return t > now - 60 && t <= now + 1;
+}
+
 static void repeated(void)
 {
     for (int i = 0; i < 100; i++)
@@ -35,6 +54,7 @@ static void repeated(void)
 
 static void rate_limited(void)
 {
+    nlpd_log_timestamps(0);
     nlpd_log_setup(NLPD_LOG_INFO, NLPD_LOG_TEXT);
     const char *out = capture(repeated);
     CHECK_STR_CONTAINS(out, "<4>nlpd[kafka]: broker down\n<4>nlpd[kafka]: last message repeated 99 more times: broker down\n<3>nlpd[kafka]: something else\n");
@@ -49,6 +69,44 @@ static void json_lines(void)
     nlpd_log_setup(NLPD_LOG_INFO, NLPD_LOG_JSON);
     const char *out = capture(repeated);
     CHECK_STR_CONTAINS(out, "\"level\":\"warning\",\"facility\":\"kafka\",\"msg\":\"broker down\"");
+    CHECK(iso_at(out, "{\"ts\":\""));
+    nlpd_log_setup(NLPD_LOG_INFO, NLPD_LOG_TEXT);
+}
+
+static void one_line(void)
+{
+    nlpd_log(NLPD_LOG_INFO, "kafka", "hello");
+}
+
+/* Text lines start with an ISO 8601 UTC time unless stderr is the journal (JOURNAL_STREAM = its dev:ino). */
+static void timestamps(void)
+{
+    nlpd_log_timestamps(-1);
+    unsetenv("JOURNAL_STREAM");
+    nlpd_log_setup(NLPD_LOG_INFO, NLPD_LOG_TEXT);
+    const char *out = capture(one_line);
+    CHECK(iso_at(out, "") && strcmp(out + 24, " <6>nlpd[kafka]: hello\n") == 0);
+    /* capture() points stderr at a temporary file: name that file in JOURNAL_STREAM as systemd would */
+    char path[] = "/tmp/nlpd-test-js-XXXXXX";
+    int fd = mkstemp(path);
+    struct stat st;
+    CHECK(fd >= 0 && fstat(fd, &st) == 0);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    char js[64];
+    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", js, 1);
+    nlpd_log_setup(NLPD_LOG_INFO, NLPD_LOG_TEXT);
+    one_line();
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char buf[256] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    CHECK(n > 0 && strcmp(buf, "<6>nlpd[kafka]: hello\n") == 0);
+    close(fd);
+    unlink(path);
+    unsetenv("JOURNAL_STREAM");
+    nlpd_log_timestamps(0);
     nlpd_log_setup(NLPD_LOG_INFO, NLPD_LOG_TEXT);
 }
 
@@ -86,6 +144,7 @@ int main(void)
     RUN(below_level);
     RUN(rate_limited);
     RUN(json_lines);
+    RUN(timestamps);
     CHECK(nlpd_log_level_parse("warning") == NLPD_LOG_WARNING && nlpd_log_level_parse("loud") == -1);
     return TEST_REPORT();
 }

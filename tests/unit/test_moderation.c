@@ -179,10 +179,57 @@ static void test_languages(void)
     CHECK(hit_lang(lx, NULL, "café con leche", &e) == 0); /* "con" is skipped when the language is unknown */
     CHECK(hit_lang(lx, "fr", "quel con", &e) == 1);
     CHECK(hit_lang(lx, "de", "what the fuck", &e) == 0); /* only the German list */
-    CHECK(hit_lang(lx, "xx", "what the fuck", &e) == 1); /* no such list: all */
+    CHECK(hit_lang(lx, "xx", "what the fuck", &e) == 0); /* no list, no fallback: not checked */
+    CHECK(nlpd_lexicon_checks(lx, "xx") == 0);
+    CHECK(nlpd_lexicon_checks(lx, "en-GB") && nlpd_lexicon_checks(lx, NULL) && nlpd_lexicon_checks(lx, ""));
     CHECK(hit_lang(lx, "en-GB", "what the fuck", &e) == 1);
     CHECK(nlpd_lexicon_has_language(lx, "de"));
     CHECK(nlpd_lexicon_has_language(lx, "pt") == 0);
+}
+
+/* A language without a list is checked only against the fallback lists; per-language allowlists apply to text
+ * of that language only. */
+static void test_fallback_and_lang_allow(void)
+{
+    struct nlpd_error err = {0};
+    const char *fb[] = {"en-US"};
+    const char *al_code[] = {"FR", "de"}, *al[] = {"con", "sacre bleu"};
+    struct nlpd_lexicon_opts o = {.fallback = fb, .nfallback = 1, .allow_lang_code = al_code, .allow_lang = al,
+                                  .nallow_lang = 2};
+    struct nlpd_lexicon *l = nlpd_lexicon_new(&o, &err);
+    CHECK(l != NULL);
+    if (!l)
+        return;
+    nlpd_lexicon_add(l, "en", "ho", -1);
+    nlpd_lexicon_add(l, "en", "fuck", -1);
+    nlpd_lexicon_add(l, "fr", "con", -1);
+    nlpd_lexicon_add(l, "fr", "connard", -1);
+    nlpd_lexicon_add(l, "es", "coño", -1);
+    nlpd_lexicon_add(l, "fr", "retard", -1);
+    const char *e = NULL;
+    CHECK(nlpd_lexicon_checks(l, "vi"));
+    CHECK(hit_lang(l, "vi", "what the fuck", &e) == 1 && e && strcmp(e, "fuck") == 0); /* the fallback: en */
+    CHECK(hit_lang(l, "vi", "quel connard", &e) == 0);                                   /* fr is no fallback */
+    CHECK(hit_lang(l, "vi", "qué coño", &e) == 0);
+    CHECK(hit_lang(l, NULL, "quel connard", &e) == 1); /* unknown language: every list */
+    /* allowed per language: "con" in French text, not in the union (unknown language) nor other lists */
+    CHECK(hit_lang(l, "fr", "quel con", &e) == 0);
+    CHECK(hit_lang(l, "fr", "quel connard", &e) == 1);
+    CHECK(hit_lang(l, "fr-CA", "quel con", &e) == 0);
+    CHECK(nlpd_lexicon_has_language(l, "de") == 0); /* an allowlist alone is no list */
+    CHECK(hit_lang(l, "de", "what the fuck", &e) == 1); /* so German goes to the fallback */
+    /* built-in: French "retard" means "late" */
+    CHECK(hit_lang(l, "fr", "le train est en retard", &e) == 0);
+    CHECK(hit_lang(l, "fr", "Retard de 20 minutes", &e) == 0);
+    nlpd_lexicon_free(l);
+    o.no_builtin_allow = 1;
+    l = nlpd_lexicon_new(&o, &err);
+    CHECK(l != NULL);
+    if (l) {
+        nlpd_lexicon_add(l, "fr", "retard", -1);
+        CHECK(hit_lang(l, "fr", "le train est en retard", &e) == 1);
+        nlpd_lexicon_free(l);
+    }
 }
 
 static void test_cjk(void)
@@ -255,6 +302,10 @@ static void test_real_lists(void)
         {"zh", "我每天早上喝牛奶"},
         {"ja", "今日はいい天気ですね"},
         {NULL, "Un café con leche, por favor"},
+        {"fr", "Le train est en retard de vingt minutes"}, /* the cuss French list has the English slur */
+        {"fr", "Désolé pour le retard"},
+        {"vi", "Các hộ gia đình ở Hà Nội"}, /* no Vietnamese list: "hộ" is not the English "ho" */
+        {"vi", "Tôi là sinh viên"},
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         if (hit_lang(r, good[i][0], good[i][1], &e) != 0) {
@@ -262,7 +313,24 @@ static void test_real_lists(void)
                     good[i][0] ? good[i][0] : "all", e);
             CHECK(!"real clean");
         }
+    CHECK(hit_lang(r, "en", "you retard", &e) == 1); /* the English word stays flagged */
+    CHECK(hit_lang(r, NULL, "Các hộ gia đình", &e) == 1); /* unknown language: every list, as documented */
     nlpd_lexicon_free(r);
+    /* a fallback list must exist */
+    const char *nofb[] = {"vi"};
+    o.fallback = nofb;
+    o.nfallback = 1;
+    r = nlpd_lexicon_load(dir, &o, &err);
+    CHECK(r == NULL);
+    CHECK_STR_CONTAINS(err.message, "fallback language \"vi\"");
+    nlpd_lexicon_free(r);
+    const char *enfb[] = {"en"};
+    o.fallback = enfb;
+    r = nlpd_lexicon_load(dir, &o, &err);
+    CHECK(r && hit_lang(r, "vi", "Các hộ gia đình", &e) == 1); /* asked for: the English list applies */
+    nlpd_lexicon_free(r);
+    o.fallback = NULL;
+    o.nfallback = 0;
     /* one language only; an unknown one is an error */
     const char *langs[] = {"de"};
     o.languages = langs;
@@ -321,6 +389,7 @@ int main(void)
     RUN(test_obfuscation);
     RUN(test_innocent);
     RUN(test_languages);
+    RUN(test_fallback_and_lang_allow);
     RUN(test_cjk);
     RUN(test_real_lists);
     RUN(test_load_errors);
