@@ -264,7 +264,10 @@ format:
 # e.g. make check FORMAT_FILES="$$(git diff --name-only main -- '*.c' '*.h')".
 FORMAT_FILES ?= $(shell git ls-files '*.c' '*.h' 2> /dev/null)
 
-check: check-format check-includes check-unit
+# Set-up first (clang-format and the libraries), then a fresh make: pkg-config results need the packages.
+check:
+	@sh scripts/setup-deps.sh
+	@$(MAKE) --no-print-directory check-format check-includes check-unit
 
 check-format:
 	@command -v clang-format > /dev/null || { echo "check-format: clang-format is missing (make deps)"; exit 1; }

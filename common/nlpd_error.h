@@ -7,13 +7,13 @@
 
 enum {
     NLPD_OK = 0,
-    NLPD_EINVAL = -1,   /* bad argument or bad input data */
-    NLPD_ENOMEM = -2,   /* allocation failed */
-    NLPD_EIO = -3,      /* read/write/open failed */
-    NLPD_EFORMAT = -4,  /* a file or record is malformed */
+    NLPD_EINVAL = -1,  /* bad argument or bad input data */
+    NLPD_ENOMEM = -2,  /* allocation failed */
+    NLPD_EIO = -3,     /* read/write/open failed */
+    NLPD_EFORMAT = -4, /* a file or record is malformed */
     NLPD_ENOTFOUND = -5,
-    NLPD_ERANGE = -6,   /* a size or count is out of the accepted range */
-    NLPD_EAGAIN = -7,   /* transient: retry later */
+    NLPD_ERANGE = -6, /* a size or count is out of the accepted range */
+    NLPD_EAGAIN = -7, /* transient: retry later */
     NLPD_EFATAL = -8,
 };
 
@@ -33,10 +33,10 @@ void nlpd_error_clear(struct nlpd_error *err);
 const char *nlpd_strerror(int code);
 
 /* Programmer errors abort with file and line; never used for bad input. */
-#define NLPD_ASSERT(cond)                                                  \
-    do {                                                                   \
-        if (!(cond))                                                       \
-            nlpd_assert_fail(#cond, __FILE__, __LINE__);                   \
+#define NLPD_ASSERT(cond)                                                                                              \
+    do {                                                                                                               \
+        if (!(cond))                                                                                                   \
+            nlpd_assert_fail(#cond, __FILE__, __LINE__);                                                               \
     } while (0)
 void nlpd_assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn));
 

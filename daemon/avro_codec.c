@@ -51,10 +51,10 @@ static int load_schema(const char *path, avro_schema_t *schema, struct nlpd_erro
 
 /* ---- encoding ---- */
 
-#define TRY(x)                  \
-    do {                        \
-        if ((x) != 0)           \
-            return NLPD_EFORMAT; \
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        if ((x) != 0)                                                                                                  \
+            return NLPD_EFORMAT;                                                                                       \
     } while (0)
 
 static int field(avro_value_t *rec, const char *name, avro_value_t *out)
@@ -125,7 +125,7 @@ static int fill(avro_value_t *v, const struct nlpd_item *item, const struct nlpd
             continue;
         avro_value_t e;
         TRY(avro_value_add(&m, models[i].stage, &e, NULL, NULL));
-        TRY(avro_value_set_string(&e, models[i].id));
+        TRY(avro_value_set_string(&e, nlpd_model_ref_id(&models[i], r)));
     }
     return 0;
 }
@@ -400,11 +400,11 @@ static const char *type_name(avro_type_t t)
     }
 }
 
-#define FAIL(...)                                            \
-    do {                                                     \
-        nlpd_record_fail(&item->rec, "input", __VA_ARGS__);  \
-        rc = NLPD_EFORMAT;                                   \
-        goto done;                                           \
+#define FAIL(...)                                                                                                      \
+    do {                                                                                                               \
+        nlpd_record_fail(&item->rec, "input", __VA_ARGS__);                                                            \
+        rc = NLPD_EFORMAT;                                                                                             \
+        goto done;                                                                                                     \
     } while (0)
 
 /* With input.schema_registry: a Confluent-framed datum read with its writer schema (by id), resolved into the

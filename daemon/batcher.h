@@ -54,12 +54,12 @@ struct nlpd_mbatch {
     size_t n, cap;
     struct nlpd_bslot *slots;
     struct nlpd_record **recs;
-    struct nlpd_item *own; /* items of records added without one (lines mode), cap of them */
-    struct nlpd_buf raw;   /* copied input bytes */
-    struct nlpd_buf out;   /* lines mode: the output lines */
-    double t_done;         /* when the worker finished it (nlpd_now) */
-    int complete;          /* under the batcher's lock */
-    void *user;            /* the caller's */
+    struct nlpd_item *own;    /* items of records added without one (lines mode), cap of them */
+    struct nlpd_buf raw;      /* copied input bytes */
+    struct nlpd_buf out;      /* lines mode: the output lines */
+    double t_done;            /* when the worker finished it (nlpd_now) */
+    int complete;             /* under the batcher's lock */
+    void *user;               /* the caller's */
     struct nlpd_mbatch *next; /* the batcher's lists; a list from nlpd_batcher_take_done() */
 };
 

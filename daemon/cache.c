@@ -18,7 +18,7 @@
 
 #include "log.h"
 
-#define TAG_LEN 32 /* HMAC-SHA256 */
+#define TAG_LEN               32 /* HMAC-SHA256 */
 #define REJECT_LOG_INTERVAL_S 10.0
 
 const char *const nlpd_cache_reject_names[2] = {"invalid", "unauthenticated"};
@@ -99,8 +99,8 @@ static int mac(const struct nlpd_cache *c, const char *key, const unsigned char 
         return -1;
     memcpy(msg, key, klen);
     memcpy(msg + klen, v, len);
-    int ok = HMAC(EVP_sha256(), c->mac_key, (int)c->mac_key_len, msg, klen + len, tag, &tlen) != NULL &&
-             tlen == TAG_LEN;
+    int ok =
+        HMAC(EVP_sha256(), c->mac_key, (int)c->mac_key_len, msg, klen + len, tag, &tlen) != NULL && tlen == TAG_LEN;
     free(msg);
     return ok ? 0 : -1;
 }

@@ -11,8 +11,8 @@
 
 struct nlpd_cache_conf {
     char *backend;
-    char *redis;        /* "host:port" or a unix socket path */
-    char *redis_user;   /* ACL user ("" = none) */
+    char *redis;      /* "host:port" or a unix socket path */
+    char *redis_user; /* ACL user ("" = none) */
     char *redis_password;
     char *redis_password_file; /* NULL = none; read into redis_password at load (conf_env.c) */
     char *key_prefix;

@@ -21,6 +21,12 @@ static const struct cmd_help cmds[] = {
      "Validates a configuration and loads its models; every problem is printed as FILE:LINE: message.\n"
      "Warnings (e.g. an unreachable Redis) do not fail the check. Exit 0 when valid, 1 otherwise.\n"
      "  -c, --config FILE   the configuration (required)\n"},
+    {"models", "nlpd models -c FILE",
+     "the models a config loads (shadows and canaries too): digest, architecture, dtype, labels, source",
+     "Loads the configuration's models and lists each (primary, shadow, canary): sha256 digest, path, architecture,\n"
+     "dtype, labels and where it came from (config.json's _name_or_path / _commit_hash, the model card's\n"
+     "base_model, else the path). The same is exported as nlpd_model_info in /metrics.\n"
+     "  -c, --config FILE   the configuration (required)\n"},
     {"pipe", "nlpd pipe -c FILE", "JSON lines on stdin -> one enriched JSON line per input line on stdout",
      "JSON lines on stdin -> one enriched JSON line per input line on stdout, in order, through the same\n"
      "pipeline without Kafka. A bad line gives {\"error\": \"...\", \"line\": N} and processing goes on.\n"

@@ -3,12 +3,12 @@
  * tokenize prints ids, tokens and offsets. A bad line gives {"error", "line"} and processing goes on. */
 #include "cmd_model.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
 #include <sys/stat.h>
 
 #include "encoder.h"
@@ -360,7 +360,7 @@ int nlpd_cmd_infer(int argc, char **argv)
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--model") && nlpd_cmd_is_seq2seq(argv[i + 1]))
             return nlpd_cmd_is_seq2seq(argv[i + 1]) == 2 ? nlpd_cmd_infer_m2m(argc, argv)
-                                                          : nlpd_cmd_infer_seq2seq(argc, argv);
+                                                         : nlpd_cmd_infer_seq2seq(argc, argv);
     struct args a;
     if (parse_args(argc, argv, &a))
         return 2;

@@ -20,8 +20,10 @@ int nlpd_cmd_is_seq2seq(const char *model_dir)
     json_t *j;
     nlpd_util_load_json(model_dir, "config.json", NLPD_UTIL_JSON_OPTIONAL, &j, NULL);
     json_t *mt = json_object_get(j, "model_type");
-    int yes = !json_is_string(mt) ? 0 : !strcmp(json_string_value(mt), "marian") ? 1
-                                      : !strcmp(json_string_value(mt), "m2m_100") ? 2 : 0;
+    int yes = !json_is_string(mt)                         ? 0
+              : !strcmp(json_string_value(mt), "marian")  ? 1
+              : !strcmp(json_string_value(mt), "m2m_100") ? 2
+                                                          : 0;
     json_decref(j);
     return yes;
 }
@@ -32,15 +34,21 @@ struct targs {
     int device;
     int threads, batch, debug;
     int max_length, max_new_tokens, num_beams, no_repeat, min_length, early; /* -1: the model's default */
-    int forced_eos; /* -2: the model's default, -1: none */
+    int forced_eos;                                                          /* -2: the model's default, -1: none */
     float length_penalty;
     int has_length_penalty;
 };
 
 static int parse(int argc, char **argv, struct targs *a)
 {
-    *a = (struct targs){.batch = 8, .max_length = -1, .max_new_tokens = -1, .num_beams = -1, .no_repeat = -1,
-                        .min_length = -1, .early = -1, .forced_eos = -2};
+    *a = (struct targs){.batch = 8,
+                        .max_length = -1,
+                        .max_new_tokens = -1,
+                        .num_beams = -1,
+                        .no_repeat = -1,
+                        .min_length = -1,
+                        .early = -1,
+                        .forced_eos = -2};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long n = 0;
@@ -104,7 +112,7 @@ static int parse(int argc, char **argv, struct targs *a)
                 return -1;
             }
         } else if (!strcmp(o, "--early-stopping")) {
-            a->early = !strcmp(v, "true") ? NLPD_EARLY_STOP_TRUE
+            a->early = !strcmp(v, "true")    ? NLPD_EARLY_STOP_TRUE
                        : !strcmp(v, "false") ? NLPD_EARLY_STOP_FALSE
                        : !strcmp(v, "never") ? NLPD_EARLY_STOP_NEVER
                                              : -2;
@@ -131,12 +139,12 @@ static int parse(int argc, char **argv, struct targs *a)
 
 struct item {
     long long line;
-    char *error;    /* set: this line failed */
-    int32_t *ids;   /* source ids */
+    char *error;  /* set: this line failed */
+    int32_t *ids; /* source ids */
     size_t n;
     struct nlpd_gen_output out;
-    float *hidden;  /* --debug: [n, d_model] */
-    float *first;   /* --debug: raw first-step logits */
+    float *hidden;        /* --debug: [n, d_model] */
+    float *first;         /* --debug: raw first-step logits */
     struct nlpd_buf top5; /* --debug: per-step top-5 of the raw logits (JSON) */
     int steps;
 };

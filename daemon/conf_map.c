@@ -168,21 +168,11 @@ static void store_default(const struct nlpd_conf_entry *e, void *base)
     switch (e->type) {
     case NLPD_CONF_STRING:
     case NLPD_CONF_PATH:
-    case NLPD_CONF_ENUM:
-        *(char **)p = e->def ? strdup(e->def) : NULL;
-        break;
-    case NLPD_CONF_INT:
-        *(long long *)p = e->def ? strtoll(e->def, NULL, 10) : 0;
-        break;
-    case NLPD_CONF_FLOAT:
-        *(double *)p = e->def ? strtod(e->def, NULL) : 0.0;
-        break;
-    case NLPD_CONF_BOOL:
-        *(int *)p = e->def && strcmp(e->def, "true") == 0;
-        break;
-    case NLPD_CONF_MAP:
-        memset(p, 0, sizeof(struct nlpd_conf_map));
-        break;
+    case NLPD_CONF_ENUM: *(char **)p = e->def ? strdup(e->def) : NULL; break;
+    case NLPD_CONF_INT: *(long long *)p = e->def ? strtoll(e->def, NULL, 10) : 0; break;
+    case NLPD_CONF_FLOAT: *(double *)p = e->def ? strtod(e->def, NULL) : 0.0; break;
+    case NLPD_CONF_BOOL: *(int *)p = e->def && strcmp(e->def, "true") == 0; break;
+    case NLPD_CONF_MAP: memset(p, 0, sizeof(struct nlpd_conf_map)); break;
     case NLPD_CONF_LIST: {
         /* A default list is one item (enough for our tables). */
         struct nlpd_conf_list *l = (struct nlpd_conf_list *)p;
@@ -191,8 +181,7 @@ static void store_default(const struct nlpd_conf_entry *e, void *base)
             l->n = 1;
         break;
     }
-    default:
-        NLPD_ASSERT(!"bad conf type");
+    default: NLPD_ASSERT(!"bad conf type");
     }
 }
 
@@ -202,8 +191,8 @@ static int store_map(const struct nlpd_conf_entry *e, const config_setting_t *s,
     struct nlpd_conf_map *m = (struct nlpd_conf_map *)((char *)base + e->offset);
     memset(m, 0, sizeof *m);
     if (config_setting_type(s) != CONFIG_TYPE_LIST) {
-        nlpd_diag_add(diag, nlpd_conf_file(s, file), config_setting_source_line(s),
-                      "%s.%s must be a %s, not %s", section, e->key, type_name(e->type), setting_type_name(s));
+        nlpd_diag_add(diag, nlpd_conf_file(s, file), config_setting_source_line(s), "%s.%s must be a %s, not %s",
+                      section, e->key, type_name(e->type), setting_type_name(s));
         return 1;
     }
     int n = config_setting_length(s), errors = 0;
@@ -259,8 +248,8 @@ static int store_list(const struct nlpd_conf_entry *e, const config_setting_t *s
         l->items[l->n++] = strdup(v);
     }
     if (!errors && l->n == 0 && (e->flags & NLPD_CONF_REQUIRED)) {
-        nlpd_diag_add(diag, nlpd_conf_file(s, file), config_setting_source_line(s), "%s.%s must not be empty",
-                      section, e->key);
+        nlpd_diag_add(diag, nlpd_conf_file(s, file), config_setting_source_line(s), "%s.%s must not be empty", section,
+                      e->key);
         errors++;
     }
     return errors;
@@ -289,8 +278,8 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
             for (const char *const *x = extra_keys; x && *x && !known; x++)
                 known = strcmp(*x, name) == 0;
             if (!known) {
-                nlpd_diag_add(diag, nlpd_conf_file(s, file), config_setting_source_line(s),
-                              "unknown key '%s' in %s%s", name, section, did_you_mean(name, map, extra_keys));
+                nlpd_diag_add(diag, nlpd_conf_file(s, file), config_setting_source_line(s), "unknown key '%s' in %s%s",
+                              name, section, did_you_mean(name, map, extra_keys));
                 errors++;
             }
         }
@@ -323,8 +312,7 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
             }
             const char *v = config_setting_get_string(s);
             if (e->type == NLPD_CONF_ENUM && !choice_ok(e->choices, v)) {
-                nlpd_diag_add(diag, sfile, line, "%s.%s must be one of %s, not \"%s\"", section, e->key, e->choices,
-                              v);
+                nlpd_diag_add(diag, sfile, line, "%s.%s must be one of %s, not \"%s\"", section, e->key, e->choices, v);
                 errors++;
                 break;
             }
@@ -334,8 +322,7 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
                     nlpd_diag_add(diag, sfile, line, "%s.%s: model '%s' %s%s", section, e->key, v,
                                   en == ENOENT ? "not found" : strerror(en), model_hint(v, en));
                 else
-                    nlpd_diag_add(diag, sfile, line, "%s.%s: cannot read '%s': %s", section, e->key, v,
-                                  strerror(en));
+                    nlpd_diag_add(diag, sfile, line, "%s.%s: cannot read '%s': %s", section, e->key, v, strerror(en));
                 errors++;
             }
             free(*field_str(base, e));
@@ -389,14 +376,9 @@ int nlpd_conf_apply(const struct nlpd_conf_entry *map, const config_setting_t *g
             }
             *(int *)p = config_setting_get_bool(s);
             break;
-        case NLPD_CONF_MAP:
-            errors += store_map(e, s, base, section, file, diag);
-            break;
-        case NLPD_CONF_LIST:
-            errors += store_list(e, s, base, section, file, diag);
-            break;
-        default:
-            NLPD_ASSERT(!"bad conf type");
+        case NLPD_CONF_MAP: errors += store_map(e, s, base, section, file, diag); break;
+        case NLPD_CONF_LIST: errors += store_list(e, s, base, section, file, diag); break;
+        default: NLPD_ASSERT(!"bad conf type");
         }
     }
     return errors;

@@ -28,7 +28,8 @@ static const struct nlpd_conf_entry kafka_map[] = {
      NLPD_CONF_REQUIRED | NLPD_CONF_RESTART, NULL, 0, 0,
      "dead-letter topic: the original bytes of records that could not be processed, with the reason in headers"},
     {"flagged_topic", NLPD_CONF_STRING, NULL, offsetof(struct nlpd_kafka_conf, flagged_topic), NLPD_CONF_RESTART, NULL,
-     0, 0, "deprecated (use output.routes): with a moderation stage's action = \"route\", the route { when = "
+     0, 0,
+     "deprecated (use output.routes): with a moderation stage's action = \"route\", the route { when = "
      "\"moderation.flagged\"; topic = flagged_topic; }, ahead of output.routes"},
     {"dlq_oversize", NLPD_CONF_ENUM, "truncate", offsetof(struct nlpd_kafka_conf, dlq_oversize), 0,
      "truncate|skip|stop", 0, 0,
@@ -95,8 +96,8 @@ static const struct nlpd_conf_entry cache_map[] = {
      "Redis ACL user (empty: none, or the default user with redis_password)"},
     {"redis_password", NLPD_CONF_STRING, "", offsetof(struct nlpd_cache_conf, redis_password), 0, NULL, 0, 0,
      "Redis password (empty: no AUTH)"},
-    {"redis_password_file", NLPD_CONF_PATH, NULL, offsetof(struct nlpd_cache_conf, redis_password_file), 0, NULL, 0,
-     0, "file holding redis_password instead (one line; must not be readable by others)"},
+    {"redis_password_file", NLPD_CONF_PATH, NULL, offsetof(struct nlpd_cache_conf, redis_password_file), 0, NULL, 0, 0,
+     "file holding redis_password instead (one line; must not be readable by others)"},
     {"key_prefix", NLPD_CONF_STRING, "nlpd:", offsetof(struct nlpd_cache_conf, key_prefix), 0, NULL, 0, 0,
      "prefix of every Redis key"},
     {"ttl_s", NLPD_CONF_INT, "86400", offsetof(struct nlpd_cache_conf, ttl_s), 0, NULL, 1, 315360000,
@@ -114,8 +115,8 @@ static const struct nlpd_conf_entry cache_map[] = {
     {"redis_hmac_key", NLPD_CONF_STRING, "", offsetof(struct nlpd_cache_conf, redis_hmac_key), 0, NULL, 0, 0,
      "secret that authenticates cached values (HMAC-SHA256 over key and value, stored with the value): a value "
      "without a valid tag, e.g. written by someone else or by an nlpd without the key, is a miss (\"\": off)"},
-    {"redis_hmac_key_file", NLPD_CONF_PATH, NULL, offsetof(struct nlpd_cache_conf, redis_hmac_key_file), 0, NULL, 0,
-     0, "file holding redis_hmac_key instead (one line; must not be readable by others)"},
+    {"redis_hmac_key_file", NLPD_CONF_PATH, NULL, offsetof(struct nlpd_cache_conf, redis_hmac_key_file), 0, NULL, 0, 0,
+     "file holding redis_hmac_key instead (one line; must not be readable by others)"},
     {0},
 };
 
@@ -126,8 +127,8 @@ static const struct nlpd_conf_entry metrics_map[] = {
      "/ready); \"\" = off; the host is required (\"127.0.0.1:9464\" or \"0.0.0.0:9464\", not \":9464\")"},
     {"max_connections", NLPD_CONF_INT, "64", offsetof(struct nlpd_metrics_conf, max_connections), NLPD_CONF_RESTART,
      NULL, 1, 10000, "open connections the HTTP server keeps; one more is answered 503 and closed"},
-    {"idle_timeout_ms", NLPD_CONF_INT, "10000", offsetof(struct nlpd_metrics_conf, idle_timeout_ms),
-     NLPD_CONF_RESTART, NULL, 10, 3600000,
+    {"idle_timeout_ms", NLPD_CONF_INT, "10000", offsetof(struct nlpd_metrics_conf, idle_timeout_ms), NLPD_CONF_RESTART,
+     NULL, 10, 3600000,
      "an HTTP connection with no request under way (or an answer the client does not take) is closed after this"},
     {"request_timeout_ms", NLPD_CONF_INT, "5000", offsetof(struct nlpd_metrics_conf, request_timeout_ms),
      NLPD_CONF_RESTART, NULL, 10, 600000,
@@ -183,15 +184,15 @@ static const struct nlpd_conf_entry kernels_map[] = {
 };
 
 static const struct nlpd_conf_entry log_map[] = {
-    {"level", NLPD_CONF_ENUM, "info", offsetof(struct nlpd_log_conf, level), 0, "err|warning|notice|info|debug", 0,
-     0, "lowest priority logged"},
+    {"level", NLPD_CONF_ENUM, "info", offsetof(struct nlpd_log_conf, level), 0, "err|warning|notice|info|debug", 0, 0,
+     "lowest priority logged"},
     {"format", NLPD_CONF_ENUM, "text", offsetof(struct nlpd_log_conf, format), 0, "text|json", 0, 0,
      "\"text\": journald priority prefixes on stderr; \"json\": one JSON object per line"},
     {0},
 };
 
-static const char *const top_keys[] = {"kafka",   "input", "output", "flow",     "cache", "metrics",
-                                       "batch",   "kernels", "log", "pipeline", NULL};
+static const char *const top_keys[] = {"kafka", "input",   "output", "flow",     "cache", "metrics",
+                                       "batch", "kernels", "log",    "pipeline", NULL};
 
 static void release_sections(struct nlpd_config *c)
 {
@@ -288,13 +289,13 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
     if (out_group && config_setting_is_group(out_group))
         errors += nlpd_sr_conf_apply(out_group, &c->output.registry, "output", c->path, diag);
     /* the deprecated moderation action "route" is a route of the Kafka daemon only */
-    errors += nlpd_routes_load(&c->routes, config_lookup(&c->cfg, "output.routes"),
-                               kafka ? config_lookup(&c->cfg, "pipeline") : NULL, c->kafka.flagged_topic, c->path,
-                               diag);
+    errors +=
+        nlpd_routes_load(&c->routes, config_lookup(&c->cfg, "output.routes"),
+                         kafka ? config_lookup(&c->cfg, "pipeline") : NULL, c->kafka.flagged_topic, c->path, diag);
     errors += nlpd_conf_apply(flow_map, config_lookup(&c->cfg, "flow"), &c->flow, NULL, "flow", c->path, diag);
     errors += nlpd_conf_apply(cache_map, config_lookup(&c->cfg, "cache"), &c->cache, NULL, "cache", c->path, diag);
-    errors += nlpd_conf_apply(metrics_map, config_lookup(&c->cfg, "metrics"), &c->metrics, NULL, "metrics", c->path,
-                              diag);
+    errors +=
+        nlpd_conf_apply(metrics_map, config_lookup(&c->cfg, "metrics"), &c->metrics, NULL, "metrics", c->path, diag);
     if (strcmp(c->output.format, "avro") == 0 && access(c->output.schema, R_OK) != 0) {
         int en = errno;
         const config_setting_t *s = config_lookup(&c->cfg, "output.schema");
@@ -321,8 +322,8 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
         errors++;
     }
     errors += nlpd_conf_apply(batch_map, config_lookup(&c->cfg, "batch"), &c->batch, NULL, "batch", c->path, diag);
-    errors += nlpd_conf_apply(kernels_map, config_lookup(&c->cfg, "kernels"), &c->kernels, NULL, "kernels", c->path,
-                              diag);
+    errors +=
+        nlpd_conf_apply(kernels_map, config_lookup(&c->cfg, "kernels"), &c->kernels, NULL, "kernels", c->path, diag);
     errors += nlpd_conf_apply(log_map, config_lookup(&c->cfg, "log"), &c->log, NULL, "log", c->path, diag);
 
     for (const char *const *f = (const char *const[]){c->input.text_field, c->input.id_field, NULL}; *f; f++) {
@@ -339,7 +340,9 @@ static int validate(struct nlpd_config *c, struct nlpd_diag *diag)
 
     const config_setting_t *pl = config_lookup(&c->cfg, "pipeline");
     if (!pl) {
-        nlpd_diag_add(diag, c->path, 0, "missing 'pipeline' (a list of stages, e.g. pipeline = ( { stage = \"langid\"; model = \"models/lid.176.ftz\"; } );)");
+        nlpd_diag_add(diag, c->path, 0,
+                      "missing 'pipeline' (a list of stages, e.g. pipeline = ( { stage = \"langid\"; model = "
+                      "\"models/lid.176.ftz\"; } );)");
         errors++;
     } else if (config_setting_type(pl) != CONFIG_TYPE_LIST) {
         nlpd_diag_add(diag, nlpd_conf_file(pl, c->path), config_setting_source_line(pl),

@@ -7,8 +7,8 @@
 #include <libconfig.h>
 #include <stdio.h>
 
-#include "diag.h"
 #include "cache.h"
+#include "diag.h"
 #include "nlpd_stage.h"
 #include "routes.h"
 #include "schema_registry.h"
@@ -28,8 +28,8 @@ struct nlpd_kafka_conf {
     struct nlpd_conf_list input_topics;
     char *output_topic;
     char *dlq_topic;
-    char *flagged_topic; /* optional: where flagged records go when the moderation stage routes them */
-    char *dlq_oversize;  /* "truncate" | "skip" | "stop": a dead letter the producer or broker refuses */
+    char *flagged_topic;             /* optional: where flagged records go when the moderation stage routes them */
+    char *dlq_oversize;              /* "truncate" | "skip" | "stop": a dead letter the producer or broker refuses */
     struct nlpd_conf_map properties; /* passed to librdkafka as they are (plus sasl.password from its file) */
     char *sasl_password_file;
     long long startup_timeout_ms;

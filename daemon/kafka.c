@@ -26,9 +26,9 @@
 #include "notify.h"
 #include "offsets.h"
 
-#define TICK_MS 50
-#define FATAL_CLOSE_S    5.0  /* after a fatal error, the most the group leave (and its commit) may take */
-#define SHUTDOWN_SLACK_S 5.0  /* past the drain deadline, the most the clean-up may take before nlpd exits anyway */
+#define TICK_MS          50
+#define FATAL_CLOSE_S    5.0 /* after a fatal error, the most the group leave (and its commit) may take */
+#define SHUTDOWN_SLACK_S 5.0 /* past the drain deadline, the most the clean-up may take before nlpd exits anyway */
 
 /* ---- small helpers ---- */
 
@@ -203,7 +203,7 @@ void nlpd_kd_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char
     (void)rk;
     if (strcmp(fac, "FAIL") == 0)
         return;
-    enum nlpd_log_level l = level <= 3 ? NLPD_LOG_ERR
+    enum nlpd_log_level l = level <= 3   ? NLPD_LOG_ERR
                             : level == 4 ? NLPD_LOG_WARNING
                             : level == 5 ? NLPD_LOG_NOTICE
                             : level == 6 ? NLPD_LOG_INFO
@@ -327,8 +327,7 @@ static int wait_for_brokers(struct nlpd_daemon *d, struct nlpd_error *err)
                           d->cfg->kafka.startup_timeout_ms, rd_kafka_err2str(e));
 }
 
-static int io_event(struct nlpd_daemon *d, rd_kafka_queue_t *q, int fds[2], struct event **ev,
-                    event_callback_fn cb)
+static int io_event(struct nlpd_daemon *d, rd_kafka_queue_t *q, int fds[2], struct event **ev, event_callback_fn cb)
 {
     if (make_pipe(fds) < 0)
         return -1;
@@ -340,8 +339,9 @@ static int io_event(struct nlpd_daemon *d, rd_kafka_queue_t *q, int fds[2], stru
 struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_pipeline *p, struct nlpd_error *err)
 {
     if (!cfg->has_kafka) {
-        nlpd_error_set(err, NLPD_EINVAL, 0, "%s: no kafka section: `nlpd run` needs kafka.brokers, input_topics, "
-                                            "output_topic and dlq_topic",
+        nlpd_error_set(err, NLPD_EINVAL, 0,
+                       "%s: no kafka section: `nlpd run` needs kafka.brokers, input_topics, "
+                       "output_topic and dlq_topic",
                        cfg->path);
         return NULL;
     }
@@ -417,8 +417,9 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
     set_prefetch_bound(cc, cfg);
     for (size_t i = 0; i < cfg->kafka.properties.n; i++) {
         if (strcmp(cfg->kafka.properties.from[i], "enable.auto.offset.store") == 0) {
-            nlpd_log(NLPD_LOG_WARNING, "kafka", "ignoring enable.auto.offset.store: nlpd stores offsets itself, "
-                                                "only for delivered records");
+            nlpd_log(NLPD_LOG_WARNING, "kafka",
+                     "ignoring enable.auto.offset.store: nlpd stores offsets itself, "
+                     "only for delivered records");
             continue;
         }
         conf_set(cc, cfg->kafka.properties.from[i], cfg->kafka.properties.to[i], NULL);
@@ -458,7 +459,8 @@ struct nlpd_daemon *nlpd_daemon_new(const struct nlpd_config *cfg, struct nlpd_p
     if (nlpd_http_start(d->base, &cfg->metrics, &hh, &d->http, err) < 0)
         goto bad;
     struct timeval tick = {0, TICK_MS * 1000};
-    if (!d->wake_ev || !d->batch_timer || !d->tick || !d->more_ev || event_add(d->wake_ev, NULL) < 0 || event_add(d->tick, &tick) < 0)
+    if (!d->wake_ev || !d->batch_timer || !d->tick || !d->more_ev || event_add(d->wake_ev, NULL) < 0 ||
+        event_add(d->tick, &tick) < 0)
         goto bad_sys;
     return d;
 
@@ -689,9 +691,10 @@ static void close_consumer(struct nlpd_daemon *d)
     }
     pthread_detach(th);
     d->consumer_hung = 1; /* still inside librdkafka: never destroyed, the process is about to exit */
-    nlpd_log(NLPD_LOG_WARNING, "kafka", "shutdown timeout: left the group without a clean close (the group "
-                                        "coordinator does not answer); uncommitted records are consumed again "
-                                        "after a restart");
+    nlpd_log(NLPD_LOG_WARNING, "kafka",
+             "shutdown timeout: left the group without a clean close (the group "
+             "coordinator does not answer); uncommitted records are consumed again "
+             "after a restart");
 }
 
 void nlpd_daemon_stop(struct nlpd_daemon *d)
@@ -759,8 +762,8 @@ void nlpd_daemon_free(struct nlpd_daemon *d)
         nlpd_pipeline_stop(d->gen->p);
         nlpd_pipeline_on_space(d->gen->p, NULL, NULL); /* its creator may keep it */
     }
-    struct event *evs[] = {d->cq_ev,   d->pq_ev,      d->wake_ev,  d->batch_timer,
-                           d->tick,    d->more_ev,    d->sigterm_ev, d->sigint_ev, d->sighup_ev};
+    struct event *evs[] = {d->cq_ev,   d->pq_ev,      d->wake_ev,   d->batch_timer, d->tick,
+                           d->more_ev, d->sigterm_ev, d->sigint_ev, d->sighup_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);

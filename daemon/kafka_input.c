@@ -42,6 +42,7 @@ static void set_paused(struct nlpd_daemon *d, int paused)
         rd_kafka_topic_partition_list_destroy(parts);
     }
     d->paused = paused;
+    nlpd_pipeline_set_pressure(d->p, paused); /* shadows go first */
     char why[96] = "";
     for (int r = 0, n = 0; r < FLOW_NREASONS; r++)
         if (d->flow_why & (1u << r))
@@ -235,6 +236,7 @@ static void handle_message(struct nlpd_daemon *d, rd_kafka_message_t *m)
     it->item.source = (struct nlpd_source){1, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
                                            rd_kafka_message_timestamp(m, &tt)};
     it->item.rec.topic = it->item.source.topic;
+    it->item.rec.key = m->key, it->item.rec.key_len = m->key_len; /* m lives as long as the item */
     d->inflight++;
     d->inflight_bytes += it->bytes;
     if (d->stats.consumed++ == 0)

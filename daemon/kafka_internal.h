@@ -52,7 +52,7 @@ struct kitem {
      * after both. */
     const struct nlpd_route *route;
     int routed;
-    struct kitem *next;  /* pending-produce list */
+    struct kitem *next; /* pending-produce list */
 };
 
 /* Why the input is paused (DESIGN.md §8): each reason comes and goes on its own. */
@@ -172,8 +172,8 @@ void nlpd_kd_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char
 /* kafka_input.c: consuming, batches, flow control, rebalances, offsets */
 void nlpd_kd_poll_again(struct nlpd_daemon *d);
 void nlpd_kd_update_flow(struct nlpd_daemon *d);
-void nlpd_kd_on_pipeline_space(void *user); /* worker thread */
-void nlpd_kd_on_batch_done(void *user);     /* worker thread */
+void nlpd_kd_on_pipeline_space(void *user);                            /* worker thread */
+void nlpd_kd_on_batch_done(void *user);                                /* worker thread */
 void nlpd_kd_batch_free(struct nlpd_daemon *d, struct nlpd_mbatch *b); /* and its records */
 void nlpd_kd_submit_current(struct nlpd_daemon *d);
 void nlpd_kd_process_done(struct nlpd_daemon *d);

@@ -103,8 +103,7 @@ static void daemon_metrics(struct nlpd_daemon *d, struct nlpd_buf *out)
         char route[160], topic[288];
         nlpd_buf_printf(out, "nlpd_routed_records_total{route=\"%s\",topic=\"%s\"} %llu\n",
                         nlpd_metric_label(route, sizeof route, d->routed[i].route),
-                        nlpd_metric_label(topic, sizeof topic, d->routed[i].topic),
-                        (unsigned long long)d->routed[i].n);
+                        nlpd_metric_label(topic, sizeof topic, d->routed[i].topic), (unsigned long long)d->routed[i].n);
     }
     nlpd_metric_head(out, "nlpd_records_skipped_total", "counter",
                      "Records committed without output or dead letter: dlq_refused = even the truncated dead "

@@ -279,7 +279,7 @@ static void count_routed(struct nlpd_daemon *d, const struct nlpd_route *r)
 /* Each dead letter at info with what finds it again (id, source topic[partition]@offset, stage, reason), at most
  * DEAD_LOG_MAX lines per DEAD_LOG_WINDOW seconds; the rest are counted in one line when the window ends. Runs on
  * the event-loop thread only (delivery reports), hence the plain statics. */
-#define DEAD_LOG_MAX 20
+#define DEAD_LOG_MAX    20
 #define DEAD_LOG_WINDOW 10.0
 static void log_dead(const struct kitem *it)
 {
@@ -288,8 +288,10 @@ static void log_dead(const struct kitem *it)
     double now = nlpd_now();
     if (now - window_start >= DEAD_LOG_WINDOW) {
         if (unlogged)
-            nlpd_log(NLPD_LOG_INFO, "kafka", "%lu more dead letter%s in %.0f s not logged one by one (see "
-                     "nlpd_records_dead_lettered_total)", unlogged, unlogged == 1 ? "" : "s", DEAD_LOG_WINDOW);
+            nlpd_log(NLPD_LOG_INFO, "kafka",
+                     "%lu more dead letter%s in %.0f s not logged one by one (see "
+                     "nlpd_records_dead_lettered_total)",
+                     unlogged, unlogged == 1 ? "" : "s", DEAD_LOG_WINDOW);
         window_start = now;
         in_window = unlogged = 0;
     }

@@ -136,6 +136,7 @@ void nlpd_kd_try_swap(struct nlpd_daemon *d)
     nlpd_pipeline_stop(old->p); /* idle: joins its workers */
     nlpd_pipeline_on_space(old->p, NULL, NULL);
     nlpd_pipeline_on_space(g->p, nlpd_kd_on_pipeline_space, d);
+    nlpd_pipeline_set_pressure(g->p, d->paused); /* the new pipeline's shadows see a pause already on */
     int kept = nlpd_config_section_equal(old->cfg, g->cfg, "cache");
     if (kept)
         nlpd_pipeline_take_cache(g->p, old->p);

@@ -17,7 +17,7 @@ static int stamps = -1; /* text lines start with a timestamp: -1 = decide (not w
 static int stamps_forced = -1;
 
 static const char *const level_names[] = {
-    [NLPD_LOG_ERR] = "err", [NLPD_LOG_WARNING] = "warning", [NLPD_LOG_NOTICE] = "notice",
+    [NLPD_LOG_ERR] = "err",   [NLPD_LOG_WARNING] = "warning", [NLPD_LOG_NOTICE] = "notice",
     [NLPD_LOG_INFO] = "info", [NLPD_LOG_DEBUG] = "debug",
 };
 

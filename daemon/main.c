@@ -14,8 +14,8 @@
 #include "conf_map.h"
 #include "config.h"
 #include "demo.h"
-#include "kafka.h"
 #include "diag.h"
+#include "kafka.h"
 #include "log.h"
 #include "nlpd_kernels.h"
 #include "pipe.h"
@@ -129,6 +129,22 @@ static int cmd_check(const struct opts *o)
     return 0;
 }
 
+static int cmd_models(const struct opts *o)
+{
+    if (!o->config) {
+        fprintf(stderr, "nlpd models: -c FILE is required\n");
+        return 2;
+    }
+    struct nlpd_config *cfg = NULL;
+    struct nlpd_pipeline *p = NULL;
+    if (load(o->config, &cfg, &p) < 0)
+        return 1;
+    nlpd_pipeline_models_print(p, stdout);
+    nlpd_pipeline_free(p);
+    nlpd_config_free(cfg);
+    return 0;
+}
+
 static int run_pipe(const struct opts *o, int in_fd, struct nlpd_pipe_stats *stats)
 {
     struct nlpd_config *cfg = NULL;
@@ -149,6 +165,12 @@ static int run_pipe(const struct opts *o, int in_fd, struct nlpd_pipe_stats *sta
     for (size_t i = 0; i < ncs; i++)
         nlpd_log(NLPD_LOG_NOTICE, "main", "cache %s: %llu hits, %llu misses", cs[i].stage,
                  (unsigned long long)cs[i].hits, (unsigned long long)cs[i].misses);
+    struct nlpd_shadow_stats ss[16];
+    size_t nss = nlpd_pipeline_shadow_stats(p, ss, 16);
+    for (size_t i = 0; i < nss; i++)
+        nlpd_log(NLPD_LOG_NOTICE, "main", "shadow %s: %llu agree, %llu disagree, %llu skipped, %llu failed",
+                 ss[i].stage, (unsigned long long)ss[i].agree, (unsigned long long)ss[i].disagree,
+                 (unsigned long long)ss[i].skipped, (unsigned long long)ss[i].failed);
     if (ncs && total.errors)
         nlpd_log(NLPD_LOG_WARNING, "main", "cache: %llu failed lookups or stores (served uncached)",
                  (unsigned long long)total.errors);
@@ -244,8 +266,8 @@ static int cmd_demo(struct opts *o)
 int main(int argc, char **argv)
 {
     nlpd_kernels_omp_env(argv); /* may re-execute nlpd with OMP_WAIT_POLICY=passive */
-    signal(SIGPIPE, SIG_IGN); /* a closed output is reported as a write error */
-    atexit(nlpd_log_flush);   /* the count of suppressed repeated log lines */
+    signal(SIGPIPE, SIG_IGN);   /* a closed output is reported as a write error */
+    atexit(nlpd_log_flush);     /* the count of suppressed repeated log lines */
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -288,6 +310,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "check"))
         return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_check(&o);
+    if (!strcmp(cmd, "models"))
+        return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_models(&o);
     if (!strcmp(cmd, "pipe"))
         return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_pipe(&o);
     if (!strcmp(cmd, "demo"))
@@ -300,8 +324,8 @@ int main(int argc, char **argv)
         return nlpd_cmd_replay(argc - 1, argv + 1);
     if (!strcmp(cmd, "run"))
         return parse_opts(argc, argv, &o, 0) < 0 ? 2 : cmd_run(&o);
-    static const char *const commands[] = {"run", "check", "pipe", "demo", "config-doc", "infer", "tokenize",
-                                           "replay", "version", "help"};
+    static const char *const commands[] = {"run",      "check",  "pipe",   "demo",    "config-doc", "infer",
+                                           "tokenize", "replay", "models", "version", "help"};
     const char *near = nlpd_conf_suggest(cmd, commands, sizeof commands / sizeof commands[0]);
     fprintf(stderr, "nlpd: unknown command '%s'%s%s%s\n", cmd, near ? " (did you mean '" : "", near ? near : "",
             near ? "'?)" : "");

@@ -7,8 +7,8 @@
 
 static const double ms_bounds[] = {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
 static const double size_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384};
-static const double token_bounds[] = {16,    32,    64,    128,    256,    512,    1024,   2048,   4096,
-                                      8192,  16384, 32768, 65536, 131072, 262144, 524288, 1048576};
+static const double token_bounds[] = {16,   32,    64,    128,   256,    512,    1024,   2048,   4096,
+                                      8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576};
 
 static void init(struct nlpd_histogram *h, const double *b, size_t n)
 {

@@ -62,7 +62,7 @@ const char *nlpd_conf_map_get(const struct nlpd_conf_map *map, const char *from)
 /* Results are typed slots matching the enriched record (DESIGN.md §11); a stage fills its own. How each is freed,
  * written (JSON, Avro), cached and read by `when` is described once, in the daemon's table (daemon/results.c). */
 #define NLPD_LANG_CODE_MAX 32
-#define NLPD_LABEL_MAX 64
+#define NLPD_LABEL_MAX     64
 
 struct nlpd_lang_result {
     int set;
@@ -79,7 +79,7 @@ struct nlpd_label_result {
     int set;
     char label[NLPD_LABEL_MAX];
     float score;
-    size_t nscores;                 /* optional: every label's score (the stage's `scores` option) */
+    size_t nscores;                  /* optional: every label's score (the stage's `scores` option) */
     struct nlpd_label_score *scores; /* owned by the record: use nlpd_record_set_scores() */
 };
 
@@ -87,9 +87,9 @@ struct nlpd_label_result {
 struct nlpd_entity {
     char group[NLPD_LABEL_MAX]; /* entity_group (or entity, with aggregation "none") */
     float score;
-    char *word;        /* owned by the record */
+    char *word;         /* owned by the record */
     int32_t start, end; /* Unicode code points of the original text, end exclusive */
-    int32_t index;     /* token index, for aggregation "none" (-1 otherwise) */
+    int32_t index;      /* token index, for aggregation "none" (-1 otherwise) */
     const char *source; /* NULL for the model; e.g. "gazetteer" for entities added by a list */
 };
 
@@ -141,6 +141,12 @@ struct nlpd_record {
     const char *topic; /* the input topic (Kafka input), NULL otherwise */
     /* Bit i set by the framework when pipeline stage i processed this record (i < 32). */
     uint32_t stages_run;
+    /* Bit i set when stage i's canary model (not its primary) processed this record. */
+    uint32_t canary_run;
+    /* What a canary split may hash (set by the decoders): the record id (NULL when absent), the Kafka key. */
+    const char *id;
+    const char *key;
+    size_t key_len;
     /* Set by nlpd_record_fail(); a failed record is skipped by later stages and dead-lettered. */
     char *error;
     const char *error_stage;
@@ -227,6 +233,9 @@ struct nlpd_stage_plugin {
     /* Non-zero: the stage batches its model under a padded-token budget. The framework then accepts the
      * stage's `max_tokens` option (default batch.max_tokens) and passes the value as inst->max_tokens. */
     int token_budget;
+    /* Optional, after init: the distinct labels the stage can write (up to cap into out; returns how many there
+     * are). The framework refuses a shadow whose label set differs from the primary's: they could not agree. */
+    size_t (*labels)(void *ctx, const char **out, size_t cap);
 };
 
 /* ---- per-language models: what every model stage's `model` / `models` options mean ---- */
@@ -271,7 +280,13 @@ void nlpd_stage_models_free(struct nlpd_stage_models *ms, void (*unload)(void *c
 
 /* Logging (the daemon's logger underneath). Stages log through nlpd_stage_log, which tags the line with the
  * instance's name; nlpd_log with a spelled-out facility is the framework's. */
-enum nlpd_log_level { NLPD_LOG_ERR = 3, NLPD_LOG_WARNING = 4, NLPD_LOG_NOTICE = 5, NLPD_LOG_INFO = 6, NLPD_LOG_DEBUG = 7 };
+enum nlpd_log_level {
+    NLPD_LOG_ERR = 3,
+    NLPD_LOG_WARNING = 4,
+    NLPD_LOG_NOTICE = 5,
+    NLPD_LOG_INFO = 6,
+    NLPD_LOG_DEBUG = 7
+};
 int nlpd_log_enabled(enum nlpd_log_level level);
 void nlpd_stage_log(const struct nlpd_stage_instance *inst, enum nlpd_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -123,8 +123,8 @@ int nlpd_pipe_run(const struct nlpd_config *cfg, struct nlpd_pipeline *p, int in
     /* A JSON line may escape every byte of its text (\u00XX: 6 bytes) and carry other fields. */
     const size_t max_line = (size_t)cfg->input.max_text_bytes * 6 + (1 << 20);
     struct nlpd_buf in = {0};
-    size_t start = 0;     /* first byte of the current line in `in` */
-    int skipping = 0;     /* inside an over-long line: drop bytes up to its newline */
+    size_t start = 0; /* first byte of the current line in `in` */
+    int skipping = 0; /* inside an over-long line: drop bytes up to its newline */
     int64_t line = 0;
     struct nlpd_mbatch *cur = NULL;
     double t_first = 0, t0 = nlpd_now();

@@ -11,7 +11,7 @@
 
 struct nlpd_pipe_stats {
     uint64_t lines, ok, errors;
-    double seconds;      /* wall time from the first read to the last write */
+    double seconds; /* wall time from the first read to the last write */
     double latency_p50_ms, latency_p99_ms, latency_max_ms;
 };
 

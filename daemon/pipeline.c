@@ -3,10 +3,10 @@
 
 #include <dirent.h>
 #include <openssl/evp.h>
-#include <sys/stat.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,6 +14,8 @@
 #include "conf_map.h"
 #include "log.h"
 #include "metrics.h"
+#include "model_info.h"
+#include "model_mgmt.h"
 #include "result_codec.h"
 #include "results.h"
 #include "when.h"
@@ -24,11 +26,10 @@ extern const struct nlpd_stage_plugin nlpd_stage_ner;
 extern const struct nlpd_stage_plugin nlpd_stage_moderation;
 extern const struct nlpd_stage_plugin nlpd_stage_translate;
 
-static const struct nlpd_stage_plugin *const builtin[] = {&nlpd_stage_langid, &nlpd_stage_translate,
-                                                          &nlpd_stage_sentiment, &nlpd_stage_ner,
-                                                          &nlpd_stage_moderation};
+static const struct nlpd_stage_plugin *const builtin[] = {
+    &nlpd_stage_langid, &nlpd_stage_translate, &nlpd_stage_sentiment, &nlpd_stage_ner, &nlpd_stage_moderation};
 
-#define NBUILTIN (sizeof builtin / sizeof builtin[0])
+#define NBUILTIN  (sizeof builtin / sizeof builtin[0])
 #define MAX_EXTRA 16
 
 /* Stages registered at run time (tests, embedders); written before any pipeline is built. */
@@ -77,6 +78,36 @@ static const struct nlpd_conf_entry budget_map[] = {
     {0},
 };
 
+/* The framework's model-management options of a stage. The shadow and canary groups also take any of the
+ * plugin's own keys (model, dtype, labels, ...), which override the primary's for that instance. */
+struct mm_opts {
+    double sample;
+    double fraction;
+    char *key;
+    double low_confidence;
+};
+
+static const struct nlpd_conf_entry mm_map[] = {
+    {"low_confidence", NLPD_CONF_FLOAT, "0.5", offsetof(struct mm_opts, low_confidence), 0, NULL, 0, 1,
+     "results with a confidence under it count in nlpd_stage_low_confidence_total (drift signal)"},
+    {0},
+};
+
+static const struct nlpd_conf_entry shadow_map[] = {
+    {"sample", NLPD_CONF_FLOAT, "1", offsetof(struct mm_opts, sample), 0, NULL, 0, 1,
+     "share of the records the shadow also runs on, chosen by a stable hash of the text"},
+    {0},
+};
+
+static const struct nlpd_conf_entry canary_map[] = {
+    {"fraction", NLPD_CONF_FLOAT, NULL, offsetof(struct mm_opts, fraction), NLPD_CONF_REQUIRED, NULL, 0, 1,
+     "share of the records the canary model serves instead of the primary"},
+    {"key", NLPD_CONF_ENUM, "text", offsetof(struct mm_opts, key), 0, "id|key|text", 0, 0,
+     "what the split hashes (FNV-1a 64 of the stage name, NUL, the field, then murmur3 fmix64): the record id, the "
+     "Kafka key (each falls back to the text when absent) or the text; the same record always gets the same model"},
+    {0},
+};
+
 void nlpd_stages_doc(FILE *out)
 {
     for (size_t i = 0; registry_at(i); i++) {
@@ -84,11 +115,31 @@ void nlpd_stages_doc(FILE *out)
         fprintf(out, "\nstage \"%s\": %s\n", pl->name, pl->description);
         fprintf(out, "  %s.name  (string, default \"%s\")\n      instance name used in meta.models and logs\n",
                 pl->name, pl->name);
-        fprintf(out, "  %s.when  (string)\n      run only on records matching this condition, e.g. "
-                     "\"lang.code == 'en'\"\n", pl->name);
+        fprintf(out,
+                "  %s.when  (string)\n      run only on records matching this condition, e.g. "
+                "\"lang.code == 'en'\"\n",
+                pl->name);
         nlpd_conf_doc(pl->conf_map, pl->name, out);
         if (pl->token_budget)
             nlpd_conf_doc(budget_map, pl->name, out);
+        nlpd_conf_doc(mm_map, pl->name, out);
+        if (pl->results) {
+            fprintf(out,
+                    "  %s.shadow  (group)\n      a second model run on a sample after the primary, compared "
+                    "with it, never written to the output: { model = \"...\"; sample = 1.0; } plus any of "
+                    "the stage's keys to override\n",
+                    pl->name);
+            char sec[96];
+            snprintf(sec, sizeof sec, "%s.shadow", pl->name);
+            nlpd_conf_doc(shadow_map, sec, out);
+            fprintf(out,
+                    "  %s.canary  (group)\n      a second model serving a stable share of the records: "
+                    "{ model = \"...\"; fraction = 0.1; key = \"text\"; } plus any of the stage's keys to "
+                    "override\n",
+                    pl->name);
+            snprintf(sec, sizeof sec, "%s.canary", pl->name);
+            nlpd_conf_doc(canary_map, sec, out);
+        }
     }
 }
 
@@ -100,10 +151,16 @@ struct stage_inst {
     struct nlpd_when *when;
     char *name;
     char *model_id;
-    char *key_material; /* stage name, model digest and output-changing options: the cache key's prefix */
-    uint64_t hits, misses; /* cache counters (atomic) */
+    char *model_path;                 /* the file or folder model_id digests */
+    char *key_material;               /* stage name, model digest and output-changing options: the cache key's prefix */
+    uint64_t hits, misses;            /* cache counters (atomic) */
     struct nlpd_histogram compute_ms; /* time of the stage on one batch, cache lookups included */
     struct nlpd_histogram padded_tokens; /* per micro-batch, as the stage reports it (transformer stages) */
+    /* model management: the shadow and canary instances (same plugin, their own model and context) */
+    struct stage_inst *shadow, *canary;
+    double shadow_sample, canary_fraction;
+    enum nlpd_mm_key canary_key;
+    struct nlpd_mm_stage *mm; /* drift, agreement and canary counters (primary instances only) */
 };
 
 struct worker {
@@ -120,6 +177,11 @@ struct worker {
     struct nlpd_record **to_run;
     size_t cache_cap;
     size_t padded_tokens; /* reported by the current stage over its process() calls on one micro-batch */
+    void **vtstate;       /* per stage: [2i] its shadow's thread state, [2i + 1] its canary's */
+    struct nlpd_record **canary_list;
+    struct nlpd_record *shadow_recs; /* scratch records the shadow writes into */
+    struct nlpd_record **shadow_ptrs, **shadow_of;
+    size_t mm_cap;
 };
 
 struct nlpd_pipeline {
@@ -137,6 +199,7 @@ struct nlpd_pipeline {
     void (*on_space)(void *user); /* see nlpd_pipeline_on_space() */
     void *on_space_user;
     int stopping, fatal, nworkers;
+    int pressure;       /* set by the input while it holds back for the pipeline: shadows are skipped (atomic) */
     long test_delay_ms; /* NLPD_TEST_BATCH_DELAY_MS: a slow stage on demand, for flow-control tests */
     struct worker *workers;
     struct worker inline_worker;
@@ -230,7 +293,7 @@ int nlpd_file_sha256(const char *path, char hex[65], struct nlpd_error *err)
 }
 
 /* Provenance of a stage's model: "<file name>@sha256:<hex>", from its NLPD_CONF_MODEL entry. */
-static char *model_id_of(const struct stage_inst *s)
+static char *model_id_of(struct stage_inst *s)
 {
     for (const struct nlpd_conf_entry *e = s->plugin->conf_map; e->type != NLPD_CONF_END; e++) {
         if (!(e->flags & NLPD_CONF_MODEL))
@@ -258,6 +321,7 @@ static char *model_id_of(const struct stage_inst *s)
         if (id)
             snprintf(id, len, "%.*s@sha256:%s%s%s", (int)(path + plen - base), base, hex, variant ? "+" : "",
                      variant ? variant : "");
+        s->model_path = strdup(path);
         return id;
     }
     return NULL;
@@ -310,8 +374,20 @@ static char *key_material_of(const struct stage_inst *s)
     return b.data;
 }
 
-static const char *const stage_common_keys[] = {"stage", "name", "when", NULL};
-static const char *const budget_stage_keys[] = {"stage", "name", "when", "max_tokens", NULL};
+static const char *const stage_common_keys[] = {"stage", "name", "when", "shadow", "canary", "low_confidence", NULL};
+static const char *const budget_stage_keys[] = {"stage",  "name",   "when",           "max_tokens",
+                                                "shadow", "canary", "low_confidence", NULL};
+
+/* The names of a group's members (NULL-terminated, calloc'd; the strings are libconfig's), NULL when out of
+ * memory: the extra keys of a table that reads only some of them. */
+static const char **member_names(const config_setting_t *g)
+{
+    int n = config_setting_length(g);
+    const char **keys = calloc((size_t)n + 1, sizeof *keys);
+    for (int i = 0; keys && i < n; i++)
+        keys[i] = config_setting_name(config_setting_get_elem(g, (unsigned)i));
+    return keys;
+}
 
 /* The stage's max_tokens (framework-owned, see budget_map), else batch.max_tokens. */
 static int apply_budget(struct stage_inst *s, const struct nlpd_config *cfg, const config_setting_t *entry,
@@ -330,6 +406,177 @@ static int apply_budget(struct stage_inst *s, const struct nlpd_config *cfg, con
     int errors = nlpd_conf_apply(budget_map, entry, &b, keys, section, cfg->path, diag);
     free(keys);
     s->inst.max_tokens = (size_t)(b.max_tokens ? b.max_tokens : cfg->batch.max_tokens);
+    return errors;
+}
+
+static void stage_inst_free(struct stage_inst *s);
+
+/* A shadow or canary instance of s: the primary's options from entry, overridden by the plugin's keys that group
+ * (the entry's `shadow` or `canary`) holds; its own options (sample, fraction, key) go to opts. NULL on an error
+ * (in diag). */
+static struct stage_inst *build_variant(const struct nlpd_config *cfg, const struct stage_inst *s,
+                                        const config_setting_t *entry, const config_setting_t *group, const char *role,
+                                        const struct nlpd_conf_entry *own, struct mm_opts *opts, const char *section,
+                                        struct nlpd_diag *diag)
+{
+    const char *file = nlpd_conf_file(group, cfg->path);
+    int line = config_setting_source_line(group);
+    char sec[192];
+    snprintf(sec, sizeof sec, "%s.%s", section, role);
+    if (config_setting_type(group) != CONFIG_TYPE_GROUP) {
+        nlpd_diag_add(diag, file, line, "%s must be a group { model = \"...\"; ... }", sec);
+        return NULL;
+    }
+    if (!s->plugin->results) {
+        nlpd_diag_add(diag, file, line, "%s: stage %s writes no result to compare or split", sec, s->plugin->name);
+        return NULL;
+    }
+    struct stage_inst *v = calloc(1, sizeof *v);
+    const char **entry_keys = member_names(entry), **group_keys = member_names(group);
+    size_t nmap = 0;
+    while (s->plugin->conf_map[nmap].type != NLPD_CONF_END)
+        nmap++;
+    struct nlpd_conf_entry *sub = calloc(nmap + 1, sizeof *sub);
+    const char *own_keys[8] = {0};
+    for (size_t i = 0; own[i].type != NLPD_CONF_END && i < 7; i++)
+        own_keys[i] = own[i].key;
+    int errors = 0;
+    if (!v || !entry_keys || !group_keys || !sub ||
+        !(v->ctx = calloc(1, s->plugin->ctx_size ? s->plugin->ctx_size : 1))) {
+        nlpd_diag_add(diag, file, line, "out of memory");
+        errors++;
+        goto out;
+    }
+    v->plugin = s->plugin;
+    size_t nlen = strlen(s->name) + strlen(role) + 2;
+    if (!(v->name = malloc(nlen))) {
+        nlpd_diag_add(diag, file, line, "out of memory");
+        errors++;
+        goto out;
+    }
+    snprintf(v->name, nlen, "%s.%s", s->name, role);
+    /* the primary's options (already checked), then the group's keys of the plugin's table over them; a group
+     * giving `model` drops the primary's `models` and the other way round */
+    errors += nlpd_conf_apply(s->plugin->conf_map, entry, v->ctx, entry_keys, section, cfg->path, diag);
+    int has_model = config_setting_get_member(group, "model") != NULL;
+    int has_models = config_setting_get_member(group, "models") != NULL;
+    size_t nsub = 0;
+    for (size_t i = 0; i < nmap; i++) {
+        const char *k = s->plugin->conf_map[i].key;
+        if (config_setting_get_member(group, k) || (!strcmp(k, "models") && has_model) ||
+            (!strcmp(k, "model") && has_models))
+            sub[nsub++] = s->plugin->conf_map[i];
+    }
+    nlpd_conf_release(sub, v->ctx);
+    errors += nlpd_conf_apply(sub, group, v->ctx, own_keys, sec, cfg->path, diag);
+    errors += nlpd_conf_apply(own, group, opts, group_keys, sec, cfg->path, diag);
+    if (errors)
+        goto out;
+    v->inst = (struct nlpd_stage_instance){
+        .name = v->name, .type = s->plugin->name, .index = s->inst.index, .max_tokens = s->inst.max_tokens};
+    nlpd_histogram_init_ms(&v->compute_ms);
+    nlpd_histogram_init_tokens(&v->padded_tokens);
+    struct nlpd_error err = {0};
+    v->initialised = 1;
+    if (s->plugin->init(&v->inst, v->ctx, &err) < 0) {
+        nlpd_diag_add(diag, file, line, "%s: %s", sec, err.message[0] ? err.message : nlpd_strerror(err.code));
+        errors++;
+        goto out;
+    }
+    v->model_id = model_id_of(v);
+    if (!(v->key_material = key_material_of(v))) {
+        nlpd_diag_add(diag, file, line, "out of memory");
+        errors++;
+    }
+out:
+    free(entry_keys);
+    free(group_keys);
+    free(sub);
+    if (errors && v) {
+        stage_inst_free(v);
+        free(v);
+        v = NULL;
+    }
+    return v;
+}
+
+/* "a, b, c" of up to 64 labels, sorted (so that two sets print alike), into out. */
+static size_t label_set(const struct stage_inst *s, const char **labels, char *out, size_t cap)
+{
+    size_t n = s->plugin->labels(s->ctx, labels, 64);
+    if (n > 64)
+        n = 64;
+    qsort(labels, n, sizeof *labels, cmp_names);
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && o < cap; i++)
+        o += (size_t)snprintf(out + o, cap - o, "%s%s", i ? ", " : "", labels[i]);
+    return n;
+}
+
+/* A shadow is compared label for label: its labels must be the primary's (map them with the stage's `labels`). */
+static int check_labels(const struct nlpd_config *cfg, const struct stage_inst *s, const config_setting_t *g,
+                        const char *section, struct nlpd_diag *diag)
+{
+    if (!s->plugin->labels)
+        return 0;
+    const char *a[64], *b[64];
+    char sa[1024], sb[1024];
+    size_t na = label_set(s, a, sa, sizeof sa), nb = label_set(s->shadow, b, sb, sizeof sb);
+    int same = na == nb;
+    for (size_t i = 0; same && i < na; i++)
+        same = !strcmp(a[i], b[i]);
+    if (!same)
+        nlpd_diag_add(diag, nlpd_conf_file(g, cfg->path), config_setting_source_line(g),
+                      "%s.shadow: its labels (%s) are not the primary's (%s), so the two cannot be compared: map "
+                      "them with labels = ((\"model label\", \"label\"), ...) in the shadow group",
+                      section, sb, sa);
+    return !same;
+}
+
+/* The stage's model management: its drift counters, and its shadow and canary when the entry has them. */
+static int build_mm(struct nlpd_pipeline *p, const struct nlpd_config *cfg, struct stage_inst *s,
+                    const config_setting_t *entry, const char *section, struct nlpd_diag *diag)
+{
+    (void)p;
+    const char *file = nlpd_conf_file(entry, cfg->path);
+    int line = config_setting_source_line(entry);
+    struct mm_opts o = {0};
+    const char **keys = member_names(entry);
+    if (!keys || !(s->mm = malloc(sizeof *s->mm))) {
+        free(keys);
+        nlpd_diag_add(diag, file, line, "out of memory");
+        return 1;
+    }
+    nlpd_mm_stage_init(s->mm, s->name);
+    int errors = nlpd_conf_apply(mm_map, entry, &o, keys, section, cfg->path, diag);
+    free(keys);
+    s->mm->low_confidence = o.low_confidence;
+    s->mm->primary_id = s->model_id;
+    const config_setting_t *g = config_setting_get_member(entry, "shadow");
+    if (g && !errors) {
+        if (!(s->shadow = build_variant(cfg, s, entry, g, "shadow", shadow_map, &o, section, diag)))
+            return 1;
+        s->shadow_sample = o.sample;
+        s->mm->has_shadow = 1;
+        if (check_labels(cfg, s, g, section, diag))
+            return 1;
+        s->mm->shadow_id = s->shadow->model_id;
+    }
+    if ((g = config_setting_get_member(entry, "canary")) && !errors) {
+        s->canary = build_variant(cfg, s, entry, g, "canary", canary_map, &o, section, diag);
+        if (s->canary) {
+            s->canary_fraction = o.fraction;
+            s->canary_key = !strcmp(o.key, "id")    ? NLPD_MM_KEY_ID
+                            : !strcmp(o.key, "key") ? NLPD_MM_KEY_KEY
+                                                    : NLPD_MM_KEY_TEXT;
+            s->mm->has_canary = 1;
+            s->mm->canary_id = s->canary->model_id;
+        }
+        nlpd_conf_release(canary_map, &o);
+        if (!s->canary)
+            return 1;
+    }
     return errors;
 }
 
@@ -409,7 +656,7 @@ static int build_stage(struct nlpd_pipeline *p, const struct nlpd_config *cfg, c
         nlpd_diag_add(diag, file, line, "out of memory");
         return 1;
     }
-    return 0;
+    return build_mm(p, cfg, s, entry, section, diag);
 }
 
 struct nlpd_pipeline *nlpd_pipeline_create(const struct nlpd_config *cfg, struct nlpd_diag *diag)
@@ -461,6 +708,7 @@ struct nlpd_pipeline *nlpd_pipeline_create(const struct nlpd_config *cfg, struct
             p->models[p->nmodels].stage_index = (unsigned)i;
             p->models[p->nmodels].stage = p->stages[i].name;
             p->models[p->nmodels].id = p->stages[i].model_id;
+            p->models[p->nmodels].canary_id = p->stages[i].canary ? p->stages[i].canary->model_id : NULL;
             p->nmodels++;
         }
     return p;
@@ -475,6 +723,14 @@ static int worker_init(struct nlpd_pipeline *p, struct worker *w)
     for (size_t i = 0; i < p->nstages; i++)
         if (p->stages[i].plugin->thread_init && !(w->tstate[i] = p->stages[i].plugin->thread_init(p->stages[i].ctx)))
             return NLPD_ENOMEM;
+    if (!(w->vtstate = calloc(2 * p->nstages, sizeof *w->vtstate)))
+        return NLPD_ENOMEM;
+    for (size_t i = 0; i < p->nstages; i++)
+        for (int k = 0; k < 2; k++) {
+            struct stage_inst *v = k ? p->stages[i].canary : p->stages[i].shadow;
+            if (v && v->plugin->thread_init && !(w->vtstate[2 * i + k] = v->plugin->thread_init(v->ctx)))
+                return NLPD_ENOMEM;
+        }
     return 0;
 }
 
@@ -486,6 +742,14 @@ static void worker_fini(struct worker *w)
     for (size_t i = 0; w->tstate && i < p->nstages; i++)
         if (w->tstate[i] && p->stages[i].plugin->thread_fini)
             p->stages[i].plugin->thread_fini(p->stages[i].ctx, w->tstate[i]);
+    for (size_t i = 0; w->vtstate && i < p->nstages; i++)
+        for (int k = 0; k < 2; k++) {
+            struct stage_inst *v = k ? p->stages[i].canary : p->stages[i].shadow;
+            if (w->vtstate[2 * i + k] && v->plugin->thread_fini)
+                v->plugin->thread_fini(v->ctx, w->vtstate[2 * i + k]);
+        }
+    free(w->vtstate);
+    free(w->canary_list), free(w->shadow_recs), free(w->shadow_ptrs), free(w->shadow_of);
     free(w->tstate);
     free(w->scratch);
     free(w->keys), free(w->key_ptrs), free(w->vals), free(w->leader), free(w->to_run);
@@ -500,22 +764,22 @@ static void mark_fatal(struct nlpd_pipeline *p)
 }
 
 /* Runs one stage on recs[0..n), retrying once and then splitting on NLPD_STAGE_RETRY. */
-static void run_stage(struct worker *w, size_t si, struct nlpd_record **recs, size_t n, int attempt)
+static void run_stage(struct worker *w, struct stage_inst *s, void *tstate, struct nlpd_record **recs, size_t n,
+                      int attempt)
 {
-    struct stage_inst *s = &w->p->stages[si];
     struct nlpd_batch b = {.n = n, .recs = recs};
     struct nlpd_error err = {0};
-    enum nlpd_stage_status st = s->plugin->process(&s->inst, s->ctx, w->tstate[si], &b, &err);
+    enum nlpd_stage_status st = s->plugin->process(&s->inst, s->ctx, tstate, &b, &err);
     w->padded_tokens += b.padded_tokens;
     if (st == NLPD_STAGE_OK)
         return;
     const char *why = err.message[0] ? err.message : nlpd_strerror(err.code);
     if (st == NLPD_STAGE_RETRY) {
         if (attempt == 0) {
-            run_stage(w, si, recs, n, 1);
+            run_stage(w, s, tstate, recs, n, 1);
         } else if (n > 1) {
-            run_stage(w, si, recs, n / 2, 0);
-            run_stage(w, si, recs + n / 2, n - n / 2, 0);
+            run_stage(w, s, tstate, recs, n / 2, 0);
+            run_stage(w, s, tstate, recs + n / 2, n - n / 2, 0);
         } else {
             nlpd_record_fail(recs[0], s->name, "stage failed after retries: %s", why);
         }
@@ -559,13 +823,12 @@ static void cache_key(EVP_MD_CTX *md, const struct stage_inst *s, const struct n
 
 /* A cacheable stage: look every record up, run the stage on the distinct misses, store what it computed,
  * and give records with the same key as a computed one its result. */
-static void run_cached(struct worker *w, size_t si, struct nlpd_record **recs, size_t n)
+static void run_cached(struct worker *w, struct stage_inst *s, void *tstate, struct nlpd_record **recs, size_t n)
 {
-    struct stage_inst *s = &w->p->stages[si];
     unsigned mask = s->plugin->results;
     EVP_MD_CTX *md = grow_cache_arrays(w, n) < 0 ? NULL : EVP_MD_CTX_new(); /* one context per batch */
     if (!md) {
-        run_stage(w, si, recs, n, 0);
+        run_stage(w, s, tstate, recs, n, 0);
         return;
     }
     for (size_t i = 0; i < n; i++) {
@@ -597,7 +860,7 @@ static void run_cached(struct worker *w, size_t si, struct nlpd_record **recs, s
     __atomic_add_fetch(&s->hits, hits, __ATOMIC_RELAXED);
     __atomic_add_fetch(&s->misses, n - hits, __ATOMIC_RELAXED);
     if (nrun)
-        run_stage(w, si, w->to_run, nrun, 0);
+        run_stage(w, s, tstate, w->to_run, nrun, 0);
 
     /* Store the computed results; hand them to the duplicates. */
     size_t nset = 0;
@@ -640,6 +903,121 @@ static int wrote_result(unsigned results, const struct nlpd_record *r)
     return nlpd_results_any_set(results, r);
 }
 
+static void run_one(struct worker *w, struct stage_inst *s, void *tstate, struct nlpd_record **recs, size_t n)
+{
+    if (s->key_material && nlpd_cache_enabled(w->p->cache))
+        run_cached(w, s, tstate, recs, n);
+    else
+        run_stage(w, s, tstate, recs, n, 0);
+}
+
+static int grow_mm_arrays(struct worker *w, size_t n)
+{
+    if (n <= w->mm_cap)
+        return 0;
+    free(w->canary_list), free(w->shadow_recs), free(w->shadow_ptrs), free(w->shadow_of);
+    w->canary_list = malloc(n * sizeof *w->canary_list);
+    w->shadow_recs = malloc(n * sizeof *w->shadow_recs);
+    w->shadow_ptrs = malloc(n * sizeof *w->shadow_ptrs);
+    w->shadow_of = malloc(n * sizeof *w->shadow_of);
+    w->mm_cap = w->canary_list && w->shadow_recs && w->shadow_ptrs && w->shadow_of ? n : 0;
+    return w->mm_cap ? 0 : -1;
+}
+
+/* Stage si on recs[0..n): with a canary, each record goes to the canary or the primary by the stable hash of its
+ * canary key; recs is reordered (primary's first). */
+static void run_models(struct worker *w, size_t si, struct nlpd_record **recs, size_t n)
+{
+    struct stage_inst *s = &w->p->stages[si];
+    if (!s->canary) {
+        run_one(w, s, w->tstate[si], recs, n);
+        return;
+    }
+    if (grow_mm_arrays(w, n) < 0) {
+        for (size_t i = 0; i < n; i++)
+            nlpd_record_fail(recs[i], s->name, "out of memory");
+        return;
+    }
+    size_t np = 0, nc = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        const char *k = nlpd_mm_key_of(recs[i], s->canary_key, &len);
+        if (nlpd_mm_in_fraction(nlpd_mm_hash(s->name, k, len), s->canary_fraction))
+            w->canary_list[nc++] = recs[i];
+        else
+            recs[np++] = recs[i];
+    }
+    memcpy(recs + np, w->canary_list, nc * sizeof *recs);
+    if (np)
+        run_one(w, s, w->tstate[si], recs, np);
+    if (nc)
+        run_one(w, s->canary, w->vtstate[2 * si + 1], recs + np, nc);
+    for (size_t i = np; i < n && si < 32; i++)
+        recs[i]->canary_run |= 1u << si;
+    __atomic_add_fetch(&s->mm->served_primary, np, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&s->mm->served_canary, nc, __ATOMIC_RELAXED);
+}
+
+/* The shadow of stage si: on the sampled records the primary served, into scratch records that hold the input
+ * the stage read (text, lang), never into the records themselves; then compared with the primary's results.
+ * While the input holds back for the pipeline the shadow is skipped (and counted): it is the first work to go. */
+static void run_shadow(struct worker *w, size_t si, struct nlpd_record **recs, size_t n)
+{
+    struct stage_inst *s = &w->p->stages[si];
+    unsigned mask = s->plugin->results;
+    char salt[160];
+    snprintf(salt, sizeof salt, "%s.shadow", s->name);
+    if (grow_mm_arrays(w, n) < 0)
+        return;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct nlpd_record *r = recs[i];
+        if (r->error || (si < 32 && (r->canary_run & (1u << si))) || !wrote_result(mask, r))
+            continue;
+        if (s->shadow_sample < 1 && !nlpd_mm_in_fraction(nlpd_mm_hash(salt, r->text, r->text_len), s->shadow_sample))
+            continue;
+        w->shadow_of[m++] = r;
+    }
+    if (!m)
+        return;
+    if (__atomic_load_n(&w->p->pressure, __ATOMIC_RELAXED)) {
+        __atomic_add_fetch(&s->mm->shadow_skipped, m, __ATOMIC_RELAXED);
+        return;
+    }
+    for (size_t i = 0; i < m; i++) {
+        const struct nlpd_record *r = w->shadow_of[i];
+        struct nlpd_record *t = &w->shadow_recs[i];
+        memset(t, 0, sizeof *t);
+        t->text = r->text, t->text_len = r->text_len;
+        if (mask & NLPD_RESULT_TRANSLATION) /* the primary's translation now feeds r->text: read what it read */
+            t->text = nlpd_record_input_text(r, &t->text_len);
+        t->lang = r->lang;
+        t->id = r->id, t->key = r->key, t->key_len = r->key_len, t->topic = r->topic;
+        if (mask & NLPD_RESULT_LANG) /* langid's own result: the shadow writes it afresh */
+            memset(&t->lang, 0, sizeof t->lang);
+        w->shadow_ptrs[i] = t;
+    }
+    double t0 = nlpd_now();
+    struct nlpd_batch b = {.n = m, .recs = w->shadow_ptrs};
+    struct nlpd_error err = {0};
+    enum nlpd_stage_status st =
+        s->shadow->plugin->process(&s->shadow->inst, s->shadow->ctx, w->vtstate[2 * si], &b, &err);
+    nlpd_histogram_observe(&s->mm->shadow_ms, (nlpd_now() - t0) * 1e3);
+    if (st != NLPD_STAGE_OK) /* a shadow never fails the pipeline */
+        nlpd_log(NLPD_LOG_WARNING, s->shadow->name, "shadow batch failed: %s",
+                 err.message[0] ? err.message : nlpd_strerror(err.code));
+    for (size_t i = 0; i < m; i++) {
+        struct nlpd_record *t = &w->shadow_recs[i];
+        if (st != NLPD_STAGE_OK || t->error)
+            __atomic_add_fetch(&s->mm->shadow_failed, 1, __ATOMIC_RELAXED);
+        else
+            nlpd_mm_compare(s->mm, mask, w->shadow_of[i], t);
+        nlpd_record_free_results(t);
+        if (t->error && strcmp(t->error, "out of memory") != 0)
+            free(t->error);
+    }
+}
+
 static void run_chain(struct worker *w, struct nlpd_batch *batch)
 {
     struct nlpd_pipeline *p = w->p;
@@ -654,6 +1032,11 @@ static void run_chain(struct worker *w, struct nlpd_batch *batch)
         }
     }
     nlpd_histogram_observe(&p->batch_records, (double)batch->n);
+    /* before the stages: a slow model, whose batch meets the input as the wait left it (e.g. paused) */
+    if (p->test_delay_ms > 0) {
+        struct timespec ts = {p->test_delay_ms / 1000, p->test_delay_ms % 1000 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     for (size_t si = 0; si < p->nstages; si++) {
         size_t n = 0;
         for (size_t i = 0; i < batch->n; i++) {
@@ -663,21 +1046,21 @@ static void run_chain(struct worker *w, struct nlpd_batch *batch)
         }
         double t0 = n ? nlpd_now() : 0;
         w->padded_tokens = 0;
-        if (n && p->stages[si].key_material && nlpd_cache_enabled(p->cache))
-            run_cached(w, si, w->scratch, n);
-        else if (n)
-            run_stage(w, si, w->scratch, n, 0);
+        if (n)
+            run_models(w, si, w->scratch, n);
         if (n)
             nlpd_histogram_observe(&p->stages[si].compute_ms, (nlpd_now() - t0) * 1e3);
         if (w->padded_tokens)
             nlpd_histogram_observe(&p->stages[si].padded_tokens, (double)w->padded_tokens);
-        for (size_t i = 0; i < n && si < 32; i++)
-            if (!w->scratch[i]->error && wrote_result(p->stages[si].plugin->results, w->scratch[i]))
-                w->scratch[i]->stages_run |= 1u << si;
-    }
-    if (p->test_delay_ms > 0) {
-        struct timespec ts = {p->test_delay_ms / 1000, p->test_delay_ms % 1000 * 1000000L};
-        nanosleep(&ts, NULL);
+        for (size_t i = 0; i < n; i++)
+            if (!w->scratch[i]->error && wrote_result(p->stages[si].plugin->results, w->scratch[i])) {
+                if (si < 32)
+                    w->scratch[i]->stages_run |= 1u << si;
+                if (p->stages[si].plugin->results)
+                    nlpd_mm_observe(p->stages[si].mm, p->stages[si].plugin->results, w->scratch[i]);
+            }
+        if (n && p->stages[si].shadow)
+            run_shadow(w, si, w->scratch, n);
     }
 }
 
@@ -847,24 +1230,44 @@ void nlpd_pipeline_free(struct nlpd_pipeline *p)
     if (p->nworkers)
         nlpd_pipeline_stop(p);
     worker_fini(&p->inline_worker);
-    for (size_t i = 0; i < p->nstages; i++) {
-        struct stage_inst *s = &p->stages[i];
-        if (s->initialised && s->plugin->fini)
-            s->plugin->fini(s->ctx);
-        if (s->plugin && s->ctx)
-            nlpd_conf_release(s->plugin->conf_map, s->ctx);
-        free(s->ctx);
-        free(s->name);
-        free(s->model_id);
-        free(s->key_material);
-        nlpd_when_free(s->when);
-    }
+    for (size_t i = 0; i < p->nstages; i++)
+        stage_inst_free(&p->stages[i]);
     free(p->stages);
     free(p->models);
     nlpd_cache_free(p->cache);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->changed);
     free(p);
+}
+
+static void stage_inst_free(struct stage_inst *s)
+{
+    if (s->initialised && s->plugin->fini)
+        s->plugin->fini(s->ctx);
+    if (s->plugin && s->ctx)
+        nlpd_conf_release(s->plugin->conf_map, s->ctx);
+    free(s->ctx);
+    free(s->name);
+    free(s->model_id);
+    free(s->model_path);
+    free(s->key_material);
+    nlpd_when_free(s->when);
+    for (int k = 0; k < 2; k++) {
+        struct stage_inst *v = k ? s->canary : s->shadow;
+        if (v) {
+            stage_inst_free(v);
+            free(v);
+        }
+    }
+    if (s->mm) {
+        nlpd_mm_stage_fini(s->mm);
+        free(s->mm);
+    }
+}
+
+void nlpd_pipeline_set_pressure(struct nlpd_pipeline *p, int on)
+{
+    __atomic_store_n(&p->pressure, on, __ATOMIC_RELAXED);
 }
 
 void nlpd_pipeline_take_cache(struct nlpd_pipeline *to, struct nlpd_pipeline *from)
@@ -903,6 +1306,47 @@ size_t nlpd_pipeline_cache_stats(struct nlpd_pipeline *p, struct nlpd_stage_cach
     return nlpd_cache_enabled(p->cache) ? n : 0;
 }
 
+/* nlpd_model_info: every loaded model, the shadow's and the canary's too, with where it came from. */
+static void model_info_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
+{
+    static const char *const roles[] = {"primary", "shadow", "canary"};
+    nlpd_metric_head(out, "nlpd_model_info", "gauge",
+                     "Model of each stage (role primary, shadow or canary), with its sha256 digest and provenance");
+    for (size_t i = 0; i < p->nstages; i++)
+        for (int k = 0; k < 3; k++) {
+            const struct stage_inst *v = k == 0 ? &p->stages[i] : k == 1 ? p->stages[i].shadow : p->stages[i].canary;
+            if (!v || !v->model_id)
+                continue;
+            nlpd_model_info_line(p->stages[i].name, roles[k], v->model_id, v->model_path, out);
+        }
+}
+
+size_t nlpd_pipeline_shadow_stats(struct nlpd_pipeline *p, struct nlpd_shadow_stats *out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->nstages && n < cap; i++) {
+        const struct nlpd_mm_stage *m = p->stages[i].mm;
+        if (!p->stages[i].shadow || !m)
+            continue;
+        out[n++] = (struct nlpd_shadow_stats){p->stages[i].name, __atomic_load_n(&m->agree, __ATOMIC_RELAXED),
+                                              __atomic_load_n(&m->disagree, __ATOMIC_RELAXED),
+                                              __atomic_load_n(&m->shadow_skipped, __ATOMIC_RELAXED),
+                                              __atomic_load_n(&m->shadow_failed, __ATOMIC_RELAXED)};
+    }
+    return n;
+}
+
+void nlpd_pipeline_models_print(struct nlpd_pipeline *p, FILE *f)
+{
+    static const char *const roles[] = {"primary", "shadow", "canary"};
+    for (size_t i = 0; i < p->nstages; i++)
+        for (int k = 0; k < 3; k++) {
+            const struct stage_inst *v = k == 0 ? &p->stages[i] : k == 1 ? p->stages[i].shadow : p->stages[i].canary;
+            if (v && v->model_id)
+                nlpd_model_info_print(f, p->stages[i].name, roles[k], v->model_id, v->model_path);
+        }
+}
+
 void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
 {
     char labels[160], esc[128]; /* esc: a stage name as a label value */
@@ -922,13 +1366,13 @@ void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out)
         snprintf(labels, sizeof labels, "stage=\"%s\"", nlpd_metric_label(esc, sizeof esc, p->stages[i].name));
         nlpd_histogram_write(&p->stages[i].padded_tokens, "nlpd_stage_batch_padded_tokens", labels, 1.0, out);
     }
-    nlpd_metric_head(out, "nlpd_model_info", "gauge", "Model of each stage, with its sha256 digest");
-    for (size_t i = 0; i < p->nmodels; i++) {
-        char model[512];
-        nlpd_buf_printf(out, "nlpd_model_info{stage=\"%s\",model=\"%s\"} 1\n",
-                        nlpd_metric_label(esc, sizeof esc, p->models[i].stage),
-                        nlpd_metric_label(model, sizeof model, p->models[i].id));
-    }
+    model_info_metrics(p, out);
+    struct nlpd_mm_stage *mms[64];
+    size_t nmm = 0;
+    for (size_t i = 0; i < p->nstages && nmm < 64; i++)
+        if (p->stages[i].mm && p->stages[i].plugin->results)
+            mms[nmm++] = p->stages[i].mm;
+    nlpd_mm_metrics(mms, nmm, out);
     if (!nlpd_cache_enabled(p->cache))
         return;
     nlpd_metric_head(out, "nlpd_cache_hits_total", "counter", "Stage results served from the cache");

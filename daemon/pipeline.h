@@ -64,10 +64,21 @@ void nlpd_pipeline_free(struct nlpd_pipeline *p);
  * did not change keeps the cache warm (keys hold each stage's model digest and options, so they stay valid). No
  * batch may be running in either pipeline; from then has no cache. */
 void nlpd_pipeline_take_cache(struct nlpd_pipeline *to, struct nlpd_pipeline *from);
+/* The input says it holds back for the pipeline (on) or no longer (off): while on, shadow models are skipped,
+ * and counted in nlpd_shadow_skipped_total. Any thread. */
+void nlpd_pipeline_set_pressure(struct nlpd_pipeline *p, int on);
 /* Nonzero once a stage reported a fatal error. */
 int nlpd_pipeline_failed(struct nlpd_pipeline *p);
 int nlpd_pipeline_threads(const struct nlpd_pipeline *p);
 
+struct nlpd_shadow_stats {
+    const char *stage;
+    uint64_t agree, disagree, skipped, failed;
+};
+/* Per stage with a shadow (up to cap): its agreement counters. Returns the number filled. */
+size_t nlpd_pipeline_shadow_stats(struct nlpd_pipeline *p, struct nlpd_shadow_stats *out, size_t cap);
+/* Prints every loaded model (primaries, shadows, canaries) with digest and provenance (`nlpd models`). */
+void nlpd_pipeline_models_print(struct nlpd_pipeline *p, FILE *f);
 /* Appends the pipeline's Prometheus metrics: per-stage batch time, batch sizes, models, cache. */
 void nlpd_pipeline_metrics(struct nlpd_pipeline *p, struct nlpd_buf *out);
 

@@ -171,7 +171,7 @@ static int hex4(const char *p, const char *end, unsigned *v)
         return -1;
     for (int i = 0; i < 4; i++) {
         char c = p[i];
-        unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0')
+        unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
                      : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
                      : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
                                             : 16u;
@@ -269,10 +269,10 @@ static char *number_text(const char *data, size_t len, const char *path)
     return strndup(v, (size_t)(skip_value(v, end) - v));
 }
 
-#define FAIL(...)                                        \
-    do {                                                 \
-        nlpd_record_fail(&item->rec, "input", __VA_ARGS__); \
-        return NLPD_EFORMAT;                             \
+#define FAIL(...)                                                                                                      \
+    do {                                                                                                               \
+        nlpd_record_fail(&item->rec, "input", __VA_ARGS__);                                                            \
+        return NLPD_EFORMAT;                                                                                           \
     } while (0)
 
 int nlpd_item_decode_json(struct nlpd_item *item, const struct nlpd_input_conf *in, const char *data, size_t len)
@@ -332,6 +332,7 @@ int nlpd_item_set_text(struct nlpd_item *item, const struct nlpd_input_conf *in,
         FAIL("text is not valid UTF-8 (byte %ld)", bad);
     item->rec.text = s;
     item->rec.text_len = n;
+    item->rec.id = item->id; /* decoders read the id first */
     return 0;
 }
 
@@ -423,7 +424,8 @@ void nlpd_item_encode_json(const struct nlpd_item *item, const struct nlpd_model
         first = 0;
         nlpd_buf_json_string(out, models[i].stage, strlen(models[i].stage));
         nlpd_buf_puts(out, ":");
-        nlpd_buf_json_string(out, models[i].id, strlen(models[i].id));
+        const char *id = nlpd_model_ref_id(&models[i], r);
+        nlpd_buf_json_string(out, id, strlen(id));
     }
     nlpd_buf_puts(out, "}}}");
 }

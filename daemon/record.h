@@ -31,7 +31,7 @@ struct nlpd_item {
     char *id;               /* the record id as text, NULL when absent */
     int64_t line;           /* input line number (pipe mode), 1-based */
     struct nlpd_source source;
-    double t_in;            /* monotonic seconds when the record arrived */
+    double t_in; /* monotonic seconds when the record arrived */
 };
 
 /* Decodes one JSON record into item (which must be zeroed). On bad input the item gets
@@ -49,8 +49,15 @@ int nlpd_item_set_text(struct nlpd_item *item, const struct nlpd_input_conf *in,
 struct nlpd_model_ref {
     unsigned stage_index; /* position in the pipeline: matches nlpd_record.stages_run bits */
     const char *stage;
-    const char *id; /* e.g. "lid.176.ftz@sha256:8f34..." */
+    const char *id;        /* e.g. "lid.176.ftz@sha256:8f34..." */
+    const char *canary_id; /* the stage's canary model (records with their canary_run bit), NULL without one */
 };
+
+/* The model that wrote stage m's result of r: its canary's or its primary's. */
+static inline const char *nlpd_model_ref_id(const struct nlpd_model_ref *m, const struct nlpd_record *r)
+{
+    return m->canary_id && m->stage_index < 32 && (r->canary_run & (1u << m->stage_index)) ? m->canary_id : m->id;
+}
 
 /* Appends the enriched record (one JSON object, no newline); meta.models names the models of the
  * stages that processed this record. */

@@ -31,33 +31,33 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 #include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
 
-#define DEFAULT_PORT 6379
-#define RECONNECT_MIN_MS 100
-#define RECONNECT_MAX_MS 2000
-#define STALL_MIN_MS 2000            /* a connection owing a reply this long (or 10 deadlines) is replaced */
+#define DEFAULT_PORT        6379
+#define RECONNECT_MIN_MS    100
+#define RECONNECT_MAX_MS    2000
+#define STALL_MIN_MS        2000        /* a connection owing a reply this long (or 10 deadlines) is replaced */
 #define SET_QUEUE_MAX_BYTES (64u << 20) /* SET payload queued or unanswered */
-#define SET_QUEUE_MAX_CMDS 200000u
-#define MGET_MAX_KEYS (1u << 20)
+#define SET_QUEUE_MAX_CMDS  200000u
+#define MGET_MAX_KEYS       (1u << 20)
 
 enum breaker_state { BR_CLOSED, BR_OPEN, BR_HALF_OPEN };
 
 /* One MGET. Fields under the backend's mu unless noted. */
 struct get_req {
-    struct get_req *next;   /* the request queue (mu), then the in-flight list (cache thread) */
-    int refs;               /* the waiter's and the cache thread's */
-    int done;               /* rc is final; the waiter may take res */
-    int abandoned;          /* the waiter returned: nobody reads res */
-    int settled;            /* the outcome went into the breaker */
-    int probe;              /* the half-open probe */
+    struct get_req *next; /* the request queue (mu), then the in-flight list (cache thread) */
+    int refs;             /* the waiter's and the cache thread's */
+    int done;             /* rc is final; the waiter may take res */
+    int abandoned;        /* the waiter returned: nobody reads res */
+    int settled;          /* the outcome went into the breaker */
+    int probe;            /* the half-open probe */
     int rc;
     int64_t deadline_ms, sent_ms;
     pthread_cond_t cond;
     size_t n;
-    const char **argv;      /* "MGET", prefixed keys (immutable after enqueue) */
+    const char **argv; /* "MGET", prefixed keys (immutable after enqueue) */
     size_t *argvlen;
     struct nlpd_cache_value *res; /* filled by the cache thread before done */
 };
@@ -154,8 +154,7 @@ static void outcome_locked(struct rcache *s, int ok, int probe, const char *why)
             s->open_until = now_ms() + s->backoff_ms;
         }
         break;
-    case BR_OPEN:
-        break;
+    case BR_OPEN: break;
     }
 }
 
@@ -492,7 +491,9 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     if (stopping && !s->stopping_loop) {
         /* Flush what is written, wait a little for the replies owed, then go. */
         s->stopping_loop = 1;
-        s->stop_deadline = now_ms() + (s->timeout_ms * 4 < 200 ? 200 : s->timeout_ms * 4 > 2000 ? 2000 : s->timeout_ms * 4);
+        s->stop_deadline = now_ms() + (s->timeout_ms * 4 < 200    ? 200
+                                       : s->timeout_ms * 4 > 2000 ? 2000
+                                                                  : s->timeout_ms * 4);
         if (!s->ac)
             event_base_loopbreak(s->base);
         else if (!s->connected)
@@ -814,8 +815,10 @@ static int parse_addr(struct rcache *s, const char *a, struct nlpd_error *err)
         errno = 0;
         long v = strtol(port, &end, 10);
         if (!*port || *end || errno || v < 1 || v > 65535)
-            return nlpd_error_set(err, NLPD_EINVAL, 0, "cache.redis \"%s\": bad port (expected host:port or a "
-                                  "unix socket path)", a);
+            return nlpd_error_set(err, NLPD_EINVAL, 0,
+                                  "cache.redis \"%s\": bad port (expected host:port or a "
+                                  "unix socket path)",
+                                  a);
         s->port = (int)v;
     }
     if (hlen == 0)

@@ -11,7 +11,7 @@
 
 #include "record.h"
 
-#define STR_MAX 65535
+#define STR_MAX         65535
 #define TRANSLATION_MAX (1u << 26)
 
 /* ---- cache encoding helpers ---- */
@@ -24,7 +24,8 @@ void nlpd_cache_put_u8(struct nlpd_buf *b, unsigned v)
 
 void nlpd_cache_put_u32(struct nlpd_buf *b, uint32_t v)
 {
-    unsigned char x[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    unsigned char x[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 24)};
     nlpd_buf_append(b, x, 4);
 }
 
@@ -103,10 +104,10 @@ void nlpd_cache_get_str(struct nlpd_cache_reader *r, char *dst, size_t cap)
 
 /* ---- shared pieces ---- */
 
-#define TRY(x)            \
-    do {                  \
-        if ((x) != 0)     \
-            return -1;    \
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        if ((x) != 0)                                                                                                  \
+            return -1;                                                                                                 \
     } while (0)
 
 static int avro_set_string(avro_value_t *rec, const char *name, const char *s)
@@ -818,18 +819,152 @@ static const struct nlpd_result_field moderation_fields[] = {
 
 /* ---- the table ---- */
 
+/* ---- shadow comparison and drift signals (daemon/model_mgmt.c) ---- */
+
+static int lang_same(const struct nlpd_record *a, const struct nlpd_record *b)
+{
+    return strcmp(a->lang.code, b->lang.code) == 0;
+}
+
+static size_t lang_labels(const struct nlpd_record *r, const char **out, size_t cap)
+{
+    if (cap)
+        out[0] = r->lang.code;
+    return 1;
+}
+
+static int lang_conf(const struct nlpd_record *r, float *score)
+{
+    *score = r->lang.score;
+    return 1;
+}
+
+static int translation_same(const struct nlpd_record *a, const struct nlpd_record *b)
+{
+    return a->translation.text_len == b->translation.text_len &&
+           memcmp(a->translation.text, b->translation.text, a->translation.text_len) == 0;
+}
+
+static size_t no_labels(const struct nlpd_record *r, const char **out, size_t cap)
+{
+    (void)r, (void)out, (void)cap;
+    return 0;
+}
+
+static int no_conf(const struct nlpd_record *r, float *score)
+{
+    (void)r, (void)score;
+    return 0;
+}
+
+static int sentiment_same(const struct nlpd_record *a, const struct nlpd_record *b)
+{
+    return strcmp(a->sentiment.label, b->sentiment.label) == 0;
+}
+
+static size_t sentiment_labels(const struct nlpd_record *r, const char **out, size_t cap)
+{
+    if (cap)
+        out[0] = r->sentiment.label;
+    return 1;
+}
+
+static int sentiment_conf(const struct nlpd_record *r, float *score)
+{
+    *score = r->sentiment.score;
+    return 1;
+}
+
+static int entity_in(const struct nlpd_entity *e, const struct nlpd_entities_result *set)
+{
+    for (size_t i = 0; i < set->n; i++)
+        if (set->items[i].start == e->start && set->items[i].end == e->end && !strcmp(set->items[i].group, e->group))
+            return 1;
+    return 0;
+}
+
+/* The same set of (entity_group, start, end): scores and words may differ. */
+static int entities_same(const struct nlpd_record *a, const struct nlpd_record *b)
+{
+    if (a->entities.n != b->entities.n)
+        return 0;
+    for (size_t i = 0; i < a->entities.n; i++)
+        if (!entity_in(&a->entities.items[i], &b->entities) || !entity_in(&b->entities.items[i], &a->entities))
+            return 0;
+    return 1;
+}
+
+static size_t entities_labels(const struct nlpd_record *r, const char **out, size_t cap)
+{
+    for (size_t i = 0; i < r->entities.n && i < cap; i++)
+        out[i] = r->entities.items[i].group;
+    return r->entities.n;
+}
+
+/* The least confident entity: what a threshold on NER confidence is about. None: no score. */
+static int entities_conf(const struct nlpd_record *r, float *score)
+{
+    for (size_t i = 0; i < r->entities.n; i++)
+        if (i == 0 || r->entities.items[i].score < *score)
+            *score = r->entities.items[i].score;
+    return r->entities.n > 0;
+}
+
+/* The same flagged verdict and the same flagged categories. */
+static int moderation_same(const struct nlpd_record *a, const struct nlpd_record *b)
+{
+    if (a->moderation.flagged != b->moderation.flagged)
+        return 0;
+    const struct nlpd_record *x = a, *y = b;
+    for (int pass = 0; pass < 2; pass++, x = b, y = a)
+        for (size_t i = 0; i < x->moderation.n; i++) {
+            if (!x->moderation.cats[i].flagged)
+                continue;
+            size_t j = 0;
+            while (j < y->moderation.n && strcmp(y->moderation.cats[j].name, x->moderation.cats[i].name) != 0)
+                j++;
+            if (j == y->moderation.n || !y->moderation.cats[j].flagged)
+                return 0;
+        }
+    return 1;
+}
+
+static size_t moderation_labels(const struct nlpd_record *r, const char **out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->moderation.n; i++)
+        if (r->moderation.cats[i].flagged) {
+            if (n < cap)
+                out[n] = r->moderation.cats[i].name;
+            n++;
+        }
+    return n;
+}
+
+/* The highest category score: how sure the model is that something is there. */
+static int moderation_conf(const struct nlpd_record *r, float *score)
+{
+    for (size_t i = 0; i < r->moderation.n; i++)
+        if (i == 0 || r->moderation.cats[i].score > *score)
+            *score = r->moderation.cats[i].score;
+    return r->moderation.n > 0;
+}
 
 const struct nlpd_result_type nlpd_result_types[] = {
-    {NLPD_RESULT_LANG, "lang", lang_is_set, lang_clear, lang_json, lang_avro, lang_cache_put, lang_cache_get,
-     lang_move, lang_fields},
-    {NLPD_RESULT_TRANSLATION, "translation", translation_is_set, translation_clear, translation_json,
-     translation_avro, translation_cache_put, translation_cache_get, translation_move, translation_fields},
+    {NLPD_RESULT_LANG, "lang", lang_is_set, lang_clear, lang_json, lang_avro, lang_cache_put, lang_cache_get, lang_move,
+     lang_fields, lang_same, lang_labels, lang_conf},
+    {NLPD_RESULT_TRANSLATION, "translation", translation_is_set, translation_clear, translation_json, translation_avro,
+     translation_cache_put, translation_cache_get, translation_move, translation_fields, translation_same, no_labels,
+     no_conf},
     {NLPD_RESULT_SENTIMENT, "sentiment", sentiment_is_set, sentiment_clear, sentiment_json, sentiment_avro,
-     sentiment_cache_put, sentiment_cache_get, sentiment_move, sentiment_fields},
+     sentiment_cache_put, sentiment_cache_get, sentiment_move, sentiment_fields, sentiment_same, sentiment_labels,
+     sentiment_conf},
     {NLPD_RESULT_ENTITIES, "entities", entities_is_set, entities_clear, entities_json, entities_avro,
-     entities_cache_put, entities_cache_get, entities_move, entities_fields},
+     entities_cache_put, entities_cache_get, entities_move, entities_fields, entities_same, entities_labels,
+     entities_conf},
     {NLPD_RESULT_MODERATION, "moderation", moderation_is_set, moderation_clear, moderation_json, moderation_avro,
-     moderation_cache_put, moderation_cache_get, moderation_move, moderation_fields},
+     moderation_cache_put, moderation_cache_get, moderation_move, moderation_fields, moderation_same, moderation_labels,
+     moderation_conf},
 };
 const size_t nlpd_result_ntypes = sizeof nlpd_result_types / sizeof nlpd_result_types[0];
 

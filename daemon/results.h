@@ -24,7 +24,7 @@ void nlpd_cache_put_f32(struct nlpd_buf *b, float f);
 void nlpd_cache_put_str(struct nlpd_buf *b, const char *s);
 unsigned nlpd_cache_get_u8(struct nlpd_cache_reader *r);
 uint32_t nlpd_cache_get_u32(struct nlpd_cache_reader *r);
-float nlpd_cache_get_f32(struct nlpd_cache_reader *r);    /* finite only */
+float nlpd_cache_get_f32(struct nlpd_cache_reader *r);     /* finite only */
 unsigned nlpd_cache_get_bool(struct nlpd_cache_reader *r); /* 0 or 1 only */
 /* Copies a string into dst (cap bytes, NUL-terminated); too long for dst, NUL or invalid UTF-8 is bad. */
 void nlpd_cache_get_str(struct nlpd_cache_reader *r, char *dst, size_t cap);
@@ -66,6 +66,13 @@ struct nlpd_result_type {
     /* Replaces dst's result by src's (which is left cleared). */
     void (*move)(struct nlpd_record *dst, struct nlpd_record *src);
     const struct nlpd_result_field *fields; /* terminated by a NULL name */
+    /* Shadow agreement: whether two set results say the same (label equality for classifiers, the same entity
+     * set for NER, the same text for translation, the same language for langid). */
+    int (*same)(const struct nlpd_record *a, const struct nlpd_record *b);
+    /* Drift: the labels of a set result (up to cap into out; returns how many there are), and its confidence
+     * (0: it has none). */
+    size_t (*labels)(const struct nlpd_record *r, const char **out, size_t cap);
+    int (*confidence)(const struct nlpd_record *r, float *score);
 };
 
 /* In the order of the enriched record's fields (also the order of the cache encoding). */

@@ -30,8 +30,8 @@ static int add_route(struct nlpd_routes *rs, const char *name, const char *topic
 }
 
 /* A string member of a route: NULL (with an error unless optional) when absent or not a string. */
-static const char *member_string(const config_setting_t *g, const char *key, int optional, const char *path,
-                                 size_t i, struct nlpd_diag *diag, int *errors)
+static const char *member_string(const config_setting_t *g, const char *key, int optional, const char *path, size_t i,
+                                 struct nlpd_diag *diag, int *errors)
 {
     const config_setting_t *s = config_setting_get_member(g, key);
     if (!s) {
@@ -51,8 +51,7 @@ static const char *member_string(const config_setting_t *g, const char *key, int
     return config_setting_get_string(s);
 }
 
-static int load_list(struct nlpd_routes *rs, const config_setting_t *routes, const char *path,
-                     struct nlpd_diag *diag)
+static int load_list(struct nlpd_routes *rs, const config_setting_t *routes, const char *path, struct nlpd_diag *diag)
 {
     int errors = 0;
     if (config_setting_type(routes) != CONFIG_TYPE_LIST) {

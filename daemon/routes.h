@@ -12,7 +12,7 @@
 #include "when.h"
 
 struct nlpd_route {
-    char *name;  /* the `route` label of nlpd_routed_records_total (default: the topic) */
+    char *name; /* the `route` label of nlpd_routed_records_total (default: the topic) */
     char *topic;
     char *when_text;
     struct nlpd_when *when;

@@ -17,10 +17,10 @@
 enum op { OP_TRUTH, OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE, OP_IN, OP_NOT_IN };
 enum kind { N_CMP, N_AND, N_OR, N_NOT };
 
-#define MAX_NODES 128
+#define MAX_NODES  128
 #define MAX_VALUES 64
-#define VALUE_MAX 64
-#define MAX_DEPTH 32
+#define VALUE_MAX  64
+#define MAX_DEPTH  32
 
 struct node {
     enum kind kind;
@@ -206,19 +206,26 @@ static int parse_comparison(struct parser *ps)
     int text = nd->field->type == NLPD_FIELD_STRING;
     skip_ws(ps);
     const char *p = ps->p;
-    if (strncmp(p, "==", 2) == 0) nd->op = OP_EQ, ps->p += 2;
-    else if (strncmp(p, "!=", 2) == 0) nd->op = OP_NE, ps->p += 2;
-    else if (strncmp(p, "<=", 2) == 0) nd->op = OP_LE, ps->p += 2;
-    else if (strncmp(p, ">=", 2) == 0) nd->op = OP_GE, ps->p += 2;
-    else if (*p == '<') nd->op = OP_LT, ps->p++;
-    else if (*p == '>') nd->op = OP_GT, ps->p++;
+    if (strncmp(p, "==", 2) == 0)
+        nd->op = OP_EQ, ps->p += 2;
+    else if (strncmp(p, "!=", 2) == 0)
+        nd->op = OP_NE, ps->p += 2;
+    else if (strncmp(p, "<=", 2) == 0)
+        nd->op = OP_LE, ps->p += 2;
+    else if (strncmp(p, ">=", 2) == 0)
+        nd->op = OP_GE, ps->p += 2;
+    else if (*p == '<')
+        nd->op = OP_LT, ps->p++;
+    else if (*p == '>')
+        nd->op = OP_GT, ps->p++;
     else if (accept(ps, "not")) {
         if (!accept(ps, "in"))
             return fail(ps, "%s", "expected 'in' after 'not'");
         nd->op = OP_NOT_IN;
-    } else if (accept(ps, "in")) nd->op = OP_IN;
-    else if (nd->field->type == NLPD_FIELD_BOOL && (!*p || *p == ')' || strchr("&|", *p) ||
-                                                     strncmp(p, "and", 3) == 0 || strncmp(p, "or", 2) == 0)) {
+    } else if (accept(ps, "in"))
+        nd->op = OP_IN;
+    else if (nd->field->type == NLPD_FIELD_BOOL &&
+             (!*p || *p == ')' || strchr("&|", *p) || strncmp(p, "and", 3) == 0 || strncmp(p, "or", 2) == 0)) {
         nd->op = OP_TRUTH; /* moderation.flagged alone */
         return id;
     } else

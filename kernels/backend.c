@@ -26,6 +26,39 @@ static int default_device;
 static enum nlpd_dtype default_dtype = NLPD_DTYPE_F32;
 static enum nlpd_cpu_gemm default_cpu_gemm = NLPD_CPU_GEMM_AUTO;
 static void (*kernels_logger)(const char *line);
+static nlpd_gpu_create_fn gpu_factory; /* tests: replaces libnlpd_cuda.so */
+
+void nlpd_backend_set_gpu_factory(nlpd_gpu_create_fn fn)
+{
+    pthread_mutex_lock(&defaults_mu);
+    gpu_factory = fn;
+    pthread_mutex_unlock(&defaults_mu);
+}
+
+/* ---- the op name table ---- */
+
+static const char *const op_names[] = {"matmul", "bias_act",     "layer_norm",  "softmax",      "attention",
+                                       "embed",  "attention_kv", "gather_rows", "attention_rel"};
+_Static_assert(sizeof op_names / sizeof op_names[0] == NLPD_OP_COUNT, "one name per op kind");
+
+const char *nlpd_op_kind_name(enum nlpd_op_kind kind)
+{
+    return (unsigned)kind < NLPD_OP_COUNT ? op_names[kind] : "unknown";
+}
+
+int nlpd_backend_supports(const struct nlpd_backend *be, enum nlpd_op_kind kind)
+{
+    return (unsigned)kind < NLPD_OP_COUNT && be->ops->supports(be, kind);
+}
+
+/* The first of o's ops that be cannot run, or -1. */
+static int missing_op(const struct nlpd_backend *be, const struct nlpd_backend_opts *o)
+{
+    for (int i = 0; o->ops && i < o->n_ops; i++)
+        if (!nlpd_backend_supports(be, o->ops[i]))
+            return (int)o->ops[i];
+    return -1;
+}
 
 /* ---- the backend name table ---- */
 
@@ -78,9 +111,17 @@ void nlpd_backend_opts_default(struct nlpd_backend_opts *o)
     pthread_mutex_unlock(&defaults_mu);
 }
 
+/* The backend choices already logged (log_choice); a new logger starts with none said. */
+static pthread_mutex_t said_mu = PTHREAD_MUTEX_INITIALIZER;
+static char said[4][NLPD_BACKEND_REASON_MAX + 64];
+static unsigned nsaid;
+
 void nlpd_kernels_set_logger(void (*fn)(const char *line))
 {
+    pthread_mutex_lock(&said_mu);
     kernels_logger = fn;
+    nsaid = 0;
+    pthread_mutex_unlock(&said_mu);
 }
 
 int nlpd_dtype_parse(const char *name)
@@ -202,21 +243,18 @@ static nlpd_cuda_create_fn load_cuda(char *why, size_t n)
  * CUDA would otherwise say "CUDA unavailable" ten times. */
 static void log_choice(const struct nlpd_backend *be)
 {
-    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    static char said[4][NLPD_BACKEND_REASON_MAX + 64];
-    static unsigned nsaid;
     void (*fn)(const char *) = kernels_logger;
     if (!fn)
         return;
     char line[NLPD_BACKEND_REASON_MAX + 64];
     snprintf(line, sizeof line, "kernels: backend %s (%s)", be->ops->name, be->reason);
     int seen = 0;
-    pthread_mutex_lock(&mu);
+    pthread_mutex_lock(&said_mu);
     for (unsigned i = 0; i < nsaid && i < 4 && !seen; i++)
         seen = strcmp(said[i], line) == 0;
     if (!seen)
         snprintf(said[nsaid++ % 4], sizeof said[0], "%s", line);
-    pthread_mutex_unlock(&mu);
+    pthread_mutex_unlock(&said_mu);
     if (!seen)
         fn(line);
 }
@@ -254,15 +292,21 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
         return NULL;
     }
     char why[NLPD_BACKEND_REASON_MAX] = "";
+    int lacks_op = 0;                 /* set: CUDA works, but lacks an op of the model (why says which) */
     if (o.dtype == NLPD_DTYPE_INT8) { /* int8 products are the CPU backend's only */
         if (kind == NLPD_BACKEND_CUDA) {
-            nlpd_error_set(err, NLPD_EINVAL, 0, "kernels backend \"cuda\": dtype int8 runs on the CPU backend only "
-                                                "(use fp16 or bf16 on CUDA)");
+            nlpd_error_set(err, NLPD_EINVAL, 0,
+                           "kernels backend \"cuda\": dtype int8 runs on the CPU backend only "
+                           "(use fp16 or bf16 on CUDA)");
             return NULL;
         }
         snprintf(why, sizeof why, "dtype int8 runs on the CPU only");
     } else if (kind != NLPD_BACKEND_CPU) {
-        nlpd_cuda_create_fn fn = load_cuda(why, sizeof why);
+        pthread_mutex_lock(&defaults_mu);
+        nlpd_cuda_create_fn fn = gpu_factory;
+        pthread_mutex_unlock(&defaults_mu);
+        if (!fn)
+            fn = load_cuda(why, sizeof why);
         if (fn) {
             struct nlpd_error cerr = {0};
             struct nlpd_backend *be = fn(&o, NLPD_CUDA_ABI, &cerr);
@@ -272,6 +316,23 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
                 be->ops->destroy(be);
                 be = NULL;
             }
+            int op = be ? missing_op(be, &o) : -1;
+            if (op >= 0) { /* the model needs an op this backend lacks: the CPU runs all of them */
+                nlpd_error_set(&cerr, NLPD_EINVAL, 0,
+                               "kernels backend \"%s\" cannot run op %s, which this model needs (kernels.backend = "
+                               "cpu, or auto, runs it on the CPU backend)",
+                               be->ops->name, nlpd_op_kind_name((enum nlpd_op_kind)op));
+                snprintf(why, sizeof why, "%s cannot run op %s, which the model needs", be->ops->name,
+                         nlpd_op_kind_name((enum nlpd_op_kind)op));
+                be->ops->destroy(be);
+                be = NULL;
+                lacks_op = 1;
+                if (!is_auto) {
+                    if (err)
+                        *err = cerr;
+                    return NULL;
+                }
+            }
             if (be) {
                 be->dtype = o.dtype;
                 char dev[NLPD_BACKEND_REASON_MAX];
@@ -280,7 +341,8 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
                 log_choice(be);
                 return be;
             }
-            snprintf(why, sizeof why, "%.200s", cerr.message);
+            if (op < 0)
+                snprintf(why, sizeof why, "%.200s", cerr.message);
             if (!is_auto) {
                 if (err)
                     *err = cerr;
@@ -311,7 +373,9 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
     struct nlpd_backend *be = nlpd_backend_cpu_new_opts(&o, err);
     if (!be)
         return NULL;
-    if (is_auto)
+    if (is_auto && lacks_op)
+        set_reason(be, "auto: %.200s%s", why, dt);
+    else if (is_auto)
         set_reason(be, "auto: CUDA unavailable: %.200s%s", why, dt);
     else
         set_reason(be, "kernels.backend = cpu%s", dt);
@@ -346,8 +410,7 @@ int nlpd_backend_alloc(struct nlpd_backend *be, size_t size, struct nlpd_buffer 
     return be->ops->alloc(be, size, out, err);
 }
 
-int nlpd_backend_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out,
-                               struct nlpd_error *err)
+int nlpd_backend_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err)
 {
     memset(out, 0, sizeof *out);
     if (be->ops->alloc_weights)
@@ -391,8 +454,9 @@ int nlpd_backend_download(const struct nlpd_buffer *buf, size_t offset, void *ds
 
 int nlpd_backend_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err)
 {
-    if (!be->ops->supports(be, op->kind))
-        return nlpd_error_set(err, NLPD_EINVAL, 0, "backend %s does not support op %d", be->ops->name, (int)op->kind);
+    if (!nlpd_backend_supports(be, op->kind))
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "backend %s does not support op %s (%d)", be->ops->name,
+                              nlpd_op_kind_name(op->kind), (int)op->kind);
     return be->ops->run(be, op, err);
 }
 

@@ -1,9 +1,9 @@
 /* For backend authors (kernels/cpu, kernels/cuda, kernels/backend.c): the vtable a backend fills and the backend
  * struct behind the public header's opaque handle. Only kernels/ includes this (tests/check_includes.sh checks);
  * models and the daemon use nlpd_kernels.h. A backend may leave ops out by answering 0 from supports():
- * nlpd_backend_run refuses those with a clear error. There is no CPU fallback for them (ggml's supports_op idea):
- * op descriptors hold backend addresses, device memory for CUDA, which the CPU cannot read without copying every
- * operand, and both backends run every op. */
+ * nlpd_backend_run refuses those with a clear error. The choice is per model, at load (ggml's supports_op idea
+ * without per-op fallback, since op descriptors hold backend addresses the CPU cannot read): a model lists its
+ * ops in nlpd_backend_opts.ops, and "auto" takes the CPU backend when the CUDA one lacks one of them. */
 #ifndef NLPD_BACKEND_H
 #define NLPD_BACKEND_H
 
@@ -35,6 +35,12 @@ struct nlpd_backend_ops {
 };
 
 #define NLPD_BACKEND_REASON_MAX 256
+
+/* Tests only: fn stands in for libnlpd_cuda.so's entry (a fake GPU backend on a machine without one); NULL
+ * restores the library. */
+typedef struct nlpd_backend *(*nlpd_gpu_create_fn)(const struct nlpd_backend_opts *o, unsigned long abi,
+                                                   struct nlpd_error *err);
+void nlpd_backend_set_gpu_factory(nlpd_gpu_create_fn fn);
 
 struct nlpd_backend {
     const struct nlpd_backend_ops *ops;

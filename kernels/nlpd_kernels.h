@@ -261,6 +261,10 @@ struct nlpd_backend_opts {
     int dtype_strict;    /* 1: a dtype this machine cannot run is an error; 0: fp32 instead, said in be->reason */
     enum nlpd_cpu_gemm cpu_gemm; /* CPU fp32 products */
     size_t arena_bytes;  /* CUDA scratch arena; 0 = $NLPD_CUDA_ARENA_MB or 256 MiB */
+    /* The ops the caller's model runs (NULL = any): "auto" takes the CPU backend when CUDA lacks one of them (the
+     * logged reason says which), a backend named for one that lacks one is an error. */
+    const enum nlpd_op_kind *ops;
+    int n_ops;
 };
 
 /* The process defaults used when a backend is created without a name (stages, `nlpd infer`): the daemon sets
@@ -270,7 +274,8 @@ void nlpd_kernels_set_defaults(const char *name, int device, enum nlpd_dtype dty
 void nlpd_kernels_set_cpu_gemm(enum nlpd_cpu_gemm g);
 /* Fills o with the process defaults (name, device, dtype, cpu_gemm; threads 0, dtype_strict 0). */
 void nlpd_backend_opts_default(struct nlpd_backend_opts *o);
-/* Called with one line ("kernels: backend cuda (...)") each time a backend is created; NULL = silent. */
+/* Called with one line ("kernels: backend cuda (...)") for each distinct backend choice (a choice already said is
+ * not repeated; setting a logger starts afresh); NULL = silent. */
 void nlpd_kernels_set_logger(void (*fn)(const char *line));
 
 /* "cpu": the CPU backend. "cuda": loads libnlpd_cuda.so (next to the executable, then $NLPD_LIBDIR, then the
@@ -288,6 +293,10 @@ enum nlpd_dtype nlpd_backend_dtype(const struct nlpd_backend *be);
 void nlpd_backend_free(struct nlpd_backend *be);
 /* be->reason. */
 const char *nlpd_backend_reason(const struct nlpd_backend *be);
+/* 1 when the backend runs ops of this kind (nlpd_backend_run refuses the others). */
+int nlpd_backend_supports(const struct nlpd_backend *be, enum nlpd_op_kind kind);
+/* "matmul", "attention_rel", ...; "unknown" out of range. */
+const char *nlpd_op_kind_name(enum nlpd_op_kind kind);
 
 /* Thin wrappers over the vtable. */
 int nlpd_backend_alloc(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);

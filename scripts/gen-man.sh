@@ -7,8 +7,10 @@ NLPD=$1
 OUT=$2
 mkdir -p "$OUT"
 VERSION=$("$NLPD" --version | sed 's/^nlpd //')
-# roff escapes for text from the program: backslash, hyphen, and a line starting with . or '
-esc() { sed -e 's/\\/\\e/g' -e 's/-/\\-/g' -e "s/^\\([.']\\)/\\\\\\&\\1/"; }
+# roff escapes for text from the program: backslash, hyphen, a line starting with . or ', and non-ASCII
+# characters as \[uXXXX] after dropping accents (groff reads Latin-1 and lacks composed glyphs on some devices)
+esc() { sed -e 's/\\/\\e/g' -e 's/-/\\-/g' -e "s/^\\([.']\\)/\\\\\\&\\1/" |
+    perl -CS -MUnicode::Normalize -pe '$_ = NFD($_); s/\p{Mn}//g; s/([^\x00-\x7f])/sprintf("\\[u%04X]", ord($1))/ge'; }
 
 {
     printf '.TH NLPD 1 "" "nlpd %s" "User Commands"\n' "$VERSION"

@@ -206,6 +206,9 @@ suite "tests/integration/test_monitoring.sh build/nlpd" bash tests/integration/t
 suite "tests/integration/test_monitoring.sh build/san/nlpd" bash tests/integration/test_monitoring.sh build/san/nlpd
 # `make deb`, installed with dpkg --root into a scratch root, `nlpd check` as the service user, the unit verified, purged.
 suite "tests/integration/test_deb.sh" bash tests/integration/test_deb.sh
+# Model management: shadow agreement, canary split, drift metrics in a live scrape, nlpd models, config errors.
+suite "tests/integration/test_models.sh build/nlpd" bash tests/integration/test_models.sh build/nlpd
+suite "tests/integration/test_models.sh build/san/nlpd" bash tests/integration/test_models.sh build/san/nlpd
 # SIGHUP reload while records flow: broken files change nothing, a new pipeline applies with every record exactly
 # once, a restart-only key is refused, notify order.
 suite "tests/integration/test_reload.sh build/nlpd" bash tests/integration/test_reload.sh build/nlpd

@@ -2,13 +2,13 @@
  * a plain consume-and-produce passthrough with the same delivery discipline (idempotent producer,
  * offsets stored only after the broker acknowledged the copy), in one process, same input.
  * Usage: bench_kafka CONFIG RECORDS.jsonl [RUNS]  (CONFIG supplies the pipeline and batch settings). */
+#include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -58,8 +58,8 @@ static long preload(const char *bs, const char *path)
     while ((n = getline(&line, &cap, f)) > 0) {
         n -= line[n - 1] == '\n';
         while (rd_kafka_producev(p, RD_KAFKA_V_TOPIC("in"), RD_KAFKA_V_VALUE(line, (size_t)n),
-                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END) ==
-               RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                 RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
             rd_kafka_poll(p, 10);
         count++;
     }

@@ -80,7 +80,9 @@ int main(void)
         printf("\n");
     }
     printf("best path here: %s (the avx512f path runs the AVX2 layer norm: its 512-bit one was slower)\n",
-           names[have[2] ? 2 : have[1] ? 1 : 0]);
+           names[have[2]   ? 2
+                 : have[1] ? 1
+                           : 0]);
     free(x), free(res), free(y), free(g), free(b), free(bias), free(ffn), free(sc);
     return 0;
 }

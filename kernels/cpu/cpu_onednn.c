@@ -90,7 +90,7 @@ struct entry {
  * JIT code: the table keeps at most CACHE_MAX of them and is emptied when full (entries in use go with their last
  * release), so memory stays bounded however many shapes a stream brings. */
 #define CACHE_SLOTS 1024 /* power of two, >= 2 x CACHE_MAX */
-#define CACHE_MAX 256
+#define CACHE_MAX   256
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct entry *cache[CACHE_SLOTS];
 static int cache_used;

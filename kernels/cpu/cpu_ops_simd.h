@@ -51,8 +51,7 @@ static SIMD_ATTR inline V SIMD_FN(tanh)(V y)
     const V sign = VSET1(-0.0f);
     V s = VAND(y, sign), a = VANDNOT(sign, y);
     V e = SIMD_FN(exp)(VMIN(VADD(a, a), VSET1(88.0f)));
-    V t = VSUB(VSET1(1.0f),
-                             VDIV(VSET1(2.0f), VADD(e, VSET1(1.0f))));
+    V t = VSUB(VSET1(1.0f), VDIV(VSET1(2.0f), VADD(e, VSET1(1.0f))));
     return VOR(t, s);
 }
 
@@ -61,13 +60,10 @@ static SIMD_ATTR inline V SIMD_FN(act_vec)(V v, enum nlpd_act act)
     const V half = VSET1(0.5f), one = VSET1(1.0f);
     switch (act) {
     case NLPD_ACT_NONE: return v;
-    case NLPD_ACT_GELU:
-        return VMUL(VMUL(half, v),
-                             VADD(one, SIMD_FN(erf)(VMUL(v, VSET1(0.70710678118654752f)))));
+    case NLPD_ACT_GELU: return VMUL(VMUL(half, v), VADD(one, SIMD_FN(erf)(VMUL(v, VSET1(0.70710678118654752f)))));
     case NLPD_ACT_GELU_TANH: {
         V v3 = VMUL(VMUL(v, v), v);
-        V in =
-            VMUL(VSET1(0.7978845608028654f), VFMADD(VSET1(0.044715f), v3, v));
+        V in = VMUL(VSET1(0.7978845608028654f), VFMADD(VSET1(0.044715f), v3, v));
         return VMUL(VMUL(half, v), VADD(one, SIMD_FN(tanh)(in)));
     }
     case NLPD_ACT_RELU: return VMAX(v, VZERO());
@@ -100,8 +96,8 @@ static SIMD_ATTR void SIMD_FN(act)(float *x, size_t n, enum nlpd_act act)
 }
 
 #ifndef SIMD_NO_LAYER_NORM
-static SIMD_ATTR void SIMD_FN(layer_norm_row)(float *y, const float *x, const float *bias, const float *res, const float *g,
-                                     const float *b, int n, float eps)
+static SIMD_ATTR void SIMD_FN(layer_norm_row)(float *y, const float *x, const float *bias, const float *res,
+                                              const float *g, const float *b, int n, float eps)
 {
     V acc = VZERO();
     float sum = 0.0f;

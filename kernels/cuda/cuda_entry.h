@@ -13,14 +13,14 @@ extern "C" {
 }
 #endif
 
-#define NLPD_CUDA_LIB "libnlpd_cuda.so"
+#define NLPD_CUDA_LIB   "libnlpd_cuda.so"
 #define NLPD_CUDA_ENTRY "nlpd_cuda_backend_create"
 
 /* A fingerprint of the structures both sides share: a libnlpd_cuda.so built from another version of
  * nlpd_kernels.h is refused instead of misreading op descriptors. */
-#define NLPD_CUDA_ABI                                                                                     \
-    ((unsigned long)sizeof(struct nlpd_op) * 1000003ul + (unsigned long)sizeof(struct nlpd_backend_ops) * 10007ul + \
-     (unsigned long)sizeof(struct nlpd_backend) * 101ul + (unsigned long)sizeof(struct nlpd_backend_opts) * 7ul +  \
+#define NLPD_CUDA_ABI                                                                                                  \
+    ((unsigned long)sizeof(struct nlpd_op) * 1000003ul + (unsigned long)sizeof(struct nlpd_backend_ops) * 10007ul +    \
+     (unsigned long)sizeof(struct nlpd_backend) * 101ul + (unsigned long)sizeof(struct nlpd_backend_opts) * 7ul +      \
      (unsigned long)NLPD_OP_COUNT)
 
 /* Creates a CUDA backend on o->device with o->dtype and o->arena_bytes; NULL with err (no device, no driver,

@@ -19,8 +19,8 @@ struct langid {
 static const struct nlpd_conf_entry langid_conf[] = {
     {"model", NLPD_CONF_PATH, NULL, offsetof(struct langid, model), NLPD_CONF_REQUIRED | NLPD_CONF_MODEL, NULL, 0, 0,
      "fastText language-ID model (.bin or .ftz), e.g. models/lid.176.ftz"},
-    {"label_prefix", NLPD_CONF_STRING, "__label__", offsetof(struct langid, label_prefix), NLPD_CONF_CACHE_KEY, NULL,
-     0, 0, "prefix stripped from the model's labels to give lang.code"},
+    {"label_prefix", NLPD_CONF_STRING, "__label__", offsetof(struct langid, label_prefix), NLPD_CONF_CACHE_KEY, NULL, 0,
+     0, "prefix stripped from the model's labels to give lang.code"},
     {"threshold", NLPD_CONF_FLOAT, "0", offsetof(struct langid, threshold), NLPD_CONF_CACHE_KEY, NULL, 0, 1,
      "when the best language scores below this, lang.code is \"und\" (undetermined) with that score"},
     {"exact_scores", NLPD_CONF_BOOL, "false", offsetof(struct langid, exact_scores), NLPD_CONF_CACHE_KEY, NULL, 0, 0,

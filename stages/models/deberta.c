@@ -35,8 +35,10 @@ struct nlpd_deberta_ws {
     struct nlpd_buffer buf;
     int max_batch, max_seq;
     float *x, *qkv, *ctx, *tmp, *ffn, *emb, *pool, *logits;
-    int32_t *ids, *pos_ids, *type_ids, *mask, *ridx;
+    int32_t *ids, *pos_ids, *type_ids, *mask, *ridx, *keep;
     int32_t *host; /* staging of positions, types, masks, relative indices */
+    int zero_row;  /* row of tmp past every token row, all zeros: what padded rows gather after the embeddings */
+    int padded;    /* the batch being run has padding (keep holds the gather) */
 };
 
 static float *wptr(const struct nlpd_deberta *m, size_t off)
@@ -362,10 +364,10 @@ struct nlpd_deberta *nlpd_deberta_load(const char *dir, const struct nlpd_hf_con
     m->n_pos_terms = m->rel_on ? dc->c2p + dc->p2c : 0;
     /* 1 / sqrt(head_dim * (1 + c2p + p2c)), the factor counting the terms even without relative_attention */
     m->scale = 1.0f / sqrtf((float)m->D * (float)(1 + dc->c2p + dc->p2c));
-    if (m->n_pos_terms && strcmp(nlpd_backend_name(be), "cpu")) { /* NLPD_OP_ATTENTION_REL is a CPU kernel */
+    if (m->n_pos_terms && !nlpd_backend_supports(be, NLPD_OP_ATTENTION_REL)) { /* a borrowed backend */
         nlpd_error_set(err, NLPD_EINVAL, 0,
-                       "%s: DeBERTa's disentangled attention runs on the CPU backend only (kernels.backend = cpu), "
-                       "not on %s",
+                       "%s: DeBERTa's disentangled attention (op attention_rel) runs on the CPU backend only "
+                       "(kernels.backend = cpu or auto), not on %s",
                        dir, nlpd_backend_name(be));
         goto fail;
     }
@@ -409,6 +411,18 @@ fail:
     return NULL;
 }
 
+int nlpd_deberta_ops(const struct nlpd_hf_config *cfg, enum nlpd_op_kind ops[NLPD_DEBERTA_MAX_OPS])
+{
+    const struct nlpd_hf_deberta *dc = &cfg->deberta;
+    int n = 0;
+    ops[n++] = NLPD_OP_EMBED;
+    ops[n++] = NLPD_OP_MATMUL;
+    ops[n++] = NLPD_OP_LAYER_NORM;
+    ops[n++] = NLPD_OP_GATHER_ROWS; /* the padded rows of the embeddings */
+    ops[n++] = dc->relative_attention && (dc->c2p || dc->p2c) ? NLPD_OP_ATTENTION_REL : NLPD_OP_ATTENTION;
+    return n;
+}
+
 void nlpd_deberta_free(struct nlpd_deberta *m)
 {
     if (!m)
@@ -445,15 +459,16 @@ double nlpd_deberta_flops(const struct nlpd_deberta *m, int batch, int seq)
 
 /* --------------------------------------------------------------- workspace ---- */
 
-#define WS_PARTS 13
+#define WS_PARTS 14
 
 static size_t ws_floats(const struct nlpd_deberta *m, int B, int S, size_t *offs)
 {
     size_t T = (size_t)B * S, H = (size_t)m->H, I = (size_t)m->cfg->intermediate_size;
     size_t L = m->num_labels ? (size_t)m->num_labels : 1;
+    /* x, qkv, ctx, tmp (+ the zero row), ffn, emb, pool, logits, ids, pos_ids, type_ids, mask, ridx, keep */
     size_t sizes[WS_PARTS] = {
-        T * H, T * 3 * H, T * H, T * H, T * I,        m->E != m->H ? T * (size_t)m->E : 1, (size_t)B * m->P, T * L,
-        T,     T,         T,     T,     2 * (size_t)S};
+        T * H, T * 3 * H, T * H, T * H + H,     T * I, m->E != m->H ? T * (size_t)m->E : 1, (size_t)B * m->P, T * L, T,
+        T,     T,         T,     2 * (size_t)S, T};
     size_t o = 0;
     for (int i = 0; i < WS_PARTS; i++) {
         offs[i] = o;
@@ -479,6 +494,16 @@ static int ws_reserve(const struct nlpd_deberta *m, struct nlpd_deberta_ws *ws, 
         free(hp);
         return err ? err->code : NLPD_ENOMEM;
     }
+    float *zero = calloc((size_t)m->H, sizeof(float));
+    int rc = zero ? nlpd_backend_upload(&nb, (offs[3] + (size_t)B * S * m->H) * sizeof(float), zero,
+                                        (size_t)m->H * sizeof(float))
+                  : NLPD_ENOMEM;
+    free(zero);
+    if (rc) {
+        nlpd_backend_buffer_free(&nb);
+        free(hp);
+        return nlpd_error_set(err, rc, 0, "setting up a %d x %d workspace failed", B, S);
+    }
     nlpd_backend_buffer_free(&ws->buf);
     free(ws->host);
     ws->buf = nb;
@@ -494,6 +519,8 @@ static int ws_reserve(const struct nlpd_deberta *m, struct nlpd_deberta_ws *ws, 
     ws->type_ids = (int32_t *)(base + offs[10]);
     ws->mask = (int32_t *)(base + offs[11]);
     ws->ridx = (int32_t *)(base + offs[12]);
+    ws->keep = (int32_t *)(base + offs[13]);
+    ws->zero_row = B * S;
     return 0;
 }
 
@@ -540,6 +567,13 @@ static int upload_inputs(const struct nlpd_deberta *m, struct nlpd_deberta_ws *w
     const size_t tb = (size_t)T * sizeof(int32_t);
     int32_t *hp = ws->host;
     int rc = nlpd_backend_upload(&ws->buf, byte_off(ws, ws->ids), in->input_ids, tb);
+    ws->padded = 0;
+    for (int t = 0; in->attention_mask && t < T; t++) {
+        hp[t] = in->attention_mask[t] ? t : ws->zero_row;
+        ws->padded |= !in->attention_mask[t];
+    }
+    if (!rc && ws->padded)
+        rc = nlpd_backend_upload(&ws->buf, byte_off(ws, ws->keep), hp, tb);
     if (!rc && in->attention_mask) {
         rc = nlpd_backend_upload(&ws->buf, byte_off(ws, ws->mask), in->attention_mask, tb);
     } else if (!rc) {
@@ -639,9 +673,20 @@ int nlpd_deberta_forward(const struct nlpd_deberta *m, struct nlpd_deberta_ws *w
                                         .n_word = c->vocab_size,
                                         .n_pos = c->max_position_embeddings,
                                         .n_type = c->type_vocab_size};
+    /* DebertaV2Embeddings multiplies the LayerNorm output by the mask: padded rows gather the zero row */
+    struct nlpd_op zero_pad = {.kind = NLPD_OP_GATHER_ROWS};
+    zero_pad.u.gather_rows = (struct nlpd_op_gather_rows){.dst = ws->x,
+                                                          .src = ws->tmp,
+                                                          .idx = ws->keep,
+                                                          .rows = T,
+                                                          .cols = H,
+                                                          .src_rows = ws->zero_row + 1,
+                                                          .ld_dst = (size_t)H,
+                                                          .ld_src = (size_t)H};
     if ((rc = run(m, &op, err)) ||
         (E != H && (rc = matmul(m, ws->x, ws->emb, E, m->proj, (size_t)-1, T, H, E, NLPD_ACT_NONE, err))) ||
-        (rc = layer_norm(m, ws->x, ws->x, NULL, NULL, m->emb_g, m->emb_b, T, err)))
+        (rc = layer_norm(m, ws->padded ? ws->tmp : ws->x, ws->x, NULL, NULL, m->emb_g, m->emb_b, T, err)) ||
+        (ws->padded && (rc = run(m, &zero_pad, err))))
         return rc;
     size_t hsz = (size_t)T * H;
     if ((rc = save_hidden(ws, out->all_hidden, hsz)))

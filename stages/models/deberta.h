@@ -15,6 +15,10 @@ struct nlpd_deberta_ws;
 struct nlpd_deberta *nlpd_deberta_load(const char *dir, const struct nlpd_hf_config *cfg, enum nlpd_hf_task task,
                                        struct nlpd_backend *be, struct nlpd_error *err);
 void nlpd_deberta_free(struct nlpd_deberta *m);
+/* The kernel ops a model of this config runs (for the backend choice, nlpd_backend_opts.ops); returns their
+ * count. */
+#define NLPD_DEBERTA_MAX_OPS 8
+int nlpd_deberta_ops(const struct nlpd_hf_config *cfg, enum nlpd_op_kind ops[NLPD_DEBERTA_MAX_OPS]);
 enum nlpd_hf_task nlpd_deberta_task(const struct nlpd_deberta *m);
 int nlpd_deberta_num_labels(const struct nlpd_deberta *m);
 

@@ -156,7 +156,9 @@ static int load_all(struct loader *ld, struct nlpd_error *err)
     return 0;
 }
 
-static int open_backend(struct nlpd_encoder *enc, const struct nlpd_encoder_opts *opts, struct nlpd_error *err)
+/* ops/n_ops: what the model runs (NULL: any), so that "auto" can pass over a backend lacking one. */
+static int open_backend(struct nlpd_encoder *enc, const struct nlpd_encoder_opts *opts, const enum nlpd_op_kind *ops,
+                        int n_ops, struct nlpd_error *err)
 {
     if (opts && opts->be) {
         enc->be = opts->be;
@@ -176,6 +178,8 @@ static int open_backend(struct nlpd_encoder *enc, const struct nlpd_encoder_opts
         bo.dtype_strict = 1;
     }
     bo.threads = opts ? opts->threads : 0;
+    bo.ops = ops;
+    bo.n_ops = n_ops;
     if (!(enc->be = nlpd_backend_new_opts(&bo, err)))
         return err ? err->code : NLPD_EINVAL;
     enc->own_be = 1;
@@ -197,7 +201,10 @@ struct nlpd_encoder *nlpd_encoder_load(const char *dir, const struct nlpd_encode
     const struct nlpd_hf_config *c = &enc->cfg;
     enc->task = opts && opts->task > 0 ? (enum nlpd_hf_task)opts->task : c->task;
     if (c->arch == NLPD_HF_DEBERTA_V2) {
-        if (open_backend(enc, opts, err) || !(enc->deb = nlpd_deberta_load(dir, c, enc->task, enc->be, err)))
+        enum nlpd_op_kind ops[NLPD_DEBERTA_MAX_OPS];
+        int n_ops = nlpd_deberta_ops(c, ops);
+        if (open_backend(enc, opts, ops, n_ops, err) ||
+            !(enc->deb = nlpd_deberta_load(dir, c, enc->task, enc->be, err)))
             goto fail;
         enc->task = nlpd_deberta_task(enc->deb);
         enc->num_labels = nlpd_deberta_num_labels(enc->deb);
@@ -235,7 +242,7 @@ struct nlpd_encoder *nlpd_encoder_load(const char *dir, const struct nlpd_encode
         goto fail;
     }
 
-    if (open_backend(enc, opts, err))
+    if (open_backend(enc, opts, NULL, 0, err))
         goto fail;
     ld.w.planning = 1;
     if (load_all(&ld, err))

@@ -15,16 +15,16 @@
 #error "fastText model files are little-endian; this loader reads them in place"
 #endif
 
-#define FT_MAGIC 793712314
-#define FT_VERSION_MAX 12
-#define FT_DIM_MAX 10000
-#define FT_KSUB 256
+#define FT_MAGIC         793712314
+#define FT_VERSION_MAX   12
+#define FT_DIM_MAX       10000
+#define FT_KSUB          256
 #define FT_SIGMOID_TABLE 512
-#define FT_MAX_SIGMOID 8
-#define FT_MODEL_SUP 3
-#define FT_LABEL_PREFIX "__label__"
-#define FT_EOS "</s>"
-#define FT_MAX_FILE ((size_t)8 << 30) /* read whole; a bound against a device or a runaway file */
+#define FT_MAX_SIGMOID   8
+#define FT_MODEL_SUP     3
+#define FT_LABEL_PREFIX  "__label__"
+#define FT_EOS           "</s>"
+#define FT_MAX_FILE      ((size_t)8 << 30) /* read whole; a bound against a device or a runaway file */
 
 /* Product quantiser: nsubq sub-vectors of dsub floats (the last one lastdsub), 256 centroids each. */
 struct pq {
@@ -56,14 +56,14 @@ struct nlpd_ft_model {
     int64_t pruneidx_size;
     /* dictionary */
     int32_t size;
-    char *pool;          /* all entry strings, NUL-terminated */
-    uint32_t *word_off;  /* size */
-    uint32_t *word_len;  /* size */
-    int64_t *counts;     /* size */
+    char *pool;         /* all entry strings, NUL-terminated */
+    uint32_t *word_off; /* size */
+    uint32_t *word_len; /* size */
+    int64_t *counts;    /* size */
     struct word_slot *wtab;
     uint32_t wmask;
-    int32_t *sub;        /* subword ids of in-vocab words, word id first */
-    int64_t *sub_off;    /* nwords + 1 */
+    int32_t *sub;     /* subword ids of in-vocab words, word id first */
+    int64_t *sub_off; /* nwords + 1 */
     struct prune_slot *ptab;
     uint32_t pmask;
     /* matrices */
@@ -204,8 +204,8 @@ struct cur {
 
 static int truncated(struct cur *c, size_t need)
 {
-    return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: truncated in %s (need %zu bytes, %zu left)", c->name,
-                          c->ctx, need, c->left);
+    return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: truncated in %s (need %zu bytes, %zu left)", c->name, c->ctx,
+                          need, c->left);
 }
 
 static int take(struct cur *c, size_t n, const uint8_t **out)
@@ -442,8 +442,8 @@ static int build_subwords(struct cur *c, struct nlpd_ft_model *m, size_t file_si
         if (with_ngrams && !(len == 4 && !memcmp(w, FT_EOS, 4)))
             total += count_ngrams(m, w, len);
         if (total > limit)
-            return nlpd_error_set(c->err, NLPD_ERANGE, 0, "%s: words have too many char n-grams (over %llu)",
-                                  c->name, (unsigned long long)limit);
+            return nlpd_error_set(c->err, NLPD_ERANGE, 0, "%s: words have too many char n-grams (over %llu)", c->name,
+                                  (unsigned long long)limit);
     }
     m->sub_off[nwords] = (int64_t)total;
     m->sub = malloc(sizeof *m->sub * (total ? total : 1));
@@ -593,8 +593,7 @@ static int parse(struct cur *c, struct nlpd_ft_model *m, size_t file_size)
         snprintf(c->ctx, sizeof c->ctx, "dictionary entry %d", i);
         const uint8_t *nul = memchr(c->p, 0, c->left);
         if (!nul)
-            return bad(c, "truncated in dictionary entry %d (string not NUL-terminated, %zu bytes left)", i,
-                       c->left);
+            return bad(c, "truncated in dictionary entry %d (string not NUL-terminated, %zu bytes left)", i, c->left);
         size_t len = (size_t)(nul - c->p);
         if (len >= UINT32_MAX - pool_len)
             return bad(c, "dictionary strings exceed 4 GiB at entry %d", i);
@@ -620,8 +619,7 @@ static int parse(struct cur *c, struct nlpd_ft_model *m, size_t file_size)
     if (m->pruneidx_size > 0) {
         snprintf(c->ctx, sizeof c->ctx, "pruned n-gram index");
         if ((uint64_t)m->pruneidx_size > c->left / 8)
-            return truncated(c, (uint64_t)m->pruneidx_size > SIZE_MAX / 8 ? SIZE_MAX
-                                                                            : (size_t)m->pruneidx_size * 8);
+            return truncated(c, (uint64_t)m->pruneidx_size > SIZE_MAX / 8 ? SIZE_MAX : (size_t)m->pruneidx_size * 8);
         uint32_t cap = pow2_at_least((uint64_t)m->pruneidx_size * 2);
         m->ptab = malloc(sizeof *m->ptab * cap);
         if (!m->ptab)
@@ -1141,8 +1139,8 @@ float nlpd_ft_probability(float tool_prob)
     return p <= 0.0 ? 0.0f : p >= 1.0 ? 1.0f : (float)p;
 }
 
-int nlpd_ft_predict(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s, const char *text, size_t len,
-                    int k, float threshold, struct nlpd_ft_pred *out)
+int nlpd_ft_predict(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s, const char *text, size_t len, int k,
+                    float threshold, struct nlpd_ft_pred *out)
 {
     return nlpd_ft_predict_ex(m, s, text, len, 0, k, threshold, out, NULL);
 }

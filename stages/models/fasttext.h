@@ -44,8 +44,8 @@ void nlpd_ft_scratch_free(struct nlpd_ft_scratch *s);
  * The text is split as fastText splits a line (space, \t, \n, \r, \v, \f, \0 separate tokens) and one
  * end-of-sentence token is appended, exactly as `predict-prob` does for a newline-terminated line.
  * Returns the number of predictions written to out (0..k), or a negative NLPD_E* code. */
-int nlpd_ft_predict(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s, const char *text, size_t len,
-                    int k, float threshold, struct nlpd_ft_pred *out);
+int nlpd_ft_predict(const struct nlpd_ft_model *m, struct nlpd_ft_scratch *s, const char *text, size_t len, int k,
+                    float threshold, struct nlpd_ft_pred *out);
 
 /* Like predict-prob, a literal "</s>" token ends the text: nlpd_ft_predict ignores what follows it.
  * nlpd_ft_predict_ex sets *consumed (may be NULL) to the bytes used up to that token and one separator

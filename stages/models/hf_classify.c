@@ -235,9 +235,9 @@ int nlpd_hf_forward(const struct nlpd_hf_model *m, struct nlpd_hf_ws *ws, const 
     return 0;
 }
 
-int nlpd_hf_classify(const struct nlpd_hf_model *m, struct nlpd_hf_ws *ws, const char *const *texts,
-                     const size_t *lens, size_t n, size_t max_tokens, const struct nlpd_encoding **enc,
-                     const float **logits, struct nlpd_error *err)
+int nlpd_hf_classify(const struct nlpd_hf_model *m, struct nlpd_hf_ws *ws, const char *const *texts, const size_t *lens,
+                     size_t n, size_t max_tokens, const struct nlpd_encoding **enc, const float **logits,
+                     struct nlpd_error *err)
 {
     size_t old = ws->encs_cap;
     if (grow(&ws->encs, &ws->encs_cap, n, sizeof *ws->encs))

@@ -47,9 +47,9 @@ int nlpd_hf_forward(const struct nlpd_hf_model *m, struct nlpd_hf_ws *ws, const 
                     const float **logits, struct nlpd_error *err);
 
 /* Tokenizes n texts (truncated to the model's maximum) and runs them: enc[i] (in ws) and logits[i] as above. */
-int nlpd_hf_classify(const struct nlpd_hf_model *m, struct nlpd_hf_ws *ws, const char *const *texts,
-                     const size_t *lens, size_t n, size_t max_tokens, const struct nlpd_encoding **enc,
-                     const float **logits, struct nlpd_error *err);
+int nlpd_hf_classify(const struct nlpd_hf_model *m, struct nlpd_hf_ws *ws, const char *const *texts, const size_t *lens,
+                     size_t n, size_t max_tokens, const struct nlpd_encoding **enc, const float **logits,
+                     struct nlpd_error *err);
 
 /* Softmax / sigmoid over one row of n logits into out (double accumulation, as torch does in float32). */
 void nlpd_hf_softmax(const float *logits, int n, float *out);

@@ -224,7 +224,8 @@ static int parse_root(json_t *root, const char *name, struct nlpd_hf_config *c, 
     else
         return nlpd_error_set(
             err, NLPD_EFORMAT, 0,
-            "%s: unsupported model_type \"%s\" (bert, roberta, xlm-roberta, camembert, distilbert, deberta-v2)", name, t);
+            "%s: unsupported model_type \"%s\" (bert, roberta, xlm-roberta, camembert, distilbert, deberta-v2)", name,
+            t);
     int dist = c->arch == NLPD_HF_DISTILBERT, deb = c->arch == NLPD_HF_DEBERTA_V2, rc;
     json_t *arr = json_object_get(root, "architectures");
     if (json_is_array(arr) && json_array_size(arr) > 0 && copy_name(c->architecture, json_array_get(arr, 0)))

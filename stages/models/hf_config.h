@@ -55,7 +55,7 @@ struct nlpd_hf_config {
     enum nlpd_act hidden_act;
     int pad_token_id, bos_token_id, eos_token_id; /* -1 when absent */
     int num_labels;
-    char **id2label; /* num_labels strings ("LABEL_i" when the config has none) */
+    char **id2label;                /* num_labels strings ("LABEL_i" when the config has none) */
     struct nlpd_hf_deberta deberta; /* arch NLPD_HF_DEBERTA_V2 only */
 };
 

@@ -113,13 +113,13 @@ struct added {
 
 struct nlpd_marian_tok {
     struct nlpd_spm *src, *tgt;
-    struct shash enc;  /* vocab.json: token -> id */
-    char **dec;        /* id -> token (target vocab with separate_vocabs), NULL for holes */
+    struct shash enc; /* vocab.json: token -> id */
+    char **dec;       /* id -> token (target vocab with separate_vocabs), NULL for holes */
     size_t *dec_len;
-    size_t ndec;       /* max id + 1 */
+    size_t ndec; /* max id + 1 */
     struct added *added;
     size_t nadded;
-    char **special;    /* all_special_tokens */
+    char **special; /* all_special_tokens */
     size_t *special_len;
     size_t nspecial;
     int32_t *special_ids;
@@ -254,8 +254,8 @@ static int load_vocab(json_t *v, const char *file, struct shash *h, char ***dec,
     json_object_foreach(v, k, val)
     {
         if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 30))
-            return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: the id of \"%.64s\" is not an integer in [0, 2^30)",
-                                  file, k);
+            return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: the id of \"%.64s\" is not an integer in [0, 2^30)", file,
+                                  k);
         if ((size_t)json_integer_value(val) > maxid)
             maxid = (size_t)json_integer_value(val);
         count++;
@@ -381,8 +381,8 @@ struct nlpd_marian_tok *nlpd_marian_tok_load(const char *dir, struct nlpd_error 
         long id = strtol(k, &end, 10);
         const char *s = tok_content(val);
         if (*end || id < 0 || id >= (1L << 30) || !s || !*s) {
-            rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s/tokenizer_config.json: bad added_tokens_decoder entry \"%.32s\"",
-                                dir, k);
+            rc = nlpd_error_set(err, NLPD_EFORMAT, 0,
+                                "%s/tokenizer_config.json: bad added_tokens_decoder entry \"%.32s\"", dir, k);
             goto fail;
         }
         if (add_added(t, s, (int32_t)id, json_is_true(json_object_get(val, "lstrip")),
@@ -467,7 +467,8 @@ static size_t py_space_at(const unsigned char *s, size_t n)
     if (c == 0xe1 && n >= 3 && s[1] == 0x9a && s[2] == 0x80) /* U+1680 */
         return 3;
     if (c == 0xe2 && n >= 3) {
-        if (s[1] == 0x80 && (s[2] <= 0x8a || s[2] == 0xa8 || s[2] == 0xa9 || s[2] == 0xaf)) /* U+2000-200A 2028 2029 202F */
+        if (s[1] == 0x80 &&
+            (s[2] <= 0x8a || s[2] == 0xa8 || s[2] == 0xa9 || s[2] == 0xaf)) /* U+2000-200A 2028 2029 202F */
             return 3;
         if (s[1] == 0x81 && s[2] == 0x9f) /* U+205F */
             return 3;
@@ -781,8 +782,8 @@ int nlpd_marian_tok_decode(const struct nlpd_marian_tok *t, const int32_t *ids, 
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
         if (id < 0 || (size_t)id >= t->ndec) {
-            rc = nlpd_error_set(err, NLPD_ERANGE, 0, "Marian decode: id %d is outside the vocabulary [0, %zu)",
-                                (int)id, t->ndec);
+            rc = nlpd_error_set(err, NLPD_ERANGE, 0, "Marian decode: id %d is outside the vocabulary [0, %zu)", (int)id,
+                                t->ndec);
             goto done;
         }
         if (skip_special_tokens && is_special_id(t, id))

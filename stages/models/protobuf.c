@@ -23,8 +23,7 @@ int nlpd_pb_field(struct nlpd_pb *b, uint32_t *field, uint32_t *wt, uint64_t *va
     *field = (uint32_t)(key >> 3);
     *wt = (uint32_t)(key & 7);
     switch (*wt) {
-    case 0:
-        return nlpd_pb_varint(b, val);
+    case 0: return nlpd_pb_varint(b, val);
     case 1:
         if (b->end - b->p < 8)
             return -1;
@@ -48,7 +47,6 @@ int nlpd_pb_field(struct nlpd_pb *b, uint32_t *field, uint32_t *wt, uint64_t *va
         *val = (uint64_t)b->p[0] | (uint64_t)b->p[1] << 8 | (uint64_t)b->p[2] << 16 | (uint64_t)b->p[3] << 24;
         b->p += 4;
         return 0;
-    default:
-        return -1;
+    default: return -1;
     }
 }

@@ -315,8 +315,9 @@ static struct nlpd_safetensors *open_index(const char *path, struct nlpd_error *
             goto fail;
         }
         size_t k = 0;
-        while (k < st->nparts && strcmp(strrchr(st->parts[k]->path, '/') ? strrchr(st->parts[k]->path, '/') + 1
-                                                                          : st->parts[k]->path, file))
+        while (
+            k < st->nparts &&
+            strcmp(strrchr(st->parts[k]->path, '/') ? strrchr(st->parts[k]->path, '/') + 1 : st->parts[k]->path, file))
             k++;
         if (k == st->nparts) {
             char *fp = malloc(dl + strlen(file) + 1);
@@ -383,7 +384,8 @@ struct nlpd_safetensors *nlpd_safetensors_open(const char *path, struct nlpd_err
     }
     nlpd_error_set(err, NLPD_ENOTFOUND, 0,
                    "%s: no such file, nor model.safetensors.index.json, pytorch_model.bin or "
-                   "pytorch_model.bin.index.json beside it", path);
+                   "pytorch_model.bin.index.json beside it",
+                   path);
     return NULL;
 }
 

@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "protobuf.h"
 #include "nlpd_util.h"
+#include "protobuf.h"
 
-#define SPM_MAX_FILE ((size_t)1 << 30)
-#define SPM_MAX_PIECES ((size_t)1 << 24)
+#define SPM_MAX_FILE      ((size_t)1 << 30)
+#define SPM_MAX_PIECES    ((size_t)1 << 24)
 #define KMAX_TRIE_RESULTS 32 /* Normalizer::kMaxTrieResultsSize */
 
 static const char kSpace[] = "\xe2\x96\x81"; /* U+2581 */
@@ -202,7 +202,7 @@ static size_t bt_longest_prefix(const struct btrie *t, const char *s, size_t len
 /* ------------------------------------------------------------------ UTF-8 as sentencepiece's util.cc */
 static inline size_t one_char_len(uint8_t c)
 {
-    return (size_t)"\1\1\1\1\1\1\1\1\1\1\1\1\2\2\3\4"[c >> 4];
+    return (size_t) "\1\1\1\1\1\1\1\1\1\1\1\1\2\2\3\4"[c >> 4];
 }
 
 static inline int is_trail(uint8_t c)
@@ -439,8 +439,7 @@ static int charsmap_init(struct nlpd_spm *m, struct normspec *ns, const char *wh
                               which);
     ns->trie_units = tsize / 4;
     if (ns->trie_units == 0)
-        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: %s precompiled_charsmap has an empty trie", m->name,
-                              which);
+        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: %s precompiled_charsmap has an empty trie", m->name, which);
     ns->trie = malloc(ns->trie_units * sizeof *ns->trie);
     ns->normalized_len = len - 4 - tsize;
     ns->normalized = dup_bytes(b + 4 + tsize, ns->normalized_len);
@@ -706,8 +705,8 @@ static size_t norm_prefix(const struct normspec *ns, const struct btrie *user, c
     return mblen;
 }
 
-static int normalize(const struct normspec *ns, const struct btrie *user, int ws_suffix, const uint8_t *in,
-                     size_t len, struct sbuf *out)
+static int normalize(const struct normspec *ns, const struct btrie *user, int ws_suffix, const uint8_t *in, size_t len,
+                     struct sbuf *out)
 {
     out->n = 0;
     if (sbuf_reserve(out, 0) < 0)
@@ -1064,8 +1063,8 @@ int nlpd_spm_encode(const struct nlpd_spm *m, const char *text, size_t len, stru
             if (ty == NLPD_SPM_UNUSED)
                 continue;
             size_t length = kp - start;
-            double score = ty == NLPD_SPM_USER_DEFINED ? (double)((float)length * m->max_score) - 0.1
-                                                       : (double)m->score[id];
+            double score =
+                ty == NLPD_SPM_USER_DEFINED ? (double)((float)length * m->max_score) - 0.1 : (double)m->score[id];
             double cand = score + (double)till_here;
             struct best *tn = &bp[kp];
             if (tn->start == -1 || cand > (double)tn->score) {

@@ -11,8 +11,8 @@
 
 #include "tokenizer_internal.h"
 
-#define MAX_IDS (1 << 24)      /* a vocabulary id above this is a broken file, not a model */
-#define MAX_NEST 32            /* Sequence nesting */
+#define MAX_IDS  (1 << 24) /* a vocabulary id above this is a broken file, not a model */
+#define MAX_NEST 32        /* Sequence nesting */
 
 /* ------------------------------------------------------------------ JSON helpers (errors name file and key) */
 
@@ -102,14 +102,14 @@ static int32_t single_cp(const char *s, size_t len)
 /* ------------------------------------------------------------------ normalizer */
 
 static const unsigned char b64tab[256] = {
-    ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,  ['H'] = 8,  ['I'] = 9,
-    ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16, ['Q'] = 17, ['R'] = 18,
-    ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24, ['Y'] = 25, ['Z'] = 26, ['a'] = 27,
-    ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32, ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36,
-    ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45,
-    ['t'] = 46, ['u'] = 47, ['v'] = 48, ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54,
-    ['2'] = 55, ['3'] = 56, ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63,
-    ['/'] = 64,
+    ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,  ['H'] = 8,
+    ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
+    ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
+    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
+    ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
+    ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
+    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
 };
 
 static uint8_t *b64_decode(const char *s, size_t len, size_t *out_len)
@@ -149,7 +149,7 @@ static int pattern_of(struct jctx *c, json_t *obj, const char *path, int32_t **p
         return to_cps(json_string_value(s), json_string_length(s), pat, pat_n);
     if (r && json_is_string(r)) {
         struct nlpd_error why = {0};
-        *rx = trx_compile(json_string_value(r), json_string_length(r), &why);
+        *rx = nlpd_trx_compile(json_string_value(r), json_string_length(r), &why);
         if (!*rx)
             return nlpd_error_set(c->err, why.code, 0, "%s: %s: pattern: unsupported regex \"%.80s\": %s", c->file,
                                   path, json_string_value(r), why.message);
@@ -187,7 +187,7 @@ static int load_normalizer(struct jctx *c, json_t *j, struct tnorm *n, int depth
             uint8_t *blob = b64_decode(b64, len, &bl);
             if (!blob)
                 return jfail(c, "normalizer.precompiled_charsmap", "invalid base64");
-            if (tnorm_precompiled_init(n, blob, bl) < 0)
+            if (nlpd_tnorm_precompiled_init(n, blob, bl) < 0)
                 return jfail(c, "normalizer.precompiled_charsmap", "malformed charsmap (bad trie size)");
         }
     } else if (!strcmp(type, "NFC")) {
@@ -245,8 +245,7 @@ static int load_normalizer(struct jctx *c, json_t *j, struct tnorm *n, int depth
 
 /* ------------------------------------------------------------------ pre-tokenizer */
 
-static int behavior_of(struct jctx *c, json_t *j, const char *path, enum tsplit_behavior def,
-                       enum tsplit_behavior *out)
+static int behavior_of(struct jctx *c, json_t *j, const char *path, enum tsplit_behavior def, enum tsplit_behavior *out)
 {
     const char *b = NULL;
     int rc = jstr(c, j, "behavior", path, 0, &b, NULL);
@@ -344,8 +343,7 @@ static int load_pretok(struct jctx *c, json_t *j, struct tpre *p, int depth)
                 return rc;
         }
     } else {
-        return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: pre_tokenizer.type: unsupported \"%.60s\"", c->file,
-                              type);
+        return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: pre_tokenizer.type: unsupported \"%.60s\"", c->file, type);
     }
     return 0;
 }
@@ -407,7 +405,7 @@ static int load_decoder(struct jctx *c, json_t *j, struct tdec *d, int depth)
         d->type = TD_METASPACE;
         d->replacement = p.replacement;
         d->prepend_scheme = p.prepend_scheme;
-        tpre_free(&p);
+        nlpd_tpre_free(&p);
         if (rc < 0)
             return rc;
     } else if (!strcmp(type, "ByteLevel")) {
@@ -440,8 +438,8 @@ static int load_decoder(struct jctx *c, json_t *j, struct tdec *d, int depth)
     } else if (!strcmp(type, "CTC")) {
         d->type = TD_CTC;
         if ((rc = dup_json_str(c, j, "pad_token", "decoder.pad_token", "<pad>", &d->s1, &d->s1_len)) < 0 ||
-            (rc = dup_json_str(c, j, "word_delimiter_token", "decoder.word_delimiter_token", "|", &d->s2,
-                               &d->s2_len)) < 0 ||
+            (rc = dup_json_str(c, j, "word_delimiter_token", "decoder.word_delimiter_token", "|", &d->s2, &d->s2_len)) <
+                0 ||
             (rc = jbool(c, j, "cleanup", "decoder.cleanup", 1, &d->cleanup)) < 0)
             return rc;
     } else if (!strcmp(type, "Sequence")) {
@@ -479,16 +477,17 @@ static int load_vocab_object(struct jctx *c, json_t *vocab, struct tmodel *m)
         return jfail(c, "model.vocab", "expected an object");
     if (json_object_size(vocab) > MAX_IDS)
         return jfail(c, "model.vocab", "too large");
-    int rc = tvocab_init(&m->vocab, json_object_size(vocab));
+    int rc = nlpd_tvocab_init(&m->vocab, json_object_size(vocab));
     if (rc < 0)
         return rc;
     const char *key;
     json_t *v;
-    json_object_foreach(vocab, key, v) {
+    json_object_foreach(vocab, key, v)
+    {
         int32_t id;
         if ((rc = id_of(c, v, "model.vocab", &id)) < 0)
             return rc;
-        if ((rc = tvocab_set(&m->vocab, key, strlen(key), id)) < 0)
+        if ((rc = nlpd_tvocab_set(&m->vocab, key, strlen(key), id)) < 0)
             return rc;
     }
     return 0;
@@ -506,7 +505,7 @@ static int dup_str(const char *s, size_t len, char **out, size_t *out_len)
 }
 
 /* Finishes a Unigram model: scores by id and the derived limits. */
-int tok_unigram_finish(struct tmodel *m)
+int nlpd_tok_unigram_finish(struct tmodel *m)
 {
     m->min_score = 0;
     int first = 1;
@@ -524,10 +523,10 @@ int tok_unigram_finish(struct tmodel *m)
 }
 
 /* Adds merges "a b" (rank = index) for BPE; the merged token must be in the vocabulary. */
-int tok_bpe_add_merge(struct tmodel *m, const char *a, size_t al, const char *b, size_t bl, int32_t rank,
-                      struct nlpd_error *err)
+int nlpd_tok_bpe_add_merge(struct tmodel *m, const char *a, size_t al, const char *b, size_t bl, int32_t rank,
+                           struct nlpd_error *err)
 {
-    int32_t ia = tvocab_get(&m->vocab, a, al), ib = tvocab_get(&m->vocab, b, bl);
+    int32_t ia = nlpd_tvocab_get(&m->vocab, a, al), ib = nlpd_tvocab_get(&m->vocab, b, bl);
     if (ia < 0 || ib < 0)
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "merge token not in the vocabulary");
     size_t skip = 0;
@@ -540,12 +539,12 @@ int tok_bpe_add_merge(struct tmodel *m, const char *a, size_t al, const char *b,
         return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
     memcpy(buf, a, al);
     memcpy(buf + al, b + skip, bl - skip);
-    int32_t id = tvocab_get(&m->vocab, buf, nl);
+    int32_t id = nlpd_tvocab_get(&m->vocab, buf, nl);
     if (buf != stackbuf)
         free(buf);
     if (id < 0)
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "merged token not in the vocabulary");
-    int rc = tmodel_merge_add(m, ia, ib, rank, id);
+    int rc = nlpd_tmodel_merge_add(m, ia, ib, rank, id);
     return rc < 0 ? nlpd_error_set(err, rc, 0, "out of memory") : rc;
 }
 
@@ -577,7 +576,7 @@ static int load_model(struct jctx *c, json_t *j, struct tmodel *m)
         m->max_input_chars = mx && json_is_integer(mx) ? (size_t)json_integer_value(mx) : 100;
         if ((rc = dup_str(prefix ? prefix : "##", prefix ? plen : 2, &m->prefix, &m->prefix_len)) < 0)
             return rc;
-        m->unk_id = tvocab_get(&m->vocab, unk, unk_len);
+        m->unk_id = nlpd_tvocab_get(&m->vocab, unk, unk_len);
         if (m->unk_id < 0)
             return jfail(c, "model.unk_token", "not in the vocabulary");
     } else if (!strcmp(type, "Unigram")) {
@@ -588,7 +587,7 @@ static int load_model(struct jctx *c, json_t *j, struct tmodel *m)
         size_t n = json_array_size(vocab);
         if (n == 0 || n > MAX_IDS)
             return jfail(c, "model.vocab", "empty or too large");
-        if ((rc = tvocab_init(&m->vocab, n)) < 0)
+        if ((rc = nlpd_tvocab_init(&m->vocab, n)) < 0)
             return rc;
         m->scores = calloc(n, sizeof *m->scores);
         if (!m->scores)
@@ -598,7 +597,7 @@ static int load_model(struct jctx *c, json_t *j, struct tmodel *m)
             json_t *p = json_array_get(e, 0), *s = json_array_get(e, 1);
             if (!json_is_array(e) || json_array_size(e) != 2 || !json_is_string(p) || !json_is_number(s))
                 return jfail(c, "model.vocab", "expected [piece, score] entries");
-            if ((rc = tvocab_set(&m->vocab, json_string_value(p), json_string_length(p), (int32_t)i)) < 0)
+            if ((rc = nlpd_tvocab_set(&m->vocab, json_string_value(p), json_string_length(p), (int32_t)i)) < 0)
                 return rc;
             m->scores[i] = json_number_value(s);
         }
@@ -610,15 +609,14 @@ static int load_model(struct jctx *c, json_t *j, struct tmodel *m)
         }
         if ((rc = jbool(c, j, "byte_fallback", "model.byte_fallback", 0, &m->byte_fallback)) < 0)
             return rc;
-        tok_unigram_finish(m);
+        nlpd_tok_unigram_finish(m);
     } else if (!strcmp(type, "BPE")) {
         m->type = TM_BPE;
         const char *unk, *prefix, *suffix;
         size_t unk_len, plen, slen;
         if ((rc = load_vocab_object(c, vocab, m)) < 0 ||
             (rc = jstr(c, j, "unk_token", "model.unk_token", 0, &unk, &unk_len)) < 0 ||
-            (rc = jstr(c, j, "continuing_subword_prefix", "model.continuing_subword_prefix", 0, &prefix, &plen)) <
-                0 ||
+            (rc = jstr(c, j, "continuing_subword_prefix", "model.continuing_subword_prefix", 0, &prefix, &plen)) < 0 ||
             (rc = jstr(c, j, "end_of_word_suffix", "model.end_of_word_suffix", 0, &suffix, &slen)) < 0 ||
             (rc = jbool(c, j, "fuse_unk", "model.fuse_unk", 0, &m->fuse_unk)) < 0 ||
             (rc = jbool(c, j, "byte_fallback", "model.byte_fallback", 0, &m->byte_fallback)) < 0 ||
@@ -629,7 +627,7 @@ static int load_model(struct jctx *c, json_t *j, struct tmodel *m)
         if (suffix && slen && (rc = dup_str(suffix, slen, &m->suffix, &m->suffix_len)) < 0)
             return rc;
         if (unk) {
-            m->unk_id = tvocab_get(&m->vocab, unk, unk_len);
+            m->unk_id = nlpd_tvocab_get(&m->vocab, unk, unk_len);
             if (m->unk_id < 0)
                 return jfail(c, "model.unk_token", "not in the vocabulary");
         }
@@ -658,7 +656,7 @@ static int load_model(struct jctx *c, json_t *j, struct tmodel *m)
                 return jfail(c, "model.merges", "expected \"a b\" strings or [a, b] pairs");
             }
             struct nlpd_error why = {0};
-            rc = tok_bpe_add_merge(m, a, al, b, bl, (int32_t)i, &why);
+            rc = nlpd_tok_bpe_add_merge(m, a, al, b, bl, (int32_t)i, &why);
             if (rc < 0)
                 return nlpd_error_set(c->err, rc, 0, "%s: model.merges[%zu]: %s", c->file, i, why.message);
         }
@@ -670,11 +668,11 @@ static int load_model(struct jctx *c, json_t *j, struct tmodel *m)
 
 /* ------------------------------------------------------------------ added tokens */
 
-int tok_add_token(struct nlpd_tokenizer *t, const char *content, size_t len, int32_t id, int special,
-                  int single_word, int lstrip, int rstrip, int normalized)
+int nlpd_tok_add_token(struct nlpd_tokenizer *t, const char *content, size_t len, int32_t id, int special,
+                       int single_word, int lstrip, int rstrip, int normalized)
 {
     if (len == 0)
-        return 0; /* HF ignores empty added tokens */
+        return 0;                          /* HF ignores empty added tokens */
     for (size_t i = 0; i < t->nadded; i++) /* same content: the later entry wins */
         if (t->added[i].len == len && !memcmp(t->added[i].content, content, len)) {
             t->added[i].id = id;
@@ -735,7 +733,7 @@ static int load_added(struct jctx *c, json_t *a, struct nlpd_tokenizer *t)
             (rc = jbool(c, e, "rstrip", "added_tokens.rstrip", 0, &rs)) < 0 ||
             (rc = jbool(c, e, "normalized", "added_tokens.normalized", !special, &norm)) < 0)
             return rc;
-        if ((rc = tok_add_token(t, content, len, id, special, sw, ls, rs, norm)) < 0)
+        if ((rc = nlpd_tok_add_token(t, content, len, id, special, sw, ls, rs, norm)) < 0)
             return rc;
     }
     return 0;
@@ -747,8 +745,8 @@ static int special_ids(struct jctx *c, json_t *st, const char *name, int32_t **i
 {
     json_t *e = json_object_get(st, name);
     if (!json_is_object(e))
-        return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: post_processor.special_tokens: \"%.60s\" missing",
-                              c->file, name);
+        return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: post_processor.special_tokens: \"%.60s\" missing", c->file,
+                              name);
     json_t *a = json_object_get(e, "ids");
     if (!json_is_array(a) || json_array_size(a) > 64)
         return jfail(c, "post_processor.special_tokens.ids", "expected an array");
@@ -764,8 +762,7 @@ static int special_ids(struct jctx *c, json_t *st, const char *name, int32_t **i
     return 0;
 }
 
-static int load_template(struct jctx *c, json_t *a, json_t *st, struct tpl_item **items, size_t *n,
-                         const char *path)
+static int load_template(struct jctx *c, json_t *a, json_t *st, struct tpl_item **items, size_t *n, const char *path)
 {
     if (!json_is_array(a))
         return jfail(c, path, "expected an array");
@@ -812,7 +809,7 @@ static int pair_token(struct jctx *c, json_t *j, const char *key, int32_t *id)
 }
 
 /* Builds the Bert/Roberta layouts as templates. */
-int tok_post_bert_like(struct tpost *p, int32_t cls, int32_t sep, int roberta)
+int nlpd_tok_post_bert_like(struct tpost *p, int32_t cls, int32_t sep, int roberta)
 {
     p->nsingle = 3;
     p->npair = roberta ? 6 : 5;
@@ -877,13 +874,12 @@ static int load_post(struct jctx *c, json_t *j, struct tpost *p, int depth)
             return rc;
         if (p->has_template)
             return jfail(c, "post_processor", "more than one template in a Sequence");
-        if ((rc = tok_post_bert_like(p, cls, sep, roberta)) < 0)
+        if ((rc = nlpd_tok_post_bert_like(p, cls, sep, roberta)) < 0)
             return rc;
         p->has_template = 1;
         if (roberta) {
             if ((rc = jbool(c, j, "trim_offsets", "post_processor.trim_offsets", 1, &p->trim_offsets)) < 0 ||
-                (rc = jbool(c, j, "add_prefix_space", "post_processor.add_prefix_space", 1, &p->add_prefix_space)) <
-                    0)
+                (rc = jbool(c, j, "add_prefix_space", "post_processor.add_prefix_space", 1, &p->add_prefix_space)) < 0)
                 return rc;
         }
     } else if (!strcmp(type, "ByteLevel")) {
@@ -898,15 +894,14 @@ static int load_post(struct jctx *c, json_t *j, struct tpost *p, int depth)
             if ((rc = load_post(c, json_array_get(a, i), p, depth + 1)) < 0)
                 return rc;
     } else {
-        return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: post_processor.type: unsupported \"%.60s\"", c->file,
-                              type);
+        return nlpd_error_set(c->err, NLPD_EFORMAT, 0, "%s: post_processor.type: unsupported \"%.60s\"", c->file, type);
     }
     return 0;
 }
 
 /* ------------------------------------------------------------------ object lifetime */
 
-struct nlpd_tokenizer *tok_new(void)
+struct nlpd_tokenizer *nlpd_tok_new(void)
 {
     struct nlpd_tokenizer *t = calloc(1, sizeof *t);
     if (t)
@@ -919,14 +914,14 @@ void nlpd_tokenizer_free(struct nlpd_tokenizer *t)
     if (!t)
         return;
     if (t->norm) {
-        tnorm_free(t->norm);
+        nlpd_tnorm_free(t->norm);
         free(t->norm);
     }
     if (t->pre) {
-        tpre_free(t->pre);
+        nlpd_tpre_free(t->pre);
         free(t->pre);
     }
-    tmodel_free(&t->model);
+    nlpd_tmodel_free(&t->model);
     for (size_t i = 0; i < t->nadded; i++) {
         free(t->added[i].content);
         free(t->added[i].cps);
@@ -942,14 +937,14 @@ void nlpd_tokenizer_free(struct nlpd_tokenizer *t)
     free(t->dec_str);
     free(t->dec_special);
     if (t->dec) {
-        tdec_free(t->dec);
+        nlpd_tdec_free(t->dec);
         free(t->dec);
     }
     free(t);
 }
 
 /* Indexes the added tokens (id -> string, first-char filter) and picks the pad id once everything is loaded. */
-int tok_finish(struct nlpd_tokenizer *t, const char *pad_token)
+int nlpd_tok_finish(struct nlpd_tokenizer *t, const char *pad_token)
 {
     int32_t nids = t->model.vocab.nids;
     for (size_t i = 0; i < t->nadded; i++)
@@ -972,7 +967,7 @@ int tok_finish(struct nlpd_tokenizer *t, const char *pad_token)
         if (a->special) {
             /* the Rust library skips by content: a vocabulary token with the same string goes too */
             t->dec_special[a->id] = 1;
-            int32_t v = tvocab_get(&t->model.vocab, a->content, a->len);
+            int32_t v = nlpd_tvocab_get(&t->model.vocab, a->content, a->len);
             if (v >= 0)
                 t->dec_special[v] = 1;
         }
@@ -992,7 +987,7 @@ int tok_finish(struct nlpd_tokenizer *t, const char *pad_token)
             if (!strcmp(t->added[k].content, cands[i]))
                 t->pad_id = t->added[k].id;
         if (t->pad_id < 0)
-            t->pad_id = tvocab_get(&t->model.vocab, cands[i], strlen(cands[i]));
+            t->pad_id = nlpd_tvocab_get(&t->model.vocab, cands[i], strlen(cands[i]));
     }
     if (t->pad_id < 0)
         t->pad_id = 0;
@@ -1006,7 +1001,7 @@ int tok_finish(struct nlpd_tokenizer *t, const char *pad_token)
 static struct nlpd_tokenizer *load_json_root(json_t *root, const char *file, struct nlpd_error *err)
 {
     struct jctx c = {file, err};
-    struct nlpd_tokenizer *t = tok_new();
+    struct nlpd_tokenizer *t = nlpd_tok_new();
     if (!t) {
         nlpd_error_set(err, NLPD_ENOMEM, 0, "%s: out of memory", file);
         return NULL;
@@ -1040,10 +1035,9 @@ static struct nlpd_tokenizer *load_json_root(json_t *root, const char *file, str
         if (!t->dec || (rc = load_decoder(&c, v, t->dec, 0)) < 0)
             goto fail;
     }
-    if ((v = json_object_get(root, "post_processor")) && !json_is_null(v) &&
-        (rc = load_post(&c, v, &t->post, 0)) < 0)
+    if ((v = json_object_get(root, "post_processor")) && !json_is_null(v) && (rc = load_post(&c, v, &t->post, 0)) < 0)
         goto fail;
-    if ((rc = tok_finish(t, NULL)) < 0)
+    if ((rc = nlpd_tok_finish(t, NULL)) < 0)
         goto fail;
     return t;
 fail:
@@ -1053,8 +1047,7 @@ fail:
     return NULL;
 }
 
-struct nlpd_tokenizer *nlpd_tokenizer_load_json(const char *json, size_t len, const char *name,
-                                                struct nlpd_error *err)
+struct nlpd_tokenizer *nlpd_tokenizer_load_json(const char *json, size_t len, const char *name, struct nlpd_error *err)
 {
     nlpd_error_clear(err);
     json_error_t je;

@@ -13,14 +13,14 @@ struct nlpd_tokenizer;
 struct nlpd_tok_scratch;
 
 struct nlpd_encoding {
-    size_t n;              /* number of tokens */
-    int32_t *ids;          /* token ids */
-    int32_t *type_ids;     /* segment ids (0 for the first sequence, 1 for the pair) */
-    int32_t *starts;       /* offsets into the ORIGINAL text of the token's sequence, */
-    int32_t *ends;         /*   in Unicode code points, as transformers' fast tokenizers give them */
-    uint8_t *special;      /* 1 for tokens added by the post-processor ([CLS], </s>, ...) */
-    int32_t *sequence;     /* 0 or 1: which input the token came from; -1 for special tokens */
-    size_t cap;            /* allocated length (internal) */
+    size_t n;                         /* number of tokens */
+    int32_t *ids;                     /* token ids */
+    int32_t *type_ids;                /* segment ids (0 for the first sequence, 1 for the pair) */
+    int32_t *starts;                  /* offsets into the ORIGINAL text of the token's sequence, */
+    int32_t *ends;                    /*   in Unicode code points, as transformers' fast tokenizers give them */
+    uint8_t *special;                 /* 1 for tokens added by the post-processor ([CLS], </s>, ...) */
+    int32_t *sequence;                /* 0 or 1: which input the token came from; -1 for special tokens */
+    size_t cap;                       /* allocated length (internal) */
     struct nlpd_tok_scratch *scratch; /* reusable work buffers of encode (internal; freed by nlpd_encoding_free) */
 };
 
@@ -28,8 +28,7 @@ struct nlpd_encoding {
  * NULL with err naming the file and the problem on failure. */
 struct nlpd_tokenizer *nlpd_tokenizer_load(const char *model_dir, struct nlpd_error *err);
 /* Loads a tokenizer.json given as text (len bytes); name is used in error messages. */
-struct nlpd_tokenizer *nlpd_tokenizer_load_json(const char *json, size_t len, const char *name,
-                                                struct nlpd_error *err);
+struct nlpd_tokenizer *nlpd_tokenizer_load_json(const char *json, size_t len, const char *name, struct nlpd_error *err);
 void nlpd_tokenizer_free(struct nlpd_tokenizer *t);
 
 /* Encodes text (and optional pair, NULL when none) as `tokenizer(text, pair, truncation=True,
@@ -43,8 +42,8 @@ void nlpd_encoding_free(struct nlpd_encoding *e);
 /* transformers' convert_tokens_to_string of a fast tokenizer: the decoder of tokenizer.json (or the one
  * transformers' converter gives the legacy files) over n token strings, appended to *buf (a malloc'ed buffer of
  * *cap bytes, grown as needed, NUL-terminated; *len its length). 0 or NLPD_ENOMEM. */
-int nlpd_tokenizer_convert_tokens_to_string(const struct nlpd_tokenizer *t, const char *const *toks,
-                                            const size_t *lens, size_t n, char **buf, size_t *len, size_t *cap);
+int nlpd_tokenizer_convert_tokens_to_string(const struct nlpd_tokenizer *t, const char *const *toks, const size_t *lens,
+                                            size_t n, char **buf, size_t *len, size_t *cap);
 /* tokenizer.decode(ids, skip_special_tokens) of transformers' fast tokenizers: each id's token (an added token
  * first, ids outside the vocabulary dropped as the Rust library does, special added tokens dropped when asked),
  * the decoder, then clean_up_tokenization when tokenizer_config.json's clean_up_tokenization_spaces is true.

@@ -207,7 +207,7 @@ static json_t *added_tokens(const char *dir, json_t *cfg, json_t *map, json_t *v
     return out;
 }
 
-struct nlpd_tokenizer *tok_load_deberta_spm(const char *dir, json_t *cfg, json_t *map, struct nlpd_error *err)
+struct nlpd_tokenizer *nlpd_tok_load_deberta_spm(const char *dir, json_t *cfg, json_t *map, struct nlpd_error *err)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/spm.model", dir);
@@ -215,13 +215,13 @@ struct nlpd_tokenizer *tok_load_deberta_spm(const char *dir, json_t *cfg, json_t
     char *data = read_file(path, &len, err);
     if (!data)
         return NULL;
-    struct nlpd_tokenizer *t = tok_deberta_spm_mem(data, len, path, dir, cfg, map, err);
+    struct nlpd_tokenizer *t = nlpd_tok_deberta_spm_mem(data, len, path, dir, cfg, map, err);
     free(data);
     return t;
 }
 
-struct nlpd_tokenizer *tok_deberta_spm_mem(const void *data, size_t len, const char *path, const char *dir, json_t *cfg,
-                                           json_t *map, struct nlpd_error *err)
+struct nlpd_tokenizer *nlpd_tok_deberta_spm_mem(const void *data, size_t len, const char *path, const char *dir,
+                                                json_t *cfg, json_t *map, struct nlpd_error *err)
 {
     char *cm = NULL, *text = NULL;
     json_t *root = json_object(), *model = json_object();

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer_internal.h"
 #include "grow.h"
+#include "tokenizer_internal.h"
 
 /* ------------------------------------------------------------------ token lists */
 
@@ -161,7 +161,8 @@ static int valid_utf8(const unsigned char *b, size_t n)
 
 /* Rust's str::replace: every non-overlapping `from` (left to right) becomes `to`; an empty `from` matches at every
  * char boundary. Appends to l's last token. */
-static int replace_app(struct tlist *l, const char *s, size_t n, const char *from, size_t fl, const char *to, size_t tol)
+static int replace_app(struct tlist *l, const char *s, size_t n, const char *from, size_t fl, const char *to,
+                       size_t tol)
 {
     if (fl == 0) {
         for (size_t i = 0; i < n;) {
@@ -261,7 +262,7 @@ static int char_to_byte(int32_t cp)
         for (int i = 0; i < 324; i++)
             table[i] = -1;
         for (int b = 0; b < 256; b++)
-            table[tok_byte_to_char[b]] = (int16_t)b;
+            table[nlpd_tok_byte_to_char[b]] = (int16_t)b;
         ready = 1;
     }
     return cp >= 0 && cp < 324 ? table[cp] : -1;
@@ -409,7 +410,7 @@ static int dec_replace(const struct tdec *d, struct tlist *in, struct tlist *out
         for (size_t k = 0; k < n && rc == 0;) {
             int32_t cp;
             size_t len = utf8_next(t, k, n, &cp);
-            rc = tstr_push(&s, cp, (uint32_t)k, (uint32_t)(k + len)); /* os/oe: byte range in the token */
+            rc = nlpd_tstr_push(&s, cp, (uint32_t)k, (uint32_t)(k + len)); /* os/oe: byte range in the token */
             k += len;
         }
         if (rc < 0 || (rc = tl_new(out)) < 0)
@@ -419,7 +420,7 @@ static int dec_replace(const struct tdec *d, struct tlist *in, struct tlist *out
             size_t ms = 0, me = 0;
             int found = 0;
             if (d->rx) {
-                found = trx_find(d->rx, s.c, s.n, pos, &ms, &me);
+                found = nlpd_trx_find(d->rx, s.c, s.n, pos, &ms, &me);
             } else if (d->pat_n) {
                 for (ms = pos; ms + d->pat_n <= s.n && !found; ms++) {
                     size_t k = 0;
@@ -449,7 +450,7 @@ static int dec_replace(const struct tdec *d, struct tlist *in, struct tlist *out
         if (rc == 0 && pos < s.n)
             rc = tl_app(out, t + s.c[pos].os, n - s.c[pos].os);
     }
-    tstr_free(&s);
+    nlpd_tstr_free(&s);
     return rc < 0 ? -1 : 0;
 }
 
@@ -485,16 +486,11 @@ static int run(const struct tdec *d, struct tlist *in, struct tlist *out, struct
 {
     out->n = out->len = 0;
     switch (d->type) {
-    case TD_WORDPIECE:
-        return dec_wordpiece(d, in, out, tmp);
-    case TD_METASPACE:
-        return dec_metaspace(d, in, out);
-    case TD_BYTELEVEL:
-        return dec_bytelevel(in, out, tmp);
-    case TD_BPE:
-        return dec_bpe(d, in, out);
-    case TD_BYTEFALLBACK:
-        return dec_bytefallback(in, out, tmp);
+    case TD_WORDPIECE: return dec_wordpiece(d, in, out, tmp);
+    case TD_METASPACE: return dec_metaspace(d, in, out);
+    case TD_BYTELEVEL: return dec_bytelevel(in, out, tmp);
+    case TD_BPE: return dec_bpe(d, in, out);
+    case TD_BYTEFALLBACK: return dec_bytefallback(in, out, tmp);
     case TD_FUSE:
         if (tl_new(out) < 0)
             return -1;
@@ -502,12 +498,9 @@ static int run(const struct tdec *d, struct tlist *in, struct tlist *out, struct
             if (tl_app(out, TOK(in, i), in->tl[i]) < 0)
                 return -1;
         return 0;
-    case TD_STRIP:
-        return dec_strip(d, in, out);
-    case TD_REPLACE:
-        return dec_replace(d, in, out);
-    case TD_CTC:
-        return dec_ctc(d, in, out, tmp);
+    case TD_STRIP: return dec_strip(d, in, out);
+    case TD_REPLACE: return dec_replace(d, in, out);
+    case TD_CTC: return dec_ctc(d, in, out, tmp);
     case TD_SEQUENCE: {
         struct tlist *a = in, *b = out, mid = {0};
         /* ping-pong between out and mid so that the last step writes out */
@@ -533,7 +526,7 @@ static int run(const struct tdec *d, struct tlist *in, struct tlist *out, struct
     return 0;
 }
 
-void tdec_free(struct tdec *d)
+void nlpd_tdec_free(struct tdec *d)
 {
     if (!d)
         return;
@@ -541,13 +534,13 @@ void tdec_free(struct tdec *d)
     free(d->s2);
     free(d->pat);
     if (d->rx)
-        trx_free(d->rx);
+        nlpd_trx_free(d->rx);
     for (size_t i = 0; i < d->nsubs; i++)
-        tdec_free(&d->subs[i]);
+        nlpd_tdec_free(&d->subs[i]);
     free(d->subs);
 }
 
-int tdec_set_simple(struct tdec *d, enum tdec_type type)
+int nlpd_tdec_set_simple(struct tdec *d, enum tdec_type type)
 {
     memset(d, 0, sizeof *d);
     d->type = type;
@@ -597,8 +590,8 @@ static int decode_tokens(const struct tdec *d, const char *const *toks, const si
     return rc < 0 ? NLPD_ENOMEM : 0;
 }
 
-int nlpd_tokenizer_convert_tokens_to_string(const struct nlpd_tokenizer *t, const char *const *toks,
-                                            const size_t *lens, size_t n, char **buf, size_t *len, size_t *cap)
+int nlpd_tokenizer_convert_tokens_to_string(const struct nlpd_tokenizer *t, const char *const *toks, const size_t *lens,
+                                            size_t n, char **buf, size_t *len, size_t *cap)
 {
     return decode_tokens(t->dec, toks, lens, n, buf, len, cap);
 }

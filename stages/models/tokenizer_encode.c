@@ -5,8 +5,8 @@
 #include <string.h>
 #include <utf8proc.h>
 
-#include "tokenizer_internal.h"
 #include "grow.h"
+#include "tokenizer_internal.h"
 
 struct seqtoks {
     int32_t *id;
@@ -60,7 +60,7 @@ static int seq_push(struct seqtoks *s, int32_t id, uint32_t os, uint32_t oe, uin
 static int word_char(int32_t cp)
 {
     int c = utf8proc_category(cp);
-    return tok_is_letter(cp) || c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_MC ||
+    return nlpd_tok_is_letter(cp) || c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_MC ||
            c == UTF8PROC_CATEGORY_ME || c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL ||
            c == UTF8PROC_CATEGORY_PC;
 }
@@ -104,10 +104,10 @@ static int find_added(const struct nlpd_tokenizer *t, const struct tchar *c, siz
             }
         }
         if (best->lstrip)
-            while (s > seg_start && tok_is_whitespace(c[s - 1].cp))
+            while (s > seg_start && nlpd_tok_is_whitespace(c[s - 1].cp))
                 s--;
         if (best->rstrip)
-            while (e < n && tok_is_whitespace(c[e].cp))
+            while (e < n && nlpd_tok_is_whitespace(c[e].cp))
                 e++;
         *ms = s;
         *me = e;
@@ -122,26 +122,26 @@ static int find_added(const struct nlpd_tokenizer *t, const struct tchar *c, siz
 static uint16_t added_ws(const struct tchar *c, size_t s, size_t e)
 {
     size_t lead = 0, trail = 0;
-    while (s + lead < e && tok_is_whitespace(c[s + lead].cp))
+    while (s + lead < e && nlpd_tok_is_whitespace(c[s + lead].cp))
         lead++;
-    while (e - trail > s && tok_is_whitespace(c[e - 1 - trail].cp))
+    while (e - trail > s && nlpd_tok_is_whitespace(c[e - 1 - trail].cp))
         trail++;
     return (uint16_t)((lead > 255 ? 255 : lead) | (trail > 255 ? 255 : trail) << 8);
 }
 
 /* Pre-tokenise and model one text segment, appending tokens to out. */
-static int model_segment(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch *sc, const struct tchar *c,
-                         size_t n, struct seqtoks *out, struct nlpd_error *err)
+static int model_segment(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch *sc, const struct tchar *c, size_t n,
+                         struct seqtoks *out, struct nlpd_error *err)
 {
     if (!n)
         return 0;
     sc->p1.n = 0;
     sc->p1.buf.n = 0;
-    if (tpieces_add(&sc->p1, c, n) < 0)
+    if (nlpd_tpieces_add(&sc->p1, c, n) < 0)
         return NLPD_ENOMEM;
     struct tpieces *pieces = &sc->p1;
     if (t->pre) {
-        if (tpre_apply(t->pre, &sc->p1, &sc->p2, &sc->p3) < 0)
+        if (nlpd_tpre_apply(t->pre, &sc->p1, &sc->p2, &sc->p3) < 0)
             return NLPD_ENOMEM;
         pieces = &sc->p2;
     }
@@ -153,13 +153,13 @@ static int model_segment(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch
             return NLPD_ENOMEM;
         size_t nb = 0;
         for (size_t i = 0; i < pn; i++) {
-            int k = tok_utf8_encode(pc[i].cp, sc->str + nb);
+            int k = nlpd_tok_utf8_encode(pc[i].cp, sc->str + nb);
             for (int j = 0; j < k; j++)
                 sc->b2c[nb + (size_t)j] = (uint32_t)i;
             nb += (size_t)k;
         }
         sc->ms.n = 0;
-        int rc = tmodel_tokenize(&t->model, sc->str, nb, &sc->ms, err);
+        int rc = nlpd_tmodel_tokenize(&t->model, sc->str, nb, &sc->ms, err);
         if (rc < 0)
             return rc;
         for (size_t k = 0; k < sc->ms.n; k++) {
@@ -177,12 +177,12 @@ static int text_segment(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch 
                         struct seqtoks *out, struct nlpd_error *err)
 {
     sc->norm.n = 0;
-    if (tstr_reserve(&sc->norm, n) < 0)
+    if (nlpd_tstr_reserve(&sc->norm, n) < 0)
         return NLPD_ENOMEM;
     if (n)
         memcpy(sc->norm.c, c, n * sizeof *c);
     sc->norm.n = n;
-    if (t->norm && tnorm_apply(t->norm, &sc->norm, &sc->tmp) < 0)
+    if (t->norm && nlpd_tnorm_apply(t->norm, &sc->norm, &sc->tmp) < 0)
         return NLPD_ENOMEM;
     const struct tchar *nc = sc->norm.c;
     size_t nn = sc->norm.n, pos = 0, s, e;
@@ -203,7 +203,7 @@ static int encode_seq(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch *s
 {
     out->n = 0;
     sc->raw.n = 0;
-    if (tstr_reserve(&sc->raw, len + 1) < 0)
+    if (nlpd_tstr_reserve(&sc->raw, len + 1) < 0)
         return NLPD_ENOMEM;
     for (size_t i = 0; i < len;) {
         int32_t cp;
@@ -212,7 +212,7 @@ static int encode_seq(const struct nlpd_tokenizer *t, struct nlpd_tok_scratch *s
             cp = 0xfffd;
             r = 1;
         }
-        tstr_push(&sc->raw, cp, (uint32_t)i, (uint32_t)(i + (size_t)r));
+        nlpd_tstr_push(&sc->raw, cp, (uint32_t)i, (uint32_t)(i + (size_t)r));
         i += (size_t)r;
     }
     const struct tchar *c = sc->raw.c;
@@ -252,9 +252,10 @@ static void trim_offsets(const struct nlpd_tokenizer *t, struct seqtoks *s)
                 cps[nchars++] = cp;
                 k += (size_t)r;
             }
-            while (lead < nchars && (cps[lead] == 0x120 || tok_is_whitespace(cps[lead])))
+            while (lead < nchars && (cps[lead] == 0x120 || nlpd_tok_is_whitespace(cps[lead])))
                 lead++;
-            while (trail < nchars && (cps[nchars - 1 - trail] == 0x120 || tok_is_whitespace(cps[nchars - 1 - trail])))
+            while (trail < nchars &&
+                   (cps[nchars - 1 - trail] == 0x120 || nlpd_tok_is_whitespace(cps[nchars - 1 - trail])))
                 trail++;
         }
         if (lead) {
@@ -278,12 +279,12 @@ static int out_reserve(struct nlpd_encoding *o, size_t need)
     size_t cap = o->cap ? o->cap : 64;
     while (cap < need)
         cap *= 2;
-#define G(f)                                                  \
-    do {                                                      \
-        void *p_ = realloc(o->f, cap * sizeof *o->f);         \
-        if (!p_)                                              \
-            return NLPD_ENOMEM;                               \
-        o->f = p_;                                            \
+#define G(f)                                                                                                           \
+    do {                                                                                                               \
+        void *p_ = realloc(o->f, cap * sizeof *o->f);                                                                  \
+        if (!p_)                                                                                                       \
+            return NLPD_ENOMEM;                                                                                        \
+        o->f = p_;                                                                                                     \
     } while (0)
     G(ids);
     G(type_ids);
@@ -438,13 +439,13 @@ void nlpd_encoding_free(struct nlpd_encoding *e)
     free(e->sequence);
     struct nlpd_tok_scratch *sc = e->scratch;
     if (sc) {
-        tstr_free(&sc->raw);
-        tstr_free(&sc->norm);
-        tstr_free(&sc->tmp);
-        tpieces_free(&sc->p1);
-        tpieces_free(&sc->p2);
-        tpieces_free(&sc->p3);
-        tscratch_model_free(&sc->ms);
+        nlpd_tstr_free(&sc->raw);
+        nlpd_tstr_free(&sc->norm);
+        nlpd_tstr_free(&sc->tmp);
+        nlpd_tpieces_free(&sc->p1);
+        nlpd_tpieces_free(&sc->p2);
+        nlpd_tpieces_free(&sc->p3);
+        nlpd_tscratch_model_free(&sc->ms);
         for (int i = 0; i < 2; i++) {
             free(sc->seq[i].id);
             free(sc->seq[i].os);

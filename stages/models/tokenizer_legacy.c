@@ -9,8 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "protobuf.h"
 #include "nlpd_util.h"
+#include "protobuf.h"
 #include "tokenizer_internal.h"
 
 #define MAX_FILE (1u << 30)
@@ -120,7 +120,8 @@ static int config_added(const struct config *c, struct nlpd_tokenizer *t, struct
         return nlpd_error_set(err, NLPD_EFORMAT, 0, "tokenizer_config.json: added_tokens_decoder: expected an object");
     const char *key;
     json_t *v;
-    json_object_foreach(d, key, v) {
+    json_object_foreach(d, key, v)
+    {
         char *end;
         long id = strtol(key, &end, 10);
         json_t *content = json_object_get(v, "content");
@@ -128,9 +129,9 @@ static int config_added(const struct config *c, struct nlpd_tokenizer *t, struct
             return nlpd_error_set(err, NLPD_EFORMAT, 0,
                                   "tokenizer_config.json: added_tokens_decoder: bad entry \"%.40s\"", key);
         int special = jflag(v, "special", 0);
-        int rc = tok_add_token(t, json_string_value(content), json_string_length(content), (int32_t)id, special,
-                               jflag(v, "single_word", 0), jflag(v, "lstrip", 0), jflag(v, "rstrip", 0),
-                               jflag(v, "normalized", !special));
+        int rc = nlpd_tok_add_token(t, json_string_value(content), json_string_length(content), (int32_t)id, special,
+                                    jflag(v, "single_word", 0), jflag(v, "lstrip", 0), jflag(v, "rstrip", 0),
+                                    jflag(v, "normalized", !special));
         if (rc < 0)
             return rc;
     }
@@ -145,11 +146,11 @@ static int add_role_tokens(const struct config *c, struct nlpd_tokenizer *t, con
         const char *tok = config_token(c, roles[i], defs[i]);
         if (!tok)
             continue;
-        int32_t id = tvocab_get(&t->model.vocab, tok, strlen(tok));
+        int32_t id = nlpd_tvocab_get(&t->model.vocab, tok, strlen(tok));
         if (id < 0)
             continue;
         int lstrip = !strcmp(roles[i], "mask_token") && strcmp(tok, "[MASK]") != 0;
-        int rc = tok_add_token(t, tok, strlen(tok), id, 1, 0, lstrip, 0, 0);
+        int rc = nlpd_tok_add_token(t, tok, strlen(tok), id, 1, 0, lstrip, 0, 0);
         if (rc < 0)
             return rc;
     }
@@ -159,7 +160,7 @@ static int add_role_tokens(const struct config *c, struct nlpd_tokenizer *t, con
 static int32_t must_id(struct nlpd_tokenizer *t, const char *tok, const char *file, const char *role,
                        struct nlpd_error *err)
 {
-    int32_t id = tvocab_get(&t->model.vocab, tok, strlen(tok));
+    int32_t id = nlpd_tvocab_get(&t->model.vocab, tok, strlen(tok));
     for (size_t i = 0; id < 0 && i < t->nadded; i++)
         if (!strcmp(t->added[i].content, tok))
             id = t->added[i].id;
@@ -178,7 +179,7 @@ static int load_bert(const char *dir, struct nlpd_tokenizer *t, const struct con
         return err ? err->code : NLPD_EIO;
     struct tmodel *m = &t->model;
     m->type = TM_WORDPIECE;
-    int rc = tvocab_init(&m->vocab, len / 4 + 16);
+    int rc = nlpd_tvocab_init(&m->vocab, len / 4 + 16);
     int32_t id = 0;
     /* One token per line; load_vocab strips only the trailing "\n". */
     for (size_t i = 0; rc == 0 && i < len; id++) {
@@ -187,7 +188,7 @@ static int load_bert(const char *dir, struct nlpd_tokenizer *t, const struct con
         if (id >= (1 << 24))
             rc = nlpd_error_set(err, NLPD_ERANGE, 0, "vocab.txt: too many lines");
         else
-            rc = tvocab_set(&m->vocab, s + i, e - i, id);
+            rc = nlpd_tvocab_set(&m->vocab, s + i, e - i, id);
         i = e + 1;
     }
     free(s);
@@ -227,7 +228,7 @@ static int load_bert(const char *dir, struct nlpd_tokenizer *t, const struct con
     int32_t sep = must_id(t, config_token(c, "sep_token", "[SEP]"), "vocab.txt", "sep_token", err);
     if (cls < 0 || sep < 0)
         return NLPD_EFORMAT;
-    return tok_post_bert_like(&t->post, cls, sep, 0) < 0 ? NLPD_ENOMEM : (t->post.has_template = 1, 0);
+    return nlpd_tok_post_bert_like(&t->post, cls, sep, 0) < 0 ? NLPD_ENOMEM : (t->post.has_template = 1, 0);
 }
 
 /* ------------------------------------------------------------------ sentencepiece ModelProto */
@@ -325,24 +326,24 @@ static int load_spm(const char *dir, struct nlpd_tokenizer *t, const struct conf
     m->type = TM_UNIGRAM;
     m->fuse_unk = 1;
     size_t nv = np + 2;
-    if ((rc = tvocab_init(&m->vocab, nv)) < 0)
+    if ((rc = nlpd_tvocab_init(&m->vocab, nv)) < 0)
         goto oom;
     m->scores = calloc(nv, sizeof *m->scores);
     if (!m->scores)
         goto oom;
     static const char *const head[] = {"<s>", "<pad>", "</s>", "<unk>"};
     for (int i = 0; i < 4; i++)
-        if ((rc = tvocab_set(&m->vocab, head[i], strlen(head[i]), i)) < 0)
+        if ((rc = nlpd_tvocab_set(&m->vocab, head[i], strlen(head[i]), i)) < 0)
             goto oom;
     for (size_t i = 3; i < np; i++) {
-        if ((rc = tvocab_set(&m->vocab, pieces[i].s, pieces[i].len, (int32_t)(i + 1))) < 0)
+        if ((rc = nlpd_tvocab_set(&m->vocab, pieces[i].s, pieces[i].len, (int32_t)(i + 1))) < 0)
             goto oom;
         m->scores[i + 1] = pieces[i].score;
     }
-    if ((rc = tvocab_set(&m->vocab, "<mask>", 6, (int32_t)(np + 1))) < 0)
+    if ((rc = nlpd_tvocab_set(&m->vocab, "<mask>", 6, (int32_t)(np + 1))) < 0)
         goto oom;
     m->unk_id = 3;
-    tok_unigram_finish(m);
+    nlpd_tok_unigram_finish(m);
     /* Normalizer: Precompiled (sentencepiece's longest match), Strip right, Replace " {2,}" -> "▁". */
     t->norm = calloc(1, sizeof *t->norm);
     t->pre = calloc(1, sizeof *t->pre);
@@ -362,7 +363,7 @@ static int load_spm(const char *dir, struct nlpd_tokenizer *t, const struct conf
         sn[k].type = TN_PRECOMPILED;
         sn[k].spm_mode = 1;
         t->norm->nsubs = k + 1;
-        if (tnorm_precompiled_init(&sn[k], blob, charsmap_len) < 0) {
+        if (nlpd_tnorm_precompiled_init(&sn[k], blob, charsmap_len) < 0) {
             rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: normalizer_spec.precompiled_charsmap: malformed", file);
             goto out;
         }
@@ -372,7 +373,7 @@ static int load_spm(const char *dir, struct nlpd_tokenizer *t, const struct conf
     sn[k++].strip_right = 1;
     sn[k].type = TN_REPLACE;
     t->norm->nsubs = k + 1;
-    sn[k].rx = trx_compile(" {2,}", 5, NULL);
+    sn[k].rx = nlpd_trx_compile(" {2,}", 5, NULL);
     sn[k].content = malloc(sizeof *sn[k].content);
     if (!sn[k].rx || !sn[k].content)
         goto oom;
@@ -386,13 +387,13 @@ static int load_spm(const char *dir, struct nlpd_tokenizer *t, const struct conf
         goto out;
     if (rc == 0) {
         for (int i = 0; i < 4; i++)
-            if ((rc = tok_add_token(t, head[i], strlen(head[i]), i, 1, 0, 0, 0, 0)) < 0)
+            if ((rc = nlpd_tok_add_token(t, head[i], strlen(head[i]), i, 1, 0, 0, 0, 0)) < 0)
                 goto oom;
-        if ((rc = tok_add_token(t, "<mask>", 6, (int32_t)(np + 1), 1, 0, 1, 0, 0)) < 0)
+        if ((rc = nlpd_tok_add_token(t, "<mask>", 6, (int32_t)(np + 1), 1, 0, 1, 0, 0)) < 0)
             goto oom;
     }
     /* TemplateProcessing "<s> $A </s>" / "<s> $A </s> </s> $B </s>" (all type 0): Roberta's layout. */
-    if (tok_post_bert_like(&t->post, 0, 2, 1) < 0)
+    if (nlpd_tok_post_bert_like(&t->post, 0, 2, 1) < 0)
         goto oom;
     t->post.has_template = 1;
     rc = 0;
@@ -416,16 +417,17 @@ static int load_roberta(const char *dir, struct nlpd_tokenizer *t, const struct 
     struct tmodel *m = &t->model;
     m->type = TM_BPE;
     m->unk_id = -1;
-    if ((rc = tvocab_init(&m->vocab, json_object_size(v))) < 0)
+    if ((rc = nlpd_tvocab_init(&m->vocab, json_object_size(v))) < 0)
         goto done;
     const char *key;
     json_t *val;
-    json_object_foreach(v, key, val) {
+    json_object_foreach(v, key, val)
+    {
         if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 24)) {
             rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "vocab.json: \"%.40s\": expected an id", key);
             goto done;
         }
-        if ((rc = tvocab_set(&m->vocab, key, strlen(key), (int32_t)json_integer_value(val))) < 0)
+        if ((rc = nlpd_tvocab_set(&m->vocab, key, strlen(key), (int32_t)json_integer_value(val))) < 0)
             goto done;
     }
     size_t len;
@@ -447,7 +449,8 @@ static int load_roberta(const char *dir, struct nlpd_tokenizer *t, const struct 
                 rc = nlpd_error_set(err, NLPD_EFORMAT, 0, "merges.txt: line %zu: expected \"a b\"", line);
                 break;
             }
-            rc = tok_bpe_add_merge(m, s + i, (size_t)(sp - (s + i)), sp + 1, le - (size_t)(sp + 1 - s), rank++, &why);
+            rc = nlpd_tok_bpe_add_merge(m, s + i, (size_t)(sp - (s + i)), sp + 1, le - (size_t)(sp + 1 - s), rank++,
+                                        &why);
             if (rc < 0) {
                 rc = nlpd_error_set(err, rc, 0, "merges.txt: line %zu: %s", line, why.message);
                 break;
@@ -480,7 +483,7 @@ static int load_roberta(const char *dir, struct nlpd_tokenizer *t, const struct 
         rc = NLPD_EFORMAT;
         goto done;
     }
-    if ((rc = tok_post_bert_like(&t->post, cls, sep, 1)) < 0)
+    if ((rc = nlpd_tok_post_bert_like(&t->post, cls, sep, 1)) < 0)
         goto done;
     t->post.has_template = 1;
     t->post.trim_offsets = 1;
@@ -514,10 +517,10 @@ struct nlpd_tokenizer *nlpd_tokenizer_load(const char *model_dir, struct nlpd_er
             t = nlpd_tokenizer_load_json(s, len, "tokenizer.json", err);
         free(s);
     } else if (file_exists(model_dir, "spm.model")) {
-        t = tok_load_deberta_spm(model_dir, c.cfg, c.map, err);
+        t = nlpd_tok_load_deberta_spm(model_dir, c.cfg, c.map, err);
     } else {
         int rc;
-        t = tok_new();
+        t = nlpd_tok_new();
         if (!t) {
             nlpd_error_set(err, NLPD_ENOMEM, 0, "tokenizer: out of memory");
         } else {
@@ -532,13 +535,14 @@ struct nlpd_tokenizer *nlpd_tokenizer_load(const char *model_dir, struct nlpd_er
             else
                 rc = nlpd_error_set(err, NLPD_ENOTFOUND, 0,
                                     "%s: no tokenizer.json, vocab.txt, sentencepiece.bpe.model or vocab.json + "
-                                    "merges.txt", model_dir);
+                                    "merges.txt",
+                                    model_dir);
             if (rc == 0 && !(t->dec = calloc(1, sizeof *t->dec)))
                 rc = NLPD_ENOMEM;
             if (rc == 0)
-                rc = tdec_set_simple(t->dec, dt);
+                rc = nlpd_tdec_set_simple(t->dec, dt);
             if (rc == 0)
-                rc = tok_finish(t, NULL);
+                rc = nlpd_tok_finish(t, NULL);
             if (rc < 0) {
                 if (err && !err->message[0])
                     nlpd_error_set(err, rc, 0, "%s: cannot load the tokenizer", model_dir);

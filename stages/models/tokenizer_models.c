@@ -21,7 +21,7 @@ static uint64_t hash_bytes(const char *s, size_t len)
     return h ^ (h >> 29);
 }
 
-int tvocab_init(struct tvocab *v, size_t expect)
+int nlpd_tvocab_init(struct tvocab *v, size_t expect)
 {
     memset(v, 0, sizeof *v);
     size_t cap = 64;
@@ -57,7 +57,7 @@ static int vocab_rehash(struct tvocab *v)
     return 0;
 }
 
-int tvocab_set(struct tvocab *v, const char *s, size_t len, int32_t id)
+int nlpd_tvocab_set(struct tvocab *v, const char *s, size_t len, int32_t id)
 {
     if (id < 0 || id == INT32_MAX || len > UINT32_MAX)
         return NLPD_EINVAL;
@@ -104,7 +104,7 @@ int tvocab_set(struct tvocab *v, const char *s, size_t len, int32_t id)
     return 0;
 }
 
-int32_t tvocab_get(const struct tvocab *v, const char *s, size_t len)
+int32_t nlpd_tvocab_get(const struct tvocab *v, const char *s, size_t len)
 {
     if (!v->slots)
         return -1;
@@ -119,7 +119,7 @@ int32_t tvocab_get(const struct tvocab *v, const char *s, size_t len)
     }
 }
 
-void tvocab_free(struct tvocab *v)
+void nlpd_tvocab_free(struct tvocab *v)
 {
     for (int32_t i = 0; i < v->nids; i++)
         free(v->str[i]);
@@ -139,7 +139,7 @@ static uint64_t mix64(uint64_t x)
     return x;
 }
 
-int tmodel_merge_add(struct tmodel *m, int32_t left, int32_t right, int32_t rank, int32_t id)
+int nlpd_tmodel_merge_add(struct tmodel *m, int32_t left, int32_t right, int32_t rank, int32_t id)
 {
     if (!m->merges) {
         m->merges_mask = 255;
@@ -196,9 +196,9 @@ static const struct tmerge_slot *merge_get(const struct tmodel *m, int32_t left,
     return NULL;
 }
 
-void tmodel_free(struct tmodel *m)
+void nlpd_tmodel_free(struct tmodel *m)
 {
-    tvocab_free(&m->vocab);
+    nlpd_tvocab_free(&m->vocab);
     free(m->prefix);
     free(m->suffix);
     free(m->scores);
@@ -206,7 +206,7 @@ void tmodel_free(struct tmodel *m)
     memset(m, 0, sizeof *m);
 }
 
-void tscratch_model_free(struct tscratch_model *sc)
+void nlpd_tscratch_model_free(struct tscratch_model *sc)
 {
     free(sc->t);
     free(sc->score);
@@ -285,9 +285,9 @@ static int wordpiece(const struct tmodel *m, const char *s, size_t len, struct t
             while (start < end) {
                 if (start > 0) {
                     memcpy(sc->str + m->prefix_len, s + start, end - start);
-                    found = tvocab_get(&m->vocab, sc->str, m->prefix_len + end - start);
+                    found = nlpd_tvocab_get(&m->vocab, sc->str, m->prefix_len + end - start);
                 } else {
-                    found = tvocab_get(&m->vocab, s, end);
+                    found = nlpd_tvocab_get(&m->vocab, s, end);
                 }
                 if (found >= 0)
                     break;
@@ -340,7 +340,7 @@ static int lattice_reserve(struct tscratch_model *sc, size_t n)
 static int unigram_emit(const struct tmodel *m, const char *s, size_t bs, size_t be, struct tscratch_model *sc,
                         struct nlpd_error *err)
 {
-    int32_t id = tvocab_get(&m->vocab, s + bs, be - bs);
+    int32_t id = nlpd_tvocab_get(&m->vocab, s + bs, be - bs);
     if (id < 0 && m->byte_fallback) {
         char name[8];
         int ok = 1;
@@ -351,7 +351,7 @@ static int unigram_emit(const struct tmodel *m, const char *s, size_t bs, size_t
             name[3] = hex[b >> 4];
             name[4] = hex[b & 15];
             name[5] = '>';
-            ok = tvocab_get(&m->vocab, name, 6) >= 0;
+            ok = nlpd_tvocab_get(&m->vocab, name, 6) >= 0;
         }
         if (ok) {
             for (size_t i = bs; i < be; i++) {
@@ -359,7 +359,7 @@ static int unigram_emit(const struct tmodel *m, const char *s, size_t bs, size_t
                 uint8_t b = (uint8_t)s[i];
                 name[3] = hex[b >> 4];
                 name[4] = hex[b & 15];
-                if (push_tok(sc, tvocab_get(&m->vocab, name, 6), bs, be) < 0)
+                if (push_tok(sc, nlpd_tvocab_get(&m->vocab, name, 6), bs, be) < 0)
                     return NLPD_ENOMEM;
             }
             return 0;
@@ -375,8 +375,7 @@ static int unigram_emit(const struct tmodel *m, const char *s, size_t bs, size_t
 
 /* Viterbi over byte positions, as `encode_optimized`. Ties: a node keeps the FIRST candidate reaching it with the
  * best score (strict >), candidates arriving in order of start position, then shorter pieces first. */
-static int unigram(const struct tmodel *m, const char *s, size_t len, struct tscratch_model *sc,
-                   struct nlpd_error *err)
+static int unigram(const struct tmodel *m, const char *s, size_t len, struct tscratch_model *sc, struct nlpd_error *err)
 {
     if (len == 0)
         return 0;
@@ -394,7 +393,7 @@ static int unigram(const struct tmodel *m, const char *s, size_t len, struct tsc
         int single = 0;
         size_t maxl = m->max_piece_len < len - st ? m->max_piece_len : len - st;
         for (size_t l = mblen; l <= maxl; l += char_len_at(s, len, st + l)) {
-            int32_t id = tvocab_get(&m->vocab, s + st, l);
+            int32_t id = nlpd_tvocab_get(&m->vocab, s + st, l);
             if (id >= 0) {
                 double cand = m->scores[id] + here;
                 size_t kp = st + l;
@@ -494,7 +493,7 @@ static int bpe(const struct tmodel *m, const char *s, size_t len, struct tscratc
     if (len == 0)
         return 0;
     if (m->ignore_merges) {
-        int32_t id = tvocab_get(&m->vocab, s, len);
+        int32_t id = nlpd_tvocab_get(&m->vocab, s, len);
         if (id >= 0)
             return push_tok(sc, id, 0, len);
     }
@@ -516,7 +515,7 @@ static int bpe(const struct tmodel *m, const char *s, size_t len, struct tscratc
             memcpy(sc->str + k, m->suffix, m->suffix_len);
             k += m->suffix_len;
         }
-        int32_t id = tvocab_get(&m->vocab, sc->str, k);
+        int32_t id = nlpd_tvocab_get(&m->vocab, sc->str, k);
         if (id >= 0) {
             if (unk >= 0) {
                 sc->sym_id[n] = unk;
@@ -535,7 +534,7 @@ static int bpe(const struct tmodel *m, const char *s, size_t len, struct tscratc
                 int ok = 1;
                 for (size_t b = i; b < e && ok; b++) {
                     snprintf(name, sizeof name, "<0x%c%c>", hex[(uint8_t)s[b] >> 4], hex[(uint8_t)s[b] & 15]);
-                    ok = tvocab_get(&m->vocab, name, 6) >= 0;
+                    ok = nlpd_tvocab_get(&m->vocab, name, 6) >= 0;
                 }
                 if (ok) {
                     if (unk >= 0) {
@@ -546,7 +545,7 @@ static int bpe(const struct tmodel *m, const char *s, size_t len, struct tscratc
                     }
                     for (size_t b = i; b < e; b++) {
                         snprintf(name, sizeof name, "<0x%c%c>", hex[(uint8_t)s[b] >> 4], hex[(uint8_t)s[b] & 15]);
-                        sc->sym_id[n] = tvocab_get(&m->vocab, name, 6);
+                        sc->sym_id[n] = nlpd_tvocab_get(&m->vocab, name, 6);
                         sc->sym_s[n] = (uint32_t)b;
                         sc->sym_e[n++] = (uint32_t)b + 1;
                     }
@@ -602,16 +601,13 @@ static int bpe(const struct tmodel *m, const char *s, size_t len, struct tscratc
     return 0;
 }
 
-int tmodel_tokenize(const struct tmodel *m, const char *s, size_t len, struct tscratch_model *sc,
-                    struct nlpd_error *err)
+int nlpd_tmodel_tokenize(const struct tmodel *m, const char *s, size_t len, struct tscratch_model *sc,
+                         struct nlpd_error *err)
 {
     switch (m->type) {
-    case TM_WORDPIECE:
-        return len ? wordpiece(m, s, len, sc, err) : 0;
-    case TM_UNIGRAM:
-        return unigram(m, s, len, sc, err);
-    case TM_BPE:
-        return bpe(m, s, len, sc, err);
+    case TM_WORDPIECE: return len ? wordpiece(m, s, len, sc, err) : 0;
+    case TM_UNIGRAM: return unigram(m, s, len, sc, err);
+    case TM_BPE: return bpe(m, s, len, sc, err);
     }
     return NLPD_EINVAL;
 }

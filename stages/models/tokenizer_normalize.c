@@ -12,7 +12,7 @@
 
 /* ------------------------------------------------------------------ buffers and predicates */
 
-int tstr_reserve(struct tstr *s, size_t need)
+int nlpd_tstr_reserve(struct tstr *s, size_t need)
 {
     if (need <= s->cap)
         return 0;
@@ -27,9 +27,9 @@ int tstr_reserve(struct tstr *s, size_t need)
     return 0;
 }
 
-int tstr_push(struct tstr *s, int32_t cp, uint32_t os, uint32_t oe)
+int nlpd_tstr_push(struct tstr *s, int32_t cp, uint32_t os, uint32_t oe)
 {
-    if (s->n == s->cap && tstr_reserve(s, s->n + 1) < 0)
+    if (s->n == s->cap && nlpd_tstr_reserve(s, s->n + 1) < 0)
         return NLPD_ENOMEM;
     s->c[s->n].cp = cp;
     s->c[s->n].os = os;
@@ -38,7 +38,7 @@ int tstr_push(struct tstr *s, int32_t cp, uint32_t os, uint32_t oe)
     return 0;
 }
 
-void tstr_free(struct tstr *s)
+void nlpd_tstr_free(struct tstr *s)
 {
     free(s->c);
     memset(s, 0, sizeof *s);
@@ -56,7 +56,7 @@ static int cat(int32_t cp)
     return (int)utf8proc_category(cp);
 }
 
-int tok_is_whitespace(int32_t cp)
+int nlpd_tok_is_whitespace(int32_t cp)
 {
     if ((cp >= 9 && cp <= 13) || cp == 0x85)
         return 1;
@@ -64,30 +64,30 @@ int tok_is_whitespace(int32_t cp)
     return c == UTF8PROC_CATEGORY_ZS || c == UTF8PROC_CATEGORY_ZL || c == UTF8PROC_CATEGORY_ZP;
 }
 
-int tok_is_letter(int32_t cp)
+int nlpd_tok_is_letter(int32_t cp)
 {
     int c = cat(cp);
     return c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO;
 }
 
-int tok_is_number(int32_t cp)
+int nlpd_tok_is_number(int32_t cp)
 {
     int c = cat(cp);
     return c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO;
 }
 
-int tok_is_alnum(int32_t cp)
+int nlpd_tok_is_alnum(int32_t cp)
 {
-    return tok_is_letter(cp) || tok_is_number(cp);
+    return nlpd_tok_is_letter(cp) || nlpd_tok_is_number(cp);
 }
 
-int tok_is_punct(int32_t cp)
+int nlpd_tok_is_punct(int32_t cp)
 {
     int c = cat(cp);
     return c >= UTF8PROC_CATEGORY_PC && c <= UTF8PROC_CATEGORY_PO;
 }
 
-int tok_utf8_encode(int32_t cp, char *out)
+int nlpd_tok_utf8_encode(int32_t cp, char *out)
 {
     if (cp < 0 || cp > 0x10ffff)
         cp = 0xfffd;
@@ -96,7 +96,7 @@ int tok_utf8_encode(int32_t cp, char *out)
 
 /* ------------------------------------------------------------------ precompiled charsmap (darts-clone trie) */
 
-int tnorm_precompiled_init(struct tnorm *n, uint8_t *blob, size_t len)
+int nlpd_tnorm_precompiled_init(struct tnorm *n, uint8_t *blob, size_t len)
 {
     n->charsmap = blob;
     n->charsmap_len = len;
@@ -168,7 +168,7 @@ static int push_repl(struct tstr *out, const struct tchar *old, size_t k, const 
 {
     for (size_t i = 0; i < m; i++) {
         const struct tchar *o = &old[i < k ? i : k - 1];
-        if (tstr_push(out, rep[i], o->os, o->oe) < 0)
+        if (nlpd_tstr_push(out, rep[i], o->os, o->oe) < 0)
             return NLPD_ENOMEM;
     }
     return 0;
@@ -193,7 +193,7 @@ static int precompiled(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
             size_t nb = 0, nc = 0;
             size_t ends[64];
             while (i + nc < s->n && nc < 64 && nb + 4 <= sizeof bytes) {
-                nb += (size_t)tok_utf8_encode(s->c[i + nc].cp, (char *)bytes + nb);
+                nb += (size_t)nlpd_tok_utf8_encode(s->c[i + nc].cp, (char *)bytes + nb);
                 ends[nc++] = nb;
             }
             size_t f = darts_search(n, bytes, nb, lens, vals, 32);
@@ -213,7 +213,7 @@ static int precompiled(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
                     return NLPD_ENOMEM;
                 i += k + 1;
             } else {
-                if (tstr_push(tmp, s->c[i].cp, s->c[i].os, s->c[i].oe) < 0)
+                if (nlpd_tstr_push(tmp, s->c[i].cp, s->c[i].os, s->c[i].oe) < 0)
                     return NLPD_ENOMEM;
                 i++;
             }
@@ -228,7 +228,7 @@ static int precompiled(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
                 g++;
             size_t nb = 0;
             for (size_t k = 0; k < g && nb < 8; k++)
-                nb += (size_t)tok_utf8_encode(s->c[i + k].cp, (char *)bytes + nb);
+                nb += (size_t)nlpd_tok_utf8_encode(s->c[i + k].cp, (char *)bytes + nb);
             if (nb < 6) {
                 size_t f = darts_search(n, bytes, nb, lens, vals, 32);
                 if (f) {
@@ -240,13 +240,13 @@ static int precompiled(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
                 }
             }
             for (size_t k = 0; k < g; k++, i++) {
-                int b = tok_utf8_encode(s->c[i].cp, (char *)bytes);
+                int b = nlpd_tok_utf8_encode(s->c[i].cp, (char *)bytes);
                 size_t f = darts_search(n, bytes, (size_t)b, lens, vals, 32);
                 if (f) {
                     size_t m = precompiled_repl(n, vals[0], rep, REPL_MAX);
                     if (push_repl(tmp, &s->c[i], 1, rep, m) < 0)
                         return NLPD_ENOMEM;
-                } else if (tstr_push(tmp, s->c[i].cp, s->c[i].os, s->c[i].oe) < 0) {
+                } else if (nlpd_tstr_push(tmp, s->c[i].cp, s->c[i].os, s->c[i].oe) < 0) {
                     return NLPD_ENOMEM;
                 }
             }
@@ -261,8 +261,8 @@ static int precompiled(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
 static int is_chinese(int32_t cp)
 {
     return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x20000 && cp <= 0x2A6DF) ||
-           (cp >= 0x2A700 && cp <= 0x2B73F) || (cp >= 0x2B740 && cp <= 0x2B81F) ||
-           (cp >= 0x2B920 && cp <= 0x2CEAF) || (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
+           (cp >= 0x2A700 && cp <= 0x2B73F) || (cp >= 0x2B740 && cp <= 0x2B81F) || (cp >= 0x2B920 && cp <= 0x2CEAF) ||
+           (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
 }
 
 static int ccc(int32_t cp)
@@ -277,14 +277,14 @@ static int decompose(struct tstr *s, struct tstr *tmp, int compat)
     for (size_t i = 0; i < s->n; i++) {
         utf8proc_int32_t buf[32];
         int last = 0;
-        utf8proc_ssize_t k = utf8proc_decompose_char(s->c[i].cp, buf, 32,
-                                                     UTF8PROC_DECOMPOSE | (compat ? UTF8PROC_COMPAT : 0), &last);
+        utf8proc_ssize_t k =
+            utf8proc_decompose_char(s->c[i].cp, buf, 32, UTF8PROC_DECOMPOSE | (compat ? UTF8PROC_COMPAT : 0), &last);
         if (k < 0 || k > 32) {
             buf[0] = s->c[i].cp;
             k = 1;
         }
         for (utf8proc_ssize_t j = 0; j < k; j++)
-            if (tstr_push(tmp, buf[j], s->c[i].os, s->c[i].oe) < 0)
+            if (nlpd_tstr_push(tmp, buf[j], s->c[i].os, s->c[i].oe) < 0)
                 return NLPD_ENOMEM;
     }
     /* Canonical ordering: stable insertion sort of each run of non-starters by combining class. */
@@ -322,8 +322,8 @@ static int compose(struct tstr *s, struct tstr *tmp)
             g++;
         for (size_t k = 0; k < g; k++)
             buf[k] = s->c[i + k].cp;
-        utf8proc_ssize_t m = g > 1 ? utf8proc_normalize_utf32(buf, (utf8proc_ssize_t)g, UTF8PROC_COMPOSE)
-                                   : (utf8proc_ssize_t)1;
+        utf8proc_ssize_t m =
+            g > 1 ? utf8proc_normalize_utf32(buf, (utf8proc_ssize_t)g, UTF8PROC_COMPOSE) : (utf8proc_ssize_t)1;
         if (m < 0)
             m = (utf8proc_ssize_t)g;
         if (push_repl(tmp, &s->c[i], g, buf, (size_t)m) < 0)
@@ -340,9 +340,9 @@ static int lowercase(struct tstr *s, struct tstr *tmp)
     for (size_t i = 0; i < s->n; i++) {
         const struct tchar *c = &s->c[i];
         if (c->cp == 0x130) { /* the one unconditional multi-char lowercase mapping */
-            if (tstr_push(tmp, 'i', c->os, c->oe) < 0 || tstr_push(tmp, 0x307, c->os, c->oe) < 0)
+            if (nlpd_tstr_push(tmp, 'i', c->os, c->oe) < 0 || nlpd_tstr_push(tmp, 0x307, c->os, c->oe) < 0)
                 return NLPD_ENOMEM;
-        } else if (tstr_push(tmp, utf8proc_tolower(c->cp), c->os, c->oe) < 0) {
+        } else if (nlpd_tstr_push(tmp, utf8proc_tolower(c->cp), c->os, c->oe) < 0) {
             return NLPD_ENOMEM;
         }
     }
@@ -373,14 +373,14 @@ static int bert(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
                                k == UTF8PROC_CATEGORY_CO || k == UTF8PROC_CATEGORY_CN);
                 if (c.cp == 0 || c.cp == 0xfffd || control)
                     continue;
-                if (tok_is_whitespace(c.cp))
+                if (nlpd_tok_is_whitespace(c.cp))
                     c.cp = ' ';
             }
             if (n->handle_chinese && is_chinese(c.cp)) {
-                if (tstr_push(tmp, ' ', c.os, c.oe) < 0 || tstr_push(tmp, c.cp, c.os, c.oe) < 0 ||
-                    tstr_push(tmp, ' ', c.os, c.oe) < 0)
+                if (nlpd_tstr_push(tmp, ' ', c.os, c.oe) < 0 || nlpd_tstr_push(tmp, c.cp, c.os, c.oe) < 0 ||
+                    nlpd_tstr_push(tmp, ' ', c.os, c.oe) < 0)
                     return NLPD_ENOMEM;
-            } else if (tstr_push(tmp, c.cp, c.os, c.oe) < 0) {
+            } else if (nlpd_tstr_push(tmp, c.cp, c.os, c.oe) < 0) {
                 return NLPD_ENOMEM;
             }
         }
@@ -412,7 +412,7 @@ static int replace(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
         size_t ms, me;
         int found;
         if (n->rx) {
-            found = trx_find(n->rx, s->c, s->n, i, &ms, &me);
+            found = nlpd_trx_find(n->rx, s->c, s->n, i, &ms, &me);
         } else {
             found = 0;
             if (n->pat_n)
@@ -426,27 +426,27 @@ static int replace(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
         if (!found)
             break;
         for (; i < ms; i++)
-            if (tstr_push(tmp, s->c[i].cp, s->c[i].os, s->c[i].oe) < 0)
+            if (nlpd_tstr_push(tmp, s->c[i].cp, s->c[i].os, s->c[i].oe) < 0)
                 return NLPD_ENOMEM;
         if (me == ms) { /* empty match: insert, then step over one char */
             uint32_t os = ms > 0 ? s->c[ms - 1].os : (s->n ? s->c[0].os : 0);
             uint32_t oe = ms > 0 ? s->c[ms - 1].oe : os;
             for (size_t k = 0; k < n->content_n; k++)
-                if (tstr_push(tmp, n->content[k], os, oe) < 0)
+                if (nlpd_tstr_push(tmp, n->content[k], os, oe) < 0)
                     return NLPD_ENOMEM;
-            if (ms < s->n && tstr_push(tmp, s->c[ms].cp, s->c[ms].os, s->c[ms].oe) < 0)
+            if (ms < s->n && nlpd_tstr_push(tmp, s->c[ms].cp, s->c[ms].os, s->c[ms].oe) < 0)
                 return NLPD_ENOMEM;
             i = ms + 1;
             continue;
         }
         const struct tchar *last = &s->c[me - 1];
         for (size_t k = 0; k < n->content_n; k++)
-            if (tstr_push(tmp, n->content[k], last->os, last->oe) < 0)
+            if (nlpd_tstr_push(tmp, n->content[k], last->os, last->oe) < 0)
                 return NLPD_ENOMEM;
         i = me;
     }
     for (; i < s->n; i++)
-        if (tstr_push(tmp, s->c[i].cp, s->c[i].os, s->c[i].oe) < 0)
+        if (nlpd_tstr_push(tmp, s->c[i].cp, s->c[i].os, s->c[i].oe) < 0)
             return NLPD_ENOMEM;
     tstr_swap(s, tmp);
     return 0;
@@ -459,8 +459,8 @@ static int nmt(struct tstr *s)
         int32_t c = s->c[i].cp;
         if ((c >= 1 && c <= 8) || c == 0xb || (c >= 0xe && c <= 0x1f) || c == 0x7f || c == 0x8f || c == 0x9f)
             continue;
-        if (c == 9 || c == 10 || c == 12 || c == 13 || c == 0x1680 || (c >= 0x200b && c <= 0x200f) ||
-            c == 0x2028 || c == 0x2029 || c == 0x2581 || c == 0xfeff || c == 0xfffd)
+        if (c == 9 || c == 10 || c == 12 || c == 13 || c == 0x1680 || (c >= 0x200b && c <= 0x200f) || c == 0x2028 ||
+            c == 0x2029 || c == 0x2581 || c == 0xfeff || c == 0xfffd)
             c = ' ';
         s->c[k] = s->c[i];
         s->c[k++].cp = c;
@@ -469,35 +469,29 @@ static int nmt(struct tstr *s)
     return 0;
 }
 
-int tnorm_apply(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
+int nlpd_tnorm_apply(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
 {
     switch (n->type) {
-    case TN_BERT:
-        return bert(n, s, tmp);
-    case TN_PRECOMPILED:
-        return precompiled(n, s, tmp);
+    case TN_BERT: return bert(n, s, tmp);
+    case TN_PRECOMPILED: return precompiled(n, s, tmp);
     case TN_NFD:
-    case TN_NFKD:
-        return decompose(s, tmp, n->type == TN_NFKD);
+    case TN_NFKD: return decompose(s, tmp, n->type == TN_NFKD);
     case TN_NFC:
     case TN_NFKC:
         if (decompose(s, tmp, n->type == TN_NFKC) < 0)
             return NLPD_ENOMEM;
         return compose(s, tmp);
-    case TN_LOWERCASE:
-        return lowercase(s, tmp);
-    case TN_STRIP_ACCENTS:
-        return strip_marks(s);
-    case TN_REPLACE:
-        return replace(n, s, tmp);
+    case TN_LOWERCASE: return lowercase(s, tmp);
+    case TN_STRIP_ACCENTS: return strip_marks(s);
+    case TN_REPLACE: return replace(n, s, tmp);
     case TN_PREPEND:
         if (s->n && n->content_n) {
             tmp->n = 0;
             for (size_t k = 0; k < n->content_n; k++)
-                if (tstr_push(tmp, n->content[k], s->c[0].os, s->c[0].oe) < 0)
+                if (nlpd_tstr_push(tmp, n->content[k], s->c[0].os, s->c[0].oe) < 0)
                     return NLPD_ENOMEM;
             for (size_t i = 0; i < s->n; i++)
-                if (tstr_push(tmp, s->c[i].cp, s->c[i].os, s->c[i].oe) < 0)
+                if (nlpd_tstr_push(tmp, s->c[i].cp, s->c[i].os, s->c[i].oe) < 0)
                     return NLPD_ENOMEM;
             tstr_swap(s, tmp);
         }
@@ -505,20 +499,19 @@ int tnorm_apply(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
     case TN_STRIP: {
         size_t a = 0, b = s->n;
         if (n->strip_left)
-            while (a < b && tok_is_whitespace(s->c[a].cp))
+            while (a < b && nlpd_tok_is_whitespace(s->c[a].cp))
                 a++;
         if (n->strip_right)
-            while (b > a && tok_is_whitespace(s->c[b - 1].cp))
+            while (b > a && nlpd_tok_is_whitespace(s->c[b - 1].cp))
                 b--;
         memmove(s->c, s->c + a, (b - a) * sizeof *s->c);
         s->n = b - a;
         return 0;
     }
-    case TN_NMT:
-        return nmt(s);
+    case TN_NMT: return nmt(s);
     case TN_SEQUENCE:
         for (size_t i = 0; i < n->nsubs; i++) {
-            int rc = tnorm_apply(&n->subs[i], s, tmp);
+            int rc = nlpd_tnorm_apply(&n->subs[i], s, tmp);
             if (rc < 0)
                 return rc;
         }
@@ -527,16 +520,16 @@ int tnorm_apply(const struct tnorm *n, struct tstr *s, struct tstr *tmp)
     return 0;
 }
 
-void tnorm_free(struct tnorm *n)
+void nlpd_tnorm_free(struct tnorm *n)
 {
     if (!n)
         return;
     for (size_t i = 0; i < n->nsubs; i++)
-        tnorm_free(&n->subs[i]);
+        nlpd_tnorm_free(&n->subs[i]);
     free(n->subs);
     free(n->charsmap);
     free(n->pat);
     free(n->content);
-    trx_free(n->rx);
+    nlpd_trx_free(n->rx);
     memset(n, 0, sizeof *n);
 }

@@ -563,7 +563,7 @@ static int rx_alt(struct rx_parser *ps)
     return 0;
 }
 
-struct trx *trx_compile(const char *pat, size_t len, struct nlpd_error *err)
+struct trx *nlpd_trx_compile(const char *pat, size_t len, struct nlpd_error *err)
 {
     struct trx *rx = calloc(1, sizeof *rx);
     if (!rx) {
@@ -581,13 +581,13 @@ struct trx *trx_compile(const char *pat, size_t len, struct nlpd_error *err)
             nlpd_error_set(err, NLPD_EFORMAT, 0, "unbalanced )");
         else
             nlpd_error_set(err, NLPD_ERANGE, 0, "regex too large (over %d instructions)", RX_MAX_PROG);
-        trx_free(rx);
+        nlpd_trx_free(rx);
         return NULL;
     }
     return rx;
 }
 
-void trx_free(struct trx *rx)
+void nlpd_trx_free(struct trx *rx)
 {
     if (!rx)
         return;
@@ -599,8 +599,9 @@ void trx_free(struct trx *rx)
 static int rx_word(int32_t cp)
 {
     int c = cat(cp);
-    return tok_is_letter(cp) || c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_MC || c == UTF8PROC_CATEGORY_ME ||
-           c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_PC;
+    return nlpd_tok_is_letter(cp) || c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_MC ||
+           c == UTF8PROC_CATEGORY_ME || c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL ||
+           c == UTF8PROC_CATEGORY_PC;
 }
 
 static int rx_class_match(const struct trx *rx, const struct rx_inst *in, int32_t cp)
@@ -611,7 +612,7 @@ static int rx_class_match(const struct trx *rx, const struct rx_inst *in, int32_
         int r;
         switch (it->kind) {
         case CL_RANGE: r = cp >= it->lo && cp <= it->hi; break;
-        case CL_SPACE: r = tok_is_whitespace(cp); break;
+        case CL_SPACE: r = nlpd_tok_is_whitespace(cp); break;
         case CL_DIGIT: r = cat(cp) == UTF8PROC_CATEGORY_ND; break;
         case CL_WORD: r = rx_word(cp); break;
         default: r = (it->lo >> cat(cp)) & 1; break;
@@ -708,7 +709,7 @@ done:
     return result && *steps >= 0;
 }
 
-int trx_find(const struct trx *rx, const struct tchar *s, size_t n, size_t from, size_t *ms, size_t *me)
+int nlpd_trx_find(const struct trx *rx, const struct tchar *s, size_t n, size_t from, size_t *ms, size_t *me)
 {
     long steps = RX_MAX_STEPS;
     for (size_t i = from; i <= n; i++) {

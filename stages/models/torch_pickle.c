@@ -127,11 +127,11 @@ enum { G_ODICT, G_REBUILD, G_STORAGE };
 
 struct pv {
     enum pk k;
-    int64_t i;                 /* INT, BOOL; GLOBAL: G_*; STORAGE: numel */
-    const char *s;             /* STR (into the pickle); STORAGE: key */
+    int64_t i;     /* INT, BOOL; GLOBAL: G_*; STORAGE: numel */
+    const char *s; /* STR (into the pickle); STORAGE: key */
     size_t sl;
-    int dt;                    /* GLOBAL G_STORAGE, STORAGE, TENSOR: index into dtypes[] */
-    struct pv **items;         /* TUPLE, LIST; DICT: key, value, key, value... */
+    int dt;            /* GLOBAL G_STORAGE, STORAGE, TENSOR: index into dtypes[] */
+    struct pv **items; /* TUPLE, LIST; DICT: key, value, key, value... */
     size_t n, cap;
     struct nlpd_st_tensor t;   /* TENSOR (name unset) */
     struct pv *stor;           /* TENSOR: its storage */
@@ -145,9 +145,9 @@ static const struct {
     enum nlpd_st_dtype dt;
     unsigned size;
 } dtypes[] = {
-    {"FloatStorage", NLPD_ST_F32, 4}, {"HalfStorage", NLPD_ST_F16, 2}, {"BFloat16Storage", NLPD_ST_BF16, 2},
+    {"FloatStorage", NLPD_ST_F32, 4},  {"HalfStorage", NLPD_ST_F16, 2}, {"BFloat16Storage", NLPD_ST_BF16, 2},
     {"DoubleStorage", NLPD_ST_F64, 8}, {"LongStorage", NLPD_ST_I64, 8}, {"IntStorage", NLPD_ST_I32, 4},
-    {"ShortStorage", NLPD_ST_I16, 2}, {"CharStorage", NLPD_ST_I8, 1},  {"ByteStorage", NLPD_ST_U8, 1},
+    {"ShortStorage", NLPD_ST_I16, 2},  {"CharStorage", NLPD_ST_I8, 1},  {"ByteStorage", NLPD_ST_U8, 1},
     {"BoolStorage", NLPD_ST_BOOL, 1},
 };
 
@@ -217,8 +217,8 @@ static int pop_mark(struct up *u, size_t pos, size_t *base)
 
 static const char *kind_name(enum pk k)
 {
-    static const char *const n[] = {"None", "bool", "int", "float", "str", "tuple", "list", "dict", "global",
-                                    "storage", "tensor"};
+    static const char *const n[] = {"None", "bool", "int",    "float",   "str",   "tuple",
+                                    "list", "dict", "global", "storage", "tensor"};
     return n[k];
 }
 
@@ -369,9 +369,7 @@ static int unpickle(struct up *u, const unsigned char *p, size_t n, struct pv **
             *result = v;
             *end = i;
             return 0;
-        case 'N':
-            rc = push(u, new_val(u, PK_NONE));
-            break;
+        case 'N': rc = push(u, new_val(u, PK_NONE)); break;
         case 0x88: /* NEWTRUE */
         case 0x89: /* NEWFALSE */
             if ((v = new_val(u, PK_BOOL)))
@@ -408,10 +406,10 @@ static int unpickle(struct up *u, const unsigned char *p, size_t n, struct pv **
             i += 8;
             rc = push(u, new_val(u, PK_FLOAT));
             break;
-        case 'X': /* BINUNICODE */
-        case 'T': /* BINSTRING */
+        case 'X':  /* BINUNICODE */
+        case 'T':  /* BINSTRING */
         case 0x8c: /* SHORT_BINUNICODE */
-        case 'U': /* SHORT_BINSTRING */
+        case 'U':  /* SHORT_BINSTRING */
             len = op == 'X' || op == 'T' ? 4 : 1;
             NEED(len);
             base = (size_t)le(p + i, (int)len);
@@ -424,15 +422,9 @@ static int unpickle(struct up *u, const unsigned char *p, size_t n, struct pv **
             i += base;
             rc = push(u, v);
             break;
-        case ')': /* EMPTY_TUPLE */
-            rc = push(u, new_val(u, PK_TUPLE));
-            break;
-        case ']': /* EMPTY_LIST */
-            rc = push(u, new_val(u, PK_LIST));
-            break;
-        case '}': /* EMPTY_DICT */
-            rc = push(u, new_val(u, PK_DICT));
-            break;
+        case ')': /* EMPTY_TUPLE */ rc = push(u, new_val(u, PK_TUPLE)); break;
+        case ']': /* EMPTY_LIST */ rc = push(u, new_val(u, PK_LIST)); break;
+        case '}': /* EMPTY_DICT */ rc = push(u, new_val(u, PK_DICT)); break;
         case 't': /* TUPLE */
         case 'e': /* APPENDS */
         case 'u': /* SETITEMS */
@@ -497,8 +489,8 @@ static int unpickle(struct up *u, const unsigned char *p, size_t n, struct pv **
             const unsigned char *nm = e1 + 1, *e2 = memchr(nm, '\n', (size_t)(p + n - nm));
             if (!e2)
                 return bad(u, op_at, "truncated GLOBAL");
-            if ((rc = global_of(u, op_at, (const char *)m, (size_t)(e1 - m), (const char *)nm, (size_t)(e2 - nm),
-                                &v)) < 0)
+            if ((rc = global_of(u, op_at, (const char *)m, (size_t)(e1 - m), (const char *)nm, (size_t)(e2 - nm), &v)) <
+                0)
                 return rc;
             i = (size_t)(e2 + 1 - p);
             rc = push(u, v);
@@ -539,8 +531,8 @@ static int unpickle(struct up *u, const unsigned char *p, size_t n, struct pv **
             break;
         case 'Q': { /* BINPERSID: ('storage', torch.XStorage, key, location, numel) */
             POP(a);
-            if (a->k != PK_TUPLE || a->n != 5 + (size_t)u->legacy || a->items[0]->k != PK_STR ||
-                a->items[0]->sl != 7 || memcmp(a->items[0]->s, "storage", 7) != 0 || a->items[1]->k != PK_GLOBAL ||
+            if (a->k != PK_TUPLE || a->n != 5 + (size_t)u->legacy || a->items[0]->k != PK_STR || a->items[0]->sl != 7 ||
+                memcmp(a->items[0]->s, "storage", 7) != 0 || a->items[1]->k != PK_GLOBAL ||
                 a->items[1]->i != G_STORAGE || a->items[2]->k != PK_STR || a->items[4]->k != PK_INT ||
                 a->items[4]->i < 0)
                 return bad(u, op_at, "persistent id is not ('storage', torch.XStorage, key, location, numel)");
@@ -555,11 +547,11 @@ static int unpickle(struct up *u, const unsigned char *p, size_t n, struct pv **
             rc = push(u, v);
             break;
         }
-        case 'q': /* BINPUT */
-        case 'r': /* LONG_BINPUT */
+        case 'q':  /* BINPUT */
+        case 'r':  /* LONG_BINPUT */
         case 0x94: /* MEMOIZE */
-        case 'h': /* BINGET */
-        case 'j': /* LONG_BINGET */
+        case 'h':  /* BINGET */
+        case 'j':  /* LONG_BINGET */
             if (op == 0x94) {
                 /* len(memo): the first free index when entries are set in order, as picklers do */
                 for (base = 0; base < u->memo_cap && u->memo[base]; base++)
@@ -637,8 +629,10 @@ static int bind_legacy(struct up *u, const unsigned char *b, size_t size, size_t
             struct pv *s2 = stors[i];
             if (s2->sl == key->sl && !memcmp(s2->s, key->s, key->sl)) {
                 if (s2->dt != st->dt || (uint64_t)s2->i > cnt)
-                    return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: storage %zu does not match its "
-                                          "uses", u->name, k);
+                    return nlpd_error_set(u->err, NLPD_EFORMAT, 0,
+                                          "%s: legacy format: storage %zu does not match its "
+                                          "uses",
+                                          u->name, k);
                 s2->data = b + pos;
                 s2->dsize = (size_t)cnt * es;
             }
@@ -696,8 +690,7 @@ static int legacy_load(struct up *u, const unsigned char *b, size_t size, struct
         if (t->k != PK_TENSOR)
             continue;
         if (!t->stor->data)
-            return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: a tensor's storage is missing",
-                                  u->name);
+            return nlpd_error_set(u->err, NLPD_EFORMAT, 0, "%s: legacy format: a tensor's storage is missing", u->name);
         t->t.data = t->stor->data + (size_t)t->off * dtypes[t->stor->dt].size;
     }
     return 0;

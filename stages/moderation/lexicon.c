@@ -70,8 +70,8 @@ struct chunk {
 struct nlpd_lexicon {
     struct nlpd_lexicon_opts opts;
     struct langset all;
-    struct langset fallback;  /* the fallback lists' entries, for text in a language without a list */
-    char (*fb)[LANG_MAX];     /* the fallback lists' subtags */
+    struct langset fallback; /* the fallback lists' entries, for text in a language without a list */
+    char (*fb)[LANG_MAX];    /* the fallback lists' subtags */
     size_t nfb;
     struct langset *langs;
     size_t nlangs;

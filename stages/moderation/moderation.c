@@ -82,8 +82,8 @@ static const struct nlpd_conf_entry moderation_conf[] = {
      0, 0,
      "when langid ran, check a record only against its lang.code's lists; a language without a list only against "
      "`lexicon_fallback` (none: the record gets no lexicon result, and is counted). false, or no langid: every list"},
-    {"lexicon_fallback", NLPD_CONF_LIST, NULL, offsetof(struct moderation, lexicon_fallback), NLPD_CONF_CACHE_KEY,
-     NULL, 0, 0,
+    {"lexicon_fallback", NLPD_CONF_LIST, NULL, offsetof(struct moderation, lexicon_fallback), NLPD_CONF_CACHE_KEY, NULL,
+     0, 0,
      "lists (file names or language subtags, e.g. [\"en\"]) that records in a language without a list of its own "
      "are checked against; default none: other languages' lists flag innocent words (Vietnamese \"hộ\" is \"ho\")"},
     {"lexicon_category", NLPD_CONF_STRING, "profanity", offsetof(struct moderation, lexicon_category),
@@ -364,7 +364,8 @@ static void moderation_fini(void *ctx)
     if (n && s->inst)
         nlpd_stage_log(s->inst, NLPD_LOG_INFO,
                        "lexicon: %lu distinct texts in languages without a word list were not checked (see "
-                       "lexicon_fallback)", n);
+                       "lexicon_fallback)",
+                       n);
     for (int i = 0; s->cat && i < s->nlabels; i++)
         free(s->cat[i]);
     free(s->cat);

@@ -66,8 +66,8 @@ struct ner_thread {
 static const struct nlpd_conf_entry ner_conf[] = {
     {"model", NLPD_CONF_PATH, NULL, offsetof(struct ner, model), NLPD_CONF_REQUIRED | NLPD_CONF_MODEL, NULL, 0, 0,
      "Hugging Face token-classification model folder (config.json, model.safetensors, tokenizer files)"},
-    {"dtype", NLPD_CONF_ENUM, "default", offsetof(struct ner, dtype), NLPD_CONF_CACHE_KEY, "default|fp32|fp16|bf16|int8",
-     0, 0,
+    {"dtype", NLPD_CONF_ENUM, "default", offsetof(struct ner, dtype), NLPD_CONF_CACHE_KEY,
+     "default|fp32|fp16|bf16|int8", 0, 0,
      "precision of the model's matrix products on the CPU: \"default\" = kernels.dtype; \"bf16\" (AVX512-BF16) "
      "or \"int8\" (dynamic quantisation, AVX512-VNNI / AVX-VNNI) are an error on a CPU without them; \"fp16\" is "
      "CUDA-only. Part of the cache key and of meta.models"},

@@ -64,8 +64,7 @@ static const struct nlpd_conf_entry sentiment_conf[] = {
      NULL, 0, 0, "fastText: separate . , ' ( ) ! ? from words and drop \" ; : as fastText's training scripts did"},
     {"scores", NLPD_CONF_BOOL, "false", offsetof(struct sentiment, scores), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "also write every label's score (sentiment.scores)"},
-    {"exact_scores", NLPD_CONF_BOOL, "false", offsetof(struct sentiment, exact_scores), NLPD_CONF_CACHE_KEY, NULL, 0,
-     0,
+    {"exact_scores", NLPD_CONF_BOOL, "false", offsetof(struct sentiment, exact_scores), NLPD_CONF_CACHE_KEY, NULL, 0, 0,
      "fastText: false: scores are probabilities, within [0, 1]; true: fastText predict-prob's values exactly "
      "(exp(log(p + 1e-5)), up to 1.00001), for parity checks against the tool"},
     {"dtype", NLPD_CONF_ENUM, "default", offsetof(struct sentiment, dtype), NLPD_CONF_CACHE_KEY,
@@ -363,6 +362,27 @@ static const char *sentiment_variant(void *ctx)
     return NULL;
 }
 
+/* Every output label of every model, once each. */
+static size_t sentiment_labels(void *ctx, const char **out, size_t cap)
+{
+    const struct sentiment *s = ctx;
+    size_t n = 0;
+    for (size_t i = 0; i < s->ms.loaded; i++) {
+        const struct smodel *m = model_at(s, i);
+        for (int k = 0; k < m->nlabels && m->label_out; k++) {
+            size_t j = 0;
+            while (j < n && j < cap && strcmp(out[j], m->label_out[k]) != 0)
+                j++;
+            if (j < n)
+                continue;
+            if (n < cap)
+                out[n] = m->label_out[k];
+            n++;
+        }
+    }
+    return n;
+}
+
 const struct nlpd_stage_plugin nlpd_stage_sentiment = {
     .abi = NLPD_STAGE_ABI,
     .name = "sentiment",
@@ -377,5 +397,6 @@ const struct nlpd_stage_plugin nlpd_stage_sentiment = {
     .fini = sentiment_fini,
     .results = NLPD_RESULT_SENTIMENT,
     .model_variant = sentiment_variant,
+    .labels = sentiment_labels,
     .token_budget = 1,
 };

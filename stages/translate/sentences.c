@@ -10,9 +10,9 @@ int nlpd_sentence_space(unsigned char c)
 
 /* Abbreviations a full stop does not end a sentence after (compared case-insensitively, without the dot). */
 static const char *const abbreviations[] = {
-    "mr", "mrs", "ms", "dr", "prof", "st", "sr", "jr", "vs", "etc", "eg", "ie", "no", "nr", "fig", "approx",
-    "dept", "inc", "ltd", "co", "corp", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct",
-    "nov", "dec", "hr", "fr", "frau", "herr", "bzw", "ca", "usw", "vgl", "sig", "sra", "dott", "av",
+    "mr",     "mrs",  "ms",  "dr",  "prof", "st",   "sr",   "jr",  "vs",  "etc", "eg",  "ie",  "no",  "nr",   "fig",
+    "approx", "dept", "inc", "ltd", "co",   "corp", "jan",  "feb", "mar", "apr", "jun", "jul", "aug", "sep",  "sept",
+    "oct",    "nov",  "dec", "hr",  "fr",   "frau", "herr", "bzw", "ca",  "usw", "vgl", "sig", "sra", "dott", "av",
 };
 
 /* Whether the word ending right before s[dot] is an abbreviation, a single letter ("J. Smith", "e.g.") or an

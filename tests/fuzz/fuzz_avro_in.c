@@ -18,8 +18,8 @@ static const char schema[] =
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct nlpd_avro_in *a;
-    static struct nlpd_input_conf in = {.format = "avro", .text_field = "body.text", .id_field = "id",
-                                        .max_text_bytes = 1 << 16};
+    static struct nlpd_input_conf in = {
+        .format = "avro", .text_field = "body.text", .id_field = "id", .max_text_bytes = 1 << 16};
     if (!a) {
         static char path[] = "/tmp/nlpd-fuzz-avro-XXXXXX";
         int fd = mkstemp(path);

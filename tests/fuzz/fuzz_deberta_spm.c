@@ -13,7 +13,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct nlpd_error err = {0};
-    struct nlpd_tokenizer *t = tok_deberta_spm_mem(data, size, "fuzz/spm.model", NULL, NULL, NULL, &err);
+    struct nlpd_tokenizer *t = nlpd_tok_deberta_spm_mem(data, size, "fuzz/spm.model", NULL, NULL, NULL, &err);
     if (!t) {
         if (!strstr(err.message, "fuzz/spm.model"))
             abort(); /* every error names the file */

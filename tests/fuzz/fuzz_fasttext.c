@@ -11,8 +11,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const texts[] = {
-        "good bad", "", "h\xc3\xa9llo w\xc3\xb6rld \xe6\x97\xa5\xe6\x9c\xac", "__label__x a </s> b",
-        "\x80\xff\t\x01 x", "a b c d e f g h i j k l m n o p",
+        "good bad",
+        "",
+        "h\xc3\xa9llo w\xc3\xb6rld \xe6\x97\xa5\xe6\x9c\xac",
+        "__label__x a </s> b",
+        "\x80\xff\t\x01 x",
+        "a b c d e f g h i j k l m n o p",
     };
     struct nlpd_error err = {0};
     struct nlpd_ft_model *m = nlpd_ft_load_mem(data, size, "fuzz", &err);

@@ -1,8 +1,8 @@
 /* Fuzz target for the pytorch_model.bin reader (stages/models/torch_pickle.c): input starting with "PK" is a
- * whole torch.save zip, input starting with the legacy magic pickle a whole pre-1.6 file; anything else is taken as the pickle itself, wrapped here in a stored zip as
- * archive/data.pkl beside blobs archive/data/0..3 (64 bytes each), so that mutations reach the unpickler. Any
- * bytes must load or give an error naming the file, never crash, run code or read outside the block; every tensor
- * that loads is read back as F32 when it is a float type. */
+ * whole torch.save zip, input starting with the legacy magic pickle a whole pre-1.6 file; anything else is taken as the
+ * pickle itself, wrapped here in a stored zip as archive/data.pkl beside blobs archive/data/0..3 (64 bytes each), so
+ * that mutations reach the unpickler. Any bytes must load or give an error naming the file, never crash, run code or
+ * read outside the block; every tensor that loads is read back as F32 when it is a float type. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

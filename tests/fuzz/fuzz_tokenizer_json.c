@@ -13,8 +13,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const texts[] = {
-        "Hello world!", "", "  lead  and  trail  ", "h\xc3\xa9llo w\xc3\xb6rld \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80",
-        "<s> [CLS] <mask> [MASK] x</s>", "\x80\xff\t\x01 x", "a-b_c'd 'll 12345 ...", "\xef\xbc\xa6\xef\xbc\xb5 e\xcc\x81",
+        "Hello world!",
+        "",
+        "  lead  and  trail  ",
+        "h\xc3\xa9llo w\xc3\xb6rld \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80",
+        "<s> [CLS] <mask> [MASK] x</s>",
+        "\x80\xff\t\x01 x",
+        "a-b_c'd 'll 12345 ...",
+        "\xef\xbc\xa6\xef\xbc\xb5 e\xcc\x81",
     };
     struct nlpd_error err = {0};
     struct nlpd_tokenizer *t = nlpd_tokenizer_load_json((const char *)data, size, "fuzz.json", &err);
@@ -24,8 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = sizeof texts / sizeof texts[0];
     for (size_t i = 0; i < n; i++) {
         const char *p = i % 2 ? texts[(i + 3) % n] : NULL;
-        if (nlpd_tokenizer_encode(t, texts[i], strlen(texts[i]), p, p ? strlen(p) : 0, i % 3 ? 0 : 5 + i, &e,
-                                  &err) == 0) {
+        if (nlpd_tokenizer_encode(t, texts[i], strlen(texts[i]), p, p ? strlen(p) : 0, i % 3 ? 0 : 5 + i, &e, &err) ==
+            0) {
             for (size_t k = 0; k < e.n; k++)
                 (void)nlpd_tokenizer_id_to_token(t, e.ids[k]);
             char *s = NULL;

@@ -6,10 +6,8 @@
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 NLPD=${1:-build/nlpd}
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-nok() { fail=$((fail + 1)); echo "not ok - $1: $(printf '%s' "$2" | head -c 1500)"; }
+. tests/lib.sh
+NOK_MAX=1500
 T=$(mktemp -d) || exit 2
 trap 'rm -rf "$T"' EXIT
 

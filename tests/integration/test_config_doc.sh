@@ -25,7 +25,7 @@ for key in re.findall(r"^  (\w+)\.(\w+)  \(", doc, re.M):
         missing.append(f"{sec}.{name}")
 # Keys of a group inside a section (input.schema_registry.url): documented inside that section.
 for sec, sub, name in re.findall(r"^  (\w+)\.(\w+)\.(\w+)  \(", doc, re.M):
-    body = sections.get(sec, "")
+    body = sections.get(sec, conf)  # a stage's group (shadow, canary): documented once for every stage
     if not re.search(r"^\s*#?\s*%s\s*=" % sub, body, re.M) or not re.search(r"^\s*(#\s*)*%s\s*=" % name, body, re.M):
         missing.append(f"{sec}.{sub}.{name}")
 stages = re.findall(r'^stage "(\w+)"', doc, re.M)
@@ -40,7 +40,7 @@ err = subprocess.run([sys.argv[1], "check", "-c", f.name], capture_output=True, 
 os.unlink(f.name)
 fields = re.findall(r"\b([a-z_]+\.[a-z_]+)\b", err.split("no.such_field", 1)[-1])
 assert len(fields) >= 5, "no list of when fields in: " + err
-head = conf[conf.index("pipeline = (") - 1500 : conf.index("pipeline = (")]
+head = conf[conf.index("# The stages, run in this order") : conf.index("pipeline = (")]
 missing = [fl for fl in fields if fl not in head]
 assert not missing, "when fields not named above pipeline in conf/nlpd.conf: " + ", ".join(missing)
 # No reference to a document that is not in the repository.

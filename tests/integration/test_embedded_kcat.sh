@@ -7,10 +7,8 @@ set -u
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$PWD
 NLPD=${1:-build/nlpd}
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-nok() { fail=$((fail + 1)); echo "not ok - $1: $(printf '%s' "$2" | head -c 2000)"; }
+. tests/lib.sh
+NOK_MAX=2000
 if ! command -v kcat > /dev/null; then
     echo "skip: kcat not installed (apt-get install kcat)"
     echo "0 passed, 0 failed"

@@ -17,15 +17,8 @@ case $NLPD in /*) ;; *) NLPD=$ROOT/$NLPD ;; esac
 TOOL=$ROOT/build/tests/tool_kafka
 STUB=$ROOT/tests/integration/registry_stub.py
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1${2:+ ($2)}"; }
-nok() { fail=$((fail + 1)); echo "not ok - $1: $(printf '%s' "$2" | head -c 2000)"; }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
+. tests/lib.sh
+NOK_MAX=2000
 [ -x "$NLPD" ] || { nok "binary" "$NLPD not found (run make)"; finish; }
 [ -x "$TOOL" ] || { nok "tool_kafka" "$TOOL not found (run make)"; finish; }
 [ -f models/lid.176.ftz ] || { nok "models" "models/lid.176.ftz missing (run make models)"; finish; }

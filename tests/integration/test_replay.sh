@@ -12,15 +12,8 @@ NLPD=${1:-build/nlpd}
 case $NLPD in /*) ;; *) NLPD=$ROOT/$NLPD ;; esac
 TOOL=$ROOT/build/tests/tool_kafka
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1${2:+ ($2)}"; }
-nok() { fail=$((fail + 1)); echo "not ok - $1: $(printf '%s' "$2" | head -c 2000)"; }
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
+. tests/lib.sh
+NOK_MAX=2000
 [ -x "$NLPD" ] || { nok "binary" "$NLPD not found (run make)"; finish; }
 [ -x "$TOOL" ] || { nok "tool_kafka" "$TOOL not found (run make)"; finish; }
 [ -f models/lid.176.ftz ] || { nok "models" "models/lid.176.ftz missing (run make models)"; finish; }
@@ -73,7 +66,7 @@ replay() {
     timeout 60 "$NLPD" replay "$@" > "$T/out" 2> "$T/err"
     RC=$?
 }
-summary() { grep '^replay ' "$T/out" | tail -n 1; }
+replay_summary() { grep '^replay ' "$T/out" | tail -n 1; }
 
 # --- 1. dead letters written by nlpd run, replayed byte-identical -------------------------------------------------
 # 20 good and 10 bad records (HEADERS<TAB>KEY<TAB>hex(VALUE)), every one with its own headers and key.
@@ -113,7 +106,7 @@ fi
 
 replay -c "$C" --to replayed
 consume replayed all 20000 > "$T/replayed.recs" 2> /dev/null
-s=$(summary)
+s=$(replay_summary)
 if [ $RC -eq 0 ] && [ "$s" = "replay dlq -> replayed: read 10, matched 10, produced 10, skipped by filter 0, unreplayable 0, failed 0" ] &&
     why=$(python3 - "$T/bad.json" "$T/replayed.recs" "$T/dlq.recs" << 'PY'
 import json, sys
@@ -153,7 +146,7 @@ fi
 replay -c "$C" --stage input --dry-run
 n=$(grep -c '"to":"in"' "$T/out")
 if [ $RC -eq 0 ] && [ "$n" -eq 10 ] &&
-    [ "$(summary)" = "replay dlq -> nlpd.source.topic: read 10, matched 10, would produce 10, skipped by filter 0, unreplayable 0, failed 0" ]; then
+    [ "$(replay_summary)" = "replay dlq -> nlpd.source.topic: read 10, matched 10, would produce 10, skipped by filter 0, unreplayable 0, failed 0" ]; then
     ok "--dry-run lists each dead letter with its source topic" "$n lines"
 else
     nok "--dry-run lists each dead letter with its source topic" "exit $RC, $n lines: $(head -c 500 "$T/out")"
@@ -177,26 +170,26 @@ replay -c "$C" --from dlq2 --dry-run --stage sentiment
 n=$(grep -c '"stage":"sentiment"' "$T/out")
 consume src_a all 30000 > "$T/src_a.recs" 2> /dev/null
 if [ $RC -eq 0 ] && [ "$n" -eq 6 ] && [ ! -s "$T/src_a.recs" ] &&
-    [ "$(summary)" = "replay dlq2 -> nlpd.source.topic: read 12, matched 6, would produce 6, skipped by filter 6, unreplayable 0, failed 0" ]; then
+    [ "$(replay_summary)" = "replay dlq2 -> nlpd.source.topic: read 12, matched 6, would produce 6, skipped by filter 6, unreplayable 0, failed 0" ]; then
     ok "--dry-run --stage produces nothing"
 else
-    nok "--dry-run --stage produces nothing" "exit $RC, $n lines, $(wc -l < "$T/src_a.recs") in src_a: $(summary)"
+    nok "--dry-run --stage produces nothing" "exit $RC, $n lines, $(wc -l < "$T/src_a.recs") in src_a: $(replay_summary)"
 fi
 
 replay -c "$C" --from dlq2 --reason "too long" --to filt
 consume filt all 30000 > "$T/filt.recs" 2> /dev/null
 got=$(python3 -c 'import json,sys; print(" ".join(sorted(json.loads(l)["value"] for l in open(sys.argv[1]))))' "$T/filt.recs")
 if [ $RC -eq 0 ] && [ "$got" = "b0 b1 b2 b3" ] &&
-    [ "$(summary)" = "replay dlq2 -> filt: read 12, matched 4, produced 4, skipped by filter 8, unreplayable 0, failed 0" ]; then
+    [ "$(replay_summary)" = "replay dlq2 -> filt: read 12, matched 4, produced 4, skipped by filter 8, unreplayable 0, failed 0" ]; then
     ok "--reason selects by nlpd.error" "$got"
 else
-    nok "--reason selects by nlpd.error" "exit $RC, got '$got': $(summary)"
+    nok "--reason selects by nlpd.error" "exit $RC, got '$got': $(replay_summary)"
 fi
 
 replay -c "$C" --from dlq2 --since 2026-01-02T10:00:00Z --until 2026-01-05 --dry-run
 got=$(python3 -c 'import json,sys; print(" ".join(str(json.loads(l)["offset"]) for l in open(sys.argv[1]) if l.startswith("{")))' "$T/out")
 if [ $RC -eq 0 ] && [ "$(echo "$got" | wc -w)" -eq 3 ] && grep -q 'matched 3, would produce 3, skipped by filter 9' "$T/out"; then
-    ok "--since (inclusive) / --until (exclusive) on nlpd.time" "$(summary)"
+    ok "--since (inclusive) / --until (exclusive) on nlpd.time" "$(replay_summary)"
 else
     nok "--since (inclusive) / --until (exclusive) on nlpd.time" "exit $RC: $(cat "$T/out")"
 fi
@@ -204,9 +197,9 @@ fi
 replay -c "$C" --from dlq2 --stage sentiment --limit 2 --to lim
 consume lim all 30000 > "$T/lim.recs" 2> /dev/null
 if [ $RC -eq 0 ] && [ "$(wc -l < "$T/lim.recs")" -eq 2 ] && grep -q 'matched 2, produced 2, .*limit reached' "$T/out"; then
-    ok "--limit stops after N matches" "$(summary)"
+    ok "--limit stops after N matches" "$(replay_summary)"
 else
-    nok "--limit stops after N matches" "exit $RC, $(wc -l < "$T/lim.recs") produced: $(summary)"
+    nok "--limit stops after N matches" "exit $RC, $(wc -l < "$T/lim.recs") produced: $(replay_summary)"
 fi
 
 # Everything in dlq2: the cut one and the one without a source topic are not replayed (exit 1, said why); the rest
@@ -219,19 +212,19 @@ if [ $RC -eq 1 ] && [ "$(wc -l < "$T/src_a.recs")" -eq 6 ] && [ "$(wc -l < "$T/s
     grep -q 'matched 12, produced 10, skipped by filter 0, unreplayable 2, failed 0' "$T/out" &&
     grep -q 'nlpd.original_size 999' "$T/err" && grep -q 'no nlpd.source.topic' "$T/err" &&
     [ "$hdr" = "{'keep': '0', 'nlpd.replayed': 'dlq2[P]@O'}" ]; then
-    ok "to nlpd.source.topic; cut or sourceless dead letters: exit 1 with the reason" "$(summary)"
+    ok "to nlpd.source.topic; cut or sourceless dead letters: exit 1 with the reason" "$(replay_summary)"
 else
     nok "to nlpd.source.topic; cut or sourceless dead letters: exit 1 with the reason" \
-        "exit $RC, src_a $(wc -l < "$T/src_a.recs"), src_b $(wc -l < "$T/src_b.recs"), headers $hdr: $(summary) $(head -c 400 "$T/err")"
+        "exit $RC, src_a $(wc -l < "$T/src_a.recs"), src_b $(wc -l < "$T/src_b.recs"), headers $hdr: $(replay_summary) $(head -c 400 "$T/err")"
 fi
 
 # --group: the first run commits what it replayed, the second starts there, the third finds nothing new.
 replay -c "$C" --from dlq2 --stage sentiment --to g --group replay-g --limit 3
-rc1=$RC s1=$(summary)
+rc1=$RC s1=$(replay_summary)
 replay -c "$C" --from dlq2 --stage sentiment --to g --group replay-g
-rc2=$RC s2=$(summary)
+rc2=$RC s2=$(replay_summary)
 replay -c "$C" --from dlq2 --stage sentiment --to g --group replay-g
-rc3=$RC s3=$(summary)
+rc3=$RC s3=$(replay_summary)
 consume g all 30000 > "$T/g.recs" 2> /dev/null
 got=$(python3 -c 'import json,sys; print(" ".join(sorted(json.loads(l)["value"] for l in open(sys.argv[1]))))' "$T/g.recs")
 if [ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && [ $rc3 -eq 0 ] && [[ $s1 == *"matched 3, produced 3"*", committed" ]] &&
@@ -247,9 +240,9 @@ echo "topicerr denied 29" >&"$MOCK_FD" # TOPIC_AUTHORIZATION_FAILED
 C2=$(conf fail ', ("message.timeout.ms", "3000")')
 replay -c "$C2" --from dlq2 --stage sentiment --to denied
 if [ $RC -eq 1 ] && grep -q 'matched 6, produced 0, .*failed 6' "$T/out"; then
-    ok "refused deliveries: exit 1, counted" "$(summary)"
+    ok "refused deliveries: exit 1, counted" "$(replay_summary)"
 else
-    nok "refused deliveries: exit 1, counted" "exit $RC: $(summary) $(head -c 300 "$T/err")"
+    nok "refused deliveries: exit 1, counted" "exit $RC: $(replay_summary) $(head -c 300 "$T/err")"
 fi
 
 # Usage errors: exit 2 with a message.

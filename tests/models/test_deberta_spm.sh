@@ -10,11 +10,8 @@ TOOL=${1:-build}/tests/tool_tokenize
 FIX=tests/fixtures/hf-tiny
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { echo "ok - $1"; pass=$((pass + 1)); }
-nok() { echo "not ok - $1: $2"; fail=$((fail + 1)); }
-[ -x "$TOOL" ] || { nok tool "$TOOL missing (make)"; echo "$pass passed, $fail failed"; exit 1; }
+. tests/lib.sh
+[ -x "$TOOL" ] || { nok tool "$TOOL missing (make)"; finish; }
 
 spm_copy() { # spm_copy FIXTURE DEST: the folder without tokenizer.json
     mkdir -p "$2"

@@ -12,10 +12,7 @@ cd "$(dirname "$0")/../.." || exit 2
 NLPD=${1:-build/nlpd}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { echo "ok - $1"; pass=$((pass + 1)); }
-nok() { echo "not ok - $1: $2"; fail=$((fail + 1)); }
+. tests/lib.sh
 NLLB=tests/fixtures/hf-tiny/nllb-mt
 M2M=tests/fixtures/hf-tiny/m2m100-mt
 LID=models/lid.176.ftz

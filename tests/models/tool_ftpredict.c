@@ -48,8 +48,7 @@ int main(int argc, char **argv)
         size_t pos = 0;
         do {
             size_t used = 0;
-            int n = nlpd_ft_predict_ex(m, s, line + pos, len - pos, newline ? 0 : NLPD_FT_NO_EOS, k, 0.0f, out,
-                                       &used);
+            int n = nlpd_ft_predict_ex(m, s, line + pos, len - pos, newline ? 0 : NLPD_FT_NO_EOS, k, 0.0f, out, &used);
             if (n < 0) {
                 fprintf(stderr, "predict failed: %s\n", nlpd_strerror(n));
                 rc = 1;

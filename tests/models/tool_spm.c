@@ -129,8 +129,8 @@ int main(int argc, char **argv)
                 v[i] = (int32_t)json_integer_value(json_array_get(a, i));
             char *txt;
             size_t tl;
-            int skip = json_is_true(json_object_get(in, "skip")) ||
-                       json_integer_value(json_object_get(in, "skip")) != 0;
+            int skip =
+                json_is_true(json_object_get(in, "skip")) || json_integer_value(json_object_get(in, "skip")) != 0;
             if (nlpd_marian_tok_decode(t, v, n, skip, &txt, &tl, &err) == 0) {
                 json_object_set_new(out, "text", to_hex(txt, tl));
                 free(txt);

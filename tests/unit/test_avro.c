@@ -43,7 +43,7 @@ static void encode_enriched(void)
         /* framed: with a translation that later stages read; "text" must stay the input text */
         if (framed)
             CHECK(nlpd_record_set_translation(&it.rec, "Good day \xe2\x82\xac", 12, "de", "en", 1) == 0);
-        struct nlpd_model_ref m = {0, "langid", "lid.176.ftz@sha256:ab"};
+        struct nlpd_model_ref m = {0, "langid", "lid.176.ftz@sha256:ab", NULL};
         struct nlpd_buf b = {0};
         CHECK(nlpd_avro_out_encode(o, &it, &m, 1, 0.0, &b) == 0);
         const char *datum = b.data;
@@ -165,8 +165,11 @@ static void decode_input(void)
     FILE *f = fopen("/tmp/nlpd-test-in.avsc", "w");
     fputs(in_schema, f);
     fclose(f);
-    struct nlpd_input_conf in = {.format = "avro", .schema = "/tmp/nlpd-test-in.avsc", .text_field = "body.text",
-                                 .id_field = "id", .max_text_bytes = 100};
+    struct nlpd_input_conf in = {.format = "avro",
+                                 .schema = "/tmp/nlpd-test-in.avsc",
+                                 .text_field = "body.text",
+                                 .id_field = "id",
+                                 .max_text_bytes = 100};
     struct nlpd_error err = {0};
     struct nlpd_avro_in *a = nlpd_avro_in_new(&in, &err);
     CHECK(a != NULL);
@@ -224,8 +227,11 @@ static void string_id_with_nul(void)
           "{\"name\":\"text\",\"type\":\"string\"}]}",
           f);
     fclose(f);
-    struct nlpd_input_conf in = {.format = "avro", .schema = "/tmp/nlpd-test-in2.avsc", .text_field = "text",
-                                 .id_field = "id", .max_text_bytes = 100};
+    struct nlpd_input_conf in = {.format = "avro",
+                                 .schema = "/tmp/nlpd-test-in2.avsc",
+                                 .text_field = "text",
+                                 .id_field = "id",
+                                 .max_text_bytes = 100};
     struct nlpd_error err = {0};
     struct nlpd_avro_in *a = nlpd_avro_in_new(&in, &err);
     CHECK(a != NULL);

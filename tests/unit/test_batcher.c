@@ -17,7 +17,7 @@ static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
 static int gate_open = 1, gate_entered;
 
 static enum nlpd_stage_status gate_process(const struct nlpd_stage_instance *inst, void *ctx, void *ts,
-                                          struct nlpd_batch *b, struct nlpd_error *err)
+                                           struct nlpd_batch *b, struct nlpd_error *err)
 {
     (void)ctx, (void)ts, (void)err;
     pthread_mutex_lock(&gate_lock);

@@ -122,8 +122,9 @@ static void codec_moderation_route_byte(void)
     nlpd_record_add_category(&r, "hate", "identity_hate", 0.8f, 1);
     struct nlpd_buf b = {0};
     nlpd_results_encode(&r, NLPD_RESULT_MODERATION, &b);
-    const unsigned char want[] = {1, 1, 1, 0, 1, 0, 0, 0, 4, 0, 'h', 'a', 't', 'e', 13, 0, 'i', 'd', 'e', 'n', 't',
-                                  'i', 't', 'y', '_', 'h', 'a', 't', 'e', 0xcd, 0xcc, 0x4c, 0x3f, 1};
+    const unsigned char want[] = {1,   1,   1,   0,   1,   0,    0,    0,    4,    0,   'h', 'a',
+                                  't', 'e', 13,  0,   'i', 'd',  'e',  'n',  't',  'i', 't', 'y',
+                                  '_', 'h', 'a', 't', 'e', 0xcd, 0xcc, 0x4c, 0x3f, 1};
     CHECK(b.len == sizeof want && memcmp(b.data, want, sizeof want) == 0);
     b.data[3] = 1;
     CHECK(nlpd_results_decode(&back, NLPD_RESULT_MODERATION, (unsigned char *)b.data, b.len) == 0);
@@ -226,8 +227,13 @@ static enum nlpd_stage_status count_process(const struct nlpd_stage_instance *in
 }
 
 static const struct nlpd_stage_plugin count_stage = {
-    .abi = NLPD_STAGE_ABI, .name = "count", .description = "test", .conf_map = count_conf,
-    .ctx_size = sizeof(struct count_ctx), .init = count_init, .process = count_process,
+    .abi = NLPD_STAGE_ABI,
+    .name = "count",
+    .description = "test",
+    .conf_map = count_conf,
+    .ctx_size = sizeof(struct count_ctx),
+    .init = count_init,
+    .process = count_process,
     .results = NLPD_RESULT_SENTIMENT,
 };
 
@@ -284,8 +290,8 @@ static void framework_uses_cache(void)
     nlpd_config_free(cfg);
 
     /* A changed output-relevant option is another key; backend "none" never caches. */
-    cfg = nlpd_config_load_string("cache: { backend = \"none\"; };\npipeline = ( { stage = \"count\"; suffix = \"!\"; } );",
-                                  "(test)", &d);
+    cfg = nlpd_config_load_string(
+        "cache: { backend = \"none\"; };\npipeline = ( { stage = \"count\"; suffix = \"!\"; } );", "(test)", &d);
     p = nlpd_pipeline_create(cfg, &d);
     computed = 0;
     run_texts(p, texts, 2, r);

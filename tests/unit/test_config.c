@@ -68,13 +68,13 @@ static void all_errors_reported(void)
 {
     struct nlpd_diag d = {0};
     struct nlpd_config *c = load_text("input: {\n"
-                                      "  text_field = 5;\n"           /* 2: wrong type */
-                                      "  colour = \"red\";\n"         /* 3: unknown key */
+                                      "  text_field = 5;\n"   /* 2: wrong type */
+                                      "  colour = \"red\";\n" /* 3: unknown key */
                                       "};\n"
                                       "batch: { max_records = \"64\"; };\n" /* 5: string for int */
-                                      "tracing: { listen = \"x\"; };\n"    /* 6: unknown section */
-                                      "kernels: { threads = -1; };\n"      /* 7: out of range */
-                                      "log: { level = \"loud\"; };\n"      /* 8: bad enum */
+                                      "tracing: { listen = \"x\"; };\n"     /* 6: unknown section */
+                                      "kernels: { threads = -1; };\n"       /* 7: out of range */
+                                      "log: { level = \"loud\"; };\n"       /* 8: bad enum */
                                       "pipeline = ( { stage = \"langid\"; } );\n",
                                       &d);
     CHECK(c == NULL);
@@ -117,21 +117,23 @@ static void bad_field_paths(void)
 static void stage_errors(void)
 {
     struct nlpd_diag d = {0};
-    struct nlpd_config *c = load_text("pipeline = (\n"
-                                      "  { stage = \"nosuch\"; },\n"                                   /* 2 */
-                                      "  { stage = \"langid\"; model = \"/nonexistent/lid.ftz\"; },\n" /* 3 */
-                                      "  { stage = \"langid\";\n"                                      /* 4 */
-                                      "    model = 7;\n"                                               /* 5 */
-                                      "    threshold = 2.0;\n"                                         /* 6 */
-                                      "    speed = 1; },\n"                                            /* 7 */
-                                      "  { stage = \"sentiment\"; model = \"/dev/null\"; labels = ( \"x\" ); when = \"lang.code ~ 'en'\"; }\n" /* 8 */
-                                      ");\n",
-                                      &d);
+    struct nlpd_config *c = load_text(
+        "pipeline = (\n"
+        "  { stage = \"nosuch\"; },\n"                                                                           /* 2 */
+        "  { stage = \"langid\"; model = \"/nonexistent/lid.ftz\"; },\n"                                         /* 3 */
+        "  { stage = \"langid\";\n"                                                                              /* 4 */
+        "    model = 7;\n"                                                                                       /* 5 */
+        "    threshold = 2.0;\n"                                                                                 /* 6 */
+        "    speed = 1; },\n"                                                                                    /* 7 */
+        "  { stage = \"sentiment\"; model = \"/dev/null\"; labels = ( \"x\" ); when = \"lang.code ~ 'en'\"; }\n" /* 8 */
+        ");\n",
+        &d);
     CHECK(c != NULL);
     if (c) {
         CHECK(nlpd_pipeline_create(c, &d) == NULL);
         CHECK(has_error(&d, 2, "unknown stage \"nosuch\""));
-        CHECK(has_error(&d, 3, "model '/nonexistent/lid.ftz' not found (a Hugging Face folder or model file you provide"));
+        CHECK(has_error(&d, 3,
+                        "model '/nonexistent/lid.ftz' not found (a Hugging Face folder or model file you provide"));
         CHECK(has_error(&d, 5, "model must be a string"));
         CHECK(has_error(&d, 6, "threshold = 2 is out of range"));
         CHECK(has_error(&d, 7, "unknown key 'speed'"));
@@ -146,8 +148,8 @@ static void stage_errors(void)
 static void from_string(void)
 {
     struct nlpd_diag d = {0};
-    struct nlpd_config *c = nlpd_config_load_string("pipeline = ( { stage = \"langid\"; } ); batch: { max_wait_ms = 0; };",
-                                                    "(inline)", &d);
+    struct nlpd_config *c =
+        nlpd_config_load_string("pipeline = ( { stage = \"langid\"; } ); batch: { max_wait_ms = 0; };", "(inline)", &d);
     CHECK(c && c->batch.max_wait_ms == 0);
     nlpd_config_free(c);
     CHECK(nlpd_config_load_string("pipeline = (", "(inline)", &d) == NULL);
@@ -190,9 +192,9 @@ static void kafka_section(void)
  * an invalid config to build the pipeline and report every error, and validation reads the fields itself. */
 static void section_wrong_type(void)
 {
-    static const char *const bad[] = {"input = 5;",   "cache = 5;",      "log = 5;",       "kafka = ( 1 );",
-                                      "output = [1];", "flow = \"x\";", "metrics = 1.5;", "batch = true;",
-                                      "kernels = ( { threads = 1; } );"};
+    static const char *const bad[] = {"input = 5;",     "cache = 5;",    "log = 5;",
+                                      "kafka = ( 1 );", "output = [1];", "flow = \"x\";",
+                                      "metrics = 1.5;", "batch = true;", "kernels = ( { threads = 1; } );"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char text[256];
         snprintf(text, sizeof text, "pipeline = ( { stage = \"langid\"; } );\n%s\n", bad[i]);
@@ -252,12 +254,13 @@ static void missing_file(void)
 static void output_routes(void)
 {
     struct nlpd_diag d = {0};
-    struct nlpd_config *c = load_text("output: { routes = (\n"                                         /* 1 */
-                                      "  { when = \"lang.code == 'de'\"; topic = \"de\"; },\n"           /* 2 */
-                                      "  { when = \"lang.code in ('de', 'fr')\"; topic = \"fr\"; copy = true; name = \"romance\"; }\n"
-                                      "); };\n"
-                                      "pipeline = ( { stage = \"langid\"; } );\n",
-                                      &d);
+    struct nlpd_config *c =
+        load_text("output: { routes = (\n"                                 /* 1 */
+                  "  { when = \"lang.code == 'de'\"; topic = \"de\"; },\n" /* 2 */
+                  "  { when = \"lang.code in ('de', 'fr')\"; topic = \"fr\"; copy = true; name = \"romance\"; }\n"
+                  "); };\n"
+                  "pipeline = ( { stage = \"langid\"; } );\n",
+                  &d);
     CHECK(c && d.n == 0 && c->routes.n == 2);
     if (c && c->routes.n == 2) {
         struct nlpd_record r = {0};
@@ -274,13 +277,13 @@ static void output_routes(void)
     unlink(path);
     nlpd_diag_free(&d);
 
-    c = load_text("output: {\n"                                                  /* 1 */
-                  "  routes = (\n"                                               /* 2 */
-                  "    { when = \"lang.code == 'de'\"; topic = \"de\"; },\n"   /* 3 */
-                  "    { when = \"lang.code == 'de' and\";\n"                  /* 4 */
-                  "      topic = \"x\"; },\n"                                   /* 5 */
+    c = load_text("output: {\n"                                                                     /* 1 */
+                  "  routes = (\n"                                                                  /* 2 */
+                  "    { when = \"lang.code == 'de'\"; topic = \"de\"; },\n"                        /* 3 */
+                  "    { when = \"lang.code == 'de' and\";\n"                                       /* 4 */
+                  "      topic = \"x\"; },\n"                                                       /* 5 */
                   "    { when = \"lang.cod == 'de'\"; topic = \"x\"; copy = 1; route = \"x\"; },\n" /* 6 */
-                  "    { topic = \"y\"; }\n"                                    /* 7 */
+                  "    { topic = \"y\"; }\n"                                                        /* 7 */
                   "  );\n"
                   "};\n"
                   "pipeline = ( { stage = \"langid\"; } );\n",
@@ -309,7 +312,8 @@ static void deprecated_flagged_topic(void)
         &d);
     CHECK(c && c->routes.n == 2);
     if (c && c->routes.n == 2) {
-        CHECK(strcmp(c->routes.r[0].topic, "flagged") == 0 && strcmp(c->routes.r[0].when_text, "moderation.flagged") == 0);
+        CHECK(strcmp(c->routes.r[0].topic, "flagged") == 0 &&
+              strcmp(c->routes.r[0].when_text, "moderation.flagged") == 0);
         struct nlpd_record r = {0};
         r.lang.set = 1;
         strcpy(r.lang.code, "de");
@@ -326,12 +330,13 @@ static void deprecated_flagged_topic(void)
 static void schema_registry(void)
 {
     struct nlpd_diag d = {0};
-    struct nlpd_config *c = load_text("input: { format = \"avro\";\n"
-                                      "  schema_registry = { url = \"http://127.0.0.1:8081\"; }; };\n"
-                                      "output: { format = \"avro\"; schema_registry = { url = \"https://r\"; subject = \"s-value\";\n"
-                                      "  auto_register = false; basic_auth = \"u:p\"; }; };\n"
-                                      "pipeline = ( { stage = \"langid\"; } );\n",
-                                      &d);
+    struct nlpd_config *c =
+        load_text("input: { format = \"avro\";\n"
+                  "  schema_registry = { url = \"http://127.0.0.1:8081\"; }; };\n"
+                  "output: { format = \"avro\"; schema_registry = { url = \"https://r\"; subject = \"s-value\";\n"
+                  "  auto_register = false; basic_auth = \"u:p\"; }; };\n"
+                  "pipeline = ( { stage = \"langid\"; } );\n",
+                  &d);
     CHECK(c != NULL); /* no input.schema needed with a registry */
     if (c) {
         CHECK(c->input.registry.set && strcmp(c->input.registry.url, "http://127.0.0.1:8081") == 0);
@@ -366,12 +371,12 @@ static void env_substitution(void)
     setenv("NLPD_T_EMPTY", "", 1);
     unsetenv("NLPD_T_UNSET");
     struct nlpd_diag d = {0};
-    struct nlpd_config *c = load_text(
-        "kafka: { brokers = \"${NLPD_T_A}:9092,${NLPD_T_UNSET:-b}:1\"; input_topics = [\"in.${NLPD_T_A}\"];\n"
-        "         output_topic = \"$${x}$ $5 ${NLPD_T_EMPTY:-dflt}\"; dlq_topic = \"${NLPD_T_EMPTY}d\";\n"
-        "         properties = ( (\"sasl.username\", \"${NLPD_T_A}\") ); };\n"
-        "pipeline = ( { stage = \"langid\"; } );\n",
-        &d);
+    struct nlpd_config *c =
+        load_text("kafka: { brokers = \"${NLPD_T_A}:9092,${NLPD_T_UNSET:-b}:1\"; input_topics = [\"in.${NLPD_T_A}\"];\n"
+                  "         output_topic = \"$${x}$ $5 ${NLPD_T_EMPTY:-dflt}\"; dlq_topic = \"${NLPD_T_EMPTY}d\";\n"
+                  "         properties = ( (\"sasl.username\", \"${NLPD_T_A}\") ); };\n"
+                  "pipeline = ( { stage = \"langid\"; } );\n",
+                  &d);
     CHECK(c != NULL);
     if (c) {
         CHECK(strcmp(c->kafka.brokers, "alpha:9092,b:1") == 0);

@@ -11,6 +11,7 @@
 #include "deberta.h"
 #include "encoder.h"
 #include "harness.h"
+#include "nlpd_backend.h" /* the fake GPU backend of test_backend_choice */
 #include "safetensors.h"
 
 #define FIX "tests/fixtures/hf-tiny/"
@@ -170,6 +171,23 @@ static void parity_one(const char *name)
                     break;
                 }
             }
+    }
+    /* DeBERTa's embedding output is LayerNorm(...) * attention_mask (DebertaV2Embeddings; the goldens' hidden
+     * states say so): a padded row is exactly zero, a product by 0, whatever the arithmetic before it */
+    int pad_rows = 0, pad_bad = 0;
+    for (size_t t = 0; nlpd_encoder_config(enc)->arch == NLPD_HF_DEBERTA_V2 && t < (size_t)B * S; t++) {
+        if (mask[t])
+            continue;
+        pad_rows++;
+        for (int h = 0; h < H; h++)
+            pad_bad += all[t * H + h] != 0.0f;
+    }
+    if (nlpd_encoder_config(enc)->arch == NLPD_HF_DEBERTA_V2) {
+        CHECK(pad_rows > 0); /* the golden batch has padding, or this checks nothing */
+        CHECK(pad_bad == 0);
+        if (pad_bad)
+            fprintf(stderr, "  %s: %d nonzero values in the embedding output's %d padded rows\n", name, pad_bad,
+                    pad_rows);
     }
     printf("%-36s max |diff|: batch %.3g, single %.3g, batch-vs-single %.3g, hidden %.3g\n", name, max_batch,
            max_single, max_bvs, max_hidden);
@@ -731,6 +749,104 @@ static void test_config(void)
     }
 }
 
+/* ---- backend choice per model: a fake GPU backend (a CPU backend named "cuda" without attention_rel) stands in
+ * for libnlpd_cuda.so, so that this runs on a machine without a GPU ---- */
+
+static struct nlpd_backend_ops fake_ops;
+
+static int fake_supports(const struct nlpd_backend *be, enum nlpd_op_kind kind)
+{
+    (void)be;
+    return kind >= 0 && kind < NLPD_OP_COUNT && kind != NLPD_OP_ATTENTION_REL;
+}
+
+static struct nlpd_backend *fake_gpu(const struct nlpd_backend_opts *o, unsigned long abi, struct nlpd_error *err)
+{
+    (void)abi;
+    struct nlpd_backend *be = nlpd_backend_cpu_new_opts(o, err);
+    if (!be)
+        return NULL;
+    fake_ops = *be->ops;
+    fake_ops.name = "cuda";
+    fake_ops.supports = fake_supports;
+    be->ops = &fake_ops;
+    snprintf(be->reason, sizeof be->reason, "fake GPU of test_encoder");
+    return be;
+}
+
+static char log_line[4][512];
+static int n_log;
+
+static void capture(const char *line)
+{
+    if (n_log < 4)
+        snprintf(log_line[n_log], sizeof log_line[0], "%s", line);
+    n_log++;
+}
+
+/* Loads FIX name with kernels backend `backend`; returns 1 loaded, 0 refused (message in err). */
+static int load_on(const char *name, const char *backend, struct nlpd_error *err)
+{
+    struct nlpd_encoder_opts opts = {.backend = backend, .threads = 1};
+    char dir[256];
+    snprintf(dir, sizeof dir, FIX "%s", name);
+    n_log = 0;
+    nlpd_kernels_set_logger(capture); /* afresh: a line already said is not repeated to the same logger */
+    memset(err, 0, sizeof *err);
+    struct nlpd_encoder *enc = nlpd_encoder_load(dir, &opts, err);
+    int ok = enc != NULL;
+    if (enc) { /* and it runs there */
+        int32_t ids[3] = {1, 5, 2}, mask[3] = {1, 1, 1};
+        float logits[3 * 16];
+        struct nlpd_encoder_ws *ws = nlpd_encoder_ws_new(enc, 1, 3, err);
+        struct nlpd_encoder_input in = {1, 3, ids, mask, NULL};
+        struct nlpd_encoder_output out = {.logits = nlpd_encoder_num_labels(enc) <= 16 ? logits : NULL};
+        CHECK(ws && nlpd_encoder_forward(enc, ws, &in, &out, err) == 0);
+        nlpd_encoder_ws_free(ws);
+    }
+    nlpd_encoder_free(enc);
+    return ok;
+}
+
+static void test_backend_choice(void)
+{
+    struct nlpd_error err;
+    nlpd_backend_set_gpu_factory(fake_gpu);
+    nlpd_kernels_set_logger(capture);
+    /* auto: DeBERTa's relative attention is not on the "GPU": the CPU backend, and one line saying why */
+    CHECK(load_on("deberta-v2-seq-cls", "auto", &err) == 1);
+    CHECK(n_log == 1);
+    CHECK_STR_CONTAINS(log_line[0], "kernels: backend cpu (auto: cuda cannot run op attention_rel");
+    printf("  auto, deberta-v2-seq-cls: %s\n", log_line[0]);
+    /* the choice is per model: BERT and a DeBERTa without relative attention stay on the "GPU" */
+    CHECK(load_on("bert-seq-cls", "auto", &err) == 1);
+    CHECK(n_log == 1);
+    CHECK_STR_CONTAINS(log_line[0], "kernels: backend cuda (auto: fake GPU");
+    CHECK(load_on("_deberta_variants/absolute-proj", "auto", &err) == 1);
+    CHECK(n_log == 1);
+    CHECK_STR_CONTAINS(log_line[0], "kernels: backend cuda (auto: fake GPU");
+    /* named: a clear refusal, no fallback */
+    CHECK(load_on("deberta-v2-token-cls", "cuda", &err) == 0);
+    CHECK(n_log == 0);
+    CHECK_STR_CONTAINS(err.message, "kernels backend \"cuda\" cannot run op attention_rel");
+    printf("  cuda, deberta-v2-token-cls: %s\n", err.message);
+    CHECK(load_on("deberta-v2-token-cls", "cpu", &err) == 1);
+    /* a borrowed backend is checked by the model itself */
+    struct nlpd_backend_opts bo = {.name = "cuda", .threads = 1};
+    struct nlpd_backend *be = nlpd_backend_new_opts(&bo, &err);
+    CHECK(be != NULL && nlpd_backend_supports(be, NLPD_OP_MATMUL) && !nlpd_backend_supports(be, NLPD_OP_ATTENTION_REL));
+    struct nlpd_encoder_opts eo = {.be = be};
+    struct nlpd_encoder *enc = nlpd_encoder_load(FIX "deberta-v2-seq-cls", &eo, &err);
+    CHECK(enc == NULL);
+    CHECK_STR_CONTAINS(err.message, "op attention_rel");
+    nlpd_encoder_free(enc);
+    nlpd_backend_free(be);
+    CHECK(!strcmp(nlpd_op_kind_name(NLPD_OP_ATTENTION_REL), "attention_rel"));
+    CHECK(!strcmp(nlpd_op_kind_name(NLPD_OP_COUNT), "unknown"));
+    nlpd_kernels_set_logger(NULL);
+    nlpd_backend_set_gpu_factory(NULL);
+}
+
 int main(void)
 {
     RUN(test_parity);
@@ -740,5 +856,6 @@ int main(void)
     RUN(test_half_precision);
     RUN(test_config);
     RUN(test_deberta);
+    RUN(test_backend_choice);
     return TEST_REPORT();
 }

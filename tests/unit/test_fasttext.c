@@ -29,10 +29,22 @@ static void put(struct bb *b, const void *src, size_t n)
     memcpy(b->p + b->len, src, n);
     b->len += n;
 }
-static void put_i32(struct bb *b, int32_t v) { put(b, &v, 4); }
-static void put_i64(struct bb *b, int64_t v) { put(b, &v, 8); }
-static void put_u8(struct bb *b, uint8_t v) { put(b, &v, 1); }
-static void put_f32(struct bb *b, float v) { put(b, &v, 4); }
+static void put_i32(struct bb *b, int32_t v)
+{
+    put(b, &v, 4);
+}
+static void put_i64(struct bb *b, int64_t v)
+{
+    put(b, &v, 8);
+}
+static void put_u8(struct bb *b, uint8_t v)
+{
+    put(b, &v, 1);
+}
+static void put_f32(struct bb *b, float v)
+{
+    put(b, &v, 4);
+}
 
 struct spec {
     int loss, dim, quant, qnorm, qout, pruned, minn, maxn, word_ngrams, bucket, dsub;
@@ -123,19 +135,24 @@ static struct bb build(const struct spec *s)
 }
 
 static const struct spec specs[] = {
-    {NLPD_FT_LOSS_SOFTMAX, 4, 0, 0, 0, 0, 2, 3, 2, 8, 2},
-    {NLPD_FT_LOSS_HS, 3, 0, 0, 0, 0, 0, 0, 1, 0, 2},
-    {NLPD_FT_LOSS_OVA, 4, 0, 0, 0, 0, 1, 2, 3, 8, 2},
-    {NLPD_FT_LOSS_NS, 4, 0, 0, 0, 0, 2, 3, 2, 8, 2},
-    {NLPD_FT_LOSS_SOFTMAX, 5, 1, 1, 1, 0, 2, 3, 2, 8, 2},
-    {NLPD_FT_LOSS_HS, 5, 1, 1, 0, 1, 2, 3, 2, 8, 3},
+    {NLPD_FT_LOSS_SOFTMAX, 4, 0, 0, 0, 0, 2, 3, 2, 8, 2}, {NLPD_FT_LOSS_HS, 3, 0, 0, 0, 0, 0, 0, 1, 0, 2},
+    {NLPD_FT_LOSS_OVA, 4, 0, 0, 0, 0, 1, 2, 3, 8, 2},     {NLPD_FT_LOSS_NS, 4, 0, 0, 0, 0, 2, 3, 2, 8, 2},
+    {NLPD_FT_LOSS_SOFTMAX, 5, 1, 1, 1, 0, 2, 3, 2, 8, 2}, {NLPD_FT_LOSS_HS, 5, 1, 1, 0, 1, 2, 3, 2, 8, 3},
     {NLPD_FT_LOSS_OVA, 6, 1, 0, 1, 1, 2, 4, 2, 8, 4},
 };
 #define NSPECS ((int)(sizeof specs / sizeof specs[0]))
 
 static const char *const texts[] = {
-    "good", "bad bad", "h\xc3\xa9llo good world", "", "   ", "__label__pos good", "unknown w\xc3\xb6rds here",
-    "a </s> b", "\t\xe6\x97\xa5\xe6\x9c\xac\t", "\x01\x7f\xff\xc3",
+    "good",
+    "bad bad",
+    "h\xc3\xa9llo good world",
+    "",
+    "   ",
+    "__label__pos good",
+    "unknown w\xc3\xb6rds here",
+    "a </s> b",
+    "\t\xe6\x97\xa5\xe6\x9c\xac\t",
+    "\x01\x7f\xff\xc3",
 };
 #define NTEXTS ((int)(sizeof texts / sizeof texts[0]))
 
@@ -487,8 +504,16 @@ static int compare_with_tool(const char *model, const char *linesf, const char *
 }
 
 static const char *const parity_lines[] = {
-    "good", "bad bad good", "h\xc3\xa9llo good world", "", "   ", "__label__pos good", "unknown w\xc3\xb6rds",
-    "\t\xe6\x97\xa5\xe6\x9c\xac\t", "good bad h\xc3\xa9llo bad good bad", "hello helo hllo",
+    "good",
+    "bad bad good",
+    "h\xc3\xa9llo good world",
+    "",
+    "   ",
+    "__label__pos good",
+    "unknown w\xc3\xb6rds",
+    "\t\xe6\x97\xa5\xe6\x9c\xac\t",
+    "good bad h\xc3\xa9llo bad good bad",
+    "hello helo hllo",
 };
 #define NPARITY ((int)(sizeof parity_lines / sizeof parity_lines[0]))
 
@@ -547,7 +572,10 @@ static void test_trained_model(void)
     snprintf(path, sizeof path, "%s/train.txt", dir);
     FILE *f = fopen(path, "w");
     for (int i = 0; i < 600; i++)
-        fprintf(f, "__label__%s %s %s h\xc3\xa9llo w%d\n", i % 3 == 0 ? "a" : i % 3 == 1 ? "b" : "c",
+        fprintf(f, "__label__%s %s %s h\xc3\xa9llo w%d\n",
+                i % 3 == 0   ? "a"
+                : i % 3 == 1 ? "b"
+                             : "c",
                 i % 3 == 0 ? "good" : "bad", i % 2 ? "world" : "x", i % 17);
     fclose(f);
     snprintf(cmd, sizeof cmd,

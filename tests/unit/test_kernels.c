@@ -152,7 +152,8 @@ static void check_matmul(void)
                     for (int j = 0; j < n; j++) {
                         double acc = act % 2 ? bias[j] : 0.0, mag = fabs(acc);
                         for (int l = 0; l < k; l++) {
-                            double t = (double)a[(size_t)i * k + l] * (tb ? b[(size_t)j * k + l] : b[(size_t)l * n + j]);
+                            double t =
+                                (double)a[(size_t)i * k + l] * (tb ? b[(size_t)j * k + l] : b[(size_t)l * n + j]);
                             acc += t;
                             mag += fabs(t);
                         }
@@ -206,7 +207,8 @@ static void check_layer_norm(void)
                 double e_var = 2 * e + gamma_n(n + 4);
                 for (int i = 0; i < n; i++) {
                     double z = (v[i] - mean) * rstd, want = z * g[i] + b[i];
-                    double tol = fabs(g[i]) * (e + fabs(z) * (e_var / 2 + 4 * U_F32)) + 4 * U_F32 * (fabs(z * g[i]) + fabs(b[i]));
+                    double tol = fabs(g[i]) * (e + fabs(z) * (e_var / 2 + 4 * U_F32)) +
+                                 4 * U_F32 * (fabs(z * g[i]) + fabs(b[i]));
                     bad += fabs(dst[(size_t)r * n + i] - want) > 2 * tol; /* 2: first-order bound */
                 }
             }
@@ -406,7 +408,8 @@ static void check_attention_rel_at(int S, int NR)
     /* a relative index table that decreases is refused, not read out of order */
     ridx[3] = ridx[4] + 1;
     struct nlpd_op op = {.kind = NLPD_OP_ATTENTION_REL};
-    op.u.attention_rel = (struct nlpd_op_attention_rel){out, qkv, mask, pk, pq, ridx, B, S, NH, D, NR, ld, H, ldp, scale};
+    op.u.attention_rel =
+        (struct nlpd_op_attention_rel){out, qkv, mask, pk, pq, ridx, B, S, NH, D, NR, ld, H, ldp, scale};
     struct nlpd_error e = {0};
     CHECK(nlpd_backend_run(be, &op, &e) == NLPD_EINVAL);
     CHECK_STR_CONTAINS(e.message, "relative index");
@@ -521,7 +524,8 @@ static void check_attention_kv(void)
                         for (int t = 0; t < n; t++) {
                             double d = 0, mag = 0;
                             for (int e = 0; e < D; e++) {
-                                double m = (double)q[((size_t)b * Q + i) * H + h * D + e] * kb[(size_t)t * LDKV + h * D + e];
+                                double m =
+                                    (double)q[((size_t)b * Q + i) * H + h * D + e] * kb[(size_t)t * LDKV + h * D + e];
                                 d += m;
                                 mag += fabs(m);
                             }

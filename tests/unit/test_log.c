@@ -57,7 +57,8 @@ static void rate_limited(void)
     nlpd_log_timestamps(0);
     nlpd_log_setup(NLPD_LOG_INFO, NLPD_LOG_TEXT);
     const char *out = capture(repeated);
-    CHECK_STR_CONTAINS(out, "<4>nlpd[kafka]: broker down\n<4>nlpd[kafka]: last message repeated 99 more times: broker down\n<3>nlpd[kafka]: something else\n");
+    CHECK_STR_CONTAINS(out, "<4>nlpd[kafka]: broker down\n<4>nlpd[kafka]: last message repeated 99 more times: broker "
+                            "down\n<3>nlpd[kafka]: something else\n");
     int info = 0;
     for (const char *p = out; (p = strstr(p, "info lines are never suppressed")); p++)
         info++;

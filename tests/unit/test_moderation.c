@@ -194,8 +194,8 @@ static void test_fallback_and_lang_allow(void)
     struct nlpd_error err = {0};
     const char *fb[] = {"en-US"};
     const char *al_code[] = {"FR", "de"}, *al[] = {"con", "sacre bleu"};
-    struct nlpd_lexicon_opts o = {.fallback = fb, .nfallback = 1, .allow_lang_code = al_code, .allow_lang = al,
-                                  .nallow_lang = 2};
+    struct nlpd_lexicon_opts o = {
+        .fallback = fb, .nfallback = 1, .allow_lang_code = al_code, .allow_lang = al, .nallow_lang = 2};
     struct nlpd_lexicon *l = nlpd_lexicon_new(&o, &err);
     CHECK(l != NULL);
     if (!l)
@@ -209,14 +209,14 @@ static void test_fallback_and_lang_allow(void)
     const char *e = NULL;
     CHECK(nlpd_lexicon_checks(l, "vi"));
     CHECK(hit_lang(l, "vi", "what the fuck", &e) == 1 && e && strcmp(e, "fuck") == 0); /* the fallback: en */
-    CHECK(hit_lang(l, "vi", "quel connard", &e) == 0);                                   /* fr is no fallback */
+    CHECK(hit_lang(l, "vi", "quel connard", &e) == 0);                                 /* fr is no fallback */
     CHECK(hit_lang(l, "vi", "qué coño", &e) == 0);
     CHECK(hit_lang(l, NULL, "quel connard", &e) == 1); /* unknown language: every list */
     /* allowed per language: "con" in French text, not in the union (unknown language) nor other lists */
     CHECK(hit_lang(l, "fr", "quel con", &e) == 0);
     CHECK(hit_lang(l, "fr", "quel connard", &e) == 1);
     CHECK(hit_lang(l, "fr-CA", "quel con", &e) == 0);
-    CHECK(nlpd_lexicon_has_language(l, "de") == 0); /* an allowlist alone is no list */
+    CHECK(nlpd_lexicon_has_language(l, "de") == 0);     /* an allowlist alone is no list */
     CHECK(hit_lang(l, "de", "what the fuck", &e) == 1); /* so German goes to the fallback */
     /* built-in: French "retard" means "late" */
     CHECK(hit_lang(l, "fr", "le train est en retard", &e) == 0);
@@ -313,7 +313,7 @@ static void test_real_lists(void)
                     good[i][0] ? good[i][0] : "all", e);
             CHECK(!"real clean");
         }
-    CHECK(hit_lang(r, "en", "you retard", &e) == 1); /* the English word stays flagged */
+    CHECK(hit_lang(r, "en", "you retard", &e) == 1);      /* the English word stays flagged */
     CHECK(hit_lang(r, NULL, "Các hộ gia đình", &e) == 1); /* unknown language: every list, as documented */
     nlpd_lexicon_free(r);
     /* a fallback list must exist */

@@ -124,8 +124,8 @@ static int decode_words(const void *tok, const char *const *toks, const size_t *
     return nlpd_tokenizer_convert_tokens_to_string(tok, toks, lens, n, buf, len, cap);
 }
 
-static void check_example(json_t *ex, const char *const *labels, int nl, json_t *root,
-                          const struct nlpd_tokenizer *tok, struct model_run *mr)
+static void check_example(json_t *ex, const char *const *labels, int nl, json_t *root, const struct nlpd_tokenizer *tok,
+                          struct model_run *mr)
 {
     const char *text = json_string_value(json_object_get(ex, "text"));
     json_t *ids = json_object_get(ex, "input_ids"), *toks = json_object_get(ex, "tokens"),
@@ -199,7 +199,8 @@ static void check_example(json_t *ex, const char *const *labels, int nl, json_t 
             if (json_is_string(json_object_get(root, "continuing_subword_prefix"))) {
                 p->is_subword = nlpd_ner_is_subword(p->word, p->word_len, p->start, p->end);
             } else { /* the fallback: start > 0 and no space in text[start-1:start+1] */
-                size_t b0 = p->start > 0 ? cp_byte(text, (size_t)p->start - 1) : 0, b1 = cp_byte(text, (size_t)p->start);
+                size_t b0 = p->start > 0 ? cp_byte(text, (size_t)p->start - 1) : 0,
+                       b1 = cp_byte(text, (size_t)p->start);
                 p->is_subword = p->start > 0 && text[b0] != ' ' && text[b1] != ' ';
             }
         }

@@ -67,7 +67,7 @@ static void revoked_assignment_reports_nothing(void)
     CHECK(now != old);
     int64_t c = -1;
     CHECK(nlpd_offsets_done(old, 5, &c) == 0 && c == -1); /* not ours any more: never stored */
-    CHECK(nlpd_offsets_add(now, 3) == 0);                  /* the new owner may restart lower */
+    CHECK(nlpd_offsets_add(now, 3) == 0);                 /* the new owner may restart lower */
     CHECK(nlpd_offsets_done(now, 3, &c) == 1 && c == 4);
     nlpd_offsets_free(o);
 }

@@ -44,9 +44,13 @@ static enum nlpd_stage_status tag_process(const struct nlpd_stage_instance *inst
     return NLPD_STAGE_OK;
 }
 
-static const struct nlpd_stage_plugin tag_stage = {.abi = NLPD_STAGE_ABI, .name = "tag", .description = "test",
-                                                   .conf_map = tag_conf, .ctx_size = sizeof(struct tag_ctx),
-                                                   .init = tag_init, .process = tag_process};
+static const struct nlpd_stage_plugin tag_stage = {.abi = NLPD_STAGE_ABI,
+                                                   .name = "tag",
+                                                   .description = "test",
+                                                   .conf_map = tag_conf,
+                                                   .ctx_size = sizeof(struct tag_ctx),
+                                                   .init = tag_init,
+                                                   .process = tag_process};
 
 /* "picky": asks for a retry whenever a batch holds more than one record mentioning "oom" (so the
  * runner must split) or any "oom-always" (which must end as that record's error alone); "fatal" in a
@@ -80,8 +84,8 @@ static enum nlpd_stage_status picky_process(const struct nlpd_stage_instance *in
 }
 
 static const struct nlpd_conf_entry no_conf[] = {{0}};
-static const struct nlpd_stage_plugin picky_stage = {.abi = NLPD_STAGE_ABI, .name = "picky", .description = "test",
-                                                     .conf_map = no_conf, .process = picky_process};
+static const struct nlpd_stage_plugin picky_stage = {
+    .abi = NLPD_STAGE_ABI, .name = "picky", .description = "test", .conf_map = no_conf, .process = picky_process};
 
 static int noop_init(const struct nlpd_stage_instance *inst, void *ctx, struct nlpd_error *err)
 {
@@ -203,7 +207,7 @@ static void init_failure_and_names(void)
     nlpd_config_free(cfg);
 }
 
-#define NJOBS 200
+#define NJOBS   200
 #define PER_JOB 7
 
 static void workers_keep_every_record(void)
@@ -291,8 +295,12 @@ static enum nlpd_stage_status gate_process(const struct nlpd_stage_instance *ins
     return NLPD_STAGE_OK;
 }
 
-static const struct nlpd_stage_plugin gate_stage = {.abi = NLPD_STAGE_ABI, .name = "gate", .description = "test",
-                                                    .conf_map = no_conf, .init = noop_init, .process = gate_process};
+static const struct nlpd_stage_plugin gate_stage = {.abi = NLPD_STAGE_ABI,
+                                                    .name = "gate",
+                                                    .description = "test",
+                                                    .conf_map = no_conf,
+                                                    .init = noop_init,
+                                                    .process = gate_process};
 
 static void count_space(void *user)
 {
@@ -332,7 +340,7 @@ static void try_submit_never_waits(void)
     CHECK(nlpd_pipeline_try_submit(p, &jobs[1]) == 0);
     CHECK(nlpd_pipeline_try_submit(p, &jobs[2]) == 0);
     nlpd_pipeline_queue(p, &queued, &cap);
-    CHECK(queued == 2 && cap == 2); /* 2 x threads */
+    CHECK(queued == 2 && cap == 2);                              /* 2 x threads */
     CHECK(nlpd_pipeline_try_submit(p, &jobs[3]) == NLPD_EAGAIN); /* full: refused, not waited for */
     CHECK(space_calls == 0);
     pthread_mutex_lock(&gate_lock);

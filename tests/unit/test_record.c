@@ -158,11 +158,11 @@ static void utf8_validation(void)
 {
     CHECK(nlpd_utf8_invalid_at("abc", 3) == -1);
     CHECK(nlpd_utf8_invalid_at("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9) == -1);
-    CHECK(nlpd_utf8_invalid_at("a\xc0\xaf", 3) == 1);           /* overlong */
-    CHECK(nlpd_utf8_invalid_at("ab\xed\xa0\x80", 5) == 2);      /* surrogate */
-    CHECK(nlpd_utf8_invalid_at("\xf4\x90\x80\x80", 4) == 0);    /* above U+10FFFF */
-    CHECK(nlpd_utf8_invalid_at("x\xe2\x82", 3) == 1);           /* truncated */
-    CHECK(nlpd_utf8_invalid_at("\x80", 1) == 0);                /* lone continuation */
+    CHECK(nlpd_utf8_invalid_at("a\xc0\xaf", 3) == 1);        /* overlong */
+    CHECK(nlpd_utf8_invalid_at("ab\xed\xa0\x80", 5) == 2);   /* surrogate */
+    CHECK(nlpd_utf8_invalid_at("\xf4\x90\x80\x80", 4) == 0); /* above U+10FFFF */
+    CHECK(nlpd_utf8_invalid_at("x\xe2\x82", 3) == 1);        /* truncated */
+    CHECK(nlpd_utf8_invalid_at("\x80", 1) == 0);             /* lone continuation */
 }
 
 static void encoder_round_trip(void)
@@ -178,7 +178,8 @@ static void encoder_round_trip(void)
         strcpy(it.rec.lang.code, "en");
         it.rec.lang.score = 0.98288524f;
         it.rec.stages_run = 1u << 3;
-        struct nlpd_model_ref m[2] = {{3, "langid", "lid.176.ftz@sha256:00"}, {4, "sentiment", "x@sha256:11"}};
+        struct nlpd_model_ref m[2] = {{3, "langid", "lid.176.ftz@sha256:00", NULL},
+                                      {4, "sentiment", "x@sha256:11", NULL}};
         struct nlpd_buf b = {0};
         nlpd_item_encode_json(&it, m, 2, 0.0, &b);
         json_error_t e;
@@ -226,8 +227,8 @@ static void results_encode(void)
     CHECK(json_is_true(json_object_get(json_object_get(mod, "categories"), "harassment")));
     CHECK(json_is_false(json_object_get(json_object_get(mod, "categories"), "profanity")));
     CHECK((float)json_real_value(json_object_get(json_object_get(mod, "category_scores"), "harassment")) == 0.7f);
-    CHECK(strcmp(json_string_value(json_object_get(json_object_get(mod, "category_labels"), "harassment")),
-                 "threat") == 0);
+    CHECK(strcmp(json_string_value(json_object_get(json_object_get(mod, "category_labels"), "harassment")), "threat") ==
+          0);
     CHECK(json_array_size(json_object_get(json_object_get(o, "sentiment"), "scores")) == 2);
     json_decref(o);
     nlpd_buf_free(&b);
@@ -293,8 +294,15 @@ static void when_conditions(void)
     w = nlpd_when_parse("sentiment.label == 'negative'", why, sizeof why);
     CHECK(w && !nlpd_when_eval(w, &r)); /* unset field: false */
     nlpd_when_free(w);
-    const char *bad[] = {"", "lang.cod == 'en'", "lang.code = 'en'", "lang.code == en", "lang.code < 'en'",
-                         "lang.score in ['x']", "lang.code == 'en' ||", "lang.code in ['a'", "lang.score > x"};
+    const char *bad[] = {"",
+                         "lang.cod == 'en'",
+                         "lang.code = 'en'",
+                         "lang.code == en",
+                         "lang.code < 'en'",
+                         "lang.score in ['x']",
+                         "lang.code == 'en' ||",
+                         "lang.code in ['a'",
+                         "lang.score > x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         w = nlpd_when_parse(bad[i], why, sizeof why);
         CHECK(w == NULL && why[0]);

@@ -55,16 +55,16 @@ static int free_port(void)
 
 struct server {
     pid_t pid;
-    int port;          /* 0: unix socket only */
-    char sock[128];    /* unix socket path, or "" */
-    const char *pass;  /* requirepass, or NULL */
+    int port;         /* 0: unix socket only */
+    char sock[128];   /* unix socket path, or "" */
+    const char *pass; /* requirepass, or NULL */
 };
 
 static redisContext *connect_sync(const struct server *sv)
 {
     struct timeval tv = {1, 0};
-    redisContext *c = sv->sock[0] ? redisConnectUnixWithTimeout(sv->sock, tv)
-                                  : redisConnectWithTimeout("127.0.0.1", sv->port, tv);
+    redisContext *c =
+        sv->sock[0] ? redisConnectUnixWithTimeout(sv->sock, tv) : redisConnectWithTimeout("127.0.0.1", sv->port, tv);
     if (!c)
         return NULL;
     if (c->err) {

@@ -221,7 +221,6 @@ static void check_small(const char *path)
     float w[3] = {0};
     CHECK(nlpd_safetensors_read_f32(st, "b", 1, (int64_t[]){3}, w, &err) == 0 && w[0] == 3 && w[2] == 5);
     nlpd_safetensors_close(st);
-
 }
 
 static void test_torch_bin(void)

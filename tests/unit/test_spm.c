@@ -170,7 +170,10 @@ static void test_byte_fallback(void)
     char *txt;
     size_t tl;
     CHECK(nlpd_spm_decode_pieces(m, pc, NULL, 5, &txt, &tl, &err) == 0);
-    CHECK(tl == 8 && !memcmp(txt, "ab\xc3\xa9\xef\xbf\xbd" "b", 8));
+    CHECK(tl == 8 && !memcmp(txt,
+                             "ab\xc3\xa9\xef\xbf\xbd"
+                             "b",
+                             8));
     free(txt);
     nlpd_spm_pieces_free(&p);
     nlpd_spm_free(m);

@@ -12,7 +12,7 @@
 #include "tokenizer.h"
 #include "tokenizer_internal.h"
 
-#define FIX "tests/fixtures/hf-tiny/"
+#define FIX      "tests/fixtures/hf-tiny/"
 #define NO_LIMIT ((size_t)1 << 30)
 
 static json_t *cases;
@@ -74,8 +74,8 @@ static size_t run_cases(const char *dir, const char *key, const char *label)
     size_t bad = 0, n = json_array_size(cases);
     for (size_t i = 0; i < n; i++) {
         json_t *c = json_array_get(cases, i), *text = json_object_get(c, "text");
-        int rc = nlpd_tokenizer_encode(t, json_string_value(text), json_string_length(text), NULL, 0, NO_LIMIT, &e,
-                                       &err);
+        int rc =
+            nlpd_tokenizer_encode(t, json_string_value(text), json_string_length(text), NULL, 0, NO_LIMIT, &e, &err);
         if (rc < 0 || !ids_equal(&e, json_object_get(c, key))) {
             if (bad++ < 3) {
                 char *s = json_dumps(text, JSON_ENCODE_ANY);
@@ -93,8 +93,8 @@ static size_t run_cases(const char *dir, const char *key, const char *label)
 static const char *const bert_legacy[] = {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json", NULL};
 static const char *const xlmr_legacy[] = {"sentencepiece.bpe.model", "tokenizer_config.json", "special_tokens_map.json",
                                           NULL};
-static const char *const bpe_legacy[] = {"vocab.json", "merges.txt", "tokenizer_config.json",
-                                         "special_tokens_map.json", NULL};
+static const char *const bpe_legacy[] = {"vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
+                                         NULL};
 
 static void test_cases_bert(void)
 {
@@ -254,17 +254,20 @@ static void test_bad_json(void)
     char buf[512];
     snprintf(buf, sizeof buf, "%s, \"normalizer\": {\"type\": \"BertNormalizer\", \"lowercase\": 1}}", wp);
     expect_json_error(buf, "normalizer.lowercase: expected a boolean");
-    snprintf(buf, sizeof buf, "%s, \"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \"(a\"}, "
-                              "\"content\": \"\"}}", wp);
-    expect_json_error(buf, "unsupported regex");
-    snprintf(buf, sizeof buf, "%s, \"normalizer\": {\"type\": \"Precompiled\", \"precompiled_charsmap\": \"@@\"}}",
+    snprintf(buf, sizeof buf,
+             "%s, \"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \"(a\"}, "
+             "\"content\": \"\"}}",
              wp);
+    expect_json_error(buf, "unsupported regex");
+    snprintf(buf, sizeof buf, "%s, \"normalizer\": {\"type\": \"Precompiled\", \"precompiled_charsmap\": \"@@\"}}", wp);
     expect_json_error(buf, "precompiled_charsmap: invalid base64");
     snprintf(buf, sizeof buf, "%s, \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"ab\"}}", wp);
     expect_json_error(buf, "pre_tokenizer.replacement");
-    snprintf(buf, sizeof buf, "%s, \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [], "
-                              "\"pair\": [{\"SpecialToken\": {\"id\": \"X\", \"type_id\": 0}}], "
-                              "\"special_tokens\": {}}}", wp);
+    snprintf(buf, sizeof buf,
+             "%s, \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [], "
+             "\"pair\": [{\"SpecialToken\": {\"id\": \"X\", \"type_id\": 0}}], "
+             "\"special_tokens\": {}}}",
+             wp);
     expect_json_error(buf, "special_tokens: \"X\" missing");
     snprintf(buf, sizeof buf, "%s, \"added_tokens\": [{\"id\": -1, \"content\": \"x\"}]}", wp);
     expect_json_error(buf, "added_tokens.id");
@@ -340,18 +343,18 @@ static void test_bad_folders(void)
 static void test_regex_errors(void)
 {
     struct nlpd_error err = {0};
-    struct trx *rx = trx_compile("a+b", 3, &err);
+    struct trx *rx = nlpd_trx_compile("a+b", 3, &err);
     CHECK(rx && err.code == 0);
-    trx_free(rx);
-    CHECK(trx_compile("(a", 2, &err) == NULL && err.code == NLPD_EFORMAT);
+    nlpd_trx_free(rx);
+    CHECK(nlpd_trx_compile("(a", 2, &err) == NULL && err.code == NLPD_EFORMAT);
     CHECK_STR_CONTAINS(err.message, "unbalanced (");
-    CHECK(trx_compile("a)", 2, &err) == NULL && err.code == NLPD_EFORMAT);
+    CHECK(nlpd_trx_compile("a)", 2, &err) == NULL && err.code == NLPD_EFORMAT);
     CHECK_STR_CONTAINS(err.message, "unbalanced )");
-    CHECK(trx_compile("(?<=a)", 6, &err) == NULL && err.code == NLPD_EFORMAT);
+    CHECK(nlpd_trx_compile("(?<=a)", 6, &err) == NULL && err.code == NLPD_EFORMAT);
     /* 1000 copies of a 1000-copy group: over the program bound */
-    CHECK(trx_compile("(a{1000}){1000}", 15, &err) == NULL && err.code == NLPD_ERANGE);
+    CHECK(nlpd_trx_compile("(a{1000}){1000}", 15, &err) == NULL && err.code == NLPD_ERANGE);
     CHECK_STR_CONTAINS(err.message, "regex too large");
-    CHECK(trx_compile("(", 1, NULL) == NULL); /* err may be NULL */
+    CHECK(nlpd_trx_compile("(", 1, NULL) == NULL); /* err may be NULL */
 }
 
 int main(void)
