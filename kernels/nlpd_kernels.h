@@ -83,11 +83,11 @@ enum nlpd_op_kind {
     NLPD_OP_LAYER_NORM, /* y = LN(x + bias + residual) * gamma + beta, row-wise; bias/residual optional */
     NLPD_OP_SOFTMAX,    /* row-wise, in place */
     NLPD_OP_ATTENTION,  /* masked multi-head self-attention from a fused [q|k|v] projection */
-    NLPD_OP_EMBED,      /* out[t] = word[ids[t]] * word_scale + pos[pos_ids[t]] + type[type_ids[t]] (pos/type optional) */
-    NLPD_OP_ATTENTION_KV, /* queries against separate key/value rows: decoder self-attention over a KV cache,
-                             cross-attention over encoder states */
-    NLPD_OP_GATHER_ROWS,  /* dst[i] = src[idx[i]]: beam reordering and batch compaction of caches */
-    NLPD_OP_ATTENTION_REL, /* DeBERTa-v2 disentangled self-attention (CPU backend only) */
+    NLPD_OP_EMBED, /* out[t] = word[ids[t]] * word_scale + pos[pos_ids[t]] + type[type_ids[t]] (pos/type optional) */
+    NLPD_OP_ATTENTION_KV,     /* queries against separate key/value rows: decoder self-attention over a KV cache,
+                                 cross-attention over encoder states */
+    NLPD_OP_GATHER_ROWS,      /* dst[i] = src[idx[i]]: beam reordering and batch compaction of caches */
+    NLPD_OP_ATTENTION_REL,    /* DeBERTa-v2 disentangled self-attention (CPU backend only) */
     NLPD_OP_LOG_SOFTMAX_TOPK, /* per row: the k best log-probabilities and their columns (decoding on the device) */
     NLPD_OP_COUNT
 };
@@ -254,13 +254,13 @@ int nlpd_cpu_gemm_parse(const char *name);
 const char *nlpd_cpu_gemm_name(enum nlpd_cpu_gemm g);
 
 struct nlpd_backend_opts {
-    const char *name;    /* "auto" | "cpu" | "cuda"; NULL = the process default (nlpd_kernels_set_defaults) */
-    int threads;         /* CPU: 0 = online CPUs */
-    int device;          /* CUDA device ordinal */
+    const char *name;      /* "auto" | "cpu" | "cuda"; NULL = the process default (nlpd_kernels_set_defaults) */
+    int threads;           /* CPU: 0 = online CPUs */
+    int device;            /* CUDA device ordinal */
     enum nlpd_dtype dtype; /* precision of matrix products: fp16/bf16 on CUDA, bf16/int8 on the CPU */
-    int dtype_strict;    /* 1: a dtype this machine cannot run is an error; 0: fp32 instead, said in be->reason */
+    int dtype_strict;      /* 1: a dtype this machine cannot run is an error; 0: fp32 instead, said in be->reason */
     enum nlpd_cpu_gemm cpu_gemm; /* CPU fp32 products */
-    size_t arena_bytes;  /* CUDA scratch arena; 0 = $NLPD_CUDA_ARENA_MB or 256 MiB */
+    size_t arena_bytes;          /* CUDA scratch arena; 0 = $NLPD_CUDA_ARENA_MB or 256 MiB */
     /* The ops the caller's model runs (NULL = any): "auto" takes the CPU backend when CUDA lacks one of them (the
      * logged reason says which), a backend named for one that lacks one is an error. */
     const enum nlpd_op_kind *ops;
@@ -301,8 +301,7 @@ const char *nlpd_op_kind_name(enum nlpd_op_kind kind);
 /* Thin wrappers over the vtable. */
 int nlpd_backend_alloc(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
 /* A weight buffer (alloc_weights, or alloc when the backend has none). */
-int nlpd_backend_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out,
-                               struct nlpd_error *err);
+int nlpd_backend_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
 /* upload/download with err: what failed, in the backend's words (a download also reports the calling thread's
  * device-side errors, see nlpd_backend.h). The forms without err log that message through the kernels logger. */
 int nlpd_backend_upload_err(struct nlpd_buffer *buf, size_t offset, const void *src, size_t n, struct nlpd_error *err);

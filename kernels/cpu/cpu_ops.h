@@ -11,7 +11,7 @@ enum nlpd_cpu_simd { NLPD_SIMD_SCALAR, NLPD_SIMD_AVX2, NLPD_SIMD_AVX512 };
 void nlpd_cpu_simd_set(int cap);
 /* force_scalar != 0 pins the scalar path (tests), 0 detects again. */
 void nlpd_cpu_simd_init(int force_scalar);
-int nlpd_cpu_simd(void); /* enum nlpd_cpu_simd */
+int nlpd_cpu_simd(void);      /* enum nlpd_cpu_simd */
 int nlpd_cpu_simd_avx2(void); /* AVX2+FMA or better */
 
 void nlpd_cpu_matmul(const struct nlpd_op_matmul *p);

@@ -92,18 +92,19 @@ static int load_layers(struct loader *ld, struct nlpd_error *err)
         static const char *dist_qkv[3] = {"attention.q_lin", "attention.k_lin", "attention.v_lin"};
         for (int j = 0; j < 3; j++)
             if ((rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? dist_qkv[j] : bert_qkv[j]), H, H,
-                                 L->wqkv + (size_t)j * H, L->bqkv + (size_t)j * H, (size_t)3 * H, err)))
+                                         L->wqkv + (size_t)j * H, L->bqkv + (size_t)j * H, (size_t)3 * H, err)))
                 return rc;
-        if ((rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "attention.out_lin" : "attention.output.dense"), H, H,
-                             L->wo, L->bo, (size_t)H, err)) ||
-            (rc = nlpd_wl_put_ln(&ld->w, lname(n, p, dist, i, dist ? "sa_layer_norm" : "attention.output.LayerNorm"), H, &L->ln1_g,
-                         &L->ln1_b, err)) ||
-            (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "ffn.lin1" : "intermediate.dense"), I, H, L->wi, L->bi,
-                             (size_t)I, err)) ||
-            (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "ffn.lin2" : "output.dense"), H, I, L->wo2, L->bo2,
-                             (size_t)H, err)) ||
-            (rc = nlpd_wl_put_ln(&ld->w, lname(n, p, dist, i, dist ? "output_layer_norm" : "output.LayerNorm"), H, &L->ln2_g,
-                         &L->ln2_b, err)))
+        if ((rc =
+                 nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "attention.out_lin" : "attention.output.dense"),
+                                    H, H, L->wo, L->bo, (size_t)H, err)) ||
+            (rc = nlpd_wl_put_ln(&ld->w, lname(n, p, dist, i, dist ? "sa_layer_norm" : "attention.output.LayerNorm"), H,
+                                 &L->ln1_g, &L->ln1_b, err)) ||
+            (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "ffn.lin1" : "intermediate.dense"), I, H,
+                                     L->wi, L->bi, (size_t)I, err)) ||
+            (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "ffn.lin2" : "output.dense"), H, I, L->wo2,
+                                     L->bo2, (size_t)H, err)) ||
+            (rc = nlpd_wl_put_ln(&ld->w, lname(n, p, dist, i, dist ? "output_layer_norm" : "output.LayerNorm"), H,
+                                 &L->ln2_g, &L->ln2_b, err)))
             return rc;
     }
     return 0;
@@ -123,11 +124,12 @@ static int load_all(struct loader *ld, struct nlpd_error *err)
         if (c->type_vocab_size)
             enc->type = nlpd_wl_place(&ld->w, (size_t)c->type_vocab_size * H);
     }
-    if ((rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.word_embeddings.weight"), V, H, 0, enc->word, (size_t)H, err)) ||
-        (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.position_embeddings.weight"), c->max_position_embeddings, H, 0, enc->pos,
-                  (size_t)H, err)) ||
-        (c->type_vocab_size && (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.token_type_embeddings.weight"), c->type_vocab_size,
-                                         H, 0, enc->type, (size_t)H, err))) ||
+    if ((rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.word_embeddings.weight"), V, H, 0, enc->word, (size_t)H,
+                          err)) ||
+        (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.position_embeddings.weight"), c->max_position_embeddings, H,
+                          0, enc->pos, (size_t)H, err)) ||
+        (c->type_vocab_size && (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.token_type_embeddings.weight"),
+                                                 c->type_vocab_size, H, 0, enc->type, (size_t)H, err))) ||
         (rc = nlpd_wl_put_ln(&ld->w, pname(n, p, "embeddings.LayerNorm"), H, &enc->emb_g, &enc->emb_b, err)) ||
         (rc = load_layers(ld, err)))
         return rc;

@@ -70,7 +70,6 @@ static void process_row(const struct nlpd_gen_params *p, const int32_t *hist, in
     }
 }
 
-
 /* ------------------------------------------------------------------ candidates from the device ---- */
 
 /* Whether step len can use the model's step_topk, and with which bans: when the only processors acting are
@@ -116,7 +115,8 @@ static int topk_check(const float *logp, int rows, int k, struct nlpd_error *err
         if (!isfinite(logp[i]))
             return nlpd_error_set(err, NLPD_ERANGE, 0,
                                   "generate: non-finite logits in decoder row %d (an overflow in the decoder's forward "
-                                  "pass)", i / k);
+                                  "pass)",
+                                  i / k);
     return 0;
 }
 
@@ -220,8 +220,7 @@ struct sent_beams {
     int done;
 };
 
-static int hyps_add(struct sent_beams *sb, int K, const int32_t *ids, int n, float sum_logprobs, int gen_len,
-                    float lp)
+static int hyps_add(struct sent_beams *sb, int K, const int32_t *ids, int n, float sum_logprobs, int gen_len, float lp)
 {
     double score = (double)sum_logprobs / pow((double)gen_len, (double)lp);
     if (!(sb->nhyps < K || score > sb->worst))
@@ -300,8 +299,8 @@ static int beam_search(const struct nlpd_gen_model *m, int n_sent, const struct 
     const size_t rows_max = (size_t)n_sent * K;
     int rc = 0;
     struct sent_beams *sb = calloc((size_t)n_sent, sizeof *sb);
-    int32_t *live = malloc((size_t)n_sent * sizeof *live);  /* live sentence list */
-    int32_t *sent = malloc(rows_max * sizeof *sent);         /* row -> sentence */
+    int32_t *live = malloc((size_t)n_sent * sizeof *live); /* live sentence list */
+    int32_t *sent = malloc(rows_max * sizeof *sent);       /* row -> sentence */
     int32_t *tok = malloc(rows_max * sizeof *tok), *idx = malloc(rows_max * sizeof *idx);
     float *bscore = malloc(rows_max * sizeof *bscore), *nscore = malloc(rows_max * sizeof *nscore);
     int32_t *hist = malloc(rows_max * (size_t)L * sizeof *hist), *nhist = malloc(rows_max * (size_t)L * sizeof *nhist);

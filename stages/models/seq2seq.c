@@ -995,8 +995,8 @@ static int dec_step_topk(void *ctx, const int32_t *tokens, const int32_t *sent, 
     float *vals = ws->dffn;
     int32_t *idx = (int32_t *)(ws->dffn + (size_t)R * k);
     struct nlpd_op op = {.kind = NLPD_OP_LOG_SOFTMAX_TOPK};
-    op.u.topk = (struct nlpd_op_log_softmax_topk){ws->logits, vals, idx, R, m->cfg.dec_vocab, k,
-                                                  (size_t)m->cfg.dec_vocab};
+    op.u.topk =
+        (struct nlpd_op_log_softmax_topk){ws->logits, vals, idx, R, m->cfg.dec_vocab, k, (size_t)m->cfg.dec_vocab};
     if ((rc = run(m, &op, err)))
         return rc;
     if ((rc = nlpd_backend_download(db, byte_off(db, vals), logp, (size_t)R * k * sizeof(float))) ||

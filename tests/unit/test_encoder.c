@@ -16,8 +16,8 @@
 
 #define FIX "tests/fixtures/hf-tiny/"
 
-static const char *models[] = {"bert-seq-cls",        "bert-token-cls",     "distilbert-seq-cls",
-                               "xlm-roberta-seq-cls", "deberta-v2-seq-cls", "deberta-v2-token-cls",
+static const char *models[] = {"bert-seq-cls", "bert-token-cls", "distilbert-seq-cls", "xlm-roberta-seq-cls",
+                               "deberta-v2-seq-cls", "deberta-v2-token-cls",
                                /* DeBERTa config branches the fixtures do not reach (tests/models/deberta_ref.py) */
                                "_deberta_variants/own-proj-buckets", "_deberta_variants/c2p-nobuckets",
                                "_deberta_variants/p2c-maxpos", "_deberta_variants/absolute-proj"};
@@ -636,7 +636,8 @@ static void deberta_refusals(void)
     snprintf(tmpdir, sizeof tmpdir, "/tmp/nlpd-test-encoder-deb-%d", (int)getpid());
     mkdir(tmpdir, 0700);
     size_t n;
-    char *cfg = read_all(FIX "deberta-v2-seq-cls/config.json", &n), *st = read_all(FIX "deberta-v2-seq-cls/model.safetensors", &n);
+    char *cfg = read_all(FIX "deberta-v2-seq-cls/config.json", &n),
+         *st = read_all(FIX "deberta-v2-seq-cls/model.safetensors", &n);
     write_file("model.safetensors", st, n);
     static const struct {
         const char *from, *to, *needle;

@@ -85,8 +85,13 @@ static const size_t bad_pair_off[] = {0, 2};
 
 static struct nlpd_gen_params params(int beams)
 {
-    struct nlpd_gen_params p = {.num_beams = beams, .max_length = MAXLEN, .length_penalty = 1.0f,
-                                .decoder_start = 0, .eos = EOS, .pad = PAD, .forced_eos = -1};
+    struct nlpd_gen_params p = {.num_beams = beams,
+                                .max_length = MAXLEN,
+                                .length_penalty = 1.0f,
+                                .decoder_start = 0,
+                                .eos = EOS,
+                                .pad = PAD,
+                                .forced_eos = -1};
     return p;
 }
 
