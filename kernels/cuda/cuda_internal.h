@@ -10,8 +10,8 @@
 #include <stdint.h>
 
 extern "C" {
-#include "nlpd_error.h"
 #include "nlpd_backend.h"
+#include "nlpd_error.h"
 }
 
 #define CU_ERR_SLOTS 256 /* device error words: one per op that can find bad indices, until a sync reads them */
