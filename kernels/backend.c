@@ -37,8 +37,8 @@ void nlpd_backend_set_gpu_factory(nlpd_gpu_create_fn fn)
 
 /* ---- the op name table ---- */
 
-static const char *const op_names[] = {"matmul", "bias_act",     "layer_norm",  "softmax",      "attention",
-                                       "embed",  "attention_kv", "gather_rows", "attention_rel"};
+static const char *const op_names[] = {"matmul", "bias_act",     "layer_norm",  "softmax",       "attention",
+                                       "embed",  "attention_kv", "gather_rows", "attention_rel", "log_softmax_topk"};
 _Static_assert(sizeof op_names / sizeof op_names[0] == NLPD_OP_COUNT, "one name per op kind");
 
 const char *nlpd_op_kind_name(enum nlpd_op_kind kind)

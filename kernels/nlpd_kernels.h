@@ -7,10 +7,13 @@
  *
  * The CUDA backend (kernels/cuda/, README "CUDA") is a separate shared object, libnlpd_cuda.so, that
  * nlpd_backend_new_opts() loads with dlopen: the nlpd binary itself links no CUDA library and runs without one.
- * Its buffers are device memory (cudaMalloc), its ops are queued on one CUDA stream per backend instance and run
- * asynchronously: upload returns once the source was copied into pinned staging, download waits for the work
- * queued before it, and errors found on the device (ids out of range) are reported by the next sync. Calls on
- * one backend from several threads are serialised by a mutex (one stream).
+ * Its buffers are device memory (cudaMalloc), its ops are queued on a CUDA stream of the calling thread (each
+ * thread gets its own stream, cuBLAS handle, scratch arena and pinned staging on its first call, so pipeline
+ * workers overlap instead of taking turns) and run asynchronously: upload returns once the source was copied into
+ * pinned staging, download and sync wait for the work the calling thread queued before, and errors found on the
+ * device (ids out of range) are reported by the thread's next sync. Weight buffers may be uploaded by one thread
+ * (a loader) and read by others without a sync; any other buffer written on one thread is read on another only
+ * after a download or sync on the writing thread.
  *
  * Half precision (kernels.dtype = "fp16" | "bf16"; the CUDA backend only, the CPU backend always computes in
  * fp32). Op descriptors keep their float pointers; what changes is how weights are held:
@@ -80,11 +83,12 @@ enum nlpd_op_kind {
     NLPD_OP_LAYER_NORM, /* y = LN(x + bias + residual) * gamma + beta, row-wise; bias/residual optional */
     NLPD_OP_SOFTMAX,    /* row-wise, in place */
     NLPD_OP_ATTENTION,  /* masked multi-head self-attention from a fused [q|k|v] projection */
-    NLPD_OP_EMBED,      /* out[t] = word[ids[t]] * word_scale + pos[pos_ids[t]] + type[type_ids[t]] (pos/type optional) */
-    NLPD_OP_ATTENTION_KV, /* queries against separate key/value rows: decoder self-attention over a KV cache,
-                             cross-attention over encoder states */
-    NLPD_OP_GATHER_ROWS,  /* dst[i] = src[idx[i]]: beam reordering and batch compaction of caches */
-    NLPD_OP_ATTENTION_REL, /* DeBERTa-v2 disentangled self-attention (CPU backend only) */
+    NLPD_OP_EMBED, /* out[t] = word[ids[t]] * word_scale + pos[pos_ids[t]] + type[type_ids[t]] (pos/type optional) */
+    NLPD_OP_ATTENTION_KV,     /* queries against separate key/value rows: decoder self-attention over a KV cache,
+                                 cross-attention over encoder states */
+    NLPD_OP_GATHER_ROWS,      /* dst[i] = src[idx[i]]: beam reordering and batch compaction of caches */
+    NLPD_OP_ATTENTION_REL,    /* DeBERTa-v2 disentangled self-attention (CPU backend only) */
+    NLPD_OP_LOG_SOFTMAX_TOPK, /* per row: the k best log-probabilities and their columns (decoding on the device) */
     NLPD_OP_COUNT
 };
 
@@ -186,6 +190,19 @@ struct nlpd_op_attention_rel {
     float scale;
 };
 
+/* Row r < rows of x (cols floats at x + r*ld): the k largest entries, best first (equal values: lower column
+ * first; NaN ranks as -inf), as idx[r*k + j] and their log-softmax vals[r*k + j] = x - log(sum exp(x)) over the
+ * whole row. 1 <= k <= min(cols, NLPD_TOPK_MAX). A decoder step downloads rows * k candidates instead of rows *
+ * cols logits; a NaN or inf logit anywhere in the row makes all its vals NaN, which the caller checks. */
+#define NLPD_TOPK_MAX 64
+struct nlpd_op_log_softmax_topk {
+    const float *x;
+    float *vals;
+    int32_t *idx;
+    int rows, cols, k;
+    size_t ld;
+};
+
 struct nlpd_op {
     enum nlpd_op_kind kind;
     union {
@@ -198,6 +215,7 @@ struct nlpd_op {
         struct nlpd_op_attention_kv attention_kv;
         struct nlpd_op_gather_rows gather_rows;
         struct nlpd_op_attention_rel attention_rel;
+        struct nlpd_op_log_softmax_topk topk;
     } u;
 };
 
@@ -236,13 +254,13 @@ int nlpd_cpu_gemm_parse(const char *name);
 const char *nlpd_cpu_gemm_name(enum nlpd_cpu_gemm g);
 
 struct nlpd_backend_opts {
-    const char *name;    /* "auto" | "cpu" | "cuda"; NULL = the process default (nlpd_kernels_set_defaults) */
-    int threads;         /* CPU: 0 = online CPUs */
-    int device;          /* CUDA device ordinal */
+    const char *name;      /* "auto" | "cpu" | "cuda"; NULL = the process default (nlpd_kernels_set_defaults) */
+    int threads;           /* CPU: 0 = online CPUs */
+    int device;            /* CUDA device ordinal */
     enum nlpd_dtype dtype; /* precision of matrix products: fp16/bf16 on CUDA, bf16/int8 on the CPU */
-    int dtype_strict;    /* 1: a dtype this machine cannot run is an error; 0: fp32 instead, said in be->reason */
+    int dtype_strict;      /* 1: a dtype this machine cannot run is an error; 0: fp32 instead, said in be->reason */
     enum nlpd_cpu_gemm cpu_gemm; /* CPU fp32 products */
-    size_t arena_bytes;  /* CUDA scratch arena; 0 = $NLPD_CUDA_ARENA_MB or 256 MiB */
+    size_t arena_bytes;          /* CUDA scratch arena; 0 = $NLPD_CUDA_ARENA_MB or 256 MiB */
     /* The ops the caller's model runs (NULL = any): "auto" takes the CPU backend when CUDA lacks one of them (the
      * logged reason says which), a backend named for one that lacks one is an error. */
     const enum nlpd_op_kind *ops;
@@ -283,8 +301,7 @@ const char *nlpd_op_kind_name(enum nlpd_op_kind kind);
 /* Thin wrappers over the vtable. */
 int nlpd_backend_alloc(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
 /* A weight buffer (alloc_weights, or alloc when the backend has none). */
-int nlpd_backend_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out,
-                               struct nlpd_error *err);
+int nlpd_backend_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
 /* upload/download with err: what failed, in the backend's words (a download also reports the calling thread's
  * device-side errors, see nlpd_backend.h). The forms without err log that message through the kernels logger. */
 int nlpd_backend_upload_err(struct nlpd_buffer *buf, size_t offset, const void *src, size_t n, struct nlpd_error *err);

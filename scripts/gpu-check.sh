@@ -264,11 +264,16 @@ say "NEEDED CUDA libraries of nlpd: $(readelf -d "$BIN/nlpd" 2> /dev/null | grep
 AUTO_CUDA=0 # kernels.backend = "auto" picks CUDA here (test_cuda_ops says): what test_encoder relies on
 if box 120 30 "test_cuda_ops"; then
     check "test_cuda_ops (every op vs CPU, errors, fp16/bf16, chunking, fixture parity)" "$t" "$TESTS/test_cuda_ops"
-    grep -E '^(cuda:|model |auto picked|skipped)|passed, .* failed|^FAIL|^  ' "$STEP" | head -n 40 | cut -c1-250 |
+    grep -E '^(cuda:|model |auto picked|skipped)|passed, .* failed|^FAIL|^  ' "$STEP" | head -n 50 | cut -c1-250 |
         sed 's/^/       /' | tee -a "$SUM"
     grep -q '^skipped' "$STEP" && fail "test_cuda_ops skipped the CUDA tests on a GPU machine"
     grep -q '^auto picked cuda' "$STEP" && AUTO_CUDA=1
     summary_ok || fail "test_cuda_ops: no 'N passed, 0 failed' line"
+    # issue 20 items 4 and 6: a binary without them (or a run that left them out) must not pass
+    grep -q '^  threads (device .*per thread' "$STEP" ||
+        fail "test_cuda_ops: no 'threads (device ..., per thread)' line: the per-thread streams were not tested on the GPU"
+    [ "$(grep -c '^  topk .*columns equal' "$STEP")" -ge 5 ] ||
+        fail "test_cuda_ops: fewer than 5 'topk ... columns equal' lines: the device top-k was not tested"
 fi
 
 # --- nlpd infer ---

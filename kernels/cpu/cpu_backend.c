@@ -384,6 +384,7 @@ static int cpu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlp
             return nlpd_error_set(err, NLPD_ENOMEM, 0, "cpu backend: out of memory for attention scores");
         return nlpd_cpu_attention_rel(a, sc, im->threads, err);
     }
+    case NLPD_OP_LOG_SOFTMAX_TOPK: return nlpd_cpu_log_softmax_topk(&op->u.topk, err);
     case NLPD_OP_COUNT: break;
     }
     return nlpd_error_set(err, NLPD_EINVAL, 0, "cpu backend: unknown op %d", (int)op->kind);

@@ -144,35 +144,35 @@ static void softmax_row_scalar(float *x, int n)
 /* ------------------------------------------------------- AVX2 and AVX-512 ---- */
 #if HAVE_X86
 /* AVX2 + FMA: 8 floats */
-#define V __m256
-#define VI __m256i
-#define VW 8
-#define SIMD_ATTR __attribute__((target("avx2,fma")))
-#define SIMD_FN(name) name##_avx2
-#define VLOAD _mm256_loadu_ps
-#define VSTORE _mm256_storeu_ps
-#define VSET1 _mm256_set1_ps
-#define VZERO _mm256_setzero_ps
-#define VADD _mm256_add_ps
-#define VSUB _mm256_sub_ps
-#define VMUL _mm256_mul_ps
-#define VDIV _mm256_div_ps
-#define VFMADD _mm256_fmadd_ps
-#define VFNMADD _mm256_fnmadd_ps
-#define VMAX _mm256_max_ps
-#define VMIN _mm256_min_ps
-#define VAND _mm256_and_ps
-#define VANDNOT _mm256_andnot_ps
-#define VOR _mm256_or_ps
-#define VROUND(x) _mm256_round_ps((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define V                     __m256
+#define VI                    __m256i
+#define VW                    8
+#define SIMD_ATTR             __attribute__((target("avx2,fma")))
+#define SIMD_FN(name)         name##_avx2
+#define VLOAD                 _mm256_loadu_ps
+#define VSTORE                _mm256_storeu_ps
+#define VSET1                 _mm256_set1_ps
+#define VZERO                 _mm256_setzero_ps
+#define VADD                  _mm256_add_ps
+#define VSUB                  _mm256_sub_ps
+#define VMUL                  _mm256_mul_ps
+#define VDIV                  _mm256_div_ps
+#define VFMADD                _mm256_fmadd_ps
+#define VFNMADD               _mm256_fnmadd_ps
+#define VMAX                  _mm256_max_ps
+#define VMIN                  _mm256_min_ps
+#define VAND                  _mm256_and_ps
+#define VANDNOT               _mm256_andnot_ps
+#define VOR                   _mm256_or_ps
+#define VROUND(x)             _mm256_round_ps((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define VZERO_IF_LT(p, x, lo) _mm256_andnot_ps(_mm256_cmp_ps((x), (lo), _CMP_LT_OQ), (p))
-#define VCVT_I _mm256_cvtps_epi32
-#define VADD_I _mm256_add_epi32
-#define VSET1_I _mm256_set1_epi32
-#define VSLLI_I _mm256_slli_epi32
-#define VCAST_I2F _mm256_castsi256_ps
-#define VHSUM hsum8
-#define VHMAX hmax8
+#define VCVT_I                _mm256_cvtps_epi32
+#define VADD_I                _mm256_add_epi32
+#define VSET1_I               _mm256_set1_epi32
+#define VSLLI_I               _mm256_slli_epi32
+#define VCAST_I2F             _mm256_castsi256_ps
+#define VHSUM                 hsum8
+#define VHMAX                 hmax8
 
 static SIMD_ATTR inline float hsum8(__m256 v)
 {
@@ -228,35 +228,35 @@ static SIMD_ATTR inline float hmax8(__m256 v)
  * it measured 20-25% slower than the AVX2 one on BERT-base rows (bench/kernels/bench_elementwise.c, AMD family 26),
  * where GELU is 1.9x and softmax 1.6x faster. */
 #define SIMD_NO_LAYER_NORM
-#define V __m512
-#define VI __m512i
-#define VW 16
-#define SIMD_ATTR __attribute__((target("avx512f")))
-#define SIMD_FN(name) name##_avx512
-#define VLOAD _mm512_loadu_ps
-#define VSTORE _mm512_storeu_ps
-#define VSET1 _mm512_set1_ps
-#define VZERO _mm512_setzero_ps
-#define VADD _mm512_add_ps
-#define VSUB _mm512_sub_ps
-#define VMUL _mm512_mul_ps
-#define VDIV _mm512_div_ps
-#define VFMADD _mm512_fmadd_ps
-#define VFNMADD _mm512_fnmadd_ps
-#define VMAX _mm512_max_ps
-#define VMIN _mm512_min_ps
-#define VAND(a, b) _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)))
-#define VANDNOT(a, b) _mm512_castsi512_ps(_mm512_andnot_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)))
-#define VOR(a, b) _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)))
-#define VROUND(x) _mm512_roundscale_ps((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define V                     __m512
+#define VI                    __m512i
+#define VW                    16
+#define SIMD_ATTR             __attribute__((target("avx512f")))
+#define SIMD_FN(name)         name##_avx512
+#define VLOAD                 _mm512_loadu_ps
+#define VSTORE                _mm512_storeu_ps
+#define VSET1                 _mm512_set1_ps
+#define VZERO                 _mm512_setzero_ps
+#define VADD                  _mm512_add_ps
+#define VSUB                  _mm512_sub_ps
+#define VMUL                  _mm512_mul_ps
+#define VDIV                  _mm512_div_ps
+#define VFMADD                _mm512_fmadd_ps
+#define VFNMADD               _mm512_fnmadd_ps
+#define VMAX                  _mm512_max_ps
+#define VMIN                  _mm512_min_ps
+#define VAND(a, b)            _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)))
+#define VANDNOT(a, b)         _mm512_castsi512_ps(_mm512_andnot_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)))
+#define VOR(a, b)             _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)))
+#define VROUND(x)             _mm512_roundscale_ps((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define VZERO_IF_LT(p, x, lo) _mm512_mask_mov_ps((p), _mm512_cmp_ps_mask((x), (lo), _CMP_LT_OQ), _mm512_setzero_ps())
-#define VCVT_I _mm512_cvtps_epi32
-#define VADD_I _mm512_add_epi32
-#define VSET1_I _mm512_set1_epi32
-#define VSLLI_I _mm512_slli_epi32
-#define VCAST_I2F _mm512_castsi512_ps
-#define VHSUM _mm512_reduce_add_ps
-#define VHMAX _mm512_reduce_max_ps
+#define VCVT_I                _mm512_cvtps_epi32
+#define VADD_I                _mm512_add_epi32
+#define VSET1_I               _mm512_set1_epi32
+#define VSLLI_I               _mm512_slli_epi32
+#define VCAST_I2F             _mm512_castsi512_ps
+#define VHSUM                 _mm512_reduce_add_ps
+#define VHMAX                 _mm512_reduce_max_ps
 
 #include "cpu_ops_simd.h"
 #undef SIMD_NO_LAYER_NORM
@@ -495,6 +495,45 @@ int nlpd_cpu_gather_rows(const struct nlpd_op_gather_rows *p, struct nlpd_error 
                                   p->src_rows);
     for (int i = 0; i < p->rows; i++)
         memcpy(p->dst + (size_t)i * p->ld_dst, p->src + (size_t)p->idx[i] * p->ld_src, (size_t)p->cols * sizeof(float));
+    return 0;
+}
+
+static float topk_key(float v)
+{
+    return v != v ? -INFINITY : v;
+}
+
+int nlpd_cpu_log_softmax_topk(const struct nlpd_op_log_softmax_topk *p, struct nlpd_error *err)
+{
+    if (p->rows <= 0)
+        return 0;
+    if (p->k < 1 || p->k > NLPD_TOPK_MAX || p->k > p->cols)
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "top-k: k %d out of range (1..%d, at most %d columns)", p->k,
+                              NLPD_TOPK_MAX, p->cols);
+    for (int r = 0; r < p->rows; r++) {
+        const float *x = p->x + (size_t)r * p->ld;
+        int32_t *idx = p->idx + (size_t)r * p->k;
+        float key[NLPD_TOPK_MAX];
+        int n = 0, finite = 1;
+        for (int i = 0; i < p->cols; i++) {
+            float v = topk_key(x[i]);
+            finite &= isfinite(x[i]) != 0;
+            if (n == p->k && !(v > key[n - 1]))
+                continue; /* scanning in column order: an equal value later is not better */
+            int j = n < p->k ? n++ : n - 1;
+            while (j > 0 && v > key[j - 1]) {
+                key[j] = key[j - 1];
+                idx[j] = idx[j - 1];
+                j--;
+            }
+            key[j] = v;
+            idx[j] = i;
+        }
+        /* generate.c's host path shifts by this same function: on this backend both paths agree to the bit */
+        float lse = finite ? nlpd_kernels_logsumexp(x, p->cols) : NAN;
+        for (int j = 0; j < p->k; j++)
+            p->vals[(size_t)r * p->k + j] = x[idx[j]] - lse;
+    }
     return 0;
 }
 

@@ -11,7 +11,7 @@ enum nlpd_cpu_simd { NLPD_SIMD_SCALAR, NLPD_SIMD_AVX2, NLPD_SIMD_AVX512 };
 void nlpd_cpu_simd_set(int cap);
 /* force_scalar != 0 pins the scalar path (tests), 0 detects again. */
 void nlpd_cpu_simd_init(int force_scalar);
-int nlpd_cpu_simd(void); /* enum nlpd_cpu_simd */
+int nlpd_cpu_simd(void);      /* enum nlpd_cpu_simd */
 int nlpd_cpu_simd_avx2(void); /* AVX2+FMA or better */
 
 void nlpd_cpu_matmul(const struct nlpd_op_matmul *p);
@@ -30,6 +30,7 @@ void nlpd_cpu_softmax_masked(float *x, int rows, int cols, const int32_t *mask);
 size_t nlpd_cpu_attention_rel_scratch(const struct nlpd_op_attention_rel *p);
 int nlpd_cpu_attention_rel(const struct nlpd_op_attention_rel *p, float *scratch, int threads, struct nlpd_error *err);
 int nlpd_cpu_gather_rows(const struct nlpd_op_gather_rows *p, struct nlpd_error *err);
+int nlpd_cpu_log_softmax_topk(const struct nlpd_op_log_softmax_topk *p, struct nlpd_error *err);
 int nlpd_cpu_embed(const struct nlpd_op_embed *p, struct nlpd_error *err);
 
 int nlpd_backend_cpu_threads(const struct nlpd_backend *be);

@@ -105,7 +105,7 @@ __global__ void k_masked_softmax(float *scores, struct mask_geom g, int p0, int 
     }
 }
 
-static cublasComputeType_t compute_type(const struct cu_impl *im)
+static cublasComputeType_t compute_type(const struct cu_ctx *im)
 {
     return im->dtype == NLPD_DTYPE_F16    ? CUBLAS_COMPUTE_32F_FAST_16F
            : im->dtype == NLPD_DTYPE_BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF
@@ -113,7 +113,7 @@ static cublasComputeType_t compute_type(const struct cu_impl *im)
                                           : CUBLAS_COMPUTE_32F;
 }
 
-static cublasStatus_t batched(struct cu_impl *im, cublasOperation_t ta, int m, int n, int k, float alpha,
+static cublasStatus_t batched(struct cu_ctx *im, cublasOperation_t ta, int m, int n, int k, float alpha,
                               const void *const *a, int lda, const void *const *b, int ldb, void *const *c, int ldc,
                               int count)
 {
@@ -127,7 +127,7 @@ static cublasStatus_t batched(struct cu_impl *im, cublasOperation_t ta, int m, i
     return s;
 }
 
-static int run_pairs(struct cu_impl *im, struct pair_geom g, struct mask_geom mg, int pairs, float scale,
+static int run_pairs(struct cu_ctx *im, struct pair_geom g, struct mask_geom mg, int pairs, float scale,
                      struct nlpd_error *err)
 {
     const size_t score_bytes = (size_t)g.q_len * g.kv_len * sizeof(float), ptr_bytes = 6 * sizeof(void *);
@@ -163,7 +163,7 @@ static int run_pairs(struct cu_impl *im, struct pair_geom g, struct mask_geom mg
     return e == cudaSuccess ? 0 : cu_fail(err, e, "attention");
 }
 
-int cu_attention(struct cu_impl *im, const struct nlpd_op_attention *p, struct nlpd_error *err)
+int cu_attention(struct cu_ctx *im, const struct nlpd_op_attention *p, struct nlpd_error *err)
 {
     if (p->batch <= 0 || p->seq <= 0 || p->heads <= 0 || p->head_dim <= 0)
         return 0;
@@ -187,7 +187,7 @@ int cu_attention(struct cu_impl *im, const struct nlpd_op_attention *p, struct n
     return run_pairs(im, g, mg, p->batch * p->heads, p->scale, err);
 }
 
-int cu_attention_kv(struct cu_impl *im, const struct nlpd_op_attention_kv *p, struct nlpd_error *err)
+int cu_attention_kv(struct cu_ctx *im, const struct nlpd_op_attention_kv *p, struct nlpd_error *err)
 {
     if (p->batch <= 0 || p->q_len <= 0 || p->heads <= 0 || p->head_dim <= 0)
         return 0;

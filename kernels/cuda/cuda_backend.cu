@@ -1,6 +1,8 @@
-/* The CUDA backend: the vtable of nlpd_kernels.h over device memory, one stream, one cuBLAS handle, a scratch
- * arena sized at creation, pinned staging for uploads and downloads, and device error words for ops that find
- * bad indices (reported by sync in the CPU backend's words). Built into libnlpd_cuda.so, loaded by backend.c. */
+/* The CUDA backend: the vtable of nlpd_kernels.h over device memory. Each calling thread gets its own context
+ * (struct cu_ctx: a stream, a cuBLAS handle, a scratch arena, pinned staging for uploads and downloads, device
+ * error words for ops that find bad indices, reported by sync in the CPU backend's words), so worker threads
+ * queue work concurrently instead of serialising on one lock and one stream. Built into libnlpd_cuda.so, loaded
+ * by backend.c. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +39,7 @@ int cu_blas_fail(struct nlpd_error *err, cublasStatus_t s, const char *what)
     return nlpd_error_set(err, code, 0, "cuda backend: %s: cuBLAS status %d", what, (int)s);
 }
 
-int cu_grid(const struct cu_impl *im, size_t n, int block)
+int cu_grid(const struct cu_ctx *im, size_t n, int block)
 {
     size_t blocks = (n + (size_t)block - 1) / (size_t)block;
     size_t cap = (size_t)im->sm_count * 32;
@@ -54,44 +56,131 @@ static struct cu_impl *impl_of(const struct nlpd_backend *be)
 /* The device this thread last selected through a backend: cudaSetDevice only when it changes (once per thread
  * with one device), not on every call. */
 static __thread int tls_device = -1;
+/* The context this thread last used, keyed by the backend's id (an address could be reused by a new backend). */
+static __thread unsigned long tls_id;
+static __thread struct cu_ctx *tls_ctx;
+static unsigned long next_backend_id;
 
-/* Every entry point: the lock, then the backend's device for this thread; on failure the lock is not held. */
-static int enter(struct cu_impl *im, struct nlpd_error *err)
+static int select_device(int device, struct nlpd_error *err)
 {
-    pthread_mutex_lock(&im->mu);
-    if (tls_device != im->device) {
-        cudaError_t e = cudaSetDevice(im->device);
-        if (e != cudaSuccess) {
-            pthread_mutex_unlock(&im->mu);
-            char what[64];
-            snprintf(what, sizeof what, "selecting device %d", im->device);
-            return cu_fail(err, e, what);
-        }
-        tls_device = im->device;
+    if (tls_device == device)
+        return 0;
+    cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess) {
+        char what[64];
+        snprintf(what, sizeof what, "selecting device %d", device);
+        return cu_fail(err, e, what);
     }
+    tls_device = device;
+    return 0;
+}
+
+static size_t align_up(size_t n);
+static int ctx_create(struct cu_impl *im, struct cu_ctx **out, struct nlpd_error *err);
+
+/* This thread's context of im, created on first use (im->mu held only then). */
+static int ctx_of(struct cu_impl *im, struct cu_ctx **out, struct nlpd_error *err)
+{
+    if (tls_ctx && tls_id == im->id) {
+        *out = tls_ctx;
+        return 0;
+    }
+    pthread_t self = pthread_self();
+    pthread_mutex_lock(&im->mu);
+    struct cu_ctx *c = im->ctxs;
+    while (c && !pthread_equal(c->owner, self))
+        c = c->next;
+    int rc = 0;
+    if (!c && !(rc = ctx_create(im, &c, err))) {
+        c->next = im->ctxs;
+        im->ctxs = c;
+    }
+    pthread_mutex_unlock(&im->mu);
+    if (rc)
+        return rc;
+    tls_id = im->id;
+    tls_ctx = c;
+    *out = c;
+    return 0;
+}
+
+/* Queues the pending coalesced upload (the context's mu held). */
+static cudaError_t flush_uploads(struct cu_ctx *c)
+{
+    if (!c->pend_n)
+        return cudaSuccess;
+    cudaError_t e = cudaMemcpyAsync(c->pend_dst, c->pend_src, c->pend_n, cudaMemcpyHostToDevice, c->stream);
+    c->pend_n = 0;
+    return e;
+}
+
+static void defer_error(struct cu_impl *im, cudaError_t e, const char *what);
+
+/* Weights other threads uploaded since self last looked: their pending copies are queued and self's stream waits
+ * for them. im->mu held, self's mu not (lock order). */
+static int publish_locked(struct cu_impl *im, struct cu_ctx *self, struct nlpd_error *err)
+{
+    cudaError_t e = cudaSuccess;
+    for (struct cu_ctx *c = im->ctxs; c && e == cudaSuccess; c = c->next) {
+        if (c == self)
+            continue;
+        pthread_mutex_lock(&c->mu);
+        if (c->unpublished) {
+            if ((e = flush_uploads(c)) == cudaSuccess && (e = cudaEventRecord(c->pub_event, c->stream)) == cudaSuccess) {
+                c->unpublished = 0;
+                c->pub_recorded = 1;
+            }
+        }
+        int recorded = c->pub_recorded;
+        pthread_mutex_unlock(&c->mu);
+        if (e == cudaSuccess && recorded && self)
+            e = cudaStreamWaitEvent(self->stream, c->pub_event, 0);
+    }
+    return e == cudaSuccess ? 0 : cu_fail(err, e, "waiting for weights another thread uploaded");
+}
+
+/* Every entry point that queues work: this thread's device and context, caught up with other threads' weight
+ * uploads, its mu held. On failure nothing is held. */
+static int enter(struct cu_impl *im, struct cu_ctx **out, struct nlpd_error *err)
+{
+    struct cu_ctx *c;
+    int rc = select_device(im->device, err);
+    if (rc || (rc = ctx_of(im, &c, err)))
+        return rc;
+    unsigned long gen = __atomic_load_n(&im->pub_gen, __ATOMIC_ACQUIRE);
+    if (gen != c->pub_seen) {
+        pthread_mutex_lock(&im->mu);
+        rc = publish_locked(im, c, err);
+        pthread_mutex_unlock(&im->mu);
+        if (rc)
+            return rc;
+        c->pub_seen = gen;
+    }
+    pthread_mutex_lock(&c->mu);
+    *out = c;
     return 0;
 }
 
 /* A failure in a call that cannot report it (free): kept for the next sync, of whichever thread. */
 static void defer_error(struct cu_impl *im, cudaError_t e, const char *what)
 {
+    pthread_mutex_lock(&im->wmu);
     if (!im->deferred.code)
         cu_fail(&im->deferred, e, what);
+    pthread_mutex_unlock(&im->wmu);
 }
 
 /* The calling thread's batch failed: its pending error words are moot (they must not surface in its next batch).
  * Reusing them is safe: a word is cleared on the stream, after the op that may still write it. */
-static void drop_pending(struct cu_impl *im)
+static void drop_pending(struct cu_ctx *im)
 {
-    pthread_t self = pthread_self();
     for (int i = 0; i < CU_ERR_SLOTS; i++)
-        if (im->slots[i].in_use && pthread_equal(im->slots[i].owner, self))
-            im->slots[i].in_use = 0;
+        im->slots[i].in_use = 0;
 }
 
-static void leave(struct cu_impl *im)
+static void leave(struct cu_ctx *c)
 {
-    pthread_mutex_unlock(&im->mu);
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* ---------------------------------------------------------------- error words ---- */
@@ -114,7 +203,7 @@ static int error_message(const struct cu_slot *s, unsigned long long key, struct
 
 /* After a stream synchronisation: reads the error words, frees every slot without an error, and (owner != NULL)
  * reports and frees the owner's first error in queue order. */
-static int reap(struct cu_impl *im, const pthread_t *owner, struct nlpd_error *err)
+static int reap(struct cu_ctx *im, const pthread_t *owner, struct nlpd_error *err)
 {
     unsigned long long words[CU_ERR_SLOTS];
     cudaError_t e = cudaMemcpy(words, im->d_err, sizeof words, cudaMemcpyDeviceToHost);
@@ -141,7 +230,7 @@ static int reap(struct cu_impl *im, const pthread_t *owner, struct nlpd_error *e
     return rc;
 }
 
-int cu_slot_take(struct cu_impl *im, enum nlpd_op_kind op, int l0, int l1, int l2, struct nlpd_error *err)
+int cu_slot_take(struct cu_ctx *im, enum nlpd_op_kind op, int l0, int l1, int l2, struct nlpd_error *err)
 {
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < CU_ERR_SLOTS; i++) {
@@ -184,20 +273,28 @@ static struct cu_weights *find_weights(struct cu_impl *im, const void *p)
     return NULL;
 }
 
-const struct cu_weights *cu_weights_of(struct cu_impl *im, const void *p, struct nlpd_error *err, int *rc)
+int cu_weights_of(struct cu_ctx *c, const void *p, struct cu_weights *out, struct nlpd_error *err)
 {
-    *rc = 0;
+    struct cu_impl *im = c->impl;
+    pthread_mutex_lock(&im->wmu);
     struct cu_weights *w = find_weights(im, p);
-    if (!w || !w->shadow)
-        return NULL;
-    if (w->dirty_hi > w->dirty_lo) {
-        *rc = cu_convert_weights(im, (char *)w->shadow + w->dirty_lo * 2, (const float *)w->base + w->dirty_lo,
-                                 w->dirty_hi - w->dirty_lo, err);
-        if (*rc)
-            return NULL;
-        w->dirty_lo = w->dirty_hi = 0;
+    int rc = w && w->shadow;
+    if (rc && w->dirty_hi > w->dirty_lo) {
+        /* converted once, by whichever thread reads it first; the others see it clean only once it is done */
+        int crc = cu_convert_weights(c, (char *)w->shadow + w->dirty_lo * 2, (const float *)w->base + w->dirty_lo,
+                                     w->dirty_hi - w->dirty_lo, err);
+        cudaError_t e = crc ? cudaSuccess : cudaStreamSynchronize(c->stream);
+        if (crc)
+            rc = crc;
+        else if (e != cudaSuccess)
+            rc = cu_fail(err, e, "converting weights to half precision");
+        else
+            w->dirty_lo = w->dirty_hi = 0;
     }
-    return w;
+    if (rc > 0)
+        *out = *w;
+    pthread_mutex_unlock(&im->wmu);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- vtable ---- */
@@ -215,7 +312,7 @@ static int alloc_common(struct nlpd_backend *be, size_t size, struct nlpd_buffer
     size_t rounded = align_up(size ? size : 1);
     if (rounded < size)
         return nlpd_error_set(err, NLPD_ERANGE, 0, "cuda backend: allocation of %zu bytes too large", size);
-    int rc = enter(im, err);
+    int rc = select_device(im->device, err);
     if (rc)
         return rc;
     void *p = NULL, *shadow = NULL;
@@ -239,12 +336,14 @@ static int alloc_common(struct nlpd_backend *be, size_t size, struct nlpd_buffer
         }
     }
     if (weights) {
+        pthread_mutex_lock(&im->wmu);
         if (im->n_weights == im->cap_weights) {
             int cap = im->cap_weights ? 2 * im->cap_weights : 8;
             struct cu_weights *nw = (struct cu_weights *)realloc(im->weights, (size_t)cap * sizeof *nw);
             if (!nw) {
                 cudaFree(p);
                 cudaFree(shadow);
+                pthread_mutex_unlock(&im->wmu);
                 rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "cuda backend: out of memory");
                 goto out;
             }
@@ -256,12 +355,12 @@ static int alloc_common(struct nlpd_backend *be, size_t size, struct nlpd_buffer
         w->size = size;
         w->shadow = shadow;
         w->dirty_lo = w->dirty_hi = 0;
+        pthread_mutex_unlock(&im->wmu);
     }
     out->backend = be;
     out->ptr = p;
     out->size = size;
 out:
-    leave(im);
     return rc;
 }
 
@@ -289,20 +388,33 @@ static int copy_fail(struct nlpd_error *err, cudaError_t e, const char *what, si
     return cu_fail(err, e, w);
 }
 
-/* Queues the pending coalesced upload. */
-static cudaError_t flush_uploads(struct cu_impl *im)
+static int flush_or_fail(struct cu_ctx *c, struct nlpd_error *err)
 {
-    if (!im->pend_n)
-        return cudaSuccess;
-    cudaError_t e = cudaMemcpyAsync(im->pend_dst, im->pend_src, im->pend_n, cudaMemcpyHostToDevice, im->stream);
-    im->pend_n = 0;
-    return e;
+    cudaError_t e = flush_uploads(c);
+    return e == cudaSuccess ? 0 : cu_fail(err, e, "uploading");
 }
 
-static int flush_or_fail(struct cu_impl *im, struct nlpd_error *err)
+/* An upload into a weight buffer: its dirty range grows (the shadow is converted before the next product that
+ * reads it) and the uploader's stream has weights other threads must wait for. */
+static void note_upload(struct cu_impl *im, struct cu_ctx *c, const struct nlpd_buffer *buf, size_t offset, size_t n)
 {
-    cudaError_t e = flush_uploads(im);
-    return e == cudaSuccess ? 0 : cu_fail(err, e, "uploading");
+    pthread_mutex_lock(&im->wmu);
+    struct cu_weights *w = find_weights(im, buf->ptr);
+    if (w && w->shadow) {
+        size_t lo = offset / sizeof(float), hi = (offset + n + sizeof(float) - 1) / sizeof(float);
+        if (w->dirty_hi <= w->dirty_lo) {
+            w->dirty_lo = lo;
+            w->dirty_hi = hi;
+        } else {
+            w->dirty_lo = lo < w->dirty_lo ? lo : w->dirty_lo;
+            w->dirty_hi = hi > w->dirty_hi ? hi : w->dirty_hi;
+        }
+    }
+    pthread_mutex_unlock(&im->wmu);
+    if (w && !c->unpublished) {
+        c->unpublished = 1;
+        __atomic_add_fetch(&im->pub_gen, 1, __ATOMIC_RELEASE);
+    }
 }
 
 static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, const void *src, size_t n,
@@ -311,7 +423,8 @@ static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t of
     if (offset > buf->size || n > buf->size - offset)
         return range_error("upload", buf, offset, n, err);
     struct cu_impl *im = impl_of(be);
-    int rc = enter(im, err);
+    struct cu_ctx *c;
+    int rc = enter(im, &c, err);
     if (rc)
         return rc;
     const unsigned char *s = (const unsigned char *)src;
@@ -319,46 +432,35 @@ static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t of
     size_t left = n;
     cudaError_t e = cudaSuccess;
     while (left && e == cudaSuccess) {
-        if (im->stage_pos == im->staging_half) { /* this half is full: hand it over, take the other one */
-            if ((e = flush_uploads(im)) != cudaSuccess ||
-                (e = cudaEventRecord(im->stage_done[im->stage_cur], im->stream)) != cudaSuccess)
+        if (c->stage_pos == c->staging_half) { /* this half is full: hand it over, take the other one */
+            if ((e = flush_uploads(c)) != cudaSuccess ||
+                (e = cudaEventRecord(c->stage_done[c->stage_cur], c->stream)) != cudaSuccess)
                 break;
-            im->stage_cur ^= 1;
-            im->stage_pos = 0;
-            if ((e = cudaEventSynchronize(im->stage_done[im->stage_cur])) != cudaSuccess)
+            c->stage_cur ^= 1;
+            c->stage_pos = 0;
+            if ((e = cudaEventSynchronize(c->stage_done[c->stage_cur])) != cudaSuccess)
                 break;
         }
-        size_t chunk = im->staging_half - im->stage_pos;
+        size_t chunk = c->staging_half - c->stage_pos;
         if (chunk > left)
             chunk = left;
-        unsigned char *st = im->staging + (size_t)im->stage_cur * im->staging_half + im->stage_pos;
+        unsigned char *st = c->staging + (size_t)c->stage_cur * c->staging_half + c->stage_pos;
         memcpy(st, s, chunk);
-        if (im->pend_n && im->pend_dst + im->pend_n == dst && im->pend_src + im->pend_n == st) {
-            im->pend_n += chunk; /* continues the pending copy on both sides */
-        } else if ((e = flush_uploads(im)) == cudaSuccess) {
-            im->pend_dst = dst;
-            im->pend_src = st;
-            im->pend_n = chunk;
+        if (c->pend_n && c->pend_dst + c->pend_n == dst && c->pend_src + c->pend_n == st) {
+            c->pend_n += chunk; /* continues the pending copy on both sides */
+        } else if ((e = flush_uploads(c)) == cudaSuccess) {
+            c->pend_dst = dst;
+            c->pend_src = st;
+            c->pend_n = chunk;
         }
-        im->stage_pos += chunk;
+        c->stage_pos += chunk;
         s += chunk;
         dst += chunk;
         left -= chunk;
     }
-    if (e == cudaSuccess && n) {
-        struct cu_weights *w = find_weights(im, buf->ptr);
-        if (w && w->shadow) {
-            size_t lo = offset / sizeof(float), hi = (offset + n + sizeof(float) - 1) / sizeof(float);
-            if (w->dirty_hi <= w->dirty_lo) {
-                w->dirty_lo = lo;
-                w->dirty_hi = hi;
-            } else {
-                w->dirty_lo = lo < w->dirty_lo ? lo : w->dirty_lo;
-                w->dirty_hi = hi > w->dirty_hi ? hi : w->dirty_hi;
-            }
-        }
-    }
-    leave(im);
+    if (e == cudaSuccess && n)
+        note_upload(im, c, buf, offset, n);
+    leave(c);
     return e == cudaSuccess ? 0 : copy_fail(err, e, "upload", n, offset);
 }
 
@@ -368,64 +470,67 @@ static int cu_download(struct nlpd_backend *be, const struct nlpd_buffer *buf, s
     if (offset > buf->size || n > buf->size - offset)
         return range_error("download", buf, offset, n, err);
     struct cu_impl *im = impl_of(be);
-    int rc = enter(im, err);
+    struct cu_ctx *c;
+    int rc = enter(im, &c, err);
     if (rc)
         return rc;
-    /* everything queued before (uploads included) finishes first; the staging is then free */
-    cudaError_t e = flush_uploads(im);
+    /* everything this thread queued before (uploads included) finishes first; the staging is then free */
+    cudaError_t e = flush_uploads(c);
     if (e == cudaSuccess)
-        e = cudaStreamSynchronize(im->stream);
+        e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) {
         rc = cu_fail(err, e, "synchronising before a download (an earlier op failed on the device)");
-        drop_pending(im);
-        leave(im);
+        drop_pending(c);
+        leave(c);
         return rc;
     }
     /* this thread's device-side errors (bad ids) belong to the batch whose results it is downloading */
     pthread_t self = pthread_self();
-    if ((rc = reap(im, &self, err))) {
-        leave(im);
+    if ((rc = reap(c, &self, err))) {
+        leave(c);
         return rc;
     }
-    im->stage_cur = 0;
-    im->stage_pos = 0;
+    c->stage_cur = 0;
+    c->stage_pos = 0;
     const char *src = (const char *)buf->ptr + offset;
     unsigned char *d = (unsigned char *)dst;
-    size_t cap = 2 * im->staging_half;
+    size_t cap = 2 * c->staging_half;
     while (n && e == cudaSuccess) {
         size_t chunk = n < cap ? n : cap;
-        e = cudaMemcpyAsync(im->staging, src, chunk, cudaMemcpyDeviceToHost, im->stream);
+        e = cudaMemcpyAsync(c->staging, src, chunk, cudaMemcpyDeviceToHost, c->stream);
         if (e == cudaSuccess)
-            e = cudaStreamSynchronize(im->stream);
+            e = cudaStreamSynchronize(c->stream);
         if (e == cudaSuccess)
-            memcpy(d, im->staging, chunk);
+            memcpy(d, c->staging, chunk);
         src += chunk;
         d += chunk;
         n -= chunk;
     }
-    leave(im);
+    leave(c);
     return e == cudaSuccess ? 0 : copy_fail(err, e, "download", n, offset);
 }
 
 static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err)
 {
     struct cu_impl *im = impl_of(be);
-    int rc = enter(im, err);
+    struct cu_ctx *c;
+    int rc = enter(im, &c, err);
     if (rc)
         return rc;
-    if ((rc = flush_or_fail(im, err))) { /* the op may read what was uploaded */
-        leave(im);
+    if ((rc = flush_or_fail(c, err))) { /* the op may read what was uploaded */
+        leave(c);
         return rc;
     }
     switch (op->kind) {
-    case NLPD_OP_MATMUL: rc = cu_matmul(im, &op->u.matmul, err); break;
-    case NLPD_OP_BIAS_ACT: rc = cu_bias_act(im, &op->u.bias_act, err); break;
-    case NLPD_OP_LAYER_NORM: rc = cu_layer_norm(im, &op->u.layer_norm, err); break;
-    case NLPD_OP_SOFTMAX: rc = cu_softmax(im, &op->u.softmax, err); break;
-    case NLPD_OP_ATTENTION: rc = cu_attention(im, &op->u.attention, err); break;
-    case NLPD_OP_EMBED: rc = cu_embed(im, &op->u.embed, err); break;
-    case NLPD_OP_ATTENTION_KV: rc = cu_attention_kv(im, &op->u.attention_kv, err); break;
-    case NLPD_OP_GATHER_ROWS: rc = cu_gather_rows(im, &op->u.gather_rows, err); break;
+    case NLPD_OP_MATMUL: rc = cu_matmul(c, &op->u.matmul, err); break;
+    case NLPD_OP_BIAS_ACT: rc = cu_bias_act(c, &op->u.bias_act, err); break;
+    case NLPD_OP_LAYER_NORM: rc = cu_layer_norm(c, &op->u.layer_norm, err); break;
+    case NLPD_OP_SOFTMAX: rc = cu_softmax(c, &op->u.softmax, err); break;
+    case NLPD_OP_ATTENTION: rc = cu_attention(c, &op->u.attention, err); break;
+    case NLPD_OP_EMBED: rc = cu_embed(c, &op->u.embed, err); break;
+    case NLPD_OP_ATTENTION_KV: rc = cu_attention_kv(c, &op->u.attention_kv, err); break;
+    case NLPD_OP_GATHER_ROWS: rc = cu_gather_rows(c, &op->u.gather_rows, err); break;
+    case NLPD_OP_LOG_SOFTMAX_TOPK: rc = cu_log_softmax_topk(c, &op->u.topk, err); break;
     default: rc = nlpd_error_set(err, NLPD_EINVAL, 0, "cuda backend: unknown op %d", (int)op->kind); break;
     }
     if (!rc) {
@@ -434,82 +539,120 @@ static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd
             rc = cu_fail(err, e, "launching an op");
     }
     if (rc) /* the caller abandons this batch */
-        drop_pending(im);
-    leave(im);
+        drop_pending(c);
+    leave(c);
     return rc;
 }
 
 static int cu_sync(struct nlpd_backend *be, struct nlpd_error *err)
 {
     struct cu_impl *im = impl_of(be);
-    int rc = enter(im, err);
+    struct cu_ctx *c;
+    int rc = enter(im, &c, err);
     if (rc)
         return rc;
-    cudaError_t e = flush_uploads(im);
+    cudaError_t e = flush_uploads(c);
     if (e == cudaSuccess)
-        e = cudaStreamSynchronize(im->stream);
-    if (im->deferred.code) { /* reported once, to the first thread that asks */
-        rc = nlpd_error_set(err, im->deferred.code, 0, "%s", im->deferred.message);
-        nlpd_error_clear(&im->deferred);
+        e = cudaStreamSynchronize(c->stream);
+    struct nlpd_error deferred = {};
+    pthread_mutex_lock(&im->wmu); /* reported once, to the first thread that asks */
+    deferred = im->deferred;
+    nlpd_error_clear(&im->deferred);
+    pthread_mutex_unlock(&im->wmu);
+    if (deferred.code) {
+        rc = nlpd_error_set(err, deferred.code, 0, "%s", deferred.message);
     } else if (e != cudaSuccess) {
         rc = cu_fail(err, e, "synchronising");
-        drop_pending(im);
+        drop_pending(c);
     } else {
         pthread_t self = pthread_self();
-        rc = reap(im, &self, err);
+        rc = reap(c, &self, err);
     }
-    leave(im);
+    leave(c);
     return rc;
+}
+
+/* Before a buffer goes: every context's pending copy is queued (one may target it). im->mu held. */
+static void flush_all_locked(struct cu_impl *im)
+{
+    for (struct cu_ctx *c = im->ctxs; c; c = c->next) {
+        pthread_mutex_lock(&c->mu);
+        cudaError_t e = flush_uploads(c);
+        pthread_mutex_unlock(&c->mu);
+        if (e != cudaSuccess)
+            defer_error(im, e, "uploading");
+    }
 }
 
 static void cu_free(struct nlpd_backend *be, struct nlpd_buffer *buf)
 {
     struct cu_impl *im = impl_of(be);
     struct nlpd_error why = {};
-    if (enter(im, &why)) { /* still free what we can: the lock is taken again without the device */
-        pthread_mutex_lock(&im->mu);
+    if (select_device(im->device, &why)) { /* still free what we can */
+        pthread_mutex_lock(&im->wmu);
         if (!im->deferred.code)
             im->deferred = why;
+        pthread_mutex_unlock(&im->wmu);
     }
-    cudaError_t e = flush_uploads(im); /* a pending copy may target this buffer: queued before it is freed */
-    if (e != cudaSuccess)
-        defer_error(im, e, "uploading");
+    pthread_mutex_lock(&im->mu);
+    flush_all_locked(im);
+    pthread_mutex_unlock(&im->mu);
+    cudaError_t e;
+    void *shadow = NULL;
+    pthread_mutex_lock(&im->wmu);
     for (int i = 0; i < im->n_weights; i++)
         if (im->weights[i].base == (char *)buf->ptr) {
-            if ((e = cudaFree(im->weights[i].shadow)) != cudaSuccess)
-                defer_error(im, e, "freeing a weight shadow");
+            shadow = im->weights[i].shadow;
             im->weights[i] = im->weights[--im->n_weights];
             break;
         }
+    pthread_mutex_unlock(&im->wmu);
+    if (shadow && (e = cudaFree(shadow)) != cudaSuccess)
+        defer_error(im, e, "freeing a weight shadow");
     if ((e = cudaFree(buf->ptr)) != cudaSuccess) /* waits for the device to finish with it */
         defer_error(im, e, "freeing a buffer (an earlier op failed on the device)");
     buf->ptr = NULL;
     buf->size = 0;
-    leave(im);
+}
+
+static void ctx_release(struct cu_ctx *c)
+{
+    c->pend_n = 0; /* a pending upload into buffers about to go is moot */
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
+    if (c->blas)
+        cublasDestroy(c->blas);
+    for (int i = 0; i < 2; i++)
+        if (c->stage_done[i])
+            cudaEventDestroy(c->stage_done[i]);
+    if (c->pub_event)
+        cudaEventDestroy(c->pub_event);
+    if (c->staging)
+        cudaFreeHost(c->staging);
+    if (c->arena)
+        cudaFree(c->arena);
+    if (c->stream)
+        cudaStreamDestroy(c->stream);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
 }
 
 static void release(struct cu_impl *im)
 {
     /* destroy cannot report: without the device the frees below fail and leak nothing the process keeps */
     tls_device = cudaSetDevice(im->device) == cudaSuccess ? im->device : -1;
-    im->pend_n = 0; /* a pending upload into buffers about to go is moot */
-    if (im->stream)
-        cudaStreamSynchronize(im->stream);
+    if (tls_id == im->id)
+        tls_ctx = NULL;
+    while (im->ctxs) {
+        struct cu_ctx *c = im->ctxs;
+        im->ctxs = c->next;
+        ctx_release(c);
+    }
     for (int i = 0; i < im->n_weights; i++) /* buffers their owners never freed */
         cudaFree(im->weights[i].shadow);
     free(im->weights);
-    if (im->blas)
-        cublasDestroy(im->blas);
-    for (int i = 0; i < 2; i++)
-        if (im->stage_done[i])
-            cudaEventDestroy(im->stage_done[i]);
-    if (im->staging)
-        cudaFreeHost(im->staging);
-    if (im->arena)
-        cudaFree(im->arena);
-    if (im->stream)
-        cudaStreamDestroy(im->stream);
     pthread_mutex_destroy(&im->mu);
+    pthread_mutex_destroy(&im->wmu);
     free(im);
 }
 
@@ -558,6 +701,72 @@ static int math_tf32(void)
     if (!m || !*m || !strcmp(m, "tf32"))
         return 1;
     return !strcmp(m, "strict") ? 0 : -1;
+}
+
+/* A thread's context: stream, cuBLAS handle, arena (workspace | error words | scratch), pinned staging. im->mu
+ * held; the calling thread has selected the device. */
+static int ctx_create(struct cu_impl *im, struct cu_ctx **out, struct nlpd_error *err)
+{
+    struct cu_ctx *c = (struct cu_ctx *)calloc(1, sizeof *c);
+    if (!c)
+        return nlpd_error_set(err, NLPD_ENOMEM, 0, "cuda backend: out of memory");
+    pthread_mutex_init(&c->mu, NULL);
+    c->impl = im;
+    c->owner = pthread_self();
+    c->dtype = im->dtype;
+    c->tf32 = im->tf32;
+    c->sm_count = im->sm_count;
+    /* weights published before this context existed: the first call waits for them */
+    c->pub_seen = __atomic_load_n(&im->pub_gen, __ATOMIC_ACQUIRE) - 1;
+    size_t want = im->arena_bytes;
+    int rc = 0;
+    cudaError_t e;
+    cublasStatus_t bs;
+    if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        rc = cu_fail(err, e, "creating a stream");
+        goto fail;
+    }
+    if ((e = cudaMalloc((void **)&c->arena, want)) != cudaSuccess) {
+        cudaGetLastError();
+        rc = nlpd_error_set(err, NLPD_ENOMEM, 0,
+                            "cuda backend: cannot allocate the %zu MiB arena of a thread on device %d (%s)",
+                            want >> 20, im->device, cudaGetErrorName(e));
+        goto fail;
+    }
+    c->arena_size = want;
+    c->d_err = (unsigned long long *)(c->arena + CU_BLAS_WS_BYTES);
+    c->scratch = c->arena + CU_BLAS_WS_BYTES + align_up(CU_ERR_SLOTS * sizeof(unsigned long long));
+    c->scratch_size = want - (size_t)(c->scratch - c->arena);
+    if ((e = cudaHostAlloc((void **)&c->staging, CU_STAGING_BYTES, cudaHostAllocDefault)) != cudaSuccess) {
+        cudaGetLastError();
+        rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "cuda backend: cannot allocate %zu MiB of pinned host memory (%s)",
+                            CU_STAGING_BYTES >> 20, cudaGetErrorName(e));
+        goto fail;
+    }
+    c->staging_half = CU_STAGING_BYTES / 2;
+    for (int i = 0; i < 3; i++) {
+        cudaEvent_t *ev = i < 2 ? &c->stage_done[i] : &c->pub_event;
+        if ((e = cudaEventCreateWithFlags(ev, cudaEventDisableTiming)) != cudaSuccess) {
+            rc = cu_fail(err, e, "creating an event");
+            goto fail;
+        }
+    }
+    if ((bs = cublasCreate(&c->blas)) != CUBLAS_STATUS_SUCCESS || (bs = cublasSetStream(c->blas, c->stream)) ||
+        (bs = cublasSetWorkspace(c->blas, c->arena, CU_BLAS_WS_BYTES)) ||
+        (bs = cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH))) {
+        rc = cu_blas_fail(err, bs, "setting up cuBLAS");
+        goto fail;
+    }
+    if ((e = cudaMemsetAsync(c->d_err, 0xff, CU_ERR_SLOTS * sizeof(unsigned long long), c->stream)) != cudaSuccess ||
+        (e = cudaStreamSynchronize(c->stream)) != cudaSuccess) {
+        rc = cu_fail(err, e, "initialising the arena");
+        goto fail;
+    }
+    *out = c;
+    return 0;
+fail:
+    ctx_release(c);
+    return rc;
 }
 
 extern "C" __attribute__((visibility("default"))) struct nlpd_backend *
@@ -609,59 +818,29 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
         return NULL;
     }
     pthread_mutex_init(&im->mu, NULL);
+    pthread_mutex_init(&im->wmu, NULL);
+    im->id = __atomic_add_fetch(&next_backend_id, 1, __ATOMIC_RELAXED);
     im->device = o->device;
     im->dtype = o->dtype;
     im->tf32 = tf32;
     im->sm_count = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
-    size_t want = arena_bytes(o);
-    if (want < CU_BLAS_WS_BYTES + ((size_t)16 << 20))
-        want = CU_BLAS_WS_BYTES + ((size_t)16 << 20);
-    cublasStatus_t bs;
-    if ((e = cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking)) != cudaSuccess) {
-        cu_fail(err, e, "creating a stream");
-        goto fail;
-    }
-    if ((e = cudaMalloc((void **)&im->arena, want)) != cudaSuccess) {
-        cudaGetLastError();
-        nlpd_error_set(err, NLPD_ENOMEM, 0, "cuda backend: cannot allocate the %zu MiB arena on device %d (%s)",
-                       want >> 20, o->device, cudaGetErrorName(e));
-        goto fail;
-    }
-    im->arena_size = want;
-    im->d_err = (unsigned long long *)(im->arena + CU_BLAS_WS_BYTES);
-    im->scratch = im->arena + CU_BLAS_WS_BYTES + align_up(CU_ERR_SLOTS * sizeof(unsigned long long));
-    im->scratch_size = want - (size_t)(im->scratch - im->arena);
-    if ((e = cudaHostAlloc((void **)&im->staging, CU_STAGING_BYTES, cudaHostAllocDefault)) != cudaSuccess) {
-        cudaGetLastError();
-        nlpd_error_set(err, NLPD_ENOMEM, 0, "cuda backend: cannot allocate %zu MiB of pinned host memory (%s)",
-                       CU_STAGING_BYTES >> 20, cudaGetErrorName(e));
-        goto fail;
-    }
-    im->staging_half = CU_STAGING_BYTES / 2;
-    for (int i = 0; i < 2; i++)
-        if ((e = cudaEventCreateWithFlags(&im->stage_done[i], cudaEventDisableTiming)) != cudaSuccess) {
-            cu_fail(err, e, "creating an event");
-            goto fail;
-        }
-    if ((bs = cublasCreate(&im->blas)) != CUBLAS_STATUS_SUCCESS || (bs = cublasSetStream(im->blas, im->stream)) ||
-        (bs = cublasSetWorkspace(im->blas, im->arena, CU_BLAS_WS_BYTES)) ||
-        (bs = cublasSetMathMode(im->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH))) {
-        cu_blas_fail(err, bs, "setting up cuBLAS");
-        goto fail;
-    }
-    if ((e = cudaMemsetAsync(im->d_err, 0xff, CU_ERR_SLOTS * sizeof(unsigned long long), im->stream)) != cudaSuccess ||
-        (e = cudaStreamSynchronize(im->stream)) != cudaSuccess) {
-        cu_fail(err, e, "initialising the arena");
-        goto fail;
+    im->arena_bytes = arena_bytes(o);
+    if (im->arena_bytes < CU_BLAS_WS_BYTES + ((size_t)16 << 20))
+        im->arena_bytes = CU_BLAS_WS_BYTES + ((size_t)16 << 20);
+    /* the creating thread's context now: a device that cannot hold one arena fails here, not on the first batch */
+    struct cu_ctx *c;
+    if (ctx_of(im, &c, err)) {
+        release(im);
+        free(be);
+        return NULL;
     }
     be->ops = &cuda_ops;
     be->impl = im;
-    snprintf(be->reason, sizeof be->reason, "device %d: %.100s, sm_%d%d, %zu MiB, %d SMs; %s matrix products, fp32 %s",
+    snprintf(be->reason, sizeof be->reason,
+             "device %d: %.100s, sm_%d%d, %zu MiB, %d SMs; %s matrix products, fp32 %s; a stream and a %zu MiB arena "
+             "per thread",
              o->device, prop.name, prop.major, prop.minor, (size_t)(prop.totalGlobalMem >> 20),
-             prop.multiProcessorCount, dtype_name(o->dtype), tf32 ? "on TF32 tensor cores" : "strict");
+             prop.multiProcessorCount, dtype_name(o->dtype), tf32 ? "on TF32 tensor cores" : "strict",
+             im->arena_bytes >> 20);
     return be;
-fail:
-    release(im);
-    free(be);
-    return NULL;
 }

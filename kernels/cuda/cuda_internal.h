@@ -1,5 +1,6 @@
-/* Internal to libnlpd_cuda.so (C++ compiled by nvcc): the backend instance and the op entry points of the .cu
- * files. Everything here runs with the backend's mutex held, on its device and its stream. */
+/* Internal to libnlpd_cuda.so (C++ compiled by nvcc): the backend instance, its per-thread contexts and the op
+ * entry points of the .cu files. The ops run on the calling thread's context (its mutex held), on its device and
+ * its stream. */
 #ifndef NLPD_CUDA_INTERNAL_H
 #define NLPD_CUDA_INTERNAL_H
 
@@ -9,8 +10,8 @@
 #include <stdint.h>
 
 extern "C" {
-#include "nlpd_error.h"
 #include "nlpd_backend.h"
+#include "nlpd_error.h"
 }
 
 #define CU_ERR_SLOTS 256 /* device error words: one per op that can find bad indices, until a sync reads them */
@@ -34,14 +35,22 @@ struct cu_slot {
     pthread_t owner;
 };
 
-struct cu_impl {
-    int device;
+struct cu_impl;
+
+/* One thread's share of a backend: its stream, cuBLAS handle, scratch arena, pinned staging and error words,
+ * created on the thread's first call. Only its thread queues work on it, so pipeline workers overlap instead of
+ * taking turns on one stream; mu is uncontended except when another thread publishes weights or frees a buffer
+ * (see struct cu_impl). The ops see dtype, tf32 and sm_count here too. */
+struct cu_ctx {
+    struct cu_impl *impl;
+    pthread_t owner;
+    pthread_mutex_t mu;
+    struct cu_ctx *next;
     enum nlpd_dtype dtype;
     int tf32; /* fp32 products on TF32 tensor cores (fp32 accumulation); 0: strict fp32 (NLPD_CUDA_MATH=strict) */
     int sm_count;
     cudaStream_t stream;
     cublasHandle_t blas;
-    pthread_mutex_t mu;
 
     char *arena; /* one cudaMalloc at creation: cuBLAS workspace | error words | scratch */
     size_t arena_size;
@@ -54,7 +63,7 @@ struct cu_impl {
     int stage_cur;
     size_t stage_pos;
     cudaEvent_t stage_done[2];
-    /* uploads contiguous on both sides (a weight loader's rows) become one copy: queued by cu_flush_uploads
+    /* uploads contiguous on both sides (a weight loader's rows) become one copy: queued by flush_uploads
      * before anything else touches the stream or the staging */
     char *pend_dst;
     const unsigned char *pend_src;
@@ -63,9 +72,31 @@ struct cu_impl {
     struct cu_slot slots[CU_ERR_SLOTS];
     unsigned long long next_seq;
 
+    /* weights uploaded on this stream that other streams have not waited for yet; pub_event marks the last
+     * publication on this stream, pub_seen the impl's pub_gen this context last caught up with */
+    int unpublished, pub_recorded;
+    cudaEvent_t pub_event;
+    unsigned long pub_seen;
+};
+
+/* Locks, in this order only: mu (the context list, publishing), then a context's mu, then wmu (a leaf: the
+ * weight table, the deferred error). Weights uploaded by one thread (a model loader) become visible to another
+ * thread's stream at that thread's next call: it sees pub_gen move, flushes the uploader's pending copies, and
+ * waits for them on its own stream with an event. */
+struct cu_impl {
+    int device;
+    unsigned long id; /* unique per backend created in this process (thread-local caches key on it) */
+    enum nlpd_dtype dtype;
+    int tf32;
+    int sm_count;
+    size_t arena_bytes;
+    pthread_mutex_t mu;
+    struct cu_ctx *ctxs;
+    unsigned long pub_gen; /* atomic: bumped by every upload into a weight buffer */
+
+    pthread_mutex_t wmu;
     struct cu_weights *weights;
     int n_weights, cap_weights;
-
     struct nlpd_error deferred; /* a failure free() could not report: the next sync reports it */
 };
 
@@ -74,22 +105,24 @@ int cu_fail(struct nlpd_error *err, cudaError_t e, const char *what);
 int cu_blas_fail(struct nlpd_error *err, cublasStatus_t s, const char *what);
 /* An error word for one op, cleared on the stream: its index (>= 0), or a negative NLPD_E* code with err when
  * none can be had (every word holds an unreported error of another thread, or a CUDA call failed). */
-int cu_slot_take(struct cu_impl *im, enum nlpd_op_kind op, int l0, int l1, int l2, struct nlpd_error *err);
-/* The weight buffer holding p (NULL when p is not in one), with its shadow converted. */
-const struct cu_weights *cu_weights_of(struct cu_impl *im, const void *p, struct nlpd_error *err, int *rc);
-int cu_grid(const struct cu_impl *im, size_t n, int block);
+int cu_slot_take(struct cu_ctx *im, enum nlpd_op_kind op, int l0, int l1, int l2, struct nlpd_error *err);
+/* The weight buffer holding p, with its shadow converted, copied to out: 1; 0 when p is not in one that has a
+ * shadow; a negative NLPD_E* code with err. */
+int cu_weights_of(struct cu_ctx *im, const void *p, struct cu_weights *out, struct nlpd_error *err);
+int cu_grid(const struct cu_ctx *im, size_t n, int block);
 
 /* ops */
-int cu_matmul(struct cu_impl *im, const struct nlpd_op_matmul *p, struct nlpd_error *err);
-int cu_bias_act(struct cu_impl *im, const struct nlpd_op_bias_act *p, struct nlpd_error *err);
-int cu_layer_norm(struct cu_impl *im, const struct nlpd_op_layer_norm *p, struct nlpd_error *err);
-int cu_softmax(struct cu_impl *im, const struct nlpd_op_softmax *p, struct nlpd_error *err);
-int cu_embed(struct cu_impl *im, const struct nlpd_op_embed *p, struct nlpd_error *err);
-int cu_gather_rows(struct cu_impl *im, const struct nlpd_op_gather_rows *p, struct nlpd_error *err);
-int cu_attention(struct cu_impl *im, const struct nlpd_op_attention *p, struct nlpd_error *err);
-int cu_attention_kv(struct cu_impl *im, const struct nlpd_op_attention_kv *p, struct nlpd_error *err);
+int cu_matmul(struct cu_ctx *im, const struct nlpd_op_matmul *p, struct nlpd_error *err);
+int cu_bias_act(struct cu_ctx *im, const struct nlpd_op_bias_act *p, struct nlpd_error *err);
+int cu_layer_norm(struct cu_ctx *im, const struct nlpd_op_layer_norm *p, struct nlpd_error *err);
+int cu_softmax(struct cu_ctx *im, const struct nlpd_op_softmax *p, struct nlpd_error *err);
+int cu_embed(struct cu_ctx *im, const struct nlpd_op_embed *p, struct nlpd_error *err);
+int cu_gather_rows(struct cu_ctx *im, const struct nlpd_op_gather_rows *p, struct nlpd_error *err);
+int cu_attention(struct cu_ctx *im, const struct nlpd_op_attention *p, struct nlpd_error *err);
+int cu_attention_kv(struct cu_ctx *im, const struct nlpd_op_attention_kv *p, struct nlpd_error *err);
+int cu_log_softmax_topk(struct cu_ctx *im, const struct nlpd_op_log_softmax_topk *p, struct nlpd_error *err);
 /* dst[i] = (half or bf16) src[i], i < n (a weight shadow). */
-int cu_convert_weights(struct cu_impl *im, void *dst, const float *src, size_t n, struct nlpd_error *err);
+int cu_convert_weights(struct cu_ctx *im, void *dst, const float *src, size_t n, struct nlpd_error *err);
 
 /* device helpers shared by the kernels */
 __device__ __forceinline__ float cu_warp_sum(float v)

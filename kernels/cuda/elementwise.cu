@@ -45,7 +45,7 @@ __global__ void k_bias_act(float *x, const float *bias, const float *res, int ro
     }
 }
 
-int cu_bias_act(struct cu_impl *im, const struct nlpd_op_bias_act *p, struct nlpd_error *err)
+int cu_bias_act(struct cu_ctx *im, const struct nlpd_op_bias_act *p, struct nlpd_error *err)
 {
     if ((!p->bias && p->act == NLPD_ACT_NONE && !p->residual) || p->rows <= 0 || p->cols <= 0)
         return 0;
@@ -118,7 +118,7 @@ __global__ void k_layer_norm(float *y, const float *x, const float *bias, const 
         y[o + i] = (y[o + i] - mean) * rstd * g[i] + b[i];
 }
 
-int cu_layer_norm(struct cu_impl *im, const struct nlpd_op_layer_norm *p, struct nlpd_error *err)
+int cu_layer_norm(struct cu_ctx *im, const struct nlpd_op_layer_norm *p, struct nlpd_error *err)
 {
     if (p->rows <= 0 || p->cols <= 0)
         return 0;
@@ -148,7 +148,7 @@ __global__ void k_softmax(float *x, int cols, size_t ld)
         row[i] *= inv;
 }
 
-int cu_softmax(struct cu_impl *im, const struct nlpd_op_softmax *p, struct nlpd_error *err)
+int cu_softmax(struct cu_ctx *im, const struct nlpd_op_softmax *p, struct nlpd_error *err)
 {
     if (p->rows <= 0 || p->cols <= 0)
         return 0;
@@ -218,7 +218,7 @@ __global__ void k_embed(float *out, const float *word, const float *pos, const f
     }
 }
 
-int cu_embed(struct cu_impl *im, const struct nlpd_op_embed *p, struct nlpd_error *err)
+int cu_embed(struct cu_ctx *im, const struct nlpd_op_embed *p, struct nlpd_error *err)
 {
     if (p->tokens <= 0) /* (dim 0 still checks the ids, as the CPU does) */
         return 0;
@@ -251,7 +251,7 @@ __global__ void k_gather_rows(float *dst, const float *src, const int32_t *idx, 
     }
 }
 
-int cu_gather_rows(struct cu_impl *im, const struct nlpd_op_gather_rows *p, struct nlpd_error *err)
+int cu_gather_rows(struct cu_ctx *im, const struct nlpd_op_gather_rows *p, struct nlpd_error *err)
 {
     if (p->rows <= 0)
         return 0;

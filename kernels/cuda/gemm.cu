@@ -29,7 +29,7 @@ __global__ void k_to_half(T *dst, const float *src, size_t rows, size_t cols, si
     }
 }
 
-static int to_half(struct cu_impl *im, void *dst, const float *src, size_t rows, size_t cols, size_t ld,
+static int to_half(struct cu_ctx *im, void *dst, const float *src, size_t rows, size_t cols, size_t ld,
                    struct nlpd_error *err)
 {
     if (!rows || !cols)
@@ -43,12 +43,12 @@ static int to_half(struct cu_impl *im, void *dst, const float *src, size_t rows,
     return e == cudaSuccess ? 0 : cu_fail(err, e, "converting to half precision");
 }
 
-int cu_convert_weights(struct cu_impl *im, void *dst, const float *src, size_t n, struct nlpd_error *err)
+int cu_convert_weights(struct cu_ctx *im, void *dst, const float *src, size_t n, struct nlpd_error *err)
 {
     return to_half(im, dst, src, 1, n, n, err);
 }
 
-int cu_matmul(struct cu_impl *im, const struct nlpd_op_matmul *p, struct nlpd_error *err)
+int cu_matmul(struct cu_ctx *im, const struct nlpd_op_matmul *p, struct nlpd_error *err)
 {
     if (p->m <= 0 || p->n <= 0)
         return 0;
@@ -61,10 +61,12 @@ int cu_matmul(struct cu_impl *im, const struct nlpd_op_matmul *p, struct nlpd_er
         if (e != cudaSuccess)
             return cu_fail(err, e, "clearing a product with k = 0");
     } else {
-        int rc = 0;
-        const struct cu_weights *w = im->dtype != NLPD_DTYPE_F32 ? cu_weights_of(im, p->b, err, &rc) : NULL;
-        if (im->dtype != NLPD_DTYPE_F32 && rc)
+        struct cu_weights wc;
+        int rc = im->dtype != NLPD_DTYPE_F32 ? cu_weights_of(im, p->b, &wc, err) : 0;
+        if (rc < 0)
             return rc;
+        const struct cu_weights *w = rc ? &wc : NULL;
+        rc = 0;
         /* rows of a converted per pass: as many as the scratch holds */
         size_t row_bytes = (size_t)p->k * 2, max_rows = w ? im->scratch_size / row_bytes : 0;
         if (w && max_rows > 0) {

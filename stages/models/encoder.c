@@ -92,18 +92,19 @@ static int load_layers(struct loader *ld, struct nlpd_error *err)
         static const char *dist_qkv[3] = {"attention.q_lin", "attention.k_lin", "attention.v_lin"};
         for (int j = 0; j < 3; j++)
             if ((rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? dist_qkv[j] : bert_qkv[j]), H, H,
-                                 L->wqkv + (size_t)j * H, L->bqkv + (size_t)j * H, (size_t)3 * H, err)))
+                                         L->wqkv + (size_t)j * H, L->bqkv + (size_t)j * H, (size_t)3 * H, err)))
                 return rc;
-        if ((rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "attention.out_lin" : "attention.output.dense"), H, H,
-                             L->wo, L->bo, (size_t)H, err)) ||
-            (rc = nlpd_wl_put_ln(&ld->w, lname(n, p, dist, i, dist ? "sa_layer_norm" : "attention.output.LayerNorm"), H, &L->ln1_g,
-                         &L->ln1_b, err)) ||
-            (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "ffn.lin1" : "intermediate.dense"), I, H, L->wi, L->bi,
-                             (size_t)I, err)) ||
-            (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "ffn.lin2" : "output.dense"), H, I, L->wo2, L->bo2,
-                             (size_t)H, err)) ||
-            (rc = nlpd_wl_put_ln(&ld->w, lname(n, p, dist, i, dist ? "output_layer_norm" : "output.LayerNorm"), H, &L->ln2_g,
-                         &L->ln2_b, err)))
+        if ((rc =
+                 nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "attention.out_lin" : "attention.output.dense"),
+                                    H, H, L->wo, L->bo, (size_t)H, err)) ||
+            (rc = nlpd_wl_put_ln(&ld->w, lname(n, p, dist, i, dist ? "sa_layer_norm" : "attention.output.LayerNorm"), H,
+                                 &L->ln1_g, &L->ln1_b, err)) ||
+            (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "ffn.lin1" : "intermediate.dense"), I, H,
+                                     L->wi, L->bi, (size_t)I, err)) ||
+            (rc = nlpd_wl_put_linear(&ld->w, lname(n, p, dist, i, dist ? "ffn.lin2" : "output.dense"), H, I, L->wo2,
+                                     L->bo2, (size_t)H, err)) ||
+            (rc = nlpd_wl_put_ln(&ld->w, lname(n, p, dist, i, dist ? "output_layer_norm" : "output.LayerNorm"), H,
+                                 &L->ln2_g, &L->ln2_b, err)))
             return rc;
     }
     return 0;
@@ -123,11 +124,12 @@ static int load_all(struct loader *ld, struct nlpd_error *err)
         if (c->type_vocab_size)
             enc->type = nlpd_wl_place(&ld->w, (size_t)c->type_vocab_size * H);
     }
-    if ((rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.word_embeddings.weight"), V, H, 0, enc->word, (size_t)H, err)) ||
-        (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.position_embeddings.weight"), c->max_position_embeddings, H, 0, enc->pos,
-                  (size_t)H, err)) ||
-        (c->type_vocab_size && (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.token_type_embeddings.weight"), c->type_vocab_size,
-                                         H, 0, enc->type, (size_t)H, err))) ||
+    if ((rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.word_embeddings.weight"), V, H, 0, enc->word, (size_t)H,
+                          err)) ||
+        (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.position_embeddings.weight"), c->max_position_embeddings, H,
+                          0, enc->pos, (size_t)H, err)) ||
+        (c->type_vocab_size && (rc = nlpd_wl_put(&ld->w, pname(n, p, "embeddings.token_type_embeddings.weight"),
+                                                 c->type_vocab_size, H, 0, enc->type, (size_t)H, err))) ||
         (rc = nlpd_wl_put_ln(&ld->w, pname(n, p, "embeddings.LayerNorm"), H, &enc->emb_g, &enc->emb_b, err)) ||
         (rc = load_layers(ld, err)))
         return rc;
@@ -318,6 +320,21 @@ double nlpd_encoder_flops(const struct nlpd_encoder *enc, int batch, int seq)
     double T = (double)batch * seq, H = c->hidden_size, I = c->intermediate_size;
     double per_layer = 2.0 * T * (4.0 * H * H + 2.0 * H * I) + 2.0 * 2.0 * batch * (double)seq * seq * H;
     return per_layer * c->num_layers;
+}
+
+/* NaN or inf logits (fp16 overflow on the GPU, or such weights) are an error, never a result: a scan of the
+ * downloaded rows, a few floats per sequence. */
+static int check_finite(const struct nlpd_encoder *enc, const float *logits, size_t rows, int NL,
+                        struct nlpd_error *err)
+{
+    for (size_t i = 0; i < rows * (size_t)NL; i++)
+        if (!isfinite(logits[i]))
+            return nlpd_error_set(err, NLPD_ERANGE, 0,
+                                  "non-finite logit %g (row %zu, label %d) from the %s backend in %s: an overflow in "
+                                  "the forward pass or such weights (try kernels.dtype = \"bf16\" or \"fp32\")",
+                                  (double)logits[i], i / (size_t)NL, (int)(i % (size_t)NL), nlpd_backend_name(enc->be),
+                                  nlpd_dtype_name(nlpd_encoder_dtype(enc)));
+    return 0;
 }
 
 /* --------------------------------------------------------------- workspace ---- */
@@ -581,6 +598,8 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
         size_t rows = enc->task == NLPD_HF_TASK_SEQ_CLS ? (size_t)B : (size_t)T;
         if ((rc = nlpd_backend_download(&ws->buf, byte_off(ws, ws->logits), out->logits, rows * NL * sizeof(float))))
             return nlpd_error_set(err, rc, 0, "downloading logits failed");
+        if ((rc = check_finite(enc, out->logits, rows, NL, err)))
+            return rc;
     }
     return 0;
 }

@@ -70,6 +70,55 @@ static void process_row(const struct nlpd_gen_params *p, const int32_t *hist, in
     }
 }
 
+/* ------------------------------------------------------------------ candidates from the device ---- */
+
+/* Whether step len can use the model's step_topk, and with which bans: when the only processors acting are
+ * single-token bans (one-token bad words, eos under min_length), the row's best `need` survivors are among its
+ * best need + nban raw logits and their log-probabilities are the unprocessed ones. Returns nban (the banned ids in
+ * ban[0..nban)), or -1 when a processor needs the whole row (n-grams, longer bad words, forced tokens,
+ * renormalisation after a ban, on_logits) or k would exceed NLPD_TOPK_MAX or leave fewer than need unbanned. */
+static int topk_plan(const struct nlpd_gen_model *m, const struct nlpd_gen_params *p, int len, int need, int32_t *ban)
+{
+    if (!m->step_topk || p->on_logits || (p->no_repeat_ngram_size > 0 && len + 1 >= p->no_repeat_ngram_size) ||
+        (p->has_forced_bos && len == 1) || (p->forced_eos >= 0 && len == p->max_length - 1))
+        return -1;
+    int nban = 0;
+    for (size_t b = 0; b < p->n_bad; b++) {
+        const int32_t *seq = p->bad + p->bad_off[b];
+        size_t k = p->bad_off[b + 1] - p->bad_off[b];
+        if (k == 0 || (k == 1 && seq[0] == p->eos))
+            continue;
+        if (k > 1 || nban == NLPD_TOPK_MAX)
+            return -1;
+        if (seq[0] >= 0 && seq[0] < m->vocab)
+            ban[nban++] = seq[0];
+    }
+    if (p->min_length > 0 && len < p->min_length && p->eos >= 0 && p->eos < m->vocab && nban < NLPD_TOPK_MAX)
+        ban[nban++] = p->eos;
+    if (nban && p->renormalize_logits)
+        return -1;
+    return need + nban <= NLPD_TOPK_MAX && need + nban <= m->vocab ? nban : -1;
+}
+
+static int banned(const int32_t *ban, int nban, int32_t t)
+{
+    for (int i = 0; i < nban; i++)
+        if (ban[i] == t)
+            return 1;
+    return 0;
+}
+
+/* step_topk's log-probabilities: a NaN (a non-finite logit in the row, fp16 overflow) is an error, never a pick */
+static int topk_check(const float *logp, int rows, int k, struct nlpd_error *err)
+{
+    for (int i = 0; i < rows * k; i++)
+        if (!isfinite(logp[i]))
+            return nlpd_error_set(err, NLPD_ERANGE, 0,
+                                  "generate: non-finite logits in decoder row %d (an overflow in the decoder's forward "
+                                  "pass)",
+                                  i / k);
+    return 0;
+}
 
 /* ------------------------------------------------------------------------------ greedy ---- */
 
@@ -90,7 +139,9 @@ static int greedy(const struct nlpd_gen_model *m, int n_sent, const struct nlpd_
     int32_t *sent = malloc((size_t)n_sent * sizeof *sent), *tok = malloc((size_t)n_sent * sizeof *tok);
     int32_t *keep = malloc((size_t)n_sent * sizeof *keep);
     float *logits = malloc((size_t)n_sent * V * sizeof *logits);
-    if (!sent || !tok || !keep || !logits) {
+    float *logp = malloc((size_t)n_sent * NLPD_TOPK_MAX * sizeof *logp);
+    int32_t *cids = malloc((size_t)n_sent * NLPD_TOPK_MAX * sizeof *cids), ban[NLPD_TOPK_MAX];
+    if (!sent || !tok || !keep || !logits || !logp || !cids) {
         rc = oom(err);
         goto done;
     }
@@ -107,16 +158,30 @@ static int greedy(const struct nlpd_gen_model *m, int n_sent, const struct nlpd_
     for (int len = 1; len < L && R > 0; len++) {
         for (int r = 0; r < R; r++)
             tok[r] = out[sent[r]].ids[len - 1];
-        if ((rc = m->step(m->ctx, tok, sent, R, len - 1, logits, err)))
+        const int nban = topk_plan(m, p, len, 1, ban), kk = 1 + nban;
+        if (nban >= 0) {
+            if ((rc = m->step_topk(m->ctx, tok, sent, R, len - 1, kk, logp, cids, err)) ||
+                (rc = topk_check(logp, R, kk, err)))
+                goto done;
+        } else if ((rc = m->step(m->ctx, tok, sent, R, len - 1, logits, err))) {
             goto done;
-        if (p->on_logits)
+        }
+        if (nban < 0 && p->on_logits)
             p->on_logits(p->on_logits_ctx, len - 1, sent, R, logits, V);
         int alive = 0;
         for (int r = 0; r < R; r++) {
             struct nlpd_gen_output *o = &out[sent[r]];
-            float *row = logits + (size_t)r * V;
-            process_row(p, o->ids, (int)o->n, row, V, 0.0f);
-            int32_t t = argmax(row, V);
+            int32_t t;
+            if (nban >= 0) { /* the best unbanned candidate: the processors' argmax */
+                int j = 0;
+                while (j < kk - 1 && banned(ban, nban, cids[(size_t)r * kk + j]))
+                    j++;
+                t = cids[(size_t)r * kk + j];
+            } else {
+                float *row = logits + (size_t)r * V;
+                process_row(p, o->ids, (int)o->n, row, V, 0.0f);
+                t = argmax(row, V);
+            }
             o->ids[o->n++] = t;
             if (t != p->eos)
                 keep[alive++] = r;
@@ -134,6 +199,8 @@ done:
     free(tok);
     free(keep);
     free(logits);
+    free(logp);
+    free(cids);
     return rc;
 }
 
@@ -153,8 +220,7 @@ struct sent_beams {
     int done;
 };
 
-static int hyps_add(struct sent_beams *sb, int K, const int32_t *ids, int n, float sum_logprobs, int gen_len,
-                    float lp)
+static int hyps_add(struct sent_beams *sb, int K, const int32_t *ids, int n, float sum_logprobs, int gen_len, float lp)
 {
     double score = (double)sum_logprobs / pow((double)gen_len, (double)lp);
     if (!(sb->nhyps < K || score > sb->worst))
@@ -233,14 +299,17 @@ static int beam_search(const struct nlpd_gen_model *m, int n_sent, const struct 
     const size_t rows_max = (size_t)n_sent * K;
     int rc = 0;
     struct sent_beams *sb = calloc((size_t)n_sent, sizeof *sb);
-    int32_t *live = malloc((size_t)n_sent * sizeof *live);  /* live sentence list */
-    int32_t *sent = malloc(rows_max * sizeof *sent);         /* row -> sentence */
+    int32_t *live = malloc((size_t)n_sent * sizeof *live); /* live sentence list */
+    int32_t *sent = malloc(rows_max * sizeof *sent);       /* row -> sentence */
     int32_t *tok = malloc(rows_max * sizeof *tok), *idx = malloc(rows_max * sizeof *idx);
     float *bscore = malloc(rows_max * sizeof *bscore), *nscore = malloc(rows_max * sizeof *nscore);
     int32_t *hist = malloc(rows_max * (size_t)L * sizeof *hist), *nhist = malloc(rows_max * (size_t)L * sizeof *nhist);
     float *logits = malloc(rows_max * (size_t)V * sizeof *logits);
     struct cand *top = malloc((size_t)n_sent * NC * sizeof *top), *rowtop = malloc((size_t)NC * sizeof *rowtop);
-    if (!sb || !live || !sent || !tok || !idx || !bscore || !nscore || !hist || !nhist || !logits || !top || !rowtop) {
+    float *logp = malloc(rows_max * NLPD_TOPK_MAX * sizeof *logp);
+    int32_t *cids = malloc(rows_max * NLPD_TOPK_MAX * sizeof *cids), ban[NLPD_TOPK_MAX];
+    if (!sb || !live || !sent || !tok || !idx || !bscore || !nscore || !hist || !nhist || !logits || !top || !rowtop ||
+        !logp || !cids) {
         rc = oom(err);
         goto done;
     }
@@ -263,16 +332,33 @@ static int beam_search(const struct nlpd_gen_model *m, int n_sent, const struct 
         const int R = nlive * K;
         for (int r = 0; r < R; r++)
             tok[r] = hist[(size_t)r * L + len - 1];
-        if ((rc = m->step(m->ctx, tok, sent, R, len - 1, logits, err)))
+        const int nban = topk_plan(m, p, len, NC, ban), kk = NC + nban;
+        if (nban >= 0) {
+            if ((rc = m->step_topk(m->ctx, tok, sent, R, len - 1, kk, logp, cids, err)) ||
+                (rc = topk_check(logp, R, kk, err)))
+                goto done;
+        } else if ((rc = m->step(m->ctx, tok, sent, R, len - 1, logits, err))) {
             goto done;
-        if (p->on_logits)
+        }
+        if (nban < 0 && p->on_logits)
             p->on_logits(p->on_logits_ctx, len - 1, sent, R, logits, V);
         /* per row: log-softmax, processors, + beam score; the row's best 2K; then per sentence the best 2K.
          * The log-softmax is a shift by the row's log-sum-exp (taken before the processors, as transformers
          * does), so candidates are picked on the raw logits and only they are shifted. */
         for (int li = 0; li < nlive; li++) {
             int nt = 0;
-            for (int k = 0; k < K; k++) {
+            for (int k = 0; k < K && nban >= 0; k++) { /* the device's candidates: already log-probabilities */
+                int r = li * K + k, nr = 0;
+                for (int j = 0; j < kk && nr < NC; j++)
+                    if (!banned(ban, nban, cids[(size_t)r * kk + j]))
+                        rowtop[nr++] = (struct cand){logp[(size_t)r * kk + j], cids[(size_t)r * kk + j], k};
+                for (int i = 0; i < nr; i++) {
+                    struct cand c = rowtop[i];
+                    c.score = c.score + bscore[r];
+                    top_insert(top + (size_t)li * NC, &nt, NC, c, V);
+                }
+            }
+            for (int k = 0; k < K && nban < 0; k++) {
                 int r = li * K + k, nr = 0;
                 float *row = logits + (size_t)r * V;
                 for (int t = 0; t < V; t++)
@@ -385,6 +471,8 @@ done:
     free(logits);
     free(top);
     free(rowtop);
+    free(logp);
+    free(cids);
     return rc;
 }
 

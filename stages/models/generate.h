@@ -47,6 +47,12 @@ struct nlpd_gen_model {
     /* Feeds tokens[r] at decoder position pos to every row and writes raw logits [rows, vocab] to logits. */
     int (*step)(void *ctx, const int32_t *tokens, const int32_t *sent, int rows, int pos, float *logits,
                 struct nlpd_error *err);
+    /* Optional: as step, but only each row's k best candidates come back (decoding on the device): their columns
+     * (ids[r*k + j], best raw logit first, equal logits lower column first) and log-softmax over the whole row
+     * (logp[r*k + j]; NaN when the row holds a non-finite logit, which is then an error). Used at the steps where
+     * no logits processor needs the whole row (see generate.c), else step runs. */
+    int (*step_topk)(void *ctx, const int32_t *tokens, const int32_t *sent, int rows, int pos, int k, float *logp,
+                     int32_t *ids, struct nlpd_error *err);
     /* New row i continues old row idx[i] (its cached keys/values for positions 0 .. pos); rows shrink or stay. */
     int (*reorder)(void *ctx, const int32_t *idx, int rows, int pos, struct nlpd_error *err);
 };

@@ -967,11 +967,41 @@ static int dec_step(void *ctx, const int32_t *tokens, const int32_t *sent, int R
                                           .ldb = H,
                                           .ldc = V,
                                           .trans_b = 1};
-    if ((rc = run(m, &op, err)) || (rc = nlpd_backend_sync(m->be, err)))
+    /* dec_step_topk (logits NULL): the logits stay on the device, its download syncs */
+    if ((rc = run(m, &op, err)) || (logits && (rc = nlpd_backend_sync(m->be, err))))
         return rc;
     ws->rows = R;
+    if (!logits)
+        return 0;
     if ((rc = nlpd_backend_download(db, byte_off(db, ws->logits), logits, (size_t)R * V * sizeof(float))))
         return nlpd_error_set(err, rc, 0, "downloading logits failed");
+    return 0;
+}
+
+/* generate.c's step_topk: the step, then each row's k best candidates picked on the device (R x k floats and ids
+ * cross instead of R x V logits). They go to the feed-forward buffer, which is free between steps (>= 2k floats a
+ * row: nlpd_s2s_generate offers this only when dec_ffn >= 2 k for every k generate.c may ask). */
+static int dec_step_topk(void *ctx, const int32_t *tokens, const int32_t *sent, int R, int pos, int k, float *logp,
+                         int32_t *ids, struct nlpd_error *err)
+{
+    struct nlpd_s2s_ws *ws = ctx;
+    const struct nlpd_s2s *m = ws->m;
+    if (2 * (size_t)k > (size_t)m->cfg.dec_ffn)
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "decoder: %d candidates do not fit the step's buffer", k);
+    int rc = dec_step(ctx, tokens, sent, R, pos, NULL, err);
+    if (rc)
+        return rc;
+    struct nlpd_buffer *db = &ws->dec_buf;
+    float *vals = ws->dffn;
+    int32_t *idx = (int32_t *)(ws->dffn + (size_t)R * k);
+    struct nlpd_op op = {.kind = NLPD_OP_LOG_SOFTMAX_TOPK};
+    op.u.topk =
+        (struct nlpd_op_log_softmax_topk){ws->logits, vals, idx, R, m->cfg.dec_vocab, k, (size_t)m->cfg.dec_vocab};
+    if ((rc = run(m, &op, err)))
+        return rc;
+    if ((rc = nlpd_backend_download(db, byte_off(db, vals), logp, (size_t)R * k * sizeof(float))) ||
+        (rc = nlpd_backend_download(db, byte_off(db, idx), ids, (size_t)R * k * sizeof(int32_t))))
+        return nlpd_error_set(err, rc, 0, "downloading the decoder's candidates failed");
     return 0;
 }
 
@@ -1008,6 +1038,10 @@ int nlpd_s2s_generate(const struct nlpd_s2s *m, struct nlpd_s2s_ws *ws, const st
     if (q.max_length > m->cfg.max_pos) /* positions past the table do not exist */
         q.max_length = m->cfg.max_pos;
     struct nlpd_gen_model gm = {.ctx = ws, .vocab = m->cfg.dec_vocab, .step = dec_step, .reorder = dec_reorder};
+    /* the most candidates generate.c asks for: 2 x beams (1 greedy), one per one-token bad word, eos */
+    size_t kmax = (q.num_beams > 1 ? 2 * (size_t)q.num_beams : 1) + q.n_bad + 1;
+    if (2 * kmax <= (size_t)m->cfg.dec_ffn)
+        gm.step_topk = dec_step_topk;
     ws->rows = 0;
     return nlpd_generate(&gm, ws->B, &q, out, err);
 }

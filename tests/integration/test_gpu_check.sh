@@ -49,8 +49,13 @@ exit $rc
 EOF
 cat > "$B/bin/test_cuda_ops" << 'EOF'
 #!/bin/sh
-# STUB_OPS: ok | skipped | silent | failed
+# STUB_OPS: ok | skipped | silent | failed | old (without the threads and top-k tests)
+if [ "${STUB_OPS:-ok}" = ok ] || [ "$STUB_OPS" = auto-cpu ]; then
+    echo "  threads (device 0: stub, sm_90; a stream and a 256 MiB arena per thread): 4 workers x 6 products"
+    for i in 1 2 3 4 5; do echo "  topk 8 x 58101 (ld 58101) k 8: columns equal, max |dlogp| 1e-06"; done
+fi
 case ${STUB_OPS:-ok} in
+old) echo "auto picked cuda: stub"; echo "cuda: stub device"; echo "39 passed, 0 failed" ;;
 skipped) echo "skipped: no CUDA device/driver (stub)"; echo "1 passed, 0 failed" ;;
 silent) ;;
 failed) echo "cuda: stub"; echo "FAIL matmul"; echo "40 passed, 1 failed"; exit 1 ;;
@@ -150,6 +155,7 @@ grep -qE '^libnlpd_cuda.so: .*/bundle/cuda; .*libcublas.so.99' "$T/out-all-good/
 run ops-skipped FAIL '^FAILED test_cuda_ops skipped' STUB_OPS=skipped
 run ops-silent FAIL "^FAILED test_cuda_ops: no 'N passed, 0 failed' line" STUB_OPS=silent
 run ops-failed FAIL '^FAILED test_cuda_ops .*exit 1' STUB_OPS=failed
+run ops-old FAIL "^FAILED test_cuda_ops: no 'threads \\(device" STUB_OPS=old
 run sanitizer-unsupported FAIL '^FAILED compute-sanitizer could not check here: .*Device not supported' STUB_SAN=unsupported
 run sanitizer-errors FAIL '^FAILED compute-sanitizer memcheck: memory errors' STUB_SAN=errors
 mkdir -p "$T/nosan" && cp "$STUB/pkg-config" "$STUB/nvidia-smi" "$T/nosan/"

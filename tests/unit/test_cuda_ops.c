@@ -16,6 +16,7 @@
  * Run from the repository root (NLPD_LIBDIR defaults to build/, where make puts libnlpd_cuda.so). */
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,8 +107,7 @@ static void *at(const struct nlpd_buffer *b, size_t off)
 #define I(buf, off) ((int32_t *)at(buf, off))
 
 /* Runs op_c on the CPU and op_g on the GPU, compares n floats at off (row stride ld, cols wide when ld > 0). */
-static double compare_out(struct pair *p, size_t off, size_t rows, size_t cols, size_t ld, double tol,
-                          const char *what)
+static double compare_out(struct pair *p, size_t off, size_t rows, size_t cols, size_t ld, double tol, const char *what)
 {
     size_t n = rows * ld;
     float *c = malloc(n * sizeof *c), *g = malloc(n * sizeof *g);
@@ -122,8 +122,8 @@ static double compare_out(struct pair *p, size_t off, size_t rows, size_t cols, 
         for (size_t j = 0; j < cols; j++) {
             double cv = c[r * ld + j], gv = g[r * ld + j], d = fabs(cv - gv), rel = d / (fabs(cv) + mx + 1e-30);
             if (!(rel <= tol) && bad++ < 3)
-                fprintf(stderr, "  %s [%zu,%zu]: cpu %.9g gpu %.9g (normwise %.3g > %.3g)\n", what, r, j, cv, gv,
-                        rel, tol);
+                fprintf(stderr, "  %s [%zu,%zu]: cpu %.9g gpu %.9g (normwise %.3g > %.3g)\n", what, r, j, cv, gv, rel,
+                        tol);
             if (rel > worst || rel != rel)
                 worst = rel != rel ? INFINITY : rel;
         }
@@ -186,8 +186,8 @@ static const enum nlpd_act acts[] = {NLPD_ACT_NONE, NLPD_ACT_GELU, NLPD_ACT_GELU
 
 /* c = act(a . b + bias) on both backends; b (and bias) in a weight buffer when weights, boff floats past a 256-byte
  * boundary (an odd boff leaves the half-precision copy of b only 2-byte aligned). */
-static void matmul_case_ld(struct nlpd_backend *g, int weights, int m, int n, int k, int trans_b, size_t lda, size_t ldb,
-                           size_t ldc, size_t boff, int bias, enum nlpd_act act, double tol)
+static void matmul_case_ld(struct nlpd_backend *g, int weights, int m, int n, int k, int trans_b, size_t lda,
+                           size_t ldb, size_t ldc, size_t boff, int bias, enum nlpd_act act, double tol)
 {
     struct pair p;
     size_t brows = trans_b ? (size_t)n : (size_t)k;
@@ -203,10 +203,12 @@ static void matmul_case_ld(struct nlpd_backend *g, int weights, int m, int n, in
     struct pair *wp = weights ? &w : &p;
     size_t b = put_rand(wp, brows * ldb + boff, 1.0f) + boff * 4, bs = put_rand(wp, (size_t)n, 1.0f);
     struct nlpd_op oc = {.kind = NLPD_OP_MATMUL}, og = oc;
-    oc.u.matmul = (struct nlpd_op_matmul){F(&p.c, c), F(&p.c, a), F(&wp->c, b), bias ? F(&wp->c, bs) : NULL,
-                                          m, n, k, (int)lda, (int)ldb, (int)ldc, trans_b, act};
-    og.u.matmul = (struct nlpd_op_matmul){F(&p.g, c), F(&p.g, a), F(&wp->g, b), bias ? F(&wp->g, bs) : NULL,
-                                          m, n, k, (int)lda, (int)ldb, (int)ldc, trans_b, act};
+    oc.u.matmul = (struct nlpd_op_matmul){
+        F(&p.c, c), F(&p.c, a), F(&wp->c, b), bias ? F(&wp->c, bs) : NULL, m, n, k, (int)lda, (int)ldb,
+        (int)ldc,   trans_b,    act};
+    og.u.matmul = (struct nlpd_op_matmul){
+        F(&p.g, c), F(&p.g, a), F(&wp->g, b), bias ? F(&wp->g, bs) : NULL, m, n, k, (int)lda, (int)ldb,
+        (int)ldc,   trans_b,    act};
     char what[128];
     snprintf(what, sizeof what, "matmul %dx%dx%d tb%d lda %zu ldb %zu ldc %zu boff %zu act%d w%d", m, n, k, trans_b,
              lda, ldb, ldc, boff, (int)act, weights);
@@ -309,24 +311,24 @@ static void test_bias_act(void)
 {
     /* res: the residual added last (pre-norm sub-layers), with and without bias / activation */
     for (int res = 0; res < 2; res++)
-    for (int wide = 0; wide < 2; wide++)
-    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
-        for (int bias = 0; bias < 2; bias++) {
-            struct pair p;
-            int rows = wide ? 7 : 19, cols = wide ? 1500 : 45, ld = wide ? 1503 : 50;
-            if (pair_init(&p, gpu, 128 * 1024, 0))
-                return;
-            size_t x = put_rand(&p, (size_t)rows * ld, 4.0f), b = put_rand(&p, (size_t)cols, 1.0f);
-            size_t r = put_rand(&p, (size_t)rows * ld, 2.0f);
-            struct nlpd_op oc = {.kind = NLPD_OP_BIAS_ACT}, og = oc;
-            oc.u.bias_act = (struct nlpd_op_bias_act){F(&p.c, x), bias ? F(&p.c, b) : NULL, rows, cols, ld, acts[i],
-                                                      res ? F(&p.c, r) : NULL};
-            og.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), bias ? F(&p.g, b) : NULL, rows, cols, ld, acts[i],
-                                                      res ? F(&p.g, r) : NULL};
-            if (!run2(&p, &oc, &og))
-                compare_out(&p, x, (size_t)rows, (size_t)ld, (size_t)ld, 1e-5, "bias_act");
-            pair_free(&p);
-        }
+        for (int wide = 0; wide < 2; wide++)
+            for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
+                for (int bias = 0; bias < 2; bias++) {
+                    struct pair p;
+                    int rows = wide ? 7 : 19, cols = wide ? 1500 : 45, ld = wide ? 1503 : 50;
+                    if (pair_init(&p, gpu, 128 * 1024, 0))
+                        return;
+                    size_t x = put_rand(&p, (size_t)rows * ld, 4.0f), b = put_rand(&p, (size_t)cols, 1.0f);
+                    size_t r = put_rand(&p, (size_t)rows * ld, 2.0f);
+                    struct nlpd_op oc = {.kind = NLPD_OP_BIAS_ACT}, og = oc;
+                    oc.u.bias_act = (struct nlpd_op_bias_act){F(&p.c, x), bias ? F(&p.c, b) : NULL, rows, cols, ld,
+                                                              acts[i],    res ? F(&p.c, r) : NULL};
+                    og.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), bias ? F(&p.g, b) : NULL, rows, cols, ld,
+                                                              acts[i],    res ? F(&p.g, r) : NULL};
+                    if (!run2(&p, &oc, &og))
+                        compare_out(&p, x, (size_t)rows, (size_t)ld, (size_t)ld, 1e-5, "bias_act");
+                    pair_free(&p);
+                }
 }
 
 static void test_layer_norm(void)
@@ -345,11 +347,23 @@ static void test_layer_norm(void)
         size_t yo = v == 2 ? x : v == 3 || v == 5 ? r : y;
         int fused = v != 0 && v != 4 && v != 6;
         struct nlpd_op oc = {.kind = NLPD_OP_LAYER_NORM}, og = oc;
-        oc.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.c, yo), F(&p.c, x), fused ? F(&p.c, b) : NULL,
-                                                      fused ? F(&p.c, r) : NULL, F(&p.c, g), F(&p.c, be), rows, cols,
+        oc.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.c, yo),
+                                                      F(&p.c, x),
+                                                      fused ? F(&p.c, b) : NULL,
+                                                      fused ? F(&p.c, r) : NULL,
+                                                      F(&p.c, g),
+                                                      F(&p.c, be),
+                                                      rows,
+                                                      cols,
                                                       1e-12f};
-        og.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.g, yo), F(&p.g, x), fused ? F(&p.g, b) : NULL,
-                                                      fused ? F(&p.g, r) : NULL, F(&p.g, g), F(&p.g, be), rows, cols,
+        og.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.g, yo),
+                                                      F(&p.g, x),
+                                                      fused ? F(&p.g, b) : NULL,
+                                                      fused ? F(&p.g, r) : NULL,
+                                                      F(&p.g, g),
+                                                      F(&p.g, be),
+                                                      rows,
+                                                      cols,
                                                       1e-12f};
         if (!run2(&p, &oc, &og))
             compare_out(&p, yo, (size_t)rows, (size_t)cols, (size_t)cols, 1e-5, "layer_norm");
@@ -403,8 +417,9 @@ static void attention_case_shape(struct nlpd_backend *g, int B, int S, int NH, i
         size_t qkv = put_rand(&p, (size_t)B * S * ldq, 2.0f), out = put_rand(&p, (size_t)B * S * ldo, 1.0f);
         size_t m = put(&p, mask, (size_t)B * S * sizeof *mask);
         struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION}, og = oc;
-        oc.u.attention = (struct nlpd_op_attention){F(&p.c, out), F(&p.c, qkv), with_mask ? I(&p.c, m) : NULL,
-                                                    B, S, NH, D, ldq, ldo, 1.0f / sqrtf((float)D), NULL, 0};
+        oc.u.attention =
+            (struct nlpd_op_attention){F(&p.c, out), F(&p.c, qkv), with_mask ? I(&p.c, m) : NULL, B,    S, NH, D,
+                                       ldq,          ldo,          1.0f / sqrtf((float)D),        NULL, 0};
         og.u.attention = oc.u.attention;
         og.u.attention.out = F(&p.g, out);
         og.u.attention.qkv = F(&p.g, qkv);
@@ -561,12 +576,32 @@ static void test_embed(void)
         int use_pos = v != 2 && v != 7, use_type = v == 0 || v == 4 || v == 5 || v == 6 || v == 7;
         float scale = v == 3 || v == 4 ? 27.712813f : v == 6 ? 1.0f : 0.0f;
         struct nlpd_op oc = {.kind = NLPD_OP_EMBED}, og = oc;
-        oc.u.embed = (struct nlpd_op_embed){F(&p.c, out), F(&p.c, w), use_pos ? F(&p.c, ps) : NULL,
-                                            use_type ? F(&p.c, ty) : NULL, I(&p.c, i0), I(&p.c, i1),
-                                            v == 5 ? NULL : I(&p.c, i2), T, D, NW, NP, NT, scale};
-        og.u.embed = (struct nlpd_op_embed){F(&p.g, out), F(&p.g, w), use_pos ? F(&p.g, ps) : NULL,
-                                            use_type ? F(&p.g, ty) : NULL, I(&p.g, i0), I(&p.g, i1),
-                                            v == 5 ? NULL : I(&p.g, i2), T, D, NW, NP, NT, scale};
+        oc.u.embed = (struct nlpd_op_embed){F(&p.c, out),
+                                            F(&p.c, w),
+                                            use_pos ? F(&p.c, ps) : NULL,
+                                            use_type ? F(&p.c, ty) : NULL,
+                                            I(&p.c, i0),
+                                            I(&p.c, i1),
+                                            v == 5 ? NULL : I(&p.c, i2),
+                                            T,
+                                            D,
+                                            NW,
+                                            NP,
+                                            NT,
+                                            scale};
+        og.u.embed = (struct nlpd_op_embed){F(&p.g, out),
+                                            F(&p.g, w),
+                                            use_pos ? F(&p.g, ps) : NULL,
+                                            use_type ? F(&p.g, ty) : NULL,
+                                            I(&p.g, i0),
+                                            I(&p.g, i1),
+                                            v == 5 ? NULL : I(&p.g, i2),
+                                            T,
+                                            D,
+                                            NW,
+                                            NP,
+                                            NT,
+                                            scale};
         if (!run2(&p, &oc, &og))
             compare_out(&p, out, (size_t)T, (size_t)D, (size_t)D, 1e-7, "embed"); /* same order of operations */
         pair_free(&p);
@@ -611,10 +646,12 @@ static void test_bad_indices(void)
         size_t i0 = put(&p, cases[c][0], sizeof cases[c][0]), i1 = put(&p, cases[c][1], sizeof cases[c][1]);
         size_t i2 = put(&p, cases[c][2], sizeof cases[c][2]);
         struct nlpd_op oc = {.kind = NLPD_OP_EMBED}, og = oc;
-        oc.u.embed = (struct nlpd_op_embed){F(&p.c, out), F(&p.c, w), F(&p.c, ps), F(&p.c, ty), I(&p.c, i0),
-                                            I(&p.c, i1), I(&p.c, i2), T, D, 10, 6, 2, 0.0f};
-        og.u.embed = (struct nlpd_op_embed){F(&p.g, out), F(&p.g, w), F(&p.g, ps), F(&p.g, ty), I(&p.g, i0),
-                                            I(&p.g, i1), I(&p.g, i2), T, D, 10, 6, 2, 0.0f};
+        oc.u.embed = (struct nlpd_op_embed){
+            F(&p.c, out), F(&p.c, w), F(&p.c, ps), F(&p.c, ty), I(&p.c, i0), I(&p.c, i1), I(&p.c, i2), T, D,
+            10,           6,          2,           0.0f};
+        og.u.embed = (struct nlpd_op_embed){
+            F(&p.g, out), F(&p.g, w), F(&p.g, ps), F(&p.g, ty), I(&p.g, i0), I(&p.g, i1), I(&p.g, i2), T, D,
+            10,           6,          2,           0.0f};
         expect_same_error(&p, &oc, &og);
     }
     int32_t idx[4] = {1, 5, 0, 9};
@@ -627,8 +664,9 @@ static void test_bad_indices(void)
     int32_t good[6] = {1, 2, 3, 4, 5, 6}, z[6] = {0};
     size_t g0 = put(&p, good, sizeof good), g1 = put(&p, z, sizeof z);
     struct nlpd_op e = {.kind = NLPD_OP_EMBED};
-    e.u.embed = (struct nlpd_op_embed){F(&p.g, out), F(&p.g, w), F(&p.g, ps), F(&p.g, ty), I(&p.g, g0),
-                                       I(&p.g, g1), I(&p.g, g1), T, D, 10, 6, 2, 0.0f};
+    e.u.embed = (struct nlpd_op_embed){F(&p.g, out), F(&p.g, w), F(&p.g, ps), F(&p.g, ty), I(&p.g, g0), I(&p.g, g1),
+                                       I(&p.g, g1),  T,          D,           10,          6,           2,
+                                       0.0f};
     struct nlpd_error err = {0};
     /* a bad id belongs to the batch that queued it: the download of its results reports it (CUDA), or the run did
      * (CPU); the thread's next batch is clean (issue 20: it used to surface there) */
@@ -694,7 +732,7 @@ static void test_transfers(void)
 static void half_cases(struct nlpd_backend *g, double tol)
 {
     matmul_case(g, 1, 128, 256, 768, 0, 0, 1, NLPD_ACT_GELU, tol);
-    matmul_case(g, 1, 33, 70, 48, 1, 3, 1, NLPD_ACT_TANH, tol); /* tied output projection shape (b^T) */
+    matmul_case(g, 1, 33, 70, 48, 1, 3, 1, NLPD_ACT_TANH, tol);  /* tied output projection shape (b^T) */
     matmul_case(g, 0, 40, 64, 96, 0, 0, 1, NLPD_ACT_NONE, 1e-5); /* b not a weight: stays fp32 */
     /* odd k (the converted a has an odd leading dimension), b 2-byte aligned in the copy, both transposes */
     for (int tb = 0; tb < 2; tb++)
@@ -738,6 +776,214 @@ static void test_small_arena(void)
     nlpd_backend_free(small16);
 }
 
+/* LOG_SOFTMAX_TOPK (issue 20 item 6). The columns must be the CPU's exactly: both pick by the logits alone in the
+ * same order (value descending, column ascending, NaN as -inf). The values differ only by the log-sum-exp: the CPU
+ * sums exp in double, the GPU in fp32 over ~cols/256 terms per thread then a tree, a relative error of the sum
+ * below (cols/256 + 16) 2^-24 (2e-5 for 58101 columns), plus expf/logf's few ulps: 1e-4 absolute leaves 5x. */
+static void topk_case(int rows, int cols, size_t ld, int k, int ties, int bad_row, float bad)
+{
+    struct pair p;
+    size_t xn = (size_t)rows * ld;
+    if (pair_init(&p, gpu, xn * 4 + (size_t)rows * k * 8 + 4096, 0))
+        return;
+    float *x = malloc(xn * 4);
+    fill(x, xn, 8.0f);
+    if (ties) /* few distinct values: equal logits must come out in column order on both sides */
+        for (size_t i = 0; i < xn; i++)
+            x[i] = floorf(x[i]);
+    if (bad_row >= 0)
+        x[(size_t)bad_row * ld + (size_t)cols / 2] = bad;
+    size_t xo = put(&p, x, xn * 4), vo = put(&p, NULL, (size_t)rows * k * 4), io = put(&p, NULL, (size_t)rows * k * 4);
+    struct nlpd_op oc = {.kind = NLPD_OP_LOG_SOFTMAX_TOPK}, og = oc;
+    oc.u.topk = (struct nlpd_op_log_softmax_topk){F(&p.c, xo), F(&p.c, vo), I(&p.c, io), rows, cols, k, ld};
+    og.u.topk = (struct nlpd_op_log_softmax_topk){F(&p.g, xo), F(&p.g, vo), I(&p.g, io), rows, cols, k, ld};
+    if (!run2(&p, &oc, &og)) {
+        size_t n = (size_t)rows * k;
+        float *vc = malloc(n * 4), *vg = malloc(n * 4);
+        int32_t *ic = malloc(n * 4), *ig = malloc(n * 4);
+        CHECK(nlpd_backend_download(&p.c, vo, vc, n * 4) == 0 && nlpd_backend_download(&p.g, vo, vg, n * 4) == 0);
+        CHECK(nlpd_backend_download(&p.c, io, ic, n * 4) == 0 && nlpd_backend_download(&p.g, io, ig, n * 4) == 0);
+        int bad_n = 0;
+        double worst = 0;
+        for (size_t i = 0; i < n; i++) {
+            int r = (int)(i / (size_t)k), nonfinite = r == bad_row;
+            int ok = ic[i] == ig[i] && ic[i] >= 0 && ic[i] < cols;
+            if (i % (size_t)k) /* best first, equal values in column order (the CPU is the reference) */
+                ok = ok &&
+                     (x[(size_t)r * ld + ic[i - 1]] > x[(size_t)r * ld + ic[i]] ||
+                      (x[(size_t)r * ld + ic[i - 1]] == x[(size_t)r * ld + ic[i]] && ic[i - 1] < ic[i]) || nonfinite);
+            if (nonfinite)
+                ok = ok && !isfinite(vc[i]) && !isfinite(vg[i]);
+            else {
+                double d = fabs((double)vc[i] - vg[i]);
+                worst = d > worst ? d : worst;
+                ok = ok && d <= 1e-4 && vc[i] <= 0;
+            }
+            if (!ok && bad_n++ < 3)
+                fprintf(stderr, "  topk %dx%d k %d [%zu]: cpu col %d %.9g, gpu col %d %.9g\n", rows, cols, k, i, ic[i],
+                        vc[i], ig[i], vg[i]);
+        }
+        CHECK(bad_n == 0);
+        printf("  topk %d x %d (ld %zu) k %d%s%s: columns equal, max |dlogp| %.3g\n", rows, cols, ld, k,
+               ties ? " ties" : "", bad_row >= 0 ? " non-finite row" : "", worst);
+        free(vc);
+        free(vg);
+        free(ic);
+        free(ig);
+    }
+    free(x);
+    pair_free(&p);
+}
+
+static void test_topk(void)
+{
+    topk_case(8, 58101, 58101, 8, 0, -1, 0);           /* Marian's vocabulary, beam 4 x 2 candidates */
+    topk_case(3, 37, 40, 37, 0, -1, 0);                /* k = cols, padded rows */
+    topk_case(5, 1000, 1000, NLPD_TOPK_MAX, 1, -1, 0); /* many equal logits */
+    topk_case(4, 500, 500, 5, 0, 2, NAN);              /* a NaN logit: that row's values are NaN */
+    topk_case(4, 500, 500, 5, 0, 1, INFINITY);         /* an inf logit: non-finite too */
+    struct pair p;                                     /* k out of range: an error on both, not a read past the row */
+    if (pair_init(&p, gpu, 4096, 0))
+        return;
+    for (int k = 0; k < 3; k++) {
+        int kk = k == 0 ? 0 : k == 1 ? NLPD_TOPK_MAX + 1 : 11;
+        struct nlpd_op o = {.kind = NLPD_OP_LOG_SOFTMAX_TOPK};
+        struct nlpd_error e1 = {0}, e2 = {0};
+        o.u.topk = (struct nlpd_op_log_softmax_topk){F(&p.c, 0), F(&p.c, 1024), I(&p.c, 2048), 1, 10, kk, 10};
+        CHECK(nlpd_backend_run(cpu, &o, &e1) == NLPD_EINVAL);
+        o.u.topk = (struct nlpd_op_log_softmax_topk){F(&p.g, 0), F(&p.g, 1024), I(&p.g, 2048), 1, 10, kk, 10};
+        int rc = nlpd_backend_run(gpu, &o, &e2);
+        if (!rc)
+            rc = nlpd_backend_sync(gpu, &e2);
+        CHECK(rc == NLPD_EINVAL);
+        CHECK_STR_CONTAINS(e2.message, "out of range");
+    }
+    pair_free(&p);
+}
+
+/* Threads (issue 20 item 4: a stream per thread, no backend-wide lock). A loader thread uploads the weights row by
+ * row and exits without a sync (the model loaders do the same); then TH_N workers, each with its own buffers,
+ * queue products against them at the same time. Every worker's results must match the CPU's: the workers' streams
+ * must wait for the loader's copies (and, fp16/bf16, for the one shadow conversion) although no thread synced. */
+enum { TH_N = 4, TH_ITERS = 6, TH_M = 33, TH_K = 96, TH_N_COLS = 80 };
+
+struct th_job {
+    struct nlpd_backend *be;
+    struct nlpd_buffer *w;
+    const float *wsrc;
+    float a[TH_ITERS][TH_M * TH_K], c[TH_ITERS][TH_M * TH_N_COLS];
+    int rc;
+};
+
+static void *th_loader(void *arg)
+{
+    struct th_job *j = arg;
+    for (int r = 0; r < TH_K && !j->rc; r++) /* row by row, like the weight loader */
+        j->rc = nlpd_backend_upload(j->w, (size_t)r * TH_N_COLS * 4, j->wsrc + (size_t)r * TH_N_COLS, TH_N_COLS * 4);
+    return NULL;
+}
+
+static void *th_worker(void *arg)
+{
+    struct th_job *j = arg;
+    struct nlpd_buffer b = {0};
+    struct nlpd_error err = {0};
+    size_t an = (size_t)TH_M * TH_K * 4, cn = (size_t)TH_M * TH_N_COLS * 4;
+    if ((j->rc = nlpd_backend_alloc(j->be, 2 * (an + cn), &b, &err)))
+        return NULL;
+    for (int it = 0; it < TH_ITERS && !j->rc; it++) {
+        size_t ao = (size_t)(it & 1) * (an + cn), co = ao + an; /* two sets in turn: queued work overlaps */
+        struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
+        op.u.matmul = (struct nlpd_op_matmul){(float *)((char *)b.ptr + co),
+                                              (float *)((char *)b.ptr + ao),
+                                              j->w->ptr,
+                                              NULL,
+                                              TH_M,
+                                              TH_N_COLS,
+                                              TH_K,
+                                              TH_K,
+                                              TH_N_COLS,
+                                              TH_N_COLS,
+                                              0,
+                                              NLPD_ACT_NONE};
+        if ((j->rc = nlpd_backend_upload(&b, ao, j->a[it], an)) || (j->rc = nlpd_backend_run(j->be, &op, &err)) ||
+            (j->rc = nlpd_backend_download(&b, co, j->c[it], cn)))
+            fprintf(stderr, "  worker: %s\n", err.message);
+    }
+    nlpd_backend_buffer_free(&b);
+    return NULL;
+}
+
+static void threads_case(struct nlpd_backend *g, double tol)
+{
+    static struct th_job jobs[TH_N];
+    static float wsrc[TH_K * TH_N_COLS];
+    fill(wsrc, TH_K * TH_N_COLS, 1.0f);
+    struct nlpd_buffer wg = {0}, wc = {0}, ref = {0};
+    struct nlpd_error err = {0};
+    CHECK(nlpd_backend_alloc_weights(g, sizeof wsrc, &wg, &err) == 0);
+    CHECK(nlpd_backend_alloc_weights(cpu, sizeof wsrc, &wc, &err) == 0);
+    CHECK(nlpd_backend_alloc(cpu, (size_t)TH_M * (TH_K + TH_N_COLS) * 4, &ref, &err) == 0);
+    if (!wg.ptr || !wc.ptr || !ref.ptr)
+        goto out;
+    CHECK(nlpd_backend_upload(&wc, 0, wsrc, sizeof wsrc) == 0);
+    pthread_t t[TH_N];
+    jobs[0].w = &wg;
+    jobs[0].wsrc = wsrc;
+    jobs[0].rc = 0;
+    CHECK(pthread_create(&t[0], NULL, th_loader, &jobs[0]) == 0);
+    pthread_join(t[0], NULL);
+    CHECK(jobs[0].rc == 0);
+    for (int i = 0; i < TH_N; i++) {
+        jobs[i].be = g;
+        jobs[i].w = &wg;
+        jobs[i].rc = 0;
+        for (int it = 0; it < TH_ITERS; it++)
+            fill(jobs[i].a[it], (size_t)TH_M * TH_K, 1.0f);
+    }
+    for (int i = 0; i < TH_N; i++)
+        CHECK(pthread_create(&t[i], NULL, th_worker, &jobs[i]) == 0);
+    for (int i = 0; i < TH_N; i++)
+        pthread_join(t[i], NULL);
+    double worst = 0;
+    int bad = 0;
+    float *rc_ = (float *)ref.ptr + (size_t)TH_M * TH_K;
+    for (int i = 0; i < TH_N; i++) {
+        CHECK(jobs[i].rc == 0);
+        for (int it = 0; it < TH_ITERS && !jobs[i].rc; it++) {
+            CHECK(nlpd_backend_upload(&ref, 0, jobs[i].a[it], sizeof jobs[i].a[it]) == 0);
+            struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
+            op.u.matmul = (struct nlpd_op_matmul){rc_,  ref.ptr, wc.ptr,    NULL,      TH_M, TH_N_COLS,
+                                                  TH_K, TH_K,    TH_N_COLS, TH_N_COLS, 0,    NLPD_ACT_NONE};
+            CHECK(nlpd_backend_run(cpu, &op, &err) == 0 && nlpd_backend_sync(cpu, &err) == 0);
+            double mx = 0;
+            for (int e = 0; e < TH_M * TH_N_COLS; e++)
+                mx = fmax(mx, fabs(rc_[e]));
+            for (int e = 0; e < TH_M * TH_N_COLS; e++) {
+                double d = fabs((double)rc_[e] - jobs[i].c[it][e]) / (fabs(rc_[e]) + mx + 1e-30);
+                if (!(d <= tol) && bad++ < 3)
+                    fprintf(stderr, "  thread %d iteration %d [%d]: cpu %.9g gpu %.9g\n", i, it, e, rc_[e],
+                            jobs[i].c[it][e]);
+                worst = d > worst || d != d ? (d != d ? INFINITY : d) : worst;
+            }
+        }
+    }
+    CHECK(bad == 0);
+    printf("  threads (%s): %d workers x %d products, worst normwise %.3g (tol %.3g)\n", nlpd_backend_reason(g), TH_N,
+           TH_ITERS, worst, tol);
+out:
+    nlpd_backend_buffer_free(&wg);
+    nlpd_backend_buffer_free(&wc);
+    nlpd_backend_buffer_free(&ref);
+}
+
+static void test_threads(void)
+{
+    threads_case(gpu, 1e-5);
+    if (gpu16)
+        threads_case(gpu16, 5e-3);
+}
+
 /* upload returns once the source is copied: the caller may overwrite it at once */
 static void test_upload_reuse(void)
 {
@@ -774,8 +1020,8 @@ static void test_upload_reuse(void)
     /* gather rows 1 and 0 of the first 2 x 1500 ints (as floats: bit copies) into the second third */
     struct nlpd_op g = {.kind = NLPD_OP_GATHER_ROWS};
     int32_t *base = (int32_t *)b.ptr;
-    g.u.gather_rows = (struct nlpd_op_gather_rows){(float *)(base + N), (const float *)base, base + 2 * N, 2,
-                                                   1500, 2, 1500, 1500};
+    g.u.gather_rows =
+        (struct nlpd_op_gather_rows){(float *)(base + N), (const float *)base, base + 2 * N, 2, 1500, 2, 1500, 1500};
     CHECK(nlpd_backend_run(gpu, &g, &err) == 0);
     CHECK(nlpd_backend_download(&b, 0, back, sizeof back) == 0);
     CHECK(!memcmp(back, want[0], sizeof back));
@@ -821,9 +1067,8 @@ static double model_parity(const char *name, const char *dtype)
     int B, S, b2, s2;
     int32_t *ids = ints2d(json_object_get(batch, "input_ids"), &B, &S);
     int32_t *mask = ints2d(json_object_get(batch, "attention_mask"), &b2, &s2);
-    int32_t *types = json_object_get(batch, "token_type_ids")
-                         ? ints2d(json_object_get(batch, "token_type_ids"), &b2, &s2)
-                         : NULL;
+    int32_t *types =
+        json_object_get(batch, "token_type_ids") ? ints2d(json_object_get(batch, "token_type_ids"), &b2, &s2) : NULL;
     struct nlpd_encoder_ws *ws = nlpd_encoder_ws_new(enc, B, S, &err);
     size_t rows = token ? (size_t)B * S : (size_t)B;
     float *logits = calloc(rows * NL, sizeof(float));
@@ -927,6 +1172,8 @@ int main(void)
     RUN(test_bad_indices);
     RUN(test_transfers);
     RUN(test_upload_reuse);
+    RUN(test_threads);
+    RUN(test_topk);
     if (gpu16 && gpub16) {
         if (!strcmp(gpu_name, "cuda"))
             RUN(test_oom);

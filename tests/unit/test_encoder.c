@@ -16,8 +16,8 @@
 
 #define FIX "tests/fixtures/hf-tiny/"
 
-static const char *models[] = {"bert-seq-cls",        "bert-token-cls",     "distilbert-seq-cls",
-                               "xlm-roberta-seq-cls", "deberta-v2-seq-cls", "deberta-v2-token-cls",
+static const char *models[] = {"bert-seq-cls", "bert-token-cls", "distilbert-seq-cls", "xlm-roberta-seq-cls",
+                               "deberta-v2-seq-cls", "deberta-v2-token-cls",
                                /* DeBERTa config branches the fixtures do not reach (tests/models/deberta_ref.py) */
                                "_deberta_variants/own-proj-buckets", "_deberta_variants/c2p-nobuckets",
                                "_deberta_variants/p2c-maxpos", "_deberta_variants/absolute-proj"};
@@ -335,6 +335,55 @@ static char *patched(const char *from, const char *to, size_t *out_len)
     return out;
 }
 
+/* Non-finite logits are an error, never a result (issue 20 item 3: fp16 overflow). bert-seq-cls with one
+ * classifier bias set to NaN, then to +inf: the forward pass fails naming the row and label. */
+static void test_non_finite_logits(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/nlpd-test-encoder-nf-%d", (int)getpid());
+    mkdir(tmpdir, 0700);
+    size_t n;
+    char *s = read_all(FIX "bert-seq-cls/model.safetensors", &n);
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--)
+        hl = (hl << 8) | (unsigned char)s[i];
+    json_t *hdr = json_loadb(s + 8, hl, 0, NULL);
+    json_t *t = json_object_get(hdr, "classifier.bias");
+    CHECK(t && !strcmp(json_string_value(json_object_get(t, "dtype")), "F32"));
+    size_t off = t ? (size_t)json_integer_value(json_array_get(json_object_get(t, "data_offsets"), 1)) : 0;
+    static const uint32_t bad[2] = {0x7fc00000u, 0x7f800000u}; /* NaN, +inf */
+    for (int k = 0; k < 2 && t; k++) {
+        memcpy(s + 8 + hl + off - 4, &bad[k], 4); /* the last label's bias */
+        make_folder(NULL, s, n);
+        struct nlpd_error err = {0};
+        struct nlpd_encoder_opts opts = {.threads = 1};
+        struct nlpd_encoder *enc = nlpd_encoder_load(tmpdir, &opts, &err);
+        CHECK(enc != NULL);
+        struct nlpd_encoder_ws *ws = enc ? nlpd_encoder_ws_new(enc, 2, 6, &err) : NULL;
+        int32_t ids[12] = {2, 100, 200, 300, 3, 0, 2, 7, 3, 0, 0, 0};
+        int32_t mask[12] = {1, 1, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0};
+        float logits[2 * 3];
+        struct nlpd_encoder_input in = {2, 6, ids, mask, NULL};
+        struct nlpd_encoder_output out = {.logits = logits};
+        CHECK(ws && nlpd_encoder_forward(enc, ws, &in, &out, &err) == NLPD_ERANGE);
+        CHECK_STR_CONTAINS(err.message, "non-finite logit");
+        CHECK_STR_CONTAINS(err.message, "row 0, label 2");
+        printf("  %s bias -> %s\n", k ? "inf" : "NaN", err.message);
+        nlpd_encoder_ws_free(ws);
+        nlpd_encoder_free(enc);
+    }
+    json_decref(hdr);
+    free(s);
+    char p[512];
+    snprintf(p, sizeof p, "%s/config.json", tmpdir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+    unlink(p);
+    rmdir(tmpdir);
+}
+
 static void test_bad_folders(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/nlpd-test-encoder-%d", (int)getpid());
@@ -587,7 +636,8 @@ static void deberta_refusals(void)
     snprintf(tmpdir, sizeof tmpdir, "/tmp/nlpd-test-encoder-deb-%d", (int)getpid());
     mkdir(tmpdir, 0700);
     size_t n;
-    char *cfg = read_all(FIX "deberta-v2-seq-cls/config.json", &n), *st = read_all(FIX "deberta-v2-seq-cls/model.safetensors", &n);
+    char *cfg = read_all(FIX "deberta-v2-seq-cls/config.json", &n),
+         *st = read_all(FIX "deberta-v2-seq-cls/model.safetensors", &n);
     write_file("model.safetensors", st, n);
     static const struct {
         const char *from, *to, *needle;
@@ -803,6 +853,7 @@ int main(void)
     RUN(test_parity);
     RUN(test_pooled_and_hidden);
     RUN(test_bad_folders);
+    RUN(test_non_finite_logits);
     RUN(test_half_precision);
     RUN(test_config);
     RUN(test_deberta);
