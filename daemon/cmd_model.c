@@ -224,7 +224,7 @@ int nlpd_cmd_tokenize(int argc, char **argv)
     struct args a;
     if (parse_args(argc, argv, &a))
         return 2;
-    if (nlpd_cmd_is_seq2seq(a.model))
+    if (nlpd_cmd_is_seq2seq(a.model) == 1) /* Marian; an M2M100 / NLLB folder with tokenizer.json goes on below */
         return nlpd_cmd_tokenize_marian(a.model, a.decode, a.max_length);
     struct nlpd_error err = {0};
     struct nlpd_tokenizer *tok = nlpd_tokenizer_load(a.model, &err);
