@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "spm.h"
+#include "tok_common.h"
 #include "tokenizer.h"
 
 #define FAIRSEQ_OFFSET 1
@@ -82,19 +83,10 @@ static json_t *load_json(const char *dir, const char *name, int optional, int *r
     return j;
 }
 
-static const char *tok_content(json_t *v)
-{
-    if (json_is_string(v))
-        return json_string_value(v);
-    if (json_is_object(v) && json_is_string(json_object_get(v, "content")))
-        return json_string_value(json_object_get(v, "content"));
-    return NULL;
-}
-
 static const char *role(json_t *cfg, json_t *map, const char *key)
 {
-    const char *s = map ? tok_content(json_object_get(map, key)) : NULL;
-    return s ? s : cfg ? tok_content(json_object_get(cfg, key)) : NULL;
+    const char *s = map ? nlpd_tok_content(json_object_get(map, key)) : NULL;
+    return s ? s : cfg ? nlpd_tok_content(json_object_get(cfg, key)) : NULL;
 }
 
 static int32_t added_id(const struct nlpd_m2m_tok *t, const char *s, size_t n)
@@ -184,18 +176,10 @@ static int load_m2m_vocab(struct nlpd_m2m_tok *t, json_t *v, const char *file, s
 {
     const char *k;
     json_t *val;
-    size_t maxid = 0, count = 0;
-    json_object_foreach(v, k, val)
-    {
-        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 30))
-            return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: the id of \"%.64s\" is not an integer in [0, 2^30)", file,
-                                  k);
-        if ((size_t)json_integer_value(val) > maxid)
-            maxid = (size_t)json_integer_value(val);
-        count++;
-    }
-    if (!count)
-        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: empty vocabulary", file);
+    size_t maxid;
+    int rc = nlpd_tok_vocab_max_id(v, file, &maxid, err);
+    if (rc)
+        return rc;
     size_t nsp = nlpd_spm_size(t->spm);
     t->dec = calloc(maxid + 1, sizeof *t->dec);
     t->spm2id = malloc(nsp * sizeof *t->spm2id);
@@ -214,7 +198,7 @@ static int load_m2m_vocab(struct nlpd_m2m_tok *t, json_t *v, const char *file, s
         if (nlpd_spm_has_piece(t->spm, k, kl))
             t->spm2id[nlpd_spm_piece_id(t->spm, k, kl)] = id;
     }
-    t->vocab_end = count; /* language ids start at len(encoder) */
+    t->vocab_end = json_object_size(v); /* language ids start at len(encoder) */
     return 0;
 }
 
@@ -312,7 +296,7 @@ struct nlpd_m2m_tok *nlpd_m2m_tok_load(const char *dir, struct nlpd_error *err)
         {
             char *end;
             long id = strtol(k, &end, 10);
-            const char *c = tok_content(v);
+            const char *c = nlpd_tok_content(v);
             if (*end || id < 0 || id >= (1L << 30) || !c) {
                 rc = nlpd_error_set(err, NLPD_EFORMAT, 0,
                                     "%s/tokenizer_config.json: added_tokens_decoder \"%.32s\" "
@@ -374,7 +358,7 @@ struct nlpd_m2m_tok *nlpd_m2m_tok_load(const char *dir, struct nlpd_error *err)
         json_t *v;
         json_array_foreach(extra, i, v)
         {
-            const char *c = tok_content(v);
+            const char *c = nlpd_tok_content(v);
             if (!c)
                 continue;
             int32_t id = added_id(t, c, strlen(c));
@@ -403,7 +387,7 @@ struct nlpd_m2m_tok *nlpd_m2m_tok_load(const char *dir, struct nlpd_error *err)
     if (extra) {
         size_t i;
         json_t *v;
-        json_array_foreach(extra, i, v) if (add_special(t, tok_content(v)) < 0) goto oom;
+        json_array_foreach(extra, i, v) if (add_special(t, nlpd_tok_content(v)) < 0) goto oom;
     }
     json_t *mml = cfg ? json_object_get(cfg, "model_max_length") : NULL;
     t->model_max_length = json_is_integer(mml) && json_integer_value(mml) > 0 && json_integer_value(mml) < (1 << 30)
@@ -539,29 +523,6 @@ int nlpd_m2m_tok_encode(const struct nlpd_m2m_tok *t, const char *text, size_t l
 }
 
 /* ------------------------------------------------------------------ decode */
-struct sb {
-    char *p;
-    size_t n, cap;
-};
-
-static int sb_add(struct sb *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 64;
-        while (c < b->n + n + 1)
-            c *= 2;
-        char *p = realloc(b->p, c);
-        if (!p)
-            return -1;
-        b->p = p;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
-
 static const char *id_token(const struct nlpd_m2m_tok *t, int32_t id, size_t *len, char *buf, size_t bufsz)
 {
     for (size_t i = 0; i < t->nadded; i++)
@@ -625,7 +586,7 @@ static int is_special_tok(const struct nlpd_m2m_tok *t, const char *s, size_t n)
     return 0;
 }
 
-static void clean_up(struct sb *s)
+static void clean_up(struct nlpd_tok_sb *s)
 {
     static const char *const from[] = {" .", " ?", " !", " ,", " ' ", " n't", " 'm", " 's", " 've", " 're"};
     static const char *const to[] = {".", "?", "!", ",", "'", "n't", "'m", "'s", "'ve", "'re"};
@@ -645,7 +606,7 @@ static void clean_up(struct sb *s)
     }
 }
 
-static void strip(struct sb *s)
+static void strip(struct nlpd_tok_sb *s)
 {
     size_t a = 0;
     while (a < s->n && is_space((unsigned char)s->p[a]))
@@ -659,15 +620,15 @@ static void strip(struct sb *s)
 }
 
 /* M2M100's convert_tokens_to_string: special tokens verbatim, runs of others through DecodePieces */
-static int flush_run(const struct nlpd_m2m_tok *t, const char **tok, const size_t *tl, size_t k, struct sb *out,
-                     struct nlpd_error *err)
+static int flush_run(const struct nlpd_m2m_tok *t, const char **tok, const size_t *tl, size_t k,
+                     struct nlpd_tok_sb *out, struct nlpd_error *err)
 {
     if (!k)
         return 0;
     char *txt = NULL;
     size_t n = 0;
     int rc = nlpd_spm_decode_pieces(t->spm, tok, tl, k, &txt, &n, err);
-    if (!rc && sb_add(out, txt, n) < 0)
+    if (!rc && nlpd_tok_sb_add(out, txt, n) < 0)
         rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
     free(txt);
     return rc;
@@ -678,13 +639,13 @@ int nlpd_m2m_tok_decode(const struct nlpd_m2m_tok *t, const int32_t *ids, size_t
 {
     if (t->fast)
         return nlpd_tokenizer_decode(t->fast, ids, n, skip_special_tokens, text, len, err);
-    struct sb out = {0};
+    struct nlpd_tok_sb out = {0};
     const char **tok = malloc((n ? n : 1) * sizeof *tok);
     size_t *tl = malloc((n ? n : 1) * sizeof *tl);
     char(*bufs)[64] = malloc((n ? n : 1) * sizeof *bufs);
     int rc = 0;
     size_t k = 0;
-    if (!tok || !tl || !bufs || sb_add(&out, "", 0) < 0) {
+    if (!tok || !tl || !bufs || nlpd_tok_sb_add(&out, "", 0) < 0) {
         rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
         goto done;
     }
@@ -702,7 +663,7 @@ int nlpd_m2m_tok_decode(const struct nlpd_m2m_tok *t, const int32_t *ids, size_t
         if (t->kind == NLPD_M2M_TOK_M2M100 && special) {
             rc = flush_run(t, tok, tl, k, &out, err);
             k = 0;
-            if (!rc && sb_add(&out, s, l) < 0)
+            if (!rc && nlpd_tok_sb_add(&out, s, l) < 0)
                 rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
             continue;
         }
@@ -710,10 +671,10 @@ int nlpd_m2m_tok_decode(const struct nlpd_m2m_tok *t, const int32_t *ids, size_t
             /* "".join(tokens).replace("\u2581", " ") */
             for (size_t j = 0; j < l && !rc;) {
                 if (j + 3 <= l && !memcmp(s + j, "\xe2\x96\x81", 3)) {
-                    rc = sb_add(&out, " ", 1);
+                    rc = nlpd_tok_sb_add(&out, " ", 1);
                     j += 3;
                 } else {
-                    rc = sb_add(&out, s + j, 1);
+                    rc = nlpd_tok_sb_add(&out, s + j, 1);
                     j++;
                 }
             }

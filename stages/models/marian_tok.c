@@ -8,6 +8,7 @@
 
 #include "nlpd_util.h"
 #include "spm.h"
+#include "tok_common.h"
 
 static const char kSpace[] = "\xe2\x96\x81";
 
@@ -169,21 +170,11 @@ static char *path_join(const char *dir, const char *name)
     return p;
 }
 
-/* A special token's content: a string or an AddedToken dict {"content": ...}. */
-static const char *tok_content(json_t *v)
-{
-    if (json_is_string(v))
-        return json_string_value(v);
-    if (json_is_object(v) && json_is_string(json_object_get(v, "content")))
-        return json_string_value(json_object_get(v, "content"));
-    return NULL;
-}
-
 static const char *role(json_t *cfg, json_t *map, const char *key, const char *def)
 {
-    const char *s = map ? tok_content(json_object_get(map, key)) : NULL;
+    const char *s = map ? nlpd_tok_content(json_object_get(map, key)) : NULL;
     if (!s && cfg)
-        s = tok_content(json_object_get(cfg, key));
+        s = nlpd_tok_content(json_object_get(cfg, key));
     return s ? s : def;
 }
 
@@ -250,18 +241,10 @@ static int load_vocab(json_t *v, const char *file, struct shash *h, char ***dec,
 {
     const char *k;
     json_t *val;
-    size_t maxid = 0, count = 0;
-    json_object_foreach(v, k, val)
-    {
-        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 30))
-            return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: the id of \"%.64s\" is not an integer in [0, 2^30)", file,
-                                  k);
-        if ((size_t)json_integer_value(val) > maxid)
-            maxid = (size_t)json_integer_value(val);
-        count++;
-    }
-    if (!count)
-        return nlpd_error_set(err, NLPD_EFORMAT, 0, "%s: empty vocabulary", file);
+    size_t maxid;
+    int rc = nlpd_tok_vocab_max_id(v, file, &maxid, err);
+    if (rc)
+        return rc;
     if (dec) {
         *dec = calloc(maxid + 1, sizeof **dec);
         *dec_len = calloc(maxid + 1, sizeof **dec_len);
@@ -367,7 +350,7 @@ struct nlpd_marian_tok *nlpd_marian_tok_load(const char *dir, struct nlpd_error 
     size_t i;
     json_array_foreach(extra, i, val)
     {
-        const char *s = tok_content(val);
+        const char *s = nlpd_tok_content(val);
         if (s && add_special(t, s) < 0) {
             rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
             goto fail;
@@ -379,7 +362,7 @@ struct nlpd_marian_tok *nlpd_marian_tok_load(const char *dir, struct nlpd_error 
     {
         char *end;
         long id = strtol(k, &end, 10);
-        const char *s = tok_content(val);
+        const char *s = nlpd_tok_content(val);
         if (*end || id < 0 || id >= (1L << 30) || !s || !*s) {
             rc = nlpd_error_set(err, NLPD_EFORMAT, 0,
                                 "%s/tokenizer_config.json: bad added_tokens_decoder entry \"%.32s\"", dir, k);
@@ -503,30 +486,6 @@ static void py_rstrip(const char *s, size_t *n)
         *n -= k;
 }
 
-struct sb {
-    char *p;
-    size_t n, cap;
-};
-
-static int sb_add(struct sb *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q)
-            return -1;
-        b->p = q;
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
-
 /* ------------------------------------------------------------------ encode */
 /* The regex ">>.+<<" anchored at s[at]: the end of the match, or 0. Greedy: the last "<<" of the line. */
 static size_t lang_match(const char *s, size_t n, size_t at)
@@ -569,19 +528,19 @@ static int tokenize_chunk(const struct nlpd_marian_tok *t, const char *s, size_t
     if (code_end && push_id(ids, nids, cap, token_id(t, s, code_end)) < 0)
         return nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
     /* re.sub(">>.+<<", "", text): every non-overlapping match, left to right. */
-    struct sb rest = {0};
+    struct nlpd_tok_sb rest = {0};
     size_t i = 0, copied = 0;
     while (i < n) {
         size_t e = s[i] == '>' ? lang_match(s, n, i) : 0;
         if (e) {
-            if (sb_add(&rest, s + copied, i - copied) < 0)
+            if (nlpd_tok_sb_add(&rest, s + copied, i - copied) < 0)
                 goto oom;
             i = copied = e;
         } else {
             i++;
         }
     }
-    if (sb_add(&rest, s + copied, n - copied) < 0)
+    if (nlpd_tok_sb_add(&rest, s + copied, n - copied) < 0)
         goto oom;
     int rc = nlpd_spm_encode(t->src, rest.p, rest.n, pc, err);
     free(rest.p);
@@ -692,31 +651,31 @@ static int is_special_id(const struct nlpd_marian_tok *t, int32_t id)
 }
 
 /* sp_model.decode_pieces(tokens[0..n)) appended to out. */
-static int decode_run(const struct nlpd_marian_tok *t, const char **tok, const size_t *len, size_t n, struct sb *out,
-                      struct nlpd_error *err)
+static int decode_run(const struct nlpd_marian_tok *t, const char **tok, const size_t *len, size_t n,
+                      struct nlpd_tok_sb *out, struct nlpd_error *err)
 {
     char *s;
     size_t sl;
     int rc = nlpd_spm_decode_pieces(t->tgt, tok, len, n, &s, &sl, err);
     if (rc < 0)
         return rc;
-    rc = sb_add(out, s, sl) < 0 ? nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory") : 0;
+    rc = nlpd_tok_sb_add(out, s, sl) < 0 ? nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory") : 0;
     free(s);
     return rc;
 }
 
 /* MarianTokenizer.convert_tokens_to_string: appended to out. */
 static int tokens_to_string(const struct nlpd_marian_tok *t, const char **tok, const size_t *len, size_t n,
-                            struct sb *out, struct nlpd_error *err)
+                            struct nlpd_tok_sb *out, struct nlpd_error *err)
 {
-    struct sb s = {0};
+    struct nlpd_tok_sb s = {0};
     size_t start = 0;
-    int rc = sb_add(&s, "", 0) < 0 ? NLPD_ENOMEM : 0;
+    int rc = nlpd_tok_sb_add(&s, "", 0) < 0 ? NLPD_ENOMEM : 0;
     for (size_t i = 0; i < n && !rc; i++) {
         if (!is_special_tok(t, tok[i], len[i]))
             continue;
         rc = decode_run(t, tok + start, len + start, i - start, &s, err);
-        if (!rc && (sb_add(&s, tok[i], len[i]) < 0 || sb_add(&s, " ", 1) < 0))
+        if (!rc && (nlpd_tok_sb_add(&s, tok[i], len[i]) < 0 || nlpd_tok_sb_add(&s, " ", 1) < 0))
             rc = NLPD_ENOMEM;
         start = i + 1;
     }
@@ -737,7 +696,7 @@ static int tokens_to_string(const struct nlpd_marian_tok *t, const char **tok, c
         size_t bn = s.n;
         py_lstrip(&b, &bn);
         py_rstrip(b, &bn);
-        if (sb_add(out, b, bn) < 0)
+        if (nlpd_tok_sb_add(out, b, bn) < 0)
             rc = NLPD_ENOMEM;
     }
     free(s.p);
@@ -747,7 +706,7 @@ static int tokens_to_string(const struct nlpd_marian_tok *t, const char **tok, c
 }
 
 /* PreTrainedTokenizerBase.clean_up_tokenization: the replacements one after the other. */
-static void clean_up(struct sb *s)
+static void clean_up(struct nlpd_tok_sb *s)
 {
     static const char *const from[] = {" .", " ?", " !", " ,", " ' ", " n't", " 'm", " 's", " 've", " 're"};
     static const char *const to[] = {".", "?", "!", ",", "'", "n't", "'m", "'s", "'ve", "'re"};
@@ -772,10 +731,10 @@ int nlpd_marian_tok_decode(const struct nlpd_marian_tok *t, const int32_t *ids, 
 {
     const char **tok = malloc((n ? n : 1) * sizeof *tok);
     size_t *tl = malloc((n ? n : 1) * sizeof *tl);
-    struct sb out = {0};
+    struct nlpd_tok_sb out = {0};
     size_t nt = 0;
     int rc = 0;
-    if (!tok || !tl || sb_add(&out, "", 0) < 0) {
+    if (!tok || !tl || nlpd_tok_sb_add(&out, "", 0) < 0) {
         rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
         goto done;
     }
@@ -817,7 +776,7 @@ int nlpd_marian_tok_decode(const struct nlpd_marian_tok *t, const int32_t *ids, 
         }
         if (i > start) {
             size_t before = out.n;
-            if (parts && sb_add(&out, " ", 1) < 0) {
+            if (parts && nlpd_tok_sb_add(&out, " ", 1) < 0) {
                 rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
                 break;
             }
@@ -829,7 +788,7 @@ int nlpd_marian_tok_decode(const struct nlpd_marian_tok *t, const int32_t *ids, 
                 parts++;
         }
         if (!rc && i < nt) {
-            if ((parts && sb_add(&out, " ", 1) < 0) || sb_add(&out, tok[i], tl[i]) < 0)
+            if ((parts && nlpd_tok_sb_add(&out, " ", 1) < 0) || nlpd_tok_sb_add(&out, tok[i], tl[i]) < 0)
                 rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
             parts++;
         }
