@@ -11,6 +11,8 @@ PKGS="build-essential pkg-config"
 PKGS="$PKGS clang-format"
 # perl (full, not perl-base): scripts/gen-man.sh escapes the man pages' text with Unicode::Normalize.
 PKGS="$PKGS perl"
+# man-db (and groff-base with it): tests read the generated man pages as `man` does.
+PKGS="$PKGS man-db"
 # Daemon libraries: config file, JSON, Unicode case mapping, SHA-256 of models (libcrypto), Kafka, Avro, Redis client, event loop, sd_notify.
 PKGS="$PKGS libconfig-dev libjansson-dev libutf8proc-dev libssl-dev librdkafka-dev libavro-dev libhiredis-dev libevent-dev libsystemd-dev"
 # libcurl (OpenSSL flavour, the TLS library nlpd already links): the HTTP client of the Schema Registry support
