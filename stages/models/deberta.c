@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "safetensors.h"
 #include "weights.h"
 
@@ -469,12 +470,7 @@ static size_t ws_floats(const struct nlpd_deberta *m, int B, int S, size_t *offs
     size_t sizes[WS_PARTS] = {
         T * H, T * 3 * H, T * H, T * H + H,     T * I, m->E != m->H ? T * (size_t)m->E : 1, (size_t)B * m->P, T * L, T,
         T,     T,         T,     2 * (size_t)S, T};
-    size_t o = 0;
-    for (int i = 0; i < WS_PARTS; i++) {
-        offs[i] = o;
-        o += (sizes[i] + 15) & ~(size_t)15;
-    }
-    return o;
+    return nlpd_ws_layout(sizes, WS_PARTS, offs);
 }
 
 static int ws_reserve(const struct nlpd_deberta *m, struct nlpd_deberta_ws *ws, int B, int S, struct nlpd_error *err)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "deberta.h"
+#include "grow.h"
 #include "safetensors.h"
 #include "weights.h"
 
@@ -345,12 +346,7 @@ static size_t ws_floats(const struct nlpd_encoder *enc, int B, int S, size_t *of
     size_t T = (size_t)B * S, H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     size_t L = enc->num_labels ? (size_t)enc->num_labels : 1;
     size_t sizes[12] = {T * H, T * 3 * H, T * H, T * H, T * I, (size_t)S * S, (size_t)B * H, T * L, T, T, T, T};
-    size_t o = 0;
-    for (int i = 0; i < 12; i++) {
-        offs[i] = o;
-        o += (sizes[i] + 15) & ~(size_t)15;
-    }
-    return o;
+    return nlpd_ws_layout(sizes, 12, offs);
 }
 
 static int ws_reserve(const struct nlpd_encoder *enc, struct nlpd_encoder_ws *ws, int B, int S, struct nlpd_error *err)

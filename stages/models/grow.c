@@ -24,3 +24,13 @@ int nlpd_grow(void **p, size_t *cap, size_t need, size_t elem)
     *cap = c;
     return 0;
 }
+
+size_t nlpd_ws_layout(const size_t *sizes, size_t n, size_t *offs)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        offs[i] = o;
+        o += (sizes[i] + 15) & ~(size_t)15;
+    }
+    return o;
+}

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "hf_config.h"
 #include "safetensors.h"
 #include "weights.h"
@@ -541,14 +542,9 @@ static size_t al16(size_t n)
 
 static int32_t *host_ints(struct nlpd_s2s_ws *ws, size_t n, struct nlpd_error *err)
 {
-    if (n > ws->host_cap) {
-        int32_t *h = realloc(ws->host, n * sizeof *h);
-        if (!h) {
-            nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
-            return NULL;
-        }
-        ws->host = h;
-        ws->host_cap = n;
+    if (nlpd_grow((void **)&ws->host, &ws->host_cap, n, sizeof *ws->host)) {
+        nlpd_error_set(err, NLPD_ENOMEM, 0, "out of memory");
+        return NULL;
     }
     return ws->host;
 }
