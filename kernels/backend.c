@@ -452,11 +452,41 @@ int nlpd_backend_download(const struct nlpd_buffer *buf, size_t offset, void *ds
     return log_failure(nlpd_backend_download_err(buf, offset, dst, n, &e), &e);
 }
 
+/* The op's activation types that are not fp32 (see struct nlpd_op_matmul): each must be the backend's act_dtype. */
+static int act_types_ok(const struct nlpd_backend *be, const struct nlpd_op *op, enum nlpd_dtype *bad)
+{
+    enum nlpd_dtype t[2] = {NLPD_DTYPE_F32, NLPD_DTYPE_F32};
+    switch (op->kind) {
+    case NLPD_OP_MATMUL:
+        t[0] = op->u.matmul.a_type;
+        t[1] = op->u.matmul.c_type;
+        break;
+    case NLPD_OP_BIAS_ACT: t[0] = op->u.bias_act.x_type; break;
+    case NLPD_OP_LAYER_NORM: t[0] = op->u.layer_norm.io_type; break;
+    case NLPD_OP_ATTENTION: t[0] = op->u.attention.io_type; break;
+    case NLPD_OP_EMBED: t[0] = op->u.embed.out_type; break;
+    default: break;
+    }
+    for (int i = 0; i < 2; i++)
+        if (t[i] != NLPD_DTYPE_F32 && (t[i] != be->act_dtype || t[i] == NLPD_DTYPE_INT8)) {
+            *bad = t[i];
+            return 0;
+        }
+    return 1;
+}
+
 int nlpd_backend_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err)
 {
     if (!nlpd_backend_supports(be, op->kind))
         return nlpd_error_set(err, NLPD_EINVAL, 0, "backend %s does not support op %s (%d)", be->ops->name,
                               nlpd_op_kind_name(op->kind), (int)op->kind);
+    enum nlpd_dtype bad;
+    if (!act_types_ok(be, op, &bad))
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "backend %s: op %s with %s activations (this backend takes %s)",
+                              be->ops->name, nlpd_op_kind_name(op->kind), nlpd_dtype_name(bad),
+                              be->act_dtype == NLPD_DTYPE_F32
+                                  ? "fp32 only"
+                                  : (be->act_dtype == NLPD_DTYPE_F16 ? "fp32 or fp16" : "fp32 or bf16"));
     return be->ops->run(be, op, err);
 }
 
@@ -474,6 +504,11 @@ void nlpd_backend_buffer_free(struct nlpd_buffer *buf)
 const char *nlpd_backend_name(const struct nlpd_backend *be)
 {
     return be->ops->name;
+}
+
+enum nlpd_dtype nlpd_backend_act_dtype(const struct nlpd_backend *be)
+{
+    return be->act_dtype;
 }
 
 enum nlpd_dtype nlpd_backend_dtype(const struct nlpd_backend *be)

@@ -48,7 +48,8 @@ struct nlpd_backend {
     /* Which backend was chosen and why ("kernels.backend = cpu"; "auto: no CUDA driver (...)"; the CUDA device),
      * filled by nlpd_backend_new / nlpd_backend_new_opts. */
     char reason[NLPD_BACKEND_REASON_MAX];
-    enum nlpd_dtype dtype; /* what weight products compute in (fp32 after a fallback); set by the constructors */
+    enum nlpd_dtype dtype;     /* what weight products compute in (fp32 after a fallback); set by the constructors */
+    enum nlpd_dtype act_dtype; /* activation operands accepted besides fp32 (nlpd_backend_act_dtype); 0 = fp32 only */
 };
 
 #endif

@@ -92,6 +92,12 @@ enum nlpd_op_kind {
     NLPD_OP_COUNT
 };
 
+/* Activation element types. An op's *_type fields name how its activation operands (never weights, biases, ids or
+ * masks) are stored: NLPD_DTYPE_F32 (0, the default of a zeroed descriptor) is fp32; NLPD_DTYPE_F16/BF16 are
+ * 2-byte elements at the same address (the pointer keeps its float * type; strides stay in elements), accepted
+ * only by a backend whose nlpd_backend_act_dtype() is that type, so a model keeps activations in half precision
+ * between ops instead of converting around each product. nlpd_backend_run refuses any other combination. Compute
+ * stays fp32 inside every op (accumulation, layer-norm statistics, softmax). */
 struct nlpd_op_matmul {
     float *c;
     const float *a, *b, *bias; /* bias may be NULL */
@@ -99,6 +105,7 @@ struct nlpd_op_matmul {
     int lda, ldb, ldc; /* row strides in elements */
     int trans_b;
     enum nlpd_act act;
+    enum nlpd_dtype a_type, c_type; /* activation types of a and c */
 };
 
 struct nlpd_op_bias_act {
@@ -106,7 +113,8 @@ struct nlpd_op_bias_act {
     const float *bias; /* may be NULL */
     int rows, cols, ld;
     enum nlpd_act act;
-    const float *residual; /* [rows, cols] at row stride ld, added last; may be NULL (pre-norm residual adds) */
+    const float *residual;  /* [rows, cols] at row stride ld, added last; may be NULL (pre-norm residual adds) */
+    enum nlpd_dtype x_type; /* x and residual */
 };
 
 struct nlpd_op_layer_norm {
@@ -117,6 +125,7 @@ struct nlpd_op_layer_norm {
     const float *gamma, *beta; /* [cols] */
     int rows, cols;
     float eps;
+    enum nlpd_dtype io_type; /* x, residual and y */
 };
 
 struct nlpd_op_softmax {
@@ -136,6 +145,7 @@ struct nlpd_op_attention {
     float scale;    /* usually 1/sqrt(head_dim) */
     float *scratch; /* CPU backend: seq*seq floats from the caller's workspace; NULL = allocated per call */
     size_t scratch_floats;
+    enum nlpd_dtype io_type; /* qkv and out */
 };
 
 struct nlpd_op_embed {
@@ -144,6 +154,7 @@ struct nlpd_op_embed {
     const int32_t *ids, *pos_ids, *type_ids; /* pos/type NULL: that table is skipped; ids are range-checked */
     int tokens, dim, n_word, n_pos, n_type;
     float word_scale; /* multiplies the word vector (Marian's sqrt(d_model)); 0 means 1 */
+    enum nlpd_dtype out_type;
 };
 
 /* Query row (b, i) is row b*q_len + i of q, for b < batch, i < q_len; it reads kv batch j = kv_map[b] (b when
@@ -290,6 +301,9 @@ struct nlpd_backend *nlpd_backend_cpu_new(int threads, struct nlpd_error *err);
 struct nlpd_backend *nlpd_backend_cpu_new_opts(const struct nlpd_backend_opts *o, struct nlpd_error *err);
 /* The dtype a backend computes weight products in (fp32 after a fallback). */
 enum nlpd_dtype nlpd_backend_dtype(const struct nlpd_backend *be);
+/* The activation type the backend's ops accept besides fp32 (see struct nlpd_op_matmul): fp32 for the CPU
+ * backend; the CUDA backend's fp16/bf16 when it keeps activations in half precision. */
+enum nlpd_dtype nlpd_backend_act_dtype(const struct nlpd_backend *be);
 void nlpd_backend_free(struct nlpd_backend *be);
 /* be->reason. */
 const char *nlpd_backend_reason(const struct nlpd_backend *be);

@@ -51,7 +51,7 @@ int main(void)
         double t[3][RUNS];
         for (int r = 0; r < RUNS; r++) {
             double t0 = now();
-            struct nlpd_op_layer_norm ln = {y, x, bias, res, g, b, rows, H, 1e-12f};
+            struct nlpd_op_layer_norm ln = {y, x, bias, res, g, b, rows, H, 1e-12f, NLPD_DTYPE_F32};
             nlpd_cpu_layer_norm(&ln);
             double t1 = now();
             nlpd_cpu_act(ffn, (size_t)rows * F, NLPD_ACT_GELU);

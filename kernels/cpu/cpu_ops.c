@@ -368,7 +368,7 @@ void nlpd_cpu_matmul(const struct nlpd_op_matmul *p)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, p->trans_b ? CblasTrans : CblasNoTrans, p->m, p->n, p->k, 1.0f, p->a,
                     p->lda, p->b, p->ldb, 0.0f, p->c, p->ldc);
     }
-    struct nlpd_op_bias_act ba = {p->c, p->bias, p->m, p->n, p->ldc, p->act, NULL};
+    struct nlpd_op_bias_act ba = {p->c, p->bias, p->m, p->n, p->ldc, p->act, NULL, NLPD_DTYPE_F32};
     nlpd_cpu_bias_act(&ba);
 }
 

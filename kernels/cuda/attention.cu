@@ -144,15 +144,15 @@ static int run_pairs(struct cu_ctx *im, struct pair_geom g, struct mask_geom mg,
     g.scores = (float *)(im->scratch + ((chunk * ptr_bytes + 255) & ~(size_t)255));
     for (int p0 = 0; p0 < pairs; p0 += (int)chunk) {
         int np = pairs - p0 < (int)chunk ? pairs - p0 : (int)chunk;
-        k_pair_ptrs<<<(np + 127) / 128, 128, 0, im->stream>>>(ptrs, g, p0, np);
+        CU_LAUNCH(k_pair_ptrs, (np + 127) / 128, 128, 0, im->stream)(ptrs, g, p0, np);
         /* scores[i, t] (row-major, kv_len wide) = scale * q_i . k_t */
-        cublasStatus_t s = batched(im, CUBLAS_OP_T, g.kv_len, g.q_len, g.head_dim, scale, ptrs, (int)g.ld_kv,
-                                   ptrs + np, (int)g.ld_q, (void *const *)(ptrs + 2 * np), g.kv_len, np);
+        cublasStatus_t s = batched(im, CUBLAS_OP_T, g.kv_len, g.q_len, g.head_dim, scale, ptrs, (int)g.ld_kv, ptrs + np,
+                                   (int)g.ld_q, (void *const *)(ptrs + 2 * np), g.kv_len, np);
         if (s != CUBLAS_STATUS_SUCCESS)
             return cu_blas_fail(err, s, "attention scores");
         size_t rows = (size_t)np * g.q_len;
         int grid = cu_grid(im, rows, 4);
-        k_masked_softmax<<<grid, 128, 0, im->stream>>>(g.scores, mg, p0, np);
+        CU_LAUNCH(k_masked_softmax, grid, 128, 0, im->stream)(g.scores, mg, p0, np);
         /* out[i, d] = sum_t p[i, t] v[t, d] */
         s = batched(im, CUBLAS_OP_N, g.head_dim, g.q_len, g.kv_len, 1.0f, ptrs + 3 * np, (int)g.ld_kv, ptrs + 4 * np,
                     g.kv_len, (void *const *)(ptrs + 5 * np), (int)g.ld_out, np);
@@ -193,9 +193,9 @@ int cu_attention_kv(struct cu_ctx *im, const struct nlpd_op_attention_kv *p, str
         return 0;
     if (p->kv_len <= 0) { /* nothing to attend to */
         for (int b = 0; b < p->batch; b++) {
-            cudaError_t e = cudaMemset2DAsync(p->out + (size_t)b * p->q_len * p->ld_out, (size_t)p->ld_out * sizeof(float),
-                                              0, (size_t)p->heads * p->head_dim * sizeof(float), (size_t)p->q_len,
-                                              im->stream);
+            cudaError_t e =
+                cudaMemset2DAsync(p->out + (size_t)b * p->q_len * p->ld_out, (size_t)p->ld_out * sizeof(float), 0,
+                                  (size_t)p->heads * p->head_dim * sizeof(float), (size_t)p->q_len, im->stream);
             if (e != cudaSuccess)
                 return cu_fail(err, e, "attention");
         }

@@ -11,7 +11,7 @@
 #include "cuda_entry.h"
 #include "cuda_internal.h"
 
-#define CU_ALIGN 256
+#define CU_ALIGN         256
 #define CU_STAGING_BYTES ((size_t)16 << 20)
 #define CU_BLAS_WS_BYTES ((size_t)32 << 20)
 #define CU_DEFAULT_ARENA ((size_t)256 << 20)
@@ -126,7 +126,8 @@ static int publish_locked(struct cu_impl *im, struct cu_ctx *self, struct nlpd_e
             continue;
         pthread_mutex_lock(&c->mu);
         if (c->unpublished) {
-            if ((e = flush_uploads(c)) == cudaSuccess && (e = cudaEventRecord(c->pub_event, c->stream)) == cudaSuccess) {
+            if ((e = flush_uploads(c)) == cudaSuccess &&
+                (e = cudaEventRecord(c->pub_event, c->stream)) == cudaSuccess) {
                 c->unpublished = 0;
                 c->pub_recorded = 1;
             }
@@ -729,8 +730,8 @@ static int ctx_create(struct cu_impl *im, struct cu_ctx **out, struct nlpd_error
     if ((e = cudaMalloc((void **)&c->arena, want)) != cudaSuccess) {
         cudaGetLastError();
         rc = nlpd_error_set(err, NLPD_ENOMEM, 0,
-                            "cuda backend: cannot allocate the %zu MiB arena of a thread on device %d (%s)",
-                            want >> 20, im->device, cudaGetErrorName(e));
+                            "cuda backend: cannot allocate the %zu MiB arena of a thread on device %d (%s)", want >> 20,
+                            im->device, cudaGetErrorName(e));
         goto fail;
     }
     c->arena_size = want;

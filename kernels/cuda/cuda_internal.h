@@ -14,6 +14,15 @@ extern "C" {
 #include "nlpd_error.h"
 }
 
+/* Kernel launches go through CU_LAUNCH(kernel, grid, block, shared bytes, stream)(args...): nvcc's <<<...>>>, or
+ * under the host emulator (kernels/cuda/emul/, NLPD_CU_EMUL) a call that runs the grid on the CPU, so the same
+ * sources are tested without a GPU. */
+#ifdef NLPD_CU_EMUL
+#define CU_LAUNCH(kernel, grid, block, shmem, stream) cu_emul_launch(kernel, (grid), (block), (shmem), (stream))
+#else
+#define CU_LAUNCH(kernel, grid, block, shmem, stream) kernel<<<(grid), (block), (shmem), (stream)>>>
+#endif
+
 #define CU_ERR_SLOTS 256 /* device error words: one per op that can find bad indices, until a sync reads them */
 
 /* A weight buffer: its fp32 contents at base, and (dtype fp16/bf16) a 2-byte shadow with the same element

@@ -1,8 +1,8 @@
 /* LOG_SOFTMAX_TOPK on the GPU: one block per row. The row's max and sum of exp (fp32, tree-reduced) give its
  * log-sum-exp; then k passes, each a block-wide argmax over the entries ranked below the previous pick in the
  * CPU's order (value descending, column ascending, NaN as -inf), so the columns picked are the CPU's exactly and
- * only the log-sum-exp differs by rounding (a non-finite logit makes the row's values NaN). k * cols reads per row: for a 58k vocabulary and k = 8 about 2 MB,
- * against downloading 232 KB of logits per row to the host. */
+ * only the log-sum-exp differs by rounding (a non-finite logit makes the row's values NaN). k * cols reads per row: for
+ * a 58k vocabulary and k = 8 about 2 MB, against downloading 232 KB of logits per row to the host. */
 #include <float.h>
 #include <math.h>
 
@@ -119,7 +119,7 @@ int cu_log_softmax_topk(struct cu_ctx *im, const struct nlpd_op_log_softmax_topk
         return nlpd_error_set(err, NLPD_EINVAL, 0, "top-k: k %d out of range (1..%d, at most %d columns)", p->k,
                               NLPD_TOPK_MAX, p->cols);
     int grid = p->rows < im->sm_count * 8 ? p->rows : im->sm_count * 8;
-    k_log_softmax_topk<<<grid, TOPK_BLOCK, 0, im->stream>>>(*p);
+    CU_LAUNCH(k_log_softmax_topk, grid, TOPK_BLOCK, 0, im->stream)(*p);
     cudaError_t e = cudaGetLastError();
     return e == cudaSuccess ? 0 : cu_fail(err, e, "log-softmax top-k");
 }

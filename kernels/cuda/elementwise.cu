@@ -50,8 +50,8 @@ int cu_bias_act(struct cu_ctx *im, const struct nlpd_op_bias_act *p, struct nlpd
     if ((!p->bias && p->act == NLPD_ACT_NONE && !p->residual) || p->rows <= 0 || p->cols <= 0)
         return 0;
     size_t n = (size_t)p->rows * (size_t)p->cols;
-    k_bias_act<<<cu_grid(im, n, 256), 256, 0, im->stream>>>(p->x, p->bias, p->residual, p->rows, p->cols, (size_t)p->ld,
-                                                            (int)p->act);
+    CU_LAUNCH(k_bias_act, cu_grid(im, n, 256), 256, 0, im->stream)
+    (p->x, p->bias, p->residual, p->rows, p->cols, (size_t)p->ld, (int)p->act);
     return launched(err, "bias + activation");
 }
 
@@ -122,8 +122,8 @@ int cu_layer_norm(struct cu_ctx *im, const struct nlpd_op_layer_norm *p, struct 
 {
     if (p->rows <= 0 || p->cols <= 0)
         return 0;
-    k_layer_norm<<<p->rows, row_block(p->cols), 0, im->stream>>>(p->y, p->x, p->bias, p->residual, p->gamma,
-                                                                 p->beta, p->cols, p->eps);
+    CU_LAUNCH(k_layer_norm, p->rows, row_block(p->cols), 0, im->stream)
+    (p->y, p->x, p->bias, p->residual, p->gamma, p->beta, p->cols, p->eps);
     return launched(err, "layer norm");
 }
 
@@ -152,7 +152,7 @@ int cu_softmax(struct cu_ctx *im, const struct nlpd_op_softmax *p, struct nlpd_e
 {
     if (p->rows <= 0 || p->cols <= 0)
         return 0;
-    k_softmax<<<p->rows, row_block(p->cols), 0, im->stream>>>(p->x, p->cols, (size_t)p->ld);
+    CU_LAUNCH(k_softmax, p->rows, row_block(p->cols), 0, im->stream)(p->x, p->cols, (size_t)p->ld);
     return launched(err, "softmax");
 }
 
@@ -226,9 +226,9 @@ int cu_embed(struct cu_ctx *im, const struct nlpd_op_embed *p, struct nlpd_error
     if (slot < 0)
         return slot;
     int grid = p->tokens < im->sm_count * 64 ? p->tokens : im->sm_count * 64;
-    k_embed<<<grid, row_block(p->dim), 0, im->stream>>>(p->out, p->word, p->pos, p->type, p->ids, p->pos_ids,
-                                                        p->type_ids, p->tokens, p->dim, p->n_word, p->n_pos, p->n_type,
-                                                        p->word_scale, im->d_err + slot);
+    CU_LAUNCH(k_embed, grid, row_block(p->dim), 0, im->stream)
+    (p->out, p->word, p->pos, p->type, p->ids, p->pos_ids, p->type_ids, p->tokens, p->dim, p->n_word, p->n_pos,
+     p->n_type, p->word_scale, im->d_err + slot);
     return launched(err, "embedding");
 }
 
@@ -259,7 +259,7 @@ int cu_gather_rows(struct cu_ctx *im, const struct nlpd_op_gather_rows *p, struc
     if (slot < 0)
         return slot;
     int grid = p->rows < im->sm_count * 64 ? p->rows : im->sm_count * 64;
-    k_gather_rows<<<grid, row_block(p->cols > 0 ? p->cols : 1), 0, im->stream>>>(
-        p->dst, p->src, p->idx, p->rows, p->cols, p->src_rows, p->ld_dst, p->ld_src, im->d_err + slot);
+    CU_LAUNCH(k_gather_rows, grid, row_block(p->cols > 0 ? p->cols : 1), 0, im->stream)
+    (p->dst, p->src, p->idx, p->rows, p->cols, p->src_rows, p->ld_dst, p->ld_src, im->d_err + slot);
     return launched(err, "row gather");
 }

@@ -19,8 +19,7 @@ template <> __device__ __forceinline__ __nv_bfloat16 cvt<__nv_bfloat16>(float x)
 }
 
 /* dst[r * cols + c] = src[r * ld + c] */
-template <typename T>
-__global__ void k_to_half(T *dst, const float *src, size_t rows, size_t cols, size_t ld)
+template <typename T> __global__ void k_to_half(T *dst, const float *src, size_t rows, size_t cols, size_t ld)
 {
     size_t n = rows * cols;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
@@ -36,9 +35,9 @@ static int to_half(struct cu_ctx *im, void *dst, const float *src, size_t rows, 
         return 0;
     int grid = cu_grid(im, rows * cols, 256);
     if (im->dtype == NLPD_DTYPE_BF16)
-        k_to_half<__nv_bfloat16><<<grid, 256, 0, im->stream>>>((__nv_bfloat16 *)dst, src, rows, cols, ld);
+        CU_LAUNCH(k_to_half<__nv_bfloat16>, grid, 256, 0, im->stream)((__nv_bfloat16 *)dst, src, rows, cols, ld);
     else
-        k_to_half<__half><<<grid, 256, 0, im->stream>>>((__half *)dst, src, rows, cols, ld);
+        CU_LAUNCH(k_to_half<__half>, grid, 256, 0, im->stream)((__half *)dst, src, rows, cols, ld);
     cudaError_t e = cudaGetLastError();
     return e == cudaSuccess ? 0 : cu_fail(err, e, "converting to half precision");
 }
@@ -76,8 +75,8 @@ int cu_matmul(struct cu_ctx *im, const struct nlpd_op_matmul *p, struct nlpd_err
                 int mc = p->m - r0;
                 if ((size_t)mc > max_rows)
                     mc = (int)max_rows;
-                if ((rc = to_half(im, im->scratch, p->a + (size_t)r0 * p->lda, (size_t)mc, (size_t)p->k,
-                                  (size_t)p->lda, err)))
+                if ((rc = to_half(im, im->scratch, p->a + (size_t)r0 * p->lda, (size_t)mc, (size_t)p->k, (size_t)p->lda,
+                                  err)))
                     return rc;
                 s = cublasGemmEx(im->blas, opb, CUBLAS_OP_N, p->n, mc, p->k, &one, bh, ht, p->ldb, im->scratch, ht,
                                  p->k, &zero, p->c + (size_t)r0 * p->ldc, CUDA_R_32F, p->ldc, CUBLAS_COMPUTE_32F,
@@ -95,6 +94,6 @@ int cu_matmul(struct cu_ctx *im, const struct nlpd_op_matmul *p, struct nlpd_err
     }
     if (!p->bias && p->act == NLPD_ACT_NONE)
         return 0;
-    struct nlpd_op_bias_act ba = {p->c, p->bias, p->m, p->n, p->ldc, p->act, NULL};
+    struct nlpd_op_bias_act ba = {p->c, p->bias, p->m, p->n, p->ldc, p->act, NULL, NLPD_DTYPE_F32};
     return cu_bias_act(im, &ba, err);
 }

@@ -203,12 +203,34 @@ static void matmul_case_ld(struct nlpd_backend *g, int weights, int m, int n, in
     struct pair *wp = weights ? &w : &p;
     size_t b = put_rand(wp, brows * ldb + boff, 1.0f) + boff * 4, bs = put_rand(wp, (size_t)n, 1.0f);
     struct nlpd_op oc = {.kind = NLPD_OP_MATMUL}, og = oc;
-    oc.u.matmul = (struct nlpd_op_matmul){
-        F(&p.c, c), F(&p.c, a), F(&wp->c, b), bias ? F(&wp->c, bs) : NULL, m, n, k, (int)lda, (int)ldb,
-        (int)ldc,   trans_b,    act};
-    og.u.matmul = (struct nlpd_op_matmul){
-        F(&p.g, c), F(&p.g, a), F(&wp->g, b), bias ? F(&wp->g, bs) : NULL, m, n, k, (int)lda, (int)ldb,
-        (int)ldc,   trans_b,    act};
+    oc.u.matmul = (struct nlpd_op_matmul){F(&p.c, c),
+                                          F(&p.c, a),
+                                          F(&wp->c, b),
+                                          bias ? F(&wp->c, bs) : NULL,
+                                          m,
+                                          n,
+                                          k,
+                                          (int)lda,
+                                          (int)ldb,
+                                          (int)ldc,
+                                          trans_b,
+                                          act,
+                                          NLPD_DTYPE_F32,
+                                          NLPD_DTYPE_F32};
+    og.u.matmul = (struct nlpd_op_matmul){F(&p.g, c),
+                                          F(&p.g, a),
+                                          F(&wp->g, b),
+                                          bias ? F(&wp->g, bs) : NULL,
+                                          m,
+                                          n,
+                                          k,
+                                          (int)lda,
+                                          (int)ldb,
+                                          (int)ldc,
+                                          trans_b,
+                                          act,
+                                          NLPD_DTYPE_F32,
+                                          NLPD_DTYPE_F32};
     char what[128];
     snprintf(what, sizeof what, "matmul %dx%dx%d tb%d lda %zu ldb %zu ldc %zu boff %zu act%d w%d", m, n, k, trans_b,
              lda, ldb, ldc, boff, (int)act, weights);
@@ -276,7 +298,8 @@ static void test_tf32(void)
     CHECK(nlpd_backend_upload_err(&buf, 0, h, (na + nb) * sizeof *h, &err) == 0);
     struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
     float *base = (float *)buf.ptr;
-    op.u.matmul = (struct nlpd_op_matmul){base + na + nb, base, base + na, NULL, m, n, k, k, n, n, 0, NLPD_ACT_NONE};
+    op.u.matmul = (struct nlpd_op_matmul){base + na + nb, base,           base + na,     NULL, m, n, k, k, n, n, 0,
+                                          NLPD_ACT_NONE,  NLPD_DTYPE_F32, NLPD_DTYPE_F32};
     CHECK(nlpd_backend_run(t, &op, &err) == 0 && nlpd_backend_sync(t, &err) == 0);
     CHECK(nlpd_backend_download_err(&buf, (na + nb) * sizeof *h, h + na + nb, nc * sizeof *h, &err) == 0);
     int bad = 0;
@@ -321,10 +344,12 @@ static void test_bias_act(void)
                     size_t x = put_rand(&p, (size_t)rows * ld, 4.0f), b = put_rand(&p, (size_t)cols, 1.0f);
                     size_t r = put_rand(&p, (size_t)rows * ld, 2.0f);
                     struct nlpd_op oc = {.kind = NLPD_OP_BIAS_ACT}, og = oc;
-                    oc.u.bias_act = (struct nlpd_op_bias_act){F(&p.c, x), bias ? F(&p.c, b) : NULL, rows, cols, ld,
-                                                              acts[i],    res ? F(&p.c, r) : NULL};
-                    og.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), bias ? F(&p.g, b) : NULL, rows, cols, ld,
-                                                              acts[i],    res ? F(&p.g, r) : NULL};
+                    oc.u.bias_act =
+                        (struct nlpd_op_bias_act){F(&p.c, x), bias ? F(&p.c, b) : NULL, rows,          cols, ld,
+                                                  acts[i],    res ? F(&p.c, r) : NULL,  NLPD_DTYPE_F32};
+                    og.u.bias_act =
+                        (struct nlpd_op_bias_act){F(&p.g, x), bias ? F(&p.g, b) : NULL, rows,          cols, ld,
+                                                  acts[i],    res ? F(&p.g, r) : NULL,  NLPD_DTYPE_F32};
                     if (!run2(&p, &oc, &og))
                         compare_out(&p, x, (size_t)rows, (size_t)ld, (size_t)ld, 1e-5, "bias_act");
                     pair_free(&p);
@@ -355,7 +380,8 @@ static void test_layer_norm(void)
                                                       F(&p.c, be),
                                                       rows,
                                                       cols,
-                                                      1e-12f};
+                                                      1e-12f,
+                                                      NLPD_DTYPE_F32};
         og.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.g, yo),
                                                       F(&p.g, x),
                                                       fused ? F(&p.g, b) : NULL,
@@ -364,7 +390,8 @@ static void test_layer_norm(void)
                                                       F(&p.g, be),
                                                       rows,
                                                       cols,
-                                                      1e-12f};
+                                                      1e-12f,
+                                                      NLPD_DTYPE_F32};
         if (!run2(&p, &oc, &og))
             compare_out(&p, yo, (size_t)rows, (size_t)cols, (size_t)cols, 1e-5, "layer_norm");
         pair_free(&p);
@@ -417,9 +444,19 @@ static void attention_case_shape(struct nlpd_backend *g, int B, int S, int NH, i
         size_t qkv = put_rand(&p, (size_t)B * S * ldq, 2.0f), out = put_rand(&p, (size_t)B * S * ldo, 1.0f);
         size_t m = put(&p, mask, (size_t)B * S * sizeof *mask);
         struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION}, og = oc;
-        oc.u.attention =
-            (struct nlpd_op_attention){F(&p.c, out), F(&p.c, qkv), with_mask ? I(&p.c, m) : NULL, B,    S, NH, D,
-                                       ldq,          ldo,          1.0f / sqrtf((float)D),        NULL, 0};
+        oc.u.attention = (struct nlpd_op_attention){F(&p.c, out),
+                                                    F(&p.c, qkv),
+                                                    with_mask ? I(&p.c, m) : NULL,
+                                                    B,
+                                                    S,
+                                                    NH,
+                                                    D,
+                                                    ldq,
+                                                    ldo,
+                                                    1.0f / sqrtf((float)D),
+                                                    NULL,
+                                                    0,
+                                                    NLPD_DTYPE_F32};
         og.u.attention = oc.u.attention;
         og.u.attention.out = F(&p.g, out);
         og.u.attention.qkv = F(&p.g, qkv);
@@ -588,7 +625,8 @@ static void test_embed(void)
                                             NW,
                                             NP,
                                             NT,
-                                            scale};
+                                            scale,
+                                            NLPD_DTYPE_F32};
         og.u.embed = (struct nlpd_op_embed){F(&p.g, out),
                                             F(&p.g, w),
                                             use_pos ? F(&p.g, ps) : NULL,
@@ -601,7 +639,8 @@ static void test_embed(void)
                                             NW,
                                             NP,
                                             NT,
-                                            scale};
+                                            scale,
+                                            NLPD_DTYPE_F32};
         if (!run2(&p, &oc, &og))
             compare_out(&p, out, (size_t)T, (size_t)D, (size_t)D, 1e-7, "embed"); /* same order of operations */
         pair_free(&p);
@@ -647,11 +686,11 @@ static void test_bad_indices(void)
         size_t i2 = put(&p, cases[c][2], sizeof cases[c][2]);
         struct nlpd_op oc = {.kind = NLPD_OP_EMBED}, og = oc;
         oc.u.embed = (struct nlpd_op_embed){
-            F(&p.c, out), F(&p.c, w), F(&p.c, ps), F(&p.c, ty), I(&p.c, i0), I(&p.c, i1), I(&p.c, i2), T, D,
-            10,           6,          2,           0.0f};
+            F(&p.c, out), F(&p.c, w), F(&p.c, ps), F(&p.c, ty), I(&p.c, i0),   I(&p.c, i1), I(&p.c, i2), T, D,
+            10,           6,          2,           0.0f,        NLPD_DTYPE_F32};
         og.u.embed = (struct nlpd_op_embed){
-            F(&p.g, out), F(&p.g, w), F(&p.g, ps), F(&p.g, ty), I(&p.g, i0), I(&p.g, i1), I(&p.g, i2), T, D,
-            10,           6,          2,           0.0f};
+            F(&p.g, out), F(&p.g, w), F(&p.g, ps), F(&p.g, ty), I(&p.g, i0),   I(&p.g, i1), I(&p.g, i2), T, D,
+            10,           6,          2,           0.0f,        NLPD_DTYPE_F32};
         expect_same_error(&p, &oc, &og);
     }
     int32_t idx[4] = {1, 5, 0, 9};
@@ -664,9 +703,9 @@ static void test_bad_indices(void)
     int32_t good[6] = {1, 2, 3, 4, 5, 6}, z[6] = {0};
     size_t g0 = put(&p, good, sizeof good), g1 = put(&p, z, sizeof z);
     struct nlpd_op e = {.kind = NLPD_OP_EMBED};
-    e.u.embed = (struct nlpd_op_embed){F(&p.g, out), F(&p.g, w), F(&p.g, ps), F(&p.g, ty), I(&p.g, g0), I(&p.g, g1),
-                                       I(&p.g, g1),  T,          D,           10,          6,           2,
-                                       0.0f};
+    e.u.embed = (struct nlpd_op_embed){
+        F(&p.g, out), F(&p.g, w), F(&p.g, ps), F(&p.g, ty), I(&p.g, g0),   I(&p.g, g1), I(&p.g, g1), T, D,
+        10,           6,          2,           0.0f,        NLPD_DTYPE_F32};
     struct nlpd_error err = {0};
     /* a bad id belongs to the batch that queued it: the download of its results reports it (CUDA), or the run did
      * (CPU); the thread's next batch is clean (issue 20: it used to surface there) */
@@ -905,7 +944,9 @@ static void *th_worker(void *arg)
                                               TH_N_COLS,
                                               TH_N_COLS,
                                               0,
-                                              NLPD_ACT_NONE};
+                                              NLPD_ACT_NONE,
+                                              NLPD_DTYPE_F32,
+                                              NLPD_DTYPE_F32};
         if ((j->rc = nlpd_backend_upload(&b, ao, j->a[it], an)) || (j->rc = nlpd_backend_run(j->be, &op, &err)) ||
             (j->rc = nlpd_backend_download(&b, co, j->c[it], cn)))
             fprintf(stderr, "  worker: %s\n", err.message);
@@ -953,8 +994,9 @@ static void threads_case(struct nlpd_backend *g, double tol)
         for (int it = 0; it < TH_ITERS && !jobs[i].rc; it++) {
             CHECK(nlpd_backend_upload(&ref, 0, jobs[i].a[it], sizeof jobs[i].a[it]) == 0);
             struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
-            op.u.matmul = (struct nlpd_op_matmul){rc_,  ref.ptr, wc.ptr,    NULL,      TH_M, TH_N_COLS,
-                                                  TH_K, TH_K,    TH_N_COLS, TH_N_COLS, 0,    NLPD_ACT_NONE};
+            op.u.matmul = (struct nlpd_op_matmul){rc_,       ref.ptr,       wc.ptr,         NULL,          TH_M,
+                                                  TH_N_COLS, TH_K,          TH_K,           TH_N_COLS,     TH_N_COLS,
+                                                  0,         NLPD_ACT_NONE, NLPD_DTYPE_F32, NLPD_DTYPE_F32};
             CHECK(nlpd_backend_run(cpu, &op, &err) == 0 && nlpd_backend_sync(cpu, &err) == 0);
             double mx = 0;
             for (int e = 0; e < TH_M * TH_N_COLS; e++)

@@ -120,7 +120,7 @@ static void check_bias_act_residual(void)
                 want[r * ld + c] = v;
             }
         struct nlpd_op op = {.kind = NLPD_OP_BIAS_ACT};
-        op.u.bias_act = (struct nlpd_op_bias_act){y, bias, rows, cols, ld, act, res};
+        op.u.bias_act = (struct nlpd_op_bias_act){y, bias, rows, cols, ld, act, res, NLPD_DTYPE_F32};
         run_op(&op);
         int bad = 0;
         for (int i = 0; i < rows * ld; i++)
@@ -128,7 +128,7 @@ static void check_bias_act_residual(void)
         CHECK(bad == 0);
         /* no bias, no activation: the residual alone is still added */
         memcpy(y, x, sizeof y);
-        op.u.bias_act = (struct nlpd_op_bias_act){y, NULL, rows, cols, ld, NLPD_ACT_NONE, res};
+        op.u.bias_act = (struct nlpd_op_bias_act){y, NULL, rows, cols, ld, NLPD_ACT_NONE, res, NLPD_DTYPE_F32};
         run_op(&op);
         CHECK(y[0] == x[0] + res[0] && y[ld + 3] == x[ld + 3] + res[ld + 3] && y[cols] == x[cols]);
     }
@@ -144,8 +144,20 @@ static void check_matmul(void)
                 float *a = rnd((size_t)m * k, -1, 1), *b = rnd((size_t)n * k, -1, 1), *bias = rnd((size_t)n, -1, 1);
                 float *c = rnd((size_t)m * n, 100, 200); /* garbage that must be overwritten */
                 struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
-                op.u.matmul = (struct nlpd_op_matmul){c,          a, b,  act % 2 ? bias : NULL, m, n, k, k,
-                                                      tb ? k : n, n, tb, (enum nlpd_act)act};
+                op.u.matmul = (struct nlpd_op_matmul){c,
+                                                      a,
+                                                      b,
+                                                      act % 2 ? bias : NULL,
+                                                      m,
+                                                      n,
+                                                      k,
+                                                      k,
+                                                      tb ? k : n,
+                                                      n,
+                                                      tb,
+                                                      (enum nlpd_act)act,
+                                                      NLPD_DTYPE_F32,
+                                                      NLPD_DTYPE_F32};
                 run_op(&op);
                 int bad = 0;
                 for (int i = 0; i < m; i++)
@@ -183,8 +195,8 @@ static void check_layer_norm(void)
             float *dst = variant == 2 ? res : y;
             float *res_copy = malloc((size_t)rows * n * 4);
             memcpy(res_copy, res, (size_t)rows * n * 4);
-            op.u.layer_norm =
-                (struct nlpd_op_layer_norm){dst, x, variant ? bias : NULL, variant ? res : NULL, g, b, rows, n, 1e-5f};
+            op.u.layer_norm = (struct nlpd_op_layer_norm){
+                dst, x, variant ? bias : NULL, variant ? res : NULL, g, b, rows, n, 1e-5f, NLPD_DTYPE_F32};
             run_op(&op);
             int bad = 0;
             for (int r = 0; r < rows; r++) {
@@ -283,7 +295,8 @@ static void check_attention(void)
                                                     H,
                                                     1.0f / sqrtf((float)D),
                                                     with_scratch ? scratch : NULL,
-                                                    with_scratch ? 49 : 0};
+                                                    with_scratch ? 49 : 0,
+                                                    NLPD_DTYPE_F32};
         run_op(&op);
         int bad = 0;
         for (int b = 0; b < B; b++)
@@ -437,7 +450,7 @@ static void check_embed(void)
     float out[5 * 9];
     int32_t ids[5] = {0, 10, 3, 3, 7}, pos[5] = {0, 1, 2, 5, 4}, types[5] = {0, 1, 1, 0, 1};
     struct nlpd_op op = {.kind = NLPD_OP_EMBED};
-    op.u.embed = (struct nlpd_op_embed){out, w, p, ty, ids, pos, types, T, D, V, P, TY, 0.0f};
+    op.u.embed = (struct nlpd_op_embed){out, w, p, ty, ids, pos, types, T, D, V, P, TY, 0.0f, NLPD_DTYPE_F32};
     run_op(&op);
     int bad = 0;
     for (int t = 0; t < T; t++)
@@ -738,6 +751,30 @@ static void test_conversions(void)
     CHECK(out[0] == -2.0f && out[1] == 1.0f);
 }
 
+/* Half-precision activation operands go only to a backend that keeps them (nlpd_backend_act_dtype): the CPU
+ * backend refuses them by name instead of reading 2-byte elements as floats. */
+static void test_act_types(void)
+{
+    CHECK(nlpd_backend_act_dtype(be) == NLPD_DTYPE_F32);
+    float a[4] = {1, 2, 3, 4}, b[4] = {1, 0, 0, 1}, c[4] = {0};
+    struct nlpd_error err = {0};
+    struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
+    op.u.matmul = (struct nlpd_op_matmul){.c = c, .a = a, .b = b, .m = 2, .n = 2, .k = 2, .lda = 2, .ldb = 2, .ldc = 2};
+    CHECK(nlpd_backend_run(be, &op, &err) == 0 && c[3] == 4.0f);
+    op.u.matmul.a_type = NLPD_DTYPE_F16;
+    c[3] = 0;
+    CHECK(nlpd_backend_run(be, &op, &err) == NLPD_EINVAL && c[3] == 0.0f);
+    CHECK(strstr(err.message, "matmul with fp16 activations") && strstr(err.message, "fp32 only"));
+    op.u.matmul.a_type = NLPD_DTYPE_F32;
+    op.u.matmul.c_type = NLPD_DTYPE_BF16;
+    CHECK(nlpd_backend_run(be, &op, &err) == NLPD_EINVAL && strstr(err.message, "bf16 activations"));
+    float g[2] = {1, 1}, z[2] = {0, 0};
+    op = (struct nlpd_op){.kind = NLPD_OP_LAYER_NORM};
+    op.u.layer_norm = (struct nlpd_op_layer_norm){
+        .y = c, .x = a, .gamma = g, .beta = z, .rows = 2, .cols = 2, .eps = 1e-5f, .io_type = NLPD_DTYPE_F16};
+    CHECK(nlpd_backend_run(be, &op, &err) == NLPD_EINVAL && strstr(err.message, "layer_norm"));
+}
+
 int main(void)
 {
     struct nlpd_error err = {0};
@@ -751,6 +788,7 @@ int main(void)
     RUN(test_ops_scalar);
     RUN(test_backend_vtable);
     RUN(test_conversions);
+    RUN(test_act_types);
     nlpd_backend_free(be);
     return TEST_REPORT();
 }
