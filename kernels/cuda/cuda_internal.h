@@ -19,8 +19,13 @@ extern "C" {
  * sources are tested without a GPU. */
 #ifdef NLPD_CU_EMUL
 #define CU_LAUNCH(kernel, grid, block, shmem, stream) cu_emul_launch(kernel, (grid), (block), (shmem), (stream))
+#define CU_DYN_SHARED(type, name)                     type *name = (type *)cu_emul_dyn_shared()
 #else
 #define CU_LAUNCH(kernel, grid, block, shmem, stream) kernel<<<(grid), (block), (shmem), (stream)>>>
+/* the block's dynamic shared memory (the launch's shmem bytes), 16-byte aligned */
+#define CU_DYN_SHARED(type, name)                                                                                      \
+    extern __shared__ __align__(16) unsigned char cu_dyn_shared_[];                                               \
+    type *name = (type *)cu_dyn_shared_
 #endif
 
 #define CU_ERR_SLOTS 256 /* device error words: one per op that can find bad indices, until a sync reads them */
