@@ -87,7 +87,7 @@ enum nlpd_op_kind {
     NLPD_OP_ATTENTION_KV,     /* queries against separate key/value rows: decoder self-attention over a KV cache,
                                  cross-attention over encoder states */
     NLPD_OP_GATHER_ROWS,      /* dst[i] = src[idx[i]]: beam reordering and batch compaction of caches */
-    NLPD_OP_ATTENTION_REL,    /* DeBERTa-v2 disentangled self-attention (CPU backend only) */
+    NLPD_OP_ATTENTION_REL,    /* DeBERTa-v2 disentangled self-attention */
     NLPD_OP_LOG_SOFTMAX_TOPK, /* per row: the k best log-probabilities and their columns (decoding on the device) */
     NLPD_OP_COUNT
 };

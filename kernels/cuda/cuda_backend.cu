@@ -188,6 +188,9 @@ static void leave(struct cu_ctx *c)
 
 static int error_message(const struct cu_slot *s, unsigned long long key, struct nlpd_error *err)
 {
+    if (s->op == NLPD_OP_ATTENTION_REL) /* the CPU's message */
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "attention_rel: relative index %d out of order or range",
+                              (int)(uint32_t)(key & 0xffffffffu));
     if (s->op == NLPD_OP_GATHER_ROWS)
         return nlpd_error_set(err, NLPD_EINVAL, 0, "gather: row index %d out of range (%d rows)",
                               (int)(uint32_t)(key & 0xffffffffu), s->limit[0]);
@@ -303,7 +306,7 @@ int cu_weights_of(struct cu_ctx *c, const void *p, struct cu_weights *out, struc
 static int cu_supports(const struct nlpd_backend *be, enum nlpd_op_kind kind)
 {
     (void)be;
-    return kind >= 0 && kind < NLPD_OP_COUNT && kind != NLPD_OP_ATTENTION_REL; /* DeBERTa: CPU backend only */
+    return kind >= 0 && kind < NLPD_OP_COUNT;
 }
 
 static int alloc_common(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, int weights,
@@ -532,6 +535,7 @@ static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd
     case NLPD_OP_ATTENTION_KV: rc = cu_attention_kv(c, &op->u.attention_kv, err); break;
     case NLPD_OP_GATHER_ROWS: rc = cu_gather_rows(c, &op->u.gather_rows, err); break;
     case NLPD_OP_LOG_SOFTMAX_TOPK: rc = cu_log_softmax_topk(c, &op->u.topk, err); break;
+    case NLPD_OP_ATTENTION_REL: rc = cu_attention_rel(c, &op->u.attention_rel, err); break;
     default: rc = nlpd_error_set(err, NLPD_EINVAL, 0, "cuda backend: unknown op %d", (int)op->kind); break;
     }
     if (!rc) {

@@ -134,6 +134,7 @@ int cu_embed(struct cu_ctx *im, const struct nlpd_op_embed *p, struct nlpd_error
 int cu_gather_rows(struct cu_ctx *im, const struct nlpd_op_gather_rows *p, struct nlpd_error *err);
 int cu_attention(struct cu_ctx *im, const struct nlpd_op_attention *p, struct nlpd_error *err);
 int cu_attention_kv(struct cu_ctx *im, const struct nlpd_op_attention_kv *p, struct nlpd_error *err);
+int cu_attention_rel(struct cu_ctx *im, const struct nlpd_op_attention_rel *p, struct nlpd_error *err);
 int cu_log_softmax_topk(struct cu_ctx *im, const struct nlpd_op_log_softmax_topk *p, struct nlpd_error *err);
 /* dst[i] = (half or bf16) src[i], i < n (a weight shadow). */
 int cu_convert_weights(struct cu_ctx *im, void *dst, const float *src, size_t n, struct nlpd_error *err);

@@ -367,8 +367,8 @@ struct nlpd_deberta *nlpd_deberta_load(const char *dir, const struct nlpd_hf_con
     m->scale = 1.0f / sqrtf((float)m->D * (float)(1 + dc->c2p + dc->p2c));
     if (m->n_pos_terms && !nlpd_backend_supports(be, NLPD_OP_ATTENTION_REL)) { /* a borrowed backend */
         nlpd_error_set(err, NLPD_EINVAL, 0,
-                       "%s: DeBERTa's disentangled attention (op attention_rel) runs on the CPU backend only "
-                       "(kernels.backend = cpu or auto), not on %s",
+                       "%s: DeBERTa's disentangled attention (op attention_rel) is not supported by backend %s "
+                       "(kernels.backend = cpu, cuda or auto run it)",
                        dir, nlpd_backend_name(be));
         goto fail;
     }

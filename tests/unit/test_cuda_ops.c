@@ -1159,20 +1159,123 @@ static void test_models(void)
     }
 }
 
-/* DeBERTa's disentangled attention is a CPU kernel: a load named for CUDA is refused, naming the op (on the
- * stand-in CPU backend of NLPD_CUDA_TEST_BACKEND=cpu it loads). */
-static void test_deberta_refused(void)
+/* ---------------------------------------------------------------------------------- DeBERTa on CUDA ---- */
+
+/* A monotone relative index table of 2 S - 1 entries in [0, nr): i - j + nr / 2 near 0, coarser (as log buckets)
+ * past +-4, clamped at the ends, so rows read repeated and skipped position rows. */
+static void rel_table(int32_t *ridx, int S, int nr)
 {
-    struct nlpd_error err = {0};
-    struct nlpd_encoder_opts opts = {.backend = gpu_name, .threads = 1};
-    struct nlpd_encoder *enc = nlpd_encoder_load(FIX "deberta-v2-seq-cls", &opts, &err);
-    if (!strcmp(gpu_name, "cuda")) {
-        CHECK(enc == NULL);
-        CHECK_STR_CONTAINS(err.message, "cannot run op attention_rel");
-    } else {
-        CHECK(enc != NULL);
+    for (int k = 0; k < 2 * S - 1; k++) {
+        int d = k - (S - 1), a = d < 0 ? -d : d, v = a <= 4 ? a : 4 + (a - 4) / 3;
+        v = nr / 2 + (d < 0 ? -v : v);
+        ridx[k] = v < 0 ? 0 : v > nr - 1 ? nr - 1 : v;
     }
-    nlpd_encoder_free(enc);
+}
+
+/* ATTENTION_REL against the CPU backend. Variants: c2p + p2c, c2p alone, p2c alone (masked), both unmasked. The
+ * masks (mask_bit patterns pat0 + b) cover no mask, trailing padding, a fully masked sequence (uniform), holes,
+ * left padding. Tolerance: each score is three fp32 dot products of head_dim terms on both sides (cuBLAS + the
+ * gather kernel against oneDNN), so the scores differ by a few ulps of sum|terms| * scale; the softmax turns an
+ * absolute score error e into a relative probability error ~e, and P V is an fp32 product: the plain attention's
+ * 1e-5 normwise bound holds with the same margin. */
+static void attention_rel_shape(int B, int S, int NH, int D, int NR, int pat0)
+{
+    const int H = NH * D, ldq = 3 * H + 5, ldo = H + 3, ldp = H + 1;
+    int32_t *mask = malloc((size_t)B * S * sizeof *mask), *ridx = malloc((2 * (size_t)S - 1) * sizeof *ridx);
+    for (int b = 0; b < B; b++)
+        for (int s = 0; s < S; s++)
+            mask[b * S + s] = mask_bit((pat0 + b) % 6, s, S);
+    rel_table(ridx, S, NR);
+    struct pair p;
+    size_t need = ((size_t)B * S * (ldq + ldo + 1) + 2 * (size_t)NR * ldp + 6 * (size_t)S) * 4 + 10 * 256;
+    if (pair_init(&p, gpu, need, 0)) {
+        free(mask);
+        free(ridx);
+        return;
+    }
+    /* magnitudes: q.k, q.pos and k.pos terms of order one after the scale, so the softmax is neither flat nor
+     * one-hot */
+    const float mag = D >= 64 ? 0.6f : 1.5f;
+    size_t qkv = put_rand(&p, (size_t)B * S * ldq, mag), out = put_rand(&p, (size_t)B * S * ldo, 1.0f);
+    size_t pk = put_rand(&p, (size_t)NR * ldp, mag), pq = put_rand(&p, (size_t)NR * ldp, mag);
+    size_t m = put(&p, mask, (size_t)B * S * sizeof *mask), ri = put(&p, ridx, (2 * (size_t)S - 1) * sizeof *ridx);
+    for (int variant = 0; variant < 4; variant++) {
+        const int use_k = variant != 2, use_q = variant != 1, use_mask = variant != 3;
+        struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION_REL}, og = oc;
+        struct nlpd_op_attention_rel a = {.batch = B, .seq = S, .heads = NH, .head_dim = D, .n_rel = NR,
+                                          .ld_qkv = ldq, .ld_out = ldo, .ld_pos = ldp,
+                                          .scale = 1.0f / sqrtf((float)D * (float)(1 + use_k + use_q))};
+        oc.u.attention_rel = a;
+        oc.u.attention_rel.out = F(&p.c, out);
+        oc.u.attention_rel.qkv = F(&p.c, qkv);
+        oc.u.attention_rel.mask = use_mask ? I(&p.c, m) : NULL;
+        oc.u.attention_rel.pos_k = use_k ? F(&p.c, pk) : NULL;
+        oc.u.attention_rel.pos_q = use_q ? F(&p.c, pq) : NULL;
+        oc.u.attention_rel.rel_idx = I(&p.c, ri);
+        og.u.attention_rel = a;
+        og.u.attention_rel.out = F(&p.g, out);
+        og.u.attention_rel.qkv = F(&p.g, qkv);
+        og.u.attention_rel.mask = use_mask ? I(&p.g, m) : NULL;
+        og.u.attention_rel.pos_k = use_k ? F(&p.g, pk) : NULL;
+        og.u.attention_rel.pos_q = use_q ? F(&p.g, pq) : NULL;
+        og.u.attention_rel.rel_idx = I(&p.g, ri);
+        char what[128];
+        snprintf(what, sizeof what, "attention_rel B %d S %d heads %d x %d n_rel %d c2p %d p2c %d mask %d", B, S, NH,
+                 D, NR, use_k, use_q, use_mask);
+        if (!run2(&p, &oc, &og))
+            compare_out(&p, out, (size_t)B * S, (size_t)ldo, (size_t)ldo, 1e-5, what);
+    }
+    /* a table that decreases, or leaves [0, n_rel), is refused with the CPU's words (CUDA: at the sync) */
+    for (int c = 0; c < 2 && S > 2; c++) {
+        int32_t *bad = malloc((2 * (size_t)S - 1) * sizeof *bad);
+        memcpy(bad, ridx, (2 * (size_t)S - 1) * sizeof *bad);
+        if (c == 0)
+            bad[3] = bad[4] + 1; /* index 4 is below index 3 */
+        else
+            bad[2 * S - 2] = NR; /* the last entry out of range */
+        size_t bi = put(&p, bad, (2 * (size_t)S - 1) * sizeof *bad);
+        struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION_REL}, og = oc;
+        oc.u.attention_rel = (struct nlpd_op_attention_rel){F(&p.c, out), F(&p.c, qkv), I(&p.c, m), F(&p.c, pk),
+                                                            F(&p.c, pq),  I(&p.c, bi),  B,  S,  NH, D, NR, ldq, ldo,
+                                                            ldp,          0.25f};
+        og.u.attention_rel = (struct nlpd_op_attention_rel){F(&p.g, out), F(&p.g, qkv), I(&p.g, m), F(&p.g, pk),
+                                                            F(&p.g, pq),  I(&p.g, bi),  B,  S,  NH, D, NR, ldq, ldo,
+                                                            ldp,          0.25f};
+        expect_same_error(&p, &oc, &og);
+        free(bad);
+    }
+    pair_free(&p);
+    free(mask);
+    free(ridx);
+}
+
+static void test_attention_rel(void)
+{
+    CHECK(nlpd_backend_supports(gpu, NLPD_OP_ATTENTION_REL));
+    attention_rel_shape(3, 7, 4, 8, 4, 0);      /* n_rel smaller than the 13 distances: clamped ends */
+    attention_rel_shape(3, 33, 1, 64, 256, 3);  /* rows over a warp, n_rel larger than 2 S - 1 */
+    attention_rel_shape(3, 33, 4, 8, 24, 0);    /* several heads; padding, all masked */
+    attention_rel_shape(2, 1, 4, 64, 2, 4);     /* one token */
+}
+
+/* The DeBERTa fixtures (and the config branches of _deberta_variants) through the encoder on CUDA against the
+ * transformers goldens, as test_models: fp32 (strict, set in main) within the goldens' own 1e-4, fp16/bf16
+ * printed. */
+static const char *deberta_models[] = {"deberta-v2-seq-cls",
+                                       "deberta-v2-token-cls",
+                                       "_deberta_variants/own-proj-buckets",
+                                       "_deberta_variants/c2p-nobuckets",
+                                       "_deberta_variants/p2c-maxpos",
+                                       "_deberta_variants/absolute-proj"};
+
+static void test_deberta_models(void)
+{
+    for (size_t i = 0; i < sizeof deberta_models / sizeof deberta_models[0]; i++) {
+        double f32 = model_parity(deberta_models[i], "fp32"), f16 = model_parity(deberta_models[i], "fp16");
+        printf("model %-34s max |logit - golden|: fp32 %.3g, fp16 %.3g\n", deberta_models[i], f32, f16);
+        CHECK(f32 >= 0 && f32 <= 1e-4 * 2); /* atol 1e-4 + rtol 1e-4 (|logits| < 1 or close) */
+        CHECK(f16 >= 0 && isfinite(f16));
+    }
 }
 
 int main(void)
@@ -1223,11 +1326,12 @@ int main(void)
         RUN(test_bf16);
     }
     RUN(test_small_arena);
+    RUN(test_attention_rel);
     /* NLPD_CUDA_OPS_ONLY=1: the ops alone (scripts/gpu-check.sh runs them under compute-sanitizer) */
     const char *ops_only = getenv("NLPD_CUDA_OPS_ONLY");
     if (!ops_only || strcmp(ops_only, "1")) {
         RUN(test_models);
-        RUN(test_deberta_refused);
+        RUN(test_deberta_models);
     }
     nlpd_backend_free(gpu);
     nlpd_backend_free(gpu16);

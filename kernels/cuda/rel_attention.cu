@@ -1,0 +1,186 @@
+/* ATTENTION_REL (DeBERTa-v2's disentangled self-attention) on the device: per (sequence, head) pair, the content
+ * scores scale * Q K^T come from one batched cuBLAS call; a kernel (one warp per score row) adds the relative
+ * terms scale * q_i . pos_k[c] and scale * k_j . pos_q[c] (c = rel_idx[i - j + seq - 1]) in fp32, applies the CPU's
+ * masking (keys past the last attended one get probability 0, masked keys inside the score -FLT_MAX, nothing
+ * attended -> uniform) and takes the softmax; a second batched call gives out = P V. The relative terms are
+ * gathered per (i, j) instead of computed as band products (kernels/cpu/cpu_rel_attention.c) because the band
+ * depends on rel_idx, which lives on the device: sizing products by it would need a download per op. Scores live
+ * in the scratch arena, pairs run in chunks that fit it (as attention.cu). */
+#include <float.h>
+
+#include "cuda_internal.h"
+
+struct rel_geom {
+    const float *qkv, *pos_k, *pos_q;
+    const int32_t *mask, *rel_idx;
+    float *out, *scores;
+    int seq, heads, head_dim, n_rel, ld_qkv, ld_out, ld_pos;
+    float scale;
+};
+
+/* Pointer arrays for pairs p0 .. p0+np-1: [K | Q | S | V | S | O], np entries each. */
+__global__ void k_rel_ptrs(const void **ptrs, struct rel_geom g, int p0, int np)
+{
+    int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= np)
+        return;
+    int gp = p0 + p, b = gp / g.heads, h = gp - b * g.heads;
+    const size_t H = (size_t)g.heads * g.head_dim;
+    const float *q = g.qkv + (size_t)b * g.seq * g.ld_qkv + (size_t)h * g.head_dim;
+    float *sc = g.scores + (size_t)p * g.seq * g.seq;
+    ptrs[p] = q + H;
+    ptrs[np + p] = q;
+    ptrs[2 * np + p] = sc;
+    ptrs[3 * np + p] = q + 2 * H;
+    ptrs[4 * np + p] = sc;
+    ptrs[5 * np + p] = g.out + (size_t)b * g.seq * g.ld_out + (size_t)h * g.head_dim;
+}
+
+/* The CPU's check of the table: every entry in [0, n_rel) and none below its predecessor; the first bad index
+ * goes to the error word (reported at the next sync), and the scores kernel clamps, so nothing reads outside. */
+__global__ void k_rel_check(const int32_t *ridx, int n, int n_rel, unsigned long long *errw)
+{
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        int c = ridx[i];
+        if (c < 0 || c >= n_rel || (i && c < ridx[i - 1]))
+            atomicMin(errw, (unsigned long long)i);
+    }
+}
+
+__device__ __forceinline__ float rel_dot(const float *a, const float *b, int n)
+{
+    float s = 0.0f;
+    for (int d = 0; d < n; d++)
+        s += a[d] * b[d];
+    return s;
+}
+
+/* One warp per score row (pair p, query i), seq long: lanes over keys. */
+__global__ void k_rel_softmax(struct rel_geom g, int p0, int np)
+{
+    const int warps = blockDim.x >> 5, lane = threadIdx.x & 31, S = g.seq, D = g.head_dim;
+    const size_t rows = (size_t)np * S, H = (size_t)g.heads * D;
+    for (size_t r = (size_t)blockIdx.x * warps + (threadIdx.x >> 5); r < rows; r += (size_t)gridDim.x * warps) {
+        const int p = (int)(r / S), i = (int)(r - (size_t)p * S);
+        const int b = (p0 + p) / g.heads, h = (p0 + p) - b * g.heads;
+        const int32_t *m = g.mask ? g.mask + (size_t)b * S : NULL;
+        float *row = g.scores + r * S;
+        int kv = S;
+        if (m) {
+            int last = 0;
+            for (int t = lane; t < S; t += 32)
+                if (m[t])
+                    last = t + 1;
+            last = cu_warp_max_int(last);
+            kv = last ? last : S;
+        }
+        const float *base = g.qkv + (size_t)b * S * g.ld_qkv + (size_t)h * D;
+        const float *q = base + (size_t)i * g.ld_qkv;
+        const int32_t *ix = g.rel_idx + i + S - 1; /* ix[-t] = c(i, t) */
+        float mx = -FLT_MAX;
+        for (int t = lane; t < kv; t += 32) {
+            int c = ix[-t];
+            c = c < 0 ? 0 : c >= g.n_rel ? g.n_rel - 1 : c; /* a bad table is reported by k_rel_check */
+            float v = row[t];
+            if (g.pos_k)
+                v += g.scale * rel_dot(q, g.pos_k + (size_t)c * g.ld_pos + (size_t)h * D, D);
+            if (g.pos_q)
+                v += g.scale * rel_dot(base + H + (size_t)t * g.ld_qkv, g.pos_q + (size_t)c * g.ld_pos + (size_t)h * D, D);
+            if (m && !m[t])
+                v = -FLT_MAX; /* as the CPU: the masked score is the dtype's minimum, not added to */
+            row[t] = v;
+            mx = v > mx ? v : mx;
+        }
+        mx = cu_warp_max(mx);
+        float s = 0.0f;
+        for (int t = lane; t < kv; t += 32) {
+            float e = expf(row[t] - mx);
+            row[t] = e;
+            s += e;
+        }
+        s = cu_warp_sum(s);
+        const float inv = 1.0f / s;
+        for (int t = lane; t < S; t += 32)
+            row[t] = t < kv ? row[t] * inv : 0.0f;
+    }
+}
+
+static cublasComputeType_t rel_compute_type(const struct cu_ctx *im)
+{
+    return im->dtype == NLPD_DTYPE_F16    ? CUBLAS_COMPUTE_32F_FAST_16F
+           : im->dtype == NLPD_DTYPE_BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF
+           : im->tf32                     ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                          : CUBLAS_COMPUTE_32F;
+}
+
+static cublasStatus_t rel_batched(struct cu_ctx *im, cublasOperation_t ta, int m, int n, int k, float alpha,
+                                  const void *const *a, int lda, const void *const *b, int ldb, void *const *c,
+                                  int ldc, int count)
+{
+    const float zero = 0.0f;
+    cublasComputeType_t ct = rel_compute_type(im);
+    cublasStatus_t s = cublasGemmBatchedEx(im->blas, ta, CUBLAS_OP_N, m, n, k, &alpha, a, CUDA_R_32F, lda, b,
+                                           CUDA_R_32F, ldb, &zero, c, CUDA_R_32F, ldc, count, ct, CUBLAS_GEMM_DEFAULT);
+    if (s == CUBLAS_STATUS_NOT_SUPPORTED && ct != CUBLAS_COMPUTE_32F) /* no fast mode for this shape: fp32 */
+        s = cublasGemmBatchedEx(im->blas, ta, CUBLAS_OP_N, m, n, k, &alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb,
+                                &zero, c, CUDA_R_32F, ldc, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return s;
+}
+
+int cu_attention_rel(struct cu_ctx *im, const struct nlpd_op_attention_rel *p, struct nlpd_error *err)
+{
+    if (p->batch <= 0 || p->seq <= 0 || p->heads <= 0 || p->head_dim <= 0)
+        return 0;
+    if (p->n_rel <= 0 || !p->rel_idx)
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "attention_rel: no relative index table (n_rel %d)", p->n_rel);
+    const int S = p->seq;
+    const size_t score_bytes = (size_t)S * S * sizeof(float), ptr_bytes = 6 * sizeof(void *);
+    size_t room = im->scratch_size > 1024 ? im->scratch_size - 1024 : 0, chunk = room / (score_bytes + ptr_bytes);
+    if (chunk == 0)
+        return nlpd_error_set(err, NLPD_ENOMEM, 0,
+                              "cuda backend: attention scores of %d x %d do not fit the %zu MiB scratch arena "
+                              "(raise NLPD_CUDA_ARENA_MB)",
+                              S, S, im->scratch_size >> 20);
+    int slot = cu_slot_take(im, NLPD_OP_ATTENTION_REL, p->n_rel, 0, 0, err);
+    if (slot < 0)
+        return slot;
+    CU_LAUNCH(k_rel_check, (2 * S - 1 + 255) / 256, 256, 0, im->stream)(p->rel_idx, 2 * S - 1, p->n_rel,
+                                                                        im->d_err + slot);
+    const int pairs = p->batch * p->heads;
+    if (chunk > (size_t)pairs)
+        chunk = (size_t)pairs;
+    struct rel_geom g = {};
+    g.qkv = p->qkv;
+    g.pos_k = p->pos_k;
+    g.pos_q = p->pos_q;
+    g.mask = p->mask;
+    g.rel_idx = p->rel_idx;
+    g.out = p->out;
+    g.seq = S;
+    g.heads = p->heads;
+    g.head_dim = p->head_dim;
+    g.n_rel = p->n_rel;
+    g.ld_qkv = p->ld_qkv;
+    g.ld_out = p->ld_out;
+    g.ld_pos = p->ld_pos;
+    g.scale = p->scale;
+    const void **ptrs = (const void **)im->scratch;
+    g.scores = (float *)(im->scratch + ((chunk * ptr_bytes + 255) & ~(size_t)255));
+    for (int p0 = 0; p0 < pairs; p0 += (int)chunk) {
+        int np = pairs - p0 < (int)chunk ? pairs - p0 : (int)chunk;
+        CU_LAUNCH(k_rel_ptrs, (np + 127) / 128, 128, 0, im->stream)(ptrs, g, p0, np);
+        /* scores[i, t] (row-major, seq wide) = scale * q_i . k_t */
+        cublasStatus_t s = rel_batched(im, CUBLAS_OP_T, S, S, p->head_dim, p->scale, ptrs, p->ld_qkv, ptrs + np,
+                                       p->ld_qkv, (void *const *)(ptrs + 2 * np), S, np);
+        if (s != CUBLAS_STATUS_SUCCESS)
+            return cu_blas_fail(err, s, "relative attention scores");
+        CU_LAUNCH(k_rel_softmax, cu_grid(im, (size_t)np * S, 4), 128, 0, im->stream)(g, p0, np);
+        /* out[i, d] = sum_t p[i, t] v[t, d] (probabilities past the last attended key are 0) */
+        s = rel_batched(im, CUBLAS_OP_N, p->head_dim, S, S, 1.0f, ptrs + 3 * np, p->ld_qkv, ptrs + 4 * np, S,
+                        (void *const *)(ptrs + 5 * np), p->ld_out, np);
+        if (s != CUBLAS_STATUS_SUCCESS)
+            return cu_blas_fail(err, s, "relative attention output");
+    }
+    cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? 0 : cu_fail(err, e, "relative attention");
+}
