@@ -109,6 +109,7 @@ if [ -f build/emul/libnlpd_cuda.so ] && [ -x build/emul/tests/test_cuda_emul ]; 
     suite build/emul/tests/test_cuda_emul ./build/emul/tests/test_cuda_emul
     suite "build/tests/test_cuda_ops (CUDA host emulator)" \
         env NLPD_CUDA_EMULATOR=1 NLPD_LIBDIR=build/emul NLPD_CUDA_ARENA_MB=64 ./build/tests/test_cuda_ops
+    suite "tests/integration/test_cuda_deberta.sh (CUDA host emulator)" sh tests/integration/test_cuda_deberta.sh build/nlpd
 else
     echo "== build/emul/libnlpd_cuda.so: not built (make all): counted as 1 failure"
     note_failure "build/emul/libnlpd_cuda.so (not built)" 1

@@ -1178,7 +1178,7 @@ static void rel_table(int32_t *ridx, int S, int nr)
  * gather kernel against oneDNN), so the scores differ by a few ulps of sum|terms| * scale; the softmax turns an
  * absolute score error e into a relative probability error ~e, and P V is an fp32 product: the plain attention's
  * 1e-5 normwise bound holds with the same margin. */
-static void attention_rel_shape(int B, int S, int NH, int D, int NR, int pat0)
+static void attention_rel_shape(struct nlpd_backend *g, int B, int S, int NH, int D, int NR, int pat0)
 {
     const int H = NH * D, ldq = 3 * H + 5, ldo = H + 3, ldp = H + 1;
     int32_t *mask = malloc((size_t)B * S * sizeof *mask), *ridx = malloc((2 * (size_t)S - 1) * sizeof *ridx);
@@ -1188,7 +1188,7 @@ static void attention_rel_shape(int B, int S, int NH, int D, int NR, int pat0)
     rel_table(ridx, S, NR);
     struct pair p;
     size_t need = ((size_t)B * S * (ldq + ldo + 1) + 2 * (size_t)NR * ldp + 6 * (size_t)S) * 4 + 10 * 256;
-    if (pair_init(&p, gpu, need, 0)) {
+    if (pair_init(&p, g, need, 0)) {
         free(mask);
         free(ridx);
         return;
@@ -1226,7 +1226,7 @@ static void attention_rel_shape(int B, int S, int NH, int D, int NR, int pat0)
             compare_out(&p, out, (size_t)B * S, (size_t)ldo, (size_t)ldo, 1e-5, what);
     }
     /* a table that decreases, or leaves [0, n_rel), is refused with the CPU's words (CUDA: at the sync) */
-    for (int c = 0; c < 2 && S > 2; c++) {
+    for (int c = 0; c < 2 && S > 2 && g == gpu; c++) {
         int32_t *bad = malloc((2 * (size_t)S - 1) * sizeof *bad);
         memcpy(bad, ridx, (2 * (size_t)S - 1) * sizeof *bad);
         if (c == 0)
@@ -1252,15 +1252,25 @@ static void attention_rel_shape(int B, int S, int NH, int D, int NR, int pat0)
 static void test_attention_rel(void)
 {
     CHECK(nlpd_backend_supports(gpu, NLPD_OP_ATTENTION_REL));
-    attention_rel_shape(3, 7, 4, 8, 4, 0);      /* n_rel smaller than the 13 distances: clamped ends */
-    attention_rel_shape(3, 33, 1, 64, 256, 3);  /* rows over a warp, n_rel larger than 2 S - 1 */
-    attention_rel_shape(3, 33, 4, 8, 24, 0);    /* several heads; padding, all masked */
-    attention_rel_shape(2, 1, 4, 64, 2, 4);     /* one token */
+    attention_rel_shape(gpu, 3, 7, 4, 8, 4, 0);     /* n_rel smaller than the 13 distances: clamped ends */
+    attention_rel_shape(gpu, 3, 33, 1, 64, 256, 3); /* rows over a warp, n_rel larger than 2 S - 1 */
+    attention_rel_shape(gpu, 3, 33, 4, 8, 24, 0);   /* several heads; padding, all masked */
+    attention_rel_shape(gpu, 2, 1, 4, 64, 2, 4);    /* one token */
+    /* pairs in chunks: 32 pairs of (128^2 + 2 x 128 x 512) floats (576 KiB) against ~16 MiB of scratch */
+    struct nlpd_error err = {0};
+    struct nlpd_backend_opts o = {.name = gpu_name, .threads = 1, .arena_bytes = (size_t)48 << 20};
+    struct nlpd_backend *small = nlpd_backend_new_opts(&o, &err);
+    CHECK(small != NULL);
+    if (small)
+        attention_rel_shape(small, 4, 128, 8, 8, 512, 0);
+    nlpd_backend_free(small);
 }
 
 /* The DeBERTa fixtures (and the config branches of _deberta_variants) through the encoder on CUDA against the
- * transformers goldens, as test_models: fp32 (strict, set in main) within the goldens' own 1e-4, fp16/bf16
- * printed. */
+ * transformers goldens, as test_models: fp32 (strict, set in main) within the goldens' own atol 1e-4 + rtol 1e-4
+ * (the logits reach |6|: the bound is taken from the largest golden), fp16 printed for the small variants (the
+ * 20 x 160 token fixtures take long under the emulator; tests/integration/test_cuda_deberta.sh runs those
+ * through `nlpd infer` too). */
 static const char *deberta_models[] = {"deberta-v2-seq-cls",
                                        "deberta-v2-token-cls",
                                        "_deberta_variants/own-proj-buckets",
@@ -1268,12 +1278,37 @@ static const char *deberta_models[] = {"deberta-v2-seq-cls",
                                        "_deberta_variants/p2c-maxpos",
                                        "_deberta_variants/absolute-proj"};
 
+static double max_golden(const char *name)
+{
+    char path[300];
+    snprintf(path, sizeof path, FIX "%s/golden.json", name);
+    json_error_t je;
+    json_t *g = json_load_file(path, 0, &je), *bl = json_object_get(g, "batch_logits"), *row, *v, *x;
+    size_t i, j, k;
+    double mx = 0;
+    json_array_foreach(bl, i, row) json_array_foreach(row, j, v)
+    {
+        if (json_is_array(v)) {
+            json_array_foreach(v, k, x) mx = fmax(mx, fabs(json_number_value(x)));
+        } else {
+            mx = fmax(mx, fabs(json_number_value(v)));
+        }
+    }
+    json_decref(g);
+    return mx;
+}
+
 static void test_deberta_models(void)
 {
     for (size_t i = 0; i < sizeof deberta_models / sizeof deberta_models[0]; i++) {
-        double f32 = model_parity(deberta_models[i], "fp32"), f16 = model_parity(deberta_models[i], "fp16");
-        printf("model %-34s max |logit - golden|: fp32 %.3g, fp16 %.3g\n", deberta_models[i], f32, f16);
-        CHECK(f32 >= 0 && f32 <= 1e-4 * 2); /* atol 1e-4 + rtol 1e-4 (|logits| < 1 or close) */
+        const int variant = deberta_models[i][0] == '_';
+        double f32 = model_parity(deberta_models[i], "fp32"), tol = 1e-4 + 1e-4 * max_golden(deberta_models[i]);
+        double f16 = variant ? model_parity(deberta_models[i], "fp16") : 0;
+        printf("model %-34s max |logit - golden|: fp32 %.3g (bound %.3g)", deberta_models[i], f32, tol);
+        if (variant)
+            printf(", fp16 %.3g", f16);
+        printf("\n");
+        CHECK(f32 >= 0 && f32 <= tol);
         CHECK(f16 >= 0 && isfinite(f16));
     }
 }

@@ -750,8 +750,9 @@ static void test_config(void)
     }
 }
 
-/* ---- backend choice per model: a fake GPU backend (a CPU backend named "cuda" without attention_rel) stands in
- * for libnlpd_cuda.so, so that this runs on a machine without a GPU ---- */
+/* ---- backend choice per model: a fake GPU backend (a CPU backend named "cuda" that lacks one op, attention_rel)
+ * stands in for a GPU backend missing an op a model needs, so the fallback and the refusals are tested without a
+ * GPU. (The real CUDA backend runs attention_rel: test_cuda_ops, tests/integration/test_cuda_deberta.sh.) ---- */
 
 static struct nlpd_backend_ops fake_ops;
 
@@ -814,7 +815,7 @@ static void test_backend_choice(void)
     struct nlpd_error err;
     nlpd_backend_set_gpu_factory(fake_gpu);
     nlpd_kernels_set_logger(capture);
-    /* auto: DeBERTa's relative attention is not on the "GPU": the CPU backend, and one line saying why */
+    /* auto: the fake cannot run DeBERTa's relative attention: the CPU backend, and one line saying why */
     CHECK(load_on("deberta-v2-seq-cls", "auto", &err) == 1);
     CHECK(n_log == 1);
     CHECK_STR_CONTAINS(log_line[0], "kernels: backend cpu (auto: cuda cannot run op attention_rel");
