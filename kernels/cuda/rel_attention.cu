@@ -118,8 +118,8 @@ static cublasComputeType_t rel_compute_type(const struct cu_ctx *im)
 }
 
 static cublasStatus_t rel_batched(struct cu_ctx *im, cublasOperation_t ta, int m, int n, int k, float alpha,
-                                  const void *const *a, int lda, const void *const *b, int ldb, void *const *c,
-                                  int ldc, int count)
+                                  const void *const *a, int lda, const void *const *b, int ldb, void *const *c, int ldc,
+                                  int count)
 {
     const float zero = 0.0f;
     cublasComputeType_t ct = rel_compute_type(im);
@@ -129,6 +129,12 @@ static cublasStatus_t rel_batched(struct cu_ctx *im, cublasOperation_t ta, int m
         s = cublasGemmBatchedEx(im->blas, ta, CUBLAS_OP_N, m, n, k, &alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb,
                                 &zero, c, CUDA_R_32F, ldc, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     return s;
+}
+
+/* pointer array a of a chunk of np pairs (k_rel_ptrs' layout) */
+static const void *const *arr(const void **ptrs, int a, int np)
+{
+    return ptrs + (size_t)a * np;
 }
 
 int cu_attention_rel(struct cu_ctx *im, const struct nlpd_op_attention_rel *p, struct nlpd_error *err)
@@ -181,25 +187,25 @@ int cu_attention_rel(struct cu_ctx *im, const struct nlpd_op_attention_rel *p, s
     const int D = p->head_dim, ldq = p->ld_qkv;
     for (int p0 = 0; p0 < pairs; p0 += (int)chunk) {
         int np = pairs - p0 < (int)chunk ? pairs - p0 : (int)chunk;
-        const void *const *pa = ptrs;
-#define PTRS(a) (pa + (size_t)(a) * np)
         CU_LAUNCH(k_rel_ptrs, (np + 127) / 128, 128, 0, im->stream)(ptrs, g, p0, np);
         /* scores[i, t] (row-major, seq wide) = scale * q_i . k_t */
-        cublasStatus_t s = rel_batched(im, CUBLAS_OP_T, S, S, D, p->scale, PTRS(0), ldq, PTRS(1), ldq,
-                                       (void *const *)PTRS(2), S, np);
+        cublasStatus_t s = rel_batched(im, CUBLAS_OP_T, S, S, D, p->scale, arr(ptrs, 0, np), ldq, arr(ptrs, 1, np), ldq,
+                                       (void *const *)arr(ptrs, 2, np), S, np);
         if (s != CUBLAS_STATUS_SUCCESS)
             return cu_blas_fail(err, s, "relative attention scores");
         /* c2p[i, c] = scale * q_i . pos_k[c], p2c[t, c] = scale * k_t . pos_q[c] (row-major, n_rel wide) */
-        if (p->pos_k && (s = rel_batched(im, CUBLAS_OP_T, NR, S, D, p->scale, PTRS(6), p->ld_pos, PTRS(7), ldq,
-                                         (void *const *)PTRS(8), NR, np)) != CUBLAS_STATUS_SUCCESS)
+        if (p->pos_k &&
+            (s = rel_batched(im, CUBLAS_OP_T, NR, S, D, p->scale, arr(ptrs, 6, np), p->ld_pos, arr(ptrs, 7, np), ldq,
+                             (void *const *)arr(ptrs, 8, np), NR, np)) != CUBLAS_STATUS_SUCCESS)
             return cu_blas_fail(err, s, "relative attention c2p");
-        if (p->pos_q && (s = rel_batched(im, CUBLAS_OP_T, NR, S, D, p->scale, PTRS(9), p->ld_pos, PTRS(10), ldq,
-                                         (void *const *)PTRS(11), NR, np)) != CUBLAS_STATUS_SUCCESS)
+        if (p->pos_q &&
+            (s = rel_batched(im, CUBLAS_OP_T, NR, S, D, p->scale, arr(ptrs, 9, np), p->ld_pos, arr(ptrs, 10, np), ldq,
+                             (void *const *)arr(ptrs, 11, np), NR, np)) != CUBLAS_STATUS_SUCCESS)
             return cu_blas_fail(err, s, "relative attention p2c");
         CU_LAUNCH(k_rel_softmax, cu_grid(im, (size_t)np * S, 4), 128, 0, im->stream)(g, p0, np);
         /* out[i, d] = sum_t p[i, t] v[t, d] (probabilities past the last attended key are 0) */
-        s = rel_batched(im, CUBLAS_OP_N, D, S, S, 1.0f, PTRS(3), ldq, PTRS(4), S, (void *const *)PTRS(5), p->ld_out, np);
-#undef PTRS
+        s = rel_batched(im, CUBLAS_OP_N, D, S, S, 1.0f, arr(ptrs, 3, np), ldq, arr(ptrs, 4, np), S,
+                        (void *const *)arr(ptrs, 5, np), p->ld_out, np);
         if (s != CUBLAS_STATUS_SUCCESS)
             return cu_blas_fail(err, s, "relative attention output");
     }

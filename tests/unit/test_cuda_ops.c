@@ -1202,8 +1202,14 @@ static void attention_rel_shape(struct nlpd_backend *g, int B, int S, int NH, in
     for (int variant = 0; variant < 4; variant++) {
         const int use_k = variant != 2, use_q = variant != 1, use_mask = variant != 3;
         struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION_REL}, og = oc;
-        struct nlpd_op_attention_rel a = {.batch = B, .seq = S, .heads = NH, .head_dim = D, .n_rel = NR,
-                                          .ld_qkv = ldq, .ld_out = ldo, .ld_pos = ldp,
+        struct nlpd_op_attention_rel a = {.batch = B,
+                                          .seq = S,
+                                          .heads = NH,
+                                          .head_dim = D,
+                                          .n_rel = NR,
+                                          .ld_qkv = ldq,
+                                          .ld_out = ldo,
+                                          .ld_pos = ldp,
                                           .scale = 1.0f / sqrtf((float)D * (float)(1 + use_k + use_q))};
         oc.u.attention_rel = a;
         oc.u.attention_rel.out = F(&p.c, out);
@@ -1220,8 +1226,8 @@ static void attention_rel_shape(struct nlpd_backend *g, int B, int S, int NH, in
         og.u.attention_rel.pos_q = use_q ? F(&p.g, pq) : NULL;
         og.u.attention_rel.rel_idx = I(&p.g, ri);
         char what[128];
-        snprintf(what, sizeof what, "attention_rel B %d S %d heads %d x %d n_rel %d c2p %d p2c %d mask %d", B, S, NH,
-                 D, NR, use_k, use_q, use_mask);
+        snprintf(what, sizeof what, "attention_rel B %d S %d heads %d x %d n_rel %d c2p %d p2c %d mask %d", B, S, NH, D,
+                 NR, use_k, use_q, use_mask);
         if (!run2(&p, &oc, &og))
             compare_out(&p, out, (size_t)B * S, (size_t)ldo, (size_t)ldo, 1e-5, what);
     }
@@ -1235,12 +1241,12 @@ static void attention_rel_shape(struct nlpd_backend *g, int B, int S, int NH, in
             bad[2 * S - 2] = NR; /* the last entry out of range */
         size_t bi = put(&p, bad, (2 * (size_t)S - 1) * sizeof *bad);
         struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION_REL}, og = oc;
-        oc.u.attention_rel = (struct nlpd_op_attention_rel){F(&p.c, out), F(&p.c, qkv), I(&p.c, m), F(&p.c, pk),
-                                                            F(&p.c, pq),  I(&p.c, bi),  B,  S,  NH, D, NR, ldq, ldo,
-                                                            ldp,          0.25f};
-        og.u.attention_rel = (struct nlpd_op_attention_rel){F(&p.g, out), F(&p.g, qkv), I(&p.g, m), F(&p.g, pk),
-                                                            F(&p.g, pq),  I(&p.g, bi),  B,  S,  NH, D, NR, ldq, ldo,
-                                                            ldp,          0.25f};
+        oc.u.attention_rel = (struct nlpd_op_attention_rel){
+            F(&p.c, out), F(&p.c, qkv), I(&p.c, m), F(&p.c, pk), F(&p.c, pq), I(&p.c, bi), B, S, NH, D,
+            NR,           ldq,          ldo,        ldp,         0.25f};
+        og.u.attention_rel = (struct nlpd_op_attention_rel){
+            F(&p.g, out), F(&p.g, qkv), I(&p.g, m), F(&p.g, pk), F(&p.g, pq), I(&p.g, bi), B, S, NH, D,
+            NR,           ldq,          ldo,        ldp,         0.25f};
         expect_same_error(&p, &oc, &og);
         free(bad);
     }
