@@ -11,9 +11,11 @@
 #                                   the budget cannot hold it: test_cuda_ops (every op vs the CPU, error paths,
 #                                   fp16/bf16, chunked paths, fixture parity); nlpd infer --backend cuda
 #                                   (fp32/fp16/bf16, fp32 logits = CPU logits); test_encoder on the GPU (auto);
-#                                   nlpd pipe with kernels.backend = "cuda"; the encoder benchmark (BERT-base, seq
-#                                   128, batch 1/32/128, fp16/bf16/fp32, PyTorch on the same GPU when it is there);
-#                                   the op tests under compute-sanitizer memcheck
+#                                   the encoder benchmark (bench/encoder/gpu.sh: BERT-base, seq 128, batch 1/32/128,
+#                                   fp16/bf16/fp32-tf32, PyTorch on the same GPU when it is there, the A/B rows of
+#                                   the CUDA switches, every row against nlpd's CPU fp32 logits; its model and CPU
+#                                   reference are made in the background from the start); nlpd pipe with
+#                                   kernels.backend = "cuda"; the op tests under compute-sanitizer memcheck
 #   scripts/gpu-check.sh --dry-run  what the machine has and the plan, nothing run (exit 0 when the plan can work)
 #   scripts/gpu-check.sh --pack     on a build machine without a GPU: build, and put the binaries, the non-system
 #                                   shared libraries they need, a prebuilt libnlpd_cuda.so and its cudart into
@@ -23,7 +25,8 @@
 #                                   libraries resolve there (libcublas found in the CUDA toolkit or a pip
 #                                   nvidia-cublas), else libnlpd_cuda.so is rebuilt with that machine's nvcc.
 #                                   Pack again after any change (the bundle's binaries are what runs).
-# Environment: GPU_CHECK_BUDGET (seconds, default 300), RUNS (benchmark runs, default 5), GPU_CHECK_SKIP (words
+# Environment: GPU_CHECK_BUDGET (seconds, default 300), RUNS (timed benchmark runs a row, default 20, after WARMUP
+# = 3), BENCH_DTYPES, BATCHES, BENCH_AB, ROW_TIMEOUT (45 s; see bench/encoder/gpu.sh), GPU_CHECK_SKIP (words
 # among: sanitizer bench pipe encoder infer) to leave steps out (reported as "skip", by request),
 # GPU_CHECK_BUNDLE (default .gpu-bundle), GPU_CHECK_NVCC (the nvcc to use; empty: none).
 set -u
@@ -80,7 +83,7 @@ DEST=${OUT:-build}
 mkdir -p "$DEST" build
 SUM=$DEST/gpu-check.txt
 LOG=$DEST/gpu-check.log
-STEP=$DEST/step.out
+STEP=build/gpu-step.out
 TABLE=$DEST/gpu-table.txt
 : > "$SUM"
 : > "$LOG"
@@ -88,8 +91,10 @@ rm -f "$TABLE"
 say() { echo "$*" | tee -a "$SUM"; }
 status=0
 finished=0
+PREP_PID= # the benchmark's model and CPU reference, made in the background
 # the summary's end, however the script ends (a failed build, a signal, the end): the table, then the verdict
 on_exit() {
+    [ -n "$PREP_PID" ] && kill "$PREP_PID" 2> /dev/null
     if [ $finished = 0 ]; then
         say "FAILED gpu-check.sh stopped early ($(($(date +%s) - T0)) s in)"
         status=1
@@ -98,7 +103,7 @@ on_exit() {
         if [ -s "$TABLE" ]; then
             cat "$TABLE" | tee -a "$SUM"
         else
-            say "| engine | dtype | batch | latency ms | seq/s | max |dlogit| | vs |"
+            say "| engine | variant | dtype | batch | seq | latency ms | seq/s | max \\|dlogit\\| | rel | result |"
             say "| (no benchmark rows: the benchmark did not run or failed) |"
         fi
     fi
@@ -219,7 +224,7 @@ none) fail "no way to run here: no complete build toolchain, and no usable $BUND
 esac
 if [ $DRY = 1 ]; then
     steps="test_cuda_ops"
-    for w in infer encoder pipe sanitizer bench; do skipped $w || steps="$steps $w"; done
+    for w in infer encoder bench pipe sanitizer; do skipped $w || steps="$steps $w"; done
     say "steps: $steps (budget ${BUDGET} s)"
     finished=1
     exit $status
@@ -259,6 +264,16 @@ else
 fi
 say "libnlpd_cuda.so: $NLPD_LIBDIR; $(readelf -d "$NLPD_LIBDIR/libnlpd_cuda.so" 2> /dev/null | grep -oE 'lib(cudart|cublas)[^]]*' | tr '\n' ' ')"
 say "NEEDED CUDA libraries of nlpd: $(readelf -d "$BIN/nlpd" 2> /dev/null | grep -c 'NEEDED.*\(cuda\|cublas\)') (want 0)"
+
+# the benchmark's random-weight model (numpy) and its CPU fp32 reference (half the cores) need no GPU: made now,
+# while the tests below use it, and waited for by the benchmark step
+export BENCH_OUT=${BENCH_OUT:-build/bench-encoder}
+rm -f "$BENCH_OUT/plan.jsonl" "$BENCH_OUT/rows.jsonl" # an earlier try's rows are not this one's
+if ! skipped bench; then
+    BENCH_PHASE=prep BENCH_BIN="$BENCH" REF_THREADS=${REF_THREADS:-$((($(nproc) + 1) / 2))} \
+        timeout -k 5 "$BUDGET" sh bench/encoder/gpu.sh > build/gpu-bench-prep.log 2>&1 &
+    PREP_PID=$!
+fi
 
 # --- ops and fixtures: the most important step ---
 AUTO_CUDA=0 # kernels.backend = "auto" picks CUDA here (test_cuda_ops says): what test_encoder relies on
@@ -313,6 +328,36 @@ if ! skipped encoder && box 90 20 "test_encoder"; then
     [ $AUTO_CUDA = 1 ] || fail "test_encoder: backend auto did not pick CUDA in test_cuda_ops, so it ran on the CPU"
 fi
 
+# --- benchmark (bench/encoder/gpu.sh): BERT-base, seq 128, nlpd fp16/bf16/fp32-tf32 at batch 1/32/128, PyTorch's
+# rows when it has CUDA here, the A/B rows of the CUDA switches; before pipe and the sanitizer (the figures matter
+# more than a memcheck that may not finish). A row that fails, times out or never runs is a FAIL row of the table. ---
+if ! skipped bench && box 150 60 "bench/encoder"; then
+    end=$(($(date +%s) + t))
+    while kill -0 "$PREP_PID" 2> /dev/null && [ "$(date +%s)" -lt $end ]; do sleep 1; done
+    { echo "== bench/encoder prep (model, CPU reference)"; cat build/gpu-bench-prep.log; } >> "$LOG"
+    if kill -0 "$PREP_PID" 2> /dev/null; then
+        kill "$PREP_PID"
+        fail "bench/encoder: the model and the CPU reference were not ready within the step's $t s"
+    elif ! wait "$PREP_PID"; then
+        fail "bench/encoder: the model or the CPU reference failed: $(tail -n 1 build/gpu-bench-prep.log | cut -c1-200)"
+    elif [ $((end - $(date +%s))) -lt 20 ]; then
+        fail "bench/encoder rows: not run, $((end - $(date +%s))) s of the step left after the model and reference"
+    else
+        check "bench/encoder rows (nlpd, torch, A/B)" "$((end - $(date +%s)))" env BENCH_PHASE=rows BENCH_BIN="$BENCH" \
+            RUNS="${RUNS:-20}" WARMUP="${WARMUP:-3}" ROW_TIMEOUT="${ROW_TIMEOUT:-45}" sh bench/encoder/gpu.sh
+        grep -E '^   PyTorch exited' "$STEP" | cut -c1-200 | sed 's/^/       /' | tee -a "$SUM"
+    fi
+    PREP_PID=
+    # the table from whatever rows exist: a planned row that is missing is a FAIL row in it
+    if [ -s "$BENCH_OUT/plan.jsonl" ]; then
+        BENCH_PHASE=table BENCH_TABLE="$TABLE.tmp" sh bench/encoder/gpu.sh > "$STEP" 2>&1 ||
+            fail "bench/encoder: $(grep -m1 '^bench rows' "$STEP" || tail -n 1 "$STEP" | cut -c1-200)"
+        [ -s "$TABLE.tmp" ] && mv "$TABLE.tmp" "$TABLE"
+        cat "$STEP" >> "$LOG"
+        cp "$BENCH_OUT/rows.jsonl" "$DEST/gpu-bench.jsonl" 2> /dev/null
+    fi
+fi
+
 # --- nlpd pipe with kernels.backend = "cuda": an HF sentiment stage and an NER stage ---
 if ! skipped pipe && box 90 20 "nlpd pipe"; then
     cat > build/gpu-pipe.conf << 'EOF2'
@@ -334,21 +379,6 @@ for i in range(2000):
          test \$(grep -c '\"sentiment\":{' build/gpu-pipe.out) -eq 2000 && grep -q 'backend cuda' build/gpu-pipe.err"
     grep -E 'kernels:' build/gpu-pipe.err | head -n 2 | cut -c1-220 | sed 's/^/       /' | tee -a "$SUM"
     tail -n 3 build/gpu-pipe.err | cut -c1-200 | sed 's/^/       /' >> "$SUM"
-fi
-
-# --- benchmark: BERT-base, seq 128, batch 1/32/128, fp16, bf16 and fp32 (before the sanitizer: the figures matter
-# more than a memcheck that may not finish) ---
-if ! skipped bench && box 150 45 "bench/encoder"; then
-    dts=${BENCH_DTYPES:-fp16 bf16 fp32}
-    bs=${BATCHES:-1 32 128}
-    say "note   benchmark fp32 rows: NLPD_CUDA_MATH=${NLPD_CUDA_MATH:-tf32} (tf32: TF32 tensor cores)"
-    check "bench/encoder --backend cuda" "$t" env BENCH_BACKEND=cuda BENCH_BIN="$BENCH" RUNS="${RUNS:-5}" \
-        BENCH_DTYPES="$dts" BATCHES="$bs" sh bench/encoder/run.sh
-    sed -n '/^| engine/,$p' "$STEP" > "$TABLE"
-    sed -n '/^encoder /p' "$STEP" | tee -a "$SUM"
-    rows=$(grep -c '^| nlpd ' "$TABLE")
-    want=$(($(echo $dts | wc -w) * $(echo $bs | wc -w)))
-    [ "$rows" -eq "$want" ] || fail "bench/encoder: $rows nlpd rows in the table, $want expected"
 fi
 
 # --- the op tests under compute-sanitizer memcheck (out-of-bounds and misaligned accesses in our kernels) ---

@@ -36,7 +36,7 @@ TORCH_PY=${TORCH_PY:-python3}
 PHASE=${BENCH_PHASE:-all}
 PY=python3 # numpy for gen_model.py: the GPU machines' python has it; else Debian's
 python3 -c "import numpy" 2> /dev/null || PY=/usr/bin/python3
-export NLPD_LIBDIR=${NLPD_LIBDIR:-$PWD/build} # libnlpd_cuda.so
+export NLPD_LIBDIR="${NLPD_LIBDIR:-$PWD/build}" # libnlpd_cuda.so
 MODEL=$OUT/bert-L$LAYERS-H$HIDDEN-A$HEADS-F$FFN
 BMAX=0
 for b in $BATCHES $AB_BATCH; do [ "$b" -gt "$BMAX" ] && BMAX=$b; done
@@ -49,7 +49,7 @@ mkdir -p "$OUT" || exit 1
 
 # last_line FILE: the file's last non-empty line, safe inside a JSON string
 last_line() {
-    grep -v '^[[:space:]]*$' "$1" 2> /dev/null | tail -n 1 | tr -d '"\\' | tr -c '[:print:]' ' ' | cut -c1-240
+    grep -v '^[[:space:]]*$' "$1" 2> /dev/null | tail -n 1 | tr -d '"\\' | tr -c '[:print:]\n' ' ' | cut -c1-240
 }
 
 prep() {
@@ -60,17 +60,16 @@ prep() {
     fi
     [ -x "$BIN" ] || make --no-print-directory -j"$(nproc)" "$BIN" > /dev/null ||
         { echo "FAILED: no benchmark binary $BIN" >&2; return 1; }
-    if [ ! -s "$REF.json" ] || [ ! -s "$REF.logits" ] || [ ! -s "$REF.ids" ]; then
-        echo "== CPU fp32 reference: batch $BMAX x seq $SEQ, $REF_THREADS threads"
-        rm -f "$REF.json"
-        if ! BENCH_WARMUP=0 BENCH_SGEMM=0 timeout -k 5 "$((ROW_TIMEOUT * 2))" "$BIN" "$MODEL" "$REF.ids" "$REF.logits" \
-            "$BMAX" "$SEQ" 1 "$REF_THREADS" cpu fp32 > "$REF.out" 2> "$REF.err" ||
-            ! grep -q '^{.*"nlpd_median_s"' "$REF.out"; then
-            echo "FAILED: the CPU reference: $(last_line "$REF.err")" >&2
-            return 1
-        fi
-        grep '^{' "$REF.out" > "$REF.json"
+    # made again each time (a reference from another build of the CPU backend would not be this one's)
+    echo "== CPU fp32 reference: batch $BMAX x seq $SEQ, $REF_THREADS threads"
+    rm -f "$REF.json"
+    if ! BENCH_WARMUP=0 BENCH_SGEMM=0 timeout -k 5 "$((ROW_TIMEOUT * 2))" "$BIN" "$MODEL" "$REF.ids" "$REF.logits" \
+        "$BMAX" "$SEQ" 1 "$REF_THREADS" cpu fp32 > "$REF.out" 2> "$REF.err" ||
+        ! grep -q '^{.*"nlpd_median_s"' "$REF.out"; then
+        echo "FAILED: the CPU reference: $(last_line "$REF.err")" >&2
+        return 1
     fi
+    grep '^{' "$REF.out" > "$REF.json"
     echo "== reference ready: $REF.logits"
 }
 
@@ -98,16 +97,21 @@ row() {
     [ "$dt" = fp32-strict ] && runenv="$runenv NLPD_CUDA_MATH=strict"
     [ "$var" = default ] || runenv="$runenv $var"
     # shellcheck disable=SC2086 # runenv: words
-    if env $runenv BENCH_WARMUP="$WARMUP" timeout -k 5 "$ROW_TIMEOUT" "$BIN" "$MODEL" "$OUT/ids-$tag.bin" \
-        "$OUT/logits-$tag.bin" "$b" "$SEQ" "$RUNS" 1 "$BACKEND" "$bdt" > "$OUT/run.out" 2> "$OUT/run.err" &&
-        grep -q '^{.*"nlpd_median_s"' "$OUT/run.out"; then
+    env $runenv BENCH_WARMUP="$WARMUP" timeout -k 5 "$ROW_TIMEOUT" "$BIN" "$MODEL" "$OUT/ids-$tag.bin" \
+        "$OUT/logits-$tag.bin" "$b" "$SEQ" "$RUNS" 1 "$BACKEND" "$bdt" > "$OUT/run.out" 2> "$OUT/run.err"
+    rc=$?
+    if [ $rc = 0 ] && grep -q '^{.*"nlpd_median_s"' "$OUT/run.out"; then
         printf '{"engine": "nlpd %s", "variant": "%s", "dtype": "%s", "batch": %d, "logits": "%s", "result": %s}\n' \
             "$BACKEND" "$var" "$dt" "$b" "$OUT/logits-$tag.bin" "$(grep -m1 '^{' "$OUT/run.out")" >> "$ROWS"
     else
-        rc=$?
         why=$(last_line "$OUT/run.err")
-        [ $rc = 124 ] || [ $rc = 137 ] && why="timed out after $ROW_TIMEOUT s; $why"
-        [ -n "$why" ] || why="exit $rc, no result line"
+        if [ $rc = 0 ]; then
+            why="no result line (exit 0)${why:+; $why}"
+        elif [ $rc = 124 ] || [ $rc = 137 ]; then
+            why="timed out after $ROW_TIMEOUT s${why:+; $why}"
+        else
+            why="exit $rc${why:+: $why}"
+        fi
         printf '{"engine": "nlpd %s", "variant": "%s", "dtype": "%s", "batch": %d, "fail": "%s"}\n' \
             "$BACKEND" "$var" "$dt" "$b" "$why" >> "$ROWS"
     fi
@@ -121,10 +125,10 @@ rows() {
     printf '{"reference": "%s", "batch": %d, "seq": %d, "model": "L=%s H=%s A=%s FFN=%s", "runs": %d, "warmup": %d}\n' \
         "$REF.logits" "$BMAX" "$SEQ" "$LAYERS" "$HIDDEN" "$HEADS" "$FFN" "$RUNS" "$WARMUP" >> "$PLAN"
     TORCH=ok
-    if ! $TORCH_PY -c 'import torch' 2> /dev/null; then
+    if ! "$TORCH_PY" -c 'import torch' 2> /dev/null; then
         TORCH="torch: not installed on this machine ($TORCH_PY)"
     elif [ "$TORCH_DEVICE" = cuda ] &&
-        ! $TORCH_PY -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2> /dev/null; then
+        ! "$TORCH_PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2> /dev/null; then
         TORCH="torch: installed, but torch.cuda.is_available() is false here ($TORCH_PY)"
     fi
     tdts=
@@ -147,7 +151,7 @@ rows() {
     if [ "$TORCH" = ok ]; then
         echo "== PyTorch $TORCH_DEVICE $tdts, batches $BATCHES: $WARMUP warm-up + $RUNS runs each"
         # its rows go straight to $ROWS as they finish: a crash or a timeout keeps the rows before it
-        timeout -k 5 "$((ROW_TIMEOUT * 3))" $TORCH_PY bench/encoder/torch_cuda.py "$MODEL" "$REF.ids" "$BMAX" "$SEQ" \
+        timeout -k 5 "$((ROW_TIMEOUT * 3))" "$TORCH_PY" bench/encoder/torch_cuda.py "$MODEL" "$REF.ids" "$BMAX" "$SEQ" \
             "$RUNS" "$WARMUP" "$tdts" "$(echo $BATCHES | tr ' ' ,)" "$OUT" "$TORCH_DEVICE" >> "$ROWS" 2> "$OUT/torch.err" ||
             echo "   PyTorch exited $?: $(last_line "$OUT/torch.err")"
     else

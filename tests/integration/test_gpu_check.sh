@@ -89,14 +89,50 @@ exit 0
 EOF
 cat > "$B/bin/bench_encoder" << 'EOF'
 #!/bin/sh
-# MODEL IDS LOGITS BATCH SEQ RUNS THREADS BACKEND DTYPE; STUB_BENCH: ok | fail | silent
-case ${STUB_BENCH:-ok} in
-fail) echo "run 1 of 1: cuda backend: launching an op: stub failure" >&2; exit 1 ;;
-silent) exit 0 ;;
-esac
+# MODEL IDS LOGITS BATCH SEQ RUNS THREADS BACKEND DTYPE; STUB_BENCH: ok | fail | silent (the GPU rows; the CPU
+# reference always works) | nan (fp16 rows: NaN logits) | far (bf16 rows: logits off by 1) | ab (a failing A/B row:
+# NLPD_CUDA_EPILOGUE set). The switches this "build" reads: NLPD_CUDA_ACT NLPD_CUDA_EPILOGUE NLPD_CUDA_ATTENTION
+# NLPD_CUDA_GRAPHS. reffail: the CPU reference fails.
+[ "$8" = cpu ] && [ "${STUB_BENCH:-ok}" = reffail ] && { echo "stub: the CPU backend failed" >&2; exit 1; }
+if [ "$8" = cuda ]; then
+    case ${STUB_BENCH:-ok} in
+    fail) echo "run 1 of 1: cuda backend: launching an op: stub failure" >&2; exit 1 ;;
+    silent) exit 0 ;;
+    ab) [ -n "${NLPD_CUDA_EPILOGUE:-}" ] && { echo "NLPD_CUDA_EPILOGUE: stub refuses '$NLPD_CUDA_EPILOGUE'" >&2; exit 1; } ;;
+    esac
+fi
 head -c $(($4 * $5 * 8)) /dev/zero > "$2"
-head -c $(($4 * 8)) /dev/zero > "$3"
-echo "{\"nlpd_median_s\": 0.002, \"backend\": \"$8\", \"dtype\": \"$9\", \"batch\": $4, \"seq\": $5}"
+if [ "$8" = cuda ] && [ "${STUB_BENCH:-ok}" = nan ] && [ "$9" = fp16 ]; then
+    i=0; while [ $i -lt $(($4 * 2)) ]; do printf '\000\000\300\177'; i=$((i + 1)); done > "$3"
+elif [ "$8" = cuda ] && [ "${STUB_BENCH:-ok}" = far ] && [ "$9" = bf16 ]; then
+    i=0; while [ $i -lt $(($4 * 2)) ]; do printf '\000\000\200\077'; i=$((i + 1)); done > "$3"
+else
+    head -c $(($4 * 8)) /dev/zero > "$3"
+fi
+echo "{\"nlpd_median_s\": 0.002, \"nlpd_times\": [0.002], \"backend\": \"$8\", \"dtype\": \"$9\", \"batch\": $4, \"seq\": $5}"
+EOF
+# the python that may have torch: STUB_TORCH ok | missing | nocuda | fail (every row a fail line) | crash (no rows)
+cat > "$STUB/torchpy" << 'EOF'
+#!/bin/sh
+if [ "$1" = -c ]; then
+    case ${STUB_TORCH:-ok} in
+    missing) echo "ModuleNotFoundError: No module named 'torch'" >&2; exit 1 ;;
+    nocuda) case $2 in *cuda*) exit 1 ;; esac; exit 0 ;;
+    esac
+    exit 0
+fi
+# torch_cuda.py MODEL IDS REF_BATCH SEQ RUNS WARMUP DTYPES BATCHES OUTDIR DEVICE
+[ "${STUB_TORCH:-ok}" = crash ] && { echo "Segmentation fault (stub)" >&2; exit 139; }
+for dt in $(echo "$8" | tr , ' '); do
+    for b in $(echo "$9" | tr , ' '); do
+        if [ "${STUB_TORCH:-ok}" = fail ]; then
+            echo "{\"engine\": \"torch ${11}\", \"variant\": \"default\", \"dtype\": \"$dt\", \"batch\": $b, \"fail\": \"RuntimeError: stub\"}"
+            continue
+        fi
+        head -c $((b * 8)) /dev/zero > "${10}/logits-torch-$dt-b$b.bin"
+        echo "{\"engine\": \"torch ${11}\", \"variant\": \"default\", \"dtype\": \"$dt\", \"batch\": $b, \"logits\": \"${10}/logits-torch-$dt-b$b.bin\", \"result\": {\"times\": [0.001]}}"
+    done
+done
 EOF
 chmod +x "$STUB"/* "$B"/bin/*
 
@@ -110,6 +146,7 @@ run() {
     mkdir -p "$out"
     env PATH="$STUB:$PATH" OUT="$out" GPU_CHECK_BUNDLE="$B" GPU_CHECK_NVCC= CUDA_HOME="$T/cudahome" \
         BENCH_OUT="$T/bench" LAYERS=1 HIDDEN=32 HEADS=2 FFN=64 SEQ=8 RUNS=1 BATCHES="1 2" BENCH_DTYPES="fp32 fp16" \
+        AB_BATCH=2 TORCH_PY="$STUB/torchpy" \
         GPU_CHECK_BUDGET=200 GPU_CHECK_SKIP="bench" "$@" timeout 120 bash scripts/gpu-check.sh $ARGS > "$out/stdout" 2>&1
     rc=$?
     verdict=$(tail -n 1 "$out/gpu-check.txt" 2> /dev/null | grep -oE 'overall: (PASS|FAIL)')
@@ -147,8 +184,18 @@ ARGS=
 
 # --- whole runs: all good, then one broken step each ---
 run all-good PASS '^ok +compute-sanitizer memcheck' GPU_CHECK_SKIP=
-grep -qE '^\| nlpd +\| fp16 +\| +2 \|' "$T/out-all-good/gpu-check.txt" && [ "$(grep -c '^| nlpd ' "$T/out-all-good/gpu-check.txt")" -eq 4 ] &&
-    ok "all-good: the table has the 4 nlpd rows" || nok "all-good table" "$(tr '\n' '|' < "$T/out-all-good/gpu-check.txt")"
+A=$T/out-all-good/gpu-check.txt
+grep -qE '^\| nlpd cuda \| default \| fp16 \| 2 \| 8 \| 2\.000 \| 1000\.0 \| 0 \| - \| ok \|$' "$A" &&
+    [ "$(grep -c '^| nlpd cuda | default | fp[0-9a-z-]* | [12] | .* | ok |$' "$A")" -eq 4 ] &&
+    grep -q '^| nlpd cuda | default | fp32-tf32 | 1 |' "$A" &&
+    ok "all-good: the table has the 4 nlpd rows, fp32 as fp32-tf32" || nok "all-good table" "$(tr '\n' '|' < "$A")"
+[ "$(grep -c '^| torch cuda | default | fp[0-9a-z-]* | [12] | 8 | 1\.000 | .* | ok |$' "$A")" -eq 4 ] &&
+    grep -q '^nlpd / torch seq/s: .*fp16 b2 0\.50x' "$A" &&
+    ok "all-good: the 4 torch rows and the nlpd/torch ratios" || nok "all-good torch rows" "$(tr '\n' '|' < "$A")"
+[ "$(grep -c '^| nlpd cuda | NLPD_CUDA_[A-Z]*=[a-z0-9]* | fp16 | 2 | .* | ok |$' "$A")" -eq 4 ] &&
+    grep -q '^A/B seq/s against the default: NLPD_CUDA_ACT=fp32 1\.00x' "$A" &&
+    ok "all-good: the 4 A/B rows" || nok "all-good A/B rows" "$(tr '\n' '|' < "$A")"
+[ -s "$T/out-all-good/gpu-bench.jsonl" ] && ok "all-good: the raw rows come back in OUT" || nok "all-good raw rows" "no gpu-bench.jsonl"
 grep -qE '^libnlpd_cuda.so: .*/bundle/cuda; .*libcublas.so.99' "$T/out-all-good/gpu-check.txt" &&
     ok "all-good: the prebuilt .so and its cuBLAS were used" ||
     nok "all-good .so line" "$(grep '^libnlpd_cuda' "$T/out-all-good/gpu-check.txt")"
@@ -164,9 +211,33 @@ run encoder-on-cpu FAIL '^FAILED test_encoder: backend auto did not pick CUDA' S
 run infer-nologits FAIL '^FAILED nlpd infer fp32: not 2 results with logits' STUB_INFER=nologits
 run encoder-silent FAIL "^FAILED test_encoder: no 'N passed, 0 failed' line" STUB_ENC=silent
 run pipe-short FAIL '^FAILED nlpd pipe' STUB_PIPE=short
-run bench-fails FAIL '^FAILED bench/encoder --backend cuda \(exit 1' GPU_CHECK_SKIP= STUB_BENCH=fail
-run bench-silent FAIL '^FAILED bench/encoder --backend cuda \(exit 1' GPU_CHECK_SKIP= STUB_BENCH=silent
-grep -q 'no benchmark rows' "$T/out-bench-silent/gpu-check.txt" && ok "bench-silent: the table says it has no rows" ||
-    nok "bench-silent table" "$(tail -n 3 "$T/out-bench-silent/gpu-check.txt" | tr '\n' '|')"
+run bench-fails FAIL '^\| nlpd cuda \| default \| fp32-tf32 \| 1 \| .*\| FAIL exit 1: run 1 of 1: cuda backend: launching an op: stub failure \|$' \
+    GPU_CHECK_SKIP= STUB_BENCH=fail
+grep -q '^FAILED bench/encoder: bench rows: 4 ok, 8 failed$' "$T/out-bench-fails/gpu-check.txt" &&
+    ok "bench-fails: the summary counts the failed rows" || nok "bench-fails count" "$(tr '\n' '|' < "$T/out-bench-fails/gpu-check.txt")"
+run bench-silent FAIL '^\| nlpd cuda \| default \| fp16 \| 2 \| .*\| FAIL no result line \(exit 0\) \|$' GPU_CHECK_SKIP= STUB_BENCH=silent
+run bench-ref-fails FAIL '^FAILED bench/encoder: the model or the CPU reference failed: FAILED: the CPU reference: stub' \
+    GPU_CHECK_SKIP= STUB_BENCH=reffail
+grep -q 'no benchmark rows' "$T/out-bench-ref-fails/gpu-check.txt" && ok "bench-ref-fails: the table says it has no rows" ||
+    nok "bench-ref-fails table" "$(tail -n 3 "$T/out-bench-ref-fails/gpu-check.txt" | tr '\n' '|')"
+# the rows added for issue 20: an A/B row that fails, a switch this build does not read, PyTorch missing (a note,
+# not a failure), PyTorch without CUDA, a failing or crashing PyTorch, NaN logits, logits far from the CPU's
+run bench-ab-fails FAIL '^\| nlpd cuda \| NLPD_CUDA_EPILOGUE=separate \| fp16 \| 2 \| .*\| FAIL exit 1: NLPD_CUDA_EPILOGUE: stub refuses' \
+    GPU_CHECK_SKIP= STUB_BENCH=ab
+grep -q '^| nlpd cuda | NLPD_CUDA_ACT=fp32 | fp16 | 2 | .* | ok |$' "$T/out-bench-ab-fails/gpu-check.txt" &&
+    grep -q '^FAILED bench/encoder: bench rows: 11 ok, 1 failed' "$T/out-bench-ab-fails/gpu-check.txt" &&
+    ok "bench-ab-fails: only that row failed, and the summary counts it" ||
+    nok "bench-ab-fails rows" "$(tr '\n' '|' < "$T/out-bench-ab-fails/gpu-check.txt")"
+run bench-ab-unknown FAIL '^\| nlpd cuda \| NLPD_CUDA_NOSUCH=1 \| fp16 \| 2 \| .*\| FAIL NLPD_CUDA_NOSUCH is not read by this build' \
+    GPU_CHECK_SKIP= BENCH_AB="NLPD_CUDA_GRAPHS=0 NLPD_CUDA_NOSUCH=1"
+run bench-torch-missing PASS '^\| torch cuda \| default \| - \| - \| 8 \| .*not run: torch: not installed on this machine' \
+    GPU_CHECK_SKIP= STUB_TORCH=missing
+run bench-torch-nocuda PASS '^\| torch cuda \| .*not run: torch: installed, but torch.cuda.is_available\(\) is false' \
+    GPU_CHECK_SKIP= STUB_TORCH=nocuda
+run bench-torch-fails FAIL '^\| torch cuda \| default \| fp16 \| 1 \| .*\| FAIL RuntimeError: stub \|$' GPU_CHECK_SKIP= STUB_TORCH=fail
+run bench-torch-crash FAIL '^\| torch cuda \| default \| fp32-tf32 \| 1 \| .*\| FAIL not run' GPU_CHECK_SKIP= STUB_TORCH=crash
+run bench-nan FAIL '^\| nlpd cuda \| default \| fp16 \| 1 \| .*\| FAIL non-finite logits \|$' GPU_CHECK_SKIP= STUB_BENCH=nan
+run bench-far FAIL '^\| nlpd cuda \| default \| bf16 \| 2 \| .* \| 1 \| .*\| FAIL off the CPU reference' GPU_CHECK_SKIP= \
+    STUB_BENCH=far BENCH_DTYPES="fp16 bf16"
 run budget-too-small FAIL '^FAILED .*not run, .* s of the budget left' GPU_CHECK_BUDGET=45
 finish
