@@ -239,5 +239,23 @@ run bench-torch-crash FAIL '^\| torch cuda \| default \| fp32-tf32 \| 1 \| .*\| 
 run bench-nan FAIL '^\| nlpd cuda \| default \| fp16 \| 1 \| .*\| FAIL non-finite logits \|$' GPU_CHECK_SKIP= STUB_BENCH=nan
 run bench-far FAIL '^\| nlpd cuda \| default \| bf16 \| 2 \| .* \| 1 \| .*\| FAIL off the CPU reference' GPU_CHECK_SKIP= \
     STUB_BENCH=far BENCH_DTYPES="fp16 bf16"
+# the benchmark itself (bench/encoder/gpu.sh, not stubbed) on the real CUDA backend under the host emulator
+# (build/emul): every row against the CPU reference, an A/B row through a switch this build reads, torch missing
+E=$T/emul
+if [ -f build/emul/libnlpd_cuda.so ] && [ -x build/bench/bench_encoder ]; then
+    env NLPD_CUDA_EMULATOR=1 NLPD_LIBDIR="$PWD/build/emul" NLPD_CUDA_ARENA_MB=16 BENCH_OUT="$E" LAYERS=1 HIDDEN=32 \
+        HEADS=2 FFN=64 SEQ=8 RUNS=1 WARMUP=0 BATCHES="1 2" BENCH_DTYPES="fp16 fp32-strict" AB_BATCH=2 \
+        BENCH_AB="NLPD_CUDA_MATH=strict" TORCH_PY="$STUB/torchpy" STUB_TORCH=missing REF_THREADS=1 ROW_TIMEOUT=60 \
+        timeout 240 sh bench/encoder/gpu.sh > "$E.out" 2>&1
+    rc=$?
+    [ $rc -eq 0 ] && [ "$(grep -c '^| nlpd cuda | default | fp[0-9a-z-]* | [12] | 8 | [0-9.]* | [0-9.]* | [0-9.e-]* | [0-9.e-]* | ok |$' "$E.out")" -eq 4 ] &&
+        grep -q '^| nlpd cuda | NLPD_CUDA_MATH=strict | fp16 | 2 | 8 | .* | ok |$' "$E.out" &&
+        grep -q '^| torch cuda | .*not run: torch: not installed on this machine' "$E.out" &&
+        grep -q '^bench rows: 5 ok, 0 failed$' "$E.out" &&
+        ok "gpu.sh under the CUDA emulator: 5 rows within their guards of the CPU reference" ||
+        nok "gpu.sh under the CUDA emulator" "exit $rc: $(tail -n 14 "$E.out" | tr '\n' '|')"
+else
+    nok "gpu.sh under the CUDA emulator" "build/emul/libnlpd_cuda.so or build/bench/bench_encoder not built (make all)"
+fi
 run budget-too-small FAIL '^FAILED .*not run, .* s of the budget left' GPU_CHECK_BUDGET=45
 finish
