@@ -28,7 +28,7 @@
 # Environment: GPU_CHECK_BUDGET (seconds, default 300), RUNS (timed benchmark runs a row, default 20, after WARMUP
 # = 3), BENCH_DTYPES, BATCHES, BENCH_AB, ROW_TIMEOUT (45 s; see bench/encoder/gpu.sh), GPU_CHECK_SKIP (words
 # among: sanitizer bench pipe encoder infer) to leave steps out (reported as "skip", by request),
-# GPU_CHECK_BUNDLE (default .gpu-bundle), GPU_CHECK_NVCC (the nvcc to use; empty: none).
+# GPU_CHECK_BUNDLE (default .gpu-bundle), GPU_CHECK_NVCC (the nvcc to use; empty: none), GPU_CHECK_LIBDIR (below).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 BUNDLE=${GPU_CHECK_BUNDLE:-.gpu-bundle}
@@ -262,6 +262,12 @@ else
         exit 1
     fi
 fi
+# GPU_CHECK_LIBDIR: another libnlpd_cuda.so to check (build/emul with NLPD_CUDA_EMULATOR=1: a rehearsal of this
+# script on a machine without a GPU, on the CUDA host emulator)
+if [ -n "${GPU_CHECK_LIBDIR:-}" ]; then
+    NLPD_LIBDIR=$(cd "$GPU_CHECK_LIBDIR" && pwd) || { fail "GPU_CHECK_LIBDIR $GPU_CHECK_LIBDIR: no such directory"; exit 1; }
+    export NLPD_LIBDIR
+fi
 say "libnlpd_cuda.so: $NLPD_LIBDIR; $(readelf -d "$NLPD_LIBDIR/libnlpd_cuda.so" 2> /dev/null | grep -oE 'lib(cudart|cublas)[^]]*' | tr '\n' ' ')"
 say "NEEDED CUDA libraries of nlpd: $(readelf -d "$BIN/nlpd" 2> /dev/null | grep -c 'NEEDED.*\(cuda\|cublas\)') (want 0)"
 
@@ -331,7 +337,7 @@ fi
 # --- benchmark (bench/encoder/gpu.sh): BERT-base, seq 128, nlpd fp16/bf16/fp32-tf32 at batch 1/32/128, PyTorch's
 # rows when it has CUDA here, the A/B rows of the CUDA switches; before pipe and the sanitizer (the figures matter
 # more than a memcheck that may not finish). A row that fails, times out or never runs is a FAIL row of the table. ---
-if ! skipped bench && box 150 60 "bench/encoder"; then
+if ! skipped bench && box 180 60 "bench/encoder"; then
     end=$(($(date +%s) + t))
     while kill -0 "$PREP_PID" 2> /dev/null && [ "$(date +%s)" -lt $end ]; do sleep 1; done
     { echo "== bench/encoder prep (model, CPU reference)"; cat build/gpu-bench-prep.log; } >> "$LOG"

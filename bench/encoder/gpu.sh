@@ -124,13 +124,14 @@ rows() {
     : > "$PLAN"
     printf '{"reference": "%s", "batch": %d, "seq": %d, "model": "L=%s H=%s A=%s FFN=%s", "runs": %d, "warmup": %d}\n' \
         "$REF.logits" "$BMAX" "$SEQ" "$LAYERS" "$HIDDEN" "$HEADS" "$FFN" "$RUNS" "$WARMUP" >> "$PLAN"
-    TORCH=ok
-    if ! "$TORCH_PY" -c 'import torch' 2> /dev/null; then
-        TORCH="torch: not installed on this machine ($TORCH_PY)"
-    elif [ "$TORCH_DEVICE" = cuda ] &&
-        ! "$TORCH_PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2> /dev/null; then
-        TORCH="torch: installed, but torch.cuda.is_available() is false here ($TORCH_PY)"
-    fi
+    # one import (seconds with CUDA): 0 usable, 3 no CUDA device for it, anything else no torch
+    "$TORCH_PY" -c 'import sys, torch; sys.exit(0 if sys.argv[1] != "cuda" or torch.cuda.is_available() else 3)' \
+        "$TORCH_DEVICE" 2> /dev/null
+    case $? in
+    0) TORCH=ok ;;
+    3) TORCH="torch: installed, but torch.cuda.is_available() is false here ($TORCH_PY)" ;;
+    *) TORCH="torch: not installed on this machine ($TORCH_PY)" ;;
+    esac
     tdts=
     for dt in $DTYPES; do
         [ "$dt" = fp32 ] && dt=fp32-tf32

@@ -117,7 +117,7 @@ cat > "$STUB/torchpy" << 'EOF'
 if [ "$1" = -c ]; then
     case ${STUB_TORCH:-ok} in
     missing) echo "ModuleNotFoundError: No module named 'torch'" >&2; exit 1 ;;
-    nocuda) case $2 in *cuda*) exit 1 ;; esac; exit 0 ;;
+    nocuda) exit 3 ;; # what gpu.sh's probe exits with when torch sees no CUDA device
     esac
     exit 0
 fi
