@@ -307,22 +307,44 @@ if ! skipped infer; then
         grep -E 'kernels:|logits' "$STEP" | head -n 3 | cut -c1-200 | sed 's/^/       /' | tee -a "$SUM"
         [ "$(grep -c '"logits"' "$STEP")" -eq 2 ] || fail "nlpd infer $dt: not 2 results with logits"
         grep -q 'backend cuda' "$STEP" || fail "nlpd infer $dt: no 'backend cuda' line (another backend ran?)"
+        grep '"logits"' "$STEP" > "build/gpu-infer-$dt.out"
     done
     if box 60 20 "infer parity"; then
         timeout 60 "$BIN/nlpd" infer --model tests/fixtures/hf-tiny/bert-seq-cls --backend cpu < build/gpu-in.jsonl \
             > build/gpu-cpu.out 2> /dev/null
         # strict fp32: TF32 (the default) rounds inputs to 10 mantissa bits, far from 1e-4
         NLPD_CUDA_MATH=strict timeout 60 "$BIN/nlpd" infer --model tests/fixtures/hf-tiny/bert-seq-cls --backend cuda \
-            < build/gpu-in.jsonl > build/gpu-cuda.out 2> /dev/null
-        check "nlpd infer: cuda fp32 logits = cpu logits within 1e-4" "$t" python3 - build/gpu-cpu.out build/gpu-cuda.out << 'PY'
+            < build/gpu-in.jsonl > build/gpu-infer-fp32-strict.out 2> /dev/null
+        # strict fp32 must be within 1e-4 of the CPU; the other dtypes' figures are reported against issue 20's 1e-3
+        # (relative to the max |logit|), and fail only beyond the benchmark's gross-error guard (32 unit roundoffs)
+        check "nlpd infer: cuda logits vs cpu fp32 (strict fp32 within 1e-4)" "$t" python3 - build/gpu-cpu.out \
+            build/gpu-infer-fp32-strict.out build/gpu-infer-fp32.out build/gpu-infer-fp16.out build/gpu-infer-bf16.out << 'PY'
 import json, math, sys
-a = [json.loads(l) for l in open(sys.argv[1])]
-b = [json.loads(l) for l in open(sys.argv[2])]
-assert len(a) == len(b) == 2, (len(a), len(b))
-d = max(abs(x - y) for p, q in zip(a, b) for x, y in zip(p["logits"], q["logits"]))
-print("max |diff|", d)
-assert math.isfinite(d) and d <= 1e-4, d
+def load(p):
+    try:
+        return [json.loads(l)["logits"] for l in open(p) if l.startswith("{")]
+    except (OSError, ValueError, KeyError) as e:
+        return str(e)
+ref = load(sys.argv[1])
+assert isinstance(ref, list) and len(ref) == 2, f"cpu: {ref}"
+top = max(abs(x) for r in ref for x in r)
+bad = []
+for name, path, limit in (("fp32-strict", sys.argv[2], 1e-4), ("fp32-tf32", sys.argv[3], 32 * 2**-11 * top),
+                          ("fp16", sys.argv[4], 32 * 2**-11 * top), ("bf16", sys.argv[5], 32 * 2**-8 * top)):
+    got = load(path)
+    if not isinstance(got, list) or len(got) != 2 or any(len(g) != len(r) for g, r in zip(got, ref)):
+        bad.append(f"{name}: no 2 results with logits ({got if isinstance(got, str) else len(got)})")
+        continue
+    d = max(abs(x - y) for g, r in zip(got, ref) for x, y in zip(g, r))
+    d = d if math.isfinite(d) else math.inf
+    target = "" if name == "fp32-strict" else f", issue 20 target 1e-3: {'met' if d <= 1e-3 * top else 'NOT met'}"
+    print(f"parity {name}: max |dlogit| {d:.3g}, relative {d / top:.2g}{target}")
+    if not d <= limit:
+        bad.append(f"{name}: max |dlogit| {d:.3g} > {limit:.3g}")
+print(f"(hf-tiny bert-seq-cls, 2 inputs, max |logit| {top:.3g})")
+assert not bad, "; ".join(bad)
 PY
+        grep -E '^parity|^\(hf-tiny' "$STEP" | sed 's/^/       /' | tee -a "$SUM"
     fi
 fi
 

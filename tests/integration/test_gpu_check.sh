@@ -77,6 +77,8 @@ case $1 in
 infer)
     while read -r l; do
         [ "${STUB_INFER:-ok}" = nologits ] && { echo '{"label": "x"}'; continue; }
+        # bf16off: the bf16 run's logits off by 0.25 (beyond 32 bf16 roundoffs of 0.5)
+        case "${STUB_INFER:-ok} $*" in *bf16off*bf16*) echo '{"logits": [0.5, -0.5]}'; continue ;; esac
         echo '{"logits": [0.25, -0.5]}'
     done ;;
 pipe)
@@ -209,6 +211,11 @@ mkdir -p "$T/nosan" && cp "$STUB/pkg-config" "$STUB/nvidia-smi" "$T/nosan/"
 run sanitizer-missing FAIL '^FAILED compute-sanitizer not found' PATH="$T/nosan:$PATH"
 run encoder-on-cpu FAIL '^FAILED test_encoder: backend auto did not pick CUDA' STUB_OPS=auto-cpu
 run infer-nologits FAIL '^FAILED nlpd infer fp32: not 2 results with logits' STUB_INFER=nologits
+run infer-bf16-off FAIL '^FAILED nlpd infer: cuda logits vs cpu fp32 .*' STUB_INFER=bf16off
+grep -q '^       parity bf16: max |dlogit| 0.25, relative 0.5, issue 20 target 1e-3: NOT met' "$T/out-infer-bf16-off/gpu-check.txt" &&
+    grep -q '^       parity fp16: max |dlogit| 0, relative 0, issue 20 target 1e-3: met' "$T/out-infer-bf16-off/gpu-check.txt" &&
+    ok "infer-bf16-off: the parity figures in the summary" ||
+    nok "infer-bf16-off figures" "$(grep parity "$T/out-infer-bf16-off/gpu-check.txt" | tr '\n' '|')"
 run encoder-silent FAIL "^FAILED test_encoder: no 'N passed, 0 failed' line" STUB_ENC=silent
 run pipe-short FAIL '^FAILED nlpd pipe' STUB_PIPE=short
 run bench-fails FAIL '^\| nlpd cuda \| default \| fp32-tf32 \| 1 \| .*\| FAIL exit 1: run 1 of 1: cuda backend: launching an op: stub failure \|$' \
