@@ -183,6 +183,8 @@ NVCC_VER=
 PRE=$BUNDLE/cuda/libnlpd_cuda.so
 PRE_CUBLAS=
 [ -f "$PRE" ] && PRE_CUBLAS=$(readelf -d "$PRE" 2> /dev/null | grep -oE 'libcublas\.so\.[0-9]+' | head -n 1)
+# without binutils there: the soname's string in the .so itself
+[ -f "$PRE" ] && [ -z "$PRE_CUBLAS" ] && PRE_CUBLAS=$(grep -aoE 'libcublas\.so\.[0-9]+' "$PRE" | head -n 1)
 CUBLAS_DIR=
 [ -n "$PRE_CUBLAS" ] && CUBLAS_DIR=$(find_cublas "$PRE_CUBLAS")
 NVCC_SAY=no
