@@ -105,7 +105,8 @@ done
 
 # --- the CUDA backend's own code under the host emulator (kernels/cuda/emul/: no GPU needed) --------------------
 # The same op tests a GPU machine runs, against the CPU backend, with the CUDA sources built by g++.
-if [ -f build/emul/libnlpd_cuda.so ]; then
+if [ -f build/emul/libnlpd_cuda.so ] && [ -x build/emul/tests/test_cuda_emul ]; then
+    suite build/emul/tests/test_cuda_emul ./build/emul/tests/test_cuda_emul
     suite "build/tests/test_cuda_ops (CUDA host emulator)" \
         env NLPD_CUDA_EMULATOR=1 NLPD_LIBDIR=build/emul NLPD_CUDA_ARENA_MB=64 ./build/tests/test_cuda_ops
 else
