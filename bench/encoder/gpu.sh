@@ -7,7 +7,7 @@
 # background while the op tests use the GPU), rows (nlpd rows, then PyTorch's, then the A/B rows), table; all (default).
 # Environment: BATCHES ("1 32 128"), BENCH_DTYPES ("fp16 bf16 fp32-tf32"; also fp32-strict, fp32 = fp32-tf32),
 # RUNS (20 timed runs a row), WARMUP (3 untimed first), SEQ (128), BENCH_AB (the A/B switches, each a VAR=value run
-# at AB_DTYPE (fp16) batch AB_BATCH (32); "none" for none), ROW_TIMEOUT (90 s a process), REF_THREADS (online CPUs),
+# at AB_DTYPE (fp16) batch AB_BATCH (32), several joined by commas; "none" for none), ROW_TIMEOUT (90 s a process), REF_THREADS (online CPUs),
 # BENCH_BIN, BENCH_OUT (build/bench-encoder), TORCH_PY (python3: the python that may have torch), BENCH_TABLE (a
 # file for the table), GPU_BENCH_BACKEND and TORCH_DEVICE (cuda; cpu to check this script without a GPU). LAYERS, HIDDEN, HEADS, FFN as in run.sh. Exit status 0 only when every planned row passed.
 set -u
@@ -22,7 +22,9 @@ RUNS=${RUNS:-20}
 WARMUP=${WARMUP:-3}
 BATCHES=${BATCHES:-1 32 128}
 DTYPES=${BENCH_DTYPES:-fp16 bf16 fp32-tf32}
-AB=${BENCH_AB-NLPD_CUDA_ACT=fp32 NLPD_CUDA_EPILOGUE=separate NLPD_CUDA_ATTENTION=cublas NLPD_CUDA_GRAPHS=0}
+# the cuBLAS attention path takes fp32 activations only: its row turns half activations off too, and compares with
+# the NLPD_CUDA_ACT=fp32 row (a row VAR=a,VAR2=b sets both)
+AB=${BENCH_AB-NLPD_CUDA_ACT=fp32 NLPD_CUDA_EPILOGUE=separate NLPD_CUDA_ACT=fp32,NLPD_CUDA_ATTENTION=cublas NLPD_CUDA_GRAPHS=0}
 [ "$AB" = none ] && AB=
 AB_DTYPE=${AB_DTYPE:-fp16}
 AB_BATCH=${AB_BATCH:-32}
@@ -82,20 +84,19 @@ row() {
     fp32-strict) bdt=fp32 ;;
     esac
     echo "== nlpd $BACKEND $var $dt batch $b x seq $SEQ: $WARMUP warm-up + $RUNS runs"
-    if [ "$var" != default ]; then
-        # a switch this build does not read would silently measure the default: that is a failed row
-        if ! grep -qaF "${var%%=*}" "$NLPD_LIBDIR/libnlpd_cuda.so" "$BIN" 2> /dev/null; then
-            printf '{"engine": "nlpd %s", "variant": "%s", "dtype": "%s", "batch": %d, "fail": "%s is not read by this build (not in libnlpd_cuda.so or %s)"}\n' \
-                "$BACKEND" "$var" "$dt" "$b" "${var%%=*}" "$(basename "$BIN")" >> "$ROWS"
-            return
-        fi
-    fi
+    # a switch this build does not read would silently measure the default: that is a failed row
+    for v in $(echo "$var" | tr , ' '); do
+        [ "$v" = default ] || grep -qaF "${v%%=*}" "$NLPD_LIBDIR/libnlpd_cuda.so" "$BIN" 2> /dev/null && continue
+        printf '{"engine": "nlpd %s", "variant": "%s", "dtype": "%s", "batch": %d, "fail": "%s is not read by this build (not in libnlpd_cuda.so or %s)"}\n' \
+            "$BACKEND" "$var" "$dt" "$b" "${v%%=*}" "$(basename "$BIN")" >> "$ROWS"
+        return
+    done
     # the environment of the run: the build's defaults (every A/B switch and the math mode unset), then the
     # dtype's math mode and the variant's switch
     runenv="-u NLPD_CUDA_MATH"
-    for v in $AB; do runenv="$runenv -u ${v%%=*}"; done
+    for v in $(echo "$AB" | tr , ' '); do runenv="$runenv -u ${v%%=*}"; done
     [ "$dt" = fp32-strict ] && runenv="$runenv NLPD_CUDA_MATH=strict"
-    [ "$var" = default ] || runenv="$runenv $var"
+    [ "$var" = default ] || runenv="$runenv $(echo "$var" | tr , ' ')"
     # shellcheck disable=SC2086 # runenv: words
     env $runenv BENCH_WARMUP="$WARMUP" timeout -k 5 "$ROW_TIMEOUT" "$BIN" "$MODEL" "$OUT/ids-$tag.bin" \
         "$OUT/logits-$tag.bin" "$b" "$SEQ" "$RUNS" 1 "$BACKEND" "$bdt" > "$OUT/run.out" 2> "$OUT/run.err"

@@ -121,6 +121,10 @@ def main():
         base = speed.get((e, "default", dt, b))
         if v != "default":
             ab.append(f"{v} {s / base:.2f}x" if base else f"{v} (no default row to compare)")
+            # VAR=a,VAR2=b also against VAR=a: the effect of its last switch alone
+            sub = speed.get((e, v.rsplit(",", 1)[0], dt, b)) if "," in v else None
+            if sub:
+                ab[-1] += f" ({s / sub:.2f}x of {v.rsplit(',', 1)[0]})"
     if ab:
         say("A/B seq/s against the default: " + ", ".join(ab))
     g = [s for (e, v, dt, b), s in speed.items() if e.startswith("nlpd") and v == "default" and dt == "fp16"

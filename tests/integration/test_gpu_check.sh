@@ -194,8 +194,9 @@ grep -qE '^\| nlpd cuda \| default \| fp16 \| 2 \| 8 \| 2\.000 \| 1000\.0 \| 0 \
 [ "$(grep -c '^| torch cuda | default | fp[0-9a-z-]* | [12] | 8 | 1\.000 | .* | ok |$' "$A")" -eq 4 ] &&
     grep -q '^nlpd / torch seq/s: .*fp16 b2 0\.50x' "$A" &&
     ok "all-good: the 4 torch rows and the nlpd/torch ratios" || nok "all-good torch rows" "$(tr '\n' '|' < "$A")"
-[ "$(grep -c '^| nlpd cuda | NLPD_CUDA_[A-Z]*=[a-z0-9]* | fp16 | 2 | .* | ok |$' "$A")" -eq 4 ] &&
-    grep -q '^A/B seq/s against the default: NLPD_CUDA_ACT=fp32 1\.00x' "$A" &&
+[ "$(grep -c '^| nlpd cuda | NLPD_CUDA_[A-Z_a-z0-9=,]* | fp16 | 2 | .* | ok |$' "$A")" -eq 4 ] &&
+    grep -q '^| nlpd cuda | NLPD_CUDA_ACT=fp32,NLPD_CUDA_ATTENTION=cublas | fp16 | 2 | .* | ok |$' "$A" &&
+    grep -q '^A/B seq/s against the default: NLPD_CUDA_ACT=fp32 1\.00x, .*NLPD_CUDA_ATTENTION=cublas 1\.00x (1\.00x of NLPD_CUDA_ACT=fp32)' "$A" &&
     ok "all-good: the 4 A/B rows" || nok "all-good A/B rows" "$(tr '\n' '|' < "$A")"
 [ -s "$T/out-all-good/gpu-bench.jsonl" ] && ok "all-good: the raw rows come back in OUT" || nok "all-good raw rows" "no gpu-bench.jsonl"
 grep -qE '^libnlpd_cuda.so: .*/bundle/cuda; .*libcublas.so.99' "$T/out-all-good/gpu-check.txt" &&
@@ -235,8 +236,8 @@ grep -q '^| nlpd cuda | NLPD_CUDA_ACT=fp32 | fp16 | 2 | .* | ok |$' "$T/out-benc
     grep -q '^FAILED bench/encoder: bench rows: 11 ok, 1 failed' "$T/out-bench-ab-fails/gpu-check.txt" &&
     ok "bench-ab-fails: only that row failed, and the summary counts it" ||
     nok "bench-ab-fails rows" "$(tr '\n' '|' < "$T/out-bench-ab-fails/gpu-check.txt")"
-run bench-ab-unknown FAIL '^\| nlpd cuda \| NLPD_CUDA_NOSUCH=1 \| fp16 \| 2 \| .*\| FAIL NLPD_CUDA_NOSUCH is not read by this build' \
-    GPU_CHECK_SKIP= BENCH_AB="NLPD_CUDA_GRAPHS=0 NLPD_CUDA_NOSUCH=1"
+run bench-ab-unknown FAIL '^\| nlpd cuda \| NLPD_CUDA_ACT=fp32,NLPD_CUDA_NOSUCH=1 \| fp16 \| 2 \| .*\| FAIL NLPD_CUDA_NOSUCH is not read by this build' \
+    GPU_CHECK_SKIP= BENCH_AB="NLPD_CUDA_GRAPHS=0 NLPD_CUDA_ACT=fp32,NLPD_CUDA_NOSUCH=1"
 run bench-torch-missing PASS '^\| torch cuda \| default \| - \| - \| 8 \| .*not run: torch: not installed on this machine' \
     GPU_CHECK_SKIP= STUB_TORCH=missing
 run bench-torch-nocuda PASS '^\| torch cuda \| .*not run: torch: installed, but torch.cuda.is_available\(\) is false' \
