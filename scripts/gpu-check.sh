@@ -33,6 +33,10 @@ set -u
 cd "$(dirname "$0")/.." || exit 2
 BUNDLE=${GPU_CHECK_BUNDLE:-.gpu-bundle}
 CARRY_MAX=$((64 << 20))
+# the other CUDA test binaries (tests/unit/test_cuda_*.c besides test_cuda_ops, e.g. test_cuda_graph): packed, and
+# each run on the GPU as a step of its own
+EXTRA_TESTS=${GPU_CHECK_EXTRA_TESTS-$(for f in tests/unit/test_cuda_*.c; do
+    [ -f "$f" ] && [ "$f" != tests/unit/test_cuda_ops.c ] && basename "$f" .c; done)}
 if [ -n "${GPU_CHECK_NVCC+set}" ]; then
     NVCC_BIN=$GPU_CHECK_NVCC
 else
@@ -43,7 +47,8 @@ if [ "${1:-}" = "--pack" ]; then
     make -j"$(nproc)" all > /dev/null || exit 1
     [ -f build/libnlpd_cuda.so ] || { echo "gpu-check --pack: no build/libnlpd_cuda.so (nvcc missing here?)" >&2; exit 1; }
     rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/bin" "$BUNDLE/lib" "$BUNDLE/cuda" || exit 1
-    for b in build/nlpd build/tests/test_cuda_ops build/tests/test_encoder build/bench/bench_encoder; do
+    for b in build/nlpd build/tests/test_cuda_ops build/tests/test_encoder build/bench/bench_encoder \
+        $(for x in $EXTRA_TESTS; do echo "build/tests/$x"; done); do
         strip -o "$BUNDLE/bin/$(basename "$b")" "$b" || exit 1
     done
     # the prebuilt .so lives apart from the binaries: nlpd looks next to its executable first, and the check picks
@@ -225,7 +230,7 @@ rebuild) say "plan:  the bundle's binaries, libnlpd_cuda.so rebuilt with $NVCC_B
 none) fail "no way to run here: no complete build toolchain, and no usable $BUNDLE (run scripts/gpu-check.sh --pack where the build works, after the last change, and carry $BUNDLE; the prebuilt .so needs ${PRE_CUBLAS:-libcublas} or nvcc + make here)" ;;
 esac
 if [ $DRY = 1 ]; then
-    steps="test_cuda_ops"
+    steps="test_cuda_ops${EXTRA_TESTS:+ $(echo $EXTRA_TESTS)}"
     for w in infer encoder bench pipe sanitizer; do skipped $w || steps="$steps $w"; done
     say "steps: $steps (budget ${BUDGET} s)"
     finished=1
@@ -298,6 +303,16 @@ if box 120 30 "test_cuda_ops"; then
     [ "$(grep -c '^  topk .*columns equal' "$STEP")" -ge 5 ] ||
         fail "test_cuda_ops: fewer than 5 'topk ... columns equal' lines: the device top-k was not tested"
 fi
+for x in $EXTRA_TESTS; do
+    if [ ! -x "$TESTS/$x" ]; then
+        fail "$x: no $TESTS/$x (tests/unit/$x.c is in the tree: pack again, or make all)"
+    elif box 60 20 "$x"; then
+        check "$x on the GPU" "$t" "$TESTS/$x"
+        grep -E '^skipped|passed, .* failed|^FAIL' "$STEP" | head -n 12 | cut -c1-250 | sed 's/^/       /' | tee -a "$SUM"
+        grep -q '^skipped' "$STEP" && fail "$x skipped its CUDA tests on a GPU machine"
+        summary_ok || fail "$x: no 'N passed, 0 failed' line"
+    fi
+done
 
 # --- nlpd infer ---
 if ! skipped infer; then

@@ -64,6 +64,15 @@ auto-cpu) echo "auto picked cpu: auto: CUDA unavailable"; echo "cuda: stub devic
 esac
 exit 0
 EOF
+# another CUDA test binary (as tests/unit/test_cuda_graph.c gives one): STUB_EXTRA ok | skipped | failed
+cat > "$B/bin/test_cuda_fake" << 'EOF'
+#!/bin/sh
+case ${STUB_EXTRA:-ok} in
+skipped) echo "skipped: no CUDA device/driver (stub)"; echo "1 passed, 0 failed" ;;
+failed) echo "FAIL graph vs eager"; echo "7 passed, 1 failed"; exit 1 ;;
+*) echo "8 passed, 0 failed" ;;
+esac
+EOF
 cat > "$B/bin/test_encoder" << 'EOF'
 #!/bin/sh
 [ "${STUB_ENC:-ok}" = silent ] && exit 0
@@ -148,7 +157,7 @@ run() {
     mkdir -p "$out"
     env PATH="$STUB:$PATH" OUT="$out" GPU_CHECK_BUNDLE="$B" GPU_CHECK_NVCC= CUDA_HOME="$T/cudahome" \
         BENCH_OUT="$T/bench" LAYERS=1 HIDDEN=32 HEADS=2 FFN=64 SEQ=8 RUNS=1 BATCHES="1 2" BENCH_DTYPES="fp32 fp16" \
-        AB_BATCH=2 TORCH_PY="$STUB/torchpy" \
+        AB_BATCH=2 TORCH_PY="$STUB/torchpy" GPU_CHECK_EXTRA_TESTS=test_cuda_fake \
         GPU_CHECK_BUDGET=200 GPU_CHECK_SKIP="bench" "$@" timeout 120 bash scripts/gpu-check.sh $ARGS > "$out/stdout" 2>&1
     rc=$?
     verdict=$(tail -n 1 "$out/gpu-check.txt" 2> /dev/null | grep -oE 'overall: (PASS|FAIL)')
@@ -181,7 +190,7 @@ mkdir -p "$T/stale" && cp -r "$B/bin" "$B/lib" "$B/cuda" "$B/commit" "$T/stale/"
     sed "1s/^[0-9a-f]\{64\}/$(printf '%064d' 0)/" "$B/sources.sha256" > "$T/stale/sources.sha256"
 run dry-stale FAIL 'bundle yes .*STALE: 1 files differ' GPU_CHECK_BUNDLE="$T/stale"
 run dry-broken-nvcc FAIL '^FAILED no way to run here' CUDA_HOME="$T/nowhere" GPU_CHECK_NVCC=/bin/false
-run dry-skip PASS '^steps: test_cuda_ops infer encoder pipe sanitizer \(budget' GPU_CHECK_SKIP=bench
+run dry-skip PASS '^steps: test_cuda_ops test_cuda_fake infer encoder pipe sanitizer \(budget' GPU_CHECK_SKIP=bench
 ARGS=
 
 # --- whole runs: all good, then one broken step each ---
@@ -206,6 +215,11 @@ run ops-skipped FAIL '^FAILED test_cuda_ops skipped' STUB_OPS=skipped
 run ops-silent FAIL "^FAILED test_cuda_ops: no 'N passed, 0 failed' line" STUB_OPS=silent
 run ops-failed FAIL '^FAILED test_cuda_ops .*exit 1' STUB_OPS=failed
 run ops-old FAIL "^FAILED test_cuda_ops: no 'threads \\(device" STUB_OPS=old
+run extra-skipped FAIL '^FAILED test_cuda_fake skipped its CUDA tests' STUB_EXTRA=skipped
+run extra-failed FAIL '^FAILED test_cuda_fake on the GPU \(exit 1' STUB_EXTRA=failed
+run extra-missing FAIL '^FAILED test_cuda_nosuch: no .*/bin/test_cuda_nosuch' GPU_CHECK_EXTRA_TESTS="test_cuda_fake test_cuda_nosuch"
+grep -q '^ok     test_cuda_fake on the GPU' "$T/out-all-good/gpu-check.txt" && ok "all-good: the other CUDA test ran" ||
+    nok "all-good extra test" "$(grep test_cuda_fake "$T/out-all-good/gpu-check.txt")"
 run sanitizer-unsupported FAIL '^FAILED compute-sanitizer could not check here: .*Device not supported' STUB_SAN=unsupported
 run sanitizer-errors FAIL '^FAILED compute-sanitizer memcheck: memory errors' STUB_SAN=errors
 mkdir -p "$T/nosan" && cp "$STUB/pkg-config" "$STUB/nvidia-smi" "$T/nosan/"
