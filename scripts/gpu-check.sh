@@ -1,26 +1,28 @@
 #!/bin/bash
 # The CUDA backend's checks on a GPU machine, in one run of at most GPU_CHECK_BUDGET seconds (default 300: a
 # machine start plus two tries fit 15 minutes of device time), with a summary in $OUT/gpu-check.txt
-# (build/gpu-check.txt when OUT is unset) that ends with one table (engine, dtype, batch, latency, seq/s,
-# max |dlogit|) and an "overall: PASS|FAIL" line, and the full log next to it. Every step fails when its output
-# is missing (no summary line, "skipped", no benchmark row, a sanitizer that could not check). Run from anywhere
-# in the repository:
+# (build/gpu-check.txt when OUT is unset) that ends with one table (engine, variant, dtype, batch, seq, latency,
+# seq/s, max |dlogit| vs the CPU, result) and an "overall: PASS|FAIL" line; next to it the full log
+# (gpu-check.log), the table alone (gpu-table.txt) and the benchmark's raw rows (gpu-bench.jsonl). Every step fails
+# when its output is missing (no summary line, "skipped", a missing or failed benchmark row, a sanitizer that could
+# not check). Run from anywhere in the repository:
 #   scripts/gpu-check.sh            first what this machine has (make, cc, nvcc, libcublas, the build's -dev
 #                                   packages, a carried bundle) and the plan it picks; then build (or use the
 #                                   bundle), then, each step time-boxed and failed (never skipped silently) when
 #                                   the budget cannot hold it: test_cuda_ops (every op vs the CPU, error paths,
-#                                   fp16/bf16, chunked paths, fixture parity); nlpd infer --backend cuda
-#                                   (fp32/fp16/bf16, fp32 logits = CPU logits); test_encoder on the GPU (auto);
-#                                   the encoder benchmark (bench/encoder/gpu.sh: BERT-base, seq 128, batch 1/32/128,
-#                                   fp16/bf16/fp32-tf32, PyTorch on the same GPU when it is there, the A/B rows of
-#                                   the CUDA switches, every row against nlpd's CPU fp32 logits; its model and CPU
-#                                   reference are made in the background from the start); nlpd pipe with
-#                                   kernels.backend = "cuda"; the op tests under compute-sanitizer memcheck
+#                                   fp16/bf16, chunked paths, fixture parity) and every other test_cuda_* binary;
+#                                   nlpd infer --backend cuda (fp32/fp16/bf16 against the CPU's logits: strict
+#                                   fp32 within 1e-4); test_encoder on the GPU (auto); the encoder benchmark
+#                                   (bench/encoder/gpu.sh: BERT-base, seq 128, batch 1/32/128, fp16/bf16/fp32-tf32,
+#                                   PyTorch on the same GPU when it is there, the A/B rows of the CUDA switches,
+#                                   every row against nlpd's CPU fp32 logits; its model and CPU reference are made
+#                                   in the background from the start); nlpd pipe with kernels.backend = "cuda";
+#                                   the op tests under compute-sanitizer memcheck
 #   scripts/gpu-check.sh --dry-run  what the machine has and the plan, nothing run (exit 0 when the plan can work)
 #   scripts/gpu-check.sh --pack     on a build machine without a GPU: build, and put the binaries, the non-system
 #                                   shared libraries they need, a prebuilt libnlpd_cuda.so and its cudart into
-#                                   .gpu-bundle/bundle.tar.gz (in .gitignore; the check unpacks it), for a GPU machine that lacks the Debian -dev
-#                                   packages `make` needs. Refuses a bundle that with the tree exceeds 64 MiB (what
+#                                   .gpu-bundle/bundle.tar.gz (in .gitignore; the check unpacks it), for a GPU
+#                                   machine that lacks the Debian -dev packages `make` needs. Refuses a bundle that with the tree exceeds 64 MiB (what
 #                                   a device call carries). On the GPU machine the prebuilt .so is used when its
 #                                   libraries resolve there (libcublas found in the CUDA toolkit or a pip
 #                                   nvidia-cublas), else libnlpd_cuda.so is rebuilt with that machine's nvcc.
