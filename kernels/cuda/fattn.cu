@@ -19,6 +19,11 @@ namespace wmma = nvcuda::wmma;
 
 #define FA_BK 64   /* keys per tile */
 #define FA_MAXW 4  /* warps per block (16 query rows each) */
+#ifdef NLPD_CU_EMUL
+#define FA_UNROLL
+#else
+#define FA_UNROLL _Pragma("unroll") /* x[] stays in registers */
+#endif
 
 /* What the kernel needs: the op, the block decomposition and the shared-memory layout (byte offsets). */
 struct fa_geom {
@@ -176,7 +181,7 @@ template <typename T, typename IO> __global__ void k_fattn(struct fa_geom g)
             const float *srow_s = ss + wr * g.lds + half * 32;
             T *prow = sp + wr * g.ldp + half * 32;
             float x[32], mx = -INFINITY;
-#pragma unroll
+FA_UNROLL
             for (int c = 0; c < 32; c++) {
                 const int t = t0 + half * 32 + c;
                 float s = -INFINITY;
@@ -193,7 +198,7 @@ template <typename T, typename IO> __global__ void k_fattn(struct fa_geom g)
             float corr = 1.0f, sum = 0.0f;
             if (m_new != -INFINITY)
                 corr = expf(m_run - m_new); /* 0 when m_run is -inf */
-#pragma unroll
+FA_UNROLL
             for (int c = 0; c < 32; c++) {
                 const T p = x[c] == -INFINITY ? zero : fa_from<T>(expf(x[c] - m_new));
                 prow[c] = p;
