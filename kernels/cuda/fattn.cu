@@ -17,7 +17,7 @@
 
 namespace wmma = nvcuda::wmma;
 
-#define FA_BK 64   /* keys per tile */
+#define FA_BK   64 /* keys per tile */
 #define FA_MAXW 4  /* warps per block (16 query rows each) */
 #ifdef NLPD_CU_EMUL
 #define FA_UNROLL
@@ -33,8 +33,8 @@ struct fa_geom {
     size_t mask_ld, kv_batch_rows, ld_q, ld_kv, ld_out;
     int heads, head_dim, q_len, kv_len, kv_mode, causal, q_pos0;
     float scale;
-    int warps, q_tiles, dp;  /* dp: head_dim padded to a multiple of 16 */
-    int ldh, lds, ldp, ldo;  /* row strides (elements) of the Q/K/V, S, P and O tiles */
+    int warps, q_tiles, dp; /* dp: head_dim padded to a multiple of 16 */
+    int ldh, lds, ldp, ldo; /* row strides (elements) of the Q/K/V, S, P and O tiles */
     size_t off_k, off_v, off_s, off_p, off_o, off_row, off_flag; /* Q at 0 */
 };
 
@@ -181,7 +181,7 @@ template <typename T, typename IO> __global__ void k_fattn(struct fa_geom g)
             const float *srow_s = ss + wr * g.lds + half * 32;
             T *prow = sp + wr * g.ldp + half * 32;
             float x[32], mx = -INFINITY;
-FA_UNROLL
+            FA_UNROLL
             for (int c = 0; c < 32; c++) {
                 const int t = t0 + half * 32 + c;
                 float s = -INFINITY;
@@ -198,7 +198,7 @@ FA_UNROLL
             float corr = 1.0f, sum = 0.0f;
             if (m_new != -INFINITY)
                 corr = expf(m_run - m_new); /* 0 when m_run is -inf */
-FA_UNROLL
+            FA_UNROLL
             for (int c = 0; c < 32; c++) {
                 const T p = x[c] == -INFINITY ? zero : fa_from<T>(expf(x[c] - m_new));
                 prow[c] = p;

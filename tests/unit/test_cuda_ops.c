@@ -806,7 +806,8 @@ static void test_small_arena(void)
     CHECK(small && small16);
     if (small && small16) {
         attention_case_shape(small, 2, 512, 12, 64, 1e-5); /* 24 pairs of 1 MiB of scores */
-        setenv("NLPD_CUDA_ATTENTION", "cublas", 1); /* fp16 takes the fused kernel (no scores) by default */
+        /* fp16 takes the fused kernel (no scores) by default */
+        setenv("NLPD_CUDA_ATTENTION", "cublas", 1);
         attention_case_shape(small16, 2, 512, 12, 64, 5e-3);
         unsetenv("NLPD_CUDA_ATTENTION");
         static const struct kv_shape big = {3, 256, 400, 16, 8, 3, 400, 400, 100, kv_map3}; /* 48 x 400 KB */
@@ -1200,11 +1201,11 @@ static float from_half_bits(enum nlpd_dtype t, uint16_t h)
     return t == NLPD_DTYPE_BF16 ? nlpd_kernels_bf16_to_f32(h) : nlpd_kernels_f16_to_f32(h);
 }
 
-/* ATTENTION on B sequences of S tokens (mask pattern (b + mask0) % 6 for sequence b, or no mask), operands fp32 or (io =
- * the backend's activation type) half: the CPU then gets the same half values as fp32 and its output is compared
- * with the GPU's half output. Returns the run's error code on the GPU side (0: ran and compared). */
-static int fattn_case(struct nlpd_backend *g, enum nlpd_dtype io, int B, int S, int NH, int D, int with_mask,
-                      int mask0, double tol)
+/* ATTENTION on B sequences of S tokens (mask pattern (b + mask0) % 6 for sequence b, or no mask) with fp32 operands,
+ * or half ones (io: the backend's activation type), in which case the CPU gets the same half values as fp32 and its
+ * output is compared with the GPU's half output. Returns the GPU side's error code (0: ran and compared). */
+static int fattn_case(struct nlpd_backend *g, enum nlpd_dtype io, int B, int S, int NH, int D, int with_mask, int mask0,
+                      double tol)
 {
     const int H = NH * D, ldq = 3 * H + 3, ldo = H + 5;
     const size_t nq = (size_t)B * S * ldq, no = (size_t)B * S * ldo;
@@ -1298,7 +1299,7 @@ struct fattn_shape {
 };
 /* kept small: under the host emulator every wmma call computes its whole tile in each of the warp's 32 fibers */
 static const struct fattn_shape fattn_shapes[] = {
-    {6, 1, 2, 16, 1},   {6, 15, 3, 32, 1},   {6, 17, 1, 80, 1},  {6, 64, 4, 64, 1}, {2, 33, 12, 32, 1},
+    {6, 1, 2, 16, 1},   {6, 15, 3, 32, 1},   {6, 17, 1, 80, 1},  {6, 64, 4, 64, 1},  {2, 33, 12, 32, 1},
     {6, 129, 1, 32, 1}, {1, 129, 1, 128, 1}, {2, 129, 2, 48, 0}, {3, 17, 7, 128, 0},
 };
 
