@@ -283,8 +283,12 @@ template <typename T, typename IO>
 static int fa_launch(struct cu_ctx *im, const struct fa_geom *g, int grid, size_t bytes, struct nlpd_error *err)
 {
     void (*kern)(struct fa_geom) = k_fattn<T, IO>;
-    if (bytes > 48 * 1024) { /* the opt-in limit: 163 KiB on sm_80, 227 KiB on sm_90; ours is at most ~113 KiB */
-        cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (bytes > 48 * 1024) {
+        /* the opt-in limit (163 KiB on sm_80, 227 KiB on sm_90), always set to the largest layout: a per-launch
+         * value would race with another thread's launch of a larger one */
+        struct fa_geom big = {};
+        const int most = (int)fa_layout(&big, FA_MAXW, CU_FATTN_MAX_HEAD_DIM);
+        cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
         if (e != cudaSuccess)
             return cu_fail(err, e, "fused attention (shared memory size)");
     }
