@@ -55,14 +55,25 @@ __device__ __forceinline__ float fa_to(__nv_bfloat16 x)
 {
     return __bfloat162float(x);
 }
+/* fp16 saturates to +-65504 on load and store, as the half activations do (elementwise.cu): an overflow stays
+ * finite instead of becoming inf - inf = NaN in the softmax; NaN passes (the comparisons are false). bf16 has
+ * fp32's range. */
+template <typename T> __device__ __forceinline__ float fa_sat(float x)
+{
+    return x;
+}
+template <> __device__ __forceinline__ float fa_sat<__half>(float x)
+{
+    return x > 65504.0f ? 65504.0f : x < -65504.0f ? -65504.0f : x;
+}
 /* an operand element as the compute type */
 template <typename T> __device__ __forceinline__ T fa_in(const float *p)
 {
-    return fa_from<T>(*p);
+    return fa_from<T>(fa_sat<T>(*p));
 }
 template <typename T> __device__ __forceinline__ T fa_in(const T *p)
 {
-    return *p;
+    return fa_from<T>(fa_sat<T>(fa_to(*p)));
 }
 __device__ __forceinline__ void fa_store(float *p, float x)
 {
@@ -70,7 +81,7 @@ __device__ __forceinline__ void fa_store(float *p, float x)
 }
 __device__ __forceinline__ void fa_store(__half *p, float x)
 {
-    *p = __float2half_rn(x);
+    *p = __float2half_rn(fa_sat<__half>(x));
 }
 __device__ __forceinline__ void fa_store(__nv_bfloat16 *p, float x)
 {

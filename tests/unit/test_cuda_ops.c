@@ -1205,7 +1205,7 @@ static float from_half_bits(enum nlpd_dtype t, uint16_t h)
  * or half ones (io: the backend's activation type), in which case the CPU gets the same half values as fp32 and its
  * output is compared with the GPU's half output. Returns the GPU side's error code (0: ran and compared). */
 static int fattn_case(struct nlpd_backend *g, enum nlpd_dtype io, int B, int S, int NH, int D, int with_mask, int mask0,
-                      double tol)
+                      int big, double tol)
 {
     const int H = NH * D, ldq = 3 * H + 3, ldo = H + 5;
     const size_t nq = (size_t)B * S * ldq, no = (size_t)B * S * ldo;
@@ -1216,18 +1216,27 @@ static int fattn_case(struct nlpd_backend *g, enum nlpd_dtype io, int B, int S, 
     float *qkv = malloc(nq * sizeof *qkv);
     uint16_t *qkv_h = malloc(nq * sizeof *qkv_h);
     fill(qkv, nq, 2.0f);
-    if (io != NLPD_DTYPE_F32)
-        for (size_t i = 0; i < nq; i++) {
+    float *qkv_g = malloc(nq * sizeof *qkv_g);
+    if (big) /* values past fp16's range in v (every 7th): the fp16 kernel saturates them, the CPU gets them clamped */
+        for (size_t r = 0; r < (size_t)B * S; r++)
+            for (int j = 0; j < H; j += 7)
+                qkv[r * ldq + 2 * H + j] = (j & 1 ? -1.0e5f : 7.0e4f) * (1.0f + 0.25f * frand());
+    for (size_t i = 0; i < nq; i++) {
+        qkv_g[i] = qkv[i];
+        if (io != NLPD_DTYPE_F32) {
             qkv_h[i] = to_half_bits(io, qkv[i]);
             qkv[i] = from_half_bits(io, qkv_h[i]);
         }
+        if (big && nlpd_backend_dtype(g) == NLPD_DTYPE_F16)
+            qkv[i] = fmaxf(-65504.0f, fminf(65504.0f, qkv[i]));
+    }
     struct pair p;
     int rg = -1;
     if (pair_init(&p, g, (nq + no + (size_t)B * S) * 4 + 4 * 256, 0))
         goto out;
     size_t q = put(&p, NULL, nq * 4), o = put(&p, NULL, no * 4), m = put(&p, mask, (size_t)B * S * sizeof *mask);
     nlpd_backend_upload(&p.c, q, qkv, nq * 4);
-    nlpd_backend_upload(&p.g, q, io != NLPD_DTYPE_F32 ? (const void *)qkv_h : (const void *)qkv,
+    nlpd_backend_upload(&p.g, q, io != NLPD_DTYPE_F32 ? (const void *)qkv_h : (const void *)qkv_g,
                         nq * (io != NLPD_DTYPE_F32 ? 2 : 4));
     struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION}, og = oc;
     oc.u.attention = (struct nlpd_op_attention){.out = F(&p.c, o),
@@ -1251,8 +1260,8 @@ static int fattn_case(struct nlpd_backend *g, enum nlpd_dtype io, int B, int S, 
     if (!rg)
         rg = nlpd_backend_sync(g, &e2);
     char what[128];
-    snprintf(what, sizeof what, "fused attention B %d S %d heads %d x %d mask %d io %s", B, S, NH, D, with_mask,
-             nlpd_dtype_name(io));
+    snprintf(what, sizeof what, "fused attention B %d S %d heads %d x %d mask %d io %s%s", B, S, NH, D, with_mask,
+             nlpd_dtype_name(io), big ? " (v past fp16's range)" : "");
     if (rg) {
         printf("  %s: %s\n", what, e2.message);
         goto done;
@@ -1290,6 +1299,7 @@ done:
 out:
     free(mask);
     free(qkv);
+    free(qkv_g);
     free(qkv_h);
     return rg;
 }
@@ -1312,9 +1322,9 @@ static void fattn_cases(struct nlpd_backend *g, enum nlpd_dtype dt, double tol)
                nlpd_dtype_name(nlpd_backend_act_dtype(g)));
     for (size_t i = 0; i < sizeof fattn_shapes / sizeof fattn_shapes[0]; i++) {
         const struct fattn_shape *s = &fattn_shapes[i];
-        CHECK(fattn_case(g, NLPD_DTYPE_F32, s->B, s->S, s->NH, s->D, s->with_mask, 0, tol) == 0);
+        CHECK(fattn_case(g, NLPD_DTYPE_F32, s->B, s->S, s->NH, s->D, s->with_mask, 0, 0, tol) == 0);
         if (half_io)
-            CHECK(fattn_case(g, dt, s->B, s->S, s->NH, s->D, s->with_mask, 0, tol) == 0);
+            CHECK(fattn_case(g, dt, s->B, s->S, s->NH, s->D, s->with_mask, 0, 0, tol) == 0);
     }
 }
 
@@ -1341,6 +1351,16 @@ static void test_fattn_kv(void)
     attention_kv_case(gpu16, 0, 1, 0, 5e-3);
 }
 
+/* v past fp16's range (7e4 .. 1.25e5): the fp16 kernel saturates operands to +-65504 as the half activations do,
+ * so the output is the CPU's on clamped values, finite, not inf or NaN; bf16 keeps them (fp32's range). */
+static void test_fattn_saturation(void)
+{
+    CHECK(fattn_case(gpu16, NLPD_DTYPE_F32, 3, 20, 2, 32, 1, 0, 1, 5e-3) == 0);
+    CHECK(fattn_case(gpub16, NLPD_DTYPE_F32, 3, 20, 2, 32, 1, 0, 1, 4e-2) == 0);
+    if (nlpd_backend_act_dtype(gpu16) == NLPD_DTYPE_F16) /* half operands: 1e5 is inf in fp16, read as 65504 */
+        CHECK(fattn_case(gpu16, NLPD_DTYPE_F16, 3, 20, 2, 32, 1, 0, 1, 5e-3) == 0);
+}
+
 /* The env switch and the path's limits. The scores of one 2200-token sequence (19 MB) do not fit a 48 MiB arena's
  * 16 MiB of scratch: the cuBLAS path refuses, the fused one (no scores in memory) runs and matches (its first 9
  * keys attended: one key tile per block, cheap under the emulator). head_dim above 128 takes cuBLAS with fp32
@@ -1358,26 +1378,26 @@ static void test_fattn_dispatch(void)
     struct nlpd_backend *small16 = nlpd_backend_new_opts(&o, &err);
     CHECK(small16 != NULL);
     if (small16) {
-        CHECK(fattn_case(small16, NLPD_DTYPE_F32, 1, 2200, 1, 16, 1, 1, 5e-3) == 0);
+        CHECK(fattn_case(small16, NLPD_DTYPE_F32, 1, 2200, 1, 16, 1, 1, 0, 5e-3) == 0);
         setenv("NLPD_CUDA_ATTENTION", "cublas", 1);
-        CHECK(fattn_case(small16, NLPD_DTYPE_F32, 1, 2200, 1, 16, 1, 1, 5e-3) == NLPD_ENOMEM);
-        CHECK(fattn_case(small16, NLPD_DTYPE_F32, 2, 33, 2, 16, 1, 0, 5e-3) == 0); /* the cuBLAS fp16 path itself */
+        CHECK(fattn_case(small16, NLPD_DTYPE_F32, 1, 2200, 1, 16, 1, 1, 0, 5e-3) == NLPD_ENOMEM);
+        CHECK(fattn_case(small16, NLPD_DTYPE_F32, 2, 33, 2, 16, 1, 0, 0, 5e-3) == 0); /* the cuBLAS fp16 path itself */
         unsetenv("NLPD_CUDA_ATTENTION");
     }
     nlpd_backend_free(small16);
     /* head_dim 160: cuBLAS (fast-16F) */
-    CHECK(fattn_case(gpu16, NLPD_DTYPE_F32, 2, 20, 2, 160, 1, 0, 5e-3) == 0);
+    CHECK(fattn_case(gpu16, NLPD_DTYPE_F32, 2, 20, 2, 160, 1, 0, 0, 5e-3) == 0);
     if (nlpd_backend_act_dtype(gpu16) == NLPD_DTYPE_F16) {
-        CHECK(fattn_case(gpu16, NLPD_DTYPE_F16, 2, 20, 2, 160, 1, 0, 5e-3) == NLPD_EINVAL);
+        CHECK(fattn_case(gpu16, NLPD_DTYPE_F16, 2, 20, 2, 160, 1, 0, 0, 5e-3) == NLPD_EINVAL);
         setenv("NLPD_CUDA_ATTENTION", "cublas", 1);
-        CHECK(fattn_case(gpu16, NLPD_DTYPE_F16, 2, 20, 2, 16, 1, 0, 5e-3) == NLPD_EINVAL);
+        CHECK(fattn_case(gpu16, NLPD_DTYPE_F16, 2, 20, 2, 16, 1, 0, 0, 5e-3) == NLPD_EINVAL);
         unsetenv("NLPD_CUDA_ATTENTION");
     }
     setenv("NLPD_CUDA_ATTENTION", "fused", 1);
-    CHECK(fattn_case(gpu, NLPD_DTYPE_F32, 2, 20, 2, 16, 1, 0, 1e-5) == NLPD_EINVAL);
-    CHECK(fattn_case(gpu16, NLPD_DTYPE_F32, 2, 20, 2, 16, 1, 0, 5e-3) == 0);
+    CHECK(fattn_case(gpu, NLPD_DTYPE_F32, 2, 20, 2, 16, 1, 0, 0, 1e-5) == NLPD_EINVAL);
+    CHECK(fattn_case(gpu16, NLPD_DTYPE_F32, 2, 20, 2, 16, 1, 0, 0, 5e-3) == 0);
     setenv("NLPD_CUDA_ATTENTION", "flash", 1);
-    CHECK(fattn_case(gpu16, NLPD_DTYPE_F32, 2, 20, 2, 16, 1, 0, 5e-3) == NLPD_EINVAL);
+    CHECK(fattn_case(gpu16, NLPD_DTYPE_F32, 2, 20, 2, 16, 1, 0, 0, 5e-3) == NLPD_EINVAL);
     unsetenv("NLPD_CUDA_ATTENTION");
 }
 
@@ -1433,6 +1453,7 @@ int main(void)
         RUN(test_fattn_fp16);
         RUN(test_fattn_bf16);
         RUN(test_fattn_kv);
+        RUN(test_fattn_saturation);
         RUN(test_fattn_dispatch);
     }
     /* NLPD_CUDA_OPS_ONLY=1: the ops alone (scripts/gpu-check.sh runs them under compute-sanitizer) */
