@@ -35,7 +35,7 @@ struct fa_geom {
     float scale;
     int warps, q_tiles, dp; /* dp: head_dim padded to a multiple of 16 */
     int ldh, lds, ldp, ldo; /* row strides (elements) of the Q/K/V, S, P and O tiles */
-    size_t off_k, off_v, off_s, off_p, off_o, off_row, off_flag; /* Q at 0 */
+    size_t off_k, off_v, off_s, off_p, off_o, off_row, off_flag; /* Q at 0; after the flags the last attended key */
 };
 
 template <typename T> __device__ __forceinline__ T fa_from(float x);
@@ -91,11 +91,12 @@ __device__ __forceinline__ void fa_store(__nv_bfloat16 *p, float x)
 /* T: compute type (__half, __nv_bfloat16); IO: operand type (float or T). blockDim.x = 32 * g.warps. */
 template <typename T, typename IO> __global__ void k_fattn(struct fa_geom g)
 {
+    /* no static __shared__ here: it would push the dynamic region's start to a 16-byte boundary, and wmma wants
+     * 32-byte aligned tiles */
     CU_DYN_SHARED(unsigned char, smem);
-    __shared__ int s_last;
     T *sq = (T *)smem, *sk = (T *)(smem + g.off_k), *sv = (T *)(smem + g.off_v), *sp = (T *)(smem + g.off_p);
     float *ss = (float *)(smem + g.off_s), *so = (float *)(smem + g.off_o), *srow = (float *)(smem + g.off_row);
-    int *sflag = (int *)(smem + g.off_flag);
+    int *sflag = (int *)(smem + g.off_flag), *s_last = sflag + FA_BK;
 
     const int tid = threadIdx.x, nthr = blockDim.x, warp = tid >> 5, lane = tid & 31;
     const int BQ = 16 * g.warps, DP = g.dp, D = g.head_dim;
@@ -108,7 +109,7 @@ template <typename T, typename IO> __global__ void k_fattn(struct fa_geom g)
 
     /* keys past the last attended one are left out (nothing attended: every key, uniformly) */
     if (tid == 0)
-        s_last = 0;
+        *s_last = 0;
     __syncthreads();
     if (m) {
         int last = 0;
@@ -116,10 +117,10 @@ template <typename T, typename IO> __global__ void k_fattn(struct fa_geom g)
             if (m[t])
                 last = t + 1;
         if (last)
-            atomicMax(&s_last, last);
+            atomicMax(s_last, last);
     }
     __syncthreads();
-    int kv = m && s_last ? s_last : g.kv_len;
+    int kv = m && *s_last ? *s_last : g.kv_len;
     if (g.kv_mode) {
         if (g.causal && g.q_pos0 + g.q_len < kv)
             kv = g.q_pos0 + g.q_len;
@@ -287,7 +288,7 @@ static size_t fa_layout(struct fa_geom *g, int w, int dp)
     g->off_row = at;
     at = fa_align(at + bq * 4);
     g->off_flag = at;
-    return at + FA_BK * 4;
+    return at + (FA_BK + 1) * 4; /* flags, then the last attended key */
 }
 
 template <typename T, typename IO>
