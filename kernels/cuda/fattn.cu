@@ -223,11 +223,13 @@ template <typename T, typename IO> __global__ void k_fattn(struct fa_geom g)
                 srow[wr] = corr;
         }
         __syncwarp();
-        for (int e = lane; e < 16 * DP; e += 32) {
-            int rr = e / DP, d = e - rr * DP;
-            so[(warp * 16 + rr) * g.ldo + d] *= srow[warp * 16 + rr];
+        if (!__all_sync(0xffffffffu, srow[wr] == 1.0f)) { /* some row's max moved: rescale its O */
+            for (int e = lane; e < 16 * DP; e += 32) {
+                int rr = e / DP, d = e - rr * DP;
+                so[(warp * 16 + rr) * g.ldo + d] *= srow[warp * 16 + rr];
+            }
+            __syncwarp();
         }
-        __syncwarp();
 
         /* O += P V */
         for (int dt = 0; dt < DP / 16; dt++) {
