@@ -144,7 +144,7 @@ build/cuda/common/nlpd_error.o: common/nlpd_error.c
 
 $(CUDA_LIB): $(CUDA_OBJ)
 	$(NVCC) -shared -o $@ $^ -cudart shared $(if $(CUDA_LIBDIR),-L$(CUDA_LIBDIR) -Xlinker -rpath -Xlinker $(CUDA_LIBDIR)) \
-	    -lcublas -Xlinker -z -Xlinker defs -Xlinker --as-needed
+	    -lcublasLt -lcublas -Xlinker -z -Xlinker defs -Xlinker --as-needed
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)

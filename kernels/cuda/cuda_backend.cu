@@ -13,7 +13,6 @@
 
 #define CU_ALIGN         256
 #define CU_STAGING_BYTES ((size_t)16 << 20)
-#define CU_BLAS_WS_BYTES ((size_t)32 << 20)
 #define CU_DEFAULT_ARENA ((size_t)256 << 20)
 
 /* (nlpd_dtype_name lives in the nlpd binary, which this library does not link against) */
@@ -621,6 +620,10 @@ static void ctx_release(struct cu_ctx *c)
     c->pend_n = 0; /* a pending upload into buffers about to go is moot */
     if (c->stream)
         cudaStreamSynchronize(c->stream);
+    if (c->lt) {
+        cu_lt_release(c);
+        cublasLtDestroy(c->lt);
+    }
     if (c->blas)
         cublasDestroy(c->blas);
     for (int i = 0; i < 2; i++)
@@ -704,6 +707,18 @@ static int math_tf32(void)
     return !strcmp(m, "strict") ? 0 : -1;
 }
 
+/* NLPD_CUDA_ACT: unset, "" or "half" keeps activations in the backend's fp16/bf16 between ops; "fp32" keeps them
+ * fp32 (converted around each product, for A/B runs). NLPD_CUDA_EPILOGUE: "lt" (the default) fuses bias +
+ * activation into the cuBLASLt product where Lt has that epilogue, "separate" runs them as their own pass.
+ * 1 / 0 as said, -1 another value. */
+static int env_choice(const char *name, const char *yes, const char *no)
+{
+    const char *v = getenv(name);
+    if (!v || !*v || !strcmp(v, yes))
+        return 1;
+    return !strcmp(v, no) ? 0 : -1;
+}
+
 /* A thread's context: stream, cuBLAS handle, arena (workspace | error words | scratch), pinned staging. im->mu
  * held; the calling thread has selected the device. */
 static int ctx_create(struct cu_impl *im, struct cu_ctx **out, struct nlpd_error *err)
@@ -715,6 +730,8 @@ static int ctx_create(struct cu_impl *im, struct cu_ctx **out, struct nlpd_error
     c->impl = im;
     c->owner = pthread_self();
     c->dtype = im->dtype;
+    c->act_dtype = im->act_dtype;
+    c->epi_lt = im->epi_lt;
     c->tf32 = im->tf32;
     c->sm_count = im->sm_count;
     /* weights published before this context existed: the first call waits for them */
@@ -758,6 +775,11 @@ static int ctx_create(struct cu_impl *im, struct cu_ctx **out, struct nlpd_error
         rc = cu_blas_fail(err, bs, "setting up cuBLAS");
         goto fail;
     }
+    if ((bs = cublasLtCreate(&c->lt)) != CUBLAS_STATUS_SUCCESS) {
+        c->lt = NULL;
+        rc = cu_blas_fail(err, bs, "setting up cuBLASLt");
+        goto fail;
+    }
     if ((e = cudaMemsetAsync(c->d_err, 0xff, CU_ERR_SLOTS * sizeof(unsigned long long), c->stream)) != cudaSuccess ||
         (e = cudaStreamSynchronize(c->stream)) != cudaSuccess) {
         rc = cu_fail(err, e, "initialising the arena");
@@ -782,6 +804,13 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
     if (tf32 < 0) {
         nlpd_error_set(err, NLPD_EINVAL, 0, "NLPD_CUDA_MATH must be tf32 or strict, not \"%.40s\"",
                        getenv("NLPD_CUDA_MATH"));
+        return NULL;
+    }
+    int half_act = env_choice("NLPD_CUDA_ACT", "half", "fp32"), epi_lt = env_choice("NLPD_CUDA_EPILOGUE", "lt", "separate");
+    if (half_act < 0 || epi_lt < 0) {
+        nlpd_error_set(err, NLPD_EINVAL, 0, "%s must be %s, not \"%.40s\"",
+                       half_act < 0 ? "NLPD_CUDA_ACT" : "NLPD_CUDA_EPILOGUE", half_act < 0 ? "half or fp32" : "lt or separate",
+                       getenv(half_act < 0 ? "NLPD_CUDA_ACT" : "NLPD_CUDA_EPILOGUE"));
         return NULL;
     }
     int count = 0;
@@ -823,6 +852,9 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
     im->id = __atomic_add_fetch(&next_backend_id, 1, __ATOMIC_RELAXED);
     im->device = o->device;
     im->dtype = o->dtype;
+    /* half activations need the weights' half type (the products' a and b types must agree) */
+    im->act_dtype = half_act && (o->dtype == NLPD_DTYPE_F16 || o->dtype == NLPD_DTYPE_BF16) ? o->dtype : NLPD_DTYPE_F32;
+    im->epi_lt = epi_lt;
     im->tf32 = tf32;
     im->sm_count = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
     im->arena_bytes = arena_bytes(o);
@@ -837,11 +869,16 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
     }
     be->ops = &cuda_ops;
     be->impl = im;
+    be->act_dtype = im->act_dtype;
+    char acts[96] = "";
+    if (o->dtype != NLPD_DTYPE_F32)
+        snprintf(acts, sizeof acts, ", %s activations%s, bias+act %s", dtype_name(im->act_dtype),
+                 half_act ? "" : " (NLPD_CUDA_ACT=fp32)", epi_lt ? "in Lt epilogues" : "separate");
     snprintf(be->reason, sizeof be->reason,
-             "device %d: %.100s, sm_%d%d, %zu MiB, %d SMs; %s matrix products, fp32 %s; a stream and a %zu MiB arena "
-             "per thread",
+             "device %d: %.80s, sm_%d%d, %zu MiB, %d SMs; %s matrix products%s, fp32 %s; a stream and a %zu MiB "
+             "arena per thread",
              o->device, prop.name, prop.major, prop.minor, (size_t)(prop.totalGlobalMem >> 20),
-             prop.multiProcessorCount, dtype_name(o->dtype), tf32 ? "on TF32 tensor cores" : "strict",
+             prop.multiProcessorCount, dtype_name(o->dtype), acts, tf32 ? "on TF32 tensor cores" : "strict",
              im->arena_bytes >> 20);
     return be;
 }

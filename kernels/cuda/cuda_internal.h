@@ -4,6 +4,7 @@
 #ifndef NLPD_CUDA_INTERNAL_H
 #define NLPD_CUDA_INTERNAL_H
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <pthread.h>
@@ -29,6 +30,8 @@ extern "C" {
 #endif
 
 #define CU_ERR_SLOTS 256 /* device error words: one per op that can find bad indices, until a sync reads them */
+#define CU_BLAS_WS_BYTES ((size_t)32 << 20) /* the arena's first part: cuBLAS and cuBLASLt workspace */
+#define CU_LT_CACHE      32 /* cuBLASLt plans kept per thread (a model runs a handful of product shapes) */ /* device error words: one per op that can find bad indices, until a sync reads them */
 
 /* A weight buffer: its fp32 contents at base, and (dtype fp16/bf16) a 2-byte shadow with the same element
  * offsets; [dirty_lo, dirty_hi) floats were uploaded since the shadow was last converted. */
@@ -51,6 +54,18 @@ struct cu_slot {
 
 struct cu_impl;
 
+/* A cuBLASLt plan for one product shape (half weights x half/fp32 activations with a bias/activation epilogue):
+ * descriptors and the heuristic's algorithm, built on first use so a forward does not rebuild them per call.
+ * ok = 0: Lt found no algorithm for it, the product runs on cublasGemmEx and a separate bias + activation pass. */
+struct cu_lt_plan {
+    int used;
+    int m, n, k, lda, ldb, ldc, trans_b, a_type, c_type, epi, align[4]; /* the key; align: a, b, c, bias */
+    int ok;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+};
+
 /* One thread's share of a backend: its stream, cuBLAS handle, scratch arena, pinned staging and error words,
  * created on the thread's first call. Only its thread queues work on it, so pipeline workers overlap instead of
  * taking turns on one stream; mu is uncontended except when another thread publishes weights or frees a buffer
@@ -61,10 +76,15 @@ struct cu_ctx {
     pthread_mutex_t mu;
     struct cu_ctx *next;
     enum nlpd_dtype dtype;
+    enum nlpd_dtype act_dtype; /* activation operands accepted in half (be->act_dtype); fp32 = none */
+    int epi_lt;                /* bias + activation in the cuBLASLt epilogue where it has one (NLPD_CUDA_EPILOGUE) */
     int tf32; /* fp32 products on TF32 tensor cores (fp32 accumulation); 0: strict fp32 (NLPD_CUDA_MATH=strict) */
     int sm_count;
     cudaStream_t stream;
     cublasHandle_t blas;
+    cublasLtHandle_t lt;
+    struct cu_lt_plan lt_plans[CU_LT_CACHE];
+    int lt_next; /* the slot the next new plan replaces when all are used */
 
     char *arena; /* one cudaMalloc at creation: cuBLAS workspace | error words | scratch */
     size_t arena_size;
@@ -101,6 +121,8 @@ struct cu_impl {
     int device;
     unsigned long id; /* unique per backend created in this process (thread-local caches key on it) */
     enum nlpd_dtype dtype;
+    enum nlpd_dtype act_dtype;
+    int epi_lt;
     int tf32;
     int sm_count;
     size_t arena_bytes;
@@ -135,6 +157,8 @@ int cu_gather_rows(struct cu_ctx *im, const struct nlpd_op_gather_rows *p, struc
 int cu_attention(struct cu_ctx *im, const struct nlpd_op_attention *p, struct nlpd_error *err);
 int cu_attention_kv(struct cu_ctx *im, const struct nlpd_op_attention_kv *p, struct nlpd_error *err);
 int cu_log_softmax_topk(struct cu_ctx *im, const struct nlpd_op_log_softmax_topk *p, struct nlpd_error *err);
+/* Drops a thread's cuBLASLt plans (before its handle goes). */
+void cu_lt_release(struct cu_ctx *im);
 /* dst[i] = (half or bf16) src[i], i < n (a weight shadow). */
 int cu_convert_weights(struct cu_ctx *im, void *dst, const float *src, size_t n, struct nlpd_error *err);
 
