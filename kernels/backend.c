@@ -136,6 +136,8 @@ int nlpd_dtype_parse(const char *name)
         return NLPD_DTYPE_BF16;
     if (!strcmp(name, "int8"))
         return NLPD_DTYPE_INT8;
+    if (!strcmp(name, "auto"))
+        return NLPD_DTYPE_AUTO;
     return -1;
 }
 
@@ -144,6 +146,7 @@ const char *nlpd_dtype_name(enum nlpd_dtype dtype)
     return dtype == NLPD_DTYPE_F16    ? "fp16"
            : dtype == NLPD_DTYPE_BF16 ? "bf16"
            : dtype == NLPD_DTYPE_INT8 ? "int8"
+           : dtype == NLPD_DTYPE_AUTO ? "auto"
                                       : "fp32";
 }
 
@@ -286,7 +289,7 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
         nlpd_error_set(err, NLPD_EINVAL, 0, "unknown kernels backend \"%s\" (%s)", o.name, nlpd_backend_kind_list());
         return NULL;
     }
-    if ((int)o.dtype < NLPD_DTYPE_F32 || (int)o.dtype > NLPD_DTYPE_INT8 || o.device < 0 ||
+    if ((int)o.dtype < NLPD_DTYPE_F32 || (int)o.dtype > NLPD_DTYPE_AUTO || o.device < 0 ||
         (int)o.cpu_gemm < NLPD_CPU_GEMM_AUTO || (int)o.cpu_gemm > NLPD_CPU_GEMM_ONEDNN) {
         nlpd_error_set(err, NLPD_EINVAL, 0, "kernels: dtype %d or device %d out of range", (int)o.dtype, o.device);
         return NULL;
@@ -309,7 +312,10 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
             fn = load_cuda(why, sizeof why);
         if (fn) {
             struct nlpd_error cerr = {0};
-            struct nlpd_backend *be = fn(&o, NLPD_CUDA_ABI, &cerr);
+            struct nlpd_backend_opts co = o;
+            if (co.dtype == NLPD_DTYPE_AUTO) /* tensor cores: half weights and activations, fp32 accumulation */
+                co.dtype = NLPD_DTYPE_F16;
+            struct nlpd_backend *be = fn(&co, NLPD_CUDA_ABI, &cerr);
             if (be && be->ops->version != NLPD_BACKEND_API_VERSION) {
                 nlpd_error_set(&cerr, NLPD_EINVAL, 0, "%s: backend API version %u, nlpd needs %u (rebuild it)",
                                NLPD_CUDA_LIB, be->ops->version, NLPD_BACKEND_API_VERSION);
@@ -334,7 +340,7 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
                 }
             }
             if (be) {
-                be->dtype = o.dtype;
+                be->dtype = co.dtype;
                 char dev[NLPD_BACKEND_REASON_MAX];
                 snprintf(dev, sizeof dev, "%s", be->reason);
                 set_reason(be, "%s%.200s", is_auto ? "auto: " : "", dev);
@@ -354,7 +360,9 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
         }
     }
     char dt[200] = "";
-    if (o.dtype == NLPD_DTYPE_F16) {
+    if (o.dtype == NLPD_DTYPE_AUTO) {
+        o.dtype = NLPD_DTYPE_F32;
+    } else if (o.dtype == NLPD_DTYPE_F16) {
         snprintf(dt, sizeof dt, " (the CPU computes in fp32)");
         o.dtype = NLPD_DTYPE_F32;
     } else if (o.dtype != NLPD_DTYPE_F32) {

@@ -62,8 +62,9 @@ enum nlpd_dtype {
     NLPD_DTYPE_F16,
     NLPD_DTYPE_BF16,
     NLPD_DTYPE_INT8, /* CPU only: dynamic quantisation of weight-buffer products, see below */
+    NLPD_DTYPE_AUTO, /* a request only (kernels.dtype's default): fp16 on the CUDA backend, fp32 on the CPU */
 };
-/* "fp32" | "fp16" | "bf16" | "int8" -> enum nlpd_dtype; -1 when unknown. */
+/* "fp32" | "fp16" | "bf16" | "int8" | "auto" -> enum nlpd_dtype; -1 when unknown. */
 int nlpd_dtype_parse(const char *name);
 const char *nlpd_dtype_name(enum nlpd_dtype dtype);
 
