@@ -875,8 +875,8 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
         snprintf(acts, sizeof acts, ", %s activations%s, bias+act %s", dtype_name(im->act_dtype),
                  half_act ? "" : " (NLPD_CUDA_ACT=fp32)", epi_lt ? "in Lt epilogues" : "separate");
     snprintf(be->reason, sizeof be->reason,
-             "device %d: %.80s, sm_%d%d, %zu MiB, %d SMs; %s matrix products%s, fp32 %s; a stream and a %zu MiB "
-             "arena per thread",
+             "device %d: %.48s, sm_%d%d, %zu MiB, %d SMs; %s matrix products%.64s, fp32 %s; a stream and a %zu "
+             "MiB arena per thread",
              o->device, prop.name, prop.major, prop.minor, (size_t)(prop.totalGlobalMem >> 20),
              prop.multiProcessorCount, dtype_name(o->dtype), acts, tf32 ? "on TF32 tensor cores" : "strict",
              im->arena_bytes >> 20);

@@ -1265,7 +1265,7 @@ static void half_io_elementwise(struct nlpd_backend *g, enum nlpd_dtype t)
         for (int v = 0; v < 2; v++) {
             struct pair p;
             int rows = 7, cols = 1500, ld = 1503;
-            if (pair_init(&p, g, 64 * 1024, 0))
+            if (pair_init(&p, g, 1 << 18, 0))
                 return;
             size_t x = put_half(&p, t, (size_t)rows * ld, 4.0f), b = put_rand(&p, (size_t)cols, 1.0f);
             size_t r = put_half(&p, t, (size_t)rows * ld, 2.0f);
