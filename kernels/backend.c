@@ -23,7 +23,7 @@
 static pthread_mutex_t defaults_mu = PTHREAD_MUTEX_INITIALIZER;
 static char default_name[16] = "auto";
 static int default_device;
-static enum nlpd_dtype default_dtype = NLPD_DTYPE_F32;
+static enum nlpd_dtype default_dtype = NLPD_DTYPE_AUTO; /* kernels.dtype: fp16 on CUDA, fp32 on the CPU */
 static enum nlpd_cpu_gemm default_cpu_gemm = NLPD_CPU_GEMM_AUTO;
 static void (*kernels_logger)(const char *line);
 static nlpd_gpu_create_fn gpu_factory; /* tests: replaces libnlpd_cuda.so */

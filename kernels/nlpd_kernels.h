@@ -280,7 +280,7 @@ struct nlpd_backend_opts {
 };
 
 /* The process defaults used when a backend is created without a name (stages, `nlpd infer`): the daemon sets
- * them from the kernels section of its config. Initially "auto", device 0, fp32. name NULL keeps the name. */
+ * them from the kernels section of its config. Initially "auto", device 0, dtype auto. name NULL keeps the name. */
 void nlpd_kernels_set_defaults(const char *name, int device, enum nlpd_dtype dtype);
 /* kernels.cpu_gemm, the process default of nlpd_backend_opts.cpu_gemm (initially auto). */
 void nlpd_kernels_set_cpu_gemm(enum nlpd_cpu_gemm g);

@@ -872,8 +872,8 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
     be->act_dtype = im->act_dtype;
     char acts[96] = "";
     if (o->dtype != NLPD_DTYPE_F32)
-        snprintf(acts, sizeof acts, ", %s activations%s, bias+act %s", dtype_name(im->act_dtype),
-                 half_act ? "" : " (NLPD_CUDA_ACT=fp32)", epi_lt ? "in Lt epilogues" : "separate");
+        snprintf(acts, sizeof acts, ", %s activations%s, %s", dtype_name(im->act_dtype),
+                 half_act ? "" : " (NLPD_CUDA_ACT=fp32)", epi_lt ? "Lt epilogues" : "separate bias+act");
     snprintf(be->reason, sizeof be->reason,
              "device %d: %.48s, sm_%d%d, %zu MiB, %d SMs; %s matrix products%.64s, fp32 %s; a stream and a %zu "
              "MiB arena per thread",

@@ -764,7 +764,9 @@ static int fake_supports(const struct nlpd_backend *be, enum nlpd_op_kind kind)
 static struct nlpd_backend *fake_gpu(const struct nlpd_backend_opts *o, unsigned long abi, struct nlpd_error *err)
 {
     (void)abi;
-    struct nlpd_backend *be = nlpd_backend_cpu_new_opts(o, err);
+    struct nlpd_backend_opts c = *o;
+    c.dtype = NLPD_DTYPE_F32; /* a GPU gets fp16 for dtype auto; the CPU under the fake computes in fp32 */
+    struct nlpd_backend *be = nlpd_backend_cpu_new_opts(&c, err);
     if (!be)
         return NULL;
     fake_ops = *be->ops;
