@@ -1147,8 +1147,14 @@ static double model_parity(const char *name, const char *dtype)
 
 static const char *models[] = {"bert-seq-cls", "bert-token-cls", "distilbert-seq-cls", "xlm-roberta-seq-cls"};
 
+static int attention_half_io(struct nlpd_backend *g, enum nlpd_dtype t);
+
 static void test_models(void)
 {
+    /* half activations need attention with half io (fattn.cu); without it these run with fp32 activations */
+    int act32 = nlpd_backend_act_dtype(gpu16) == NLPD_DTYPE_F16 && !attention_half_io(gpu16, NLPD_DTYPE_F16);
+    if (act32)
+        setenv("NLPD_CUDA_ACT", "fp32", 1);
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
         double f32 = model_parity(models[i], "fp32"), f16 = model_parity(models[i], "fp16");
         double bf = model_parity(models[i], "bf16");
@@ -1157,6 +1163,7 @@ static void test_models(void)
         CHECK(f16 >= 0 && isfinite(f16));   /* reported; the op tests above bound the precision */
         CHECK(bf >= 0 && isfinite(bf));
     }
+    unsetenv("NLPD_CUDA_ACT");
 }
 
 /* DeBERTa's disentangled attention is a CPU kernel: a load named for CUDA is refused, naming the op (on the
@@ -1475,6 +1482,140 @@ static void test_half_activations(void)
     nlpd_backend_free(au);
 }
 
+/* ------------------------------------------------ the encoder with half-precision activations ---- */
+
+/* Whether the backend's ATTENTION takes half io (the fused kernel of kernels/cuda/fattn.cu; before it, attention
+ * reads the 2-byte elements as floats): one small case against the CPU. Garbage and a correct result are far
+ * apart, so the threshold (0.1 normwise) only separates those two; fattn's own tests bound the precision. */
+static int attention_half_io(struct nlpd_backend *g, enum nlpd_dtype t)
+{
+    const int S = 6, NH = 2, D = 8, H = NH * D;
+    struct pair p;
+    if (pair_init(&p, g, 1 << 16, 0))
+        return 0;
+    size_t qkv = put_half(&p, t, (size_t)S * 3 * H, 2.0f), out = put(&p, NULL, (size_t)S * H * 4);
+    struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION}, og = oc;
+    oc.u.attention = (struct nlpd_op_attention){F(&p.c, out), F(&p.c, qkv), NULL, 1, S, NH, D, 3 * H, H,
+                                                1.0f / sqrtf((float)D), NULL, 0, NLPD_DTYPE_F32};
+    og.u.attention = oc.u.attention;
+    og.u.attention.out = F(&p.g, out);
+    og.u.attention.qkv = F(&p.g, qkv);
+    og.u.attention.io_type = t;
+    struct nlpd_error e1 = {0}, e2 = {0};
+    int ok = nlpd_backend_run(cpu, &oc, &e1) == 0 && nlpd_backend_run(g, &og, &e2) == 0 &&
+             nlpd_backend_sync(g, &e2) == 0;
+    if (ok) {
+        float c[6 * 16];
+        uint16_t h[6 * 16];
+        ok = nlpd_backend_download(&p.c, out, c, sizeof c) == 0 && nlpd_backend_download(&p.g, out, h, sizeof h) == 0;
+        double mx = 0;
+        for (int i = 0; i < S * H; i++)
+            mx = fmax(mx, fabs(c[i]));
+        for (int i = 0; ok && i < S * H; i++)
+            ok = fabs(c[i] - h_dec(t, h[i])) <= 0.1 * (fabs(c[i]) + mx);
+    }
+    pair_free(&p);
+    return ok;
+}
+
+/* The golden batch of FIX name through the encoder on `backend` in `dtype`: logits (rows x NL) and the last hidden
+ * state (T x H), malloc'd; 0, or -1 with the message printed. */
+static int encoder_batch(const char *name, const char *backend, const char *dtype, float **logits, float **hidden,
+                         size_t *n_logits, size_t *n_hidden, int *layers)
+{
+    char dir[256], path[300];
+    snprintf(dir, sizeof dir, FIX "%s", name);
+    snprintf(path, sizeof path, "%s/golden.json", dir);
+    json_error_t je;
+    json_t *g = json_load_file(path, 0, &je);
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_opts opts = {.backend = backend, .threads = 1, .dtype = dtype};
+    struct nlpd_encoder *enc = g ? nlpd_encoder_load(dir, &opts, &err) : NULL;
+    int rc = -1;
+    if (enc) {
+        json_t *batch = json_object_get(g, "batch");
+        int B, S, b2, s2;
+        int32_t *ids = ints2d(json_object_get(batch, "input_ids"), &B, &S);
+        int32_t *mask = ints2d(json_object_get(batch, "attention_mask"), &b2, &s2);
+        int32_t *types = json_object_get(batch, "token_type_ids")
+                             ? ints2d(json_object_get(batch, "token_type_ids"), &b2, &s2)
+                             : NULL;
+        int token = nlpd_encoder_task(enc) == NLPD_HF_TASK_TOKEN_CLS;
+        *n_logits = (token ? (size_t)B * S : (size_t)B) * (size_t)nlpd_encoder_num_labels(enc);
+        *n_hidden = (size_t)B * S * (size_t)nlpd_encoder_hidden_size(enc);
+        *layers = nlpd_encoder_config(enc)->num_layers;
+        *logits = calloc(*n_logits, sizeof(float));
+        *hidden = calloc(*n_hidden, sizeof(float));
+        struct nlpd_encoder_ws *ws = nlpd_encoder_ws_new(enc, B, S, &err);
+        struct nlpd_encoder_input in = {B, S, ids, mask, types};
+        struct nlpd_encoder_output out = {.logits = *logits, .hidden = *hidden};
+        rc = ws && nlpd_encoder_forward(enc, ws, &in, &out, &err) == 0 ? 0 : -1;
+        nlpd_encoder_ws_free(ws);
+        free(ids);
+        free(mask);
+        free(types);
+    }
+    if (rc)
+        fprintf(stderr, "%s (%s, %s): %s\n", name, backend, dtype, g ? err.message : je.text);
+    nlpd_encoder_free(enc);
+    json_decref(g);
+    return rc;
+}
+
+/* normwise max |a - b| / (|b| + max|b|) */
+static double normwise(const float *a, const float *b, size_t n)
+{
+    double mx = 0, worst = 0;
+    for (size_t i = 0; i < n; i++)
+        mx = fmax(mx, fabs(b[i]));
+    for (size_t i = 0; i < n; i++) {
+        double r = fabs((double)a[i] - b[i]) / (fabs(b[i]) + mx + 1e-30);
+        worst = r != r ? INFINITY : fmax(worst, r);
+    }
+    return worst;
+}
+
+/* The hf-tiny encoders with fp16 / bf16 activations (the default of those dtypes) against the CPU backend in fp32:
+ * logits and the last hidden state (downloaded in 2-byte elements and widened on the host). Bound, a first-order
+ * estimate: a forward of L layers stores or rounds R = 4 + 11 L quantities in the type (embedding and its layer
+ * norm; per layer four products' weights and outputs, attention's inputs and output, two layer norms; the two head
+ * weights), each a relative error of at most u; with layer norms renormalising, each stage passes an error on
+ * with a gain taken as <= 1 and the products add about u normwise each (file header), so 2 R u normwise. It is not
+ * a proof for every model: one whose layers amplify errors more needs a wider bound. */
+static void test_models_half_act(void)
+{
+    for (int bf = 0; bf < 2; bf++) {
+        const enum nlpd_dtype t = bf ? NLPD_DTYPE_BF16 : NLPD_DTYPE_F16;
+        if (!has_half_act(bf ? gpub16 : gpu16, t))
+            continue;
+        if (!attention_half_io(bf ? gpub16 : gpu16, t)) {
+            printf("  skipped: attention with %s io not on this backend yet (kernels/cuda/fattn.cu)\n",
+                   nlpd_dtype_name(t));
+            continue;
+        }
+        for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+            float *lc = NULL, *hc = NULL, *lg = NULL, *hg = NULL;
+            size_t nl, nh, nl2, nh2;
+            int L = 0;
+            if (encoder_batch(models[i], "cpu", "fp32", &lc, &hc, &nl, &nh, &L) == 0 &&
+                encoder_batch(models[i], gpu_name, nlpd_dtype_name(t), &lg, &hg, &nl2, &nh2, &L) == 0) {
+                CHECK(nl == nl2 && nh == nh2);
+                const double tol = 2.0 * (4 + 11 * L) * unit_roundoff(t);
+                double dl = normwise(lg, lc, nl), dh = normwise(hg, hc, nh);
+                printf("  %-20s %s activations: logits normwise %.3g, hidden %.3g (bound %.3g)\n", models[i],
+                       nlpd_dtype_name(t), dl, dh, tol);
+                CHECK(dl <= tol && dh <= tol);
+            } else {
+                CHECK(0);
+            }
+            free(lc);
+            free(hc);
+            free(lg);
+            free(hg);
+        }
+    }
+}
+
 int main(void)
 {
     if (!getenv("NLPD_LIBDIR"))
@@ -1529,6 +1670,8 @@ int main(void)
     if (!ops_only || strcmp(ops_only, "1")) {
         RUN(test_models);
         RUN(test_deberta_refused);
+        if (gpu16 && gpub16)
+            RUN(test_models_half_act);
     }
     nlpd_backend_free(gpu);
     nlpd_backend_free(gpu16);
