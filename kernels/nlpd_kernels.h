@@ -21,12 +21,16 @@
  *     buffer: written by upload, then only read by ops. A backend whose dtype is fp16/bf16 keeps, next to the
  *     fp32 contents, a shadow copy of the whole buffer converted to that type (same element offsets, 2 bytes per
  *     float), refreshed for the ranges uploads changed before the next op that reads it;
- *   - a MATMUL whose b lies inside a weight buffer multiplies with the shadow copy: a is converted to the same
- *     type on the fly, the product runs on tensor cores accumulating in fp32, c, bias and activation stay fp32;
- *   - attention products run with fp32 inputs and a fp16/bf16 fast compute mode (fp32 accumulation); every other
- *     op (layer norm, softmax, embedding, bias + activation, gathers) and every activation buffer stay fp32.
- * A matmul whose b is not in a weight buffer, and every op of a fp32 backend, computes in fp32. Backends without
- * alloc_weights get a plain alloc, so callers may always use nlpd_backend_alloc_weights.
+ *   - a MATMUL whose b lies inside a weight buffer multiplies with the shadow copy: a is taken in that type (an
+ *     fp32 a is converted on the fly), the product runs on tensor cores accumulating in fp32, bias and activation
+ *     in the product's cuBLASLt epilogue where Lt has one (else one fused pass), c in its activation type;
+ *   - activations: the backend's act_dtype is its dtype (NLPD_CUDA_ACT=fp32: fp32), so ops may take their
+ *     activation operands in 2-byte elements (see "Activation element types" below; fp16 stores saturate at
+ *     +-65504); ops whose operands are fp32 (the default) compute as before, attention products with fp32 inputs
+ *     in a fp16/bf16 fast compute mode.
+ * A matmul whose b is not in a weight buffer computes in fp32 (and refuses half operands), as does every op of a
+ * fp32 backend. Backends without alloc_weights get a plain alloc, so callers may always use
+ * nlpd_backend_alloc_weights.
  *
  * The CPU backend (kernels.dtype = "bf16" | "int8"; kernels/cpu/, oneDNN): a MATMUL whose b lies inside a weight
  * buffer (and has n, k >= 32: classifier heads stay fp32) runs on a copy of b prepared on first use and kept
