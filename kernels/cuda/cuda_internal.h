@@ -25,13 +25,13 @@ extern "C" {
 #define CU_LAUNCH(kernel, grid, block, shmem, stream) kernel<<<(grid), (block), (shmem), (stream)>>>
 /* the block's dynamic shared memory (the launch's shmem bytes), 16-byte aligned */
 #define CU_DYN_SHARED(type, name)                                                                                      \
-    extern __shared__ __align__(16) unsigned char cu_dyn_shared_[];                                               \
+    extern __shared__ __align__(16) unsigned char cu_dyn_shared_[];                                                    \
     type *name = (type *)cu_dyn_shared_
 #endif
 
-#define CU_ERR_SLOTS 256 /* device error words: one per op that can find bad indices, until a sync reads them */
+#define CU_ERR_SLOTS     256 /* device error words: one per op that can find bad indices, until a sync reads them */
 #define CU_BLAS_WS_BYTES ((size_t)32 << 20) /* the arena's first part: cuBLAS and cuBLASLt workspace */
-#define CU_LT_CACHE      32 /* cuBLASLt plans kept per thread (a model runs a handful of product shapes) */ /* device error words: one per op that can find bad indices, until a sync reads them */
+#define CU_LT_CACHE      32 /* cuBLASLt plans kept per thread (a model runs a handful of product shapes) */
 
 /* A weight buffer: its fp32 contents at base, and (dtype fp16/bf16) a 2-byte shadow with the same element
  * offsets; [dirty_lo, dirty_hi) floats were uploaded since the shadow was last converted. */

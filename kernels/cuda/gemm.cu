@@ -223,8 +223,11 @@ int cu_matmul(struct cu_ctx *im, const struct nlpd_op_matmul *p, struct nlpd_err
             return nlpd_error_set(err, NLPD_EINVAL, 0,
                                   "cuda backend: matmul with half-precision activations needs b in a weight buffer");
         rc = 0;
-        /* a fp32 a is converted, as many rows per pass as the scratch holds */
-        size_t row_bytes = (size_t)p->k * 2, max_rows = w ? (at == NLPD_DTYPE_F32 ? im->scratch_size / row_bytes : (size_t)p->m) : 0;
+        /* a fp32 a is converted, as many rows per pass as the scratch holds; a half a is used in place */
+        size_t max_rows = !w ? 0 : at == NLPD_DTYPE_F32 ? im->scratch_size / ((size_t)p->k * 2) : (size_t)p->m;
+        if (!max_rows && half_io) /* (the fp32 path below cannot write a half c) */
+            return nlpd_error_set(err, NLPD_ERANGE, 0,
+                                  "cuda backend: matmul: a row of k = %d does not fit the scratch arena", p->k);
         if (w && max_rows > 0) {
             const cudaDataType_t ht = cuda_type(im, NLPD_DTYPE_F16);
             const void *bh = shadow_of(w, p->b);

@@ -34,7 +34,7 @@ struct nlpd_encoder {
     enum nlpd_act pool_act;
     size_t pool_w, pool_b, cls_w, cls_b;
     int num_labels;
-    enum nlpd_dtype act; /* the layers' activation type: fp32, or the backend's half act_dtype */
+    enum nlpd_dtype act;      /* the layers' activation type: fp32, or the backend's half act_dtype */
     struct nlpd_deberta *deb; /* model_type deberta-v2: everything above but cfg, task, be is unused */
 };
 

@@ -1182,7 +1182,6 @@ static void test_deberta_refused(void)
     nlpd_encoder_free(enc);
 }
 
-
 /* ------------------------------------------------------------------ half-precision activations ---- */
 
 /* Ops whose activations are 2-byte elements (a CUDA backend's act_dtype fp16/bf16) against the CPU backend on the
@@ -1277,10 +1276,10 @@ static void half_io_elementwise(struct nlpd_backend *g, enum nlpd_dtype t)
             size_t x = put_half(&p, t, (size_t)rows * ld, 4.0f), b = put_rand(&p, (size_t)cols, 1.0f);
             size_t r = put_half(&p, t, (size_t)rows * ld, 2.0f);
             struct nlpd_op oc = {.kind = NLPD_OP_BIAS_ACT}, og = oc;
-            oc.u.bias_act = (struct nlpd_op_bias_act){F(&p.c, x), v ? F(&p.c, b) : NULL, rows, cols, ld, acts[i],
-                                                      v ? F(&p.c, r) : NULL, NLPD_DTYPE_F32};
-            og.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), v ? F(&p.g, b) : NULL, rows, cols, ld, acts[i],
-                                                      v ? F(&p.g, r) : NULL, t};
+            oc.u.bias_act = (struct nlpd_op_bias_act){F(&p.c, x), v ? F(&p.c, b) : NULL, rows,          cols, ld,
+                                                      acts[i],    v ? F(&p.c, r) : NULL, NLPD_DTYPE_F32};
+            og.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), v ? F(&p.g, b) : NULL, rows, cols, ld,
+                                                      acts[i],    v ? F(&p.g, r) : NULL, t};
             if (!run2(&p, &oc, &og))
                 worst = fmax(worst, compare_half(&p, x, (size_t)rows, (size_t)cols, (size_t)ld, t, tol, "bias_act"));
             pair_free(&p);
@@ -1297,12 +1296,26 @@ static void half_io_elementwise(struct nlpd_backend *g, enum nlpd_dtype t)
         size_t yo = v == 2 ? x : v == 3 ? r : y;
         int fused = v != 0;
         struct nlpd_op oc = {.kind = NLPD_OP_LAYER_NORM}, og = oc;
-        oc.u.layer_norm = (struct nlpd_op_layer_norm){
-            F(&p.c, yo), F(&p.c, x), fused ? F(&p.c, b) : NULL, fused ? F(&p.c, r) : NULL, F(&p.c, ga), F(&p.c, be),
-            rows,        cols,       1e-12f,                    NLPD_DTYPE_F32};
-        og.u.layer_norm = (struct nlpd_op_layer_norm){
-            F(&p.g, yo), F(&p.g, x), fused ? F(&p.g, b) : NULL, fused ? F(&p.g, r) : NULL, F(&p.g, ga), F(&p.g, be),
-            rows,        cols,       1e-12f,                    t};
+        oc.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.c, yo),
+                                                      F(&p.c, x),
+                                                      fused ? F(&p.c, b) : NULL,
+                                                      fused ? F(&p.c, r) : NULL,
+                                                      F(&p.c, ga),
+                                                      F(&p.c, be),
+                                                      rows,
+                                                      cols,
+                                                      1e-12f,
+                                                      NLPD_DTYPE_F32};
+        og.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.g, yo),
+                                                      F(&p.g, x),
+                                                      fused ? F(&p.g, b) : NULL,
+                                                      fused ? F(&p.g, r) : NULL,
+                                                      F(&p.g, ga),
+                                                      F(&p.g, be),
+                                                      rows,
+                                                      cols,
+                                                      1e-12f,
+                                                      t};
         if (!run2(&p, &oc, &og))
             worst = fmax(worst, compare_half(&p, yo, (size_t)rows, (size_t)cols, (size_t)cols, t, tol, "layer_norm"));
         pair_free(&p);
@@ -1324,20 +1337,40 @@ static void half_io_elementwise(struct nlpd_backend *g, enum nlpd_dtype t)
         size_t i0 = put(&p, ids, sizeof ids), i1 = put(&p, pos, sizeof pos), i2 = put(&p, types, sizeof types);
         float scale = v ? 27.712813f : 0.0f;
         struct nlpd_op oc = {.kind = NLPD_OP_EMBED}, og = oc;
-        oc.u.embed = (struct nlpd_op_embed){F(&p.c, out), F(&p.c, w),   F(&p.c, ps), v ? NULL : F(&p.c, ty),
-                                            I(&p.c, i0),  I(&p.c, i1),  I(&p.c, i2), T,
-                                            D,            NW,           NP,          NT,
-                                            scale,        NLPD_DTYPE_F32};
-        og.u.embed = (struct nlpd_op_embed){F(&p.g, out), F(&p.g, w),  F(&p.g, ps), v ? NULL : F(&p.g, ty),
-                                            I(&p.g, i0),  I(&p.g, i1), I(&p.g, i2), T,
-                                            D,            NW,          NP,          NT,
-                                            scale,        t};
+        oc.u.embed = (struct nlpd_op_embed){F(&p.c, out),
+                                            F(&p.c, w),
+                                            F(&p.c, ps),
+                                            v ? NULL : F(&p.c, ty),
+                                            I(&p.c, i0),
+                                            I(&p.c, i1),
+                                            I(&p.c, i2),
+                                            T,
+                                            D,
+                                            NW,
+                                            NP,
+                                            NT,
+                                            scale,
+                                            NLPD_DTYPE_F32};
+        og.u.embed = (struct nlpd_op_embed){F(&p.g, out),
+                                            F(&p.g, w),
+                                            F(&p.g, ps),
+                                            v ? NULL : F(&p.g, ty),
+                                            I(&p.g, i0),
+                                            I(&p.g, i1),
+                                            I(&p.g, i2),
+                                            T,
+                                            D,
+                                            NW,
+                                            NP,
+                                            NT,
+                                            scale,
+                                            t};
         if (!run2(&p, &oc, &og))
             worst = fmax(worst, compare_half(&p, out, (size_t)T, (size_t)D, (size_t)D, t, tol, "embed"));
         pair_free(&p);
     }
-    printf("  %s activations: bias_act, layer_norm, embed worst normwise %.3g (bound %.3g)\n", nlpd_dtype_name(t), worst,
-           tol);
+    printf("  %s activations: bias_act, layer_norm, embed worst normwise %.3g (bound %.3g)\n", nlpd_dtype_name(t),
+           worst, tol);
 }
 
 /* fp16 stores saturate: an overflow becomes +-65504, not inf; NaN stays NaN (the logits check catches it). bf16
@@ -1400,12 +1433,27 @@ static void half_io_matmul(struct nlpd_backend *g, enum nlpd_dtype t, double tol
                 size_t a = put_half(&p, t, (size_t)m * lda, 1.0f), c = put(&p, NULL, (size_t)m * ldc * 4);
                 size_t b = put_rand(&w, brows * ldb, 1.0f), bs = put_rand(&w, (size_t)n, 1.0f);
                 struct nlpd_op oc = {.kind = NLPD_OP_MATMUL}, og = oc;
-                oc.u.matmul = (struct nlpd_op_matmul){F(&p.c, c), F(&p.c, a), F(&w.c, b), bias ? F(&w.c, bs) : NULL,
-                                                      m, n, k, (int)lda, (int)ldb, (int)ldc, tb, mm_acts[ai],
-                                                      NLPD_DTYPE_F32, NLPD_DTYPE_F32};
-                og.u.matmul = (struct nlpd_op_matmul){F(&p.g, c), F(&p.g, a), F(&w.g, b), bias ? F(&w.g, bs) : NULL,
-                                                      m, n, k, (int)lda, (int)ldb, (int)ldc, tb, mm_acts[ai],
-                                                      t, c32 ? NLPD_DTYPE_F32 : t};
+                oc.u.matmul = (struct nlpd_op_matmul){F(&p.c, c),
+                                                      F(&p.c, a),
+                                                      F(&w.c, b),
+                                                      bias ? F(&w.c, bs) : NULL,
+                                                      m,
+                                                      n,
+                                                      k,
+                                                      (int)lda,
+                                                      (int)ldb,
+                                                      (int)ldc,
+                                                      tb,
+                                                      mm_acts[ai],
+                                                      NLPD_DTYPE_F32,
+                                                      NLPD_DTYPE_F32};
+                og.u.matmul = (struct nlpd_op_matmul){F(&p.g, c), F(&p.g, a),
+                                                      F(&w.g, b), bias ? F(&w.g, bs) : NULL,
+                                                      m,          n,
+                                                      k,          (int)lda,
+                                                      (int)ldb,   (int)ldc,
+                                                      tb,         mm_acts[ai],
+                                                      t,          c32 ? NLPD_DTYPE_F32 : t};
                 char what[128];
                 snprintf(what, sizeof what, "half matmul %dx%dx%d tb%d act%d bias%d c%s", m, n, k, tb, (int)mm_acts[ai],
                          bias, c32 ? "fp32" : nlpd_dtype_name(t));
@@ -1422,8 +1470,8 @@ static void half_io_matmul(struct nlpd_backend *g, enum nlpd_dtype t, double tol
         return;
     size_t a = put_half(&p, t, 64, 1.0f), b = put_rand(&p, 64, 1.0f), c = put(&p, NULL, 64 * 4);
     struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
-    op.u.matmul = (struct nlpd_op_matmul){F(&p.g, c), F(&p.g, a), F(&p.g, b), NULL, 8, 8, 8, 8, 8, 8, 0,
-                                          NLPD_ACT_NONE, t, t};
+    op.u.matmul =
+        (struct nlpd_op_matmul){F(&p.g, c), F(&p.g, a), F(&p.g, b), NULL, 8, 8, 8, 8, 8, 8, 0, NLPD_ACT_NONE, t, t};
     struct nlpd_error err = {0};
     CHECK(nlpd_backend_run(g, &op, &err) == NLPD_EINVAL);
     CHECK_STR_CONTAINS(err.message, "weight buffer");
@@ -1495,15 +1543,15 @@ static int attention_half_io(struct nlpd_backend *g, enum nlpd_dtype t)
         return 0;
     size_t qkv = put_half(&p, t, (size_t)S * 3 * H, 2.0f), out = put(&p, NULL, (size_t)S * H * 4);
     struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION}, og = oc;
-    oc.u.attention = (struct nlpd_op_attention){F(&p.c, out), F(&p.c, qkv), NULL, 1, S, NH, D, 3 * H, H,
-                                                1.0f / sqrtf((float)D), NULL, 0, NLPD_DTYPE_F32};
+    oc.u.attention = (struct nlpd_op_attention){
+        F(&p.c, out), F(&p.c, qkv), NULL, 1, S, NH, D, 3 * H, H, 1.0f / sqrtf((float)D), NULL, 0, NLPD_DTYPE_F32};
     og.u.attention = oc.u.attention;
     og.u.attention.out = F(&p.g, out);
     og.u.attention.qkv = F(&p.g, qkv);
     og.u.attention.io_type = t;
     struct nlpd_error e1 = {0}, e2 = {0};
-    int ok = nlpd_backend_run(cpu, &oc, &e1) == 0 && nlpd_backend_run(g, &og, &e2) == 0 &&
-             nlpd_backend_sync(g, &e2) == 0;
+    int ok =
+        nlpd_backend_run(cpu, &oc, &e1) == 0 && nlpd_backend_run(g, &og, &e2) == 0 && nlpd_backend_sync(g, &e2) == 0;
     if (ok) {
         float c[6 * 16];
         uint16_t h[6 * 16];

@@ -850,7 +850,6 @@ static void test_backend_choice(void)
     nlpd_backend_set_gpu_factory(NULL);
 }
 
-
 /* ---- kernels.dtype "auto" (fp16 on CUDA, fp32 on the CPU), and the encoder's wiring on a backend that keeps
  * activations in half precision: a fake GPU records each op's activation types instead of running it ---- */
 
@@ -886,8 +885,7 @@ static int recording_run(struct nlpd_backend *be, const struct nlpd_op *op, stru
 
 static struct nlpd_backend_ops rec_ops;
 
-static struct nlpd_backend *fake_gpu_dtype(const struct nlpd_backend_opts *o, unsigned long abi,
-                                           struct nlpd_error *err)
+static struct nlpd_backend *fake_gpu_dtype(const struct nlpd_backend_opts *o, unsigned long abi, struct nlpd_error *err)
 {
     fake_calls++;
     seen_dtype = o->dtype;
@@ -917,12 +915,12 @@ static void test_dtype_auto(void)
         enum nlpd_dtype ask, gpu_sees, got;
         int fail, calls;
     } cases[] = {
-        {"cuda", NLPD_DTYPE_AUTO, NLPD_DTYPE_F16, NLPD_DTYPE_F16, 0, 1},  /* auto on CUDA: fp16 */
+        {"cuda", NLPD_DTYPE_AUTO, NLPD_DTYPE_F16, NLPD_DTYPE_F16, 0, 1}, /* auto on CUDA: fp16 */
         {"auto", NLPD_DTYPE_AUTO, NLPD_DTYPE_F16, NLPD_DTYPE_F16, 0, 1},
-        {"cuda", NLPD_DTYPE_F32, NLPD_DTYPE_F32, NLPD_DTYPE_F32, 0, 1},   /* explicit fp32 on CUDA still works */
+        {"cuda", NLPD_DTYPE_F32, NLPD_DTYPE_F32, NLPD_DTYPE_F32, 0, 1}, /* explicit fp32 on CUDA still works */
         {"cuda", NLPD_DTYPE_BF16, NLPD_DTYPE_BF16, NLPD_DTYPE_BF16, 0, 1},
-        {"cpu", NLPD_DTYPE_AUTO, NLPD_DTYPE_F32, NLPD_DTYPE_F32, 0, 0},   /* auto on the CPU: fp32 */
-        {"auto", NLPD_DTYPE_AUTO, NLPD_DTYPE_F16, NLPD_DTYPE_F32, 1, 1},  /* no GPU: the CPU in fp32 */
+        {"cpu", NLPD_DTYPE_AUTO, NLPD_DTYPE_F32, NLPD_DTYPE_F32, 0, 0},  /* auto on the CPU: fp32 */
+        {"auto", NLPD_DTYPE_AUTO, NLPD_DTYPE_F16, NLPD_DTYPE_F32, 1, 1}, /* no GPU: the CPU in fp32 */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fake_calls = 0;
