@@ -1010,6 +1010,8 @@ static void test_half_act_wiring(void)
 
 int main(void)
 {
+    /* fp32 goldens: the process default dtype (auto) would take fp16 on a CUDA device, emulated ones included */
+    nlpd_kernels_set_defaults(NULL, 0, NLPD_DTYPE_F32);
     RUN(test_parity);
     RUN(test_pooled_and_hidden);
     RUN(test_bad_folders);
