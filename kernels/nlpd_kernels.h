@@ -24,10 +24,11 @@
  *   - a MATMUL whose b lies inside a weight buffer multiplies with the shadow copy: a is taken in that type (an
  *     fp32 a is converted on the fly), the product runs on tensor cores accumulating in fp32, bias and activation
  *     in the product's cuBLASLt epilogue where Lt has one (else one fused pass), c in its activation type;
+ *   - attention runs as one fused kernel (kernels/cuda/fattn.cu): q, k, v and the probabilities rounded to the
+ *     type, fp32 accumulation and softmax (head_dim > 128: cuBLAS in a fp16/bf16 fast compute mode);
  *   - activations: the backend's act_dtype is its dtype (NLPD_CUDA_ACT=fp32: fp32), so ops may take their
  *     activation operands in 2-byte elements (see "Activation element types" below; fp16 stores saturate at
- *     +-65504); ops whose operands are fp32 (the default) compute as before, attention products with fp32 inputs
- *     in a fp16/bf16 fast compute mode.
+ *     +-65504); ops whose operands are fp32 (the default) compute in fp32 as before.
  * A matmul whose b is not in a weight buffer computes in fp32 (and refuses half operands), as does every op of a
  * fp32 backend. Backends without alloc_weights get a plain alloc, so callers may always use
  * nlpd_backend_alloc_weights.
