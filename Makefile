@@ -83,7 +83,7 @@ endif
 # build/emul/libnlpd_cuda.so runs the CUDA backend on the CPU, so tests check its kernels and bookkeeping on
 # machines without a GPU (NLPD_LIBDIR=build/emul). Needs no CUDA toolkit; normal build only.
 CXX      ?= g++
-EMUL_CXXFLAGS := -O1 -g -std=c++17 -ffp-contract=off -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter -DNLPD_CU_EMUL \
+EMUL_CXXFLAGS := -O1 -g -std=c++17 -ffp-contract=off -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter -DNLPD_CU_EMUL -Ikernels/cuda/emul \
                  -Ikernels/cuda/emul/include -Icommon -Ikernels -Ikernels/cuda -MMD -MP
 EMUL_OBJ := $(CUDA_SRC:%.cu=build/emul/%.o) build/emul/kernels/cuda/emul/cu_emul.o \
             build/emul/kernels/cuda/emul/cublas_emul.o build/emul/common/nlpd_error.o
