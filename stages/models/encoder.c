@@ -523,6 +523,10 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
     }
     if (rc || (rc = nlpd_backend_upload(&ws->buf, byte_off(ws, ws->pos_ids), hp, tb)))
         return nlpd_error_set(err, rc, 0, "uploading the batch failed");
+    /* the ops up to the first download replay as one CUDA graph per batch shape (a failing op ends the region) */
+    int graph = !out->all_hidden;
+    if (graph && (rc = nlpd_backend_graph_begin(enc->be, err)))
+        return rc;
 
     struct nlpd_op op = {.kind = NLPD_OP_EMBED};
     op.u.embed = (struct nlpd_op_embed){.out = ws->x,
@@ -570,6 +574,8 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
         if (out->all_hidden && (rc = save_hidden(ws, out->all_hidden + (size_t)(l + 1) * hsz, hsz)))
             return nlpd_error_set(err, rc, 0, "downloading hidden states failed");
     }
+    if (graph && (out->hidden || out->pooled) && (graph = 0, rc = nlpd_backend_graph_end(enc->be, err)))
+        return rc;
     if ((rc = save_hidden(ws, out->hidden, hsz)))
         return nlpd_error_set(err, rc, 0, "downloading hidden states failed");
 
@@ -586,7 +592,7 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
     } else if (enc->task == NLPD_HF_TASK_TOKEN_CLS) {
         rc = matmul(enc, ws->logits, ws->x, H, enc->cls_w, enc->cls_b, T, NL, H, NLPD_ACT_NONE, err);
     }
-    if (rc)
+    if (rc || (graph && (rc = nlpd_backend_graph_end(enc->be, err))))
         return rc;
     if ((rc = nlpd_backend_sync(enc->be, err)))
         return rc;
