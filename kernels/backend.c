@@ -457,8 +457,7 @@ int nlpd_backend_graph_begin(struct nlpd_backend *be, struct nlpd_error *err)
 int nlpd_backend_graph_end(struct nlpd_backend *be, struct nlpd_error *err)
 {
     if (region_be != be)
-        return nlpd_error_set(err, NLPD_EINVAL, 0, "backend %s: no graph region open on this thread",
-                              be->ops->name);
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "backend %s: no graph region open on this thread", be->ops->name);
     region_be = NULL;
     return be->ops->graph_end ? be->ops->graph_end(be, err) : 0;
 }

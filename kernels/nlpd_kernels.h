@@ -348,10 +348,10 @@ int nlpd_backend_graph_end(struct nlpd_backend *be, struct nlpd_error *err);
 
 /* Counters since the backend was created (all threads), for tests and benchmarks. */
 struct nlpd_backend_stats {
-    unsigned long long upload_copies;  /* host-to-device copy commands queued by uploads (CUDA) */
-    unsigned long long graph_launches; /* regions replayed from a cached graph */
-    unsigned long long graph_captures; /* regions captured into a new graph (then launched) */
-    unsigned long long graph_eager;    /* regions run op by op: graphs off, or nothing capturable */
+    unsigned long long upload_copies;       /* host-to-device copy commands queued by uploads (CUDA) */
+    unsigned long long graph_launches;      /* regions replayed from a cached graph */
+    unsigned long long graph_captures;      /* regions captured into a new graph (then launched) */
+    unsigned long long graph_eager;         /* regions run op by op: graphs off, or nothing capturable */
     unsigned long long graph_evictions;     /* cached graphs dropped for a newer one (LRU) */
     unsigned long long graph_invalidations; /* cached graphs dropped because a buffer was freed */
 };

@@ -492,8 +492,8 @@ static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t of
 
 /* Rows gathered into staging back to back, then one cudaMemcpy2DAsync per staging half they fill (backend.c has
  * checked the range). Rows wider than a staging half go one by one. */
-static int cu_upload_2d(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, size_t dpitch,
-                        const void *src, size_t spitch, size_t width, size_t rows, struct nlpd_error *err)
+static int cu_upload_2d(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, size_t dpitch, const void *src,
+                        size_t spitch, size_t width, size_t rows, struct nlpd_error *err)
 {
     const unsigned char *s = (const unsigned char *)src;
     if (width > CU_STAGING_BYTES / 2) {

@@ -134,7 +134,7 @@ static int capture(struct cu_ctx *c, const struct cu_grec *r, struct nlpd_error 
         cu_gcache_put(&c->graphs, r->ops, r->n, gs, ns, (void *)x, destroy_exec, &evicted) < 0) {
         if (x)
             cudaGraphExecDestroy(x);
-        cudaGetLastError(); /* a capture failure is not the eager run's */
+        cudaGetLastError();          /* a capture failure is not the eager run's */
         for (int i = 0; i < ns; i++) /* their clearing memsets never ran */
             c->slots[gs[i].index].in_use = 0;
         return 1;

@@ -187,21 +187,21 @@ static void upload_2d_case(struct nlpd_backend *be)
     CHECK(nlpd_backend_alloc_weights(be, sizeof got, &b, &err) == 0);
     CHECK(nlpd_backend_upload_err(&b, 0, want, sizeof want, &err) == 0);
     /* rows of W floats at float offset 2, DP apart, from rows SP apart */
-    CHECK(nlpd_backend_upload_2d(&b, 2 * sizeof(float), DP * sizeof(float), src, SP * sizeof(float),
-                                 W * sizeof(float), ROWS - 1, &err) == 0);
+    CHECK(nlpd_backend_upload_2d(&b, 2 * sizeof(float), DP * sizeof(float), src, SP * sizeof(float), W * sizeof(float),
+                                 ROWS - 1, &err) == 0);
     for (int r = 0; r < ROWS - 1; r++)
         for (int c = 0; c < W; c++)
             want[2 + r * DP + c] = src[r * SP + c];
     /* one row ignores the pitches (a vector with pitch 0) */
-    CHECK(nlpd_backend_upload_2d(&b, (size_t)(ROWS - 1) * DP * sizeof(float), 0, src, 0, 2 * sizeof(float), 1,
-                                 &err) == 0);
+    CHECK(nlpd_backend_upload_2d(&b, (size_t)(ROWS - 1) * DP * sizeof(float), 0, src, 0, 2 * sizeof(float), 1, &err) ==
+          0);
     want[(ROWS - 1) * DP] = src[0];
     want[(ROWS - 1) * DP + 1] = src[1];
     CHECK(nlpd_backend_download_err(&b, 0, got, sizeof got, &err) == 0);
     CHECK(!memcmp(got, want, sizeof got));
     /* past the end, and overlapping rows, are refused */
-    CHECK(nlpd_backend_upload_2d(&b, 9 * sizeof(float), DP * sizeof(float), src, SP * sizeof(float),
-                                 W * sizeof(float), ROWS, &err) == NLPD_ERANGE);
+    CHECK(nlpd_backend_upload_2d(&b, 9 * sizeof(float), DP * sizeof(float), src, SP * sizeof(float), W * sizeof(float),
+                                 ROWS, &err) == NLPD_ERANGE);
     CHECK(nlpd_backend_upload_2d(&b, 0, 4, src, SP * sizeof(float), 8, 2, &err) == NLPD_ERANGE);
     CHECK(nlpd_backend_upload_2d(&b, 0, (size_t)-1 / 2, src, 8, 8, 3, &err) == NLPD_ERANGE);
     CHECK(nlpd_backend_upload_2d(&b, 0, 8, src, 8, 8, 0, &err) == 0);
@@ -399,12 +399,8 @@ static void test_bad_id_replayed(void)
     float *base = b.ptr;
     CHECK(nlpd_backend_upload_err(&b, 0, word, sizeof word, &err) == 0);
     struct nlpd_op op = {.kind = NLPD_OP_EMBED};
-    op.u.embed = (struct nlpd_op_embed){.out = base + 512,
-                                        .word = base,
-                                        .ids = (const int32_t *)(base + 256),
-                                        .tokens = T,
-                                        .dim = DIM,
-                                        .n_word = NW};
+    op.u.embed = (struct nlpd_op_embed){
+        .out = base + 512, .word = base, .ids = (const int32_t *)(base + 256), .tokens = T, .dim = DIM, .n_word = NW};
     const int32_t *feeds[] = {good, bad, good, bad, bad, good};
     char first_bad[NLPD_ERROR_MSG_MAX] = "";
     struct nlpd_backend_stats s0, s1;
