@@ -93,7 +93,7 @@ struct cu_ctx {
     cudaEvent_t pub_event;
     unsigned long pub_seen;
 
-    struct cu_grec rec; /* the open graph region's ops (graph.cu) */
+    struct cu_grec rec;      /* the open graph region's ops (graph.cu) */
     struct cu_gcache graphs; /* this thread's captured regions; dropped whenever any buffer is freed */
 };
 
