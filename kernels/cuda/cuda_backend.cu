@@ -753,12 +753,11 @@ static void cu_free(struct nlpd_backend *be, struct nlpd_buffer *buf)
 
 static void ctx_release(struct cu_ctx *c)
 {
-    c->pend_n = 0; /* a pending upload into buffers about to go is moot */
-    if (c->stream) {
-        cu_graph_drop_all(c);
-        cudaStreamSynchronize(c->stream);
-    }
+    cu_graph_drop_all(c); /* waits for the stream when it has graphs */
     cu_grec_free(&c->rec);
+    c->pend_n = 0; /* a pending upload into buffers about to go is moot */
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
     if (c->blas)
         cublasDestroy(c->blas);
     for (int i = 0; i < 2; i++)

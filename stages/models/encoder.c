@@ -523,8 +523,9 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
     }
     if (rc || (rc = nlpd_backend_upload(&ws->buf, byte_off(ws, ws->pos_ids), hp, tb)))
         return nlpd_error_set(err, rc, 0, "uploading the batch failed");
-    /* the ops up to the first download replay as one CUDA graph per batch shape (a failing op ends the region) */
-    int graph = !out->all_hidden;
+    /* the ops replay as one CUDA graph per batch shape (a failing op ends the region); hidden states and the
+     * pooled vector are downloaded mid-forward, so those calls run op by op */
+    int graph = !out->all_hidden && !out->hidden && !out->pooled;
     if (graph && (rc = nlpd_backend_graph_begin(enc->be, err)))
         return rc;
 
@@ -574,8 +575,6 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
         if (out->all_hidden && (rc = save_hidden(ws, out->all_hidden + (size_t)(l + 1) * hsz, hsz)))
             return nlpd_error_set(err, rc, 0, "downloading hidden states failed");
     }
-    if (graph && (out->hidden || out->pooled) && (graph = 0, rc = nlpd_backend_graph_end(enc->be, err)))
-        return rc;
     if ((rc = save_hidden(ws, out->hidden, hsz)))
         return nlpd_error_set(err, rc, 0, "downloading hidden states failed");
 
@@ -592,7 +591,9 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
     } else if (enc->task == NLPD_HF_TASK_TOKEN_CLS) {
         rc = matmul(enc, ws->logits, ws->x, H, enc->cls_w, enc->cls_b, T, NL, H, NLPD_ACT_NONE, err);
     }
-    if (rc || (graph && (rc = nlpd_backend_graph_end(enc->be, err))))
+    if (rc)
+        return rc;
+    if (graph && (rc = nlpd_backend_graph_end(enc->be, err)))
         return rc;
     if ((rc = nlpd_backend_sync(enc->be, err)))
         return rc;

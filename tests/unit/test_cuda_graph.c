@@ -329,12 +329,12 @@ static void graphs_case(const char *name, struct nlpd_backend *be)
         CHECK(s1.graph_eager == s0.graph_eager);
         CHECK(!memcmp(graphed, eager, nl * sizeof(float)));
     }
-    /* hidden states asked for: the region ends before their download (the heads run op by op) */
+    /* hidden states asked for: downloaded mid-forward, so no region at all */
     stats(&s0);
     CHECK(forward(enc, ws, &g, g.B, NULL, gh, &err) == 0);
-    CHECK(forward(enc, ws, &g, g.B, NULL, gh, &err) == 0);
     stats(&s1);
-    CHECK(s1.graph_captures == s0.graph_captures + 1 && s1.graph_launches == s0.graph_launches + 1);
+    CHECK(s1.graph_captures == s0.graph_captures && s1.graph_launches == s0.graph_launches &&
+          s1.graph_eager == s0.graph_eager);
     CHECK(!memcmp(gh, eh, nh * sizeof(float)));
     /* a shape change misses, then hits */
     if (g.B > 1) {
@@ -359,7 +359,7 @@ static void graphs_case(const char *name, struct nlpd_backend *be)
     stats(&s0);
     nlpd_backend_buffer_free(&tmp);
     stats(&s1);
-    CHECK(s1.graph_invalidations >= s0.graph_invalidations + 2);
+    CHECK(s1.graph_invalidations >= s0.graph_invalidations + (g.B > 1 ? 2 : 1));
     CHECK(forward(enc, ws, &g, g.B, graphed, NULL, &err) == 0);
     stats(&s0);
     CHECK(s0.graph_captures == s1.graph_captures + 1);
