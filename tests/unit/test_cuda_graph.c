@@ -489,6 +489,36 @@ static void test_load_copies(void)
     nlpd_encoder_free(enc);
 }
 
+/* An encoder batch that fails inside its region (a bad id: the CPU's embed refuses it in run) leaves no region
+ * open on the thread: the next batch runs, and its results are the same as before the failure. */
+static void test_encoder_error_cpu(void)
+{
+    struct golden g = {0};
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_opts opts = {.backend = "cpu", .threads = 1};
+    CHECK(golden_load(FIX "bert-seq-cls", &g) == 0);
+    struct nlpd_encoder *enc = nlpd_encoder_load(FIX "bert-seq-cls", &opts, &err);
+    struct nlpd_encoder_ws *ws = enc ? nlpd_encoder_ws_new(enc, g.B, g.S, &err) : NULL;
+    CHECK(ws != NULL);
+    if (ws) {
+        size_t nl = (size_t)g.B * nlpd_encoder_num_labels(enc);
+        float *a = calloc(nl, sizeof(float)), *b = calloc(nl, sizeof(float));
+        CHECK(forward(enc, ws, &g, g.B, a, NULL, &err) == 0);
+        int32_t keep = g.ids[1];
+        g.ids[1] = 1 << 30;
+        CHECK(forward(enc, ws, &g, g.B, b, NULL, &err) == NLPD_EINVAL);
+        CHECK_STR_CONTAINS(err.message, "out of range");
+        g.ids[1] = keep;
+        CHECK(forward(enc, ws, &g, g.B, b, NULL, &err) == 0);
+        CHECK(!memcmp(a, b, nl * sizeof(float)));
+        free(a);
+        free(b);
+    }
+    nlpd_encoder_ws_free(ws);
+    nlpd_encoder_free(enc);
+    golden_free(&g);
+}
+
 static void test_upload_2d_cuda(void)
 {
     upload_2d_case(gpu);
@@ -505,6 +535,7 @@ int main(void)
     RUN(test_lru);
     RUN(test_region_rules_cpu);
     RUN(test_upload_2d_cpu);
+    RUN(test_encoder_error_cpu);
     if (!getenv("NLPD_LIBDIR"))
         setenv("NLPD_LIBDIR", "build", 0);
     setenv("NLPD_CUDA_MATH", "strict", 1);
