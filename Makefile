@@ -78,6 +78,21 @@ CUDA_ALL := $(CUDA_LIB)
 else
 CUDA_ALL :=
 endif
+
+# The same CUDA sources built by g++ against the host emulator (kernels/cuda/emul/, README "CUDA emulator"):
+# build/emul/libnlpd_cuda.so runs the CUDA backend on the CPU, so tests check its kernels and bookkeeping on
+# machines without a GPU (NLPD_LIBDIR=build/emul). Needs no CUDA toolkit; normal build only.
+CXX      ?= g++
+EMUL_CXXFLAGS := -O1 -g -std=c++17 -ffp-contract=off -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter -DNLPD_CU_EMUL \
+                 -Ikernels/cuda/emul/include -Icommon -Ikernels -Ikernels/cuda -MMD -MP
+EMUL_OBJ := $(CUDA_SRC:%.cu=build/emul/%.o) build/emul/kernels/cuda/emul/cu_emul.o \
+            build/emul/kernels/cuda/emul/cublas_emul.o build/emul/common/nlpd_error.o
+EMUL_LIB := build/emul/libnlpd_cuda.so
+ifeq ($(SANITIZE),)
+EMUL_ALL := $(EMUL_LIB)
+else
+EMUL_ALL :=
+endif
 NLPD_LIBDIR_INSTALL := $(PREFIX)/lib/nlpd
 
 FAULTS_BIN := $(BUILD)/tests/nlpd_faults
@@ -92,7 +107,7 @@ BENCH_BIN := $(patsubst %.c,$(BUILD)/bench/%,$(notdir $(BENCH_SRC)))
 
 MAN_PAGES := $(BUILD)/man/nlpd.1 $(BUILD)/man/nlpd.conf.5
 
-all: $(BUILD)/nlpd $(UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN) $(BENCH_BIN) $(CUDA_ALL) $(FAULTS_BIN) $(MAN_PAGES)
+all: $(BUILD)/nlpd $(UNIT_BIN) $(FUZZ_BIN) $(TOOL_BIN) $(BENCH_BIN) $(CUDA_ALL) $(EMUL_ALL) $(FAULTS_BIN) $(MAN_PAGES)
 
 # nlpd.1 and nlpd.conf.5 from the binary's own help and config tables (scripts/gen-man.sh)
 $(MAN_PAGES) &: $(BUILD)/nlpd scripts/gen-man.sh
@@ -133,6 +148,23 @@ $(BUILD)/obj/daemon/main.o $(BUILD)/obj/daemon/kafka_metrics.o: CFLAGS += -DNLPD
 $(BUILD)/obj/kernels/backend.o: CFLAGS += -DNLPD_INSTALL_LIBDIR='"$(NLPD_LIBDIR_INSTALL)"'
 
 cuda: $(CUDA_LIB)
+
+emul: $(EMUL_LIB)
+
+build/emul/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMUL_CXXFLAGS) -x c++ -c -o $@ $<
+
+build/emul/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMUL_CXXFLAGS) -c -o $@ $<
+
+build/emul/common/nlpd_error.o: common/nlpd_error.c
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -MMD -MP -Icommon -c -o $@ $<
+
+$(EMUL_LIB): $(EMUL_OBJ)
+	$(CXX) -shared -o $@ $^ -lpthread -Wl,-z,defs
 
 build/cuda/%.o: %.cu
 	@mkdir -p $(dir $@)
@@ -287,4 +319,4 @@ check-includes: $(STAGE_API)/nlpd_stage.h
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(CUDA_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(CUDA_OBJ:.o=.d) $(EMUL_OBJ:.o=.d)

@@ -174,12 +174,15 @@ static pthread_mutex_t cuda_mu = PTHREAD_MUTEX_INITIALIZER;
 static nlpd_cuda_create_fn cuda_create;
 static char cuda_why[400]; /* why the library could not be used, once it failed */
 
-/* Looks for the library next to the executable, in $NLPD_LIBDIR, in the install lib dir. */
+/* Looks for the library in $NLPD_LIBDIR, next to the executable, in the install lib dir. */
 static int find_cuda_lib(char *path, size_t n, char *tried, size_t tn)
 {
     char dirs[3][PATH_MAX];
     int nd = 0;
     char exe[PATH_MAX];
+    const char *env = getenv("NLPD_LIBDIR");
+    if (env && *env)
+        snprintf(dirs[nd++], PATH_MAX, "%s", env);
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (len > 0) {
         exe[len] = 0;
@@ -189,9 +192,6 @@ static int find_cuda_lib(char *path, size_t n, char *tried, size_t tn)
             snprintf(dirs[nd++], PATH_MAX, "%s", exe[0] ? exe : "/");
         }
     }
-    const char *env = getenv("NLPD_LIBDIR");
-    if (env && *env)
-        snprintf(dirs[nd++], PATH_MAX, "%s", env);
     snprintf(dirs[nd++], PATH_MAX, "%s", NLPD_INSTALL_LIBDIR);
     tried[0] = 0;
     for (int i = 0; i < nd; i++) {
@@ -210,9 +210,12 @@ static int find_cuda_lib(char *path, size_t n, char *tried, size_t tn)
 }
 
 /* Loads libnlpd_cuda.so once; NULL with the reason in why. The driver is probed first (libcuda.so.1), so that on
- * a machine without one the CUDA runtime is never loaded. */
+ * a machine without one the CUDA runtime is never loaded; NLPD_CUDA_EMULATOR=1 says the library found is the
+ * host emulator's build (build/emul, which needs no driver). */
 static nlpd_cuda_create_fn load_cuda(char *why, size_t n)
 {
+    const char *em = getenv("NLPD_CUDA_EMULATOR");
+    const int emulated = em && !strcmp(em, "1");
     pthread_mutex_lock(&cuda_mu);
     nlpd_cuda_create_fn fn = cuda_create;
     if (!fn && !cuda_why[0]) {
@@ -222,7 +225,7 @@ static nlpd_cuda_create_fn load_cuda(char *why, size_t n)
             snprintf(cuda_why, sizeof cuda_why,
                      "%s not found (looked in %.200s; it is built when nvcc is found, or set NLPD_LIBDIR)",
                      NLPD_CUDA_LIB, tried);
-        } else if (!dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL)) {
+        } else if (!emulated && !dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL)) {
             const char *e = dlerror();
             snprintf(cuda_why, sizeof cuda_why, "no CUDA driver (%.300s)", e ? e : "libcuda.so.1 not found");
         } else if (!(h = dlopen(path, RTLD_NOW | RTLD_LOCAL))) {

@@ -103,6 +103,16 @@ for dir in build/tests build/san/tests; do
     [ "$found" -eq 1 ] || echo "== $dir: no unit test binaries"
 done
 
+# --- the CUDA backend's own code under the host emulator (kernels/cuda/emul/: no GPU needed) --------------------
+# The same op tests a GPU machine runs, against the CPU backend, with the CUDA sources built by g++.
+if [ -f build/emul/libnlpd_cuda.so ]; then
+    suite "build/tests/test_cuda_ops (CUDA host emulator)" \
+        env NLPD_CUDA_EMULATOR=1 NLPD_LIBDIR=build/emul NLPD_CUDA_ARENA_MB=64 ./build/tests/test_cuda_ops
+else
+    echo "== build/emul/libnlpd_cuda.so: not built (make all): counted as 1 failure"
+    note_failure "build/emul/libnlpd_cuda.so (not built)" 1
+fi
+
 # --- fuzz corpus replays (sanitised build) ----------------------------------------------------------------------
 for f in build/san/tests/fuzz_*; do
     is_test_binary "$f" || continue
