@@ -108,6 +108,8 @@ done
 if [ -f build/emul/libnlpd_cuda.so ]; then
     suite "build/tests/test_cuda_ops (CUDA host emulator)" \
         env NLPD_CUDA_EMULATOR=1 NLPD_LIBDIR=build/emul NLPD_CUDA_ARENA_MB=64 ./build/tests/test_cuda_ops
+    suite "build/tests/test_cuda_graph (CUDA host emulator)" \
+        env NLPD_CUDA_EMULATOR=1 NLPD_LIBDIR=build/emul NLPD_CUDA_ARENA_MB=64 ./build/tests/test_cuda_graph
 else
     echo "== build/emul/libnlpd_cuda.so: not built (make all): counted as 1 failure"
     note_failure "build/emul/libnlpd_cuda.so (not built)" 1
