@@ -438,6 +438,33 @@ static void test_bad_id_replayed(void)
     nlpd_backend_buffer_free(&b);
 }
 
+/* An op that fails while being captured (attention scores larger than the scratch arena): the capture ends
+ * cleanly, the region runs op by op, and graph_end reports the op's own error; the thread goes on. */
+static void test_capture_failure(void)
+{
+    struct nlpd_error err = {0};
+    enum { S = 8192 }; /* S * S floats of scores: 256 MiB, more than any scratch arena these tests use */
+    struct nlpd_buffer b;
+    CHECK(nlpd_backend_alloc(gpu, (size_t)S * 4 * sizeof(float), &b, &err) == 0);
+    float *qkv = b.ptr, *out = qkv + (size_t)S * 3;
+    struct nlpd_op op = {.kind = NLPD_OP_ATTENTION};
+    op.u.attention = (struct nlpd_op_attention){
+        .out = out, .qkv = qkv, .batch = 1, .seq = S, .heads = 1, .head_dim = 1, .ld_qkv = 3, .ld_out = 1, .scale = 1};
+    struct nlpd_backend_stats s0, s1;
+    stats(&s0);
+    CHECK(nlpd_backend_graph_begin(gpu, &err) == 0);
+    CHECK(softmax_op(gpu, qkv, 4, 16, &err) == 0);
+    CHECK(nlpd_backend_run(gpu, &op, &err) == 0); /* recorded: runs at graph_end */
+    CHECK(nlpd_backend_graph_end(gpu, &err) == NLPD_ENOMEM);
+    CHECK_STR_CONTAINS(err.message, "do not fit");
+    stats(&s1);
+    CHECK(s1.graph_captures == s0.graph_captures && s1.graph_eager == s0.graph_eager + 1);
+    float x[4];
+    CHECK(nlpd_backend_download_err(&b, 0, x, sizeof x, &err) == 0);
+    CHECK(nlpd_backend_graph_begin(gpu, &err) == 0 && nlpd_backend_graph_end(gpu, &err) == 0);
+    nlpd_backend_buffer_free(&b);
+}
+
 /* More shapes than the cache holds: the oldest is evicted, the newest still replays. */
 static void test_eviction(void)
 {
@@ -555,6 +582,7 @@ int main(void)
     RUN(test_load_copies);
     RUN(test_bad_id_replayed);
     RUN(test_eviction);
+    RUN(test_capture_failure);
     RUN(test_encoder_graphs);
     nlpd_backend_free(gpu16);
     nlpd_backend_free(gpu);
