@@ -8,10 +8,12 @@
  * graph, NLPD_CUDA_GRAPHS=0 runs op by op, and a model load's upload copy count. That part prints "skipped: ..."
  * where the library cannot be loaded. Run from the repository root. */
 #include <jansson.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cuda/graph_cache.h"
 #include "encoder.h"
@@ -384,6 +386,74 @@ static void test_encoder_graphs(void)
         graphs_case("bert-token-cls", gpu16);
 }
 
+/* Worker threads replaying their own graphs (one context each) while the main thread frees buffers, which drops
+ * every context's graphs under the locks: each worker's logits stay those of the eager forward. */
+struct worker {
+    struct nlpd_encoder *enc;
+    const struct golden *g;
+    const float *want;
+    size_t nl;
+    int bad;
+};
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_ws *ws = nlpd_encoder_ws_new(w->enc, w->g->B, w->g->S, &err);
+    float *got = calloc(w->nl, sizeof(float));
+    for (int i = 0; i < 4 && ws; i++)
+        if (forward(w->enc, ws, w->g, w->g->B, got, NULL, &err) || memcmp(got, w->want, w->nl * sizeof(float)))
+            w->bad++;
+    if (!ws)
+        w->bad++;
+    free(got);
+    nlpd_encoder_ws_free(ws);
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    struct golden g = {0};
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_opts opts = {.be = gpu, .threads = 1};
+    CHECK(golden_load(FIX "bert-seq-cls", &g) == 0);
+    struct nlpd_encoder *enc = nlpd_encoder_load(FIX "bert-seq-cls", &opts, &err);
+    struct nlpd_encoder_ws *ws = enc ? nlpd_encoder_ws_new(enc, g.B, g.S, &err) : NULL;
+    CHECK(ws != NULL);
+    if (!ws) {
+        nlpd_encoder_free(enc);
+        golden_free(&g);
+        return;
+    }
+    size_t nl = (size_t)g.B * nlpd_encoder_num_labels(enc);
+    float *want = calloc(nl, sizeof(float));
+    setenv("NLPD_CUDA_GRAPHS", "0", 1);
+    CHECK(forward(enc, ws, &g, g.B, want, NULL, &err) == 0);
+    unsetenv("NLPD_CUDA_GRAPHS");
+    struct worker w[2];
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        w[i] = (struct worker){enc, &g, want, nl, 0};
+        CHECK(pthread_create(&th[i], NULL, worker_main, &w[i]) == 0);
+    }
+    for (int i = 0; i < 6; i++) {
+        struct nlpd_buffer tmp;
+        if (nlpd_backend_alloc(gpu, 4096, &tmp, &err) == 0)
+            nlpd_backend_buffer_free(&tmp);
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(w[i].bad == 0);
+    }
+    free(want);
+    nlpd_encoder_ws_free(ws);
+    nlpd_encoder_free(enc);
+    golden_free(&g);
+}
+
 /* A bad id inside a replayed graph: reported by that batch's download with the eager run's message, and the
  * next good batch (a replay) is clean. */
 static void test_bad_id_replayed(void)
@@ -584,6 +654,7 @@ int main(void)
     RUN(test_eviction);
     RUN(test_capture_failure);
     RUN(test_encoder_graphs);
+    RUN(test_threads);
     nlpd_backend_free(gpu16);
     nlpd_backend_free(gpu);
     return TEST_REPORT();
