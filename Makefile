@@ -88,8 +88,9 @@ EMUL_CXXFLAGS := -O1 -g -std=c++17 -ffp-contract=off -fPIC -fvisibility=hidden -
 EMUL_OBJ := $(CUDA_SRC:%.cu=build/emul/%.o) build/emul/kernels/cuda/emul/cu_emul.o \
             build/emul/kernels/cuda/emul/cublas_emul.o build/emul/common/nlpd_error.o
 EMUL_LIB := build/emul/libnlpd_cuda.so
+EMUL_TEST := build/emul/tests/test_cuda_emul
 ifeq ($(SANITIZE),)
-EMUL_ALL := $(EMUL_LIB)
+EMUL_ALL := $(EMUL_LIB) $(EMUL_TEST)
 else
 EMUL_ALL :=
 endif
@@ -149,7 +150,7 @@ $(BUILD)/obj/kernels/backend.o: CFLAGS += -DNLPD_INSTALL_LIBDIR='"$(NLPD_LIBDIR_
 
 cuda: $(CUDA_LIB)
 
-emul: $(EMUL_LIB)
+emul: $(EMUL_LIB) $(EMUL_TEST)
 
 build/emul/%.o: %.cu
 	@mkdir -p $(dir $@)
@@ -165,6 +166,12 @@ build/emul/common/nlpd_error.o: common/nlpd_error.c
 
 $(EMUL_LIB): $(EMUL_OBJ)
 	$(CXX) -shared -o $@ $^ -lpthread -Wl,-z,defs
+
+# the emulator's own test (tests/unit/emul/): kernels that must run, and faults it must catch
+$(EMUL_TEST): tests/unit/emul/test_cuda_emul.cu build/emul/kernels/cuda/emul/cu_emul.o build/emul/kernels/cuda/emul/cublas_emul.o
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMUL_CXXFLAGS) -x c++ -o $@ $< -x none build/emul/kernels/cuda/emul/cu_emul.o \
+	    build/emul/kernels/cuda/emul/cublas_emul.o -lpthread
 
 build/cuda/%.o: %.cu
 	@mkdir -p $(dir $@)

@@ -1,35 +1,44 @@
 #!/bin/bash
 # The CUDA backend's checks on a GPU machine, in one run of at most GPU_CHECK_BUDGET seconds (default 300: a
 # machine start plus two tries fit 15 minutes of device time), with a summary in $OUT/gpu-check.txt
-# (build/gpu-check.txt when OUT is unset) that ends with one table (engine, dtype, batch, latency, seq/s,
-# max |dlogit|) and an "overall: PASS|FAIL" line, and the full log next to it. Every step fails when its output
-# is missing (no summary line, "skipped", no benchmark row, a sanitizer that could not check). Run from anywhere
-# in the repository:
+# (build/gpu-check.txt when OUT is unset) that ends with one table (engine, variant, dtype, batch, seq, latency,
+# seq/s, max |dlogit| vs the CPU, result) and an "overall: PASS|FAIL" line; next to it the full log
+# (gpu-check.log), the table alone (gpu-table.txt) and the benchmark's raw rows (gpu-bench.jsonl). Every step fails
+# when its output is missing (no summary line, "skipped", a missing or failed benchmark row, a sanitizer that could
+# not check). Run from anywhere in the repository:
 #   scripts/gpu-check.sh            first what this machine has (make, cc, nvcc, libcublas, the build's -dev
 #                                   packages, a carried bundle) and the plan it picks; then build (or use the
 #                                   bundle), then, each step time-boxed and failed (never skipped silently) when
 #                                   the budget cannot hold it: test_cuda_ops (every op vs the CPU, error paths,
-#                                   fp16/bf16, chunked paths, fixture parity); nlpd infer --backend cuda
-#                                   (fp32/fp16/bf16, fp32 logits = CPU logits); test_encoder on the GPU (auto);
-#                                   nlpd pipe with kernels.backend = "cuda"; the encoder benchmark (BERT-base, seq
-#                                   128, batch 1/32/128, fp16/bf16/fp32, PyTorch on the same GPU when it is there);
+#                                   fp16/bf16, chunked paths, fixture parity) and every other test_cuda_* binary;
+#                                   nlpd infer --backend cuda (fp32/fp16/bf16 against the CPU's logits: strict
+#                                   fp32 within 1e-4); test_encoder on the GPU (auto); the encoder benchmark
+#                                   (bench/encoder/gpu.sh: BERT-base, seq 128, batch 1/32/128, fp16/bf16/fp32-tf32,
+#                                   PyTorch on the same GPU when it is there, the A/B rows of the CUDA switches,
+#                                   every row against nlpd's CPU fp32 logits; its model and CPU reference are made
+#                                   in the background from the start); nlpd pipe with kernels.backend = "cuda";
 #                                   the op tests under compute-sanitizer memcheck
 #   scripts/gpu-check.sh --dry-run  what the machine has and the plan, nothing run (exit 0 when the plan can work)
 #   scripts/gpu-check.sh --pack     on a build machine without a GPU: build, and put the binaries, the non-system
 #                                   shared libraries they need, a prebuilt libnlpd_cuda.so and its cudart into
-#                                   .gpu-bundle/bundle.tar.gz (in .gitignore; the check unpacks it), for a GPU machine that lacks the Debian -dev
-#                                   packages `make` needs. Refuses a bundle that with the tree exceeds 64 MiB (what
+#                                   .gpu-bundle/bundle.tar.gz (in .gitignore; the check unpacks it), for a GPU
+#                                   machine that lacks the Debian -dev packages `make` needs. Refuses a bundle that with the tree exceeds 64 MiB (what
 #                                   a device call carries). On the GPU machine the prebuilt .so is used when its
 #                                   libraries resolve there (libcublas found in the CUDA toolkit or a pip
 #                                   nvidia-cublas), else libnlpd_cuda.so is rebuilt with that machine's nvcc.
 #                                   Pack again after any change (the bundle's binaries are what runs).
-# Environment: GPU_CHECK_BUDGET (seconds, default 300), RUNS (benchmark runs, default 5), GPU_CHECK_SKIP (words
+# Environment: GPU_CHECK_BUDGET (seconds, default 300), RUNS (timed benchmark runs a row, default 20, after WARMUP
+# = 3), BENCH_DTYPES, BATCHES, BENCH_AB, ROW_TIMEOUT (45 s; see bench/encoder/gpu.sh), GPU_CHECK_SKIP (words
 # among: sanitizer bench pipe encoder infer) to leave steps out (reported as "skip", by request),
-# GPU_CHECK_BUNDLE (default .gpu-bundle), GPU_CHECK_NVCC (the nvcc to use; empty: none).
+# GPU_CHECK_BUNDLE (default .gpu-bundle), GPU_CHECK_NVCC (the nvcc to use; empty: none), GPU_CHECK_LIBDIR (below).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 BUNDLE=${GPU_CHECK_BUNDLE:-.gpu-bundle}
 CARRY_MAX=$((64 << 20))
+# the other CUDA test binaries (tests/unit/test_cuda_*.c besides test_cuda_ops, e.g. test_cuda_graph): packed, and
+# each run on the GPU as a step of its own
+EXTRA_TESTS=${GPU_CHECK_EXTRA_TESTS-$(for f in tests/unit/test_cuda_*.c; do
+    [ -f "$f" ] && [ "$f" != tests/unit/test_cuda_ops.c ] && basename "$f" .c; done)}
 if [ -n "${GPU_CHECK_NVCC+set}" ]; then
     NVCC_BIN=$GPU_CHECK_NVCC
 else
@@ -40,7 +49,8 @@ if [ "${1:-}" = "--pack" ]; then
     make -j"$(nproc)" all > /dev/null || exit 1
     [ -f build/libnlpd_cuda.so ] || { echo "gpu-check --pack: no build/libnlpd_cuda.so (nvcc missing here?)" >&2; exit 1; }
     rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/bin" "$BUNDLE/lib" "$BUNDLE/cuda" || exit 1
-    for b in build/nlpd build/tests/test_cuda_ops build/tests/test_encoder build/bench/bench_encoder; do
+    for b in build/nlpd build/tests/test_cuda_ops build/tests/test_encoder build/bench/bench_encoder \
+        $(for x in $EXTRA_TESTS; do echo "build/tests/$x"; done); do
         strip -o "$BUNDLE/bin/$(basename "$b")" "$b" || exit 1
     done
     # the prebuilt .so lives apart from the binaries: nlpd looks next to its executable first, and the check picks
@@ -80,7 +90,7 @@ DEST=${OUT:-build}
 mkdir -p "$DEST" build
 SUM=$DEST/gpu-check.txt
 LOG=$DEST/gpu-check.log
-STEP=$DEST/step.out
+STEP=build/gpu-step.out
 TABLE=$DEST/gpu-table.txt
 : > "$SUM"
 : > "$LOG"
@@ -88,8 +98,10 @@ rm -f "$TABLE"
 say() { echo "$*" | tee -a "$SUM"; }
 status=0
 finished=0
+PREP_PID= # the benchmark's model and CPU reference, made in the background
 # the summary's end, however the script ends (a failed build, a signal, the end): the table, then the verdict
 on_exit() {
+    [ -n "$PREP_PID" ] && kill "$PREP_PID" 2> /dev/null
     if [ $finished = 0 ]; then
         say "FAILED gpu-check.sh stopped early ($(($(date +%s) - T0)) s in)"
         status=1
@@ -98,7 +110,7 @@ on_exit() {
         if [ -s "$TABLE" ]; then
             cat "$TABLE" | tee -a "$SUM"
         else
-            say "| engine | dtype | batch | latency ms | seq/s | max |dlogit| | vs |"
+            say "| engine | variant | dtype | batch | seq | latency ms | seq/s | max \\|dlogit\\| | rel | result |"
             say "| (no benchmark rows: the benchmark did not run or failed) |"
         fi
     fi
@@ -178,6 +190,8 @@ NVCC_VER=
 PRE=$BUNDLE/cuda/libnlpd_cuda.so
 PRE_CUBLAS=
 [ -f "$PRE" ] && PRE_CUBLAS=$(readelf -d "$PRE" 2> /dev/null | grep -oE 'libcublas\.so\.[0-9]+' | head -n 1)
+# without binutils there: the soname's string in the .so itself
+[ -f "$PRE" ] && [ -z "$PRE_CUBLAS" ] && PRE_CUBLAS=$(grep -aoE 'libcublas\.so\.[0-9]+' "$PRE" | head -n 1)
 CUBLAS_DIR=
 [ -n "$PRE_CUBLAS" ] && CUBLAS_DIR=$(find_cublas "$PRE_CUBLAS")
 NVCC_SAY=no
@@ -218,8 +232,8 @@ rebuild) say "plan:  the bundle's binaries, libnlpd_cuda.so rebuilt with $NVCC_B
 none) fail "no way to run here: no complete build toolchain, and no usable $BUNDLE (run scripts/gpu-check.sh --pack where the build works, after the last change, and carry $BUNDLE; the prebuilt .so needs ${PRE_CUBLAS:-libcublas} or nvcc + make here)" ;;
 esac
 if [ $DRY = 1 ]; then
-    steps="test_cuda_ops"
-    for w in infer encoder pipe sanitizer bench; do skipped $w || steps="$steps $w"; done
+    steps="test_cuda_ops${EXTRA_TESTS:+ $(echo $EXTRA_TESTS)}"
+    for w in infer encoder bench pipe sanitizer; do skipped $w || steps="$steps $w"; done
     say "steps: $steps (budget ${BUDGET} s)"
     finished=1
     exit $status
@@ -257,8 +271,24 @@ else
         exit 1
     fi
 fi
+# GPU_CHECK_LIBDIR: another libnlpd_cuda.so to check (build/emul with NLPD_CUDA_EMULATOR=1: a rehearsal of this
+# script on a machine without a GPU, on the CUDA host emulator)
+if [ -n "${GPU_CHECK_LIBDIR:-}" ]; then
+    NLPD_LIBDIR=$(cd "$GPU_CHECK_LIBDIR" && pwd) || { fail "GPU_CHECK_LIBDIR $GPU_CHECK_LIBDIR: no such directory"; exit 1; }
+    export NLPD_LIBDIR
+fi
 say "libnlpd_cuda.so: $NLPD_LIBDIR; $(readelf -d "$NLPD_LIBDIR/libnlpd_cuda.so" 2> /dev/null | grep -oE 'lib(cudart|cublas)[^]]*' | tr '\n' ' ')"
 say "NEEDED CUDA libraries of nlpd: $(readelf -d "$BIN/nlpd" 2> /dev/null | grep -c 'NEEDED.*\(cuda\|cublas\)') (want 0)"
+
+# the benchmark's random-weight model (numpy) and its CPU fp32 reference (half the cores) need no GPU: made now,
+# while the tests below use it, and waited for by the benchmark step
+export BENCH_OUT=${BENCH_OUT:-build/bench-encoder}
+rm -f "$BENCH_OUT/plan.jsonl" "$BENCH_OUT/rows.jsonl" # an earlier try's rows are not this one's
+if ! skipped bench; then
+    BENCH_PHASE=prep BENCH_BIN="$BENCH" REF_THREADS=${REF_THREADS:-$((($(nproc) + 1) / 2))} \
+        timeout -k 5 "$BUDGET" sh bench/encoder/gpu.sh > build/gpu-bench-prep.log 2>&1 &
+    PREP_PID=$!
+fi
 
 # --- ops and fixtures: the most important step ---
 AUTO_CUDA=0 # kernels.backend = "auto" picks CUDA here (test_cuda_ops says): what test_encoder relies on
@@ -275,6 +305,16 @@ if box 120 30 "test_cuda_ops"; then
     [ "$(grep -c '^  topk .*columns equal' "$STEP")" -ge 5 ] ||
         fail "test_cuda_ops: fewer than 5 'topk ... columns equal' lines: the device top-k was not tested"
 fi
+for x in $EXTRA_TESTS; do
+    if [ ! -x "$TESTS/$x" ]; then
+        fail "$x: no $TESTS/$x (tests/unit/$x.c is in the tree: pack again, or make all)"
+    elif box 60 20 "$x"; then
+        check "$x on the GPU" "$t" "$TESTS/$x"
+        grep -E '^skipped|passed, .* failed|^FAIL' "$STEP" | head -n 12 | cut -c1-250 | sed 's/^/       /' | tee -a "$SUM"
+        grep -q '^skipped' "$STEP" && fail "$x skipped its CUDA tests on a GPU machine"
+        summary_ok || fail "$x: no 'N passed, 0 failed' line"
+    fi
+done
 
 # --- nlpd infer ---
 if ! skipped infer; then
@@ -286,22 +326,44 @@ if ! skipped infer; then
         grep -E 'kernels:|logits' "$STEP" | head -n 3 | cut -c1-200 | sed 's/^/       /' | tee -a "$SUM"
         [ "$(grep -c '"logits"' "$STEP")" -eq 2 ] || fail "nlpd infer $dt: not 2 results with logits"
         grep -q 'backend cuda' "$STEP" || fail "nlpd infer $dt: no 'backend cuda' line (another backend ran?)"
+        grep '"logits"' "$STEP" > "build/gpu-infer-$dt.out"
     done
     if box 60 20 "infer parity"; then
         timeout 60 "$BIN/nlpd" infer --model tests/fixtures/hf-tiny/bert-seq-cls --backend cpu < build/gpu-in.jsonl \
             > build/gpu-cpu.out 2> /dev/null
         # strict fp32: TF32 (the default) rounds inputs to 10 mantissa bits, far from 1e-4
         NLPD_CUDA_MATH=strict timeout 60 "$BIN/nlpd" infer --model tests/fixtures/hf-tiny/bert-seq-cls --backend cuda \
-            < build/gpu-in.jsonl > build/gpu-cuda.out 2> /dev/null
-        check "nlpd infer: cuda fp32 logits = cpu logits within 1e-4" "$t" python3 - build/gpu-cpu.out build/gpu-cuda.out << 'PY'
+            < build/gpu-in.jsonl > build/gpu-infer-fp32-strict.out 2> /dev/null
+        # strict fp32 must be within 1e-4 of the CPU; the other dtypes' figures are reported against issue 20's 1e-3
+        # (relative to the max |logit|), and fail only beyond the benchmark's gross-error guard (32 unit roundoffs)
+        check "nlpd infer: cuda logits vs cpu fp32 (strict fp32 within 1e-4)" "$t" python3 - build/gpu-cpu.out \
+            build/gpu-infer-fp32-strict.out build/gpu-infer-fp32.out build/gpu-infer-fp16.out build/gpu-infer-bf16.out << 'PY'
 import json, math, sys
-a = [json.loads(l) for l in open(sys.argv[1])]
-b = [json.loads(l) for l in open(sys.argv[2])]
-assert len(a) == len(b) == 2, (len(a), len(b))
-d = max(abs(x - y) for p, q in zip(a, b) for x, y in zip(p["logits"], q["logits"]))
-print("max |diff|", d)
-assert math.isfinite(d) and d <= 1e-4, d
+def load(p):
+    try:
+        return [json.loads(l)["logits"] for l in open(p) if l.startswith("{")]
+    except (OSError, ValueError, KeyError) as e:
+        return str(e)
+ref = load(sys.argv[1])
+assert isinstance(ref, list) and len(ref) == 2, f"cpu: {ref}"
+top = max(abs(x) for r in ref for x in r)
+bad = []
+for name, path, limit in (("fp32-strict", sys.argv[2], 1e-4), ("fp32-tf32", sys.argv[3], 32 * 2**-11 * top),
+                          ("fp16", sys.argv[4], 32 * 2**-11 * top), ("bf16", sys.argv[5], 32 * 2**-8 * top)):
+    got = load(path)
+    if not isinstance(got, list) or len(got) != 2 or any(len(g) != len(r) for g, r in zip(got, ref)):
+        bad.append(f"{name}: no 2 results with logits ({got if isinstance(got, str) else len(got)})")
+        continue
+    d = max(abs(x - y) for g, r in zip(got, ref) for x, y in zip(g, r))
+    d = d if math.isfinite(d) else math.inf
+    target = "" if name == "fp32-strict" else f", issue 20 target 1e-3: {'met' if d <= 1e-3 * top else 'NOT met'}"
+    print(f"parity {name}: max |dlogit| {d:.3g}, relative {d / top:.2g}{target}")
+    if not d <= limit:
+        bad.append(f"{name}: max |dlogit| {d:.3g} > {limit:.3g}")
+print(f"(hf-tiny bert-seq-cls, 2 inputs, max |logit| {top:.3g})")
+assert not bad, "; ".join(bad)
 PY
+        grep -E '^parity|^\(hf-tiny' "$STEP" | sed 's/^/       /' | tee -a "$SUM"
     fi
 fi
 
@@ -311,6 +373,36 @@ if ! skipped encoder && box 90 20 "test_encoder"; then
     grep -E 'max \|diff\||passed' "$STEP" | cut -c1-200 | sed 's/^/       /' | tee -a "$SUM"
     summary_ok || fail "test_encoder: no 'N passed, 0 failed' line"
     [ $AUTO_CUDA = 1 ] || fail "test_encoder: backend auto did not pick CUDA in test_cuda_ops, so it ran on the CPU"
+fi
+
+# --- benchmark (bench/encoder/gpu.sh): BERT-base, seq 128, nlpd fp16/bf16/fp32-tf32 at batch 1/32/128, PyTorch's
+# rows when it has CUDA here, the A/B rows of the CUDA switches; before pipe and the sanitizer (the figures matter
+# more than a memcheck that may not finish). A row that fails, times out or never runs is a FAIL row of the table. ---
+if ! skipped bench && box 180 60 "bench/encoder"; then
+    end=$(($(date +%s) + t))
+    while kill -0 "$PREP_PID" 2> /dev/null && [ "$(date +%s)" -lt $end ]; do sleep 1; done
+    { echo "== bench/encoder prep (model, CPU reference)"; cat build/gpu-bench-prep.log; } >> "$LOG"
+    if kill -0 "$PREP_PID" 2> /dev/null; then
+        kill "$PREP_PID"
+        fail "bench/encoder: the model and the CPU reference were not ready within the step's $t s"
+    elif ! wait "$PREP_PID"; then
+        fail "bench/encoder: the model or the CPU reference failed: $(tail -n 1 build/gpu-bench-prep.log | cut -c1-200)"
+    elif [ $((end - $(date +%s))) -lt 20 ]; then
+        fail "bench/encoder rows: not run, $((end - $(date +%s))) s of the step left after the model and reference"
+    else
+        check "bench/encoder rows (nlpd, torch, A/B)" "$((end - $(date +%s)))" env BENCH_PHASE=rows BENCH_BIN="$BENCH" \
+            RUNS="${RUNS:-20}" WARMUP="${WARMUP:-3}" ROW_TIMEOUT="${ROW_TIMEOUT:-45}" sh bench/encoder/gpu.sh
+        grep -E '^   PyTorch exited' "$STEP" | cut -c1-200 | sed 's/^/       /' | tee -a "$SUM"
+    fi
+    PREP_PID=
+    # the table from whatever rows exist: a planned row that is missing is a FAIL row in it
+    if [ -s "$BENCH_OUT/plan.jsonl" ]; then
+        BENCH_PHASE=table BENCH_TABLE="$TABLE.tmp" sh bench/encoder/gpu.sh > "$STEP" 2>&1 ||
+            fail "bench/encoder: $(grep -m1 '^bench rows' "$STEP" || tail -n 1 "$STEP" | cut -c1-200)"
+        [ -s "$TABLE.tmp" ] && mv "$TABLE.tmp" "$TABLE"
+        cat "$STEP" >> "$LOG"
+        cp "$BENCH_OUT/rows.jsonl" "$DEST/gpu-bench.jsonl" 2> /dev/null
+    fi
 fi
 
 # --- nlpd pipe with kernels.backend = "cuda": an HF sentiment stage and an NER stage ---
@@ -334,21 +426,6 @@ for i in range(2000):
          test \$(grep -c '\"sentiment\":{' build/gpu-pipe.out) -eq 2000 && grep -q 'backend cuda' build/gpu-pipe.err"
     grep -E 'kernels:' build/gpu-pipe.err | head -n 2 | cut -c1-220 | sed 's/^/       /' | tee -a "$SUM"
     tail -n 3 build/gpu-pipe.err | cut -c1-200 | sed 's/^/       /' >> "$SUM"
-fi
-
-# --- benchmark: BERT-base, seq 128, batch 1/32/128, fp16, bf16 and fp32 (before the sanitizer: the figures matter
-# more than a memcheck that may not finish) ---
-if ! skipped bench && box 150 45 "bench/encoder"; then
-    dts=${BENCH_DTYPES:-fp16 bf16 fp32}
-    bs=${BATCHES:-1 32 128}
-    say "note   benchmark fp32 rows: NLPD_CUDA_MATH=${NLPD_CUDA_MATH:-tf32} (tf32: TF32 tensor cores)"
-    check "bench/encoder --backend cuda" "$t" env BENCH_BACKEND=cuda BENCH_BIN="$BENCH" RUNS="${RUNS:-5}" \
-        BENCH_DTYPES="$dts" BATCHES="$bs" sh bench/encoder/run.sh
-    sed -n '/^| engine/,$p' "$STEP" > "$TABLE"
-    sed -n '/^encoder /p' "$STEP" | tee -a "$SUM"
-    rows=$(grep -c '^| nlpd ' "$TABLE")
-    want=$(($(echo $dts | wc -w) * $(echo $bs | wc -w)))
-    [ "$rows" -eq "$want" ] || fail "bench/encoder: $rows nlpd rows in the table, $want expected"
 fi
 
 # --- the op tests under compute-sanitizer memcheck (out-of-bounds and misaligned accesses in our kernels) ---

@@ -105,11 +105,18 @@ done
 
 # --- the CUDA backend's own code under the host emulator (kernels/cuda/emul/: no GPU needed) --------------------
 # The same op tests a GPU machine runs, against the CPU backend, with the CUDA sources built by g++.
-if [ -f build/emul/libnlpd_cuda.so ]; then
+if [ -f build/emul/libnlpd_cuda.so ] && [ -x build/emul/tests/test_cuda_emul ]; then
+    suite build/emul/tests/test_cuda_emul ./build/emul/tests/test_cuda_emul
     suite "build/tests/test_cuda_ops (CUDA host emulator)" \
         env NLPD_CUDA_EMULATOR=1 NLPD_LIBDIR=build/emul NLPD_CUDA_ARENA_MB=64 ./build/tests/test_cuda_ops
     suite "build/tests/test_cuda_graph (CUDA host emulator)" \
         env NLPD_CUDA_EMULATOR=1 NLPD_LIBDIR=build/emul NLPD_CUDA_ARENA_MB=64 ./build/tests/test_cuda_graph
+    # models on the emulated device (auto picks it), strict fp32 so the CPU's bounds hold: encoders against the
+    # transformers goldens, Marian greedy/beam through the device's top-k, nlpd infer end to end
+    for t in test_encoder test_translate; do
+        suite "build/tests/$t (CUDA host emulator)" env NLPD_CUDA_EMULATOR=1 NLPD_LIBDIR=build/emul \
+            NLPD_CUDA_ARENA_MB=64 NLPD_CUDA_MATH=strict "./build/tests/$t"
+    done
 else
     echo "== build/emul/libnlpd_cuda.so: not built (make all): counted as 1 failure"
     note_failure "build/emul/libnlpd_cuda.so (not built)" 1

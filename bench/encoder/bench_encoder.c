@@ -4,7 +4,9 @@
  * usage: bench_encoder MODEL_DIR IDS_OUT LOGITS_OUT BATCH SEQ RUNS THREADS [BACKEND [DTYPE [CPU_GEMM]]]
  * BACKEND: cpu (default) | cuda | auto; DTYPE: fp32 (default) | fp16 | bf16 | int8; CPU_GEMM: auto (default) |
  * openblas | onednn. On CUDA the sgemm reference is
- * skipped (it measures the host CPU) and each timed run ends with the logits downloaded (a full sync). */
+ * skipped (it measures the host CPU) and each timed run ends with the logits downloaded (a full sync).
+ * BENCH_WARMUP: untimed forward passes before the timed ones (default 1; 0..100): a GPU's clocks, cuBLAS's
+ * heuristics and a first-shape graph capture settle over the first few. */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -90,10 +92,22 @@ int main(int argc, char **argv)
     float *logits = malloc((size_t)B * NL * sizeof *logits);
     struct nlpd_encoder_input in = {B, S, ids, mask, NULL};
     struct nlpd_encoder_output out = {.logits = logits};
-    if (!ws || nlpd_encoder_forward(enc, ws, &in, &out, &err)) { /* warm-up */
-        fprintf(stderr, "warm-up: %s\n", err.message);
+    const char *wu = getenv("BENCH_WARMUP");
+    char *wend = NULL;
+    long warmup = wu && *wu ? strtol(wu, &wend, 10) : 1;
+    if ((wend && *wend) || warmup < 0 || warmup > 100) {
+        fprintf(stderr, "BENCH_WARMUP must be an integer from 0 to 100, not '%s'\n", wu);
+        return 2;
+    }
+    if (!ws) {
+        fprintf(stderr, "workspace: %s\n", err.message);
         return 1;
     }
+    for (long i = 0; i < warmup; i++)
+        if (nlpd_encoder_forward(enc, ws, &in, &out, &err)) {
+            fprintf(stderr, "warm-up %ld of %ld: %s\n", i + 1, warmup, err.message);
+            return 1;
+        }
     /* sgemm alone on one layer's shapes: [T,H]x[H,3H], [T,H]x[H,H], [T,H]x[H,I], [T,I]x[I,H]; timed between
      * the encoder runs so both see the same machine load */
     const int T = B * S, H = c->hidden_size, FF = c->intermediate_size;
@@ -146,10 +160,10 @@ int main(int argc, char **argv)
     printf("], \"nlpd_median_s\": %.6f, \"nlpd_seq_per_s\": %.3f, \"nlpd_gflops\": %.2f, \"sgemm_gflops\": %.2f, "
            "\"load_s\": %.3f, \"simd\": \"%s\", \"threads\": %d, \"gflop_per_batch\": %.2f, "
            "\"backend\": \"%s\", \"dtype\": \"%s\", \"cpu_gemm\": \"%s\", \"batch\": %d, \"seq\": %d, "
-           "\"latency_ms\": %.3f}\n",
+           "\"latency_ms\": %.3f, \"warmup\": %ld}\n",
            enc_s, B / enc_s, flops * 1e-9 / enc_s, do_sgemm ? gflop / sgemm_s : 0.0, load_s, nlpd_kernels_cpu_simd(),
            openblas_get_num_threads(), flops * 1e-9, backend, dtype, nlpd_cpu_gemm_name((enum nlpd_cpu_gemm)gemm), B, S,
-           enc_s * 1e3);
+           enc_s * 1e3, warmup);
     free(a);
     free(b);
     free(cc);

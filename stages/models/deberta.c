@@ -551,9 +551,10 @@ static size_t byte_off(const struct nlpd_deberta_ws *ws, const void *p)
     return (size_t)((const char *)p - (const char *)ws->buf.ptr);
 }
 
-static int save_hidden(const struct nlpd_deberta_ws *ws, float *dst, size_t n)
+/* err carries the backend's words: a bad id found on the device is reported by the download that waits for it */
+static int save_hidden(const struct nlpd_deberta_ws *ws, float *dst, size_t n, struct nlpd_error *err)
 {
-    return dst ? nlpd_backend_download(&ws->buf, byte_off(ws, ws->x), dst, n * sizeof(float)) : 0;
+    return dst ? nlpd_backend_download_err(&ws->buf, byte_off(ws, ws->x), dst, n * sizeof(float), err) : 0;
 }
 
 static int upload_inputs(const struct nlpd_deberta *m, struct nlpd_deberta_ws *ws, const struct nlpd_encoder_input *in)
@@ -685,8 +686,8 @@ int nlpd_deberta_forward(const struct nlpd_deberta *m, struct nlpd_deberta_ws *w
         (ws->padded && (rc = run(m, &zero_pad, err))))
         return rc;
     size_t hsz = (size_t)T * H;
-    if ((rc = save_hidden(ws, out->all_hidden, hsz)))
-        return nlpd_error_set(err, rc, 0, "downloading hidden states failed");
+    if ((rc = save_hidden(ws, out->all_hidden, hsz, err)))
+        return rc;
 
     for (int l = 0; l < c->num_layers; l++) {
         const struct dlayer *L = &m->layers[l];
@@ -698,20 +699,20 @@ int nlpd_deberta_forward(const struct nlpd_deberta *m, struct nlpd_deberta_ws *w
             (rc = matmul(m, ws->tmp, ws->ffn, I, L->wo2, (size_t)-1, T, H, I, NLPD_ACT_NONE, err)) ||
             (rc = layer_norm(m, ws->x, ws->tmp, wptr(m, L->bo2), ws->x, L->ln2_g, L->ln2_b, T, err)))
             return rc;
-        if (out->all_hidden && (rc = save_hidden(ws, out->all_hidden + (size_t)(l + 1) * hsz, hsz)))
-            return nlpd_error_set(err, rc, 0, "downloading hidden states failed");
+        if (out->all_hidden && (rc = save_hidden(ws, out->all_hidden + (size_t)(l + 1) * hsz, hsz, err)))
+            return rc;
     }
-    if ((rc = save_hidden(ws, out->hidden, hsz)))
-        return nlpd_error_set(err, rc, 0, "downloading hidden states failed");
+    if ((rc = save_hidden(ws, out->hidden, hsz, err)))
+        return rc;
 
     if (m->task == NLPD_HF_TASK_SEQ_CLS) {
         /* ContextPooler on each sequence's first token (row b*S: a row stride of S*H gathers them) */
         if ((rc = matmul(m, ws->pool, ws->x, S * H, m->pool_w, m->pool_b, B, m->P, H, c->deberta.pooler_act, err)) ||
             (rc = matmul(m, ws->logits, ws->pool, m->P, m->cls_w, m->cls_b, B, NL, m->P, NLPD_ACT_NONE, err)))
             return rc;
-        if (out->pooled && (rc = nlpd_backend_download(&ws->buf, byte_off(ws, ws->pool), out->pooled,
-                                                       (size_t)B * m->P * sizeof(float))))
-            return nlpd_error_set(err, rc, 0, "downloading pooled output failed");
+        if (out->pooled && (rc = nlpd_backend_download_err(&ws->buf, byte_off(ws, ws->pool), out->pooled,
+                                                           (size_t)B * m->P * sizeof(float), err)))
+            return rc;
     } else if (m->task == NLPD_HF_TASK_TOKEN_CLS &&
                (rc = matmul(m, ws->logits, ws->x, H, m->cls_w, m->cls_b, T, NL, H, NLPD_ACT_NONE, err))) {
         return rc;
@@ -720,8 +721,9 @@ int nlpd_deberta_forward(const struct nlpd_deberta *m, struct nlpd_deberta_ws *w
         return rc;
     if (out->logits && NL) {
         size_t rows = m->task == NLPD_HF_TASK_SEQ_CLS ? (size_t)B : (size_t)T;
-        if ((rc = nlpd_backend_download(&ws->buf, byte_off(ws, ws->logits), out->logits, rows * NL * sizeof(float))))
-            return nlpd_error_set(err, rc, 0, "downloading logits failed");
+        if ((rc = nlpd_backend_download_err(&ws->buf, byte_off(ws, ws->logits), out->logits, rows * NL * sizeof(float),
+                                            err)))
+            return rc;
     }
     return 0;
 }

@@ -464,9 +464,10 @@ static int layer_norm(const struct nlpd_encoder *enc, float *y, const float *x, 
     return run(enc, &op, err);
 }
 
-static int save_hidden(const struct nlpd_encoder_ws *ws, float *dst, size_t n)
+/* err carries the backend's words: a bad id found on the device is reported by the download that waits for it */
+static int save_hidden(const struct nlpd_encoder_ws *ws, float *dst, size_t n, struct nlpd_error *err)
 {
-    return dst ? nlpd_backend_download(&ws->buf, byte_off(ws, ws->x), dst, n * sizeof(float)) : 0;
+    return dst ? nlpd_backend_download_err(&ws->buf, byte_off(ws, ws->x), dst, n * sizeof(float), err) : 0;
 }
 
 int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws *ws,
@@ -545,8 +546,8 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
     if ((rc = run(enc, &op, err)) || (rc = layer_norm(enc, ws->x, ws->x, NULL, NULL, enc->emb_g, enc->emb_b, T, err)))
         return rc;
     size_t hsz = (size_t)T * H;
-    if ((rc = save_hidden(ws, out->all_hidden, hsz)))
-        return nlpd_error_set(err, rc, 0, "downloading hidden states failed");
+    if ((rc = save_hidden(ws, out->all_hidden, hsz, err)))
+        return rc;
 
     for (int l = 0; l < c->num_layers; l++) {
         const struct layer *L = &enc->layers[l];
@@ -572,19 +573,19 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
             (rc = matmul(enc, ws->tmp, ws->ffn, I, L->wo2, (size_t)-1, T, H, I, NLPD_ACT_NONE, err)) ||
             (rc = layer_norm(enc, ws->x, ws->tmp, wptr(enc, L->bo2), ws->x, L->ln2_g, L->ln2_b, T, err)))
             return rc;
-        if (out->all_hidden && (rc = save_hidden(ws, out->all_hidden + (size_t)(l + 1) * hsz, hsz)))
-            return nlpd_error_set(err, rc, 0, "downloading hidden states failed");
+        if (out->all_hidden && (rc = save_hidden(ws, out->all_hidden + (size_t)(l + 1) * hsz, hsz, err)))
+            return rc;
     }
-    if ((rc = save_hidden(ws, out->hidden, hsz)))
-        return nlpd_error_set(err, rc, 0, "downloading hidden states failed");
+    if ((rc = save_hidden(ws, out->hidden, hsz, err)))
+        return rc;
 
     /* heads: the first token of each sequence is row b*S, so a row stride of S*H gathers them for free */
     if (enc->has_pool) {
         if ((rc = matmul(enc, ws->pool, ws->x, S * H, enc->pool_w, enc->pool_b, B, H, H, enc->pool_act, err)))
             return rc;
-        if (out->pooled &&
-            (rc = nlpd_backend_download(&ws->buf, byte_off(ws, ws->pool), out->pooled, (size_t)B * H * sizeof(float))))
-            return nlpd_error_set(err, rc, 0, "downloading pooled output failed");
+        if (out->pooled && (rc = nlpd_backend_download_err(&ws->buf, byte_off(ws, ws->pool), out->pooled,
+                                                           (size_t)B * H * sizeof(float), err)))
+            return rc;
     }
     if (enc->task == NLPD_HF_TASK_SEQ_CLS) {
         rc = matmul(enc, ws->logits, ws->pool, H, enc->cls_w, enc->cls_b, B, NL, H, NLPD_ACT_NONE, err);
@@ -599,8 +600,9 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
         return rc;
     if (out->logits && NL) {
         size_t rows = enc->task == NLPD_HF_TASK_SEQ_CLS ? (size_t)B : (size_t)T;
-        if ((rc = nlpd_backend_download(&ws->buf, byte_off(ws, ws->logits), out->logits, rows * NL * sizeof(float))))
-            return nlpd_error_set(err, rc, 0, "downloading logits failed");
+        if ((rc = nlpd_backend_download_err(&ws->buf, byte_off(ws, ws->logits), out->logits, rows * NL * sizeof(float),
+                                            err)))
+            return rc;
         if ((rc = check_finite(enc, out->logits, rows, NL, err)))
             return rc;
     }

@@ -863,8 +863,8 @@ int nlpd_s2s_encode(const struct nlpd_s2s *m, struct nlpd_s2s_ws *ws, const int3
     }
     if ((rc = nlpd_backend_sync(m->be, err)))
         return rc;
-    if (hidden && (rc = nlpd_backend_download(eb, byte_off(eb, ws->x), hidden, (size_t)T * H * sizeof(float))))
-        return nlpd_error_set(err, rc, 0, "downloading the encoder output failed");
+    if (hidden && (rc = nlpd_backend_download_err(eb, byte_off(eb, ws->x), hidden, (size_t)T * H * sizeof(float), err)))
+        return rc;
     ws->rows = 0;
     return 0;
 }
@@ -969,8 +969,8 @@ static int dec_step(void *ctx, const int32_t *tokens, const int32_t *sent, int R
     ws->rows = R;
     if (!logits)
         return 0;
-    if ((rc = nlpd_backend_download(db, byte_off(db, ws->logits), logits, (size_t)R * V * sizeof(float))))
-        return nlpd_error_set(err, rc, 0, "downloading logits failed");
+    if ((rc = nlpd_backend_download_err(db, byte_off(db, ws->logits), logits, (size_t)R * V * sizeof(float), err)))
+        return rc;
     return 0;
 }
 
@@ -995,9 +995,9 @@ static int dec_step_topk(void *ctx, const int32_t *tokens, const int32_t *sent, 
         (struct nlpd_op_log_softmax_topk){ws->logits, vals, idx, R, m->cfg.dec_vocab, k, (size_t)m->cfg.dec_vocab};
     if ((rc = run(m, &op, err)))
         return rc;
-    if ((rc = nlpd_backend_download(db, byte_off(db, vals), logp, (size_t)R * k * sizeof(float))) ||
-        (rc = nlpd_backend_download(db, byte_off(db, idx), ids, (size_t)R * k * sizeof(int32_t))))
-        return nlpd_error_set(err, rc, 0, "downloading the decoder's candidates failed");
+    if ((rc = nlpd_backend_download_err(db, byte_off(db, vals), logp, (size_t)R * k * sizeof(float), err)) ||
+        (rc = nlpd_backend_download_err(db, byte_off(db, idx), ids, (size_t)R * k * sizeof(int32_t), err)))
+        return rc;
     return 0;
 }
 

@@ -130,7 +130,9 @@ static int release(block_state *b)
         live += b->f[i].state != F_DONE;
         at_block += b->f[i].state == F_WAIT_BLOCK;
     }
-    if (live && at_block == live) {
+    /* strict: a block barrier completes only when every thread of the block waits at it; a thread that returned
+     * before it leaves it undefined on the device (it hangs or misbehaves), so that is a deadlock here too */
+    if (live && at_block == live && live == b->n) {
         for (int i = 0; i < b->n; i++)
             if (b->f[i].state == F_WAIT_BLOCK)
                 b->f[i].state = F_READY;
@@ -561,7 +563,8 @@ cudaError_t cudaGraphDestroy(cudaGraph_t g)
 /* ------------------------------------------------------------------- memory ---- */
 
 static pthread_mutex_t mem_mu = PTHREAD_MUTEX_INITIALIZER;
-static std::map<uintptr_t, size_t> device_allocs;
+static std::map<uintptr_t, size_t> device_allocs; /* the sizes asked for: a copy into the rounding is caught */
+static std::map<uintptr_t, size_t> device_rounded;
 static std::map<uintptr_t, size_t> pinned_allocs;
 static size_t device_used;
 
@@ -593,7 +596,8 @@ cudaError_t cudaMalloc(void **p, size_t n)
     /* device memory starts undefined: NaN floats and -1 ints make a read before a write visible */
     memset(m, 0xff, r < POISON_MAX ? r : POISON_MAX);
     pthread_mutex_lock(&mem_mu);
-    device_allocs[(uintptr_t)m] = r;
+    device_allocs[(uintptr_t)m] = n ? n : 1;
+    device_rounded[(uintptr_t)m] = r;
     pthread_mutex_unlock(&mem_mu);
     *p = m;
     return cudaSuccess;
@@ -610,7 +614,8 @@ cudaError_t cudaFree(void *p)
     auto it = device_allocs.find((uintptr_t)p);
     int ok = it != device_allocs.end();
     if (ok) {
-        device_used -= it->second;
+        device_used -= device_rounded[(uintptr_t)p];
+        device_rounded.erase((uintptr_t)p);
         device_allocs.erase(it);
     }
     pthread_mutex_unlock(&mem_mu);
