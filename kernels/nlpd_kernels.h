@@ -23,7 +23,8 @@
  *     float), refreshed for the ranges uploads changed before the next op that reads it;
  *   - a MATMUL whose b lies inside a weight buffer multiplies with the shadow copy: a is converted to the same
  *     type on the fly, the product runs on tensor cores accumulating in fp32, c, bias and activation stay fp32;
- *   - attention products run with fp32 inputs and a fp16/bf16 fast compute mode (fp32 accumulation); every other
+ *   - attention runs as one fused kernel (kernels/cuda/fattn.cu): q, k, v and the probabilities rounded to the
+ *     type, fp32 accumulation and softmax (head_dim > 128: cuBLAS in a fp16/bf16 fast compute mode); every other
  *     op (layer norm, softmax, embedding, bias + activation, gathers) and every activation buffer stay fp32.
  * A matmul whose b is not in a weight buffer, and every op of a fp32 backend, computes in fp32. Backends without
  * alloc_weights get a plain alloc, so callers may always use nlpd_backend_alloc_weights.

@@ -3,10 +3,15 @@
  * rules exactly (keys past the last attended one get probability 0, masked keys inside get -FLT_MAX added, a row
  * with nothing attended is uniform; causal limits for ATTENTION_KV), then out = P V with a second batched call.
  * Scores live in the scratch arena; pairs are processed in chunks that fit it. fp32 products, or with dtype
- * fp16/bf16 the fp32 fast-16F/16BF compute modes (tensor cores, fp32 accumulation). */
+ * fp16/bf16 the fp32 fast-16F/16BF compute modes (tensor cores, fp32 accumulation).
+ * With dtype fp16/bf16 or half operands (io_type), and head_dim <= 128, the fused kernel of fattn.cu runs instead:
+ * no scores in memory, one launch. NLPD_CUDA_ATTENTION=fused|cublas forces one path (A/B measurements). */
 #include <float.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cuda_internal.h"
+#include "fattn.h"
 
 struct pair_geom {
     /* ATTENTION: kv_map == NULL, q/k/v from the fused qkv */
@@ -163,11 +168,79 @@ static int run_pairs(struct cu_ctx *im, struct pair_geom g, struct mask_geom mg,
     return e == cudaSuccess ? 0 : cu_fail(err, e, "attention");
 }
 
+enum attn_path { PATH_CUBLAS, PATH_FUSED };
+
+/* The path for an op computing in compute (fp32 or the half type) with operands of io_type: fused when compute is
+ * half and head_dim fits, unless NLPD_CUDA_ATTENTION says otherwise; an impossible forced choice is an error. */
+static int attn_path(enum nlpd_dtype compute, enum nlpd_dtype io_type, int head_dim, const char *op,
+                     struct nlpd_error *err)
+{
+    const char *env = getenv("NLPD_CUDA_ATTENTION");
+    const int half = compute == NLPD_DTYPE_F16 || compute == NLPD_DTYPE_BF16, fits = head_dim <= CU_FATTN_MAX_HEAD_DIM;
+    if (!env || !*env || !strcmp(env, "auto")) {
+        if (half && fits)
+            return PATH_FUSED;
+        if (io_type != NLPD_DTYPE_F32) /* cuBLAS cannot multiply fp32 probabilities by half values */
+            return nlpd_error_set(err, NLPD_EINVAL, 0,
+                                  "cuda backend: %s with half operands and head_dim %d (the fused kernel takes at "
+                                  "most %d)",
+                                  op, head_dim, CU_FATTN_MAX_HEAD_DIM);
+        return PATH_CUBLAS;
+    }
+    if (!strcmp(env, "fused")) {
+        if (!half)
+            return nlpd_error_set(err, NLPD_EINVAL, 0,
+                                  "cuda backend: NLPD_CUDA_ATTENTION=fused needs kernels.dtype fp16 or bf16 (this "
+                                  "backend computes in fp32)");
+        if (!fits)
+            return nlpd_error_set(err, NLPD_EINVAL, 0,
+                                  "cuda backend: NLPD_CUDA_ATTENTION=fused: %s has head_dim %d, the fused kernel "
+                                  "takes at most %d",
+                                  op, head_dim, CU_FATTN_MAX_HEAD_DIM);
+        return PATH_FUSED;
+    }
+    if (!strcmp(env, "cublas")) {
+        if (io_type != NLPD_DTYPE_F32)
+            return nlpd_error_set(err, NLPD_EINVAL, 0,
+                                  "cuda backend: NLPD_CUDA_ATTENTION=cublas cannot run %s on half operands (the "
+                                  "cuBLAS path takes fp32 qkv; unset it or use fused)",
+                                  op);
+        return PATH_CUBLAS;
+    }
+    return nlpd_error_set(err, NLPD_EINVAL, 0, "cuda backend: NLPD_CUDA_ATTENTION=%s: expected fused, cublas or auto",
+                          env);
+}
+
 int cu_attention(struct cu_ctx *im, const struct nlpd_op_attention *p, struct nlpd_error *err)
 {
     if (p->batch <= 0 || p->seq <= 0 || p->heads <= 0 || p->head_dim <= 0)
         return 0;
     const size_t H = (size_t)p->heads * p->head_dim;
+    /* half operands: compute in their type (the backend's activation type) */
+    const enum nlpd_dtype compute = p->io_type != NLPD_DTYPE_F32 ? p->io_type : im->dtype;
+    int path = attn_path(compute, p->io_type, p->head_dim, "attention", err);
+    if (path < 0)
+        return path;
+    if (path == PATH_FUSED) {
+        const size_t es = p->io_type == NLPD_DTYPE_F32 ? sizeof(float) : 2;
+        struct cu_fattn_args a = {};
+        a.q = p->qkv;
+        a.k = (const char *)p->qkv + H * es;
+        a.v = (const char *)p->qkv + 2 * H * es;
+        a.out = p->out;
+        a.mask = p->mask;
+        a.mask_ld = (size_t)p->seq;
+        a.batch = p->batch;
+        a.heads = p->heads;
+        a.head_dim = p->head_dim;
+        a.q_len = a.kv_len = p->seq;
+        a.kv_batch_rows = (size_t)p->seq;
+        a.ld_q = a.ld_kv = (size_t)p->ld_qkv;
+        a.ld_out = (size_t)p->ld_out;
+        a.scale = p->scale;
+        a.io_type = p->io_type;
+        return cu_fattn(im, compute, &a, err);
+    }
     struct pair_geom g = {};
     g.q = p->qkv;
     g.k = p->qkv + H;
@@ -200,6 +273,36 @@ int cu_attention_kv(struct cu_ctx *im, const struct nlpd_op_attention_kv *p, str
                 return cu_fail(err, e, "attention");
         }
         return 0;
+    }
+    /* fused for decoder steps too (q_len 1: one warp per (sequence, head), 15 of its 16 query rows idle): it reads
+     * each K/V row once and makes one launch, where cuBLAS makes four and writes the scores */
+    int path = attn_path(im->dtype, NLPD_DTYPE_F32, p->head_dim, "attention_kv", err);
+    if (path < 0)
+        return path;
+    if (path == PATH_FUSED) {
+        struct cu_fattn_args a = {};
+        a.q = p->q;
+        a.k = p->k;
+        a.v = p->v;
+        a.out = p->out;
+        a.kv_map = p->kv_map;
+        a.mask = p->mask;
+        a.mask_ld = (size_t)p->mask_ld;
+        a.batch = p->batch;
+        a.heads = p->heads;
+        a.head_dim = p->head_dim;
+        a.q_len = p->q_len;
+        a.kv_len = p->kv_len;
+        a.kv_batch_rows = p->kv_batch_stride;
+        a.ld_q = (size_t)p->ld_q;
+        a.ld_kv = (size_t)p->ld_kv;
+        a.ld_out = (size_t)p->ld_out;
+        a.kv_mode = 1;
+        a.causal = p->causal;
+        a.q_pos0 = p->q_pos0;
+        a.scale = p->scale;
+        a.io_type = NLPD_DTYPE_F32;
+        return cu_fattn(im, im->dtype, &a, err);
     }
     struct pair_geom g = {};
     g.q = p->q;

@@ -806,7 +806,10 @@ static void test_small_arena(void)
     CHECK(small && small16);
     if (small && small16) {
         attention_case_shape(small, 2, 512, 12, 64, 1e-5); /* 24 pairs of 1 MiB of scores */
+        /* fp16 takes the fused kernel (no scores) by default */
+        setenv("NLPD_CUDA_ATTENTION", "cublas", 1);
         attention_case_shape(small16, 2, 512, 12, 64, 5e-3);
+        unsetenv("NLPD_CUDA_ATTENTION");
         static const struct kv_shape big = {3, 256, 400, 16, 8, 3, 400, 400, 100, kv_map3}; /* 48 x 400 KB */
         attention_kv_shape(small, &big, 1, 1, 1, 1e-5);
         matmul_case(small16, 1, 9000, 32, 1024, 0, 0, 1, NLPD_ACT_NONE, 5e-3); /* 18 MB of converted a */
@@ -1175,6 +1178,229 @@ static void test_deberta_refused(void)
     nlpd_encoder_free(enc);
 }
 
+/* ------------------------------------------------------------------------------- fused attention ---- */
+
+/* The fused kernel (kernels/cuda/fattn.cu, issue 20 item 5) against the CPU's attention. It runs whenever the
+ * backend's dtype is fp16/bf16 (the ATTENTION and ATTENTION_KV cases of test_fp16/test_bf16 take it too); these
+ * cases add the shapes that exercise its tiling: seq 1 and across the 16-row query tiles and 64-key tiles (15, 17,
+ * 64, 129), head_dim padded to a multiple of 16 (80) up to 128, 1..12 heads, every mask pattern of mask_bit (one per
+ * sequence: the only-last-key pattern at seq 129 leaves two whole key tiles masked before the attended one), and
+ * half operands.
+ * Tolerance (normwise, as compare_out): q, k and v are rounded to the compute type (u = 2^-11 fp16, 2^-8 bf16) and
+ * so are the probabilities P before P V; products are exact and accumulate in fp32. A score's error is at most
+ * 2u of scale * sum |q k| (random signs: far less), which moves the probabilities by that much relatively; P and v
+ * add u each, and half outputs u/2 more. The output is a weighted mean of v, so these relative errors carry over
+ * normwise: a few u, 10u at worst over thousands of outputs: 5e-3 fp16, 4e-2 bf16 (as the other half ops). */
+static uint16_t to_half_bits(enum nlpd_dtype t, float x)
+{
+    return t == NLPD_DTYPE_BF16 ? nlpd_kernels_f32_to_bf16(x) : nlpd_kernels_f32_to_f16(x);
+}
+
+static float from_half_bits(enum nlpd_dtype t, uint16_t h)
+{
+    return t == NLPD_DTYPE_BF16 ? nlpd_kernels_bf16_to_f32(h) : nlpd_kernels_f16_to_f32(h);
+}
+
+/* ATTENTION on B sequences of S tokens (mask pattern (b + mask0) % 6 for sequence b, or no mask) with fp32 operands,
+ * or half ones (io: the backend's activation type), in which case the CPU gets the same half values as fp32 and its
+ * output is compared with the GPU's half output. Returns the GPU side's error code (0: ran and compared). */
+static int fattn_case(struct nlpd_backend *g, enum nlpd_dtype io, int B, int S, int NH, int D, int with_mask, int mask0,
+                      int big, double tol)
+{
+    const int H = NH * D, ldq = 3 * H + 3, ldo = H + 5;
+    const size_t nq = (size_t)B * S * ldq, no = (size_t)B * S * ldo;
+    int32_t *mask = malloc((size_t)B * S * sizeof *mask);
+    for (int b = 0; b < B; b++)
+        for (int s = 0; s < S; s++)
+            mask[b * S + s] = mask_bit((b + mask0) % 6, s, S);
+    float *qkv = malloc(nq * sizeof *qkv);
+    uint16_t *qkv_h = malloc(nq * sizeof *qkv_h);
+    fill(qkv, nq, 2.0f);
+    float *qkv_g = malloc(nq * sizeof *qkv_g);
+    if (big) /* values past fp16's range in v (every 7th): the fp16 kernel saturates them, the CPU gets them clamped */
+        for (size_t r = 0; r < (size_t)B * S; r++)
+            for (int j = 0; j < H; j += 7)
+                qkv[r * ldq + 2 * H + j] = (j & 1 ? -1.0e5f : 7.0e4f) * (1.0f + 0.25f * frand());
+    for (size_t i = 0; i < nq; i++) {
+        qkv_g[i] = qkv[i];
+        if (io != NLPD_DTYPE_F32) {
+            qkv_h[i] = to_half_bits(io, qkv[i]);
+            qkv[i] = from_half_bits(io, qkv_h[i]);
+        }
+        if (big && nlpd_backend_dtype(g) == NLPD_DTYPE_F16)
+            qkv[i] = fmaxf(-65504.0f, fminf(65504.0f, qkv[i]));
+    }
+    struct pair p;
+    int rg = -1;
+    if (pair_init(&p, g, (nq + no + (size_t)B * S) * 4 + 4 * 256, 0))
+        goto out;
+    size_t q = put(&p, NULL, nq * 4), o = put(&p, NULL, no * 4), m = put(&p, mask, (size_t)B * S * sizeof *mask);
+    nlpd_backend_upload(&p.c, q, qkv, nq * 4);
+    nlpd_backend_upload(&p.g, q, io != NLPD_DTYPE_F32 ? (const void *)qkv_h : (const void *)qkv_g,
+                        nq * (io != NLPD_DTYPE_F32 ? 2 : 4));
+    struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION}, og = oc;
+    oc.u.attention = (struct nlpd_op_attention){.out = F(&p.c, o),
+                                                .qkv = F(&p.c, q),
+                                                .mask = with_mask ? I(&p.c, m) : NULL,
+                                                .batch = B,
+                                                .seq = S,
+                                                .heads = NH,
+                                                .head_dim = D,
+                                                .ld_qkv = ldq,
+                                                .ld_out = ldo,
+                                                .scale = 1.0f / sqrtf((float)D)};
+    og.u.attention = oc.u.attention;
+    og.u.attention.out = F(&p.g, o);
+    og.u.attention.qkv = F(&p.g, q);
+    og.u.attention.mask = with_mask ? I(&p.g, m) : NULL;
+    og.u.attention.io_type = io;
+    struct nlpd_error e1 = {0}, e2 = {0};
+    CHECK(nlpd_backend_run(cpu, &oc, &e1) == 0);
+    rg = nlpd_backend_run(g, &og, &e2);
+    if (!rg)
+        rg = nlpd_backend_sync(g, &e2);
+    char what[128];
+    snprintf(what, sizeof what, "fused attention B %d S %d heads %d x %d mask %d io %s%s", B, S, NH, D, with_mask,
+             nlpd_dtype_name(io), big ? " (v past fp16's range)" : "");
+    if (rg) {
+        printf("  %s: %s\n", what, e2.message);
+        goto done;
+    }
+    float *c = malloc(no * 4), *gv = malloc(no * 4);
+    uint16_t *gh = malloc(no * 2);
+    CHECK(nlpd_backend_download(&p.c, o, c, no * 4) == 0);
+    if (io != NLPD_DTYPE_F32) {
+        CHECK(nlpd_backend_download(&p.g, o, gh, no * 2) == 0);
+        for (size_t i = 0; i < no; i++)
+            gv[i] = from_half_bits(io, gh[i]);
+    } else {
+        CHECK(nlpd_backend_download(&p.g, o, gv, no * 4) == 0);
+    }
+    double mx = 0, worst = 0;
+    for (size_t r = 0; r < (size_t)B * S; r++)
+        for (int j = 0; j < H; j++)
+            mx = fmax(mx, fabs(c[r * ldo + j]));
+    int bad = 0;
+    for (size_t r = 0; r < (size_t)B * S; r++)
+        for (int j = 0; j < H; j++) {
+            double cv = c[r * ldo + j], v = gv[r * ldo + j], rel = fabs(cv - v) / (fabs(cv) + mx + 1e-30);
+            if (!(rel <= tol) && bad++ < 3)
+                fprintf(stderr, "  %s [%zu,%d]: cpu %.9g gpu %.9g (normwise %.3g > %.3g)\n", what, r, j, cv, v, rel,
+                        tol);
+            worst = rel != rel ? INFINITY : fmax(worst, rel);
+        }
+    CHECK(bad == 0);
+    printf("  %s: normwise %.2g (tol %.2g)\n", what, worst, tol);
+    free(c);
+    free(gv);
+    free(gh);
+done:
+    pair_free(&p);
+out:
+    free(mask);
+    free(qkv);
+    free(qkv_g);
+    free(qkv_h);
+    return rg;
+}
+
+struct fattn_shape {
+    int B, S, NH, D, with_mask;
+};
+/* kept small: under the host emulator every wmma call computes its whole tile in each of the warp's 32 fibers */
+static const struct fattn_shape fattn_shapes[] = {
+    {6, 1, 2, 16, 1},   {6, 15, 3, 32, 1},   {6, 17, 1, 80, 1},  {6, 64, 4, 64, 1},  {2, 33, 12, 32, 1},
+    {6, 129, 1, 32, 1}, {1, 129, 1, 128, 1}, {2, 129, 2, 48, 0}, {3, 17, 7, 128, 0},
+};
+
+/* half io where the backend keeps half activations (nlpd_backend_act_dtype): else said and skipped */
+static void fattn_cases(struct nlpd_backend *g, enum nlpd_dtype dt, double tol)
+{
+    const int half_io = nlpd_backend_act_dtype(g) == dt && dt != NLPD_DTYPE_F32;
+    if (!half_io)
+        printf("  %s: half operands skipped (the backend's activation type is %s)\n", nlpd_dtype_name(dt),
+               nlpd_dtype_name(nlpd_backend_act_dtype(g)));
+    for (size_t i = 0; i < sizeof fattn_shapes / sizeof fattn_shapes[0]; i++) {
+        const struct fattn_shape *s = &fattn_shapes[i];
+        CHECK(fattn_case(g, NLPD_DTYPE_F32, s->B, s->S, s->NH, s->D, s->with_mask, 0, 0, tol) == 0);
+        if (half_io)
+            CHECK(fattn_case(g, dt, s->B, s->S, s->NH, s->D, s->with_mask, 0, 0, tol) == 0);
+    }
+}
+
+static void test_fattn_fp16(void)
+{
+    fattn_cases(gpu16, NLPD_DTYPE_F16, 5e-3);
+}
+
+static void test_fattn_bf16(void)
+{
+    fattn_cases(gpub16, NLPD_DTYPE_BF16, 4e-2);
+}
+
+/* ATTENTION_KV through the fused kernel: several query tiles (70 rows) against 130 keys in three key tiles, causal
+ * limits falling inside tiles, kv_map, strided kv batches; plus the decoder-step shapes of kv_shapes. */
+static void test_fattn_kv(void)
+{
+    static const struct kv_shape big = {3, 70, 130, 1, 40, 3, 140, 135, 50, kv_map3};
+    for (int c = 0; c < 2; c++) {
+        attention_kv_shape(gpu16, &big, c, 1, 1, 5e-3);
+        attention_kv_shape(gpub16, &big, c, 1, 1, 4e-2);
+    }
+    attention_kv_case(gpu16, 1, 0, 1, 5e-3);
+    attention_kv_case(gpu16, 0, 1, 0, 5e-3);
+}
+
+/* v past fp16's range (7e4 .. 1.25e5): the fp16 kernel saturates operands to +-65504 as the half activations do,
+ * so the output is the CPU's on clamped values, finite, not inf or NaN; bf16 keeps them (fp32's range). */
+static void test_fattn_saturation(void)
+{
+    CHECK(fattn_case(gpu16, NLPD_DTYPE_F32, 3, 20, 2, 32, 1, 0, 1, 5e-3) == 0);
+    CHECK(fattn_case(gpub16, NLPD_DTYPE_F32, 3, 20, 2, 32, 1, 0, 1, 4e-2) == 0);
+    if (nlpd_backend_act_dtype(gpu16) == NLPD_DTYPE_F16) /* half operands: 1e5 is inf in fp16, read as 65504 */
+        CHECK(fattn_case(gpu16, NLPD_DTYPE_F16, 3, 20, 2, 32, 1, 0, 1, 5e-3) == 0);
+}
+
+/* The env switch and the path's limits. The scores of one 2200-token sequence (19 MB) do not fit a 48 MiB arena's
+ * 16 MiB of scratch: the cuBLAS path refuses, the fused one (no scores in memory) runs and matches (its first 9
+ * keys attended: one key tile per block, cheap under the emulator). head_dim above 128 takes cuBLAS with fp32
+ * operands and is refused with half ones. Forcing fused on a fp32 backend, cublas with half operands, or an
+ * unknown value is an error that says so. */
+static void test_fattn_dispatch(void)
+{
+    if (strcmp(gpu_name, "cuda")) {
+        printf("  (the CPU stand-in has no attention paths to choose)\n");
+        return;
+    }
+    struct nlpd_error err = {0};
+    struct nlpd_backend_opts o = {.name = gpu_name, .threads = 1, .arena_bytes = (size_t)48 << 20};
+    o.dtype = NLPD_DTYPE_F16;
+    struct nlpd_backend *small16 = nlpd_backend_new_opts(&o, &err);
+    CHECK(small16 != NULL);
+    if (small16) {
+        CHECK(fattn_case(small16, NLPD_DTYPE_F32, 1, 2200, 1, 16, 1, 1, 0, 5e-3) == 0);
+        setenv("NLPD_CUDA_ATTENTION", "cublas", 1);
+        CHECK(fattn_case(small16, NLPD_DTYPE_F32, 1, 2200, 1, 16, 1, 1, 0, 5e-3) == NLPD_ENOMEM);
+        CHECK(fattn_case(small16, NLPD_DTYPE_F32, 2, 33, 2, 16, 1, 0, 0, 5e-3) == 0); /* the cuBLAS fp16 path itself */
+        unsetenv("NLPD_CUDA_ATTENTION");
+    }
+    nlpd_backend_free(small16);
+    /* head_dim 160: cuBLAS (fast-16F) */
+    CHECK(fattn_case(gpu16, NLPD_DTYPE_F32, 2, 20, 2, 160, 1, 0, 0, 5e-3) == 0);
+    if (nlpd_backend_act_dtype(gpu16) == NLPD_DTYPE_F16) {
+        CHECK(fattn_case(gpu16, NLPD_DTYPE_F16, 2, 20, 2, 160, 1, 0, 0, 5e-3) == NLPD_EINVAL);
+        setenv("NLPD_CUDA_ATTENTION", "cublas", 1);
+        CHECK(fattn_case(gpu16, NLPD_DTYPE_F16, 2, 20, 2, 16, 1, 0, 0, 5e-3) == NLPD_EINVAL);
+        unsetenv("NLPD_CUDA_ATTENTION");
+    }
+    setenv("NLPD_CUDA_ATTENTION", "fused", 1);
+    CHECK(fattn_case(gpu, NLPD_DTYPE_F32, 2, 20, 2, 16, 1, 0, 0, 1e-5) == NLPD_EINVAL);
+    CHECK(fattn_case(gpu16, NLPD_DTYPE_F32, 2, 20, 2, 16, 1, 0, 0, 5e-3) == 0);
+    setenv("NLPD_CUDA_ATTENTION", "flash", 1);
+    CHECK(fattn_case(gpu16, NLPD_DTYPE_F32, 2, 20, 2, 16, 1, 0, 0, 5e-3) == NLPD_EINVAL);
+    unsetenv("NLPD_CUDA_ATTENTION");
+}
+
 int main(void)
 {
     if (!getenv("NLPD_LIBDIR"))
@@ -1223,6 +1449,13 @@ int main(void)
         RUN(test_bf16);
     }
     RUN(test_small_arena);
+    if (gpu16 && gpub16) {
+        RUN(test_fattn_fp16);
+        RUN(test_fattn_bf16);
+        RUN(test_fattn_kv);
+        RUN(test_fattn_saturation);
+        RUN(test_fattn_dispatch);
+    }
     /* NLPD_CUDA_OPS_ONLY=1: the ops alone (scripts/gpu-check.sh runs them under compute-sanitizer) */
     const char *ops_only = getenv("NLPD_CUDA_OPS_ONLY");
     if (!ops_only || strcmp(ops_only, "1")) {

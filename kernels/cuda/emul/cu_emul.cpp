@@ -34,7 +34,7 @@ struct block_state {
     const std::function<void()> *fn;
     unsigned char warp_slots[MAX_THREADS / 32][32][8];
     int block_slots[MAX_THREADS];
-    std::vector<unsigned char> dyn;
+    unsigned char *dyn; /* the launch's dynamic shared memory, 128-byte aligned as on the device */
 };
 
 static thread_local block_state *tl_block;
@@ -68,7 +68,7 @@ int *cu_emul_block_slot(int linear)
 
 void *cu_emul_dyn_shared(void)
 {
-    return tl_block->dyn.empty() ? NULL : tl_block->dyn.data();
+    return tl_block->dyn;
 }
 
 static void wait_as(int state)
@@ -801,15 +801,16 @@ static void run_grid(dim3 grid, dim3 block, size_t shmem, const std::function<vo
     b->fn = &fn;
     b->info.bdim = block;
     b->info.gdim = grid;
-    b->dyn.assign(shmem, 0xff);
+    b->dyn = shmem ? (unsigned char *)aligned_alloc(128, (shmem + 127) & ~(size_t)127) : NULL;
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
                 b->info.bid = uint3{x, y, z};
                 if (shmem)
-                    memset(b->dyn.data(), 0xff, shmem); /* shared memory starts undefined */
+                    memset(b->dyn, 0xff, shmem); /* shared memory starts undefined */
                 run_block(b);
             }
+    free(b->dyn);
     delete b;
 }
 

@@ -9,6 +9,9 @@
 #include "cuda_fp16.h"
 #include "cuda_runtime.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+
 namespace nvcuda {
 namespace wmma {
 
@@ -18,6 +21,16 @@ struct accumulator {};
 struct row_major {};
 struct col_major {};
 enum layout_t { mem_row_major, mem_col_major };
+
+/* the device's rules: a 256-bit aligned pointer and a leading dimension of a multiple of 16 bytes */
+template <typename P> inline void check_tile(const P *p, unsigned ldm, const char *what)
+{
+    if (((uintptr_t)p & 31) || (ldm * sizeof(P)) % 16) {
+        fprintf(stderr, "cuda emulator: wmma::%s with pointer %p (must be 32-byte aligned) and ldm %u (must be a "
+                        "multiple of 16 bytes)\n", what, (const void *)p, ldm);
+        abort();
+    }
+}
 
 template <typename Use, int M, int N, int K> struct frag_shape;
 template <int M, int N, int K> struct frag_shape<matrix_a, M, N, K> {
@@ -48,6 +61,7 @@ template <typename Use, int M, int N, int K, typename T, typename L, typename P>
 inline void load_matrix_sync(fragment<Use, M, N, K, T, L> &f, const P *p, unsigned ldm)
 {
     static_assert(!std::is_void<L>::value, "matrix_a/matrix_b fragments need a layout");
+    check_tile(p, ldm, "load_matrix_sync");
     cu_emul_sync_warp();
     const bool row = std::is_same<L, row_major>::value;
     for (int r = 0; r < f.rows; r++)
@@ -58,6 +72,7 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, L> &f, const P *p, unsign
 template <int M, int N, int K, typename T, typename P>
 inline void load_matrix_sync(fragment<accumulator, M, N, K, T> &f, const P *p, unsigned ldm, layout_t l)
 {
+    check_tile(p, ldm, "load_matrix_sync");
     cu_emul_sync_warp();
     for (int r = 0; r < f.rows; r++)
         for (int c = 0; c < f.cols; c++)
@@ -67,6 +82,7 @@ inline void load_matrix_sync(fragment<accumulator, M, N, K, T> &f, const P *p, u
 template <int M, int N, int K, typename T, typename P>
 inline void store_matrix_sync(P *p, const fragment<accumulator, M, N, K, T> &f, unsigned ldm, layout_t l)
 {
+    check_tile(p, ldm, "store_matrix_sync");
     cu_emul_sync_warp();
     for (int r = 0; r < f.rows; r++)
         for (int c = 0; c < f.cols; c++) {
