@@ -329,8 +329,40 @@ int nlpd_backend_download_err(const struct nlpd_buffer *buf, size_t offset, void
                               struct nlpd_error *err);
 int nlpd_backend_upload(struct nlpd_buffer *buf, size_t offset, const void *src, size_t n);
 int nlpd_backend_download(const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n);
+/* rows of width bytes from src (rows spitch bytes apart) to buf at offset (rows dpitch bytes apart), in one copy
+ * where the backend can (CUDA: cudaMemcpy2DAsync through staging); width <= dpitch and width <= spitch. A weight
+ * loader's strided tensors (a fused [q|k|v] projection) then cost a copy per tensor, not per row. */
+int nlpd_backend_upload_2d(struct nlpd_buffer *buf, size_t offset, size_t dpitch, const void *src, size_t spitch,
+                           size_t width, size_t rows, struct nlpd_error *err);
 int nlpd_backend_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err);
 int nlpd_backend_sync(struct nlpd_backend *be, struct nlpd_error *err);
+
+/* Graph regions: the ops the calling thread runs on be between graph_begin and graph_end form one replayable
+ * unit. The CUDA backend records them and, at graph_end, launches a CUDA graph captured from the same op list
+ * earlier (descriptors compared byte for byte, addresses included; a small per-thread cache), or captures one,
+ * so a forward pass costs one launch instead of one per op; NLPD_CUDA_GRAPHS=0 runs the ops one by one. The CPU
+ * backend runs ops as they come. Rules, the same on every backend:
+ *   - regions do not nest, and a thread has at most one open;
+ *   - no download or sync inside a region (refused with NLPD_EINVAL): results exist only after graph_end;
+ *   - an upload inside a region is allowed only before the first op of the region that reads its destination
+ *     (recorded ops run at graph_end, after every upload of the region);
+ *   - any error inside the region (a refused call, a failing run) discards it: the batch is abandoned, and the
+ *     next graph_begin starts afresh. graph_end reports what the recorded ops found, as run would have;
+ *     device-side errors (bad ids) still come from the next download or sync, in the eager run's words. */
+int nlpd_backend_graph_begin(struct nlpd_backend *be, struct nlpd_error *err);
+int nlpd_backend_graph_end(struct nlpd_backend *be, struct nlpd_error *err);
+
+/* Counters since the backend was created (all threads), for tests and benchmarks. */
+struct nlpd_backend_stats {
+    unsigned long long upload_copies;       /* host-to-device copy commands queued by uploads (CUDA) */
+    unsigned long long graph_launches;      /* regions replayed from a cached graph */
+    unsigned long long graph_captures;      /* regions captured into a new graph (then launched) */
+    unsigned long long graph_eager;         /* regions run op by op: graphs off, or nothing capturable */
+    unsigned long long graph_evictions;     /* cached graphs dropped for a newer one (LRU) */
+    unsigned long long graph_invalidations; /* cached graphs dropped because a buffer was freed */
+};
+/* Zeros for a backend without counters (the CPU backend). */
+void nlpd_backend_stats(const struct nlpd_backend *be, struct nlpd_backend_stats *out);
 void nlpd_backend_buffer_free(struct nlpd_buffer *buf);
 const char *nlpd_backend_name(const struct nlpd_backend *be);
 int nlpd_backend_threads(const struct nlpd_backend *be);

@@ -14,6 +14,7 @@ extern "C" {
 #include "nlpd_backend.h"
 #include "nlpd_error.h"
 }
+#include "graph_cache.h"
 
 /* Kernel launches go through CU_LAUNCH(kernel, grid, block, shared bytes, stream)(args...): nvcc's <<<...>>>, or
  * under the host emulator (kernels/cuda/emul/, NLPD_CU_EMUL) a call that runs the grid on the CPU, so the same
@@ -111,6 +112,9 @@ struct cu_ctx {
     int unpublished, pub_recorded;
     cudaEvent_t pub_event;
     unsigned long pub_seen;
+
+    struct cu_grec rec;      /* the open graph region's ops (graph.cu) */
+    struct cu_gcache graphs; /* this thread's captured regions; dropped whenever any buffer is freed */
 };
 
 /* Locks, in this order only: mu (the context list, publishing), then a context's mu, then wmu (a leaf: the
@@ -134,7 +138,12 @@ struct cu_impl {
     struct cu_weights *weights;
     int n_weights, cap_weights;
     struct nlpd_error deferred; /* a failure free() could not report: the next sync reports it */
+
+    /* counters of struct nlpd_backend_stats, updated atomically by every context */
+    unsigned long long n_copies, n_launch, n_capture, n_eager, n_evict, n_inval;
 };
+
+#define CU_COUNT(im, field, n) __atomic_add_fetch(&(im)->field, (unsigned long long)(n), __ATOMIC_RELAXED)
 
 /* helpers (cuda_backend.cu) */
 int cu_fail(struct nlpd_error *err, cudaError_t e, const char *what);
@@ -142,6 +151,23 @@ int cu_blas_fail(struct nlpd_error *err, cublasStatus_t s, const char *what);
 /* An error word for one op, cleared on the stream: its index (>= 0), or a negative NLPD_E* code with err when
  * none can be had (every word holds an unreported error of another thread, or a CUDA call failed). */
 int cu_slot_take(struct cu_ctx *im, enum nlpd_op_kind op, int l0, int l1, int l2, struct nlpd_error *err);
+/* Whether an op of this kind takes an error word (the callers of cu_slot_take): a capture needs that many free. */
+static inline int cu_op_takes_slot(enum nlpd_op_kind k)
+{
+    return k == NLPD_OP_EMBED || k == NLPD_OP_GATHER_ROWS;
+}
+/* Waits for the stream and frees the error words that saw no error (outside a capture only). */
+int cu_slots_reclaim(struct cu_ctx *im, struct nlpd_error *err);
+/* Converts every weight shadow uploads left dirty (and waits), so that no op of a capture has to. */
+int cu_weights_clean(struct cu_ctx *im, struct nlpd_error *err);
+/* One op on the stream, launch errors included (cu_run outside a region; graph.cu eagerly or under capture). */
+int cu_dispatch(struct cu_ctx *im, const struct nlpd_op *op, struct nlpd_error *err);
+
+/* graph regions (graph.cu); the context's mu held, its pending uploads flushed */
+/* Runs the recorded region: a cached graph, a new capture, or op by op. */
+int cu_graph_run(struct cu_ctx *im, struct nlpd_error *err);
+/* Drops the cached graphs (a buffer is going, or the context); returns how many. */
+int cu_graph_drop_all(struct cu_ctx *im);
 /* The weight buffer holding p, with its shadow converted, copied to out: 1; 0 when p is not in one that has a
  * shadow; a negative NLPD_E* code with err. */
 int cu_weights_of(struct cu_ctx *im, const void *p, struct cu_weights *out, struct nlpd_error *err);

@@ -586,6 +586,11 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
     }
     if (rc || (rc = nlpd_backend_upload(&ws->buf, byte_off(ws, ws->pos_ids), hp, tb)))
         return nlpd_error_set(err, rc, 0, "uploading the batch failed");
+    /* the ops replay as one CUDA graph per batch shape (a failing op ends the region); hidden states and the
+     * pooled vector are downloaded mid-forward, so those calls run op by op */
+    int graph = !out->all_hidden && !out->hidden && !out->pooled;
+    if (graph && (rc = nlpd_backend_graph_begin(enc->be, err)))
+        return rc;
 
     struct nlpd_op op = {.kind = NLPD_OP_EMBED};
     op.u.embed = (struct nlpd_op_embed){.out = ws->x,
@@ -655,6 +660,8 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
                       NLPD_ACT_NONE, err);
     }
     if (rc)
+        return rc;
+    if (graph && (rc = nlpd_backend_graph_end(enc->be, err)))
         return rc;
     if ((rc = nlpd_backend_sync(enc->be, err)))
         return rc;
