@@ -89,7 +89,7 @@ EMUL_OBJ := $(CUDA_SRC:%.cu=build/emul/%.o) build/emul/kernels/cuda/emul/cu_emul
             build/emul/kernels/cuda/emul/cublas_emul.o build/emul/common/nlpd_error.o
 EMUL_LIB := build/emul/libnlpd_cuda.so
 EMUL_TEST := build/emul/tests/test_cuda_emul
-ifeq ($(SANITIZE),)
+ifneq ($(SANITIZE),1)
 EMUL_ALL := $(EMUL_LIB) $(EMUL_TEST)
 else
 EMUL_ALL :=
