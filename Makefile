@@ -83,7 +83,7 @@ endif
 # build/emul/libnlpd_cuda.so runs the CUDA backend on the CPU, so tests check its kernels and bookkeeping on
 # machines without a GPU (NLPD_LIBDIR=build/emul). Needs no CUDA toolkit; normal build only.
 CXX      ?= g++
-EMUL_CXXFLAGS := -O1 -g -std=c++17 -ffp-contract=off -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter -DNLPD_CU_EMUL \
+EMUL_CXXFLAGS := -O1 -g -std=c++17 -ffp-contract=off -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter -DNLPD_CU_EMUL -Ikernels/cuda/emul \
                  -Ikernels/cuda/emul/include -Icommon -Ikernels -Ikernels/cuda -MMD -MP
 EMUL_OBJ := $(CUDA_SRC:%.cu=build/emul/%.o) build/emul/kernels/cuda/emul/cu_emul.o \
             build/emul/kernels/cuda/emul/cublas_emul.o build/emul/common/nlpd_error.o
@@ -183,7 +183,7 @@ build/cuda/common/nlpd_error.o: common/nlpd_error.c
 
 $(CUDA_LIB): $(CUDA_OBJ)
 	$(NVCC) -shared -o $@ $^ -cudart shared $(if $(CUDA_LIBDIR),-L$(CUDA_LIBDIR) -Xlinker -rpath -Xlinker $(CUDA_LIBDIR)) \
-	    -lcublas -Xlinker -z -Xlinker defs -Xlinker --as-needed
+	    -lcublasLt -lcublas -Xlinker -z -Xlinker defs -Xlinker --as-needed
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)

@@ -20,7 +20,7 @@ _nlpd()
         COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur"))
         return ;;
     --dtype)
-        COMPREPLY=($(compgen -W "fp32 fp16 bf16 int8" -- "$cur"))
+        COMPREPLY=($(compgen -W "auto fp32 fp16 bf16 int8" -- "$cur"))
         return ;;
     esac
     case $cmd in

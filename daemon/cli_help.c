@@ -48,7 +48,7 @@ static const struct cmd_help cmds[] = {
      "  --num-beams K       beam search for translation models\n"
      "  --threads N         compute threads (0: one per CPU)\n"
      "  --backend B         auto, cpu or cuda\n"
-     "  --dtype D           fp32, fp16, bf16 or int8\n"
+     "  --dtype D           auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16, bf16 or int8\n"
      "  --device N          CUDA device ordinal\n"},
     {"tokenize", "nlpd tokenize --model DIR [--decode] [--max-length N] < lines.jsonl",
      "ids, tokens and offsets (or --decode: text) of a model folder's tokenizer",

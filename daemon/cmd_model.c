@@ -51,7 +51,7 @@ static int parse_args(int argc, char **argv, struct args *a)
             i++;
         } else if (!strcmp(argv[i], "--dtype") && v) {
             if (nlpd_dtype_parse(v) < 0) {
-                fprintf(stderr, "nlpd %s: --dtype must be fp32, fp16, bf16 or int8\n", argv[0]);
+                fprintf(stderr, "nlpd %s: --dtype must be auto, fp32, fp16, bf16 or int8\n", argv[0]);
                 return -1;
             }
             a->dtype = v;
@@ -78,7 +78,7 @@ static int parse_args(int argc, char **argv, struct args *a)
     if (!a->model) {
         fprintf(stderr,
                 "usage: nlpd %s --model DIR [--max-length N] [--threads N] [--backend auto|cpu|cuda]\n"
-                "       [--dtype fp32|fp16|bf16|int8] [--device N]%s < lines.jsonl\n",
+                "       [--dtype auto|fp32|fp16|bf16|int8] [--device N]%s < lines.jsonl\n",
                 argv[0], strcmp(argv[0], "tokenize") ? "" : " [--decode]");
         return -1;
     }

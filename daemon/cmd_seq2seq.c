@@ -54,7 +54,7 @@ int nlpd_s2s_parse(int argc, char **argv, int langs, struct nlpd_s2s_args *a)
         } else if (!strcmp(o, "--dtype")) {
             a->dtype = v;
             if (nlpd_dtype_parse(v) < 0) {
-                fprintf(stderr, "nlpd infer: --dtype must be fp32, fp16, bf16 or int8\n");
+                fprintf(stderr, "nlpd infer: --dtype must be auto, fp32, fp16, bf16 or int8\n");
                 return -1;
             }
         } else if (!strcmp(o, "--device")) {
@@ -110,7 +110,7 @@ int nlpd_s2s_parse(int argc, char **argv, int langs, struct nlpd_s2s_args *a)
                 "usage: nlpd infer --model DIR %s[--num-beams K] [--max-length N | --max-new-tokens N] "
                 "[--length-penalty X] [--early-stopping true|false|never] [--no-repeat-ngram-size N] "
                 "[--min-length N] [--forced-eos-token-id N|-1] [--batch N] [--backend auto|cpu|cuda] "
-                "[--dtype fp32|fp16|bf16|int8] [--device N] [--threads N] [--debug] < lines.jsonl\n",
+                "[--dtype auto|fp32|fp16|bf16|int8] [--device N] [--threads N] [--debug] < lines.jsonl\n",
                 langs ? "[--src-lang CODE] [--tgt-lang CODE | --forced-bos-token-id N] " : "");
         return -1;
     }

@@ -169,10 +169,11 @@ static const struct nlpd_conf_entry kernels_map[] = {
      "\"cpu\", or \"auto\" (CUDA when it works, else the CPU; the log says which and why)"},
     {"device", NLPD_CONF_INT, "0", offsetof(struct nlpd_kernels_conf, device), NLPD_CONF_RESTART, NULL, 0, 63,
      "CUDA device ordinal used by the cuda backend"},
-    {"dtype", NLPD_CONF_ENUM, "fp32", offsetof(struct nlpd_kernels_conf, dtype), NLPD_CONF_RESTART,
-     "fp32|fp16|bf16|int8", 0, 0,
-     "default precision of transformer stages' matrix products (a stage's own dtype overrides it): CUDA: "
-     "\"fp16\"/\"bf16\" on tensor cores, fp32 accumulation; CPU (oneDNN): \"bf16\" (AVX512-BF16) or \"int8\" "
+    {"dtype", NLPD_CONF_ENUM, "auto", offsetof(struct nlpd_kernels_conf, dtype), NLPD_CONF_RESTART,
+     "auto|fp32|fp16|bf16|int8", 0, 0,
+     "default precision of transformer stages' matrix products (a stage's own dtype overrides it): \"auto\" = "
+     "fp16 on the CUDA backend, fp32 on the CPU; CUDA: \"fp16\"/\"bf16\" weights and activations on tensor cores, "
+     "fp32 accumulation, \"fp32\" on TF32 tensor cores; CPU (oneDNN): \"bf16\" (AVX512-BF16) or \"int8\" "
      "(dynamic quantisation, AVX512-VNNI / AVX-VNNI; CPU only); a CPU without them computes in fp32 and logs why"},
     {"cpu_gemm", NLPD_CONF_ENUM, "auto", offsetof(struct nlpd_kernels_conf, cpu_gemm), NLPD_CONF_RESTART,
      "auto|openblas|onednn", 0, 0,

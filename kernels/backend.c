@@ -23,7 +23,7 @@
 static pthread_mutex_t defaults_mu = PTHREAD_MUTEX_INITIALIZER;
 static char default_name[16] = "auto";
 static int default_device;
-static enum nlpd_dtype default_dtype = NLPD_DTYPE_F32;
+static enum nlpd_dtype default_dtype = NLPD_DTYPE_AUTO; /* kernels.dtype: fp16 on CUDA, fp32 on the CPU */
 static enum nlpd_cpu_gemm default_cpu_gemm = NLPD_CPU_GEMM_AUTO;
 static void (*kernels_logger)(const char *line);
 static nlpd_gpu_create_fn gpu_factory; /* tests: replaces libnlpd_cuda.so */
@@ -34,6 +34,9 @@ void nlpd_backend_set_gpu_factory(nlpd_gpu_create_fn fn)
     gpu_factory = fn;
     pthread_mutex_unlock(&defaults_mu);
 }
+
+/* The backend whose graph region is open on this thread (nlpd_backend_graph_begin), or NULL. */
+static __thread struct nlpd_backend *region_be;
 
 /* ---- the op name table ---- */
 
@@ -136,6 +139,8 @@ int nlpd_dtype_parse(const char *name)
         return NLPD_DTYPE_BF16;
     if (!strcmp(name, "int8"))
         return NLPD_DTYPE_INT8;
+    if (!strcmp(name, "auto"))
+        return NLPD_DTYPE_AUTO;
     return -1;
 }
 
@@ -144,6 +149,7 @@ const char *nlpd_dtype_name(enum nlpd_dtype dtype)
     return dtype == NLPD_DTYPE_F16    ? "fp16"
            : dtype == NLPD_DTYPE_BF16 ? "bf16"
            : dtype == NLPD_DTYPE_INT8 ? "int8"
+           : dtype == NLPD_DTYPE_AUTO ? "auto"
                                       : "fp32";
 }
 
@@ -289,7 +295,7 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
         nlpd_error_set(err, NLPD_EINVAL, 0, "unknown kernels backend \"%s\" (%s)", o.name, nlpd_backend_kind_list());
         return NULL;
     }
-    if ((int)o.dtype < NLPD_DTYPE_F32 || (int)o.dtype > NLPD_DTYPE_INT8 || o.device < 0 ||
+    if ((int)o.dtype < NLPD_DTYPE_F32 || (int)o.dtype > NLPD_DTYPE_AUTO || o.device < 0 ||
         (int)o.cpu_gemm < NLPD_CPU_GEMM_AUTO || (int)o.cpu_gemm > NLPD_CPU_GEMM_ONEDNN) {
         nlpd_error_set(err, NLPD_EINVAL, 0, "kernels: dtype %d or device %d out of range", (int)o.dtype, o.device);
         return NULL;
@@ -312,7 +318,10 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
             fn = load_cuda(why, sizeof why);
         if (fn) {
             struct nlpd_error cerr = {0};
-            struct nlpd_backend *be = fn(&o, NLPD_CUDA_ABI, &cerr);
+            struct nlpd_backend_opts co = o;
+            if (co.dtype == NLPD_DTYPE_AUTO) /* tensor cores: half weights and activations, fp32 accumulation */
+                co.dtype = NLPD_DTYPE_F16;
+            struct nlpd_backend *be = fn(&co, NLPD_CUDA_ABI, &cerr);
             if (be && be->ops->version != NLPD_BACKEND_API_VERSION) {
                 nlpd_error_set(&cerr, NLPD_EINVAL, 0, "%s: backend API version %u, nlpd needs %u (rebuild it)",
                                NLPD_CUDA_LIB, be->ops->version, NLPD_BACKEND_API_VERSION);
@@ -337,7 +346,7 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
                 }
             }
             if (be) {
-                be->dtype = o.dtype;
+                be->dtype = co.dtype;
                 char dev[NLPD_BACKEND_REASON_MAX];
                 snprintf(dev, sizeof dev, "%s", be->reason);
                 set_reason(be, "%s%.200s", is_auto ? "auto: " : "", dev);
@@ -357,7 +366,9 @@ struct nlpd_backend *nlpd_backend_new_opts(const struct nlpd_backend_opts *opts,
         }
     }
     char dt[200] = "";
-    if (o.dtype == NLPD_DTYPE_F16) {
+    if (o.dtype == NLPD_DTYPE_AUTO) {
+        o.dtype = NLPD_DTYPE_F32;
+    } else if (o.dtype == NLPD_DTYPE_F16) {
         snprintf(dt, sizeof dt, " (the CPU computes in fp32)");
         o.dtype = NLPD_DTYPE_F32;
     } else if (o.dtype != NLPD_DTYPE_F32) {
@@ -403,6 +414,8 @@ const char *nlpd_backend_reason(const struct nlpd_backend *be)
 
 void nlpd_backend_free(struct nlpd_backend *be)
 {
+    if (region_be == be) /* this thread's; another thread's open region on be is that thread's bug */
+        region_be = NULL;
     if (be)
         be->ops->destroy(be);
 }
@@ -421,14 +434,89 @@ int nlpd_backend_alloc_weights(struct nlpd_backend *be, size_t size, struct nlpd
     return be->ops->alloc(be, size, out, err);
 }
 
+/* A failure inside an open region of be discards the region (the caller abandons the batch). Returns rc. */
+static int region_failed(struct nlpd_backend *be, int rc)
+{
+    if (rc && region_be == be) {
+        region_be = NULL;
+        if (be->ops->graph_abort)
+            be->ops->graph_abort(be);
+    }
+    return rc;
+}
+
+static int refuse_in_region(struct nlpd_backend *be, const char *what, struct nlpd_error *err)
+{
+    if (region_be != be)
+        return 0;
+    int rc = nlpd_error_set(err, NLPD_EINVAL, 0, "backend %s: %s inside a graph region (end the region first)",
+                            be->ops->name, what);
+    return region_failed(be, rc);
+}
+
+int nlpd_backend_graph_begin(struct nlpd_backend *be, struct nlpd_error *err)
+{
+    if (region_be)
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "backend %s: a graph region is already open on this thread",
+                              be->ops->name);
+    int rc = be->ops->graph_begin ? be->ops->graph_begin(be, err) : 0;
+    if (!rc)
+        region_be = be;
+    return rc;
+}
+
+int nlpd_backend_graph_end(struct nlpd_backend *be, struct nlpd_error *err)
+{
+    if (region_be != be)
+        return nlpd_error_set(err, NLPD_EINVAL, 0, "backend %s: no graph region open on this thread", be->ops->name);
+    region_be = NULL;
+    return be->ops->graph_end ? be->ops->graph_end(be, err) : 0;
+}
+
+void nlpd_backend_stats(const struct nlpd_backend *be, struct nlpd_backend_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (be->ops->stats)
+        be->ops->stats(be, out);
+}
+
 int nlpd_backend_upload_err(struct nlpd_buffer *buf, size_t offset, const void *src, size_t n, struct nlpd_error *err)
 {
-    return buf->backend->ops->upload(buf->backend, buf, offset, src, n, err);
+    return region_failed(buf->backend, buf->backend->ops->upload(buf->backend, buf, offset, src, n, err));
+}
+
+int nlpd_backend_upload_2d(struct nlpd_buffer *buf, size_t offset, size_t dpitch, const void *src, size_t spitch,
+                           size_t width, size_t rows, struct nlpd_error *err)
+{
+    struct nlpd_backend *be = buf->backend;
+    if (!rows || !width)
+        return 0;
+    if (rows == 1)
+        return nlpd_backend_upload_err(buf, offset, src, width, err);
+    /* the last row ends at offset + (rows - 1) * dpitch + width, all inside the buffer */
+    if (width > dpitch || width > spitch || offset > buf->size || (rows - 1) > (buf->size - offset) / dpitch ||
+        (rows - 1) * dpitch + width > buf->size - offset)
+        return region_failed(be, nlpd_error_set(err, NLPD_ERANGE, 0,
+                                                "backend %s: upload of %zu rows of %zu bytes (pitch %zu, source pitch "
+                                                "%zu) at offset %zu: outside the buffer of %zu bytes or rows overlap",
+                                                be->ops->name, rows, width, dpitch, spitch, offset, buf->size));
+    if (width == dpitch && width == spitch)
+        return nlpd_backend_upload_err(buf, offset, src, rows * width, err);
+    if (be->ops->upload_2d)
+        return region_failed(be, be->ops->upload_2d(be, buf, offset, dpitch, src, spitch, width, rows, err));
+    const unsigned char *s = src;
+    for (size_t r = 0; r < rows; r++) {
+        int rc = be->ops->upload(be, buf, offset + r * dpitch, s + r * spitch, width, err);
+        if (rc)
+            return region_failed(be, rc);
+    }
+    return 0;
 }
 
 int nlpd_backend_download_err(const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n, struct nlpd_error *err)
 {
-    return buf->backend->ops->download(buf->backend, buf, offset, dst, n, err);
+    int rc = refuse_in_region(buf->backend, "download", err);
+    return rc ? rc : region_failed(buf->backend, buf->backend->ops->download(buf->backend, buf, offset, dst, n, err));
 }
 
 /* the callers of the forms without err see only a code: the message goes to the log */
@@ -481,21 +569,23 @@ static int act_types_ok(const struct nlpd_backend *be, const struct nlpd_op *op,
 int nlpd_backend_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err)
 {
     if (!nlpd_backend_supports(be, op->kind))
-        return nlpd_error_set(err, NLPD_EINVAL, 0, "backend %s does not support op %s (%d)", be->ops->name,
-                              nlpd_op_kind_name(op->kind), (int)op->kind);
+        return region_failed(be, nlpd_error_set(err, NLPD_EINVAL, 0, "backend %s does not support op %s (%d)",
+                                                be->ops->name, nlpd_op_kind_name(op->kind), (int)op->kind));
     enum nlpd_dtype bad;
     if (!act_types_ok(be, op, &bad))
-        return nlpd_error_set(err, NLPD_EINVAL, 0, "backend %s: op %s with %s activations (this backend takes %s)",
-                              be->ops->name, nlpd_op_kind_name(op->kind), nlpd_dtype_name(bad),
-                              be->act_dtype == NLPD_DTYPE_F32
-                                  ? "fp32 only"
-                                  : (be->act_dtype == NLPD_DTYPE_F16 ? "fp32 or fp16" : "fp32 or bf16"));
-    return be->ops->run(be, op, err);
+        return region_failed(
+            be, nlpd_error_set(err, NLPD_EINVAL, 0, "backend %s: op %s with %s activations (this backend takes %s)",
+                               be->ops->name, nlpd_op_kind_name(op->kind), nlpd_dtype_name(bad),
+                               be->act_dtype == NLPD_DTYPE_F32
+                                   ? "fp32 only"
+                                   : (be->act_dtype == NLPD_DTYPE_F16 ? "fp32 or fp16" : "fp32 or bf16")));
+    return region_failed(be, be->ops->run(be, op, err));
 }
 
 int nlpd_backend_sync(struct nlpd_backend *be, struct nlpd_error *err)
 {
-    return be->ops->sync(be, err);
+    int rc = refuse_in_region(be, "sync", err);
+    return rc ? rc : be->ops->sync(be, err);
 }
 
 void nlpd_backend_buffer_free(struct nlpd_buffer *buf)

@@ -11,7 +11,7 @@
 
 /* Bumped when nlpd_backend_ops or struct nlpd_backend change; a backend whose ops carry another version is
  * refused when it is created. */
-#define NLPD_BACKEND_API_VERSION 3u
+#define NLPD_BACKEND_API_VERSION 4u
 
 struct nlpd_backend_ops {
     unsigned version; /* NLPD_BACKEND_API_VERSION of the header the backend was built with */
@@ -32,6 +32,18 @@ struct nlpd_backend_ops {
     void (*destroy)(struct nlpd_backend *be);
     /* Optional (NULL: alloc is used): a weight buffer, see the top of nlpd_kernels.h. */
     int (*alloc_weights)(struct nlpd_backend *be, size_t size, struct nlpd_buffer *out, struct nlpd_error *err);
+    /* Optional (NULL: one upload per row): rows of width bytes, src rows spitch apart, to buf at offset, dpitch
+     * apart. backend.c has checked the range and that width <= dpitch, spitch. */
+    int (*upload_2d)(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, size_t dpitch, const void *src,
+                     size_t spitch, size_t width, size_t rows, struct nlpd_error *err);
+    /* Optional (NULL: ops run as they come): a replayable region of the calling thread's ops, see
+     * nlpd_backend_graph_begin. backend.c enforces the region rules (no nesting, no download or sync inside);
+     * graph_abort discards a region whose batch failed. */
+    int (*graph_begin)(struct nlpd_backend *be, struct nlpd_error *err);
+    int (*graph_end)(struct nlpd_backend *be, struct nlpd_error *err);
+    void (*graph_abort)(struct nlpd_backend *be);
+    /* Optional (NULL: zeros): counters since creation, see struct nlpd_backend_stats. */
+    void (*stats)(const struct nlpd_backend *be, struct nlpd_backend_stats *out);
 };
 
 #define NLPD_BACKEND_REASON_MAX 256

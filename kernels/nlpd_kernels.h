@@ -21,13 +21,17 @@
  *     buffer: written by upload, then only read by ops. A backend whose dtype is fp16/bf16 keeps, next to the
  *     fp32 contents, a shadow copy of the whole buffer converted to that type (same element offsets, 2 bytes per
  *     float), refreshed for the ranges uploads changed before the next op that reads it;
- *   - a MATMUL whose b lies inside a weight buffer multiplies with the shadow copy: a is converted to the same
- *     type on the fly, the product runs on tensor cores accumulating in fp32, c, bias and activation stay fp32;
+ *   - a MATMUL whose b lies inside a weight buffer multiplies with the shadow copy: a is taken in that type (an
+ *     fp32 a is converted on the fly), the product runs on tensor cores accumulating in fp32, bias and activation
+ *     in the product's cuBLASLt epilogue where Lt has one (else one fused pass), c in its activation type;
  *   - attention runs as one fused kernel (kernels/cuda/fattn.cu): q, k, v and the probabilities rounded to the
- *     type, fp32 accumulation and softmax (head_dim > 128: cuBLAS in a fp16/bf16 fast compute mode); every other
- *     op (layer norm, softmax, embedding, bias + activation, gathers) and every activation buffer stay fp32.
- * A matmul whose b is not in a weight buffer, and every op of a fp32 backend, computes in fp32. Backends without
- * alloc_weights get a plain alloc, so callers may always use nlpd_backend_alloc_weights.
+ *     type, fp32 accumulation and softmax (head_dim > 128: cuBLAS in a fp16/bf16 fast compute mode);
+ *   - activations: the backend's act_dtype is its dtype (NLPD_CUDA_ACT=fp32: fp32), so ops may take their
+ *     activation operands in 2-byte elements (see "Activation element types" below; fp16 stores saturate at
+ *     +-65504); ops whose operands are fp32 (the default) compute in fp32 as before.
+ * A matmul whose b is not in a weight buffer computes in fp32 (and refuses half operands), as does every op of a
+ * fp32 backend. Backends without alloc_weights get a plain alloc, so callers may always use
+ * nlpd_backend_alloc_weights.
  *
  * The CPU backend (kernels.dtype = "bf16" | "int8"; kernels/cpu/, oneDNN): a MATMUL whose b lies inside a weight
  * buffer (and has n, k >= 32: classifier heads stay fp32) runs on a copy of b prepared on first use and kept
@@ -63,8 +67,9 @@ enum nlpd_dtype {
     NLPD_DTYPE_F16,
     NLPD_DTYPE_BF16,
     NLPD_DTYPE_INT8, /* CPU only: dynamic quantisation of weight-buffer products, see below */
+    NLPD_DTYPE_AUTO, /* a request only (kernels.dtype's default): fp16 on the CUDA backend, fp32 on the CPU */
 };
-/* "fp32" | "fp16" | "bf16" | "int8" -> enum nlpd_dtype; -1 when unknown. */
+/* "fp32" | "fp16" | "bf16" | "int8" | "auto" -> enum nlpd_dtype; -1 when unknown. */
 int nlpd_dtype_parse(const char *name);
 const char *nlpd_dtype_name(enum nlpd_dtype dtype);
 
@@ -280,7 +285,7 @@ struct nlpd_backend_opts {
 };
 
 /* The process defaults used when a backend is created without a name (stages, `nlpd infer`): the daemon sets
- * them from the kernels section of its config. Initially "auto", device 0, fp32. name NULL keeps the name. */
+ * them from the kernels section of its config. Initially "auto", device 0, dtype auto. name NULL keeps the name. */
 void nlpd_kernels_set_defaults(const char *name, int device, enum nlpd_dtype dtype);
 /* kernels.cpu_gemm, the process default of nlpd_backend_opts.cpu_gemm (initially auto). */
 void nlpd_kernels_set_cpu_gemm(enum nlpd_cpu_gemm g);
@@ -324,8 +329,40 @@ int nlpd_backend_download_err(const struct nlpd_buffer *buf, size_t offset, void
                               struct nlpd_error *err);
 int nlpd_backend_upload(struct nlpd_buffer *buf, size_t offset, const void *src, size_t n);
 int nlpd_backend_download(const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n);
+/* rows of width bytes from src (rows spitch bytes apart) to buf at offset (rows dpitch bytes apart), in one copy
+ * where the backend can (CUDA: cudaMemcpy2DAsync through staging); width <= dpitch and width <= spitch. A weight
+ * loader's strided tensors (a fused [q|k|v] projection) then cost a copy per tensor, not per row. */
+int nlpd_backend_upload_2d(struct nlpd_buffer *buf, size_t offset, size_t dpitch, const void *src, size_t spitch,
+                           size_t width, size_t rows, struct nlpd_error *err);
 int nlpd_backend_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err);
 int nlpd_backend_sync(struct nlpd_backend *be, struct nlpd_error *err);
+
+/* Graph regions: the ops the calling thread runs on be between graph_begin and graph_end form one replayable
+ * unit. The CUDA backend records them and, at graph_end, launches a CUDA graph captured from the same op list
+ * earlier (descriptors compared byte for byte, addresses included; a small per-thread cache), or captures one,
+ * so a forward pass costs one launch instead of one per op; NLPD_CUDA_GRAPHS=0 runs the ops one by one. The CPU
+ * backend runs ops as they come. Rules, the same on every backend:
+ *   - regions do not nest, and a thread has at most one open;
+ *   - no download or sync inside a region (refused with NLPD_EINVAL): results exist only after graph_end;
+ *   - an upload inside a region is allowed only before the first op of the region that reads its destination
+ *     (recorded ops run at graph_end, after every upload of the region);
+ *   - any error inside the region (a refused call, a failing run) discards it: the batch is abandoned, and the
+ *     next graph_begin starts afresh. graph_end reports what the recorded ops found, as run would have;
+ *     device-side errors (bad ids) still come from the next download or sync, in the eager run's words. */
+int nlpd_backend_graph_begin(struct nlpd_backend *be, struct nlpd_error *err);
+int nlpd_backend_graph_end(struct nlpd_backend *be, struct nlpd_error *err);
+
+/* Counters since the backend was created (all threads), for tests and benchmarks. */
+struct nlpd_backend_stats {
+    unsigned long long upload_copies;       /* host-to-device copy commands queued by uploads (CUDA) */
+    unsigned long long graph_launches;      /* regions replayed from a cached graph */
+    unsigned long long graph_captures;      /* regions captured into a new graph (then launched) */
+    unsigned long long graph_eager;         /* regions run op by op: graphs off, or nothing capturable */
+    unsigned long long graph_evictions;     /* cached graphs dropped for a newer one (LRU) */
+    unsigned long long graph_invalidations; /* cached graphs dropped because a buffer was freed */
+};
+/* Zeros for a backend without counters (the CPU backend). */
+void nlpd_backend_stats(const struct nlpd_backend *be, struct nlpd_backend_stats *out);
 void nlpd_backend_buffer_free(struct nlpd_buffer *buf);
 const char *nlpd_backend_name(const struct nlpd_backend *be);
 int nlpd_backend_threads(const struct nlpd_backend *be);

@@ -109,6 +109,8 @@ if [ -f build/emul/libnlpd_cuda.so ] && [ -x build/emul/tests/test_cuda_emul ]; 
     suite build/emul/tests/test_cuda_emul ./build/emul/tests/test_cuda_emul
     suite "build/tests/test_cuda_ops (CUDA host emulator)" \
         env NLPD_CUDA_EMULATOR=1 NLPD_LIBDIR=build/emul NLPD_CUDA_ARENA_MB=64 ./build/tests/test_cuda_ops
+    suite "build/tests/test_cuda_graph (CUDA host emulator)" \
+        env NLPD_CUDA_EMULATOR=1 NLPD_LIBDIR=build/emul NLPD_CUDA_ARENA_MB=64 ./build/tests/test_cuda_graph
     # models on the emulated device (auto picks it), strict fp32 so the CPU's bounds hold: encoders against the
     # transformers goldens, Marian greedy/beam through the device's top-k, nlpd infer end to end
     for t in test_encoder test_translate; do

@@ -451,7 +451,8 @@ struct nlpd_backend *nlpd_backend_cpu_new_opts(const struct nlpd_backend_opts *o
 {
     int threads = o->threads;
     char why[160];
-    if (o->dtype != NLPD_DTYPE_F32 && !nlpd_kernels_cpu_supports(o->dtype, why, sizeof why)) {
+    const enum nlpd_dtype dtype = o->dtype == NLPD_DTYPE_AUTO ? NLPD_DTYPE_F32 : o->dtype; /* auto: fp32 here */
+    if (dtype != NLPD_DTYPE_F32 && !nlpd_kernels_cpu_supports(dtype, why, sizeof why)) {
         nlpd_error_set(err, NLPD_EINVAL, 0, "cpu backend: dtype %s: %s", nlpd_dtype_name(o->dtype), why);
         return NULL;
     }
@@ -472,12 +473,12 @@ struct nlpd_backend *nlpd_backend_cpu_new_opts(const struct nlpd_backend_opts *o
         return NULL;
     }
     impl->threads = threads;
-    impl->dtype = o->dtype;
+    impl->dtype = dtype;
     impl->gemm = o->cpu_gemm;
     pthread_mutex_init(&impl->mu, NULL);
     be->ops = &cpu_ops;
     be->impl = impl;
-    be->dtype = o->dtype;
+    be->dtype = dtype;
     nlpd_cpu_simd_avx2(); /* detect now, not inside the first batch */
     openblas_set_num_threads(threads);
     return be;

@@ -13,7 +13,6 @@
 
 #define CU_ALIGN         256
 #define CU_STAGING_BYTES ((size_t)16 << 20)
-#define CU_BLAS_WS_BYTES ((size_t)32 << 20)
 #define CU_DEFAULT_ARENA ((size_t)256 << 20)
 
 /* (nlpd_dtype_name lives in the nlpd binary, which this library does not link against) */
@@ -111,6 +110,7 @@ static cudaError_t flush_uploads(struct cu_ctx *c)
         return cudaSuccess;
     cudaError_t e = cudaMemcpyAsync(c->pend_dst, c->pend_src, c->pend_n, cudaMemcpyHostToDevice, c->stream);
     c->pend_n = 0;
+    CU_COUNT(c->impl, n_copies, 1);
     return e;
 }
 
@@ -234,6 +234,12 @@ static int reap(struct cu_ctx *im, const pthread_t *owner, struct nlpd_error *er
     return rc;
 }
 
+int cu_slots_reclaim(struct cu_ctx *im, struct nlpd_error *err)
+{
+    cudaError_t e = cudaStreamSynchronize(im->stream);
+    return e != cudaSuccess ? cu_fail(err, e, "synchronising") : reap(im, NULL, err);
+}
+
 int cu_slot_take(struct cu_ctx *im, enum nlpd_op_kind op, int l0, int l1, int l2, struct nlpd_error *err)
 {
     for (int pass = 0; pass < 2; pass++) {
@@ -254,10 +260,7 @@ int cu_slot_take(struct cu_ctx *im, enum nlpd_op_kind op, int l0, int l1, int l2
             return i;
         }
         /* all in use: wait for the queued work, then reuse the words that saw no error */
-        cudaError_t e = cudaStreamSynchronize(im->stream);
-        if (e != cudaSuccess)
-            return cu_fail(err, e, "synchronising");
-        int rc = reap(im, NULL, err);
+        int rc = cu_slots_reclaim(im, err);
         if (rc)
             return rc;
     }
@@ -277,26 +280,47 @@ static struct cu_weights *find_weights(struct cu_impl *im, const void *p)
     return NULL;
 }
 
+/* w's shadow brought up to date with its uploads (im->wmu held): converted once, by whichever thread reads it
+ * first; the others see it clean only once it is done. */
+static int convert_dirty(struct cu_ctx *c, struct cu_weights *w, struct nlpd_error *err)
+{
+    if (!w->shadow || w->dirty_hi <= w->dirty_lo)
+        return 0;
+    int rc = cu_convert_weights(c, (char *)w->shadow + w->dirty_lo * 2, (const float *)w->base + w->dirty_lo,
+                                w->dirty_hi - w->dirty_lo, err);
+    if (rc)
+        return rc;
+    cudaError_t e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess)
+        return cu_fail(err, e, "converting weights to half precision");
+    w->dirty_lo = w->dirty_hi = 0;
+    return 0;
+}
+
 int cu_weights_of(struct cu_ctx *c, const void *p, struct cu_weights *out, struct nlpd_error *err)
 {
     struct cu_impl *im = c->impl;
     pthread_mutex_lock(&im->wmu);
     struct cu_weights *w = find_weights(im, p);
     int rc = w && w->shadow;
-    if (rc && w->dirty_hi > w->dirty_lo) {
-        /* converted once, by whichever thread reads it first; the others see it clean only once it is done */
-        int crc = cu_convert_weights(c, (char *)w->shadow + w->dirty_lo * 2, (const float *)w->base + w->dirty_lo,
-                                     w->dirty_hi - w->dirty_lo, err);
-        cudaError_t e = crc ? cudaSuccess : cudaStreamSynchronize(c->stream);
+    if (rc) {
+        int crc = convert_dirty(c, w, err);
         if (crc)
             rc = crc;
-        else if (e != cudaSuccess)
-            rc = cu_fail(err, e, "converting weights to half precision");
-        else
-            w->dirty_lo = w->dirty_hi = 0;
     }
     if (rc > 0)
         *out = *w;
+    pthread_mutex_unlock(&im->wmu);
+    return rc;
+}
+
+int cu_weights_clean(struct cu_ctx *c, struct nlpd_error *err)
+{
+    struct cu_impl *im = c->impl;
+    int rc = 0;
+    pthread_mutex_lock(&im->wmu);
+    for (int i = 0; i < im->n_weights && !rc; i++)
+        rc = convert_dirty(c, &im->weights[i], err);
     pthread_mutex_unlock(&im->wmu);
     return rc;
 }
@@ -468,6 +492,56 @@ static int cu_upload(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t of
     return e == cudaSuccess ? 0 : copy_fail(err, e, "upload", n, offset);
 }
 
+/* Rows gathered into staging back to back, then one cudaMemcpy2DAsync per staging half they fill (backend.c has
+ * checked the range). Rows wider than a staging half go one by one. */
+static int cu_upload_2d(struct nlpd_backend *be, struct nlpd_buffer *buf, size_t offset, size_t dpitch, const void *src,
+                        size_t spitch, size_t width, size_t rows, struct nlpd_error *err)
+{
+    const unsigned char *s = (const unsigned char *)src;
+    if (width > CU_STAGING_BYTES / 2) {
+        for (size_t r = 0; r < rows; r++) {
+            int rc = cu_upload(be, buf, offset + r * dpitch, s + r * spitch, width, err);
+            if (rc)
+                return rc;
+        }
+        return 0;
+    }
+    struct cu_impl *im = impl_of(be);
+    struct cu_ctx *c;
+    int rc = enter(im, &c, err);
+    if (rc)
+        return rc;
+    char *dst = (char *)buf->ptr + offset;
+    size_t left = rows;
+    cudaError_t e = flush_uploads(c); /* copies stay in upload order */
+    while (left && e == cudaSuccess) {
+        if (c->stage_pos + width > c->staging_half) { /* this half is full: hand it over, take the other one */
+            if ((e = cudaEventRecord(c->stage_done[c->stage_cur], c->stream)) != cudaSuccess)
+                break;
+            c->stage_cur ^= 1;
+            c->stage_pos = 0;
+            if ((e = cudaEventSynchronize(c->stage_done[c->stage_cur])) != cudaSuccess)
+                break;
+        }
+        size_t n = (c->staging_half - c->stage_pos) / width;
+        if (n > left)
+            n = left;
+        unsigned char *st = c->staging + (size_t)c->stage_cur * c->staging_half + c->stage_pos;
+        for (size_t r = 0; r < n; r++)
+            memcpy(st + r * width, s + r * spitch, width);
+        e = cudaMemcpy2DAsync(dst, dpitch, st, width, width, n, cudaMemcpyHostToDevice, c->stream);
+        CU_COUNT(im, n_copies, 1);
+        c->stage_pos += n * width;
+        s += n * spitch;
+        dst += n * dpitch;
+        left -= n;
+    }
+    if (e == cudaSuccess)
+        note_upload(im, c, buf, offset, (rows - 1) * dpitch + width);
+    leave(c);
+    return e == cudaSuccess ? 0 : copy_fail(err, e, "strided upload", (rows - 1) * dpitch + width, offset);
+}
+
 static int cu_download(struct nlpd_backend *be, const struct nlpd_buffer *buf, size_t offset, void *dst, size_t n,
                        struct nlpd_error *err)
 {
@@ -514,17 +588,9 @@ static int cu_download(struct nlpd_backend *be, const struct nlpd_buffer *buf, s
     return e == cudaSuccess ? 0 : copy_fail(err, e, "download", n, offset);
 }
 
-static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err)
+int cu_dispatch(struct cu_ctx *c, const struct nlpd_op *op, struct nlpd_error *err)
 {
-    struct cu_impl *im = impl_of(be);
-    struct cu_ctx *c;
-    int rc = enter(im, &c, err);
-    if (rc)
-        return rc;
-    if ((rc = flush_or_fail(c, err))) { /* the op may read what was uploaded */
-        leave(c);
-        return rc;
-    }
+    int rc;
     switch (op->kind) {
     case NLPD_OP_MATMUL: rc = cu_matmul(c, &op->u.matmul, err); break;
     case NLPD_OP_BIAS_ACT: rc = cu_bias_act(c, &op->u.bias_act, err); break;
@@ -543,10 +609,76 @@ static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd
         if (e != cudaSuccess)
             rc = cu_fail(err, e, "launching an op");
     }
+    return rc;
+}
+
+static int cu_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err)
+{
+    struct cu_impl *im = impl_of(be);
+    struct cu_ctx *c;
+    int rc = enter(im, &c, err);
+    if (rc)
+        return rc;
+    if (c->rec.on) { /* inside a graph region: runs at graph_end */
+        if (cu_grec_add(&c->rec, op))
+            rc = nlpd_error_set(err, NLPD_ENOMEM, 0, "cuda backend: out of memory recording a graph region");
+        leave(c);
+        return rc;
+    }
+    if (!(rc = flush_or_fail(c, err))) /* the op may read what was uploaded */
+        rc = cu_dispatch(c, op, err);
     if (rc) /* the caller abandons this batch */
         drop_pending(c);
     leave(c);
     return rc;
+}
+
+static int cu_graph_begin(struct nlpd_backend *be, struct nlpd_error *err)
+{
+    struct cu_ctx *c;
+    int rc = enter(impl_of(be), &c, err);
+    if (rc)
+        return rc;
+    cu_grec_begin(&c->rec);
+    leave(c);
+    return 0;
+}
+
+static int cu_graph_end(struct nlpd_backend *be, struct nlpd_error *err)
+{
+    struct cu_ctx *c;
+    int rc = enter(impl_of(be), &c, err);
+    if (rc)
+        return rc;
+    /* the region's uploads land before its ops, whether they run from a graph or not */
+    if ((rc = flush_or_fail(c, err)) || (rc = cu_graph_run(c, err)))
+        drop_pending(c);
+    c->rec.on = 0;
+    c->rec.n = 0;
+    leave(c);
+    return rc;
+}
+
+static void cu_graph_abort(struct nlpd_backend *be)
+{
+    struct cu_ctx *c;
+    struct nlpd_error ignored = {};
+    if (enter(impl_of(be), &c, &ignored))
+        return;
+    c->rec.on = 0;
+    c->rec.n = 0;
+    leave(c);
+}
+
+static void cu_stats(const struct nlpd_backend *be, struct nlpd_backend_stats *out)
+{
+    struct cu_impl *im = impl_of(be);
+    out->upload_copies = __atomic_load_n(&im->n_copies, __ATOMIC_RELAXED);
+    out->graph_launches = __atomic_load_n(&im->n_launch, __ATOMIC_RELAXED);
+    out->graph_captures = __atomic_load_n(&im->n_capture, __ATOMIC_RELAXED);
+    out->graph_eager = __atomic_load_n(&im->n_eager, __ATOMIC_RELAXED);
+    out->graph_evictions = __atomic_load_n(&im->n_evict, __ATOMIC_RELAXED);
+    out->graph_invalidations = __atomic_load_n(&im->n_inval, __ATOMIC_RELAXED);
 }
 
 static int cu_sync(struct nlpd_backend *be, struct nlpd_error *err)
@@ -577,12 +709,14 @@ static int cu_sync(struct nlpd_backend *be, struct nlpd_error *err)
     return rc;
 }
 
-/* Before a buffer goes: every context's pending copy is queued (one may target it). im->mu held. */
+/* Before a buffer goes: every context's pending copy is queued (one may target it), and every cached graph is
+ * dropped (one may read it, and a new buffer at the same address would make its op list match). im->mu held. */
 static void flush_all_locked(struct cu_impl *im)
 {
     for (struct cu_ctx *c = im->ctxs; c; c = c->next) {
         pthread_mutex_lock(&c->mu);
         cudaError_t e = flush_uploads(c);
+        CU_COUNT(im, n_inval, cu_graph_drop_all(c));
         pthread_mutex_unlock(&c->mu);
         if (e != cudaSuccess)
             defer_error(im, e, "uploading");
@@ -622,9 +756,15 @@ static void cu_free(struct nlpd_backend *be, struct nlpd_buffer *buf)
 
 static void ctx_release(struct cu_ctx *c)
 {
+    cu_graph_drop_all(c); /* waits for the stream when it has graphs */
+    cu_grec_free(&c->rec);
     c->pend_n = 0; /* a pending upload into buffers about to go is moot */
     if (c->stream)
         cudaStreamSynchronize(c->stream);
+    if (c->lt) {
+        cu_lt_release(c);
+        cublasLtDestroy(c->lt);
+    }
     if (c->blas)
         cublasDestroy(c->blas);
     for (int i = 0; i < 2; i++)
@@ -679,6 +819,11 @@ static const struct nlpd_backend_ops cuda_ops = {
     /* .free = */ cu_free,
     /* .destroy = */ cu_destroy,
     /* .alloc_weights = */ cu_alloc_weights,
+    /* .upload_2d = */ cu_upload_2d,
+    /* .graph_begin = */ cu_graph_begin,
+    /* .graph_end = */ cu_graph_end,
+    /* .graph_abort = */ cu_graph_abort,
+    /* .stats = */ cu_stats,
 };
 
 /* ---------------------------------------------------------------- creation ---- */
@@ -708,6 +853,18 @@ static int math_tf32(void)
     return !strcmp(m, "strict") ? 0 : -1;
 }
 
+/* NLPD_CUDA_ACT: unset, "" or "half" keeps activations in the backend's fp16/bf16 between ops; "fp32" keeps them
+ * fp32 (converted around each product, for A/B runs). NLPD_CUDA_EPILOGUE: "lt" (the default) fuses bias +
+ * activation into the cuBLASLt product where Lt has that epilogue, "separate" runs them as their own pass.
+ * 1 / 0 as said, -1 another value. */
+static int env_choice(const char *name, const char *yes, const char *no)
+{
+    const char *v = getenv(name);
+    if (!v || !*v || !strcmp(v, yes))
+        return 1;
+    return !strcmp(v, no) ? 0 : -1;
+}
+
 /* A thread's context: stream, cuBLAS handle, arena (workspace | error words | scratch), pinned staging. im->mu
  * held; the calling thread has selected the device. */
 static int ctx_create(struct cu_impl *im, struct cu_ctx **out, struct nlpd_error *err)
@@ -719,6 +876,8 @@ static int ctx_create(struct cu_impl *im, struct cu_ctx **out, struct nlpd_error
     c->impl = im;
     c->owner = pthread_self();
     c->dtype = im->dtype;
+    c->act_dtype = im->act_dtype;
+    c->epi_lt = im->epi_lt;
     c->tf32 = im->tf32;
     c->sm_count = im->sm_count;
     /* weights published before this context existed: the first call waits for them */
@@ -762,6 +921,11 @@ static int ctx_create(struct cu_impl *im, struct cu_ctx **out, struct nlpd_error
         rc = cu_blas_fail(err, bs, "setting up cuBLAS");
         goto fail;
     }
+    if ((bs = cublasLtCreate(&c->lt)) != CUBLAS_STATUS_SUCCESS) {
+        c->lt = NULL;
+        rc = cu_blas_fail(err, bs, "setting up cuBLASLt");
+        goto fail;
+    }
     if ((e = cudaMemsetAsync(c->d_err, 0xff, CU_ERR_SLOTS * sizeof(unsigned long long), c->stream)) != cudaSuccess ||
         (e = cudaStreamSynchronize(c->stream)) != cudaSuccess) {
         rc = cu_fail(err, e, "initialising the arena");
@@ -786,6 +950,13 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
     if (tf32 < 0) {
         nlpd_error_set(err, NLPD_EINVAL, 0, "NLPD_CUDA_MATH must be tf32 or strict, not \"%.40s\"",
                        getenv("NLPD_CUDA_MATH"));
+        return NULL;
+    }
+    int half_act = env_choice("NLPD_CUDA_ACT", "half", "fp32"), epi_lt = env_choice("NLPD_CUDA_EPILOGUE", "lt", "separate");
+    if (half_act < 0 || epi_lt < 0) {
+        nlpd_error_set(err, NLPD_EINVAL, 0, "%s must be %s, not \"%.40s\"",
+                       half_act < 0 ? "NLPD_CUDA_ACT" : "NLPD_CUDA_EPILOGUE", half_act < 0 ? "half or fp32" : "lt or separate",
+                       getenv(half_act < 0 ? "NLPD_CUDA_ACT" : "NLPD_CUDA_EPILOGUE"));
         return NULL;
     }
     int count = 0;
@@ -827,6 +998,9 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
     im->id = __atomic_add_fetch(&next_backend_id, 1, __ATOMIC_RELAXED);
     im->device = o->device;
     im->dtype = o->dtype;
+    /* half activations need the weights' half type (the products' a and b types must agree) */
+    im->act_dtype = half_act && (o->dtype == NLPD_DTYPE_F16 || o->dtype == NLPD_DTYPE_BF16) ? o->dtype : NLPD_DTYPE_F32;
+    im->epi_lt = epi_lt;
     im->tf32 = tf32;
     im->sm_count = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
     im->arena_bytes = arena_bytes(o);
@@ -841,11 +1015,16 @@ nlpd_cuda_backend_create(const struct nlpd_backend_opts *o, unsigned long abi, s
     }
     be->ops = &cuda_ops;
     be->impl = im;
+    be->act_dtype = im->act_dtype;
+    char acts[96] = "";
+    if (o->dtype != NLPD_DTYPE_F32)
+        snprintf(acts, sizeof acts, ", %s activations%s, %s", dtype_name(im->act_dtype),
+                 half_act ? "" : " (NLPD_CUDA_ACT=fp32)", epi_lt ? "Lt epilogues" : "separate bias+act");
     snprintf(be->reason, sizeof be->reason,
-             "device %d: %.100s, sm_%d%d, %zu MiB, %d SMs; %s matrix products, fp32 %s; a stream and a %zu MiB arena "
-             "per thread",
+             "device %d: %.48s, sm_%d%d, %zu MiB, %d SMs; %s matrix products%.64s, fp32 %s; a stream and a %zu "
+             "MiB arena per thread",
              o->device, prop.name, prop.major, prop.minor, (size_t)(prop.totalGlobalMem >> 20),
-             prop.multiProcessorCount, dtype_name(o->dtype), tf32 ? "on TF32 tensor cores" : "strict",
+             prop.multiProcessorCount, dtype_name(o->dtype), acts, tf32 ? "on TF32 tensor cores" : "strict",
              im->arena_bytes >> 20);
     return be;
 }

@@ -4,6 +4,7 @@
 #ifndef NLPD_CUDA_INTERNAL_H
 #define NLPD_CUDA_INTERNAL_H
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <pthread.h>
@@ -13,6 +14,7 @@ extern "C" {
 #include "nlpd_backend.h"
 #include "nlpd_error.h"
 }
+#include "graph_cache.h"
 
 /* Kernel launches go through CU_LAUNCH(kernel, grid, block, shared bytes, stream)(args...): nvcc's <<<...>>>, or
  * under the host emulator (kernels/cuda/emul/, NLPD_CU_EMUL) a call that runs the grid on the CPU, so the same
@@ -24,11 +26,13 @@ extern "C" {
 #define CU_LAUNCH(kernel, grid, block, shmem, stream) kernel<<<(grid), (block), (shmem), (stream)>>>
 /* the block's dynamic shared memory (the launch's shmem bytes), 16-byte aligned */
 #define CU_DYN_SHARED(type, name)                                                                                      \
-    extern __shared__ __align__(16) unsigned char cu_dyn_shared_[];                                               \
+    extern __shared__ __align__(16) unsigned char cu_dyn_shared_[];                                                    \
     type *name = (type *)cu_dyn_shared_
 #endif
 
-#define CU_ERR_SLOTS 256 /* device error words: one per op that can find bad indices, until a sync reads them */
+#define CU_ERR_SLOTS     256 /* device error words: one per op that can find bad indices, until a sync reads them */
+#define CU_BLAS_WS_BYTES ((size_t)32 << 20) /* the arena's first part: cuBLAS and cuBLASLt workspace */
+#define CU_LT_CACHE      32 /* cuBLASLt plans kept per thread (a model runs a handful of product shapes) */
 
 /* A weight buffer: its fp32 contents at base, and (dtype fp16/bf16) a 2-byte shadow with the same element
  * offsets; [dirty_lo, dirty_hi) floats were uploaded since the shadow was last converted. */
@@ -51,6 +55,18 @@ struct cu_slot {
 
 struct cu_impl;
 
+/* A cuBLASLt plan for one product shape (half weights x half/fp32 activations with a bias/activation epilogue):
+ * descriptors and the heuristic's algorithm, built on first use so a forward does not rebuild them per call.
+ * ok = 0: Lt found no algorithm for it, the product runs on cublasGemmEx and a separate bias + activation pass. */
+struct cu_lt_plan {
+    int used;
+    int m, n, k, lda, ldb, ldc, trans_b, a_type, c_type, epi, align[4]; /* the key; align: a, b, c, bias */
+    int ok;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+};
+
 /* One thread's share of a backend: its stream, cuBLAS handle, scratch arena, pinned staging and error words,
  * created on the thread's first call. Only its thread queues work on it, so pipeline workers overlap instead of
  * taking turns on one stream; mu is uncontended except when another thread publishes weights or frees a buffer
@@ -61,10 +77,15 @@ struct cu_ctx {
     pthread_mutex_t mu;
     struct cu_ctx *next;
     enum nlpd_dtype dtype;
+    enum nlpd_dtype act_dtype; /* activation operands accepted in half (be->act_dtype); fp32 = none */
+    int epi_lt;                /* bias + activation in the cuBLASLt epilogue where it has one (NLPD_CUDA_EPILOGUE) */
     int tf32; /* fp32 products on TF32 tensor cores (fp32 accumulation); 0: strict fp32 (NLPD_CUDA_MATH=strict) */
     int sm_count;
     cudaStream_t stream;
     cublasHandle_t blas;
+    cublasLtHandle_t lt;
+    struct cu_lt_plan lt_plans[CU_LT_CACHE];
+    int lt_next; /* the slot the next new plan replaces when all are used */
 
     char *arena; /* one cudaMalloc at creation: cuBLAS workspace | error words | scratch */
     size_t arena_size;
@@ -91,6 +112,9 @@ struct cu_ctx {
     int unpublished, pub_recorded;
     cudaEvent_t pub_event;
     unsigned long pub_seen;
+
+    struct cu_grec rec;      /* the open graph region's ops (graph.cu) */
+    struct cu_gcache graphs; /* this thread's captured regions; dropped whenever any buffer is freed */
 };
 
 /* Locks, in this order only: mu (the context list, publishing), then a context's mu, then wmu (a leaf: the
@@ -101,6 +125,8 @@ struct cu_impl {
     int device;
     unsigned long id; /* unique per backend created in this process (thread-local caches key on it) */
     enum nlpd_dtype dtype;
+    enum nlpd_dtype act_dtype;
+    int epi_lt;
     int tf32;
     int sm_count;
     size_t arena_bytes;
@@ -112,7 +138,12 @@ struct cu_impl {
     struct cu_weights *weights;
     int n_weights, cap_weights;
     struct nlpd_error deferred; /* a failure free() could not report: the next sync reports it */
+
+    /* counters of struct nlpd_backend_stats, updated atomically by every context */
+    unsigned long long n_copies, n_launch, n_capture, n_eager, n_evict, n_inval;
 };
+
+#define CU_COUNT(im, field, n) __atomic_add_fetch(&(im)->field, (unsigned long long)(n), __ATOMIC_RELAXED)
 
 /* helpers (cuda_backend.cu) */
 int cu_fail(struct nlpd_error *err, cudaError_t e, const char *what);
@@ -120,6 +151,23 @@ int cu_blas_fail(struct nlpd_error *err, cublasStatus_t s, const char *what);
 /* An error word for one op, cleared on the stream: its index (>= 0), or a negative NLPD_E* code with err when
  * none can be had (every word holds an unreported error of another thread, or a CUDA call failed). */
 int cu_slot_take(struct cu_ctx *im, enum nlpd_op_kind op, int l0, int l1, int l2, struct nlpd_error *err);
+/* Whether an op of this kind takes an error word (the callers of cu_slot_take): a capture needs that many free. */
+static inline int cu_op_takes_slot(enum nlpd_op_kind k)
+{
+    return k == NLPD_OP_EMBED || k == NLPD_OP_GATHER_ROWS;
+}
+/* Waits for the stream and frees the error words that saw no error (outside a capture only). */
+int cu_slots_reclaim(struct cu_ctx *im, struct nlpd_error *err);
+/* Converts every weight shadow uploads left dirty (and waits), so that no op of a capture has to. */
+int cu_weights_clean(struct cu_ctx *im, struct nlpd_error *err);
+/* One op on the stream, launch errors included (cu_run outside a region; graph.cu eagerly or under capture). */
+int cu_dispatch(struct cu_ctx *im, const struct nlpd_op *op, struct nlpd_error *err);
+
+/* graph regions (graph.cu); the context's mu held, its pending uploads flushed */
+/* Runs the recorded region: a cached graph, a new capture, or op by op. */
+int cu_graph_run(struct cu_ctx *im, struct nlpd_error *err);
+/* Drops the cached graphs (a buffer is going, or the context); returns how many. */
+int cu_graph_drop_all(struct cu_ctx *im);
 /* The weight buffer holding p, with its shadow converted, copied to out: 1; 0 when p is not in one that has a
  * shadow; a negative NLPD_E* code with err. */
 int cu_weights_of(struct cu_ctx *im, const void *p, struct cu_weights *out, struct nlpd_error *err);
@@ -136,6 +184,8 @@ int cu_attention(struct cu_ctx *im, const struct nlpd_op_attention *p, struct nl
 int cu_attention_kv(struct cu_ctx *im, const struct nlpd_op_attention_kv *p, struct nlpd_error *err);
 int cu_attention_rel(struct cu_ctx *im, const struct nlpd_op_attention_rel *p, struct nlpd_error *err);
 int cu_log_softmax_topk(struct cu_ctx *im, const struct nlpd_op_log_softmax_topk *p, struct nlpd_error *err);
+/* Drops a thread's cuBLASLt plans (before its handle goes). */
+void cu_lt_release(struct cu_ctx *im);
 /* dst[i] = (half or bf16) src[i], i < n (a weight shadow). */
 int cu_convert_weights(struct cu_ctx *im, void *dst, const float *src, size_t n, struct nlpd_error *err);
 

@@ -1,6 +1,9 @@
 /* BERT-family encoders (see encoder.h): tensor names as transformers saves them, weights laid out once for the
  * kernels (Linear weights as [in, out], Q/K/V fused into one [H, 3H] product), and the batched forward pass:
- * embeddings, post-LN layers, pooler / classification heads. */
+ * embeddings, post-LN layers, pooler / classification heads. On a backend that keeps activations in half
+ * precision (nlpd_backend_act_dtype: the CUDA backend with fp16/bf16) the layers' activations (x, qkv, ctx, tmp,
+ * ffn) are 2-byte elements from the embedding to the last layer norm; the heads' outputs (pooled, logits) are
+ * fp32, and hidden states asked for are converted to fp32 on the host after their download. */
 #include "encoder.h"
 
 #include <math.h>
@@ -31,6 +34,7 @@ struct nlpd_encoder {
     enum nlpd_act pool_act;
     size_t pool_w, pool_b, cls_w, cls_b;
     int num_labels;
+    enum nlpd_dtype act;      /* the layers' activation type: fp32, or the backend's half act_dtype */
     struct nlpd_deberta *deb; /* model_type deberta-v2: everything above but cfg, task, be is unused */
 };
 
@@ -247,6 +251,7 @@ struct nlpd_encoder *nlpd_encoder_load(const char *dir, const struct nlpd_encode
 
     if (open_backend(enc, opts, NULL, 0, err))
         goto fail;
+    enc->act = nlpd_encoder_act_type(nlpd_backend_act_dtype(enc->be));
     ld.w.planning = 1;
     if (load_all(&ld, err))
         goto fail;
@@ -313,6 +318,11 @@ enum nlpd_dtype nlpd_encoder_dtype(const struct nlpd_encoder *enc)
     return nlpd_backend_dtype(enc->be);
 }
 
+enum nlpd_dtype nlpd_encoder_act_dtype(const struct nlpd_encoder *enc)
+{
+    return enc->act;
+}
+
 double nlpd_encoder_flops(const struct nlpd_encoder *enc, int batch, int seq)
 {
     if (enc->deb)
@@ -340,13 +350,27 @@ static int check_finite(const struct nlpd_encoder *enc, const float *logits, siz
 
 /* --------------------------------------------------------------- workspace ---- */
 
+enum nlpd_dtype nlpd_encoder_act_type(enum nlpd_dtype backend_act)
+{
+    return backend_act == NLPD_DTYPE_F16 || backend_act == NLPD_DTYPE_BF16 ? backend_act : NLPD_DTYPE_F32;
+}
+
+size_t nlpd_encoder_ws_floats(const struct nlpd_hf_config *c, int num_labels, enum nlpd_dtype act, int B, int S,
+                              size_t *offs)
+{
+    size_t T = (size_t)B * S, H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t L = num_labels ? (size_t)num_labels : 1;
+    /* the layers' parts in floats: half elements take half the room (rounded up) */
+    size_t e = act == NLPD_DTYPE_F32 ? 2 : 1, h[5] = {T * H, T * 3 * H, T * H, T * H, T * I};
+    for (int i = 0; i < 5; i++)
+        h[i] = (h[i] * e + 1) / 2;
+    size_t sizes[12] = {h[0], h[1], h[2], h[3], h[4], (size_t)S * S, (size_t)B * H, T * L, T, T, T, T};
+    return nlpd_ws_layout(sizes, 12, offs);
+}
+
 static size_t ws_floats(const struct nlpd_encoder *enc, int B, int S, size_t *offs)
 {
-    const struct nlpd_hf_config *c = &enc->cfg;
-    size_t T = (size_t)B * S, H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
-    size_t L = enc->num_labels ? (size_t)enc->num_labels : 1;
-    size_t sizes[12] = {T * H, T * 3 * H, T * H, T * H, T * I, (size_t)S * S, (size_t)B * H, T * L, T, T, T, T};
-    return nlpd_ws_layout(sizes, 12, offs);
+    return nlpd_encoder_ws_floats(&enc->cfg, enc->num_labels, enc->act, B, S, offs);
 }
 
 static int ws_reserve(const struct nlpd_encoder *enc, struct nlpd_encoder_ws *ws, int B, int S, struct nlpd_error *err)
@@ -430,8 +454,11 @@ static int run(const struct nlpd_encoder *enc, struct nlpd_op *op, struct nlpd_e
     return nlpd_backend_run(enc->be, op, err);
 }
 
-static int matmul(const struct nlpd_encoder *enc, float *c, const float *a, int lda, size_t w, size_t b, int m, int n,
-                  int k, enum nlpd_act act, struct nlpd_error *err)
+/* c = act(a . w + b); a_type / c_type: the activation types (enc->act for the layers' parts, fp32 for the heads'
+ * outputs) */
+static int matmul_t(const struct nlpd_encoder *enc, float *c, enum nlpd_dtype c_type, const float *a,
+                    enum nlpd_dtype a_type, int lda, size_t w, size_t b, int m, int n, int k, enum nlpd_act act,
+                    struct nlpd_error *err)
 {
     struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
     op.u.matmul = (struct nlpd_op_matmul){.c = c,
@@ -444,8 +471,17 @@ static int matmul(const struct nlpd_encoder *enc, float *c, const float *a, int 
                                           .lda = lda,
                                           .ldb = n,
                                           .ldc = n,
-                                          .act = act};
+                                          .act = act,
+                                          .a_type = a_type,
+                                          .c_type = c_type};
     return run(enc, &op, err);
+}
+
+/* a layer's product: a and c both in the layers' activation type */
+static int matmul(const struct nlpd_encoder *enc, float *c, const float *a, int lda, size_t w, size_t b, int m, int n,
+                  int k, enum nlpd_act act, struct nlpd_error *err)
+{
+    return matmul_t(enc, c, enc->act, a, enc->act, lda, w, b, m, n, k, act, err);
 }
 
 static int layer_norm(const struct nlpd_encoder *enc, float *y, const float *x, const float *bias, const float *res,
@@ -460,14 +496,40 @@ static int layer_norm(const struct nlpd_encoder *enc, float *y, const float *x, 
                                                   .beta = wptr(enc, b),
                                                   .rows = rows,
                                                   .cols = enc->cfg.hidden_size,
-                                                  .eps = enc->cfg.layer_norm_eps};
+                                                  .eps = enc->cfg.layer_norm_eps,
+                                                  .io_type = enc->act};
     return run(enc, &op, err);
 }
 
-/* err carries the backend's words: a bad id found on the device is reported by the download that waits for it */
-static int save_hidden(const struct nlpd_encoder_ws *ws, float *dst, size_t n, struct nlpd_error *err)
+/* n half elements at the top half of dst (n floats) -> fp32 from the start of dst, in place: chunks front to back;
+ * a chunk's floats only overwrite halves already copied out (float i ends at byte 4i + 4 <= 2n + 2i for i < n). */
+static void widen_in_place(float *dst, size_t n, enum nlpd_dtype t)
 {
-    return dst ? nlpd_backend_download_err(&ws->buf, byte_off(ws, ws->x), dst, n * sizeof(float), err) : 0;
+    const unsigned char *src = (const unsigned char *)dst + n * 2;
+    uint16_t tmp[1024];
+    for (size_t i = 0; i < n; i += 1024) {
+        size_t m = n - i < 1024 ? n - i : 1024;
+        memcpy(tmp, src + i * 2, m * 2);
+        if (t == NLPD_DTYPE_BF16)
+            nlpd_kernels_convert_bf16(dst + i, tmp, m);
+        else
+            nlpd_kernels_convert_f16(dst + i, tmp, m);
+    }
+}
+
+/* err carries the backend's words: a bad id found on the device is reported by the download that waits for it.
+ * Half activations come down as 2-byte elements and are widened here. */
+static int save_hidden(const struct nlpd_encoder *enc, const struct nlpd_encoder_ws *ws, float *dst, size_t n,
+                       struct nlpd_error *err)
+{
+    if (!dst)
+        return 0;
+    if (enc->act == NLPD_DTYPE_F32)
+        return nlpd_backend_download_err(&ws->buf, byte_off(ws, ws->x), dst, n * sizeof(float), err);
+    int rc = nlpd_backend_download_err(&ws->buf, byte_off(ws, ws->x), (unsigned char *)dst + n * 2, n * 2, err);
+    if (!rc)
+        widen_in_place(dst, n, enc->act);
+    return rc;
 }
 
 int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws *ws,
@@ -524,6 +586,11 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
     }
     if (rc || (rc = nlpd_backend_upload(&ws->buf, byte_off(ws, ws->pos_ids), hp, tb)))
         return nlpd_error_set(err, rc, 0, "uploading the batch failed");
+    /* the ops replay as one CUDA graph per batch shape (a failing op ends the region); hidden states and the
+     * pooled vector are downloaded mid-forward, so those calls run op by op */
+    int graph = !out->all_hidden && !out->hidden && !out->pooled;
+    if (graph && (rc = nlpd_backend_graph_begin(enc->be, err)))
+        return rc;
 
     struct nlpd_op op = {.kind = NLPD_OP_EMBED};
     op.u.embed = (struct nlpd_op_embed){.out = ws->x,
@@ -537,11 +604,12 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
                                         .dim = H,
                                         .n_word = c->vocab_size,
                                         .n_pos = c->max_position_embeddings,
-                                        .n_type = c->type_vocab_size};
+                                        .n_type = c->type_vocab_size,
+                                        .out_type = enc->act};
     if ((rc = run(enc, &op, err)) || (rc = layer_norm(enc, ws->x, ws->x, NULL, NULL, enc->emb_g, enc->emb_b, T, err)))
         return rc;
     size_t hsz = (size_t)T * H;
-    if ((rc = save_hidden(ws, out->all_hidden, hsz, err)))
+    if ((rc = save_hidden(enc, ws, out->all_hidden, hsz, err)))
         return rc;
 
     for (int l = 0; l < c->num_layers; l++) {
@@ -560,7 +628,8 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
                                                     .ld_out = H,
                                                     .scale = (float)(1.0 / sqrt((double)(H / c->num_heads))),
                                                     .scratch = ws->scores,
-                                                    .scratch_floats = (size_t)S * S};
+                                                    .scratch_floats = (size_t)S * S,
+                                                    .io_type = enc->act};
         if ((rc = run(enc, &op, err)) ||
             (rc = matmul(enc, ws->tmp, ws->ctx, H, L->wo, (size_t)-1, T, H, H, NLPD_ACT_NONE, err)) ||
             (rc = layer_norm(enc, ws->x, ws->tmp, wptr(enc, L->bo), ws->x, L->ln1_g, L->ln1_b, T, err)) ||
@@ -568,26 +637,31 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
             (rc = matmul(enc, ws->tmp, ws->ffn, I, L->wo2, (size_t)-1, T, H, I, NLPD_ACT_NONE, err)) ||
             (rc = layer_norm(enc, ws->x, ws->tmp, wptr(enc, L->bo2), ws->x, L->ln2_g, L->ln2_b, T, err)))
             return rc;
-        if (out->all_hidden && (rc = save_hidden(ws, out->all_hidden + (size_t)(l + 1) * hsz, hsz, err)))
+        if (out->all_hidden && (rc = save_hidden(enc, ws, out->all_hidden + (size_t)(l + 1) * hsz, hsz, err)))
             return rc;
     }
-    if ((rc = save_hidden(ws, out->hidden, hsz, err)))
+    if ((rc = save_hidden(enc, ws, out->hidden, hsz, err)))
         return rc;
 
     /* heads: the first token of each sequence is row b*S, so a row stride of S*H gathers them for free */
     if (enc->has_pool) {
-        if ((rc = matmul(enc, ws->pool, ws->x, S * H, enc->pool_w, enc->pool_b, B, H, H, enc->pool_act, err)))
+        if ((rc = matmul_t(enc, ws->pool, NLPD_DTYPE_F32, ws->x, enc->act, S * H, enc->pool_w, enc->pool_b, B, H, H,
+                           enc->pool_act, err)))
             return rc;
         if (out->pooled && (rc = nlpd_backend_download_err(&ws->buf, byte_off(ws, ws->pool), out->pooled,
                                                            (size_t)B * H * sizeof(float), err)))
             return rc;
     }
     if (enc->task == NLPD_HF_TASK_SEQ_CLS) {
-        rc = matmul(enc, ws->logits, ws->pool, H, enc->cls_w, enc->cls_b, B, NL, H, NLPD_ACT_NONE, err);
+        rc = matmul_t(enc, ws->logits, NLPD_DTYPE_F32, ws->pool, NLPD_DTYPE_F32, H, enc->cls_w, enc->cls_b, B, NL, H,
+                      NLPD_ACT_NONE, err);
     } else if (enc->task == NLPD_HF_TASK_TOKEN_CLS) {
-        rc = matmul(enc, ws->logits, ws->x, H, enc->cls_w, enc->cls_b, T, NL, H, NLPD_ACT_NONE, err);
+        rc = matmul_t(enc, ws->logits, NLPD_DTYPE_F32, ws->x, enc->act, H, enc->cls_w, enc->cls_b, T, NL, H,
+                      NLPD_ACT_NONE, err);
     }
     if (rc)
+        return rc;
+    if (graph && (rc = nlpd_backend_graph_end(enc->be, err)))
         return rc;
     if ((rc = nlpd_backend_sync(enc->be, err)))
         return rc;

@@ -69,6 +69,16 @@ int nlpd_encoder_forward(const struct nlpd_encoder *enc, struct nlpd_encoder_ws 
 /* The dtype its matrix products run in (fp32 when a process default fell back). */
 enum nlpd_dtype nlpd_encoder_dtype(const struct nlpd_encoder *enc);
 
+/* The activation type of its layers: the backend's nlpd_backend_act_dtype when that is fp16/bf16 (the layers'
+ * activations are then 2-byte elements on the device; pooled output, logits and downloaded hidden states stay
+ * fp32), else fp32. DeBERTa (CPU only) is always fp32. */
+enum nlpd_dtype nlpd_encoder_act_dtype(const struct nlpd_encoder *enc);
+/* (for tests) the layers' activation type on a backend with this act_dtype, and the workspace a forward of B x S
+ * needs, in floats, with the parts' offsets (12) as the encoder lays them out */
+enum nlpd_dtype nlpd_encoder_act_type(enum nlpd_dtype backend_act);
+size_t nlpd_encoder_ws_floats(const struct nlpd_hf_config *c, int num_labels, enum nlpd_dtype act, int B, int S,
+                              size_t *offs);
+
 /* FLOPs of one forward over batch x seq tokens (matrix products only), for benchmarks. */
 double nlpd_encoder_flops(const struct nlpd_encoder *enc, int batch, int seq);
 

@@ -46,13 +46,12 @@ int nlpd_wl_put(struct nlpd_wloader *ld, const char *name, int rows, int cols, i
         out_rows = cols;
         out_cols = rows;
     }
-    for (int r = 0; r < out_rows; r++) {
-        rc = nlpd_backend_upload(ld->dst, (dst + (size_t)r * ldst) * sizeof(float), src + (size_t)r * out_cols,
-                                 (size_t)out_cols * sizeof(float));
-        if (rc)
-            return nlpd_error_set(err, rc, 0, "uploading tensor \"%s\" failed", name);
-    }
-    return 0;
+    /* one strided copy per tensor (a fused [q|k|v] block's rows have gaps), not one per row */
+    struct nlpd_error why = {0};
+    size_t w = (size_t)out_cols * sizeof(float);
+    rc = nlpd_backend_upload_2d(ld->dst, dst * sizeof(float), out_rows > 1 ? ldst * sizeof(float) : w, src, w, w,
+                                (size_t)out_rows, &why);
+    return rc ? nlpd_error_set(err, rc, 0, "uploading tensor \"%s\" failed: %s", name, why.message) : 0;
 }
 
 int nlpd_wl_put_ln(struct nlpd_wloader *ld, const char *base, int n, size_t *g, size_t *b, struct nlpd_error *err)

@@ -47,6 +47,7 @@ static void defaults(void)
         CHECK(c->batch.max_records == 64);
         CHECK(c->batch.max_wait_ms == 10);
         CHECK(c->kernels.threads == 0);
+        CHECK(strcmp(c->kernels.dtype, "auto") == 0); /* fp16 on CUDA, fp32 on the CPU */
         CHECK(strcmp(c->log.level, "info") == 0);
     }
     nlpd_config_free(c);

@@ -1150,8 +1150,14 @@ static double model_parity(const char *name, const char *dtype)
 
 static const char *models[] = {"bert-seq-cls", "bert-token-cls", "distilbert-seq-cls", "xlm-roberta-seq-cls"};
 
+static int attention_half_io(struct nlpd_backend *g, enum nlpd_dtype t);
+
 static void test_models(void)
 {
+    /* half activations need attention with half io (fattn.cu); without it these run with fp32 activations */
+    int act32 = nlpd_backend_act_dtype(gpu16) == NLPD_DTYPE_F16 && !attention_half_io(gpu16, NLPD_DTYPE_F16);
+    if (act32)
+        setenv("NLPD_CUDA_ACT", "fp32", 1);
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
         double f32 = model_parity(models[i], "fp32"), f16 = model_parity(models[i], "fp16");
         double bf = model_parity(models[i], "bf16");
@@ -1160,6 +1166,7 @@ static void test_models(void)
         CHECK(f16 >= 0 && isfinite(f16));   /* reported; the op tests above bound the precision */
         CHECK(bf >= 0 && isfinite(bf));
     }
+    unsetenv("NLPD_CUDA_ACT");
 }
 
 /* ---------------------------------------------------------------------------------- DeBERTa on CUDA ---- */
@@ -1561,6 +1568,488 @@ static void test_fattn_dispatch(void)
     unsetenv("NLPD_CUDA_ATTENTION");
 }
 
+/* ------------------------------------------------------------------ half-precision activations ---- */
+
+/* Ops whose activations are 2-byte elements (a CUDA backend's act_dtype fp16/bf16) against the CPU backend on the
+ * same values in fp32: the GPU's inputs are the CPU's rounded to the type, so both compute in fp32 from identical
+ * inputs and what differs is one rounding of each stored output, at most u |y| (u = 2^-11 fp16, 2^-8 bf16; the
+ * normwise measure divides by |y| + max|y| >= |y|), plus the fp32 differences of the fp32 tests (1e-5). Products
+ * add the weights' rounding, bounded as in the file's header (fp16 5e-3, bf16 4e-2). */
+
+static double unit_roundoff(enum nlpd_dtype t)
+{
+    return t == NLPD_DTYPE_BF16 ? 1.0 / 256 : 1.0 / 2048;
+}
+
+static uint16_t h_enc(enum nlpd_dtype t, float v)
+{
+    return t == NLPD_DTYPE_BF16 ? nlpd_kernels_f32_to_bf16(v) : nlpd_kernels_f32_to_f16(v);
+}
+
+static float h_dec(enum nlpd_dtype t, uint16_t h)
+{
+    return t == NLPD_DTYPE_BF16 ? nlpd_kernels_bf16_to_f32(h) : nlpd_kernels_f16_to_f32(h);
+}
+
+/* n random values (scale) rounded to t: fp32 on the CPU side, 2-byte on the GPU side, at the same offset */
+static size_t put_half(struct pair *p, enum nlpd_dtype t, size_t n, float scale)
+{
+    float *f = malloc(n * sizeof *f);
+    uint16_t *h = malloc(n * sizeof *h);
+    fill(f, n, scale);
+    for (size_t i = 0; i < n; i++) {
+        h[i] = h_enc(t, f[i]);
+        f[i] = h_dec(t, h[i]);
+    }
+    size_t off = put(p, NULL, n * sizeof *f);
+    nlpd_backend_upload(&p->c, off, f, n * sizeof *f);
+    nlpd_backend_upload(&p->g, off, h, n * sizeof *h);
+    free(f);
+    free(h);
+    return off;
+}
+
+/* The GPU's 2-byte output (t) at off against the CPU's fp32, normwise as compare_out. */
+static double compare_half(struct pair *p, size_t off, size_t rows, size_t cols, size_t ld, enum nlpd_dtype t,
+                           double tol, const char *what)
+{
+    size_t n = rows * ld;
+    float *c = malloc(n * sizeof *c);
+    uint16_t *h = malloc(n * sizeof *h);
+    CHECK(nlpd_backend_download(&p->c, off, c, n * sizeof *c) == 0);
+    CHECK(nlpd_backend_download(&p->g, off, h, n * sizeof *h) == 0);
+    double mx = 0, worst = 0;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < cols; j++)
+            mx = fmax(mx, fabs(c[r * ld + j]));
+    int bad = 0;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < cols; j++) {
+            double cv = c[r * ld + j], gv = h_dec(t, h[r * ld + j]), d = fabs(cv - gv);
+            double rel = d / (fabs(cv) + mx + 1e-30);
+            if (!(rel <= tol) && bad++ < 3)
+                fprintf(stderr, "  %s [%zu,%zu]: cpu %.9g gpu %.9g (normwise %.3g > %.3g)\n", what, r, j, cv, gv, rel,
+                        tol);
+            worst = rel != rel ? INFINITY : fmax(worst, rel);
+        }
+    CHECK(bad == 0);
+    free(c);
+    free(h);
+    return worst;
+}
+
+static int has_half_act(struct nlpd_backend *g, enum nlpd_dtype t)
+{
+    if (nlpd_backend_act_dtype(g) == t)
+        return 1;
+    printf("  skipped: %s backend without %s activations\n", gpu_name, nlpd_dtype_name(t));
+    return 0;
+}
+
+static void half_io_elementwise(struct nlpd_backend *g, enum nlpd_dtype t)
+{
+    if (!has_half_act(g, t))
+        return;
+    const double tol = unit_roundoff(t) + 1e-5;
+    double worst = 0;
+    /* bias + activation: x and residual in t, bias fp32 */
+    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
+        for (int v = 0; v < 2; v++) {
+            struct pair p;
+            int rows = 7, cols = 1500, ld = 1503;
+            if (pair_init(&p, g, 1 << 18, 0))
+                return;
+            size_t x = put_half(&p, t, (size_t)rows * ld, 4.0f), b = put_rand(&p, (size_t)cols, 1.0f);
+            size_t r = put_half(&p, t, (size_t)rows * ld, 2.0f);
+            struct nlpd_op oc = {.kind = NLPD_OP_BIAS_ACT}, og = oc;
+            oc.u.bias_act = (struct nlpd_op_bias_act){F(&p.c, x), v ? F(&p.c, b) : NULL, rows,          cols, ld,
+                                                      acts[i],    v ? F(&p.c, r) : NULL, NLPD_DTYPE_F32};
+            og.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), v ? F(&p.g, b) : NULL, rows, cols, ld,
+                                                      acts[i],    v ? F(&p.g, r) : NULL, t};
+            if (!run2(&p, &oc, &og))
+                worst = fmax(worst, compare_half(&p, x, (size_t)rows, (size_t)cols, (size_t)ld, t, tol, "bias_act"));
+            pair_free(&p);
+        }
+    /* layer norm: plain, bias + residual into y, y == x, y == residual (x, residual, y in t) */
+    for (int v = 0; v < 4; v++) {
+        struct pair p;
+        int rows = 23, cols = v == 1 ? 768 : 37;
+        if (pair_init(&p, g, 1 << 20, 0))
+            return;
+        size_t x = put_half(&p, t, (size_t)rows * cols, 3.0f), r = put_half(&p, t, (size_t)rows * cols, 2.0f);
+        size_t b = put_rand(&p, (size_t)cols, 1.0f), ga = put_rand(&p, (size_t)cols, 1.0f);
+        size_t be = put_rand(&p, (size_t)cols, 1.0f), y = put(&p, NULL, (size_t)rows * cols * 4);
+        size_t yo = v == 2 ? x : v == 3 ? r : y;
+        int fused = v != 0;
+        struct nlpd_op oc = {.kind = NLPD_OP_LAYER_NORM}, og = oc;
+        oc.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.c, yo),
+                                                      F(&p.c, x),
+                                                      fused ? F(&p.c, b) : NULL,
+                                                      fused ? F(&p.c, r) : NULL,
+                                                      F(&p.c, ga),
+                                                      F(&p.c, be),
+                                                      rows,
+                                                      cols,
+                                                      1e-12f,
+                                                      NLPD_DTYPE_F32};
+        og.u.layer_norm = (struct nlpd_op_layer_norm){F(&p.g, yo),
+                                                      F(&p.g, x),
+                                                      fused ? F(&p.g, b) : NULL,
+                                                      fused ? F(&p.g, r) : NULL,
+                                                      F(&p.g, ga),
+                                                      F(&p.g, be),
+                                                      rows,
+                                                      cols,
+                                                      1e-12f,
+                                                      t};
+        if (!run2(&p, &oc, &og))
+            worst = fmax(worst, compare_half(&p, yo, (size_t)rows, (size_t)cols, (size_t)cols, t, tol, "layer_norm"));
+        pair_free(&p);
+    }
+    /* embedding (word + type + position, and Marian's scaled word + position) into t */
+    for (int v = 0; v < 2; v++) {
+        const int T = 21, D = 301, NW = 50, NP = 30, NT = 2;
+        int32_t ids[21], pos[21], types[21];
+        for (int k = 0; k < T; k++) {
+            ids[k] = (k * 7) % NW;
+            pos[k] = k % NP;
+            types[k] = k & 1;
+        }
+        struct pair p;
+        if (pair_init(&p, g, 1 << 18, 0))
+            return;
+        size_t w = put_rand(&p, (size_t)NW * D, 1.0f), ps = put_rand(&p, (size_t)NP * D, 1.0f);
+        size_t ty = put_rand(&p, (size_t)NT * D, 1.0f), out = put(&p, NULL, (size_t)T * D * 4);
+        size_t i0 = put(&p, ids, sizeof ids), i1 = put(&p, pos, sizeof pos), i2 = put(&p, types, sizeof types);
+        float scale = v ? 27.712813f : 0.0f;
+        struct nlpd_op oc = {.kind = NLPD_OP_EMBED}, og = oc;
+        oc.u.embed = (struct nlpd_op_embed){F(&p.c, out),
+                                            F(&p.c, w),
+                                            F(&p.c, ps),
+                                            v ? NULL : F(&p.c, ty),
+                                            I(&p.c, i0),
+                                            I(&p.c, i1),
+                                            I(&p.c, i2),
+                                            T,
+                                            D,
+                                            NW,
+                                            NP,
+                                            NT,
+                                            scale,
+                                            NLPD_DTYPE_F32};
+        og.u.embed = (struct nlpd_op_embed){F(&p.g, out),
+                                            F(&p.g, w),
+                                            F(&p.g, ps),
+                                            v ? NULL : F(&p.g, ty),
+                                            I(&p.g, i0),
+                                            I(&p.g, i1),
+                                            I(&p.g, i2),
+                                            T,
+                                            D,
+                                            NW,
+                                            NP,
+                                            NT,
+                                            scale,
+                                            t};
+        if (!run2(&p, &oc, &og))
+            worst = fmax(worst, compare_half(&p, out, (size_t)T, (size_t)D, (size_t)D, t, tol, "embed"));
+        pair_free(&p);
+    }
+    printf("  %s activations: bias_act, layer_norm, embed worst normwise %.3g (bound %.3g)\n", nlpd_dtype_name(t),
+           worst, tol);
+}
+
+/* fp16 stores saturate: an overflow becomes +-65504, not inf; NaN stays NaN (the logits check catches it). bf16
+ * has fp32's range: 1e5 stays 1e5 (to 8 bits). */
+static void half_saturation(struct nlpd_backend *g, enum nlpd_dtype t)
+{
+    if (!has_half_act(g, t))
+        return;
+    struct pair p;
+    if (pair_init(&p, g, 4096, 0))
+        return;
+    const float xs[4] = {60000.0f, -60000.0f, 1.0f, NAN}, bias[4] = {30000.0f, -30000.0f, 0.0f, 0.0f};
+    uint16_t hx[4];
+    for (int i = 0; i < 4; i++)
+        hx[i] = h_enc(t, xs[i]);
+    size_t x = put(&p, hx, sizeof hx), b = put(&p, bias, sizeof bias);
+    struct nlpd_op op = {.kind = NLPD_OP_BIAS_ACT};
+    op.u.bias_act = (struct nlpd_op_bias_act){F(&p.g, x), F(&p.g, b), 1, 4, 4, NLPD_ACT_NONE, NULL, t};
+    struct nlpd_error err = {0};
+    CHECK(nlpd_backend_run(g, &op, &err) == 0 && nlpd_backend_sync(g, &err) == 0);
+    uint16_t out[4];
+    CHECK(nlpd_backend_download(&p.g, x, out, sizeof out) == 0);
+    float y[4];
+    for (int i = 0; i < 4; i++)
+        y[i] = h_dec(t, out[i]);
+    if (t == NLPD_DTYPE_F16) {
+        CHECK(y[0] == 65504.0f && y[1] == -65504.0f);
+    } else {
+        CHECK(fabs(y[0] - 90000.0) <= 90000.0 / 256 && fabs(y[1] + 90000.0) <= 90000.0 / 256);
+    }
+    CHECK(y[2] == 1.0f && isnan(y[3]));
+    printf("  %s: 60000 + 30000 -> %g, NaN -> %g\n", nlpd_dtype_name(t), (double)y[0], (double)y[3]);
+    pair_free(&p);
+}
+
+/* MATMUL with a in t (and c in t or fp32), b and bias in a weight buffer: the cuBLASLt epilogues (bias, ReLU, tanh
+ * GELU) and the separate pass (exact GELU, tanh, SiLU, no bias), both transposes, padded strides. */
+static void half_io_matmul(struct nlpd_backend *g, enum nlpd_dtype t, double tol)
+{
+    if (!has_half_act(g, t))
+        return;
+    static const enum nlpd_act mm_acts[] = {NLPD_ACT_NONE, NLPD_ACT_RELU, NLPD_ACT_GELU_TANH, NLPD_ACT_GELU,
+                                            NLPD_ACT_TANH};
+    static const int shapes[][4] = {{64, 96, 48, 0}, {5, 300, 61, 1}, {33, 70, 48, 1}}; /* m, n, k, trans_b */
+    double worst = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (size_t ai = 0; ai < sizeof mm_acts / sizeof mm_acts[0]; ai++)
+            for (int v = 0; v < 4; v++) { /* bit 0: bias; bit 1: c in fp32 (a head's output) */
+                const int m = shapes[si][0], n = shapes[si][1], k = shapes[si][2], tb = shapes[si][3];
+                const int bias = v & 1, c32 = v >> 1, pad = (int)si;
+                const size_t lda = (size_t)k + pad, ldb = (size_t)(tb ? k : n) + pad, ldc = (size_t)n + pad;
+                const size_t brows = tb ? (size_t)n : (size_t)k;
+                struct pair p, w;
+                if (pair_init(&p, g, ((size_t)m * lda + (size_t)m * ldc) * 4 + 4 * 256, 0))
+                    return;
+                if (pair_init(&w, g, (brows * ldb + (size_t)n) * 4 + 4 * 256, 1)) {
+                    pair_free(&p);
+                    return;
+                }
+                size_t a = put_half(&p, t, (size_t)m * lda, 1.0f), c = put(&p, NULL, (size_t)m * ldc * 4);
+                size_t b = put_rand(&w, brows * ldb, 1.0f), bs = put_rand(&w, (size_t)n, 1.0f);
+                struct nlpd_op oc = {.kind = NLPD_OP_MATMUL}, og = oc;
+                oc.u.matmul = (struct nlpd_op_matmul){F(&p.c, c),
+                                                      F(&p.c, a),
+                                                      F(&w.c, b),
+                                                      bias ? F(&w.c, bs) : NULL,
+                                                      m,
+                                                      n,
+                                                      k,
+                                                      (int)lda,
+                                                      (int)ldb,
+                                                      (int)ldc,
+                                                      tb,
+                                                      mm_acts[ai],
+                                                      NLPD_DTYPE_F32,
+                                                      NLPD_DTYPE_F32};
+                og.u.matmul = (struct nlpd_op_matmul){F(&p.g, c), F(&p.g, a),
+                                                      F(&w.g, b), bias ? F(&w.g, bs) : NULL,
+                                                      m,          n,
+                                                      k,          (int)lda,
+                                                      (int)ldb,   (int)ldc,
+                                                      tb,         mm_acts[ai],
+                                                      t,          c32 ? NLPD_DTYPE_F32 : t};
+                char what[128];
+                snprintf(what, sizeof what, "half matmul %dx%dx%d tb%d act%d bias%d c%s", m, n, k, tb, (int)mm_acts[ai],
+                         bias, c32 ? "fp32" : nlpd_dtype_name(t));
+                if (!run2(&p, &oc, &og))
+                    worst = fmax(worst, c32 ? compare_out(&p, c, (size_t)m, (size_t)n, ldc, tol, what)
+                                            : compare_half(&p, c, (size_t)m, (size_t)n, ldc, t, tol, what));
+                pair_free(&w);
+                pair_free(&p);
+            }
+    printf("  %s activations: matmul worst normwise %.3g (bound %.3g)\n", nlpd_dtype_name(t), worst, tol);
+    /* a half operand with b outside a weight buffer has no half b to pair with: a clear error */
+    struct pair p;
+    if (pair_init(&p, g, 1 << 16, 0))
+        return;
+    size_t a = put_half(&p, t, 64, 1.0f), b = put_rand(&p, 64, 1.0f), c = put(&p, NULL, 64 * 4);
+    struct nlpd_op op = {.kind = NLPD_OP_MATMUL};
+    op.u.matmul =
+        (struct nlpd_op_matmul){F(&p.g, c), F(&p.g, a), F(&p.g, b), NULL, 8, 8, 8, 8, 8, 8, 0, NLPD_ACT_NONE, t, t};
+    struct nlpd_error err = {0};
+    CHECK(nlpd_backend_run(g, &op, &err) == NLPD_EINVAL);
+    CHECK_STR_CONTAINS(err.message, "weight buffer");
+    pair_free(&p);
+}
+
+/* A backend created under env (name=value; NULL value: unset). */
+static struct nlpd_backend *backend_with_env(const char *name, const char *value, enum nlpd_dtype dt,
+                                             struct nlpd_error *err)
+{
+    if (value)
+        setenv(name, value, 1);
+    struct nlpd_backend_opts o = {.name = gpu_name, .threads = 1, .dtype = dt};
+    struct nlpd_backend *be = nlpd_backend_new_opts(&o, err);
+    unsetenv(name);
+    return be;
+}
+
+static void test_half_activations(void)
+{
+    for (int bf = 0; bf < 2; bf++) {
+        enum nlpd_dtype t = bf ? NLPD_DTYPE_BF16 : NLPD_DTYPE_F16;
+        struct nlpd_backend *g = bf ? gpub16 : gpu16;
+        half_io_elementwise(g, t);
+        half_saturation(g, t);
+        half_io_matmul(g, t, bf ? 4e-2 : 5e-3); /* default NLPD_CUDA_EPILOGUE=lt */
+        struct nlpd_error err = {0};
+        struct nlpd_backend *sep = backend_with_env("NLPD_CUDA_EPILOGUE", "separate", t, &err);
+        CHECK(sep != NULL);
+        if (sep) {
+            if (!strcmp(gpu_name, "cuda"))
+                CHECK_STR_CONTAINS(nlpd_backend_reason(sep), "separate bias+act");
+            half_io_matmul(sep, t, bf ? 4e-2 : 5e-3);
+        }
+        nlpd_backend_free(sep);
+    }
+    if (strcmp(gpu_name, "cuda"))
+        return;
+    /* the switches: fp32 activations (half operands then refused), and a bad value is an error at creation */
+    struct nlpd_error err = {0};
+    struct nlpd_backend *f32 = backend_with_env("NLPD_CUDA_ACT", "fp32", NLPD_DTYPE_F16, &err);
+    CHECK(f32 && nlpd_backend_act_dtype(f32) == NLPD_DTYPE_F32 && nlpd_backend_dtype(f32) == NLPD_DTYPE_F16);
+    CHECK_STR_CONTAINS(f32 ? nlpd_backend_reason(f32) : NULL, "NLPD_CUDA_ACT=fp32");
+    nlpd_backend_free(f32);
+    CHECK(nlpd_backend_act_dtype(gpu16) == NLPD_DTYPE_F16 && nlpd_backend_act_dtype(gpub16) == NLPD_DTYPE_BF16);
+    CHECK(nlpd_backend_act_dtype(gpu) == NLPD_DTYPE_F32); /* fp32 weights: fp32 activations */
+    struct nlpd_backend *bad = backend_with_env("NLPD_CUDA_ACT", "fp8", NLPD_DTYPE_F16, &err);
+    CHECK(bad == NULL);
+    CHECK_STR_CONTAINS(err.message, "NLPD_CUDA_ACT must be half or fp32");
+    bad = backend_with_env("NLPD_CUDA_EPILOGUE", "fused", NLPD_DTYPE_F16, &err);
+    CHECK(bad == NULL);
+    CHECK_STR_CONTAINS(err.message, "NLPD_CUDA_EPILOGUE must be lt or separate");
+    /* dtype auto on CUDA: fp16 weights and activations */
+    struct nlpd_backend *au = backend_with_env("NLPD_CUDA_ACT", NULL, NLPD_DTYPE_AUTO, &err);
+    CHECK(au && nlpd_backend_dtype(au) == NLPD_DTYPE_F16 && nlpd_backend_act_dtype(au) == NLPD_DTYPE_F16);
+    nlpd_backend_free(au);
+}
+
+/* ------------------------------------------------ the encoder with half-precision activations ---- */
+
+/* Whether the backend's ATTENTION takes half io (the fused kernel of kernels/cuda/fattn.cu; before it, attention
+ * reads the 2-byte elements as floats): one small case against the CPU. Garbage and a correct result are far
+ * apart, so the threshold (0.1 normwise) only separates those two; fattn's own tests bound the precision. */
+static int attention_half_io(struct nlpd_backend *g, enum nlpd_dtype t)
+{
+    const int S = 6, NH = 2, D = 8, H = NH * D;
+    struct pair p;
+    if (pair_init(&p, g, 1 << 16, 0))
+        return 0;
+    size_t qkv = put_half(&p, t, (size_t)S * 3 * H, 2.0f), out = put(&p, NULL, (size_t)S * H * 4);
+    struct nlpd_op oc = {.kind = NLPD_OP_ATTENTION}, og = oc;
+    oc.u.attention = (struct nlpd_op_attention){
+        F(&p.c, out), F(&p.c, qkv), NULL, 1, S, NH, D, 3 * H, H, 1.0f / sqrtf((float)D), NULL, 0, NLPD_DTYPE_F32};
+    og.u.attention = oc.u.attention;
+    og.u.attention.out = F(&p.g, out);
+    og.u.attention.qkv = F(&p.g, qkv);
+    og.u.attention.io_type = t;
+    struct nlpd_error e1 = {0}, e2 = {0};
+    int ok =
+        nlpd_backend_run(cpu, &oc, &e1) == 0 && nlpd_backend_run(g, &og, &e2) == 0 && nlpd_backend_sync(g, &e2) == 0;
+    if (ok) {
+        float c[6 * 16];
+        uint16_t h[6 * 16];
+        ok = nlpd_backend_download(&p.c, out, c, sizeof c) == 0 && nlpd_backend_download(&p.g, out, h, sizeof h) == 0;
+        double mx = 0;
+        for (int i = 0; i < S * H; i++)
+            mx = fmax(mx, fabs(c[i]));
+        for (int i = 0; ok && i < S * H; i++)
+            ok = fabs(c[i] - h_dec(t, h[i])) <= 0.1 * (fabs(c[i]) + mx);
+    }
+    pair_free(&p);
+    return ok;
+}
+
+/* The golden batch of FIX name through the encoder on `backend` in `dtype`: logits (rows x NL) and the last hidden
+ * state (T x H), malloc'd; 0, or -1 with the message printed. */
+static int encoder_batch(const char *name, const char *backend, const char *dtype, float **logits, float **hidden,
+                         size_t *n_logits, size_t *n_hidden, int *layers)
+{
+    char dir[256], path[300];
+    snprintf(dir, sizeof dir, FIX "%s", name);
+    snprintf(path, sizeof path, "%s/golden.json", dir);
+    json_error_t je;
+    json_t *g = json_load_file(path, 0, &je);
+    struct nlpd_error err = {0};
+    struct nlpd_encoder_opts opts = {.backend = backend, .threads = 1, .dtype = dtype};
+    struct nlpd_encoder *enc = g ? nlpd_encoder_load(dir, &opts, &err) : NULL;
+    int rc = -1;
+    if (enc) {
+        json_t *batch = json_object_get(g, "batch");
+        int B, S, b2, s2;
+        int32_t *ids = ints2d(json_object_get(batch, "input_ids"), &B, &S);
+        int32_t *mask = ints2d(json_object_get(batch, "attention_mask"), &b2, &s2);
+        int32_t *types = json_object_get(batch, "token_type_ids")
+                             ? ints2d(json_object_get(batch, "token_type_ids"), &b2, &s2)
+                             : NULL;
+        int token = nlpd_encoder_task(enc) == NLPD_HF_TASK_TOKEN_CLS;
+        *n_logits = (token ? (size_t)B * S : (size_t)B) * (size_t)nlpd_encoder_num_labels(enc);
+        *n_hidden = (size_t)B * S * (size_t)nlpd_encoder_hidden_size(enc);
+        *layers = nlpd_encoder_config(enc)->num_layers;
+        *logits = calloc(*n_logits, sizeof(float));
+        *hidden = calloc(*n_hidden, sizeof(float));
+        struct nlpd_encoder_ws *ws = nlpd_encoder_ws_new(enc, B, S, &err);
+        struct nlpd_encoder_input in = {B, S, ids, mask, types};
+        struct nlpd_encoder_output out = {.logits = *logits, .hidden = *hidden};
+        rc = ws && nlpd_encoder_forward(enc, ws, &in, &out, &err) == 0 ? 0 : -1;
+        nlpd_encoder_ws_free(ws);
+        free(ids);
+        free(mask);
+        free(types);
+    }
+    if (rc)
+        fprintf(stderr, "%s (%s, %s): %s\n", name, backend, dtype, g ? err.message : je.text);
+    nlpd_encoder_free(enc);
+    json_decref(g);
+    return rc;
+}
+
+/* normwise max |a - b| / (|b| + max|b|) */
+static double normwise(const float *a, const float *b, size_t n)
+{
+    double mx = 0, worst = 0;
+    for (size_t i = 0; i < n; i++)
+        mx = fmax(mx, fabs(b[i]));
+    for (size_t i = 0; i < n; i++) {
+        double r = fabs((double)a[i] - b[i]) / (fabs(b[i]) + mx + 1e-30);
+        worst = r != r ? INFINITY : fmax(worst, r);
+    }
+    return worst;
+}
+
+/* The hf-tiny encoders with fp16 / bf16 activations (the default of those dtypes) against the CPU backend in fp32:
+ * logits and the last hidden state (downloaded in 2-byte elements and widened on the host). Bound, a first-order
+ * estimate: a forward of L layers stores or rounds R = 4 + 11 L quantities in the type (embedding and its layer
+ * norm; per layer four products' weights and outputs, attention's inputs and output, two layer norms; the two head
+ * weights), each a relative error of at most u; with layer norms renormalising, each stage passes an error on
+ * with a gain taken as <= 1 and the products add about u normwise each (file header), so 2 R u normwise. It is not
+ * a proof for every model: one whose layers amplify errors more needs a wider bound. */
+static void test_models_half_act(void)
+{
+    for (int bf = 0; bf < 2; bf++) {
+        const enum nlpd_dtype t = bf ? NLPD_DTYPE_BF16 : NLPD_DTYPE_F16;
+        if (!has_half_act(bf ? gpub16 : gpu16, t))
+            continue;
+        if (!attention_half_io(bf ? gpub16 : gpu16, t)) {
+            printf("  skipped: attention with %s io not on this backend yet (kernels/cuda/fattn.cu)\n",
+                   nlpd_dtype_name(t));
+            continue;
+        }
+        for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+            float *lc = NULL, *hc = NULL, *lg = NULL, *hg = NULL;
+            size_t nl, nh, nl2, nh2;
+            int L = 0;
+            if (encoder_batch(models[i], "cpu", "fp32", &lc, &hc, &nl, &nh, &L) == 0 &&
+                encoder_batch(models[i], gpu_name, nlpd_dtype_name(t), &lg, &hg, &nl2, &nh2, &L) == 0) {
+                CHECK(nl == nl2 && nh == nh2);
+                const double tol = 2.0 * (4 + 11 * L) * unit_roundoff(t);
+                double dl = normwise(lg, lc, nl), dh = normwise(hg, hc, nh);
+                printf("  %-20s %s activations: logits normwise %.3g, hidden %.3g (bound %.3g)\n", models[i],
+                       nlpd_dtype_name(t), dl, dh, tol);
+                CHECK(dl <= tol && dh <= tol);
+            } else {
+                CHECK(0);
+            }
+            free(lc);
+            free(hc);
+            free(lg);
+            free(hg);
+        }
+    }
+}
+
 int main(void)
 {
     if (!getenv("NLPD_LIBDIR"))
@@ -1607,6 +2096,7 @@ int main(void)
             RUN(test_oom);
         RUN(test_fp16);
         RUN(test_bf16);
+        RUN(test_half_activations);
     }
     RUN(test_small_arena);
     if (gpu16 && gpub16) {
@@ -1622,6 +2112,8 @@ int main(void)
     if (!ops_only || strcmp(ops_only, "1")) {
         RUN(test_models);
         RUN(test_deberta_models);
+        if (gpu16 && gpub16)
+            RUN(test_models_half_act);
     }
     nlpd_backend_free(gpu);
     nlpd_backend_free(gpu16);

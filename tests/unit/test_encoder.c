@@ -765,7 +765,9 @@ static int fake_supports(const struct nlpd_backend *be, enum nlpd_op_kind kind)
 static struct nlpd_backend *fake_gpu(const struct nlpd_backend_opts *o, unsigned long abi, struct nlpd_error *err)
 {
     (void)abi;
-    struct nlpd_backend *be = nlpd_backend_cpu_new_opts(o, err);
+    struct nlpd_backend_opts c = *o;
+    c.dtype = NLPD_DTYPE_F32; /* a GPU gets fp16 for dtype auto; the CPU under the fake computes in fp32 */
+    struct nlpd_backend *be = nlpd_backend_cpu_new_opts(&c, err);
     if (!be)
         return NULL;
     fake_ops = *be->ops;
@@ -849,8 +851,168 @@ static void test_backend_choice(void)
     nlpd_backend_set_gpu_factory(NULL);
 }
 
+/* ---- kernels.dtype "auto" (fp16 on CUDA, fp32 on the CPU), and the encoder's wiring on a backend that keeps
+ * activations in half precision: a fake GPU records each op's activation types instead of running it ---- */
+
+static enum nlpd_dtype seen_dtype;
+static int fake_calls, fake_fail, fake_half;
+struct op_rec {
+    enum nlpd_op_kind kind;
+    enum nlpd_dtype t0, t1;
+};
+static struct op_rec recs[256];
+static int n_recs;
+
+static int recording_run(struct nlpd_backend *be, const struct nlpd_op *op, struct nlpd_error *err)
+{
+    (void)be;
+    (void)err;
+    struct op_rec r = {op->kind, NLPD_DTYPE_F32, NLPD_DTYPE_F32};
+    switch (op->kind) {
+    case NLPD_OP_MATMUL:
+        r.t0 = op->u.matmul.a_type;
+        r.t1 = op->u.matmul.c_type;
+        break;
+    case NLPD_OP_LAYER_NORM: r.t0 = op->u.layer_norm.io_type; break;
+    case NLPD_OP_ATTENTION: r.t0 = op->u.attention.io_type; break;
+    case NLPD_OP_EMBED: r.t0 = op->u.embed.out_type; break;
+    case NLPD_OP_BIAS_ACT: r.t0 = op->u.bias_act.x_type; break;
+    default: break;
+    }
+    if (n_recs < 256)
+        recs[n_recs++] = r;
+    return 0;
+}
+
+static struct nlpd_backend_ops rec_ops;
+
+static struct nlpd_backend *fake_gpu_dtype(const struct nlpd_backend_opts *o, unsigned long abi, struct nlpd_error *err)
+{
+    fake_calls++;
+    seen_dtype = o->dtype;
+    if (fake_fail) {
+        nlpd_error_set(err, NLPD_ENOTFOUND, 0, "no CUDA device (fake)");
+        return NULL;
+    }
+    struct nlpd_backend_opts c = *o;
+    c.dtype = NLPD_DTYPE_F32; /* (the CPU backend under it has no fp16) */
+    struct nlpd_backend *be = fake_gpu(&c, abi, err);
+    if (be && fake_half) {
+        be->act_dtype = o->dtype;
+        rec_ops = fake_ops;
+        rec_ops.run = recording_run;
+        be->ops = &rec_ops;
+    }
+    return be;
+}
+
+static void test_dtype_auto(void)
+{
+    CHECK(nlpd_dtype_parse("auto") == NLPD_DTYPE_AUTO && !strcmp(nlpd_dtype_name(NLPD_DTYPE_AUTO), "auto"));
+    nlpd_backend_set_gpu_factory(fake_gpu_dtype);
+    struct nlpd_error err = {0};
+    static const struct {
+        const char *name;
+        enum nlpd_dtype ask, gpu_sees, got;
+        int fail, calls;
+    } cases[] = {
+        {"cuda", NLPD_DTYPE_AUTO, NLPD_DTYPE_F16, NLPD_DTYPE_F16, 0, 1}, /* auto on CUDA: fp16 */
+        {"auto", NLPD_DTYPE_AUTO, NLPD_DTYPE_F16, NLPD_DTYPE_F16, 0, 1},
+        {"cuda", NLPD_DTYPE_F32, NLPD_DTYPE_F32, NLPD_DTYPE_F32, 0, 1}, /* explicit fp32 on CUDA still works */
+        {"cuda", NLPD_DTYPE_BF16, NLPD_DTYPE_BF16, NLPD_DTYPE_BF16, 0, 1},
+        {"cpu", NLPD_DTYPE_AUTO, NLPD_DTYPE_F32, NLPD_DTYPE_F32, 0, 0},  /* auto on the CPU: fp32 */
+        {"auto", NLPD_DTYPE_AUTO, NLPD_DTYPE_F16, NLPD_DTYPE_F32, 1, 1}, /* no GPU: the CPU in fp32 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fake_calls = 0;
+        fake_fail = cases[i].fail;
+        seen_dtype = NLPD_DTYPE_INT8;
+        struct nlpd_backend_opts o = {.name = cases[i].name, .threads = 1, .dtype = cases[i].ask};
+        struct nlpd_backend *be = nlpd_backend_new_opts(&o, &err);
+        CHECK(be != NULL);
+        CHECK(fake_calls == cases[i].calls);
+        if (cases[i].calls)
+            CHECK(seen_dtype == cases[i].gpu_sees);
+        if (be) {
+            CHECK(nlpd_backend_dtype(be) == cases[i].got);
+            CHECK(!strstr(nlpd_backend_reason(be), "falls back"));
+        }
+        nlpd_backend_free(be);
+    }
+    fake_fail = 0;
+    nlpd_backend_set_gpu_factory(NULL);
+}
+
+static void test_half_act_wiring(void)
+{
+    /* workspace: the layers' five parts take half the room in 2-byte elements, the heads' parts do not change */
+    struct nlpd_hf_config c = {.hidden_size = 768, .intermediate_size = 3072};
+    size_t o32[12], o16[12];
+    size_t f32 = nlpd_encoder_ws_floats(&c, 2, NLPD_DTYPE_F32, 4, 128, o32);
+    size_t f16 = nlpd_encoder_ws_floats(&c, 2, NLPD_DTYPE_F16, 4, 128, o16);
+    size_t T = 4 * 128, layers32 = T * 768 * 6 + T * 3072; /* x, qkv (3), ctx, tmp, ffn */
+    CHECK(o32[5] == layers32 && o16[5] == layers32 / 2);
+    CHECK(f32 - f16 == layers32 / 2);
+    CHECK(o16[1] - o16[0] >= T * 768 / 2 && o16[4] - o16[3] >= T * 768 / 2);
+    CHECK(nlpd_encoder_act_type(NLPD_DTYPE_BF16) == NLPD_DTYPE_BF16 &&
+          nlpd_encoder_act_type(NLPD_DTYPE_F32) == NLPD_DTYPE_F32 &&
+          nlpd_encoder_act_type(NLPD_DTYPE_INT8) == NLPD_DTYPE_F32);
+
+    nlpd_backend_set_gpu_factory(fake_gpu_dtype);
+    fake_half = 1;
+    static const char *names[] = {"bert-seq-cls", "bert-token-cls", "distilbert-seq-cls"};
+    for (int m = 0; m < 3; m++) {
+        for (int bf = 0; bf < 2; bf++) {
+            const enum nlpd_dtype h = bf ? NLPD_DTYPE_BF16 : NLPD_DTYPE_F16;
+            struct nlpd_encoder_opts opts = {.backend = "cuda", .threads = 1, .dtype = bf ? "bf16" : "fp16"};
+            char dir[256];
+            snprintf(dir, sizeof dir, FIX "%s", names[m]);
+            struct nlpd_error err = {0};
+            struct nlpd_encoder *enc = nlpd_encoder_load(dir, &opts, &err);
+            CHECK(enc != NULL);
+            if (!enc)
+                continue;
+            CHECK(nlpd_encoder_act_dtype(enc) == h);
+            struct nlpd_encoder_ws *ws = nlpd_encoder_ws_new(enc, 2, 3, &err);
+            int32_t ids[6] = {1, 5, 2, 1, 7, 2};
+            struct nlpd_encoder_input in = {2, 3, ids, NULL, NULL};
+            struct nlpd_encoder_output out = {0};
+            n_recs = 0;
+            CHECK(ws && nlpd_encoder_forward(enc, ws, &in, &out, &err) == 0);
+            const int L = nlpd_encoder_config(enc)->num_layers, seq = nlpd_encoder_task(enc) == NLPD_HF_TASK_SEQ_CLS;
+            /* embed, LN, then per layer 4 products, attention, 2 LNs; then pool + classifier or the classifier */
+            CHECK(n_recs == 2 + 7 * L + (seq ? 2 : 1));
+            int heads = 0;
+            for (int i = 0; i < n_recs; i++) {
+                const struct op_rec *r = &recs[i];
+                if (i < 2 + 7 * L) { /* the layers: everything in half */
+                    CHECK(r->t0 == h);
+                    if (r->kind == NLPD_OP_MATMUL)
+                        CHECK(r->t1 == h);
+                } else { /* heads: a from x in half (pool, token classifier) or the pooled fp32; c fp32 */
+                    heads++;
+                    CHECK(r->kind == NLPD_OP_MATMUL && r->t1 == NLPD_DTYPE_F32);
+                    CHECK(r->t0 == (seq && heads == 2 ? NLPD_DTYPE_F32 : h));
+                }
+            }
+            nlpd_encoder_ws_free(ws);
+            nlpd_encoder_free(enc);
+        }
+    }
+    fake_half = 0;
+    /* a backend without half activations gets fp32 everywhere */
+    struct nlpd_encoder_opts opts = {.backend = "cpu", .threads = 1};
+    struct nlpd_error err = {0};
+    struct nlpd_encoder *enc = nlpd_encoder_load(FIX "bert-seq-cls", &opts, &err);
+    CHECK(enc && nlpd_encoder_act_dtype(enc) == NLPD_DTYPE_F32);
+    nlpd_encoder_free(enc);
+    nlpd_backend_set_gpu_factory(NULL);
+}
+
 int main(void)
 {
+    /* fp32 goldens: the process default dtype (auto) would take fp16 on a CUDA device, emulated ones included */
+    nlpd_kernels_set_defaults(NULL, 0, NLPD_DTYPE_F32);
     RUN(test_parity);
     RUN(test_pooled_and_hidden);
     RUN(test_bad_folders);
@@ -859,5 +1021,7 @@ int main(void)
     RUN(test_config);
     RUN(test_deberta);
     RUN(test_backend_choice);
+    RUN(test_dtype_auto);
+    RUN(test_half_act_wiring);
     return TEST_REPORT();
 }

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "diag.h"
 #include "harness.h"
+#include "nlpd_kernels.h"
 #include "pipeline.h"
 #include "record.h"
 #include "translate/sentences.h"
@@ -175,6 +176,8 @@ static void downstream_original(void)
 
 int main(void)
 {
+    /* fp32 goldens: the process default dtype (auto) would take fp16 on a CUDA device, emulated ones included */
+    nlpd_kernels_set_defaults(NULL, 0, NLPD_DTYPE_F32);
     RUN(sentences_and_retry);
     RUN(sentence_boundaries);
     RUN(downstream_original);

@@ -31,12 +31,12 @@
 #define __global__
 #define __device__
 #define __host__
-#define __forceinline__          inline
-#define __noinline__             __attribute__((noinline))
-#define __align__(n)             __attribute__((aligned(n)))
+#define __forceinline__ inline
+#define __noinline__    __attribute__((noinline))
+#define __align__(n)    __attribute__((aligned(n)))
 #define __launch_bounds__(...)
 /* shared memory: one instance per block in flight; blocks of one OS thread run one after another */
-#define __shared__               static thread_local
+#define __shared__ static thread_local
 #define __constant__
 
 static const int warpSize = 32;
@@ -47,8 +47,12 @@ struct uint3 {
 
 struct dim3 {
     unsigned int x, y, z;
-    dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1) : x(vx), y(vy), z(vz) {}
-    dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
+    dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1) : x(vx), y(vy), z(vz)
+    {
+    }
+    dim3(uint3 v) : x(v.x), y(v.y), z(v.z)
+    {
+    }
 };
 
 /* The fiber running now (a block thread), or NULL on the host side. */
@@ -122,10 +126,10 @@ template <typename T> static inline T cu_emul_shfl(T v, int src_of_lane_fn_kind,
     cu_emul_sync_warp();
     int base = lane & ~(width - 1), src;
     switch (src_of_lane_fn_kind) {
-    case 0: src = base + (arg & (width - 1)); break;                                            /* __shfl_sync */
-    case 1: src = lane ^ arg; break;                                                            /* xor */
-    case 2: src = (lane - base) + arg < width ? lane + arg : lane; break;                       /* down */
-    default: src = (lane - base) - arg >= 0 ? lane - arg : lane; break;                        /* up */
+    case 0: src = base + (arg & (width - 1)); break;                      /* __shfl_sync */
+    case 1: src = lane ^ arg; break;                                      /* xor */
+    case 2: src = (lane - base) + arg < width ? lane + arg : lane; break; /* down */
+    default: src = (lane - base) - arg >= 0 ? lane - arg : lane; break;   /* up */
     }
     T r;
     memcpy(&r, cu_emul_warp_slot(src & 31), sizeof r);
@@ -313,7 +317,7 @@ enum cudaError : int;
 /* Checks the configuration (the sticky launch error when it is bad) and runs or records (stream capture) the
  * grid; fn runs one thread of one block. */
 enum cudaError cu_emul_submit(const void *kernel, dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
-                    std::function<void()> fn);
+                              std::function<void()> fn);
 
 template <typename... P> struct cu_emul_launcher {
     void (*kernel)(P...);

@@ -361,6 +361,13 @@ cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p)
 cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
                                                     cublasLtMatmulPreferenceAttributes_t a, const void *buf, size_t n)
 {
+    if (a == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES || a == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES ||
+        a == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES || a == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES) {
+        uint32_t al; /* a power of two, as cuBLASLt requires */
+        if (get_attr(&al, buf, n) || !al || (al & (al - 1)))
+            return CUBLAS_STATUS_INVALID_VALUE;
+        return CUBLAS_STATUS_SUCCESS;
+    }
     if (a != CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES)
         return CUBLAS_STATUS_NOT_SUPPORTED;
     uint64_t v;

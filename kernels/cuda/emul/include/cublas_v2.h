@@ -55,9 +55,9 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             cublasComputeType_t compute, cublasGemmAlgo_t algo);
 cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                                    const void *alpha, const void *const A[], cudaDataType_t at, int lda,
-                                   const void *const B[], cudaDataType_t bt, int ldb, const void *beta,
-                                   void *const C[], cudaDataType_t ct, int ldc, int count,
-                                   cublasComputeType_t compute, cublasGemmAlgo_t algo);
+                                   const void *const B[], cudaDataType_t bt, int ldb, const void *beta, void *const C[],
+                                   cudaDataType_t ct, int ldc, int count, cublasComputeType_t compute,
+                                   cublasGemmAlgo_t algo);
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                                           int k, const void *alpha, const void *A, cudaDataType_t at, int lda,
                                           long long sa, const void *B, cudaDataType_t bt, int ldb, long long sb,

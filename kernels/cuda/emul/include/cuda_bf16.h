@@ -22,7 +22,9 @@ static inline uint16_t cu_emul_f32_to_bf16_bits(float f)
     return (uint16_t)(x >> 16);
 }
 
-inline __nv_bfloat16::__nv_bfloat16(float f) : bits(cu_emul_f32_to_bf16_bits(f)) {}
+inline __nv_bfloat16::__nv_bfloat16(float f) : bits(cu_emul_f32_to_bf16_bits(f))
+{
+}
 inline __nv_bfloat16::operator float() const
 {
     uint32_t x = (uint32_t)bits << 16;

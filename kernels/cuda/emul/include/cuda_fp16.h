@@ -55,7 +55,9 @@ static inline float cu_emul_f16_bits_to_f32(uint16_t h)
     return f;
 }
 
-inline __half::__half(float f) : bits(cu_emul_f32_to_f16_bits(f)) {}
+inline __half::__half(float f) : bits(cu_emul_f32_to_f16_bits(f))
+{
+}
 inline __half::operator float() const
 {
     return cu_emul_f16_bits_to_f32(bits);

@@ -3,7 +3,7 @@
 #ifndef NLPD_CU_EMUL_RUNTIME_H
 #define NLPD_CU_EMUL_RUNTIME_H
 
-#include "../cu_emul.h"
+#include "cu_emul.h"
 
 enum cudaError : int {
     cudaSuccess = 0,
@@ -55,12 +55,12 @@ typedef enum cudaDataType_t {
     CUDA_R_8I = 3
 } cudaDataType;
 
-#define cudaStreamDefault       0x00
-#define cudaStreamNonBlocking   0x01
-#define cudaEventDefault        0x00
-#define cudaEventDisableTiming  0x02
-#define cudaHostAllocDefault    0x00
-#define cudaHostAllocPortable   0x01
+#define cudaStreamDefault      0x00
+#define cudaStreamNonBlocking  0x01
+#define cudaEventDefault       0x00
+#define cudaEventDisableTiming 0x02
+#define cudaHostAllocDefault   0x00
+#define cudaHostAllocPortable  0x01
 
 typedef struct cu_emul_event *cudaEvent_t;
 typedef struct cu_emul_graph *cudaGraph_t;

@@ -12,22 +12,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-namespace nvcuda {
-namespace wmma {
+namespace nvcuda
+{
+namespace wmma
+{
 
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
+struct matrix_a {
+};
+struct matrix_b {
+};
+struct accumulator {
+};
+struct row_major {
+};
+struct col_major {
+};
 enum layout_t { mem_row_major, mem_col_major };
 
 /* the device's rules: a 256-bit aligned pointer and a leading dimension of a multiple of 16 bytes */
 template <typename P> inline void check_tile(const P *p, unsigned ldm, const char *what)
 {
     if (((uintptr_t)p & 31) || (ldm * sizeof(P)) % 16) {
-        fprintf(stderr, "cuda emulator: wmma::%s with pointer %p (must be 32-byte aligned) and ldm %u (must be a "
-                        "multiple of 16 bytes)\n", what, (const void *)p, ldm);
+        fprintf(stderr,
+                "cuda emulator: wmma::%s with pointer %p (must be 32-byte aligned) and ldm %u (must be a "
+                "multiple of 16 bytes)\n",
+                what, (const void *)p, ldm);
         abort();
     }
 }
