@@ -1,6 +1,6 @@
 #!/bin/sh
 # DeBERTa-v2 on the CUDA backend under the host emulator (kernels/cuda/emul/): the hf-tiny DeBERTa fixtures'
-# golden examples through `nlpd infer --backend cuda` (strict fp32) against transformers' logits, within the
+# golden examples through `nlpd infer --backend cuda --dtype fp32` (strict) against transformers' logits, within the
 # goldens' own tolerance (atol 1e-4 + rtol 1e-4), and `--backend auto` picking CUDA for them.
 # usage: tests/integration/test_cuda_deberta.sh [path/to/nlpd]   Prints `N passed, N failed`.
 set -u
@@ -22,7 +22,7 @@ for m in deberta-v2-seq-cls deberta-v2-token-cls; do
 for e in json.load(open(sys.argv[1]))["examples"]:
     print(json.dumps({"input_ids": e["input_ids"]}))' "$dir/golden.json" > "$T/in.jsonl" || exit 2
     n=$(wc -l < "$T/in.jsonl")
-    if timeout 300 "$NLPD" infer --model "$dir" --backend cuda < "$T/in.jsonl" > "$T/out.jsonl" 2> "$T/err"; then
+    if timeout 300 "$NLPD" infer --model "$dir" --backend cuda --dtype fp32 < "$T/in.jsonl" > "$T/out.jsonl" 2> "$T/err"; then
         grep -q "kernels: backend cuda" "$T/err" && ok "$m: infer --backend cuda runs on the CUDA backend" \
             || nok "$m: backend" "$(cat "$T/err")"
         why=$(python3 -c 'import json, sys
