@@ -520,7 +520,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
 cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus *st)
 {
     cu_emul_stream *x = stream_of(s);
-    *st = !x->capturing      ? cudaStreamCaptureStatusNone
+    *st = !x->capturing    ? cudaStreamCaptureStatusNone
           : x->invalidated ? cudaStreamCaptureStatusInvalidated
                            : cudaStreamCaptureStatusActive;
     return cudaSuccess;

@@ -86,7 +86,8 @@ static void gemm(const gemm_args &g)
             for (int t = 0; t < g.k; t++) {
                 size_t ai = g.ta == CUBLAS_OP_N ? (size_t)t * g.lda + i : (size_t)i * g.lda + t;
                 size_t bi = g.tb == CUBLAS_OP_N ? (size_t)j * g.ldb + t : (size_t)t * g.ldb + j;
-                s += cu_emul_round(cu_emul_load(g.A, g.at, ai), g.ra) * cu_emul_round(cu_emul_load(g.B, g.bt, bi), g.rb);
+                s +=
+                    cu_emul_round(cu_emul_load(g.A, g.at, ai), g.ra) * cu_emul_round(cu_emul_load(g.B, g.bt, bi), g.rb);
             }
             size_t ci = (size_t)j * g.ldc + i;
             float v = g.alpha * s;
@@ -99,9 +100,28 @@ static void gemm(const gemm_args &g)
 static cublasStatus_t check_dims(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda, int ldb,
                                  int ldc)
 {
-    if (m < 0 || n < 0 || k < 0 || ldc < (m > 1 ? m : 1) || lda < ((ta == CUBLAS_OP_N ? m : k) > 1 ? (ta == CUBLAS_OP_N ? m : k) : 1) ||
+    if (m < 0 || n < 0 || k < 0 || ldc < (m > 1 ? m : 1) ||
+        lda < ((ta == CUBLAS_OP_N ? m : k) > 1 ? (ta == CUBLAS_OP_N ? m : k) : 1) ||
         ldb < ((tb == CUBLAS_OP_N ? k : n) > 1 ? (tb == CUBLAS_OP_N ? k : n) : 1))
         return CUBLAS_STATUS_INVALID_VALUE;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* What every Ex entry point checks and fills: shapes, types (A and B alike; fp32 inputs need an fp32 C), the
+ * input rounding of the compute type. g's pointers are the caller's. */
+static cublasStatus_t prepare(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                              const void *alpha, cudaDataType_t at, int lda, cudaDataType_t bt, int ldb,
+                              const void *beta, cudaDataType_t ct, int ldc, cublasComputeType_t compute, int count,
+                              gemm_args *g)
+{
+    cublasStatus_t st = check_dims(ta, tb, m, n, k, lda, ldb, ldc);
+    if (st || count < 0)
+        return st ? st : CUBLAS_STATUS_INVALID_VALUE;
+    if (!type_ok(at) || !type_ok(bt) || !type_ok(ct) || at != bt || (at == CUDA_R_32F && ct != CUDA_R_32F))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    *g = gemm_args{
+        ta, tb, m,   n,   k,   *(const float *)alpha,          *(const float *)beta,          NULL, NULL, NULL, at,
+        bt, ct, lda, ldb, ldc, rounding(compute, h->math, at), rounding(compute, h->math, bt)};
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -158,15 +178,13 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             cublasComputeType_t compute, cublasGemmAlgo_t algo)
 {
     (void)algo;
-    cublasStatus_t st = check_dims(ta, tb, m, n, k, lda, ldb, ldc);
+    gemm_args g;
+    cublasStatus_t st = prepare(h, ta, tb, m, n, k, alpha, at, lda, bt, ldb, beta, ct, ldc, compute, 1, &g);
     if (st)
         return st;
-    if (!type_ok(at) || !type_ok(bt) || !type_ok(ct) || at != bt)
-        return CUBLAS_STATUS_NOT_SUPPORTED;
-    if (at == CUDA_R_32F && ct != CUDA_R_32F)
-        return CUBLAS_STATUS_NOT_SUPPORTED;
-    gemm_args g = {ta, tb, m, n, k, *(const float *)alpha, *(const float *)beta, A, B, C, at, bt, ct, lda, ldb, ldc,
-                   rounding(compute, h->math, at), rounding(compute, h->math, bt)};
+    g.A = A;
+    g.B = B;
+    g.C = C;
     return queue(h, [g]() { gemm(g); });
 }
 
@@ -180,18 +198,15 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
 
 cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                                    const void *alpha, const void *const A[], cudaDataType_t at, int lda,
-                                   const void *const B[], cudaDataType_t bt, int ldb, const void *beta,
-                                   void *const C[], cudaDataType_t ct, int ldc, int count,
-                                   cublasComputeType_t compute, cublasGemmAlgo_t algo)
+                                   const void *const B[], cudaDataType_t bt, int ldb, const void *beta, void *const C[],
+                                   cudaDataType_t ct, int ldc, int count, cublasComputeType_t compute,
+                                   cublasGemmAlgo_t algo)
 {
     (void)algo;
-    cublasStatus_t st = check_dims(ta, tb, m, n, k, lda, ldb, ldc);
-    if (st || count < 0)
-        return st ? st : CUBLAS_STATUS_INVALID_VALUE;
-    if (!type_ok(at) || !type_ok(bt) || !type_ok(ct) || at != bt)
-        return CUBLAS_STATUS_NOT_SUPPORTED;
-    gemm_args g = {ta, tb, m, n, k, *(const float *)alpha, *(const float *)beta, NULL, NULL, NULL, at, bt, ct, lda, ldb,
-                   ldc, rounding(compute, h->math, at), rounding(compute, h->math, bt)};
+    gemm_args g;
+    cublasStatus_t st = prepare(h, ta, tb, m, n, k, alpha, at, lda, bt, ldb, beta, ct, ldc, compute, count, &g);
+    if (st)
+        return st;
     /* the pointer arrays live in device memory and are read when the product runs */
     return queue(h, [g, A, B, C, count]() {
         for (int i = 0; i < count; i++) {
@@ -211,13 +226,13 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           int count, cublasComputeType_t compute, cublasGemmAlgo_t algo)
 {
     (void)algo;
-    cublasStatus_t st = check_dims(ta, tb, m, n, k, lda, ldb, ldc);
-    if (st || count < 0)
-        return st ? st : CUBLAS_STATUS_INVALID_VALUE;
-    if (!type_ok(at) || !type_ok(bt) || !type_ok(ct) || at != bt)
-        return CUBLAS_STATUS_NOT_SUPPORTED;
-    gemm_args g = {ta, tb, m, n, k, *(const float *)alpha, *(const float *)beta, A, B, C, at, bt, ct, lda, ldb, ldc,
-                   rounding(compute, h->math, at), rounding(compute, h->math, bt)};
+    gemm_args g;
+    cublasStatus_t st = prepare(h, ta, tb, m, n, k, alpha, at, lda, bt, ldb, beta, ct, ldc, compute, count, &g);
+    if (st)
+        return st;
+    g.A = A;
+    g.B = B;
+    g.C = C;
     size_t ea = at == CUDA_R_32F ? 4 : 2, ec = ct == CUDA_R_32F ? 4 : 2;
     return queue(h, [g, sa, sb, sc, count, ea, ec]() {
         for (int i = 0; i < count; i++) {
@@ -285,8 +300,8 @@ template <typename T> static cublasStatus_t get_attr(T *dst, const void *buf, si
     return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a,
-                                              const void *buf, size_t n)
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void *buf,
+                                              size_t n)
 {
     int32_t v;
     switch (a) {
