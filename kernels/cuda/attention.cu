@@ -96,17 +96,7 @@ __global__ void k_masked_softmax(float *scores, struct mask_geom g, int p0, int 
             row[t] = v;
             mx = v > mx ? v : mx;
         }
-        mx = cu_warp_max(mx);
-        float s = 0.0f;
-        for (int t = lane; t < n; t += 32) {
-            float e = expf(row[t] - mx);
-            row[t] = e;
-            s += e;
-        }
-        s = cu_warp_sum(s);
-        const float inv = 1.0f / s;
-        for (int t = lane; t < g.kv_len; t += 32)
-            row[t] = t < n ? row[t] * inv : 0.0f;
+        cu_warp_softmax_row(row, mx, n, g.kv_len, lane);
     }
 }
 
@@ -118,9 +108,9 @@ static cublasComputeType_t compute_type(const struct cu_ctx *im)
                                           : CUBLAS_COMPUTE_32F;
 }
 
-static cublasStatus_t batched(struct cu_ctx *im, cublasOperation_t ta, int m, int n, int k, float alpha,
-                              const void *const *a, int lda, const void *const *b, int ldb, void *const *c, int ldc,
-                              int count)
+cublasStatus_t cu_batched_gemm(struct cu_ctx *im, cublasOperation_t ta, int m, int n, int k, float alpha,
+                               const void *const *a, int lda, const void *const *b, int ldb, void *const *c, int ldc,
+                               int count)
 {
     const float zero = 0.0f;
     cublasComputeType_t ct = compute_type(im);
@@ -151,16 +141,16 @@ static int run_pairs(struct cu_ctx *im, struct pair_geom g, struct mask_geom mg,
         int np = pairs - p0 < (int)chunk ? pairs - p0 : (int)chunk;
         CU_LAUNCH(k_pair_ptrs, (np + 127) / 128, 128, 0, im->stream)(ptrs, g, p0, np);
         /* scores[i, t] (row-major, kv_len wide) = scale * q_i . k_t */
-        cublasStatus_t s = batched(im, CUBLAS_OP_T, g.kv_len, g.q_len, g.head_dim, scale, ptrs, (int)g.ld_kv, ptrs + np,
-                                   (int)g.ld_q, (void *const *)(ptrs + 2 * np), g.kv_len, np);
+        cublasStatus_t s = cu_batched_gemm(im, CUBLAS_OP_T, g.kv_len, g.q_len, g.head_dim, scale, ptrs, (int)g.ld_kv,
+                                           ptrs + np, (int)g.ld_q, (void *const *)(ptrs + 2 * np), g.kv_len, np);
         if (s != CUBLAS_STATUS_SUCCESS)
             return cu_blas_fail(err, s, "attention scores");
         size_t rows = (size_t)np * g.q_len;
         int grid = cu_grid(im, rows, 4);
         CU_LAUNCH(k_masked_softmax, grid, 128, 0, im->stream)(g.scores, mg, p0, np);
         /* out[i, d] = sum_t p[i, t] v[t, d] */
-        s = batched(im, CUBLAS_OP_N, g.head_dim, g.q_len, g.kv_len, 1.0f, ptrs + 3 * np, (int)g.ld_kv, ptrs + 4 * np,
-                    g.kv_len, (void *const *)(ptrs + 5 * np), (int)g.ld_out, np);
+        s = cu_batched_gemm(im, CUBLAS_OP_N, g.head_dim, g.q_len, g.kv_len, 1.0f, ptrs + 3 * np, (int)g.ld_kv,
+                            ptrs + 4 * np, g.kv_len, (void *const *)(ptrs + 5 * np), (int)g.ld_out, np);
         if (s != CUBLAS_STATUS_SUCCESS)
             return cu_blas_fail(err, s, "attention output");
     }

@@ -186,6 +186,12 @@ int cu_attention_rel(struct cu_ctx *im, const struct nlpd_op_attention_rel *p, s
 int cu_log_softmax_topk(struct cu_ctx *im, const struct nlpd_op_log_softmax_topk *p, struct nlpd_error *err);
 /* Drops a thread's cuBLASLt plans (before its handle goes). */
 void cu_lt_release(struct cu_ctx *im);
+/* Batched fp32 products for attention scores and outputs (C_i = alpha op(A_i) B_i, pointer arrays on the device)
+ * in the backend's compute mode: the fp16/bf16 fast modes, TF32 unless strict, fp32 where no fast mode exists for
+ * the shape (attention.cu). */
+cublasStatus_t cu_batched_gemm(struct cu_ctx *im, cublasOperation_t ta, int m, int n, int k, float alpha,
+                               const void *const *a, int lda, const void *const *b, int ldb, void *const *c, int ldc,
+                               int count);
 /* dst[i] = (half or bf16) src[i], i < n (a weight shadow). */
 int cu_convert_weights(struct cu_ctx *im, void *dst, const float *src, size_t n, struct nlpd_error *err);
 
@@ -202,6 +208,23 @@ __device__ __forceinline__ float cu_warp_max(float v)
     for (int o = 16; o > 0; o >>= 1)
         v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
+}
+
+/* The end of a warp's masked softmax over one score row: mx is this lane's max over row[0..n) (already masked);
+ * row[t] becomes the probability for t < n and 0 for n <= t < len (keys past the last attended one). */
+__device__ __forceinline__ void cu_warp_softmax_row(float *row, float mx, int n, int len, int lane)
+{
+    mx = cu_warp_max(mx);
+    float s = 0.0f;
+    for (int t = lane; t < n; t += 32) {
+        float e = expf(row[t] - mx);
+        row[t] = e;
+        s += e;
+    }
+    s = cu_warp_sum(s);
+    const float inv = 1.0f / s;
+    for (int t = lane; t < len; t += 32)
+        row[t] = t < n ? row[t] * inv : 0.0f;
 }
 
 __device__ __forceinline__ int cu_warp_max_int(int v)

@@ -95,40 +95,8 @@ __global__ void k_rel_softmax(struct rel_geom g, int p0, int np)
             row[t] = v;
             mx = v > mx ? v : mx;
         }
-        mx = cu_warp_max(mx);
-        float s = 0.0f;
-        for (int t = lane; t < kv; t += 32) {
-            float e = expf(row[t] - mx);
-            row[t] = e;
-            s += e;
-        }
-        s = cu_warp_sum(s);
-        const float inv = 1.0f / s;
-        for (int t = lane; t < S; t += 32)
-            row[t] = t < kv ? row[t] * inv : 0.0f;
+        cu_warp_softmax_row(row, mx, kv, S, lane);
     }
-}
-
-static cublasComputeType_t rel_compute_type(const struct cu_ctx *im)
-{
-    return im->dtype == NLPD_DTYPE_F16    ? CUBLAS_COMPUTE_32F_FAST_16F
-           : im->dtype == NLPD_DTYPE_BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF
-           : im->tf32                     ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                          : CUBLAS_COMPUTE_32F;
-}
-
-static cublasStatus_t rel_batched(struct cu_ctx *im, cublasOperation_t ta, int m, int n, int k, float alpha,
-                                  const void *const *a, int lda, const void *const *b, int ldb, void *const *c, int ldc,
-                                  int count)
-{
-    const float zero = 0.0f;
-    cublasComputeType_t ct = rel_compute_type(im);
-    cublasStatus_t s = cublasGemmBatchedEx(im->blas, ta, CUBLAS_OP_N, m, n, k, &alpha, a, CUDA_R_32F, lda, b,
-                                           CUDA_R_32F, ldb, &zero, c, CUDA_R_32F, ldc, count, ct, CUBLAS_GEMM_DEFAULT);
-    if (s == CUBLAS_STATUS_NOT_SUPPORTED && ct != CUBLAS_COMPUTE_32F) /* no fast mode for this shape: fp32 */
-        s = cublasGemmBatchedEx(im->blas, ta, CUBLAS_OP_N, m, n, k, &alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb,
-                                &zero, c, CUDA_R_32F, ldc, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    return s;
 }
 
 /* pointer array a of a chunk of np pairs (k_rel_ptrs' layout) */
@@ -189,23 +157,23 @@ int cu_attention_rel(struct cu_ctx *im, const struct nlpd_op_attention_rel *p, s
         int np = pairs - p0 < (int)chunk ? pairs - p0 : (int)chunk;
         CU_LAUNCH(k_rel_ptrs, (np + 127) / 128, 128, 0, im->stream)(ptrs, g, p0, np);
         /* scores[i, t] (row-major, seq wide) = scale * q_i . k_t */
-        cublasStatus_t s = rel_batched(im, CUBLAS_OP_T, S, S, D, p->scale, arr(ptrs, 0, np), ldq, arr(ptrs, 1, np), ldq,
-                                       (void *const *)arr(ptrs, 2, np), S, np);
+        cublasStatus_t s = cu_batched_gemm(im, CUBLAS_OP_T, S, S, D, p->scale, arr(ptrs, 0, np), ldq, arr(ptrs, 1, np),
+                                           ldq, (void *const *)arr(ptrs, 2, np), S, np);
         if (s != CUBLAS_STATUS_SUCCESS)
             return cu_blas_fail(err, s, "relative attention scores");
         /* c2p[i, c] = scale * q_i . pos_k[c], p2c[t, c] = scale * k_t . pos_q[c] (row-major, n_rel wide) */
         if (p->pos_k &&
-            (s = rel_batched(im, CUBLAS_OP_T, NR, S, D, p->scale, arr(ptrs, 6, np), p->ld_pos, arr(ptrs, 7, np), ldq,
-                             (void *const *)arr(ptrs, 8, np), NR, np)) != CUBLAS_STATUS_SUCCESS)
+            (s = cu_batched_gemm(im, CUBLAS_OP_T, NR, S, D, p->scale, arr(ptrs, 6, np), p->ld_pos, arr(ptrs, 7, np),
+                                 ldq, (void *const *)arr(ptrs, 8, np), NR, np)) != CUBLAS_STATUS_SUCCESS)
             return cu_blas_fail(err, s, "relative attention c2p");
         if (p->pos_q &&
-            (s = rel_batched(im, CUBLAS_OP_T, NR, S, D, p->scale, arr(ptrs, 9, np), p->ld_pos, arr(ptrs, 10, np), ldq,
-                             (void *const *)arr(ptrs, 11, np), NR, np)) != CUBLAS_STATUS_SUCCESS)
+            (s = cu_batched_gemm(im, CUBLAS_OP_T, NR, S, D, p->scale, arr(ptrs, 9, np), p->ld_pos, arr(ptrs, 10, np),
+                                 ldq, (void *const *)arr(ptrs, 11, np), NR, np)) != CUBLAS_STATUS_SUCCESS)
             return cu_blas_fail(err, s, "relative attention p2c");
         CU_LAUNCH(k_rel_softmax, cu_grid(im, (size_t)np * S, 4), 128, 0, im->stream)(g, p0, np);
         /* out[i, d] = sum_t p[i, t] v[t, d] (probabilities past the last attended key are 0) */
-        s = rel_batched(im, CUBLAS_OP_N, D, S, S, 1.0f, arr(ptrs, 3, np), ldq, arr(ptrs, 4, np), S,
-                        (void *const *)arr(ptrs, 5, np), p->ld_out, np);
+        s = cu_batched_gemm(im, CUBLAS_OP_N, D, S, S, 1.0f, arr(ptrs, 3, np), ldq, arr(ptrs, 4, np), S,
+                            (void *const *)arr(ptrs, 5, np), p->ld_out, np);
         if (s != CUBLAS_STATUS_SUCCESS)
             return cu_blas_fail(err, s, "relative attention output");
     }
