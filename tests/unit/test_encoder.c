@@ -244,6 +244,17 @@ static void test_pooled_and_hidden(void)
 
 static char tmpdir[256];
 
+/* Removes the model folder a test wrote into tmpdir. */
+static void remove_tmp_model(void)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/config.json", tmpdir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+    unlink(p);
+    rmdir(tmpdir);
+}
+
 static void write_file(const char *name, const void *data, size_t n)
 {
     char p[512];
@@ -376,12 +387,7 @@ static void test_non_finite_logits(void)
     }
     json_decref(hdr);
     free(s);
-    char p[512];
-    snprintf(p, sizeof p, "%s/config.json", tmpdir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
-    unlink(p);
-    rmdir(tmpdir);
+    remove_tmp_model();
 }
 
 static void test_bad_folders(void)
@@ -553,12 +559,7 @@ static void test_half_precision(void)
     }
     nlpd_encoder_ws_free(ws);
     nlpd_encoder_free(ref);
-    char p[512];
-    snprintf(p, sizeof p, "%s/config.json", tmpdir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
-    unlink(p);
-    rmdir(tmpdir);
+    remove_tmp_model();
 }
 
 /* ---- DeBERTa-v2 specifics ---- */
@@ -662,12 +663,7 @@ static void deberta_refusals(void)
         expect_error(bad[i].needle, "config.json", bad[i].needle);
         free(c2);
     }
-    char p[512];
-    snprintf(p, sizeof p, "%s/config.json", tmpdir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
-    unlink(p);
-    rmdir(tmpdir);
+    remove_tmp_model();
     free(cfg);
     free(st);
 }
